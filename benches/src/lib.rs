@@ -1,0 +1,1 @@
+//! Benchmarks for zrpc (see `benches/`).

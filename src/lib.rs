@@ -1,0 +1,19 @@
+//! zrpc: an RPC framework in which a plain Rust trait is the service definition.
+//!
+//! (Crate docs are completed with the transport; see README.md.)
+
+#[doc(inline)]
+pub use zrpc_macros::service;
+
+#[cfg(feature = "json")]
+pub use zrpc_core::Json;
+pub use zrpc_core::{
+    Code, Codec, CodecError, CodecId, Context, Hints, Metadata, Method, NamedService, Postcard, Request, Response,
+    Router, Status, TraceContext,
+};
+
+/// Modules of the core, for paths such as `zrpc::codec::Codec`.
+pub use zrpc_core::{codec, context, metadata, request, router, status, trace};
+
+#[doc(hidden)]
+pub use zrpc_core::__private;

@@ -1,0 +1,38 @@
+//! The transport-independent core of [zrpc](https://docs.rs/zrpc): what a call is, what can go
+//! wrong with it, and how its values become bytes.
+//!
+//! Most users depend on the `zrpc` facade, which re-exports everything here.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`context`] | [`Context`]: deadline, metadata, caller name, trace, balancing hints |
+//! | [`status`] | [`Status`] and [`Code`], the framework's error |
+//! | [`codec`] | the [`Codec`] trait, [`Postcard`] (default) and JSON (feature `json`) |
+//! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
+//! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
+//! | [`metadata`], [`trace`] | call metadata and W3C trace context |
+//!
+//! # Features
+//! - `json`: the JSON codec.
+
+pub mod codec;
+pub mod context;
+pub mod metadata;
+pub mod request;
+pub mod router;
+pub mod status;
+pub mod trace;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+#[cfg(feature = "json")]
+pub use codec::Json;
+pub use codec::{Codec, CodecError, CodecId, Postcard};
+pub use context::{Context, Hints};
+pub use metadata::Metadata;
+pub use request::{Method, Request, Response};
+pub use router::{NamedService, Router};
+pub use status::{Code, Status};
+pub use trace::TraceContext;

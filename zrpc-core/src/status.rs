@@ -1,0 +1,229 @@
+//! The framework error: a [`Code`] saying what kind of failure happened and a message saying
+//! what happened where.
+//!
+//! Application errors are not `Status`: they are part of a method's own return type and travel
+//! inside the response payload. A `Status` is what the framework itself reports — a deadline
+//! that passed, a method nobody serves, a connection that died.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+
+/// What kind of failure a [`Status`] reports. The codes follow gRPC's so that they mean what
+/// users of tonic or grpc-go expect; the numbers are the values sent on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum Code {
+    /// Not an error; used on the wire for successful responses.
+    Ok = 0,
+    /// The call was cancelled, usually by the caller.
+    Cancelled = 1,
+    /// An error that fits no other code, such as a code unknown to this version.
+    Unknown = 2,
+    /// The request could not be decoded or was invalid on its face.
+    InvalidArgument = 3,
+    /// The deadline passed before the call completed.
+    DeadlineExceeded = 4,
+    /// The service or method does not exist on the server.
+    NotFound = 5,
+    /// A limit was hit: a rate or concurrency limit, a frame size.
+    ResourceExhausted = 8,
+    /// The caller did not prove who it is.
+    Unauthenticated = 16,
+    /// The caller is known but not allowed.
+    PermissionDenied = 7,
+    /// The endpoint is unreachable, closing or overloaded; usually worth retrying elsewhere.
+    Unavailable = 14,
+    /// A bug on the server: a handler panicked or an invariant broke.
+    Internal = 13,
+    /// The peer does not implement what was asked, such as a codec.
+    Unimplemented = 12,
+    /// Data was lost or corrupted: an undecodable response.
+    DataLoss = 15,
+}
+
+impl Code {
+    /// The code for a wire value; values this version does not know become [`Code::Unknown`].
+    pub fn from_u8(value: u8) -> Code {
+        match value {
+            0 => Code::Ok,
+            1 => Code::Cancelled,
+            3 => Code::InvalidArgument,
+            4 => Code::DeadlineExceeded,
+            5 => Code::NotFound,
+            7 => Code::PermissionDenied,
+            8 => Code::ResourceExhausted,
+            12 => Code::Unimplemented,
+            13 => Code::Internal,
+            14 => Code::Unavailable,
+            15 => Code::DataLoss,
+            16 => Code::Unauthenticated,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// The value sent on the wire.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// A short lowercase description, as used by `Display`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::Cancelled => "cancelled",
+            Code::Unknown => "unknown error",
+            Code::InvalidArgument => "invalid argument",
+            Code::DeadlineExceeded => "deadline exceeded",
+            Code::NotFound => "not found",
+            Code::ResourceExhausted => "resource exhausted",
+            Code::Unauthenticated => "unauthenticated",
+            Code::PermissionDenied => "permission denied",
+            Code::Unavailable => "unavailable",
+            Code::Internal => "internal error",
+            Code::Unimplemented => "unimplemented",
+            Code::DataLoss => "data loss",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+/// A framework error: a [`Code`], a lowercase message saying what happened and where, and
+/// optional opaque details.
+///
+/// `Display` prints the message (or the code's description when the message is empty), e.g.
+/// `deadline of 500ms exceeded calling Greeter.hello on greeter-2`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Status {
+    code: Code,
+    message: Cow<'static, str>,
+    details: Bytes,
+}
+
+impl Status {
+    /// A status with a code and a message.
+    pub fn new(code: Code, message: impl Into<Cow<'static, str>>) -> Status {
+        Status { code, message: message.into(), details: Bytes::new() }
+    }
+
+    /// Attaches opaque details, carried on the wire as they are.
+    pub fn with_details(mut self, details: Bytes) -> Status {
+        self.details = details;
+        self
+    }
+
+    /// The kind of failure.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// What happened and where.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Opaque details attached by whoever made the status.
+    pub fn details(&self) -> &Bytes {
+        &self.details
+    }
+}
+
+macro_rules! constructors {
+    ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
+        impl Status {
+            $(
+                $(#[$doc])*
+                pub fn $name(message: impl Into<Cow<'static, str>>) -> Status {
+                    Status::new(Code::$code, message)
+                }
+            )*
+        }
+    };
+}
+
+constructors! {
+    /// A [`Code::Cancelled`] status.
+    cancelled => Cancelled,
+    /// A [`Code::Unknown`] status.
+    unknown => Unknown,
+    /// A [`Code::InvalidArgument`] status.
+    invalid_argument => InvalidArgument,
+    /// A [`Code::DeadlineExceeded`] status.
+    deadline_exceeded => DeadlineExceeded,
+    /// A [`Code::NotFound`] status.
+    not_found => NotFound,
+    /// A [`Code::ResourceExhausted`] status.
+    resource_exhausted => ResourceExhausted,
+    /// A [`Code::Unauthenticated`] status.
+    unauthenticated => Unauthenticated,
+    /// A [`Code::PermissionDenied`] status.
+    permission_denied => PermissionDenied,
+    /// A [`Code::Unavailable`] status.
+    unavailable => Unavailable,
+    /// A [`Code::Internal`] status.
+    internal => Internal,
+    /// A [`Code::Unimplemented`] status.
+    unimplemented => Unimplemented,
+    /// A [`Code::DataLoss`] status.
+    data_loss => DataLoss,
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Status");
+        s.field("code", &self.code).field("message", &self.message);
+        if !self.details.is_empty() {
+            s.field("details", &self.details);
+        }
+        s.finish()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() { f.write_str(self.code.description()) } else { f.write_str(&self.message) }
+    }
+}
+
+impl std::error::Error for Status {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_wire_value() {
+        let codes = [
+            Code::Ok,
+            Code::Cancelled,
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+            Code::NotFound,
+            Code::ResourceExhausted,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::Unavailable,
+            Code::Internal,
+            Code::Unimplemented,
+            Code::DataLoss,
+        ];
+        for code in codes {
+            assert_eq!(Code::from_u8(code.as_u8()), code);
+        }
+        assert_eq!(Code::from_u8(200), Code::Unknown);
+    }
+
+    #[test]
+    fn display_is_the_message_or_the_code() {
+        assert_eq!(Status::not_found("unknown method Greeter.nope").to_string(), "unknown method Greeter.nope");
+        assert_eq!(Status::new(Code::Unavailable, "").to_string(), "unavailable");
+    }
+}

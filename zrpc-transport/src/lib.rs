@@ -1,0 +1,1 @@
+//! zrpc transport (placeholder).
