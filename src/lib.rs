@@ -12,6 +12,14 @@ pub use zrpc_core::{
     Router, Status, TraceContext,
 };
 
+pub use zrpc_transport::{
+    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Server, ServerBuilder, ServerConfig,
+};
+
+/// The wire protocol, the connection state machine and the byte streams, for people writing
+/// other transports, clients in other languages, or fuzzers.
+pub use zrpc_transport as transport;
+
 /// Modules of the core, for paths such as `zrpc::codec::Codec`.
 pub use zrpc_core::{codec, context, metadata, request, router, status, trace};
 

@@ -44,7 +44,7 @@ pub trait Wire: Serialize + DeserializeOwned {}
 impl<T: Serialize + DeserializeOwned> Wire for T {}
 
 /// Compile-time check used by the expansion; never called at run time.
-pub fn assert_wire<T: Wire + ?Sized>() {}
+pub fn assert_wire<T: Wire>() {}
 
 fn encode_request<A: Serialize>(
     method: &'static MethodInfo,

@@ -1,1 +1,41 @@
-//! zrpc transport (placeholder).
+//! zrpc's wire protocol, connection multiplexing, and transports.
+//!
+//! Most users depend on the `zrpc` facade, which re-exports what is here as `zrpc::Server`,
+//! `zrpc::Channel` and friends.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`frame`] | the wire format (`docs/PROTOCOL.md`): preface, HELLO, frames; encode and decode, no I/O |
+//! | [`mux`] | one end of a connection as a state machine: ids, pending calls, heartbeat, GOAWAY; no I/O |
+//! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown |
+//! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
+//! | [`address`] | [`Address`]: `tcp://`, `unix://`, `mem://` |
+//! | [`stream`] | [`Stream`]: the byte streams connections run over |
+//!
+//! # Features
+//! - `tcp` (default): TCP transport.
+//! - `unix` (default): Unix-domain socket transport.
+//!
+//! The in-memory transport (`mem://name`) is always available.
+
+pub mod address;
+pub mod channel;
+mod conn;
+pub mod frame;
+mod listener;
+pub mod mux;
+pub mod server;
+pub mod stream;
+
+pub use address::{Address, InvalidAddress};
+pub use channel::{Backoff, Channel, ChannelBuilder, ChannelConfig};
+pub use server::{Server, ServerBuilder, ServerConfig};
+pub use stream::Stream;
+
+/// The endpoint name used when none is configured: the program's file name.
+fn default_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "zrpc".to_owned())
+}

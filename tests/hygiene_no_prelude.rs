@@ -1,0 +1,48 @@
+//! The expansion names everything by absolute path: it compiles without the prelude.
+#![no_implicit_prelude]
+
+/// A service whose own types are spelled out, as the prelude is gone.
+#[::zrpc::service]
+pub trait Echo {
+    /// Echoes `text`, `times` times.
+    async fn echo(&self, ctx: &::zrpc::Context, text: ::std::string::String, times: u32) -> ::std::string::String;
+    /// Fails when asked to.
+    #[zrpc(idempotent)]
+    async fn check(&self, fail: bool) -> ::core::result::Result<u8, ::std::string::String>;
+    /// Nothing back.
+    #[zrpc(oneway, name = "fire")]
+    async fn forget(&self);
+}
+
+struct Impl;
+
+impl Echo for Impl {
+    async fn echo(&self, _ctx: &::zrpc::Context, text: ::std::string::String, times: u32) -> ::std::string::String {
+        text.repeat(times as usize)
+    }
+
+    async fn check(&self, fail: bool) -> ::core::result::Result<u8, ::std::string::String> {
+        if fail {
+            ::core::result::Result::Err(::std::convert::From::from("asked to"))
+        } else {
+            ::core::result::Result::Ok(1)
+        }
+    }
+
+    async fn forget(&self) {}
+}
+
+#[::core::prelude::v1::test]
+fn calls_work_without_the_prelude() {
+    let runtime = ::tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    runtime.block_on(async {
+        let client = EchoClient::new(EchoServer::new(Impl));
+        let echoed = client.echo(::std::convert::From::from("ab"), 3).await.expect("call succeeds");
+        ::std::assert_eq!(echoed, "ababab");
+        ::std::assert_eq!(
+            client.check(true).await.expect("call succeeds"),
+            ::core::result::Result::Err(::std::convert::From::from("asked to"))
+        );
+        client.forget().await.expect("call succeeds");
+    });
+}

@@ -1,0 +1,6 @@
+#[zrpc::service]
+pub trait Greeter {
+    async fn hello(name: String) -> String;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[zrpc::service]
+pub trait Counter {
+    async fn increment(&mut self) -> u64;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[zrpc::service]
+pub struct Greeter {
+    name: String,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[zrpc::service]
+pub trait Greeter {
+    fn hello(&self, name: String) -> String;
+}
+
+fn main() {}

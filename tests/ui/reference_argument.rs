@@ -1,0 +1,6 @@
+#[zrpc::service]
+pub trait Greeter {
+    async fn hello(&self, name: &str) -> String;
+}
+
+fn main() {}

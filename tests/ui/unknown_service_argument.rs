@@ -1,0 +1,6 @@
+#[zrpc::service(version = "2")]
+pub trait Greeter {
+    async fn hello(&self, name: String) -> String;
+}
+
+fn main() {}

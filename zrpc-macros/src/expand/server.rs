@@ -1,0 +1,150 @@
+//! The server side: the trait users implement, rewritten so that its futures are `Send`, and
+//! `XServer<T>`, a `tower::Service` that decodes a request's arguments, calls the matching
+//! method of `T` and encodes its result.
+//!
+//! Dispatch is by wire name, `"Service.method"`: a request for another service or an unknown
+//! method is answered with `NotFound` naming it, never ignored.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::private;
+use crate::ast::{Method, Service};
+
+/// The trait as users implement it: same name, docs and methods, each method returning a
+/// `Send` future (an `async fn` in the `impl` satisfies it when its future is `Send`).
+pub(crate) fn service_trait(service: &Service) -> TokenStream {
+    let item = &service.item;
+    let (attrs, vis, ident) = (&item.attrs, &item.vis, &item.ident);
+    let supertraits = item.supertraits.iter();
+    let methods = service.methods.iter().map(|method| {
+        let attrs = &method.attrs;
+        let name = method.ident();
+        let ctx = method.ctx.as_ref().map(|ctx| {
+            let (ident, ty) = (&ctx.name, &ctx.ty);
+            quote!(#ident: #ty,)
+        });
+        let args = method.args.iter().map(|arg| {
+            let (ident, ty) = (&arg.name, &arg.ty);
+            quote!(#ident: #ty)
+        });
+        let output = method.output.as_ref().map_or_else(|| quote!(()), |ty| quote!(#ty));
+        quote! {
+            #(#attrs)*
+            fn #name(&self, #ctx #(#args),*)
+                -> impl ::core::future::Future<Output = #output> + ::core::marker::Send;
+        }
+    });
+    quote! {
+        #(#attrs)*
+        #vis trait #ident: #(#supertraits +)* ::core::marker::Send + ::core::marker::Sync + 'static {
+            #(#methods)*
+        }
+    }
+}
+
+/// `XServer<T>` and its `NamedService` and `tower::Service` impls.
+pub(crate) fn server(service: &Service) -> TokenStream {
+    let private = private(service);
+    let (vis, trait_ident) = (service.vis(), service.ident());
+    let server = format_ident!("{}Server", trait_ident);
+    let client = format_ident!("{}Client", trait_ident);
+    let server_name = server.to_string();
+    let wire = &service.wire_name.value;
+    let doc = format!(
+        "Serves an implementation of [`{trait_ident}`]: a `tower::Service` answering the methods of service \
+         `{wire}`.\n\nAdd it to a server, or wrap it in [`{client}::new`] to call the implementation in-process."
+    );
+    let methods = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let full = service.full_name(method);
+        quote!(#(#cfgs)* #full,)
+    });
+    let arms = service.methods.iter().map(|method| arm(service, method));
+    quote! {
+        #[doc = #doc]
+        #vis struct #server<T> {
+            inner: ::std::sync::Arc<T>,
+        }
+
+        impl<T> #server<T> {
+            /// Serves `inner`.
+            #vis fn new(inner: T) -> Self {
+                Self::from_arc(::std::sync::Arc::new(inner))
+            }
+
+            /// Serves an implementation that is already shared.
+            #vis fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
+                Self { inner }
+            }
+        }
+
+        impl<T> ::core::clone::Clone for #server<T> {
+            fn clone(&self) -> Self {
+                Self { inner: ::core::clone::Clone::clone(&self.inner) }
+            }
+        }
+
+        impl<T> ::core::fmt::Debug for #server<T> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#server_name).finish_non_exhaustive()
+            }
+        }
+
+        impl<T: #trait_ident> #private::NamedService for #server<T> {
+            const NAME: &'static str = #wire;
+            const METHODS: &'static [&'static str] = &[#(#methods)*];
+        }
+
+        impl<T: #trait_ident> #private::tower::Service<#private::Request> for #server<T> {
+            type Response = #private::Response;
+            type Error = #private::Status;
+            type Future = #private::futures::future::BoxFuture<
+                'static,
+                ::core::result::Result<#private::Response, #private::Status>,
+            >;
+
+            fn poll_ready(
+                &mut self,
+                _: &mut ::core::task::Context<'_>,
+            ) -> ::core::task::Poll<::core::result::Result<(), #private::Status>> {
+                ::core::task::Poll::Ready(::core::result::Result::Ok(()))
+            }
+
+            fn call(&mut self, req: #private::Request) -> Self::Future {
+                if req.method().service() != #wire {
+                    return #private::unknown_method::<Self>(&req);
+                }
+                match req.method().name() {
+                    #(#arms)*
+                    _ => #private::unknown_method::<Self>(&req),
+                }
+            }
+        }
+    }
+}
+
+/// `"method" => serve(req, handler)`: decode the arguments struct, call the method.
+fn arm(service: &Service, method: &Method) -> TokenStream {
+    let private = private(service);
+    let trait_ident = service.ident();
+    let cfgs = method.cfgs();
+    let wire = &method.wire_name.value;
+    let name = method.ident();
+    let args_struct = &method.args_struct;
+    let (ctx_param, ctx_arg) = match method.ctx {
+        Some(_) => (quote!(ctx), quote!(&ctx,)),
+        None => (quote!(_), quote!()),
+    };
+    let args_param = if method.args.is_empty() { quote!(_) } else { quote!(args) };
+    let fields = method.args.iter().map(|arg| &arg.name);
+    quote! {
+        #(#cfgs)*
+        #wire => {
+            let inner = ::core::clone::Clone::clone(&self.inner);
+            #private::serve(req, move |#ctx_param, #args_param: #args_struct| async move {
+                <T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await
+            })
+        }
+    }
+}

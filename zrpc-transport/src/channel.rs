@@ -1,0 +1,368 @@
+//! A client's connection to one endpoint: shared by every clone, reconnected when lost.
+//!
+//! A [`Channel`] is a `tower::Service<Request>`. All its clones share one connection, over which
+//! any number of calls are in flight at once. A background task owns the connection's life:
+//!
+//! 1. It connects when the first call is made (or at once with [`ChannelBuilder::connect`]).
+//! 2. When the connection is lost or the server sends GOAWAY, it reconnects at once; calls in
+//!    flight on the old connection finish there (GOAWAY) or fail with `Unavailable` (loss).
+//! 3. When connecting fails, it waits with capped exponential backoff and jitter before the next
+//!    attempt. Meanwhile calls fail at once with `Unavailable` saying why and when the next
+//!    attempt is, so that a retry layer can go elsewhere — unless the channel was built with
+//!    [`ChannelBuilder::wait_for_ready`], in which case they wait (up to their deadline).
+//! 4. When the last clone is dropped, the task ends and the connection closes once idle.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::Service;
+use zrpc_core::{Request, Response, Router, Status};
+
+use crate::address::{Address, InvalidAddress};
+use crate::conn::{ConnConfig, Connection, Handle};
+use crate::listener;
+use crate::mux::{MuxConfig, Role};
+
+/// How long to wait between failed connection attempts: `initial`, doubling up to `max`, each
+/// delay jittered by ±20% so that many clients do not reconnect in lockstep ("Exponential
+/// Backoff And Jitter", AWS Architecture Blog, 2015).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// A backoff from `initial` doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff { initial, max: max.max(initial) }
+    }
+
+    /// The delay after `failures` consecutive failures (1 or more).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(20);
+        let base = self.initial.saturating_mul(1 << exp).min(self.max);
+        base.mul_f64(fastrand::f64() * 0.4 + 0.8)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
+    }
+}
+
+/// Settings of a [`Channel`]; built with [`Channel::builder`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ChannelConfig {
+    /// The name announced to servers, seen by handlers as `ctx.caller()`.
+    pub name: String,
+    /// Largest frame accepted from the server.
+    pub max_frame: u32,
+    /// Idle time after which the server is pinged.
+    pub heartbeat_interval: Duration,
+    /// Silence after a ping after which the connection is declared dead.
+    pub heartbeat_timeout: Duration,
+    /// Limit on connecting plus the handshake.
+    pub connect_timeout: Duration,
+    /// Delays between failed connection attempts.
+    pub backoff: Backoff,
+    /// Whether calls wait for a connection instead of failing while reconnecting.
+    pub wait_for_ready: bool,
+    /// Auth token sent in the HELLO.
+    pub token: bytes::Bytes,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> ChannelConfig {
+        let mux = MuxConfig::default();
+        ChannelConfig {
+            name: crate::default_name(),
+            max_frame: mux.max_frame,
+            heartbeat_interval: mux.heartbeat_interval,
+            heartbeat_timeout: mux.heartbeat_timeout,
+            connect_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+            wait_for_ready: false,
+            token: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl ChannelConfig {
+    fn conn(&self) -> ConnConfig {
+        ConnConfig {
+            mux: MuxConfig {
+                name: self.name.clone(),
+                max_frame: self.max_frame,
+                heartbeat_interval: self.heartbeat_interval,
+                heartbeat_timeout: self.heartbeat_timeout,
+                token: self.token.clone(),
+            },
+        }
+    }
+}
+
+/// Builds a [`Channel`].
+#[derive(Debug)]
+pub struct ChannelBuilder {
+    address: Address,
+    config: ChannelConfig,
+}
+
+impl ChannelBuilder {
+    /// The name announced to servers (default: this program's name).
+    pub fn name(mut self, name: impl Into<String>) -> ChannelBuilder {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Largest frame accepted from the server (default 16 MiB; at least 1 KiB).
+    pub fn max_frame(mut self, bytes: u32) -> ChannelBuilder {
+        self.config.max_frame = bytes.max(crate::frame::MIN_MAX_FRAME);
+        self
+    }
+
+    /// Ping after `interval` of silence; give up `timeout` after an unanswered ping
+    /// (defaults 10 s and 20 s).
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> ChannelBuilder {
+        self.config.heartbeat_interval = interval;
+        self.config.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Limit on connecting plus the handshake (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ChannelBuilder {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Delays between failed connection attempts (default 50 ms doubling to 5 s).
+    pub fn backoff(mut self, backoff: Backoff) -> ChannelBuilder {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Make calls wait for a connection, up to their deadline, instead of failing with
+    /// `Unavailable` while the endpoint is unreachable (default `false`).
+    pub fn wait_for_ready(mut self, wait: bool) -> ChannelBuilder {
+        self.config.wait_for_ready = wait;
+        self
+    }
+
+    /// Auth token sent to the server in the HELLO.
+    pub fn token(mut self, token: impl Into<bytes::Bytes>) -> ChannelBuilder {
+        self.config.token = token.into();
+        self
+    }
+
+    /// A channel that connects on its first call.
+    pub fn connect_lazy(self) -> Channel {
+        let (tx, rx) = watch::channel(State::Idle);
+        Channel {
+            inner: Arc::new(Inner {
+                address: self.address,
+                config: self.config,
+                state: rx,
+                manager: Mutex::new(Some(tx)),
+                started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A channel that has connected once.
+    ///
+    /// # Errors
+    /// `Unavailable` when the first attempt fails; the channel is dropped.
+    pub async fn connect(self) -> Result<Channel, Status> {
+        let channel = self.connect_lazy();
+        channel.inner.start();
+        let mut state = channel.inner.state.clone();
+        loop {
+            match &*state.borrow_and_update() {
+                State::Ready(_) => return Ok(channel.clone()),
+                State::Failed { status, .. } => return Err(status.clone()),
+                State::Idle | State::Connecting => {}
+            }
+            if state.changed().await.is_err() {
+                return Err(Status::unavailable("the channel's connection task ended"));
+            }
+        }
+    }
+}
+
+/// A client's connection to one endpoint; see the [module docs](self).
+///
+/// Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    address: Address,
+    config: ChannelConfig,
+    state: watch::Receiver<State>,
+    /// Handed to the background task when it starts.
+    manager: Mutex<Option<watch::Sender<State>>>,
+    started: AtomicBool,
+}
+
+#[derive(Clone)]
+enum State {
+    Idle,
+    Connecting,
+    Ready(Handle),
+    Failed { status: Status },
+}
+
+impl Channel {
+    /// Starts building a channel to `address`.
+    pub fn builder(address: Address) -> ChannelBuilder {
+        ChannelBuilder { address, config: ChannelConfig::default() }
+    }
+
+    /// Connects to `address` with default settings.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an address that does not parse; `Unavailable` when the first
+    /// connection attempt fails.
+    pub async fn connect<A>(address: A) -> Result<Channel, Status>
+    where
+        A: TryInto<Address, Error = InvalidAddress>,
+    {
+        let address = address.try_into().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Channel::builder(address).connect().await
+    }
+
+    /// The endpoint this channel connects to.
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    /// The server's announced name, while connected.
+    pub fn peer_name(&self) -> Option<String> {
+        match &*self.inner.state.borrow() {
+            State::Ready(handle) => handle.peer_name().map(str::to_owned),
+            _ => None,
+        }
+    }
+}
+
+impl Inner {
+    fn start(&self) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let taken = self.manager.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = taken {
+            tokio::spawn(manage(self.address.clone(), self.config.clone(), tx));
+        }
+    }
+
+    /// A connection to call through, waiting while one is being made.
+    async fn handle(&self, deadline: Option<Instant>) -> Result<Handle, Status> {
+        self.start();
+        let mut state = self.state.clone();
+        let wait = async {
+            loop {
+                match &*state.borrow_and_update() {
+                    State::Ready(handle) if handle.is_ready() => return Ok(handle.clone()),
+                    State::Failed { status, .. } if !self.config.wait_for_ready => return Err(status.clone()),
+                    _ => {}
+                }
+                if state.changed().await.is_err() {
+                    return Err(Status::unavailable(format!("the channel to {} was closed", self.address)));
+                }
+            }
+        };
+        match deadline {
+            None => wait.await,
+            Some(deadline) => tokio::time::timeout_at(deadline, wait).await.unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!("deadline exceeded while connecting to {}", self.address)))
+            }),
+        }
+    }
+}
+
+/// The background task: connects, watches the connection, reconnects with backoff.
+async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>) {
+    let mut failures = 0;
+    loop {
+        state.send_replace(State::Connecting);
+        let attempt = tokio::select! {
+            attempt = connect_once(&address, &config) => attempt,
+            () = state.closed() => return,
+        };
+        match attempt {
+            Ok(handle) => {
+                failures = 0;
+                state.send_replace(State::Ready(handle.clone()));
+                tokio::select! {
+                    () = handle.unusable() => {}
+                    () = state.closed() => return,
+                }
+            }
+            Err(status) => {
+                failures += 1;
+                let delay = config.backoff.delay(failures);
+                let status = Status::unavailable(format!("{status}; next attempt in {delay:?}"));
+                state.send_replace(State::Failed { status });
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = state.closed() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handle, Status> {
+    let attempt = async {
+        let stream = listener::connect(address)
+            .await
+            .map_err(|e| Status::unavailable(format!("could not connect to {address}: {e}")))?;
+        let (conn, handle) = Connection::new(stream, Role::Connector, config.conn(), Router::new(), Router::new());
+        tokio::spawn(conn.run());
+        handle.ready().await?;
+        Ok(handle)
+    };
+    tokio::time::timeout(config.connect_timeout, attempt).await.unwrap_or_else(|_| {
+        Err(Status::unavailable(format!("connecting to {address} timed out after {:?}", config.connect_timeout)))
+    })
+}
+
+impl Service<Request> for Channel {
+    type Response = Response;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        // Calls queue inside the connection; readiness is decided per call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let handle = inner.handle(request.ctx().deadline()).await?;
+            handle.call(request).await
+        })
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel").field("address", &self.inner.address).finish_non_exhaustive()
+    }
+}

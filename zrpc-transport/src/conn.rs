@@ -1,0 +1,610 @@
+//! Running a [`Mux`] over a [`Stream`]: the one task that owns a connection.
+//!
+//! Each connection is driven by a single task that polls, in one loop: commands from local
+//! callers, answers from local handlers, bytes from the socket, the heartbeat timer, the
+//! shutdown signal, and writes. Everything produced in one turn of the loop lands in the mux's
+//! output buffer before one write, so under load one syscall carries many frames (write
+//! coalescing) with no extra buffering layer, and no lock is shared between reading and writing.
+//!
+//! Handlers for the peer's calls run in their own tasks (so a slow handler never blocks the
+//! connection) and report back over a channel; cancelling a call aborts its task, which drops
+//! the handler future. A deadline is enforced around the handler in that task.
+//!
+//! Backpressure: while the service is not ready (a concurrency limit), decoded requests wait and
+//! the socket is not read; while more than [`HIGH_WATER`] bytes wait to be written, no new local
+//! calls are taken.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures::FutureExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+use zrpc_core::{CodecId, Context, Method, Request, Response, Router, Status};
+
+use crate::frame::RequestFrame;
+use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
+use crate::stream::Stream;
+
+/// Stop taking local calls while this many bytes wait to be written.
+const HIGH_WATER: usize = 1024 * 1024;
+/// Most commands or completions handled in one turn, so no source starves the others.
+const BATCH: usize = 256;
+/// Read in chunks of at least this many bytes.
+const READ_CHUNK: usize = 8 * 1024;
+/// How long a closing connection may spend writing its last frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+type Reply = oneshot::Sender<Result<Response, Status>>;
+
+/// What local callers ask of the connection task.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "boxing the request would cost an allocation per call")]
+pub(crate) enum Command {
+    Call { id: u64, request: Request, reply: Reply },
+    Cancel { id: u64 },
+}
+
+const CONNECTING: u8 = 0;
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+const CLOSED: u8 = 3;
+
+/// State shared between the connection task and the handles that call through it.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    next_id: AtomicU64,
+    state: AtomicU8,
+    changed: Notify,
+    peer: OnceLock<Arc<str>>,
+    closed_because: OnceLock<Status>,
+}
+
+impl Shared {
+    fn set_state(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    fn peer_name(&self) -> &str {
+        self.peer.get().map_or("the peer", |p| p)
+    }
+}
+
+/// A cheap, cloneable way to make calls over one connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Whether new calls may go through this connection.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.shared.state() == READY
+    }
+
+    /// The peer's announced name, once the handshake is done.
+    pub(crate) fn peer_name(&self) -> Option<&str> {
+        self.shared.peer.get().map(|p| &**p)
+    }
+
+    /// Waits until the handshake is done (`Ok`) or the connection closed first (`Err`).
+    pub(crate) async fn ready(&self) -> Result<(), Status> {
+        self.wait_until(|state| state != CONNECTING).await;
+        match self.shared.state() {
+            READY => Ok(()),
+            _ => Err(self.closed_status()),
+        }
+    }
+
+    /// Waits until the connection can take no new calls: the peer sent GOAWAY or it closed.
+    pub(crate) async fn unusable(&self) {
+        self.wait_until(|state| state >= DRAINING).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(u8) -> bool) {
+        loop {
+            let notified = self.shared.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Register before checking, so a change between the check and the wait is not missed.
+            notified.as_mut().enable();
+            if done(self.shared.state()) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn closed_status(&self) -> Status {
+        self.shared
+            .closed_because
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Status::unavailable(format!("the connection to {} is closed", self.shared.peer_name())))
+    }
+
+    /// Sends `request` and waits for its answer, its deadline, or the connection's end.
+    /// Dropping the future cancels the call on the wire.
+    pub(crate) fn call(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + 'static {
+        let shared = self.shared.clone();
+        let commands = self.commands.clone();
+        async move {
+            let id = shared.next_id.fetch_add(2, Ordering::Relaxed);
+            let deadline = request.ctx().deadline();
+            let budget = request.ctx().remaining();
+            let method = request.method().clone();
+            let (reply, answer) = oneshot::channel();
+            let mut guard = CancelOnDrop { commands, id, armed: false };
+            if guard.commands.send(Command::Call { id, request, reply }).is_err() {
+                return Err(closed_status(&shared, &method));
+            }
+            guard.armed = true;
+            let answer = match (deadline, budget) {
+                (Some(deadline), Some(budget)) => match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded(format!(
+                            "deadline of {budget:?} exceeded calling {method} on {}",
+                            shared.peer_name()
+                        )));
+                    }
+                },
+                _ => answer.await,
+            };
+            guard.armed = false;
+            answer.unwrap_or_else(|_| Err(closed_status(&shared, &method)))
+        }
+    }
+}
+
+fn closed_status(shared: &Shared, method: &Method) -> Status {
+    let reason = shared.closed_because.get().map_or_else(|| "the connection closed".to_owned(), Status::to_string);
+    Status::unavailable(format!("{method} to {} was not answered: {reason}", shared.peer_name()))
+}
+
+/// Sends CANCEL for a call whose future is dropped before its answer came.
+struct CancelOnDrop {
+    commands: mpsc::UnboundedSender<Command>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.commands.send(Command::Cancel { id: self.id });
+        }
+    }
+}
+
+/// Settings of one connection.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnConfig {
+    pub(crate) mux: MuxConfig,
+}
+
+/// A handler of the peer's call, running in its own task.
+struct Handler {
+    abort: AbortHandle,
+    oneway: bool,
+}
+
+/// The task that owns a connection; `S` answers the peer's calls.
+pub(crate) struct Connection<S> {
+    io: Stream,
+    mux: Mux<Reply>,
+    rbuf: BytesMut,
+    read_closed: bool,
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_closed: bool,
+    /// Close once no handle is left and nothing is in flight (client connections).
+    close_when_unused: bool,
+    service: S,
+    names: Router,
+    local_name: Arc<str>,
+    /// A request decoded while the service was not ready.
+    stalled: Option<RequestFrame>,
+    handlers: HashMap<u64, Handler>,
+    done_tx: mpsc::UnboundedSender<(u64, Result<Response, Status>)>,
+    done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
+    /// Oneway calls waiting for their bytes to be written: (end offset in the stream, reply).
+    oneway: VecDeque<(u64, Reply)>,
+    written: u64,
+    timer: Pin<Box<Sleep>>,
+    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    shared: Arc<Shared>,
+}
+
+impl<S> Connection<S>
+where
+    S: Service<Request, Response = Response, Error = Status> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    /// A connection over `io` answering the peer's calls with `service`, and a handle to make
+    /// calls through it. `names` lets known method names be reused instead of allocated.
+    pub(crate) fn new(
+        io: Stream,
+        role: Role,
+        config: ConnConfig,
+        service: S,
+        names: Router,
+    ) -> (Connection<S>, Handle) {
+        let now = Instant::now();
+        let local_name: Arc<str> = config.mux.name.as_str().into();
+        let mux = Mux::new(role, config.mux, now);
+        let timer = Box::pin(tokio::time::sleep_until(mux.next_timeout()));
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            next_id: AtomicU64::new(role.first_id()),
+            state: AtomicU8::new(CONNECTING),
+            changed: Notify::new(),
+            peer: OnceLock::new(),
+            closed_because: OnceLock::new(),
+        });
+        let handle = Handle { commands: commands_tx, shared: shared.clone() };
+        let conn = Connection {
+            io,
+            mux,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            read_closed: false,
+            commands,
+            commands_closed: false,
+            close_when_unused: role == Role::Connector,
+            service,
+            names,
+            local_name,
+            stalled: None,
+            handlers: HashMap::new(),
+            done_tx,
+            done_rx,
+            oneway: VecDeque::new(),
+            written: 0,
+            timer,
+            shutdown: None,
+            shared,
+        };
+        (conn, handle)
+    }
+
+    /// On `signal`, send GOAWAY, finish the calls in progress, then close.
+    pub(crate) fn with_shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Connection<S> {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+
+    /// Runs the connection to its end.
+    pub(crate) async fn run(mut self) {
+        let result = std::future::poll_fn(|cx| self.poll_turns(cx)).await;
+        self.finish(result).await;
+    }
+
+    fn poll_turns(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        loop {
+            let mut progress = self.poll_shutdown_signal(cx);
+            progress |= self.poll_commands(cx);
+            progress |= self.poll_completions(cx);
+            progress |= self.poll_read(cx)?;
+            progress |= self.poll_timer(cx)?;
+            progress |= self.poll_write(cx)?;
+
+            if self.read_closed {
+                return Poll::Ready(if self.mux.is_drained() {
+                    Ok(())
+                } else {
+                    Err(Status::unavailable(format!("{} closed the connection", self.shared.peer_name())))
+                });
+            }
+            let idle = self.mux.out().is_empty() && self.stalled.is_none();
+            if idle && self.mux.is_drained() {
+                return Poll::Ready(Ok(()));
+            }
+            let unused = self.commands_closed && self.mux.pending_len() == 0 && self.mux.inbound_len() == 0;
+            if idle && self.close_when_unused && unused {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_shutdown_signal(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        let Some(signal) = &mut self.shutdown else { return false };
+        if signal.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.shutdown = None;
+        self.mux.go_away(zrpc_core::Code::Unavailable, "the server is shutting down");
+        true
+    }
+
+    fn poll_commands(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        // Before the peer's HELLO its frame limit is unknown; past the high-water mark the
+        // peer is not keeping up. Either way, callers wait in the channel.
+        if self.commands_closed || !self.mux.is_ready() || self.mux.out().len() > HIGH_WATER {
+            return false;
+        }
+        let mut progress = false;
+        for _ in 0..BATCH {
+            match self.commands.poll_recv(cx) {
+                Poll::Ready(Some(Command::Call { id, request, reply })) => {
+                    progress = true;
+                    if reply.is_closed() {
+                        continue; // the caller gave up before the request was sent
+                    }
+                    match self.mux.send_request(id, &request, reply) {
+                        Ok(None) => {}
+                        Ok(Some(reply)) => {
+                            let end = self.written + self.mux.out().len() as u64;
+                            self.oneway.push_back((end, reply));
+                        }
+                        Err((status, reply)) => {
+                            let _ = reply.send(Err(status));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Command::Cancel { id })) => {
+                    progress = true;
+                    self.mux.cancel(id);
+                }
+                Poll::Ready(None) => {
+                    self.commands_closed = true;
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        progress
+    }
+
+    fn poll_completions(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        let mut progress = false;
+        for _ in 0..BATCH {
+            // Never `None`: this struct holds a sender.
+            let Poll::Ready(Some((id, result))) = self.done_rx.poll_recv(cx) else { break };
+            progress = true;
+            match self.handlers.remove(&id) {
+                Some(Handler { oneway: true, .. }) => self.mux.finish_oneway(id),
+                Some(Handler { oneway: false, .. }) => self.mux.respond(id, &result),
+                None => {} // cancelled meanwhile
+            }
+        }
+        progress
+    }
+
+    fn poll_read(&mut self, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
+        let mut progress = false;
+        if let Some(frame) = self.stalled.take() {
+            match self.service.poll_ready(cx) {
+                Poll::Pending => {
+                    self.stalled = Some(frame);
+                    return Ok(false);
+                }
+                Poll::Ready(ready) => {
+                    self.start_handler(frame, ready);
+                    progress = true;
+                }
+            }
+        }
+        if self.read_closed {
+            return Ok(progress);
+        }
+        progress |= self.process_frames(cx)?;
+        if self.stalled.is_some() {
+            return Ok(progress);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Pending => Ok(progress),
+            Poll::Ready(Ok(0)) => {
+                self.read_closed = true;
+                Ok(true)
+            }
+            Poll::Ready(Ok(_)) => {
+                self.process_frames(cx)?;
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => {
+                Err(Status::unavailable(format!("reading from {} failed: {e}", self.shared.peer_name())))
+            }
+        }
+    }
+
+    /// Handles every whole frame in the read buffer, unless the service stops being ready.
+    fn process_frames(&mut self, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
+        let now = Instant::now();
+        let mut progress = false;
+        while self.stalled.is_none() {
+            let event = self.mux.recv(&mut self.rbuf, now).map_err(|e| self.protocol_error(&e))?;
+            let Some(event) = event else { break };
+            progress = true;
+            match event {
+                Event::Ready => {
+                    if let Some(peer) = self.mux.peer() {
+                        let _ = self.shared.peer.set(peer.name.clone());
+                    }
+                    self.shared.set_state(READY);
+                }
+                Event::Request(frame) => match self.service.poll_ready(cx) {
+                    Poll::Pending => self.stalled = Some(frame),
+                    Poll::Ready(ready) => self.start_handler(frame, ready),
+                },
+                Event::Response { token, result } => {
+                    let _ = token.send(result);
+                }
+                Event::Cancel { id } => {
+                    if let Some(handler) = self.handlers.remove(&id) {
+                        handler.abort.abort();
+                    }
+                }
+                Event::GoAway(goaway) => {
+                    tracing::debug!(peer = self.shared.peer_name(), message = %goaway.message, "peer sent GOAWAY");
+                    self.shared.set_state(DRAINING);
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    fn protocol_error(&self, e: &ProtocolError) -> Status {
+        tracing::debug!(peer = self.shared.peer_name(), error = %e, "closing the connection");
+        Status::unavailable(format!("connection to {} closed: {e}", self.shared.peer_name()))
+    }
+
+    /// Starts a handler for the peer's call, or answers at once when the service is not
+    /// ready or the request cannot become a [`Request`].
+    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>) {
+        let id = frame.id;
+        let oneway = frame.is_oneway();
+        let request = ready.and_then(|()| self.to_request(frame));
+        let request = match request {
+            Ok(request) => request,
+            Err(status) => {
+                if oneway {
+                    self.mux.finish_oneway(id);
+                } else {
+                    self.mux.respond(id, &Err(status));
+                }
+                return;
+            }
+        };
+        let deadline = request.ctx().deadline();
+        let budget = request.ctx().remaining();
+        let method = request.method().clone();
+        let local = self.local_name.clone();
+        let call = AssertUnwindSafe(self.service.call(request)).catch_unwind();
+        let done = self.done_tx.clone();
+        let task = tokio::spawn(async move {
+            let outcome = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, call).await.unwrap_or_else(|_| {
+                    let budget = budget.unwrap_or_default();
+                    Ok(Err(Status::deadline_exceeded(format!(
+                        "deadline of {budget:?} exceeded handling {method} on {local}"
+                    ))))
+                }),
+                None => call.await,
+            };
+            let result = outcome
+                .unwrap_or_else(|_| Err(Status::internal(format!("the handler of {method} on {local} panicked"))));
+            let _ = done.send((id, result));
+        });
+        self.handlers.insert(id, Handler { abort: task.abort_handle(), oneway });
+    }
+
+    fn to_request(&self, frame: RequestFrame) -> Result<Request, Status> {
+        let codec = CodecId::from_u8(frame.codec).filter(|codec| codec.is_enabled()).ok_or_else(|| {
+            Status::unimplemented(format!("codec {} is not supported by {}", frame.codec, self.local_name))
+        })?;
+        let method: Method = match self.names.intern(frame.method_str()) {
+            Some(known) => known.into(),
+            None => Arc::<str>::from(frame.method_str()).into(),
+        };
+        let mut ctx = Context::new();
+        // A peer may send any timeout up to u64::MAX µs; one beyond the clock's range is no deadline.
+        ctx.set_deadline(frame.timeout.and_then(|timeout| Instant::now().checked_add(timeout)));
+        ctx.set_caller(self.shared.peer.get().cloned());
+        ctx.set_trace(frame.trace);
+        *ctx.metadata_mut() = frame.metadata;
+        Ok(Request::new(method, frame.payload)
+            .with_ctx(ctx)
+            .with_codec(codec)
+            .with_oneway(frame.flags & crate::frame::flags::ONEWAY != 0)
+            .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0))
+    }
+
+    fn poll_timer(&mut self, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        if let Err(e) = self.mux.on_timeout(now) {
+            return Err(self.protocol_error(&e));
+        }
+        // The deadline only moves later as frames arrive, so the timer is reset here rather
+        // than on every frame; an early wake-up finds nothing to do and sleeps again.
+        self.timer.as_mut().reset(self.mux.next_timeout());
+        Ok(true)
+    }
+
+    fn poll_write(&mut self, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
+        let mut progress = false;
+        loop {
+            let out = self.mux.out();
+            if out.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, out) {
+                Poll::Ready(Ok(0)) => {
+                    return Err(Status::unavailable(format!("{} stopped accepting bytes", self.shared.peer_name())));
+                }
+                Poll::Ready(Ok(n)) => {
+                    out.advance(n);
+                    self.written += n as u64;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    return Err(Status::unavailable(format!("writing to {} failed: {e}", self.shared.peer_name())));
+                }
+                Poll::Pending => break,
+            }
+        }
+        if progress {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
+                return Err(Status::unavailable(format!("writing to {} failed: {e}", self.shared.peer_name())));
+            }
+            while self.oneway.front().is_some_and(|(end, _)| *end <= self.written) {
+                if let Some((_, reply)) = self.oneway.pop_front() {
+                    let _ = reply.send(Ok(Response::default()));
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Fails what is left, tells the peer why (best effort, briefly), and closes.
+    async fn finish(mut self, result: Result<(), Status>) {
+        let status = result.err().unwrap_or_else(|| Status::unavailable("the connection closed"));
+        let _ = self.shared.closed_because.set(status.clone());
+        self.shared.set_state(CLOSED);
+        for reply in self.mux.drain_pending() {
+            let _ = reply.send(Err(status.clone()));
+        }
+        for (_, reply) in self.oneway.drain(..) {
+            let _ = reply.send(Err(status.clone()));
+        }
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Call { reply, .. } = command {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+        for (_, handler) in self.handlers.drain() {
+            handler.abort.abort();
+        }
+        let out = self.mux.out().split();
+        let io = &mut self.io;
+        let _ = tokio::time::timeout(CLOSE_GRACE, async move {
+            io.write_all(&out).await?;
+            io.shutdown().await
+        })
+        .await;
+    }
+}

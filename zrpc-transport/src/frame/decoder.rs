@@ -1,0 +1,100 @@
+//! [`Decoder`]: whole frames out of a byte stream, checked against a size limit.
+
+use bytes::{Bytes, BytesMut};
+
+use super::control::decode_goaway;
+use super::hello::decode_hello;
+use super::request::decode_request;
+use super::response::decode_response;
+use super::wire::{LENGTH_LEN, Reader};
+use super::{DEFAULT_MAX_FRAME, Frame, FrameError, HEADER_LEN, kind};
+
+/// Decodes frames from the front of a buffer, refusing any frame whose `length` exceeds the
+/// limit this side announced in its `HELLO`.
+///
+/// It keeps no state between calls besides the limit: feed it the bytes read so far, as
+/// often as they arrive.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    max_frame: u32,
+}
+
+impl Default for Decoder {
+    /// A decoder with [`DEFAULT_MAX_FRAME`].
+    fn default() -> Decoder {
+        Decoder::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl Decoder {
+    /// A decoder that accepts frames whose `length` is at most `max_frame`.
+    ///
+    /// Announce the same value in `HELLO`; the protocol requires at least [`super::MIN_MAX_FRAME`].
+    pub fn new(max_frame: u32) -> Decoder {
+        Decoder { max_frame }
+    }
+
+    /// The largest `length` this decoder accepts.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Decodes the next whole frame from the front of `src`, consuming exactly its bytes.
+    ///
+    /// Returns `Ok(None)` when `src` does not hold a whole frame yet; nothing is consumed, and
+    /// once the length passed the limit `src` is reserved room for the rest of the frame.
+    /// Frames of unknown kinds are consumed and skipped. Payloads share `src`'s allocation:
+    /// nothing is copied.
+    ///
+    /// # Errors
+    /// [`FrameError::FrameTooLarge`] as soon as the 4 length bytes arrived and exceed the limit
+    /// (before anything is allocated), [`FrameError::TooShort`] for a length under 10, and
+    /// [`FrameError::Malformed`] or [`FrameError::Unsupported`] for a body that breaks the
+    /// protocol. Every error is a connection error: the stream cannot be resynchronised.
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        loop {
+            let Some(&[a, b, c, d]) = src.get(..LENGTH_LEN) else {
+                return Ok(None);
+            };
+            let len = u32::from_be_bytes([a, b, c, d]);
+            let too_large = FrameError::FrameTooLarge { len: u64::from(len), max: self.max_frame };
+            if len > self.max_frame {
+                return Err(too_large);
+            }
+            let total = usize::try_from(len).ok().and_then(|len| len.checked_add(LENGTH_LEN)).ok_or(too_large)?;
+            if src.len() < total {
+                src.reserve(total - src.len());
+                return Ok(None);
+            }
+            if len < (HEADER_LEN - LENGTH_LEN) as u32 {
+                let kind = if len == 0 { 0 } else { src.get(LENGTH_LEN).copied().unwrap_or(0) };
+                return Err(FrameError::TooShort { kind, len });
+            }
+            let frame = src.split_to(total).freeze();
+            if let Some(frame) = parse(&frame)? {
+                return Ok(Some(frame));
+            }
+        }
+    }
+}
+
+/// Parses one whole frame (length field included); `None` for an unknown kind.
+fn parse(frame: &Bytes) -> Result<Option<Frame>, FrameError> {
+    let mut header = Reader::new(frame, "frame");
+    header.u32("missing length")?;
+    let kind = header.u8("missing kind")?;
+    let bits = header.u8("missing flags")?;
+    let id = header.u64("missing id")?;
+    let body = header.rest();
+    let frame = match kind {
+        kind::HELLO => Frame::Hello(decode_hello(&body)?),
+        kind::REQUEST => Frame::Request(decode_request(id, bits, &body)?),
+        kind::RESPONSE => Frame::Response(decode_response(id, bits, &body)?),
+        kind::CANCEL => Frame::Cancel { id },
+        kind::PING => Frame::Ping { nonce: id },
+        kind::PONG => Frame::Pong { nonce: id },
+        kind::GOAWAY => Frame::GoAway(decode_goaway(id, &body)?),
+        _ => return Ok(None),
+    };
+    Ok(Some(frame))
+}

@@ -1,0 +1,88 @@
+//! What can go wrong while framing: every error a peer's bytes or an oversized value can cause.
+
+/// Why bytes could not be decoded into a frame, or a value could not be encoded as one.
+///
+/// Every decoding error is a connection error: the stream is no longer in sync with the peer
+/// (or the peer is not speaking zrpc), so the connection sends `GOAWAY` and closes. Encoding
+/// errors concern one frame only and leave the output buffer unchanged.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A frame's `length` field exceeds the receiver's maximum (decode), or an outgoing frame
+    /// would exceed the peer's maximum (encode).
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// The frame's `length`: the bytes after the length field.
+        len: u64,
+        /// The limit it was checked against.
+        max: u32,
+    },
+    /// The peer's first bytes are not `ZRPC`: it does not speak zrpc (often an HTTP client).
+    #[error("the peer did not send the zrpc preface")]
+    BadPreface,
+    /// The peer speaks a protocol version this build does not.
+    #[error("unsupported protocol version {0} (this build speaks version 1)")]
+    UnsupportedVersion(u8),
+    /// A frame's `length` is below the 10 bytes its kind, flags and id take.
+    #[error("frame of kind {kind:#04x} is {len} bytes long, shorter than its 10-byte header")]
+    TooShort {
+        /// The frame's kind byte (0 when the length did not even cover it).
+        kind: u8,
+        /// The frame's `length`.
+        len: u32,
+    },
+    /// A field of a frame's body is invalid: it runs past the end of the body, is not UTF-8,
+    /// or breaks a rule of its own (an empty method, a `max_frame` below the minimum, …).
+    #[error("malformed {kind} frame: {reason}")]
+    Malformed {
+        /// The frame kind, such as `"request"`.
+        kind: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The frame uses a feature this protocol version does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    /// A value is too long for its length field (encode side only).
+    #[error("{field} of {len} bytes is longer than the maximum of {max}")]
+    FieldTooLong {
+        /// Which field, such as `"method"` or `"metadata key"`.
+        field: &'static str,
+        /// Its length (a count for `"metadata count"`).
+        len: usize,
+        /// The largest length the field can carry.
+        max: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_says_what_happened_in_lowercase() {
+        let cases = [
+            (
+                FrameError::FrameTooLarge { len: u64::from(u32::MAX), max: 16 * 1024 * 1024 },
+                "frame of 4294967295 bytes exceeds the limit of 16777216",
+            ),
+            (FrameError::BadPreface, "the peer did not send the zrpc preface"),
+            (FrameError::UnsupportedVersion(2), "unsupported protocol version 2 (this build speaks version 1)"),
+            (
+                FrameError::TooShort { kind: 2, len: 3 },
+                "frame of kind 0x02 is 3 bytes long, shorter than its 10-byte header",
+            ),
+            (
+                FrameError::Malformed { kind: "request", reason: "empty method" },
+                "malformed request frame: empty method",
+            ),
+            (
+                FrameError::FieldTooLong { field: "method", len: 300, max: 255 },
+                "method of 300 bytes is longer than the maximum of 255",
+            ),
+        ];
+        for (err, text) in cases {
+            assert_eq!(err.to_string(), text);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! `HELLO`: what each side announces about itself right after the preface.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::wire::{Reader, check_len, frame_len, put_header};
+use super::{FrameError, MIN_MAX_FRAME, kind};
+
+/// The first frame each side sends: who it is, what it accepts, and how it authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's endpoint name, shown to the peer as the caller (at most 255 bytes; may be
+    /// empty).
+    pub name: String,
+    /// The largest frame `length` the sender accepts; the peer never sends more. At least
+    /// [`MIN_MAX_FRAME`].
+    pub max_frame: u32,
+    /// The codec ids the sender can decode, in order of preference.
+    pub codecs: Vec<u8>,
+    /// The compression ids the sender can decode; none are defined in version 1.
+    pub compressions: Vec<u8>,
+    /// An authentication token for the peer to check (may be empty; at most 65535 bytes).
+    pub token: Bytes,
+}
+
+/// Appends a `HELLO` frame (id 0) and returns its total size.
+///
+/// No peer limit applies (the peer's `HELLO` may not have arrived), but the peer checks the
+/// frame against its own maximum: a `HELLO` under [`MIN_MAX_FRAME`] bytes is accepted by every
+/// peer.
+///
+/// # Errors
+/// [`FrameError::FieldTooLong`] for a name, codec list or compression list over 255 bytes or a
+/// token over 65535; [`FrameError::Malformed`] for a `max_frame` below [`MIN_MAX_FRAME`]. `dst`
+/// is left unchanged.
+pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameError> {
+    let u8_max = usize::from(u8::MAX);
+    check_len("name", hello.name.len(), u8_max)?;
+    check_len("codec list", hello.codecs.len(), u8_max)?;
+    check_len("compression list", hello.compressions.len(), u8_max)?;
+    check_len("token", hello.token.len(), usize::from(u16::MAX))?;
+    if hello.max_frame < MIN_MAX_FRAME {
+        return Err(FrameError::Malformed { kind: "hello", reason: "max_frame is below the minimum of 1024" });
+    }
+    let body = 1 + hello.name.len() + 4 + 1 + hello.codecs.len() + 1 + hello.compressions.len() + 2 + hello.token.len();
+    let len = frame_len(body as u64, u32::MAX)?;
+    let total = put_header(dst, len, kind::HELLO, 0, 0);
+    dst.put_u8(hello.name.len() as u8);
+    dst.put_slice(hello.name.as_bytes());
+    dst.put_u32(hello.max_frame);
+    dst.put_u8(hello.codecs.len() as u8);
+    dst.put_slice(&hello.codecs);
+    dst.put_u8(hello.compressions.len() as u8);
+    dst.put_slice(&hello.compressions);
+    dst.put_u16(hello.token.len() as u16);
+    dst.put_slice(&hello.token);
+    Ok(total)
+}
+
+/// Decodes a `HELLO` body; trailing bytes are ignored.
+pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
+    let mut r = Reader::new(body, "hello");
+    let name_len = r.u8("body ends inside the name length")?;
+    let name = r.string(usize::from(name_len), "body ends inside the name", "name is not utf-8")?;
+    let max_frame = r.u32("body ends inside max_frame")?;
+    if max_frame < MIN_MAX_FRAME {
+        return Err(r.malformed("max_frame is below the minimum of 1024"));
+    }
+    let codec_count = r.u8("body ends inside the codec count")?;
+    let codecs = r.bytes(usize::from(codec_count), "body ends inside the codec list")?;
+    let compression_count = r.u8("body ends inside the compression count")?;
+    let compressions = r.bytes(usize::from(compression_count), "body ends inside the compression list")?;
+    let token_len = r.u16("body ends inside the token length")?;
+    let token = r.bytes(usize::from(token_len), "body ends inside the token")?;
+    Ok(Hello { name, max_frame, codecs: codecs.to_vec(), compressions: compressions.to_vec(), token })
+}

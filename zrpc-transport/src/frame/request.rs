@@ -1,0 +1,202 @@
+//! `REQUEST`: a call, with its method, remaining deadline, trace, metadata and payload.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use zrpc_core::{Metadata, Request, TraceContext};
+
+use super::wire::{Reader, frame_len, metadata_len, put_header, put_metadata};
+use super::{FrameError, flags, kind};
+
+/// Bytes of a trace context on the wire: trace id, span id, trace flags.
+const TRACE_LEN: usize = 16 + 8 + 1;
+
+/// A decoded `REQUEST` frame.
+///
+/// The server builds a [`Request`] from it; the frame keeps the wire's view (raw flags and codec
+/// byte) so that the connection can answer an unknown codec itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestFrame {
+    /// The request id, chosen by the side that opened the request.
+    pub id: u64,
+    /// The flags byte as received: [`flags::ONEWAY`], [`flags::TRACE`], [`flags::IDEMPOTENT`];
+    /// unknown bits are kept and ignored.
+    pub flags: u8,
+    /// The codec the payload was encoded with (a [`zrpc_core::CodecId`] wire value, possibly one
+    /// this build does not know).
+    pub codec: u8,
+    /// Time left until the caller's deadline, or `None` without one. A peer may send up to
+    /// `u64::MAX` microseconds: add it to an instant with `checked_add`.
+    pub timeout: Option<Duration>,
+    /// The method's wire name, `Service.method`: 1 to 255 bytes of validated UTF-8 (see
+    /// [`RequestFrame::method_str`]).
+    pub method: Bytes,
+    /// The caller's trace, when the `TRACE` flag was set and both ids were non-zero.
+    pub trace: Option<TraceContext>,
+    /// The request metadata.
+    pub metadata: Metadata,
+    /// The encoded arguments, sharing the frame's buffer.
+    pub payload: Bytes,
+}
+
+impl RequestFrame {
+    /// The method name; `""` if `method` was set by hand to bytes that are not UTF-8 (a
+    /// decoded frame's always are).
+    pub fn method_str(&self) -> &str {
+        std::str::from_utf8(&self.method).unwrap_or_default()
+    }
+
+    /// Whether the caller expects no response.
+    pub fn is_oneway(&self) -> bool {
+        self.flags & flags::ONEWAY != 0
+    }
+
+    /// Whether the method may safely run twice.
+    pub fn is_idempotent(&self) -> bool {
+        self.flags & flags::IDEMPOTENT != 0
+    }
+}
+
+/// A request's fields as they go on the wire.
+struct Parts<'a> {
+    id: u64,
+    flags: u8,
+    codec: u8,
+    timeout: Option<Duration>,
+    method: &'a str,
+    trace: Option<&'a TraceContext>,
+    metadata: &'a Metadata,
+    payload: &'a [u8],
+}
+
+/// Appends a `REQUEST` frame for `req` under `id` and returns its total size.
+///
+/// The flags come from the request (oneway, idempotent) and its context (a trace sets
+/// `TRACE`); the timeout is the context's remaining time, rounded down to microseconds and at
+/// least 1 µs when there is a deadline (even a passed one), so that the server still sees one.
+///
+/// # Errors
+/// [`FrameError::FrameTooLarge`] when the frame would exceed `max_frame`, the limit the peer
+/// announced in its `HELLO`; [`FrameError::FieldTooLong`] for a method, metadata key or
+/// metadata count that does not fit its length field; [`FrameError::Malformed`] for an empty
+/// method. `dst` is left unchanged.
+pub fn encode_request(dst: &mut BytesMut, id: u64, req: &Request, max_frame: u32) -> Result<usize, FrameError> {
+    let ctx = req.ctx();
+    let mut bits = 0;
+    if req.is_oneway() {
+        bits |= flags::ONEWAY;
+    }
+    if req.is_idempotent() {
+        bits |= flags::IDEMPOTENT;
+    }
+    let parts = Parts {
+        id,
+        flags: bits,
+        codec: req.codec().as_u8(),
+        timeout: ctx.remaining(),
+        method: req.method().as_str(),
+        trace: ctx.trace(),
+        metadata: ctx.metadata(),
+        payload: req.payload(),
+    };
+    write(dst, &parts, max_frame)
+}
+
+/// Appends a `REQUEST` frame built from a decoded (or hand-made) frame, e.g. to forward it or
+/// to test a peer; returns its total size.
+///
+/// `TRACE` is set exactly when `frame.trace` is; other unknown flag bits are sent as they are.
+///
+/// # Errors
+/// As [`encode_request`], plus [`FrameError::Malformed`] for a method that is not UTF-8 and
+/// [`FrameError::Unsupported`] when `COMPRESSED` is set. `dst` is left unchanged.
+pub fn encode_request_frame(dst: &mut BytesMut, frame: &RequestFrame, max_frame: u32) -> Result<usize, FrameError> {
+    if frame.flags & flags::COMPRESSED != 0 {
+        return Err(compressed());
+    }
+    let method = std::str::from_utf8(&frame.method)
+        .map_err(|_| FrameError::Malformed { kind: "request", reason: "method is not utf-8" })?;
+    let parts = Parts {
+        id: frame.id,
+        flags: frame.flags,
+        codec: frame.codec,
+        timeout: frame.timeout,
+        method,
+        trace: frame.trace.as_ref(),
+        metadata: &frame.metadata,
+        payload: &frame.payload,
+    };
+    write(dst, &parts, max_frame)
+}
+
+fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize, FrameError> {
+    if parts.method.is_empty() {
+        return Err(FrameError::Malformed { kind: "request", reason: "empty method" });
+    }
+    super::wire::check_len("method", parts.method.len(), usize::from(u8::MAX))?;
+    let trace_len = if parts.trace.is_some() { TRACE_LEN } else { 0 };
+    let fixed = 1 + 8 + 1 + parts.method.len() + trace_len;
+    let body = (fixed as u64).saturating_add(metadata_len(parts.metadata)?).saturating_add(parts.payload.len() as u64);
+    let len = frame_len(body, max_frame)?;
+
+    let mut bits = parts.flags & !(flags::TRACE | flags::COMPRESSED);
+    if parts.trace.is_some() {
+        bits |= flags::TRACE;
+    }
+    let timeout_us = match parts.timeout {
+        None => 0,
+        Some(t) => u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1),
+    };
+    let total = put_header(dst, len, kind::REQUEST, bits, parts.id);
+    dst.put_u8(parts.codec);
+    dst.put_u64(timeout_us);
+    dst.put_u8(parts.method.len() as u8);
+    dst.put_slice(parts.method.as_bytes());
+    if let Some(trace) = parts.trace {
+        dst.put_u128(trace.trace_id);
+        dst.put_u64(trace.span_id);
+        dst.put_u8(trace.flags);
+    }
+    put_metadata(dst, parts.metadata);
+    dst.put_slice(parts.payload);
+    Ok(total)
+}
+
+pub(super) fn compressed() -> FrameError {
+    FrameError::Unsupported("compressed frames (protocol version 1 negotiates no compression)")
+}
+
+/// Decodes a `REQUEST` body.
+pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestFrame, FrameError> {
+    if bits & flags::COMPRESSED != 0 {
+        return Err(compressed());
+    }
+    let mut r = Reader::new(body, "request");
+    let codec = r.u8("body ends inside the codec")?;
+    let timeout_us = r.u64("body ends inside the timeout")?;
+    let method_len = r.u8("body ends inside the method length")?;
+    if method_len == 0 {
+        return Err(r.malformed("empty method"));
+    }
+    let method = r.utf8(usize::from(method_len), "body ends inside the method", "method is not utf-8")?;
+    let trace = if bits & flags::TRACE != 0 {
+        let trace_id = r.u128("body ends inside the trace id")?;
+        let span_id = r.u64("body ends inside the span id")?;
+        let flags = r.u8("body ends inside the trace flags")?;
+        // W3C trace context: all-zero ids are invalid and are ignored, not an error.
+        (trace_id != 0 && span_id != 0).then_some(TraceContext { trace_id, span_id, flags })
+    } else {
+        None
+    };
+    let metadata = r.metadata()?;
+    Ok(RequestFrame {
+        id,
+        flags: bits,
+        codec,
+        timeout: (timeout_us != 0).then(|| Duration::from_micros(timeout_us)),
+        method,
+        trace,
+        metadata,
+        payload: r.rest(),
+    })
+}

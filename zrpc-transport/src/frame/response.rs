@@ -1,0 +1,123 @@
+//! `RESPONSE`: the outcome of a call, a success with its payload or a status.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use zrpc_core::{Code, Metadata, Response, Status};
+
+use super::request::compressed;
+use super::wire::{Reader, frame_len, metadata_len, put_header, put_metadata, truncate_str};
+use super::{FrameError, flags, kind};
+
+/// A decoded `RESPONSE` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseFrame {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// 0 for success, otherwise a [`Code`] wire value (possibly one this build does not know).
+    pub code: u8,
+    /// The status message, validated UTF-8 (empty on success; see
+    /// [`ResponseFrame::message_str`]).
+    pub message: Bytes,
+    /// The response metadata.
+    pub metadata: Metadata,
+    /// The encoded result on success, the status details on error; shares the frame's buffer.
+    pub payload: Bytes,
+}
+
+impl ResponseFrame {
+    /// The status message; `""` if `message` was set by hand to bytes that are not UTF-8 (a
+    /// decoded frame's always are).
+    pub fn message_str(&self) -> &str {
+        std::str::from_utf8(&self.message).unwrap_or_default()
+    }
+
+    /// The call's outcome: code 0 is a [`Response`] with the metadata and payload; any other
+    /// code a [`Status`] with [`Code::from_u8`] of it, the message, and the payload as details
+    /// (an error's metadata is dropped: a `Status` carries none).
+    pub fn into_result(self) -> Result<Response, Status> {
+        if self.code == 0 {
+            let mut response = Response::new(self.payload);
+            *response.metadata_mut() = self.metadata;
+            Ok(response)
+        } else {
+            let message = self.message_str().to_owned();
+            Err(Status::new(Code::from_u8(self.code), message).with_details(self.payload))
+        }
+    }
+}
+
+/// Appends a `RESPONSE` frame for `result` under `id` and returns its total size.
+///
+/// An error's message is truncated to 65535 bytes at a char boundary and its details become
+/// the payload; a `Status` whose code is [`Code::Ok`] is sent as [`Code::Unknown`] so that it
+/// still reads as an error.
+///
+/// # Errors
+/// [`FrameError::FrameTooLarge`] when the frame would exceed `max_frame`, the limit the peer
+/// announced in its `HELLO` (the caller then sends a `ResourceExhausted` status instead);
+/// [`FrameError::FieldTooLong`] for response metadata that does not fit. `dst` is left unchanged.
+pub fn encode_response(
+    dst: &mut BytesMut,
+    id: u64,
+    result: &Result<Response, Status>,
+    max_frame: u32,
+) -> Result<usize, FrameError> {
+    let empty = Metadata::new();
+    match result {
+        Ok(response) => write(dst, id, 0, "", response.metadata(), response.payload(), max_frame),
+        Err(status) => {
+            let code = match status.code() {
+                Code::Ok => Code::Unknown,
+                code => code,
+            };
+            write(dst, id, code.as_u8(), status.message(), &empty, status.details(), max_frame)
+        }
+    }
+}
+
+/// Appends a `RESPONSE` frame built from a decoded (or hand-made) frame and returns its total
+/// size.
+///
+/// # Errors
+/// As [`encode_response`], plus [`FrameError::Malformed`] for a message that is not UTF-8 and
+/// [`FrameError::FieldTooLong`] for a message over 65535 bytes. `dst` is left unchanged.
+pub fn encode_response_frame(dst: &mut BytesMut, frame: &ResponseFrame, max_frame: u32) -> Result<usize, FrameError> {
+    let message = std::str::from_utf8(&frame.message)
+        .map_err(|_| FrameError::Malformed { kind: "response", reason: "message is not utf-8" })?;
+    super::wire::check_len("message", message.len(), usize::from(u16::MAX))?;
+    write(dst, frame.id, frame.code, message, &frame.metadata, &frame.payload, max_frame)
+}
+
+fn write(
+    dst: &mut BytesMut,
+    id: u64,
+    code: u8,
+    message: &str,
+    metadata: &Metadata,
+    payload: &[u8],
+    max_frame: u32,
+) -> Result<usize, FrameError> {
+    let message = truncate_str(message, usize::from(u16::MAX));
+    let fixed = (1 + 2 + message.len()) as u64;
+    let body = fixed.saturating_add(metadata_len(metadata)?).saturating_add(payload.len() as u64);
+    let len = frame_len(body, max_frame)?;
+    let total = put_header(dst, len, kind::RESPONSE, 0, id);
+    dst.put_u8(code);
+    dst.put_u16(message.len() as u16);
+    dst.put_slice(message.as_bytes());
+    put_metadata(dst, metadata);
+    dst.put_slice(payload);
+    Ok(total)
+}
+
+/// Decodes a `RESPONSE` body.
+pub(super) fn decode_response(id: u64, bits: u8, body: &Bytes) -> Result<ResponseFrame, FrameError> {
+    if bits & flags::COMPRESSED != 0 {
+        return Err(compressed());
+    }
+    let mut r = Reader::new(body, "response");
+    let code = r.u8("body ends inside the code")?;
+    let message_len = r.u16("body ends inside the message length")?;
+    let message = r.utf8(usize::from(message_len), "body ends inside the message", "message is not utf-8")?;
+    let metadata = r.metadata()?;
+    Ok(ResponseFrame { id, code, message, metadata, payload: r.rest() })
+}

@@ -1,0 +1,285 @@
+//! One end-to-end suite, run over every transport: TCP, Unix sockets and in-memory pipes.
+//!
+//! Every test starts a real server and talks to it through a real `Channel`. Nothing sleeps:
+//! tests wait on events the handlers report (see `support`).
+
+mod support;
+
+use std::io;
+use std::time::Duration;
+
+use support::{Events, Seen, TestClient, TestService};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zrpc_core::{Code, Context};
+use zrpc_transport::{Address, Backoff, Channel, Server, ServerBuilder};
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Tcp,
+    Unix,
+    Memory,
+}
+
+/// A running server and what a test needs to reach and stop it.
+struct Running {
+    address: Address,
+    events: Events,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+    service: TestService,
+}
+
+impl Running {
+    async fn shutdown(mut self) -> Events {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.expect("serve did not panic").expect("serve succeeded");
+        self.events
+    }
+}
+
+fn address_for(kind: Kind, dir: &tempfile::TempDir) -> Address {
+    match kind {
+        Kind::Tcp => "tcp://127.0.0.1:0".parse(),
+        Kind::Unix => format!("unix://{}", dir.path().join("zrpc.sock").display()).parse(),
+        Kind::Memory => "mem://".parse(),
+    }
+    .expect("valid address")
+}
+
+async fn start_at(address: &Address, tweak: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
+    let (probe, events) = support::probe();
+    let service = TestService::new(probe);
+    let server = tweak(Server::builder().name("server-1").drain_timeout(Duration::from_secs(30)))
+        .add_service(service.clone())
+        .bind(address)
+        .await
+        .expect("bind");
+    let address = server.local_addr().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    Running { address, events, stop: Some(stop), task, service }
+}
+
+async fn start(kind: Kind, dir: &tempfile::TempDir) -> Running {
+    start_at(&address_for(kind, dir), |b| b).await
+}
+
+async fn client(server: &Running) -> TestClient<Channel> {
+    let channel = Channel::builder(server.address.clone()).name("client-7").connect().await.expect("connects");
+    TestClient::new(channel)
+}
+
+async fn echo_round_trip(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(kind, &dir).await;
+    let client = client(&server).await;
+    assert_eq!(client.echo("hello").await, Ok("hello".to_owned()));
+    assert_eq!(client.echo("").await, Ok(String::new()));
+    server.shutdown().await;
+}
+
+async fn many_calls_in_flight_answered_out_of_order(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start(kind, &dir).await;
+    let client = client(&server).await;
+
+    let first = tokio::spawn(client.wait("first"));
+    assert_eq!(server.events.next().await, Seen::Started("first".into()));
+
+    // While the first call is held on the server, many later ones complete around it, from
+    // clones sharing the connection.
+    let calls = (0..200).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move { client.echo(&format!("call {i}")).await })
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.expect("task"), Ok(format!("call {i}")));
+    }
+    assert!(!first.is_finished(), "the first call is still waiting");
+
+    server.events.release();
+    assert_eq!(first.await.expect("task"), Ok("first".to_owned()));
+    server.shutdown().await;
+}
+
+async fn unknown_methods_and_services_are_not_found(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(kind, &dir).await;
+    let client = client(&server).await;
+
+    let status = client.raw(&support::MISSING).await.expect_err("no such method");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("Test.missing"), "{status}");
+
+    let status = client.raw(&support::OTHER_SERVICE).await.expect_err("no such service");
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("\"Nope\""), "{status}");
+    assert!(status.message().contains("Test"), "lists what the server has: {status}");
+
+    assert_eq!(client.echo("still fine").await, Ok("still fine".to_owned()));
+    server.shutdown().await;
+}
+
+async fn handlers_see_the_callers_name(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(kind, &dir).await;
+    let client = client(&server).await;
+    assert_eq!(client.caller().await, Ok("client-7".to_owned()));
+    assert_eq!(client.inner.peer_name().as_deref(), Some("server-1"));
+    assert_eq!(*server.service.callers.lock().expect("not poisoned"), ["client-7"]);
+    server.shutdown().await;
+}
+
+async fn a_deadline_fails_the_call_and_drops_the_handler(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start(kind, &dir).await;
+    let client = client(&server).await;
+
+    let hurried = client.with_context(Context::new().with_timeout(Duration::from_millis(100)));
+    let status = hurried.wait("late").await.expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(status.message().contains("Test.wait"), "names the method: {status}");
+    assert_eq!(server.events.next().await, Seen::Started("late".into()));
+    assert_eq!(server.events.next().await, Seen::Dropped("late".into()));
+    server.shutdown().await;
+}
+
+async fn dropping_a_call_cancels_its_handler(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start(kind, &dir).await;
+    let client = client(&server).await;
+
+    let call = tokio::spawn(client.wait("abandoned"));
+    assert_eq!(server.events.next().await, Seen::Started("abandoned".into()));
+    call.abort();
+    assert_eq!(server.events.next().await, Seen::Dropped("abandoned".into()));
+    assert_eq!(client.echo("next").await, Ok("next".to_owned()));
+    server.shutdown().await;
+}
+
+async fn a_panicking_handler_is_internal_and_the_server_keeps_serving(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(kind, &dir).await;
+    let client = client(&server).await;
+    let status = client.panic().await.expect_err("panicked");
+    assert_eq!(status.code(), Code::Internal);
+    assert!(status.message().contains("Test.panic"), "{status}");
+    assert_eq!(client.echo("alive").await, Ok("alive".to_owned()));
+    server.shutdown().await;
+}
+
+async fn oneway_calls_return_once_sent_and_are_handled(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start(kind, &dir).await;
+    let client = client(&server).await;
+    assert_eq!(client.log("fire and forget").await, Ok(()));
+    assert_eq!(server.events.next().await, Seen::Logged("fire and forget".into()));
+    server.shutdown().await;
+}
+
+async fn frame_limits_are_enforced_on_both_sides(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_at(&address_for(kind, &dir), |b| b.max_frame(4096)).await;
+    let channel = Channel::builder(server.address.clone()).max_frame(2048).connect().await.expect("connects");
+    let client = TestClient::new(channel);
+
+    // The request would exceed the server's announced limit: refused before sending.
+    let status = client.echo(&"x".repeat(5000)).await.expect_err("too large to send");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("4096"), "{status}");
+
+    // The response would exceed the client's limit: the server answers with an error instead.
+    let status = client.sized(3000).await.expect_err("too large to answer");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+
+    assert_eq!(client.sized(100).await.map(|v| v.len()), Ok(100), "the connection is still fine");
+    server.shutdown().await;
+}
+
+async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start(kind, &dir).await;
+    let client = client(&server).await;
+
+    let in_flight = tokio::spawn(client.wait("draining"));
+    assert_eq!(server.events.next().await, Seen::Started("draining".into()));
+    if let Some(stop) = server.stop.take() {
+        stop.send(()).expect("server running");
+    }
+
+    // Calls made before the GOAWAY arrives may still be served; once it has, new calls are
+    // refused with Unavailable. The GOAWAY is a few frames away, so this ends quickly.
+    let mut refused = None;
+    for _ in 0..10_000 {
+        if let Err(status) = client.echo("after shutdown").await {
+            refused = Some(status);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let refused = refused.expect("new calls are refused after GOAWAY");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+
+    // The call in flight still completes, and then the server stops.
+    server.events.release();
+    assert_eq!(in_flight.await.expect("task"), Ok("draining".to_owned()));
+    server.shutdown().await;
+}
+
+async fn the_client_reconnects_when_the_server_comes_back(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(kind, &dir).await;
+    let address = server.address.clone();
+    let channel = Channel::builder(address.clone())
+        .backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(20)))
+        .wait_for_ready(true)
+        .connect()
+        .await
+        .expect("connects");
+    let client = TestClient::new(channel);
+    assert_eq!(client.echo("before").await, Ok("before".to_owned()));
+
+    server.shutdown().await;
+    let hurried = client.with_context(Context::new().with_timeout(Duration::from_millis(50)));
+    let status = hurried.echo("while down").await.expect_err("nobody listens");
+    assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded), "{status}");
+
+    let server = start_at(&address, |b| b).await;
+    let patient = client.with_context(Context::new().with_timeout(Duration::from_secs(20)));
+    assert_eq!(patient.echo("after").await, Ok("after".to_owned()));
+    server.shutdown().await;
+}
+
+macro_rules! over_every_transport {
+    ($($test:ident),* $(,)?) => {
+        mod tcp {
+            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Tcp).await })*
+        }
+        mod unix {
+            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Unix).await })*
+        }
+        mod memory {
+            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Memory).await })*
+        }
+    };
+}
+
+over_every_transport!(
+    echo_round_trip,
+    many_calls_in_flight_answered_out_of_order,
+    unknown_methods_and_services_are_not_found,
+    handlers_see_the_callers_name,
+    a_deadline_fails_the_call_and_drops_the_handler,
+    dropping_a_call_cancels_its_handler,
+    a_panicking_handler_is_internal_and_the_server_keeps_serving,
+    oneway_calls_return_once_sent_and_are_handled,
+    frame_limits_are_enforced_on_both_sides,
+    graceful_shutdown_drains_calls_in_flight,
+    the_client_reconnects_when_the_server_comes_back,
+);
