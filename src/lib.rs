@@ -1,6 +1,67 @@
 //! zrpc: an RPC framework in which a plain Rust trait is the service definition.
 //!
-//! (Crate docs are completed with the transport; see README.md.)
+//! `#[zrpc::service]` on a trait generates a typed client stub (`XClient`) and a server dispatch
+//! table (`XServer`). Both are ordinary [`tower::Service`](https://docs.rs/tower/latest/tower/trait.Service.html)s, so timeouts, retries, load
+//! balancing and limits are layers you compose. Calls travel over zrpc's own multiplexed
+//! protocol (`docs/PROTOCOL.md`): many calls in flight per connection, cancellation, deadlines,
+//! heartbeats and graceful shutdown, over TCP, Unix sockets or in-memory pipes.
+//!
+//! ```
+//! use zrpc::{Channel, Context, Server};
+//!
+//! /// Greets people.
+//! #[zrpc::service]
+//! pub trait Greeter {
+//!     /// Greets a caller by name.
+//!     async fn hello(&self, ctx: &Context, name: String) -> String;
+//! }
+//!
+//! struct Hello;
+//!
+//! impl Greeter for Hello {
+//!     async fn hello(&self, ctx: &Context, name: String) -> String {
+//!         format!("hello {name}, from {}", ctx.caller())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::builder()
+//!     .name("greeter-1")
+//!     .add_service(GreeterServer::new(Hello))
+//!     .bind("tcp://127.0.0.1:0")
+//!     .await?;
+//! let channel = Channel::builder(server.local_addr().clone()).name("docs").connect_lazy();
+//! tokio::spawn(server.serve());
+//!
+//! let greeter = GreeterClient::new(channel);
+//! assert_eq!(greeter.hello("world".into()).await?, "hello world, from docs");
+//!
+//! // The same client type calls an implementation in-process, with no network: for tests.
+//! let local = GreeterClient::new(GreeterServer::new(Hello));
+//! assert_eq!(local.hello("test".into()).await?, "hello test, from ");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Crate map
+//!
+//! | crate | what it holds |
+//! |---|---|
+//! | `zrpc-macros` | [`service`], the attribute macro |
+//! | `zrpc-core` | [`Context`], [`Status`]/[`Code`], codecs, [`Request`]/[`Response`], [`Router`] |
+//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`], [`Channel`] |
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tcp` | yes | `tcp://host:port` addresses |
+//! | `unix` | yes | `unix:///path` addresses (Unix-domain sockets) |
+//! | `json` | no | the JSON codec ([`CodecId::Json`]) |
+//! | `full` | no | everything above |
+//!
+//! In-memory addresses (`mem://name`) are always available.
 
 #[doc(inline)]
 pub use zrpc_macros::service;

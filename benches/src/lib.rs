@@ -1,1 +1,102 @@
-//! Benchmarks for zrpc (see `benches/`).
+//! Benchmarks for zrpc.
+//!
+//! - `cargo bench -p zrpc-benches --bench frame`: criterion micro-benchmarks of the hot path
+//!   pieces (frame encode/decode, codec round trip).
+//!
+//! This library holds what the benchmarks share: the workload message.
+
+use serde::{Deserialize, Serialize};
+
+/// A message shaped like rpcx's `BenchmarkMessage`: strings, integers and booleans.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct BenchmarkMessage {
+    pub field1: String,
+    pub field9: String,
+    pub field18: String,
+    pub field80: bool,
+    pub field81: bool,
+    pub field2: i32,
+    pub field3: i32,
+    pub field280: i32,
+    pub field6: i32,
+    pub field22: i64,
+    pub field4: String,
+    pub field5: Vec<u64>,
+    pub field59: bool,
+    pub field7: String,
+    pub field16: i32,
+    pub field130: i32,
+    pub field12: bool,
+    pub field17: bool,
+    pub field13: bool,
+    pub field14: bool,
+    pub field104: i32,
+    pub field100: i32,
+    pub field101: i32,
+    pub field102: String,
+    pub field103: String,
+    pub field29: i32,
+    pub field30: bool,
+    pub field60: i32,
+    pub field271: i32,
+    pub field272: i32,
+    pub field150: i32,
+    pub field23: i32,
+    pub field24: bool,
+    pub field25: i32,
+    pub field78: bool,
+    pub field67: i32,
+    pub field68: i32,
+    pub field128: i32,
+    pub field129: String,
+    pub field131: i32,
+}
+
+impl BenchmarkMessage {
+    /// The message as the rpcx benchmark fills it.
+    pub fn filled() -> BenchmarkMessage {
+        BenchmarkMessage {
+            field1: "许多往事在眼前一幕一幕，变的那麼模糊".into(),
+            field9: "中国".into(),
+            field18: "a]b]c]d]e]f]g]h]i]j]k]l]m]n]o]p]q]r]s]t]u]v]w]x]y]z".into(),
+            field80: false,
+            field81: true,
+            field2: 100_000,
+            field3: 100_000,
+            field280: 100_000,
+            field6: 100_000,
+            field22: 100_000,
+            field4: "在这个世界上，没有什么是永恒的".into(),
+            field5: vec![1, 2, 3, 4, 5, 6],
+            field59: true,
+            field7: "你好，世界".into(),
+            field16: 100_000,
+            field130: 100_000,
+            field12: true,
+            field17: true,
+            field13: true,
+            field14: true,
+            field104: 100_000,
+            field100: 100_000,
+            field101: 100_000,
+            field102: "2016-12-29 18:39:00".into(),
+            field103: "hello world".into(),
+            field29: 100_000,
+            field30: true,
+            field60: 100_000,
+            field271: 100_000,
+            field272: 100_000,
+            field150: 100_000,
+            field23: 100_000,
+            field24: true,
+            field25: 100_000,
+            field78: true,
+            field67: 100_000,
+            field68: 100_000,
+            field128: 100_000,
+            field129: "xxxxxxxxxxxxxxxxxxxxx".into(),
+            field131: 100_000,
+        }
+    }
+}

@@ -159,7 +159,8 @@ impl Handle {
                     Ok(answer) => answer,
                     Err(_) => {
                         return Err(Status::deadline_exceeded(format!(
-                            "deadline of {budget:?} exceeded calling {method} on {}",
+                            "deadline of {} exceeded calling {method} on {}",
+                            Rounded(budget),
                             shared.peer_name()
                         )));
                     }
@@ -168,6 +169,21 @@ impl Handle {
             };
             guard.armed = false;
             answer.unwrap_or_else(|_| Err(closed_status(&shared, &method)))
+        }
+    }
+}
+
+/// A duration as people write it in messages: `500ms`, `1.5s`, `250µs`. A deadline measured at
+/// the start of a call is a hair under what was asked for; rounding shows what was asked.
+struct Rounded(Duration);
+
+impl std::fmt::Display for Rounded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        match micros {
+            0..1_000 => write!(f, "{micros}µs"),
+            1_000..10_000_000 => write!(f, "{}ms", (micros + 500) / 1_000),
+            _ => write!(f, "{:.1}s", self.0.as_secs_f64()),
         }
     }
 }
@@ -495,9 +511,9 @@ where
         let task = tokio::spawn(async move {
             let outcome = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, call).await.unwrap_or_else(|_| {
-                    let budget = budget.unwrap_or_default();
+                    let budget = Rounded(budget.unwrap_or_default());
                     Ok(Err(Status::deadline_exceeded(format!(
-                        "deadline of {budget:?} exceeded handling {method} on {local}"
+                        "deadline of {budget} exceeded handling {method} on {local}"
                     ))))
                 }),
                 None => call.await,
@@ -606,5 +622,23 @@ where
             io.shutdown().await
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let cases = [
+            (Duration::from_micros(250), "250µs"),
+            (Duration::from_micros(99_987), "100ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(12), "12.0s"),
+        ];
+        for (duration, text) in cases {
+            assert_eq!(Rounded(duration).to_string(), text);
+        }
     }
 }
