@@ -627,7 +627,76 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncRead, DuplexStream, ReadBuf};
+
     use super::*;
+
+    /// A pipe end that counts the writes made to it.
+    #[derive(Debug)]
+    struct CountingWrites {
+        inner: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for CountingWrites {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut TaskContext<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingWrites {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+            if matches!(written, Poll::Ready(Ok(_))) {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            written
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    fn config(name: &str) -> ConnConfig {
+        ConnConfig { mux: MuxConfig { name: name.into(), ..MuxConfig::default() } }
+    }
+
+    #[tokio::test]
+    async fn calls_made_together_leave_in_one_write() {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let near = Stream::Other(Box::new(CountingWrites { inner: near, writes: writes.clone() }));
+        let (client, handle) = Connection::new(near, Role::Connector, config("c"), Router::new(), Router::new());
+        let (server, _) =
+            Connection::new(Stream::Memory(far), Role::Acceptor, config("s"), Router::new(), Router::new());
+        tokio::spawn(client.run());
+        tokio::spawn(server.run());
+        handle.ready().await.expect("handshake");
+        let before = writes.load(Ordering::Relaxed);
+
+        // On this single-threaded runtime all 100 callers queue their request before the
+        // connection task runs again, so it takes them all in one turn.
+        let calls: Vec<_> =
+            (0..100).map(|_| tokio::spawn(handle.call(Request::new("Nobody.home", Bytes::new())))).collect();
+        for call in calls {
+            let status = call.await.expect("task").expect_err("no such service");
+            assert_eq!(status.code(), zrpc_core::Code::NotFound);
+        }
+        let request_writes = writes.load(Ordering::Relaxed) - before;
+        assert_eq!(request_writes, 1, "100 requests, {request_writes} writes");
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {
