@@ -25,7 +25,7 @@ use tower::Service;
 use zrpc_core::{Request, Response, Router, Status};
 
 use crate::address::{Address, InvalidAddress};
-use crate::conn::{ConnConfig, Connection, Handle};
+use crate::conn::{Connection, Handle};
 use crate::listener;
 use crate::mux::{MuxConfig, Role};
 
@@ -100,15 +100,13 @@ impl Default for ChannelConfig {
 }
 
 impl ChannelConfig {
-    fn conn(&self) -> ConnConfig {
-        ConnConfig {
-            mux: MuxConfig {
-                name: self.name.clone(),
-                max_frame: self.max_frame,
-                heartbeat_interval: self.heartbeat_interval,
-                heartbeat_timeout: self.heartbeat_timeout,
-                token: self.token.clone(),
-            },
+    fn mux(&self) -> MuxConfig {
+        MuxConfig {
+            name: self.name.clone(),
+            max_frame: self.max_frame,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_timeout: self.heartbeat_timeout,
+            token: self.token.clone(),
         }
     }
 }
@@ -332,7 +330,7 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
         let stream = listener::connect(address)
             .await
             .map_err(|e| Status::unavailable(format!("could not connect to {address}: {e}")))?;
-        let (conn, handle) = Connection::new(stream, Role::Connector, config.conn(), Router::new(), Router::new());
+        let (conn, handle) = Connection::new(stream, Role::Connector, config.mux(), Router::new(), Router::new());
         tokio::spawn(conn.run());
         handle.ready().await?;
         Ok(handle)

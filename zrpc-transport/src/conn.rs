@@ -208,12 +208,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Settings of one connection.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnConfig {
-    pub(crate) mux: MuxConfig,
-}
-
 /// A handler of the peer's call, running in its own task.
 struct Handler {
     abort: AbortHandle,
@@ -253,16 +247,10 @@ where
 {
     /// A connection over `io` answering the peer's calls with `service`, and a handle to make
     /// calls through it. `names` lets known method names be reused instead of allocated.
-    pub(crate) fn new(
-        io: Stream,
-        role: Role,
-        config: ConnConfig,
-        service: S,
-        names: Router,
-    ) -> (Connection<S>, Handle) {
+    pub(crate) fn new(io: Stream, role: Role, config: MuxConfig, service: S, names: Router) -> (Connection<S>, Handle) {
         let now = Instant::now();
-        let local_name: Arc<str> = config.mux.name.as_str().into();
-        let mux = Mux::new(role, config.mux, now);
+        let local_name: Arc<str> = config.name.as_str().into();
+        let mux = Mux::new(role, config, now);
         let timer = Box::pin(tokio::time::sleep_until(mux.next_timeout()));
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -669,8 +657,8 @@ mod tests {
         }
     }
 
-    fn config(name: &str) -> ConnConfig {
-        ConnConfig { mux: MuxConfig { name: name.into(), ..MuxConfig::default() } }
+    fn config(name: &str) -> MuxConfig {
+        MuxConfig { name: name.into(), ..MuxConfig::default() }
     }
 
     #[tokio::test]

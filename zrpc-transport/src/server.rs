@@ -23,7 +23,7 @@ use tower::layer::util::{Identity, Stack};
 use zrpc_core::{NamedService, Request, Response, Router, Status};
 
 use crate::address::{Address, InvalidAddress};
-use crate::conn::{ConnConfig, Connection};
+use crate::conn::Connection;
 use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
 
@@ -174,14 +174,12 @@ where
     pub async fn serve_with_shutdown<F: Future>(self, signal: F) -> io::Result<()> {
         let Server { mut listener, service, names, config } = self;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let conn_config = ConnConfig {
-            mux: MuxConfig {
-                name: config.name.clone(),
-                max_frame: config.max_frame,
-                heartbeat_interval: config.heartbeat_interval,
-                heartbeat_timeout: config.heartbeat_timeout,
-                token: bytes::Bytes::new(),
-            },
+        let conn_config = MuxConfig {
+            name: config.name.clone(),
+            max_frame: config.max_frame,
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+            token: bytes::Bytes::new(),
         };
         let mut connections = JoinSet::new();
         let mut signal = std::pin::pin!(signal);
