@@ -173,6 +173,20 @@ impl Handle {
     }
 }
 
+impl<S> Drop for Connection<S> {
+    /// A connection task can be aborted (the server's drain deadline) without reaching
+    /// `finish`: its handlers must not outlive it, and its handles must learn it is gone.
+    fn drop(&mut self) {
+        for handler in self.handlers.values() {
+            handler.abort.abort();
+        }
+        if self.shared.state() != CLOSED {
+            let _ = self.shared.closed_because.set(Status::unavailable("the connection was shut down"));
+            self.shared.set_state(CLOSED);
+        }
+    }
+}
+
 /// A duration as people write it in messages: `500ms`, `1.5s`, `250µs`. A deadline measured at
 /// the start of a call is a hair under what was asked for; rounding shows what was asked.
 struct Rounded(Duration);

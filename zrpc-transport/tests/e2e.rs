@@ -232,6 +232,23 @@ async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
     server.shutdown().await;
 }
 
+async fn the_drain_deadline_aborts_calls_still_running(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start_at(&address_for(kind, &dir), |b| b.drain_timeout(Duration::from_millis(50))).await;
+    let client = client(&server).await;
+
+    let stuck = tokio::spawn(client.wait("stuck"));
+    assert_eq!(server.events.next().await, Seen::Started("stuck".into()));
+    if let Some(stop) = server.stop.take() {
+        stop.send(()).expect("server running");
+    }
+    // Nobody releases the handler: shutdown ends at the drain deadline and aborts it.
+    assert_eq!(server.events.next().await, Seen::Dropped("stuck".into()));
+    let status = stuck.await.expect("task").expect_err("the call was cut off");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    server.shutdown().await;
+}
+
 async fn the_client_reconnects_when_the_server_comes_back(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start(kind, &dir).await;
@@ -281,5 +298,6 @@ over_every_transport!(
     oneway_calls_return_once_sent_and_are_handled,
     frame_limits_are_enforced_on_both_sides,
     graceful_shutdown_drains_calls_in_flight,
+    the_drain_deadline_aborts_calls_still_running,
     the_client_reconnects_when_the_server_comes_back,
 );
