@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
-use bytes::BytesMut;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -52,11 +51,10 @@ fn encode_request<A: Serialize>(
     codec: CodecId,
     args: &A,
 ) -> Result<Request, Status> {
-    let mut payload = BytesMut::new();
-    codec
-        .encode(args, &mut payload)
+    let payload = codec
+        .encode_to_bytes(args)
         .map_err(|e| Status::invalid_argument(format!("could not encode the arguments of {}: {e}", method.name)))?;
-    Ok(Request::new(method.name, payload.freeze())
+    Ok(Request::new(method.name, payload)
         .with_ctx(ctx.clone())
         .with_codec(codec)
         .with_idempotent(method.idempotent)
@@ -145,11 +143,10 @@ where
         if oneway {
             return Ok(Response::default());
         }
-        let mut payload = BytesMut::new();
-        codec
-            .encode(&output, &mut payload)
+        let payload = codec
+            .encode_to_bytes(&output)
             .map_err(|e| Status::internal(format!("could not encode the result of {method}: {e}")))?;
-        Ok(Response::new(payload.freeze()))
+        Ok(Response::new(payload))
     })
 }
 
