@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::Service;
 use zrpc_core::{Request, Response, Router, Status};
@@ -331,13 +332,28 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
             .await
             .map_err(|e| Status::unavailable(format!("could not connect to {address}: {e}")))?;
         let (conn, handle) = Connection::new(stream, Role::Connector, config.mux(), Router::new(), Router::new());
-        tokio::spawn(conn.run());
+        // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
+        // connect timeout, or the channel dropped) must close its socket now, not at the
+        // handshake timeout, which may be much later.
+        let mut abandon = AbortOnDrop(Some(tokio::spawn(conn.run()).abort_handle()));
         handle.ready().await?;
+        abandon.0 = None;
         Ok(handle)
     };
     tokio::time::timeout(config.connect_timeout, attempt).await.unwrap_or_else(|_| {
         Err(Status::unavailable(format!("connecting to {address} timed out after {:?}", config.connect_timeout)))
     })
+}
+
+/// Aborts a task when dropped, unless disarmed by taking the handle out.
+struct AbortOnDrop(Option<AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Service<Request> for Channel {

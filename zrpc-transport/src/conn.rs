@@ -492,6 +492,7 @@ where
     fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>) {
         let id = frame.id;
         let oneway = frame.is_oneway();
+        let budget = frame.timeout;
         let request = ready.and_then(|()| self.to_request(frame));
         let request = match request {
             Ok(request) => request,
@@ -505,7 +506,6 @@ where
             }
         };
         let deadline = request.ctx().deadline();
-        let budget = request.ctx().remaining();
         let method = request.method().clone();
         let local = self.local_name.clone();
         let call = AssertUnwindSafe(self.service.call(request)).catch_unwind();

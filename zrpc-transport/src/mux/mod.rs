@@ -391,8 +391,9 @@ impl<T> Mux<T> {
                 if !frame::decode_preface(buf)? {
                     return Ok(None);
                 }
+                // Not a sign of life that extends the handshake: the preface and the HELLO must
+                // both arrive within the timeout of connecting (PROTOCOL.md §12).
                 self.phase = Phase::Hello;
-                self.last_received = now;
             }
             let Some(frame) = self.decoder.decode(buf)? else {
                 return Ok(None);

@@ -6,6 +6,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod raw;
+
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 

@@ -1,0 +1,492 @@
+//! Hostile peers over real TCP: what a zrpc server does with a client that breaks the protocol,
+//! and what a `Channel` does with a server that does.
+//!
+//! Server-side tests talk to a real `Server` through a raw socket (`support::raw::RawPeer`) and,
+//! in each, show with a well-behaved `Channel` that other connections keep working once the bad
+//! one was dealt with. Client-side tests put a real `Channel` in front of a fake server the test
+//! controls byte by byte. Nothing sleeps: tests wait on frames, closes and handler events, each
+//! wait bounded by `raw::LIVENESS` so that a regression fails instead of hanging.
+
+mod support;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use support::raw::{self, RawPeer, within};
+use support::{Events, Seen, TestClient, TestService};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zrpc_core::{Code, Context, Response};
+use zrpc_transport::frame::{self, Frame};
+use zrpc_transport::mux::{Mux, MuxConfig, ProtocolError, Role};
+use zrpc_transport::{Address, Channel, Server};
+
+/// A real server on 127.0.0.1:0, and a well-behaved client connected to it before any test
+/// misbehaves.
+struct Running {
+    address: Address,
+    /// `host:port`, for raw sockets.
+    tcp: String,
+    events: Events,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+    good: TestClient<Channel>,
+}
+
+async fn start() -> Running {
+    let (probe, events) = support::probe();
+    let server = Server::builder()
+        .name("server-1")
+        .add_service(TestService::new(probe))
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = server.local_addr().clone();
+    let Address::Tcp(tcp) = address.clone() else { panic!("a tcp address: {address}") };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    let good = within("the good client connects", good_client(&address)).await;
+    Running { address, tcp, events, stop: Some(stop), task, good }
+}
+
+async fn good_client(address: &Address) -> TestClient<Channel> {
+    let channel = Channel::builder(address.clone()).name("good-client").connect().await.expect("connects");
+    TestClient::new(channel)
+}
+
+impl Running {
+    /// The connection opened before the bad one still works, and new ones are accepted.
+    async fn assert_still_serves(&self) {
+        let echoed = within("the good client's echo", self.good.echo("still here")).await;
+        assert_eq!(echoed, Ok("still here".to_owned()));
+        let fresh = within("a new client connects", good_client(&self.address)).await;
+        assert_eq!(within("the new client's echo", fresh.echo("new")).await, Ok("new".to_owned()));
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = within("the server shuts down", self.task).await;
+        served.expect("serve did not panic").expect("serve succeeded");
+    }
+}
+
+fn code(code: Code) -> u8 {
+    code.as_u8()
+}
+
+// --- A real server and a raw, hostile client ---
+
+#[tokio::test]
+async fn garbage_bytes_close_only_that_connection() {
+    let server = start().await;
+    let mut rng = fastrand::Rng::with_seed(0x5a52_5043);
+    let mut garbage: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(64).collect();
+    // Random bytes could start like `ZRPC`; a first byte above 0x7f never does.
+    garbage[0] |= 0x80;
+
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    bad.write(&garbage).await;
+    let mut back = bad.read_to_eof().await;
+
+    raw::expect_preface(&mut back);
+    let frames = raw::decode_all(&mut back);
+    assert!(matches!(frames.first(), Some(Frame::Hello(hello)) if hello.name == "server-1"), "{frames:?}");
+    let goaway = raw::the_goaway(&frames);
+    assert_eq!((goaway.last_id, goaway.code), (0, code(Code::InvalidArgument)), "{goaway:?}");
+    assert!(goaway.message.contains("preface"), "{goaway:?}");
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http_request_gets_a_short_explained_close() {
+    let server = start().await;
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    bad.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut back = bad.read_to_eof().await;
+
+    assert!(back.len() < 1024, "an HTTP client gets a few bytes, not {}", back.len());
+    raw::expect_preface(&mut back);
+    let frames = raw::decode_all(&mut back);
+    let goaway = raw::the_goaway(&frames);
+    assert_eq!(goaway.code, code(Code::InvalidArgument));
+    assert_eq!(goaway.message, "malformed input from the peer: the peer did not send the zrpc preface");
+    assert!(!frames.iter().any(|f| matches!(f, Frame::Response(_))), "nothing was processed: {frames:?}");
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_frame_claiming_four_gibibytes_is_refused_from_its_length() {
+    let server = start().await;
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    bad.handshake("bad-client").await;
+    let mut header = BytesMut::new();
+    header.put_u32(0xFFFF_FFFF);
+    header.put_u8(frame::kind::REQUEST);
+    header.put_u8(0);
+    header.put_u64(1);
+    bad.write(&header).await;
+
+    let frames = raw::decode_all(&mut bad.read_to_eof().await);
+    let goaway = raw::the_goaway(&frames);
+    assert_eq!(goaway.code, code(Code::InvalidArgument));
+    assert!(goaway.message.contains("4294967295 bytes exceeds the limit of 16777216"), "{goaway:?}");
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_truncated_frame_then_eof_closes_that_connection() {
+    let server = start().await;
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    bad.handshake("bad-client").await;
+    let whole = raw::request_bytes(&raw::request(1, "Test.echo", raw::postcard("cut short")));
+    bad.write(&whole[..whole.len() / 2]).await;
+    bad.shutdown_write().await;
+
+    let frames = raw::decode_all(&mut bad.read_to_eof().await);
+    assert!(!frames.iter().any(|f| matches!(f, Frame::Response(_))), "half a request is not served: {frames:?}");
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_undecodable_payload_fails_only_that_call() {
+    let server = start().await;
+    let mut peer = RawPeer::connect(&server.tcp).await;
+    peer.handshake("raw-client").await;
+
+    peer.send_request(&raw::request(1, "Test.echo", Bytes::from_static(&[0xFF; 5]))).await;
+    let refused = peer.next_response().await;
+    assert_eq!((refused.id, refused.code), (1, code(Code::InvalidArgument)), "{refused:?}");
+    assert!(refused.message_str().contains("Test.echo"), "{refused:?}");
+
+    // The same connection goes on serving.
+    peer.send_request(&raw::request(3, "Test.echo", raw::postcard("valid"))).await;
+    let answer = peer.next_response().await;
+    assert_eq!((answer.id, answer.code, answer.payload), (3, 0, raw::postcard("valid")));
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_codec_is_unimplemented_and_the_connection_stays() {
+    let server = start().await;
+    let mut peer = RawPeer::connect(&server.tcp).await;
+    peer.handshake("raw-client").await;
+
+    let mut request = raw::request(1, "Test.echo", raw::postcard("codec nine"));
+    request.codec = 9;
+    peer.send_request(&request).await;
+    let refused = peer.next_response().await;
+    assert_eq!((refused.id, refused.code), (1, code(Code::Unimplemented)), "{refused:?}");
+    assert!(refused.message_str().contains("codec 9"), "{refused:?}");
+
+    peer.send_request(&raw::request(3, "Test.echo", raw::postcard("postcard"))).await;
+    let answer = peer.next_response().await;
+    assert_eq!((answer.id, answer.code, answer.payload), (3, 0, raw::postcard("postcard")));
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_id_of_the_wrong_parity_closes_the_connection() {
+    let server = start().await;
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    bad.handshake("bad-client").await;
+    // The connecting side opens odd ids; 2 is the server's to open.
+    bad.send_request(&raw::request(2, "Test.echo", raw::postcard("even"))).await;
+
+    let frames = raw::decode_all(&mut bad.read_to_eof().await);
+    let goaway = raw::the_goaway(&frames);
+    assert_eq!((goaway.last_id, goaway.code), (0, code(Code::InvalidArgument)), "{goaway:?}");
+    assert!(goaway.message.contains("request id 2") && goaway.message.contains("parity"), "{goaway:?}");
+    assert!(!frames.iter().any(|f| matches!(f, Frame::Response(_))), "the request was not served: {frames:?}");
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_largest_timeout_is_no_deadline() {
+    let server = start().await;
+    let mut peer = RawPeer::connect(&server.tcp).await;
+    peer.handshake("raw-client").await;
+
+    let mut request = raw::request(1, "Test.echo", raw::postcard("forever"));
+    request.timeout = Some(Duration::from_micros(u64::MAX));
+    let bytes = raw::request_bytes(&request);
+    // kind, flags, id, codec, then the timeout: u64::MAX on the wire.
+    assert_eq!(bytes[frame::HEADER_LEN + 1..frame::HEADER_LEN + 9], [0xFF; 8]);
+    peer.write(&bytes).await;
+    let answer = peer.next_response().await;
+    assert_eq!((answer.id, answer.code, &answer.payload), (1, 0, &raw::postcard("forever")), "{answer:?}");
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_enforces_the_deadline_a_raw_client_sends() {
+    let mut server = start().await;
+    let mut peer = RawPeer::connect(&server.tcp).await;
+    peer.handshake("raw-client").await;
+
+    // The raw client keeps no clock: only the server can end this call.
+    let mut request = raw::request(1, "Test.wait", raw::postcard("slow"));
+    request.timeout = Some(Duration::from_millis(50));
+    peer.send_request(&request).await;
+    let answer = peer.next_response().await;
+    assert_eq!((answer.id, answer.code), (1, code(Code::DeadlineExceeded)), "{answer:?}");
+    assert!(answer.message_str().contains("Test.wait"), "{answer:?}");
+    assert_eq!(server.events.next().await, Seen::Started("slow".into()));
+    assert_eq!(server.events.next().await, Seen::Dropped("slow".into()));
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deadline_that_already_passed_still_stops_a_waiting_handler() {
+    let mut server = start().await;
+    let mut peer = RawPeer::connect(&server.tcp).await;
+    peer.handshake("raw-client").await;
+
+    // 1 µs is what a caller sends when its deadline has already passed.
+    let mut request = raw::request(1, "Test.wait", raw::postcard("too late"));
+    request.timeout = Some(Duration::from_micros(1));
+    peer.send_request(&request).await;
+    let answer = peer.next_response().await;
+    assert_eq!((answer.id, answer.code), (1, code(Code::DeadlineExceeded)), "{answer:?}");
+    assert_eq!(server.events.next().await, Seen::Started("too late".into()));
+    assert_eq!(server.events.next().await, Seen::Dropped("too late".into()));
+
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+// --- A real client and a fake, hostile server ---
+
+/// A listener the test controls, and the address a `Channel` dials to reach it.
+async fn fake_server() -> (TcpListener, Address) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("bound").port();
+    let address = format!("tcp://127.0.0.1:{port}").parse().expect("valid address");
+    (listener, address)
+}
+
+async fn accept(listener: &TcpListener) -> TcpStream {
+    let (stream, _) = within("the client connects", listener.accept()).await.expect("accept");
+    stream
+}
+
+/// Accepts one connection and completes the handshake as a server named `fake-server`.
+async fn accept_handshake(listener: &TcpListener) -> RawPeer {
+    let mut peer = RawPeer::new(accept(listener).await);
+    let hello = peer.handshake("fake-server").await;
+    assert_eq!(hello.name, "real-client");
+    peer
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_fails_connect_with_unavailable() {
+    let (listener, address) = fake_server().await;
+    let connecting = Channel::builder(address)
+        .name("real-client")
+        .heartbeat(Duration::from_secs(600), Duration::from_secs(600))
+        .connect_timeout(Duration::from_millis(200))
+        .connect();
+    // The fake accepts and then neither reads nor writes; it keeps the socket while connecting.
+    let (accepted, connected) = within("connect gives up", async { tokio::join!(accept(&listener), connecting) }).await;
+
+    let status = connected.expect_err("no handshake, no channel");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("timed out after 200ms"), "{status}");
+    drop(accepted);
+}
+
+#[tokio::test]
+async fn an_abandoned_connection_attempt_closes_its_socket() {
+    let (listener, address) = fake_server().await;
+    // The heartbeat timeout (which also bounds the handshake) is far above the liveness bound,
+    // so only the connect timeout can end this connection in time.
+    let connecting = Channel::builder(address)
+        .name("real-client")
+        .heartbeat(Duration::from_secs(600), Duration::from_secs(600))
+        .connect_timeout(Duration::from_millis(200))
+        .connect();
+    let (accepted, connected) = within("connect gives up", async { tokio::join!(accept(&listener), connecting) }).await;
+    assert_eq!(connected.expect_err("no handshake").code(), Code::Unavailable);
+
+    // The client wrote its preface and HELLO, then must let go of the socket.
+    let mut fake = RawPeer::new(accepted);
+    let mut sent = fake.read_to_eof().await;
+    raw::expect_preface(&mut sent);
+    let frames = raw::decode_all(&mut sent);
+    assert!(matches!(&frames[..], [Frame::Hello(hello)] if hello.name == "real-client"), "{frames:?}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_says_hello_fails_the_handshake_timeout() {
+    let (listener, address) = fake_server().await;
+    let connecting = Channel::builder(address)
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(100))
+        .connect_timeout(Duration::from_secs(600))
+        .connect();
+    let (accepted, connected) = within("connect gives up", async { tokio::join!(accept(&listener), connecting) }).await;
+
+    let status = connected.expect_err("no handshake, no channel");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("did not complete the handshake within 100ms"), "{status}");
+    drop(accepted);
+}
+
+#[tokio::test]
+async fn a_server_gone_silent_is_detected_dead_by_the_heartbeat() {
+    let (listener, address) = fake_server().await;
+    let connecting = Channel::builder(address)
+        .name("real-client")
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(100))
+        .connect();
+    let (mut fake, channel) = tokio::join!(accept_handshake(&listener), connecting);
+    let client = TestClient::new(channel.expect("connects"));
+
+    // The fake answers pings until the call arrives, then never reads or writes again.
+    let silent_after_request = async {
+        match fake.next_frame().await {
+            Frame::Request(request) => request,
+            other => panic!("expected the call, got {other:?}"),
+        }
+    };
+    let (answer, request) = tokio::join!(within("the call fails", client.echo("anyone there?")), silent_after_request);
+    assert_eq!((request.id, request.method_str(), request.timeout), (1, "Test.echo", None));
+
+    let status = answer.expect_err("nobody answers");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("did not answer a ping within 100ms"), "{status}");
+    drop(fake);
+}
+
+#[tokio::test]
+async fn a_silent_server_cannot_hold_a_call_past_its_deadline() {
+    let (listener, address) = fake_server().await;
+    let connecting = Channel::builder(address)
+        .name("real-client")
+        .heartbeat(Duration::from_secs(600), Duration::from_secs(600))
+        .connect();
+    let (mut fake, channel) = tokio::join!(accept_handshake(&listener), connecting);
+    let client = TestClient::new(channel.expect("connects"))
+        .with_context(Context::new().with_timeout(Duration::from_millis(100)));
+
+    let status = within("the deadline fires", client.echo("hurry")).await.expect_err("nobody answers");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    assert!(status.message().contains("Test.echo"), "{status}");
+
+    // On the wire: the request, with its budget, then a CANCEL for it.
+    let Frame::Request(request) = fake.next_frame().await else { panic!("the call was sent") };
+    assert_eq!(request.id, 1);
+    assert!(request.timeout.is_some_and(|t| t <= Duration::from_millis(100)), "{request:?}");
+    assert_eq!(fake.next_frame().await, Frame::Cancel { id: 1 });
+}
+
+#[tokio::test]
+async fn a_response_for_an_id_never_opened_fails_the_client_connection() {
+    let (listener, address) = fake_server().await;
+    let connecting = Channel::builder(address).name("real-client").connect();
+    let (mut fake, channel) = tokio::join!(accept_handshake(&listener), connecting);
+    let client = TestClient::new(channel.expect("connects"));
+
+    let lie = async {
+        let Frame::Request(request) = fake.next_frame().await else { panic!("the call was sent") };
+        let mut out = BytesMut::new();
+        let answer = Ok(Response::new(raw::postcard("for someone else")));
+        frame::encode_response(&mut out, 999_999, &answer, frame::DEFAULT_MAX_FRAME).expect("fits");
+        fake.write(&out).await;
+        request.id
+    };
+    let (answer, asked) = tokio::join!(within("the call fails", client.echo("mine")), lie);
+    assert_eq!(asked, 1);
+
+    let status = answer.expect_err("the connection broke");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    assert!(status.message().contains("protocol violation"), "{status}");
+    assert!(status.message().contains("999999"), "{status}");
+
+    let Frame::GoAway(goaway) = fake.next_frame().await else { panic!("the client says why it leaves") };
+    assert_eq!((goaway.last_id, goaway.code), (0, code(Code::InvalidArgument)), "{goaway:?}");
+    assert!(goaway.message.contains("999999"), "{goaway:?}");
+    let rest = fake.read_to_eof().await;
+    assert!(rest.is_empty(), "nothing after the GOAWAY: {rest:?}");
+}
+
+#[tokio::test]
+async fn clones_of_a_channel_share_one_connection() {
+    let server = start().await;
+    let target = server.tcp.clone();
+    let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = proxy.local_addr().expect("bound").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = proxy.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+
+    let address: Address = format!("tcp://127.0.0.1:{port}").parse().expect("valid address");
+    let client = within("connects through the proxy", good_client(&address)).await;
+    let clones: Vec<_> = (0..10).map(|_| client.clone()).collect();
+    let calls = (0..100).map(|i| {
+        let client = clones[i % clones.len()].clone();
+        tokio::spawn(async move { client.echo(&format!("call {i}")).await })
+    });
+    let answers = within("100 calls", futures::future::join_all(calls)).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.expect("task"), Ok(format!("call {i}")));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for every clone and call");
+
+    server.shutdown().await;
+}
+
+// --- The handshake bound, on the state machine with a clock the test controls ---
+
+#[test]
+fn a_peer_that_trickles_its_handshake_is_cut_off_one_timeout_after_connecting() {
+    let start = tokio::time::Instant::now();
+    let timeout = Duration::from_secs(5);
+    let config = MuxConfig { heartbeat_timeout: timeout, ..MuxConfig::default() };
+    let mut server: Mux<()> = Mux::new(Role::Acceptor, config, start);
+
+    // The preface arrives just before the timeout; the HELLO never does.
+    let mut preface = BytesMut::new();
+    frame::encode_preface(&mut preface);
+    let late = start + timeout - Duration::from_millis(1);
+    assert!(server.recv(&mut preface, late).expect("a valid preface").is_none());
+    assert!(preface.is_empty(), "the preface was consumed");
+
+    // docs/PROTOCOL.md §12: the preface AND the HELLO must arrive within `timeout` of connecting.
+    assert_eq!(server.next_timeout(), start + timeout);
+    assert_eq!(server.on_timeout(start + timeout), Err(ProtocolError::HandshakeTimeout(timeout)));
+}
