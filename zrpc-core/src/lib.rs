@@ -10,11 +10,13 @@
 //! | [`codec`] | the [`Codec`] trait, [`Postcard`] (default) and JSON (feature `json`) |
 //! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
+//! | [`balance`] | load-balancing policies ([`balance::Pick`]): p2c, least-active, random, (weighted) round-robin, consistent hash |
 //! | [`metadata`], [`trace`] | call metadata and W3C trace context |
 //!
 //! # Features
 //! - `json`: the JSON codec.
 
+pub mod balance;
 pub mod codec;
 pub mod context;
 pub mod metadata;
