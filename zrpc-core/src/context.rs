@@ -6,7 +6,7 @@
 //! further services passes [`Context::child`] on, which keeps the remaining deadline and the
 //! trace but not the metadata.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -36,7 +36,41 @@ pub struct Hints {
     pub exclude: Vec<Arc<str>>,
     /// The endpoint (by address) to send this call to, if it is available.
     pub pin: Option<Arc<str>>,
+    /// Where the balancer notes the endpoint it picked, for the retry layer above it.
+    pub record: Option<PickRecord>,
 }
+
+/// A slot in which a balancer notes the address it picked for one attempt, so that the retry
+/// layer above it knows where the attempt went while it is still in flight (a backup request
+/// must go elsewhere; a failover must not revisit it).
+#[derive(Clone, Debug, Default)]
+pub struct PickRecord(Arc<OnceLock<Arc<str>>>);
+
+impl PickRecord {
+    /// An empty record.
+    pub fn new() -> PickRecord {
+        PickRecord::default()
+    }
+
+    /// Notes the picked address; later calls are ignored (one attempt, one pick).
+    pub fn set(&self, address: Arc<str>) {
+        let _ = self.0.set(address);
+    }
+
+    /// The picked address, once a balancer has picked.
+    pub fn get(&self) -> Option<&Arc<str>> {
+        self.0.get()
+    }
+}
+
+impl PartialEq for PickRecord {
+    /// Records are equal when they are the same slot.
+    fn eq(&self, other: &PickRecord) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PickRecord {}
 
 impl Context {
     /// An empty context: no deadline, no metadata, no trace.

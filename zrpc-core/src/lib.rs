@@ -32,7 +32,7 @@ pub mod __private;
 #[cfg(feature = "json")]
 pub use codec::Json;
 pub use codec::{Codec, CodecError, CodecId, Postcard};
-pub use context::{Context, Hints};
+pub use context::{Context, Hints, PickRecord};
 pub use metadata::Metadata;
 pub use request::{Method, Request, Response};
 pub use router::{NamedService, Router};

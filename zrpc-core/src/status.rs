@@ -105,12 +105,26 @@ pub struct Status {
     code: Code,
     message: Cow<'static, str>,
     details: Bytes,
+    unprocessed: bool,
 }
 
 impl Status {
     /// A status with a code and a message.
     pub fn new(code: Code, message: impl Into<Cow<'static, str>>) -> Status {
-        Status { code, message: message.into(), details: Bytes::new() }
+        Status { code, message: message.into(), details: Bytes::new(), unprocessed: false }
+    }
+
+    /// Marks the failure as proof that the server never ran the handler: the request was not
+    /// sent, was refused before processing (GOAWAY, a limit), or never reached an endpoint.
+    /// Retry layers resend such calls even when the method is not idempotent.
+    pub fn mark_unprocessed(mut self) -> Status {
+        self.unprocessed = true;
+        self
+    }
+
+    /// Whether the request is known not to have been processed; see [`Status::mark_unprocessed`].
+    pub fn is_unprocessed(&self) -> bool {
+        self.unprocessed
     }
 
     /// Attaches opaque details, carried on the wire as they are.
@@ -181,6 +195,9 @@ impl fmt::Debug for Status {
         s.field("code", &self.code).field("message", &self.message);
         if !self.details.is_empty() {
             s.field("details", &self.details);
+        }
+        if self.unprocessed {
+            s.field("unprocessed", &true);
         }
         s.finish()
     }

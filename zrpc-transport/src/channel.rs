@@ -281,14 +281,16 @@ impl Inner {
                     _ => {}
                 }
                 if state.changed().await.is_err() {
-                    return Err(Status::unavailable(format!("the channel to {} was closed", self.address)));
+                    let closed = Status::unavailable(format!("the channel to {} was closed", self.address));
+                    return Err(closed.mark_unprocessed());
                 }
             }
         };
         match deadline {
             None => wait.await,
             Some(deadline) => tokio::time::timeout_at(deadline, wait).await.unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(format!("deadline exceeded while connecting to {}", self.address)))
+                let message = format!("deadline exceeded while connecting to {}", self.address);
+                Err(Status::deadline_exceeded(message).mark_unprocessed())
             }),
         }
     }
@@ -315,7 +317,7 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
             Err(status) => {
                 failures += 1;
                 let delay = config.backoff.delay(failures);
-                let status = Status::unavailable(format!("{status}; next attempt in {delay:?}"));
+                let status = Status::unavailable(format!("{status}; next attempt in {delay:?}")).mark_unprocessed();
                 state.send_replace(State::Failed { status });
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}

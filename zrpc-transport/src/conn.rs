@@ -151,7 +151,7 @@ impl Handle {
             let (reply, answer) = oneshot::channel();
             let mut guard = CancelOnDrop { commands, id, armed: false };
             if guard.commands.send(Command::Call { id, request, reply }).is_err() {
-                return Err(closed_status(&shared, &method));
+                return Err(closed_status(&shared, &method).mark_unprocessed());
             }
             guard.armed = true;
             let answer = match (deadline, budget) {
@@ -597,21 +597,40 @@ where
         Ok(progress)
     }
 
+    /// Handles what the peer sent before the connection failed but was not read yet: answers
+    /// complete their calls, and a GOAWAY tells which pending calls were never processed. A
+    /// write can fail on a connection whose GOAWAY sits unread in the socket.
+    async fn read_last_words(&mut self) {
+        if !self.read_closed {
+            // A zero timeout still polls the read once: only what has already arrived is taken.
+            let read = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf);
+            let _ = tokio::time::timeout(Duration::ZERO, read).await;
+        }
+        while let Ok(Some(event)) = self.mux.recv(&mut self.rbuf, Instant::now()) {
+            if let Event::Response { token, result } = event {
+                let _ = token.send(result);
+            }
+        }
+    }
+
     /// Fails what is left, tells the peer why (best effort, briefly), and closes.
     async fn finish(mut self, result: Result<(), Status>) {
         let status = result.err().unwrap_or_else(|| Status::unavailable("the connection closed"));
         let _ = self.shared.closed_because.set(status.clone());
         self.shared.set_state(CLOSED);
-        for reply in self.mux.drain_pending() {
-            let _ = reply.send(Err(status.clone()));
+        self.read_last_words().await;
+        for (reply, unprocessed) in self.mux.drain_pending() {
+            let _ = reply.send(Err(if unprocessed { status.clone().mark_unprocessed() } else { status.clone() }));
         }
         for (_, reply) in self.oneway.drain(..) {
             let _ = reply.send(Err(status.clone()));
         }
         self.commands.close();
+        // Calls still queued never reached the peer.
+        let unsent = status.clone().mark_unprocessed();
         while let Ok(command) = self.commands.try_recv() {
             if let Command::Call { reply, .. } = command {
-                let _ = reply.send(Err(status.clone()));
+                let _ = reply.send(Err(unsent.clone()));
             }
         }
         for (_, handler) in self.handlers.drain() {

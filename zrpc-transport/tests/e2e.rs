@@ -266,6 +266,7 @@ async fn the_client_reconnects_when_the_server_comes_back(kind: Kind) {
     let hurried = client.with_context(Context::new().with_timeout(Duration::from_millis(50)));
     let status = hurried.echo("while down").await.expect_err("nobody listens");
     assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded), "{status}");
+    assert!(status.is_unprocessed(), "no connection, so the call never reached a server: {status:?}");
 
     let server = start_at(&address, |b| b).await;
     let patient = client.with_context(Context::new().with_timeout(Duration::from_secs(20)));

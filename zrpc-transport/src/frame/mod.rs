@@ -91,6 +91,9 @@ pub mod flags {
     pub const TRACE: u8 = 4;
     /// `REQUEST`: the method may safely run twice.
     pub const IDEMPOTENT: u8 = 8;
+    /// `RESPONSE` (errors only): the handler never ran, so the call may be resent anywhere
+    /// (a request refused after GOAWAY or by a limit).
+    pub const UNPROCESSED: u8 = 16;
 }
 
 /// Values of a frame's `kind` byte. Frames of other kinds are skipped.

@@ -12,6 +12,8 @@ use super::{FrameError, flags, kind};
 pub struct ResponseFrame {
     /// The id of the request this answers.
     pub id: u64,
+    /// Flag bits ([`flags::UNPROCESSED`]; unknown bits are kept).
+    pub flags: u8,
     /// 0 for success, otherwise a [`Code`] wire value (possibly one this build does not know).
     pub code: u8,
     /// The status message, validated UTF-8 (empty on success; see
@@ -40,7 +42,8 @@ impl ResponseFrame {
             Ok(response)
         } else {
             let message = self.message_str().to_owned();
-            Err(Status::new(Code::from_u8(self.code), message).with_details(self.payload))
+            let status = Status::new(Code::from_u8(self.code), message).with_details(self.payload);
+            Err(if self.flags & flags::UNPROCESSED != 0 { status.mark_unprocessed() } else { status })
         }
     }
 }
@@ -63,13 +66,14 @@ pub fn encode_response(
 ) -> Result<usize, FrameError> {
     let empty = Metadata::new();
     match result {
-        Ok(response) => write(dst, id, 0, "", response.metadata(), response.payload(), max_frame),
+        Ok(response) => write(dst, id, 0, 0, "", response.metadata(), response.payload(), max_frame),
         Err(status) => {
             let code = match status.code() {
                 Code::Ok => Code::Unknown,
                 code => code,
             };
-            write(dst, id, code.as_u8(), status.message(), &empty, status.details(), max_frame)
+            let bits = if status.is_unprocessed() { flags::UNPROCESSED } else { 0 };
+            write(dst, id, bits, code.as_u8(), status.message(), &empty, status.details(), max_frame)
         }
     }
 }
@@ -84,12 +88,14 @@ pub fn encode_response_frame(dst: &mut BytesMut, frame: &ResponseFrame, max_fram
     let message = std::str::from_utf8(&frame.message)
         .map_err(|_| FrameError::Malformed { kind: "response", reason: "message is not utf-8" })?;
     super::wire::check_len("message", message.len(), usize::from(u16::MAX))?;
-    write(dst, frame.id, frame.code, message, &frame.metadata, &frame.payload, max_frame)
+    write(dst, frame.id, frame.flags, frame.code, message, &frame.metadata, &frame.payload, max_frame)
 }
 
+#[allow(clippy::too_many_arguments, reason = "one call per field of the frame, in wire order")]
 fn write(
     dst: &mut BytesMut,
     id: u64,
+    bits: u8,
     code: u8,
     message: &str,
     metadata: &Metadata,
@@ -100,7 +106,7 @@ fn write(
     let fixed = (1 + 2 + message.len()) as u64;
     let body = fixed.saturating_add(metadata_len(metadata)?).saturating_add(payload.len() as u64);
     let len = frame_len(body, max_frame)?;
-    let total = put_header(dst, len, kind::RESPONSE, 0, id);
+    let total = put_header(dst, len, kind::RESPONSE, bits, id);
     dst.put_u8(code);
     dst.put_u16(message.len() as u16);
     dst.put_slice(message.as_bytes());
@@ -119,5 +125,5 @@ pub(super) fn decode_response(id: u64, bits: u8, body: &Bytes) -> Result<Respons
     let message_len = r.u16("body ends inside the message length")?;
     let message = r.utf8(usize::from(message_len), "body ends inside the message", "message is not utf-8")?;
     let metadata = r.metadata()?;
-    Ok(ResponseFrame { id, code, message, metadata, payload: r.rest() })
+    Ok(ResponseFrame { id, flags: bits, code, message, metadata, payload: r.rest() })
 }

@@ -70,6 +70,7 @@ fn encoded(frame: &RequestFrame) -> BytesMut {
 #[test]
 fn every_kind_round_trips() {
     let response = ResponseFrame {
+        flags: 0,
         id: 7,
         code: 0,
         message: Bytes::new(),
@@ -77,6 +78,7 @@ fn every_kind_round_trips() {
         payload: Bytes::from_static(b"result"),
     };
     let error = ResponseFrame {
+        flags: 0,
         id: 9,
         code: Code::NotFound.as_u8(),
         message: Bytes::from_static(b"unknown method Greeter.nope"),
@@ -360,6 +362,7 @@ fn every_truncation_of_other_bodies_is_malformed() {
     let mut goaway_bytes = BytesMut::new();
     encode_goaway(&mut goaway_bytes, &GoAway { last_id: 1, code: 14, message: "bye".into() });
     let response = ResponseFrame {
+        flags: 0,
         id: 1,
         code: 5,
         message: Bytes::from_static(b"msg"),

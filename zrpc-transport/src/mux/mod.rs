@@ -154,6 +154,8 @@ enum Phase {
     Preface,
     Hello,
     Open,
+    /// The peer broke the protocol: nothing more it sends is read.
+    Broken,
 }
 
 /// One end of a zrpc connection; `T` is what the caller attaches to each call it makes (a
@@ -174,7 +176,8 @@ pub struct Mux<T> {
     /// Highest id the peer has opened; sent in our GOAWAY.
     highest_received: u64,
     goaway_sent: bool,
-    goaway_received: bool,
+    /// The `last_id` of the peer's GOAWAY, once one arrived.
+    goaway_received: Option<u64>,
     last_received: Instant,
     ping: Option<Instant>,
     next_nonce: u64,
@@ -210,7 +213,7 @@ impl<T> Mux<T> {
             inbound: HashSet::new(),
             highest_received: 0,
             goaway_sent: false,
-            goaway_received: false,
+            goaway_received: None,
             last_received: now,
             ping: None,
             next_nonce: 1,
@@ -244,7 +247,7 @@ impl<T> Mux<T> {
 
     /// Whether either side has sent GOAWAY.
     pub fn is_draining(&self) -> bool {
-        self.goaway_sent || self.goaway_received
+        self.goaway_sent || self.goaway_received.is_some()
     }
 
     /// Whether the connection has nothing left to do after a GOAWAY: no calls either way.
@@ -260,11 +263,11 @@ impl<T> Mux<T> {
     /// than the peer accepts. The token is handed back with the error.
     pub fn send_request(&mut self, id: u64, req: &Request, token: T) -> Result<Option<T>, (Status, T)> {
         debug_assert!(self.role.opens(id), "request ids must have this side's parity");
-        if self.goaway_received {
-            return Err((Status::unavailable("the peer is shutting down (it sent GOAWAY)"), token));
+        if self.goaway_received.is_some() {
+            return Err((Status::unavailable("the peer is shutting down (it sent GOAWAY)").mark_unprocessed(), token));
         }
         if self.goaway_sent {
-            return Err((Status::unavailable("the connection is shutting down"), token));
+            return Err((Status::unavailable("the connection is shutting down").mark_unprocessed(), token));
         }
         // Before the peer's HELLO only the protocol minimum is known to be safe.
         let max = self.peer.as_ref().map_or(frame::MIN_MAX_FRAME, |p| p.max_frame);
@@ -327,9 +330,12 @@ impl<T> Mux<T> {
         frame::encode_goaway(&mut self.out, &goaway);
     }
 
-    /// Fails every pending call, e.g. because the connection died; yields their tokens.
-    pub fn drain_pending(&mut self) -> impl Iterator<Item = T> + '_ {
-        self.pending.drain().map(|(_, token)| token)
+    /// Takes every pending call, e.g. because the connection died. Each token comes with
+    /// whether the call is known to be unprocessed: the peer's GOAWAY promised to process no
+    /// request above its `last_id`.
+    pub fn drain_pending(&mut self) -> impl Iterator<Item = (T, bool)> + '_ {
+        let last_id = self.goaway_received;
+        self.pending.drain().map(move |(id, token)| (token, last_id.is_some_and(|last| id > last)))
     }
 
     /// When [`Mux::on_timeout`] must be called next.
@@ -375,8 +381,12 @@ impl<T> Mux<T> {
     /// # Errors
     /// On a protocol violation; a GOAWAY explaining it has been queued.
     pub fn recv(&mut self, buf: &mut BytesMut, now: Instant) -> Result<Option<Event<T>>, ProtocolError> {
+        if self.phase == Phase::Broken {
+            return Ok(None);
+        }
         match self.recv_inner(buf, now) {
             Err(e) => {
+                self.phase = Phase::Broken;
                 // Say why, even after a graceful GOAWAY: this one ends the connection.
                 self.queue_goaway(Code::InvalidArgument, &e.to_string());
                 Err(e)
@@ -441,7 +451,8 @@ impl<T> Mux<T> {
                 if self.goaway_sent {
                     if !req.is_oneway() {
                         let refused =
-                            Err(Status::unavailable("the server is shutting down; the call was not processed"));
+                            Err(Status::unavailable("the server is shutting down; the call was not processed")
+                                .mark_unprocessed());
                         self.encode_response(id, &refused);
                     }
                     return Ok(None);
@@ -463,7 +474,7 @@ impl<T> Mux<T> {
             }
             Frame::Pong { .. } => Ok(None),
             Frame::GoAway(goaway) => {
-                self.goaway_received = true;
+                self.goaway_received = Some(goaway.last_id);
                 Ok(Some(Event::GoAway(goaway)))
             }
         }

@@ -252,6 +252,11 @@ fn the_first_frame_must_be_hello() {
     let err = violation_of(&mut server, &bytes, now);
     assert!(err.to_string().contains("first frame must be HELLO"), "{err}");
     assert_goaway_queued(&mut server);
+
+    // Once broken, the mux reads nothing more and says goodbye only once.
+    let mut more = BytesMut::from(&bytes[frame::PREFACE_LEN..]);
+    assert!(matches!(server.recv(&mut more, now), Ok(None)));
+    assert!(server.out().is_empty());
 }
 
 #[test]
@@ -307,6 +312,7 @@ fn goaway_stops_new_calls_but_lets_pending_ones_finish() {
 
     let (status, token) = pair.client.send_request(3, &request("S.m", b""), "new").expect_err("refused");
     assert_eq!((status.code(), token), (Code::Unavailable, "new"));
+    assert!(status.is_unprocessed(), "never sent, so safe to send elsewhere");
 
     pair.server.respond(1, &ok(b"done"));
     let events = pair.client_events();
@@ -323,10 +329,10 @@ fn a_request_crossing_goaway_is_refused_unprocessed() {
     assert!(pair.server_events().is_empty(), "the server does not process it");
     let events = pair.client_events();
     let answer = events.iter().find_map(|e| match e {
-        Event::Response { token, result } => Some((*token, result.as_ref().map_err(Status::code).err())),
+        Event::Response { token, result: Err(status) } => Some((*token, status.code(), status.is_unprocessed())),
         _ => None,
     });
-    assert_eq!(answer, Some(("crossed", Some(Code::Unavailable))));
+    assert_eq!(answer, Some(("crossed", Code::Unavailable, true)), "the refusal says it was not processed");
 }
 
 #[test]
@@ -355,4 +361,24 @@ fn oversized_frames_are_never_sent() {
     let events = pair.client_events();
     let [Event::Response { result: Err(status), .. }] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!(status.code(), Code::ResourceExhausted);
+}
+
+#[test]
+fn only_refusals_carry_the_unprocessed_mark_across_the_wire() {
+    let mut pair = Pair::new();
+    for id in [1, 3] {
+        pair.client.send_request(id, &request("S.m", b""), "t").expect("sent");
+    }
+    pair.server_events();
+    pair.server.respond(1, &Err(Status::resource_exhausted("rate limited").mark_unprocessed()));
+    pair.server.respond(3, &Err(Status::internal("handler failed")));
+    let marks: Vec<_> = pair
+        .client_events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Response { result: Err(status), .. } => (status.code(), status.is_unprocessed()),
+            other => panic!("expected an error response, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(marks, [(Code::ResourceExhausted, true), (Code::Internal, false)]);
 }
