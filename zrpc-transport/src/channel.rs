@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::Service;
+use zrpc_core::balance::Available;
 use zrpc_core::{Request, Response, Router, Status};
 
 use crate::address::{Address, InvalidAddress};
@@ -355,6 +356,14 @@ impl Drop for AbortOnDrop {
         if let Some(task) = self.0.take() {
             task.abort();
         }
+    }
+}
+
+impl Available for Channel {
+    /// Unavailable only while connecting has failed and the channel is backing off; an idle or
+    /// connecting channel is worth a call.
+    fn is_available(&self) -> bool {
+        !matches!(&*self.inner.state.borrow(), State::Failed { .. })
     }
 }
 

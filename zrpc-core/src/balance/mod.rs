@@ -42,6 +42,17 @@
 //! hot path; a picker handed a set it has not seen rebuilds then, so a missing `update` costs time,
 //! never correctness.
 
+/// Whether an endpoint's service can take calls now, as the balancing layer asks before each
+/// pick: a connection that is down and backing off, or a circuit breaker that is open, says no,
+/// and the endpoint is not picked.
+///
+/// Layers that wrap an endpoint's service pass the question on to what they wrap and add their
+/// own answer (a breaker: `!self.is_open() && self.inner.is_available()`).
+pub trait Available {
+    /// `true` when a call sent now has a chance of being processed.
+    fn is_available(&self) -> bool;
+}
+
 mod consistent_hash;
 mod endpoint;
 mod least_active;
