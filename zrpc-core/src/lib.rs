@@ -11,18 +11,26 @@
 //! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
 //! | [`balance`] | load-balancing policies ([`balance::Pick`]): p2c, least-active, random, (weighted) round-robin, consistent hash |
+//! | [`breaker`] | [`breaker::CircuitBreaker`]: a per-endpoint circuit breaker (closed / open / half-open) |
+//! | [`discover`] | where endpoints are: [`discover::Instance`], [`discover::Static`], filters |
+//! | [`timeout`] | [`TimeoutLayer`]: whole-call and per-attempt deadlines |
+//! | [`retry`] | [`RetryLayer`] and [`FailMode`]: failfast, failover, failtry, failbackup; backoff and retry budget |
 //! | [`metadata`], [`trace`] | call metadata and W3C trace context |
 //!
 //! # Features
 //! - `json`: the JSON codec.
 
 pub mod balance;
+pub mod breaker;
 pub mod codec;
 pub mod context;
+pub mod discover;
 pub mod metadata;
 pub mod request;
+pub mod retry;
 pub mod router;
 pub mod status;
+pub mod timeout;
 pub mod trace;
 
 #[doc(hidden)]
@@ -35,6 +43,8 @@ pub use codec::{Codec, CodecError, CodecId, Postcard};
 pub use context::{Context, Hints, PickRecord};
 pub use metadata::Metadata;
 pub use request::{Method, Request, Response};
+pub use retry::{FailMode, RetryLayer};
 pub use router::{NamedService, Router};
 pub use status::{Code, Status};
+pub use timeout::TimeoutLayer;
 pub use trace::TraceContext;

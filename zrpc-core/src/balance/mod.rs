@@ -60,6 +60,7 @@ mod p2c;
 mod random;
 mod rng;
 mod round_robin;
+mod service;
 mod weighted_round_robin;
 
 use std::fmt;
@@ -71,6 +72,7 @@ pub use least_active::LeastActive;
 pub use p2c::P2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use service::{Balance, Connect};
 pub use weighted_round_robin::WeightedRoundRobin;
 
 use crate::context::Hints;

@@ -1,0 +1,564 @@
+//! The balancing service: owns the endpoints discovery reports and sends each call to one.
+//!
+//! [`Balance`] is the layer between the retry layer above it and the endpoints' own stacks (a
+//! circuit breaker over a connection) below. Its behaviour:
+//!
+//! 1. On its first call it starts a background task that reads the discovery source. Each
+//!    batch of changes that is ready at once is applied together: new instances that pass the
+//!    [`Filter`] are connected with [`Connect::connect`] (lazily: no I/O happens until a call),
+//!    updated ones keep their connection and counters, and removed ones (or ones the filter now
+//!    rejects) are dropped, which closes their connections once their calls finish. The picker
+//!    is told of every new set ([`Pick::update`]).
+//! 2. The first call waits (up to its deadline) until the discovery task has applied what the
+//!    source knows at once (its first poll, possibly nothing), so a client used right after it
+//!    is built does not race its first set.
+//! 3. Per call: the endpoints are read into [`EndpointView`]s (weight, calls in flight, latency
+//!    EWMA, [`Available::is_available`]) and the picker chooses, honouring the hints of the
+//!    call's [`Context`](crate::Context). The chosen address is written into the call's
+//!    [`PickRecord`](crate::PickRecord), if it has one, before the call is sent.
+//! 4. A pick that fails (no endpoint, all unavailable) is `Unavailable` and marked
+//!    unprocessed: the call went nowhere.
+//! 5. Latency EWMA: each successful call's duration updates its endpoint's average with weight
+//!    1/5 (an exponentially weighted moving average); failures do not, so an endpoint failing
+//!    fast does not look attractive to P2C.
+//! 6. When the last clone of the service is dropped, the discovery task ends.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::task::{Context as TaskContext, Poll};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use super::{Available, EndpointView, Pick, PickContext};
+use crate::discover::{Change, Discover, Filter, Instance};
+use crate::{Request, Response, Status};
+
+/// Makes the service that carries calls to one endpoint (a connection, usually wrapped in a
+/// circuit breaker). Implemented for closures `Fn(&Instance) -> S`.
+pub trait Connect: Send + Sync + 'static {
+    /// The per-endpoint service.
+    type Service: Service<Request, Response = Response, Error = Status, Future: Send>
+        + Available
+        + Clone
+        + Send
+        + Sync
+        + 'static;
+
+    /// A service for `instance`. Called when discovery reports it; must not block.
+    fn connect(&self, instance: &Instance) -> Self::Service;
+}
+
+impl<F, S> Connect for F
+where
+    F: Fn(&Instance) -> S + Send + Sync + 'static,
+    S: Service<Request, Response = Response, Error = Status, Future: Send> + Available + Clone + Send + Sync + 'static,
+{
+    type Service = S;
+
+    fn connect(&self, instance: &Instance) -> S {
+        self(instance)
+    }
+}
+
+/// Sends each call to one of the endpoints discovery reports.
+///
+/// Starts a background task on its first call that applies discovery changes (connecting new
+/// endpoints lazily, dropping those that left); per call it reads every endpoint's weight, calls
+/// in flight, latency EWMA and availability, asks the picker, notes the pick in the call's
+/// [`PickRecord`](crate::PickRecord) and sends the call. A pick that fails is `Unavailable`,
+/// marked unprocessed. See the [`balance`](crate::balance) module for the pickers.
+pub struct Balance<C: Connect, P> {
+    shared: Arc<Shared<C, P>>,
+}
+
+struct Shared<C: Connect, P> {
+    connect: C,
+    picker: P,
+    filter: Filter,
+    endpoints: RwLock<Endpoints<C::Service>>,
+    /// Taken by the discovery task when it starts.
+    discover: Mutex<Option<Box<dyn Discover>>>,
+    started: AtomicBool,
+    /// `true` once the source's first batch is applied; dropped with the service, which tells
+    /// the discovery task to stop.
+    synced: watch::Sender<bool>,
+}
+
+/// An immutable set, replaced whole when discovery changes it, so a call reads it with one
+/// lock and one reference count.
+type Endpoints<S> = Arc<[Arc<Endpoint<S>>]>;
+
+struct Endpoint<S> {
+    instance: Instance,
+    service: S,
+    in_flight: AtomicU64,
+    latency_ewma_ns: AtomicU64,
+}
+
+impl<S: Available> Endpoint<S> {
+    fn view(&self) -> EndpointView<'_> {
+        EndpointView::new(&self.instance.address)
+            .with_weight(self.instance.weight)
+            .with_in_flight(self.in_flight.load(Ordering::Relaxed))
+            .with_latency_ewma_ns(self.latency_ewma_ns.load(Ordering::Relaxed))
+            .with_available(self.service.is_available())
+    }
+
+    fn observe(&self, elapsed: std::time::Duration) {
+        let sample = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.latency_ewma_ns.load(Ordering::Relaxed);
+        // Racing updates may lose a sample; an average does not need every one.
+        let new = if old == 0 { sample } else { old - old / 5 + sample / 5 };
+        self.latency_ewma_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+/// Counts a call in flight on an endpoint for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn start(counter: &'a AtomicU64) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<C: Connect, P: Pick> Balance<C, P> {
+    /// Balances calls with `picker` over the endpoints `discover` reports that pass `filter`,
+    /// reaching each through the service `connect` makes for it.
+    pub fn new(discover: impl Discover, connect: C, picker: P, filter: Filter) -> Balance<C, P> {
+        let (synced, _) = watch::channel(false);
+        Balance {
+            shared: Arc::new(Shared {
+                connect,
+                picker,
+                filter,
+                endpoints: RwLock::new(Arc::from(Vec::new())),
+                discover: Mutex::new(Some(Box::new(discover))),
+                started: AtomicBool::new(false),
+                synced,
+            }),
+        }
+    }
+
+    /// The addresses of the endpoints currently in use.
+    pub fn addresses(&self) -> Vec<Arc<str>> {
+        self.shared.snapshot().iter().map(|e| e.instance.address.clone()).collect()
+    }
+}
+
+impl<C: Connect, P: Pick> Shared<C, P> {
+    fn snapshot(&self) -> Endpoints<C::Service> {
+        self.endpoints.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let source = self.discover.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(source) = source {
+            tokio::spawn(discover_task(Arc::downgrade(self), source, self.synced.subscribe()));
+        }
+    }
+
+    async fn call(self: Arc<Self>, req: Request) -> Result<Response, Status> {
+        self.start();
+        if !*self.synced.borrow() {
+            let mut synced = self.synced.subscribe();
+            let wait = synced.wait_for(|done| *done);
+            let waited = match req.ctx().deadline() {
+                Some(deadline) => tokio::time::timeout_at(deadline, wait).await.ok().map(|r| r.is_ok()),
+                None => Some(wait.await.is_ok()),
+            };
+            if waited != Some(true) {
+                let message = format!("no endpoints discovered in time for {}", req.method());
+                return Err(Status::unavailable(message).mark_unprocessed());
+            }
+        }
+        let endpoints = self.snapshot();
+        let picked = {
+            let views: Vec<EndpointView<'_>> = endpoints.iter().map(|e| e.view()).collect();
+            self.picker.pick(&views, &PickContext::for_request(&req))
+        };
+        let endpoint = match picked {
+            Ok(index) => endpoints.get(index).cloned().ok_or_else(|| {
+                Status::internal(format!("the balancer picked endpoint {index} of {}", endpoints.len()))
+            })?,
+            Err(status) => {
+                let message = format!("{} not sent: {status}", req.method());
+                return Err(Status::new(status.code(), message).mark_unprocessed());
+            }
+        };
+        if let Some(record) = &req.ctx().hints().record {
+            record.set(endpoint.instance.address.clone());
+        }
+        let _in_flight = InFlight::start(&endpoint.in_flight);
+        let started = Instant::now();
+        let result = endpoint.service.clone().oneshot(req).await;
+        if result.is_ok() {
+            endpoint.observe(started.elapsed());
+        }
+        result
+    }
+
+    /// Applies a batch of changes and publishes the new set.
+    fn apply(&self, changes: Vec<Change>) {
+        let current = self.snapshot();
+        let mut by_address: HashMap<Arc<str>, Arc<Endpoint<C::Service>>> =
+            current.iter().map(|e| (e.instance.address.clone(), e.clone())).collect();
+        let mut order: Vec<Arc<str>> = current.iter().map(|e| e.instance.address.clone()).collect();
+        for change in changes {
+            match change {
+                Change::Insert(address, instance) if self.filter.accepts(&instance) => {
+                    let endpoint = match by_address.get(&address) {
+                        // Same address, new details (weight, state): keep the connection and counters.
+                        Some(old) => Arc::new(Endpoint {
+                            instance,
+                            service: old.service.clone(),
+                            in_flight: AtomicU64::new(old.in_flight.load(Ordering::Relaxed)),
+                            latency_ewma_ns: AtomicU64::new(old.latency_ewma_ns.load(Ordering::Relaxed)),
+                        }),
+                        None => {
+                            order.push(address.clone());
+                            Arc::new(Endpoint {
+                                service: self.connect.connect(&instance),
+                                instance,
+                                in_flight: AtomicU64::new(0),
+                                latency_ewma_ns: AtomicU64::new(0),
+                            })
+                        }
+                    };
+                    by_address.insert(address, endpoint);
+                }
+                Change::Insert(address, _) | Change::Remove(address) => {
+                    by_address.remove(&address);
+                }
+            }
+        }
+        let next: Endpoints<C::Service> = order.iter().filter_map(|address| by_address.get(address).cloned()).collect();
+        let views: Vec<EndpointView<'_>> = next.iter().map(|e| e.view()).collect();
+        self.picker.update(&views);
+        drop(views);
+        *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.synced.send_replace(true);
+    }
+}
+
+/// Reads the discovery source until it ends or the service is dropped.
+async fn discover_task<C: Connect, P: Pick>(
+    shared: Weak<Shared<C, P>>,
+    mut source: Box<dyn Discover>,
+    mut alive: watch::Receiver<bool>,
+) {
+    // What the source knows at once is the first set, even if it is empty: a source that must
+    // fetch its first set (a registry) fetches it before it is handed over.
+    let initial = ready_changes(&mut source, None);
+    match shared.upgrade() {
+        Some(shared) => shared.apply(initial),
+        None => return,
+    }
+    loop {
+        let first = tokio::select! {
+            change = source.next() => change,
+            // The sender lives in the service: an error here means it was dropped.
+            closed = alive.changed() => match closed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+        };
+        let Some(first) = first else {
+            tracing::debug!("discovery source ended; keeping the endpoints it reported");
+            return;
+        };
+        let batch = ready_changes(&mut source, Some(first));
+        let Some(shared) = shared.upgrade() else { return };
+        shared.apply(batch);
+    }
+}
+
+/// `first` and every change the source has ready now, so that a burst is applied at once.
+fn ready_changes(source: &mut Box<dyn Discover>, first: Option<Result<Change, Status>>) -> Vec<Change> {
+    let mut batch = Vec::new();
+    let mut next = first.or_else(|| futures::FutureExt::now_or_never(source.next()).flatten());
+    while let Some(item) = next {
+        match item {
+            Ok(change) => batch.push(change),
+            Err(status) => tracing::warn!(%status, "discovery source failed; keeping the current endpoints"),
+        }
+        next = futures::FutureExt::now_or_never(source.next()).flatten();
+    }
+    batch
+}
+
+impl<C: Connect, P> Clone for Balance<C, P> {
+    fn clone(&self) -> Balance<C, P> {
+        Balance { shared: self.shared.clone() }
+    }
+}
+
+impl<C: Connect, P: Pick> Service<Request> for Balance<C, P> {
+    type Response = Response;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        // Readiness is per endpoint and decided per call by the picker.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        Box::pin(self.shared.clone().call(req))
+    }
+}
+
+impl<C: Connect, P: fmt::Debug> fmt::Debug for Balance<C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let endpoints = self.shared.endpoints.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let addresses: Vec<&str> = endpoints.iter().map(|e| &*e.instance.address).collect();
+        f.debug_struct("Balance").field("picker", &self.shared.picker).field("endpoints", &addresses).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::channel::mpsc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::balance::{LeastActive, RoundRobin};
+    use crate::{Code, Context, PickRecord};
+
+    /// An endpoint's service that answers with its own address, optionally waiting for a gate.
+    #[derive(Clone)]
+    struct Mock {
+        address: Arc<str>,
+        calls: Arc<AtomicUsize>,
+        gate: Arc<tokio::sync::Semaphore>,
+        _alive: Arc<DropCounter>,
+    }
+
+    struct DropCounter(Arc<AtomicUsize>);
+
+    impl Drop for DropCounter {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Available for Mock {
+        fn is_available(&self) -> bool {
+            true
+        }
+    }
+
+    impl Service<Request> for Mock {
+        type Response = Response;
+        type Error = Status;
+        type Future = BoxFuture<'static, Result<Response, Status>>;
+
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let (address, gate) = (self.address.clone(), self.gate.clone());
+            Box::pin(async move {
+                let _permit = gate.acquire().await.map_err(|_| Status::internal("gate closed"))?;
+                Ok(Response::new(Bytes::copy_from_slice(address.as_bytes())))
+            })
+        }
+    }
+
+    /// Connects mocks and keeps a handle on each, by address.
+    type Counter = (Arc<str>, Arc<AtomicUsize>);
+
+    #[derive(Clone, Default)]
+    struct Mocks {
+        /// Each connected endpoint's call counter (not the mock itself, which must be droppable).
+        made: Arc<Mutex<Vec<Counter>>>,
+        dropped: Arc<AtomicUsize>,
+        closed_gates: bool,
+    }
+
+    impl Mocks {
+        fn connect(&self) -> impl Fn(&Instance) -> Mock + Send + Sync + 'static {
+            let this = self.clone();
+            move |instance: &Instance| {
+                let permits = if this.closed_gates { 0 } else { tokio::sync::Semaphore::MAX_PERMITS };
+                let mock = Mock {
+                    address: instance.address.clone(),
+                    calls: Arc::default(),
+                    gate: Arc::new(tokio::sync::Semaphore::new(permits)),
+                    _alive: Arc::new(DropCounter(this.dropped.clone())),
+                };
+                this.made.lock().expect("not poisoned").push((mock.address.clone(), mock.calls.clone()));
+                mock
+            }
+        }
+
+        fn calls(&self, address: &str) -> usize {
+            let made = self.made.lock().expect("not poisoned");
+            made.iter().filter(|(a, _)| &**a == address).map(|(_, calls)| calls.load(Ordering::SeqCst)).sum()
+        }
+    }
+
+    fn request() -> Request {
+        Request::new("Svc.m", Bytes::new())
+    }
+
+    async fn answer<S: Service<Request, Response = Response, Error = Status>>(svc: S, req: Request) -> String {
+        let response = svc.oneshot(req).await.expect("answered");
+        String::from_utf8(response.payload().to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn spreads_calls_and_records_each_pick() {
+        let mocks = Mocks::default();
+        let balance = Balance::new(
+            crate::discover::Static::new(["a", "b", "c"]),
+            mocks.connect(),
+            RoundRobin::new(),
+            Filter::default(),
+        );
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let record = PickRecord::new();
+            let mut ctx = Context::new();
+            ctx.hints_mut().record = Some(record.clone());
+            let answered = answer(balance.clone(), request().with_ctx(ctx)).await;
+            assert_eq!(record.get().map(|a| a.to_string()), Some(answered.clone()), "the record names the endpoint");
+            seen.push(answered);
+        }
+        seen.sort();
+        assert_eq!(seen, ["a", "a", "b", "b", "c", "c"]);
+    }
+
+    #[tokio::test]
+    async fn endpoints_that_leave_get_no_calls_and_are_dropped() {
+        let mocks = Mocks::default();
+        let (changes, source) = mpsc::unbounded();
+        let balance = Balance::new(source, mocks.connect(), RoundRobin::new(), Filter::default());
+        for address in ["a", "b"] {
+            changes.unbounded_send(Ok(Change::Insert(address.into(), Instance::new(address)))).expect("open");
+        }
+        answer(balance.clone(), request()).await;
+        assert_eq!(balance.addresses().len(), 2);
+
+        changes.unbounded_send(Ok(Change::Remove("a".into()))).expect("open");
+        // The removal is applied by the background task; wait for it by watching the set.
+        while balance.addresses().len() != 1 {
+            tokio::task::yield_now().await;
+        }
+        let before = mocks.calls("a");
+        for _ in 0..4 {
+            assert_eq!(answer(balance.clone(), request()).await, "b");
+        }
+        assert_eq!(mocks.calls("a"), before);
+        assert_eq!(mocks.dropped.load(Ordering::SeqCst), 1, "a's service was dropped");
+    }
+
+    #[tokio::test]
+    async fn the_filter_keeps_only_the_wanted_group() {
+        let mocks = Mocks::default();
+        let source = crate::discover::Static::new([
+            Instance::new("canary-1").with_group("canary"),
+            Instance::new("stable-1").with_group("stable"),
+        ]);
+        let balance = Balance::new(source, mocks.connect(), RoundRobin::new(), Filter::default().group("stable"));
+        for _ in 0..3 {
+            assert_eq!(answer(balance.clone(), request()).await, "stable-1");
+        }
+        assert_eq!(mocks.calls("canary-1"), 0);
+    }
+
+    #[tokio::test]
+    async fn no_endpoints_is_unavailable_and_unprocessed() {
+        let mocks = Mocks::default();
+        let balance = Balance::new(
+            crate::discover::Static::new(Vec::<Instance>::new()),
+            mocks.connect(),
+            RoundRobin::new(),
+            Filter::default(),
+        );
+        let status = balance.oneshot(request()).await.expect_err("nowhere to go");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.is_unprocessed());
+        assert!(status.message().contains("Svc.m"), "{status}");
+    }
+
+    #[tokio::test]
+    async fn what_the_source_has_ready_is_the_first_set() {
+        let mocks = Mocks::default();
+        let (changes, source) = mpsc::unbounded();
+        changes.unbounded_send(Ok(Change::Insert("early".into(), Instance::new("early")))).expect("open");
+        let balance = Balance::new(source, mocks.connect(), RoundRobin::new(), Filter::default());
+        assert_eq!(answer(balance.clone(), request()).await, "early");
+
+        // Later changes arrive in the background and are used once applied.
+        changes.unbounded_send(Ok(Change::Insert("late".into(), Instance::new("late")))).expect("open");
+        while balance.addresses().len() != 2 {
+            tokio::task::yield_now().await;
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for _ in 0..2 {
+            seen.push(answer(balance.clone(), request()).await);
+        }
+        seen.sort();
+        assert_eq!(seen, ["early", "late"]);
+    }
+
+    #[tokio::test]
+    async fn a_source_with_nothing_yet_fails_calls_at_once_as_unprocessed() {
+        let mocks = Mocks::default();
+        let (_changes, source) = mpsc::unbounded::<Result<Change, Status>>();
+        let balance = Balance::new(source, mocks.connect(), RoundRobin::new(), Filter::default());
+        let status = balance.oneshot(request()).await.expect_err("nothing discovered");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.is_unprocessed(), "the retry layer may try again later");
+    }
+
+    #[tokio::test]
+    async fn calls_in_flight_steer_least_active() {
+        let mocks = Mocks { closed_gates: true, ..Mocks::default() };
+        let balance = Balance::new(
+            crate::discover::Static::new(["a", "b"]),
+            mocks.connect(),
+            LeastActive::new(),
+            Filter::default(),
+        );
+        // The first call is held at whichever endpoint it went to; the next must go to the other.
+        let record = PickRecord::new();
+        let mut ctx = Context::new();
+        ctx.hints_mut().record = Some(record.clone());
+        let held = tokio::spawn(balance.clone().oneshot(request().with_ctx(ctx)));
+        while record.get().is_none() {
+            tokio::task::yield_now().await;
+        }
+        let first = record.get().map(|a| a.to_string()).unwrap_or_default();
+        let second = PickRecord::new();
+        let mut ctx = Context::new();
+        ctx.hints_mut().record = Some(second.clone());
+        let other = tokio::spawn(balance.clone().oneshot(request().with_ctx(ctx)));
+        while second.get().is_none() {
+            tokio::task::yield_now().await;
+        }
+        assert_ne!(second.get().map(|a| a.to_string()), Some(first));
+        held.abort();
+        other.abort();
+    }
+}
