@@ -1,9 +1,36 @@
 //! Benchmarks for zrpc.
 //!
+//! - `cargo run -p zrpc-benches --release --bin compare`: the comparison load generator. It runs
+//!   each framework's echo server in a child process of its own and drives it over loopback from
+//!   the parent, reporting throughput, latency percentiles, allocations per call and the server's
+//!   peak memory; see [`compare`] for what is measured and how, and `--help` for the options.
 //! - `cargo bench -p zrpc-benches --bench frame`: criterion micro-benchmarks of the hot path
-//!   pieces (frame encode/decode, codec round trip).
+//!   pieces that touch no socket (frame encode/decode, header parsing, codec round trip, mux
+//!   dispatch).
 //!
-//! This library holds what the benchmarks share: the workload message.
+//! | module | what it holds |
+//! |---|---|
+//! | [`framework`] | the [`Framework`](framework::Framework) and [`Caller`](framework::Caller) traits, and one module per framework measured |
+//! | [`load`] | the load loop: N callers, a warm-up, a measured window |
+//! | [`alloc`] | the counting global allocator |
+//! | [`proc`] | the server child process: starting it, asking it for its counters, killing it |
+//! | [`report`] | the table, the ratios and the CSV |
+//! | [`chart`] | the SVG chart |
+//! | [`compare`] | the `compare` program: options, the run, the `serve` child mode |
+//!
+//! The workload message, [`BenchmarkMessage`], lives here so that every framework echoes the same
+//! values.
+
+pub mod alloc;
+pub mod chart;
+pub mod compare;
+pub mod framework;
+pub mod load;
+pub mod proc;
+pub mod report;
+
+/// A boxed error, for the benchmark's plumbing.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,315 @@
+//! The `compare` program: zrpc against tarpc, tonic and two raw TCP floors, in one run.
+//!
+//! ```text
+//! cargo run -p zrpc-benches --release --bin compare -- [--duration SECS] [--warmup SECS]
+//!     [--frameworks zrpc,tarpc,...] [--points 1x1,100x1,...] [--csv PATH] [--chart PATH.svg]
+//! ```
+//!
+//! # What is measured, and how
+//!
+//! - Every framework serves the same echo: the rpcx benchmark message
+//!   ([`BenchmarkMessage::filled`](crate::BenchmarkMessage::filled), ~40 fields; the raw floors
+//!   send its postcard encoding as opaque bytes). Callers send the reply back as the next request,
+//!   so no framework pays for building a message per call.
+//! - Server and client are separate processes on loopback: for each framework a fresh server
+//!   child (`compare serve <framework>`, the same binary) serves every point in turn; the parent
+//!   is the client. Both use tokio's multi-threaded runtime with its default worker count (one
+//!   per core), as a user's `#[tokio::main]` would; the client gets a fresh runtime per point.
+//! - A point is `CALLERSxCONNS`: that many concurrent callers spread round-robin over that many
+//!   connections (`raw-pingpong` always uses one connection per caller). Each point runs a
+//!   warm-up, then a measured window (see [`load`]).
+//! - Reported per point: completed calls per second; mean, p50, p99, p99.9 latency (HdrHistogram,
+//!   per-caller histograms merged); allocations per call in the client and in the server (the
+//!   counting allocator of [`alloc`](crate::alloc), read at both edges of the window on both
+//!   sides; the server's count over the `STATS` pipe of [`proc`](crate::proc)), and the server's
+//!   peak RSS (`VmHWM`) so far.
+//! - Then the ratios the project's targets are stated in: zrpc's throughput over tarpc's, the
+//!   raw multiplexer's and tonic's, p99 over tarpc's, and at one caller the p50 over the raw
+//!   ping-pong's.
+//!
+//! Loopback on one machine means client and server compete for the same cores: what is compared
+//! is CPU cost per call as much as latency. Absolute numbers move between runs and machines;
+//! the ratios are what to read.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::BoxError;
+use crate::framework::raw_mux::RawMux;
+use crate::framework::raw_pingpong::RawPingpong;
+use crate::framework::tarpc::Tarpc;
+use crate::framework::zrpc::Zrpc;
+use crate::framework::{Framework, Name};
+use crate::load::{self, Plan, Point};
+use crate::proc::{SERVE, ServerProcess};
+use crate::report::{self, Row};
+
+/// The command line, parsed.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Warm-up and window per point.
+    pub plan: Plan,
+    /// Frameworks to measure, in order.
+    pub frameworks: Vec<Name>,
+    /// Points to measure, in order.
+    pub points: Vec<Point>,
+    /// Where to write the CSV, if anywhere.
+    pub csv: Option<PathBuf>,
+    /// Where to write the SVG chart, if anywhere.
+    pub chart: Option<PathBuf>,
+}
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage: compare [--duration SECS] [--warmup SECS] [--frameworks a,b,...] [--points CxN,...]
+               [--csv PATH] [--chart PATH.svg]
+
+Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
+processes: throughput, latency percentiles, allocations per call, server peak RSS.
+
+  --duration SECS    measured window per point (default 5)
+  --warmup SECS      warm-up per point, not measured (default 1)
+  --frameworks LIST  any of zrpc, tarpc, tonic (feature `tonic`), raw-mux, raw-pingpong
+                     (default: all compiled in)
+  --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
+  --csv PATH         also write the rows as CSV
+  --chart PATH.svg   also draw throughput and p99 by framework and point
+";
+
+impl Options {
+    /// Parses the arguments after the program name.
+    ///
+    /// # Errors
+    /// On an unknown option, a missing or malformed value.
+    pub fn parse(args: &[String]) -> Result<Options, BoxError> {
+        let mut options = Options {
+            plan: Plan { warmup: Duration::from_secs(1), duration: Duration::from_secs(5) },
+            frameworks: Name::all(),
+            points: Point::DEFAULT.to_vec(),
+            csv: None,
+            chart: None,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n\n{USAGE}"));
+            match arg.as_str() {
+                "--duration" => options.plan.duration = seconds(value()?)?,
+                "--warmup" => options.plan.warmup = seconds(value()?)?,
+                "--frameworks" => {
+                    options.frameworks = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                }
+                "--points" => options.points = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
+                "--csv" => options.csv = Some(value()?.into()),
+                "--chart" => options.chart = Some(value()?.into()),
+                other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
+            }
+        }
+        if options.frameworks.is_empty() || options.points.is_empty() {
+            return Err("nothing to measure".into());
+        }
+        Ok(options)
+    }
+}
+
+fn seconds(s: &str) -> Result<Duration, BoxError> {
+    let secs: f64 = s.parse()?;
+    Ok(Duration::try_from_secs_f64(secs)?)
+}
+
+/// The program: `serve <framework>` as a server child, the comparison otherwise.
+///
+/// # Errors
+/// Whatever stops the run; a message for the user.
+pub fn main(args: &[String]) -> Result<(), BoxError> {
+    match args {
+        [serve, framework] if serve == SERVE => serve_child(framework.parse()?),
+        [help] if help == "--help" || help == "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        _ => run(&Options::parse(args)?),
+    }
+}
+
+/// Runs the comparison: prints the table on stdout, progress on stderr.
+///
+/// # Errors
+/// If a server cannot be started or a point cannot be measured.
+pub fn run(options: &Options) -> Result<(), BoxError> {
+    let mut rows = Vec::new();
+    for &name in &options.frameworks {
+        eprintln!("{name}:");
+        rows.extend(match name {
+            Name::Zrpc => measure::<Zrpc>(options)?,
+            Name::Tarpc => measure::<Tarpc>(options)?,
+            #[cfg(feature = "tonic")]
+            Name::Tonic => measure::<crate::framework::tonic::Tonic>(options)?,
+            #[cfg(not(feature = "tonic"))]
+            Name::Tonic => return Err("tonic is not compiled in: build with `--features tonic`".into()),
+            Name::RawMux => measure::<RawMux>(options)?,
+            Name::RawPingpong => measure::<RawPingpong>(options)?,
+        });
+    }
+    let heading = heading(options);
+    print!("{heading}\n\n{}", report::table(&rows));
+    if let Some(path) = &options.csv {
+        std::fs::write(path, report::csv(&rows))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &options.chart {
+        let title = format!("zrpc vs peers, echo of the rpcx message on loopback ({})", today());
+        crate::chart::render(&rows, path, &title)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Measures `F` at every point, against one server child.
+fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
+    let mut server = ServerProcess::spawn(F::NAME)?;
+    let addr = server.addr();
+    let mut rows = Vec::new();
+    for &point in &options.points {
+        let conns = if F::NAME.connection_per_caller() { point.callers } else { point.conns };
+        // A fresh client runtime per point: nothing of the previous point keeps running.
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let measured = runtime.block_on(async {
+            let callers = F::callers(addr, conns, point.callers).await?;
+            // The probe talks to the child over blocking pipes; it runs on the thread that
+            // blocks on this future, not on a runtime worker, so callers are not held up.
+            load::run(callers, options.plan, async || -> Result<(u64, u64), BoxError> {
+                Ok((crate::alloc::allocations(), server.allocations()?))
+            })
+            .await
+        });
+        runtime.shutdown_timeout(Duration::from_secs(2));
+        let measured = measured?;
+        let (client_start, server_start) = measured.start?;
+        let (client_end, server_end) = measured.end?;
+        let calls = measured.calls.max(1) as f64;
+        let us = |ns: f64| ns / 1000.0;
+        let latency = &measured.latency;
+        let row = Row {
+            framework: F::NAME,
+            point,
+            conns,
+            rps: measured.calls as f64 / measured.window.as_secs_f64(),
+            mean_us: us(latency.mean()),
+            p50_us: us(latency.value_at_quantile(0.5) as f64),
+            p99_us: us(latency.value_at_quantile(0.99) as f64),
+            p999_us: us(latency.value_at_quantile(0.999) as f64),
+            client_allocs: client_end.saturating_sub(client_start) as f64 / calls,
+            server_allocs: server_end.saturating_sub(server_start) as f64 / calls,
+            server_rss_kib: server.peak_rss_kib(),
+            errors: measured.errors,
+        };
+        eprintln!(
+            "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}",
+            row.rps,
+            row.p50_us,
+            row.p99_us,
+            row.allocs_per_call()
+        );
+        if let Some(error) = &measured.first_error {
+            eprintln!("  {point:>7}: {} calls failed; the first: {error}", measured.errors);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The `serve <framework>` child: runs `F`'s server, answers the parent until its stdin closes.
+fn serve_child(name: Name) -> Result<(), BoxError> {
+    match name {
+        Name::Zrpc => serve::<Zrpc>(),
+        Name::Tarpc => serve::<Tarpc>(),
+        #[cfg(feature = "tonic")]
+        Name::Tonic => serve::<crate::framework::tonic::Tonic>(),
+        #[cfg(not(feature = "tonic"))]
+        Name::Tonic => Err("tonic is not compiled in".into()),
+        Name::RawMux => serve::<RawMux>(),
+        Name::RawPingpong => serve::<RawPingpong>(),
+    }
+}
+
+fn serve<F: Framework>() -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let serving = runtime.block_on(F::serve())?;
+    let addr = serving.addr;
+    runtime.spawn(async move {
+        if let Err(e) = serving.run.await {
+            eprintln!("{} server failed: {e}", F::NAME);
+            std::process::exit(1);
+        }
+    });
+    crate::proc::answer_parent(addr)?;
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// What was run, where and when: the lines above the table.
+fn heading(options: &Options) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(str::trim)
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let decode = decode_allocations();
+    format!(
+        "zrpc compare, {date}: {cpu}, {cores} cores, loopback, server and client in separate processes\n\
+         warm-up {warmup:?}, window {window:?} per point; echo of the rpcx BenchmarkMessage \
+         ({size} bytes in postcard{protobuf})\n\
+         allocs/c = client + server allocations per call; decoding the message alone allocates \
+         {decode} times (its Strings and Vec), on each side, in every serde framework",
+        date = today(),
+        warmup = options.plan.warmup,
+        window = options.plan.duration,
+        size = crate::framework::payload().map(|p| p.len()).unwrap_or(0),
+        protobuf = protobuf_size(),
+    )
+}
+
+/// `", N in protobuf"` when tonic is compiled in.
+fn protobuf_size() -> String {
+    #[cfg(feature = "tonic")]
+    {
+        use crate::framework::tonic::pb::BenchmarkMessage;
+        let message = BenchmarkMessage::from(&crate::BenchmarkMessage::filled());
+        format!(", {} in protobuf", prost::Message::encoded_len(&message))
+    }
+    #[cfg(not(feature = "tonic"))]
+    String::new()
+}
+
+/// How many allocations decoding the message takes (postcard; any serde format allocates the same
+/// Strings and Vec).
+fn decode_allocations() -> u64 {
+    let Ok(payload) = crate::framework::payload() else { return 0 };
+    let before = crate::alloc::allocations();
+    let decoded = zrpc::CodecId::Postcard.decode::<crate::BenchmarkMessage>(&payload);
+    let after = crate::alloc::allocations();
+    drop(decoded);
+    after - before
+}
+
+/// Today's date, UTC, as `YYYY-MM-DD`.
+fn today() -> String {
+    let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}

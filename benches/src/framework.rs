@@ -1,0 +1,156 @@
+//! What a framework under test provides: an echo server and callers.
+//!
+//! Each framework is a unit struct implementing [`Framework`]: [`Framework::serve`] binds an echo
+//! server on `127.0.0.1:0` (it runs in the child process), [`Framework::callers`] connects to it
+//! with a given number of connections and returns one [`Caller`] per simulated user (in the parent
+//! process). Every caller echoes [`BenchmarkMessage::filled`](crate::BenchmarkMessage::filled) —
+//! or, for the raw floors, the same number of bytes as its postcard encoding — and keeps the reply
+//! as its next request, so that no framework pays for building a fresh message per call.
+//!
+//! [`Name`] lists the frameworks this build knows (`tonic` only with the `tonic` feature).
+
+pub mod raw_mux;
+pub mod raw_pingpong;
+pub mod tarpc;
+#[cfg(feature = "tonic")]
+pub mod tonic;
+pub mod zrpc;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use futures::future::BoxFuture;
+
+use crate::BoxError;
+
+/// An echo server and its clients, as one framework provides them.
+pub trait Framework {
+    /// The name in the output.
+    const NAME: Name;
+    /// One simulated user.
+    type Caller: Caller;
+
+    /// Binds an echo server on `127.0.0.1:0`; the returned [`Serving`] says where, and serves.
+    fn serve() -> impl Future<Output = Result<Serving, BoxError>> + Send;
+
+    /// Opens `conns` connections to `addr` and returns `callers` callers spread over them
+    /// round-robin (a framework whose callers cannot share a connection ignores `conns`), after
+    /// checking with one call that the server echoes the message intact.
+    fn callers(
+        addr: SocketAddr,
+        conns: usize,
+        callers: usize,
+    ) -> impl Future<Output = Result<Vec<Self::Caller>, BoxError>> + Send;
+}
+
+/// A bound server: its address, and the future that serves until the process ends.
+pub struct Serving {
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// Serves connections; never completes unless the listener fails.
+    pub run: BoxFuture<'static, Result<(), BoxError>>,
+}
+
+impl fmt::Debug for Serving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serving").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+/// One simulated user: makes one call at a time.
+pub trait Caller: Send + 'static {
+    /// Sends the message, waits for the echo, and keeps it as the next message.
+    fn call(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// A framework this build can measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Name {
+    /// zrpc, postcard, default settings.
+    Zrpc,
+    /// tarpc, bincode over TCP, limits raised.
+    Tarpc,
+    /// tonic (gRPC over HTTP/2, protobuf); only with the `tonic` feature.
+    Tonic,
+    /// The hand-written multiplexed floor.
+    RawMux,
+    /// The hand-written one-connection-per-caller ping-pong floor.
+    RawPingpong,
+}
+
+impl Name {
+    /// Every framework, in output order; `tonic` only when compiled in.
+    pub fn all() -> Vec<Name> {
+        let mut all = vec![Name::Zrpc, Name::Tarpc];
+        if cfg!(feature = "tonic") {
+            all.push(Name::Tonic);
+        }
+        all.extend([Name::RawMux, Name::RawPingpong]);
+        all
+    }
+
+    /// The name in the output and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Name::Zrpc => "zrpc",
+            Name::Tarpc => "tarpc",
+            Name::Tonic => "tonic",
+            Name::RawMux => "raw-mux",
+            Name::RawPingpong => "raw-pingpong",
+        }
+    }
+
+    /// Whether every caller has a connection of its own, whatever the point asks for.
+    pub fn connection_per_caller(self) -> bool {
+        self == Name::RawPingpong
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A framework name that is not known, or not compiled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName(String);
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == "tonic" {
+            write!(f, "tonic is not compiled in: build with `--features tonic` (needs protoc)")
+        } else {
+            let known: Vec<_> = Name::all().iter().map(|n| n.as_str()).collect();
+            write!(f, "unknown framework {:?}; known: {}", self.0, known.join(", "))
+        }
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+impl FromStr for Name {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Name, UnknownName> {
+        Name::all().into_iter().find(|name| name.as_str() == s).ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
+/// The postcard encoding of [`BenchmarkMessage::filled`](crate::BenchmarkMessage::filled): what the
+/// raw floors send, so that they move as many bytes per call as zrpc's payload.
+///
+/// # Errors
+/// If postcard cannot encode the message (it can).
+pub fn payload() -> Result<bytes::Bytes, BoxError> {
+    let mut buf = bytes::BytesMut::new();
+    ::zrpc::CodecId::Postcard.encode(&crate::BenchmarkMessage::filled(), &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// Fails unless `reply` equals `sent`: the check every framework's `callers` makes once.
+pub(crate) fn check_echo<T: PartialEq + fmt::Debug>(framework: Name, sent: &T, reply: &T) -> Result<(), BoxError> {
+    if sent == reply { Ok(()) } else { Err(format!("{framework}: the echo differs from the message sent").into()) }
+}

@@ -1,0 +1,79 @@
+//! zrpc as a user gets it: `#[zrpc::service]`, postcard, default server and channel settings.
+//!
+//! With N connections the callers use N [`Channel`]s (each one connection), round-robin.
+
+use std::net::SocketAddr;
+
+use zrpc::{Address, Channel, Server};
+
+use super::{Caller, Framework, Name, Serving, check_echo};
+use crate::{BenchmarkMessage, BoxError};
+
+/// The echo service.
+#[zrpc::service]
+pub trait Bench {
+    /// Returns the message it was given.
+    async fn echo(&self, m: BenchmarkMessage) -> BenchmarkMessage;
+}
+
+/// The echo implementation.
+#[derive(Debug, Clone, Copy)]
+pub struct Echo;
+
+impl Bench for Echo {
+    async fn echo(&self, m: BenchmarkMessage) -> BenchmarkMessage {
+        m
+    }
+}
+
+/// zrpc, default settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Zrpc;
+
+impl Framework for Zrpc {
+    const NAME: Name = Name::Zrpc;
+    type Caller = ZrpcCaller;
+
+    async fn serve() -> Result<Serving, BoxError> {
+        let server = Server::builder().add_service(BenchServer::new(Echo)).bind("tcp://127.0.0.1:0").await?;
+        let addr = match server.local_addr() {
+            Address::Tcp(addr) => addr.parse()?,
+            other => return Err(format!("zrpc bound a non-TCP address: {other}").into()),
+        };
+        Ok(Serving { addr, run: Box::pin(async move { Ok(server.serve().await?) }) })
+    }
+
+    async fn callers(addr: SocketAddr, conns: usize, callers: usize) -> Result<Vec<ZrpcCaller>, BoxError> {
+        let mut channels = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            // `Channel::connect(addr)` with a `SocketAddr` does not compile (its conversion's error
+            // type is `Infallible`, not `InvalidAddress`), so go through the string form.
+            channels.push(Channel::connect(format!("tcp://{addr}")).await?);
+        }
+        let message = BenchmarkMessage::filled();
+        let probe = BenchClient::new(channels[0].clone());
+        check_echo(Name::Zrpc, &message, &probe.echo(message.clone()).await?)?;
+        Ok((0..callers)
+            .map(|i| ZrpcCaller {
+                client: BenchClient::new(channels[i % conns].clone()),
+                message: Some(message.clone()),
+            })
+            .collect())
+    }
+}
+
+/// A zrpc caller: a typed client over one of the channels.
+#[derive(Debug)]
+pub struct ZrpcCaller {
+    client: BenchClient<Channel>,
+    /// `None` while a call is in flight, and after one failed (the next call starts afresh).
+    message: Option<BenchmarkMessage>,
+}
+
+impl Caller for ZrpcCaller {
+    async fn call(&mut self) -> Result<(), BoxError> {
+        let message = self.message.take().unwrap_or_else(BenchmarkMessage::filled);
+        self.message = Some(self.client.echo(message).await?);
+        Ok(())
+    }
+}

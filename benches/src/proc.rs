@@ -1,0 +1,125 @@
+//! The server child process: started from this same binary, asked for its counters, killed.
+//!
+//! The protocol between parent and child is lines of text:
+//!
+//! 1. The parent runs `current_exe() serve <framework>` with piped stdin and stdout.
+//! 2. The child binds its server on `127.0.0.1:0` and prints `LISTENING <ip:port>`.
+//! 3. For each `STATS` line on its stdin, the child prints `ALLOCS <n>`: its allocation count so
+//!    far ([`alloc::allocations`](crate::alloc::allocations)).
+//! 4. When its stdin closes — the parent ended, however it ended, even killed — the child exits.
+//!
+//! [`ServerProcess`] kills and reaps the child when dropped, so every exit path of the parent that
+//! unwinds ends its children too, and (4) covers those that do not.
+
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use crate::BoxError;
+use crate::framework::Name;
+
+/// The hidden subcommand that runs a server child.
+pub const SERVE: &str = "serve";
+
+/// A running server child; killed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `current_exe() serve <framework>` and waits for it to listen.
+    ///
+    /// # Errors
+    /// If the child cannot be started, or exits or says something else before `LISTENING`.
+    pub fn spawn(framework: Name) -> Result<ServerProcess, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args([SERVE, framework.as_str()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the server child has no stdin or stdout pipe".into());
+        };
+        // From here on `Drop` cleans up, whatever fails.
+        let mut process =
+            ServerProcess { child, stdin, stdout: BufReader::new(stdout).lines(), addr: SocketAddr::from(([0; 4], 0)) };
+        let line = process.read_line()?;
+        let addr = line.strip_prefix("LISTENING ").ok_or_else(|| format!("the {framework} server said {line:?}"))?;
+        process.addr = addr.parse()?;
+        Ok(process)
+    }
+
+    /// Where the child listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's allocation count so far.
+    ///
+    /// # Errors
+    /// If the child is gone or answers something else.
+    pub fn allocations(&mut self) -> Result<u64, BoxError> {
+        self.stdin.write_all(b"STATS\n")?;
+        self.stdin.flush()?;
+        let line = self.read_line()?;
+        let count = line.strip_prefix("ALLOCS ").ok_or_else(|| format!("the server answered {line:?} to STATS"))?;
+        Ok(count.parse()?)
+    }
+
+    /// The child's peak resident set so far (`VmHWM`), in KiB; `None` where `/proc` cannot tell.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        peak_rss_kib(self.child.id())
+    }
+
+    fn read_line(&mut self) -> Result<String, BoxError> {
+        match self.stdout.next() {
+            Some(line) => Ok(line?),
+            None => Err("the server child exited".into()),
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `VmHWM` of process `pid`, in KiB (Linux only).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The child's side of steps 2–4: announces `addr`, then answers `STATS` until stdin closes.
+///
+/// # Errors
+/// If stdout cannot be written.
+pub fn answer_parent(addr: SocketAddr) -> Result<(), BoxError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "LISTENING {addr}")?;
+    stdout.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        match line?.trim() {
+            "STATS" => writeln!(stdout, "ALLOCS {}", crate::alloc::allocations())?,
+            other => writeln!(stdout, "ERROR unknown command {other:?}")?,
+        }
+        stdout.flush()?;
+    }
+    Ok(())
+}
