@@ -74,7 +74,7 @@ pub use zrpc_core::{
 };
 
 pub use zrpc_transport::{
-    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Server, ServerBuilder, ServerConfig,
+    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Server, ServerBuilder, ServerConfig, ToAddress,
 };
 
 /// The wire protocol, the connection state machine and the byte streams, for people writing

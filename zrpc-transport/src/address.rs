@@ -55,6 +55,56 @@ impl FromStr for Address {
     }
 }
 
+/// Anything that names an [`Address`]: strings (`"tcp://127.0.0.1:80"`), socket addresses, or an
+/// `Address`. What `Server::bind` and `Channel::connect` accept.
+pub trait ToAddress {
+    /// The address, or why this is not one.
+    ///
+    /// # Errors
+    /// When a string does not parse.
+    fn to_address(self) -> Result<Address, InvalidAddress>;
+}
+
+macro_rules! to_address_by_parsing {
+    ($($t:ty),*) => {$(
+        impl ToAddress for $t {
+            fn to_address(self) -> Result<Address, InvalidAddress> {
+                self.parse()
+            }
+        }
+    )*};
+}
+
+to_address_by_parsing!(&str, String, &String);
+
+impl ToAddress for std::net::SocketAddr {
+    fn to_address(self) -> Result<Address, InvalidAddress> {
+        Ok(self.into())
+    }
+}
+
+impl ToAddress for Address {
+    fn to_address(self) -> Result<Address, InvalidAddress> {
+        Ok(self)
+    }
+}
+
+impl ToAddress for &Address {
+    fn to_address(self) -> Result<Address, InvalidAddress> {
+        Ok(self.clone())
+    }
+}
+
+impl Address {
+    /// The socket address of a TCP address given as `ip:port` (no name to resolve).
+    pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Address::Tcp(hostport) => hostport.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
 impl TryFrom<&str> for Address {
     type Error = InvalidAddress;
 
@@ -85,14 +135,6 @@ impl From<std::net::SocketAddr> for Address {
     }
 }
 
-impl TryFrom<&Address> for Address {
-    type Error = InvalidAddress;
-
-    fn try_from(addr: &Address) -> Result<Address, InvalidAddress> {
-        Ok(addr.clone())
-    }
-}
-
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -114,6 +156,15 @@ mod tests {
             assert_eq!(addr.to_string(), text);
         }
         assert_eq!("127.0.0.1:5".parse::<Address>(), Ok(Address::Tcp("127.0.0.1:5".into())));
+    }
+
+    #[test]
+    fn socket_addresses_convert_both_ways() {
+        let socket: std::net::SocketAddr = "127.0.0.1:4000".parse().expect("valid");
+        let address = socket.to_address().expect("always an address");
+        assert_eq!(address.to_string(), "tcp://127.0.0.1:4000");
+        assert_eq!(address.socket_addr(), Some(socket));
+        assert_eq!(Address::Memory("x".into()).socket_addr(), None);
     }
 
     #[test]

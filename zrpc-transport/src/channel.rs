@@ -26,7 +26,7 @@ use tower::Service;
 use zrpc_core::balance::Available;
 use zrpc_core::{Request, Response, Router, Status};
 
-use crate::address::{Address, InvalidAddress};
+use crate::address::{Address, ToAddress};
 use crate::conn::{Connection, Handle};
 use crate::listener;
 use crate::mux::{MuxConfig, Role};
@@ -237,11 +237,8 @@ impl Channel {
     /// # Errors
     /// `InvalidArgument` for an address that does not parse; `Unavailable` when the first
     /// connection attempt fails.
-    pub async fn connect<A>(address: A) -> Result<Channel, Status>
-    where
-        A: TryInto<Address, Error = InvalidAddress>,
-    {
-        let address = address.try_into().map_err(|e| Status::invalid_argument(e.to_string()))?;
+    pub async fn connect(address: impl ToAddress) -> Result<Channel, Status> {
+        let address = address.to_address().map_err(|e| Status::invalid_argument(e.to_string()))?;
         Channel::builder(address).connect().await
     }
 

@@ -27,7 +27,7 @@ pub mod mux;
 pub mod server;
 pub mod stream;
 
-pub use address::{Address, InvalidAddress};
+pub use address::{Address, InvalidAddress, ToAddress};
 pub use channel::{Backoff, Channel, ChannelBuilder, ChannelConfig};
 pub use server::{Server, ServerBuilder, ServerConfig};
 pub use stream::Stream;

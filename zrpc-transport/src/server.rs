@@ -22,7 +22,7 @@ use tower::layer::Layer;
 use tower::layer::util::{Identity, Stack};
 use zrpc_core::{NamedService, Request, Response, Router, Status};
 
-use crate::address::{Address, InvalidAddress};
+use crate::address::{Address, ToAddress};
 use crate::conn::Connection;
 use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
@@ -116,12 +116,11 @@ impl<L> ServerBuilder<L> {
     ///
     /// # Errors
     /// An unparseable address (`InvalidInput`) or the bind's I/O error.
-    pub async fn bind<A>(self, address: A) -> io::Result<Server<L::Service>>
+    pub async fn bind(self, address: impl ToAddress) -> io::Result<Server<L::Service>>
     where
-        A: TryInto<Address, Error = InvalidAddress>,
         L: Layer<Router>,
     {
-        let address = address.try_into().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let address = address.to_address().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = Listener::bind(&address).await?;
         let service = self.layer.layer(self.router.clone());
         Ok(Server { listener, service, names: self.router, config: self.config })
