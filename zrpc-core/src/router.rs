@@ -15,7 +15,6 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures::future::BoxFuture;
 use tower::Service;
-use tower::util::BoxCloneSyncService;
 
 use crate::request::{Request, Response};
 use crate::status::Status;
@@ -28,7 +27,41 @@ pub trait NamedService {
     const METHODS: &'static [&'static str];
 }
 
-type BoxService = BoxCloneSyncService<Request, Response, Status>;
+/// The future every routed service returns: the generated servers' own, passed through as it
+/// is (a `BoxCloneSyncService` would box it a second time).
+type RouteFuture = BoxFuture<'static, Result<Response, Status>>;
+
+/// A named service with its type erased.
+trait Route: Send + Sync {
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>>;
+    fn call(&mut self, req: Request) -> RouteFuture;
+    fn clone_route(&self) -> Box<dyn Route>;
+}
+
+impl<S> Route for S
+where
+    S: Service<Request, Response = Response, Error = Status, Future = RouteFuture> + Clone + Send + Sync + 'static,
+{
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Service::poll_ready(self, cx)
+    }
+
+    fn call(&mut self, req: Request) -> RouteFuture {
+        Service::call(self, req)
+    }
+
+    fn clone_route(&self) -> Box<dyn Route> {
+        Box::new(self.clone())
+    }
+}
+
+struct BoxService(Box<dyn Route>);
+
+impl Clone for BoxService {
+    fn clone(&self) -> BoxService {
+        BoxService(self.0.clone_route())
+    }
+}
 
 /// Routes requests to services by the service part of the method name.
 #[derive(Clone, Default)]
@@ -53,13 +86,20 @@ impl Router {
     }
 
     /// Adds a service. A second service with the same name replaces the first.
+    ///
+    /// The service's future must be a `BoxFuture`, as the generated servers' are: the router
+    /// hands it on without boxing it again.
     pub fn add_service<S>(mut self, service: S) -> Router
     where
-        S: Service<Request, Response = Response, Error = Status> + NamedService + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
+        S: Service<Request, Response = Response, Error = Status, Future = RouteFuture>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
     {
         let names = Arc::make_mut(&mut self.names);
-        let boxed = BoxCloneSyncService::new(service);
+        let boxed = BoxService(Box::new(service));
         match names.services.get(S::NAME) {
             Some(&index) => self.services[index] = boxed,
             None => {
@@ -91,7 +131,7 @@ impl Service<Request> for Router {
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         for service in &mut self.services {
-            if service.poll_ready(cx)?.is_pending() {
+            if service.0.poll_ready(cx)?.is_pending() {
                 return Poll::Pending;
             }
         }
@@ -100,7 +140,7 @@ impl Service<Request> for Router {
 
     fn call(&mut self, req: Request) -> Self::Future {
         match self.names.services.get(req.method().service()) {
-            Some(&index) => self.services[index].call(req),
+            Some(&index) => self.services[index].0.call(req),
             None => {
                 let status = Status::not_found(format!(
                     "unknown service {:?} (calling {}); this server has: {}",

@@ -202,6 +202,10 @@ impl std::fmt::Display for Rounded {
     }
 }
 
+fn panicked(method: &Method, local: &str) -> Status {
+    Status::internal(format!("the handler of {method} on {local} panicked"))
+}
+
 fn closed_status(shared: &Shared, method: &Method) -> Status {
     let reason = shared.closed_because.get().map_or_else(|| "the connection closed".to_owned(), Status::to_string);
     Status::unavailable(format!("{method} to {} was not answered: {reason}", shared.peer_name()))
@@ -257,7 +261,7 @@ pub(crate) struct Connection<S> {
 impl<S> Connection<S>
 where
     S: Service<Request, Response = Response, Error = Status> + Send + 'static,
-    S::Future: Send + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     /// A connection over `io` answering the peer's calls with `service`, and a handle to make
     /// calls through it. `names` lets known method names be reused instead of allocated.
@@ -415,7 +419,7 @@ where
                     return Ok(false);
                 }
                 Poll::Ready(ready) => {
-                    self.start_handler(frame, ready);
+                    self.start_handler(frame, ready, cx);
                     progress = true;
                 }
             }
@@ -463,7 +467,7 @@ where
                 }
                 Event::Request(frame) => match self.service.poll_ready(cx) {
                     Poll::Pending => self.stalled = Some(frame),
-                    Poll::Ready(ready) => self.start_handler(frame, ready),
+                    Poll::Ready(ready) => self.start_handler(frame, ready, cx),
                 },
                 Event::Response { token, result } => {
                     let _ = token.send(result);
@@ -489,26 +493,28 @@ where
 
     /// Starts a handler for the peer's call, or answers at once when the service is not
     /// ready or the request cannot become a [`Request`].
-    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>) {
+    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>, cx: &mut TaskContext<'_>) {
         let id = frame.id;
         let oneway = frame.is_oneway();
         let budget = frame.timeout;
         let request = ready.and_then(|()| self.to_request(frame));
         let request = match request {
             Ok(request) => request,
-            Err(status) => {
-                if oneway {
-                    self.mux.finish_oneway(id);
-                } else {
-                    self.mux.respond(id, &Err(status));
-                }
-                return;
-            }
+            Err(status) => return self.finish_handler(id, oneway, &Err(status)),
         };
         let deadline = request.ctx().deadline();
         let method = request.method().clone();
         let local = self.local_name.clone();
-        let call = AssertUnwindSafe(self.service.call(request)).catch_unwind();
+        let mut call = self.service.call(request);
+        // Poll once here: a handler that finishes without waiting is answered in this turn,
+        // with no task, no channel hop and no wake-up, and its answer leaves in the same write
+        // as the others of this turn. One that waits moves to a task of its own.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut call).poll(cx))) {
+            Ok(Poll::Ready(result)) => return self.finish_handler(id, oneway, &result),
+            Err(_) => return self.finish_handler(id, oneway, &Err(panicked(&method, &local))),
+            Ok(Poll::Pending) => {}
+        }
+        let call = AssertUnwindSafe(call).catch_unwind();
         let done = self.done_tx.clone();
         let task = tokio::spawn(async move {
             let outcome = match deadline {
@@ -520,11 +526,18 @@ where
                 }),
                 None => call.await,
             };
-            let result = outcome
-                .unwrap_or_else(|_| Err(Status::internal(format!("the handler of {method} on {local} panicked"))));
+            let result = outcome.unwrap_or_else(|_| Err(panicked(&method, &local)));
             let _ = done.send((id, result));
         });
         self.handlers.insert(id, Handler { abort: task.abort_handle(), oneway });
+    }
+
+    fn finish_handler(&mut self, id: u64, oneway: bool, result: &Result<Response, Status>) {
+        if oneway {
+            self.mux.finish_oneway(id);
+        } else {
+            self.mux.respond(id, result);
+        }
     }
 
     fn to_request(&self, frame: RequestFrame) -> Result<Request, Status> {
