@@ -253,6 +253,8 @@ pub(crate) struct Connection<S> {
     /// Oneway calls waiting for their bytes to be written: (end offset in the stream, reply).
     oneway: VecDeque<(u64, Reply)>,
     written: u64,
+    /// Whether this connection already stepped aside once to gather calls for the next write.
+    gathered: bool,
     timer: Pin<Box<Sleep>>,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     shared: Arc<Shared>,
@@ -297,6 +299,7 @@ where
             done_rx,
             oneway: VecDeque::new(),
             written: 0,
+            gathered: false,
             timer,
             shutdown: None,
             shared,
@@ -319,7 +322,15 @@ where
     fn poll_turns(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         loop {
             let mut progress = self.poll_shutdown_signal(cx);
-            progress |= self.poll_commands(cx);
+            // Other calls in flight mean other callers are active: tokio runs a task woken by
+            // another right after it, so the caller that woke us is done but callers behind it
+            // have not queued their calls yet. Step aside once so they can, and send them all
+            // in one write rather than one each. A lone caller is written at once.
+            if self.poll_commands(cx) && !self.gathered && self.mux.pending_len() > 1 {
+                self.gathered = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             progress |= self.poll_completions(cx);
             progress |= self.poll_read(cx)?;
             progress |= self.poll_timer(cx)?;
@@ -598,6 +609,7 @@ where
             }
         }
         if progress {
+            self.gathered = false;
             if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
                 return Err(Status::unavailable(format!("writing to {} failed: {e}", self.shared.peer_name())));
             }
