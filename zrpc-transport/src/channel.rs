@@ -258,7 +258,8 @@ impl Channel {
 
 impl Inner {
     fn start(&self) {
-        if self.started.swap(true, Ordering::AcqRel) {
+        // A plain load first: the swap is a write to a line every caller reads.
+        if self.started.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let taken = self.manager.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -270,6 +271,11 @@ impl Inner {
     /// A connection to call through, waiting while one is being made.
     async fn handle(&self, deadline: Option<Instant>) -> Result<Handle, Status> {
         self.start();
+        match &*self.state.borrow() {
+            State::Ready(handle) if handle.is_ready() => return Ok(handle.clone()),
+            State::Failed { status, .. } if !self.config.wait_for_ready => return Err(status.clone()),
+            _ => {}
+        }
         let mut state = self.state.clone();
         let wait = async {
             loop {

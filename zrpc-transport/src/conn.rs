@@ -140,9 +140,8 @@ impl Handle {
 
     /// Sends `request` and waits for its answer, its deadline, or the connection's end.
     /// Dropping the future cancels the call on the wire.
-    pub(crate) fn call(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + 'static {
-        let shared = self.shared.clone();
-        let commands = self.commands.clone();
+    pub(crate) fn call(self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + 'static {
+        let Handle { shared, commands } = self;
         async move {
             let id = shared.next_id.fetch_add(2, Ordering::Relaxed);
             let deadline = request.ctx().deadline();
@@ -735,7 +734,7 @@ mod tests {
         // On this single-threaded runtime all 100 callers queue their request before the
         // connection task runs again, so it takes them all in one turn.
         let calls: Vec<_> =
-            (0..100).map(|_| tokio::spawn(handle.call(Request::new("Nobody.home", Bytes::new())))).collect();
+            (0..100).map(|_| tokio::spawn(handle.clone().call(Request::new("Nobody.home", Bytes::new())))).collect();
         for call in calls {
             let status = call.await.expect("task").expect_err("no such service");
             assert_eq!(status.code(), zrpc_core::Code::NotFound);

@@ -165,7 +165,8 @@ impl<C: Connect, P: Pick> Shared<C, P> {
     }
 
     fn start(self: &Arc<Self>) {
-        if self.started.swap(true, Ordering::AcqRel) {
+        // A plain load first: the swap is a write to a line every caller reads.
+        if self.started.load(Ordering::Acquire) || self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let source = self.discover.lock().unwrap_or_else(|p| p.into_inner()).take();
