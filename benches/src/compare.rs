@@ -57,6 +57,9 @@ pub struct Options {
     pub csv: Option<PathBuf>,
     /// Where to write the SVG chart, if anywhere.
     pub chart: Option<PathBuf>,
+    /// Instead of the comparison: hold this many idle zrpc connections and report the server's
+    /// memory per connection.
+    pub idle_conns: Option<usize>,
 }
 
 /// The usage text.
@@ -74,6 +77,8 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
   --csv PATH         also write the rows as CSV
   --chart PATH.svg   also draw throughput and p99 by framework and point
+  --idle-conns N     instead: open N idle zrpc connections and report the server's resident
+                     memory per connection (each process needs N file descriptors)
 ";
 
 impl Options {
@@ -88,6 +93,7 @@ impl Options {
             points: Point::DEFAULT.to_vec(),
             csv: None,
             chart: None,
+            idle_conns: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -101,6 +107,7 @@ impl Options {
                 "--points" => options.points = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
                 "--csv" => options.csv = Some(value()?.into()),
                 "--chart" => options.chart = Some(value()?.into()),
+                "--idle-conns" => options.idle_conns = Some(value()?.parse()?),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
         }
@@ -127,8 +134,48 @@ pub fn main(args: &[String]) -> Result<(), BoxError> {
             print!("{USAGE}");
             Ok(())
         }
-        _ => run(&Options::parse(args)?),
+        _ => {
+            let options = Options::parse(args)?;
+            match options.idle_conns {
+                Some(conns) => idle_connections(conns),
+                None => run(&options),
+            }
+        }
     }
+}
+
+/// Opens `conns` zrpc connections to a server child, waits until each has finished its
+/// handshake (so the server holds its whole per-connection state), and reports how much the
+/// server's resident memory grew per connection.
+///
+/// # Errors
+/// If the server cannot be started or a connection cannot be made (raise `ulimit -n`).
+pub fn idle_connections(conns: usize) -> Result<(), BoxError> {
+    let server = ServerProcess::spawn(Name::Zrpc)?;
+    let addr = server.addr();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let before = crate::proc::rss_kib(server.id()).ok_or("cannot read the server's VmRSS")?;
+    let channels = runtime.block_on(async {
+        let mut channels = Vec::with_capacity(conns);
+        for opened in 0..conns {
+            let channel = zrpc::Channel::builder(addr.into())
+                .connect()
+                .await
+                .map_err(|e| format!("connection {opened} of {conns} failed: {e}"))?;
+            channels.push(channel);
+        }
+        Ok::<_, BoxError>(channels)
+    })?;
+    let after = crate::proc::rss_kib(server.id()).ok_or("cannot read the server's VmRSS")?;
+    let grown = after.saturating_sub(before);
+    println!(
+        "zrpc server holding {conns} idle connections: VmRSS {before} KiB -> {after} KiB, \
+         {:.1} KiB per connection (target: under 64 KiB)",
+        grown as f64 / conns.max(1) as f64
+    );
+    drop(channels);
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
 }
 
 /// Runs the comparison: prints the table on stdout, progress on stderr.
