@@ -13,7 +13,7 @@
 //! 4. When the last clone is dropped, the task ends and the connection closes once idle.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -176,6 +176,7 @@ impl ChannelBuilder {
                 state: rx,
                 manager: Mutex::new(Some(tx)),
                 started: AtomicBool::new(false),
+                connects: Arc::default(),
             }),
         }
     }
@@ -216,6 +217,8 @@ struct Inner {
     /// Handed to the background task when it starts.
     manager: Mutex<Option<watch::Sender<State>>>,
     started: AtomicBool,
+    /// Connections made so far; the balancer forgets an endpoint's latency when it changes.
+    connects: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -264,7 +267,7 @@ impl Inner {
         }
         let taken = self.manager.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tx) = taken {
-            tokio::spawn(manage(self.address.clone(), self.config.clone(), tx));
+            tokio::spawn(manage(self.address.clone(), self.config.clone(), tx, self.connects.clone()));
         }
     }
 
@@ -301,7 +304,7 @@ impl Inner {
 }
 
 /// The background task: connects, watches the connection, reconnects with backoff.
-async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>) {
+async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>, connects: Arc<AtomicU64>) {
     let mut failures = 0;
     loop {
         state.send_replace(State::Connecting);
@@ -312,6 +315,7 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
         match attempt {
             Ok(handle) => {
                 failures = 0;
+                connects.fetch_add(1, Ordering::Relaxed);
                 state.send_replace(State::Ready(handle.clone()));
                 tokio::select! {
                     () = handle.unusable() => {}
@@ -367,6 +371,11 @@ impl Available for Channel {
     /// connecting channel is worth a call.
     fn is_available(&self) -> bool {
         !matches!(&*self.inner.state.borrow(), State::Failed { .. })
+    }
+
+    /// How many connections the channel has made.
+    fn generation(&self) -> u64 {
+        self.inner.connects.load(Ordering::Relaxed)
     }
 }
 

@@ -51,6 +51,12 @@
 pub trait Available {
     /// `true` when a call sent now has a chance of being processed.
     fn is_available(&self) -> bool;
+
+    /// A number that changes whenever the endpoint's connection is made anew, so that what was
+    /// learnt about the old one (its latency) is forgotten. Constant by default.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 mod consistent_hash;
@@ -72,7 +78,7 @@ pub use least_active::LeastActive;
 pub use p2c::P2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
-pub use service::{Balance, Connect};
+pub use service::{Balance, Connect, LATENCY_DECAY};
 pub use weighted_round_robin::WeightedRoundRobin;
 
 use crate::context::Hints;

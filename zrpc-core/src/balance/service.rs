@@ -20,7 +20,12 @@
 //!    unprocessed: the call went nowhere.
 //! 5. Latency EWMA: each successful call's duration updates its endpoint's average with weight
 //!    1/5 (an exponentially weighted moving average); failures do not, so an endpoint failing
-//!    fast does not look attractive to P2C.
+//!    fast does not look attractive to P2C. Between samples the average decays toward zero
+//!    with a time constant of [`LATENCY_DECAY`], as in Finagle's peak-EWMA balancer: an
+//!    endpoint that once looked slow and so stopped being picked is tried again, instead of
+//!    being starved of the samples that would clear its name. An endpoint whose connection is
+//!    made anew ([`Available::generation`] changed: the server may have restarted) starts with
+//!    no average at all.
 //! 6. When the last clone of the service is dropped, the discovery task ends.
 
 use std::collections::HashMap;
@@ -85,10 +90,17 @@ struct Shared<C: Connect, P> {
     /// Taken by the discovery task when it starts.
     discover: Mutex<Option<Box<dyn Discover>>>,
     started: AtomicBool,
+    /// Origin of the endpoints' sample times.
+    epoch: Instant,
     /// `true` once the source's first batch is applied; dropped with the service, which tells
     /// the discovery task to stop.
     synced: watch::Sender<bool>,
 }
+
+/// How fast an endpoint's latency average decays between samples: by a factor of e per
+/// `LATENCY_DECAY` (Finagle uses 10 s; a shorter constant lets a recovered endpoint back in
+/// sooner).
+pub const LATENCY_DECAY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An immutable set, replaced whole when discovery changes it, so a call reads it with one
 /// lock and one reference count.
@@ -99,23 +111,58 @@ struct Endpoint<S> {
     service: S,
     in_flight: AtomicU64,
     latency_ewma_ns: AtomicU64,
+    /// When the average last took a sample, in nanoseconds since the balancer's epoch.
+    sampled_at_ns: AtomicU64,
+    /// The service's connection generation at the last look, to notice a new connection.
+    generation: AtomicU64,
 }
 
 impl<S: Available> Endpoint<S> {
-    fn view(&self) -> EndpointView<'_> {
+    fn new(instance: Instance, service: S) -> Endpoint<S> {
+        Endpoint {
+            instance,
+            in_flight: AtomicU64::new(0),
+            latency_ewma_ns: AtomicU64::new(0),
+            sampled_at_ns: AtomicU64::new(0),
+            generation: AtomicU64::new(service.generation()),
+            service,
+        }
+    }
+
+    fn view(&self, now_ns: u64) -> EndpointView<'_> {
+        let available = self.service.is_available();
+        // A new connection may lead to a restarted or different server: forget the old
+        // latency. Only a change is written, since every caller reads these lines.
+        let generation = self.service.generation();
+        if generation != self.generation.load(Ordering::Relaxed) {
+            self.generation.store(generation, Ordering::Relaxed);
+            self.latency_ewma_ns.store(0, Ordering::Relaxed);
+        }
         EndpointView::new(&self.instance.address)
             .with_weight(self.instance.weight)
             .with_in_flight(self.in_flight.load(Ordering::Relaxed))
-            .with_latency_ewma_ns(self.latency_ewma_ns.load(Ordering::Relaxed))
-            .with_available(self.service.is_available())
+            .with_latency_ewma_ns(self.decayed_latency_ns(now_ns))
+            .with_available(available)
     }
 
-    fn observe(&self, elapsed: std::time::Duration) {
+    fn decayed_latency_ns(&self, now_ns: u64) -> u64 {
+        let ewma = self.latency_ewma_ns.load(Ordering::Relaxed);
+        if ewma == 0 {
+            return 0;
+        }
+        let idle = now_ns.saturating_sub(self.sampled_at_ns.load(Ordering::Relaxed)) as f64;
+        let decayed = ewma as f64 * (-idle / LATENCY_DECAY.as_nanos() as f64).exp();
+        // Never 0, which means "unknown" to the pickers.
+        (decayed as u64).max(1)
+    }
+
+    fn observe(&self, elapsed: std::time::Duration, now_ns: u64) {
         let sample = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let old = self.latency_ewma_ns.load(Ordering::Relaxed);
+        let old = self.decayed_latency_ns(now_ns);
         // Racing updates may lose a sample; an average does not need every one.
         let new = if old == 0 { sample } else { old - old / 5 + sample / 5 };
         self.latency_ewma_ns.store(new, Ordering::Relaxed);
+        self.sampled_at_ns.store(now_ns, Ordering::Relaxed);
     }
 }
 
@@ -148,6 +195,7 @@ impl<C: Connect, P: Pick> Balance<C, P> {
                 endpoints: RwLock::new(Arc::from(Vec::new())),
                 discover: Mutex::new(Some(Box::new(discover))),
                 started: AtomicBool::new(false),
+                epoch: Instant::now(),
                 synced,
             }),
         }
@@ -190,8 +238,9 @@ impl<C: Connect, P: Pick> Shared<C, P> {
             }
         }
         let endpoints = self.snapshot();
+        let now = self.now_ns();
         let picked = {
-            let views: Vec<EndpointView<'_>> = endpoints.iter().map(|e| e.view()).collect();
+            let views: Vec<EndpointView<'_>> = endpoints.iter().map(|e| e.view(now)).collect();
             self.picker.pick(&views, &PickContext::for_request(&req))
         };
         let endpoint = match picked {
@@ -210,9 +259,13 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         let started = Instant::now();
         let result = endpoint.service.clone().oneshot(req).await;
         if result.is_ok() {
-            endpoint.observe(started.elapsed());
+            endpoint.observe(started.elapsed(), self.now_ns());
         }
         result
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Applies a batch of changes and publishes the new set.
@@ -226,20 +279,19 @@ impl<C: Connect, P: Pick> Shared<C, P> {
                 Change::Insert(address, instance) if self.filter.accepts(&instance) => {
                     let endpoint = match by_address.get(&address) {
                         // Same address, new details (weight, state): keep the connection and counters.
-                        Some(old) => Arc::new(Endpoint {
-                            instance,
-                            service: old.service.clone(),
-                            in_flight: AtomicU64::new(old.in_flight.load(Ordering::Relaxed)),
-                            latency_ewma_ns: AtomicU64::new(old.latency_ewma_ns.load(Ordering::Relaxed)),
-                        }),
+                        Some(old) => {
+                            let updated = Endpoint::new(instance, old.service.clone());
+                            updated.in_flight.store(old.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+                            let ewma = old.latency_ewma_ns.load(Ordering::Relaxed);
+                            updated.latency_ewma_ns.store(ewma, Ordering::Relaxed);
+                            let sampled_at = old.sampled_at_ns.load(Ordering::Relaxed);
+                            updated.sampled_at_ns.store(sampled_at, Ordering::Relaxed);
+                            Arc::new(updated)
+                        }
                         None => {
                             order.push(address.clone());
-                            Arc::new(Endpoint {
-                                service: self.connect.connect(&instance),
-                                instance,
-                                in_flight: AtomicU64::new(0),
-                                latency_ewma_ns: AtomicU64::new(0),
-                            })
+                            let service = self.connect.connect(&instance);
+                            Arc::new(Endpoint::new(instance, service))
                         }
                     };
                     by_address.insert(address, endpoint);
@@ -250,7 +302,8 @@ impl<C: Connect, P: Pick> Shared<C, P> {
             }
         }
         let next: Endpoints<C::Service> = order.iter().filter_map(|address| by_address.get(address).cloned()).collect();
-        let views: Vec<EndpointView<'_>> = next.iter().map(|e| e.view()).collect();
+        let now = self.now_ns();
+        let views: Vec<EndpointView<'_>> = next.iter().map(|e| e.view(now)).collect();
         self.picker.update(&views);
         drop(views);
         *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next;
@@ -531,6 +584,35 @@ mod tests {
         let status = balance.oneshot(request()).await.expect_err("nothing discovered");
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.is_unprocessed(), "the retry layer may try again later");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_latency_average_fades_without_samples_and_resets_on_a_new_connection() {
+        struct Reconnecting(Arc<AtomicU64>);
+        impl Available for Reconnecting {
+            fn is_available(&self) -> bool {
+                true
+            }
+            fn generation(&self) -> u64 {
+                self.0.load(Ordering::SeqCst)
+            }
+        }
+        let connects = Arc::new(AtomicU64::new(1));
+        let endpoint = Endpoint::new(Instance::new("a"), Reconnecting(connects.clone()));
+        let second = 1_000_000_000;
+        endpoint.observe(std::time::Duration::from_millis(20), 0);
+        assert_eq!(endpoint.view(0).latency_ewma_ns, 20_000_000);
+        // One decay constant later the average is down by a factor of e.
+        let later = endpoint.view(5 * second).latency_ewma_ns;
+        assert!((7_300_000..=7_400_000).contains(&later), "{later}");
+        // Long silence: it fades to almost nothing, but never to 0 ("unknown").
+        assert_eq!(endpoint.view(600 * second).latency_ewma_ns, 1);
+
+        // A new sample blends into what is left: 1 + 20 ms / 5.
+        endpoint.observe(std::time::Duration::from_millis(20), 600 * second);
+        assert_eq!(endpoint.view(600 * second).latency_ewma_ns, 4_000_001);
+        connects.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(endpoint.view(600 * second).latency_ewma_ns, 0, "a new connection: no average");
     }
 
     #[tokio::test]

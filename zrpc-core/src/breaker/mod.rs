@@ -232,6 +232,10 @@ impl<S: Available> Available for CircuitBreaker<S> {
     fn is_available(&self) -> bool {
         self.shared.would_admit() && self.inner.is_available()
     }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
 }
 
 /// The state shared by a breaker's clones.
