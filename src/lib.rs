@@ -49,8 +49,8 @@
 //! | crate | what it holds |
 //! |---|---|
 //! | `zrpc-macros` | [`service`], the attribute macro |
-//! | `zrpc-core` | [`Context`], [`Status`]/[`Code`], codecs, [`Request`]/[`Response`], [`Router`] |
-//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`], [`Channel`] |
+//! | `zrpc-core` | [`Context`], [`Status`]/[`Code`], codecs, [`Request`]/[`Response`], [`Router`]; the governance layers: [`discover`], [`balance`], [`breaker`], [`retry`] ([`FailMode`]), [`timeout`] |
+//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`], [`Channel`], [`Client`] (discovery, balancing, fail modes, timeouts and breakers over channels) |
 //!
 //! # Features
 //!
@@ -69,12 +69,13 @@ pub use zrpc_macros::service;
 #[cfg(feature = "json")]
 pub use zrpc_core::Json;
 pub use zrpc_core::{
-    Code, Codec, CodecError, CodecId, Context, Hints, Metadata, Method, NamedService, Postcard, Request, Response,
-    Router, Status, TraceContext,
+    Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Postcard, Request,
+    Response, Router, Status, TraceContext,
 };
 
 pub use zrpc_transport::{
-    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Server, ServerBuilder, ServerConfig, ToAddress,
+    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Client, ClientBuilder, Server, ServerBuilder,
+    ServerConfig, ToAddress,
 };
 
 /// The wire protocol, the connection state machine and the byte streams, for people writing
@@ -83,6 +84,10 @@ pub use zrpc_transport as transport;
 
 /// Modules of the core, for paths such as `zrpc::codec::Codec`.
 pub use zrpc_core::{codec, context, metadata, request, router, status, trace};
+
+/// The governance layers, for paths such as `zrpc::discover::Static` and `zrpc::balance::P2c`;
+/// [`Client`] assembles them.
+pub use zrpc_core::{balance, breaker, discover, retry, timeout};
 
 #[doc(hidden)]
 pub use zrpc_core::__private;

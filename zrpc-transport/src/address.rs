@@ -145,6 +145,21 @@ impl fmt::Display for Address {
     }
 }
 
+impl From<Address> for zrpc_core::discover::Instance {
+    /// An instance at the address's string form (`tcp://127.0.0.1:4000`), which a
+    /// [`Client`](crate::Client) parses back to connect.
+    fn from(address: Address) -> zrpc_core::discover::Instance {
+        zrpc_core::discover::Instance::new(address.to_string())
+    }
+}
+
+impl From<&Address> for zrpc_core::discover::Instance {
+    /// An instance at the address's string form; see `From<Address>`.
+    fn from(address: &Address) -> zrpc_core::discover::Instance {
+        zrpc_core::discover::Instance::new(address.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

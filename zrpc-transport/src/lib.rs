@@ -9,6 +9,7 @@
 //! | [`mux`] | one end of a connection as a state machine: ids, pending calls, heartbeat, GOAWAY; no I/O |
 //! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown |
 //! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
+//! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
 //! | [`address`] | [`Address`]: `tcp://`, `unix://`, `mem://` |
 //! | [`stream`] | [`Stream`]: the byte streams connections run over |
 //!
@@ -20,6 +21,7 @@
 
 pub mod address;
 pub mod channel;
+pub mod client;
 mod conn;
 pub mod frame;
 mod listener;
@@ -29,6 +31,7 @@ pub mod stream;
 
 pub use address::{Address, InvalidAddress, ToAddress};
 pub use channel::{Backoff, Channel, ChannelBuilder, ChannelConfig};
+pub use client::{Client, ClientBuilder};
 pub use server::{Server, ServerBuilder, ServerConfig};
 pub use stream::Stream;
 

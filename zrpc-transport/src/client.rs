@@ -1,0 +1,775 @@
+//! A client for a whole service: discovery, balancing, fail modes, deadlines and circuit
+//! breaking around lazy [`Channel`]s, assembled by [`Client::builder`].
+//!
+//! A [`Client`] is a `tower::Service<Request>`, so a generated `XClient` runs over it exactly as
+//! over one [`Channel`]. Each call passes through these layers, from the caller inward
+//! (DESIGN §5):
+//!
+//! 1. **Timeout** for the whole call ([`ClientBuilder::timeout`], optional): the tighter of the
+//!    caller's deadline and this limit, covering every attempt and backoff.
+//! 2. **Retry** by the [`FailMode`] ([`ClientBuilder::fail_mode`], default `Failfast`), with capped
+//!    exponential backoff and jitter, drawing on one retry budget shared by every clone of the
+//!    client (see [`zrpc_core::retry`]).
+//! 3. **Timeout per attempt** ([`ClientBuilder::attempt_timeout`], optional): an attempt that
+//!    exceeds it is cancelled and, for idempotent methods, retried.
+//! 4. **Balance**: picks the endpoint of each attempt with the [`Pick`] policy
+//!    ([`ClientBuilder::balance`], default [`P2c`]) among the endpoints discovery reports that
+//!    pass the [`Filter`], honouring the retry layer's hints (endpoints to avoid, to stick to),
+//!    and records the pick for the layers above (see [`zrpc_core::balance`]).
+//! 5. **Circuit breaker**, one per endpoint, named with its address
+//!    ([`ClientBuilder::breaker`], on by default): an open breaker makes its endpoint
+//!    unavailable, so it is not picked (see [`zrpc_core::breaker`]).
+//! 6. **The endpoint's channels**: [`connections_per_endpoint`](ClientBuilder::connections_per_endpoint)
+//!    lazy [`Channel`]s (default 1), over which calls are spread in turn. A channel that failed to
+//!    connect and is backing off is unavailable, so an endpoint that is down is not picked until
+//!    its next connection attempt is due.
+//!
+//! Nothing connects when the client is built (building needs no runtime): discovery starts with
+//! the first call, and each endpoint connects on its first call. Endpoints that leave discovery
+//! get no more calls; their connections close once their calls in flight are done.
+//!
+//! Besides ordinary calls, [`Client::broadcast`] sends a request to every endpoint and
+//! [`Client::fork`] to several at once, keeping the first success.
+//!
+//! # Cost
+//!
+//! The stack is made of concrete types: a call allocates what its layers do (the retry layer's
+//! state machine, the balancer's and the channel's futures), and nothing more.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, Either};
+use pin_project_lite::pin_project;
+use tower::{Service, ServiceExt};
+use zrpc_core::balance::{Available, Balance, Connect, P2c, Pick};
+use zrpc_core::breaker::{BreakerConfig, CircuitBreaker};
+use zrpc_core::discover::{Discover, Filter, Instance, Static};
+use zrpc_core::retry::{Retry, RetryLayer, TpsBudget};
+use zrpc_core::timeout::{self, Timeout};
+use zrpc_core::{FailMode, PickRecord, Request, Response, Status};
+
+use crate::address::Address;
+use crate::channel::{Channel, ChannelBuilder};
+
+/// How each endpoint's channels are configured, after the client's name is set.
+type Configure = Arc<dyn Fn(ChannelBuilder) -> ChannelBuilder + Send + Sync>;
+
+/// A broadcast's or fork's call through the balancer: the endpoint it went to and its result.
+type FirstCall = BoxFuture<'static, (Arc<str>, Result<Response, Status>)>;
+
+/// One call of a fork: the endpoint's answer, with its address.
+type Forked = BoxFuture<'static, Result<(Arc<str>, Response), Status>>;
+
+/// Builds a [`Client`]; see [`Client::builder`].
+pub struct ClientBuilder {
+    name: Option<String>,
+    discover: Option<Box<dyn Discover>>,
+    picker: Box<dyn Pick>,
+    filter: Filter,
+    fail_mode: FailMode,
+    timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+    breaker: Option<BreakerConfig>,
+    connections_per_endpoint: usize,
+    channel: Option<Configure>,
+    retry_backoff: Option<(Duration, Duration)>,
+    budget: Budget,
+}
+
+/// The retry budget a builder gives its client.
+#[derive(Clone, Debug)]
+enum Budget {
+    /// A fresh default budget of the client's own.
+    Default,
+    Shared(Arc<TpsBudget>),
+    Unlimited,
+}
+
+impl ClientBuilder {
+    /// The name announced to servers in the HELLO of every connection, seen by handlers as
+    /// `ctx.caller()` (default: this program's name).
+    pub fn name(mut self, name: impl Into<String>) -> ClientBuilder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Where the endpoints are: any discovery source, such as
+    /// [`Static`]`::new([address, ...])`. Without one the client has no endpoints and every
+    /// call fails with `Unavailable`.
+    pub fn discover(mut self, discover: impl Discover) -> ClientBuilder {
+        self.discover = Some(Box::new(discover));
+        self
+    }
+
+    /// The load-balancing policy (default [`P2c`]).
+    pub fn balance(mut self, picker: impl Pick) -> ClientBuilder {
+        self.picker = Box::new(picker);
+        self
+    }
+
+    /// Keeps only the discovered instances `filter` accepts (default: those that are up).
+    pub fn filter(mut self, filter: Filter) -> ClientBuilder {
+        self.filter = filter;
+        self
+    }
+
+    /// What to do when an attempt fails or is slow (default [`FailMode::Failfast`]).
+    pub fn fail_mode(mut self, mode: FailMode) -> ClientBuilder {
+        self.fail_mode = mode;
+        self
+    }
+
+    /// A limit on the whole call, every attempt and backoff included (default none: only the
+    /// caller's deadline, if any). The caller's deadline still wins when it is tighter.
+    pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A limit on each attempt (default none). An attempt that exceeds it is cancelled and, for
+    /// idempotent methods, retried as the fail mode allows.
+    pub fn attempt_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Puts a circuit breaker with `config` in front of each endpoint (the default, with
+    /// [`BreakerConfig::default`]).
+    pub fn breaker(mut self, config: BreakerConfig) -> ClientBuilder {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// Sends calls to endpoints without circuit breakers.
+    pub fn no_breaker(mut self) -> ClientBuilder {
+        self.breaker = None;
+        self
+    }
+
+    /// How many connections to open to each endpoint (default 1; 0 acts as 1). Calls are spread
+    /// over them in turn, skipping those that are down.
+    pub fn connections_per_endpoint(mut self, count: usize) -> ClientBuilder {
+        self.connections_per_endpoint = count.max(1);
+        self
+    }
+
+    /// Configures every endpoint's channels: heartbeat, backoff between connection attempts,
+    /// connect timeout, frame limit, token. Applied after [`name`](ClientBuilder::name).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zrpc_transport::{Backoff, Client};
+    ///
+    /// let builder = Client::builder().channel(|channel| {
+    ///     channel
+    ///         .heartbeat(Duration::from_secs(5), Duration::from_secs(10))
+    ///         .backoff(Backoff::new(Duration::from_millis(100), Duration::from_secs(10)))
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn channel(
+        mut self,
+        configure: impl Fn(ChannelBuilder) -> ChannelBuilder + Send + Sync + 'static,
+    ) -> ClientBuilder {
+        self.channel = Some(Arc::new(configure));
+        self
+    }
+
+    /// The backoff before retries: retry `n` waits a random time up to
+    /// `min(max, initial × 2ⁿ)` (default 10 ms and 1 s). Zero retries at once.
+    pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> ClientBuilder {
+        self.retry_backoff = Some((initial, max));
+        self
+    }
+
+    /// Draws retries and backups from `budget`, which may be shared with other clients
+    /// (default: a budget of the client's own allowing 10 retries a second plus 20% of calls).
+    pub fn retry_budget(mut self, budget: Arc<TpsBudget>) -> ClientBuilder {
+        self.budget = Budget::Shared(budget);
+        self
+    }
+
+    /// Retries without a budget: only the fail mode limits them.
+    pub fn no_retry_budget(mut self) -> ClientBuilder {
+        self.budget = Budget::Unlimited;
+        self
+    }
+
+    /// The client. Nothing connects yet, and no runtime is needed: discovery starts, and each
+    /// endpoint connects, on the first call (which must be made within a tokio runtime).
+    pub fn build(self) -> Client {
+        let registry = Registry::default();
+        let connector = Connector {
+            name: self.name.unwrap_or_else(crate::default_name),
+            breaker: self.breaker,
+            connections: self.connections_per_endpoint,
+            configure: self.channel,
+            registry: registry.clone(),
+        };
+        let discover = self.discover.unwrap_or_else(|| Box::new(Static::new(Vec::<Instance>::new())));
+        let balance = Balance::new(discover, connector, self.picker, self.filter);
+        let attempt = match self.attempt_timeout {
+            Some(limit) => Attempt::Limited(Timeout::per_attempt(balance.clone(), limit)),
+            None => Attempt::Bare(balance.clone()),
+        };
+        let mut retry = RetryLayer::new(self.fail_mode);
+        if let Some((initial, max)) = self.retry_backoff {
+            retry = retry.initial_backoff(initial).max_backoff(max);
+        }
+        retry = match self.budget {
+            Budget::Default => retry,
+            Budget::Shared(budget) => retry.budget(budget),
+            Budget::Unlimited => retry.without_budget(),
+        };
+        let retry = tower::Layer::layer(&retry, attempt);
+        let stack = match self.timeout {
+            Some(limit) => Stack::Limited(Timeout::new(retry, limit)),
+            None => Stack::Bare(retry),
+        };
+        Client {
+            stack,
+            balance,
+            registry,
+            settings: Arc::new(Settings {
+                fail_mode: self.fail_mode,
+                timeout: self.timeout,
+                attempt_timeout: self.attempt_timeout,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("name", &self.name)
+            .field("discover", &self.discover.as_ref().map(|_| "..."))
+            .field("picker", &self.picker)
+            .field("filter", &self.filter)
+            .field("fail_mode", &self.fail_mode)
+            .field("timeout", &self.timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("breaker", &self.breaker)
+            .field("connections_per_endpoint", &self.connections_per_endpoint)
+            .field("channel", &self.channel.as_ref().map(|_| "..."))
+            .field("retry_backoff", &self.retry_backoff)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
+/// A client for every endpoint of a service, with the governance layers of the
+/// [module docs](self) around their connections.
+///
+/// Cheap to clone: clones share the endpoints, their connections, breakers and the retry
+/// budget.
+#[derive(Clone)]
+pub struct Client {
+    stack: Stack,
+    /// The same balancer the stack ends in, for [`Client::endpoints`].
+    balance: Balance<Connector, Box<dyn Pick>>,
+    registry: Registry,
+    settings: Arc<Settings>,
+}
+
+/// What [`Debug`](fmt::Debug) shows of a client's configuration.
+#[derive(Debug)]
+struct Settings {
+    fail_mode: FailMode,
+    timeout: Option<Duration>,
+    attempt_timeout: Option<Duration>,
+}
+
+impl Client {
+    /// Starts building a client.
+    ///
+    /// # Examples
+    ///
+    /// Three endpoints of which two are down: with `Failover` every call still reaches the
+    /// third. (A generated `XClient::new(client)` makes typed calls; this one sends a raw
+    /// request, which the method-less server answers with `NotFound`.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::ServiceExt;
+    /// use zrpc_core::balance::P2c;
+    /// use zrpc_core::discover::Static;
+    /// use zrpc_core::{Code, FailMode, Request};
+    /// use zrpc_transport::{Address, Client, Server};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder().name("up").bind("tcp://127.0.0.1:0").await?;
+    /// let up = server.local_addr().clone();
+    /// tokio::spawn(server.serve());
+    /// // Nothing listens at these two once the probes are dropped.
+    /// let down: Vec<Address> = (0..2)
+    ///     .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(Address::from)))
+    ///     .collect::<Result<Result<_, _>, _>>()??;
+    ///
+    /// let client = Client::builder()
+    ///     .name("docs")
+    ///     .discover(Static::new([down[0].clone(), down[1].clone(), up.clone()]))
+    ///     .balance(P2c::default())
+    ///     .fail_mode(FailMode::Failover { retries: 2 })
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build();
+    ///
+    /// for _ in 0..5 {
+    ///     let request = Request::new("Greeter.hello", bytes::Bytes::new());
+    ///     let status = client.clone().oneshot(request).await.expect_err("no such service");
+    ///     assert_eq!(status.code(), Code::NotFound, "{status}");
+    /// }
+    /// assert_eq!(client.endpoints().len(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            name: None,
+            discover: None,
+            picker: Box::new(P2c::default()),
+            filter: Filter::default(),
+            fail_mode: FailMode::Failfast,
+            timeout: None,
+            attempt_timeout: None,
+            breaker: Some(BreakerConfig::default()),
+            connections_per_endpoint: 1,
+            channel: None,
+            retry_backoff: None,
+            budget: Budget::Default,
+        }
+    }
+
+    /// The addresses of the endpoints in use: those discovery reported that pass the filter,
+    /// as of the last change applied. Empty until the first call starts discovery.
+    pub fn endpoints(&self) -> Vec<Arc<str>> {
+        self.balance.addresses()
+    }
+
+    /// Sends `request` to every endpoint in use at once, bypassing retries, and returns each
+    /// endpoint's result. The broadcast succeeded when every result is `Ok`; an endpoint whose
+    /// breaker is open or that cannot connect answers with its `Unavailable` error, and a
+    /// client with no endpoint returns that error under an empty address.
+    ///
+    /// The whole-call timeout applies to each endpoint's call. Before the client's first call
+    /// discovery has not started yet: the request then goes through the balancer to one
+    /// endpoint first, which starts discovery, and to the others once their set is known, so
+    /// every endpoint still receives it once.
+    pub async fn broadcast(&self, request: Request) -> Vec<(Arc<str>, Result<Response, Status>)> {
+        let (first, others) = self.spread(&request, usize::MAX).await;
+        let calls = others.iter().map(|(_, endpoint)| self.call_endpoint(endpoint, request.clone()));
+        let first = futures::future::OptionFuture::from(first);
+        let (first, rest) = futures::future::join(first, futures::future::join_all(calls)).await;
+        let mut results: Vec<_> = first.into_iter().collect();
+        results.extend(others.into_iter().map(|(address, _)| address).zip(rest));
+        results
+    }
+
+    /// Sends `request` to `n` endpoints at once (all of them when `n` is 0 or more than there
+    /// are), available ones first, bypassing retries, and returns the first success with
+    /// the address of the endpoint that gave it. The other calls are then cancelled on the wire.
+    ///
+    /// # Errors
+    ///
+    /// When every call fails: the last error, with the number of endpoints tried appended to its
+    /// message when there were several; `Unavailable` when there is no endpoint.
+    pub async fn fork(&self, request: Request, n: usize) -> Result<(Arc<str>, Response), Status> {
+        let n = if n == 0 { usize::MAX } else { n };
+        let (first, others) = self.spread(&request, n).await;
+        let tried = usize::from(first.is_some()) + others.len();
+        let mut calls: Vec<Forked> = Vec::with_capacity(tried);
+        calls.extend(first.map(|first| -> BoxFuture<'static, _> {
+            Box::pin(async move {
+                let (address, result) = first.await;
+                result.map(|response| (address, response))
+            })
+        }));
+        for (address, endpoint) in others {
+            let call = self.call_endpoint(&endpoint, request.clone());
+            calls.push(Box::pin(async move { call.await.map(|response| (address, response)) }));
+        }
+        if calls.is_empty() {
+            let message = format!("{} not sent: no endpoints to fork to", request.method());
+            return Err(Status::unavailable(message).mark_unprocessed());
+        }
+        futures::future::select_ok(calls).await.map(|(won, _rest)| won).map_err(|last| {
+            if tried <= 1 {
+                return last;
+            }
+            let message = format!("{}; {tried} endpoints tried", last.message());
+            let status = Status::new(last.code(), message).with_details(last.details().clone());
+            if last.is_unprocessed() { status.mark_unprocessed() } else { status }
+        })
+    }
+
+    /// The endpoints a broadcast or fork of `request` to up to `n` endpoints goes to.
+    ///
+    /// Usually every call goes directly to an endpoint (the second value: available endpoints
+    /// first, in discovery order). Before discovery has started (no endpoint known), the request
+    /// is first sent through the balancer, which starts it; that call is the first value,
+    /// resolving to the endpoint it went to (empty when none) and its result, and the second
+    /// value holds the other endpoints, once the balancer has picked.
+    async fn spread(&self, request: &Request, n: usize) -> (Option<FirstCall>, Vec<(Arc<str>, Endpoint)>) {
+        let mut first = None;
+        let mut skip = None;
+        if self.balance.addresses().is_empty() {
+            let record = PickRecord::new();
+            let mut req = request.clone();
+            req.ctx_mut().hints_mut().record = Some(record.clone());
+            let mut call = Box::pin(self.call_balanced(req));
+            // The balancer notes its pick before sending: from then on the set is known.
+            let done = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(Some(result)),
+                Poll::Pending if record.get().is_some() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            let address: Arc<str> = record.get().cloned().unwrap_or_else(|| Arc::from(""));
+            skip = Some(address.clone());
+            let call: FirstCall = match done {
+                Some(result) => Box::pin(futures::future::ready((address, result))),
+                None => Box::pin(async move { (address, call.await) }),
+            };
+            first = Some(call);
+        }
+        let mut endpoints = self.live_endpoints();
+        endpoints.retain(|(address, _)| Some(address) != skip.as_ref());
+        // Stable: available endpoints first, in discovery order.
+        endpoints.sort_by_key(|(_, endpoint)| !endpoint.is_available());
+        endpoints.truncate(n.saturating_sub(usize::from(first.is_some())));
+        (first, endpoints)
+    }
+
+    /// One call through the balancer, under the whole-call timeout but without retries.
+    fn call_balanced(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + use<> {
+        let balance = self.balance.clone();
+        match self.settings.timeout {
+            Some(limit) => Either::Left(Timeout::new(balance, limit).oneshot(request)),
+            None => Either::Right(balance.oneshot(request)),
+        }
+    }
+
+    /// The endpoints in use, with their services.
+    fn live_endpoints(&self) -> Vec<(Arc<str>, Endpoint)> {
+        let registry = self.registry.lock();
+        self.balance
+            .addresses()
+            .into_iter()
+            .filter_map(|address| {
+                let endpoint = registry.get(&address).and_then(Weak::upgrade).map(Endpoint);
+                endpoint.map(|endpoint| (address, endpoint))
+            })
+            .collect()
+    }
+
+    fn call_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, Status>> + Send + use<> {
+        let endpoint = endpoint.clone();
+        match self.settings.timeout {
+            Some(limit) => Either::Left(Timeout::new(endpoint, limit).oneshot(request)),
+            None => Either::Right(endpoint.oneshot(request)),
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints())
+            .field("fail_mode", &self.settings.fail_mode)
+            .field("timeout", &self.settings.timeout)
+            .field("attempt_timeout", &self.settings.attempt_timeout)
+            .field("balance", &self.balance)
+            .finish()
+    }
+}
+
+impl Service<Request> for Client {
+    type Response = Response;
+    type Error = Status;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        match &mut self.stack {
+            Stack::Limited(svc) => svc.poll_ready(cx),
+            Stack::Bare(svc) => svc.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request) -> ResponseFuture {
+        let inner = match &mut self.stack {
+            Stack::Limited(svc) => Either::Left(svc.call(request)),
+            Stack::Bare(svc) => Either::Right(svc.call(request)),
+        };
+        ResponseFuture { inner }
+    }
+}
+
+pin_project! {
+    /// The response of a [`Client`] call.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping it cancels every attempt in flight on the wire.
+    pub struct ResponseFuture {
+        #[pin]
+        inner: Either<timeout::ResponseFuture<zrpc_core::retry::ResponseFuture>, zrpc_core::retry::ResponseFuture>,
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// The layers above the balancer: the whole-call timeout, if any, over the retry layer.
+#[derive(Clone, Debug)]
+enum Stack {
+    Limited(Timeout<Retry<Attempt>>),
+    Bare(Retry<Attempt>),
+}
+
+/// One attempt: the per-attempt timeout, if any, over the balancer.
+#[derive(Clone)]
+enum Attempt {
+    Limited(Timeout<Balance<Connector, Box<dyn Pick>>>),
+    Bare(Balance<Connector, Box<dyn Pick>>),
+}
+
+type BalanceFuture = BoxFuture<'static, Result<Response, Status>>;
+
+impl Service<Request> for Attempt {
+    type Response = Response;
+    type Error = Status;
+    type Future = Either<timeout::ResponseFuture<BalanceFuture>, BalanceFuture>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        match self {
+            Attempt::Limited(svc) => svc.poll_ready(cx),
+            Attempt::Bare(svc) => svc.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self {
+            Attempt::Limited(svc) => Either::Left(svc.call(request)),
+            Attempt::Bare(svc) => Either::Right(svc.call(request)),
+        }
+    }
+}
+
+impl fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attempt::Limited(svc) => f.debug_tuple("Attempt").field(&svc.timeout()).finish(),
+            Attempt::Bare(_) => f.debug_tuple("Attempt").finish(),
+        }
+    }
+}
+
+/// The endpoints the balancer has connected, by address, for broadcast and fork. Holds them
+/// weakly: an endpoint that left discovery is dropped (and its connections closed) by the
+/// balancer, not kept alive here.
+#[derive(Clone, Default)]
+struct Registry(Arc<Mutex<HashMap<Arc<str>, Weak<EndpointInner>>>>);
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Weak<EndpointInner>>> {
+        // Nothing panics under the lock; poison carries no news.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Makes each discovered endpoint's service: channels behind a breaker.
+struct Connector {
+    name: String,
+    breaker: Option<BreakerConfig>,
+    connections: usize,
+    configure: Option<Configure>,
+    registry: Registry,
+}
+
+impl Connect for Connector {
+    type Service = Endpoint;
+
+    fn connect(&self, instance: &Instance) -> Endpoint {
+        let pool = match instance.address.parse::<Address>() {
+            Ok(address) => {
+                let channels = (0..self.connections)
+                    .map(|_| {
+                        let builder = Channel::builder(address.clone()).name(self.name.clone());
+                        let builder = match &self.configure {
+                            Some(configure) => configure(builder),
+                            None => builder,
+                        };
+                        builder.connect_lazy()
+                    })
+                    .collect();
+                Pool::new(channels, None)
+            }
+            Err(e) => {
+                tracing::warn!(address = %instance.address, error = %e, "discovered an endpoint whose address does not parse; it gets no calls");
+                Pool::new(Box::new([]), Some(e.to_string()))
+            }
+        };
+        let guard = match &self.breaker {
+            Some(config) => {
+                Guard::Breaker(CircuitBreaker::new(pool, config.clone()).with_name(instance.address.clone()))
+            }
+            None => Guard::Bare(pool),
+        };
+        let endpoint = Arc::new(EndpointInner { guard });
+        let mut registry = self.registry.lock();
+        registry.retain(|_, endpoint| endpoint.strong_count() > 0);
+        registry.insert(instance.address.clone(), Arc::downgrade(&endpoint));
+        Endpoint(endpoint)
+    }
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("name", &self.name)
+            .field("breaker", &self.breaker)
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One endpoint's service: its breaker, if any, over its channels.
+#[derive(Clone, Debug)]
+struct Endpoint(Arc<EndpointInner>);
+
+#[derive(Debug)]
+struct EndpointInner {
+    guard: Guard,
+}
+
+#[derive(Clone, Debug)]
+enum Guard {
+    Breaker(CircuitBreaker<Pool>),
+    Bare(Pool),
+}
+
+impl Available for Endpoint {
+    fn is_available(&self) -> bool {
+        match &self.0.guard {
+            Guard::Breaker(breaker) => breaker.is_available(),
+            Guard::Bare(pool) => pool.is_available(),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match &self.0.guard {
+            Guard::Breaker(breaker) => breaker.generation(),
+            Guard::Bare(pool) => pool.generation(),
+        }
+    }
+}
+
+type ChannelFuture = BoxFuture<'static, Result<Response, Status>>;
+
+impl Service<Request> for Endpoint {
+    type Response = Response;
+    type Error = Status;
+    type Future = Either<zrpc_core::breaker::future::ResponseFuture<ChannelFuture>, ChannelFuture>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        // Channels are always ready; the breaker decides per call.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // A breaker's clones share its state; the clone only lets `call` take `&mut`.
+        match &self.0.guard {
+            Guard::Breaker(breaker) => Either::Left(breaker.clone().call(request)),
+            Guard::Bare(pool) => Either::Right(pool.send(request)),
+        }
+    }
+}
+
+/// An endpoint's channels, used in turn; clones share them.
+#[derive(Clone)]
+struct Pool(Arc<PoolInner>);
+
+struct PoolInner {
+    channels: Box<[Channel]>,
+    next: AtomicUsize,
+    /// Why there are no channels: the address does not parse.
+    invalid: Option<String>,
+}
+
+impl Pool {
+    fn new(channels: Box<[Channel]>, invalid: Option<String>) -> Pool {
+        Pool(Arc::new(PoolInner { channels, next: AtomicUsize::new(0), invalid }))
+    }
+
+    /// Sends `request` on the next channel that is not down, or on the next one if all are.
+    fn send(&self, request: Request) -> ChannelFuture {
+        let PoolInner { channels, next, invalid } = &*self.0;
+        let count = channels.len();
+        let start = if count > 1 { next.fetch_add(1, Ordering::Relaxed) } else { 0 };
+        let channel = (0..count)
+            .map(|i| &channels[(start + i) % count])
+            .find(|channel| channel.is_available())
+            .or_else(|| channels.get(start % count.max(1)));
+        match channel {
+            Some(channel) => channel.clone().call(request),
+            None => {
+                let reason = invalid.as_deref().unwrap_or("the endpoint has no channels");
+                let status = Status::invalid_argument(format!("{} not sent: {reason}", request.method()));
+                Box::pin(futures::future::ready(Err(status.mark_unprocessed())))
+            }
+        }
+    }
+}
+
+impl Available for Pool {
+    fn is_available(&self) -> bool {
+        self.0.channels.iter().any(Available::is_available)
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.channels.iter().map(Available::generation).fold(0, u64::wrapping_add)
+    }
+}
+
+impl Service<Request> for Pool {
+    type Response = Response;
+    type Error = Status;
+    type Future = ChannelFuture;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> ChannelFuture {
+        self.send(request)
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("channels", &self.0.channels).field("invalid", &self.0.invalid).finish()
+    }
+}

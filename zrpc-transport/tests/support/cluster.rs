@@ -1,0 +1,331 @@
+//! Several named servers for the governance tests, a picker that records what it was asked, and
+//! a TCP proxy that counts connections.
+//!
+//! Every server runs a [`Node`] service whose one real method, `work`, answers with the server's
+//! name, fails with a chosen code, waits until cancelled, or takes a while, as its [`Mode`]
+//! says; every request it receives, known method or not, is counted. Waiting handlers report
+//! `Started` and `Dropped` through the usual [`Probe`](super::Probe), so tests observe a
+//! cancellation on the wire without sleeping.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use zrpc_core::__private::{self as private, MethodInfo};
+use zrpc_core::balance::{Candidates, EndpointView, Pick, PickContext, RoundRobin};
+use zrpc_core::{Code, CodecId, Context, NamedService, Request, Response, Status};
+use zrpc_transport::{Address, Server};
+
+use super::{DropReporter, Events, Probe, Seen};
+
+/// How long any wait in these tests may take before the test fails instead of hanging. Far
+/// above any real wait; no test relies on its length.
+pub const LIVENESS: Duration = Duration::from_secs(60);
+
+/// Runs `future`, failing the test with `what` if it has not finished within [`LIVENESS`].
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(LIVENESS, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("not done within {LIVENESS:?}: {what}"),
+    }
+}
+
+/// What a node's `work` handlers do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer with the server's name at once.
+    Answer,
+    /// Fail with this code.
+    Fail(Code),
+    /// Report `Started(tag)` and wait until cancelled (reporting `Dropped(tag)`).
+    Hold,
+    /// Report `Started(tag)`, wait until the test releases it (`events.release()`), answer.
+    Gate,
+    /// Answer after this long: simulated work on the server.
+    Slow(Duration),
+}
+
+/// The service every test server runs.
+#[derive(Clone, Debug)]
+pub struct Node {
+    name: Arc<str>,
+    calls: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+    probe: Probe,
+}
+
+impl NamedService for Node {
+    const NAME: &'static str = "Node";
+    const METHODS: &'static [&'static str] = &["Node.work", "Node.work_once", "Node.app_error"];
+}
+
+impl tower::Service<Request> for Node {
+    type Response = Response;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mode = *self.mode.lock().expect("not poisoned");
+        let (name, probe) = (self.name.clone(), self.probe.clone());
+        match req.method().name() {
+            "work" | "work_once" => {
+                if let Mode::Fail(code) = mode {
+                    let status = Status::new(code, format!("{name} fails on purpose"));
+                    return Box::pin(futures::future::ready(Err(status)));
+                }
+                private::serve(req, move |_, tag: String| {
+                    // Made when the request is dispatched, not when the handler is first polled:
+                    // a handler cancelled before it ever ran still reports both events.
+                    let waits = matches!(mode, Mode::Hold | Mode::Gate);
+                    let reporter = DropReporter { tag: tag.clone(), events: probe.events.clone(), finished: !waits };
+                    if waits {
+                        let _ = probe.events.send(Seen::Started(tag));
+                    }
+                    let released = probe.release.clone();
+                    async move {
+                        let mut reporter = reporter;
+                        match mode {
+                            Mode::Hold => std::future::pending::<()>().await,
+                            Mode::Gate => released.notified().await,
+                            Mode::Slow(delay) => tokio::time::sleep(delay).await,
+                            Mode::Answer | Mode::Fail(_) => {}
+                        }
+                        reporter.finished = true;
+                        name.to_string()
+                    }
+                })
+            }
+            "app_error" => private::serve(req, move |_, (): ()| async move {
+                Err::<String, String>(format!("{name} refuses politely"))
+            }),
+            _ => private::unknown_method::<Self>(&req),
+        }
+    }
+}
+
+pub static WORK: MethodInfo = MethodInfo { name: "Node.work", idempotent: true, oneway: false };
+pub static WORK_ONCE: MethodInfo = MethodInfo { name: "Node.work_once", idempotent: false, oneway: false };
+pub static APP_ERROR: MethodInfo = MethodInfo { name: "Node.app_error", idempotent: true, oneway: false };
+pub static MISSING: MethodInfo = MethodInfo { name: "Node.missing", idempotent: true, oneway: false };
+
+/// A typed client for [`Node`] over any service, as generated code would be.
+#[derive(Clone, Debug)]
+pub struct NodeClient<S> {
+    inner: S,
+    ctx: Context,
+}
+
+impl<S> NodeClient<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    pub fn new(inner: S) -> NodeClient<S> {
+        NodeClient { inner, ctx: Context::new() }
+    }
+
+    /// `Node.work`, idempotent: the name of the server that did it.
+    pub fn work(&self, tag: &str) -> impl std::future::Future<Output = Result<String, Status>> + Send + 'static {
+        private::call(&self.inner, &self.ctx, CodecId::Postcard, &WORK, tag.to_owned())
+    }
+
+    /// `Node.work_once`, not idempotent.
+    pub fn work_once(&self, tag: &str) -> impl std::future::Future<Output = Result<String, Status>> + Send + 'static {
+        private::call(&self.inner, &self.ctx, CodecId::Postcard, &WORK_ONCE, tag.to_owned())
+    }
+
+    /// `Node.app_error`: always an application error.
+    pub async fn app_error(&self) -> Result<Result<String, String>, Status> {
+        private::call(&self.inner, &self.ctx, CodecId::Postcard, &APP_ERROR, ()).await
+    }
+
+    /// A method no server has.
+    pub async fn missing(&self) -> Result<(), Status> {
+        private::call(&self.inner, &self.ctx, CodecId::Postcard, &MISSING, ()).await
+    }
+}
+
+/// A running server with a [`Node`] service.
+#[derive(Debug)]
+pub struct NodeServer {
+    pub name: Arc<str>,
+    pub address: Address,
+    pub events: Events,
+    calls: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl NodeServer {
+    /// A server named `name` on a free loopback port.
+    pub async fn start(name: &str, mode: Mode) -> NodeServer {
+        NodeServer::start_at(name, &"tcp://127.0.0.1:0".parse().expect("valid"), mode, Duration::from_secs(30)).await
+    }
+
+    /// A server named `name` at `address`, waiting up to `drain` for calls in flight when shut
+    /// down.
+    pub async fn start_at(name: &str, address: &Address, mode: Mode, drain: Duration) -> NodeServer {
+        let (probe, events) = super::probe();
+        let name: Arc<str> = name.into();
+        let node = Node { name: name.clone(), calls: Arc::default(), mode: Arc::new(Mutex::new(mode)), probe };
+        let (calls, mode) = (node.calls.clone(), node.mode.clone());
+        let server = Server::builder()
+            .name(name.to_string())
+            .drain_timeout(drain)
+            .add_service(node)
+            .bind(address)
+            .await
+            .expect("bind");
+        let address = server.local_addr().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_with_shutdown(async move {
+            let _ = stopped.await;
+        }));
+        NodeServer { name, address, events, calls, mode, stop: Some(stop), task }
+    }
+
+    /// Requests received so far, any method.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().expect("not poisoned") = mode;
+    }
+
+    /// Graceful shutdown: GOAWAY, drain up to the server's drain timeout, close.
+    pub async fn shutdown(mut self) -> Events {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("the server shuts down", &mut self.task).await.expect("serve did not panic").expect("serve succeeded");
+        self.events
+    }
+
+    /// Kills the server at once: its listener and every connection are dropped mid-call.
+    pub async fn abort(self) -> Address {
+        self.task.abort();
+        let _ = within("the aborted server's task ends", self.task).await;
+        self.address
+    }
+}
+
+/// An address nothing listens on: connecting to it is refused.
+pub fn refused_address() -> Address {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+    let address = probe.local_addr().expect("local address");
+    drop(probe);
+    address.into()
+}
+
+/// One pick as a [`Recorder`] saw it: the address chosen and the call's exclusions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PickSeen {
+    pub address: String,
+    pub exclude: Vec<String>,
+}
+
+/// Round-robin, except that it takes a preferred address whenever that is a candidate, and
+/// records every pick.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    inner: RoundRobin,
+    prefer: Option<String>,
+    pub picks: Arc<Mutex<Vec<PickSeen>>>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// Picks `address` first whenever it is eligible and not excluded.
+    pub fn preferring(address: &Address) -> Recorder {
+        Recorder { prefer: Some(address.to_string()), ..Recorder::default() }
+    }
+
+    pub fn log(&self) -> Arc<Mutex<Vec<PickSeen>>> {
+        self.picks.clone()
+    }
+}
+
+impl Pick for Recorder {
+    fn pick(&self, endpoints: &[EndpointView<'_>], ctx: &PickContext<'_>) -> Result<usize, Status> {
+        let preferred = self.prefer.as_deref().and_then(|prefer| {
+            let candidates = Candidates::new(endpoints, ctx).ok()?;
+            candidates.iter().find(|&i| endpoints[i].address == prefer)
+        });
+        let index = match preferred {
+            Some(index) => index,
+            None => self.inner.pick(endpoints, ctx)?,
+        };
+        let seen = PickSeen {
+            address: endpoints[index].address.to_owned(),
+            exclude: ctx.exclude().iter().map(|a| a.to_string()).collect(),
+        };
+        self.picks.lock().expect("not poisoned").push(seen);
+        Ok(index)
+    }
+}
+
+/// A TCP proxy in front of one server that counts the connections open through it, so a test
+/// can see a client close its connection.
+#[derive(Debug)]
+pub struct Proxy {
+    pub address: Address,
+    open: watch::Receiver<usize>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: &Address) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let address: Address = listener.local_addr().expect("local address").into();
+        let target = target.socket_addr().expect("a tcp target");
+        let (count, open) = watch::channel(0usize);
+        let count = Arc::new(count);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let count = count.clone();
+                count.send_modify(|n| *n += 1);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                    count.send_modify(|n| *n -= 1);
+                });
+            }
+        });
+        Proxy { address, open, task }
+    }
+
+    /// Connections open through the proxy now.
+    pub fn open(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Waits until exactly `n` connections are open.
+    pub async fn wait_open(&mut self, n: usize) {
+        let open = &mut self.open;
+        within(&format!("{n} connections open through the proxy"), open.wait_for(|open| *open == n))
+            .await
+            .expect("the proxy is alive");
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
