@@ -12,6 +12,7 @@
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
 //! | [`balance`] | load-balancing policies ([`balance::Pick`]): p2c, least-active, random, (weighted) round-robin, consistent hash |
 //! | [`breaker`] | [`breaker::CircuitBreaker`]: a per-endpoint circuit breaker (closed / open / half-open) |
+//! | [`limit`] | concurrency and rate limits that refuse (or wait) instead of queueing |
 //! | [`discover`] | where endpoints are: [`discover::Instance`], [`discover::Static`], filters |
 //! | [`timeout`] | [`TimeoutLayer`]: whole-call and per-attempt deadlines |
 //! | [`retry`] | [`RetryLayer`] and [`FailMode`]: failfast, failover, failtry, failbackup; backoff and retry budget |
@@ -25,6 +26,7 @@ pub mod breaker;
 pub mod codec;
 pub mod context;
 pub mod discover;
+pub mod limit;
 pub mod metadata;
 pub mod request;
 pub mod retry;

@@ -7,19 +7,21 @@
 //!
 //! 1. **Timeout** for the whole call ([`ClientBuilder::timeout`], optional): the tighter of the
 //!    caller's deadline and this limit, covering every attempt and backoff.
-//! 2. **Retry** by the [`FailMode`] ([`ClientBuilder::fail_mode`], default `Failfast`), with capped
+//! 2. **In-flight cap** ([`ClientBuilder::max_in_flight`], optional): calls beyond it wait for a
+//!    slot, up to their deadline.
+//! 3. **Retry** by the [`FailMode`] ([`ClientBuilder::fail_mode`], default `Failfast`), with capped
 //!    exponential backoff and jitter, drawing on one retry budget shared by every clone of the
 //!    client (see [`zrpc_core::retry`]).
-//! 3. **Timeout per attempt** ([`ClientBuilder::attempt_timeout`], optional): an attempt that
+//! 4. **Timeout per attempt** ([`ClientBuilder::attempt_timeout`], optional): an attempt that
 //!    exceeds it is cancelled and, for idempotent methods, retried.
-//! 4. **Balance**: picks the endpoint of each attempt with the [`Pick`] policy
+//! 5. **Balance**: picks the endpoint of each attempt with the [`Pick`] policy
 //!    ([`ClientBuilder::balance`], default [`P2c`]) among the endpoints discovery reports that
 //!    pass the [`Filter`], honouring the retry layer's hints (endpoints to avoid, to stick to),
 //!    and records the pick for the layers above (see [`zrpc_core::balance`]).
-//! 5. **Circuit breaker**, one per endpoint, named with its address
+//! 6. **Circuit breaker**, one per endpoint, named with its address
 //!    ([`ClientBuilder::breaker`], on by default): an open breaker makes its endpoint
 //!    unavailable, so it is not picked (see [`zrpc_core::breaker`]).
-//! 6. **The endpoint's channels**: [`connections_per_endpoint`](ClientBuilder::connections_per_endpoint)
+//! 7. **The endpoint's channels**: [`connections_per_endpoint`](ClientBuilder::connections_per_endpoint)
 //!    lazy [`Channel`]s (default 1), over which calls are spread in turn. A channel that failed to
 //!    connect and is backing off is unavailable, so an endpoint that is down is not picked until
 //!    its next connection attempt is due.
@@ -51,7 +53,8 @@ use tower::{Service, ServiceExt};
 use zrpc_core::balance::{Available, Balance, Connect, P2c, Pick};
 use zrpc_core::breaker::{BreakerConfig, CircuitBreaker};
 use zrpc_core::discover::{Discover, Filter, Instance, Static};
-use zrpc_core::retry::{Retry, RetryLayer, TpsBudget};
+use zrpc_core::limit::concurrency::{self, ConcurrencyLimit, ConcurrencyLimitLayer};
+use zrpc_core::retry::{ResponseFuture as RetryFuture, Retry, RetryLayer, TpsBudget};
 use zrpc_core::timeout::{self, Timeout};
 use zrpc_core::{FailMode, PickRecord, Request, Response, Status};
 
@@ -81,6 +84,7 @@ pub struct ClientBuilder {
     channel: Option<Configure>,
     retry_backoff: Option<(Duration, Duration)>,
     budget: Budget,
+    max_in_flight: Option<usize>,
 }
 
 /// The retry budget a builder gives its client.
@@ -202,6 +206,14 @@ impl ClientBuilder {
         self
     }
 
+    /// At most `max` calls in flight through this client and its clones; more wait for a slot
+    /// up to their deadline (then fail with `DeadlineExceeded`, unprocessed). Unlimited by
+    /// default.
+    pub fn max_in_flight(mut self, max: usize) -> ClientBuilder {
+        self.max_in_flight = Some(max);
+        self
+    }
+
     /// The client. Nothing connects yet, and no runtime is needed: discovery starts, and each
     /// endpoint connects, on the first call (which must be made within a tokio runtime).
     pub fn build(self) -> Client {
@@ -229,6 +241,10 @@ impl ClientBuilder {
             Budget::Unlimited => retry.without_budget(),
         };
         let retry = tower::Layer::layer(&retry, attempt);
+        let retry = match self.max_in_flight {
+            Some(max) => Calls::Capped(tower::Layer::layer(&ConcurrencyLimitLayer::waiting(max), retry)),
+            None => Calls::Free(retry),
+        };
         let stack = match self.timeout {
             Some(limit) => Stack::Limited(Timeout::new(retry, limit)),
             None => Stack::Bare(retry),
@@ -261,6 +277,7 @@ impl fmt::Debug for ClientBuilder {
             .field("channel", &self.channel.as_ref().map(|_| "..."))
             .field("retry_backoff", &self.retry_backoff)
             .field("budget", &self.budget)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -345,6 +362,7 @@ impl Client {
             channel: None,
             retry_backoff: None,
             budget: Budget::Default,
+            max_in_flight: None,
         }
     }
 
@@ -524,7 +542,7 @@ pin_project! {
     /// Dropping it cancels every attempt in flight on the wire.
     pub struct ResponseFuture {
         #[pin]
-        inner: Either<timeout::ResponseFuture<zrpc_core::retry::ResponseFuture>, zrpc_core::retry::ResponseFuture>,
+        inner: Either<timeout::ResponseFuture<CallsFuture>, CallsFuture>,
     }
 }
 
@@ -545,8 +563,37 @@ impl fmt::Debug for ResponseFuture {
 /// The layers above the balancer: the whole-call timeout, if any, over the retry layer.
 #[derive(Clone, Debug)]
 enum Stack {
-    Limited(Timeout<Retry<Attempt>>),
-    Bare(Retry<Attempt>),
+    Limited(Timeout<Calls>),
+    Bare(Calls),
+}
+
+/// The calls of the client: under an in-flight cap, or not.
+#[derive(Clone, Debug)]
+enum Calls {
+    Capped(ConcurrencyLimit<Retry<Attempt>>),
+    Free(Retry<Attempt>),
+}
+
+type CallsFuture = Either<concurrency::ResponseFuture<RetryFuture>, RetryFuture>;
+
+impl Service<Request> for Calls {
+    type Response = Response;
+    type Error = Status;
+    type Future = CallsFuture;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        match self {
+            Calls::Capped(svc) => svc.poll_ready(cx),
+            Calls::Free(svc) => svc.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request) -> CallsFuture {
+        match self {
+            Calls::Capped(svc) => Either::Left(svc.call(request)),
+            Calls::Free(svc) => Either::Right(svc.call(request)),
+        }
+    }
 }
 
 /// One attempt: the per-attempt timeout, if any, over the balancer.
