@@ -59,6 +59,7 @@
 //! | `tcp` | yes | `tcp://host:port` addresses |
 //! | `unix` | yes | `unix:///path` addresses (Unix-domain sockets) |
 //! | `json` | no | the JSON codec ([`CodecId::Json`]) |
+//! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |
 //! | `full` | no | everything above |
 //!
 //! In-memory addresses (`mem://name`) are always available.
@@ -91,3 +92,11 @@ pub use zrpc_core::{balance, breaker, discover, retry, timeout};
 
 #[doc(hidden)]
 pub use zrpc_core::__private;
+
+/// Discovery by DNS, and registration of servers in a service registry.
+pub use zrpc_transport::{Dns, Registration, Registry};
+
+/// Discovery and registration through etcd: [`etcd::Etcd`] for clients, [`etcd::EtcdRegistry`]
+/// for servers.
+#[cfg(feature = "etcd")]
+pub use zrpc_transport::etcd;

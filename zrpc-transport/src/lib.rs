@@ -10,12 +10,16 @@
 //! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown |
 //! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
+//! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
+//! | [`registry`] | [`Registry`]: where a server registers itself while it serves |
+//! | `etcd` | `Etcd` and `EtcdRegistry`: discovery and registration through etcd (feature `etcd`) |
 //! | [`address`] | [`Address`]: `tcp://`, `unix://`, `mem://` |
 //! | [`stream`] | [`Stream`]: the byte streams connections run over |
 //!
 //! # Features
 //! - `tcp` (default): TCP transport.
 //! - `unix` (default): Unix-domain socket transport.
+//! - `etcd`: discovery and registration through etcd (the `etcd-client` crate).
 //!
 //! The in-memory transport (`mem://name`) is always available.
 
@@ -23,15 +27,24 @@ pub mod address;
 pub mod channel;
 pub mod client;
 mod conn;
+pub mod dns;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+mod feed;
 pub mod frame;
 mod listener;
 pub mod mux;
+pub mod registry;
 pub mod server;
 pub mod stream;
 
 pub use address::{Address, InvalidAddress, ToAddress};
 pub use channel::{Backoff, Channel, ChannelBuilder, ChannelConfig};
 pub use client::{Client, ClientBuilder};
+pub use dns::Dns;
+#[cfg(feature = "etcd")]
+pub use etcd::{Etcd, EtcdRegistry};
+pub use registry::{Registration, Registry};
 pub use server::{Server, ServerBuilder, ServerConfig};
 pub use stream::Stream;
 

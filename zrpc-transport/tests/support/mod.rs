@@ -7,6 +7,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod cluster;
+pub mod etcd;
 pub mod raw;
 
 use std::sync::{Arc, Mutex};

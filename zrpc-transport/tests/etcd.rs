@@ -1,0 +1,272 @@
+//! Registration and discovery through a real etcd: servers register with `EtcdRegistry`, a
+//! `Client` discovers them with `Etcd`.
+//!
+//! Each test runs its own etcd from PATH (see `support::etcd`); without one installed the tests
+//! skip, except under `CI=true` where they fail. Nothing sleeps to synchronise: tests wait for
+//! keys in etcd and for the client's endpoint set, every wait bounded by a liveness timeout far
+//! above any real wait. Lease expiry takes the lease's TTL (2 s here), and no assertion depends
+//! on how long anything took.
+
+#![cfg(feature = "etcd")]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use support::cluster::{Mode, NodeClient, NodeServer, Proxy, within};
+use support::etcd::{EtcdServer, Registered, who};
+use zrpc_core::balance::RoundRobin;
+use zrpc_core::discover::{Discover, Filter, Instance, InstanceState};
+use zrpc_transport::etcd::{Etcd, EtcdRegistry};
+use zrpc_transport::{Address, Backoff, Client, Registry};
+
+const PREFIX: &str = "/zrpc-test/who";
+
+/// A short lease, so that a dead server's key expires soon.
+const SHORT_TTL: Duration = Duration::from_secs(2);
+
+async fn registry(etcd: &EtcdServer) -> EtcdRegistry {
+    EtcdRegistry::new(etcd.client().await, PREFIX).ttl(SHORT_TTL)
+}
+
+/// A client watching [`PREFIX`], recovering quickly after losing etcd.
+async fn watching(etcd: &EtcdServer, filter: Filter) -> Client {
+    let backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
+    let source = Etcd::watch_with(etcd.client().await, PREFIX, backoff).await.expect("etcd answers the first read");
+    client_over(source, filter)
+}
+
+fn client_over(source: impl Discover, filter: Filter) -> Client {
+    Client::builder()
+        .name("etcd-test")
+        .discover(source)
+        .filter(filter)
+        .balance(RoundRobin::new())
+        .retry_backoff(Duration::ZERO, Duration::ZERO)
+        .build()
+}
+
+fn addresses(client: &Client) -> Vec<String> {
+    let mut addresses: Vec<String> = client.endpoints().iter().map(ToString::to_string).collect();
+    addresses.sort();
+    addresses
+}
+
+/// Waits until the client's endpoints are exactly `expected`.
+async fn wait_endpoints(client: &Client, expected: &[&Address]) {
+    let mut expected: Vec<String> = expected.iter().map(ToString::to_string).collect();
+    expected.sort();
+    let wait = async {
+        while addresses(client) != expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    within(&format!("the client's endpoints are {expected:?}"), wait).await;
+}
+
+/// The names of the servers that answered `calls` calls.
+async fn answered(client: &Client, calls: usize) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for _ in 0..calls {
+        names.insert(who(client).await.expect("a call"));
+    }
+    names
+}
+
+fn names(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_registered_server_appears_in_a_watching_client() {
+    let Some(etcd) = EtcdServer::start("a_registered_server_appears_in_a_watching_client").await else { return };
+    let registry = registry(&etcd).await.weight(3).version("1.2").metadata("zone", "test");
+    let a = Registered::start("a", registry.clone()).await;
+    // Registered once bound.
+    assert_eq!(etcd.keys(PREFIX).await, [a.key(PREFIX)]);
+
+    // What a registers: its real address (it bound port 0), its name, and the registry's details.
+    let mut kv = etcd.client().await;
+    let stored = within("etcd reads", kv.get(a.key(PREFIX), None)).await.expect("etcd reads");
+    let value: serde_json::Value = serde_json::from_slice(stored.kvs()[0].value()).expect("JSON");
+    assert_eq!(value["address"], a.address.to_string());
+    assert_ne!(a.address.socket_addr().expect("tcp").port(), 0);
+    assert_eq!(value["name"], "a");
+    assert_eq!(value["weight"], 3);
+    assert_eq!(value["version"], "1.2");
+    assert_eq!(value["state"], "up");
+    assert_eq!(value["metadata"]["zone"], "test");
+    assert_ne!(stored.kvs()[0].lease(), 0, "under a lease");
+
+    // Registered before the client started: in its first read, so its first call reaches it.
+    let client = watching(&etcd, Filter::default()).await;
+    assert_eq!(who(&client).await.expect("a call"), "a");
+    assert_eq!(addresses(&client), [a.address.to_string()]);
+
+    // Registered while the client watches: arrives through the watch and gets calls.
+    let b = Registered::start("b", registry).await;
+    wait_endpoints(&client, &[&a.address, &b.address]).await;
+    let before = b.calls();
+    assert_eq!(answered(&client, 4).await, names(&["a", "b"]), "round robin reaches both");
+    assert!(b.calls() > before);
+}
+
+#[tokio::test]
+async fn a_server_shut_down_gracefully_disappears() {
+    let Some(etcd) = EtcdServer::start("a_server_shut_down_gracefully_disappears").await else { return };
+    let registry = registry(&etcd).await;
+    let a = Registered::start("a", registry.clone()).await;
+    let b = Registered::start("b", registry).await;
+    let client = watching(&etcd, Filter::default()).await;
+    let _ = who(&client).await; // Discovery starts with the first call.
+    wait_endpoints(&client, &[&a.address, &b.address]).await;
+
+    let b_key = b.key(PREFIX);
+    a.shutdown().await.expect("a served and shut down");
+    // Deregistering is part of shutting down, not left to the lease.
+    assert_eq!(etcd.keys(PREFIX).await, [b_key]);
+    wait_endpoints(&client, &[&b.address]).await;
+    assert_eq!(answered(&client, 4).await, names(&["b"]));
+}
+
+#[tokio::test]
+async fn a_killed_server_disappears_when_its_lease_expires() {
+    let Some(etcd) = EtcdServer::start("a_killed_server_disappears_when_its_lease_expires").await else { return };
+    let registry = registry(&etcd).await;
+    let a = Registered::start("a", registry.clone()).await;
+    let b = Registered::start("b", registry).await;
+    let client = watching(&etcd, Filter::default()).await;
+    let _ = who(&client).await;
+    wait_endpoints(&client, &[&a.address, &b.address]).await;
+
+    // No deregistration: the key stays until the lease, no longer renewed, expires.
+    let b_key = b.key(PREFIX);
+    a.abort().await;
+    wait_endpoints(&client, &[&b.address]).await;
+    assert_eq!(etcd.keys(PREFIX).await, [b_key]);
+    assert_eq!(answered(&client, 4).await, names(&["b"]));
+}
+
+#[tokio::test]
+async fn the_client_recovers_when_etcd_restarts() {
+    let Some(mut etcd) = EtcdServer::start("the_client_recovers_when_etcd_restarts").await else { return };
+    let registry = registry(&etcd).await;
+    let a = Registered::start("a", registry.clone()).await;
+    let client = watching(&etcd, Filter::default()).await;
+    let _ = who(&client).await;
+    wait_endpoints(&client, &[&a.address]).await;
+
+    etcd.kill();
+    // While etcd is away the client keeps the endpoints it has.
+    assert_eq!(who(&client).await.expect("a call"), "a");
+    assert_eq!(addresses(&client), [a.address.to_string()]);
+
+    etcd.start_again().await;
+    // Registered after the restart, through the same etcd client as before it: the client's
+    // watch has recovered once b shows up, and a is still (or again) registered.
+    let b = Registered::start("b", registry).await;
+    wait_endpoints(&client, &[&a.address, &b.address]).await;
+    etcd.wait_keys(PREFIX, &[a.key(PREFIX), b.key(PREFIX)]).await;
+    assert_eq!(answered(&client, 4).await, names(&["a", "b"]));
+
+    // a's registration is alive, not a leftover: killed now, it expires like any other.
+    a.abort().await;
+    wait_endpoints(&client, &[&b.address]).await;
+}
+
+#[tokio::test]
+async fn a_server_registers_again_when_etcd_loses_its_data() {
+    let Some(mut etcd) = EtcdServer::start("a_server_registers_again_when_etcd_loses_its_data").await else { return };
+    let a = Registered::start("a", registry(&etcd).await).await;
+    let client = watching(&etcd, Filter::default()).await;
+    let _ = who(&client).await;
+    wait_endpoints(&client, &[&a.address]).await;
+
+    // A new, empty etcd on the same address: a's lease is gone, so renewing it fails and a
+    // registers again with a new lease.
+    etcd.kill();
+    etcd.wipe();
+    etcd.start_again().await;
+    etcd.wait_keys(PREFIX, &[a.key(PREFIX)]).await;
+
+    // The client watches the new etcd: a server registered now appears.
+    let b = Registered::start("b", registry(&etcd).await).await;
+    wait_endpoints(&client, &[&a.address, &b.address]).await;
+    assert_eq!(answered(&client, 4).await, names(&["a", "b"]));
+}
+
+#[tokio::test]
+async fn clients_filter_by_group_and_state() {
+    let Some(etcd) = EtcdServer::start("clients_filter_by_group_and_state").await else { return };
+    let registry = registry(&etcd).await;
+    let canary = Registered::start("canary", registry.clone().group("canary")).await;
+    let stable = Registered::start("stable", registry.clone().group("stable")).await;
+    let draining = Registered::start("draining", registry.group("canary").state(InstanceState::Draining)).await;
+
+    let canaries = watching(&etcd, Filter::default().group("canary")).await;
+    assert_eq!(answered(&canaries, 3).await, names(&["canary"]));
+    assert_eq!(addresses(&canaries), [canary.address.to_string()]);
+
+    let everyone = watching(&etcd, Filter::any()).await;
+    assert_eq!(answered(&everyone, 3).await, names(&["canary", "stable", "draining"]));
+    let mut all = [&canary, &stable, &draining].map(|s| s.address.to_string()).to_vec();
+    all.sort();
+    assert_eq!(addresses(&everyone), all);
+}
+
+#[tokio::test]
+async fn values_that_are_not_instances_are_skipped() {
+    let Some(etcd) = EtcdServer::start("values_that_are_not_instances_are_skipped").await else { return };
+    let mut kv = etcd.client().await;
+    within("etcd writes", kv.put(format!("{PREFIX}/junk-before"), "not json", None)).await.expect("put");
+    let a = Registered::start("a", registry(&etcd).await).await;
+
+    // Skipped in the first read...
+    let client = watching(&etcd, Filter::default()).await;
+    assert_eq!(who(&client).await.expect("a call"), "a");
+    assert_eq!(addresses(&client), [a.address.to_string()]);
+
+    // ... and in the watch, where b, put after the junk, still arrives.
+    within("etcd writes", kv.put(format!("{PREFIX}/junk-after"), r#"{"address":"ftp://x"}"#, None)).await.expect("put");
+    let b = Registered::start("b", registry(&etcd).await).await;
+    wait_endpoints(&client, &[&a.address, &b.address]).await;
+    // A known instance overwritten with junk is removed.
+    within("etcd writes", kv.put(b.key(PREFIX), "{}", None)).await.expect("put");
+    wait_endpoints(&client, &[&a.address]).await;
+}
+
+#[tokio::test]
+async fn binding_fails_when_the_registry_is_unreachable() {
+    // Nothing listens there: registering is refused, and so is binding, rather than a server
+    // running unseen by every client.
+    let nowhere = support::cluster::refused_address().socket_addr().expect("tcp");
+    let registry = EtcdRegistry::connect([format!("http://{nowhere}")], PREFIX).await.expect("connecting is lazy");
+    let who = support::etcd::Who::new("a");
+    let bound = zrpc_transport::Server::builder().register(registry).add_service(who).bind("tcp://127.0.0.1:0").await;
+    let error = bound.expect_err("registering fails");
+    assert_eq!(error.kind(), std::io::ErrorKind::Other, "{error}");
+    assert!(error.to_string().contains("etcd"), "{error}");
+}
+
+#[tokio::test]
+async fn the_client_closes_connections_to_endpoints_that_left() {
+    let Some(etcd) = EtcdServer::start("the_client_closes_connections_to_endpoints_that_left").await else { return };
+    // The server stays up; only its registration goes. It is registered at a proxy in front of
+    // it, so the test sees the client's connection open and close.
+    let node = NodeServer::start("a", Mode::Answer).await;
+    let mut proxy = Proxy::start(&node.address).await;
+    let registration =
+        registry(&etcd).await.register(Instance::from(proxy.address.clone()).with_name("a")).await.expect("registered");
+    assert_eq!(registration.describe(), format!("{PREFIX}/{}", proxy.address));
+
+    let client = watching(&etcd, Filter::default()).await;
+    assert_eq!(within("a call", NodeClient::new(client.clone()).work("x")).await.expect("a call"), "a");
+    proxy.wait_open(1).await;
+
+    registration.deregister().await.expect("deregistered");
+    assert!(etcd.keys(PREFIX).await.is_empty());
+    wait_endpoints(&client, &[]).await;
+    proxy.wait_open(0).await;
+    assert_eq!(node.calls(), 1, "the server itself is still up, and saw the one call");
+}
