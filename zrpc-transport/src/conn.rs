@@ -40,10 +40,8 @@ use crate::stream::Stream;
 const HIGH_WATER: usize = 1024 * 1024;
 /// Most commands or completions handled in one turn, so no source starves the others.
 const BATCH: usize = 256;
-/// Read in chunks of at least this many bytes; an idle connection keeps no bigger buffer.
+/// Read in chunks of at least this many bytes.
 const READ_CHUNK: usize = 8 * 1024;
-/// Reads that keep filling their buffer grow it, up to this.
-const MAX_READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection may spend writing its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -238,8 +236,6 @@ pub(crate) struct Connection<S> {
     io: Stream,
     mux: Mux<Reply>,
     rbuf: BytesMut,
-    /// How much to make room for before each read: grows while reads fill it.
-    read_size: usize,
     read_closed: bool,
     commands: mpsc::UnboundedReceiver<Command>,
     commands_closed: bool,
@@ -289,7 +285,6 @@ where
             io,
             mux,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
-            read_size: READ_CHUNK,
             read_closed: false,
             commands,
             commands_closed: false,
@@ -446,21 +441,16 @@ where
         if self.stalled.is_some() {
             return Ok(progress);
         }
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
-            self.rbuf.reserve(self.read_size);
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(READ_CHUNK);
         }
-        let room = self.rbuf.capacity() - self.rbuf.len();
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
             Poll::Pending => Ok(progress),
             Poll::Ready(Ok(0)) => {
                 self.read_closed = true;
                 Ok(true)
             }
-            Poll::Ready(Ok(read)) => {
-                // A read that filled all the room there was: more is waiting; read more at once.
-                if read == room {
-                    self.read_size = (self.read_size * 2).min(MAX_READ_CHUNK);
-                }
+            Poll::Ready(Ok(_)) => {
                 self.process_frames(cx)?;
                 Ok(true)
             }
@@ -588,11 +578,6 @@ where
         let now = Instant::now();
         if let Err(e) = self.mux.on_timeout(now) {
             return Err(self.protocol_error(&e));
-        }
-        // The timer fires on a quiet connection: give back a read buffer grown under load.
-        if self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
-            self.rbuf = BytesMut::new();
-            self.read_size = READ_CHUNK;
         }
         // The deadline only moves later as frames arrive, so the timer is reset here rather
         // than on every frame; an early wake-up finds nothing to do and sleeps again.
