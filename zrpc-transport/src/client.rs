@@ -372,6 +372,18 @@ impl Client {
         self.balance.addresses()
     }
 
+    /// Resolves when discovery next changes the endpoints in use (or first reports them), so a
+    /// caller can wait for a set without polling: take this future, check
+    /// [`Client::endpoints`], then await it. It watches from the moment it is made, so a change
+    /// between the check and the await is not missed.
+    pub fn endpoints_changed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut changes = self.balance.changes();
+        async move {
+            // `changed` only fails once the balancer is gone, which a live client rules out.
+            let _ = changes.changed().await;
+        }
+    }
+
     /// Sends `request` to every endpoint in use at once, bypassing retries, and returns each
     /// endpoint's result. The broadcast succeeded when every result is `Ok`; an endpoint whose
     /// breaker is open or that cannot connect answers with its `Unavailable` error, and a

@@ -58,8 +58,13 @@ async fn wait_endpoints(client: &Client, expected: &[&Address]) {
     let mut expected: Vec<String> = expected.iter().map(ToString::to_string).collect();
     expected.sort();
     let wait = async {
-        while addresses(client) != expected {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            // Subscribe before checking, so that a change between the two is not missed.
+            let changed = client.endpoints_changed();
+            if addresses(client) == expected {
+                return;
+            }
+            changed.await;
         }
     };
     within(&format!("the client's endpoints are {expected:?}"), wait).await;

@@ -205,6 +205,12 @@ impl<C: Connect, P: Pick> Balance<C, P> {
     pub fn addresses(&self) -> Vec<Arc<str>> {
         self.shared.snapshot().iter().map(|e| e.instance.address.clone()).collect()
     }
+
+    /// A receiver that sees a change each time discovery changes the set of endpoints (and when
+    /// the first set is applied), for tests and operations that wait for one.
+    pub fn changes(&self) -> watch::Receiver<bool> {
+        self.shared.synced.subscribe()
+    }
 }
 
 impl<C: Connect, P: Pick> Shared<C, P> {
@@ -307,6 +313,7 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         self.picker.update(&views);
         drop(views);
         *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next;
+        // `send_replace` marks a change even when the value stays `true`.
         self.synced.send_replace(true);
     }
 }
