@@ -88,7 +88,7 @@ pub use zrpc_core::{codec, context, metadata, request, router, status, trace};
 
 /// The governance layers, for paths such as `zrpc::discover::Static` and `zrpc::balance::P2c`;
 /// [`Client`] assembles them.
-pub use zrpc_core::{balance, breaker, discover, retry, timeout};
+pub use zrpc_core::{backoff, balance, breaker, discover, limit, retry, timeout};
 
 #[doc(hidden)]
 pub use zrpc_core::__private;

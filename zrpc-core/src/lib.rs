@@ -12,6 +12,7 @@
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
 //! | [`balance`] | load-balancing policies ([`balance::Pick`]): p2c, least-active, random, (weighted) round-robin, consistent hash |
 //! | [`breaker`] | [`breaker::CircuitBreaker`]: a per-endpoint circuit breaker (closed / open / half-open) |
+//! | [`backoff`] | capped exponential backoff with jitter, shared by retries and reconnects |
 //! | [`limit`] | concurrency and rate limits that refuse (or wait) instead of queueing |
 //! | [`discover`] | where endpoints are: [`discover::Instance`], [`discover::Static`], filters |
 //! | [`timeout`] | [`TimeoutLayer`]: whole-call and per-attempt deadlines |
@@ -21,6 +22,7 @@
 //! # Features
 //! - `json`: the JSON codec.
 
+pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod codec;

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::Service;
+use zrpc_core::backoff::Backoff;
 use zrpc_core::balance::Available;
 use zrpc_core::{Request, Response, Router, Status};
 
@@ -30,38 +31,6 @@ use crate::address::{Address, ToAddress};
 use crate::conn::{Connection, Handle};
 use crate::listener;
 use crate::mux::{MuxConfig, Role};
-
-/// How long to wait between failed connection attempts: `initial`, doubling up to `max`, each
-/// delay jittered by ±20% so that many clients do not reconnect in lockstep ("Exponential
-/// Backoff And Jitter", AWS Architecture Blog, 2015).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Backoff {
-    /// Delay after the first failure.
-    pub initial: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// A backoff from `initial` doubling up to `max`.
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff { initial, max: max.max(initial) }
-    }
-
-    /// The delay after `failures` consecutive failures (1 or more).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(20);
-        let base = self.initial.saturating_mul(1 << exp).min(self.max);
-        base.mul_f64(fastrand::f64() * 0.4 + 0.8)
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
-    }
-}
 
 /// Settings of a [`Channel`]; built with [`Channel::builder`].
 #[derive(Clone, Debug)]
@@ -94,7 +63,7 @@ impl Default for ChannelConfig {
             heartbeat_interval: mux.heartbeat_interval,
             heartbeat_timeout: mux.heartbeat_timeout,
             connect_timeout: Duration::from_secs(5),
-            backoff: Backoff::default(),
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             wait_for_ready: false,
             token: bytes::Bytes::new(),
         }
@@ -324,7 +293,7 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
             }
             Err(status) => {
                 failures += 1;
-                let delay = config.backoff.delay(failures);
+                let delay = config.backoff.near_ceiling(failures - 1);
                 let status = Status::unavailable(format!("{status}; next attempt in {delay:?}")).mark_unprocessed();
                 state.send_replace(State::Failed { status });
                 tokio::select! {

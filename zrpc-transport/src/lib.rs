@@ -39,7 +39,7 @@ pub mod server;
 pub mod stream;
 
 pub use address::{Address, InvalidAddress, ToAddress};
-pub use channel::{Backoff, Channel, ChannelBuilder, ChannelConfig};
+pub use channel::{Channel, ChannelBuilder, ChannelConfig};
 pub use client::{Client, ClientBuilder};
 pub use dns::Dns;
 #[cfg(feature = "etcd")]
@@ -47,6 +47,7 @@ pub use etcd::{Etcd, EtcdRegistry};
 pub use registry::{Registration, Registry};
 pub use server::{Server, ServerBuilder, ServerConfig};
 pub use stream::Stream;
+pub use zrpc_core::backoff::Backoff;
 
 /// The endpoint name used when none is configured: the program's file name.
 fn default_name() -> String {

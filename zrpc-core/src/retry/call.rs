@@ -146,7 +146,7 @@ where
         if attempts > retries || !call.may_retry(&last) {
             return Err(summarise(last, attempts, None));
         }
-        let backoff = call.settings.backoff.delay(attempts - 1, &mut call.rng);
+        let backoff = call.settings.backoff.full_jitter(attempts - 1, &mut call.rng);
         if call.outlives_deadline(backoff) {
             return Err(summarise(last, attempts, Some(Stop::Deadline)));
         }

@@ -4,8 +4,8 @@ use std::time::Duration;
 use tower::Layer;
 use tower::retry::budget::TpsBudget;
 
-use super::backoff::Backoff;
 use super::{FailMode, Retry, Settings};
+use crate::backoff::Backoff;
 
 /// Applies [`Retry`] with a [`FailMode`], a backoff and a retry budget to services.
 ///
@@ -37,7 +37,7 @@ impl RetryLayer {
         RetryLayer {
             settings: Settings {
                 mode,
-                backoff: Backoff::DEFAULT,
+                backoff: Backoff::new(Duration::from_millis(10), Duration::from_secs(1)),
                 budget: Some(Arc::new(TpsBudget::default())),
                 seed: None,
             },

@@ -83,7 +83,6 @@
 //! # let _ = client;
 //! ```
 
-mod backoff;
 mod call;
 mod future;
 mod layer;
@@ -95,10 +94,10 @@ use tokio::time::Instant;
 use tower::Service;
 pub use tower::retry::budget::TpsBudget;
 
-use self::backoff::Backoff;
 use self::call::Call;
 pub use self::future::ResponseFuture;
 pub use self::layer::RetryLayer;
+use crate::backoff::Backoff;
 use crate::context::PickRecord;
 use crate::request::{Request, Response};
 use crate::status::{Code, Status};

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
-use super::backoff::Backoff;
 use super::*;
+use crate::backoff::Backoff;
 use crate::balance::{Candidates, EndpointView, PickContext};
 use crate::context::{Context, Hints};
 use crate::timeout::TimeoutLayer;
@@ -508,9 +508,9 @@ fn backoff_layer(mode: FailMode) -> RetryLayer {
 /// The backoffs a call seeded with `SEED` draws, in order, and how long each sleep lasts: tokio's
 /// timer has a resolution of 1 ms and rounds sleeps up to it.
 fn expected_backoffs(retries: u32) -> (Vec<Duration>, Vec<Duration>) {
-    let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(300) };
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(300));
     let mut rng = fastrand::Rng::with_seed(SEED);
-    let drawn: Vec<Duration> = (0..retries).map(|n| backoff.delay(n, &mut rng)).collect();
+    let drawn: Vec<Duration> = (0..retries).map(|n| backoff.full_jitter(n, &mut rng)).collect();
     let slept = drawn.iter().map(|d| Duration::from_millis(d.as_nanos().div_ceil(1_000_000) as u64)).collect();
     (drawn, slept)
 }

@@ -12,8 +12,8 @@ use zrpc_core::Status;
 use zrpc_core::discover::{Instance, InstanceState};
 
 use super::{REQUEST_TIMEOUT, directory, record, request};
-use crate::channel::Backoff;
 use crate::registry::{Registration, Registry};
+use zrpc_core::backoff::Backoff;
 
 /// Registers servers in etcd; see the [module docs](super).
 ///
@@ -253,10 +253,10 @@ impl Lease {
         loop {
             let lost = self.renew(granted).await;
             tracing::warn!(key = self.key, %lost, "lost the etcd lease; registering again");
-            let mut failures = 0;
+            let mut failures: u32 = 0;
             granted = loop {
                 failures += 1;
-                tokio::time::sleep(backoff.delay(failures)).await;
+                tokio::time::sleep(backoff.near_ceiling(failures.saturating_sub(1))).await;
                 match self.put().await {
                     Ok(granted) => break granted,
                     Err(status) => tracing::debug!(key = self.key, %status, failures, "registering again failed"),

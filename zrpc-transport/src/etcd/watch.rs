@@ -13,8 +13,8 @@ use zrpc_core::Status;
 use zrpc_core::discover::Change;
 
 use super::{directory, record, request};
-use crate::channel::Backoff;
 use crate::feed::{Feed, Sink};
+use zrpc_core::backoff::Backoff;
 
 /// Discovery from etcd: the instances registered under a prefix, kept up to date by a watch.
 /// See the [module docs](super).
@@ -98,7 +98,7 @@ impl Watcher {
             sink.error(lost);
             revision = loop {
                 failures += 1;
-                tokio::time::sleep(self.backoff.delay(failures)).await;
+                tokio::time::sleep(self.backoff.near_ceiling(failures.saturating_sub(1))).await;
                 match self.read().await {
                     Ok((changes, revision)) => {
                         for change in changes {
