@@ -21,8 +21,10 @@
 //! - Reported per point: completed calls per second; mean, p50, p99, p99.9 latency (HdrHistogram,
 //!   per-caller histograms merged); allocations per call in the client and in the server (the
 //!   counting allocator of [`alloc`](crate::alloc), read at both edges of the window on both
-//!   sides; the server's count over the `STATS` pipe of [`proc`](crate::proc)), and the server's
-//!   peak RSS (`VmHWM`) so far.
+//!   sides; the server's count over the `STATS` pipe of [`proc`](crate::proc)), CPU time per
+//!   call of both processes together (`/proc/PID/stat`, 10 ms ticks, read at the same edges),
+//!   and the server's peak RSS (`VmHWM`) so far. CPU per call moves far less from run to run
+//!   than throughput on a shared machine, which makes it the number to compare builds by.
 //! - Then the ratios the project's targets are stated in: zrpc's throughput over tarpc's, the
 //!   raw multiplexer's and tonic's, p99 over tarpc's, and at one caller the p50 over the raw
 //!   ping-pong's.
@@ -198,7 +200,7 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
         });
     }
     let heading = heading(options);
-    print!("{heading}\n\n{}", report::table(&rows));
+    print!("{heading}\n\n{}", report::table(&rows, decode_allocations()));
     if let Some(path) = &options.csv {
         std::fs::write(path, report::csv(&rows))?;
         eprintln!("wrote {}", path.display());
@@ -209,6 +211,14 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// What is read at both edges of a measured window.
+struct Probe {
+    client_allocs: u64,
+    server_allocs: u64,
+    /// CPU time of client and server together, where `/proc` tells.
+    cpu: Option<Duration>,
 }
 
 /// Measures `F` at every point, against one server child.
@@ -224,15 +234,20 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
             let callers = F::callers(addr, conns, point.callers).await?;
             // The probe talks to the child over blocking pipes; it runs on the thread that
             // blocks on this future, not on a runtime worker, so callers are not held up.
-            load::run(callers, options.plan, async || -> Result<(u64, u64), BoxError> {
-                Ok((crate::alloc::allocations(), server.allocations()?))
+            load::run(callers, options.plan, async || -> Result<Probe, BoxError> {
+                Ok(Probe {
+                    client_allocs: crate::alloc::allocations(),
+                    server_allocs: server.allocations()?,
+                    cpu: crate::proc::cpu_time(std::process::id())
+                        .zip(crate::proc::cpu_time(server.id()))
+                        .map(|(client, server)| client + server),
+                })
             })
             .await
         });
         runtime.shutdown_timeout(Duration::from_secs(2));
         let measured = measured?;
-        let (client_start, server_start) = measured.start?;
-        let (client_end, server_end) = measured.end?;
+        let (start, end) = (measured.start?, measured.end?);
         let calls = measured.calls.max(1) as f64;
         let us = |ns: f64| ns / 1000.0;
         let latency = &measured.latency;
@@ -245,17 +260,19 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
             p50_us: us(latency.value_at_quantile(0.5) as f64),
             p99_us: us(latency.value_at_quantile(0.99) as f64),
             p999_us: us(latency.value_at_quantile(0.999) as f64),
-            client_allocs: client_end.saturating_sub(client_start) as f64 / calls,
-            server_allocs: server_end.saturating_sub(server_start) as f64 / calls,
+            client_allocs: end.client_allocs.saturating_sub(start.client_allocs) as f64 / calls,
+            server_allocs: end.server_allocs.saturating_sub(start.server_allocs) as f64 / calls,
+            cpu_us: end.cpu.zip(start.cpu).map(|(end, start)| us(end.saturating_sub(start).as_nanos() as f64) / calls),
             server_rss_kib: server.peak_rss_kib(),
             errors: measured.errors,
         };
         eprintln!(
-            "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}",
+            "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs",
             row.rps,
             row.p50_us,
             row.p99_us,
-            row.allocs_per_call()
+            row.allocs_per_call(),
+            row.cpu_us.unwrap_or(f64::NAN)
         );
         if let Some(error) = &measured.first_error {
             eprintln!("  {point:>7}: {} calls failed; the first: {error}", measured.errors);
@@ -313,7 +330,9 @@ fn heading(options: &Options) -> String {
          warm-up {warmup:?}, window {window:?} per point; echo of the rpcx BenchmarkMessage \
          ({size} bytes in postcard{protobuf})\n\
          allocs/c = client + server allocations per call; decoding the message alone allocates \
-         {decode} times (its Strings and Vec), on each side, in every serde framework",
+         {decode} times (its Strings and Vec), on each side, in every serde framework;\n\
+         own/c = allocs/c less those 2 x {decode}: the framework's own; cpu µs/c = CPU time of \
+         client and server per call",
         date = today(),
         warmup = options.plan.warmup,
         window = options.plan.duration,

@@ -102,6 +102,11 @@ impl Name {
         }
     }
 
+    /// Whether the framework decodes the message on each side (the raw floors move opaque bytes).
+    pub fn decodes(self) -> bool {
+        !matches!(self, Name::RawMux | Name::RawPingpong)
+    }
+
     /// Whether every caller has a connection of its own, whatever the point asks for.
     pub fn connection_per_caller(self) -> bool {
         self == Name::RawPingpong

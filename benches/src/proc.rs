@@ -14,6 +14,7 @@
 use std::io::{BufRead, BufReader, Lines, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
 use crate::BoxError;
 use crate::framework::Name;
@@ -107,6 +108,17 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// `VmRSS` of process `pid`, in KiB (Linux only): what it holds now.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
+}
+
+/// CPU time process `pid` has used so far, user and system (Linux only): `utime + stime` of
+/// `/proc/PID/stat`, in clock ticks of 10 ms (the kernel's `USER_HZ` is 100 on Linux).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces: count fields after it.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {

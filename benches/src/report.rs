@@ -28,6 +28,9 @@ pub struct Row {
     pub client_allocs: f64,
     /// Allocations per call in the server process.
     pub server_allocs: f64,
+    /// CPU time per call, client and server processes together, µs; `None` where `/proc`
+    /// cannot tell.
+    pub cpu_us: Option<f64>,
     /// The server's peak resident set so far (`VmHWM`), KiB: a framework's server serves all its
     /// points in turn, so this is the peak over this point and the ones before it.
     pub server_rss_kib: Option<u64>,
@@ -69,11 +72,14 @@ pub fn csv(rows: &[Row]) -> String {
 }
 
 /// The rows as an aligned table, followed by the ratios the targets are stated in.
-pub fn table(rows: &[Row]) -> String {
+///
+/// `message_allocs` is what decoding the message once allocates: a serde framework pays it on
+/// both sides whatever it does, so the `own/c` column is what is left, the framework's own.
+pub fn table(rows: &[Row], message_allocs: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<13} {:>6} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10}",
+        "{:<13} {:>6} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>10}",
         "framework",
         "callers",
         "conns",
@@ -83,15 +89,20 @@ pub fn table(rows: &[Row]) -> String {
         "p99 µs",
         "p99.9 µs",
         "allocs/c",
+        "own/c",
         "client",
         "server",
+        "cpu µs/c",
         "srv RSS KiB"
     );
     for r in rows {
         let rss = r.server_rss_kib.map(|kib| kib.to_string()).unwrap_or_else(|| "?".into());
+        let cpu = r.cpu_us.map(|us| format!("{us:.2}")).unwrap_or_else(|| "?".into());
+        let message = if r.framework.decodes() { 2.0 * message_allocs as f64 } else { 0.0 };
+        let own = format!("{:.1}", (r.allocs_per_call() - message).max(0.0));
         let _ = write!(
             out,
-            "{:<13} {:>7} {:>5} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>11}",
+            "{:<13} {:>7} {:>5} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>6} {:>8.1} {:>8.1} {:>8} {:>11}",
             r.framework.as_str(),
             r.point.callers,
             r.conns,
@@ -101,8 +112,10 @@ pub fn table(rows: &[Row]) -> String {
             r.p99_us,
             r.p999_us,
             r.allocs_per_call(),
+            own,
             r.client_allocs,
             r.server_allocs,
+            cpu,
             rss
         );
         if r.errors > 0 {
