@@ -13,6 +13,21 @@ pub trait Greeter {
     async fn hello(&self, ctx: &Context, name: String) -> String;
     /// The time left on the caller's deadline, in milliseconds, as the handler sees it.
     async fn budget_ms(&self, ctx: &Context) -> Option<u64>;
+    /// Takes an argument whose decoding panics on the server for some values.
+    async fn touchy(&self, value: Touchy) -> u8;
+}
+
+/// A byte that serializes normally but whose `Deserialize` panics on 13: a user's decoding bug.
+#[derive(Debug, Serialize)]
+pub struct Touchy(pub u8);
+
+impl<'de> Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Touchy, D::Error> {
+        match u8::deserialize(deserializer)? {
+            13 => panic!("unlucky 13"),
+            n => Ok(Touchy(n)),
+        }
+    }
 }
 
 /// Why a counter refused.
@@ -41,6 +56,10 @@ impl Greeter for Hello {
 
     async fn budget_ms(&self, ctx: &Context) -> Option<u64> {
         ctx.child().remaining().map(|left| left.as_millis() as u64)
+    }
+
+    async fn touchy(&self, value: Touchy) -> u8 {
+        value.0
     }
 }
 
@@ -98,6 +117,16 @@ async fn a_method_the_server_lacks_is_not_found_by_name() {
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("Counter.reset"), "{status}");
     assert!(status.message().contains("add"), "lists the methods it has: {status}");
+}
+
+#[tokio::test]
+async fn a_panic_while_decoding_arguments_is_internal_and_the_connection_lives_on() {
+    let (channel, _stop) = serve_both().await;
+    let greeter = GreeterClient::new(channel);
+    let status = greeter.touchy(Touchy(13)).await.expect_err("decoding panics on the server");
+    assert_eq!(status.code(), Code::Internal, "{status}");
+    assert!(status.message().contains("Greeter.touchy"), "{status}");
+    assert_eq!(greeter.touchy(Touchy(7)).await.expect("the same connection still serves"), 7);
 }
 
 #[tokio::test]

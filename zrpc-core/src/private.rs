@@ -110,43 +110,100 @@ where
     }
 }
 
-/// Decodes a request's arguments as an `A`, runs `handler`, encodes what it returns with the
-/// request's codec. A handler panic becomes [`Code::Internal`](crate::Code::Internal).
-pub fn serve<A, T, F, Fut>(req: Request, handler: F) -> BoxFuture<'static, Result<Response, Status>>
-where
-    A: DeserializeOwned,
-    T: Serialize,
-    F: FnOnce(Context, A) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-{
-    let codec = req.codec();
-    let oneway = req.is_oneway();
-    let method = req.method().clone();
-    let args: A = match codec.decode(req.payload()) {
-        Ok(args) => args,
-        Err(e) => {
-            let status = Status::invalid_argument(format!("could not decode the arguments of {method}: {e}"));
-            return Box::pin(futures::future::ready(Err(status)));
+/// A request being served: what answering it needs once its arguments are taken out.
+///
+/// The expansion of each method is
+///
+/// ```text
+/// boxed("Service.method", async move {
+///     let served = Served::new(&req);
+///     let (ctx, args) = served.decode::<ArgsStruct>(req)?;
+///     served.respond(<T as Trait>::method(&*inner, ctx, args.a, args.b).await)
+/// })
+/// ```
+///
+/// Decoding inside the boxed future, rather than before it, keeps the future small when it is
+/// built and moved into its box: the arguments and the handler's future are written where they
+/// live, once. (An `async` block that captured the decoded arguments would also store them
+/// twice, once as captured and once inside the handler's future.) It also brings decoding and
+/// encoding, which run a user's serde impls, under the same panic guard as the handler.
+#[derive(Debug)]
+pub struct Served {
+    codec: CodecId,
+    oneway: bool,
+    method: crate::request::Method,
+}
+
+impl Served {
+    /// Notes what answering `req` will need.
+    pub fn new(req: &Request) -> Served {
+        Served { codec: req.codec(), oneway: req.is_oneway(), method: req.method().clone() }
+    }
+
+    /// The request's context and its arguments decoded as an `A`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when the payload is not an `A` in the request's codec.
+    pub fn decode<A: DeserializeOwned>(&self, req: Request) -> Result<(Context, A), Status> {
+        let args = self
+            .codec
+            .decode(req.payload())
+            .map_err(|e| Status::invalid_argument(format!("could not decode the arguments of {}: {e}", self.method)))?;
+        let (ctx, _) = req.into_parts();
+        Ok((ctx, args))
+    }
+
+    /// The response carrying what the handler returned, encoded with the request's codec.
+    ///
+    /// # Errors
+    /// `Internal` when the result cannot be encoded.
+    pub fn respond<T: Serialize>(&self, output: T) -> Result<Response, Status> {
+        if self.oneway {
+            return Ok(Response::default());
         }
-    };
-    let (ctx, _) = req.into_parts();
-    let handler = AssertUnwindSafe(handler(ctx, args)).catch_unwind();
-    Box::pin(async move {
-        let output = handler.await.map_err(|panic| {
+        let payload = self
+            .codec
+            .encode_to_bytes(&output)
+            .map_err(|e| Status::internal(format!("could not encode the result of {}: {e}", self.method)))?;
+        Ok(Response::new(payload))
+    }
+}
+
+/// Boxes the future serving a call of `method` as the service's `Future` type. A panic while
+/// it is polled (in decoding, the handler or encoding) becomes
+/// [`Code::Internal`](crate::Code::Internal).
+pub fn boxed<F>(
+    method: impl std::fmt::Display + Send + 'static,
+    future: F,
+) -> BoxFuture<'static, Result<Response, Status>>
+where
+    F: Future<Output = Result<Response, Status>> + Send + 'static,
+{
+    Box::pin(AssertUnwindSafe(future).catch_unwind().map(move |outcome| {
+        outcome.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .copied()
                 .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("a non-string payload");
-            Status::internal(format!("the handler of {method} panicked: {what}"))
-        })?;
-        if oneway {
-            return Ok(Response::default());
-        }
-        let payload = codec
-            .encode_to_bytes(&output)
-            .map_err(|e| Status::internal(format!("could not encode the result of {method}: {e}")))?;
-        Ok(Response::new(payload))
+            Err(Status::internal(format!("the handler of {method} panicked: {what}")))
+        })
+    }))
+}
+
+/// Serves `req` with `handler` as the expansion of a method does, for services written by hand
+/// (the transport's tests have some).
+pub fn serve<A, T, F, Fut>(req: Request, handler: F) -> BoxFuture<'static, Result<Response, Status>>
+where
+    A: DeserializeOwned,
+    T: Serialize,
+    F: FnOnce(Context, A) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send,
+{
+    boxed(req.method().clone(), async move {
+        let served = Served::new(&req);
+        let (ctx, args) = served.decode::<A>(req)?;
+        served.respond(handler(ctx, args).await)
     })
 }
 

@@ -124,12 +124,14 @@ pub(crate) fn server(service: &Service) -> TokenStream {
     }
 }
 
-/// `"method" => serve(req, handler)`: decode the arguments struct, call the method.
+/// `"method" => boxed(async { decode, call the method, encode })`; see `Served` for why
+/// decoding happens inside the future.
 fn arm(service: &Service, method: &Method) -> TokenStream {
     let private = private(service);
     let trait_ident = service.ident();
     let cfgs = method.cfgs();
     let wire = &method.wire_name.value;
+    let full = service.full_name(method);
     let name = method.ident();
     let args_struct = &method.args_struct;
     let (ctx_param, ctx_arg) = match method.ctx {
@@ -142,8 +144,10 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
         #(#cfgs)*
         #wire => {
             let inner = ::core::clone::Clone::clone(&self.inner);
-            #private::serve(req, move |#ctx_param, #args_param: #args_struct| async move {
-                <T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await
+            #private::boxed(#full, async move {
+                let served = #private::Served::new(&req);
+                let (#ctx_param, #args_param) = served.decode::<#args_struct>(req)?;
+                served.respond(<T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await)
             })
         }
     }
