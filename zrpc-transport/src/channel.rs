@@ -13,6 +13,8 @@
 //! 4. When the last clone is dropped, the task ends and the connection closes once idle.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -28,7 +30,7 @@ use zrpc_core::balance::Available;
 use zrpc_core::{Request, Response, Router, Status};
 
 use crate::address::{Address, ToAddress};
-use crate::conn::{Connection, Handle};
+use crate::conn::{CallFuture, Connection, Handle};
 use crate::listener;
 use crate::mux::{MuxConfig, Role};
 
@@ -348,10 +350,46 @@ impl Available for Channel {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The answer to a call through a [`Channel`].
+    ///
+    /// While the channel is connected (nearly always) this is the call itself, with no
+    /// allocation; while it connects, a boxed wait for the connection followed by the call.
+    pub struct ResponseFuture {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Call { #[pin] call: CallFuture },
+        Connecting { wait: BoxFuture<'static, Result<Response, Status>> },
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Call { call } => call.poll(cx),
+            KindProj::Connecting { wait } => wait.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
 impl Service<Request> for Channel {
     type Response = Response;
     type Error = Status;
-    type Future = BoxFuture<'static, Result<Response, Status>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         // Calls queue inside the connection; readiness is decided per call.
@@ -359,11 +397,25 @@ impl Service<Request> for Channel {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        self.send(request)
+    }
+}
+
+impl Channel {
+    /// [`Service::call`], which needs no `&mut`.
+    pub(crate) fn send(&self, request: Request) -> ResponseFuture {
+        self.inner.start();
+        if let State::Ready(handle) = &*self.inner.state.borrow()
+            && handle.is_ready()
+        {
+            return ResponseFuture { kind: Kind::Call { call: handle.call(request) } };
+        }
         let inner = self.inner.clone();
-        Box::pin(async move {
+        let wait = async move {
             let handle = inner.handle(request.ctx().deadline()).await?;
             handle.call(request).await
-        })
+        };
+        ResponseFuture { kind: Kind::Connecting { wait: Box::pin(wait) } }
     }
 }
 

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, Either};
+use futures::future::{BoxFuture, Either, Ready};
 use pin_project_lite::pin_project;
 use tower::{Service, ServiceExt};
 use zrpc_core::balance::{Available, Balance, Connect, P2c, Pick};
@@ -746,7 +746,7 @@ impl Available for Endpoint {
     }
 }
 
-type ChannelFuture = BoxFuture<'static, Result<Response, Status>>;
+type ChannelFuture = Either<crate::channel::ResponseFuture, Ready<Result<Response, Status>>>;
 
 impl Service<Request> for Endpoint {
     type Response = Response;
@@ -793,11 +793,11 @@ impl Pool {
             .find(|channel| channel.is_available())
             .or_else(|| channels.get(start % count.max(1)));
         match channel {
-            Some(channel) => channel.clone().call(request),
+            Some(channel) => Either::Left(channel.send(request)),
             None => {
                 let reason = invalid.as_deref().unwrap_or("the endpoint has no channels");
                 let status = Status::invalid_argument(format!("{} not sent: {reason}", request.method()));
-                Box::pin(futures::future::ready(Err(status.mark_unprocessed())))
+                Either::Right(futures::future::ready(Err(status.mark_unprocessed())))
             }
         }
     }

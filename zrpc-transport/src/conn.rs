@@ -138,37 +138,82 @@ impl Handle {
             .unwrap_or_else(|| Status::unavailable(format!("the connection to {} is closed", self.shared.peer_name())))
     }
 
-    /// Sends `request` and waits for its answer, its deadline, or the connection's end.
-    /// Dropping the future cancels the call on the wire.
-    pub(crate) fn call(self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + 'static {
-        let Handle { shared, commands } = self;
-        async move {
-            let id = shared.next_id.fetch_add(2, Ordering::Relaxed);
-            let deadline = request.ctx().deadline();
-            let budget = request.ctx().remaining();
-            let method = request.method().clone();
-            let (reply, answer) = oneshot::channel();
-            let mut guard = CancelOnDrop { commands, id, armed: false };
-            if guard.commands.send(Command::Call { id, request, reply }).is_err() {
-                return Err(closed_status(&shared, &method).mark_unprocessed());
-            }
-            guard.armed = true;
-            let answer = match (deadline, budget) {
-                (Some(deadline), Some(budget)) => match tokio::time::timeout_at(deadline, answer).await {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        return Err(Status::deadline_exceeded(format!(
-                            "deadline of {} exceeded calling {method} on {}",
-                            Rounded(budget),
-                            shared.peer_name()
-                        )));
-                    }
-                },
-                _ => answer.await,
-            };
-            guard.armed = false;
-            answer.unwrap_or_else(|_| Err(closed_status(&shared, &method)))
+    /// Sends `request` now and returns the future of its answer, which ends with the answer,
+    /// the request's deadline, or the connection's end. Dropping the future before the answer
+    /// came cancels the call on the wire.
+    pub(crate) fn call(&self, request: Request) -> CallFuture {
+        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let deadline = request.ctx().deadline().zip(request.ctx().remaining());
+        let method = request.method().clone();
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Call { id, request, reply }).is_err() {
+            let status = closed_status(&self.shared, &method).mark_unprocessed();
+            return CallFuture { sleep: None, state: CallState::Failed(Some(status)) };
         }
+        CallFuture {
+            sleep: deadline.map(|(at, _)| tokio::time::sleep_until(at)),
+            state: CallState::Waiting(Waiting {
+                answer,
+                cancel: CancelOnDrop { commands: self.commands.clone(), id, armed: true },
+                shared: self.shared.clone(),
+                method,
+                budget: deadline.map(|(_, budget)| budget),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to one call made through a [`Handle`]: a plain struct rather than an `async`
+    /// block, so that a [`Channel`](crate::Channel)'s future can name it and need no box.
+    pub(crate) struct CallFuture {
+        #[pin]
+        sleep: Option<Sleep>,
+        state: CallState,
+    }
+}
+
+enum CallState {
+    Waiting(Waiting),
+    /// The request never left: the connection was closed.
+    Failed(Option<Status>),
+}
+
+struct Waiting {
+    answer: oneshot::Receiver<Result<Response, Status>>,
+    cancel: CancelOnDrop,
+    shared: Arc<Shared>,
+    method: Method,
+    budget: Option<Duration>,
+}
+
+impl Future for CallFuture {
+    type Output = Result<Response, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let call = match this.state {
+            CallState::Waiting(call) => call,
+            CallState::Failed(status) => {
+                return Poll::Ready(Err(status.take().expect("a CallFuture is not polled after it completed")));
+            }
+        };
+        if let Poll::Ready(answer) = Pin::new(&mut call.answer).poll(cx) {
+            call.cancel.armed = false;
+            return Poll::Ready(answer.unwrap_or_else(|_| Err(closed_status(&call.shared, &call.method))));
+        }
+        // Past the deadline the call stays armed: dropping this future cancels it on the wire.
+        if let Some(sleep) = this.sleep.as_pin_mut()
+            && sleep.poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(Status::deadline_exceeded(format!(
+                "deadline of {} exceeded calling {} on {}",
+                Rounded(call.budget.unwrap_or_default()),
+                call.method,
+                call.shared.peer_name()
+            ))));
+        }
+        Poll::Pending
     }
 }
 
