@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run -p zrpc-benches --release --bin compare -- [--duration SECS] [--warmup SECS]
-//!     [--frameworks zrpc,tarpc,...] [--points 1x1,100x1,...] [--csv PATH] [--chart PATH.svg]
+//!     [--rounds N] [--frameworks zrpc,tarpc,...] [--points 1x1,100x1,...] [--csv PATH]
+//!     [--chart PATH.svg]
 //! ```
 //!
 //! # What is measured, and how
@@ -59,6 +60,8 @@ pub struct Options {
     pub csv: Option<PathBuf>,
     /// Where to write the SVG chart, if anywhere.
     pub chart: Option<PathBuf>,
+    /// How many times to measure every framework; each reported figure is the median.
+    pub rounds: usize,
     /// Instead of the comparison: hold this many idle zrpc connections and report the server's
     /// memory per connection.
     pub idle_conns: Option<usize>,
@@ -66,14 +69,16 @@ pub struct Options {
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: compare [--duration SECS] [--warmup SECS] [--frameworks a,b,...] [--points CxN,...]
-               [--csv PATH] [--chart PATH.svg]
+usage: compare [--duration SECS] [--warmup SECS] [--rounds N] [--frameworks a,b,...]
+               [--points CxN,...] [--csv PATH] [--chart PATH.svg]
 
 Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
 processes: throughput, latency percentiles, allocations per call, server peak RSS.
 
   --duration SECS    measured window per point (default 5)
   --warmup SECS      warm-up per point, not measured (default 1)
+  --rounds N         measure every framework N times, taking turns, and report the median of
+                     each figure (default 1)
   --frameworks LIST  any of zrpc, tarpc, tonic (feature `tonic`), raw-mux, raw-pingpong
                      (default: all compiled in)
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
@@ -95,6 +100,7 @@ impl Options {
             points: Point::DEFAULT.to_vec(),
             csv: None,
             chart: None,
+            rounds: 1,
             idle_conns: None,
         };
         let mut args = args.iter();
@@ -109,6 +115,7 @@ impl Options {
                 "--points" => options.points = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?,
                 "--csv" => options.csv = Some(value()?.into()),
                 "--chart" => options.chart = Some(value()?.into()),
+                "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
                 "--idle-conns" => options.idle_conns = Some(value()?.parse()?),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
@@ -185,6 +192,32 @@ pub fn idle_connections(conns: usize) -> Result<(), BoxError> {
 /// # Errors
 /// If a server cannot be started or a point cannot be measured.
 pub fn run(options: &Options) -> Result<(), BoxError> {
+    // Frameworks take turns within each round, so a slow spell of the machine is shared out
+    // rather than landing on one framework.
+    let mut rounds = Vec::with_capacity(options.rounds);
+    for round in 1..=options.rounds {
+        if options.rounds > 1 {
+            eprintln!("round {round} of {}", options.rounds);
+        }
+        rounds.push(measure_all(options)?);
+    }
+    let rows = report::median_rows(&rounds);
+    let heading = heading(options);
+    print!("{heading}\n\n{}", report::table(&rows, decode_allocations()));
+    if let Some(path) = &options.csv {
+        std::fs::write(path, report::csv(&rows))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &options.chart {
+        let title = format!("zrpc vs peers, echo of the rpcx message on loopback ({})", today());
+        crate::chart::render(&rows, path, &title)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// One round: every framework at every point.
+fn measure_all(options: &Options) -> Result<Vec<Row>, BoxError> {
     let mut rows = Vec::new();
     for &name in &options.frameworks {
         eprintln!("{name}:");
@@ -199,18 +232,7 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
             Name::RawPingpong => measure::<RawPingpong>(options)?,
         });
     }
-    let heading = heading(options);
-    print!("{heading}\n\n{}", report::table(&rows, decode_allocations()));
-    if let Some(path) = &options.csv {
-        std::fs::write(path, report::csv(&rows))?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &options.chart {
-        let title = format!("zrpc vs peers, echo of the rpcx message on loopback ({})", today());
-        crate::chart::render(&rows, path, &title)?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// What is read at both edges of a measured window.
@@ -327,7 +349,7 @@ fn heading(options: &Options) -> String {
     let decode = decode_allocations();
     format!(
         "zrpc compare, {date}: {cpu}, {cores} cores, loopback, server and client in separate processes\n\
-         warm-up {warmup:?}, window {window:?} per point; echo of the rpcx BenchmarkMessage \
+         warm-up {warmup:?}, window {window:?} per point{rounds}; echo of the rpcx BenchmarkMessage \
          ({size} bytes in postcard{protobuf})\n\
          allocs/c = client + server allocations per call; decoding the message alone allocates \
          {decode} times (its Strings and Vec), on each side, in every serde framework;\n\
@@ -336,6 +358,10 @@ fn heading(options: &Options) -> String {
         date = today(),
         warmup = options.plan.warmup,
         window = options.plan.duration,
+        rounds = match options.rounds {
+            1 => String::new(),
+            n => format!(", {n} rounds, each figure the median of its {n} measurements"),
+        },
         size = crate::framework::payload().map(|p| p.len()).unwrap_or(0),
         protobuf = protobuf_size(),
     )

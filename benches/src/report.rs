@@ -45,6 +45,47 @@ impl Row {
     }
 }
 
+/// One row per framework and point from several rounds of the same rows: each figure is the
+/// median of that figure over the rounds (figures taken one by one, so a row's p99 need not
+/// come from the same round as its throughput), except the server's peak RSS, the highest,
+/// and failed calls, summed. Rows keep the order of the first round.
+pub fn median_rows(rounds: &[Vec<Row>]) -> Vec<Row> {
+    let Some(first) = rounds.first() else { return Vec::new() };
+    first
+        .iter()
+        .map(|row| {
+            let same: Vec<&Row> = rounds
+                .iter()
+                .filter_map(|round| round.iter().find(|r| r.framework == row.framework && r.point == row.point))
+                .collect();
+            let median = |figure: fn(&Row) -> f64| median(same.iter().map(|r| figure(r)).collect());
+            Row {
+                rps: median(|r| r.rps),
+                mean_us: median(|r| r.mean_us),
+                p50_us: median(|r| r.p50_us),
+                p99_us: median(|r| r.p99_us),
+                p999_us: median(|r| r.p999_us),
+                client_allocs: median(|r| r.client_allocs),
+                server_allocs: median(|r| r.server_allocs),
+                cpu_us: same.iter().all(|r| r.cpu_us.is_some()).then(|| median(|r| r.cpu_us.unwrap_or_default())),
+                server_rss_kib: same.iter().filter_map(|r| r.server_rss_kib).max(),
+                errors: same.iter().map(|r| r.errors).sum(),
+                ..row.clone()
+            }
+        })
+        .collect()
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// The CSV header.
 pub const CSV_HEADER: &str = "framework,conc,conns,rps,mean_us,p50_us,p99_us,p999_us,allocs_per_call,server_rss_kb";
 
@@ -181,4 +222,48 @@ fn ratios(rows: &[Row]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(framework: Name, rps: f64, p99_us: f64, rss: u64) -> Row {
+        Row {
+            framework,
+            point: Point { callers: 100, conns: 1 },
+            conns: 1,
+            rps,
+            mean_us: 1.0,
+            p50_us: 1.0,
+            p99_us,
+            p999_us: 1.0,
+            client_allocs: 1.0,
+            server_allocs: 1.0,
+            cpu_us: Some(rps / 1000.0),
+            server_rss_kib: Some(rss),
+            errors: 1,
+        }
+    }
+
+    #[test]
+    fn each_figure_is_its_own_median_over_the_rounds() {
+        let rounds = vec![
+            vec![row(Name::Zrpc, 300.0, 9.0, 10), row(Name::Tarpc, 100.0, 5.0, 20)],
+            vec![row(Name::Tarpc, 120.0, 7.0, 21), row(Name::Zrpc, 500.0, 1.0, 11)],
+            vec![row(Name::Zrpc, 400.0, 2.0, 12), row(Name::Tarpc, 110.0, 6.0, 19)],
+        ];
+        let rows = median_rows(&rounds);
+        assert_eq!(rows.iter().map(|r| r.framework).collect::<Vec<_>>(), [Name::Zrpc, Name::Tarpc]);
+        assert_eq!((rows[0].rps, rows[0].p99_us, rows[0].server_rss_kib), (400.0, 2.0, Some(12)));
+        assert_eq!((rows[1].rps, rows[1].p99_us, rows[1].server_rss_kib), (110.0, 6.0, Some(21)));
+        assert_eq!(rows[0].cpu_us, Some(0.4));
+        assert_eq!(rows[0].errors, 3, "errors add up over the rounds");
+    }
+
+    #[test]
+    fn an_even_count_takes_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
 }
