@@ -353,8 +353,8 @@ impl Available for Channel {
 pin_project_lite::pin_project! {
     /// The answer to a call through a [`Channel`].
     ///
-    /// While the channel is connected (nearly always) this is the call itself, with no
-    /// allocation; while it connects, a boxed wait for the connection followed by the call.
+    /// While the channel is connected (nearly always) this is the call itself, not boxed; while
+    /// it connects, a boxed wait for the connection followed by the call.
     pub struct ResponseFuture {
         #[pin]
         kind: Kind,
