@@ -101,8 +101,11 @@ pub struct Request {
     idempotent: bool,
 }
 
+// The builders are `#[inline]`: a `Request` is a few hundred bytes, and out of line every step
+// of a builder chain copies all of it (a measurable share of a call's time in the profile).
 impl Request {
     /// A request for `method` carrying `payload` encoded with the default codec.
+    #[inline]
     pub fn new(method: impl Into<Method>, payload: Bytes) -> Request {
         Request {
             method: method.into(),
@@ -130,6 +133,7 @@ impl Request {
     }
 
     /// Replaces the context.
+    #[inline]
     pub fn with_ctx(mut self, ctx: Context) -> Request {
         self.ctx = ctx;
         self
@@ -146,6 +150,7 @@ impl Request {
     }
 
     /// Sets the codec the payload was encoded with.
+    #[inline]
     pub fn with_codec(mut self, codec: CodecId) -> Request {
         self.codec = codec;
         self
@@ -157,6 +162,7 @@ impl Request {
     }
 
     /// Marks the call as oneway.
+    #[inline]
     pub fn with_oneway(mut self, oneway: bool) -> Request {
         self.oneway = oneway;
         self
@@ -169,12 +175,14 @@ impl Request {
     }
 
     /// Marks the call as idempotent.
+    #[inline]
     pub fn with_idempotent(mut self, idempotent: bool) -> Request {
         self.idempotent = idempotent;
         self
     }
 
     /// Splits the request into its context and the rest, e.g. to hand the context to a handler.
+    #[inline]
     pub fn into_parts(self) -> (Context, Bytes) {
         (self.ctx, self.payload)
     }
