@@ -586,7 +586,7 @@ enum Calls {
     Free(Retry<Attempt>),
 }
 
-type CallsFuture = Either<concurrency::ResponseFuture<RetryFuture>, RetryFuture>;
+type CallsFuture = Either<concurrency::ResponseFuture<RetryFuture<AttemptFuture>>, RetryFuture<AttemptFuture>>;
 
 impl Service<Request> for Calls {
     type Response = Response;
@@ -615,12 +615,13 @@ enum Attempt {
     Bare(Balance<Connector, Box<dyn Pick>>),
 }
 
-type BalanceFuture = BoxFuture<'static, Result<Response, Status>>;
+type BalanceFuture = zrpc_core::balance::ResponseFuture<Endpoint>;
+type AttemptFuture = Either<timeout::ResponseFuture<BalanceFuture>, BalanceFuture>;
 
 impl Service<Request> for Attempt {
     type Response = Response;
     type Error = Status;
-    type Future = Either<timeout::ResponseFuture<BalanceFuture>, BalanceFuture>;
+    type Future = AttemptFuture;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         match self {

@@ -30,15 +30,19 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context as TaskContext, Poll};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use smallvec::SmallVec;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::Service;
+use tower::util::Oneshot;
 
 use super::{Available, EndpointView, Pick, PickContext};
 use crate::discover::{Change, Discover, Filter, Instance};
@@ -166,19 +170,36 @@ impl<S: Available> Endpoint<S> {
     }
 }
 
-/// Counts a call in flight on an endpoint for as long as it lives.
-struct InFlight<'a>(&'a AtomicU64);
+/// Nanoseconds from `epoch` to now: the time of an endpoint's latency sample.
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
 
-impl<'a> InFlight<'a> {
-    fn start(counter: &'a AtomicU64) -> InFlight<'a> {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(counter)
+/// A call sent to an endpoint: counted in its in-flight calls for as long as this lives, and
+/// timed for its latency average when it succeeds.
+struct Sent<S> {
+    endpoint: Arc<Endpoint<S>>,
+    started: Instant,
+    /// The balancer's epoch, for the sample's time.
+    epoch: Instant,
+}
+
+impl<S> Sent<S> {
+    fn start(endpoint: Arc<Endpoint<S>>, epoch: Instant) -> Sent<S> {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Sent { endpoint, started: Instant::now(), epoch }
     }
 }
 
-impl Drop for InFlight<'_> {
+impl<S: Available> Sent<S> {
+    fn succeeded(&self) {
+        self.endpoint.observe(self.started.elapsed(), nanos_since(self.epoch));
+    }
+}
+
+impl<S> Drop for Sent<S> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -229,49 +250,57 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         }
     }
 
-    async fn call(self: Arc<Self>, req: Request) -> Result<Response, Status> {
-        self.start();
-        if !*self.synced.borrow() {
-            let mut synced = self.synced.subscribe();
-            let wait = synced.wait_for(|done| *done);
-            let waited = match req.ctx().deadline() {
-                Some(deadline) => tokio::time::timeout_at(deadline, wait).await.ok().map(|r| r.is_ok()),
-                None => Some(wait.await.is_ok()),
-            };
-            if waited != Some(true) {
-                let message = format!("no endpoints discovered in time for {}", req.method());
-                return Err(Status::unavailable(message).mark_unprocessed());
-            }
+    fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// Waits, up to the call's deadline, until discovery's first set is applied.
+    async fn synced(&self, req: &Request) -> Result<(), Status> {
+        let mut synced = self.synced.subscribe();
+        let wait = synced.wait_for(|done| *done);
+        let waited = match req.ctx().deadline() {
+            Some(deadline) => tokio::time::timeout_at(deadline, wait).await.ok().map(|r| r.is_ok()),
+            None => Some(wait.await.is_ok()),
+        };
+        if waited == Some(true) {
+            return Ok(());
         }
+        let message = format!("no endpoints discovered in time for {}", req.method());
+        Err(Status::unavailable(message).mark_unprocessed())
+    }
+
+    /// Picks an endpoint for `req`, notes it in the call's record and sends the call there.
+    fn send(&self, req: Request) -> ResponseFuture<C::Service> {
+        match self.pick(&req) {
+            Ok(endpoint) => {
+                if let Some(record) = &req.ctx().hints().record {
+                    record.set(endpoint.instance.address.clone());
+                }
+                let call = Oneshot::new(endpoint.service.clone(), req);
+                ResponseFuture { kind: Kind::Sent { call, sent: Sent::start(endpoint, self.epoch) } }
+            }
+            Err(status) => ResponseFuture { kind: Kind::Failed { status: Some(status) } },
+        }
+    }
+
+    fn pick(&self, req: &Request) -> Result<Arc<Endpoint<C::Service>>, Status> {
         let endpoints = self.snapshot();
         let now = self.now_ns();
-        let picked = {
-            let views: Vec<EndpointView<'_>> = endpoints.iter().map(|e| e.view(now)).collect();
-            self.picker.pick(&views, &PickContext::for_request(&req))
-        };
-        let endpoint = match picked {
+        // On the stack for the usual cluster size: building the views costs no allocation.
+        let views: SmallVec<[EndpointView<'_>; 16]> = endpoints.iter().map(|e| e.view(now)).collect();
+        match self.picker.pick(&views, &PickContext::for_request(req)) {
             Ok(index) => endpoints.get(index).cloned().ok_or_else(|| {
                 Status::internal(format!("the balancer picked endpoint {index} of {}", endpoints.len()))
-            })?,
+            }),
             Err(status) => {
                 let message = format!("{} not sent: {status}", req.method());
-                return Err(Status::new(status.code(), message).mark_unprocessed());
+                Err(Status::new(status.code(), message).mark_unprocessed())
             }
-        };
-        if let Some(record) = &req.ctx().hints().record {
-            record.set(endpoint.instance.address.clone());
         }
-        let _in_flight = InFlight::start(&endpoint.in_flight);
-        let started = Instant::now();
-        let result = endpoint.service.clone().oneshot(req).await;
-        if result.is_ok() {
-            endpoint.observe(started.elapsed(), self.now_ns());
-        }
-        result
     }
 
     fn now_ns(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        nanos_since(self.epoch)
     }
 
     /// Applies a batch of changes and publishes the new set.
@@ -373,15 +402,75 @@ impl<C: Connect, P> Clone for Balance<C, P> {
 impl<C: Connect, P: Pick> Service<Request> for Balance<C, P> {
     type Response = Response;
     type Error = Status;
-    type Future = BoxFuture<'static, Result<Response, Status>>;
+    type Future = ResponseFuture<C::Service>;
 
     fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         // Readiness is per endpoint and decided per call by the picker.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        Box::pin(self.shared.clone().call(req))
+    fn call(&mut self, req: Request) -> ResponseFuture<C::Service> {
+        self.shared.start();
+        if self.shared.is_synced() {
+            return self.shared.send(req);
+        }
+        let shared = self.shared.clone();
+        let call = async move {
+            shared.synced(&req).await?;
+            shared.send(req).await
+        };
+        ResponseFuture { kind: Kind::Waiting { call: Box::pin(call) } }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of the endpoint a [`Balance`] picked for a call.
+    ///
+    /// Once discovery has reported its first set (every call but the first few) the pick is
+    /// made when the call is made, and this future is the endpoint's own call, unboxed.
+    pub struct ResponseFuture<S: Service<Request>> {
+        #[pin]
+        kind: Kind<S>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProjection]
+    enum Kind<S: Service<Request>> {
+        Sent { #[pin] call: Oneshot<S, Request>, sent: Sent<S> },
+        /// Waiting for discovery's first set, then picking.
+        Waiting { call: BoxFuture<'static, Result<Response, Status>> },
+        /// No endpoint could be picked.
+        Failed { status: Option<Status> },
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<Request, Response = Response, Error = Status> + Available,
+{
+    type Output = Result<Response, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProjection::Sent { call, sent } => {
+                let result = std::task::ready!(call.poll(cx));
+                if result.is_ok() {
+                    sent.succeeded();
+                }
+                Poll::Ready(result)
+            }
+            KindProjection::Waiting { call } => call.as_mut().poll(cx),
+            KindProjection::Failed { status } => {
+                Poll::Ready(Err(status.take().expect("a balance::ResponseFuture is not polled after it completed")))
+            }
+        }
+    }
+}
+
+impl<S: Service<Request>> fmt::Debug for ResponseFuture<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
@@ -401,6 +490,8 @@ mod tests {
 
     use super::*;
     use crate::balance::{LeastActive, RoundRobin};
+    use tower::ServiceExt;
+
     use crate::{Code, Context, PickRecord};
 
     /// An endpoint's service that answers with its own address, optionally waiting for a gate.

@@ -65,17 +65,21 @@ impl<S> ConcurrencyLimit<S> {
     }
 }
 
-/// The future of a call that got a slot: the inner call, holding the slot until it ends.
-pub struct Permitted<F> {
-    inner: F,
-    _permit: OwnedSemaphorePermit,
+pin_project_lite::pin_project! {
+    /// The future of a call that got a slot: the inner call, holding the slot until it ends.
+    /// `Unpin` when the inner call is, as a server's services must be.
+    pub struct Permitted<F> {
+        #[pin]
+        inner: F,
+        _permit: OwnedSemaphorePermit,
+    }
 }
 
-impl<F: Future + Unpin> Future for Permitted<F> {
+impl<F: Future> Future for Permitted<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        Pin::new(&mut self.inner).poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
@@ -93,7 +97,7 @@ pub type ResponseFuture<F> =
 impl<S> Service<Request> for ConcurrencyLimit<S>
 where
     S: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
-    S::Future: Unpin + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Status;

@@ -221,13 +221,13 @@ where
 {
     type Response = Response;
     type Error = Status;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> ResponseFuture {
+    fn call(&mut self, req: Request) -> ResponseFuture<S::Future> {
         // The service `poll_ready` prepared takes the first attempt; `self` keeps a clone.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
@@ -238,17 +238,17 @@ where
                 let call = Call::new(req, self.settings.clone());
                 let record = call.first_record();
                 let first = ready.call(call.attempt(record.clone(), &[], None));
-                return ResponseFuture::new(call::backup(call, ready, first, record, delay));
+                return ResponseFuture::retrying(call::backup(call, ready, first, record, delay));
             }
             FailMode::Failfast => (0, false),
         };
         if retries == 0 {
-            return ResponseFuture::new(ready.call(req));
+            return ResponseFuture::once(ready.call(req));
         }
         let call = Call::new(req, self.settings.clone());
         let record: PickRecord = call.first_record();
         let first = ready.call(call.attempt(record.clone(), &[], None));
-        ResponseFuture::new(call::sequential(call, ready, first, record, retries, same_endpoint))
+        ResponseFuture::retrying(call::sequential(call, ready, first, record, retries, same_endpoint))
     }
 }
 

@@ -1,0 +1,74 @@
+//! What the governance layers allocate per call, counted by the benchmark's counting allocator.
+//!
+//! The layers sit on every call a `Client` makes, so the common case should cost no heap
+//! allocation: a `Failfast` call through the retry layer and a balancer that has its endpoints.
+//! Retrying fail modes box their state machine and keep a pick record, and no more. The
+//! endpoints are in-process services, so only the layers' own allocations are counted; one
+//! test function, so that no other test's allocations land in the count.
+
+use std::future::{Ready, ready};
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use tower::{Layer, Service, ServiceExt};
+use zrpc::balance::{Available, Balance, P2c, Pick, RoundRobin};
+use zrpc::discover::{Filter, Instance, Static};
+use zrpc::retry::RetryLayer;
+use zrpc::{FailMode, Request, Response, Status};
+use zrpc_benches::alloc::{CountingAlloc, allocations};
+
+#[global_allocator]
+static COUNTING: CountingAlloc = CountingAlloc;
+
+/// An endpoint that answers at once, allocating nothing.
+#[derive(Clone, Debug)]
+struct Instant;
+
+impl Available for Instant {
+    fn is_available(&self) -> bool {
+        true
+    }
+}
+
+impl Service<Request> for Instant {
+    type Response = Response;
+    type Error = Status;
+    type Future = Ready<Result<Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request) -> Self::Future {
+        ready(Ok(Response::default()))
+    }
+}
+
+/// Allocations per call through `mode`'s retry layer over a balancer of three endpoints.
+async fn allocations_per_call(mode: FailMode, picker: impl Pick) -> f64 {
+    const CALLS: u32 = 1000;
+    let endpoints = ["tcp://10.0.0.1:1", "tcp://10.0.0.2:1", "tcp://10.0.0.3:1"];
+    let balance = Balance::new(Static::new(endpoints), |_: &Instance| Instant, picker, Filter::default());
+    let service = RetryLayer::new(mode).layer(balance);
+    let call = || service.clone().oneshot(Request::new("Bench.echo", Bytes::new()));
+    // The first call starts discovery and waits for the endpoints; the rest find them in.
+    for _ in 0..CALLS {
+        call().await.expect("warm-up call");
+    }
+    let before = allocations();
+    for _ in 0..CALLS {
+        call().await.expect("call");
+    }
+    (allocations() - before) as f64 / f64::from(CALLS)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_common_call_allocates_nothing_and_retrying_modes_two() {
+    let failfast = allocations_per_call(FailMode::Failfast, P2c::default()).await;
+    assert_eq!(failfast, 0.0, "Failfast over P2c: {failfast} allocations per call");
+    let round_robin = allocations_per_call(FailMode::Failfast, RoundRobin::default()).await;
+    assert_eq!(round_robin, 0.0, "Failfast over RoundRobin: {round_robin} allocations per call");
+    // The boxed state machine of the attempts, and the record of where the first one went.
+    let failover = allocations_per_call(FailMode::Failover { retries: 2 }, P2c::default()).await;
+    assert_eq!(failover, 2.0, "Failover over P2c: {failover} allocations per call");
+}
