@@ -70,8 +70,8 @@ pub use zrpc_macros::service;
 #[cfg(feature = "json")]
 pub use zrpc_core::Json;
 pub use zrpc_core::{
-    Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Postcard, Request,
-    Response, Router, Status, TraceContext,
+    Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Postcard,
+    Request, Response, Router, Status, Text, TraceContext,
 };
 
 pub use zrpc_transport::{
@@ -84,7 +84,7 @@ pub use zrpc_transport::{
 pub use zrpc_transport as transport;
 
 /// Modules of the core, for paths such as `zrpc::codec::Codec`.
-pub use zrpc_core::{codec, context, metadata, request, router, status, trace};
+pub use zrpc_core::{codec, context, metadata, request, router, status, trace, zero_copy};
 
 /// The governance layers, for paths such as `zrpc::discover::Static` and `zrpc::balance::P2c`;
 /// [`Client`] assembles them.

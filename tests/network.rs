@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use zrpc::{Channel, Code, CodecId, Context, Server};
+use zrpc::{Channel, Code, CodecId, Context, Server, Text};
 
 /// Greets people.
 #[zrpc::service]
@@ -117,6 +117,21 @@ async fn a_method_the_server_lacks_is_not_found_by_name() {
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("Counter.reset"), "{status}");
     assert!(status.message().contains("add"), "lists the methods it has: {status}");
+}
+
+#[tokio::test]
+async fn text_fields_interoperate_with_string_fields() {
+    /// The greeter as a client that decodes its strings without copying declares it.
+    #[zrpc::service(name = "Greeter")]
+    pub trait SharedGreeter {
+        /// The server's `hello`, which takes and returns a `String`.
+        async fn hello(&self, name: Text) -> Text;
+    }
+
+    let (channel, _stop) = serve_both().await;
+    let greeter = SharedGreeterClient::new(channel);
+    let reply: Text = greeter.hello(Text::from_static("网络")).await.expect("call");
+    assert_eq!(reply, "hello 网络, from tester");
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@
 //! | [`timeout`] | [`TimeoutLayer`]: whole-call and per-attempt deadlines |
 //! | [`retry`] | [`RetryLayer`] and [`FailMode`]: failfast, failover, failtry, failbackup; backoff and retry budget |
 //! | [`metadata`], [`trace`] | call metadata and W3C trace context |
+//! | [`zero_copy`] | [`Text`] and [`Blob`]: strings and bytes decoded as slices of the frame, without copying |
 //!
 //! # Features
 //! - `json`: the JSON codec.
@@ -36,6 +37,7 @@ pub mod router;
 pub mod status;
 pub mod timeout;
 pub mod trace;
+pub mod zero_copy;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -52,3 +54,4 @@ pub use router::{NamedService, Router};
 pub use status::{Code, Status};
 pub use timeout::TimeoutLayer;
 pub use trace::TraceContext;
+pub use zero_copy::{Blob, Text};

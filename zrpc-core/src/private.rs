@@ -83,7 +83,7 @@ where
     async move {
         let response = service.oneshot(request?).await?;
         codec
-            .decode(response.payload())
+            .decode_shared(response.payload())
             .map_err(|e| Status::data_loss(format!("could not decode the response of {}: {e}", method.name)))
     }
 }
@@ -147,7 +147,7 @@ impl Served {
     pub fn decode<A: DeserializeOwned>(&self, req: Request) -> Result<(Context, A), Status> {
         let args = self
             .codec
-            .decode(req.payload())
+            .decode_shared(req.payload())
             .map_err(|e| Status::invalid_argument(format!("could not decode the arguments of {}: {e}", self.method)))?;
         let (ctx, _) = req.into_parts();
         Ok((ctx, args))
