@@ -191,22 +191,6 @@ where
     }))
 }
 
-/// Serves `req` with `handler` as the expansion of a method does, for services written by hand
-/// (the transport's tests have some).
-pub fn serve<A, T, F, Fut>(req: Request, handler: F) -> BoxFuture<'static, Result<Response, Status>>
-where
-    A: DeserializeOwned,
-    T: Serialize,
-    F: FnOnce(Context, A) -> Fut + Send + 'static,
-    Fut: Future<Output = T> + Send,
-{
-    boxed(req.method().clone(), async move {
-        let served = Served::new(&req);
-        let (ctx, args) = served.decode::<A>(req)?;
-        served.respond(handler(ctx, args).await)
-    })
-}
-
 /// The answer to a method the service does not have.
 pub fn unknown_method<S: NamedService>(req: &Request) -> BoxFuture<'static, Result<Response, Status>> {
     let known: Vec<&str> = S::METHODS.iter().map(|m| m.rsplit_once('.').map_or(*m, |(_, name)| name)).collect();

@@ -8,10 +8,12 @@ mod support;
 use std::io;
 use std::time::Duration;
 
-use support::{Events, Seen, TestClient, TestService};
+use bytes::Bytes;
+use support::{Events, Seen, TestClient, TestServer, TestService};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use zrpc_core::{Code, Context};
+use tower::ServiceExt;
+use zrpc_core::{Code, Context, Request, Response, Status};
 use zrpc_transport::{Address, Backoff, Channel, Server, ServerBuilder};
 
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +55,7 @@ async fn start_at(address: &Address, tweak: impl FnOnce(ServerBuilder) -> Server
     let (probe, events) = support::probe();
     let service = TestService::new(probe);
     let server = tweak(Server::builder().name("server-1").drain_timeout(Duration::from_secs(30)))
-        .add_service(service.clone())
+        .add_service(TestServer::new(service.clone()))
         .bind(address)
         .await
         .expect("bind");
@@ -74,12 +76,17 @@ async fn client(server: &Running) -> TestClient<Channel> {
     TestClient::new(channel)
 }
 
+/// Calls `method`, with no arguments, through `client`'s channel.
+async fn call_unknown(client: &TestClient<Channel>, method: &'static str) -> Result<Response, Status> {
+    client.inner().clone().oneshot(Request::new(method, Bytes::new())).await
+}
+
 async fn echo_round_trip(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start(kind, &dir).await;
     let client = client(&server).await;
-    assert_eq!(client.echo("hello").await, Ok("hello".to_owned()));
-    assert_eq!(client.echo("").await, Ok(String::new()));
+    assert_eq!(client.echo("hello".into()).await, Ok("hello".to_owned()));
+    assert_eq!(client.echo("".into()).await, Ok(String::new()));
     server.shutdown().await;
 }
 
@@ -88,14 +95,14 @@ async fn many_calls_in_flight_answered_out_of_order(kind: Kind) {
     let mut server = start(kind, &dir).await;
     let client = client(&server).await;
 
-    let first = tokio::spawn(client.wait("first"));
+    let first = tokio::spawn(client.wait("first".into()));
     assert_eq!(server.events.next().await, Seen::Started("first".into()));
 
     // While the first call is held on the server, many later ones complete around it, from
     // clones sharing the connection.
     let calls = (0..200).map(|i| {
         let client = client.clone();
-        tokio::spawn(async move { client.echo(&format!("call {i}")).await })
+        tokio::spawn(async move { client.echo(format!("call {i}")).await })
     });
     let answers = futures::future::join_all(calls).await;
     for (i, answer) in answers.into_iter().enumerate() {
@@ -113,16 +120,16 @@ async fn unknown_methods_and_services_are_not_found(kind: Kind) {
     let server = start(kind, &dir).await;
     let client = client(&server).await;
 
-    let status = client.raw(&support::MISSING).await.expect_err("no such method");
+    let status = call_unknown(&client, "Test.missing").await.expect_err("no such method");
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("Test.missing"), "{status}");
 
-    let status = client.raw(&support::OTHER_SERVICE).await.expect_err("no such service");
+    let status = call_unknown(&client, "Nope.echo").await.expect_err("no such service");
     assert_eq!(status.code(), Code::NotFound);
     assert!(status.message().contains("\"Nope\""), "{status}");
     assert!(status.message().contains("Test"), "lists what the server has: {status}");
 
-    assert_eq!(client.echo("still fine").await, Ok("still fine".to_owned()));
+    assert_eq!(client.echo("still fine".into()).await, Ok("still fine".to_owned()));
     server.shutdown().await;
 }
 
@@ -131,7 +138,7 @@ async fn handlers_see_the_callers_name(kind: Kind) {
     let server = start(kind, &dir).await;
     let client = client(&server).await;
     assert_eq!(client.caller().await, Ok("client-7".to_owned()));
-    assert_eq!(client.inner.peer_name().as_deref(), Some("server-1"));
+    assert_eq!(client.inner().peer_name().as_deref(), Some("server-1"));
     assert_eq!(*server.service.callers.lock().expect("not poisoned"), ["client-7"]);
     server.shutdown().await;
 }
@@ -142,7 +149,7 @@ async fn a_deadline_fails_the_call_and_drops_the_handler(kind: Kind) {
     let client = client(&server).await;
 
     let hurried = client.with_context(Context::new().with_timeout(Duration::from_millis(100)));
-    let status = hurried.wait("late").await.expect_err("deadline");
+    let status = hurried.wait("late".into()).await.expect_err("deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert!(status.message().contains("Test.wait"), "names the method: {status}");
     assert_eq!(server.events.next().await, Seen::Started("late".into()));
@@ -155,11 +162,11 @@ async fn dropping_a_call_cancels_its_handler(kind: Kind) {
     let mut server = start(kind, &dir).await;
     let client = client(&server).await;
 
-    let call = tokio::spawn(client.wait("abandoned"));
+    let call = tokio::spawn(client.wait("abandoned".into()));
     assert_eq!(server.events.next().await, Seen::Started("abandoned".into()));
     call.abort();
     assert_eq!(server.events.next().await, Seen::Dropped("abandoned".into()));
-    assert_eq!(client.echo("next").await, Ok("next".to_owned()));
+    assert_eq!(client.echo("next".into()).await, Ok("next".to_owned()));
     server.shutdown().await;
 }
 
@@ -170,7 +177,7 @@ async fn a_panicking_handler_is_internal_and_the_server_keeps_serving(kind: Kind
     let status = client.panic().await.expect_err("panicked");
     assert_eq!(status.code(), Code::Internal);
     assert!(status.message().contains("Test.panic"), "{status}");
-    assert_eq!(client.echo("alive").await, Ok("alive".to_owned()));
+    assert_eq!(client.echo("alive".into()).await, Ok("alive".to_owned()));
     server.shutdown().await;
 }
 
@@ -178,7 +185,7 @@ async fn oneway_calls_return_once_sent_and_are_handled(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = start(kind, &dir).await;
     let client = client(&server).await;
-    assert_eq!(client.log("fire and forget").await, Ok(()));
+    assert_eq!(client.log("fire and forget".into()).await, Ok(()));
     assert_eq!(server.events.next().await, Seen::Logged("fire and forget".into()));
     server.shutdown().await;
 }
@@ -190,7 +197,7 @@ async fn frame_limits_are_enforced_on_both_sides(kind: Kind) {
     let client = TestClient::new(channel);
 
     // The request would exceed the server's announced limit: refused before sending.
-    let status = client.echo(&"x".repeat(5000)).await.expect_err("too large to send");
+    let status = client.echo("x".repeat(5000)).await.expect_err("too large to send");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(status.message().contains("4096"), "{status}");
 
@@ -207,7 +214,7 @@ async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
     let mut server = start(kind, &dir).await;
     let client = client(&server).await;
 
-    let in_flight = tokio::spawn(client.wait("draining"));
+    let in_flight = tokio::spawn(client.wait("draining".into()));
     assert_eq!(server.events.next().await, Seen::Started("draining".into()));
     if let Some(stop) = server.stop.take() {
         stop.send(()).expect("server running");
@@ -217,7 +224,7 @@ async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
     // refused with Unavailable. The GOAWAY is a few frames away, so this ends quickly.
     let mut refused = None;
     for _ in 0..10_000 {
-        if let Err(status) = client.echo("after shutdown").await {
+        if let Err(status) = client.echo("after shutdown".into()).await {
             refused = Some(status);
             break;
         }
@@ -237,7 +244,7 @@ async fn the_drain_deadline_aborts_calls_still_running(kind: Kind) {
     let mut server = start_at(&address_for(kind, &dir), |b| b.drain_timeout(Duration::from_millis(50))).await;
     let client = client(&server).await;
 
-    let stuck = tokio::spawn(client.wait("stuck"));
+    let stuck = tokio::spawn(client.wait("stuck".into()));
     assert_eq!(server.events.next().await, Seen::Started("stuck".into()));
     if let Some(stop) = server.stop.take() {
         stop.send(()).expect("server running");
@@ -260,17 +267,17 @@ async fn the_client_reconnects_when_the_server_comes_back(kind: Kind) {
         .await
         .expect("connects");
     let client = TestClient::new(channel);
-    assert_eq!(client.echo("before").await, Ok("before".to_owned()));
+    assert_eq!(client.echo("before".into()).await, Ok("before".to_owned()));
 
     server.shutdown().await;
     let hurried = client.with_context(Context::new().with_timeout(Duration::from_millis(50)));
-    let status = hurried.echo("while down").await.expect_err("nobody listens");
+    let status = hurried.echo("while down".into()).await.expect_err("nobody listens");
     assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded), "{status}");
     assert!(status.is_unprocessed(), "no connection, so the call never reached a server: {status:?}");
 
     let server = start_at(&address, |b| b).await;
     let patient = client.with_context(Context::new().with_timeout(Duration::from_secs(20)));
-    assert_eq!(patient.echo("after").await, Ok("after".to_owned()));
+    assert_eq!(patient.echo("after".into()).await, Ok("after".to_owned()));
     server.shutdown().await;
 }
 

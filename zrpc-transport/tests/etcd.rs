@@ -14,7 +14,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::cluster::{Mode, NodeClient, NodeServer, Proxy, within};
+use support::cluster::{Mode, NodeClient, Proxy, RunningNode, within};
 use support::etcd::{EtcdServer, Registered, who};
 use zrpc_core::balance::RoundRobin;
 use zrpc_core::discover::{Discover, Filter, Instance, InstanceState};
@@ -247,7 +247,7 @@ async fn binding_fails_when_the_registry_is_unreachable() {
     // running unseen by every client.
     let nowhere = support::cluster::refused_address().socket_addr().expect("tcp");
     let registry = EtcdRegistry::connect([format!("http://{nowhere}")], PREFIX).await.expect("connecting is lazy");
-    let who = support::etcd::Who::new("a");
+    let who = support::etcd::WhoServer::new(support::etcd::Named::new("a"));
     let bound = zrpc_transport::Server::builder().register(registry).add_service(who).bind("tcp://127.0.0.1:0").await;
     let error = bound.expect_err("registering fails");
     assert_eq!(error.kind(), std::io::ErrorKind::Other, "{error}");
@@ -259,14 +259,14 @@ async fn the_client_closes_connections_to_endpoints_that_left() {
     let Some(etcd) = EtcdServer::start("the_client_closes_connections_to_endpoints_that_left").await else { return };
     // The server stays up; only its registration goes. It is registered at a proxy in front of
     // it, so the test sees the client's connection open and close.
-    let node = NodeServer::start("a", Mode::Answer).await;
+    let node = RunningNode::start("a", Mode::Answer).await;
     let mut proxy = Proxy::start(&node.address).await;
     let registration =
         registry(&etcd).await.register(Instance::from(proxy.address.clone()).with_name("a")).await.expect("registered");
     assert_eq!(registration.describe(), format!("{PREFIX}/{}", proxy.address));
 
     let client = watching(&etcd, Filter::default()).await;
-    assert_eq!(within("a call", NodeClient::new(client.clone()).work("x")).await.expect("a call"), "a");
+    assert_eq!(within("a call", NodeClient::new(client.clone()).work("x".into())).await.expect("a call"), "a");
     proxy.wait_open(1).await;
 
     registration.deregister().await.expect("deregistered");

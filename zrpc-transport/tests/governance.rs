@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use support::Seen;
-use support::cluster::{Mode, NodeClient, NodeServer, Proxy, Recorder, refused_address, within};
+use support::cluster::{Mode, NodeClient, Proxy, Recorder, RunningNode, call_missing, refused_address, within};
 use tower::retry::budget::TpsBudget;
 use zrpc_core::balance::{P2c, RoundRobin};
 use zrpc_core::breaker::BreakerConfig;
@@ -35,7 +35,7 @@ fn stay_down() -> Backoff {
     Backoff::new(Duration::from_secs(600), Duration::from_secs(600))
 }
 
-fn calls(servers: &[&NodeServer]) -> Vec<usize> {
+fn calls(servers: &[&RunningNode]) -> Vec<usize> {
     servers.iter().map(|s| s.calls()).collect()
 }
 
@@ -44,15 +44,15 @@ fn calls(servers: &[&NodeServer]) -> Vec<usize> {
 
 #[tokio::test]
 async fn failfast_makes_one_attempt() {
-    let failing = NodeServer::start("failing", Mode::Fail(Code::Unavailable)).await;
-    let healthy = NodeServer::start("healthy", Mode::Answer).await;
+    let failing = RunningNode::start("failing", Mode::Fail(Code::Unavailable)).await;
+    let healthy = RunningNode::start("healthy", Mode::Answer).await;
     let client = client_over(&[&failing.address, &healthy.address]).balance(RoundRobin::new()).build();
     let node = NodeClient::new(client);
 
     let (mut failed, mut answered) = (0, 0);
     for i in 0..6 {
         let before = calls(&[&failing, &healthy]);
-        let result = within("a call", node.work(&format!("call {i}"))).await;
+        let result = within("a call", node.work(format!("call {i}"))).await;
         let after = calls(&[&failing, &healthy]);
         match result {
             Ok(name) => {
@@ -74,7 +74,7 @@ async fn failfast_makes_one_attempt() {
 #[tokio::test]
 async fn failover_reaches_the_one_live_endpoint_of_four() {
     let dead: Vec<Address> = (0..3).map(|_| refused_address()).collect();
-    let live = NodeServer::start("live", Mode::Answer).await;
+    let live = RunningNode::start("live", Mode::Answer).await;
     let recorder = Recorder::new();
     let picks = recorder.log();
     let client = client_over(&[&dead[0], &dead[1], &dead[2], &live.address])
@@ -84,7 +84,7 @@ async fn failover_reaches_the_one_live_endpoint_of_four() {
     let node = NodeClient::new(client);
 
     for i in 0..50 {
-        let answer = within("a call", node.work(&format!("call {i}"))).await;
+        let answer = within("a call", node.work(format!("call {i}"))).await;
         assert_eq!(answer.as_deref(), Ok("live"), "call {i}");
     }
     assert_eq!(live.calls(), 50);
@@ -105,8 +105,8 @@ async fn failover_reaches_the_one_live_endpoint_of_four() {
 
 #[tokio::test]
 async fn failtry_keeps_every_attempt_on_the_first_endpoint() {
-    let failing = NodeServer::start("failing", Mode::Fail(Code::Unavailable)).await;
-    let healthy = NodeServer::start("healthy", Mode::Answer).await;
+    let failing = RunningNode::start("failing", Mode::Fail(Code::Unavailable)).await;
+    let healthy = RunningNode::start("healthy", Mode::Answer).await;
     // No breaker: it would (rightly) open on the failing endpoint and steer attempts away.
     let client = client_over(&[&failing.address, &healthy.address])
         .balance(RoundRobin::new())
@@ -118,7 +118,7 @@ async fn failtry_keeps_every_attempt_on_the_first_endpoint() {
     let (mut failed, mut answered) = (0, 0);
     for i in 0..6 {
         let before = calls(&[&failing, &healthy]);
-        let result = within("a call", node.work(&format!("call {i}"))).await;
+        let result = within("a call", node.work(format!("call {i}"))).await;
         let after = calls(&[&failing, &healthy]);
         match result {
             Ok(name) => {
@@ -139,20 +139,20 @@ async fn failtry_keeps_every_attempt_on_the_first_endpoint() {
 
 #[tokio::test]
 async fn failbackup_wins_with_the_backup_and_cancels_the_slow_attempt_on_the_wire() {
-    let mut slow = NodeServer::start("slow", Mode::Answer).await;
-    let fast = NodeServer::start("fast", Mode::Answer).await;
+    let mut slow = RunningNode::start("slow", Mode::Answer).await;
+    let fast = RunningNode::start("fast", Mode::Answer).await;
     let client = client_over(&[&slow.address, &fast.address])
         .balance(Recorder::preferring(&slow.address))
         .fail_mode(FailMode::Failbackup { delay: Duration::from_millis(50) })
         .build();
     let node = NodeClient::new(client);
     // Connected before it turns slow, so that each first attempt is on the wire at once.
-    assert_eq!(within("a warm-up call", node.work("warm-up")).await.as_deref(), Ok("slow"));
+    assert_eq!(within("a warm-up call", node.work("warm-up".into())).await.as_deref(), Ok("slow"));
     slow.set_mode(Mode::Hold);
 
     for i in 0..3 {
         let tag = format!("hedged {i}");
-        let answer = within("a hedged call", node.work(&tag)).await;
+        let answer = within("a hedged call", node.work(tag.clone())).await;
         assert_eq!(answer.as_deref(), Ok("fast"));
         assert_eq!(slow.events.next().await, Seen::Started(tag.clone()), "the first attempt went to the slow server");
         assert_eq!(slow.events.next().await, Seen::Dropped(tag), "and its handler was cancelled");
@@ -162,8 +162,8 @@ async fn failbackup_wins_with_the_backup_and_cancels_the_slow_attempt_on_the_wir
 
 #[tokio::test]
 async fn failbackup_fails_only_when_both_attempts_fail() {
-    let first = NodeServer::start("first", Mode::Fail(Code::Unavailable)).await;
-    let second = NodeServer::start("second", Mode::Answer).await;
+    let first = RunningNode::start("first", Mode::Fail(Code::Unavailable)).await;
+    let second = RunningNode::start("second", Mode::Answer).await;
     let client = client_over(&[&first.address, &second.address])
         .balance(Recorder::preferring(&first.address))
         .fail_mode(FailMode::Failbackup { delay: Duration::from_secs(30) })
@@ -172,12 +172,13 @@ async fn failbackup_fails_only_when_both_attempts_fail() {
     let node = NodeClient::new(client);
 
     // The first attempt fails at once: the backup goes out without waiting for the delay.
-    let answer = within("a call whose first attempt fails", node.work("one fails")).await;
+    let answer = within("a call whose first attempt fails", node.work("one fails".into())).await;
     assert_eq!(answer.as_deref(), Ok("second"));
     assert_eq!(calls(&[&first, &second]), [1, 1]);
 
     second.set_mode(Mode::Fail(Code::Unavailable));
-    let status = within("a call whose attempts both fail", node.work("both fail")).await.expect_err("both failed");
+    let status =
+        within("a call whose attempts both fail", node.work("both fail".into())).await.expect_err("both failed");
     assert_eq!(status.code(), Code::Unavailable, "{status}");
     assert_eq!(calls(&[&first, &second]), [2, 2], "one attempt each, no more");
 }
@@ -187,8 +188,8 @@ async fn failbackup_fails_only_when_both_attempts_fail() {
 
 #[tokio::test]
 async fn application_errors_and_not_found_are_returned_after_one_attempt() {
-    let a = NodeServer::start("a", Mode::Answer).await;
-    let b = NodeServer::start("b", Mode::Answer).await;
+    let a = RunningNode::start("a", Mode::Answer).await;
+    let b = RunningNode::start("b", Mode::Answer).await;
     let client =
         client_over(&[&a.address, &b.address]).balance(RoundRobin::new()).fail_mode(FailMode::Failover { retries: 3 });
     let node = NodeClient::new(client.build());
@@ -197,7 +198,7 @@ async fn application_errors_and_not_found_are_returned_after_one_attempt() {
     assert!(answer.expect_err("the application's own error").ends_with("refuses politely"));
     assert_eq!(a.calls() + b.calls(), 1, "an application error is an answer, not a failure");
 
-    let status = within("an unknown method", node.missing()).await.expect_err("no such method");
+    let status = within("an unknown method", call_missing(node.inner())).await.expect_err("no such method");
     assert_eq!(status.code(), Code::NotFound, "{status}");
     assert_eq!(a.calls() + b.calls(), 2, "NotFound is not retried");
 }
@@ -207,16 +208,19 @@ async fn application_errors_and_not_found_are_returned_after_one_attempt() {
 /// the other server received.
 async fn lose_the_connection_mid_call(idempotent: bool) -> (Result<String, Status>, usize) {
     let address = "tcp://127.0.0.1:0".parse().expect("valid");
-    let mut doomed = NodeServer::start_at("doomed", &address, Mode::Hold, Duration::from_millis(1)).await;
-    let other = NodeServer::start("other", Mode::Answer).await;
+    let mut doomed = RunningNode::start_at("doomed", &address, Mode::Hold, Duration::from_millis(1)).await;
+    let other = RunningNode::start("other", Mode::Answer).await;
     let client = client_over(&[&doomed.address, &other.address])
         .balance(Recorder::preferring(&doomed.address))
         .fail_mode(FailMode::Failover { retries: 2 })
         .build();
     let node = NodeClient::new(client);
 
-    let call =
-        if idempotent { tokio::spawn(node.work("in flight")) } else { tokio::spawn(node.work_once("in flight")) };
+    let call = if idempotent {
+        tokio::spawn(node.work("in flight".into()))
+    } else {
+        tokio::spawn(node.work_once("in flight".into()))
+    };
     assert_eq!(doomed.events.next().await, Seen::Started("in flight".into()), "the request reached the server");
     doomed.shutdown().await;
     let result = within("the call ends", call).await.expect("the call's task");
@@ -238,8 +242,8 @@ async fn a_connection_lost_after_sending_is_retried_only_for_idempotent_methods(
 
 #[tokio::test]
 async fn the_retry_budget_stops_retries_when_every_server_fails() {
-    let a = NodeServer::start("a", Mode::Fail(Code::Unavailable)).await;
-    let b = NodeServer::start("b", Mode::Fail(Code::Unavailable)).await;
+    let a = RunningNode::start("a", Mode::Fail(Code::Unavailable)).await;
+    let b = RunningNode::start("b", Mode::Fail(Code::Unavailable)).await;
     // No reserve, one retry per ten calls; deposits last a minute, far longer than the test.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(60), 0, 0.1));
     let client = client_over(&[&a.address, &b.address])
@@ -252,7 +256,7 @@ async fn the_retry_budget_stops_retries_when_every_server_fails() {
     const CALLS: usize = 100;
     let mut exhausted = 0;
     for i in 0..CALLS {
-        let status = within("a call", node.work(&format!("call {i}"))).await.expect_err("every server fails");
+        let status = within("a call", node.work(format!("call {i}"))).await.expect_err("every server fails");
         assert_eq!(status.code(), Code::Unavailable);
         exhausted += usize::from(status.message().contains("retry budget exhausted"));
     }
@@ -268,8 +272,8 @@ async fn the_retry_budget_stops_retries_when_every_server_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn p2c_sends_clearly_less_to_a_slow_endpoint() {
-    let slow = NodeServer::start("slow", Mode::Slow(Duration::from_millis(20))).await;
-    let fast = [NodeServer::start("fast-1", Mode::Answer).await, NodeServer::start("fast-2", Mode::Answer).await];
+    let slow = RunningNode::start("slow", Mode::Slow(Duration::from_millis(20))).await;
+    let fast = [RunningNode::start("fast-1", Mode::Answer).await, RunningNode::start("fast-2", Mode::Answer).await];
     let client = client_over(&[&slow.address, &fast[0].address, &fast[1].address]).balance(P2c::default()).build();
     let node = NodeClient::new(client);
 
@@ -280,7 +284,7 @@ async fn p2c_sends_clearly_less_to_a_slow_endpoint() {
             let node = node.clone();
             tokio::spawn(async move {
                 for i in 0..PER_TASK {
-                    node.work(&format!("{t}/{i}")).await.expect("answered");
+                    node.work(format!("{t}/{i}")).await.expect("answered");
                 }
             })
         })
@@ -295,7 +299,7 @@ async fn p2c_sends_clearly_less_to_a_slow_endpoint() {
 #[tokio::test]
 async fn an_endpoint_that_refuses_connections_is_not_picked_while_down() {
     let dead = refused_address();
-    let alive = NodeServer::start("alive", Mode::Answer).await;
+    let alive = RunningNode::start("alive", Mode::Answer).await;
     let client = client_over(&[&dead, &alive.address])
         .balance(RoundRobin::new())
         .channel(|channel| channel.backoff(stay_down()));
@@ -305,7 +309,7 @@ async fn an_endpoint_that_refuses_connections_is_not_picked_while_down() {
     // (failfast) and puts its channel in backoff.
     let mut failures = 0;
     for i in 0..2 {
-        if let Err(status) = within("a warm-up call", node.work(&format!("warm-up {i}"))).await {
+        if let Err(status) = within("a warm-up call", node.work(format!("warm-up {i}"))).await {
             assert_eq!(status.code(), Code::Unavailable, "{status}");
             assert!(status.is_unprocessed(), "a refused connection never sent anything: {status}");
             failures += 1;
@@ -313,14 +317,14 @@ async fn an_endpoint_that_refuses_connections_is_not_picked_while_down() {
     }
     assert_eq!(failures, 1);
     for i in 0..50 {
-        assert_eq!(within("a call", node.work(&format!("call {i}"))).await.as_deref(), Ok("alive"), "call {i}");
+        assert_eq!(within("a call", node.work(format!("call {i}"))).await.as_deref(), Ok("alive"), "call {i}");
     }
 }
 
 #[tokio::test]
 async fn the_breaker_opens_and_its_endpoint_is_skipped() {
-    let failing = NodeServer::start("failing", Mode::Fail(Code::Unavailable)).await;
-    let healthy = NodeServer::start("healthy", Mode::Answer).await;
+    let failing = RunningNode::start("failing", Mode::Fail(Code::Unavailable)).await;
+    let healthy = RunningNode::start("healthy", Mode::Answer).await;
     let breaker = BreakerConfig::default().min_calls(3).cooldown(Duration::from_secs(600));
     let client = client_over(&[&failing.address, &healthy.address]).balance(RoundRobin::new()).breaker(breaker);
     let node = NodeClient::new(client.build());
@@ -331,20 +335,20 @@ async fn the_breaker_opens_and_its_endpoint_is_skipped() {
         if failures == 3 {
             break;
         }
-        failures += usize::from(within("a call", node.work(&format!("warm-up {i}"))).await.is_err());
+        failures += usize::from(within("a call", node.work(format!("warm-up {i}"))).await.is_err());
     }
     assert_eq!(failures, 3);
     assert_eq!(failing.calls(), 3);
     for i in 0..30 {
-        assert_eq!(within("a call", node.work(&format!("call {i}"))).await.as_deref(), Ok("healthy"), "call {i}");
+        assert_eq!(within("a call", node.work(format!("call {i}"))).await.as_deref(), Ok("healthy"), "call {i}");
     }
     assert_eq!(failing.calls(), 3, "the open breaker kept calls away");
 }
 
 #[tokio::test]
 async fn endpoints_that_leave_discovery_get_no_calls_and_their_connection_closes() {
-    let leaving = NodeServer::start("leaving", Mode::Answer).await;
-    let staying = NodeServer::start("staying", Mode::Answer).await;
+    let leaving = RunningNode::start("leaving", Mode::Answer).await;
+    let staying = RunningNode::start("staying", Mode::Answer).await;
     let mut proxy = Proxy::start(&leaving.address).await;
     let (changes, source) = mpsc::unbounded::<Result<Change, Status>>();
     for address in [&proxy.address, &staying.address] {
@@ -355,7 +359,7 @@ async fn endpoints_that_leave_discovery_get_no_calls_and_their_connection_closes
     let node = NodeClient::new(client.clone());
 
     for i in 0..4 {
-        within("a call", node.work(&format!("before {i}"))).await.expect("answered");
+        within("a call", node.work(format!("before {i}"))).await.expect("answered");
     }
     assert_eq!(calls(&[&leaving, &staying]), [2, 2]);
     assert_eq!(proxy.open(), 1, "one connection to the leaving endpoint");
@@ -371,7 +375,7 @@ async fn endpoints_that_leave_discovery_get_no_calls_and_their_connection_closes
     proxy.wait_open(0).await;
 
     for i in 0..6 {
-        assert_eq!(within("a call", node.work(&format!("after {i}"))).await.as_deref(), Ok("staying"));
+        assert_eq!(within("a call", node.work(format!("after {i}"))).await.as_deref(), Ok("staying"));
     }
     assert_eq!(calls(&[&leaving, &staying]), [2, 8]);
 }
@@ -382,9 +386,9 @@ async fn endpoints_that_leave_discovery_get_no_calls_and_their_connection_closes
 #[tokio::test]
 async fn broadcast_reaches_every_endpoint_once_and_reports_each() {
     let servers = [
-        NodeServer::start("one", Mode::Answer).await,
-        NodeServer::start("two", Mode::Answer).await,
-        NodeServer::start("three", Mode::Fail(Code::Internal)).await,
+        RunningNode::start("one", Mode::Answer).await,
+        RunningNode::start("two", Mode::Answer).await,
+        RunningNode::start("three", Mode::Fail(Code::Internal)).await,
     ];
     let client = client_over(&[&servers[0].address, &servers[1].address, &servers[2].address]).build();
     let request = || Request::new("Node.work", postcard_string("all")).with_idempotent(true);
@@ -412,8 +416,8 @@ async fn broadcast_reaches_every_endpoint_once_and_reports_each() {
 
 #[tokio::test]
 async fn fork_returns_the_first_success_and_cancels_the_rest() {
-    let mut holding = NodeServer::start("holding", Mode::Hold).await;
-    let mut gated = NodeServer::start("gated", Mode::Gate).await;
+    let mut holding = RunningNode::start("holding", Mode::Hold).await;
+    let mut gated = RunningNode::start("gated", Mode::Gate).await;
     let client = client_over(&[&holding.address, &gated.address]).build();
 
     let request = Request::new("Node.work", postcard_string("forked")).with_idempotent(true);
@@ -454,9 +458,9 @@ fn decode_string(payload: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_a_server_aborted_mid_load_loses_no_call() {
     let servers = [
-        NodeServer::start("s1", Mode::Answer).await,
-        NodeServer::start("s2", Mode::Answer).await,
-        NodeServer::start("s3", Mode::Answer).await,
+        RunningNode::start("s1", Mode::Answer).await,
+        RunningNode::start("s2", Mode::Answer).await,
+        RunningNode::start("s3", Mode::Answer).await,
     ];
     let node = NodeClient::new(recovering_client(&servers).build());
     let [s1, s2, victim] = servers;
@@ -471,7 +475,7 @@ async fn chaos_a_server_aborted_mid_load_loses_no_call() {
             tokio::spawn(async move {
                 let mut failures = Vec::new();
                 for i in 0..PER_TASK {
-                    if let Err(status) = node.work(&format!("{t}/{i}")).await {
+                    if let Err(status) = node.work(format!("{t}/{i}")).await {
                         failures.push(status);
                     }
                     done_tx.send_modify(|n| *n += 1);
@@ -498,7 +502,7 @@ async fn chaos_a_server_aborted_mid_load_loses_no_call() {
 }
 
 /// The chaos test's client: failover and p2c, quick to reconnect and to probe a tripped breaker.
-fn recovering_client(servers: &[NodeServer]) -> ClientBuilder {
+fn recovering_client(servers: &[RunningNode]) -> ClientBuilder {
     let addresses: Vec<&Address> = servers.iter().map(|s| &s.address).collect();
     client_over(&addresses)
         .balance(P2c::default())
@@ -516,27 +520,27 @@ fn recovering_client(servers: &[NodeServer]) -> ClientBuilder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_aborted_server_restarted_on_its_address_receives_calls_again() {
     let servers = [
-        NodeServer::start("s1", Mode::Answer).await,
-        NodeServer::start("s2", Mode::Answer).await,
-        NodeServer::start("s3", Mode::Slow(Duration::from_millis(20))).await,
+        RunningNode::start("s1", Mode::Answer).await,
+        RunningNode::start("s2", Mode::Answer).await,
+        RunningNode::start("s3", Mode::Slow(Duration::from_millis(20))).await,
     ];
     let node = NodeClient::new(recovering_client(&servers).build());
     let [_s1, _s2, victim] = servers;
     within("the victim answers a call", async {
         let mut i = 0u64;
         while victim.calls() == 0 {
-            node.work(&format!("before {i}")).await.expect("answered");
+            node.work(format!("before {i}")).await.expect("answered");
             i += 1;
         }
     })
     .await;
     let address = victim.abort().await;
 
-    let revived = NodeServer::start_at("s3-again", &address, Mode::Answer, Duration::from_secs(30)).await;
+    let revived = RunningNode::start_at("s3-again", &address, Mode::Answer, Duration::from_secs(30)).await;
     within("the revived server receives calls", async {
         let mut i = 0u64;
         while revived.calls() == 0 {
-            node.work(&format!("after {i}")).await.expect("no call fails");
+            node.work(format!("after {i}")).await.expect("no call fails");
             i += 1;
         }
     })

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use support::raw::{self, RawPeer, within};
-use support::{Events, Seen, TestClient, TestService};
+use support::{Events, Seen, TestClient, TestServer, TestService};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -41,7 +41,7 @@ async fn start() -> Running {
     let (probe, events) = support::probe();
     let server = Server::builder()
         .name("server-1")
-        .add_service(TestService::new(probe))
+        .add_service(TestServer::new(TestService::new(probe)))
         .bind("tcp://127.0.0.1:0")
         .await
         .expect("bind");
@@ -63,10 +63,10 @@ async fn good_client(address: &Address) -> TestClient<Channel> {
 impl Running {
     /// The connection opened before the bad one still works, and new ones are accepted.
     async fn assert_still_serves(&self) {
-        let echoed = within("the good client's echo", self.good.echo("still here")).await;
+        let echoed = within("the good client's echo", self.good.echo("still here".into())).await;
         assert_eq!(echoed, Ok("still here".to_owned()));
         let fresh = within("a new client connects", good_client(&self.address)).await;
-        assert_eq!(within("the new client's echo", fresh.echo("new")).await, Ok("new".to_owned()));
+        assert_eq!(within("the new client's echo", fresh.echo("new".into())).await, Ok("new".to_owned()));
     }
 
     async fn shutdown(mut self) {
@@ -373,7 +373,8 @@ async fn a_server_gone_silent_is_detected_dead_by_the_heartbeat() {
             other => panic!("expected the call, got {other:?}"),
         }
     };
-    let (answer, request) = tokio::join!(within("the call fails", client.echo("anyone there?")), silent_after_request);
+    let (answer, request) =
+        tokio::join!(within("the call fails", client.echo("anyone there?".into())), silent_after_request);
     assert_eq!((request.id, request.method_str(), request.timeout), (1, "Test.echo", None));
 
     let status = answer.expect_err("nobody answers");
@@ -393,7 +394,7 @@ async fn a_silent_server_cannot_hold_a_call_past_its_deadline() {
     let client = TestClient::new(channel.expect("connects"))
         .with_context(Context::new().with_timeout(Duration::from_millis(100)));
 
-    let status = within("the deadline fires", client.echo("hurry")).await.expect_err("nobody answers");
+    let status = within("the deadline fires", client.echo("hurry".into())).await.expect_err("nobody answers");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
     assert!(status.message().contains("Test.echo"), "{status}");
 
@@ -419,7 +420,7 @@ async fn a_response_for_an_id_never_opened_fails_the_client_connection() {
         fake.write(&out).await;
         request.id
     };
-    let (answer, asked) = tokio::join!(within("the call fails", client.echo("mine")), lie);
+    let (answer, asked) = tokio::join!(within("the call fails", client.echo("mine".into())), lie);
     assert_eq!(asked, 1);
 
     let status = answer.expect_err("the connection broke");
@@ -459,7 +460,7 @@ async fn clones_of_a_channel_share_one_connection() {
     let clones: Vec<_> = (0..10).map(|_| client.clone()).collect();
     let calls = (0..100).map(|i| {
         let client = clones[i % clones.len()].clone();
-        tokio::spawn(async move { client.echo(&format!("call {i}")).await })
+        tokio::spawn(async move { client.echo(format!("call {i}")).await })
     });
     let answers = within("100 calls", futures::future::join_all(calls)).await;
     for (i, answer) in answers.into_iter().enumerate() {

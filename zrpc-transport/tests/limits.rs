@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Seen, TestClient, TestService};
+use support::{Seen, TestClient, TestServer, TestService};
 use zrpc_core::__private::{self as private, MethodInfo};
 use zrpc_core::balance::RoundRobin;
 use zrpc_core::discover::Static;
@@ -35,7 +35,7 @@ async fn a_server_at_its_concurrency_limit_refuses_and_clients_go_elsewhere() {
     let limited = Server::builder()
         .name("limited")
         .layer(ConcurrencyLimitLayer::new(1))
-        .add_service(TestService::new(probe))
+        .add_service(TestServer::new(TestService::new(probe)))
         .bind("tcp://127.0.0.1:0")
         .await
         .expect("bind");
@@ -44,7 +44,7 @@ async fn a_server_at_its_concurrency_limit_refuses_and_clients_go_elsewhere() {
     let (free_probe, _free_events) = support::probe();
     let free = Server::builder()
         .name("free")
-        .add_service(TestService::new(free_probe))
+        .add_service(TestServer::new(TestService::new(free_probe)))
         .bind("tcp://127.0.0.1:0")
         .await
         .expect("bind");
@@ -53,11 +53,11 @@ async fn a_server_at_its_concurrency_limit_refuses_and_clients_go_elsewhere() {
 
     // Fill the limited server's one slot.
     let direct = TestClient::new(Channel::connect(&limited_address).await.expect("connects"));
-    let held = tokio::spawn(direct.wait("held"));
+    let held = tokio::spawn(direct.wait("held".into()));
     assert_eq!(events.next().await, Seen::Started("held".into()));
 
     // Refused on the spot, and the refusal says the call never ran.
-    let status = echo_once(&direct.inner, "refused").await.expect_err("over the limit");
+    let status = echo_once(direct.inner(), "refused").await.expect_err("over the limit");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
     assert!(status.is_unprocessed(), "the mark crossed the wire: {status:?}");
 
@@ -83,7 +83,7 @@ async fn a_rate_limited_server_refuses_calls_beyond_its_burst() {
     // A refill too slow to matter during the test: only the burst of 3 gets through.
     let server = Server::builder()
         .layer(RateLimitLayer::new(0.001, 3))
-        .add_service(TestService::new(probe))
+        .add_service(TestServer::new(TestService::new(probe)))
         .bind("tcp://127.0.0.1:0")
         .await
         .expect("bind");
@@ -92,7 +92,7 @@ async fn a_rate_limited_server_refuses_calls_beyond_its_burst() {
     let client = TestClient::new(Channel::connect(&address).await.expect("connects"));
     let mut answered = 0;
     for i in 0..5 {
-        match client.echo(&format!("{i}")).await {
+        match client.echo(format!("{i}")).await {
             Ok(_) => answered += 1,
             Err(status) => {
                 assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
@@ -107,22 +107,26 @@ async fn a_rate_limited_server_refuses_calls_beyond_its_burst() {
 #[tokio::test]
 async fn a_client_caps_its_own_calls_in_flight() {
     let (probe, mut events) = support::probe();
-    let server = Server::builder().add_service(TestService::new(probe)).bind("tcp://127.0.0.1:0").await.expect("bind");
+    let server = Server::builder()
+        .add_service(TestServer::new(TestService::new(probe)))
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = server.local_addr().clone();
     tokio::spawn(server.serve());
     let client = TestClient::new(Client::builder().discover(Static::new([address])).max_in_flight(1).build());
 
-    let first = tokio::spawn(client.wait("first"));
+    let first = tokio::spawn(client.wait("first".into()));
     assert_eq!(events.next().await, Seen::Started("first".into()));
 
     // No slot within its deadline: it fails without ever reaching the server.
     let hurried = client.with_context(Context::new().with_timeout(Duration::from_millis(50)));
-    let status = hurried.wait("hurried").await.expect_err("no slot");
+    let status = hurried.wait("hurried".into()).await.expect_err("no slot");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
     assert!(status.is_unprocessed(), "{status:?}");
 
     // A patient call waits for the slot, and reaches the server only after the first is done.
-    let second = tokio::spawn(client.wait("second"));
+    let second = tokio::spawn(client.wait("second".into()));
     events.release();
     assert_eq!(first.await.expect("task"), Ok("first".to_owned()));
     assert_eq!(events.next().await, Seen::Started("second".into()));

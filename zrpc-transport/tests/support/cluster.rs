@@ -2,23 +2,24 @@
 //! a TCP proxy that counts connections.
 //!
 //! Every server runs a [`Node`] service whose one real method, `work`, answers with the server's
-//! name, fails with a chosen code, waits until cancelled, or takes a while, as its [`Mode`]
-//! says; every request it receives, known method or not, is counted. Waiting handlers report
-//! `Started` and `Dropped` through the usual [`Probe`](super::Probe), so tests observe a
-//! cancellation on the wire without sleeping.
+//! name, waits until cancelled, or takes a while, as its [`Mode`] says; in front of it, the
+//! server counts every request it receives, known method or not, and can fail them all with a
+//! chosen code. Waiting handlers report `Started` and `Dropped` through the usual
+//! [`Probe`](super::Probe), so tests observe a cancellation on the wire without sleeping.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use zrpc_core::__private::{self as private, MethodInfo};
+use tower::ServiceExt;
+use tower::util::MapFutureLayer;
 use zrpc_core::balance::{Candidates, EndpointView, Pick, PickContext, RoundRobin};
-use zrpc_core::{Code, CodecId, Context, NamedService, Request, Response, Status};
+use zrpc_core::{Code, Request, Response, Status};
 use zrpc_transport::{Address, Server};
 
 use super::{DropReporter, Events, Probe, Seen};
@@ -35,12 +36,12 @@ pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output 
     }
 }
 
-/// What a node's `work` handlers do.
+/// What a node does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Answer with the server's name at once.
     Answer,
-    /// Fail with this code.
+    /// Fail every call with this code, before the service sees it.
     Fail(Code),
     /// Report `Started(tag)` and wait until cancelled (reporting `Dropped(tag)`).
     Hold,
@@ -50,114 +51,94 @@ pub enum Mode {
     Slow(Duration),
 }
 
-/// The service every test server runs.
-#[derive(Clone, Debug)]
-pub struct Node {
+/// The service every test server runs, wire name `Node`.
+#[zrpc_macros::service(crate = "zrpc_core")]
+pub trait Node {
+    /// The name of the server that did it.
+    #[zrpc(idempotent)]
+    async fn work(&self, tag: String) -> String;
+    /// The same, not idempotent.
+    async fn work_once(&self, tag: String) -> String;
+    /// Always an application error.
+    #[zrpc(idempotent)]
+    async fn app_error(&self) -> Result<String, String>;
+}
+
+/// Calls `Node.missing`, an idempotent method no server has.
+pub async fn call_missing<S>(service: &S) -> Result<Response, Status>
+where
+    S: tower::Service<Request, Response = Response, Error = Status> + Clone,
+{
+    service.clone().oneshot(Request::new("Node.missing", Bytes::new()).with_idempotent(true)).await
+}
+
+/// A node's handlers.
+struct Worker {
     name: Arc<str>,
-    calls: Arc<AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
     probe: Probe,
 }
 
-impl NamedService for Node {
-    const NAME: &'static str = "Node";
-    const METHODS: &'static [&'static str] = &["Node.work", "Node.work_once", "Node.app_error"];
-}
-
-impl tower::Service<Request> for Node {
-    type Response = Response;
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<Response, Status>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+impl Worker {
+    /// `work` and `work_once` in the current mode.
+    async fn answer(&self, tag: String) -> String {
         let mode = *self.mode.lock().expect("not poisoned");
-        let (name, probe) = (self.name.clone(), self.probe.clone());
-        match req.method().name() {
-            "work" | "work_once" => {
-                if let Mode::Fail(code) = mode {
-                    let status = Status::new(code, format!("{name} fails on purpose"));
-                    return Box::pin(futures::future::ready(Err(status)));
-                }
-                private::serve(req, move |_, tag: String| {
-                    // Made when the request is dispatched, not when the handler is first polled:
-                    // a handler cancelled before it ever ran still reports both events.
-                    let waits = matches!(mode, Mode::Hold | Mode::Gate);
-                    let reporter = DropReporter { tag: tag.clone(), events: probe.events.clone(), finished: !waits };
-                    if waits {
-                        let _ = probe.events.send(Seen::Started(tag));
-                    }
-                    let released = probe.release.clone();
-                    async move {
-                        let mut reporter = reporter;
-                        match mode {
-                            Mode::Hold => std::future::pending::<()>().await,
-                            Mode::Gate => released.notified().await,
-                            Mode::Slow(delay) => tokio::time::sleep(delay).await,
-                            Mode::Answer | Mode::Fail(_) => {}
-                        }
-                        reporter.finished = true;
-                        name.to_string()
-                    }
-                })
-            }
-            "app_error" => private::serve(req, move |_, (): ()| async move {
-                Err::<String, String>(format!("{name} refuses politely"))
-            }),
-            _ => private::unknown_method::<Self>(&req),
+        // Reported on the handler's first poll, which the connection makes as it dispatches the
+        // request: a handler cancelled soon after still reports both events.
+        let waits = matches!(mode, Mode::Hold | Mode::Gate);
+        let mut reporter = DropReporter { tag: tag.clone(), events: self.probe.events.clone(), finished: !waits };
+        if waits {
+            let _ = self.probe.events.send(Seen::Started(tag));
         }
+        match mode {
+            Mode::Hold => std::future::pending::<()>().await,
+            Mode::Gate => self.probe.release.notified().await,
+            Mode::Slow(delay) => tokio::time::sleep(delay).await,
+            Mode::Answer | Mode::Fail(_) => {}
+        }
+        reporter.finished = true;
+        self.name.to_string()
     }
 }
 
-pub static WORK: MethodInfo = MethodInfo { name: "Node.work", idempotent: true, oneway: false };
-pub static WORK_ONCE: MethodInfo = MethodInfo { name: "Node.work_once", idempotent: false, oneway: false };
-pub static APP_ERROR: MethodInfo = MethodInfo { name: "Node.app_error", idempotent: true, oneway: false };
-pub static MISSING: MethodInfo = MethodInfo { name: "Node.missing", idempotent: true, oneway: false };
+impl Node for Worker {
+    async fn work(&self, tag: String) -> String {
+        self.answer(tag).await
+    }
 
-/// A typed client for [`Node`] over any service, as generated code would be.
-#[derive(Clone, Debug)]
-pub struct NodeClient<S> {
-    inner: S,
-    ctx: Context,
+    async fn work_once(&self, tag: String) -> String {
+        self.answer(tag).await
+    }
+
+    async fn app_error(&self) -> Result<String, String> {
+        Err(format!("{} refuses politely", self.name))
+    }
 }
 
-impl<S> NodeClient<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    pub fn new(inner: S) -> NodeClient<S> {
-        NodeClient { inner, ctx: Context::new() }
-    }
+/// What a server's service returns for a call.
+type Answer = BoxFuture<'static, Result<Response, Status>>;
 
-    /// `Node.work`, idempotent: the name of the server that did it.
-    pub fn work(&self, tag: &str) -> impl std::future::Future<Output = Result<String, Status>> + Send + 'static {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &WORK, tag.to_owned())
-    }
-
-    /// `Node.work_once`, not idempotent.
-    pub fn work_once(&self, tag: &str) -> impl std::future::Future<Output = Result<String, Status>> + Send + 'static {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &WORK_ONCE, tag.to_owned())
-    }
-
-    /// `Node.app_error`: always an application error.
-    pub async fn app_error(&self) -> Result<Result<String, String>, Status> {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &APP_ERROR, ()).await
-    }
-
-    /// A method no server has.
-    pub async fn missing(&self) -> Result<(), Status> {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &MISSING, ()).await
-    }
+/// Counts every request and, in [`Mode::Fail`], fails it in place of the service's answer (not
+/// yet started, so no handler runs): a handler answers, it cannot fail the call.
+fn count_or_fail(
+    name: Arc<str>,
+    calls: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+) -> MapFutureLayer<impl Fn(Answer) -> Answer + Clone> {
+    MapFutureLayer::new(move |answer: Answer| -> Answer {
+        calls.fetch_add(1, Ordering::SeqCst);
+        match *mode.lock().expect("not poisoned") {
+            Mode::Fail(code) => {
+                Box::pin(std::future::ready(Err(Status::new(code, format!("{name} fails on purpose")))))
+            }
+            _ => answer,
+        }
+    })
 }
 
 /// A running server with a [`Node`] service.
 #[derive(Debug)]
-pub struct NodeServer {
+pub struct RunningNode {
     pub name: Arc<str>,
     pub address: Address,
     pub events: Events,
@@ -167,23 +148,24 @@ pub struct NodeServer {
     task: JoinHandle<io::Result<()>>,
 }
 
-impl NodeServer {
+impl RunningNode {
     /// A server named `name` on a free loopback port.
-    pub async fn start(name: &str, mode: Mode) -> NodeServer {
-        NodeServer::start_at(name, &"tcp://127.0.0.1:0".parse().expect("valid"), mode, Duration::from_secs(30)).await
+    pub async fn start(name: &str, mode: Mode) -> RunningNode {
+        RunningNode::start_at(name, &"tcp://127.0.0.1:0".parse().expect("valid"), mode, Duration::from_secs(30)).await
     }
 
     /// A server named `name` at `address`, waiting up to `drain` for calls in flight when shut
     /// down.
-    pub async fn start_at(name: &str, address: &Address, mode: Mode, drain: Duration) -> NodeServer {
+    pub async fn start_at(name: &str, address: &Address, mode: Mode, drain: Duration) -> RunningNode {
         let (probe, events) = super::probe();
         let name: Arc<str> = name.into();
-        let node = Node { name: name.clone(), calls: Arc::default(), mode: Arc::new(Mutex::new(mode)), probe };
-        let (calls, mode) = (node.calls.clone(), node.mode.clone());
+        let (calls, mode) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(mode)));
+        let worker = Worker { name: name.clone(), mode: mode.clone(), probe };
         let server = Server::builder()
             .name(name.to_string())
             .drain_timeout(drain)
-            .add_service(node)
+            .layer(count_or_fail(name.clone(), calls.clone(), mode.clone()))
+            .add_service(NodeServer::new(worker))
             .bind(address)
             .await
             .expect("bind");
@@ -192,7 +174,7 @@ impl NodeServer {
         let task = tokio::spawn(server.serve_with_shutdown(async move {
             let _ = stopped.await;
         }));
-        NodeServer { name, address, events, calls, mode, stop: Some(stop), task }
+        RunningNode { name, address, events, calls, mode, stop: Some(stop), task }
     }
 
     /// Requests received so far, any method.

@@ -17,14 +17,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use zrpc_core::__private::{self as private, MethodInfo};
-use zrpc_core::{CodecId, Context, NamedService, Request, Response, Status};
+use zrpc_core::{Request, Response, Status};
 use zrpc_transport::etcd::etcd_client;
 use zrpc_transport::{Address, Registry, Server};
 
@@ -190,43 +187,32 @@ async fn answers(url: &str) -> bool {
 }
 
 /// A service that answers with its server's name.
-#[derive(Clone, Debug)]
-pub struct Who {
-    name: Arc<str>,
+#[zrpc_macros::service(crate = "zrpc_core")]
+pub trait Who {
+    /// The server's name.
+    #[zrpc(idempotent)]
+    async fn name(&self) -> String;
+}
+
+/// A [`Who`] that counts the calls it answers.
+#[derive(Debug)]
+pub struct Named {
+    name: String,
     calls: Arc<AtomicUsize>,
 }
 
-impl Who {
-    pub fn new(name: &str) -> Who {
-        Who { name: name.into(), calls: Arc::default() }
+impl Named {
+    pub fn new(name: &str) -> Named {
+        Named { name: name.to_owned(), calls: Arc::default() }
     }
 }
 
-impl NamedService for Who {
-    const NAME: &'static str = "Who";
-    const METHODS: &'static [&'static str] = &["Who.name"];
-}
-
-impl tower::Service<Request> for Who {
-    type Response = Response;
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<Response, Status>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+impl Who for Named {
+    async fn name(&self) -> String {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let name = self.name.clone();
-        match req.method().name() {
-            "name" => private::serve(req, move |_, (): ()| async move { name.to_string() }),
-            _ => private::unknown_method::<Self>(&req),
-        }
+        self.name.clone()
     }
 }
-
-pub static NAME: MethodInfo = MethodInfo { name: "Who.name", idempotent: true, oneway: false };
 
 /// `Who.name` over any service: the name of the server that answered.
 pub async fn who<S>(inner: &S) -> Result<String, Status>
@@ -234,7 +220,7 @@ where
     S: tower::Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
     S::Future: Send,
 {
-    within("a call", private::call(inner, &Context::new(), CodecId::Postcard, &NAME, ())).await
+    within("a call", WhoClient::new(inner.clone()).name()).await
 }
 
 /// A server running [`Who`], registered in a registry while it serves.
@@ -251,12 +237,12 @@ impl Registered {
     /// A server named `name` on a free loopback port, registered in `registry` (binding
     /// registers) and serving.
     pub async fn start(name: &str, registry: impl Registry) -> Registered {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let who = Who { name: name.into(), calls: calls.clone() };
+        let named = Named::new(name);
+        let calls = named.calls.clone();
         let server = Server::builder()
             .name(name)
             .register(registry)
-            .add_service(who)
+            .add_service(WhoServer::new(named))
             .bind("tcp://127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,4 +1,5 @@
-//! A hand-written test service, so the transport is tested without the macro crate.
+//! The test service, written as users write theirs: the [`Test`] trait, whose macro generates
+//! `TestClient` and `TestServer`, implemented by [`TestService`].
 //!
 //! `Test` has methods that echo, report the caller, wait until released or cancelled, panic and
 //! log one way; each handler reports what happened to it through [`Probe`] so tests can wait on
@@ -11,12 +12,9 @@ pub mod etcd;
 pub mod raw;
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
 
-use futures::future::BoxFuture;
 use tokio::sync::{Notify, mpsc};
-use zrpc_core::__private::{self as private, MethodInfo};
-use zrpc_core::{CodecId, Context, NamedService, Request, Response, Status};
+use zrpc_core::Context;
 
 /// What handlers report.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +73,29 @@ impl Drop for DropReporter {
     }
 }
 
+/// The service the transport's tests run, wire name `Test`.
+#[zrpc_macros::service(crate = "zrpc_core")]
+pub trait Test {
+    /// Answers with `text`.
+    #[zrpc(idempotent)]
+    async fn echo(&self, text: String) -> String;
+    /// The caller's name, which it also records in [`TestService::callers`].
+    #[zrpc(idempotent)]
+    async fn caller(&self, ctx: &Context) -> String;
+    /// Reports `Started(tag)` and waits until released (answering `tag`) or dropped (reporting
+    /// `Dropped(tag)`).
+    async fn wait(&self, tag: String) -> String;
+    /// Panics.
+    async fn panic(&self);
+    /// Reports `Logged(line)`; nothing comes back.
+    #[zrpc(oneway)]
+    async fn log(&self, line: String);
+    /// `len` bytes: a response of a chosen size.
+    #[zrpc(idempotent)]
+    async fn sized(&self, len: usize) -> Vec<u8>;
+}
+
+/// The [`Test`] every test server runs, served by [`TestServer`].
 #[derive(Clone, Debug)]
 pub struct TestService {
     probe: Probe,
@@ -88,109 +109,35 @@ impl TestService {
     }
 }
 
-impl NamedService for TestService {
-    const NAME: &'static str = "Test";
-    const METHODS: &'static [&'static str] =
-        &["Test.echo", "Test.caller", "Test.wait", "Test.panic", "Test.log", "Test.sized"];
-}
-
-impl tower::Service<Request> for TestService {
-    type Response = Response;
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<Response, Status>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
+impl Test for TestService {
+    async fn echo(&self, text: String) -> String {
+        text
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        let probe = self.probe.clone();
-        match req.method().name() {
-            "echo" => private::serve(req, |_, text: String| async move { text }),
-            "sized" => private::serve(req, |_, len: usize| async move { vec![7u8; len] }),
-            "caller" => {
-                let callers = self.callers.clone();
-                private::serve(req, move |ctx: Context, (): ()| async move {
-                    let caller = ctx.caller().to_owned();
-                    callers.lock().expect("not poisoned").push(caller.clone());
-                    caller
-                })
-            }
-            "wait" => private::serve(req, move |_, tag: String| async move {
-                let mut reporter = DropReporter { tag: tag.clone(), events: probe.events.clone(), finished: false };
-                let released = probe.release.notified();
-                let _ = probe.events.send(Seen::Started(tag.clone()));
-                released.await;
-                reporter.finished = true;
-                tag
-            }),
-            "panic" => private::serve(req, |_, (): ()| async move {
-                if true {
-                    panic!("the handler panicked on purpose");
-                }
-            }),
-            "log" => private::serve(req, move |_, line: String| async move {
-                let _ = probe.events.send(Seen::Logged(line));
-            }),
-            _ => private::unknown_method::<Self>(&req),
-        }
-    }
-}
-
-pub static ECHO: MethodInfo = MethodInfo { name: "Test.echo", idempotent: true, oneway: false };
-pub static SIZED: MethodInfo = MethodInfo { name: "Test.sized", idempotent: true, oneway: false };
-pub static CALLER: MethodInfo = MethodInfo { name: "Test.caller", idempotent: true, oneway: false };
-pub static WAIT: MethodInfo = MethodInfo { name: "Test.wait", idempotent: false, oneway: false };
-pub static PANIC: MethodInfo = MethodInfo { name: "Test.panic", idempotent: false, oneway: false };
-pub static LOG: MethodInfo = MethodInfo { name: "Test.log", idempotent: false, oneway: true };
-pub static MISSING: MethodInfo = MethodInfo { name: "Test.missing", idempotent: false, oneway: false };
-pub static OTHER_SERVICE: MethodInfo = MethodInfo { name: "Nope.echo", idempotent: false, oneway: false };
-
-/// A typed client over any channel-like service, as generated code would be.
-#[derive(Clone, Debug)]
-pub struct TestClient<S> {
-    pub inner: S,
-    pub ctx: Context,
-}
-
-impl<S> TestClient<S>
-where
-    S: tower::Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    pub fn new(inner: S) -> TestClient<S> {
-        TestClient { inner, ctx: Context::new() }
+    async fn caller(&self, ctx: &Context) -> String {
+        let caller = ctx.caller().to_owned();
+        self.callers.lock().expect("not poisoned").push(caller.clone());
+        caller
     }
 
-    pub fn with_context(&self, ctx: Context) -> TestClient<S> {
-        TestClient { inner: self.inner.clone(), ctx }
+    async fn wait(&self, tag: String) -> String {
+        let mut reporter = DropReporter { tag: tag.clone(), events: self.probe.events.clone(), finished: false };
+        let released = self.probe.release.notified();
+        let _ = self.probe.events.send(Seen::Started(tag.clone()));
+        released.await;
+        reporter.finished = true;
+        tag
     }
 
-    pub async fn echo(&self, text: &str) -> Result<String, Status> {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &ECHO, text.to_owned()).await
+    async fn panic(&self) {
+        panic!("the handler panicked on purpose");
     }
 
-    pub async fn sized(&self, len: usize) -> Result<Vec<u8>, Status> {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &SIZED, len).await
+    async fn log(&self, line: String) {
+        let _ = self.probe.events.send(Seen::Logged(line));
     }
 
-    pub async fn caller(&self) -> Result<String, Status> {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &CALLER, ()).await
-    }
-
-    pub fn wait(&self, tag: &str) -> impl std::future::Future<Output = Result<String, Status>> + Send + 'static {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &WAIT, tag.to_owned())
-    }
-
-    pub async fn panic(&self) -> Result<(), Status> {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, &PANIC, ()).await
-    }
-
-    pub async fn log(&self, line: &str) -> Result<(), Status> {
-        private::call_oneway(&self.inner, &self.ctx, CodecId::Postcard, &LOG, line.to_owned()).await
-    }
-
-    pub async fn raw(&self, method: &'static MethodInfo) -> Result<(), Status> {
-        private::call(&self.inner, &self.ctx, CodecId::Postcard, method, ()).await
+    async fn sized(&self, len: usize) -> Vec<u8> {
+        vec![7; len]
     }
 }
