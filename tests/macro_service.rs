@@ -222,6 +222,8 @@ fn args_structs_are_named_after_service_and_method() {
     assert_eq!(args.id, 1);
     let _empty = GreeterPingArgs {};
     let _hello = GreeterHelloArgs { name: String::new() };
+    // Debug by name only, so that argument types need not be Debug.
+    assert_eq!(format!("{args:?}"), "GreeterDescribeArgs { .. }");
 }
 
 #[cfg(feature = "json")]

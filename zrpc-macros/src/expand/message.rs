@@ -22,6 +22,7 @@ fn args_struct(service: &Service, method: &Method) -> TokenStream {
     let vis = service.vis();
     let cfgs: Vec<_> = method.cfgs().collect();
     let name = &method.args_struct;
+    let name_str = name.to_string();
     let doc = format!("The arguments of [`{}::{}`], sent together as one value.", service.ident(), method.ident());
     let fields = method.args.iter().map(|arg| {
         let doc = format!("The `{}` argument.", arg.name);
@@ -46,6 +47,14 @@ fn args_struct(service: &Service, method: &Method) -> TokenStream {
         #[serde(crate = #serde_path)]
         #vis struct #name {
             #(#fields)*
+        }
+
+        // By hand: a derive would require every argument type to be `Debug`.
+        #(#cfgs)*
+        impl ::core::fmt::Debug for #name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#name_str).finish_non_exhaustive()
+            }
         }
     }
 }
