@@ -14,7 +14,7 @@ use zrpc_benches::BenchmarkMessage;
 
 fn payload() -> Bytes {
     let mut buf = BytesMut::new();
-    CodecId::Postcard.encode(&BenchmarkMessage::filled(), &mut buf).expect("encodes");
+    CodecId::Postcard.encode(&BenchmarkMessage::<String>::filled(), &mut buf).expect("encodes");
     buf.freeze()
 }
 
@@ -126,7 +126,7 @@ fn mux(c: &mut Criterion) {
 }
 
 fn codec(c: &mut Criterion) {
-    let message = BenchmarkMessage::filled();
+    let message = BenchmarkMessage::<String>::filled();
     let bytes = payload();
     // What a call pays: encoding into the per-thread scratch buffer.
     c.bench_function("codec/postcard_encode", |b| {
@@ -134,6 +134,18 @@ fn codec(c: &mut Criterion) {
     });
     c.bench_function("codec/postcard_decode", |b| {
         b.iter(|| CodecId::Postcard.decode::<BenchmarkMessage>(black_box(&bytes)).expect("decodes"))
+    });
+    // The same bytes with `zrpc::Text` strings, as the generated code decodes: slices of the frame.
+    c.bench_function("codec/postcard_decode_text", |b| {
+        b.iter(|| CodecId::Postcard.decode_shared::<BenchmarkMessage<zrpc::Text>>(black_box(&bytes)).expect("decodes"))
+    });
+    // A 64 KiB byte field: serde reads a `Vec<u8>` a byte at a time; a `Blob` is a slice.
+    let big = CodecId::Postcard.encode_to_bytes(&zrpc::Blob::from(vec![7u8; 64 << 10])).expect("encodes");
+    c.bench_function("codec/postcard_decode_vec_64k", |b| {
+        b.iter(|| CodecId::Postcard.decode_shared::<Vec<u8>>(black_box(&big)).expect("decodes"))
+    });
+    c.bench_function("codec/postcard_decode_blob_64k", |b| {
+        b.iter(|| CodecId::Postcard.decode_shared::<zrpc::Blob>(black_box(&big)).expect("decodes"))
     });
 }
 

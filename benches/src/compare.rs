@@ -41,11 +41,11 @@ use crate::BoxError;
 use crate::framework::raw_mux::RawMux;
 use crate::framework::raw_pingpong::RawPingpong;
 use crate::framework::tarpc::Tarpc;
-use crate::framework::zrpc::Zrpc;
+use crate::framework::zrpc::{Zrpc, ZrpcText};
 use crate::framework::{Framework, Name};
 use crate::load::{self, Plan, Point};
 use crate::proc::{SERVE, ServerProcess};
-use crate::report::{self, Row};
+use crate::report::{self, MessageAllocs, Row};
 
 /// The command line, parsed.
 #[derive(Debug, Clone)]
@@ -223,6 +223,7 @@ fn measure_all(options: &Options) -> Result<Vec<Row>, BoxError> {
         eprintln!("{name}:");
         rows.extend(match name {
             Name::Zrpc => measure::<Zrpc>(options)?,
+            Name::ZrpcText => measure::<ZrpcText>(options)?,
             Name::Tarpc => measure::<Tarpc>(options)?,
             #[cfg(feature = "tonic")]
             Name::Tonic => measure::<crate::framework::tonic::Tonic>(options)?,
@@ -308,6 +309,7 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
 fn serve_child(name: Name) -> Result<(), BoxError> {
     match name {
         Name::Zrpc => serve::<Zrpc>(),
+        Name::ZrpcText => serve::<ZrpcText>(),
         Name::Tarpc => serve::<Tarpc>(),
         #[cfg(feature = "tonic")]
         Name::Tonic => serve::<crate::framework::tonic::Tonic>(),
@@ -346,15 +348,16 @@ fn heading(options: &Options) -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let decode = decode_allocations();
+    let MessageAllocs { owned, shared } = decode_allocations();
     format!(
         "zrpc compare, {date}: {cpu}, {cores} cores, loopback, server and client in separate processes\n\
          warm-up {warmup:?}, window {window:?} per point{rounds}; echo of the rpcx BenchmarkMessage \
          ({size} bytes in postcard{protobuf})\n\
          allocs/c = client + server allocations per call; decoding the message alone allocates \
-         {decode} times (its Strings and Vec), on each side, in every serde framework;\n\
-         own/c = allocs/c less those 2 x {decode}: the framework's own; cpu µs/c = CPU time of \
-         client and server per call",
+         {owned} times (its Strings and Vec), on each side, in every serde framework ({shared} with \
+         zrpc::Text strings);\n\
+         own/c = allocs/c less those 2 x {owned} (2 x {shared}): the framework's own; cpu µs/c = CPU \
+         time of client and server per call",
         date = today(),
         warmup = options.plan.warmup,
         window = options.plan.duration,
@@ -379,15 +382,22 @@ fn protobuf_size() -> String {
     String::new()
 }
 
-/// How many allocations decoding the message takes (postcard; any serde format allocates the same
-/// Strings and Vec).
-fn decode_allocations() -> u64 {
-    let Ok(payload) = crate::framework::payload() else { return 0 };
-    let before = crate::alloc::allocations();
-    let decoded = zrpc::CodecId::Postcard.decode::<crate::BenchmarkMessage>(&payload);
-    let after = crate::alloc::allocations();
-    drop(decoded);
-    after - before
+/// How many allocations decoding the message takes, with owned strings (postcard; any serde
+/// format allocates the same Strings and Vec) and with `zrpc::Text` strings as zrpc decodes them.
+fn decode_allocations() -> MessageAllocs {
+    let Ok(payload) = crate::framework::payload() else { return MessageAllocs::default() };
+    // A frame read from a socket is already shared; this one becomes so on its first clone,
+    // which allocates once. Clone it before counting.
+    let _shared = payload.clone();
+    let count = |decode: &dyn Fn()| {
+        let before = crate::alloc::allocations();
+        decode();
+        crate::alloc::allocations() - before
+    };
+    MessageAllocs {
+        owned: count(&|| drop(zrpc::CodecId::Postcard.decode::<crate::BenchmarkMessage>(&payload))),
+        shared: count(&|| drop(zrpc::CodecId::Postcard.decode_shared::<crate::BenchmarkMessage<zrpc::Text>>(&payload))),
+    }
 }
 
 /// Today's date, UTC, as `YYYY-MM-DD`.

@@ -70,6 +70,8 @@ pub trait Caller: Send + 'static {
 pub enum Name {
     /// zrpc, postcard, default settings.
     Zrpc,
+    /// zrpc with the message's strings as `zrpc::Text` (decoded without copying).
+    ZrpcText,
     /// tarpc, bincode over TCP, limits raised.
     Tarpc,
     /// tonic (gRPC over HTTP/2, protobuf); only with the `tonic` feature.
@@ -83,7 +85,7 @@ pub enum Name {
 impl Name {
     /// Every framework, in output order; `tonic` only when compiled in.
     pub fn all() -> Vec<Name> {
-        let mut all = vec![Name::Zrpc, Name::Tarpc];
+        let mut all = vec![Name::Zrpc, Name::ZrpcText, Name::Tarpc];
         if cfg!(feature = "tonic") {
             all.push(Name::Tonic);
         }
@@ -95,6 +97,7 @@ impl Name {
     pub fn as_str(self) -> &'static str {
         match self {
             Name::Zrpc => "zrpc",
+            Name::ZrpcText => "zrpc-text",
             Name::Tarpc => "tarpc",
             Name::Tonic => "tonic",
             Name::RawMux => "raw-mux",
@@ -102,15 +105,30 @@ impl Name {
         }
     }
 
-    /// Whether the framework decodes the message on each side (the raw floors move opaque bytes).
-    pub fn decodes(self) -> bool {
-        !matches!(self, Name::RawMux | Name::RawPingpong)
+    /// How the framework decodes the message on each side.
+    pub fn decoding(self) -> Decoding {
+        match self {
+            Name::ZrpcText => Decoding::Shared,
+            Name::RawMux | Name::RawPingpong => Decoding::Nothing,
+            Name::Zrpc | Name::Tarpc | Name::Tonic => Decoding::Owned,
+        }
     }
 
     /// Whether every caller has a connection of its own, whatever the point asks for.
     pub fn connection_per_caller(self) -> bool {
         self == Name::RawPingpong
     }
+}
+
+/// How a framework decodes the message, which sets the allocations it cannot avoid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    /// Into owned strings and vectors, as every serde framework does by default.
+    Owned,
+    /// With its strings as slices of the frame (`zrpc-text`).
+    Shared,
+    /// Not at all: the raw floors move opaque bytes.
+    Nothing,
 }
 
 impl fmt::Display for Name {
@@ -151,7 +169,7 @@ impl FromStr for Name {
 /// If postcard cannot encode the message (it can).
 pub fn payload() -> Result<bytes::Bytes, BoxError> {
     let mut buf = bytes::BytesMut::new();
-    ::zrpc::CodecId::Postcard.encode(&crate::BenchmarkMessage::filled(), &mut buf)?;
+    ::zrpc::CodecId::Postcard.encode(&crate::BenchmarkMessage::<String>::filled(), &mut buf)?;
     Ok(buf.freeze())
 }
 

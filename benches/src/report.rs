@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::framework::Name;
+use crate::framework::{Decoding, Name};
 use crate::load::Point;
 
 /// One framework at one point.
@@ -112,11 +112,30 @@ pub fn csv(rows: &[Row]) -> String {
     out
 }
 
+/// What decoding the message once allocates: a framework pays it on both sides whatever it
+/// does, so the `own/c` column is what is left, the framework's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageAllocs {
+    /// Into owned strings and vectors.
+    pub owned: u64,
+    /// With `zrpc::Text` strings sharing the frame.
+    pub shared: u64,
+}
+
+impl MessageAllocs {
+    /// What `framework` pays per call to decode the message on both sides.
+    pub fn per_call(self, framework: Name) -> f64 {
+        let once = match framework.decoding() {
+            Decoding::Owned => self.owned,
+            Decoding::Shared => self.shared,
+            Decoding::Nothing => 0,
+        };
+        2.0 * once as f64
+    }
+}
+
 /// The rows as an aligned table, followed by the ratios the targets are stated in.
-///
-/// `message_allocs` is what decoding the message once allocates: a serde framework pays it on
-/// both sides whatever it does, so the `own/c` column is what is left, the framework's own.
-pub fn table(rows: &[Row], message_allocs: u64) -> String {
+pub fn table(rows: &[Row], message_allocs: MessageAllocs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -139,8 +158,7 @@ pub fn table(rows: &[Row], message_allocs: u64) -> String {
     for r in rows {
         let rss = r.server_rss_kib.map(|kib| kib.to_string()).unwrap_or_else(|| "?".into());
         let cpu = r.cpu_us.map(|us| format!("{us:.2}")).unwrap_or_else(|| "?".into());
-        let message = if r.framework.decodes() { 2.0 * message_allocs as f64 } else { 0.0 };
-        let own = format!("{:.1}", (r.allocs_per_call() - message).max(0.0));
+        let own = format!("{:.1}", (r.allocs_per_call() - message_allocs.per_call(r.framework)).max(0.0));
         let _ = write!(
             out,
             "{:<13} {:>7} {:>5} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>8.1} {:>6} {:>8.1} {:>8.1} {:>8} {:>11}",

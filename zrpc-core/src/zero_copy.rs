@@ -13,6 +13,17 @@
 //! A slice keeps its whole frame alive: a `Text` kept for long keeps every byte of the message
 //! it came in. Convert it to a `String` to keep a small part of a large message.
 //!
+//! # When they pay
+//!
+//! Sharing is not free: each slice counts a reference to the frame (an atomic add, and a
+//! subtract when dropped), which costs about what allocating and copying a short string does.
+//! Measured on the benchmark's message (`cargo bench -p zrpc-benches --bench frame`, codec
+//! group): decoding its eight short strings as `Text` takes 550 ns against 430 ns as `String`,
+//! with 1 allocation instead of 9. Use `Text` for strings of a kilobyte and more.
+//!
+//! `Blob` pays at every size: serde reads a `Vec<u8>` one element at a time, so a 64 KiB
+//! `Vec<u8>` field decodes in 59 µs, and a 64 KiB `Blob` in 40 ns.
+//!
 //! # How decoding finds the frame
 //!
 //! [`CodecId::decode_shared`](crate::CodecId::decode_shared) (used by the generated client and
@@ -74,8 +85,8 @@ fn contains(outer: &[u8], inner: &[u8]) -> bool {
 /// An immutable UTF-8 string that may share the buffer it was decoded from; see the
 /// [module docs](self).
 ///
-/// Use it for string fields of arguments and results where decoding speed matters; it
-/// dereferences to `&str`.
+/// Use it for long string fields of arguments and results (for short ones `String` is as
+/// fast: see [when they pay](self#when-they-pay)); it dereferences to `&str`.
 ///
 /// # Examples
 ///

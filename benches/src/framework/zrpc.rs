@@ -1,79 +1,111 @@
 //! zrpc as a user gets it: `#[zrpc::service]`, postcard, default server and channel settings.
 //!
-//! With N connections the callers use N [`Channel`]s (each one connection), round-robin.
+//! Two flavours that differ only in the message's string fields: [`Zrpc`] with `String`s, as a
+//! user writes them by default, and [`ZrpcText`] with [`zrpc::Text`]s, which the generated code
+//! decodes as slices of the received frame instead of copies.
+//!
+//! With N connections the callers use N [`Channel`](zrpc::Channel)s (each one connection),
+//! round-robin.
 
-use std::net::SocketAddr;
+/// The echo service, server and callers of one flavour, in a module of their own (each has a
+/// `Bench` service of its own).
+macro_rules! flavour {
+    ($(#[$doc:meta])* mod $module:ident { $framework:ident, $name:expr, strings: $string:ty }) => {
+        $(#[$doc])*
+        pub mod $module {
+            use std::net::SocketAddr;
 
-use zrpc::{Address, Channel, Server};
+            use zrpc::{Address, Channel, Server};
 
-use super::{Caller, Framework, Name, Serving, check_echo};
-use crate::{BenchmarkMessage, BoxError};
+            use crate::framework::{Caller, Framework, Name, Serving, check_echo};
+            use crate::{BenchmarkMessage, BoxError};
 
-/// The echo service.
-#[zrpc::service]
-pub trait Bench {
-    /// Returns the message it was given.
-    async fn echo(&self, m: BenchmarkMessage) -> BenchmarkMessage;
-}
+            /// The message of this flavour.
+            pub type Message = BenchmarkMessage<$string>;
 
-/// The echo implementation.
-#[derive(Debug, Clone, Copy)]
-pub struct Echo;
+            /// The echo service.
+            #[zrpc::service]
+            pub trait Bench {
+                /// Returns the message it was given.
+                async fn echo(&self, m: Message) -> Message;
+            }
 
-impl Bench for Echo {
-    async fn echo(&self, m: BenchmarkMessage) -> BenchmarkMessage {
-        m
-    }
-}
+            /// The echo implementation.
+            #[derive(Debug, Clone, Copy)]
+            pub struct Echo;
 
-/// zrpc, default settings.
-#[derive(Debug, Clone, Copy)]
-pub struct Zrpc;
+            impl Bench for Echo {
+                async fn echo(&self, m: Message) -> Message {
+                    m
+                }
+            }
 
-impl Framework for Zrpc {
-    const NAME: Name = Name::Zrpc;
-    type Caller = ZrpcCaller;
+            /// zrpc, default settings.
+            #[derive(Debug, Clone, Copy)]
+            pub struct $framework;
 
-    async fn serve() -> Result<Serving, BoxError> {
-        let server = Server::builder().add_service(BenchServer::new(Echo)).bind("tcp://127.0.0.1:0").await?;
-        let addr = match server.local_addr() {
-            Address::Tcp(addr) => addr.parse()?,
-            other => return Err(format!("zrpc bound a non-TCP address: {other}").into()),
-        };
-        Ok(Serving { addr, run: Box::pin(async move { Ok(server.serve().await?) }) })
-    }
+            impl Framework for $framework {
+                const NAME: Name = $name;
+                type Caller = ZrpcCaller;
 
-    async fn callers(addr: SocketAddr, conns: usize, callers: usize) -> Result<Vec<ZrpcCaller>, BoxError> {
-        let mut channels = Vec::with_capacity(conns);
-        for _ in 0..conns {
-            // `Channel::connect(addr)` with a `SocketAddr` does not compile (its conversion's error
-            // type is `Infallible`, not `InvalidAddress`), so go through the string form.
-            channels.push(Channel::connect(format!("tcp://{addr}")).await?);
+                async fn serve() -> Result<Serving, BoxError> {
+                    let server =
+                        Server::builder().add_service(BenchServer::new(Echo)).bind("tcp://127.0.0.1:0").await?;
+                    let addr = match server.local_addr() {
+                        Address::Tcp(addr) => addr.parse()?,
+                        other => return Err(format!("zrpc bound a non-TCP address: {other}").into()),
+                    };
+                    Ok(Serving { addr, run: Box::pin(async move { Ok(server.serve().await?) }) })
+                }
+
+                async fn callers(addr: SocketAddr, conns: usize, callers: usize) -> Result<Vec<ZrpcCaller>, BoxError> {
+                    let mut channels = Vec::with_capacity(conns);
+                    for _ in 0..conns {
+                        // `Channel::connect(addr)` with a `SocketAddr` does not compile (its
+                        // conversion's error type is `Infallible`, not `InvalidAddress`), so go
+                        // through the string form.
+                        channels.push(Channel::connect(format!("tcp://{addr}")).await?);
+                    }
+                    let message = Message::filled();
+                    let probe = BenchClient::new(channels[0].clone());
+                    check_echo($name, &message, &probe.echo(message.clone()).await?)?;
+                    Ok((0..callers)
+                        .map(|i| ZrpcCaller {
+                            client: BenchClient::new(channels[i % conns].clone()),
+                            message: Some(message.clone()),
+                        })
+                        .collect())
+                }
+            }
+
+            /// A zrpc caller: a typed client over one of the channels.
+            #[derive(Debug)]
+            pub struct ZrpcCaller {
+                client: BenchClient<Channel>,
+                /// `None` while a call is in flight, and after one failed (the next call starts
+                /// afresh).
+                message: Option<Message>,
+            }
+
+            impl Caller for ZrpcCaller {
+                async fn call(&mut self) -> Result<(), BoxError> {
+                    let message = self.message.take().unwrap_or_else(Message::filled);
+                    self.message = Some(self.client.echo(message).await?);
+                    Ok(())
+                }
+            }
         }
-        let message = BenchmarkMessage::filled();
-        let probe = BenchClient::new(channels[0].clone());
-        check_echo(Name::Zrpc, &message, &probe.echo(message.clone()).await?)?;
-        Ok((0..callers)
-            .map(|i| ZrpcCaller {
-                client: BenchClient::new(channels[i % conns].clone()),
-                message: Some(message.clone()),
-            })
-            .collect())
-    }
+
+        pub use $module::$framework;
+    };
 }
 
-/// A zrpc caller: a typed client over one of the channels.
-#[derive(Debug)]
-pub struct ZrpcCaller {
-    client: BenchClient<Channel>,
-    /// `None` while a call is in flight, and after one failed (the next call starts afresh).
-    message: Option<BenchmarkMessage>,
+flavour! {
+    /// The message's strings are `String`s: what a user writes by default.
+    mod owned { Zrpc, Name::Zrpc, strings: String }
 }
 
-impl Caller for ZrpcCaller {
-    async fn call(&mut self) -> Result<(), BoxError> {
-        let message = self.message.take().unwrap_or_else(BenchmarkMessage::filled);
-        self.message = Some(self.client.echo(message).await?);
-        Ok(())
-    }
+flavour! {
+    /// The message's strings are [`zrpc::Text`]s, decoded as slices of the frame.
+    mod shared { ZrpcText, Name::ZrpcText, strings: zrpc::Text }
 }
