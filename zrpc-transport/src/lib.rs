@@ -20,6 +20,8 @@
 //! - `tcp` (default): TCP transport.
 //! - `unix` (default): Unix-domain socket transport.
 //! - `etcd`: discovery and registration through etcd (the `etcd-client` crate).
+//! - `fuzzing`: `zrpc_transport::fuzz`, the entry points of the fuzz targets in `fuzz/`; not a
+//!   stable API.
 //!
 //! The in-memory transport (`mem://name`) is always available.
 
@@ -32,6 +34,9 @@ pub mod dns;
 pub mod etcd;
 mod feed;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod listener;
 pub mod mux;
 pub mod registry;

@@ -63,7 +63,8 @@ impl Role {
         }
     }
 
-    fn opens(self, id: u64) -> bool {
+    /// Whether this side opens `id`: its parity, and never 0.
+    pub(crate) fn opens(self, id: u64) -> bool {
         id != 0 && (id % 2 == 1) == (self == Role::Connector)
     }
 }

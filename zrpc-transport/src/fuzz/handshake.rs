@@ -1,0 +1,141 @@
+//! [`handshake`]: a peer's arbitrary first bytes, preface and HELLO, into a new [`Mux`], checked
+//! against `docs/PROTOCOL.md` §3 (preface) and §5 (HELLO).
+
+use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
+
+use super::{Report, assert_goaway_explains, decode_output};
+use crate::frame::{self, Decoder, Frame, FrameError, MAGIC, PREFACE_LEN, VERSION};
+use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
+
+/// Runs a new mux over the bytes a peer sends first and checks invariants 1, 2, 3, 5, 6 and 7
+/// of the [module docs](super), up to the end of the handshake.
+///
+/// The first byte sets up the run: bit 0 the mux's role (connector, acceptor), bit 1 its own
+/// `max_frame` (1024 or the 16 MiB default), which the peer's HELLO must fit. The rest is what
+/// the peer sends from the start of the connection. [`frame::decode_preface`] is checked on the
+/// same bytes.
+///
+/// # Panics
+/// When an invariant breaks.
+pub fn handshake(input: &[u8]) -> Report {
+    let Some((&control, stream)) = input.split_first() else { return Report::default() };
+    let role = if control & 1 == 0 { Role::Connector } else { Role::Acceptor };
+    let max_frame = if control & 2 == 0 { frame::MIN_MAX_FRAME } else { frame::DEFAULT_MAX_FRAME };
+
+    let mut src = BytesMut::from(stream);
+    let preface = frame::decode_preface(&mut src);
+    assert_eq!(preface, expected_preface(stream), "decode_preface disagrees with PROTOCOL.md §3");
+    let used = if preface == Ok(true) { PREFACE_LEN } else { 0 };
+    assert_eq!(&src[..], &stream[used..], "decode_preface consumed the wrong bytes");
+
+    let expected = expected(stream, max_frame);
+    let whole = greet(role, max_frame, stream, stream.len());
+    let trickled = greet(role, max_frame, stream, 1);
+    // Fed a byte at a time, the mux stops reading where the handshake ends, so only the outcome
+    // and the output compare.
+    assert_eq!((&whole.0, &whole.2), (&trickled.0, &trickled.2), "the handshake depends on how the input was split");
+    let (greeting, left, _) = whole;
+    match (&greeting, &expected) {
+        (Greeting::Failed(_), _) => assert_eq!(greeting, expected.0, "the handshake failed differently"),
+        _ => assert_eq!((&greeting, &left[..]), (&expected.0, &expected.1[..]), "the handshake went wrong"),
+    }
+    let count = usize::from(matches!(greeting, Greeting::Ready { .. }));
+    Report { count, error: if let Greeting::Failed(e) = greeting { Some(e) } else { None } }
+}
+
+/// How a handshake ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Greeting {
+    /// The peer's preface and HELLO have not all arrived.
+    Waiting,
+    /// The HELLO arrived; what the mux kept of it.
+    Ready {
+        name: String,
+        max_frame: u32,
+        codecs: Vec<u8>,
+        token: Bytes,
+    },
+    Failed(ProtocolError),
+}
+
+/// The preface check of PROTOCOL.md §3: each byte fails as soon as it differs.
+fn expected_preface(stream: &[u8]) -> Result<bool, FrameError> {
+    if stream.iter().zip(&MAGIC).any(|(got, want)| got != want) {
+        return Err(FrameError::BadPreface);
+    }
+    match stream.get(MAGIC.len()) {
+        Some(&version) if version != VERSION => Err(FrameError::UnsupportedVersion(version)),
+        _ => Ok(stream.len() >= PREFACE_LEN),
+    }
+}
+
+/// The handshake PROTOCOL.md describes, and the bytes left after it: the preface, then a HELLO
+/// as the first frame of a known kind, within this side's limit.
+fn expected(stream: &[u8], max_frame: u32) -> (Greeting, Bytes) {
+    match expected_preface(stream) {
+        Err(e) => return (Greeting::Failed(e.into()), Bytes::new()),
+        Ok(false) => return (Greeting::Waiting, Bytes::copy_from_slice(stream)),
+        Ok(true) => {}
+    }
+    let mut rest = BytesMut::from(&stream[PREFACE_LEN..]);
+    let greeting = match Decoder::new(max_frame).decode(&mut rest) {
+        Err(e) => Greeting::Failed(e.into()),
+        Ok(None) => Greeting::Waiting,
+        Ok(Some(Frame::Hello(hello))) => {
+            Greeting::Ready { name: hello.name, max_frame: hello.max_frame, codecs: hello.codecs, token: hello.token }
+        }
+        Ok(Some(_)) => Greeting::Failed(ProtocolError::Violation("the first frame must be HELLO".into())),
+    };
+    (greeting, rest.freeze())
+}
+
+/// Feeds `stream` to a new mux `chunk` bytes at a time until it is ready or fails; returns how
+/// it ended, the bytes it left unread, and what it queued.
+fn greet(role: Role, max_frame: u32, stream: &[u8], chunk: usize) -> (Greeting, Bytes, Bytes) {
+    let now = Instant::now();
+    let config = MuxConfig { name: "fuzz".into(), max_frame, ..MuxConfig::default() };
+    let mut mux: Mux<()> = Mux::new(role, config, now);
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut greeting = Greeting::Waiting;
+    for piece in stream.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        fed += piece.len();
+        let result = mux.recv(&mut buf, now);
+        assert!(stream[..fed].ends_with(&buf), "the mux consumed bytes from somewhere other than the front");
+        match result {
+            Ok(None) => assert!(!mux.is_ready() && mux.peer().is_none(), "ready without saying so"),
+            Ok(Some(Event::Ready)) => {
+                assert!(mux.is_ready());
+                let Some(peer) = mux.peer() else { panic!("ready without a peer") };
+                greeting = Greeting::Ready {
+                    name: peer.name.to_string(),
+                    max_frame: peer.max_frame,
+                    codecs: peer.codecs.clone(),
+                    token: peer.token.clone(),
+                };
+                break;
+            }
+            Ok(Some(event)) => panic!("{event:?} before the handshake finished"),
+            Err(e) => {
+                let left = buf.clone();
+                assert!(matches!(mux.recv(&mut buf, now), Ok(None)) && buf == left, "a failed mux reads on");
+                greeting = Greeting::Failed(e);
+                break;
+            }
+        }
+    }
+    let out = mux.out().split().freeze();
+    // Before the peer's HELLO only the smallest limit is known to be safe.
+    let frames = decode_output(&out, frame::MIN_MAX_FRAME);
+    assert!(matches!(frames.first(), Some(Frame::Hello(_))), "the first frame queued is not our HELLO");
+    match &greeting {
+        Greeting::Failed(e) => {
+            assert_goaway_explains(&frames, e);
+            assert!(matches!(frames.last(), Some(Frame::GoAway(g)) if g.last_id == 0), "no request was seen yet");
+        }
+        _ => assert_eq!(frames.len(), 1, "the mux queued more than its HELLO: {frames:?}"),
+    }
+    (greeting, buf.freeze(), out)
+}

@@ -1,0 +1,161 @@
+//! The fuzz entry points on known conversations, then on seeded random mutations of them: the
+//! checks run in every `cargo test`, and the inputs must reach deep enough to be worth it.
+
+use bytes::{Bytes, BytesMut};
+use zrpc_core::{Request, Response};
+
+use super::*;
+use crate::frame::{FrameError, GoAway, Hello};
+
+fn request(buf: &mut BytesMut, id: u64, payload: &[u8]) {
+    let request = Request::new("S.m", Bytes::copy_from_slice(payload));
+    frame::encode_request(buf, id, &request, frame::DEFAULT_MAX_FRAME).expect("encodes");
+}
+
+fn response(buf: &mut BytesMut, id: u64) {
+    frame::encode_response(buf, id, &Ok(Response::new(Bytes::new())), frame::DEFAULT_MAX_FRAME).expect("encodes");
+}
+
+/// What a connector's peer (an acceptor: even ids) might say after its HELLO.
+fn conversation() -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    request(&mut buf, 2, b"echo me");
+    request(&mut buf, 4, &[7; 600]);
+    request(&mut buf, 6, b"left in progress");
+    frame::encode_cancel(&mut buf, 6);
+    frame::encode_ping(&mut buf, 9);
+    response(&mut buf, 1);
+    response(&mut buf, 5);
+    frame::encode_goaway(&mut buf, &GoAway { last_id: 3, code: 14, message: "bye".into() });
+    response(&mut buf, 3);
+    buf.to_vec()
+}
+
+fn mux_input(control: u8, seed: u8, peer: &[u8]) -> Vec<u8> {
+    [&[control, seed][..], peer].concat()
+}
+
+#[test]
+fn a_conversation_reaches_every_event() {
+    // Ready; requests 2, 4, 6; cancel 6; response 1; GOAWAY; response 3 (5 was oneway: ignored).
+    for seed in 0..8 {
+        let report = mux(&mux_input(0, seed, &conversation()));
+        assert_eq!(report, Report { count: 8, error: None }, "seed {seed}");
+    }
+    // With a 1024-byte peer limit, the 1200-byte echo is replaced by an error: still 8 events.
+    assert_eq!(mux(&mux_input(2, 0, &conversation())), Report { count: 8, error: None });
+    // After our own GOAWAY, the peer's requests are refused rather than reported, so its cancel
+    // finds nothing: Ready, response 1, GOAWAY, response 3.
+    assert_eq!(mux(&mux_input(4, 0, &conversation())), Report { count: 4, error: None });
+}
+
+#[test]
+fn violations_end_the_run_with_their_error() {
+    let mut wrong_parity = BytesMut::new();
+    request(&mut wrong_parity, 3, b"");
+    let report = mux(&mux_input(0, 1, &wrong_parity));
+    assert_eq!(report.count, 1, "only Ready");
+    assert!(matches!(report.error, Some(ProtocolError::Violation(ref m)) if m.contains("parity")), "{report:?}");
+
+    let mut never_sent = BytesMut::new();
+    response(&mut never_sent, 7);
+    let report = mux(&mux_input(0, 1, &never_sent));
+    assert!(matches!(report.error, Some(ProtocolError::Violation(ref m)) if m.contains("never opened")));
+
+    // The acceptor opens even ids, so the same odd id is fine the other way round.
+    let mut twice = BytesMut::new();
+    request(&mut twice, 3, b"");
+    request(&mut twice, 3, b"");
+    let report = mux(&mux_input(1, 1, &twice));
+    assert!(matches!(report.error, Some(ProtocolError::Violation(ref m)) if m.contains("in progress")));
+
+    let oversized = [&[0, 0, 4, 1][..], &[0; 1025]].concat();
+    let report = mux(&mux_input(0, 1, &oversized));
+    assert_eq!(report.error, Some(ProtocolError::Frame(FrameError::FrameTooLarge { len: 1025, max: 1024 })));
+}
+
+fn hello_bytes(max_frame: u32) -> Vec<u8> {
+    let hello = Hello {
+        name: "peer".into(),
+        max_frame,
+        codecs: vec![0, 1],
+        compressions: vec![],
+        token: Bytes::from_static(b"token"),
+    };
+    let mut buf = BytesMut::new();
+    frame::encode_preface(&mut buf);
+    frame::encode_hello(&mut buf, &hello).expect("encodes");
+    buf.to_vec()
+}
+
+#[test]
+fn handshakes_end_as_the_protocol_says() {
+    let hello = hello_bytes(4096);
+    for control in 0..4 {
+        assert_eq!(handshake(&[&[control][..], &hello].concat()), Report { count: 1, error: None });
+        let cut = &hello[..hello.len() - 1];
+        assert_eq!(handshake(&[&[control][..], cut].concat()), Report { count: 0, error: None });
+    }
+    let http = handshake(b"\x00GET / HTTP/1.1\r\n");
+    assert_eq!(http.error, Some(ProtocolError::Frame(FrameError::BadPreface)));
+    let version = handshake(b"\x01ZRPC\x02");
+    assert_eq!(version.error, Some(ProtocolError::Frame(FrameError::UnsupportedVersion(2))));
+    let mut ping_first = BytesMut::from(&b"\x00"[..]);
+    frame::encode_preface(&mut ping_first);
+    frame::encode_ping(&mut ping_first, 1);
+    let report = handshake(&ping_first);
+    assert_eq!(report.error, Some(ProtocolError::Violation("the first frame must be HELLO".into())));
+}
+
+/// Valid input with up to three bytes changed, and one time in three the end cut off.
+fn mutated(rng: &mut fastrand::Rng, valid: &[u8]) -> Vec<u8> {
+    let mut bytes = valid.to_vec();
+    for _ in 0..rng.usize(0..4) {
+        let i = rng.usize(..bytes.len());
+        bytes[i] = rng.u8(..);
+    }
+    if rng.usize(..3) == 0 {
+        bytes.truncate(rng.usize(..=bytes.len()));
+    }
+    bytes
+}
+
+#[test]
+fn mutated_conversations_keep_the_invariants() {
+    let mut rng = fastrand::Rng::with_seed(0x5a52_5043);
+    let conversation = conversation();
+    let (mut events, mut errors) = (0, 0);
+    for round in 0..500 {
+        let input = mux_input(rng.u8(..), rng.u8(..), &mutated(&mut rng, &conversation));
+        let report = mux(&input);
+        events += report.count;
+        errors += usize::from(report.error.is_some());
+        assert!(report.count >= 1, "round {round}: the peer's HELLO always arrives");
+    }
+    assert!(events > 1000 && (150..400).contains(&errors), "{events} events, {errors} errors");
+}
+
+#[test]
+fn mutated_handshakes_keep_the_invariants() {
+    let mut rng = fastrand::Rng::with_seed(0x4845_4c4f);
+    let (mut ready, mut errors, mut waiting) = (0, 0, 0);
+    for _ in 0..2000 {
+        let valid = [&[rng.u8(..)][..], &hello_bytes(rng.u32(1024..=65536))].concat();
+        let report = handshake(&mutated(&mut rng, &valid));
+        match report {
+            Report { error: Some(_), .. } => errors += 1,
+            Report { count: 1, .. } => ready += 1,
+            _ => waiting += 1,
+        }
+    }
+    assert!(ready > 200 && errors > 200 && waiting > 200, "{ready} ready, {errors} errors, {waiting} waiting");
+}
+
+#[test]
+fn empty_and_tiny_inputs_are_no_runs() {
+    assert_eq!(frames(b"", 1024), Report::default());
+    assert_eq!(mux(b"\x00"), Report::default());
+    assert_eq!(handshake(b""), Report::default());
+    // A bare header byte is a run over nothing: the mux becomes ready and nothing else happens.
+    assert_eq!(mux(b"\x00\x00"), Report { count: 1, error: None });
+}
