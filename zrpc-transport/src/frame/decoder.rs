@@ -9,6 +9,9 @@ use super::response::decode_response;
 use super::wire::{LENGTH_LEN, Reader};
 use super::{DEFAULT_MAX_FRAME, Frame, FrameError, HEADER_LEN, kind};
 
+/// The most room [`Decoder::decode`] reserves for the rest of an incomplete frame at once.
+pub const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Decodes frames from the front of a buffer, refusing any frame whose `length` exceeds the
 /// limit this side announced in its `HELLO`.
 ///
@@ -42,7 +45,8 @@ impl Decoder {
     /// Decodes the next whole frame from the front of `src`, consuming exactly its bytes.
     ///
     /// Returns `Ok(None)` when `src` does not hold a whole frame yet; nothing is consumed, and
-    /// once the length passed the limit `src` is reserved room for the rest of the frame.
+    /// once the length passed the limit `src` is reserved room for the rest of the frame, up to
+    /// [`RESERVE_AHEAD`] bytes at a time.
     /// Frames of unknown kinds are consumed and skipped. Payloads share `src`'s allocation:
     /// nothing is copied.
     ///
@@ -63,7 +67,10 @@ impl Decoder {
             }
             let total = usize::try_from(len).ok().and_then(|len| len.checked_add(LENGTH_LEN)).ok_or(too_large)?;
             if src.len() < total {
-                src.reserve(total - src.len());
+                // Room for what is coming, but never far ahead of what arrived: a peer that only
+                // claims a large frame costs at most this much (the buffer then grows, doubling,
+                // as the bytes actually come).
+                src.reserve((total - src.len()).min(RESERVE_AHEAD));
                 return Ok(None);
             }
             if len < (HEADER_LEN - LENGTH_LEN) as u32 {

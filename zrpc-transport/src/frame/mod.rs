@@ -60,7 +60,7 @@ mod wire;
 mod tests;
 
 pub use control::{GoAway, encode_cancel, encode_goaway, encode_ping, encode_pong};
-pub use decoder::Decoder;
+pub use decoder::{Decoder, RESERVE_AHEAD};
 pub use error::FrameError;
 pub use hello::{Hello, encode_hello};
 pub use preface::{decode_preface, encode_preface};

@@ -293,6 +293,15 @@ fn an_incomplete_frame_reserves_room_for_the_rest() {
 }
 
 #[test]
+fn a_claimed_large_frame_reserves_only_a_bounded_step_ahead() {
+    // A peer sends the length of a 16 MiB frame and nothing more.
+    let mut src = BytesMut::from(&(DEFAULT_MAX_FRAME - 4).to_be_bytes()[..]);
+    assert_eq!(Decoder::default().decode(&mut src), Ok(None));
+    assert!(src.capacity() <= 2 * RESERVE_AHEAD, "reserved {} bytes for 4 received", src.capacity());
+    assert!(src.capacity() >= RESERVE_AHEAD);
+}
+
+#[test]
 fn an_oversized_length_is_refused_before_allocating() {
     for (decoder, len) in [(Decoder::default(), u32::MAX), (Decoder::new(1024), 1025)] {
         let mut src = BytesMut::with_capacity(64);
