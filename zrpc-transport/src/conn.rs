@@ -5,6 +5,8 @@
 //! shutdown signal, and writes. Everything produced in one turn of the loop lands in the mux's
 //! output buffer before one write, so under load one syscall carries many frames (write
 //! coalescing) with no extra buffering layer, and no lock is shared between reading and writing.
+//! A turn handles the frames read only while less than 4 KiB waits to be written, so the
+//! answers to a large batch of calls leave in pieces while the rest are handled.
 //!
 //! Handlers for the peer's calls run in their own tasks (so a slow handler never blocks the
 //! connection) and report back over a channel; cancelling a call aborts its task, which drops
@@ -42,6 +44,9 @@ const HIGH_WATER: usize = 1024 * 1024;
 const BATCH: usize = 256;
 /// Read in chunks of at least this many bytes.
 const READ_CHUNK: usize = 8 * 1024;
+/// Frames read are handled only while fewer bytes than this wait to be written (see
+/// [`Connection::process_frames`]).
+const WRITE_FIRST: usize = 4 * 1024;
 /// How long a closing connection may spend writing its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -291,6 +296,8 @@ pub(crate) struct Connection<S> {
     local_name: Arc<str>,
     /// A request decoded while the service was not ready.
     stalled: Option<RequestFrame>,
+    /// Frames read wait in `rbuf` until more of the output is written.
+    deferred: bool,
     handlers: HashMap<u64, Handler>,
     done_tx: mpsc::UnboundedSender<(u64, Result<Response, Status>)>,
     done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
@@ -338,6 +345,7 @@ where
             names,
             local_name,
             stalled: None,
+            deferred: false,
             handlers: HashMap::new(),
             done_tx,
             done_rx,
@@ -387,7 +395,7 @@ where
                     Err(Status::unavailable(format!("{} closed the connection", self.shared.peer_name())))
                 });
             }
-            let idle = self.mux.out().is_empty() && self.stalled.is_none();
+            let idle = self.mux.out().is_empty() && self.stalled.is_none() && !self.deferred;
             if idle && self.mux.is_drained() {
                 return Poll::Ready(Ok(()));
             }
@@ -482,7 +490,7 @@ where
         if self.read_closed {
             return Ok(progress);
         }
-        progress |= self.process_frames(cx)?;
+        progress |= self.process_frames(WRITE_FIRST, cx)?;
         if self.stalled.is_some() {
             return Ok(progress);
         }
@@ -492,11 +500,13 @@ where
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
             Poll::Pending => Ok(progress),
             Poll::Ready(Ok(0)) => {
+                // Whatever the peer sent before its end of stream is still handled.
+                self.process_frames(usize::MAX, cx)?;
                 self.read_closed = true;
                 Ok(true)
             }
             Poll::Ready(Ok(_)) => {
-                self.process_frames(cx)?;
+                self.process_frames(WRITE_FIRST, cx)?;
                 Ok(true)
             }
             Poll::Ready(Err(e)) => {
@@ -505,11 +515,25 @@ where
         }
     }
 
-    /// Handles every whole frame in the read buffer, unless the service stops being ready.
-    fn process_frames(&mut self, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
+    /// Handles the whole frames in the read buffer while fewer than `until` bytes wait to be
+    /// written, unless the service stops being ready; the rest wait for the next turn.
+    ///
+    /// With `WRITE_FIRST` as the limit, a large batch of the peer's calls is answered in pieces
+    /// of about 4 KiB, each written before the next is handled, while the socket is still read
+    /// every turn: the peer starts on the first answers while the rest are handled, rather than
+    /// waiting for all of them. At 100 callers on one connection the benchmark went from a
+    /// median of 358k to 460k calls/s (six alternating runs of each build), and CPU per call
+    /// fell (4.5 to 4.0 µs). Variants measured no better than before: pieces relative to what
+    /// was already waiting (in effect 8 KiB), and pausing the socket's reads while frames wait.
+    fn process_frames(&mut self, until: usize, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
         let now = Instant::now();
         let mut progress = false;
+        self.deferred = false;
         while self.stalled.is_none() {
+            if self.mux.out().len() >= until {
+                self.deferred = !self.rbuf.is_empty();
+                break;
+            }
             let event = self.mux.recv(&mut self.rbuf, now).map_err(|e| self.protocol_error(&e))?;
             let Some(event) = event else { break };
             progress = true;
@@ -786,6 +810,33 @@ mod tests {
         }
         let request_writes = writes.load(Ordering::Relaxed) - before;
         assert_eq!(request_writes, 1, "100 requests, {request_writes} writes");
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_of_calls_is_answered_in_pieces() {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let far = Stream::Other(Box::new(CountingWrites { inner: far, writes: writes.clone() }));
+        let (client, handle) =
+            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new());
+        let (server, _) = Connection::new(far, Role::Acceptor, config("s"), Router::new(), Router::new());
+        tokio::spawn(client.run());
+        tokio::spawn(server.run());
+        handle.ready().await.expect("handshake");
+        let before = writes.load(Ordering::Relaxed);
+
+        // The 60 requests leave in one write (see above) and arrive in one read; their answers
+        // (NotFound, each naming the long method asked for) come to about 8 KiB, which used to
+        // leave in one write once all were handled.
+        let method = "Nobody.home_with_a_long_name_that_makes_each_answer_larger";
+        let calls: Vec<_> =
+            (0..60).map(|_| tokio::spawn(handle.clone().call(Request::new(method, Bytes::new())))).collect();
+        for call in calls {
+            let status = call.await.expect("task").expect_err("no such service");
+            assert_eq!(status.code(), zrpc_core::Code::NotFound);
+        }
+        let answer_writes = writes.load(Ordering::Relaxed) - before;
+        assert!(answer_writes >= 2, "60 answers left in {answer_writes} write: only after the whole batch was handled");
     }
 
     #[test]

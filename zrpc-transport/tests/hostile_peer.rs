@@ -491,3 +491,27 @@ fn a_peer_that_trickles_its_handshake_is_cut_off_one_timeout_after_connecting() 
     assert_eq!(server.next_timeout(), start + timeout);
     assert_eq!(server.on_timeout(start + timeout), Err(ProtocolError::HandshakeTimeout(timeout)));
 }
+
+#[tokio::test]
+async fn calls_sent_just_before_the_end_of_stream_are_still_handled() {
+    let mut server = start().await;
+    let mut peer = RawPeer::connect(&server.tcp).await;
+    peer.handshake("raw-client").await;
+
+    // One write: calls whose answers fill more than the server writes at once, then a oneway
+    // call, then the end of the stream. The server handles the batch in pieces, and the end of
+    // the stream must not overtake the calls still waiting in its buffer.
+    let mut batch = BytesMut::new();
+    for id in 0..20 {
+        batch.extend_from_slice(&raw::request_bytes(&raw::request(2 * id + 1, "Test.sized", raw::postcard(&400usize))));
+    }
+    let mut last = raw::request(41, "Test.log", raw::postcard("last words"));
+    last.flags = frame::flags::ONEWAY;
+    batch.extend_from_slice(&raw::request_bytes(&last));
+    peer.write(&batch).await;
+    peer.shutdown_write().await;
+
+    assert_eq!(server.events.next().await, Seen::Logged("last words".into()));
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
