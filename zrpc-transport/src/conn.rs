@@ -298,6 +298,8 @@ pub(crate) struct Connection<S> {
     stalled: Option<RequestFrame>,
     /// Frames read wait in `rbuf` until more of the output is written.
     deferred: bool,
+    /// The last write found the socket full: the peer is not taking our output.
+    write_blocked: bool,
     handlers: HashMap<u64, Handler>,
     done_tx: mpsc::UnboundedSender<(u64, Result<Response, Status>)>,
     done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
@@ -346,6 +348,7 @@ where
             local_name,
             stalled: None,
             deferred: false,
+            write_blocked: false,
             handlers: HashMap::new(),
             done_tx,
             done_rx,
@@ -516,7 +519,8 @@ where
     }
 
     /// Handles the whole frames in the read buffer while fewer than `until` bytes wait to be
-    /// written, unless the service stops being ready; the rest wait for the next turn.
+    /// written (or the peer is not taking them), unless the service stops being ready; the rest
+    /// wait for the next turn.
     ///
     /// With `WRITE_FIRST` as the limit, a large batch of the peer's calls is answered in pieces
     /// of about 4 KiB, each written before the next is handled, while the socket is still read
@@ -530,7 +534,9 @@ where
         let mut progress = false;
         self.deferred = false;
         while self.stalled.is_none() {
-            if self.mux.out().len() >= until {
+            // Only while the peer takes our output: one that waits for an answer among these
+            // frames before it reads again would otherwise wait forever.
+            if self.mux.out().len() >= until && !self.write_blocked {
                 self.deferred = !self.rbuf.is_empty();
                 break;
             }
@@ -668,12 +674,18 @@ where
                 Poll::Ready(Ok(n)) => {
                     out.advance(n);
                     self.written += n as u64;
+                    self.write_blocked = false;
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
                     return Err(Status::unavailable(format!("writing to {} failed: {e}", self.shared.peer_name())));
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    self.write_blocked = true;
+                    // Frames held back for this write are handled now, in another turn.
+                    progress |= self.deferred;
+                    break;
+                }
             }
         }
         if progress {
@@ -837,6 +849,47 @@ mod tests {
         }
         let answer_writes = writes.load(Ordering::Relaxed) - before;
         assert!(answer_writes >= 2, "60 answers left in {answer_writes} write: only after the whole batch was handled");
+    }
+
+    #[tokio::test]
+    async fn answers_reach_their_callers_while_the_peer_is_not_reading() {
+        // A peer that stops reading (as a server does while its handlers are busy) while our
+        // large call is stuck in our output: its answer to our small call must still reach the
+        // caller. Handling what we read waits for our output only while the peer takes it.
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let (client, handle) =
+            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new());
+        tokio::spawn(client.run());
+        let mut peer: Mux<()> = Mux::new(Role::Acceptor, config("s"), Instant::now());
+        far.write_all(&peer.out().split()).await.expect("the peer's HELLO");
+        handle.ready().await.expect("handshake");
+
+        let small = tokio::spawn(handle.call(Request::new("Small.call", Bytes::new())));
+        let mut from_client = BytesMut::new();
+        let small_id = loop {
+            tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
+            let mut seen = None;
+            while let Some(event) = peer.recv(&mut from_client, Instant::now()).expect("valid frames") {
+                if let Event::Request(frame) = event {
+                    seen = Some(frame.id);
+                }
+            }
+            if let Some(id) = seen {
+                break id;
+            }
+        };
+        // From here the peer reads nothing: most of this call stays in the client's output.
+        let big = handle.call(Request::new("Big.call", Bytes::from(vec![0; 1 << 20])));
+        peer.respond(small_id, &Ok(Response::new(Bytes::from_static(b"done"))));
+        far.write_all(&peer.out().split()).await.expect("the answer");
+
+        let answer = tokio::time::timeout(Duration::from_secs(60), small).await;
+        let answer = answer.expect("the answer reached its caller").expect("task").expect("answered");
+        assert_eq!(answer.payload(), &Bytes::from_static(b"done"));
+        // Not from the connection's last words: a connection whose peer stops answering its
+        // heartbeats is given up (after tens of seconds), and its unread answers delivered then.
+        assert!(handle.is_ready(), "the answer came only once the connection was given up");
+        drop(big);
     }
 
     #[test]
