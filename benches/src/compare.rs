@@ -10,7 +10,8 @@
 //!
 //! - Every framework serves the same echo: the rpcx benchmark message
 //!   ([`BenchmarkMessage::filled`](crate::BenchmarkMessage::filled), ~40 fields; the raw floors
-//!   send its postcard encoding as opaque bytes). Callers send the reply back as the next request,
+//!   send its postcard encoding as opaque bytes; `zrpc-text` declares its strings as
+//!   `zrpc::Text`, the same bytes on the wire). Callers send the reply back as the next request,
 //!   so no framework pays for building a message per call.
 //! - Server and client are separate processes on loopback: for each framework a fresh server
 //!   child (`compare serve <framework>`, the same binary) serves every point in turn; the parent
@@ -79,7 +80,7 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --warmup SECS      warm-up per point, not measured (default 1)
   --rounds N         measure every framework N times, taking turns, and report the median of
                      each figure (default 1)
-  --frameworks LIST  any of zrpc, tarpc, tonic (feature `tonic`), raw-mux, raw-pingpong
+  --frameworks LIST  any of zrpc, zrpc-text, tarpc, tonic (feature `tonic`), raw-mux, raw-pingpong
                      (default: all compiled in)
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
   --csv PATH         also write the rows as CSV
