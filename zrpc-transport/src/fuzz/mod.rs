@@ -13,29 +13,38 @@
 //!    small pieces, the frames, events, queued output and error are the same.
 //! 4. A decoded frame encodes back to the same frame.
 //! 5. The mux's bookkeeping matches a model of it: a peer's request is reported once while in
-//!    progress, a response only for a call this side has pending, a cancel only for a call in
-//!    progress; the handshake succeeds or fails exactly as `docs/PROTOCOL.md` §3 and §5 say.
-//! 6. Everything the mux queues is valid protocol within the peer's `max_frame`.
-//! 7. After an error the connection is over: the mux's last queued frame is a GOAWAY saying why,
-//!    and it reads nothing more.
+//!    progress, a response only for a call this side has pending (never for one it cancelled), a
+//!    cancel only for a call in progress; this side's own calls, cancels, answers, GOAWAY, drain
+//!    and heartbeat do what the mux's docs promise; the handshake succeeds or fails exactly as
+//!    `docs/PROTOCOL.md` §3 and §5 say.
+//! 6. Everything the mux queues is valid protocol within the peer's `max_frame` (1024 bytes before
+//!    its HELLO).
+//! 7. After an error the connection is over: the mux reads nothing more, and when the peer broke
+//!    the protocol its last queued frame is a GOAWAY saying why (a peer found dead is sent
+//!    nothing).
 //!
 //! `docs/PROTOCOL.md` ("Fuzzing") says how to run the targets.
 
 mod frames;
 mod handshake;
 mod mux;
+mod mux_local;
 
 #[cfg(test)]
 mod tests;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
-use crate::frame::{self, Decoder, Frame};
-use crate::mux::ProtocolError;
+use crate::frame::{self, Decoder, Frame, Hello};
+use crate::mux::{ProtocolError, Role};
+
+/// The peer's endpoint name in its (valid) HELLO.
+const PEER_NAME: &str = "fuzz-peer";
 
 pub use frames::frames;
 pub use handshake::handshake;
 pub use mux::mux;
+pub use mux_local::mux_local;
 
 /// How far a run got, for tests that check the inputs reach deep enough.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -47,6 +56,38 @@ pub struct Report {
     pub error: Option<ProtocolError>,
 }
 
+/// What a well-behaved peer sends first: its preface and a HELLO announcing `max_frame`.
+fn peer_handshake(max_frame: u32) -> BytesMut {
+    let mut stream = BytesMut::new();
+    frame::encode_preface(&mut stream);
+    let hello =
+        Hello { name: PEER_NAME.into(), max_frame, codecs: vec![0], compressions: Vec::new(), token: Bytes::new() };
+    if let Err(e) = frame::encode_hello(&mut stream, &hello) {
+        panic!("the peer's HELLO does not encode: {e}");
+    }
+    stream
+}
+
+/// How a mux run is set up, from its first byte: bit 0 the mux's role (connector, acceptor),
+/// bit 1 the peer's `max_frame` (1024 or the 16 MiB default), bit 2 (`mux` only) whether the mux
+/// sends a graceful GOAWAY as soon as the handshake is done.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    role: Role,
+    peer_max_frame: u32,
+    go_away: bool,
+}
+
+impl Setup {
+    fn new(control: u8) -> Setup {
+        Setup {
+            role: if control & 1 == 0 { Role::Connector } else { Role::Acceptor },
+            peer_max_frame: if control & 2 == 0 { frame::MIN_MAX_FRAME } else { frame::DEFAULT_MAX_FRAME },
+            go_away: control & 4 != 0,
+        }
+    }
+}
+
 /// Decodes what a mux queued: its preface, then whole frames of at most `max_frame`.
 ///
 /// # Panics
@@ -54,6 +95,14 @@ pub struct Report {
 fn decode_output(out: &[u8], max_frame: u32) -> Vec<Frame> {
     let mut out = BytesMut::from(out);
     assert_eq!(frame::decode_preface(&mut out), Ok(true), "the output starts with our preface");
+    decode_frames(out, max_frame)
+}
+
+/// Decodes `out`, whole frames of at most `max_frame` that a mux queued.
+///
+/// # Panics
+/// When `out` is not exactly that: the peer would refuse it.
+fn decode_frames(mut out: BytesMut, max_frame: u32) -> Vec<Frame> {
     let mut decoder = Decoder::new(max_frame);
     let mut frames = Vec::new();
     loop {

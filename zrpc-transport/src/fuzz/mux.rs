@@ -7,12 +7,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use zrpc_core::{Code, Request, Response, Status};
 
-use super::{Report, assert_goaway_explains, decode_output};
-use crate::frame::{self, Frame, Hello};
-use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
-
-/// The peer's endpoint name in its (valid) HELLO.
-const PEER_NAME: &str = "fuzz-peer";
+use super::{PEER_NAME, Report, Setup, assert_goaway_explains, decode_output, peer_handshake};
+use crate::frame::{self, Frame};
+use crate::mux::{Event, Mux, MuxConfig, ProtocolError};
 
 /// Runs a mux over `input` and checks invariants 1, 2, 3, 5, 6 and 7 of the
 /// [module docs](super).
@@ -35,18 +32,7 @@ pub fn mux(input: &[u8]) -> Report {
         [control, seed, rest @ ..] => (Setup::new(*control), *seed, rest),
         _ => return Report::default(),
     };
-    let mut stream = BytesMut::new();
-    frame::encode_preface(&mut stream);
-    let hello = Hello {
-        name: PEER_NAME.into(),
-        max_frame: setup.peer_max_frame,
-        codecs: vec![0],
-        compressions: Vec::new(),
-        token: Bytes::new(),
-    };
-    if let Err(e) = frame::encode_hello(&mut stream, &hello) {
-        panic!("the peer's HELLO does not encode: {e}");
-    }
+    let mut stream = peer_handshake(setup.peer_max_frame);
     stream.extend_from_slice(peer_bytes);
 
     let whole = Run::new(setup).feed(&stream, std::iter::once(stream.len()));
@@ -55,23 +41,6 @@ pub fn mux(input: &[u8]) -> Report {
     let pieces = Run::new(setup).feed(&stream, std::iter::repeat_with(|| rng.usize(1..=largest)));
     assert_eq!(whole, pieces, "the run depends on how the input was split into reads of at most {largest} bytes");
     Report { count: whole.transcript.len(), error: whole.error }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Setup {
-    role: Role,
-    peer_max_frame: u32,
-    go_away: bool,
-}
-
-impl Setup {
-    fn new(control: u8) -> Setup {
-        Setup {
-            role: if control & 1 == 0 { Role::Connector } else { Role::Acceptor },
-            peer_max_frame: if control & 2 == 0 { frame::MIN_MAX_FRAME } else { frame::DEFAULT_MAX_FRAME },
-            go_away: control & 4 != 0,
-        }
-    }
 }
 
 /// What a run produced; two runs over the same bytes must produce the same.

@@ -1,9 +1,12 @@
 //! The fuzz entry points on known conversations, then on seeded random mutations of them: the
 //! checks run in every `cargo test`, and the inputs must reach deep enough to be worth it.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use zrpc_core::{Request, Response};
 
+use super::mux_local::Step;
 use super::*;
 use crate::frame::{FrameError, GoAway, Hello};
 
@@ -156,6 +159,147 @@ fn empty_and_tiny_inputs_are_no_runs() {
     assert_eq!(frames(b"", 1024), Report::default());
     assert_eq!(mux(b"\x00"), Report::default());
     assert_eq!(handshake(b""), Report::default());
+    assert_eq!(mux_local(b"\x00"), Report::default());
+    // No steps: the peer never speaks, so the mux never becomes ready.
+    assert_eq!(mux_local(b"\x00\x00"), Report { count: 0, error: None });
     // A bare header byte is a run over nothing: the mux becomes ready and nothing else happens.
     assert_eq!(mux(b"\x00\x00"), Report { count: 1, error: None });
+}
+
+fn script(control: u8, seed: u8, steps: &[Step<'_>]) -> Vec<u8> {
+    let mut input = vec![control, seed];
+    for step in steps {
+        step.encode(&mut input);
+    }
+    input
+}
+
+#[test]
+fn local_calls_cancels_and_answers_follow_the_model() {
+    use Step::*;
+    // A connector: its calls are 1, 3 (oneway), 5, then 7 of 1250 bytes; the peer's are 2 and 4.
+    let steps = [
+        Call { size: 1, oneway: false },
+        Call { size: 1, oneway: true },
+        Call { size: 1, oneway: false },
+        PeerRequest { pick: 1, size: 1, oneway: false },
+        PeerRequest { pick: 1, size: 1, oneway: true },
+        PeerResponse { pick: 0, error: false },
+        Cancel { pick: 2 },
+        // The answers to the cancelled call and to the oneway one are ignored.
+        PeerResponse { pick: 2, error: true },
+        PeerResponse { pick: 1, error: false },
+        // Oneway 4 is no candidate for an answer, so picks 0 and 1 are 2 and an id never used.
+        Respond { pick: 0, size: 1, error: false },
+        Respond { pick: 0, size: 1, error: true },
+        Respond { pick: 1, size: 1, error: false },
+        FinishOneway { pick: 1 },
+        PeerCancel { pick: 0 },
+        Call { size: 250, oneway: false },
+        Drain,
+    ];
+    // Ready; requests 2 and 4; the response to 1.
+    for seed in 0..8 {
+        assert_eq!(mux_local(&script(0, seed, &steps)), Report { count: 4, error: None }, "seed {seed}");
+    }
+    // Within the peer's 16 MiB, call 7 goes out and is still pending when drained.
+    assert_eq!(mux_local(&script(2, 0, &steps)), Report { count: 4, error: None });
+    // The acceptor's ids are the other way round: the same picks find the same calls.
+    assert_eq!(mux_local(&script(1, 0, &steps)), Report { count: 4, error: None });
+}
+
+#[test]
+fn goaway_either_way_refuses_new_calls_and_drain_marks_the_unprocessed() {
+    use Step::*;
+    let steps = [
+        PeerRequest { pick: 1, size: 1, oneway: false },
+        Call { size: 1, oneway: false },
+        Call { size: 1, oneway: false },
+        GoAway,
+        // Refused unprocessed (the two-way one answered, the oneway one not), and not reported.
+        PeerRequest { pick: 1, size: 1, oneway: false },
+        PeerRequest { pick: 1, size: 1, oneway: true },
+        Call { size: 1, oneway: false },
+        GoAway,
+        Respond { pick: 0, size: 1, error: false },
+        // The peer's GOAWAY says it saw call 1: only call 3 is unprocessed.
+        PeerGoAway { pick: 0 },
+        Drain,
+        PeerResponse { pick: 0, error: false },
+    ];
+    // Ready, request 2, GOAWAY.
+    assert_eq!(mux_local(&script(0, 3, &steps)), Report { count: 3, error: None });
+}
+
+#[test]
+fn the_heartbeat_pings_a_quiet_peer_and_declares_a_silent_one_dead() {
+    use Step::*;
+    let quiet = [PeerPing { nonce: 9, pong: false }, Wait { millis: 9_999 }, Wait { millis: 1 }];
+    let answered = [&quiet[..], &[PeerPing { nonce: 1, pong: true }, Wait { millis: 10_000 }]].concat();
+    assert_eq!(mux_local(&script(0, 0, &answered)), Report { count: 1, error: None });
+    let silent = [&quiet[..], &[Wait { millis: 19_999 }, Wait { millis: 1 }]].concat();
+    let dead = Some(ProtocolError::HeartbeatTimeout(Duration::from_secs(20)));
+    assert_eq!(mux_local(&script(1, 0, &silent)), Report { count: 1, error: dead });
+    // A frame of any kind is a sign of life, even a PONG nobody asked for.
+    let busy = [&quiet[..], &[Wait { millis: 19_999 }, PeerPing { nonce: 3, pong: true }, Wait { millis: 1 }]].concat();
+    assert_eq!(mux_local(&script(1, 0, &busy)), Report { count: 1, error: None });
+}
+
+#[test]
+fn the_handshake_must_arrive_within_the_heartbeat_timeout() {
+    use Step::*;
+    let late = [Call { size: 1, oneway: false }, Wait { millis: 19_999 }, Wait { millis: 1 }];
+    let error = Some(ProtocolError::HandshakeTimeout(Duration::from_secs(20)));
+    assert_eq!(mux_local(&script(0, 0, &late)), Report { count: 0, error });
+    let in_time = [Wait { millis: 19_999 }, PeerPing { nonce: 1, pong: false }, Wait { millis: 19_999 }];
+    assert_eq!(mux_local(&script(0, 0, &in_time)), Report { count: 1, error: None });
+}
+
+/// A step of any kind, calls and waits the likeliest, sizes mostly small; raw bytes (likely
+/// a frame cut short) are taken from `raw`.
+fn random_step<'a>(rng: &mut fastrand::Rng, raw: &'a [u8]) -> Step<'a> {
+    let size = if rng.usize(..4) == 0 { rng.u8(..) } else { rng.u8(..8) };
+    let pick = rng.u8(..8);
+    match rng.u8(..20) {
+        0 if rng.bool() => {
+            let start = rng.usize(..raw.len());
+            Step::Bytes(&raw[start..raw.len().min(start + rng.usize(..40))])
+        }
+        1 | 2 => Step::PeerRequest { pick, size, oneway: rng.bool() },
+        3 => Step::PeerResponse { pick, error: rng.bool() },
+        4 => Step::PeerCancel { pick },
+        0 | 5 => Step::PeerPing { nonce: rng.u8(..), pong: rng.bool() },
+        6 => Step::PeerGoAway { pick },
+        7..=9 => Step::Call { size, oneway: rng.bool() },
+        10 => Step::Cancel { pick },
+        11 | 12 => Step::Respond { pick, size, error: rng.bool() },
+        13 => Step::FinishOneway { pick },
+        14 => Step::GoAway,
+        15 => Step::Drain,
+        _ => Step::Wait { millis: rng.u16(..25_000) },
+    }
+}
+
+#[test]
+fn random_and_mutated_scripts_keep_the_invariants() {
+    let mut rng = fastrand::Rng::with_seed(0x4c4f_4341);
+    let raw = conversation();
+    let (mut events, mut clean, mut dead, mut violations, mut malformed) = (0, 0, 0, 0, 0);
+    for _ in 0..1000 {
+        let steps: Vec<_> = (0..rng.usize(1..40)).map(|_| random_step(&mut rng, &raw)).collect();
+        let valid = script(rng.u8(..), rng.u8(..), &steps);
+        let input = if rng.usize(..4) == 0 { mutated(&mut rng, &valid) } else { valid };
+        let report = mux_local(&input);
+        events += report.count;
+        match report.error {
+            None => clean += 1,
+            Some(ProtocolError::HeartbeatTimeout(_) | ProtocolError::HandshakeTimeout(_)) => dead += 1,
+            Some(ProtocolError::Violation(_)) => violations += 1,
+            Some(ProtocolError::Frame(_)) => malformed += 1,
+        }
+    }
+    let counts = (events, clean, dead, violations, malformed);
+    // Each way a run can end, often enough (1812 events, 284 clean, 176 dead, 318 violations,
+    // 222 malformed when written).
+    assert!(events > 1200 && clean > 150 && dead > 100 && violations > 150 && malformed > 100, "{counts:?}");
 }

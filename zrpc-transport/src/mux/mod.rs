@@ -22,8 +22,9 @@
 //!    [`ProtocolError`]; the mux has then queued a GOAWAY saying why, and the driver writes it
 //!    and closes. Nothing a peer sends can make the mux panic or allocate beyond the frame limit.
 //! 5. Heartbeat: when nothing has arrived for `heartbeat_interval`, a PING is queued; when nothing
-//!    has arrived for `heartbeat_timeout` after it, the peer is dead ([`Mux::on_timeout`]).
-//!    Any frame counts as a sign of life, so a busy connection is never pinged.
+//!    has arrived for `heartbeat_timeout` after it, the peer is dead ([`Mux::on_timeout`]), and
+//!    as after a violation nothing more it sends is read. Any frame counts as a sign of life, so
+//!    a busy connection is never pinged.
 //! 6. GOAWAY from the peer: no new requests may be sent (they fail with `Unavailable`), pending
 //!    ones still complete. [`Mux::go_away`] does the same from this side: requests arriving after
 //!    it are answered `Unavailable` without being reported.
@@ -155,7 +156,7 @@ enum Phase {
     Preface,
     Hello,
     Open,
-    /// The peer broke the protocol: nothing more it sends is read.
+    /// The peer broke the protocol or stopped answering: nothing more it sends is read.
     Broken,
 }
 
@@ -354,16 +355,20 @@ impl<T> Mux<T> {
     /// when a PING went unanswered.
     ///
     /// # Errors
-    /// [`ProtocolError::HeartbeatTimeout`] when the peer is considered dead.
+    /// [`ProtocolError::HandshakeTimeout`] or [`ProtocolError::HeartbeatTimeout`] when the peer
+    /// is considered dead. As after an error from [`Mux::recv`], nothing more it sends is read.
     pub fn on_timeout(&mut self, now: Instant) -> Result<(), ProtocolError> {
         if self.phase != Phase::Open {
-            return match now >= self.last_received + self.config.heartbeat_timeout {
-                true => Err(ProtocolError::HandshakeTimeout(self.config.heartbeat_timeout)),
-                false => Ok(()),
-            };
+            if now < self.last_received + self.config.heartbeat_timeout {
+                return Ok(());
+            }
+            self.phase = Phase::Broken;
+            return Err(ProtocolError::HandshakeTimeout(self.config.heartbeat_timeout));
         }
         match self.ping {
             Some(sent) if now >= sent + self.config.heartbeat_timeout => {
+                // A late frame must not revive a connection already reported dead.
+                self.phase = Phase::Broken;
                 Err(ProtocolError::HeartbeatTimeout(self.config.heartbeat_timeout))
             }
             None if now >= self.last_received + self.config.heartbeat_interval => {

@@ -290,6 +290,34 @@ fn idle_connections_are_pinged_and_silent_peers_declared_dead() {
 }
 
 #[test]
+fn a_peer_declared_dead_is_not_read_any_more() {
+    // Found by the `mux_local` fuzz target: a frame arriving after `on_timeout` had failed was
+    // still read, so a connection reported dead could go on reporting events, even Ready.
+    let mut pair = Pair::new();
+    pair.now += Duration::from_secs(10);
+    pair.client.on_timeout(pair.now).expect("pings");
+    pair.server_events();
+    pair.now += Duration::from_secs(5);
+    let err = pair.client.on_timeout(pair.now).expect_err("dead");
+    assert_eq!(err, ProtocolError::HeartbeatTimeout(Duration::from_secs(5)));
+
+    // The PONG comes too late: it is left unread.
+    pair.to_client.extend_from_slice(&pair.server.out().split());
+    let late = pair.to_client.clone();
+    assert!(matches!(pair.client.recv(&mut pair.to_client, pair.now), Ok(None)));
+    assert_eq!(pair.to_client, late);
+
+    // The same when the handshake never completed: a late HELLO does not make the mux ready.
+    let now = Instant::now();
+    let mut client: Mux<&'static str> = Mux::new(Role::Connector, config("c"), now);
+    let mut server: Mux<&'static str> = Mux::new(Role::Acceptor, config("s"), now);
+    client.on_timeout(now + Duration::from_secs(5)).expect_err("gave up");
+    let mut hello = server.out().split();
+    assert!(matches!(client.recv(&mut hello, now + Duration::from_secs(5)), Ok(None)));
+    assert!(!client.is_ready());
+}
+
+#[test]
 fn a_peer_that_never_says_hello_fails_the_handshake() {
     let now = Instant::now();
     let mut client: Mux<&'static str> = Mux::new(Role::Connector, config("c"), now);
