@@ -548,7 +548,7 @@ impl Run {
                 false
             }
             Err((status, token)) if !fits => {
-                assert_eq!((status.code(), token), (Code::ResourceExhausted, id));
+                assert_eq!((status.code(), status.is_unprocessed(), token), (Code::ResourceExhausted, true, id));
                 false
             }
             Ok(None) if fits && !draining && !oneway => self.pending.insert(id),

@@ -262,7 +262,7 @@ impl<T> Mux<T> {
     ///
     /// # Errors
     /// `Unavailable` after a GOAWAY either way; `ResourceExhausted` when the request is larger
-    /// than the peer accepts. The token is handed back with the error.
+    /// than the peer accepts. Each is marked unprocessed, and the token is handed back with it.
     pub fn send_request(&mut self, id: u64, req: &Request, token: T) -> Result<Option<T>, (Status, T)> {
         debug_assert!(self.role.opens(id), "request ids must have this side's parity");
         if self.goaway_received.is_some() {
@@ -280,7 +280,8 @@ impl<T> Mux<T> {
                 }
                 e => Status::invalid_argument(format!("request to {} not sent: {e}", req.method())),
             };
-            return Err((status, token));
+            // Provably never processed: another endpoint, with a larger limit, may take it.
+            return Err((status.mark_unprocessed(), token));
         }
         self.highest_sent = self.highest_sent.max(id);
         if req.is_oneway() {

@@ -381,6 +381,7 @@ fn oversized_frames_are_never_sent() {
     let before = pair.client.out().len();
     let (status, _) = pair.client.send_request(1, &request("S.m", &BIG), "t").expect_err("too big");
     assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.is_unprocessed(), "never sent, so another endpoint may take it: {status:?}");
     assert_eq!(pair.client.out().len(), before, "nothing was queued");
 
     pair.client.send_request(3, &request("S.m", b""), "t").expect("small request");
