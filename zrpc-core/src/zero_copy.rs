@@ -77,9 +77,8 @@ fn share(bytes: &[u8]) -> Bytes {
 }
 
 fn contains(outer: &[u8], inner: &[u8]) -> bool {
-    let start = outer.as_ptr() as usize;
-    let at = inner.as_ptr() as usize;
-    at >= start && at + inner.len() <= start + outer.len()
+    let (outer, inner) = (outer.as_ptr_range(), inner.as_ptr_range());
+    outer.start <= inner.start && inner.end <= outer.end
 }
 
 /// An immutable UTF-8 string that may share the buffer it was decoded from; see the
