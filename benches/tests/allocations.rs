@@ -22,15 +22,15 @@ static COUNTING: CountingAlloc = CountingAlloc;
 
 /// An endpoint that answers at once, allocating nothing.
 #[derive(Clone, Debug)]
-struct Instant;
+struct AtOnce;
 
-impl Available for Instant {
+impl Available for AtOnce {
     fn is_available(&self) -> bool {
         true
     }
 }
 
-impl Service<Request> for Instant {
+impl Service<Request> for AtOnce {
     type Response = Response;
     type Error = Status;
     type Future = Ready<Result<Response, Status>>;
@@ -48,7 +48,7 @@ impl Service<Request> for Instant {
 async fn allocations_per_call(mode: FailMode, picker: impl Pick) -> f64 {
     const CALLS: u32 = 1000;
     let endpoints = ["tcp://10.0.0.1:1", "tcp://10.0.0.2:1", "tcp://10.0.0.3:1"];
-    let balance = Balance::new(Static::new(endpoints), |_: &Instance| Instant, picker, Filter::default());
+    let balance = Balance::new(Static::new(endpoints), |_: &Instance| AtOnce, picker, Filter::default());
     let service = RetryLayer::new(mode).layer(balance);
     let call = || service.clone().oneshot(Request::new("Bench.echo", Bytes::new()));
     // The first call starts discovery and waits for the endpoints; the rest find them in.
