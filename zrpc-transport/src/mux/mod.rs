@@ -412,11 +412,17 @@ impl<T> Mux<T> {
                 // both arrive within the timeout of connecting (PROTOCOL.md §12).
                 self.phase = Phase::Hello;
             }
-            let Some(frame) = self.decoder.decode(buf)? else {
+            let before = buf.len();
+            let decoded = self.decoder.decode(buf)?;
+            // Any whole frame shows the peer is alive (PROTOCOL.md §12), also one of a kind this
+            // version skips; but while the handshake's clock runs, only the HELLO stops it.
+            if buf.len() < before && (self.phase == Phase::Open || decoded.is_some()) {
+                self.last_received = now;
+                self.ping = None;
+            }
+            let Some(frame) = decoded else {
                 return Ok(None);
             };
-            self.last_received = now;
-            self.ping = None;
             if self.phase == Phase::Hello {
                 let Frame::Hello(hello) = frame else {
                     return Err(violation("the first frame must be HELLO"));

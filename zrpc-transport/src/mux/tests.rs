@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 use zrpc_core::{Code, Context, Request, Response, Status};
 
@@ -287,6 +287,47 @@ fn idle_connections_are_pinged_and_silent_peers_declared_dead() {
     pair.client.on_timeout(pair.now + Duration::from_secs(4)).expect("still within the limit");
     let err = pair.client.on_timeout(pair.now + Duration::from_secs(5)).expect_err("dead");
     assert_eq!(err, ProtocolError::HeartbeatTimeout(Duration::from_secs(5)));
+}
+
+/// A frame of kind 0x7f, which this version skips, carrying `body`.
+fn unknown_frame(body: &[u8]) -> BytesMut {
+    let mut frame = BytesMut::new();
+    frame.put_u32(u32::try_from(10 + body.len()).expect("test bodies are small"));
+    frame.put_u8(0x7f);
+    frame.put_u8(0);
+    frame.put_u64(0);
+    frame.put_slice(body);
+    frame
+}
+
+#[test]
+fn a_frame_of_an_unknown_kind_is_a_sign_of_life() {
+    let mut pair = Pair::new();
+    pair.now += Duration::from_secs(10);
+    pair.client.on_timeout(pair.now).expect("pings");
+    pair.server_events();
+    pair.server.out().clear();
+
+    // Instead of the PONG, a frame of a kind from some later version: skipped, but the peer is
+    // alive, so the ping is settled and the clock starts over.
+    pair.now += Duration::from_secs(4);
+    pair.to_client.extend_from_slice(&unknown_frame(b"future"));
+    assert!(pair.client_events().is_empty(), "nothing to report");
+    assert!(pair.to_client.is_empty(), "the frame was consumed");
+    pair.client.on_timeout(pair.now + Duration::from_secs(1)).expect("alive: heard from 1 s ago");
+    assert_eq!(pair.client.next_timeout(), pair.now + Duration::from_secs(10));
+}
+
+#[test]
+fn a_frame_of_an_unknown_kind_does_not_extend_the_handshake() {
+    let start = Instant::now();
+    let mut client: Mux<&'static str> = Mux::new(Role::Connector, config("client-1"), start);
+    let mut bytes = BytesMut::new();
+    frame::encode_preface(&mut bytes);
+    bytes.extend_from_slice(&unknown_frame(b""));
+    assert!(matches!(client.recv(&mut bytes, start + Duration::from_secs(4)), Ok(None)));
+    let err = client.on_timeout(start + Duration::from_secs(5)).expect_err("the HELLO never came");
+    assert_eq!(err, ProtocolError::HandshakeTimeout(Duration::from_secs(5)));
 }
 
 #[test]
