@@ -5,13 +5,10 @@
 
 mod support;
 
-use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{Events, Seen, TestClient, TestServer, TestService};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::{Events, Seen, Serving, TestClient, TestServer, TestService};
 use tower::ServiceExt;
 use zrpc_core::{Code, Context, Request, Response, Status};
 use zrpc_transport::{Address, Backoff, Channel, Server, ServerBuilder};
@@ -27,17 +24,13 @@ enum Kind {
 struct Running {
     address: Address,
     events: Events,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
+    serving: Serving,
     service: TestService,
 }
 
 impl Running {
-    async fn shutdown(mut self) -> Events {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.expect("serve did not panic").expect("serve succeeded");
+    async fn shutdown(self) -> Events {
+        self.serving.shutdown().await.expect("serve succeeded");
         self.events
     }
 }
@@ -60,11 +53,7 @@ async fn start_at(address: &Address, tweak: impl FnOnce(ServerBuilder) -> Server
         .await
         .expect("bind");
     let address = server.local_addr().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve_with_shutdown(async move {
-        let _ = stopped.await;
-    }));
-    Running { address, events, stop: Some(stop), task, service }
+    Running { address, events, serving: Serving::spawn(server), service }
 }
 
 async fn start(kind: Kind, dir: &tempfile::TempDir) -> Running {
@@ -216,9 +205,7 @@ async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
 
     let in_flight = tokio::spawn(client.wait("draining".into()));
     assert_eq!(server.events.next().await, Seen::Started("draining".into()));
-    if let Some(stop) = server.stop.take() {
-        stop.send(()).expect("server running");
-    }
+    server.serving.begin_shutdown();
 
     // Calls made before the GOAWAY arrives may still be served; once it has, new calls are
     // refused with Unavailable. The GOAWAY is a few frames away, so this ends quickly.
@@ -246,9 +233,7 @@ async fn the_drain_deadline_aborts_calls_still_running(kind: Kind) {
 
     let stuck = tokio::spawn(client.wait("stuck".into()));
     assert_eq!(server.events.next().await, Seen::Started("stuck".into()));
-    if let Some(stop) = server.stop.take() {
-        stop.send(()).expect("server running");
-    }
+    server.serving.begin_shutdown();
     // Nobody releases the handler: shutdown ends at the drain deadline and aborts it.
     assert_eq!(server.events.next().await, Seen::Dropped("stuck".into()));
     let status = stuck.await.expect("task").expect_err("the call was cut off");

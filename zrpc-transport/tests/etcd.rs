@@ -14,8 +14,9 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::cluster::{Mode, NodeClient, Proxy, RunningNode, within};
+use support::cluster::{Mode, NodeClient, Proxy, RunningNode};
 use support::etcd::{EtcdServer, Registered, who};
+use support::within;
 use zrpc_core::balance::RoundRobin;
 use zrpc_core::discover::{Discover, Filter, Instance, InstanceState};
 use zrpc_transport::etcd::{Etcd, EtcdRegistry};

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use support::Seen;
-use support::cluster::{Mode, NodeClient, Proxy, Recorder, RunningNode, call_missing, refused_address, within};
+use support::cluster::{Mode, NodeClient, Proxy, Recorder, RunningNode, call_missing, refused_address};
+use support::{Seen, within};
 use tower::retry::budget::TpsBudget;
 use zrpc_core::balance::{P2c, RoundRobin};
 use zrpc_core::breaker::BreakerConfig;
@@ -42,6 +42,36 @@ fn calls(servers: &[&RunningNode]) -> Vec<usize> {
 // ---------------------------------------------------------------------------------------------
 // Fail modes
 
+/// Six calls through `node`, which balances round robin over `failing` and `healthy` so that
+/// first attempts alternate. Checks what each call cost the servers: an answer, one call on
+/// `healthy` and none on `failing`; a failure, `attempts` calls on `failing` and none on
+/// `healthy`. Returns the failures: every other call.
+async fn alternate_first_attempts(
+    node: &NodeClient<Client>,
+    failing: &RunningNode,
+    healthy: &RunningNode,
+    attempts: usize,
+) -> Vec<Status> {
+    let mut failures = Vec::new();
+    for i in 0..6 {
+        let before = calls(&[failing, healthy]);
+        let result = within("a call", node.work(format!("call {i}"))).await;
+        let after = calls(&[failing, healthy]);
+        match result {
+            Ok(name) => {
+                assert_eq!(name, "healthy");
+                assert_eq!(after, [before[0], before[1] + 1], "one attempt, on the healthy server");
+            }
+            Err(status) => {
+                assert_eq!(after, [before[0] + attempts, before[1]], "{attempts} attempts, on the failing server");
+                failures.push(status);
+            }
+        }
+    }
+    assert_eq!(failures.len(), 3, "round robin alternates first attempts");
+    failures
+}
+
 #[tokio::test]
 async fn failfast_makes_one_attempt() {
     let failing = RunningNode::start("failing", Mode::Fail(Code::Unavailable)).await;
@@ -49,26 +79,10 @@ async fn failfast_makes_one_attempt() {
     let client = client_over(&[&failing.address, &healthy.address]).balance(RoundRobin::new()).build();
     let node = NodeClient::new(client);
 
-    let (mut failed, mut answered) = (0, 0);
-    for i in 0..6 {
-        let before = calls(&[&failing, &healthy]);
-        let result = within("a call", node.work(format!("call {i}"))).await;
-        let after = calls(&[&failing, &healthy]);
-        match result {
-            Ok(name) => {
-                assert_eq!(name, "healthy");
-                assert_eq!(after, [before[0], before[1] + 1], "one attempt, on the healthy server");
-                answered += 1;
-            }
-            Err(status) => {
-                // A retryable failure of an idempotent call, and still not retried.
-                assert_eq!(status.code(), Code::Unavailable, "{status}");
-                assert_eq!(after, [before[0] + 1, before[1]], "one attempt; the other endpoint saw nothing");
-                failed += 1;
-            }
-        }
+    // Retryable failures of an idempotent call, and still not retried.
+    for status in alternate_first_attempts(&node, &failing, &healthy, 1).await {
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
     }
-    assert_eq!((failed, answered), (3, 3), "round robin alternates");
 }
 
 #[tokio::test]
@@ -115,26 +129,10 @@ async fn failtry_keeps_every_attempt_on_the_first_endpoint() {
         .build();
     let node = NodeClient::new(client);
 
-    let (mut failed, mut answered) = (0, 0);
-    for i in 0..6 {
-        let before = calls(&[&failing, &healthy]);
-        let result = within("a call", node.work(format!("call {i}"))).await;
-        let after = calls(&[&failing, &healthy]);
-        match result {
-            Ok(name) => {
-                assert_eq!(name, "healthy");
-                assert_eq!(after, [before[0], before[1] + 1]);
-                answered += 1;
-            }
-            Err(status) => {
-                assert_eq!(status.code(), Code::Unavailable, "{status}");
-                assert!(status.message().contains("3 attempts"), "{status}");
-                assert_eq!(after, [before[0] + 3, before[1]], "three attempts, all on the first endpoint");
-                failed += 1;
-            }
-        }
+    for status in alternate_first_attempts(&node, &failing, &healthy, 3).await {
+        assert_eq!(status.code(), Code::Unavailable, "{status}");
+        assert!(status.message().contains("3 attempts"), "{status}");
     }
-    assert_eq!((failed, answered), (3, 3), "round robin alternates first attempts");
 }
 
 #[tokio::test]

@@ -5,21 +5,18 @@
 //! in each, show with a well-behaved `Channel` that other connections keep working once the bad
 //! one was dealt with. Client-side tests put a real `Channel` in front of a fake server the test
 //! controls byte by byte. Nothing sleeps: tests wait on frames, closes and handler events, each
-//! wait bounded by `raw::LIVENESS` so that a regression fails instead of hanging.
+//! wait bounded by `support::LIVENESS` so that a regression fails instead of hanging.
 
 mod support;
 
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use support::raw::{self, RawPeer, within};
-use support::{Events, Seen, TestClient, TestServer, TestService};
+use support::raw::{self, RawPeer};
+use support::{Events, Seen, Serving, TestClient, TestServer, TestService, within};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use zrpc_core::{Code, Context, Response};
 use zrpc_transport::frame::{self, Frame};
 use zrpc_transport::mux::{Mux, MuxConfig, ProtocolError, Role};
@@ -32,8 +29,7 @@ struct Running {
     /// `host:port`, for raw sockets.
     tcp: String,
     events: Events,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
+    serving: Serving,
     good: TestClient<Channel>,
 }
 
@@ -47,12 +43,9 @@ async fn start() -> Running {
         .expect("bind");
     let address = server.local_addr().clone();
     let Address::Tcp(tcp) = address.clone() else { panic!("a tcp address: {address}") };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve_with_shutdown(async move {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::spawn(server);
     let good = within("the good client connects", good_client(&address)).await;
-    Running { address, tcp, events, stop: Some(stop), task, good }
+    Running { address, tcp, events, serving, good }
 }
 
 async fn good_client(address: &Address) -> TestClient<Channel> {
@@ -69,12 +62,8 @@ impl Running {
         assert_eq!(within("the new client's echo", fresh.echo("new".into())).await, Ok("new".to_owned()));
     }
 
-    async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let served = within("the server shuts down", self.task).await;
-        served.expect("serve did not panic").expect("serve succeeded");
+    async fn shutdown(self) {
+        self.serving.shutdown().await.expect("serve succeeded");
     }
 }
 

@@ -7,14 +7,13 @@
 //! chosen code. Waiting handlers report `Started` and `Dropped` through the usual
 //! [`Probe`](super::Probe), so tests observe a cancellation on the wire without sleeping.
 
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tower::util::MapFutureLayer;
@@ -22,19 +21,7 @@ use zrpc_core::balance::{Candidates, EndpointView, Pick, PickContext, RoundRobin
 use zrpc_core::{Code, Request, Response, Status};
 use zrpc_transport::{Address, Server};
 
-use super::{DropReporter, Events, Probe, Seen};
-
-/// How long any wait in these tests may take before the test fails instead of hanging. Far
-/// above any real wait; no test relies on its length.
-pub const LIVENESS: Duration = Duration::from_secs(60);
-
-/// Runs `future`, failing the test with `what` if it has not finished within [`LIVENESS`].
-pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(LIVENESS, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("not done within {LIVENESS:?}: {what}"),
-    }
-}
+use super::{DropReporter, Events, Probe, Seen, Serving, within};
 
 /// What a node does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,8 +131,7 @@ pub struct RunningNode {
     pub events: Events,
     calls: Arc<AtomicUsize>,
     mode: Arc<Mutex<Mode>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
+    serving: Serving,
 }
 
 impl RunningNode {
@@ -170,11 +156,7 @@ impl RunningNode {
             .await
             .expect("bind");
         let address = server.local_addr().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve_with_shutdown(async move {
-            let _ = stopped.await;
-        }));
-        RunningNode { name, address, events, calls, mode, stop: Some(stop), task }
+        RunningNode { name, address, events, calls, mode, serving: Serving::spawn(server) }
     }
 
     /// Requests received so far, any method.
@@ -187,18 +169,14 @@ impl RunningNode {
     }
 
     /// Graceful shutdown: GOAWAY, drain up to the server's drain timeout, close.
-    pub async fn shutdown(mut self) -> Events {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        within("the server shuts down", &mut self.task).await.expect("serve did not panic").expect("serve succeeded");
+    pub async fn shutdown(self) -> Events {
+        self.serving.shutdown().await.expect("serve succeeded");
         self.events
     }
 
     /// Kills the server at once: its listener and every connection are dropped mid-call.
     pub async fn abort(self) -> Address {
-        self.task.abort();
-        let _ = within("the aborted server's task ends", self.task).await;
+        self.serving.abort().await;
         self.address
     }
 }

@@ -19,13 +19,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use zrpc_core::{Request, Response, Status};
 use zrpc_transport::etcd::etcd_client;
 use zrpc_transport::{Address, Registry, Server};
 
-use super::cluster::within;
+use super::{Serving, within};
 
 /// A running etcd of the test's own.
 #[derive(Debug)]
@@ -229,8 +227,7 @@ pub struct Registered {
     pub name: String,
     pub address: Address,
     calls: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
+    serving: Serving,
 }
 
 impl Registered {
@@ -247,11 +244,7 @@ impl Registered {
             .await
             .expect("bind");
         let address = server.local_addr().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve_with_shutdown(async move {
-            let _ = stopped.await;
-        }));
-        Registered { name: name.to_owned(), address, calls, stop: Some(stop), task }
+        Registered { name: name.to_owned(), address, calls, serving: Serving::spawn(server) }
     }
 
     /// The key it registers under in `prefix`.
@@ -265,16 +258,12 @@ impl Registered {
     }
 
     /// Graceful shutdown: deregisters, then drains; returns what serving returned.
-    pub async fn shutdown(mut self) -> io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        within("the server shuts down", &mut self.task).await.expect("serve did not panic")
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.serving.shutdown().await
     }
 
     /// Kills it at once: no deregistration; its lease is no longer renewed.
     pub async fn abort(self) {
-        self.task.abort();
-        let _ = within("the aborted server's task ends", self.task).await;
+        self.serving.abort().await;
     }
 }

@@ -11,10 +11,71 @@ pub mod cluster;
 pub mod etcd;
 pub mod raw;
 
+use std::future::Future;
+use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
-use zrpc_core::Context;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use zrpc_core::{Context, Request, Response, Status};
+use zrpc_transport::Server;
+
+/// How long any wait in these tests may take before the test fails instead of hanging. A bound
+/// for liveness, far above any real wait; no test relies on its length.
+pub const LIVENESS: Duration = Duration::from_secs(60);
+
+/// Awaits `future`, failing the test with `what` if it has not finished within [`LIVENESS`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(LIVENESS, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("not done within {LIVENESS:?}: {what}"),
+    }
+}
+
+/// A bound server serving in a task of its own until the test stops it.
+#[derive(Debug)]
+pub struct Serving {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Serving {
+    /// Serves `server` until [`shutdown`](Serving::shutdown) or [`abort`](Serving::abort).
+    pub fn spawn<S>(server: Server<S>) -> Serving
+    where
+        S: tower::Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
+        S::Future: Send + Unpin + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_with_shutdown(async move {
+            let _ = stopped.await;
+        }));
+        Serving { stop: Some(stop), task }
+    }
+
+    /// Tells the server to shut down gracefully, without waiting for it to finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).expect("the server is still serving");
+        }
+    }
+
+    /// Graceful shutdown: GOAWAY, drain up to the server's drain timeout, close. Returns what
+    /// serving returned.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("the server shuts down", self.task).await.expect("serve did not panic")
+    }
+
+    /// Kills the server at once: its listener and every connection are dropped mid-call.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = within("the aborted server's task ends", self.task).await;
+    }
+}
 
 /// What handlers report.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,11 +99,9 @@ pub struct Events {
 }
 
 impl Events {
-    /// The next thing a handler reports. Fails the test instead of hanging when nothing comes:
-    /// the bound is for liveness, far above any real wait, and no test relies on its length.
+    /// The next thing a handler reports; fails the test instead of hanging when nothing comes.
     pub async fn next(&mut self) -> Seen {
-        let next = tokio::time::timeout(std::time::Duration::from_secs(60), self.rx.recv());
-        next.await.expect("a handler reported within 60 s").expect("the service is alive")
+        within("a handler's report", self.rx.recv()).await.expect("the service is alive")
     }
 
     /// Lets every `wait` handler waiting now (and the next one to come) return.

@@ -2,11 +2,8 @@
 //!
 //! [`RawPeer`] writes exactly the bytes a test gives it and reads frames with the public
 //! `frame` API. It enforces nothing itself — no deadlines, no id rules — so that what a test
-//! observes is what the other side did. Every read is bounded by [`LIVENESS`] so that a broken
+//! observes is what the other side did. Every read is bounded by [`LIVENESS`](super::LIVENESS) so that a broken
 //! peer fails the test instead of hanging it.
-
-use std::future::Future;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -15,17 +12,7 @@ use tokio::net::TcpStream;
 use zrpc_core::{CodecId, Metadata};
 use zrpc_transport::frame::{self, Decoder, Frame, GoAway, Hello, RequestFrame, ResponseFrame};
 
-/// How long any wait may take before the test fails. A bound for liveness, far above any real
-/// wait; no test relies on its length.
-pub const LIVENESS: Duration = Duration::from_secs(60);
-
-/// Awaits `future`, failing the test if it takes longer than [`LIVENESS`].
-pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(LIVENESS, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("{what}: nothing happened within {LIVENESS:?}"),
-    }
-}
+use super::within;
 
 /// The postcard encoding of `value`, as a well-behaved client would send it.
 pub fn postcard<T: Serialize + ?Sized>(value: &T) -> Bytes {
