@@ -98,9 +98,9 @@ pub(super) enum Step<'a> {
     Call { size: u8, oneway: bool },
     /// This side cancels one of its calls.
     Cancel { pick: u8 },
-    /// A handler answers one of the peer's calls (not a oneway one in progress).
+    /// A handler answers one of the peer's calls (which, for a oneway one, sends nothing).
     Respond { pick: u8, size: u8, error: bool },
-    /// A handler of one of the peer's oneway calls ends (not a two-way one in progress).
+    /// A handler of one of the peer's oneway calls ends (a two-way one stays in progress).
     FinishOneway { pick: u8 },
     /// This side goes away.
     GoAway,
@@ -574,16 +574,13 @@ impl Run {
         }
     }
 
-    /// Ids of the peer's calls a handler might finish: those it used and one it never did,
-    /// without those in progress of the other kind (the driver answers two-way calls and
-    /// finishes oneway ones, and the mux does not know which is which).
-    fn finishable(&self, pick_: u8, oneway: bool) -> u64 {
-        let ids = self.peer_ids.iter().copied().filter(|id| self.inbound.get(id).is_none_or(|&o| o == oneway));
-        pick(ids.collect::<Vec<_>>().into_iter(), pick_, self.next_peer_id())
+    /// Ids of the peer's calls a handler might finish: those it used and one it never did.
+    fn finishable(&self, pick_: u8) -> u64 {
+        pick(self.peer_ids.iter().copied(), pick_, self.next_peer_id())
     }
 
     fn respond(&mut self, pick: u8, size: u8, error: bool) {
-        let id = self.finishable(pick, false);
+        let id = self.finishable(pick);
         let result = match error {
             true => Err(Status::internal("fuzz: the handler failed").with_details(payload(size))),
             false => Ok(Response::new(payload(size))),
@@ -592,9 +589,12 @@ impl Run {
         let fits = frame::encode_response(&mut expected, id, &result, self.limit()).is_ok();
         self.mux.respond(id, &result);
         let (queued, frames) = self.queued(("respond", id, &result));
-        if self.inbound.remove(&id).is_none() {
-            assert!(frames.is_empty(), "answering call {id}, which is not in progress, queued {frames:?}");
-        } else if fits {
+        if self.inbound.get(&id) != Some(&false) {
+            assert!(frames.is_empty(), "answering call {id}, not a two-way call in progress, queued {frames:?}");
+            return;
+        }
+        self.inbound.remove(&id);
+        if fits {
             assert_eq!(queued, expected, "the answer to call {id} was not queued as encoded");
         } else {
             let [Frame::Response(response)] = &frames[..] else { panic!("answering call {id} queued {frames:?}") };
@@ -603,11 +603,14 @@ impl Run {
     }
 
     fn finish_oneway(&mut self, pick: u8) {
-        let id = self.finishable(pick, true);
+        let id = self.finishable(pick);
         self.mux.finish_oneway(id);
         let (_, frames) = self.queued(("finish oneway", id));
-        assert!(frames.is_empty(), "finishing oneway call {id} queued {frames:?}");
-        self.inbound.remove(&id);
+        assert!(frames.is_empty(), "finishing call {id} as oneway queued {frames:?}");
+        // A two-way call stays in progress: its caller waits for an answer.
+        if self.inbound.get(&id) == Some(&true) {
+            self.inbound.remove(&id);
+        }
     }
 
     fn go_away(&mut self) {

@@ -35,7 +35,8 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,8 +174,8 @@ pub struct Mux<T> {
     pending: HashMap<u64, T>,
     /// Highest id this side has sent; responses above it were never asked for.
     highest_sent: u64,
-    /// Calls the peer made that are still being handled here.
-    inbound: HashSet<u64>,
+    /// Calls the peer made that are still being handled here, and whether each is oneway.
+    inbound: HashMap<u64, bool>,
     /// Highest id the peer has opened; sent in our GOAWAY.
     highest_received: u64,
     goaway_sent: bool,
@@ -212,7 +213,7 @@ impl<T> Mux<T> {
             peer: None,
             pending: HashMap::new(),
             highest_sent: 0,
-            inbound: HashSet::new(),
+            inbound: HashMap::new(),
             highest_received: 0,
             goaway_sent: false,
             goaway_received: None,
@@ -299,9 +300,14 @@ impl<T> Mux<T> {
         Some(token)
     }
 
-    /// Answers a call the peer made. Answers to calls that were cancelled are dropped.
+    /// Answers a call the peer made. Answers to calls that were cancelled are dropped, and so
+    /// are answers to oneway calls, which never get one: [`finish_oneway`](Mux::finish_oneway)
+    /// ends those.
     pub fn respond(&mut self, id: u64, result: &Result<Response, Status>) {
-        if self.inbound.remove(&id) {
+        if let Entry::Occupied(call) = self.inbound.entry(id)
+            && !*call.get()
+        {
+            call.remove();
             self.encode_response(id, result);
         }
     }
@@ -315,9 +321,14 @@ impl<T> Mux<T> {
         }
     }
 
-    /// Marks a peer's call as finished without answering: it was oneway.
+    /// Marks a peer's oneway call as finished. A two-way call is left to
+    /// [`respond`](Mux::respond): its caller waits for an answer.
     pub fn finish_oneway(&mut self, id: u64) {
-        self.inbound.remove(&id);
+        if let Entry::Occupied(call) = self.inbound.entry(id)
+            && *call.get()
+        {
+            call.remove();
+        }
     }
 
     /// Queues a GOAWAY: the peer should send new calls elsewhere; calls in progress continue.
@@ -457,7 +468,7 @@ impl<T> Mux<T> {
                 if id == 0 || self.role.opens(id) {
                     return Err(violation(format!("request id {id} does not have the parity of ids the peer opens")));
                 }
-                if self.inbound.contains(&id) {
+                if self.inbound.contains_key(&id) {
                     return Err(violation(format!("request id {id} is already in progress")));
                 }
                 self.highest_received = self.highest_received.max(id);
@@ -470,7 +481,7 @@ impl<T> Mux<T> {
                     }
                     return Ok(None);
                 }
-                self.inbound.insert(id);
+                self.inbound.insert(id, req.is_oneway());
                 Ok(Some(Event::Request(req)))
             }
             Frame::Response(resp) => {
@@ -480,7 +491,7 @@ impl<T> Mux<T> {
                 }
                 Ok(self.pending.remove(&id).map(|token| Event::Response { token, result: resp.into_result() }))
             }
-            Frame::Cancel { id } => Ok(self.inbound.remove(&id).then_some(Event::Cancel { id })),
+            Frame::Cancel { id } => Ok(self.inbound.remove(&id).map(|_| Event::Cancel { id })),
             Frame::Ping { nonce } => {
                 frame::encode_pong(&mut self.out, nonce);
                 Ok(None)

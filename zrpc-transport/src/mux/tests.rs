@@ -173,6 +173,28 @@ fn oneway_requests_are_not_remembered() {
     assert!(pair.server.out().is_empty());
 }
 
+#[test]
+fn a_oneway_call_is_never_answered_and_a_two_way_call_always_is() {
+    let mut pair = Pair::new();
+    pair.client.send_request(1, &request("S.log", b"line").with_oneway(true), "log").expect("sent");
+    pair.client.send_request(3, &request("S.get", b"key"), "get").expect("sent");
+    assert_eq!(request_ids(&pair.server_events()), [1, 3]);
+
+    // Mixed up by a driver, each is refused: the protocol forbids a RESPONSE to a oneway call,
+    // and a two-way caller waits for one.
+    pair.server.respond(1, &ok(b"not for a oneway call"));
+    pair.server.finish_oneway(3);
+    assert!(pair.server.out().is_empty(), "nothing sent");
+    assert_eq!(pair.server.inbound_len(), 2, "both still in progress");
+
+    pair.server.finish_oneway(1);
+    pair.server.respond(3, &ok(b"value"));
+    assert_eq!(pair.server.inbound_len(), 0);
+    let events = pair.client_events();
+    let [Event::Response { token: "get", result: Ok(response) }] = events.as_slice() else { panic!("{events:?}") };
+    assert_eq!(response.payload(), &Bytes::from_static(b"value"));
+}
+
 fn violation_of(mux: &mut Mux<&'static str>, bytes: &[u8], now: Instant) -> ProtocolError {
     let mut buf = BytesMut::from(bytes);
     loop {
