@@ -60,6 +60,7 @@
 //! | `unix` | yes | `unix:///path` addresses (Unix-domain sockets) |
 //! | `json` | no | the JSON codec ([`CodecId::Json`]) |
 //! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |
+//! | `tls` | no | TLS under the protocol: `tls::{ServerTls, ClientTls}` (rustls, ring provider) |
 //! | `full` | no | everything above |
 //!
 //! In-memory addresses (`mem://name`) are always available.
@@ -100,3 +101,8 @@ pub use zrpc_transport::{Dns, Registration, Registry};
 /// for servers.
 #[cfg(feature = "etcd")]
 pub use zrpc_transport::etcd;
+
+/// TLS under the protocol: [`tls::ServerTls`] for servers, [`tls::ClientTls`] for channels and
+/// clients.
+#[cfg(feature = "tls")]
+pub use zrpc_transport::tls;

@@ -54,6 +54,9 @@ pub struct ChannelConfig {
     pub wait_for_ready: bool,
     /// Auth token sent in the HELLO.
     pub token: bytes::Bytes,
+    /// TLS under the protocol, if any.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ChannelConfig {
@@ -68,6 +71,8 @@ impl Default for ChannelConfig {
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             wait_for_ready: false,
             token: bytes::Bytes::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -134,6 +139,14 @@ impl ChannelBuilder {
     /// Auth token sent to the server in the HELLO.
     pub fn token(mut self, token: impl Into<bytes::Bytes>) -> ChannelBuilder {
         self.config.token = token.into();
+        self
+    }
+
+    /// Opens every connection with a TLS handshake, trusting what `tls` trusts (feature `tls`;
+    /// see [`tls`](crate::tls)).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> ChannelBuilder {
+        self.config.tls = Some(tls);
         self
     }
 
@@ -312,6 +325,14 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
         let stream = listener::connect(address)
             .await
             .map_err(|e| Status::unavailable(format!("could not connect to {address}: {e}")))?;
+        #[cfg(feature = "tls")]
+        let stream = match &config.tls {
+            Some(tls) => tls
+                .connect(address, stream)
+                .await
+                .map_err(|e| Status::unavailable(format!("TLS handshake with {address} failed: {e}")))?,
+            None => stream,
+        };
         let (conn, handle) = Connection::new(stream, Role::Connector, config.mux(), Router::new(), Router::new());
         // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
         // connect timeout, or the channel dropped) must close its socket now, not at the

@@ -15,11 +15,13 @@
 //! | `etcd` | `Etcd` and `EtcdRegistry`: discovery and registration through etcd (feature `etcd`) |
 //! | [`address`] | [`Address`]: `tcp://`, `unix://`, `mem://` |
 //! | [`stream`] | [`Stream`]: the byte streams connections run over |
+//! | `tls` | `ServerTls` and `ClientTls`: TLS under the protocol (feature `tls`) |
 //!
 //! # Features
 //! - `tcp` (default): TCP transport.
 //! - `unix` (default): Unix-domain socket transport.
 //! - `etcd`: discovery and registration through etcd (the `etcd-client` crate).
+//! - `tls`: TLS over TCP (rustls with the ring provider).
 //! - `fuzzing`: `zrpc_transport::fuzz`, the entry points of the fuzz targets in `fuzz/`; not a
 //!   stable API.
 //!
@@ -42,6 +44,8 @@ pub mod mux;
 pub mod registry;
 pub mod server;
 pub mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use address::{Address, InvalidAddress, ToAddress};
 pub use channel::{Channel, ChannelBuilder, ChannelConfig};
@@ -52,6 +56,8 @@ pub use etcd::{Etcd, EtcdRegistry};
 pub use registry::{Registration, Registry};
 pub use server::{Server, ServerBuilder, ServerConfig};
 pub use stream::Stream;
+#[cfg(feature = "tls")]
+pub use tls::{ClientTls, ServerTls, TlsError};
 pub use zrpc_core::backoff::Backoff;
 
 /// The endpoint name used when none is configured: the program's file name.

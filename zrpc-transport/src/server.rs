@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Where the server registers when bound, if anywhere.
     pub(crate) registry: Option<std::sync::Arc<dyn Registry>>,
+    /// TLS under the protocol, if any.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +64,8 @@ impl Default for ServerConfig {
             heartbeat_timeout: mux.heartbeat_timeout,
             drain_timeout: Duration::from_secs(30),
             registry: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -110,6 +115,13 @@ impl<L> ServerBuilder<L> {
     /// [`registry`]).
     pub fn register(mut self, registry: impl Registry) -> ServerBuilder<L> {
         self.config.registry = Some(std::sync::Arc::new(registry));
+        self
+    }
+
+    /// Speaks only TLS, presenting what `tls` holds (feature `tls`; see [`tls`](crate::tls)).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> ServerBuilder<L> {
+        self.config.tls = Some(tls);
         self
     }
 
@@ -217,13 +229,21 @@ where
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         tracing::trace!(%peer, "accepted a connection");
-                        let (conn, _handle) =
-                            Connection::new(stream, Role::Acceptor, conn_config.clone(), service.clone(), names.clone());
                         let mut shutdown = shutdown_rx.clone();
-                        let conn = conn.with_shutdown(async move {
-                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
+                        #[cfg(feature = "tls")]
+                        let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
+                        connections.spawn(async move {
+                            #[cfg(feature = "tls")]
+                            let Some(stream) = secure(tls, stream, &peer, handshake_timeout, &mut shutdown).await else {
+                                return;
+                            };
+                            let (conn, _handle) = Connection::new(stream, Role::Acceptor, conn_config, service, names);
+                            let conn = conn.with_shutdown(async move {
+                                let _ = shutdown.wait_for(|stop| *stop).await;
+                            });
+                            conn.run().await;
                         });
-                        connections.spawn(conn.run());
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -245,6 +265,33 @@ where
             connections.shutdown().await;
         }
         Ok(())
+    }
+}
+
+/// `stream` after the server side of a TLS handshake when the server has `tls`, or as it is;
+/// `None` when the handshake fails, takes longer than `timeout`, or shutdown begins first.
+#[cfg(feature = "tls")]
+async fn secure(
+    tls: Option<crate::tls::ServerTls>,
+    stream: crate::stream::Stream,
+    peer: &str,
+    timeout: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<crate::stream::Stream> {
+    let Some(tls) = tls else { return Some(stream) };
+    tokio::select! {
+        handshake = tokio::time::timeout(timeout, tls.accept(stream)) => match handshake {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, ?timeout, "no TLS handshake within the timeout");
+                None
+            }
+        },
+        _ = shutdown.wait_for(|stop| *stop) => None,
     }
 }
 

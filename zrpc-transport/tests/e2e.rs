@@ -1,4 +1,5 @@
-//! One end-to-end suite, run over every transport: TCP, Unix sockets and in-memory pipes.
+//! One end-to-end suite, run over every transport: TCP, Unix sockets, in-memory pipes, and with
+//! the `tls` feature TLS over TCP.
 //!
 //! Every test starts a real server and talks to it through a real `Channel`. Nothing sleeps:
 //! tests wait on events the handlers report (see `support`).
@@ -11,17 +12,20 @@ use bytes::Bytes;
 use support::{Events, Seen, Serving, TestClient, TestServer, TestService};
 use tower::ServiceExt;
 use zrpc_core::{Code, Context, Request, Response, Status};
-use zrpc_transport::{Address, Backoff, Channel, Server, ServerBuilder};
+use zrpc_transport::{Address, Backoff, Channel, ChannelBuilder, Server, ServerBuilder};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Tcp,
     Unix,
     Memory,
+    #[cfg(feature = "tls")]
+    Tls,
 }
 
 /// A running server and what a test needs to reach and stop it.
 struct Running {
+    kind: Kind,
     address: Address,
     events: Events,
     serving: Serving,
@@ -40,28 +44,42 @@ fn address_for(kind: Kind, dir: &tempfile::TempDir) -> Address {
         Kind::Tcp => "tcp://127.0.0.1:0".parse(),
         Kind::Unix => format!("unix://{}", dir.path().join("zrpc.sock").display()).parse(),
         Kind::Memory => "mem://".parse(),
+        #[cfg(feature = "tls")]
+        Kind::Tls => "tcp://127.0.0.1:0".parse(),
     }
     .expect("valid address")
 }
 
-async fn start_at(address: &Address, tweak: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
+async fn start_at(kind: Kind, address: &Address, tweak: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
     let (probe, events) = support::probe();
     let service = TestService::new(probe);
-    let server = tweak(Server::builder().name("server-1").drain_timeout(Duration::from_secs(30)))
-        .add_service(TestServer::new(service.clone()))
-        .bind(address)
-        .await
-        .expect("bind");
+    let builder = Server::builder().name("server-1").drain_timeout(Duration::from_secs(30));
+    #[cfg(feature = "tls")]
+    let builder = match kind {
+        Kind::Tls => builder.tls(support::tls::server()),
+        _ => builder,
+    };
+    let server = tweak(builder).add_service(TestServer::new(service.clone())).bind(address).await.expect("bind");
     let address = server.local_addr().clone();
-    Running { address, events, serving: Serving::spawn(server), service }
+    Running { kind, address, events, serving: Serving::spawn(server), service }
 }
 
 async fn start(kind: Kind, dir: &tempfile::TempDir) -> Running {
-    start_at(&address_for(kind, dir), |b| b).await
+    start_at(kind, &address_for(kind, dir), |b| b).await
+}
+
+/// A channel to `address` that speaks what a server of `kind` does.
+fn channel_to(kind: Kind, address: &Address) -> ChannelBuilder {
+    let builder = Channel::builder(address.clone());
+    match kind {
+        #[cfg(feature = "tls")]
+        Kind::Tls => builder.tls(support::tls::client()),
+        _ => builder,
+    }
 }
 
 async fn client(server: &Running) -> TestClient<Channel> {
-    let channel = Channel::builder(server.address.clone()).name("client-7").connect().await.expect("connects");
+    let channel = channel_to(server.kind, &server.address).name("client-7").connect().await.expect("connects");
     TestClient::new(channel)
 }
 
@@ -181,8 +199,8 @@ async fn oneway_calls_return_once_sent_and_are_handled(kind: Kind) {
 
 async fn frame_limits_are_enforced_on_both_sides(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_at(&address_for(kind, &dir), |b| b.max_frame(4096)).await;
-    let channel = Channel::builder(server.address.clone()).max_frame(2048).connect().await.expect("connects");
+    let server = start_at(kind, &address_for(kind, &dir), |b| b.max_frame(4096)).await;
+    let channel = channel_to(kind, &server.address).max_frame(2048).connect().await.expect("connects");
     let client = TestClient::new(channel);
 
     // The request would exceed the server's announced limit: refused before sending.
@@ -228,7 +246,7 @@ async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
 
 async fn the_drain_deadline_aborts_calls_still_running(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = start_at(&address_for(kind, &dir), |b| b.drain_timeout(Duration::from_millis(50))).await;
+    let mut server = start_at(kind, &address_for(kind, &dir), |b| b.drain_timeout(Duration::from_millis(50))).await;
     let client = client(&server).await;
 
     let stuck = tokio::spawn(client.wait("stuck".into()));
@@ -245,7 +263,7 @@ async fn the_client_reconnects_when_the_server_comes_back(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start(kind, &dir).await;
     let address = server.address.clone();
-    let channel = Channel::builder(address.clone())
+    let channel = channel_to(kind, &address)
         .backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(20)))
         .wait_for_ready(true)
         .connect()
@@ -260,7 +278,7 @@ async fn the_client_reconnects_when_the_server_comes_back(kind: Kind) {
     assert!(matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded), "{status}");
     assert!(status.is_unprocessed(), "no connection, so the call never reached a server: {status:?}");
 
-    let server = start_at(&address, |b| b).await;
+    let server = start_at(kind, &address, |b| b).await;
     let patient = client.with_context(Context::new().with_timeout(Duration::from_secs(20)));
     assert_eq!(patient.echo("after".into()).await, Ok("after".to_owned()));
     server.shutdown().await;
@@ -276,6 +294,10 @@ macro_rules! over_every_transport {
         }
         mod memory {
             $(#[tokio::test] async fn $test() { super::$test(super::Kind::Memory).await })*
+        }
+        #[cfg(feature = "tls")]
+        mod tls {
+            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Tls).await })*
         }
     };
 }

@@ -10,6 +10,8 @@
 pub mod cluster;
 pub mod etcd;
 pub mod raw;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::future::Future;
 use std::io;
