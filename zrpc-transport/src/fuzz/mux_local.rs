@@ -232,6 +232,8 @@ struct Run {
     model_inbox: BytesMut,
     model_decoder: Decoder,
     model_preface: bool,
+    /// Whether the model has decoded the peer's first frame, its HELLO.
+    model_hello: bool,
     /// Everything queued so far, the preface and HELLO first.
     out: BytesMut,
 
@@ -290,6 +292,7 @@ impl Run {
             model_inbox: BytesMut::new(),
             model_decoder: Decoder::new(frame::MIN_MAX_FRAME),
             model_preface: false,
+            model_hello: false,
             out,
             next_id: setup.role.first_id(),
             sent: Vec::new(),
@@ -450,9 +453,18 @@ impl Run {
         // Which calls are in progress as the mux reads: cancels end them, and (before our GOAWAY)
         // requests start them.
         let mut inbound: BTreeSet<u64> = self.inbound.keys().copied().collect();
-        while let Ok(Some(frame)) = self.model_decoder.decode(&mut self.model_inbox) {
-            self.heard = self.now;
-            self.ping = None;
+        loop {
+            let before = self.model_inbox.len();
+            let Ok(decoded) = self.model_decoder.decode(&mut self.model_inbox) else { break };
+            // Any whole frame is heard, also one of a kind the decoder skips; before the HELLO,
+            // only the HELLO (docs/PROTOCOL.md §12).
+            if self.model_inbox.len() < before && (self.model_hello || decoded.is_some()) {
+                self.heard = self.now;
+                self.ping = None;
+            }
+            let Some(frame) = decoded else { break };
+            // The first frame is the HELLO, or a violation that ends the run.
+            self.model_hello = true;
             match frame {
                 Frame::Ping { nonce } => replies.push(Frame::Pong { nonce }),
                 Frame::Cancel { id } => {
