@@ -116,6 +116,26 @@ async fn an_http_request_gets_a_short_explained_close() {
 }
 
 #[tokio::test]
+async fn a_tls_client_hello_is_named_in_the_close() {
+    let server = start().await;
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    // The first bytes of a TLS ClientHello: a handshake record, version 3.1, 512 bytes.
+    bad.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03").await;
+    let mut back = bad.read_to_eof().await;
+
+    raw::expect_preface(&mut back);
+    let goaway = raw::the_goaway(&raw::decode_all(&mut back)).clone();
+    assert_eq!(goaway.code, code(Code::InvalidArgument));
+    assert_eq!(
+        goaway.message,
+        "malformed input from the peer: the peer speaks TLS where the zrpc preface belongs; configure TLS on both \
+         sides or neither"
+    );
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_frame_claiming_four_gibibytes_is_refused_from_its_length() {
     let server = start().await;
     let mut bad = RawPeer::connect(&server.tcp).await;

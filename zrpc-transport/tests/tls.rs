@@ -79,9 +79,9 @@ async fn plain_zrpc_and_tls_do_not_mix_and_each_server_keeps_serving() {
     let (tls_address, tls_serving) = serve(Some(support::tls::server()), |b| b).await;
     let (plain_address, plain_serving) = serve(None, |b| b).await;
 
-    // The TLS server's alert is not a zrpc preface.
+    // The TLS server's alert comes where the zrpc preface belongs, and the client says so.
     let refused = echo(&tls_address, |b| b).await.expect_err("a plain client");
-    assert!(refused.contains("did not send the zrpc preface"), "{refused}");
+    assert!(refused.contains("the peer speaks TLS where the zrpc preface belongs"), "{refused}");
     let refused = echo(&plain_address, |b| b.tls(support::tls::client())).await.expect_err("a plain server");
     assert!(refused.contains("TLS handshake with"), "{refused}");
 

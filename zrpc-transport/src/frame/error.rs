@@ -20,6 +20,10 @@ pub enum FrameError {
     /// The peer's first bytes are not `ZRPC`: it does not speak zrpc (often an HTTP client).
     #[error("the peer did not send the zrpc preface")]
     BadPreface,
+    /// The peer's first bytes are a TLS record where the preface belongs: one side of the
+    /// connection is configured for TLS and the other is not.
+    #[error("the peer speaks TLS where the zrpc preface belongs; configure TLS on both sides or neither")]
+    TlsInsteadOfPreface,
     /// The peer speaks a protocol version this build does not.
     #[error("unsupported protocol version {0} (this build speaks version 1)")]
     UnsupportedVersion(u8),
@@ -67,6 +71,10 @@ mod tests {
                 "frame of 4294967295 bytes exceeds the limit of 16777216",
             ),
             (FrameError::BadPreface, "the peer did not send the zrpc preface"),
+            (
+                FrameError::TlsInsteadOfPreface,
+                "the peer speaks TLS where the zrpc preface belongs; configure TLS on both sides or neither",
+            ),
             (FrameError::UnsupportedVersion(2), "unsupported protocol version 2 (this build speaks version 1)"),
             (
                 FrameError::TooShort { kind: 2, len: 3 },

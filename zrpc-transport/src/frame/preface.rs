@@ -20,11 +20,12 @@ pub fn encode_preface(dst: &mut BytesMut) {
 ///
 /// # Errors
 /// Fails as soon as a byte disagrees, without waiting for all 8: [`FrameError::BadPreface`]
-/// when a magic byte differs (`GET / HTTP/1.1` fails on its first byte),
+/// when a magic byte differs (`GET / HTTP/1.1` fails on its first byte), or
+/// [`FrameError::TlsInsteadOfPreface`] when what arrived so far begins like a TLS record;
 /// [`FrameError::UnsupportedVersion`] when the version byte is not [`VERSION`].
 pub fn decode_preface(src: &mut BytesMut) -> Result<bool, FrameError> {
     if src.iter().zip(MAGIC.iter()).any(|(got, want)| got != want) {
-        return Err(FrameError::BadPreface);
+        return Err(if looks_like_tls(src) { FrameError::TlsInsteadOfPreface } else { FrameError::BadPreface });
     }
     match src.get(MAGIC.len()) {
         Some(&version) if version != VERSION => return Err(FrameError::UnsupportedVersion(version)),
@@ -35,6 +36,12 @@ pub fn decode_preface(src: &mut BytesMut) -> Result<bool, FrameError> {
     }
     src.advance(PREFACE_LEN);
     Ok(true)
+}
+
+/// Whether `bytes` begin like a TLS record header: a handshake (a client's hello) or an alert (a
+/// server refusing what it got), then major version 3. Only a hint for the error message.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
 }
 
 #[cfg(test)]
@@ -67,6 +74,18 @@ mod tests {
         let mut buf = BytesMut::from(&b"ZRPC\x01\xff\x10\x01"[..]);
         assert_eq!(decode_preface(&mut buf), Ok(true));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_tls_record_is_named_as_such() {
+        // The start of a ClientHello, and of an alert a TLS server sends a plain client.
+        for record in [&b"\x16\x03\x01\x02\x00\x01"[..], b"\x15\x03\x03\x00\x02"] {
+            let mut buf = BytesMut::from(record);
+            assert_eq!(decode_preface(&mut buf), Err(FrameError::TlsInsteadOfPreface), "{record:?}");
+        }
+        // One byte is not enough to tell: it fails at once, as any other byte that differs.
+        let mut buf = BytesMut::from(&b"\x16"[..]);
+        assert_eq!(decode_preface(&mut buf), Err(FrameError::BadPreface));
     }
 
     #[test]

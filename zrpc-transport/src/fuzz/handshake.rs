@@ -62,7 +62,8 @@ enum Greeting {
 /// The preface check of PROTOCOL.md §3: each byte fails as soon as it differs.
 fn expected_preface(stream: &[u8]) -> Result<bool, FrameError> {
     if stream.iter().zip(&MAGIC).any(|(got, want)| got != want) {
-        return Err(FrameError::BadPreface);
+        let tls = matches!(stream, [0x15 | 0x16, 0x03, ..]);
+        return Err(if tls { FrameError::TlsInsteadOfPreface } else { FrameError::BadPreface });
     }
     match stream.get(MAGIC.len()) {
         Some(&version) if version != VERSION => Err(FrameError::UnsupportedVersion(version)),
