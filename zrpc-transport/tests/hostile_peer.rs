@@ -128,8 +128,8 @@ async fn a_tls_client_hello_is_named_in_the_close() {
     assert_eq!(goaway.code, code(Code::InvalidArgument));
     assert_eq!(
         goaway.message,
-        "malformed input from the peer: the peer speaks TLS where the zrpc preface belongs; configure TLS on both \
-         sides or neither"
+        "malformed input from the peer: the peer sent what looks like TLS, not the zrpc preface; configure TLS on \
+         both sides or neither"
     );
     server.assert_still_serves().await;
     server.shutdown().await;

@@ -20,9 +20,9 @@ pub enum FrameError {
     /// The peer's first bytes are not `ZRPC`: it does not speak zrpc (often an HTTP client).
     #[error("the peer did not send the zrpc preface")]
     BadPreface,
-    /// The peer's first bytes are a TLS record where the preface belongs: one side of the
-    /// connection is configured for TLS and the other is not.
-    #[error("the peer speaks TLS where the zrpc preface belongs; configure TLS on both sides or neither")]
+    /// A bad preface whose first byte begins a TLS record (a handshake or an alert): most likely
+    /// one side of the connection is configured for TLS and the other is not.
+    #[error("the peer sent what looks like TLS, not the zrpc preface; configure TLS on both sides or neither")]
     TlsInsteadOfPreface,
     /// The peer speaks a protocol version this build does not.
     #[error("unsupported protocol version {0} (this build speaks version 1)")]
@@ -73,7 +73,7 @@ mod tests {
             (FrameError::BadPreface, "the peer did not send the zrpc preface"),
             (
                 FrameError::TlsInsteadOfPreface,
-                "the peer speaks TLS where the zrpc preface belongs; configure TLS on both sides or neither",
+                "the peer sent what looks like TLS, not the zrpc preface; configure TLS on both sides or neither",
             ),
             (FrameError::UnsupportedVersion(2), "unsupported protocol version 2 (this build speaks version 1)"),
             (

@@ -21,7 +21,7 @@ pub fn encode_preface(dst: &mut BytesMut) {
 /// # Errors
 /// Fails as soon as a byte disagrees, without waiting for all 8: [`FrameError::BadPreface`]
 /// when a magic byte differs (`GET / HTTP/1.1` fails on its first byte), or
-/// [`FrameError::TlsInsteadOfPreface`] when what arrived so far begins like a TLS record;
+/// [`FrameError::TlsInsteadOfPreface`] when the first byte is that of a TLS record;
 /// [`FrameError::UnsupportedVersion`] when the version byte is not [`VERSION`].
 pub fn decode_preface(src: &mut BytesMut) -> Result<bool, FrameError> {
     if src.iter().zip(MAGIC.iter()).any(|(got, want)| got != want) {
@@ -38,10 +38,11 @@ pub fn decode_preface(src: &mut BytesMut) -> Result<bool, FrameError> {
     Ok(true)
 }
 
-/// Whether `bytes` begin like a TLS record header: a handshake (a client's hello) or an alert (a
-/// server refusing what it got), then major version 3. Only a hint for the error message.
+/// Whether `bytes` begin like a TLS record: a handshake (a client's hello) or an alert (a server
+/// refusing what it got). Only a hint for the error message, decided on the first byte alone so
+/// that the error does not depend on how the bytes were split into reads.
 fn looks_like_tls(bytes: &[u8]) -> bool {
-    matches!(bytes, [0x15 | 0x16, 0x03, ..])
+    matches!(bytes, [0x15 | 0x16, ..])
 }
 
 #[cfg(test)]
@@ -83,9 +84,9 @@ mod tests {
             let mut buf = BytesMut::from(record);
             assert_eq!(decode_preface(&mut buf), Err(FrameError::TlsInsteadOfPreface), "{record:?}");
         }
-        // One byte is not enough to tell: it fails at once, as any other byte that differs.
+        // The first byte decides, so that the error is the same however the bytes arrive.
         let mut buf = BytesMut::from(&b"\x16"[..]);
-        assert_eq!(decode_preface(&mut buf), Err(FrameError::BadPreface));
+        assert_eq!(decode_preface(&mut buf), Err(FrameError::TlsInsteadOfPreface));
     }
 
     #[test]

@@ -62,7 +62,7 @@ enum Greeting {
 /// The preface check of PROTOCOL.md §3: each byte fails as soon as it differs.
 fn expected_preface(stream: &[u8]) -> Result<bool, FrameError> {
     if stream.iter().zip(&MAGIC).any(|(got, want)| got != want) {
-        let tls = matches!(stream, [0x15 | 0x16, 0x03, ..]);
+        let tls = matches!(stream, [0x15 | 0x16, ..]);
         return Err(if tls { FrameError::TlsInsteadOfPreface } else { FrameError::BadPreface });
     }
     match stream.get(MAGIC.len()) {
