@@ -304,11 +304,19 @@ impl<T> Mux<T> {
     /// are answers to oneway calls, which never get one: [`finish_oneway`](Mux::finish_oneway)
     /// ends those.
     pub fn respond(&mut self, id: u64, result: &Result<Response, Status>) {
-        if let Entry::Occupied(call) = self.inbound.entry(id)
-            && !*call.get()
-        {
-            call.remove();
+        if self.end_inbound(id, false) {
             self.encode_response(id, result);
+        }
+    }
+
+    /// Ends the peer's call `id` if it is in progress and is oneway or not as `oneway` says.
+    fn end_inbound(&mut self, id: u64, oneway: bool) -> bool {
+        match self.inbound.entry(id) {
+            Entry::Occupied(call) if *call.get() == oneway => {
+                call.remove();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -324,11 +332,7 @@ impl<T> Mux<T> {
     /// Marks a peer's oneway call as finished. A two-way call is left to
     /// [`respond`](Mux::respond): its caller waits for an answer.
     pub fn finish_oneway(&mut self, id: u64) {
-        if let Entry::Occupied(call) = self.inbound.entry(id)
-            && *call.get()
-        {
-            call.remove();
-        }
+        self.end_inbound(id, true);
     }
 
     /// Queues a GOAWAY: the peer should send new calls elsewhere; calls in progress continue.

@@ -51,6 +51,14 @@ impl Pair {
         events
     }
 
+    /// Lets the client's heartbeat interval pass: it pings, and the server reads the PING (its
+    /// PONG waits in its output).
+    fn ping_after_the_interval(&mut self) {
+        self.now += Duration::from_secs(10);
+        self.client.on_timeout(self.now).expect("pings");
+        self.server_events();
+    }
+
     fn client_events(&mut self) -> Vec<Event<&'static str>> {
         self.to_client.extend_from_slice(&self.server.out().split());
         let mut events = Vec::new();
@@ -325,9 +333,7 @@ fn unknown_frame(body: &[u8]) -> BytesMut {
 #[test]
 fn a_frame_of_an_unknown_kind_is_a_sign_of_life() {
     let mut pair = Pair::new();
-    pair.now += Duration::from_secs(10);
-    pair.client.on_timeout(pair.now).expect("pings");
-    pair.server_events();
+    pair.ping_after_the_interval();
     pair.server.out().clear();
 
     // Instead of the PONG, a frame of a kind from some later version: skipped, but the peer is
@@ -357,9 +363,7 @@ fn a_peer_declared_dead_is_not_read_any_more() {
     // Found by the `mux_local` fuzz target: a frame arriving after `on_timeout` had failed was
     // still read, so a connection reported dead could go on reporting events, even Ready.
     let mut pair = Pair::new();
-    pair.now += Duration::from_secs(10);
-    pair.client.on_timeout(pair.now).expect("pings");
-    pair.server_events();
+    pair.ping_after_the_interval();
     pair.now += Duration::from_secs(5);
     let err = pair.client.on_timeout(pair.now).expect_err("dead");
     assert_eq!(err, ProtocolError::HeartbeatTimeout(Duration::from_secs(5)));
