@@ -80,11 +80,11 @@ impl Default for ChannelConfig {
 impl ChannelConfig {
     fn mux(&self) -> MuxConfig {
         MuxConfig {
-            name: self.name.clone(),
             max_frame: self.max_frame,
             heartbeat_interval: self.heartbeat_interval,
             heartbeat_timeout: self.heartbeat_timeout,
             token: self.token.clone(),
+            ..MuxConfig::named(self.name.clone())
         }
     }
 }
@@ -333,7 +333,7 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
                 .map_err(|e| Status::unavailable(format!("TLS handshake with {address} failed: {e}")))?,
             None => stream,
         };
-        let (conn, handle) = Connection::new(stream, Role::Connector, config.mux(), Router::new(), Router::new());
+        let (conn, handle) = Connection::new(stream, Role::Connector, config.mux(), Router::new(), Router::new(), None);
         // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
         // connect timeout, or the channel dropped) must close its socket now, not at the
         // handshake timeout, which may be much later.

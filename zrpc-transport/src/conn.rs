@@ -5,27 +5,33 @@
 //! shutdown signal, and writes. Everything produced in one turn of the loop lands in the mux's
 //! output buffer before one write, so under load one syscall carries many frames (write
 //! coalescing) with no extra buffering layer, and no lock is shared between reading and writing.
-//! A turn handles the frames read only while less than 4 KiB waits to be written, so the
+//! A turn starts the peer's requests only while less than 4 KiB waits to be written, so the
 //! answers to a large batch of calls leave in pieces while the rest are handled.
 //!
 //! Handlers for the peer's calls run in their own tasks (so a slow handler never blocks the
 //! connection) and report back over a channel; cancelling a call aborts its task, which drops
 //! the handler future. A deadline is enforced around the handler in that task.
 //!
-//! Backpressure: while the service is not ready (a concurrency limit), decoded requests wait and
-//! the socket is not read; while more than [`HIGH_WATER`] bytes wait to be written, no new local
-//! calls are taken.
+//! Flow control and every bound on what a peer can make the connection hold are the mux's (see
+//! [`crate::mux`]): the driver reads only while [`Mux::wants_read`], starts the peer's requests
+//! only as [`Mux::next_request`] hands them over, and writes what [`Mux::transmit`] gives it.
+//! Requests also wait while the service is not ready (a limit layer) and, on a server, for a unit
+//! of the server-wide [`Budget`] when a handler has to wait (see [`crate::budget`]).
+//!
+//! The heartbeat's timer is re-armed whenever the mux's next deadline moves earlier than the one
+//! armed (the handshake done, a PONG, output that blocks), and lazily, when it fires, when the
+//! deadline moved later, so that frames arriving cost no timer work.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use futures::FutureExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -34,18 +40,19 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 use zrpc_core::{CodecId, Context, Method, Request, Response, Router, Status};
 
+use crate::budget::{Budget, Slot};
 use crate::frame::RequestFrame;
-use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
+use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role, Stats};
 use crate::stream::Stream;
 
 /// Stop taking local calls while this many bytes wait to be written.
-const HIGH_WATER: usize = 1024 * 1024;
+
 /// Most commands or completions handled in one turn, so no source starves the others.
 const BATCH: usize = 256;
 /// Read in chunks of at least this many bytes.
 const READ_CHUNK: usize = 8 * 1024;
-/// Frames read are handled only while fewer bytes than this wait to be written (see
-/// [`Connection::process_frames`]).
+/// The peer's requests are started only while fewer bytes than this wait to be written (see
+/// [`Connection::start_requests`]).
 const WRITE_FIRST: usize = 4 * 1024;
 /// How long a closing connection may spend writing its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -73,9 +80,56 @@ pub(crate) struct Shared {
     changed: Notify,
     peer: OnceLock<Arc<str>>,
     closed_because: OnceLock<Status>,
+    /// The mux's [`Stats`] as of the end of the connection's last turn.
+    stats: Mutex<Stats>,
+    /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
+    /// start or stop waiting (see [`Shared::publish`]).
+    stats_changed: Notify,
 }
 
 impl Shared {
+    fn new(role: Role) -> Shared {
+        Shared {
+            next_id: AtomicU64::new(role.first_id()),
+            state: AtomicU8::new(CONNECTING),
+            changed: Notify::new(),
+            peer: OnceLock::new(),
+            closed_because: OnceLock::new(),
+            stats: Mutex::new(Stats::default()),
+            stats_changed: Notify::new(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `stats`, waking watchers when a state they wait for changed.
+    fn publish(&self, stats: Stats) {
+        let mut current = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let crossed = current.reading_paused != stats.reading_paused
+            || (current.calls_waiting == 0) != (stats.calls_waiting == 0)
+            || (current.requests_waiting == 0) != (stats.requests_waiting == 0);
+        *current = stats;
+        drop(current);
+        if crossed {
+            self.stats_changed.notify_waiters();
+        }
+    }
+
+    /// Waits until `done` holds of the published stats, or the connection closed.
+    pub(crate) async fn stats_until(&self, done: impl Fn(&Stats) -> bool) {
+        loop {
+            let notified = self.stats_changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if done(&self.stats()) || self.state() == CLOSED {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     fn set_state(&self, state: u8) {
         self.state.store(state, Ordering::Release);
         self.changed.notify_waiters();
@@ -98,6 +152,16 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    /// What the connection holds, as of its last turn.
+    pub(crate) fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The state shared with the connection task.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Whether new calls may go through this connection.
     pub(crate) fn is_ready(&self) -> bool {
         self.shared.state() == READY
@@ -222,20 +286,6 @@ impl Future for CallFuture {
     }
 }
 
-impl<S> Drop for Connection<S> {
-    /// A connection task can be aborted (the server's drain deadline) without reaching
-    /// `finish`: its handlers must not outlive it, and its handles must learn it is gone.
-    fn drop(&mut self) {
-        for handler in self.handlers.values() {
-            handler.abort.abort();
-        }
-        if self.shared.state() != CLOSED {
-            let _ = self.shared.closed_because.set(Status::unavailable("the connection was shut down"));
-            self.shared.set_state(CLOSED);
-        }
-    }
-}
-
 /// A duration as people write it in messages: `500ms`, `1.5s`, `250µs`. A deadline measured at
 /// the start of a call is a hair under what was asked for; rounding shows what was asked.
 struct Rounded(Duration);
@@ -275,12 +325,6 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// A handler of the peer's call, running in its own task.
-struct Handler {
-    abort: AbortHandle,
-    oneway: bool,
-}
-
 /// The task that owns a connection; `S` answers the peer's calls.
 pub(crate) struct Connection<S> {
     io: Stream,
@@ -294,23 +338,49 @@ pub(crate) struct Connection<S> {
     service: S,
     names: Router,
     local_name: Arc<str>,
-    /// A request decoded while the service was not ready.
-    stalled: Option<RequestFrame>,
-    /// Frames read wait in `rbuf` until more of the output is written.
-    deferred: bool,
     /// The last write found the socket full: the peer is not taking our output.
     write_blocked: bool,
-    handlers: HashMap<u64, Handler>,
+    /// Requests were left waiting so that the output goes first (see `start_requests`).
+    deferred: bool,
+    /// Handlers of the peer's calls that run in tasks of their own, each holding a unit of the
+    /// budget if there is one.
+    handlers: HashMap<u64, AbortHandle>,
     done_tx: mpsc::UnboundedSender<(u64, Result<Response, Status>)>,
     done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
-    /// Oneway calls waiting for their bytes to be written: (end offset in the stream, reply).
-    oneway: VecDeque<(u64, Reply)>,
-    written: u64,
+    /// The server-wide budget of running handlers, if any.
+    budget: Option<Budget>,
+    /// This connection's place in the budget's queue, while it waits for a unit.
+    queued: Option<Arc<Slot>>,
+    /// A unit granted from the queue, not yet given to a handler.
+    granted: bool,
     /// Whether this connection already stepped aside once to gather calls for the next write.
     gathered: bool,
     timer: Pin<Box<Sleep>>,
+    /// The deadline `timer` is armed for.
+    timer_at: Instant,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     shared: Arc<Shared>,
+}
+
+impl<S> Drop for Connection<S> {
+    /// A connection task can be aborted (the server's drain deadline) without reaching
+    /// `finish`: its handlers must not outlive it, its budget units must go back, and its
+    /// handles must learn it is gone.
+    fn drop(&mut self) {
+        for handler in self.handlers.values() {
+            handler.abort();
+        }
+        if let Some(budget) = &self.budget {
+            budget.release(self.handlers.len() + usize::from(self.granted));
+            budget.leave(&mut self.queued);
+        }
+        self.handlers.clear();
+        self.granted = false;
+        if self.shared.state() != CLOSED {
+            let _ = self.shared.closed_because.set(Status::unavailable("the connection was shut down"));
+            self.shared.set_state(CLOSED);
+        }
+    }
 }
 
 impl<S> Connection<S>
@@ -319,21 +389,24 @@ where
     S::Future: Send + Unpin + 'static,
 {
     /// A connection over `io` answering the peer's calls with `service`, and a handle to make
-    /// calls through it. `names` lets known method names be reused instead of allocated.
-    pub(crate) fn new(io: Stream, role: Role, config: MuxConfig, service: S, names: Router) -> (Connection<S>, Handle) {
+    /// calls through it. `names` lets known method names be reused instead of allocated;
+    /// `budget`, if any, is shared with the server's other connections.
+    pub(crate) fn new(
+        io: Stream,
+        role: Role,
+        config: MuxConfig,
+        service: S,
+        names: Router,
+        budget: Option<Budget>,
+    ) -> (Connection<S>, Handle) {
         let now = Instant::now();
         let local_name: Arc<str> = config.name.as_str().into();
         let mux = Mux::new(role, config, now);
-        let timer = Box::pin(tokio::time::sleep_until(mux.next_timeout()));
+        let timer_at = mux.next_timeout();
+        let timer = Box::pin(tokio::time::sleep_until(timer_at));
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            next_id: AtomicU64::new(role.first_id()),
-            state: AtomicU8::new(CONNECTING),
-            changed: Notify::new(),
-            peer: OnceLock::new(),
-            closed_because: OnceLock::new(),
-        });
+        let shared = Arc::new(Shared::new(role));
         let handle = Handle { commands: commands_tx, shared: shared.clone() };
         let conn = Connection {
             io,
@@ -346,16 +419,17 @@ where
             service,
             names,
             local_name,
-            stalled: None,
-            deferred: false,
             write_blocked: false,
+            deferred: false,
             handlers: HashMap::new(),
             done_tx,
             done_rx,
-            oneway: VecDeque::new(),
-            written: 0,
+            budget,
+            queued: None,
+            granted: false,
             gathered: false,
             timer,
+            timer_at,
             shutdown: None,
             shared,
         };
@@ -375,6 +449,12 @@ where
     }
 
     fn poll_turns(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        let result = self.poll_turns_inner(cx);
+        self.shared.publish(self.mux.stats());
+        result
+    }
+
+    fn poll_turns_inner(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         loop {
             let mut progress = self.poll_shutdown_signal(cx);
             // Other calls in flight mean other callers are active: tokio runs a task woken by
@@ -389,7 +469,10 @@ where
             progress |= self.poll_completions(cx);
             progress |= self.poll_read(cx)?;
             progress |= self.poll_timer(cx)?;
+            progress |= self.handle_events();
+            progress |= self.start_requests(cx);
             progress |= self.poll_write(cx)?;
+            progress |= self.handle_events();
 
             if self.read_closed {
                 return Poll::Ready(if self.mux.is_drained() {
@@ -398,7 +481,7 @@ where
                     Err(Status::unavailable(format!("{} closed the connection", self.shared.peer_name())))
                 });
             }
-            let idle = self.mux.out().is_empty() && self.stalled.is_none() && !self.deferred;
+            let idle = self.mux.queued_output() == 0;
             if idle && self.mux.is_drained() {
                 return Poll::Ready(Ok(()));
             }
@@ -407,6 +490,7 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !progress {
+                self.arm_timer(cx);
                 return Poll::Pending;
             }
         }
@@ -422,10 +506,10 @@ where
         true
     }
 
+    /// Hands local callers' calls and cancels to the mux, which sends them or keeps them in
+    /// order until flow control lets them go.
     fn poll_commands(&mut self, cx: &mut TaskContext<'_>) -> bool {
-        // Before the peer's HELLO its frame limit is unknown; past the high-water mark the
-        // peer is not keeping up. Either way, callers wait in the channel.
-        if self.commands_closed || !self.mux.is_ready() || self.mux.out().len() > HIGH_WATER {
+        if self.commands_closed {
             return false;
         }
         let mut progress = false;
@@ -436,15 +520,8 @@ where
                     if reply.is_closed() {
                         continue; // the caller gave up before the request was sent
                     }
-                    match self.mux.send_request(id, &request, reply) {
-                        Ok(None) => {}
-                        Ok(Some(reply)) => {
-                            let end = self.written + self.mux.out().len() as u64;
-                            self.oneway.push_back((end, reply));
-                        }
-                        Err((status, reply)) => {
-                            let _ = reply.send(Err(status));
-                        }
+                    if let Err((status, reply)) = self.mux.send_request(id, request, reply) {
+                        let _ = reply.send(Err(status));
                     }
                 }
                 Poll::Ready(Some(Command::Cancel { id })) => {
@@ -461,41 +538,42 @@ where
         progress
     }
 
+    /// Answers of handlers that ran in tasks of their own.
     fn poll_completions(&mut self, cx: &mut TaskContext<'_>) -> bool {
         let mut progress = false;
         for _ in 0..BATCH {
             // Never `None`: this struct holds a sender.
             let Poll::Ready(Some((id, result))) = self.done_rx.poll_recv(cx) else { break };
             progress = true;
-            match self.handlers.remove(&id) {
-                Some(Handler { oneway: true, .. }) => self.mux.finish_oneway(id),
-                Some(Handler { oneway: false, .. }) => self.mux.respond(id, &result),
-                None => {} // cancelled meanwhile
+            // Not there when it was cancelled meanwhile; its unit went back then.
+            if self.handlers.remove(&id).is_some() {
+                self.release_units(1);
+                self.mux.finish(id, &result);
             }
         }
         progress
     }
 
+    fn release_units(&self, n: usize) {
+        if let Some(budget) = &self.budget {
+            budget.release(n);
+        }
+    }
+
+    /// Reads what the peer sent and hands it to the mux, while the mux wants to read.
     fn poll_read(&mut self, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
+        if self.read_closed || !self.mux.wants_read() {
+            return Ok(false);
+        }
         let mut progress = false;
-        if let Some(frame) = self.stalled.take() {
-            match self.service.poll_ready(cx) {
-                Poll::Pending => {
-                    self.stalled = Some(frame);
-                    return Ok(false);
-                }
-                Poll::Ready(ready) => {
-                    self.start_handler(frame, ready, cx);
-                    progress = true;
-                }
+        if !self.rbuf.is_empty() {
+            // Frames left while the peer was over its limits, now that it no longer is.
+            let before = self.rbuf.len();
+            self.recv()?;
+            progress = self.rbuf.len() < before;
+            if !self.mux.wants_read() {
+                return Ok(progress);
             }
-        }
-        if self.read_closed {
-            return Ok(progress);
-        }
-        progress |= self.process_frames(WRITE_FIRST, cx)?;
-        if self.stalled.is_some() {
-            return Ok(progress);
         }
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
             self.rbuf.reserve(READ_CHUNK);
@@ -504,12 +582,12 @@ where
             Poll::Pending => Ok(progress),
             Poll::Ready(Ok(0)) => {
                 // Whatever the peer sent before its end of stream is still handled.
-                self.process_frames(usize::MAX, cx)?;
+                self.recv()?;
                 self.read_closed = true;
                 Ok(true)
             }
             Poll::Ready(Ok(_)) => {
-                self.process_frames(WRITE_FIRST, cx)?;
+                self.recv()?;
                 Ok(true)
             }
             Poll::Ready(Err(e)) => {
@@ -518,30 +596,15 @@ where
         }
     }
 
-    /// Handles the whole frames in the read buffer while fewer than `until` bytes wait to be
-    /// written (or the peer is not taking them), unless the service stops being ready; the rest
-    /// wait for the next turn.
-    ///
-    /// With `WRITE_FIRST` as the limit, a large batch of the peer's calls is answered in pieces
-    /// of about 4 KiB, each written before the next is handled, while the socket is still read
-    /// every turn: the peer starts on the first answers while the rest are handled, rather than
-    /// waiting for all of them. At 100 callers on one connection the benchmark went from a
-    /// median of 358k to 460k calls/s (six alternating runs of each build), and CPU per call
-    /// fell (4.5 to 4.0 µs). Variants measured no better than before: pieces relative to what
-    /// was already waiting (in effect 8 KiB), and pausing the socket's reads while frames wait.
-    fn process_frames(&mut self, until: usize, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
-        let now = Instant::now();
+    fn recv(&mut self) -> Result<(), Status> {
+        self.mux.recv(&mut self.rbuf, Instant::now()).map_err(|e| self.protocol_error(&e))
+    }
+
+    /// Acts on what the mux reports: answers to local callers, cancelled handlers, the
+    /// handshake and the peer's GOAWAY.
+    fn handle_events(&mut self) -> bool {
         let mut progress = false;
-        self.deferred = false;
-        while self.stalled.is_none() {
-            // Only while the peer takes our output: one that waits for an answer among these
-            // frames before it reads again would otherwise wait forever.
-            if self.mux.out().len() >= until && !self.write_blocked {
-                self.deferred = !self.rbuf.is_empty();
-                break;
-            }
-            let event = self.mux.recv(&mut self.rbuf, now).map_err(|e| self.protocol_error(&e))?;
-            let Some(event) = event else { break };
+        while let Some(event) = self.mux.poll_event() {
             progress = true;
             match event {
                 Event::Ready => {
@@ -550,16 +613,13 @@ where
                     }
                     self.shared.set_state(READY);
                 }
-                Event::Request(frame) => match self.service.poll_ready(cx) {
-                    Poll::Pending => self.stalled = Some(frame),
-                    Poll::Ready(ready) => self.start_handler(frame, ready, cx),
-                },
                 Event::Response { token, result } => {
                     let _ = token.send(result);
                 }
                 Event::Cancel { id } => {
                     if let Some(handler) = self.handlers.remove(&id) {
-                        handler.abort.abort();
+                        handler.abort();
+                        self.release_units(1);
                     }
                 }
                 Event::GoAway(goaway) => {
@@ -568,7 +628,7 @@ where
                 }
             }
         }
-        Ok(progress)
+        progress
     }
 
     fn protocol_error(&self, e: &ProtocolError) -> Status {
@@ -576,28 +636,83 @@ where
         Status::unavailable(format!("connection to {} closed: {e}", self.shared.peer_name()))
     }
 
+    /// Starts the peer's requests that the mux hands over, while the service is ready and the
+    /// budget has room.
+    ///
+    /// Requests start only while less than [`WRITE_FIRST`] waits to be written (unless the peer
+    /// is not taking our output): a large batch of the peer's calls is then answered in pieces
+    /// of about 4 KiB, each written before the next is handled, while the socket is still read
+    /// every turn, so the peer starts on the first answers while the rest are handled, rather
+    /// than waiting for all of them. At 100 callers on one connection the benchmark went from a
+    /// median of 358k to 460k calls/s (six alternating runs of each build), and CPU per call
+    /// fell (4.5 to 4.0 µs).
+    fn start_requests(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        let mut progress = false;
+        self.deferred = false;
+        while self.mux.has_request() {
+            // After the peer's end of stream the connection ends with this turn: what it sent
+            // before is still handled, all of it that the mux lets start.
+            if self.mux.queued_output() >= WRITE_FIRST && !self.write_blocked && !self.read_closed {
+                self.deferred = true;
+                break;
+            }
+            let unit = match &self.budget {
+                None => false,
+                Some(_) if self.granted => true,
+                Some(budget) if budget.is_open() => false,
+                Some(budget) => {
+                    if budget.poll_acquire(&mut self.queued, cx).is_pending() {
+                        break;
+                    }
+                    self.granted = true;
+                    true
+                }
+            };
+            let ready = match self.service.poll_ready(cx) {
+                Poll::Pending => break,
+                Poll::Ready(ready) => ready,
+            };
+            let Some(frame) = self.mux.next_request() else { break };
+            self.granted = false;
+            self.start_handler(frame, ready, unit, cx);
+            progress = true;
+        }
+        progress
+    }
+
     /// Starts a handler for the peer's call, or answers at once when the service is not
-    /// ready or the request cannot become a [`Request`].
-    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>, cx: &mut TaskContext<'_>) {
+    /// ready or the request cannot become a [`Request`]. `unit`: whether a unit of the budget
+    /// is already held for it.
+    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>, unit: bool, cx: &mut TaskContext<'_>) {
         let id = frame.id;
-        let oneway = frame.is_oneway();
         let budget = frame.timeout;
         let request = ready.and_then(|()| self.to_request(frame));
         let request = match request {
             Ok(request) => request,
-            Err(status) => return self.finish_handler(id, oneway, &Err(status)),
+            Err(status) => {
+                self.release_units(usize::from(unit));
+                return self.mux.finish(id, &Err(status));
+            }
         };
         let deadline = request.ctx().deadline();
         let method = request.method().clone();
         let local = self.local_name.clone();
         let mut call = self.service.call(request);
         // Poll once here: a handler that finishes without waiting is answered in this turn,
-        // with no task, no channel hop and no wake-up, and its answer leaves in the same write
-        // as the others of this turn. One that waits moves to a task of its own.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut call).poll(cx))) {
-            Ok(Poll::Ready(result)) => return self.finish_handler(id, oneway, &result),
-            Err(_) => return self.finish_handler(id, oneway, &Err(panicked(&method, &local))),
-            Ok(Poll::Pending) => {}
+        // with no task, no channel hop, no unit of the budget and no wake-up, and its answer
+        // leaves in the same write as the others of this turn. One that waits moves to a task
+        // of its own.
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut call).poll(cx))) {
+            Ok(Poll::Ready(result)) => Some(result),
+            Err(_) => Some(Err(panicked(&method, &local))),
+            Ok(Poll::Pending) => None,
+        };
+        if let Some(result) = outcome {
+            self.release_units(usize::from(unit));
+            return self.mux.finish(id, &result);
+        }
+        if !unit && let Some(budget) = &self.budget {
+            budget.take();
         }
         let call = AssertUnwindSafe(call).catch_unwind();
         let done = self.done_tx.clone();
@@ -614,15 +729,7 @@ where
             let result = outcome.unwrap_or_else(|_| Err(panicked(&method, &local)));
             let _ = done.send((id, result));
         });
-        self.handlers.insert(id, Handler { abort: task.abort_handle(), oneway });
-    }
-
-    fn finish_handler(&mut self, id: u64, oneway: bool, result: &Result<Response, Status>) {
-        if oneway {
-            self.mux.finish_oneway(id);
-        } else {
-            self.mux.respond(id, result);
-        }
+        self.handlers.insert(id, task.abort_handle());
     }
 
     fn to_request(&self, frame: RequestFrame) -> Result<Request, Status> {
@@ -650,20 +757,33 @@ where
         if self.timer.as_mut().poll(cx).is_pending() {
             return Ok(false);
         }
-        let now = Instant::now();
-        if let Err(e) = self.mux.on_timeout(now) {
+        if let Err(e) = self.mux.on_timeout(Instant::now()) {
             return Err(self.protocol_error(&e));
         }
-        // The deadline only moves later as frames arrive, so the timer is reset here rather
-        // than on every frame; an early wake-up finds nothing to do and sleeps again.
-        self.timer.as_mut().reset(self.mux.next_timeout());
+        self.timer_at = self.mux.next_timeout();
+        self.timer.as_mut().reset(self.timer_at);
         Ok(true)
+    }
+
+    /// Re-arms the heartbeat's timer when the mux's next deadline is earlier than the one armed.
+    /// A later one is left for the timer to find when it fires, so that the frames that push the
+    /// deadline back cost no timer work.
+    fn arm_timer(&mut self, cx: &mut TaskContext<'_>) {
+        let next = self.mux.next_timeout();
+        if next < self.timer_at {
+            self.timer_at = next;
+            self.timer.as_mut().reset(next);
+            // Register the waker with the re-armed timer.
+            if self.timer.as_mut().poll(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
     }
 
     fn poll_write(&mut self, cx: &mut TaskContext<'_>) -> Result<bool, Status> {
         let mut progress = false;
         loop {
-            let out = self.mux.out();
+            let out = self.mux.transmit();
             if out.is_empty() {
                 break;
             }
@@ -672,8 +792,7 @@ where
                     return Err(Status::unavailable(format!("{} stopped accepting bytes", self.shared.peer_name())));
                 }
                 Poll::Ready(Ok(n)) => {
-                    out.advance(n);
-                    self.written += n as u64;
+                    self.mux.written(n);
                     self.write_blocked = false;
                     progress = true;
                 }
@@ -682,7 +801,8 @@ where
                 }
                 Poll::Pending => {
                     self.write_blocked = true;
-                    // Frames held back for this write are handled now, in another turn.
+                    self.mux.write_blocked(Instant::now());
+                    // Requests held back for this write are started now, in another turn.
                     progress |= self.deferred;
                     break;
                 }
@@ -693,11 +813,6 @@ where
             if let Poll::Ready(Err(e)) = Pin::new(&mut self.io).poll_flush(cx) {
                 return Err(Status::unavailable(format!("writing to {} failed: {e}", self.shared.peer_name())));
             }
-            while self.oneway.front().is_some_and(|(end, _)| *end <= self.written) {
-                if let Some((_, reply)) = self.oneway.pop_front() {
-                    let _ = reply.send(Ok(Response::default()));
-                }
-            }
         }
         Ok(progress)
     }
@@ -706,12 +821,13 @@ where
     /// complete their calls, and a GOAWAY tells which pending calls were never processed. A
     /// write can fail on a connection whose GOAWAY sits unread in the socket.
     async fn read_last_words(&mut self) {
-        if !self.read_closed {
+        if !self.read_closed && self.mux.wants_read() {
             // A zero timeout still polls the read once: only what has already arrived is taken.
             let read = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf);
             let _ = tokio::time::timeout(Duration::ZERO, read).await;
         }
-        while let Ok(Some(event)) = self.mux.recv(&mut self.rbuf, Instant::now()) {
+        let _ = self.mux.recv(&mut self.rbuf, Instant::now());
+        while let Some(event) = self.mux.poll_event() {
             if let Event::Response { token, result } = event {
                 let _ = token.send(result);
             }
@@ -723,12 +839,10 @@ where
         let status = result.err().unwrap_or_else(|| Status::unavailable("the connection closed"));
         let _ = self.shared.closed_because.set(status.clone());
         self.shared.set_state(CLOSED);
+        self.shared.publish(self.mux.stats());
         self.read_last_words().await;
         for (reply, unprocessed) in self.mux.drain_pending() {
             let _ = reply.send(Err(if unprocessed { status.clone().mark_unprocessed() } else { status.clone() }));
-        }
-        for (_, reply) in self.oneway.drain(..) {
-            let _ = reply.send(Err(status.clone()));
         }
         self.commands.close();
         // Calls still queued never reached the peer.
@@ -739,9 +853,16 @@ where
             }
         }
         for (_, handler) in self.handlers.drain() {
-            handler.abort.abort();
+            handler.abort();
+            if let Some(budget) = &self.budget {
+                budget.release(1);
+            }
         }
-        let out = self.mux.out().split();
+        if let Some(budget) = &self.budget {
+            budget.release(usize::from(std::mem::take(&mut self.granted)));
+            budget.leave(&mut self.queued);
+        }
+        let out = self.mux.take_output();
         let io = &mut self.io;
         let _ = tokio::time::timeout(CLOSE_GRACE, async move {
             io.write_all(&out).await?;
@@ -796,7 +917,7 @@ mod tests {
     }
 
     fn config(name: &str) -> MuxConfig {
-        MuxConfig { name: name.into(), ..MuxConfig::default() }
+        MuxConfig::named(name)
     }
 
     #[tokio::test]
@@ -804,9 +925,9 @@ mod tests {
         let (near, far) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
         let near = Stream::Other(Box::new(CountingWrites { inner: near, writes: writes.clone() }));
-        let (client, handle) = Connection::new(near, Role::Connector, config("c"), Router::new(), Router::new());
+        let (client, handle) = Connection::new(near, Role::Connector, config("c"), Router::new(), Router::new(), None);
         let (server, _) =
-            Connection::new(Stream::Memory(far), Role::Acceptor, config("s"), Router::new(), Router::new());
+            Connection::new(Stream::Memory(far), Role::Acceptor, config("s"), Router::new(), Router::new(), None);
         tokio::spawn(client.run());
         tokio::spawn(server.run());
         handle.ready().await.expect("handshake");
@@ -830,8 +951,8 @@ mod tests {
         let writes = Arc::new(AtomicUsize::new(0));
         let far = Stream::Other(Box::new(CountingWrites { inner: far, writes: writes.clone() }));
         let (client, handle) =
-            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new());
-        let (server, _) = Connection::new(far, Role::Acceptor, config("s"), Router::new(), Router::new());
+            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
+        let (server, _) = Connection::new(far, Role::Acceptor, config("s"), Router::new(), Router::new(), None);
         tokio::spawn(client.run());
         tokio::spawn(server.run());
         handle.ready().await.expect("handshake");
@@ -858,30 +979,25 @@ mod tests {
         // caller. Handling what we read waits for our output only while the peer takes it.
         let (near, mut far) = tokio::io::duplex(64 * 1024);
         let (client, handle) =
-            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new());
+            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
         tokio::spawn(client.run());
         let mut peer: Mux<()> = Mux::new(Role::Acceptor, config("s"), Instant::now());
-        far.write_all(&peer.out().split()).await.expect("the peer's HELLO");
+        far.write_all(&peer.take_output()).await.expect("the peer's HELLO");
         handle.ready().await.expect("handshake");
 
         let small = tokio::spawn(handle.call(Request::new("Small.call", Bytes::new())));
         let mut from_client = BytesMut::new();
         let small_id = loop {
             tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
-            let mut seen = None;
-            while let Some(event) = peer.recv(&mut from_client, Instant::now()).expect("valid frames") {
-                if let Event::Request(frame) = event {
-                    seen = Some(frame.id);
-                }
-            }
-            if let Some(id) = seen {
-                break id;
+            peer.recv(&mut from_client, Instant::now()).expect("valid frames");
+            if let Some(frame) = peer.next_request() {
+                break frame.id;
             }
         };
         // From here the peer reads nothing: most of this call stays in the client's output.
         let big = handle.call(Request::new("Big.call", Bytes::from(vec![0; 1 << 20])));
-        peer.respond(small_id, &Ok(Response::new(Bytes::from_static(b"done"))));
-        far.write_all(&peer.out().split()).await.expect("the answer");
+        peer.finish(small_id, &Ok(Response::new(Bytes::from_static(b"done"))));
+        far.write_all(&peer.take_output()).await.expect("the answer");
 
         let answer = tokio::time::timeout(Duration::from_secs(60), small).await;
         let answer = answer.expect("the answer reached its caller").expect("task").expect("answered");

@@ -28,6 +28,7 @@
 //! The in-memory transport (`mem://name`) is always available.
 
 pub mod address;
+mod budget;
 pub mod channel;
 pub mod client;
 mod conn;

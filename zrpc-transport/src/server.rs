@@ -28,6 +28,7 @@ use tower::layer::util::{Identity, Stack};
 use zrpc_core::{NamedService, Request, Response, Router, Status};
 
 use crate::address::{Address, ToAddress};
+use crate::budget::{Budget, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use crate::conn::Connection;
 use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
@@ -47,6 +48,9 @@ pub struct ServerConfig {
     pub heartbeat_timeout: Duration,
     /// How long graceful shutdown waits for calls in progress.
     pub drain_timeout: Duration,
+    /// Most handlers running at once across all connections; connections wait their turn
+    /// for more (see [`ServerBuilder::max_concurrent_requests`]).
+    pub max_concurrent_requests: usize,
     /// Where the server registers when bound, if anywhere.
     pub(crate) registry: Option<std::sync::Arc<dyn Registry>>,
     /// TLS under the protocol, if any.
@@ -63,6 +67,7 @@ impl Default for ServerConfig {
             heartbeat_interval: mux.heartbeat_interval,
             heartbeat_timeout: mux.heartbeat_timeout,
             drain_timeout: Duration::from_secs(30),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             registry: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -215,12 +220,12 @@ where
         let Server { mut listener, service, names, config, registration } = self;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let conn_config = MuxConfig {
-            name: config.name.clone(),
             max_frame: config.max_frame,
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
-            token: bytes::Bytes::new(),
+            ..MuxConfig::named(config.name.clone())
         };
+        let budget = Budget::new(config.max_concurrent_requests);
         let mut connections = JoinSet::new();
         let mut signal = std::pin::pin!(signal);
         loop {
@@ -231,6 +236,7 @@ where
                         tracing::trace!(%peer, "accepted a connection");
                         let mut shutdown = shutdown_rx.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
+                        let budget = budget.clone();
                         #[cfg(feature = "tls")]
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
                         connections.spawn(async move {
@@ -238,7 +244,7 @@ where
                             let Some(stream) = secure(tls, stream, &peer, handshake_timeout, &mut shutdown).await else {
                                 return;
                             };
-                            let (conn, _handle) = Connection::new(stream, Role::Acceptor, conn_config, service, names);
+                            let (conn, _handle) = Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
                             let conn = conn.with_shutdown(async move {
                                 let _ = shutdown.wait_for(|stop| *stop).await;
                             });

@@ -1,4 +1,4 @@
-//! The control frames: `CANCEL`, `PING`, `PONG` and `GOAWAY`.
+//! The control frames: `CANCEL`, `PING`, `PONG`, `GOAWAY` and `CREDIT`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -45,6 +45,19 @@ pub fn encode_goaway(dst: &mut BytesMut, goaway: &GoAway) {
     dst.put_u8(goaway.code);
     dst.put_u16(message.len() as u16);
     dst.put_slice(message.as_bytes());
+}
+
+/// Appends a `CREDIT` frame returning flow-control credit for `requests` oneway requests of
+/// `bytes` bytes in all.
+pub fn encode_credit(dst: &mut BytesMut, requests: u64, bytes: u64) {
+    put_header(dst, (HEADER_LEN - 4 + 8) as u32, kind::CREDIT, 0, requests);
+    dst.put_u64(bytes);
+}
+
+/// Decodes a `CREDIT` body; trailing bytes are ignored.
+pub(super) fn decode_credit(requests: u64, body: &Bytes) -> Result<super::Frame, FrameError> {
+    let bytes = Reader::new(body, "credit").u64("body ends inside the byte count")?;
+    Ok(super::Frame::Credit { requests, bytes })
 }
 
 /// Decodes a `GOAWAY` body; trailing bytes are ignored.

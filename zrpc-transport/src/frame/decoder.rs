@@ -2,7 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::control::decode_goaway;
+use super::control::{decode_credit, decode_goaway};
 use super::hello::decode_hello;
 use super::request::decode_request;
 use super::response::decode_response;
@@ -20,6 +20,7 @@ pub const RESERVE_AHEAD: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Decoder {
     max_frame: u32,
+    last_len: usize,
 }
 
 impl Default for Decoder {
@@ -34,7 +35,13 @@ impl Decoder {
     ///
     /// Announce the same value in `HELLO`; the protocol requires at least [`super::MIN_MAX_FRAME`].
     pub fn new(max_frame: u32) -> Decoder {
-        Decoder { max_frame }
+        Decoder { max_frame, last_len: 0 }
+    }
+
+    /// The size on the wire (`4 + length`) of the frame [`decode`](Decoder::decode) returned
+    /// last, frames of unknown kinds skipped before it not included.
+    pub fn last_len(&self) -> usize {
+        self.last_len
     }
 
     /// The largest `length` this decoder accepts.
@@ -48,11 +55,15 @@ impl Decoder {
     /// once the length passed the limit `src` is reserved room for the rest of the frame, up to
     /// [`RESERVE_AHEAD`] bytes at a time.
     /// Frames of unknown kinds are consumed and skipped. Payloads share `src`'s allocation:
-    /// nothing is copied.
+    /// nothing is copied. After a frame larger than [`RESERVE_AHEAD`], whatever follows it in
+    /// `src` is moved to a fresh buffer, so that no frame shares an allocation with a much
+    /// larger one: a slice of a frame that is kept pins at most about twice the frame, or
+    /// [`RESERVE_AHEAD`] plus one read for a small one.
     ///
     /// # Errors
     /// [`FrameError::FrameTooLarge`] as soon as the 4 length bytes arrived and exceed the limit
-    /// (before anything is allocated), [`FrameError::TooShort`] for a length under 10, and
+    /// (before anything is allocated), [`FrameError::TooShort`] as soon as they arrived and are
+    /// under 10, and
     /// [`FrameError::Malformed`] or [`FrameError::Unsupported`] for a body that breaks the
     /// protocol. Every error is a connection error: the stream cannot be resynchronised.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
@@ -65,6 +76,11 @@ impl Decoder {
             if len > self.max_frame {
                 return Err(too_large);
             }
+            if len < (HEADER_LEN - LENGTH_LEN) as u32 {
+                // Decided from the length alone, as for a frame too large: no byte after it can
+                // make the frame valid, so none is waited for.
+                return Err(FrameError::TooShort { len });
+            }
             let total = usize::try_from(len).ok().and_then(|len| len.checked_add(LENGTH_LEN)).ok_or(too_large)?;
             if src.len() < total {
                 // Room for what is coming, but never far ahead of what arrived: a peer that only
@@ -73,12 +89,16 @@ impl Decoder {
                 src.reserve((total - src.len()).min(RESERVE_AHEAD));
                 return Ok(None);
             }
-            if len < (HEADER_LEN - LENGTH_LEN) as u32 {
-                let kind = if len == 0 { 0 } else { src.get(LENGTH_LEN).copied().unwrap_or(0) };
-                return Err(FrameError::TooShort { kind, len });
-            }
             let frame = src.split_to(total).freeze();
+            if total > RESERVE_AHEAD {
+                // The buffer grew to hold this frame, and what follows it shares that memory: a
+                // small frame kept from there (a handler holding a metadata value) would pin the
+                // large one's whole allocation long after it is gone. Move the rest to a buffer
+                // of its own; it is at most what one read brought in beyond the frame.
+                *src = BytesMut::from(&src[..]);
+            }
             if let Some(frame) = parse(&frame)? {
+                self.last_len = total;
                 return Ok(Some(frame));
             }
         }
@@ -101,6 +121,7 @@ fn parse(frame: &Bytes) -> Result<Option<Frame>, FrameError> {
         kind::PING => Frame::Ping { nonce: id },
         kind::PONG => Frame::Pong { nonce: id },
         kind::GOAWAY => Frame::GoAway(decode_goaway(id, &body)?),
+        kind::CREDIT => decode_credit(id, &body)?,
         _ => return Ok(None),
     };
     Ok(Some(frame))

@@ -27,11 +27,10 @@ pub enum FrameError {
     /// The peer speaks a protocol version this build does not.
     #[error("unsupported protocol version {0} (this build speaks version 1)")]
     UnsupportedVersion(u8),
-    /// A frame's `length` is below the 10 bytes its kind, flags and id take.
-    #[error("frame of kind {kind:#04x} is {len} bytes long, shorter than its 10-byte header")]
+    /// A frame's `length` is below the 10 bytes its kind, flags and id take; refused from the
+    /// length alone, before the rest of the frame arrives.
+    #[error("frame length {len} is shorter than the 10-byte header it must cover")]
     TooShort {
-        /// The frame's kind byte (0 when the length did not even cover it).
-        kind: u8,
         /// The frame's `length`.
         len: u32,
     },
@@ -76,10 +75,7 @@ mod tests {
                 "the peer sent what looks like TLS, not the zrpc preface; configure TLS on both sides or neither",
             ),
             (FrameError::UnsupportedVersion(2), "unsupported protocol version 2 (this build speaks version 1)"),
-            (
-                FrameError::TooShort { kind: 2, len: 3 },
-                "frame of kind 0x02 is 3 bytes long, shorter than its 10-byte header",
-            ),
+            (FrameError::TooShort { len: 3 }, "frame length 3 is shorter than the 10-byte header it must cover"),
             (
                 FrameError::Malformed { kind: "request", reason: "empty method" },
                 "malformed request frame: empty method",

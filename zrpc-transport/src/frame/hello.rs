@@ -20,7 +20,33 @@ pub struct Hello {
     pub compressions: Vec<u8>,
     /// An authentication token for the peer to check (may be empty; at most 65535 bytes).
     pub token: Bytes,
+    /// The sender's flow-control limits (the `FLOW` extension), if it announces them; see
+    /// `docs/PROTOCOL.md` §14.
+    pub flow: Option<FlowLimits>,
 }
+
+/// The `FLOW` extension of a `HELLO`: how many of the receiver's requests the sender takes in
+/// progress at once, and their total size.
+///
+/// Announcing it also promises that the sender follows the receiver's limits and returns
+/// credit for oneway requests with `CREDIT` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// Most requests in progress at once; at least 1.
+    pub max_requests: u32,
+    /// Most bytes of requests in progress at once (`4 + length` of each); one request alone may
+    /// be larger, up to `max_frame`.
+    pub request_bytes: u32,
+}
+
+/// Tags of `HELLO` extensions.
+mod ext {
+    /// [`super::FlowLimits`].
+    pub(super) const FLOW: u8 = 0x01;
+}
+
+/// Bytes of the `FLOW` extension's value.
+const FLOW_LEN: u16 = 8;
 
 /// Appends a `HELLO` frame (id 0) and returns its total size.
 ///
@@ -30,8 +56,8 @@ pub struct Hello {
 ///
 /// # Errors
 /// [`FrameError::FieldTooLong`] for a name, codec list or compression list over 255 bytes or a
-/// token over 65535; [`FrameError::Malformed`] for a `max_frame` below [`MIN_MAX_FRAME`]. `dst`
-/// is left unchanged.
+/// token over 65535; [`FrameError::Malformed`] for a `max_frame` below [`MIN_MAX_FRAME`] or flow
+/// limits of 0 requests. `dst` is left unchanged.
 pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameError> {
     let u8_max = usize::from(u8::MAX);
     check_len("name", hello.name.len(), u8_max)?;
@@ -41,7 +67,20 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
     if hello.max_frame < MIN_MAX_FRAME {
         return Err(FrameError::Malformed { kind: "hello", reason: "max_frame is below the minimum of 1024" });
     }
-    let body = 1 + hello.name.len() + 4 + 1 + hello.codecs.len() + 1 + hello.compressions.len() + 2 + hello.token.len();
+    if hello.flow.is_some_and(|flow| flow.max_requests == 0) {
+        return Err(FrameError::Malformed { kind: "hello", reason: "flow limits allow no request" });
+    }
+    let extensions = if hello.flow.is_some() { 3 + usize::from(FLOW_LEN) } else { 0 };
+    let body = 1
+        + hello.name.len()
+        + 4
+        + 1
+        + hello.codecs.len()
+        + 1
+        + hello.compressions.len()
+        + 2
+        + hello.token.len()
+        + extensions;
     let len = frame_len(body as u64, u32::MAX)?;
     let total = put_header(dst, len, kind::HELLO, 0, 0);
     dst.put_u8(hello.name.len() as u8);
@@ -53,10 +92,16 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
     dst.put_slice(&hello.compressions);
     dst.put_u16(hello.token.len() as u16);
     dst.put_slice(&hello.token);
+    if let Some(flow) = hello.flow {
+        dst.put_u8(ext::FLOW);
+        dst.put_u16(FLOW_LEN);
+        dst.put_u32(flow.max_requests);
+        dst.put_u32(flow.request_bytes);
+    }
     Ok(total)
 }
 
-/// Decodes a `HELLO` body; trailing bytes are ignored.
+/// Decodes a `HELLO` body, its extensions included; unknown extensions are skipped.
 pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
     let mut r = Reader::new(body, "hello");
     let name_len = r.u8("body ends inside the name length")?;
@@ -71,5 +116,25 @@ pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
     let compressions = r.bytes(usize::from(compression_count), "body ends inside the compression list")?;
     let token_len = r.u16("body ends inside the token length")?;
     let token = r.bytes(usize::from(token_len), "body ends inside the token")?;
-    Ok(Hello { name, max_frame, codecs: codecs.to_vec(), compressions: compressions.to_vec(), token })
+    let mut flow = None;
+    while r.remaining() > 0 {
+        let tag = r.u8("body ends inside an extension tag")?;
+        let len = r.u16("body ends inside an extension length")?;
+        let value = r.bytes(usize::from(len), "an extension runs past the body")?;
+        if tag == ext::FLOW && flow.is_none() {
+            flow = Some(decode_flow(&value)?);
+        }
+    }
+    Ok(Hello { name, max_frame, codecs: codecs.to_vec(), compressions: compressions.to_vec(), token, flow })
+}
+
+/// The value of a `FLOW` extension; bytes after the fields it defines are ignored.
+fn decode_flow(value: &Bytes) -> Result<FlowLimits, FrameError> {
+    let mut r = Reader::new(value, "hello");
+    let max_requests = r.u32("the flow extension is shorter than 8 bytes")?;
+    let request_bytes = r.u32("the flow extension is shorter than 8 bytes")?;
+    if max_requests == 0 {
+        return Err(r.malformed("flow limits allow no request"));
+    }
+    Ok(FlowLimits { max_requests, request_bytes })
 }

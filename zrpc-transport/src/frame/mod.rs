@@ -59,10 +59,10 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-pub use control::{GoAway, encode_cancel, encode_goaway, encode_ping, encode_pong};
+pub use control::{GoAway, encode_cancel, encode_credit, encode_goaway, encode_ping, encode_pong};
 pub use decoder::{Decoder, RESERVE_AHEAD};
 pub use error::FrameError;
-pub use hello::{Hello, encode_hello};
+pub use hello::{FlowLimits, Hello, encode_hello};
 pub use preface::{decode_preface, encode_preface};
 pub use request::{RequestFrame, encode_request, encode_request_frame};
 pub use response::{ResponseFrame, encode_response, encode_response_frame};
@@ -112,6 +112,8 @@ pub mod kind {
     pub const PONG: u8 = 0x06;
     /// [`super::GoAway`].
     pub const GOAWAY: u8 = 0x07;
+    /// [`super::Frame::Credit`].
+    pub const CREDIT: u8 = 0x08;
 }
 
 /// One decoded frame.
@@ -140,4 +142,11 @@ pub enum Frame {
     },
     /// The peer is closing the connection.
     GoAway(GoAway),
+    /// Flow-control credit for the receiver's oneway requests that the sender stopped tracking.
+    Credit {
+        /// How many requests.
+        requests: u64,
+        /// Their total size on the wire.
+        bytes: u64,
+    },
 }

@@ -56,6 +56,7 @@ fn hello() -> Hello {
         codecs: vec![0, 1],
         compressions: vec![],
         token: Bytes::from_static(b"secret"),
+        flow: Some(FlowLimits { max_requests: 1000, request_bytes: 1 << 20 }),
     }
 }
 
@@ -104,6 +105,7 @@ fn every_kind_round_trips() {
         Frame::Ping { nonce: 0xdead_beef },
         Frame::Pong { nonce: 0xdead_beef },
         Frame::GoAway(goaway),
+        Frame::Credit { requests: 3, bytes: 4096 },
     ];
     for frame in frames {
         let mut buf = BytesMut::from(&b"xy"[..]);
@@ -126,6 +128,10 @@ fn every_kind_round_trips() {
             Frame::GoAway(g) => {
                 encode_goaway(&mut buf, g);
                 HEADER_LEN + 3 + g.message.len()
+            }
+            Frame::Credit { requests, bytes } => {
+                encode_credit(&mut buf, *requests, *bytes);
+                HEADER_LEN + 8
             }
         };
         assert_eq!(buf.len(), 2 + size, "{frame:?}: returned size is the appended size");
@@ -302,6 +308,30 @@ fn a_claimed_large_frame_reserves_only_a_bounded_step_ahead() {
 }
 
 #[test]
+fn a_small_frame_never_shares_the_memory_of_a_large_one_before_it() {
+    // A 1 MiB frame of a kind receivers skip, then a small request, read together: the request
+    // must not be a slice of the buffer that held the large frame, or a handler keeping its
+    // metadata would keep the whole megabyte alive.
+    let mut src = raw(0x7f, 0, 1, &vec![0; 1 << 20]);
+    let small = RequestFrame { payload: Bytes::from_static(b"tiny"), ..full_request_frame() };
+    src.extend_from_slice(&encoded(&small));
+    let whole = src.as_ptr_range();
+    let Ok(Some(Frame::Request(decoded))) = Decoder::default().decode(&mut src) else { panic!("the small request") };
+    assert_eq!(decoded.payload, small.payload);
+    assert!(!whole.contains(&decoded.payload.as_ptr()), "the small frame is a slice of the large frame's buffer");
+
+    // Small frames after small frames stay zero-copy slices of the read buffer.
+    let mut src = BytesMut::new();
+    src.extend_from_slice(&encoded(&small));
+    src.extend_from_slice(&encoded(&small));
+    let whole = src.as_ptr_range();
+    for _ in 0..2 {
+        let Ok(Some(Frame::Request(decoded))) = Decoder::default().decode(&mut src) else { panic!("a request") };
+        assert!(whole.contains(&decoded.payload.as_ptr()), "a small frame was copied");
+    }
+}
+
+#[test]
 fn an_oversized_length_is_refused_before_allocating() {
     for (decoder, len) in [(Decoder::default(), u32::MAX), (Decoder::new(1024), 1025)] {
         let mut src = BytesMut::with_capacity(64);
@@ -324,16 +354,18 @@ fn an_oversized_length_is_refused_before_allocating() {
 }
 
 #[test]
-fn a_length_below_the_header_is_too_short() {
+fn a_length_below_the_header_is_too_short_as_soon_as_it_arrives() {
     for len in 0..10u32 {
         let mut src = BytesMut::new();
         src.put_u32(len);
         src.put_slice(&[kind::PING; 9][..len as usize]);
-        let kind = if len == 0 { 0 } else { kind::PING };
-        assert_eq!(Decoder::default().decode(&mut src), Err(FrameError::TooShort { kind, len }), "length {len}");
+        assert_eq!(Decoder::default().decode(&mut src), Err(FrameError::TooShort { len }), "length {len}");
+        // The 4 length bytes alone decide it: nothing after them is waited for.
+        let mut alone = BytesMut::from(&len.to_be_bytes()[..]);
+        assert_eq!(Decoder::default().decode(&mut alone), Err(FrameError::TooShort { len }), "length {len} alone");
     }
-    let mut src = BytesMut::from(&[0, 0, 0, 5, 1][..]);
-    assert_eq!(Decoder::default().decode(&mut src), Ok(None), "waits for the short frame's bytes");
+    let mut src = BytesMut::from(&[0, 0, 0][..]);
+    assert_eq!(Decoder::default().decode(&mut src), Ok(None), "three bytes are not a length yet");
 }
 
 // ---- bodies that lie ----

@@ -1,8 +1,6 @@
 //! Field-level reading and writing shared by every frame kind: a bounds-checked cursor over a
 //! frame body, the frame header, and the metadata block.
 
-use std::borrow::Cow;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use zrpc_core::Metadata;
 
@@ -100,23 +98,16 @@ impl<'a> Reader<'a> {
     }
 
     /// A metadata block: `count u16`, then per entry `key_len u8`, key, `value_len u32`, value.
+    /// The entries are checked and kept as they are, sharing the frame (see [`Metadata`]).
     pub(super) fn metadata(&mut self) -> Result<Metadata, FrameError> {
         let count = self.u16("body ends inside the metadata count")?;
         // Each entry takes at least 5 bytes; refuse an impossible count before parsing any.
         if usize::from(count).saturating_mul(5) > self.remaining() {
             return Err(self.malformed("metadata count exceeds what the body can hold"));
         }
-        let mut metadata = Metadata::new();
-        for _ in 0..count {
-            let key_len = self.u8("body ends inside a metadata key length")?;
-            let key =
-                self.string(usize::from(key_len), "body ends inside a metadata key", "metadata key is not utf-8")?;
-            let value_len = self.u32("body ends inside a metadata value length")?;
-            let value_len =
-                usize::try_from(value_len).map_err(|_| self.malformed("metadata value runs past the body"))?;
-            let value = self.bytes(value_len, "metadata value runs past the body")?;
-            metadata.append(Cow::Owned(key), value);
-        }
+        let rest = self.body.slice(self.pos.min(self.body.len())..);
+        let (metadata, used) = Metadata::decode_wire(&rest, count).map_err(|e| self.malformed(e.0))?;
+        self.pos += used;
         Ok(metadata)
     }
 }

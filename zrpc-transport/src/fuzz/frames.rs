@@ -56,9 +56,9 @@ fn decode(input: &[u8], max_frame: u32, chunk: usize) -> (Vec<Frame>, Option<Fra
                     assert_eq!((len, max, used), (u64::from(want), max_frame, skipped));
                     return (frames, Some(FrameError::FrameTooLarge { len, max }));
                 }
-                (Err(FrameError::TooShort { kind, len }), Next::TooShort(want)) => {
+                (Err(FrameError::TooShort { len }), Next::TooShort(want)) => {
                     assert_eq!((len, used), (want, skipped));
-                    return (frames, Some(FrameError::TooShort { kind, len }));
+                    return (frames, Some(FrameError::TooShort { len }));
                 }
                 (got, want) => panic!("the decoder returned {got:?} where the protocol says {want:?}"),
             }
@@ -77,7 +77,7 @@ enum Next {
     Incomplete,
     /// A `length` above the limit, refused as soon as its 4 bytes are there.
     TooLarge(u32),
-    /// A `length` below the header, refused once the bytes it claims are there.
+    /// A `length` below the header, refused as soon as its 4 bytes are there.
     TooShort(u32),
 }
 
@@ -93,14 +93,14 @@ fn next(src: &[u8], max_frame: u32) -> (usize, Next) {
         if len > max_frame {
             return (skipped, Next::TooLarge(len));
         }
+        if (len as usize) < HEADER_LEN - 4 {
+            return (skipped, Next::TooShort(len));
+        }
         let total = 4 + len as usize;
         if rest.len() < total {
             return (skipped, Next::Incomplete);
         }
-        if (len as usize) < HEADER_LEN - 4 {
-            return (skipped, Next::TooShort(len));
-        }
-        if (kind::HELLO..=kind::GOAWAY).contains(&rest[4]) {
+        if (kind::HELLO..=kind::CREDIT).contains(&rest[4]) {
             return (skipped, Next::Frame(total));
         }
         skipped += total;
@@ -130,6 +130,10 @@ fn assert_round_trip(frame: &Frame, max_frame: u32) {
         }
         Frame::GoAway(goaway) => {
             frame::encode_goaway(&mut buf, goaway);
+            Ok(buf.len())
+        }
+        Frame::Credit { requests, bytes } => {
+            frame::encode_credit(&mut buf, *requests, *bytes);
             Ok(buf.len())
         }
     };

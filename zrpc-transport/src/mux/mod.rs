@@ -1,42 +1,76 @@
-//! The connection state machine: many calls in flight over one byte stream, with no I/O.
+//! The connection state machine: many calls in flight both ways over one byte stream, with
+//! flow control, and no I/O.
 //!
 //! A [`Mux`] is one end of a zrpc connection. It is fed the bytes that arrived
 //! ([`Mux::recv`]), told what the local side wants (send a request, cancel one, answer one, go
-//! away) and what time it is; it appends the bytes to send to [`Mux::out`] and reports what the
-//! peer did as [`Event`]s. A driver (`crate::conn`) connects it to a socket; tests drive two
-//! muxes against each other deterministically, with no sockets and no clock.
+//! away), what it managed to write and what time it is; it keeps the bytes to send
+//! ([`Mux::transmit`]) and reports what happened as [`Event`]s ([`Mux::poll_event`]) and the
+//! peer's requests as they may start ([`Mux::next_request`]). A driver (`crate::conn`) connects it
+//! to a socket; tests drive two muxes against each other deterministically, with no sockets and
+//! no clock.
 //!
 //! The contract, in order of a connection's life (the wire format is in `docs/PROTOCOL.md`):
 //!
-//! 1. On creation the mux queues its preface and HELLO. Until the peer's preface and HELLO have
-//!    arrived it reports nothing; requests queued meanwhile are written after our HELLO, which
-//!    is allowed because the peer reads our HELLO first.
+//! 1. On creation the mux queues its preface and a HELLO announcing its frame limit and its FLOW
+//!    limits ([`MuxConfig::max_requests`], [`MuxConfig::max_request_bytes`]). Until the peer's
+//!    preface and HELLO have arrived it reports nothing and sends no request: calls made
+//!    meanwhile wait, since the peer's limits are unknown.
 //! 2. Ids: the connecting side opens odd ids, the accepting side even ids, never 0. The caller
 //!    picks ids ([`Mux::send_request`] takes one) so that it can cancel a call without a round
-//!    trip through the driver; ids must increase.
+//!    trip through the driver. Ids need not increase (callers pick them concurrently), but are
+//!    never reused.
 //! 3. A request from the peer with the wrong parity, or with the id of one still in progress, is
-//!    a protocol violation. So is a RESPONSE for an id this side never opened. A RESPONSE for an
-//!    id that was opened but is no longer pending (it was cancelled or timed out here) is
-//!    ignored: the two crossed on the wire.
+//!    a protocol violation. So is a RESPONSE for an id above any this side sent. A RESPONSE for
+//!    an id that is no longer pending (it was cancelled or timed out here) is ignored: the two
+//!    crossed on the wire.
 //! 4. Every protocol violation — including any [`FrameError`] — is returned as a
 //!    [`ProtocolError`]; the mux has then queued a GOAWAY saying why, and the driver writes it
-//!    and closes. Nothing a peer sends can make the mux panic or allocate beyond the frame limit.
-//! 5. Heartbeat: when nothing has arrived for `heartbeat_interval`, a PING is queued; when nothing
-//!    has arrived for `heartbeat_timeout` after it, the peer is dead ([`Mux::on_timeout`]), and
-//!    as after a violation nothing more it sends is read. Any frame counts as a sign of life, so
-//!    a busy connection is never pinged.
-//! 6. GOAWAY from the peer: no new requests may be sent (they fail with `Unavailable`), pending
+//!    and closes. Nothing a peer sends can make the mux panic or allocate beyond the bounds
+//!    below.
+//! 5. Flow control, this side's calls: a call is sent only while the peer's FLOW limits admit it
+//!    and less than [`MuxConfig::max_queued_output`] waits to be written; otherwise it waits in
+//!    order. It is in progress at the peer until its answer arrives, this side cancels it, or
+//!    (oneway) a CREDIT returns it; each of those lets waiting calls go.
+//! 6. Flow control, the peer's calls: a request read is counted until it is answered, cancelled
+//!    or (oneway) finished, and waits in the mux until [`Mux::next_request`] hands it over, which
+//!    it does only while fewer than `max_requests` are being handled and less than
+//!    `max_queued_output` waits to be written: past that bound new work waits, while handlers
+//!    already running finish. The mux keeps reading — answers, cancels, credit and pings arrive
+//!    whatever the output — so that two sides calling each other never wait on each other. A
+//!    peer that exceeds this side's limits is read no further ([`Mux::wants_read`] is false)
+//!    until it is back within them. Oneway requests that end are returned to the peer with
+//!    CREDIT, gathered into one frame per write.
+//! 7. Heartbeat: when nothing has arrived for `heartbeat_interval`, a PING is queued; when nothing
+//!    has arrived for `heartbeat_timeout` after it, the peer is dead ([`Mux::on_timeout`]); while
+//!    the mux does not read because the peer is over its limits, neither happens. When output
+//!    has waited and the peer took none of it for `interval + timeout`, the peer is not reading
+//!    and is given up too. After either, nothing more it sends is read. Any frame counts as a
+//!    sign of life, so a busy connection is never pinged. PONGs count against the output bound:
+//!    past it, several PINGs get one PONG (the latest nonce) once the output drains.
+//! 8. GOAWAY from the peer: no new requests may be sent (they fail with `Unavailable`), pending
 //!    ones still complete. [`Mux::go_away`] does the same from this side: requests arriving after
-//!    it are answered `Unavailable` without being reported.
-//! 7. Sizes: a frame larger than the peer's announced maximum is never sent. An oversized
+//!    it are answered `Unavailable` without being handed over.
+//! 9. Sizes: a frame larger than the peer's announced maximum is never sent. An oversized
 //!    request fails that call with `ResourceExhausted`; an oversized response is replaced by a
-//!    `ResourceExhausted` error response, so the caller learns why.
+//!    `ResourceExhausted` error response, so the caller learns why. A request carrying more
+//!    metadata entries than [`MuxConfig::max_metadata_entries`] is refused with
+//!    `ResourceExhausted` (unprocessed) and never handed over; a response with more fails its
+//!    call the same way.
+//!
+//! # Bounds
+//!
+//! What the mux holds for the peer is bounded: its queued output by `max_queued_output` plus the
+//! answers of handlers that were running when it was passed (and a GOAWAY, a PONG and a
+//! CREDIT), the peer's requests in progress by its FLOW limits (`max_requests` requests of
+//! `max_request_bytes` in all, or one request up to `max_frame`; one frame more from a peer that
+//! breaks the rule, before reading stops), the read buffer by one frame being assembled. What
+//! the local side holds — its calls waiting to be sent — is its own.
 
+mod flow;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +79,8 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 use zrpc_core::{Code, CodecId, Request, Response, Status};
 
-use crate::frame::{self, Decoder, Frame, FrameError, GoAway, Hello, RequestFrame};
+use self::flow::{Inbound, Limits, Outstanding, Owed};
+use crate::frame::{self, Decoder, FlowLimits, Frame, FrameError, GoAway, Hello, RequestFrame};
 
 /// Which end of the connection this is; decides the parity of the ids it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,8 +106,18 @@ impl Role {
     }
 }
 
+/// The requests of the peer's this side takes in progress at once, unless configured otherwise.
+pub const DEFAULT_MAX_REQUESTS: u32 = 1000;
+/// Their total size on the wire, unless configured otherwise: 16 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 16 * 1024 * 1024;
+/// Queued output past which no new work starts, unless configured otherwise: 1 MiB.
+pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
+/// Metadata entries accepted per request or response, unless configured otherwise.
+pub const DEFAULT_MAX_METADATA_ENTRIES: u16 = 256;
+
 /// What a mux needs to know about its own side.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct MuxConfig {
     /// The name announced in the HELLO.
     pub name: String,
@@ -84,6 +129,22 @@ pub struct MuxConfig {
     pub heartbeat_timeout: Duration,
     /// Auth token sent in the HELLO.
     pub token: bytes::Bytes,
+    /// Most of the peer's requests in progress here at once (announced in the HELLO; at least
+    /// 1), oneway ones included.
+    pub max_requests: u32,
+    /// Most bytes of the peer's requests in progress here at once (announced in the HELLO).
+    pub max_request_bytes: u32,
+    /// Bytes waiting to be written past which no new handler starts and no new call is sent.
+    pub max_queued_output: usize,
+    /// Most metadata entries accepted in one request or response.
+    pub max_metadata_entries: u16,
+}
+
+impl MuxConfig {
+    /// A configuration with the defaults and `name`.
+    pub fn named(name: impl Into<String>) -> MuxConfig {
+        MuxConfig { name: name.into(), ..MuxConfig::default() }
+    }
 }
 
 impl Default for MuxConfig {
@@ -94,6 +155,10 @@ impl Default for MuxConfig {
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(20),
             token: bytes::Bytes::new(),
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_queued_output: DEFAULT_MAX_QUEUED_OUTPUT,
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
         }
     }
 }
@@ -109,23 +174,26 @@ pub struct Peer {
     pub codecs: Vec<u8>,
     /// The peer's auth token.
     pub token: bytes::Bytes,
+    /// The peer's FLOW limits; `None` from a peer that predates flow control.
+    pub flow: Option<FlowLimits>,
 }
 
-/// Something the peer did that the driver must act on.
+/// Something that happened that the driver must act on.
 #[derive(Debug)]
 pub enum Event<T> {
     /// The handshake finished.
     Ready,
-    /// The peer opened a call; answer it with [`Mux::respond`] (unless oneway).
-    Request(RequestFrame),
-    /// The answer to a call this side made, with the token given to [`Mux::send_request`].
+    /// A call this side made has ended, with the token given to [`Mux::send_request`]: the
+    /// peer's answer; for a oneway call, `Ok` once its bytes were written; or an error when it
+    /// could not be sent.
     Response {
         /// The caller's token.
         token: T,
         /// The answer.
         result: Result<Response, Status>,
     },
-    /// The peer cancelled a call it made; the handler should be dropped. No response is owed.
+    /// The peer cancelled a call handed over by [`Mux::next_request`]; the handler should be
+    /// dropped. No response is owed.
     Cancel {
         /// The cancelled request.
         id: u64,
@@ -150,6 +218,35 @@ pub enum ProtocolError {
     /// Nothing arrived within the heartbeat timeout.
     #[error("the peer did not answer a ping within {0:?}")]
     HeartbeatTimeout(Duration),
+    /// Output waited and the peer took none of it for this long.
+    #[error("the peer read none of our output for {0:?}")]
+    NotReading(Duration),
+}
+
+/// A snapshot of what a connection holds, for operators and for tests of its bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes waiting to be written.
+    pub queued_output: usize,
+    /// The most bytes that ever waited to be written at once.
+    pub peak_queued_output: usize,
+    /// The peer's requests in progress here: waiting to start, or being handled.
+    pub requests_in_progress: usize,
+    /// The most of them at once.
+    pub peak_requests_in_progress: usize,
+    /// Their size on the wire.
+    pub request_bytes_in_progress: usize,
+    /// The most bytes of them at once.
+    pub peak_request_bytes_in_progress: usize,
+    /// The peer's requests that wait to be handed over.
+    pub requests_waiting: usize,
+    /// This side's calls sent and not answered yet.
+    pub calls_pending: usize,
+    /// This side's calls waiting to be sent (flow control, or the output bound).
+    pub calls_waiting: usize,
+    /// Whether the peer is over this side's limits, so that it is not read.
+    pub reading_paused: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +258,36 @@ enum Phase {
     Broken,
 }
 
+/// A call this side made that was sent and awaits its answer.
+struct Pending<T> {
+    token: T,
+    size: usize,
+}
+
+/// A call this side made that waits to be sent.
+struct Waiting<T> {
+    id: u64,
+    request: Request,
+    token: T,
+}
+
+/// One of the peer's requests that waits in the mux.
+enum Held {
+    /// To hand over with [`Mux::next_request`].
+    Start(RequestFrame),
+    /// To answer with this refusal, unprocessed.
+    Refuse(u64, Status),
+}
+
+impl Held {
+    fn id(&self) -> u64 {
+        match self {
+            Held::Start(request) => request.id,
+            Held::Refuse(id, _) => *id,
+        }
+    }
+}
+
 /// One end of a zrpc connection; `T` is what the caller attaches to each call it makes (a
 /// oneshot sender in the driver, a plain value in tests).
 pub struct Mux<T> {
@@ -169,21 +296,49 @@ pub struct Mux<T> {
     phase: Phase,
     decoder: Decoder,
     out: BytesMut,
+    /// Bytes taken from `out` by the driver since the start.
+    written: u64,
     peer: Option<Peer>,
+    events: VecDeque<Event<T>>,
+
     /// Calls this side made that await a response.
-    pending: HashMap<u64, T>,
+    pending: HashMap<u64, Pending<T>>,
+    /// Calls this side made that wait to be sent, in order.
+    waiting: VecDeque<Waiting<T>>,
+    /// Oneway calls sent, until their last byte is written: (end offset in the stream, token).
+    unwritten_oneway: VecDeque<(u64, T)>,
+    /// This side's requests in progress at the peer.
+    outstanding: Outstanding,
     /// Highest id this side has sent; responses above it were never asked for.
     highest_sent: u64,
-    /// Calls the peer made that are still being handled here, and whether each is oneway.
-    inbound: HashMap<u64, bool>,
+
+    /// The peer's calls in progress here.
+    inbound: HashMap<u64, Inbound>,
+    /// Those not handed over yet, in order of arrival, and those to refuse once the output has
+    /// room for the refusal.
+    held: VecDeque<Held>,
+    inbound_bytes: usize,
+    /// Credit owed to the peer for its oneway requests that ended.
+    owed: Owed,
+    /// A PING answered while the output was over its bound: its nonce waits for room.
+    owed_pong: Option<u64>,
     /// Highest id the peer has opened; sent in our GOAWAY.
     highest_received: u64,
+
     goaway_sent: bool,
     /// The `last_id` of the peer's GOAWAY, once one arrived.
     goaway_received: Option<u64>,
     last_received: Instant,
     ping: Option<Instant>,
     next_nonce: u64,
+    /// The peer is over this side's limits and is not read: its silence is not its fault.
+    paused: bool,
+    /// Since when output has waited with the peer taking none of it.
+    blocked_since: Option<Instant>,
+
+    peak_output: usize,
+    peak_inbound: usize,
+    peak_inbound_bytes: usize,
 }
 
 impl<T> Mux<T> {
@@ -197,6 +352,10 @@ impl<T> Mux<T> {
             codecs: CodecId::enabled().map(CodecId::as_u8).collect(),
             compressions: Vec::new(),
             token: config.token.clone(),
+            flow: Some(FlowLimits {
+                max_requests: config.max_requests.max(1),
+                request_bytes: config.max_request_bytes,
+            }),
         };
         if let Err(e) = frame::encode_hello(&mut out, &hello) {
             // Only an over-long name can fail; announce it without the name rather than not at all.
@@ -210,23 +369,97 @@ impl<T> Mux<T> {
             config,
             phase: Phase::Preface,
             out,
+            written: 0,
             peer: None,
+            events: VecDeque::new(),
             pending: HashMap::new(),
+            waiting: VecDeque::new(),
+            unwritten_oneway: VecDeque::new(),
+            outstanding: Outstanding::default(),
             highest_sent: 0,
             inbound: HashMap::new(),
+            held: VecDeque::new(),
+            inbound_bytes: 0,
+            owed: Owed::default(),
+            owed_pong: None,
             highest_received: 0,
             goaway_sent: false,
             goaway_received: None,
             last_received: now,
             ping: None,
             next_nonce: 1,
+            paused: false,
+            blocked_since: None,
+            peak_output: 0,
+            peak_inbound: 0,
+            peak_inbound_bytes: 0,
         }
     }
 
-    /// Bytes waiting to be written; the driver writes from the front and `advance`s.
-    pub fn out(&mut self) -> &mut BytesMut {
-        &mut self.out
+    // ---- output ----
+
+    /// The bytes to write, from the front; the driver reports how many it wrote with
+    /// [`written`](Mux::written). Control frames owed (a CREDIT, a PONG held back by the output
+    /// bound) are queued first.
+    pub fn transmit(&mut self) -> &[u8] {
+        if self.owed.requests > 0 {
+            frame::encode_credit(&mut self.out, self.owed.requests, self.owed.bytes);
+            self.owed = Owed::default();
+        }
+        if let Some(nonce) = self.owed_pong
+            && self.out.len() < self.config.max_queued_output
+        {
+            frame::encode_pong(&mut self.out, nonce);
+            self.owed_pong = None;
+        }
+        self.peak_output = self.peak_output.max(self.out.len());
+        &self.out
     }
+
+    /// The driver wrote the first `n` bytes of [`transmit`](Mux::transmit): oneway calls whose
+    /// last byte went out are done, and calls that waited for room in the output may go.
+    pub fn written(&mut self, n: usize) {
+        let n = n.min(self.out.len());
+        if n > 0 {
+            bytes::Buf::advance(&mut self.out, n);
+            self.after_write(n);
+        }
+    }
+
+    fn after_write(&mut self, n: usize) {
+        self.written += n as u64;
+        self.blocked_since = None;
+        while self.unwritten_oneway.front().is_some_and(|(end, _)| *end <= self.written) {
+            if let Some((_, token)) = self.unwritten_oneway.pop_front() {
+                self.events.push_back(Event::Response { token, result: Ok(Response::default()) });
+            }
+        }
+        self.send_refusals();
+        self.send_waiting();
+    }
+
+    /// The driver could write nothing: the peer is not taking our bytes for now. Starts the
+    /// clock of the not-reading rule (contract item 7) unless it runs already.
+    pub fn write_blocked(&mut self, now: Instant) {
+        if !self.out.is_empty() {
+            self.blocked_since.get_or_insert(now);
+        }
+    }
+
+    /// Everything queued, as if written at once; for tests and for a last write at close.
+    pub fn take_output(&mut self) -> BytesMut {
+        self.transmit();
+        let out = self.out.split();
+        self.after_write(out.len());
+        out
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_output(&self) -> usize {
+        self.out.len()
+    }
+
+    // ---- state ----
 
     /// The peer, once its HELLO has arrived.
     pub fn peer(&self) -> Option<&Peer> {
@@ -238,12 +471,12 @@ impl<T> Mux<T> {
         self.phase == Phase::Open
     }
 
-    /// Number of calls this side made that await an answer.
+    /// Number of calls this side made that await an answer, sent or waiting to be.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.waiting.len()
     }
 
-    /// Number of the peer's calls being handled here.
+    /// Number of the peer's calls in progress here, handed over or not.
     pub fn inbound_len(&self) -> usize {
         self.inbound.len()
     }
@@ -255,68 +488,239 @@ impl<T> Mux<T> {
 
     /// Whether the connection has nothing left to do after a GOAWAY: no calls either way.
     pub fn is_drained(&self) -> bool {
-        self.is_draining() && self.pending.is_empty() && self.inbound.is_empty()
+        self.is_draining() && self.pending_len() == 0 && self.inbound.is_empty()
     }
 
-    /// Queues a request. `id` must be of this side's parity and larger than any sent before.
-    /// Oneway requests are not remembered: no answer will come, and `token` is handed back.
+    /// Whether the driver should read: false once the connection failed, and while the peer is
+    /// over this side's limits (contract item 6), so that TCP holds it back.
+    pub fn wants_read(&self) -> bool {
+        self.phase != Phase::Broken && !self.over_limits()
+    }
+
+    /// What the connection holds now, and the most it held.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            queued_output: self.out.len(),
+            peak_queued_output: self.peak_output.max(self.out.len()),
+            requests_in_progress: self.inbound.len(),
+            peak_requests_in_progress: self.peak_inbound,
+            request_bytes_in_progress: self.inbound_bytes,
+            peak_request_bytes_in_progress: self.peak_inbound_bytes,
+            requests_waiting: self.held.len(),
+            calls_pending: self.pending.len(),
+            calls_waiting: self.waiting.len(),
+            reading_paused: self.phase != Phase::Broken && self.over_limits(),
+        }
+    }
+
+    /// Whether the peer has more requests in progress here than this side allows.
+    fn over_limits(&self) -> bool {
+        let count = self.inbound.len();
+        count > self.config.max_requests.max(1) as usize
+            || (count > 1 && self.inbound_bytes > self.config.max_request_bytes as usize)
+    }
+
+    // ---- this side's calls ----
+
+    /// Sends a request, or queues it until flow control and the output bound let it go
+    /// (contract item 5). `id` must be of this side's parity and never used before. Its end is
+    /// reported as an [`Event::Response`] with `token`: the answer, or for a oneway request
+    /// `Ok` once it is written.
     ///
     /// # Errors
     /// `Unavailable` after a GOAWAY either way; `ResourceExhausted` when the request is larger
     /// than the peer accepts. Each is marked unprocessed, and the token is handed back with it.
-    pub fn send_request(&mut self, id: u64, req: &Request, token: T) -> Result<Option<T>, (Status, T)> {
+    pub fn send_request(&mut self, id: u64, request: Request, token: T) -> Result<(), (Status, T)> {
         debug_assert!(self.role.opens(id), "request ids must have this side's parity");
+        if let Some(status) = self.refusal() {
+            return Err((status, token));
+        }
+        // Calls go in order: one that finds others waiting waits behind them.
+        let attempt = if self.waiting.is_empty() { self.try_send(id, &request) } else { Attempt::Wait };
+        match attempt {
+            Attempt::Sent(size) => {
+                self.book(id, request.is_oneway(), size, token);
+                Ok(())
+            }
+            Attempt::Wait => {
+                self.waiting.push_back(Waiting { id, request, token });
+                Ok(())
+            }
+            Attempt::Refused(e) => Err((refused(&request, &e), token)),
+        }
+    }
+
+    /// Why no call may be sent now, if none may.
+    fn refusal(&self) -> Option<Status> {
         if self.goaway_received.is_some() {
-            return Err((Status::unavailable("the peer is shutting down (it sent GOAWAY)").mark_unprocessed(), token));
+            return Some(Status::unavailable("the peer is shutting down (it sent GOAWAY)").mark_unprocessed());
         }
-        if self.goaway_sent {
-            return Err((Status::unavailable("the connection is shutting down").mark_unprocessed(), token));
+        if self.goaway_sent || self.phase == Phase::Broken {
+            return Some(Status::unavailable("the connection is shutting down").mark_unprocessed());
         }
-        // Before the peer's HELLO only the protocol minimum is known to be safe.
-        let max = self.peer.as_ref().map_or(frame::MIN_MAX_FRAME, |p| p.max_frame);
-        if let Err(e) = frame::encode_request(&mut self.out, id, req, max) {
-            let status = match e {
-                FrameError::FrameTooLarge { .. } => {
-                    Status::resource_exhausted(format!("request to {} not sent: {e}", req.method()))
-                }
-                e => Status::invalid_argument(format!("request to {} not sent: {e}", req.method())),
-            };
-            // Provably never processed: another endpoint, with a larger limit, may take it.
-            return Err((status.mark_unprocessed(), token));
+        None
+    }
+
+    /// Encodes `request` if the peer's HELLO has come, the output bound and the peer's limits
+    /// admit it now.
+    fn try_send(&mut self, id: u64, request: &Request) -> Attempt {
+        let Some(peer) = &self.peer else { return Attempt::Wait };
+        if self.out.len() >= self.config.max_queued_output {
+            return Attempt::Wait;
         }
+        let limits = match peer.flow {
+            Some(flow) => Limits::Flow(flow),
+            None => Limits::None,
+        };
+        let before = self.out.len();
+        match frame::encode_request(&mut self.out, id, request, peer.max_frame) {
+            Ok(size) if self.outstanding.admits(limits, size) => Attempt::Sent(size),
+            Ok(_) => {
+                self.out.truncate(before);
+                Attempt::Wait
+            }
+            Err(e) => Attempt::Refused(e),
+        }
+    }
+
+    /// Books a request of `size` bytes just encoded.
+    fn book(&mut self, id: u64, oneway: bool, size: usize, token: T) {
+        let counted = self.peer.as_ref().is_some_and(|p| p.flow.is_some());
+        self.outstanding.add(size, oneway, counted);
         self.highest_sent = self.highest_sent.max(id);
-        if req.is_oneway() {
-            return Ok(Some(token));
+        if oneway {
+            let end = self.written + self.out.len() as u64;
+            self.unwritten_oneway.push_back((end, token));
+        } else {
+            self.pending.insert(id, Pending { token, size });
         }
-        self.pending.insert(id, token);
-        Ok(None)
     }
 
-    /// Forgets a call this side made and tells the peer to stop working on it. Returns its
-    /// token, or `None` when the call had already completed (then nothing is sent).
+    /// Sends the calls that wait, in order, for as long as they are admitted.
+    fn send_waiting(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        if let Some(status) = self.refusal() {
+            for call in self.waiting.drain(..) {
+                self.events.push_back(Event::Response { token: call.token, result: Err(status.clone()) });
+            }
+            return;
+        }
+        while let Some(call) = self.waiting.pop_front() {
+            match self.try_send(call.id, &call.request) {
+                Attempt::Sent(size) => self.book(call.id, call.request.is_oneway(), size, call.token),
+                Attempt::Wait => {
+                    self.waiting.push_front(call);
+                    return;
+                }
+                Attempt::Refused(e) => {
+                    let result = Err(refused(&call.request, &e));
+                    self.events.push_back(Event::Response { token: call.token, result });
+                }
+            }
+        }
+    }
+
+    /// Forgets a call this side made and, if it was sent, tells the peer to stop working on it.
+    /// Returns its token, or `None` when the call had already completed (then nothing is sent).
     pub fn cancel(&mut self, id: u64) -> Option<T> {
-        let token = self.pending.remove(&id)?;
-        frame::encode_cancel(&mut self.out, id);
-        Some(token)
+        if let Some(call) = self.pending.remove(&id) {
+            frame::encode_cancel(&mut self.out, id);
+            // The peer reads the CANCEL before anything sent after it: the slot is free.
+            self.outstanding.release(call.size);
+            self.send_waiting();
+            return Some(call.token);
+        }
+        let at = self.waiting.iter().position(|call| call.id == id)?;
+        self.waiting.remove(at).map(|call| call.token)
     }
 
-    /// Answers a call the peer made. Answers to calls that were cancelled are dropped, and so
-    /// are answers to oneway calls, which never get one: [`finish_oneway`](Mux::finish_oneway)
-    /// ends those.
-    pub fn respond(&mut self, id: u64, result: &Result<Response, Status>) {
-        if self.end_inbound(id, false) {
+    /// Takes every call this side made that has not ended, e.g. because the connection died.
+    /// Each token comes with whether the call is known to be unprocessed: it was never sent, or
+    /// the peer's GOAWAY promised to process no request above its `last_id`. Oneway calls not
+    /// yet written come last, not known to be unprocessed (part of one may have gone).
+    pub fn drain_pending(&mut self) -> impl Iterator<Item = (T, bool)> + '_ {
+        let last_id = self.goaway_received;
+        let sent = self.pending.drain().map(move |(id, call)| (call.token, last_id.is_some_and(|last| id > last)));
+        let waiting = self.waiting.drain(..).map(|call| (call.token, true));
+        let oneway = self.unwritten_oneway.drain(..).map(|(_, token)| (token, false));
+        sent.chain(waiting).chain(oneway)
+    }
+
+    // ---- the peer's calls ----
+
+    /// The next of the peer's requests the local side may start: the oldest waiting, if fewer
+    /// than `max_requests` are being handled and less than `max_queued_output` waits to be
+    /// written (contract item 6).
+    pub fn next_request(&mut self) -> Option<RequestFrame> {
+        while self.has_request() {
+            match self.held.pop_front()? {
+                Held::Start(request) => {
+                    if let Some(call) = self.inbound.get_mut(&request.id) {
+                        call.started = true;
+                    }
+                    return Some(request);
+                }
+                Held::Refuse(id, status) => self.refuse(id, status),
+            }
+        }
+        None
+    }
+
+    /// Answers the refusals at the front of the waiting requests, while the output has room:
+    /// a refusal is output like any answer, so it waits for room like any other.
+    fn send_refusals(&mut self) {
+        while self.out.len() < self.config.max_queued_output
+            && let Some(Held::Refuse(..)) = self.held.front()
+        {
+            if let Some(Held::Refuse(id, status)) = self.held.pop_front() {
+                self.refuse(id, status);
+            }
+        }
+    }
+
+    fn refuse(&mut self, id: u64, status: Status) {
+        if self.end_inbound(id).is_some() {
+            self.encode_response(id, &Err(status));
+        }
+    }
+
+    /// Whether [`next_request`](Mux::next_request) would hand one over now.
+    pub fn has_request(&self) -> bool {
+        let started = self.inbound.len() - self.held.len();
+        !self.held.is_empty()
+            && started < self.config.max_requests.max(1) as usize
+            && self.out.len() < self.config.max_queued_output
+    }
+
+    /// Ends the peer's call `id`: a two-way call is answered with `result`, a oneway one owes
+    /// the peer credit. Calls that are not in progress (cancelled meanwhile) are ignored.
+    pub fn finish(&mut self, id: u64, result: &Result<Response, Status>) {
+        let Some(call) = self.end_inbound(id) else { return };
+        if !call.oneway {
             self.encode_response(id, result);
         }
     }
 
-    /// Ends the peer's call `id` if it is in progress and is oneway or not as `oneway` says.
-    fn end_inbound(&mut self, id: u64, oneway: bool) -> bool {
-        match self.inbound.entry(id) {
-            Entry::Occupied(call) if *call.get() == oneway => {
-                call.remove();
-                true
-            }
-            _ => false,
+    /// Forgets the peer's call `id`, returning it; a waiting one leaves the queue, and a oneway
+    /// one is owed back as credit.
+    fn end_inbound(&mut self, id: u64) -> Option<Inbound> {
+        let call = self.inbound.remove(&id)?;
+        self.inbound_bytes -= call.size;
+        if !call.started {
+            self.held.retain(|held| held.id() != id);
+        }
+        if call.oneway {
+            self.owe_credit(call.size);
+        }
+        Some(call)
+    }
+
+    fn owe_credit(&mut self, size: usize) {
+        if self.peer.as_ref().is_some_and(|p| p.flow.is_some()) {
+            self.owed.requests += 1;
+            self.owed.bytes += size as u64;
         }
     }
 
@@ -329,16 +733,12 @@ impl<T> Mux<T> {
         }
     }
 
-    /// Marks a peer's oneway call as finished. A two-way call is left to
-    /// [`respond`](Mux::respond): its caller waits for an answer.
-    pub fn finish_oneway(&mut self, id: u64) {
-        self.end_inbound(id, true);
-    }
-
     /// Queues a GOAWAY: the peer should send new calls elsewhere; calls in progress continue.
+    /// Calls of this side's that wait to be sent fail, unprocessed.
     pub fn go_away(&mut self, code: Code, message: &str) {
         if !self.goaway_sent {
             self.queue_goaway(code, message);
+            self.send_waiting();
         }
     }
 
@@ -348,38 +748,56 @@ impl<T> Mux<T> {
         frame::encode_goaway(&mut self.out, &goaway);
     }
 
-    /// Takes every pending call, e.g. because the connection died. Each token comes with
-    /// whether the call is known to be unprocessed: the peer's GOAWAY promised to process no
-    /// request above its `last_id`.
-    pub fn drain_pending(&mut self) -> impl Iterator<Item = (T, bool)> + '_ {
-        let last_id = self.goaway_received;
-        self.pending.drain().map(move |(id, token)| (token, last_id.is_some_and(|last| id > last)))
-    }
+    // ---- time ----
 
     /// When [`Mux::on_timeout`] must be called next.
     pub fn next_timeout(&self) -> Instant {
-        if self.phase != Phase::Open {
-            return self.last_received + self.config.heartbeat_timeout;
-        }
-        match self.ping {
-            Some(sent) => sent + self.config.heartbeat_timeout,
-            None => self.last_received + self.config.heartbeat_interval,
+        let heartbeat = if self.phase != Phase::Open {
+            self.last_received + self.config.heartbeat_timeout
+        } else {
+            match self.ping {
+                Some(sent) => sent + self.config.heartbeat_timeout,
+                None => self.last_received + self.config.heartbeat_interval,
+            }
+        };
+        match self.blocked_since {
+            Some(since) => heartbeat.min(since + self.not_reading_limit()),
+            None => heartbeat,
         }
     }
 
+    fn not_reading_limit(&self) -> Duration {
+        self.config.heartbeat_interval + self.config.heartbeat_timeout
+    }
+
     /// Advances the heartbeat: queues a PING when the connection has been quiet, and fails
-    /// when a PING went unanswered.
+    /// when a PING went unanswered or the peer has not read for too long.
     ///
     /// # Errors
-    /// [`ProtocolError::HandshakeTimeout`] or [`ProtocolError::HeartbeatTimeout`] when the peer
-    /// is considered dead. As after an error from [`Mux::recv`], nothing more it sends is read.
+    /// [`ProtocolError::HandshakeTimeout`], [`ProtocolError::HeartbeatTimeout`] or
+    /// [`ProtocolError::NotReading`] when the peer is considered dead. As after an error from
+    /// [`Mux::recv`], nothing more it sends is read.
     pub fn on_timeout(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        if self.phase == Phase::Broken {
+            return Ok(());
+        }
+        if self.blocked_since.is_some_and(|since| now >= since + self.not_reading_limit()) {
+            self.phase = Phase::Broken;
+            return Err(ProtocolError::NotReading(self.not_reading_limit()));
+        }
         if self.phase != Phase::Open {
             if now < self.last_received + self.config.heartbeat_timeout {
                 return Ok(());
             }
             self.phase = Phase::Broken;
             return Err(ProtocolError::HandshakeTimeout(self.config.heartbeat_timeout));
+        }
+        self.resume_if_within(now);
+        if self.paused {
+            // Not reading is this side's choice: the silence says nothing of the peer.
+            self.last_received = now;
+            self.ping = None;
+            return Ok(());
         }
         match self.ping {
             Some(sent) if now >= sent + self.config.heartbeat_timeout => {
@@ -397,14 +815,34 @@ impl<T> Mux<T> {
         }
     }
 
-    /// Decodes the next frame from `buf` and returns what it means for the driver, or `None`
-    /// when `buf` holds no whole frame that needs attention. Call until `None`.
+    /// Starts the heartbeat's clock again once a peer that was over its limits is back within
+    /// them and is read again.
+    fn resume_if_within(&mut self, now: Instant) {
+        if self.paused && !self.over_limits() {
+            self.paused = false;
+            self.last_received = now;
+            self.ping = None;
+        }
+    }
+
+    // ---- input ----
+
+    /// The next thing that happened, or `None`. Call after each [`recv`](Mux::recv) and each
+    /// local action until it returns `None`.
+    pub fn poll_event(&mut self) -> Option<Event<T>> {
+        self.events.pop_front()
+    }
+
+    /// Handles every whole frame at the front of `buf`, leaving a partial one there; stops early
+    /// while the peer is over this side's limits (contract item 6), leaving the rest for later.
+    /// What happened is reported by [`poll_event`](Mux::poll_event), the peer's requests by
+    /// [`next_request`](Mux::next_request).
     ///
     /// # Errors
     /// On a protocol violation; a GOAWAY explaining it has been queued.
-    pub fn recv(&mut self, buf: &mut BytesMut, now: Instant) -> Result<Option<Event<T>>, ProtocolError> {
+    pub fn recv(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ProtocolError> {
         if self.phase == Phase::Broken {
-            return Ok(None);
+            return Ok(());
         }
         match self.recv_inner(buf, now) {
             Err(e) => {
@@ -413,19 +851,24 @@ impl<T> Mux<T> {
                 self.queue_goaway(Code::InvalidArgument, &e.to_string());
                 Err(e)
             }
-            ok => ok,
+            Ok(()) => Ok(()),
         }
     }
 
-    fn recv_inner(&mut self, buf: &mut BytesMut, now: Instant) -> Result<Option<Event<T>>, ProtocolError> {
+    fn recv_inner(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ProtocolError> {
+        self.resume_if_within(now);
         loop {
             if self.phase == Phase::Preface {
                 if !frame::decode_preface(buf)? {
-                    return Ok(None);
+                    return Ok(());
                 }
                 // Not a sign of life that extends the handshake: the preface and the HELLO must
                 // both arrive within the timeout of connecting (PROTOCOL.md §12).
                 self.phase = Phase::Hello;
+            }
+            if self.over_limits() {
+                self.paused = true;
+                return Ok(());
             }
             let before = buf.len();
             let decoded = self.decoder.decode(buf)?;
@@ -436,77 +879,163 @@ impl<T> Mux<T> {
                 self.ping = None;
             }
             let Some(frame) = decoded else {
-                return Ok(None);
+                return Ok(());
             };
             if self.phase == Phase::Hello {
-                let Frame::Hello(hello) = frame else {
-                    return Err(violation("the first frame must be HELLO"));
-                };
-                if hello.max_frame < frame::MIN_MAX_FRAME {
-                    return Err(violation(format!(
-                        "HELLO announces a max frame of {} bytes, below the minimum of {}",
-                        hello.max_frame,
-                        frame::MIN_MAX_FRAME
-                    )));
-                }
-                self.peer = Some(Peer {
-                    name: hello.name.into(),
-                    max_frame: hello.max_frame,
-                    codecs: hello.codecs,
-                    token: hello.token,
-                });
-                self.phase = Phase::Open;
-                return Ok(Some(Event::Ready));
+                self.on_hello(frame)?;
+                continue;
             }
-            if let Some(event) = self.on_frame(frame)? {
-                return Ok(Some(event));
-            }
+            let size = self.decoder.last_len();
+            self.on_frame(frame, size)?;
         }
     }
 
-    fn on_frame(&mut self, frame: Frame) -> Result<Option<Event<T>>, ProtocolError> {
+    fn on_hello(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        let Frame::Hello(hello) = frame else {
+            return Err(violation("the first frame must be HELLO"));
+        };
+        if hello.max_frame < frame::MIN_MAX_FRAME {
+            return Err(violation(format!(
+                "HELLO announces a max frame of {} bytes, below the minimum of {}",
+                hello.max_frame,
+                frame::MIN_MAX_FRAME
+            )));
+        }
+        self.peer = Some(Peer {
+            name: hello.name.into(),
+            max_frame: hello.max_frame,
+            codecs: hello.codecs,
+            token: hello.token,
+            flow: hello.flow,
+        });
+        self.phase = Phase::Open;
+        self.events.push_back(Event::Ready);
+        self.send_waiting();
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Frame, size: usize) -> Result<(), ProtocolError> {
         match frame {
-            Frame::Hello(_) => Err(violation("HELLO sent twice")),
-            Frame::Request(req) => {
-                let id = req.id;
-                if id == 0 || self.role.opens(id) {
-                    return Err(violation(format!("request id {id} does not have the parity of ids the peer opens")));
-                }
-                if self.inbound.contains_key(&id) {
-                    return Err(violation(format!("request id {id} is already in progress")));
-                }
-                self.highest_received = self.highest_received.max(id);
-                if self.goaway_sent {
-                    if !req.is_oneway() {
-                        let refused =
-                            Err(Status::unavailable("the server is shutting down; the call was not processed")
-                                .mark_unprocessed());
-                        self.encode_response(id, &refused);
-                    }
-                    return Ok(None);
-                }
-                self.inbound.insert(id, req.is_oneway());
-                Ok(Some(Event::Request(req)))
-            }
-            Frame::Response(resp) => {
-                let id = resp.id;
+            Frame::Hello(_) => return Err(violation("HELLO sent twice")),
+            Frame::Request(request) => self.on_request(request, size)?,
+            Frame::Response(response) => {
+                let id = response.id;
                 if !self.role.opens(id) || id > self.highest_sent {
                     return Err(violation(format!("response for id {id}, which this side never opened")));
                 }
-                Ok(self.pending.remove(&id).map(|token| Event::Response { token, result: resp.into_result() }))
+                if let Some(call) = self.pending.remove(&id) {
+                    self.outstanding.release(call.size);
+                    let entries = response.metadata.len();
+                    let result = if entries > usize::from(self.config.max_metadata_entries) {
+                        Err(Status::resource_exhausted(format!(
+                            "the response carried {entries} metadata entries; this side accepts at most {}",
+                            self.config.max_metadata_entries
+                        )))
+                    } else {
+                        response.into_result()
+                    };
+                    self.events.push_back(Event::Response { token: call.token, result });
+                    self.send_waiting();
+                }
             }
-            Frame::Cancel { id } => Ok(self.inbound.remove(&id).map(|_| Event::Cancel { id })),
+            Frame::Cancel { id } => {
+                if let Some(call) = self.end_inbound(id)
+                    && call.started
+                {
+                    self.events.push_back(Event::Cancel { id });
+                }
+            }
             Frame::Ping { nonce } => {
-                frame::encode_pong(&mut self.out, nonce);
-                Ok(None)
+                if self.out.len() < self.config.max_queued_output {
+                    frame::encode_pong(&mut self.out, nonce);
+                } else {
+                    self.owed_pong = Some(nonce);
+                }
             }
-            Frame::Pong { .. } => Ok(None),
+            Frame::Pong { .. } => {}
             Frame::GoAway(goaway) => {
+                let first = self.goaway_received.is_none();
                 self.goaway_received = Some(goaway.last_id);
-                Ok(Some(Event::GoAway(goaway)))
+                if first {
+                    self.send_waiting();
+                    self.events.push_back(Event::GoAway(goaway));
+                }
+            }
+            Frame::Credit { requests, bytes } => {
+                if !self.outstanding.credit(requests, bytes) {
+                    return Err(violation(format!(
+                        "CREDIT for {requests} oneway requests of {bytes} bytes, more than are in progress"
+                    )));
+                }
+                self.send_waiting();
             }
         }
+        Ok(())
     }
+
+    fn on_request(&mut self, request: RequestFrame, size: usize) -> Result<(), ProtocolError> {
+        let id = request.id;
+        if id == 0 || self.role.opens(id) {
+            return Err(violation(format!("request id {id} does not have the parity of ids the peer opens")));
+        }
+        if self.inbound.contains_key(&id) {
+            return Err(violation(format!("request id {id} is already in progress")));
+        }
+        self.highest_received = self.highest_received.max(id);
+        let oneway = request.is_oneway();
+        let entries = request.metadata.len();
+        let refusal = if self.goaway_sent {
+            Some(Status::unavailable("the server is shutting down; the call was not processed"))
+        } else if entries > usize::from(self.config.max_metadata_entries) {
+            Some(Status::resource_exhausted(format!(
+                "request to {} carries {entries} metadata entries; {} accepts at most {}",
+                request.method_str(),
+                self.config.name,
+                self.config.max_metadata_entries
+            )))
+        } else {
+            None
+        };
+        if refusal.is_some() && oneway {
+            // No answer is owed; the credit, one frame for many, is.
+            self.owe_credit(size);
+            return Ok(());
+        }
+        self.inbound.insert(id, Inbound { oneway, size, started: false });
+        self.inbound_bytes += size;
+        self.peak_inbound = self.peak_inbound.max(self.inbound.len());
+        self.peak_inbound_bytes = self.peak_inbound_bytes.max(self.inbound_bytes);
+        self.held.push_back(match refusal {
+            // In progress until the refusal is written: it counts against the peer's limits,
+            // so that a peer sending calls it knows are refused is held back like any other.
+            Some(status) => Held::Refuse(id, status.mark_unprocessed()),
+            None => Held::Start(request),
+        });
+        self.send_refusals();
+        Ok(())
+    }
+}
+
+/// What [`Mux::try_send`] did with a request.
+enum Attempt {
+    /// Encoded, this many bytes.
+    Sent(usize),
+    /// Not now: no HELLO yet, the output is full, or the peer's limits are reached.
+    Wait,
+    /// Never: it cannot be encoded for this peer.
+    Refused(FrameError),
+}
+
+/// The status of a request that cannot be sent to this peer: too large for it, or invalid.
+/// Provably never processed, so another endpoint, with a larger limit, may take it.
+fn refused(request: &Request, e: &FrameError) -> Status {
+    let status = match e {
+        FrameError::FrameTooLarge { .. } => {
+            Status::resource_exhausted(format!("request to {} not sent: {e}", request.method()))
+        }
+        e => Status::invalid_argument(format!("request to {} not sent: {e}", request.method())),
+    };
+    status.mark_unprocessed()
 }
 
 fn violation(message: impl Into<String>) -> ProtocolError {
@@ -520,7 +1049,9 @@ impl<T> fmt::Debug for Mux<T> {
             .field("phase", &self.phase)
             .field("peer", &self.peer.as_ref().map(|p| &p.name))
             .field("pending", &self.pending.len())
+            .field("waiting", &self.waiting.len())
             .field("inbound", &self.inbound.len())
+            .field("held", &self.held.len())
             .field("goaway_sent", &self.goaway_sent)
             .field("goaway_received", &self.goaway_received)
             .finish()

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use zrpc_core::{Code, Context, Request, Response, Status};
 
 use super::*;
+use crate::frame::{FlowLimits, Hello};
 
 struct Pair {
     client: Mux<&'static str>,
@@ -41,14 +42,19 @@ impl Pair {
         pair
     }
 
-    /// Moves the client's output to the server and returns what the server saw.
+    /// Moves the client's output to the server and returns what the server reported.
     fn server_events(&mut self) -> Vec<Event<&'static str>> {
-        self.to_server.extend_from_slice(&self.client.out().split());
-        let mut events = Vec::new();
-        while let Some(event) = self.server.recv(&mut self.to_server, self.now).expect("valid input") {
-            events.push(event);
-        }
-        events
+        self.to_server.extend_from_slice(&self.client.take_output());
+        self.server.recv(&mut self.to_server, self.now).expect("valid input");
+        events(&mut self.server)
+    }
+
+    /// Moves the client's output to the server and returns the requests it hands over, after
+    /// checking that it reported nothing else.
+    fn server_requests(&mut self) -> Vec<RequestFrame> {
+        let events = self.server_events();
+        assert!(events.is_empty(), "unexpected events: {events:?}");
+        requests(&mut self.server)
     }
 
     /// Lets the client's heartbeat interval pass: it pings, and the server reads the PING (its
@@ -60,13 +66,24 @@ impl Pair {
     }
 
     fn client_events(&mut self) -> Vec<Event<&'static str>> {
-        self.to_client.extend_from_slice(&self.server.out().split());
-        let mut events = Vec::new();
-        while let Some(event) = self.client.recv(&mut self.to_client, self.now).expect("valid input") {
-            events.push(event);
-        }
-        events
+        self.to_client.extend_from_slice(&self.server.take_output());
+        self.client.recv(&mut self.to_client, self.now).expect("valid input");
+        events(&mut self.client)
     }
+}
+
+/// Everything `mux` has to report.
+fn events(mux: &mut Mux<&'static str>) -> Vec<Event<&'static str>> {
+    std::iter::from_fn(|| mux.poll_event()).collect()
+}
+
+/// Every request `mux` hands over now.
+fn requests(mux: &mut Mux<&'static str>) -> Vec<RequestFrame> {
+    std::iter::from_fn(|| mux.next_request()).collect()
+}
+
+fn ids(requests: &[RequestFrame]) -> Vec<u64> {
+    requests.iter().map(|r| r.id).collect()
 }
 
 fn request(method: &'static str, payload: &'static [u8]) -> Request {
@@ -75,16 +92,6 @@ fn request(method: &'static str, payload: &'static [u8]) -> Request {
 
 fn ok(payload: &'static [u8]) -> Result<Response, Status> {
     Ok(Response::new(Bytes::from_static(payload)))
-}
-
-fn request_ids(events: &[Event<&'static str>]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|e| match e {
-            Event::Request(frame) => frame.id,
-            other => panic!("expected a request, got {other:?}"),
-        })
-        .collect()
 }
 
 #[test]
@@ -100,15 +107,14 @@ fn handshake_exchanges_names_and_limits() {
 fn many_calls_in_flight_answered_out_of_order() {
     let mut pair = Pair::new();
     for (id, token) in [(1, "a"), (3, "b"), (5, "c")] {
-        assert!(matches!(pair.client.send_request(id, &request("S.m", b"x"), token), Ok(None)));
+        assert!(matches!(pair.client.send_request(id, request("S.m", b"x"), token), Ok(())));
     }
-    let events = pair.server_events();
-    assert_eq!(request_ids(&events), [1, 3, 5]);
+    assert_eq!(ids(&pair.server_requests()), [1, 3, 5]);
     assert_eq!(pair.server.inbound_len(), 3);
 
-    pair.server.respond(5, &ok(b"five"));
-    pair.server.respond(1, &Err(Status::not_found("no such thing")));
-    pair.server.respond(3, &ok(b"three"));
+    pair.server.finish(5, &ok(b"five"));
+    pair.server.finish(1, &Err(Status::not_found("no such thing")));
+    pair.server.finish(3, &ok(b"three"));
     let answers: Vec<_> = pair
         .client_events()
         .into_iter()
@@ -130,13 +136,13 @@ fn request_fields_survive_the_trip() {
     let mut pair = Pair::new();
     let ctx = Context::new().with_timeout(Duration::from_millis(250)).with_metadata("k", "v");
     let req = request("Greeter.hello", b"args").with_ctx(ctx).with_idempotent(true);
-    pair.client.send_request(7, &req, "t").expect("sent");
-    let events = pair.server_events();
-    let [Event::Request(frame)] = events.as_slice() else { panic!("{events:?}") };
+    pair.client.send_request(7, req, "t").expect("sent");
+    let requests = pair.server_requests();
+    let [frame] = requests.as_slice() else { panic!("{requests:?}") };
     assert_eq!(frame.method_str(), "Greeter.hello");
     assert_eq!(&frame.payload[..], b"args");
     assert!(frame.is_idempotent() && !frame.is_oneway());
-    assert_eq!(frame.metadata.get("k").map(|v| &v[..]), Some(&b"v"[..]));
+    assert_eq!(frame.metadata.get("k"), Some(&b"v"[..]));
     let timeout = frame.timeout.expect("a deadline travels");
     assert!(timeout <= Duration::from_millis(250) && timeout > Duration::ZERO, "{timeout:?}");
 }
@@ -144,8 +150,8 @@ fn request_fields_survive_the_trip() {
 #[test]
 fn cancel_reaches_the_server_and_the_late_answer_is_dropped() {
     let mut pair = Pair::new();
-    pair.client.send_request(1, &request("S.slow", b""), "slow").expect("sent");
-    assert_eq!(request_ids(&pair.server_events()), [1]);
+    pair.client.send_request(1, request("S.slow", b""), "slow").expect("sent");
+    assert_eq!(ids(&pair.server_requests()), [1]);
 
     assert_eq!(pair.client.cancel(1), Some("slow"));
     assert_eq!(pair.client.cancel(1), None, "a second cancel sends nothing");
@@ -153,64 +159,51 @@ fn cancel_reaches_the_server_and_the_late_answer_is_dropped() {
     assert!(matches!(events.as_slice(), [Event::Cancel { id: 1 }]), "{events:?}");
 
     // The handler finished anyway; its answer is not sent.
-    pair.server.respond(1, &ok(b"late"));
-    assert!(pair.server.out().is_empty());
+    pair.server.finish(1, &ok(b"late"));
+    assert!(pair.server.take_output().is_empty());
 }
 
 #[test]
 fn an_answer_crossing_a_cancel_is_ignored() {
     let mut pair = Pair::new();
-    pair.client.send_request(1, &request("S.m", b""), "t").expect("sent");
-    pair.server_events();
-    pair.server.respond(1, &ok(b"crossed"));
+    pair.client.send_request(1, request("S.m", b""), "t").expect("sent");
+    pair.server_requests();
+    pair.server.finish(1, &ok(b"crossed"));
     pair.client.cancel(1);
     assert!(pair.client_events().is_empty());
 }
 
 #[test]
-fn oneway_requests_are_not_remembered() {
+fn a_oneway_call_ends_once_written_and_is_never_answered() {
     let mut pair = Pair::new();
-    let sent = pair.client.send_request(1, &request("S.log", b"line").with_oneway(true), "t");
-    assert!(matches!(sent, Ok(Some("t"))), "the token comes straight back");
-    assert_eq!(pair.client.pending_len(), 0);
-    let events = pair.server_events();
-    let [Event::Request(frame)] = events.as_slice() else { panic!("{events:?}") };
+    pair.client.send_request(1, request("S.log", b"line").with_oneway(true), "log").expect("queued");
+    assert!(events(&mut pair.client).is_empty(), "not written yet");
+    let requests = pair.server_requests();
+    let [frame] = requests.as_slice() else { panic!("{requests:?}") };
     assert!(frame.is_oneway());
-    pair.server.finish_oneway(1);
+    let events = events(&mut pair.client);
+    assert!(matches!(events.as_slice(), [Event::Response { token: "log", result: Ok(_) }]), "{events:?}");
+    assert_eq!(pair.client.pending_len(), 0);
+
+    pair.server.finish(1, &ok(b"not for a oneway call"));
     assert_eq!(pair.server.inbound_len(), 0);
-    assert!(pair.server.out().is_empty());
+    let frames = decode(pair.server.take_output());
+    assert!(matches!(frames.as_slice(), [Frame::Credit { requests: 1, .. }]), "only credit goes back: {frames:?}");
 }
 
-#[test]
-fn a_oneway_call_is_never_answered_and_a_two_way_call_always_is() {
-    let mut pair = Pair::new();
-    pair.client.send_request(1, &request("S.log", b"line").with_oneway(true), "log").expect("sent");
-    pair.client.send_request(3, &request("S.get", b"key"), "get").expect("sent");
-    assert_eq!(request_ids(&pair.server_events()), [1, 3]);
-
-    // Mixed up by a driver, each is refused: the protocol forbids a RESPONSE to a oneway call,
-    // and a two-way caller waits for one.
-    pair.server.respond(1, &ok(b"not for a oneway call"));
-    pair.server.finish_oneway(3);
-    assert!(pair.server.out().is_empty(), "nothing sent");
-    assert_eq!(pair.server.inbound_len(), 2, "both still in progress");
-
-    pair.server.finish_oneway(1);
-    pair.server.respond(3, &ok(b"value"));
-    assert_eq!(pair.server.inbound_len(), 0);
-    let events = pair.client_events();
-    let [Event::Response { token: "get", result: Ok(response) }] = events.as_slice() else { panic!("{events:?}") };
-    assert_eq!(response.payload(), &Bytes::from_static(b"value"));
+/// Decodes whole frames queued by a mux after its handshake.
+fn decode(mut out: BytesMut) -> Vec<Frame> {
+    let mut decoder = frame::Decoder::new(frame::DEFAULT_MAX_FRAME);
+    let frames = std::iter::from_fn(|| decoder.decode(&mut out).expect("valid frames")).collect();
+    assert!(out.is_empty(), "whole frames");
+    frames
 }
 
 fn violation_of(mux: &mut Mux<&'static str>, bytes: &[u8], now: Instant) -> ProtocolError {
     let mut buf = BytesMut::from(bytes);
-    loop {
-        match mux.recv(&mut buf, now) {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("accepted {bytes:?}"),
-            Err(e) => return e,
-        }
+    match mux.recv(&mut buf, now) {
+        Ok(()) => panic!("accepted {bytes:?}"),
+        Err(e) => e,
     }
 }
 
@@ -221,7 +214,7 @@ fn frame_bytes(encode: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
 }
 
 fn assert_goaway_queued(mux: &mut Mux<&'static str>) {
-    let mut out = mux.out().split();
+    let mut out = mux.take_output();
     if out.starts_with(&frame::MAGIC) {
         frame::decode_preface(&mut out).expect("our own preface");
     }
@@ -249,8 +242,8 @@ fn a_request_with_the_wrong_parity_closes_the_connection() {
 #[test]
 fn a_duplicate_request_id_closes_the_connection() {
     let mut pair = Pair::new();
-    pair.client.send_request(1, &request("S.m", b""), "t").expect("sent");
-    pair.server_events();
+    pair.client.send_request(1, request("S.m", b""), "t").expect("sent");
+    pair.server_requests();
     let bytes = frame_bytes(|b| {
         frame::encode_request(b, 1, &request("S.m", b""), frame::DEFAULT_MAX_FRAME).expect("encodes");
     });
@@ -262,7 +255,8 @@ fn a_duplicate_request_id_closes_the_connection() {
 #[test]
 fn a_response_for_an_id_never_opened_closes_the_connection() {
     let mut pair = Pair::new();
-    pair.client.send_request(1, &request("S.m", b""), "t").expect("sent");
+    pair.client.send_request(1, request("S.m", b""), "t").expect("sent");
+    pair.client.take_output();
     let bytes = frame_bytes(|b| {
         frame::encode_response(b, 9, &ok(b""), frame::DEFAULT_MAX_FRAME).expect("encodes");
     });
@@ -285,8 +279,9 @@ fn the_first_frame_must_be_hello() {
 
     // Once broken, the mux reads nothing more and says goodbye only once.
     let mut more = BytesMut::from(&bytes[frame::PREFACE_LEN..]);
-    assert!(matches!(server.recv(&mut more, now), Ok(None)));
-    assert!(server.out().is_empty());
+    assert!(matches!(server.recv(&mut more, now), Ok(())));
+    assert_eq!(more.len(), bytes.len() - frame::PREFACE_LEN, "nothing read");
+    assert!(server.take_output().is_empty());
 }
 
 #[test]
@@ -334,7 +329,7 @@ fn unknown_frame(body: &[u8]) -> BytesMut {
 fn a_frame_of_an_unknown_kind_is_a_sign_of_life() {
     let mut pair = Pair::new();
     pair.ping_after_the_interval();
-    pair.server.out().clear();
+    pair.server.take_output();
 
     // Instead of the PONG, a frame of a kind from some later version: skipped, but the peer is
     // alive, so the ping is settled and the clock starts over.
@@ -353,7 +348,8 @@ fn a_frame_of_an_unknown_kind_does_not_extend_the_handshake() {
     let mut bytes = BytesMut::new();
     frame::encode_preface(&mut bytes);
     bytes.extend_from_slice(&unknown_frame(b""));
-    assert!(matches!(client.recv(&mut bytes, start + Duration::from_secs(4)), Ok(None)));
+    client.recv(&mut bytes, start + Duration::from_secs(4)).expect("valid");
+    assert!(events(&mut client).is_empty());
     let err = client.on_timeout(start + Duration::from_secs(5)).expect_err("the HELLO never came");
     assert_eq!(err, ProtocolError::HandshakeTimeout(Duration::from_secs(5)));
 }
@@ -369,9 +365,9 @@ fn a_peer_declared_dead_is_not_read_any_more() {
     assert_eq!(err, ProtocolError::HeartbeatTimeout(Duration::from_secs(5)));
 
     // The PONG comes too late: it is left unread.
-    pair.to_client.extend_from_slice(&pair.server.out().split());
+    pair.to_client.extend_from_slice(&pair.server.take_output());
     let late = pair.to_client.clone();
-    assert!(matches!(pair.client.recv(&mut pair.to_client, pair.now), Ok(None)));
+    assert!(matches!(pair.client.recv(&mut pair.to_client, pair.now), Ok(())));
     assert_eq!(pair.to_client, late);
 
     // The same when the handshake never completed: a late HELLO does not make the mux ready.
@@ -379,8 +375,9 @@ fn a_peer_declared_dead_is_not_read_any_more() {
     let mut client: Mux<&'static str> = Mux::new(Role::Connector, config("c"), now);
     let mut server: Mux<&'static str> = Mux::new(Role::Acceptor, config("s"), now);
     client.on_timeout(now + Duration::from_secs(5)).expect_err("gave up");
-    let mut hello = server.out().split();
-    assert!(matches!(client.recv(&mut hello, now + Duration::from_secs(5)), Ok(None)));
+    let mut hello = server.take_output();
+    assert!(matches!(client.recv(&mut hello, now + Duration::from_secs(5)), Ok(())));
+    assert!(events(&mut client).is_empty());
     assert!(!client.is_ready());
 }
 
@@ -397,19 +394,19 @@ fn a_peer_that_never_says_hello_fails_the_handshake() {
 #[test]
 fn goaway_stops_new_calls_but_lets_pending_ones_finish() {
     let mut pair = Pair::new();
-    pair.client.send_request(1, &request("S.m", b""), "in-flight").expect("sent");
-    pair.server_events();
+    pair.client.send_request(1, request("S.m", b""), "in-flight").expect("sent");
+    pair.server_requests();
     pair.server.go_away(Code::Unavailable, "shutting down");
     let events = pair.client_events();
     let [Event::GoAway(goaway)] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!(goaway.last_id, 1);
     assert!(pair.client.is_draining() && !pair.client.is_drained());
 
-    let (status, token) = pair.client.send_request(3, &request("S.m", b""), "new").expect_err("refused");
+    let (status, token) = pair.client.send_request(3, request("S.m", b""), "new").expect_err("refused");
     assert_eq!((status.code(), token), (Code::Unavailable, "new"));
     assert!(status.is_unprocessed(), "never sent, so safe to send elsewhere");
 
-    pair.server.respond(1, &ok(b"done"));
+    pair.server.finish(1, &ok(b"done"));
     let events = pair.client_events();
     assert!(matches!(events.as_slice(), [Event::Response { token: "in-flight", result: Ok(_) }]), "{events:?}");
     assert!(pair.client.is_drained() && pair.server.is_drained());
@@ -420,8 +417,8 @@ fn a_request_crossing_goaway_is_refused_unprocessed() {
     let mut pair = Pair::new();
     pair.server.go_away(Code::Unavailable, "shutting down");
     // The client sent before it read the GOAWAY.
-    pair.client.send_request(1, &request("S.m", b""), "crossed").expect("sent");
-    assert!(pair.server_events().is_empty(), "the server does not process it");
+    pair.client.send_request(1, request("S.m", b""), "crossed").expect("sent");
+    assert!(pair.server_requests().is_empty(), "the server does not process it");
     let events = pair.client_events();
     let answer = events.iter().find_map(|e| match e {
         Event::Response { token, result: Err(status) } => Some((*token, status.code(), status.is_unprocessed())),
@@ -445,15 +442,15 @@ fn oversized_frames_are_never_sent() {
     pair.client_events();
 
     static BIG: [u8; 4096] = [7; 4096];
-    let before = pair.client.out().len();
-    let (status, _) = pair.client.send_request(1, &request("S.m", &BIG), "t").expect_err("too big");
+    let before = pair.client.queued_output();
+    let (status, _) = pair.client.send_request(1, request("S.m", &BIG), "t").expect_err("too big");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(status.is_unprocessed(), "never sent, so another endpoint may take it: {status:?}");
-    assert_eq!(pair.client.out().len(), before, "nothing was queued");
+    assert_eq!(pair.client.queued_output(), before, "nothing was queued");
 
-    pair.client.send_request(3, &request("S.m", b""), "t").expect("small request");
-    pair.server_events();
-    pair.server.respond(3, &ok(&BIG));
+    pair.client.send_request(3, request("S.m", b""), "t").expect("small request");
+    pair.server_requests();
+    pair.server.finish(3, &ok(&BIG));
     let events = pair.client_events();
     let [Event::Response { result: Err(status), .. }] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!(status.code(), Code::ResourceExhausted);
@@ -463,11 +460,11 @@ fn oversized_frames_are_never_sent() {
 fn only_refusals_carry_the_unprocessed_mark_across_the_wire() {
     let mut pair = Pair::new();
     for id in [1, 3] {
-        pair.client.send_request(id, &request("S.m", b""), "t").expect("sent");
+        pair.client.send_request(id, request("S.m", b""), "t").expect("sent");
     }
-    pair.server_events();
-    pair.server.respond(1, &Err(Status::resource_exhausted("rate limited").mark_unprocessed()));
-    pair.server.respond(3, &Err(Status::internal("handler failed")));
+    pair.server_requests();
+    pair.server.finish(1, &Err(Status::resource_exhausted("rate limited").mark_unprocessed()));
+    pair.server.finish(3, &Err(Status::internal("handler failed")));
     let marks: Vec<_> = pair
         .client_events()
         .into_iter()
@@ -477,4 +474,266 @@ fn only_refusals_carry_the_unprocessed_mark_across_the_wire() {
         })
         .collect();
     assert_eq!(marks, [(Code::ResourceExhausted, true), (Code::Internal, false)]);
+}
+
+// ---- flow control (docs/PROTOCOL.md §14) ----
+
+/// A pair whose server announces `configure`d limits.
+fn pair_with_server(configure: impl FnOnce(&mut MuxConfig)) -> Pair {
+    let now = Instant::now();
+    let mut server = config("server-1");
+    configure(&mut server);
+    let mut pair = Pair {
+        client: Mux::new(Role::Connector, config("client-1"), now),
+        server: Mux::new(Role::Acceptor, server, now),
+        to_client: BytesMut::new(),
+        to_server: BytesMut::new(),
+        now,
+    };
+    assert!(matches!(pair.server_events().as_slice(), [Event::Ready]));
+    assert!(matches!(pair.client_events().as_slice(), [Event::Ready]));
+    pair
+}
+
+#[test]
+fn the_hello_announces_flow_limits_and_each_side_learns_the_other_s() {
+    let pair = pair_with_server(|c| {
+        c.max_requests = 7;
+        c.max_request_bytes = 5000;
+    });
+    let flow = pair.client.peer().and_then(|p| p.flow);
+    assert_eq!(flow, Some(FlowLimits { max_requests: 7, request_bytes: 5000 }));
+    let flow = pair.server.peer().and_then(|p| p.flow);
+    assert_eq!(flow, Some(FlowLimits { max_requests: DEFAULT_MAX_REQUESTS, request_bytes: DEFAULT_MAX_REQUEST_BYTES }));
+}
+
+#[test]
+fn calls_beyond_the_peer_s_request_limit_wait_in_order_until_answers_free_room() {
+    let mut pair = pair_with_server(|c| c.max_requests = 2);
+    for (id, token) in [(1, "a"), (3, "b"), (5, "c"), (7, "d")] {
+        pair.client.send_request(id, request("S.m", b""), token).expect("accepted");
+    }
+    assert_eq!(pair.client.stats().calls_waiting, 2);
+    assert_eq!(ids(&pair.server_requests()), [1, 3], "only as many as the server takes");
+
+    pair.server.finish(3, &ok(b"b"));
+    let events = pair.client_events();
+    assert!(matches!(events.as_slice(), [Event::Response { token: "b", .. }]), "{events:?}");
+    assert_eq!(ids(&pair.server_requests()), [5], "the oldest waiting call goes next");
+
+    // Cancelling a sent call frees its room at once; cancelling a waiting one sends nothing.
+    assert_eq!(pair.client.cancel(1), Some("a"));
+    assert_eq!(pair.server_events().len(), 1, "the server hears of the cancel");
+    assert_eq!(ids(&requests(&mut pair.server)), [7]);
+    assert_eq!(pair.client.stats().calls_waiting, 0);
+    assert_eq!(pair.server.stats().peak_requests_in_progress, 2);
+}
+
+#[test]
+fn a_waiting_call_can_be_cancelled_before_it_is_sent() {
+    let mut pair = pair_with_server(|c| c.max_requests = 1);
+    pair.client.send_request(1, request("S.m", b""), "sent").expect("accepted");
+    pair.client.send_request(3, request("S.m", b""), "waits").expect("accepted");
+    assert_eq!(pair.client.cancel(3), Some("waits"));
+    assert_eq!(ids(&pair.server_requests()), [1]);
+    pair.server.finish(1, &ok(b""));
+    pair.client_events();
+    assert!(pair.client.take_output().is_empty(), "the cancelled call never leaves");
+}
+
+#[test]
+fn calls_beyond_the_peer_s_byte_limit_wait_but_one_alone_may_be_larger() {
+    let mut pair = pair_with_server(|c| c.max_request_bytes = 1000);
+    static BIG: [u8; 3000] = [1; 3000];
+    pair.client.send_request(1, request("S.m", &BIG), "big").expect("accepted");
+    pair.client.send_request(3, request("S.m", b"small"), "small").expect("accepted");
+    assert_eq!(ids(&pair.server_requests()), [1], "the large call went alone; the next waits for it");
+    pair.server.finish(1, &ok(b""));
+    pair.client_events();
+    assert_eq!(ids(&pair.server_requests()), [3]);
+}
+
+#[test]
+fn oneway_calls_return_their_room_with_credit() {
+    let mut pair = pair_with_server(|c| c.max_requests = 1);
+    for id in [1, 3] {
+        pair.client.send_request(id, request("S.log", b"line").with_oneway(true), "log").expect("accepted");
+    }
+    assert_eq!(ids(&pair.server_requests()), [1]);
+    pair.server.finish(1, &ok(b""));
+    pair.client_events();
+    assert_eq!(ids(&pair.server_requests()), [3], "the CREDIT let the second go");
+}
+
+#[test]
+fn a_credit_for_more_than_is_in_progress_closes_the_connection() {
+    let mut pair = Pair::new();
+    pair.client.send_request(1, request("S.log", b"").with_oneway(true), "log").expect("accepted");
+    pair.client.take_output();
+    let bytes = frame_bytes(|b| frame::encode_credit(b, 2, 0));
+    let now = pair.now;
+    let err = violation_of(&mut pair.client, &bytes, now);
+    assert!(err.to_string().contains("CREDIT for 2 oneway requests"), "{err}");
+}
+
+/// The preface and a HELLO without FLOW, as a peer that predates flow control sends them.
+fn legacy_hello() -> BytesMut {
+    frame_bytes(|b| {
+        frame::encode_preface(b);
+        let hello = Hello {
+            name: "legacy".into(),
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            codecs: vec![0],
+            compressions: Vec::new(),
+            token: Bytes::new(),
+            flow: None,
+        };
+        frame::encode_hello(b, &hello).expect("encodes");
+    })
+    .as_slice()
+    .into()
+}
+
+fn request_frame(id: u64, oneway: bool) -> Vec<u8> {
+    frame_bytes(|b| {
+        frame::encode_request(b, id, &request("S.m", b"").with_oneway(oneway), frame::DEFAULT_MAX_FRAME)
+            .expect("encodes");
+    })
+}
+
+#[test]
+fn a_peer_over_the_limits_is_read_no_further_until_it_is_back_within_them() {
+    let now = Instant::now();
+    let mut server: Mux<&'static str> =
+        Mux::new(Role::Acceptor, MuxConfig { max_requests: 2, ..config("server-1") }, now);
+    // A peer that never heard of the limits pipelines four calls.
+    let mut input = legacy_hello();
+    for id in [1, 3, 5, 7] {
+        input.extend_from_slice(&request_frame(id, false));
+    }
+    server.recv(&mut input, now).expect("valid");
+    assert!(!server.wants_read(), "three in progress: over the limit of two");
+    assert_eq!(input.len(), request_frame(7, false).len(), "the fourth is left unread");
+    assert!(server.stats().reading_paused);
+    assert_eq!(ids(&requests(&mut server)), [1, 3], "two are handled; the third waits");
+
+    server.finish(1, &ok(b""));
+    assert!(server.wants_read(), "back within the limit");
+    server.recv(&mut input, now).expect("valid");
+    assert!(input.is_empty());
+    assert_eq!(ids(&requests(&mut server)), [5]);
+    assert_eq!(server.stats().requests_in_progress, 3);
+    assert!(!server.wants_read());
+    // No credit goes to a peer that does not follow flow control.
+    server.finish(3, &ok(b""));
+    let frames = decode(server.take_output().split_off(0));
+    assert!(frames.iter().all(|f| !matches!(f, Frame::Credit { .. })), "{frames:?}");
+}
+
+#[test]
+fn while_the_peer_is_not_read_its_silence_is_not_held_against_it() {
+    let start = Instant::now();
+    let mut server: Mux<&'static str> =
+        Mux::new(Role::Acceptor, MuxConfig { max_requests: 1, ..config("server-1") }, start);
+    let mut input = legacy_hello();
+    for id in [1, 3] {
+        input.extend_from_slice(&request_frame(id, false));
+    }
+    server.recv(&mut input, start).expect("valid");
+    assert!(!server.wants_read());
+    server.take_output();
+    // A minute passes with the handler busy: no PING, no verdict.
+    for secs in [10, 30, 60] {
+        server.on_timeout(start + Duration::from_secs(secs)).expect("not the peer's fault");
+    }
+    assert!(decode(server.take_output()).is_empty(), "no PING while not reading");
+    // Reading again, the clock starts over.
+    let resumed = start + Duration::from_secs(61);
+    let handed = requests(&mut server);
+    server.finish(handed[0].id, &ok(b""));
+    server.recv(&mut input, resumed).expect("valid");
+    assert!(server.next_timeout() >= resumed + Duration::from_secs(10), "{:?}", server.next_timeout() - start);
+}
+
+#[test]
+fn requests_wait_while_the_output_is_over_its_bound_and_pongs_are_folded() {
+    let mut pair = pair_with_server(|c| c.max_queued_output = 2048);
+    static ANSWER: [u8; 3000] = [9; 3000];
+    for id in [1, 3] {
+        pair.client.send_request(id, request("S.m", b""), "t").expect("accepted");
+    }
+    let first = pair.server_requests();
+    assert_eq!(ids(&first), [1], "the second waits while the first's answer fills the output");
+    pair.server.finish(1, &ok(&ANSWER));
+    assert!(!pair.server.has_request(), "over the bound: nothing new starts");
+    assert!(pair.server.wants_read(), "but reading goes on");
+
+    // Three PINGs while the output is full: one PONG, for the last, once there is room.
+    let pings = frame_bytes(|b| (1..=3).for_each(|nonce| frame::encode_ping(b, nonce)));
+    pair.to_server.extend_from_slice(&pings);
+    let now = pair.now;
+    pair.server.recv(&mut pair.to_server, now).expect("valid");
+    let out = pair.server.take_output();
+    let frames = decode(out);
+    let pongs: Vec<_> = frames.iter().filter_map(|f| if let Frame::Pong { nonce } = f { Some(*nonce) } else { None }).collect();
+    assert_eq!(pongs, [3], "{frames:?}");
+    assert_eq!(ids(&requests(&mut pair.server)), [3], "with the output written, the next call starts");
+}
+
+#[test]
+fn a_peer_that_reads_none_of_our_output_is_given_up() {
+    let mut pair = Pair::new();
+    let start = pair.now;
+    pair.client.send_request(1, request("S.m", b"x"), "t").expect("accepted");
+    pair.client.write_blocked(start);
+    // Frames keep arriving from the peer (its PINGs), but it takes none of ours.
+    for secs in [10, 20] {
+        pair.to_client.extend_from_slice(&frame_bytes(|b| frame::encode_ping(b, secs)));
+        pair.client.recv(&mut pair.to_client, start + Duration::from_secs(secs)).expect("valid");
+        pair.client.on_timeout(start + Duration::from_secs(secs)).expect("not yet");
+    }
+    assert_eq!(pair.client.next_timeout(), start + Duration::from_secs(15));
+    let err = pair.client.on_timeout(start + Duration::from_secs(15)).expect_err("not reading");
+    assert_eq!(err, ProtocolError::NotReading(Duration::from_secs(15)));
+
+    // Writing anything at all starts the clock over.
+    let mut pair = Pair::new();
+    pair.client.send_request(1, request("S.m", b"x"), "t").expect("accepted");
+    pair.client.write_blocked(start);
+    pair.client.written(1);
+    pair.client.on_timeout(start + Duration::from_secs(15)).expect("it read a byte");
+}
+
+#[test]
+fn a_request_with_too_many_metadata_entries_is_refused_and_the_connection_stays() {
+    let mut pair = pair_with_server(|c| c.max_metadata_entries = 2);
+    let mut ctx = Context::new();
+    for i in 0..3 {
+        ctx.metadata_mut().append(format!("k{i}"), "v");
+    }
+    pair.client.send_request(1, request("S.m", b"").with_ctx(ctx), "crowded").expect("accepted");
+    pair.client.send_request(3, request("S.m", b""), "plain").expect("accepted");
+    assert_eq!(ids(&pair.server_requests()), [3], "the crowded one is never handed over");
+    let events = pair.client_events();
+    let [Event::Response { token: "crowded", result: Err(status) }] = events.as_slice() else { panic!("{events:?}") };
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.is_unprocessed());
+    assert!(status.message().contains("3 metadata entries"), "{status}");
+}
+
+#[test]
+fn a_cancelled_request_that_was_still_waiting_is_dropped_quietly() {
+    let mut pair = pair_with_server(|c| c.max_queued_output = 1);
+    pair.client.send_request(1, request("S.m", b""), "t").expect("accepted");
+    pair.server_events();
+    // The server's output holds a byte... its HELLO was taken; queue a PING's PONG to fill it.
+    pair.to_server.extend_from_slice(&frame_bytes(|b| frame::encode_ping(b, 1)));
+    let now = pair.now;
+    pair.server.recv(&mut pair.to_server, now).expect("valid");
+    assert!(!pair.server.has_request());
+    assert_eq!(pair.server.stats().requests_waiting, 1);
+    pair.client.cancel(1);
+    assert!(pair.server_events().is_empty(), "no handler to stop");
+    assert_eq!(pair.server.stats().requests_in_progress, 0);
+    assert!(requests(&mut pair.server).is_empty());
 }

@@ -43,6 +43,7 @@ pub fn hello(name: &str) -> Hello {
         codecs: vec![CodecId::Postcard.as_u8()],
         compressions: Vec::new(),
         token: Bytes::new(),
+        flow: None,
     }
 }
 

@@ -1,0 +1,126 @@
+//! Flow-control bookkeeping (`docs/PROTOCOL.md` §14): what this side has in progress at the
+//! peer, and what the peer has in progress here.
+
+use crate::frame::FlowLimits;
+
+/// The limits a sender must respect, as the peer's HELLO announced them. (Before it arrives the
+/// mux sends nothing.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Limits {
+    /// The peer announced no FLOW (it predates it): no limits, and no CREDIT will come.
+    None,
+    /// The peer's FLOW limits.
+    Flow(FlowLimits),
+}
+
+/// This side's requests in progress at the peer: sent, and not yet answered, cancelled, or
+/// (oneway) covered by a CREDIT.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Outstanding {
+    pub(super) requests: u64,
+    pub(super) bytes: u64,
+    /// The oneway part of the above: only a CREDIT returns it.
+    pub(super) oneway_requests: u64,
+    pub(super) oneway_bytes: u64,
+}
+
+impl Outstanding {
+    /// Whether one more request of `size` bytes may be sent under `limits`: within both limits,
+    /// or alone, whatever its size.
+    pub(super) fn admits(&self, limits: Limits, size: usize) -> bool {
+        match limits {
+            Limits::None => true,
+            Limits::Flow(flow) => {
+                self.requests == 0
+                    || (self.requests < u64::from(flow.max_requests)
+                        && self.bytes.saturating_add(size as u64) <= u64::from(flow.request_bytes))
+            }
+        }
+    }
+
+    /// Counts a request just sent. Oneway requests are counted only when a CREDIT will return
+    /// them (`counted`).
+    pub(super) fn add(&mut self, size: usize, oneway: bool, counted: bool) {
+        if oneway && !counted {
+            return;
+        }
+        self.requests += 1;
+        self.bytes += size as u64;
+        if oneway {
+            self.oneway_requests += 1;
+            self.oneway_bytes += size as u64;
+        }
+    }
+
+    /// A two-way request answered or cancelled.
+    pub(super) fn release(&mut self, size: usize) {
+        self.requests = self.requests.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(size as u64);
+    }
+
+    /// A CREDIT for `requests` oneway requests of `bytes` in all; `false` when it returns more
+    /// than is in progress (a violation).
+    pub(super) fn credit(&mut self, requests: u64, bytes: u64) -> bool {
+        if requests > self.oneway_requests || bytes > self.oneway_bytes || (requests == 0 && bytes > 0) {
+            return false;
+        }
+        self.oneway_requests -= requests;
+        self.oneway_bytes -= bytes;
+        self.requests -= requests;
+        self.bytes -= bytes;
+        true
+    }
+}
+
+/// One of the peer's requests in progress here.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Inbound {
+    pub(super) oneway: bool,
+    /// Its size on the wire.
+    pub(super) size: usize,
+    /// Handed to the local side ([`super::Mux::next_request`]); until then it waits in the mux.
+    pub(super) started: bool,
+}
+
+/// Flow-control credit this side owes the peer for its oneway requests that ended here.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Owed {
+    pub(super) requests: u64,
+    pub(super) bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLOW: Limits = Limits::Flow(FlowLimits { max_requests: 2, request_bytes: 100 });
+
+    #[test]
+    fn requests_fit_within_both_limits_or_alone() {
+        let mut out = Outstanding::default();
+        assert!(out.admits(FLOW, 1000), "one request alone may be of any size");
+        out.add(60, false, true);
+        assert!(out.admits(FLOW, 40));
+        assert!(!out.admits(FLOW, 41), "over the byte limit");
+        out.add(10, false, true);
+        assert!(!out.admits(FLOW, 1), "over the request limit");
+        out.release(60);
+        assert!(out.admits(FLOW, 90));
+        assert!(out.admits(Limits::None, usize::MAX));
+    }
+
+    #[test]
+    fn oneway_requests_come_back_only_with_credit() {
+        let mut out = Outstanding::default();
+        out.add(30, true, true);
+        out.add(20, true, true);
+        out.add(50, false, true);
+        out.add(99, true, false);
+        assert_eq!((out.requests, out.bytes), (3, 100), "a oneway request no CREDIT returns is not counted");
+        assert!(!out.credit(3, 50), "more requests than oneway ones in progress");
+        assert!(!out.credit(1, 51), "more bytes than oneway ones in progress");
+        assert!(!out.credit(0, 1), "bytes without requests");
+        assert!(out.credit(2, 50));
+        assert_eq!(out, Outstanding { requests: 1, bytes: 50, oneway_requests: 0, oneway_bytes: 0 });
+    }
+}
