@@ -17,15 +17,19 @@
 //! | [`report`] | the table, the ratios and the CSV |
 //! | [`chart`] | the SVG chart |
 //! | [`compare`] | the `compare` program: options, the run, the `serve` child mode |
+//! | [`machine`] | the CPU, cores and date for a report's heading |
+//! | [`args`] | command-line values the programs parse |
 //!
 //! The workload message, [`BenchmarkMessage`], lives here so that every framework echoes the same
 //! values.
 
 pub mod alloc;
+pub mod args;
 pub mod chart;
 pub mod compare;
 pub mod framework;
 pub mod load;
+pub mod machine;
 pub mod proc;
 pub mod report;
 
