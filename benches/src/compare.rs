@@ -36,7 +36,7 @@
 //! the ratios are what to read.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::BoxError;
 use crate::framework::raw_mux::RawMux;
@@ -108,8 +108,8 @@ impl Options {
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n\n{USAGE}"));
             match arg.as_str() {
-                "--duration" => options.plan.duration = seconds(value()?)?,
-                "--warmup" => options.plan.warmup = seconds(value()?)?,
+                "--duration" => options.plan.duration = crate::args::seconds(value()?)?,
+                "--warmup" => options.plan.warmup = crate::args::seconds(value()?)?,
                 "--frameworks" => {
                     options.frameworks = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
                 }
@@ -126,11 +126,6 @@ impl Options {
         }
         Ok(options)
     }
-}
-
-fn seconds(s: &str) -> Result<Duration, BoxError> {
-    let secs: f64 = s.parse()?;
-    Ok(Duration::try_from_secs_f64(secs)?)
 }
 
 /// The program: `serve <framework>` as a server child, the comparison otherwise.
@@ -210,7 +205,7 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &options.chart {
-        let title = format!("zrpc vs peers, echo of the rpcx message on loopback ({})", today());
+        let title = format!("zrpc vs peers, echo of the rpcx message on loopback ({})", crate::machine::today());
         crate::chart::render(&rows, path, &title)?;
         eprintln!("wrote {}", path.display());
     }
@@ -322,33 +317,13 @@ fn serve_child(name: Name) -> Result<(), BoxError> {
 }
 
 fn serve<F: Framework>() -> Result<(), BoxError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let serving = runtime.block_on(F::serve())?;
-    let addr = serving.addr;
-    runtime.spawn(async move {
-        if let Err(e) = serving.run.await {
-            eprintln!("{} server failed: {e}", F::NAME);
-            std::process::exit(1);
-        }
-    });
-    crate::proc::answer_parent(addr)?;
-    runtime.shutdown_background();
-    Ok(())
+    crate::proc::serve_child(F::NAME.as_str(), F::serve())
 }
 
 /// What was run, where and when: the lines above the table.
 fn heading(options: &Options) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(str::trim)
-                .map(String::from)
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpu = crate::machine::cpu_model();
+    let cores = crate::machine::cores();
     let MessageAllocs { owned, shared } = decode_allocations();
     format!(
         "zrpc compare, {date}: {cpu}, {cores} cores, loopback, server and client in separate processes\n\
@@ -359,7 +334,7 @@ fn heading(options: &Options) -> String {
          zrpc::Text strings);\n\
          own/c = allocs/c less those 2 x {owned} (2 x {shared}): the framework's own; cpu µs/c = CPU \
          time of client and server per call",
-        date = today(),
+        date = crate::machine::today(),
         warmup = options.plan.warmup,
         window = options.plan.duration,
         rounds = match options.rounds {
@@ -399,20 +374,4 @@ fn decode_allocations() -> MessageAllocs {
         owned: count(&|| drop(zrpc::CodecId::Postcard.decode::<crate::BenchmarkMessage>(&payload))),
         shared: count(&|| drop(zrpc::CodecId::Postcard.decode_shared::<crate::BenchmarkMessage<zrpc::Text>>(&payload))),
     }
-}
-
-/// Today's date, UTC, as `YYYY-MM-DD`.
-fn today() -> String {
-    let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }

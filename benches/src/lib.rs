@@ -4,6 +4,9 @@
 //!   each framework's echo server in a child process of its own and drives it over loopback from
 //!   the parent, reporting throughput, latency percentiles, allocations per call and the server's
 //!   peak memory; see [`compare`] for what is measured and how, and `--help` for the options.
+//! - `cargo run -p zrpc-benches --release --bin soak`: hostile and slow clients against a zrpc
+//!   server child, one scenario at a time, reporting the server's memory growth and what a
+//!   well-behaved client on its own connection saw meanwhile; see [`soak`].
 //! - `cargo bench -p zrpc-benches --bench frame`: criterion micro-benchmarks of the hot path
 //!   pieces that touch no socket (frame encode/decode, header parsing, codec round trip, mux
 //!   dispatch).
@@ -17,17 +20,23 @@
 //! | [`report`] | the table, the ratios and the CSV |
 //! | [`chart`] | the SVG chart |
 //! | [`compare`] | the `compare` program: options, the run, the `serve` child mode |
+//! | [`soak`] | the `soak` program: hostile clients, the server they attack, the report |
+//! | [`machine`] | the CPU, cores and date for a report's heading |
+//! | [`args`] | command-line values both programs parse |
 //!
 //! The workload message, [`BenchmarkMessage`], lives here so that every framework echoes the same
 //! values.
 
 pub mod alloc;
+pub mod args;
 pub mod chart;
 pub mod compare;
 pub mod framework;
 pub mod load;
+pub mod machine;
 pub mod proc;
 pub mod report;
+pub mod soak;
 
 /// A boxed error, for the benchmark's plumbing.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

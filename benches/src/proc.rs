@@ -2,32 +2,43 @@
 //!
 //! The protocol between parent and child is lines of text:
 //!
-//! 1. The parent runs `current_exe() serve <framework>` with piped stdin and stdout.
+//! 1. The parent runs `current_exe() serve <server>` with piped stdin and stdout (`<server>` is a
+//!    framework's name for `compare`, `soak` for the `soak` tool).
 //! 2. The child binds its server on `127.0.0.1:0` and prints `LISTENING <ip:port>`.
 //! 3. For each `STATS` line on its stdin, the child prints `ALLOCS <n>`: its allocation count so
 //!    far ([`alloc::allocations`](crate::alloc::allocations)).
 //! 4. When its stdin closes — the parent ended, however it ended, even killed — the child exits.
 //!
 //! [`ServerProcess`] kills and reaps the child when dropped, so every exit path of the parent that
-//! unwinds ends its children too, and (4) covers those that do not.
+//! unwinds ends its children too, and (4) covers those that do not. The parent waits at most
+//! [`ANSWER_TIMEOUT`] for each line, so a child that hangs fails the run instead of stalling it;
+//! [`serve_child`] is the child's side.
 
-use std::io::{BufRead, BufReader, Lines, Write};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use crate::BoxError;
-use crate::framework::Name;
+use crate::framework::{Name, Serving};
 
 /// The hidden subcommand that runs a server child.
 pub const SERVE: &str = "serve";
+
+/// The longest the parent waits for a line from the child: `LISTENING` after a cold start, or
+/// the answer to `STATS` from a loaded server.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running server child; killed when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
     stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
+    /// The child's stdout, line by line, from a thread that reads it: a channel can be waited on
+    /// with a timeout, a pipe cannot.
+    stdout: Receiver<std::io::Result<String>>,
     addr: SocketAddr,
 }
 
@@ -37,9 +48,19 @@ impl ServerProcess {
     /// # Errors
     /// If the child cannot be started, or exits or says something else before `LISTENING`.
     pub fn spawn(framework: Name) -> Result<ServerProcess, BoxError> {
+        ServerProcess::spawn_serving(framework.as_str())
+    }
+
+    /// Starts `current_exe() serve <server>` and waits for it to listen; `server` names what the
+    /// child serves, as the program's own `serve` mode understands it.
+    ///
+    /// # Errors
+    /// If the child cannot be started, or exits, hangs or says something else before
+    /// `LISTENING`.
+    pub fn spawn_serving(server: &str) -> Result<ServerProcess, BoxError> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args([SERVE, framework.as_str()])
+            .args([SERVE, server])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -49,11 +70,20 @@ impl ServerProcess {
             let _ = child.wait();
             return Err("the server child has no stdin or stdout pipe".into());
         };
+        let (lines, stdout_lines) = mpsc::channel();
+        // Ends at the child's end of stdout (it exited or was killed), or when this process no
+        // longer listens.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         // From here on `Drop` cleans up, whatever fails.
-        let mut process =
-            ServerProcess { child, stdin, stdout: BufReader::new(stdout).lines(), addr: SocketAddr::from(([0; 4], 0)) };
+        let mut process = ServerProcess { child, stdin, stdout: stdout_lines, addr: SocketAddr::from(([0; 4], 0)) };
         let line = process.read_line()?;
-        let addr = line.strip_prefix("LISTENING ").ok_or_else(|| format!("the {framework} server said {line:?}"))?;
+        let addr = line.strip_prefix("LISTENING ").ok_or_else(|| format!("the {server} server said {line:?}"))?;
         process.addr = addr.parse()?;
         Ok(process)
     }
@@ -85,10 +115,18 @@ impl ServerProcess {
         peak_rss_kib(self.child.id())
     }
 
+    /// How the child ended, if it has (it crashed, or the kernel's OOM killer ended it).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     fn read_line(&mut self) -> Result<String, BoxError> {
-        match self.stdout.next() {
-            Some(line) => Ok(line?),
-            None => Err("the server child exited".into()),
+        match self.stdout.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(line) => Ok(line?),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(format!("the server child said nothing for {ANSWER_TIMEOUT:?}").into())
+            }
+            Err(RecvTimeoutError::Disconnected) => Err("the server child exited".into()),
         }
     }
 }
@@ -125,6 +163,28 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The child's whole life: binds the server `serve` returns on a multi-threaded runtime (one
+/// worker per core, as a user's `#[tokio::main]`), serves it, and answers the parent until its
+/// stdin closes; `name` is for the message if serving fails.
+///
+/// # Errors
+/// If the runtime cannot be built, the server cannot bind, or stdout cannot be written.
+pub fn serve_child(name: &str, serve: impl Future<Output = Result<Serving, BoxError>>) -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let serving = runtime.block_on(serve)?;
+    let addr = serving.addr;
+    let name = name.to_owned();
+    runtime.spawn(async move {
+        if let Err(e) = serving.run.await {
+            eprintln!("{name} server failed: {e}");
+            std::process::exit(1);
+        }
+    });
+    answer_parent(addr)?;
+    runtime.shutdown_background();
+    Ok(())
 }
 
 /// The child's side of steps 2–4: announces `addr`, then answers `STATS` until stdin closes.

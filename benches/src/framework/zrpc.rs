@@ -7,6 +7,24 @@
 //! With N connections the callers use N [`Channel`](zrpc::Channel)s (each one connection),
 //! round-robin.
 
+use zrpc::{Address, ServerBuilder};
+
+use crate::BoxError;
+use crate::framework::Serving;
+
+/// Binds `server`, built with default settings, on `127.0.0.1:0` and returns it as [`Serving`].
+///
+/// # Errors
+/// If it cannot bind, or binds something other than TCP.
+pub(crate) async fn serve(server: ServerBuilder) -> Result<Serving, BoxError> {
+    let server = server.bind("tcp://127.0.0.1:0").await?;
+    let addr = match server.local_addr() {
+        Address::Tcp(addr) => addr.parse()?,
+        other => return Err(format!("zrpc bound a non-TCP address: {other}").into()),
+    };
+    Ok(Serving { addr, run: Box::pin(async move { Ok(server.serve().await?) }) })
+}
+
 /// The echo service, server and callers of one flavour, in a module of their own (each has a
 /// `Bench` service of its own).
 macro_rules! flavour {
@@ -15,7 +33,7 @@ macro_rules! flavour {
         pub mod $module {
             use std::net::SocketAddr;
 
-            use zrpc::{Address, Channel, Server};
+            use zrpc::{Channel, Server};
 
             use crate::framework::{Caller, Framework, Name, Serving, check_echo};
             use crate::{BenchmarkMessage, BoxError};
@@ -49,13 +67,7 @@ macro_rules! flavour {
                 type Caller = ZrpcCaller;
 
                 async fn serve() -> Result<Serving, BoxError> {
-                    let server =
-                        Server::builder().add_service(BenchServer::new(Echo)).bind("tcp://127.0.0.1:0").await?;
-                    let addr = match server.local_addr() {
-                        Address::Tcp(addr) => addr.parse()?,
-                        other => return Err(format!("zrpc bound a non-TCP address: {other}").into()),
-                    };
-                    Ok(Serving { addr, run: Box::pin(async move { Ok(server.serve().await?) }) })
+                    crate::framework::zrpc::serve(Server::builder().add_service(BenchServer::new(Echo))).await
                 }
 
                 async fn callers(addr: SocketAddr, conns: usize, callers: usize) -> Result<Vec<ZrpcCaller>, BoxError> {

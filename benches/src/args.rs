@@ -1,0 +1,14 @@
+//! Command-line values that both programs (`compare`, `soak`) parse.
+
+use std::time::Duration;
+
+use crate::BoxError;
+
+/// A duration given in seconds, fractions allowed (`0.5`).
+///
+/// # Errors
+/// If `s` is not a number of seconds that a [`Duration`] can hold.
+pub fn seconds(s: &str) -> Result<Duration, BoxError> {
+    let secs: f64 = s.parse()?;
+    Ok(Duration::try_from_secs_f64(secs)?)
+}
