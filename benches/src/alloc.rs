@@ -1,10 +1,14 @@
-//! A counting global allocator: how many heap allocations a process made.
+//! A counting global allocator: how many heap allocations a process made, and how many bytes it
+//! holds.
 //!
 //! [`CountingAlloc`] wraps [`System`] and counts every call that may allocate: `alloc`,
 //! `alloc_zeroed` and `realloc` (a `realloc` that grows in place still counts: it is a call into
 //! the allocator the code asked for). Frees are not counted. The `compare` binary installs it as
 //! its `#[global_allocator]`, so both the client (the parent process) and the servers (children
-//! running the same binary) are counted; [`allocations`] reads the process's total.
+//! running the same binary) are counted; [`allocations`] reads the process's total. It also keeps
+//! the bytes allocated and not yet freed, [`live_bytes`]: what the process holds on the heap, the
+//! counter memory-bound tests assert on (unlike RSS, it does not depend on what the allocator
+//! returned to the system).
 //!
 //! The count is kept in a few cache-line-sized shards, one picked per thread, rather than in one
 //! atomic: a single counter bounced between cores on every allocation would slow the most
@@ -17,11 +21,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const SHARDS: usize = 16;
 
-/// One counter on a cache line of its own.
+/// One shard's counters on a cache line of their own: allocations, and bytes allocated minus
+/// bytes freed (which wraps within a shard, since a block may be freed on another thread: only
+/// the sum over shards is meaningful).
 #[repr(align(128))]
-struct Shard(AtomicU64);
+struct Shard(AtomicU64, AtomicU64);
 
-static COUNTS: [Shard; SHARDS] = [const { Shard(AtomicU64::new(0)) }; SHARDS];
+static COUNTS: [Shard; SHARDS] = [const { Shard(AtomicU64::new(0), AtomicU64::new(0)) }; SHARDS];
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -30,7 +36,7 @@ thread_local! {
     static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-fn count() {
+fn shard() -> &'static Shard {
     let shard = SHARD
         .try_with(|slot| {
             let mut shard = slot.get();
@@ -41,7 +47,26 @@ fn count() {
             shard
         })
         .unwrap_or(0);
-    COUNTS[shard].0.fetch_add(1, Ordering::Relaxed);
+    &COUNTS[shard]
+}
+
+/// Counts an allocation of `bytes`.
+fn count(bytes: usize) {
+    let shard = shard();
+    shard.0.fetch_add(1, Ordering::Relaxed);
+    shard.1.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// Counts `bytes` freed.
+fn free(bytes: usize) {
+    shard().1.fetch_sub(bytes as u64, Ordering::Relaxed);
+}
+
+/// Bytes allocated and not yet freed by this process (see the module docs).
+///
+/// Only meaningful when [`CountingAlloc`] is the global allocator; 0 otherwise.
+pub fn live_bytes() -> u64 {
+    COUNTS.iter().fold(0u64, |sum, shard| sum.wrapping_add(shard.1.load(Ordering::Relaxed)))
 }
 
 /// The number of allocations this process has made so far (see the module docs for what counts).
@@ -60,24 +85,26 @@ pub struct CountingAlloc;
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
+        count(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        free(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
+        count(new_size);
+        free(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -5,20 +5,23 @@
 //! and shares it so that none of them can take it all:
 //!
 //! 1. A handler that finishes when first polled, inside the connection's turn, takes nothing: it
-//!    never outlives the turn. One that has to wait takes one unit until it ends.
-//! 2. A connection about to start a request checks that the budget is open: units left, and no
-//!    connection queued for one. If so it starts the request; otherwise it queues, first in
-//!    first out, and starts nothing until it is granted a unit.
-//! 3. A connection queues for one unit at a time, for its oldest request only, so the queue
-//!    serves connections in turn: one that has a thousand requests waiting gets a unit no more
-//!    often than one that has a single request. Nobody is refused; a connection that waits
-//!    stops reading once its peer's limits are reached, and TCP holds its peer back.
+//!    never outlives the turn, so it is never held back by the budget either. A server whose
+//!    handlers answer at once is not slowed by others that wait.
+//! 2. One that has to wait takes one unit until it ends, if the budget is open: units left, and
+//!    no connection queued for one. Otherwise its connection keeps it, polled once and not
+//!    again, queues for a unit, first in first out, and starts nothing more until it is
+//!    granted one.
+//! 3. A connection queues for one unit at a time, so the queue serves connections in turn: one
+//!    that has a thousand requests waiting gets a unit no more often than one that has a single
+//!    request. Nobody is refused; a connection that waits stops reading once its peer reaches
+//!    its limits, and TCP holds the peer back.
 //! 4. Ending a handler returns its unit, to the first queued connection if there is one.
 //!
-//! The check in (2) and the take in (1) are not one atomic step, so connections starting
-//! requests at the same instant on different threads may overshoot the limit by one each: by at
-//! most the number of the runtime's worker threads. That keeps the common path — a handler that
-//! answers at once — free of any write to memory shared between connections.
+//! So at most the budget's units of handlers run, plus one kept per waiting connection. The
+//! check and the take in (2) are not one atomic step, so connections starting handlers at the
+//! same instant on different threads may overshoot the limit by one each: by at most the number
+//! of the runtime's worker threads. That keeps the common path — a handler that answers at once
+//! — free of any write to memory shared between connections.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -68,13 +71,13 @@ impl Budget {
         self.inner.used.load(Ordering::Relaxed)
     }
 
-    /// Whether a request may start without queueing (rule 2).
+    /// Whether a handler that has to wait may take a unit without queueing (rule 2).
     pub(crate) fn is_open(&self) -> bool {
         !self.inner.queued.load(Ordering::SeqCst) && self.inner.used.load(Ordering::SeqCst) < self.inner.limit
     }
 
     /// Takes a unit for a handler that has to wait, after [`is_open`](Budget::is_open) said yes
-    /// (rule 1).
+    /// (rule 2).
     pub(crate) fn take(&self) {
         self.inner.used.fetch_add(1, Ordering::SeqCst);
     }

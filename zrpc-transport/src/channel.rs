@@ -31,6 +31,8 @@ use zrpc_core::{Request, Response, Router, Status};
 
 use crate::address::{Address, ToAddress};
 use crate::conn::{CallFuture, Connection, Handle};
+use crate::limits::ConnectionLimits;
+use crate::mux::ConnectionStats;
 use crate::listener;
 use crate::mux::{MuxConfig, Role};
 
@@ -54,6 +56,8 @@ pub struct ChannelConfig {
     pub wait_for_ready: bool,
     /// Auth token sent in the HELLO.
     pub token: bytes::Bytes,
+    /// What the server can make the connection hold (see [`limits`](crate::limits)).
+    pub limits: ConnectionLimits,
     /// TLS under the protocol, if any.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
@@ -71,6 +75,7 @@ impl Default for ChannelConfig {
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             wait_for_ready: false,
             token: bytes::Bytes::new(),
+            limits: ConnectionLimits::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -79,13 +84,13 @@ impl Default for ChannelConfig {
 
 impl ChannelConfig {
     fn mux(&self) -> MuxConfig {
-        MuxConfig {
-            max_frame: self.max_frame,
-            heartbeat_interval: self.heartbeat_interval,
-            heartbeat_timeout: self.heartbeat_timeout,
-            token: self.token.clone(),
-            ..MuxConfig::named(self.name.clone())
-        }
+        let mut config = MuxConfig::named(self.name.clone());
+        config.max_frame = self.max_frame;
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.heartbeat_timeout = self.heartbeat_timeout;
+        config.token = self.token.clone();
+        self.limits.apply(&mut config);
+        config
     }
 }
 
@@ -139,6 +144,34 @@ impl ChannelBuilder {
     /// Auth token sent to the server in the HELLO.
     pub fn token(mut self, token: impl Into<bytes::Bytes>) -> ChannelBuilder {
         self.config.token = token.into();
+        self
+    }
+
+    /// Most of the server's requests in progress on the connection at once (default 1,000; at
+    /// least 1). Announced to the server; it matters once the server calls back (see
+    /// [`limits`](crate::limits)).
+    pub fn max_requests(mut self, max: u32) -> ChannelBuilder {
+        self.config.limits.max_requests = max.max(1);
+        self
+    }
+
+    /// Most bytes of the server's requests in progress on the connection at once (default
+    /// 16 MiB).
+    pub fn max_request_bytes(mut self, bytes: u32) -> ChannelBuilder {
+        self.config.limits.max_request_bytes = bytes;
+        self
+    }
+
+    /// Bytes waiting to be written past which new calls wait their turn (default 1 MiB).
+    pub fn max_queued_output(mut self, bytes: usize) -> ChannelBuilder {
+        self.config.limits.max_queued_output = bytes;
+        self
+    }
+
+    /// Most metadata entries accepted in one response (default 256); a response with more
+    /// fails its call with `ResourceExhausted`.
+    pub fn max_metadata_entries(mut self, entries: u16) -> ChannelBuilder {
+        self.config.limits.max_metadata_entries = entries;
         self
     }
 
@@ -232,6 +265,15 @@ impl Channel {
     /// The endpoint this channel connects to.
     pub fn address(&self) -> &Address {
         &self.inner.address
+    }
+
+    /// What the current connection holds (queued output, calls waiting for flow control, the
+    /// server's requests in progress), as of its last turn; `None` while not connected.
+    pub fn stats(&self) -> Option<ConnectionStats> {
+        match &*self.inner.state.borrow() {
+            State::Ready(handle) => Some(handle.stats()),
+            _ => None,
+        }
     }
 
     /// The server's announced name, while connected.

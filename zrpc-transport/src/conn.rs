@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures::FutureExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -42,7 +42,7 @@ use zrpc_core::{CodecId, Context, Method, Request, Response, Router, Status};
 
 use crate::budget::{Budget, Slot};
 use crate::frame::RequestFrame;
-use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role, Stats};
+use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role, ConnectionStats};
 use crate::stream::Stream;
 
 /// Stop taking local calls while this many bytes wait to be written.
@@ -80,8 +80,8 @@ pub(crate) struct Shared {
     changed: Notify,
     peer: OnceLock<Arc<str>>,
     closed_because: OnceLock<Status>,
-    /// The mux's [`Stats`] as of the end of the connection's last turn.
-    stats: Mutex<Stats>,
+    /// The mux's [`ConnectionStats`] as of the end of the connection's last turn.
+    stats: Mutex<ConnectionStats>,
     /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
     /// start or stop waiting (see [`Shared::publish`]).
     stats_changed: Notify,
@@ -95,17 +95,17 @@ impl Shared {
             changed: Notify::new(),
             peer: OnceLock::new(),
             closed_because: OnceLock::new(),
-            stats: Mutex::new(Stats::default()),
+            stats: Mutex::new(ConnectionStats::default()),
             stats_changed: Notify::new(),
         }
     }
 
-    pub(crate) fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> ConnectionStats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Stores `stats`, waking watchers when a state they wait for changed.
-    fn publish(&self, stats: Stats) {
+    fn publish(&self, stats: ConnectionStats) {
         let mut current = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let crossed = current.reading_paused != stats.reading_paused
             || (current.calls_waiting == 0) != (stats.calls_waiting == 0)
@@ -118,7 +118,7 @@ impl Shared {
     }
 
     /// Waits until `done` holds of the published stats, or the connection closed.
-    pub(crate) async fn stats_until(&self, done: impl Fn(&Stats) -> bool) {
+    pub(crate) async fn stats_until(&self, done: impl Fn(&ConnectionStats) -> bool) {
         loop {
             let notified = self.stats_changed.notified();
             let mut notified = std::pin::pin!(notified);
@@ -153,7 +153,7 @@ pub(crate) struct Handle {
 
 impl Handle {
     /// What the connection holds, as of its last turn.
-    pub(crate) fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> ConnectionStats {
         self.shared.stats()
     }
 
@@ -326,7 +326,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// The task that owns a connection; `S` answers the peer's calls.
-pub(crate) struct Connection<S> {
+pub(crate) struct Connection<S: Service<Request>> {
     io: Stream,
     mux: Mux<Reply>,
     rbuf: BytesMut,
@@ -349,10 +349,11 @@ pub(crate) struct Connection<S> {
     done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
     /// The server-wide budget of running handlers, if any.
     budget: Option<Budget>,
-    /// This connection's place in the budget's queue, while it waits for a unit.
+    /// This connection's place in the budget's queue, while a handler waits for a unit.
     queued: Option<Arc<Slot>>,
-    /// A unit granted from the queue, not yet given to a handler.
-    granted: bool,
+    /// A handler that has to wait, polled once, kept here (not polled) until the budget grants
+    /// it a unit; meanwhile no other request of this connection starts.
+    parked: Option<Started<S::Future>>,
     /// Whether this connection already stepped aside once to gather calls for the next write.
     gathered: bool,
     timer: Pin<Box<Sleep>>,
@@ -362,7 +363,17 @@ pub(crate) struct Connection<S> {
     shared: Arc<Shared>,
 }
 
-impl<S> Drop for Connection<S> {
+/// A handler that did not finish when first polled, with what its task needs.
+struct Started<F> {
+    id: u64,
+    call: F,
+    deadline: Option<Instant>,
+    /// The time the caller allowed, for the message when it runs out.
+    budget: Option<Duration>,
+    method: Method,
+}
+
+impl<S: Service<Request>> Drop for Connection<S> {
     /// A connection task can be aborted (the server's drain deadline) without reaching
     /// `finish`: its handlers must not outlive it, its budget units must go back, and its
     /// handles must learn it is gone.
@@ -371,11 +382,11 @@ impl<S> Drop for Connection<S> {
             handler.abort();
         }
         if let Some(budget) = &self.budget {
-            budget.release(self.handlers.len() + usize::from(self.granted));
+            budget.release(self.handlers.len());
             budget.leave(&mut self.queued);
         }
         self.handlers.clear();
-        self.granted = false;
+        self.parked = None;
         if self.shared.state() != CLOSED {
             let _ = self.shared.closed_because.set(Status::unavailable("the connection was shut down"));
             self.shared.set_state(CLOSED);
@@ -426,7 +437,7 @@ where
             done_rx,
             budget,
             queued: None,
-            granted: false,
+            parked: None,
             gathered: false,
             timer,
             timer_at,
@@ -578,7 +589,12 @@ where
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
             self.rbuf.reserve(READ_CHUNK);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+        // No further than the end of a large frame: what follows it goes to a buffer of its own.
+        let read = match self.mux.read_limit(&self.rbuf) {
+            Some(limit) => tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut (&mut self.rbuf).limit(limit)),
+            None => tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf),
+        };
+        match read {
             Poll::Pending => Ok(progress),
             Poll::Ready(Ok(0)) => {
                 // Whatever the peer sent before its end of stream is still handled.
@@ -636,8 +652,8 @@ where
         Status::unavailable(format!("connection to {} closed: {e}", self.shared.peer_name()))
     }
 
-    /// Starts the peer's requests that the mux hands over, while the service is ready and the
-    /// budget has room.
+    /// Starts the peer's requests that the mux hands over, while the service is ready and no
+    /// handler waits for the budget.
     ///
     /// Requests start only while less than [`WRITE_FIRST`] waits to be written (unless the peer
     /// is not taking our output): a large batch of the peer's calls is then answered in pieces
@@ -649,71 +665,95 @@ where
     fn start_requests(&mut self, cx: &mut TaskContext<'_>) -> bool {
         let mut progress = false;
         self.deferred = false;
-        while self.mux.has_request() {
+        if self.parked.is_some() {
+            if !self.resume_parked(cx) {
+                return false;
+            }
+            progress = true;
+        }
+        while self.mux.has_request() && self.parked.is_none() {
             // After the peer's end of stream the connection ends with this turn: what it sent
             // before is still handled, all of it that the mux lets start.
             if self.mux.queued_output() >= WRITE_FIRST && !self.write_blocked && !self.read_closed {
                 self.deferred = true;
                 break;
             }
-            let unit = match &self.budget {
-                None => false,
-                Some(_) if self.granted => true,
-                Some(budget) if budget.is_open() => false,
-                Some(budget) => {
-                    if budget.poll_acquire(&mut self.queued, cx).is_pending() {
-                        break;
-                    }
-                    self.granted = true;
-                    true
-                }
-            };
             let ready = match self.service.poll_ready(cx) {
                 Poll::Pending => break,
                 Poll::Ready(ready) => ready,
             };
             let Some(frame) = self.mux.next_request() else { break };
-            self.granted = false;
-            self.start_handler(frame, ready, unit, cx);
+            self.start_handler(frame, ready, cx);
             progress = true;
+        }
+        if self.parked.is_some() {
+            // Queue for a unit now, so that the grant wakes this task.
+            progress |= self.resume_parked(cx);
         }
         progress
     }
 
+    /// Spawns the parked handler once the budget grants it a unit; `false` while it waits (in
+    /// the budget's queue, which wakes this task).
+    fn resume_parked(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        let Some(budget) = &self.budget else { return false };
+        if budget.poll_acquire(&mut self.queued, cx).is_pending() {
+            return false;
+        }
+        match self.parked.take() {
+            Some(parked) => {
+                self.spawn_handler(parked);
+                true
+            }
+            // Not reached: only a parked handler queues. Give the unit back.
+            None => {
+                budget.release(1);
+                false
+            }
+        }
+    }
+
     /// Starts a handler for the peer's call, or answers at once when the service is not
-    /// ready or the request cannot become a [`Request`]. `unit`: whether a unit of the budget
-    /// is already held for it.
-    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>, unit: bool, cx: &mut TaskContext<'_>) {
+    /// ready or the request cannot become a [`Request`].
+    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>, cx: &mut TaskContext<'_>) {
         let id = frame.id;
         let budget = frame.timeout;
         let request = ready.and_then(|()| self.to_request(frame));
         let request = match request {
             Ok(request) => request,
-            Err(status) => {
-                self.release_units(usize::from(unit));
-                return self.mux.finish(id, &Err(status));
-            }
+            Err(status) => return self.mux.finish(id, &Err(status)),
         };
         let deadline = request.ctx().deadline();
         let method = request.method().clone();
-        let local = self.local_name.clone();
         let mut call = self.service.call(request);
         // Poll once here: a handler that finishes without waiting is answered in this turn,
         // with no task, no channel hop, no unit of the budget and no wake-up, and its answer
         // leaves in the same write as the others of this turn. One that waits moves to a task
-        // of its own.
+        // of its own, once the budget has a unit for it.
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(&mut call).poll(cx))) {
             Ok(Poll::Ready(result)) => Some(result),
-            Err(_) => Some(Err(panicked(&method, &local))),
+            Err(_) => Some(Err(panicked(&method, &self.local_name))),
             Ok(Poll::Pending) => None,
         };
         if let Some(result) = outcome {
-            self.release_units(usize::from(unit));
             return self.mux.finish(id, &result);
         }
-        if !unit && let Some(budget) = &self.budget {
-            budget.take();
+        let started = Started { id, call, deadline, budget, method };
+        match &self.budget {
+            Some(budget) if !budget.is_open() => self.parked = Some(started),
+            Some(budget) => {
+                budget.take();
+                self.spawn_handler(started);
+            }
+            None => self.spawn_handler(started),
         }
+    }
+
+    /// Runs a handler that has to wait in a task of its own, holding a unit of the budget if
+    /// there is one, and enforces its deadline there.
+    fn spawn_handler(&mut self, started: Started<S::Future>) {
+        let Started { id, call, deadline, budget, method } = started;
+        let local = self.local_name.clone();
         let call = AssertUnwindSafe(call).catch_unwind();
         let done = self.done_tx.clone();
         let task = tokio::spawn(async move {
@@ -858,8 +898,8 @@ where
                 budget.release(1);
             }
         }
+        self.parked = None;
         if let Some(budget) = &self.budget {
-            budget.release(usize::from(std::mem::take(&mut self.granted)));
             budget.leave(&mut self.queued);
         }
         let out = self.mux.take_output();
@@ -1006,6 +1046,123 @@ mod tests {
         // heartbeats is given up (after tens of seconds), and its unread answers delivered then.
         assert!(handle.is_ready(), "the answer came only once the connection was given up");
         drop(big);
+    }
+
+    /// A peer speaking raw frames over one end of a pipe, with a decoder for what it reads.
+    struct RawPeer {
+        io: DuplexStream,
+        rbuf: BytesMut,
+        decoder: crate::frame::Decoder,
+    }
+
+    impl RawPeer {
+        /// Sends its preface and HELLO and reads ours.
+        async fn handshake(io: DuplexStream) -> RawPeer {
+            let mut peer = RawPeer { io, rbuf: BytesMut::new(), decoder: crate::frame::Decoder::default() };
+            let mut out = BytesMut::new();
+            crate::frame::encode_preface(&mut out);
+            let hello = crate::frame::Hello {
+                name: "raw".into(),
+                max_frame: crate::frame::DEFAULT_MAX_FRAME,
+                codecs: vec![0],
+                compressions: Vec::new(),
+                token: Bytes::new(),
+                flow: None,
+            };
+            crate::frame::encode_hello(&mut out, &hello).expect("encodes");
+            peer.io.write_all(&out).await.expect("write");
+            while !crate::frame::decode_preface(&mut peer.rbuf).expect("a preface") {
+                peer.fill().await;
+            }
+            assert!(matches!(peer.next().await, Some(crate::frame::Frame::Hello(_))));
+            peer
+        }
+
+        async fn fill(&mut self) -> usize {
+            tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf).await.expect("read")
+        }
+
+        /// The next frame, or `None` at the end of the stream.
+        async fn next(&mut self) -> Option<crate::frame::Frame> {
+            loop {
+                if let Some(frame) = self.decoder.decode(&mut self.rbuf).expect("valid frames") {
+                    return Some(frame);
+                }
+                if self.fill().await == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heartbeat_keeps_its_schedule_after_the_handshake_and_after_a_pong() {
+        // docs/PROTOCOL.md §12 with the defaults: a PING 10 s after the last frame, whatever it
+        // was, and the peer dead 20 s after an unanswered PING. The timer used to stay armed
+        // for the handshake's deadline (20 s) when the handshake finished, and for the PING's
+        // deadline when a PONG came, so that PINGs came 10 s late.
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let (server, _) =
+            Connection::new(Stream::Memory(near), Role::Acceptor, config("s"), Router::new(), Router::new(), None);
+        let task = tokio::spawn(server.run());
+        let mut peer = RawPeer::handshake(far).await;
+        let start = Instant::now();
+
+        let Some(crate::frame::Frame::Ping { nonce }) = peer.next().await else { panic!("a PING") };
+        assert_eq!(Instant::now() - start, Duration::from_secs(10), "the first PING, after the handshake");
+        let mut pong = BytesMut::new();
+        crate::frame::encode_pong(&mut pong, nonce);
+        peer.io.write_all(&pong).await.expect("write");
+        let answered = Instant::now();
+
+        assert!(matches!(peer.next().await, Some(crate::frame::Frame::Ping { .. })));
+        assert_eq!(Instant::now() - answered, Duration::from_secs(10), "the next PING, 10 s after the PONG");
+        let pinged = Instant::now();
+        // No answer this time: the connection is closed 20 s after the PING.
+        assert!(peer.next().await.is_none(), "the connection closes");
+        assert_eq!(Instant::now() - pinged, Duration::from_secs(20), "dead 20 s after the unanswered PING");
+        task.await.expect("the connection task ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_reads_nothing_is_given_up_after_interval_and_timeout() {
+        // A peer that pipelines calls and never reads their answers, yet keeps sending frames
+        // (its PINGs): once its socket is full and it has taken no byte for 30 s, it is dropped.
+        let (near, mut far) = tokio::io::duplex(4 * 1024);
+        let (server, handle) =
+            Connection::new(Stream::Memory(near), Role::Acceptor, config("s"), Router::new(), Router::new(), None);
+        tokio::spawn(server.run());
+        let mut out = BytesMut::new();
+        crate::frame::encode_preface(&mut out);
+        let hello = crate::frame::Hello {
+            name: "raw".into(),
+            max_frame: crate::frame::DEFAULT_MAX_FRAME,
+            codecs: vec![0],
+            compressions: Vec::new(),
+            token: Bytes::new(),
+            flow: None,
+        };
+        crate::frame::encode_hello(&mut out, &hello).expect("encodes");
+        let method = "Nobody.home_with_a_long_name_that_makes_each_answer_larger";
+        for id in 0..200 {
+            crate::frame::encode_request(&mut out, 2 * id + 1, &Request::new(method, Bytes::new()), u32::MAX)
+                .expect("encodes");
+        }
+        far.write_all(&out).await.expect("write");
+        let start = Instant::now();
+        let mut ping = BytesMut::new();
+        for second in 1..=40 {
+            tokio::time::sleep_until(start + Duration::from_secs(second)).await;
+            if handle.shared.state() == CLOSED {
+                assert_eq!(second, 31, "given up 30 s after the output stopped moving");
+                let reason = handle.closed_status().to_string();
+                assert!(reason.contains("read none of our output for 30s"), "{reason}");
+                return;
+            }
+            crate::frame::encode_ping(&mut ping, second);
+            far.write_all(&ping.split()).await.expect("the server still reads");
+        }
+        panic!("a peer that reads nothing was kept for 40 s");
     }
 
     #[test]

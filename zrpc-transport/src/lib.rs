@@ -37,6 +37,7 @@ pub mod dns;
 pub mod etcd;
 mod feed;
 pub mod frame;
+pub mod limits;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
@@ -52,6 +53,8 @@ pub use address::{Address, InvalidAddress, ToAddress};
 pub use channel::{Channel, ChannelBuilder, ChannelConfig};
 pub use client::{Client, ClientBuilder};
 pub use dns::Dns;
+pub use limits::ConnectionLimits;
+pub use mux::ConnectionStats;
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdRegistry};
 pub use registry::{Registration, Registry};

@@ -29,6 +29,7 @@ use zrpc_core::{NamedService, Request, Response, Router, Status};
 
 use crate::address::{Address, ToAddress};
 use crate::budget::{Budget, DEFAULT_MAX_CONCURRENT_REQUESTS};
+use crate::limits::ConnectionLimits;
 use crate::conn::Connection;
 use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     /// Most handlers running at once across all connections; connections wait their turn
     /// for more (see [`ServerBuilder::max_concurrent_requests`]).
     pub max_concurrent_requests: usize,
+    /// What each client can make its connection hold (see [`limits`](crate::limits)).
+    pub limits: ConnectionLimits,
     /// Where the server registers when bound, if anywhere.
     pub(crate) registry: Option<std::sync::Arc<dyn Registry>>,
     /// TLS under the protocol, if any.
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             heartbeat_timeout: mux.heartbeat_timeout,
             drain_timeout: Duration::from_secs(30),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            limits: ConnectionLimits::default(),
             registry: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -112,6 +116,44 @@ impl<L> ServerBuilder<L> {
     /// How long graceful shutdown waits for calls in progress (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> ServerBuilder<L> {
         self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// Most handlers running at once across all connections (default 100,000). A connection
+    /// that finds them all in use waits its turn, first come first served, one request at a
+    /// time: connections share the server fairly, and nobody is refused (see
+    /// [`limits`](crate::limits)). A handler that answers without waiting does not count.
+    pub fn max_concurrent_requests(mut self, max: usize) -> ServerBuilder<L> {
+        self.config.max_concurrent_requests = max.max(1);
+        self
+    }
+
+    /// Most of a client's requests in progress on its connection at once, oneway included
+    /// (default 1,000; at least 1). Announced to clients, which send no more; one that does is
+    /// not read until it is back within the limit (see [`limits`](crate::limits)).
+    pub fn max_requests(mut self, max: u32) -> ServerBuilder<L> {
+        self.config.limits.max_requests = max.max(1);
+        self
+    }
+
+    /// Most bytes of a client's requests in progress on its connection at once (default 16 MiB;
+    /// one request alone may be larger, up to the frame limit).
+    pub fn max_request_bytes(mut self, bytes: u32) -> ServerBuilder<L> {
+        self.config.limits.max_request_bytes = bytes;
+        self
+    }
+
+    /// Bytes waiting to be written to a client past which its connection starts no new handler
+    /// (default 1 MiB).
+    pub fn max_queued_output(mut self, bytes: usize) -> ServerBuilder<L> {
+        self.config.limits.max_queued_output = bytes;
+        self
+    }
+
+    /// Most metadata entries accepted in one request (default 256); a request with more is
+    /// refused with `ResourceExhausted`, unprocessed.
+    pub fn max_metadata_entries(mut self, entries: u16) -> ServerBuilder<L> {
+        self.config.limits.max_metadata_entries = entries;
         self
     }
 
@@ -219,12 +261,11 @@ where
     pub async fn serve_with_shutdown<F: Future>(self, signal: F) -> io::Result<()> {
         let Server { mut listener, service, names, config, registration } = self;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let conn_config = MuxConfig {
-            max_frame: config.max_frame,
-            heartbeat_interval: config.heartbeat_interval,
-            heartbeat_timeout: config.heartbeat_timeout,
-            ..MuxConfig::named(config.name.clone())
-        };
+        let mut conn_config = MuxConfig::named(config.name.clone());
+        conn_config.max_frame = config.max_frame;
+        conn_config.heartbeat_interval = config.heartbeat_interval;
+        conn_config.heartbeat_timeout = config.heartbeat_timeout;
+        config.limits.apply(&mut conn_config);
         let budget = Budget::new(config.max_concurrent_requests);
         let mut connections = JoinSet::new();
         let mut signal = std::pin::pin!(signal);

@@ -30,8 +30,9 @@ pub fn postcard<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, BoxError> {
     Ok(buf.freeze())
 }
 
-/// The preface and a HELLO announcing `name`, postcard, the default frame limit and no token:
-/// all a client sends before its first request.
+/// The preface and a HELLO announcing `name`, postcard, the default frame limit, no token and no
+/// flow control (a client that ignores the server's limits, as a hostile one does): all a client
+/// sends before its first request.
 ///
 /// # Errors
 /// If the name is longer than 255 bytes.
@@ -44,6 +45,7 @@ pub fn handshake(name: &str) -> Result<BytesMut, BoxError> {
         codecs: vec![CodecId::Postcard.as_u8()],
         compressions: Vec::new(),
         token: Bytes::new(),
+        flow: None,
     };
     frame::encode_hello(&mut out, &hello)?;
     Ok(out)

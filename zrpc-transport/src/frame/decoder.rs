@@ -49,6 +49,18 @@ impl Decoder {
         self.max_frame
     }
 
+    /// How many bytes the frame at the front of `src` still lacks, when it is larger than
+    /// [`RESERVE_AHEAD`]; `None` for a smaller frame, or while its length has not arrived.
+    ///
+    /// A reader that reads no more than this keeps the bytes after a large frame out of the
+    /// large frame's buffer, so that the small frames that follow it never share its memory
+    /// (see [`decode`](Decoder::decode)).
+    pub fn large_frame_rest(&self, src: &[u8]) -> Option<usize> {
+        let len = u32::from_be_bytes(src.get(..LENGTH_LEN)?.try_into().ok()?);
+        let total = usize::try_from(len).ok()?.checked_add(LENGTH_LEN)?;
+        (len <= self.max_frame && total > RESERVE_AHEAD && src.len() < total).then(|| total - src.len())
+    }
+
     /// Decodes the next whole frame from the front of `src`, consuming exactly its bytes.
     ///
     /// Returns `Ok(None)` when `src` does not hold a whole frame yet; nothing is consumed, and
@@ -94,7 +106,7 @@ impl Decoder {
                 // The buffer grew to hold this frame, and what follows it shares that memory: a
                 // small frame kept from there (a handler holding a metadata value) would pin the
                 // large one's whole allocation long after it is gone. Move the rest to a buffer
-                // of its own; it is at most what one read brought in beyond the frame.
+                // of its own: nothing, for a reader that follows `large_frame_rest`.
                 *src = BytesMut::from(&src[..]);
             }
             if let Some(frame) = parse(&frame)? {

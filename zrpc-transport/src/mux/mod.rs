@@ -226,7 +226,7 @@ pub enum ProtocolError {
 /// A snapshot of what a connection holds, for operators and for tests of its bounds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct ConnectionStats {
     /// Bytes waiting to be written.
     pub queued_output: usize,
     /// The most bytes that ever waited to be written at once.
@@ -491,6 +491,16 @@ impl<T> Mux<T> {
         self.is_draining() && self.pending_len() == 0 && self.inbound.is_empty()
     }
 
+    /// The most bytes the driver should read into `buf` next: the rest of a large frame being
+    /// assembled there (see [`Decoder::large_frame_rest`]), so that the frames after it land in
+    /// a buffer of their own; `None` for no limit.
+    pub fn read_limit(&self, buf: &[u8]) -> Option<usize> {
+        match self.phase {
+            Phase::Hello | Phase::Open => self.decoder.large_frame_rest(buf),
+            Phase::Preface | Phase::Broken => None,
+        }
+    }
+
     /// Whether the driver should read: false once the connection failed, and while the peer is
     /// over this side's limits (contract item 6), so that TCP holds it back.
     pub fn wants_read(&self) -> bool {
@@ -498,8 +508,8 @@ impl<T> Mux<T> {
     }
 
     /// What the connection holds now, and the most it held.
-    pub fn stats(&self) -> Stats {
-        Stats {
+    pub fn stats(&self) -> ConnectionStats {
+        ConnectionStats {
             queued_output: self.out.len(),
             peak_queued_output: self.peak_output.max(self.out.len()),
             requests_in_progress: self.inbound.len(),

@@ -1,0 +1,87 @@
+//! What a peer can make one connection hold, and how the bounds compose with a server's own
+//! limits.
+//!
+//! Every buffer a peer can fill has a bound, the same on both ends of a connection (a
+//! [`Server`](crate::Server)'s connections and a [`Channel`](crate::Channel)'s), set with
+//! [`ConnectionLimits`]:
+//!
+//! | bound | default | past it |
+//! |---|---:|---|
+//! | the peer's requests in progress (waiting or being handled), oneway included: [`max_requests`](ConnectionLimits::max_requests) | 1,000 | announced in the HELLO: a zrpc peer sends no more and its callers wait, in order; a peer that ignores it is not read until it is back within it, and TCP holds it back |
+//! | their total size on the wire: [`max_request_bytes`](ConnectionLimits::max_request_bytes) | 16 MiB | the same (one request alone may be larger, up to the frame limit) |
+//! | bytes waiting to be written: [`max_queued_output`](ConnectionLimits::max_queued_output) | 1 MiB | no new handler starts and no new call is sent; handlers already running finish; several PINGs get one PONG |
+//! | metadata entries in one request or response: [`max_metadata_entries`](ConnectionLimits::max_metadata_entries) | 256 | the request is refused with `ResourceExhausted`, unprocessed; the connection stays |
+//! | the frame being read | `max_frame`, 16 MiB | the connection fails: `GOAWAY`, close |
+//!
+//! So a connection holds at most about `max_queued_output` + `max_request_bytes` +
+//! `max_frame` of the peer's making, plus the answers of the handlers that were running when the
+//! output passed its bound, whatever the peer does: a client that never reads, pipelines a
+//! million calls, or floods PINGs. Metadata that arrived stays as it came, a slice of its frame,
+//! so it costs its wire size. A frame larger than 64 KiB gets a buffer of its own, so a small
+//! slice a handler keeps (a metadata value, a [`Blob`](zrpc_core::Blob)) pins at most its own
+//! read buffer (8 to 64 KiB), never a large frame's.
+//!
+//! # Why the peer is held back rather than refused
+//!
+//! Past `max_requests` the connection stops reading instead of answering `ResourceExhausted`:
+//! a refusal is itself output, which a peer that does not read would pile up again, and a
+//! well-behaved zrpc peer never gets there since it knows the limit from the HELLO. Nothing is
+//! dropped, nothing reordered, and the peer's requests wait in TCP, where they cost this side
+//! nothing.
+//!
+//! # With the server's limits
+//!
+//! A [`Server`](crate::Server) also bounds the handlers running at once across all its
+//! connections, [`ServerBuilder::max_concurrent_requests`](crate::ServerBuilder::max_concurrent_requests)
+//! (default 100,000), and shares that budget fairly: a connection that finds it spent queues for
+//! one unit at a time, so connections take turns, and one flooding connection gets no more of it
+//! than a well-behaved one with a single call (see `budget.rs`). Nobody is refused; a connection
+//! that waits stops reading once its peer reaches `max_requests`.
+//!
+//! Limit layers (`zrpc::limit::ConcurrencyLimitLayer`, `RateLimitLayer`) refuse rather than wait,
+//! and see only what these bounds let through: with the default `max_requests` of 1,000, a
+//! `ConcurrencyLimitLayer::new(10_000)` cannot be filled by fewer than ten connections, so one
+//! flooding client cannot get the others refused. To keep a server's refusals for real overload,
+//! set the layer's limit above `max_requests`, and use `max_concurrent_requests` to bound the
+//! total fairly.
+
+use crate::mux::{
+    DEFAULT_MAX_METADATA_ENTRIES, DEFAULT_MAX_QUEUED_OUTPUT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_REQUESTS, MuxConfig,
+};
+
+/// Bounds on what the peer of one connection can make this side hold; see the
+/// [module docs](self).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionLimits {
+    /// The peer's requests in progress here at once (waiting or being handled), oneway included.
+    /// At least 1.
+    pub max_requests: u32,
+    /// Their total size on the wire; one request alone may be larger, up to the frame limit.
+    pub max_request_bytes: u32,
+    /// Bytes waiting to be written past which no new work starts.
+    pub max_queued_output: usize,
+    /// Metadata entries accepted in one request or response.
+    pub max_metadata_entries: u16,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            max_requests: DEFAULT_MAX_REQUESTS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_queued_output: DEFAULT_MAX_QUEUED_OUTPUT,
+            max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Copies these bounds into a mux's configuration.
+    pub(crate) fn apply(&self, config: &mut MuxConfig) {
+        config.max_requests = self.max_requests.max(1);
+        config.max_request_bytes = self.max_request_bytes;
+        config.max_queued_output = self.max_queued_output;
+        config.max_metadata_entries = self.max_metadata_entries;
+    }
+}
