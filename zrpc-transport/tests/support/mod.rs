@@ -154,6 +154,9 @@ pub trait Test {
     /// `len` bytes: a response of a chosen size.
     #[zrpc(idempotent)]
     async fn sized(&self, len: usize) -> Vec<u8>;
+    /// The time the handler has left, as the server sees the call's deadline.
+    #[zrpc(idempotent)]
+    async fn remaining(&self, ctx: &Context) -> Option<Duration>;
 }
 
 /// The [`Test`] every test server runs, served by [`TestServer`].
@@ -200,5 +203,9 @@ impl Test for TestService {
 
     async fn sized(&self, len: usize) -> Vec<u8> {
         vec![7; len]
+    }
+
+    async fn remaining(&self, ctx: &Context) -> Option<Duration> {
+        ctx.remaining()
     }
 }
