@@ -23,6 +23,13 @@
 //! with `Unavailable` promptly. It does not deregister, as a crash would not. Either way the
 //! handle tells when shutdown began ([`ServerHandle::shutting_down`]) and when serving has ended
 //! with every connection closed ([`ServerHandle::stopped`]).
+//!
+//! # Listen backlog
+//!
+//! A TCP or Unix listener holds up to [`ServerBuilder::backlog`] connections (default 1024) that
+//! the kernel has accepted and the server has not yet: a burst of connects beyond it waits in
+//! SYN retries (TCP) or is refused (Unix). The kernel caps the value at `net.core.somaxconn` on
+//! Linux (`kern.ipc.somaxconn` on the BSDs and macOS); raise that too for a larger queue.
 
 use std::fmt;
 use std::future::Future;
@@ -46,6 +53,10 @@ use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
 use crate::registry::{self, Registry};
 
+/// The listen backlog unless configured: what busy servers use (nginx's default is 511, and
+/// Go's is `somaxconn`), well above the 128 of `std` and tokio that a burst of connects overran.
+const DEFAULT_BACKLOG: u32 = 1024;
+
 /// Settings of a [`Server`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -60,6 +71,9 @@ pub struct ServerConfig {
     pub heartbeat_timeout: Duration,
     /// How long graceful shutdown waits for calls in progress.
     pub drain_timeout: Duration,
+    /// Connections the kernel may hold for the server before it accepts them (TCP and Unix
+    /// listeners; capped by the kernel's `somaxconn`).
+    pub backlog: u32,
     /// Where the server registers when bound, if anywhere.
     pub(crate) registry: Option<std::sync::Arc<dyn Registry>>,
     /// TLS under the protocol, if any.
@@ -76,6 +90,7 @@ impl Default for ServerConfig {
             heartbeat_interval: mux.heartbeat_interval,
             heartbeat_timeout: mux.heartbeat_timeout,
             drain_timeout: Duration::from_secs(30),
+            backlog: DEFAULT_BACKLOG,
             registry: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -120,6 +135,15 @@ impl<L> ServerBuilder<L> {
     /// How long graceful shutdown waits for calls in progress (default 30 s).
     pub fn drain_timeout(mut self, timeout: Duration) -> ServerBuilder<L> {
         self.config.drain_timeout = timeout;
+        self
+    }
+
+    /// How many connections the kernel may hold for the server before it accepts them, on TCP
+    /// and Unix listeners (default 1024). Beyond it, connects wait in SYN retries (TCP) or are
+    /// refused (Unix). The kernel silently caps it at `net.core.somaxconn` on Linux (4096 on
+    /// recent kernels, 128 on older ones), `kern.ipc.somaxconn` on the BSDs and macOS.
+    pub fn backlog(mut self, backlog: u32) -> ServerBuilder<L> {
+        self.config.backlog = backlog;
         self
     }
 
@@ -169,7 +193,7 @@ impl<L> ServerBuilder<L> {
         L: Layer<Router>,
     {
         let address = address.to_address().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let listener = Listener::bind(&address).await?;
+        let listener = Listener::bind(&address, self.config.backlog).await?;
         let registration =
             registry::register(self.config.registry.as_ref(), listener.local_addr(), &self.config.name).await?;
         let service = self.layer.layer(self.router.clone());

@@ -1,5 +1,5 @@
-//! Operating a server: stopping it through its `ServerHandle`, gracefully or at once, and
-//! watching it stop. Over real TCP.
+//! Operating a server: stopping it through its `ServerHandle`, gracefully or at once, watching
+//! it stop, and sizing its listen queue. Over real TCP (and Unix sockets for the backlog).
 //!
 //! Nothing sleeps: tests wait on what handlers report and on the handle's own events, each wait
 //! bounded by the liveness timeout. Where a test shows that something happens "promptly", it
@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use zrpc_core::discover::Instance;
 use zrpc_core::{Code, Status};
-use zrpc_transport::{Address, Channel, Registration, Registry, Server, ServerBuilder, ServerHandle};
+use zrpc_transport::{Address, Channel, Registration, Registry, Server, ServerBuilder, ServerConfig, ServerHandle};
 
 /// Longer than any test may take: a drain that is cut short was not waited out.
 const FOREVER: Duration = Duration::from_secs(3600);
@@ -220,4 +220,103 @@ async fn the_handle_counts_open_connections() {
     drop(more);
     server.handle.shutdown();
     server.stopped().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The listen backlog
+//
+// The kernel caps a backlog at `somaxconn` without saying so, and no portable call reads back
+// the value in force, so most of these tests check that binding with a backlog works on every
+// kind of address and that bursts of connects are all served. One, on Linux, shows the queue's
+// length by its effect: a server that is bound but not accepting yet holds a burst larger than
+// the old fixed backlog of 128.
+
+async fn serves_an_echo_at(address: &str, backlog: u32) {
+    let server = Operated::start_at(address, |b| b.backlog(backlog)).await;
+    let text = format!("via {} with backlog {backlog}", server.address);
+    assert_eq!(server.client.echo(text.clone()).await, Ok(text));
+    server.handle.shutdown();
+    server.stopped().await;
+}
+
+#[test]
+fn the_default_backlog_is_1024() {
+    assert_eq!(ServerConfig::default().backlog, 1024);
+}
+
+#[tokio::test]
+async fn a_server_binds_with_a_chosen_backlog_on_tcp() {
+    serves_an_echo_at("tcp://127.0.0.1:0", 16).await;
+    serves_an_echo_at("tcp://localhost:0", 4096).await;
+    // Beyond what the kernel takes: capped, not refused.
+    serves_an_echo_at("tcp://127.0.0.1:0", u32::MAX).await;
+}
+
+#[tokio::test]
+async fn a_server_binds_with_a_chosen_backlog_on_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this host has no IPv6 loopback");
+        return;
+    }
+    serves_an_echo_at("tcp://[::1]:0", 64).await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_server_binds_with_a_chosen_backlog_on_a_unix_socket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    serves_an_echo_at(&format!("unix://{}", dir.path().join("backlog.sock").display()), 16).await;
+}
+
+#[tokio::test]
+async fn a_bind_to_an_address_in_use_fails_with_addr_in_use() {
+    let (server, _events) = bind(|b| b).await;
+    let taken = server.local_addr().clone();
+    let err = Server::builder().bind(&taken.to_string()).await.expect_err("the port is taken");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connects_is_served_in_full() {
+    const CLIENTS: usize = 300;
+    let (server, _events) = bind(|b| b).await;
+    let (handle, address) = (server.handle(), server.local_addr().clone());
+    let serving = tokio::spawn(server.serve());
+
+    let calls = (0..CLIENTS).map(|i| {
+        let address = address.clone();
+        tokio::spawn(async move {
+            let client = client_of(&address).await;
+            client.echo(format!("client {i}")).await
+        })
+    });
+    let answers = within("every client's call", futures::future::join_all(calls)).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.expect("task"), Ok(format!("client {i}")));
+    }
+    handle.shutdown();
+    within("serve returns", serving).await.expect("serve did not panic").expect("served");
+}
+
+/// Linux holds up to `backlog + 1` handshaken connections for a listener that does not accept,
+/// and drops the SYNs of any more, which then wait in SYN retries: with the old fixed backlog
+/// of 128 this burst would not complete.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_bound_server_queues_a_burst_beyond_128_before_it_accepts() {
+    const BURST: usize = 300;
+    const BACKLOG: u32 = 512;
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok());
+    if somaxconn.is_none_or(|max: u32| max < BACKLOG) {
+        eprintln!("skipped: net.core.somaxconn is {somaxconn:?}, below the {BACKLOG} this test needs");
+        return;
+    }
+    let (server, _events) = bind(|b| b.backlog(BACKLOG)).await;
+    let Address::Tcp(hostport) = server.local_addr().clone() else { panic!("a tcp address") };
+    // The server is bound, not serving: every connect completes in the kernel's queue.
+    let connects = (0..BURST).map(|_| tokio::net::TcpStream::connect(hostport.clone()));
+    let streams = within("every connect of the burst", futures::future::join_all(connects)).await;
+    let connected = streams.into_iter().filter(Result::is_ok).count();
+    assert_eq!(connected, BURST);
+    drop(server);
 }
