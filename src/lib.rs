@@ -50,7 +50,7 @@
 //! |---|---|
 //! | `zrpc-macros` | [`service`], the attribute macro |
 //! | `zrpc-core` | [`Context`], [`Status`]/[`Code`], codecs, [`Request`]/[`Response`], [`Router`]; the governance layers: [`discover`], [`balance`], [`breaker`], [`retry`] ([`FailMode`]), [`timeout`] |
-//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`], [`Channel`], [`Client`] (discovery, balancing, fail modes, timeouts and breakers over channels) |
+//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`] (and [`ServerHandle`] to stop it), [`Channel`], [`Client`] (discovery, balancing, fail modes, timeouts and breakers over channels) |
 //!
 //! # Features
 //!
@@ -77,7 +77,7 @@ pub use zrpc_core::{
 
 pub use zrpc_transport::{
     Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Client, ClientBuilder, Server, ServerBuilder,
-    ServerConfig, ToAddress,
+    ServerConfig, ServerHandle, ToAddress,
 };
 
 /// The wire protocol, the connection state machine and the byte streams, for people writing

@@ -148,7 +148,10 @@ async fn a_panic_while_decoding_arguments_is_internal_and_the_connection_lives_o
 async fn the_deadline_travels_and_child_contexts_keep_it() {
     let (channel, _stop) = serve_both().await;
     let greeter = GreeterClient::new(channel);
-    assert_eq!(greeter.budget_ms().await.expect("call"), None, "no deadline, none on the server");
+    let defaulted = greeter.budget_ms().await.expect("call").expect("the channel's default deadline arrived");
+    assert!(defaulted > 0 && defaulted <= 10_000, "{defaulted} ms left");
+    let unbounded = greeter.with_context(Context::new().without_deadline());
+    assert_eq!(unbounded.budget_ms().await.expect("call"), None, "no deadline by choice, none on the server");
 
     let hurried = greeter.with_context(Context::new().with_timeout(Duration::from_secs(30)));
     let left = hurried.budget_ms().await.expect("call").expect("the deadline arrived");

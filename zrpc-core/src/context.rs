@@ -5,6 +5,27 @@
 //! the *remaining* duration, so the two machines' clocks need not agree. A handler that calls
 //! further services passes [`Context::child`] on, which keeps the remaining deadline and the
 //! trace but not the metadata.
+//!
+//! # Deadlines and defaults
+//!
+//! A context is in one of three states as to its deadline:
+//!
+//! 1. **Unset** (a new context): no deadline yet. Channels and clients give such a call a
+//!    *default* deadline when it enters them (10 s unless configured otherwise; see
+//!    `ChannelBuilder::default_timeout` and `ClientBuilder::default_timeout` in
+//!    `zrpc-transport`), so that no call waits forever by accident. The context then remembers
+//!    whose default it was ([`Context::deadline_origin`]), for error messages.
+//! 2. **A deadline**, set by the caller ([`Context::with_timeout`], [`Context::with_deadline`]),
+//!    by a layer such as a whole-call timeout, or by a default. No default replaces it, longer
+//!    or shorter.
+//! 3. **Unbounded** ([`Context::without_deadline`]): no deadline, by the caller's choice, for a
+//!    long poll or a watch that may legitimately wait for hours. No default applies. A deadline
+//!    set later still applies, so a layer that caps every call (a client's `timeout`, a
+//!    [`Timeout`](crate::timeout::Timeout)) still caps this one.
+//!
+//! The choice of an unbounded call is not sent to the server (the protocol carries only the
+//! remaining time), and [`Context::child`] does not carry it either: each call that should wait
+//! without limit says so itself, and a handler's downstream calls get defaults as usual.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,7 +40,7 @@ use crate::trace::TraceContext;
 /// Cloning is cheap when the metadata is small; an empty context does not allocate.
 #[derive(Clone, Debug, Default)]
 pub struct Context {
-    deadline: Option<Instant>,
+    deadline: Deadline,
     metadata: Metadata,
     caller: Option<Arc<str>>,
     trace: Option<TraceContext>,
@@ -72,6 +93,25 @@ impl PartialEq for PickRecord {
 
 impl Eq for PickRecord {}
 
+/// Where a context stands as to its deadline; see the [module docs](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Deadline {
+    /// No deadline yet: a default may give it one.
+    #[default]
+    Unset,
+    /// No deadline, by the caller's choice: no default applies.
+    Unbounded,
+    /// A deadline; `origin` names the default that set it, if one did.
+    At { at: Instant, origin: Option<&'static str> },
+}
+
+impl Deadline {
+    /// A deadline the caller (or a layer acting for it) chose.
+    fn chosen(at: Option<Instant>) -> Deadline {
+        at.map_or(Deadline::Unset, |at| Deadline::At { at, origin: None })
+    }
+}
+
 impl Context {
     /// An empty context: no deadline, no metadata, no trace.
     pub fn new() -> Context {
@@ -80,30 +120,86 @@ impl Context {
 
     /// The instant after which the call is abandoned, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match self.deadline {
+            Deadline::At { at, .. } => Some(at),
+            Deadline::Unset | Deadline::Unbounded => None,
+        }
     }
 
     /// Time left until the deadline (zero once it has passed), or `None` without a deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline().map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Sets the deadline.
     pub fn with_deadline(mut self, deadline: Instant) -> Context {
-        self.deadline = Some(deadline);
+        self.deadline = Deadline::chosen(Some(deadline));
         self
     }
 
     /// Sets the deadline to `timeout` from now, or keeps an earlier one already set.
     pub fn with_timeout(mut self, timeout: Duration) -> Context {
         let candidate = Instant::now() + timeout;
-        self.deadline = Some(self.deadline.map_or(candidate, |d| d.min(candidate)));
+        if self.deadline().is_none_or(|d| candidate < d) {
+            self.deadline = Deadline::chosen(Some(candidate));
+        }
         self
     }
 
-    /// Replaces the deadline.
+    /// Replaces the deadline. `None` leaves the call without one, open to defaults again.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline;
+        self.deadline = Deadline::chosen(deadline);
+    }
+
+    /// No deadline, and no default deadline either: the call may wait as long as it takes, as a
+    /// long poll or a watch must. Per call, where a client's `default_timeout(None)` opts a whole
+    /// client out.
+    ///
+    /// A deadline set afterwards ([`with_timeout`](Context::with_timeout), a timeout layer that
+    /// caps every call) still applies. Neither the server nor [`child`](Context::child) contexts
+    /// inherit the choice (see the [module docs](self)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use zrpc_core::Context;
+    ///
+    /// let watch = Context::new().without_deadline();
+    /// assert!(watch.is_unbounded());
+    /// assert_eq!(watch.deadline(), None);
+    /// ```
+    pub fn without_deadline(mut self) -> Context {
+        self.deadline = Deadline::Unbounded;
+        self
+    }
+
+    /// Whether the call opted out of deadlines with [`without_deadline`](Context::without_deadline)
+    /// and has not been given one since: no default deadline applies to it.
+    pub fn is_unbounded(&self) -> bool {
+        self.deadline == Deadline::Unbounded
+    }
+
+    /// Gives a call that has no deadline, and has not opted out of one, the deadline `timeout`
+    /// from now. `origin` says whose default this is, for error messages (`"the channel's
+    /// default"`); [`deadline_origin`](Context::deadline_origin) returns it. Returns whether the
+    /// default was applied. What channels and clients do as a call enters them.
+    pub fn apply_default_timeout(&mut self, timeout: Duration, origin: &'static str) -> bool {
+        if self.deadline != Deadline::Unset {
+            return false;
+        }
+        // A default too far away for the clock is no deadline at all.
+        let Some(at) = Instant::now().checked_add(timeout) else { return false };
+        self.deadline = Deadline::At { at, origin: Some(origin) };
+        true
+    }
+
+    /// Whose default set the deadline, when a default did (e.g. `"the channel's default"`);
+    /// `None` when the caller or a layer acting for it chose the deadline, or there is none.
+    pub fn deadline_origin(&self) -> Option<&'static str> {
+        match self.deadline {
+            Deadline::At { origin, .. } => origin,
+            Deadline::Unset | Deadline::Unbounded => None,
+        }
     }
 
     /// The call's metadata.
@@ -171,8 +267,16 @@ impl Context {
 
     /// A context for a downstream call made while handling this one: the same deadline, the
     /// same trace with a new span id; no metadata, caller or hints.
+    ///
+    /// The deadline passes on as the child's own, whoever set it. An unbounded call's child is
+    /// not unbounded but unset: defaults apply to it, as they do on the server, which never
+    /// learns that its caller opted out (see the [module docs](self)).
     pub fn child(&self) -> Context {
-        Context { deadline: self.deadline, trace: self.trace.as_ref().map(TraceContext::child), ..Context::default() }
+        Context {
+            deadline: Deadline::chosen(self.deadline()),
+            trace: self.trace.as_ref().map(TraceContext::child),
+            ..Context::default()
+        }
     }
 }
 
@@ -200,5 +304,69 @@ mod tests {
         assert_ne!(child.trace().map(|t| t.span_id), Some(trace.span_id));
         assert!(child.metadata().is_empty());
         assert_eq!(child.caller(), "");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_default_applies_only_to_a_call_without_a_deadline() {
+        let mut unset = Context::new();
+        assert!(unset.apply_default_timeout(Duration::from_secs(10), "the test's default"));
+        assert_eq!(unset.remaining(), Some(Duration::from_secs(10)));
+        assert_eq!(unset.deadline_origin(), Some("the test's default"));
+        // A second default does not move the first.
+        assert!(!unset.apply_default_timeout(Duration::from_secs(1), "another default"));
+        assert_eq!(unset.remaining(), Some(Duration::from_secs(10)));
+
+        // The caller's own deadline stays, longer or shorter than the default.
+        let mut patient = Context::new().with_timeout(Duration::from_secs(60));
+        assert!(!patient.apply_default_timeout(Duration::from_secs(10), "the test's default"));
+        assert_eq!(patient.remaining(), Some(Duration::from_secs(60)));
+        assert_eq!(patient.deadline_origin(), None);
+
+        let mut unbounded = Context::new().without_deadline();
+        assert!(!unbounded.apply_default_timeout(Duration::from_secs(10), "the test's default"));
+        assert_eq!(unbounded.deadline(), None);
+        assert!(unbounded.is_unbounded());
+
+        // A default beyond the clock's range is no deadline.
+        let mut far = Context::new();
+        assert!(!far.apply_default_timeout(Duration::MAX, "the test's default"));
+        assert_eq!(far.deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_set_after_opting_out_still_applies() {
+        let capped = Context::new().without_deadline().with_timeout(Duration::from_secs(2));
+        assert_eq!(capped.remaining(), Some(Duration::from_secs(2)));
+        assert!(!capped.is_unbounded());
+
+        let mut cleared = Context::new().without_deadline();
+        cleared.set_deadline(None);
+        assert!(!cleared.is_unbounded(), "set_deadline(None) leaves the call open to defaults");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tighter_deadline_replaces_a_default_and_its_origin() {
+        let mut ctx = Context::new();
+        ctx.apply_default_timeout(Duration::from_secs(10), "the test's default");
+        let kept = ctx.clone().with_timeout(Duration::from_secs(30));
+        assert_eq!(
+            (kept.remaining(), kept.deadline_origin()),
+            (Some(Duration::from_secs(10)), Some("the test's default"))
+        );
+        let tighter = ctx.with_timeout(Duration::from_secs(1));
+        assert_eq!((tighter.remaining(), tighter.deadline_origin()), (Some(Duration::from_secs(1)), None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_keeps_the_deadline_but_not_the_opt_out_or_the_origin() {
+        let child = Context::new().without_deadline().child();
+        assert!(!child.is_unbounded());
+        assert_eq!(child.deadline(), None);
+
+        let mut defaulted = Context::new();
+        defaulted.apply_default_timeout(Duration::from_secs(10), "the test's default");
+        let child = defaulted.child();
+        assert_eq!(child.deadline(), defaulted.deadline());
+        assert_eq!(child.deadline_origin(), None);
     }
 }

@@ -11,6 +11,20 @@
 //!    attempt is, so that a retry layer can go elsewhere — unless the channel was built with
 //!    [`ChannelBuilder::wait_for_ready`], in which case they wait (up to their deadline).
 //! 4. When the last clone is dropped, the task ends and the connection closes once idle.
+//!
+//! # Deadlines
+//!
+//! No call through a channel waits forever by default. A request whose [`Context`] has no
+//! deadline is given one as it enters the channel: now plus the channel's default timeout
+//! ([`ChannelBuilder::default_timeout`], 10 s unless configured, as in tarpc). It is sent to the
+//! server like any other deadline, so the handler sees the time it has left too, and the call
+//! fails with `DeadlineExceeded` when it passes, whether the server is slow, stuck, or still
+//! answering pings while it never answers the call.
+//!
+//! A caller's own deadline is never changed, longer or shorter. A call that must wait without
+//! limit (a long poll, a watch) opts out with [`Context::without_deadline`];
+//! `default_timeout(None)` turns the default off for the whole channel. A [`Client`](crate::Client)
+//! applies its own default to the whole call instead and turns its channels' off.
 
 use std::fmt;
 use std::future::Future;
@@ -23,11 +37,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 use tower::Service;
 use zrpc_core::backoff::Backoff;
 use zrpc_core::balance::Available;
-use zrpc_core::{Request, Response, Router, Status};
+use zrpc_core::{Context, Request, Response, Router, Status};
 
 use crate::address::{Address, ToAddress};
 use crate::conn::{CallFuture, Connection, Handle};
@@ -35,6 +48,14 @@ use crate::limits::ConnectionLimits;
 use crate::mux::ConnectionStats;
 use crate::listener;
 use crate::mux::{MuxConfig, Role};
+
+/// The deadline a call without one gets by default, in a [`Channel`] or a
+/// [`Client`](crate::Client): long enough for any ordinary call, short enough that a stuck one is
+/// noticed (tarpc's default too).
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whose default a channel's default deadline is, in error messages.
+const ORIGIN: &str = "the channel's default";
 
 /// Settings of a [`Channel`]; built with [`Channel::builder`].
 #[derive(Clone, Debug)]
@@ -54,6 +75,9 @@ pub struct ChannelConfig {
     pub backoff: Backoff,
     /// Whether calls wait for a connection instead of failing while reconnecting.
     pub wait_for_ready: bool,
+    /// The deadline given to calls that have none, from when they enter the channel; `None`
+    /// for none (see the [module docs](self#deadlines)).
+    pub default_timeout: Option<Duration>,
     /// Auth token sent in the HELLO.
     pub token: bytes::Bytes,
     /// What the server can make the connection hold (see [`limits`](crate::limits)).
@@ -74,6 +98,7 @@ impl Default for ChannelConfig {
             connect_timeout: Duration::from_secs(5),
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
             wait_for_ready: false,
+            default_timeout: Some(DEFAULT_TIMEOUT),
             token: bytes::Bytes::new(),
             limits: ConnectionLimits::default(),
             #[cfg(feature = "tls")]
@@ -138,6 +163,15 @@ impl ChannelBuilder {
     /// `Unavailable` while the endpoint is unreachable (default `false`).
     pub fn wait_for_ready(mut self, wait: bool) -> ChannelBuilder {
         self.config.wait_for_ready = wait;
+        self
+    }
+
+    /// The deadline of calls that have none, counted from when they enter the channel (default
+    /// `Some(10 s)`); `None` lets such calls wait as long as the connection lives. A caller's
+    /// own deadline is never changed, and a call made with [`Context::without_deadline`] gets
+    /// none. See the [module docs](crate::channel#deadlines).
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> ChannelBuilder {
+        self.config.default_timeout = timeout;
         self
     }
 
@@ -297,8 +331,9 @@ impl Inner {
         }
     }
 
-    /// A connection to call through, waiting while one is being made.
-    async fn handle(&self, deadline: Option<Instant>) -> Result<Handle, Status> {
+    /// A connection to call through, waiting while one is being made, up to the deadline of
+    /// `ctx` (whose origin the error names).
+    async fn handle(&self, ctx: &Context) -> Result<Handle, Status> {
         self.start();
         match &*self.state.borrow() {
             State::Ready(handle) if handle.is_ready() => return Ok(handle.clone()),
@@ -319,10 +354,11 @@ impl Inner {
                 }
             }
         };
-        match deadline {
+        match ctx.deadline() {
             None => wait.await,
             Some(deadline) => tokio::time::timeout_at(deadline, wait).await.unwrap_or_else(|_| {
-                let message = format!("deadline exceeded while connecting to {}", self.address);
+                let origin = ctx.deadline_origin().map(|origin| format!(" ({origin})")).unwrap_or_default();
+                let message = format!("deadline{origin} exceeded while connecting to {}", self.address);
                 Err(Status::deadline_exceeded(message).mark_unprocessed())
             }),
         }
@@ -466,7 +502,10 @@ impl Service<Request> for Channel {
 
 impl Channel {
     /// [`Service::call`], which needs no `&mut`.
-    pub(crate) fn send(&self, request: Request) -> ResponseFuture {
+    pub(crate) fn send(&self, mut request: Request) -> ResponseFuture {
+        if let Some(timeout) = self.inner.config.default_timeout {
+            request.ctx_mut().apply_default_timeout(timeout, ORIGIN);
+        }
         self.inner.start();
         if let State::Ready(handle) = &*self.inner.state.borrow()
             && handle.is_ready()
@@ -475,7 +514,7 @@ impl Channel {
         }
         let inner = self.inner.clone();
         let wait = async move {
-            let handle = inner.handle(request.ctx().deadline()).await?;
+            let handle = inner.handle(request.ctx()).await?;
             handle.call(request).await
         };
         ResponseFuture { kind: Kind::Connecting { wait: Box::pin(wait) } }

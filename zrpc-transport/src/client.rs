@@ -5,8 +5,10 @@
 //! over one [`Channel`]. Each call passes through these layers, from the caller inward
 //! (DESIGN §5):
 //!
-//! 1. **Timeout** for the whole call ([`ClientBuilder::timeout`], optional): the tighter of the
-//!    caller's deadline and this limit, covering every attempt and backoff.
+//! 1. **Deadline** for the whole call, covering every attempt and backoff: the caller's own if
+//!    it set one; otherwise the client's default ([`ClientBuilder::default_timeout`], 10 s
+//!    unless configured), so that no call waits forever by accident. In either case a
+//!    [`ClientBuilder::timeout`], if set, caps it (see [Deadlines](#deadlines)).
 //! 2. **In-flight cap** ([`ClientBuilder::max_in_flight`], optional): calls beyond it wait for a
 //!    slot, up to their deadline.
 //! 3. **Retry** by the [`FailMode`] ([`ClientBuilder::fail_mode`], default `Failfast`), with capped
@@ -32,6 +34,32 @@
 //!
 //! Besides ordinary calls, [`Client::broadcast`] sends a request to every endpoint and
 //! [`Client::fork`] to several at once, keeping the first success.
+//!
+//! # Deadlines
+//!
+//! Two settings bound a call, and they differ in whom they overrule:
+//!
+//! | setting | applies to | default |
+//! |---|---|---|
+//! | [`default_timeout`](ClientBuilder::default_timeout) | calls whose caller set no deadline; a caller's deadline, longer or shorter, is kept | `Some(10 s)` |
+//! | [`timeout`](ClientBuilder::timeout) | every call: the deadline becomes the tighter of the caller's (or the default) and this | none |
+//!
+//! The default is a safety net: without it, a call to a server that answers pings but never
+//! answers the call would wait forever. It is set in the call's [`Context`] as the call enters
+//! the client, so it covers every attempt, retry and backoff, and servers see the time left. A
+//! call that must wait without limit (a long poll, a watch) opts out with
+//! [`Context::without_deadline`]; a client built with `default_timeout(None)` applies no default
+//! at all. Neither escapes a `timeout`: a cap caps every call.
+//!
+//! The client's channels apply no default of their own (they are built with
+//! [`ChannelBuilder::default_timeout`]`(None)` before [`ClientBuilder::channel`] configures them),
+//! so the client's default is the only one and no attempt is cut short by a channel's. A
+//! channel default set deliberately in [`ClientBuilder::channel`] bounds each attempt of the
+//! calls that reach it with no deadline: those of a client built with `default_timeout(None)`
+//! whose caller set none (not calls made `without_deadline`, to which no default applies).
+//!
+//! [`Context`]: zrpc_core::Context
+//! [`Context::without_deadline`]: zrpc_core::Context::without_deadline
 //!
 //! # Cost
 //!
@@ -59,7 +87,10 @@ use zrpc_core::timeout::{self, Timeout};
 use zrpc_core::{FailMode, PickRecord, Request, Response, Status};
 
 use crate::address::Address;
-use crate::channel::{Channel, ChannelBuilder};
+use crate::channel::{Channel, ChannelBuilder, DEFAULT_TIMEOUT};
+
+/// Whose default a client's default deadline is, in error messages.
+const ORIGIN: &str = "the client's default";
 
 /// How each endpoint's channels are configured, after the client's name is set.
 type Configure = Arc<dyn Fn(ChannelBuilder) -> ChannelBuilder + Send + Sync>;
@@ -77,6 +108,7 @@ pub struct ClientBuilder {
     picker: Box<dyn Pick>,
     filter: Filter,
     fail_mode: FailMode,
+    default_timeout: Option<Duration>,
     timeout: Option<Duration>,
     attempt_timeout: Option<Duration>,
     breaker: Option<BreakerConfig>,
@@ -130,8 +162,22 @@ impl ClientBuilder {
         self
     }
 
-    /// A limit on the whole call, every attempt and backoff included (default none: only the
-    /// caller's deadline, if any). The caller's deadline still wins when it is tighter.
+    /// The deadline of calls whose caller set none, for the whole call, every attempt and
+    /// backoff included (default `Some(10 s)`); `None` lets such calls wait as long as their
+    /// attempts do. A caller's own deadline is kept, longer or shorter, and a call made with
+    /// [`Context::without_deadline`](zrpc_core::Context::without_deadline) gets none.
+    ///
+    /// Unlike [`timeout`](ClientBuilder::timeout), which caps every call, this only fills in a
+    /// missing deadline (see the [module docs](crate::client#deadlines)).
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> ClientBuilder {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// A limit on the whole call, every attempt and backoff included, whatever deadline the
+    /// caller set or [`default_timeout`](ClientBuilder::default_timeout) gave (default none).
+    /// The caller's deadline still wins when it is tighter; a call made
+    /// [`without_deadline`](zrpc_core::Context::without_deadline) is capped too.
     pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.timeout = Some(timeout);
         self
@@ -165,7 +211,9 @@ impl ClientBuilder {
     }
 
     /// Configures every endpoint's channels: heartbeat, backoff between connection attempts,
-    /// connect timeout, frame limit, token. Applied after [`name`](ClientBuilder::name).
+    /// connect timeout, frame limit, token. Applied after [`name`](ClientBuilder::name) and
+    /// after turning the channels' own default deadline off (the client has its own, see
+    /// [`default_timeout`](ClientBuilder::default_timeout)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -255,6 +303,7 @@ impl ClientBuilder {
             registry,
             settings: Arc::new(Settings {
                 fail_mode: self.fail_mode,
+                default_timeout: self.default_timeout,
                 timeout: self.timeout,
                 attempt_timeout: self.attempt_timeout,
             }),
@@ -270,6 +319,7 @@ impl fmt::Debug for ClientBuilder {
             .field("picker", &self.picker)
             .field("filter", &self.filter)
             .field("fail_mode", &self.fail_mode)
+            .field("default_timeout", &self.default_timeout)
             .field("timeout", &self.timeout)
             .field("attempt_timeout", &self.attempt_timeout)
             .field("breaker", &self.breaker)
@@ -300,6 +350,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Settings {
     fail_mode: FailMode,
+    default_timeout: Option<Duration>,
     timeout: Option<Duration>,
     attempt_timeout: Option<Duration>,
 }
@@ -355,6 +406,7 @@ impl Client {
             picker: Box::new(P2c::default()),
             filter: Filter::default(),
             fail_mode: FailMode::Failfast,
+            default_timeout: Some(DEFAULT_TIMEOUT),
             timeout: None,
             attempt_timeout: None,
             breaker: Some(BreakerConfig::default()),
@@ -389,11 +441,13 @@ impl Client {
     /// breaker is open or that cannot connect answers with its `Unavailable` error, and a
     /// client with no endpoint returns that error under an empty address.
     ///
-    /// The whole-call timeout applies to each endpoint's call. Before the client's first call
-    /// discovery has not started yet: the request then goes through the balancer to one
-    /// endpoint first, which starts discovery, and to the others once their set is known, so
-    /// every endpoint still receives it once.
+    /// The client's deadlines apply as to any call: the default, if the caller set no deadline,
+    /// is set once for the broadcast, and the whole-call timeout applies to each endpoint's
+    /// call. Before the client's first call discovery has not started yet: the request then
+    /// goes through the balancer to one endpoint first, which starts discovery, and to the
+    /// others once their set is known, so every endpoint still receives it once.
     pub async fn broadcast(&self, request: Request) -> Vec<(Arc<str>, Result<Response, Status>)> {
+        let request = self.with_default_deadline(request);
         let (first, others) = self.spread(&request, usize::MAX).await;
         let calls = others.iter().map(|(_, endpoint)| self.call_endpoint(endpoint, request.clone()));
         let first = futures::future::OptionFuture::from(first);
@@ -406,6 +460,7 @@ impl Client {
     /// Sends `request` to `n` endpoints at once (all of them when `n` is 0 or more than there
     /// are), available ones first, bypassing retries, and returns the first success with
     /// the address of the endpoint that gave it. The other calls are then cancelled on the wire.
+    /// Deadlines apply as in [`broadcast`](Client::broadcast).
     ///
     /// # Errors
     ///
@@ -413,6 +468,7 @@ impl Client {
     /// message when there were several; `Unavailable` when there is no endpoint.
     pub async fn fork(&self, request: Request, n: usize) -> Result<(Arc<str>, Response), Status> {
         let n = if n == 0 { usize::MAX } else { n };
+        let request = self.with_default_deadline(request);
         let (first, others) = self.spread(&request, n).await;
         let tried = usize::from(first.is_some()) + others.len();
         let mut calls: Vec<Forked> = Vec::with_capacity(tried);
@@ -478,6 +534,14 @@ impl Client {
         (first, endpoints)
     }
 
+    /// `request` with the client's default deadline if it has none and has not opted out.
+    fn with_default_deadline(&self, mut request: Request) -> Request {
+        if let Some(timeout) = self.settings.default_timeout {
+            request.ctx_mut().apply_default_timeout(timeout, ORIGIN);
+        }
+        request
+    }
+
     /// One call through the balancer, under the whole-call timeout but without retries.
     fn call_balanced(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + use<> {
         let balance = self.balance.clone();
@@ -518,6 +582,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("endpoints", &self.endpoints())
             .field("fail_mode", &self.settings.fail_mode)
+            .field("default_timeout", &self.settings.default_timeout)
             .field("timeout", &self.settings.timeout)
             .field("attempt_timeout", &self.settings.attempt_timeout)
             .field("balance", &self.balance)
@@ -538,6 +603,7 @@ impl Service<Request> for Client {
     }
 
     fn call(&mut self, request: Request) -> ResponseFuture {
+        let request = self.with_default_deadline(request);
         let inner = match &mut self.stack {
             Stack::Limited(svc) => Either::Left(svc.call(request)),
             Stack::Bare(svc) => Either::Right(svc.call(request)),
@@ -677,7 +743,9 @@ impl Connect for Connector {
             Ok(address) => {
                 let channels = (0..self.connections)
                     .map(|_| {
-                        let builder = Channel::builder(address.clone()).name(self.name.clone());
+                        // The client's default covers the whole call; a channel's own would
+                        // cut attempts short, so it is off unless `configure` sets one.
+                        let builder = Channel::builder(address.clone()).name(self.name.clone()).default_timeout(None);
                         let builder = match &self.configure {
                             Some(configure) => configure(builder),
                             None => builder,

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`frame`] | the wire format (`docs/PROTOCOL.md`): preface, HELLO, frames; encode and decode, no I/O |
 //! | [`mux`] | one end of a connection as a state machine: ids, pending calls, heartbeat, GOAWAY; no I/O |
-//! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown |
+//! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown; [`ServerHandle`] to stop it and watch it stop |
 //! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
 //! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
@@ -58,7 +58,7 @@ pub use mux::ConnectionStats;
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdRegistry};
 pub use registry::{Registration, Registry};
-pub use server::{Server, ServerBuilder, ServerConfig};
+pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle};
 pub use stream::Stream;
 #[cfg(feature = "tls")]
 pub use tls::{ClientTls, ServerTls, TlsError};

@@ -3,6 +3,12 @@
 //! In-memory endpoints live in a process-wide table from name to listener, so a client in the
 //! same process reaches a server by `mem://name` with no socket at all; binding `mem://` (no
 //! name) picks a fresh unique one.
+//!
+//! TCP and Unix listeners are built socket by socket (tokio's `TcpSocket` and `UnixSocket`)
+//! rather than with `TcpListener::bind`, whose listen backlog is fixed at 128, so that the
+//! server's configured backlog reaches `listen(2)`. The kernel caps it at `somaxconn` without
+//! saying so, and no portable call reads back the value in force: tests can check that binding
+//! with a backlog works and that bursts of connects are all served, not the queue's length.
 
 use std::collections::HashMap;
 use std::io;
@@ -45,17 +51,26 @@ enum Kind {
 }
 
 impl Listener {
-    pub(crate) async fn bind(address: &Address) -> io::Result<Listener> {
+    /// Listens on `address`, with a listen queue of `backlog` connections for TCP and Unix
+    /// sockets (in-memory listeners have no queue to size).
+    ///
+    /// # Errors
+    /// The resolution's or the socket's I/O error, `AddrInUse` for an in-memory name already
+    /// bound, `Unsupported` for a transport this build lacks.
+    #[cfg_attr(not(any(feature = "tcp", all(feature = "unix", unix))), allow(unused_variables))]
+    pub(crate) async fn bind(address: &Address, backlog: u32) -> io::Result<Listener> {
         match address {
             #[cfg(feature = "tcp")]
             Address::Tcp(hostport) => {
-                let listener = tokio::net::TcpListener::bind(hostport.as_str()).await?;
+                let listener = bind_tcp(hostport, backlog).await?;
                 let local = Address::from(listener.local_addr()?);
                 Ok(Listener { kind: Kind::Tcp(listener), local })
             }
             #[cfg(all(feature = "unix", unix))]
             Address::Unix(path) => {
-                let listener = tokio::net::UnixListener::bind(path)?;
+                let socket = tokio::net::UnixSocket::new_stream()?;
+                socket.bind(path)?;
+                let listener = socket.listen(backlog)?;
                 Ok(Listener { kind: Kind::Unix(listener), local: address.clone() })
             }
             Address::Memory(name) => {
@@ -125,6 +140,32 @@ impl Drop for Listener {
             Kind::Tcp(_) => {}
         }
     }
+}
+
+/// A TCP listener on the first address `hostport` resolves to that can be bound, as
+/// `TcpListener::bind` does it (`SO_REUSEADDR` on Unix, so that a restarted server can bind
+/// while its old connections linger in `TIME_WAIT`), but listening with `backlog`.
+#[cfg(feature = "tcp")]
+async fn bind_tcp(hostport: &str, backlog: u32) -> io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(hostport).await? {
+        let attempt = (|| {
+            let socket =
+                if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            // Windows reads SO_REUSEADDR as leave to take over a port in use: std and mio do not
+            // set it there, nor does this.
+            #[cfg(unix)]
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(backlog)
+        })();
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{hostport} resolved to no address"))))
 }
 
 /// Opens a byte stream to `address`.

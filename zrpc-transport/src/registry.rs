@@ -14,9 +14,9 @@
 //! 3. on graceful shutdown, deregisters **before** it starts draining, so that clients drop it
 //!    from their endpoints while its calls in progress finish. Deregistering is best effort: a
 //!    registry that cannot be reached is logged, not waited for;
-//! 4. when it dies without shutting down (its task aborted, the process killed), the
-//!    registration is dropped and no longer renewed: the registry forgets it once its lease or
-//!    session expires.
+//! 4. when it dies without shutting down (its task aborted, the process killed) or is stopped
+//!    with [`ServerHandle::abort`](crate::ServerHandle::abort), the registration is dropped and
+//!    no longer renewed: the registry forgets it once its lease or session expires.
 
 use std::fmt;
 use std::future::Future;

@@ -6,13 +6,30 @@
 //! A server given a [`Registry`] ([`ServerBuilder::register`]) registers its real address there
 //! when it is bound (see [`registry`]).
 //!
-//! Graceful shutdown ([`Server::serve_with_shutdown`]):
+//! # Stopping
+//!
+//! A server stops when the signal given to [`Server::serve_with_shutdown`] completes or when a
+//! [`ServerHandle`] (from [`Server::handle`], obtainable before serving) asks, whichever comes
+//! first. Graceful shutdown ([`ServerHandle::shutdown`], or the signal):
 //! 1. the server deregisters, if registered, so clients stop choosing it; then the listener is
 //!    closed, so new connections are refused;
 //! 2. every connection sends GOAWAY: clients send new calls elsewhere, and a request that
 //!    crosses the GOAWAY is answered `Unavailable` without being processed;
 //! 3. calls in progress finish, for up to the drain timeout;
 //! 4. whatever is still running then is aborted and its connection closed.
+//!
+//! [`ServerHandle::abort`] stops at once instead, also in the middle of a graceful shutdown:
+//! the listener closes and every connection task is aborted, so clients' calls in flight fail
+//! with `Unavailable` promptly. It does not deregister, as a crash would not. Either way the
+//! handle tells when shutdown began ([`ServerHandle::shutting_down`]) and when serving has ended
+//! with every connection closed ([`ServerHandle::stopped`]).
+//!
+//! # Listen backlog
+//!
+//! A TCP or Unix listener holds up to [`ServerBuilder::backlog`] connections (default 1024) that
+//! the kernel has accepted and the server has not yet: a burst of connects beyond it waits in
+//! SYN retries (TCP) or is refused (Unix). The kernel caps the value at `net.core.somaxconn` on
+//! Linux (`kern.ipc.somaxconn` on the BSDs and macOS); raise that too for a larger queue.
 
 use std::fmt;
 use std::future::Future;
@@ -20,13 +37,16 @@ use std::io;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::Service;
 use tower::layer::Layer;
 use tower::layer::util::{Identity, Stack};
 use zrpc_core::{NamedService, Request, Response, Router, Status};
 
+mod handle;
+
+pub use self::handle::ServerHandle;
+use self::handle::{Phase, StopOnDrop};
 use crate::address::{Address, ToAddress};
 use crate::budget::{Budget, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use crate::limits::ConnectionLimits;
@@ -34,6 +54,10 @@ use crate::conn::Connection;
 use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
 use crate::registry::{self, Registry};
+
+/// The listen backlog unless configured: what busy servers use (nginx's default is 511, and
+/// Go's is `somaxconn`), well above the 128 of `std` and tokio that a burst of connects overran.
+const DEFAULT_BACKLOG: u32 = 1024;
 
 /// Settings of a [`Server`].
 #[derive(Clone, Debug)]
@@ -54,6 +78,9 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// What each client can make its connection hold (see [`limits`](crate::limits)).
     pub limits: ConnectionLimits,
+    /// Connections the kernel may hold for the server before it accepts them (TCP and Unix
+    /// listeners; capped by the kernel's `somaxconn`).
+    pub backlog: u32,
     /// Where the server registers when bound, if anywhere.
     pub(crate) registry: Option<std::sync::Arc<dyn Registry>>,
     /// TLS under the protocol, if any.
@@ -72,6 +99,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             limits: ConnectionLimits::default(),
+            backlog: DEFAULT_BACKLOG,
             registry: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -157,6 +185,15 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// How many connections the kernel may hold for the server before it accepts them, on TCP
+    /// and Unix listeners (default 1024). Beyond it, connects wait in SYN retries (TCP) or are
+    /// refused (Unix). The kernel silently caps it at `net.core.somaxconn` on Linux (4096 on
+    /// recent kernels, 128 on older ones), `kern.ipc.somaxconn` on the BSDs and macOS.
+    pub fn backlog(mut self, backlog: u32) -> ServerBuilder<L> {
+        self.config.backlog = backlog;
+        self
+    }
+
     /// Registers the server in `registry` when it is bound, under its real local address and
     /// its name, until it shuts down; deregisters it on graceful shutdown, before draining (see
     /// [`registry`]).
@@ -203,11 +240,12 @@ impl<L> ServerBuilder<L> {
         L: Layer<Router>,
     {
         let address = address.to_address().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let listener = Listener::bind(&address).await?;
+        let listener = Listener::bind(&address, self.config.backlog).await?;
         let registration =
             registry::register(self.config.registry.as_ref(), listener.local_addr(), &self.config.name).await?;
         let service = self.layer.layer(self.router.clone());
-        Ok(Server { listener, service, names: self.router, config: self.config, registration })
+        let control = StopOnDrop(ServerHandle::new());
+        Ok(Server { listener, service, names: self.router, config: self.config, registration, control })
     }
 }
 
@@ -225,6 +263,8 @@ pub struct Server<S> {
     config: ServerConfig,
     /// Kept alive while the server lives; dropped with it when it dies without shutting down.
     registration: Option<registry::Registration>,
+    /// Marks the server stopped once it, or the future serving it, is dropped.
+    control: StopOnDrop,
 }
 
 impl Server<Router> {
@@ -246,7 +286,13 @@ where
         self.listener.local_addr()
     }
 
-    /// Serves until the process ends.
+    /// A handle to shut the server down, gracefully or at once, and to learn when it has; see
+    /// [`ServerHandle`]. Take it before serving, since serving consumes the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.control.0.clone()
+    }
+
+    /// Serves until a [`ServerHandle`] stops it, or the process ends.
     ///
     /// # Errors
     /// None at present; the `Result` leaves room for fatal listener errors.
@@ -254,13 +300,15 @@ where
         self.serve_with_shutdown(std::future::pending::<()>()).await
     }
 
-    /// Serves until `signal` completes, then shuts down gracefully (see the module docs).
+    /// Serves until `signal` completes, then shuts down gracefully (see the
+    /// [module docs](self#stopping)); a [`ServerHandle`] can stop it sooner. Returns once serving
+    /// has ended and every connection is closed.
     ///
     /// # Errors
     /// None at present; the `Result` leaves room for fatal listener errors.
     pub async fn serve_with_shutdown<F: Future>(self, signal: F) -> io::Result<()> {
-        let Server { mut listener, service, names, config, registration } = self;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let Server { mut listener, service, names, config, registration, control } = self;
+        let handle = control.0.clone();
         let mut conn_config = MuxConfig::named(config.name.clone());
         conn_config.max_frame = config.max_frame;
         conn_config.heartbeat_interval = config.heartbeat_interval;
@@ -272,23 +320,25 @@ where
         loop {
             tokio::select! {
                 _ = signal.as_mut() => break,
+                () = handle.reached(Phase::ShuttingDown) => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         tracing::trace!(%peer, "accepted a connection");
-                        let mut shutdown = shutdown_rx.clone();
+                        let open = handle.count_connection();
+                        let handle = handle.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
                         #[cfg(feature = "tls")]
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
                         connections.spawn(async move {
+                            let _open = open;
                             #[cfg(feature = "tls")]
-                            let Some(stream) = secure(tls, stream, &peer, handshake_timeout, &mut shutdown).await else {
+                            let Some(stream) = secure(tls, stream, &peer, handshake_timeout, &handle).await else {
                                 return;
                             };
-                            let (conn, _handle) = Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
-                            let conn = conn.with_shutdown(async move {
-                                let _ = shutdown.wait_for(|stop| *stop).await;
-                            });
+                            let (conn, _handle) =
+                                Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
+                            let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
                             conn.run().await;
                         });
                     }
@@ -301,16 +351,32 @@ where
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
-        registry::deregister(registration).await;
-        drop(listener);
-        let _ = shutdown_tx.send(true);
-        let drained =
-            tokio::time::timeout(config.drain_timeout, async { while connections.join_next().await.is_some() {} })
-                .await;
-        if drained.is_err() {
-            tracing::warn!(left = connections.len(), "drain timeout reached; closing the remaining connections");
+        // The signal's way in; a no-op when the handle asked (or aborted) first.
+        handle.shutdown();
+        let graceful = async {
+            registry::deregister(registration).await;
+            drop(listener);
+            // GOAWAY only now: a client told to go away must find this address closed.
+            handle.advance(Phase::Draining);
+            let drain = async { while connections.join_next().await.is_some() {} };
+            let drained = tokio::time::timeout(config.drain_timeout, drain).await.is_ok();
+            if !drained {
+                tracing::warn!(left = connections.len(), "drain timeout reached; closing the remaining connections");
+            }
+            drained
+        };
+        let drained = tokio::select! {
+            biased;
+            // An abort drops `graceful`, and with it the listener and the registration.
+            () = handle.reached(Phase::Aborting) => false,
+            drained = graceful => drained,
+        };
+        // Aborts every connection task left and waits until each has ended, so that every
+        // connection is closed before the server counts as stopped.
+        if !drained {
             connections.shutdown().await;
         }
+        drop(control);
         Ok(())
     }
 }
@@ -323,7 +389,7 @@ async fn secure(
     stream: crate::stream::Stream,
     peer: &str,
     timeout: Duration,
-    shutdown: &mut watch::Receiver<bool>,
+    server: &ServerHandle,
 ) -> Option<crate::stream::Stream> {
     let Some(tls) = tls else { return Some(stream) };
     tokio::select! {
@@ -338,7 +404,7 @@ async fn secure(
                 None
             }
         },
-        _ = shutdown.wait_for(|stop| *stop) => None,
+        () = server.reached(Phase::Draining) => None,
     }
 }
 

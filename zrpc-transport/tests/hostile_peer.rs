@@ -373,7 +373,8 @@ async fn a_server_gone_silent_is_detected_dead_by_the_heartbeat() {
         .heartbeat(Duration::from_millis(50), Duration::from_millis(100))
         .connect();
     let (mut fake, channel) = tokio::join!(accept_handshake(&listener), connecting);
-    let client = TestClient::new(channel.expect("connects"));
+    // Without a deadline, so that only the heartbeat can end the call.
+    let client = TestClient::new(channel.expect("connects")).with_context(Context::new().without_deadline());
 
     // The fake answers pings until the call arrives, then never reads or writes again.
     let silent_after_request = async {

@@ -12,7 +12,9 @@
 //!
 //! 1. The deadline becomes the earlier of the request's own deadline (if any) and `now + timeout`,
 //!    and is set in the request's context before the request goes down the stack. A caller's
-//!    tighter deadline always wins; a layer never loosens one.
+//!    tighter deadline always wins; a layer never loosens one. A call that opted out of
+//!    deadlines ([`Context::without_deadline`](crate::Context::without_deadline)) is capped all
+//!    the same: the opt-out is from *default* deadlines, not from limits a stack imposes.
 //! 2. When the request carries no [`PickRecord`] in its hints, a fresh one is
 //!    put there, so that the balancer below notes the endpoint it picks; an existing record is
 //!    kept (and shared), so the caller still learns the pick.
@@ -23,7 +25,9 @@
 //! 5. Otherwise, at the deadline the inner future is dropped — which cancels the call on the wire
 //!    — and the call fails with `DeadlineExceeded` and a message naming the allowed time (rounded
 //!    to whole milliseconds), the method and, when the balancer has picked one, the endpoint:
-//!    `deadline of 500ms exceeded calling Greeter.hello on tcp://127.0.0.1:4000`.
+//!    `deadline of 500ms exceeded calling Greeter.hello on tcp://127.0.0.1:4000`. When the
+//!    request's own deadline was a default ([`Context::deadline_origin`](crate::Context::deadline_origin)),
+//!    the message says whose: `deadline of 10000ms (the client's default) exceeded calling ...`.
 //!
 //! # Whole call and per attempt
 //!
@@ -149,7 +153,12 @@ where
             (Some(theirs), _) => (Some(theirs), false),
             (None, ours) => (ours, ours.is_some()),
         };
-        req.ctx_mut().set_deadline(deadline);
+        // Only a deadline of ours is written: the request's own keeps its origin (a default's
+        // name, for the message) and an unbounded request with no limit of ours stays unbounded.
+        if ours_binds {
+            req.ctx_mut().set_deadline(deadline);
+        }
+        let origin = req.ctx().deadline_origin();
 
         let hints = req.ctx_mut().hints_mut();
         let record = hints.record.get_or_insert_with(PickRecord::new).clone();
@@ -158,6 +167,7 @@ where
             record,
             allowed: deadline.map_or(self.limit, |d| d.saturating_duration_since(now)),
             attempt_limit: ours_binds && self.scope == Scope::Attempt,
+            origin,
         };
 
         match deadline {
@@ -179,15 +189,18 @@ pub(crate) struct Expiry {
     allowed: Duration,
     /// Whether a per-attempt limit, not the call's deadline, set the deadline.
     attempt_limit: bool,
+    /// Whose default set the call's deadline, when one did: `the client's default`.
+    origin: Option<&'static str>,
 }
 
 impl Expiry {
     pub(crate) fn status(&self) -> Status {
         let what = if self.attempt_limit { "attempt timeout" } else { "deadline" };
         let millis = (self.allowed.as_nanos() + 500_000) / 1_000_000;
+        let origin = self.origin.map(|origin| format!(" ({origin})")).unwrap_or_default();
         let message = match self.record.get() {
-            Some(endpoint) => format!("{what} of {millis}ms exceeded calling {} on {endpoint}", self.method),
-            None => format!("{what} of {millis}ms exceeded calling {}", self.method),
+            Some(endpoint) => format!("{what} of {millis}ms{origin} exceeded calling {} on {endpoint}", self.method),
+            None => format!("{what} of {millis}ms{origin} exceeded calling {}", self.method),
         };
         Status::deadline_exceeded(message)
     }
@@ -200,6 +213,7 @@ impl fmt::Debug for Expiry {
             .field("endpoint", &self.record.get())
             .field("allowed", &self.allowed)
             .field("attempt_limit", &self.attempt_limit)
+            .field("origin", &self.origin)
             .finish()
     }
 }

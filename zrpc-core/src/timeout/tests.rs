@@ -198,3 +198,45 @@ fn layer_accessors() {
     assert_eq!(layer.timeout(), Duration::from_millis(200));
     assert!(!TimeoutLayer::new(Duration::from_secs(1)).is_per_attempt());
 }
+
+#[tokio::test(start_paused = true)]
+async fn expiry_at_a_default_deadline_says_whose_default_it_was() {
+    let probe = Probe::default();
+    let svc = TimeoutLayer::new(Duration::from_secs(60)).layer(probe.service(None));
+    let start = Instant::now();
+    let mut req = request();
+    req.ctx_mut().apply_default_timeout(Duration::from_secs(10), "the client's default");
+    let err = svc.oneshot(req).await.err();
+    assert_eq!(probe.seen_deadline(), Some(start + Duration::from_secs(10)));
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(
+        err.as_ref().map(Status::message),
+        Some(
+            format!("deadline of 10000ms (the client's default) exceeded calling Greeter.hello on {ENDPOINT}").as_str()
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tighter_limit_replaces_a_default_deadline_and_its_name() {
+    let probe = Probe::default();
+    let svc = TimeoutLayer::new(Duration::from_millis(500)).layer(probe.service(None));
+    let mut req = request();
+    req.ctx_mut().apply_default_timeout(Duration::from_secs(10), "the client's default");
+    let err = svc.oneshot(req).await.err();
+    assert_eq!(
+        err.as_ref().map(Status::message),
+        Some(format!("deadline of 500ms exceeded calling Greeter.hello on {ENDPOINT}").as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_without_a_deadline_by_choice_is_still_capped() {
+    let probe = Probe::default();
+    let svc = TimeoutLayer::new(Duration::from_millis(500)).layer(probe.service(None));
+    let start = Instant::now();
+    let req = request().with_ctx(Context::new().without_deadline());
+    let err = svc.oneshot(req).await.err();
+    assert_eq!(probe.seen_deadline(), Some(start + Duration::from_millis(500)));
+    assert_eq!(err.as_ref().map(Status::code), Some(Code::DeadlineExceeded));
+}

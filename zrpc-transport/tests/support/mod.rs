@@ -18,10 +18,10 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use zrpc_core::{Context, Request, Response, Status};
-use zrpc_transport::Server;
+use zrpc_transport::{Server, ServerHandle};
 
 /// How long any wait in these tests may take before the test fails instead of hanging. A bound
 /// for liveness, far above any real wait; no test relies on its length.
@@ -35,10 +35,11 @@ pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
     }
 }
 
-/// A bound server serving in a task of its own until the test stops it.
+/// A bound server serving in a task of its own until the test stops it through its
+/// [`ServerHandle`].
 #[derive(Debug)]
 pub struct Serving {
-    stop: Option<oneshot::Sender<()>>,
+    handle: ServerHandle,
     task: JoinHandle<io::Result<()>>,
 }
 
@@ -49,33 +50,32 @@ impl Serving {
         S: tower::Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
         S::Future: Send + Unpin + 'static,
     {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve_with_shutdown(async move {
-            let _ = stopped.await;
-        }));
-        Serving { stop: Some(stop), task }
+        let handle = server.handle();
+        Serving { handle, task: tokio::spawn(server.serve()) }
+    }
+
+    /// The server's handle.
+    pub fn handle(&self) -> &ServerHandle {
+        &self.handle
     }
 
     /// Tells the server to shut down gracefully, without waiting for it to finish.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop.send(()).expect("the server is still serving");
-        }
+    pub fn begin_shutdown(&self) {
+        self.handle.shutdown();
     }
 
     /// Graceful shutdown: GOAWAY, drain up to the server's drain timeout, close. Returns what
     /// serving returned.
-    pub async fn shutdown(mut self) -> io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.handle.shutdown();
         within("the server shuts down", self.task).await.expect("serve did not panic")
     }
 
-    /// Kills the server at once: its listener and every connection are dropped mid-call.
+    /// Kills the server at once: its listener and every connection are dropped mid-call, and it
+    /// does not deregister.
     pub async fn abort(self) {
-        self.task.abort();
-        let _ = within("the aborted server's task ends", self.task).await;
+        self.handle.abort();
+        within("the aborted server stops", self.task).await.expect("serve did not panic").expect("serve succeeded");
     }
 }
 
@@ -154,6 +154,9 @@ pub trait Test {
     /// `len` bytes: a response of a chosen size.
     #[zrpc(idempotent)]
     async fn sized(&self, len: usize) -> Vec<u8>;
+    /// The time the handler has left, as the server sees the call's deadline.
+    #[zrpc(idempotent)]
+    async fn remaining(&self, ctx: &Context) -> Option<Duration>;
 }
 
 /// The [`Test`] every test server runs, served by [`TestServer`].
@@ -200,5 +203,9 @@ impl Test for TestService {
 
     async fn sized(&self, len: usize) -> Vec<u8> {
         vec![7; len]
+    }
+
+    async fn remaining(&self, ctx: &Context) -> Option<Duration> {
+        ctx.remaining()
     }
 }
