@@ -76,8 +76,8 @@ pub use zrpc_core::{
 };
 
 pub use zrpc_transport::{
-    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Client, ClientBuilder, Server, ServerBuilder,
-    ServerConfig, ServerHandle, ToAddress,
+    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Client, ClientBuilder, ConnectionInfo, ConnectionLimits,
+    ConnectionStats, Server, ServerBuilder, ServerConfig, ServerHandle, ToAddress,
 };
 
 /// The wire protocol, the connection state machine and the byte streams, for people writing

@@ -83,8 +83,8 @@ pub(crate) struct Shared {
     /// The mux's [`ConnectionStats`] as of the end of the connection's last turn.
     stats: Mutex<ConnectionStats>,
     /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
-    /// start or stop waiting (see [`Shared::publish`]).
-    stats_changed: Notify,
+    /// start or stop waiting (see [`Shared::publish`]); the server's, for its handle.
+    observer: OnceLock<Arc<Notify>>,
 }
 
 impl Shared {
@@ -96,7 +96,7 @@ impl Shared {
             peer: OnceLock::new(),
             closed_because: OnceLock::new(),
             stats: Mutex::new(ConnectionStats::default()),
-            stats_changed: Notify::new(),
+            observer: OnceLock::new(),
         }
     }
 
@@ -108,26 +108,24 @@ impl Shared {
     fn publish(&self, stats: ConnectionStats) {
         let mut current = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let crossed = current.reading_paused != stats.reading_paused
+            || current.waiting_for_budget != stats.waiting_for_budget
             || (current.calls_waiting == 0) != (stats.calls_waiting == 0)
             || (current.requests_waiting == 0) != (stats.requests_waiting == 0);
         *current = stats;
         drop(current);
-        if crossed {
-            self.stats_changed.notify_waiters();
+        if crossed && let Some(observer) = self.observer.get() {
+            observer.notify_waiters();
         }
     }
 
-    /// Waits until `done` holds of the published stats, or the connection closed.
-    pub(crate) async fn stats_until(&self, done: impl Fn(&ConnectionStats) -> bool) {
-        loop {
-            let notified = self.stats_changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if done(&self.stats()) || self.state() == CLOSED {
-                return;
-            }
-            notified.await;
-        }
+    /// Wakes `observer` whenever the stats cross a line worth waiting for.
+    pub(crate) fn observe(&self, observer: Arc<Notify>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The peer's announced name, once the handshake is done.
+    pub(crate) fn peer_name_if_known(&self) -> Option<Arc<str>> {
+        self.peer.get().cloned()
     }
 
     fn set_state(&self, state: u8) {
@@ -213,6 +211,7 @@ impl Handle {
     pub(crate) fn call(&self, request: Request) -> CallFuture {
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
         let deadline = request.ctx().deadline().zip(request.ctx().remaining());
+        let origin = request.ctx().deadline_origin();
         let method = request.method().clone();
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::Call { id, request, reply }).is_err() {
@@ -227,6 +226,7 @@ impl Handle {
                 shared: self.shared.clone(),
                 method,
                 budget: deadline.map(|(_, budget)| budget),
+                origin,
             }),
         }
     }
@@ -254,6 +254,8 @@ struct Waiting {
     shared: Arc<Shared>,
     method: Method,
     budget: Option<Duration>,
+    /// Whose default set the deadline, if one did (`Context::deadline_origin`).
+    origin: Option<&'static str>,
 }
 
 impl Future for CallFuture {
@@ -275,8 +277,9 @@ impl Future for CallFuture {
         if let Some(sleep) = this.sleep.as_pin_mut()
             && sleep.poll(cx).is_ready()
         {
+            let origin = call.origin.map(|origin| format!(" ({origin})")).unwrap_or_default();
             return Poll::Ready(Err(Status::deadline_exceeded(format!(
-                "deadline of {} exceeded calling {} on {}",
+                "deadline of {}{origin} exceeded calling {} on {}",
                 Rounded(call.budget.unwrap_or_default()),
                 call.method,
                 call.shared.peer_name()
@@ -461,8 +464,14 @@ where
 
     fn poll_turns(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         let result = self.poll_turns_inner(cx);
-        self.shared.publish(self.mux.stats());
+        self.publish();
         result
+    }
+
+    fn publish(&self) {
+        let mut stats = self.mux.stats();
+        stats.waiting_for_budget = self.parked.is_some();
+        self.shared.publish(stats);
     }
 
     fn poll_turns_inner(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
@@ -879,7 +888,7 @@ where
         let status = result.err().unwrap_or_else(|| Status::unavailable("the connection closed"));
         let _ = self.shared.closed_because.set(status.clone());
         self.shared.set_state(CLOSED);
-        self.shared.publish(self.mux.stats());
+        self.publish();
         self.read_last_words().await;
         for (reply, unprocessed) in self.mux.drain_pending() {
             let _ = reply.send(Err(if unprocessed { status.clone().mark_unprocessed() } else { status.clone() }));

@@ -58,7 +58,7 @@ pub use mux::ConnectionStats;
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdRegistry};
 pub use registry::{Registration, Registry};
-pub use server::{Server, ServerBuilder, ServerConfig, ServerHandle};
+pub use server::{ConnectionInfo, Server, ServerBuilder, ServerConfig, ServerHandle};
 pub use stream::Stream;
 #[cfg(feature = "tls")]
 pub use tls::{ClientTls, ServerTls, TlsError};

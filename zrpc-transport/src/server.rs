@@ -45,7 +45,7 @@ use zrpc_core::{NamedService, Request, Response, Router, Status};
 
 mod handle;
 
-pub use self::handle::ServerHandle;
+pub use self::handle::{ConnectionInfo, ServerHandle};
 use self::handle::{Phase, StopOnDrop};
 use crate::address::{Address, ToAddress};
 use crate::budget::{Budget, DEFAULT_MAX_CONCURRENT_REQUESTS};
@@ -324,22 +324,23 @@ where
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         tracing::trace!(%peer, "accepted a connection");
-                        let open = handle.count_connection();
+                        let open = handle.count_connection(&peer);
                         let handle = handle.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
                         #[cfg(feature = "tls")]
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
                         connections.spawn(async move {
-                            let _open = open;
                             #[cfg(feature = "tls")]
                             let Some(stream) = secure(tls, stream, &peer, handshake_timeout, &handle).await else {
                                 return;
                             };
-                            let (conn, _handle) =
+                            let (conn, calls) =
                                 Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
+                            open.attach(calls.shared());
                             let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
                             conn.run().await;
+                            drop(open);
                         });
                     }
                     Err(e) => {

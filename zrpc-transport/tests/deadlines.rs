@@ -86,7 +86,7 @@ async fn a_channel_gives_a_call_without_a_deadline_its_default() {
     let (address, mut events, serving) = serve("stuck-1").await;
     let client = over_channel(Channel::builder(address)).await;
     let status = bounded_by(&client, DEFAULT).await;
-    assert!(status.message().contains("Test.wait"), "{status}");
+    assert_eq!(status.message(), "deadline of 10.0s (the channel's default) exceeded calling Test.wait on stuck-1");
     // The handler was stopped at the deadline too.
     assert_eq!(events.next().await, Seen::Started("bounded".into()));
     assert_eq!(events.next().await, Seen::Dropped("bounded".into()));

@@ -157,6 +157,24 @@ async fn a_frame_claiming_four_gibibytes_is_refused_from_its_length() {
 }
 
 #[tokio::test]
+async fn a_length_below_the_header_is_refused_from_its_four_bytes() {
+    // docs/PROTOCOL.md §4: a length of 0 to 9 cannot make a frame, so nothing after it is
+    // waited for: the four bytes alone close the connection, while the client stays silent.
+    let server = start().await;
+    for len in [0u32, 1, 9] {
+        let mut bad = RawPeer::connect(&server.tcp).await;
+        bad.handshake("bad-client").await;
+        bad.write(&len.to_be_bytes()).await;
+        let frames = raw::decode_all(&mut bad.read_to_eof().await);
+        let goaway = raw::the_goaway(&frames);
+        assert_eq!(goaway.code, code(Code::InvalidArgument));
+        assert!(goaway.message.contains(&format!("frame length {len} is shorter")), "{goaway:?}");
+    }
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_truncated_frame_then_eof_closes_that_connection() {
     let server = start().await;
     let mut bad = RawPeer::connect(&server.tcp).await;

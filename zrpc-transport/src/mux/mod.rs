@@ -247,6 +247,9 @@ pub struct ConnectionStats {
     pub calls_waiting: usize,
     /// Whether the peer is over this side's limits, so that it is not read.
     pub reading_paused: bool,
+    /// Whether a handler that has to wait is held until the server's budget of running
+    /// handlers has room for it (set by the connection's driver; see `ServerBuilder::max_concurrent_requests`).
+    pub waiting_for_budget: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,6 +523,7 @@ impl<T> Mux<T> {
             calls_pending: self.pending.len(),
             calls_waiting: self.waiting.len(),
             reading_paused: self.phase != Phase::Broken && self.over_limits(),
+            waiting_for_budget: false,
         }
     }
 

@@ -6,11 +6,15 @@
 //! the accept loop and each connection task, so that a request made by any of them is seen by
 //! all, and a wait that starts after a change still sees it.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+
+use crate::conn::Shared;
+use crate::mux::ConnectionStats;
 
 /// How far a server has got in stopping; only ever moves forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,14 +65,43 @@ pub struct ServerHandle {
 
 struct Control {
     phase: watch::Sender<Phase>,
-    /// Connections accepted and not yet closed.
-    connections: AtomicUsize,
+    /// Connections accepted and not yet closed, by the order they came in.
+    connections: Mutex<BTreeMap<u64, Open>>,
+    next_connection: AtomicU64,
+    /// Woken when a connection opens or closes, and when one's stats cross a line worth
+    /// waiting for (see `Shared::publish`).
+    changed: Arc<Notify>,
+}
+
+/// One accepted connection: where from, and its state once its handshake (TLS) is done.
+struct Open {
+    remote: String,
+    shared: Option<Arc<Shared>>,
+}
+
+/// What one of a server's connections holds; see [`ServerHandle::connections`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub remote: String,
+    /// The name the client announced in its HELLO, once it has.
+    pub name: Option<Arc<str>>,
+    /// Its bounded buffers and calls, as of the connection's last turn (all zero until its TLS
+    /// handshake is done).
+    pub stats: ConnectionStats,
 }
 
 impl ServerHandle {
     pub(crate) fn new() -> ServerHandle {
         let (phase, _) = watch::channel(Phase::Serving);
-        ServerHandle { control: Arc::new(Control { phase, connections: AtomicUsize::new(0) }) }
+        let control = Control {
+            phase,
+            connections: Mutex::new(BTreeMap::new()),
+            next_connection: AtomicU64::new(0),
+            changed: Arc::new(Notify::new()),
+        };
+        ServerHandle { control: Arc::new(control) }
     }
 
     /// Begins a graceful shutdown, as the signal given to
@@ -124,7 +157,42 @@ impl ServerHandle {
 
     /// Connections accepted and not yet closed (TLS handshakes in progress included).
     pub fn connection_count(&self) -> usize {
-        self.control.connections.load(Ordering::Relaxed)
+        self.control.lock().len()
+    }
+
+    /// The open connections, oldest first, with what each holds: its queued output, its
+    /// client's requests in progress and their bytes, and the most of each it ever held (see
+    /// [`ConnectionStats`] and [`limits`](crate::limits)).
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        self.control
+            .lock()
+            .values()
+            .map(|open| ConnectionInfo {
+                remote: open.remote.clone(),
+                name: open.shared.as_ref().and_then(|shared| shared.peer_name_if_known()),
+                stats: open.shared.as_ref().map(|shared| shared.stats()).unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Resolves once `done` holds of the open connections, checked now and each time one opens
+    /// or closes, or crosses a line worth waiting for: its client's reading pauses or resumes,
+    /// requests start or stop waiting. For operators' tools and tests of the bounds ("wait until
+    /// the flooding client is held back").
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only watches.
+    pub async fn wait_for_connections(&self, done: impl Fn(&[ConnectionInfo]) -> bool) {
+        loop {
+            let notified = self.control.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before checking, so that a change between the two is not missed.
+            notified.as_mut().enable();
+            if done(&self.connections()) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     fn phase(&self) -> Phase {
@@ -149,10 +217,20 @@ impl ServerHandle {
         let _ = changes.wait_for(|now| *now >= phase).await;
     }
 
-    /// Counts a connection as open until the returned guard is dropped, with its task.
-    pub(crate) fn count_connection(&self) -> OpenConnection {
-        self.control.connections.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(self.control.clone())
+    /// Counts a connection from `remote` as open until the returned guard is dropped, with its
+    /// task.
+    pub(crate) fn count_connection(&self, remote: &str) -> OpenConnection {
+        let id = self.control.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.control.lock().insert(id, Open { remote: remote.to_owned(), shared: None });
+        self.control.changed.notify_waiters();
+        OpenConnection { control: self.control.clone(), id }
+    }
+}
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Open>> {
+        // The map holds no invariant a panicking holder could break half-way.
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -165,12 +243,27 @@ impl fmt::Debug for ServerHandle {
     }
 }
 
-/// One open connection, counted by [`ServerHandle::connection_count`] while it lives.
-pub(crate) struct OpenConnection(Arc<Control>);
+/// One open connection, listed by [`ServerHandle::connections`] while it lives.
+pub(crate) struct OpenConnection {
+    control: Arc<Control>,
+    id: u64,
+}
+
+impl OpenConnection {
+    /// The connection's state, once its task has made it: listed from now on, and watched.
+    pub(crate) fn attach(&self, shared: &Arc<Shared>) {
+        shared.observe(self.control.changed.clone());
+        if let Some(open) = self.control.lock().get_mut(&self.id) {
+            open.shared = Some(shared.clone());
+        }
+        self.control.changed.notify_waiters();
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.control.lock().remove(&self.id);
+        self.control.changed.notify_waiters();
     }
 }
 
@@ -223,7 +316,7 @@ mod tests {
     #[test]
     fn connections_are_counted_while_their_guards_live() {
         let handle = ServerHandle::new();
-        let (a, b) = (handle.count_connection(), handle.count_connection());
+        let (a, b) = (handle.count_connection("a"), handle.count_connection("b"));
         assert_eq!(handle.connection_count(), 2);
         drop(a);
         assert_eq!(handle.connection_count(), 1);
