@@ -412,8 +412,15 @@ fn every_truncation_of_other_bodies_is_malformed() {
     };
     let mut response_bytes = BytesMut::new();
     encode_response_frame(&mut response_bytes, &response, MAX).expect("encodes");
+    // A HELLO cut right before its extensions is a HELLO without them: valid, without FLOW.
+    let extensions = hello_bytes.len() - HEADER_LEN - 11;
+    let without = Ok(Some(Frame::Hello(Hello { flow: None, ..hello() })));
     for (bytes, kind) in [(hello_bytes, "hello"), (goaway_bytes, "goaway"), (response_bytes, "response")] {
         for (cut, got) in truncations(&bytes) {
+            if kind == "hello" && cut == extensions {
+                assert_eq!(got, without, "hello cut before its extensions");
+                continue;
+            }
             assert!(
                 matches!(got, Err(FrameError::Malformed { kind: k, .. }) if k == kind),
                 "{kind} cut at {cut}: {got:?}"
@@ -501,7 +508,9 @@ fn hello_max_frame_below_the_minimum_is_refused_both_ways() {
 fn trailing_bytes_of_fixed_bodies_are_ignored() {
     let mut hello_bytes = BytesMut::new();
     encode_hello(&mut hello_bytes, &hello()).expect("encodes");
-    let with_extension = raw(kind::HELLO, 0, 0, &[&hello_bytes[HEADER_LEN..], b"ext"].concat());
+    // A HELLO's trailing bytes are extensions: one of an unknown tag is skipped.
+    let unknown = [0x7f, 0, 3, b'e', b'x', b't'];
+    let with_extension = raw(kind::HELLO, 0, 0, &[&hello_bytes[HEADER_LEN..], &unknown].concat());
     assert_eq!(decode_one(&with_extension), Ok(Some(Frame::Hello(hello()))));
     assert_eq!(decode_one(&raw(kind::CANCEL, 0, 9, b"ext")), Ok(Some(Frame::Cancel { id: 9 })));
     let goaway = decode_one(&raw(kind::GOAWAY, 0, 4, &[0, 0, 2, b'o', b'k', 9, 9]));
@@ -517,7 +526,7 @@ fn unknown_kinds_are_skipped() {
     encode_ping(&mut src, 5);
     assert_eq!(Decoder::default().decode(&mut src), Ok(Some(Frame::Ping { nonce: 5 })));
     assert!(src.is_empty());
-    let mut src = raw(0x08, 0, 3, b"alone");
+    let mut src = raw(0x09, 0, 3, b"alone");
     assert_eq!(Decoder::default().decode(&mut src), Ok(None));
     assert!(src.is_empty(), "the skipped frame was consumed");
 }

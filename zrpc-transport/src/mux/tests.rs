@@ -626,7 +626,9 @@ fn a_peer_over_the_limits_is_read_no_further_until_it_is_back_within_them() {
     assert!(!server.wants_read());
     // No credit goes to a peer that does not follow flow control.
     server.finish(3, &ok(b""));
-    let frames = decode(server.take_output().split_off(0));
+    let mut out = server.take_output();
+    frame::decode_preface(&mut out).expect("our preface");
+    let frames = decode(out);
     assert!(frames.iter().all(|f| !matches!(f, Frame::Credit { .. })), "{frames:?}");
 }
 
@@ -662,10 +664,10 @@ fn requests_wait_while_the_output_is_over_its_bound_and_pongs_are_folded() {
     for id in [1, 3] {
         pair.client.send_request(id, request("S.m", b""), "t").expect("accepted");
     }
-    let first = pair.server_requests();
-    assert_eq!(ids(&first), [1], "the second waits while the first's answer fills the output");
+    assert!(pair.server_events().is_empty());
+    assert_eq!(pair.server.next_request().map(|r| r.id), Some(1));
     pair.server.finish(1, &ok(&ANSWER));
-    assert!(!pair.server.has_request(), "over the bound: nothing new starts");
+    assert!(!pair.server.has_request(), "over the bound: the second waits while the first's answer fills the output");
     assert!(pair.server.wants_read(), "but reading goes on");
 
     // Three PINGs while the output is full: one PONG, for the last, once there is room.
@@ -673,9 +675,12 @@ fn requests_wait_while_the_output_is_over_its_bound_and_pongs_are_folded() {
     pair.to_server.extend_from_slice(&pings);
     let now = pair.now;
     pair.server.recv(&mut pair.to_server, now).expect("valid");
-    let out = pair.server.take_output();
-    let frames = decode(out);
-    let pongs: Vec<_> = frames.iter().filter_map(|f| if let Frame::Pong { nonce } = f { Some(*nonce) } else { None }).collect();
+    let full = decode(pair.server.take_output());
+    assert!(full.iter().all(|f| !matches!(f, Frame::Pong { .. })), "no PONG while the output is full: {full:?}");
+    // Written: now there is room.
+    let frames = decode(pair.server.take_output());
+    let pongs: Vec<_> =
+        frames.iter().filter_map(|f| if let Frame::Pong { nonce } = f { Some(*nonce) } else { None }).collect();
     assert_eq!(pongs, [3], "{frames:?}");
     assert_eq!(ids(&requests(&mut pair.server)), [3], "with the output written, the next call starts");
 }
@@ -687,7 +692,7 @@ fn a_peer_that_reads_none_of_our_output_is_given_up() {
     pair.client.send_request(1, request("S.m", b"x"), "t").expect("accepted");
     pair.client.write_blocked(start);
     // Frames keep arriving from the peer (its PINGs), but it takes none of ours.
-    for secs in [10, 20] {
+    for secs in [5, 10] {
         pair.to_client.extend_from_slice(&frame_bytes(|b| frame::encode_ping(b, secs)));
         pair.client.recv(&mut pair.to_client, start + Duration::from_secs(secs)).expect("valid");
         pair.client.on_timeout(start + Duration::from_secs(secs)).expect("not yet");
@@ -736,4 +741,43 @@ fn a_cancelled_request_that_was_still_waiting_is_dropped_quietly() {
     assert!(pair.server_events().is_empty(), "no handler to stop");
     assert_eq!(pair.server.stats().requests_in_progress, 0);
     assert!(requests(&mut pair.server).is_empty());
+}
+
+#[test]
+fn credit_waits_while_the_output_is_over_its_bound_and_goes_as_one() {
+    // Found by the `mux_local` fuzz target: each write queued a CREDIT whatever the output
+    // held, so a peer that reads nothing, sending oneway requests and cancelling them, grew our
+    // output by a CREDIT a turn, past the bound the docs promise (one CREDIT).
+    let mut pair = pair_with_server(|c| c.max_queued_output = 2048);
+    static ANSWER: [u8; 3000] = [9; 3000];
+    pair.client.send_request(1, request("S.m", b""), "big").expect("accepted");
+    for id in [3, 5] {
+        pair.client.send_request(id, request("S.log", b"").with_oneway(true), "log").expect("accepted");
+    }
+    assert_eq!(ids(&pair.server_requests()), [1, 3, 5]);
+    pair.server.finish(1, &ok(&ANSWER));
+    pair.server.finish(3, &ok(b""));
+    assert!(decode(BytesMut::from(pair.server.transmit())).iter().all(|f| !matches!(f, Frame::Credit { .. })));
+    pair.server.finish(5, &ok(b""));
+    let queued = pair.server.transmit().len();
+    assert!(queued > 3000, "no CREDIT while over the bound");
+    pair.server.written(queued);
+    let frames = decode(BytesMut::from(pair.server.transmit()));
+    assert!(matches!(frames.as_slice(), [Frame::Credit { requests: 2, .. }]), "one CREDIT for both: {frames:?}");
+}
+
+#[test]
+fn a_connection_that_failed_owes_nothing_after_its_goaway() {
+    // Found by the `mux_local` fuzz target: credit owed when the peer broke the protocol went
+    // out after the GOAWAY that was to be the connection's last frame.
+    let mut pair = Pair::new();
+    pair.client.send_request(1, request("S.log", b"").with_oneway(true), "log").expect("accepted");
+    assert_eq!(ids(&pair.server_requests()), [1]);
+    pair.server.finish(1, &ok(b""));
+    let bytes =
+        frame_bytes(|b| frame::encode_response(b, 2, &ok(b""), frame::DEFAULT_MAX_FRAME).map(drop).expect("encodes"));
+    let now = pair.now;
+    violation_of(&mut pair.server, &bytes, now);
+    let frames = decode(pair.server.take_output());
+    assert!(matches!(frames.as_slice(), [Frame::GoAway(_)]), "the GOAWAY alone: {frames:?}");
 }
