@@ -35,11 +35,28 @@ mod tests;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::frame::{self, Decoder, Frame, Hello};
-use crate::mux::{ProtocolError, Role};
+use crate::frame::{self, Decoder, FlowLimits, Frame, Hello};
+use crate::mux::{MuxConfig, ProtocolError, Role};
 
 /// The peer's endpoint name in its (valid) HELLO.
 const PEER_NAME: &str = "fuzz-peer";
+
+/// The FLOW limits a modern peer announces: small, so that a few calls reach them.
+const PEER_FLOW: FlowLimits = FlowLimits { max_requests: 3, request_bytes: 2048 };
+
+/// The limits of the mux under test: small, so that every bound is in reach with fuzz-sized
+/// inputs (a few requests of up to 1024 bytes).
+fn small_config() -> MuxConfig {
+    MuxConfig {
+        name: "fuzz".into(),
+        max_frame: frame::MIN_MAX_FRAME,
+        max_requests: 3,
+        max_request_bytes: 2000,
+        max_queued_output: 2048,
+        max_metadata_entries: 2,
+        ..MuxConfig::default()
+    }
+}
 
 pub use frames::frames;
 pub use handshake::handshake;
@@ -56,12 +73,19 @@ pub struct Report {
     pub error: Option<ProtocolError>,
 }
 
-/// What a well-behaved peer sends first: its preface and a HELLO announcing `max_frame`.
-fn peer_handshake(max_frame: u32) -> BytesMut {
+/// What a well-behaved peer sends first: its preface and a HELLO announcing `max_frame` and,
+/// unless it predates them, its FLOW limits.
+fn peer_handshake(max_frame: u32, flow: Option<FlowLimits>) -> BytesMut {
     let mut stream = BytesMut::new();
     frame::encode_preface(&mut stream);
-    let hello =
-        Hello { name: PEER_NAME.into(), max_frame, codecs: vec![0], compressions: Vec::new(), token: Bytes::new() };
+    let hello = Hello {
+        name: PEER_NAME.into(),
+        max_frame,
+        codecs: vec![0],
+        compressions: Vec::new(),
+        token: Bytes::new(),
+        flow,
+    };
     if let Err(e) = frame::encode_hello(&mut stream, &hello) {
         panic!("the peer's HELLO does not encode: {e}");
     }
@@ -70,12 +94,14 @@ fn peer_handshake(max_frame: u32) -> BytesMut {
 
 /// How a mux run is set up, from its first byte: bit 0 the mux's role (connector, acceptor),
 /// bit 1 the peer's `max_frame` (1024 or the 16 MiB default), bit 2 (`mux` only) whether the mux
-/// sends a graceful GOAWAY as soon as the handshake is done.
+/// sends a graceful GOAWAY as soon as the handshake is done, bit 3 whether the peer predates
+/// flow control (its HELLO has no FLOW; otherwise it announces [`PEER_FLOW`]).
 #[derive(Debug, Clone, Copy)]
 struct Setup {
     role: Role,
     peer_max_frame: u32,
     go_away: bool,
+    peer_flow: Option<FlowLimits>,
 }
 
 impl Setup {
@@ -84,7 +110,13 @@ impl Setup {
             role: if control & 1 == 0 { Role::Connector } else { Role::Acceptor },
             peer_max_frame: if control & 2 == 0 { frame::MIN_MAX_FRAME } else { frame::DEFAULT_MAX_FRAME },
             go_away: control & 4 != 0,
+            peer_flow: if control & 8 == 0 { Some(PEER_FLOW) } else { None },
         }
+    }
+
+    /// The peer's preface and HELLO.
+    fn peer_handshake(&self) -> BytesMut {
+        peer_handshake(self.peer_max_frame, self.peer_flow)
     }
 }
 
