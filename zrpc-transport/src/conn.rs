@@ -45,8 +45,6 @@ use crate::frame::RequestFrame;
 use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role, Stats};
 use crate::stream::Stream;
 
-/// Stop taking local calls while this many bytes wait to be written.
-
 /// Most commands or completions handled in one turn, so no source starves the others.
 const BATCH: usize = 256;
 /// Read in chunks of at least this many bytes.
@@ -82,9 +80,6 @@ pub(crate) struct Shared {
     closed_because: OnceLock<Status>,
     /// The mux's [`Stats`] as of the end of the connection's last turn.
     stats: Mutex<Stats>,
-    /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
-    /// start or stop waiting (see [`Shared::publish`]).
-    stats_changed: Notify,
 }
 
 impl Shared {
@@ -96,38 +91,17 @@ impl Shared {
             peer: OnceLock::new(),
             closed_because: OnceLock::new(),
             stats: Mutex::new(Stats::default()),
-            stats_changed: Notify::new(),
         }
     }
 
+    // Read by the fuzz target only, for now.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn stats(&self) -> Stats {
         *self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores `stats`, waking watchers when a state they wait for changed.
     fn publish(&self, stats: Stats) {
-        let mut current = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        let crossed = current.reading_paused != stats.reading_paused
-            || (current.calls_waiting == 0) != (stats.calls_waiting == 0)
-            || (current.requests_waiting == 0) != (stats.requests_waiting == 0);
-        *current = stats;
-        drop(current);
-        if crossed {
-            self.stats_changed.notify_waiters();
-        }
-    }
-
-    /// Waits until `done` holds of the published stats, or the connection closed.
-    pub(crate) async fn stats_until(&self, done: impl Fn(&Stats) -> bool) {
-        loop {
-            let notified = self.stats_changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if done(&self.stats()) || self.state() == CLOSED {
-                return;
-            }
-            notified.await;
-        }
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats;
     }
 
     fn set_state(&self, state: u8) {
@@ -153,13 +127,9 @@ pub(crate) struct Handle {
 
 impl Handle {
     /// What the connection holds, as of its last turn.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn stats(&self) -> Stats {
         self.shared.stats()
-    }
-
-    /// The state shared with the connection task.
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
     }
 
     /// Whether new calls may go through this connection.

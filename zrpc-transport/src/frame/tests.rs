@@ -162,7 +162,7 @@ async fn encode_request_takes_everything_from_the_request_and_its_context() {
     assert_eq!(frame.timeout, Some(Duration::from_millis(250)));
     assert_eq!(frame.method_str(), "Greeter.hello");
     assert_eq!(frame.trace, Some(trace));
-    assert_eq!(frame.metadata.get("tenant").map(|v| &v[..]), Some(&b"acme"[..]));
+    assert_eq!(frame.metadata.get("tenant"), Some(&b"acme"[..]));
     assert_eq!(&frame.payload[..], b"args");
 
     let plain = Request::new("Greeter.hello", Bytes::new());

@@ -1,5 +1,5 @@
 //! [`handshake`]: a peer's arbitrary first bytes, preface and HELLO, into a new [`Mux`], checked
-//! against `docs/PROTOCOL.md` §3 (preface) and §5 (HELLO).
+//! against `docs/PROTOCOL.md` §3 (preface) and §5 (HELLO, its FLOW extension included).
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
@@ -14,7 +14,10 @@ use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
 /// The first byte sets up the run: bit 0 the mux's role (connector, acceptor), bit 1 its own
 /// `max_frame` (1024 or the 16 MiB default), which the peer's HELLO must fit. The rest is what
 /// the peer sends from the start of the connection. [`frame::decode_preface`] is checked on the
-/// same bytes.
+/// same bytes. The mux keeps what the HELLO announced (name, limit, codecs, token, FLOW),
+/// reports nothing but `Ready`, hands over no request, and queues nothing but its HELLO (and,
+/// after an error, a GOAWAY saying why). Fed a byte at a time it is stopped where the handshake
+/// ends, which must be where the HELLO ends; fed those bytes at once it must end the same way.
 ///
 /// # Panics
 /// When an invariant breaks.

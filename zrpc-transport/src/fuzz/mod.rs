@@ -1,5 +1,5 @@
-//! Entry points for fuzzing: the frame decoder and the mux driven over arbitrary bytes, with the
-//! protocol's invariants checked (feature `fuzzing`; not a stable API).
+//! Entry points for fuzzing: the frame decoder, the mux and the connection driver run over
+//! arbitrary bytes, with the protocol's invariants checked (feature `fuzzing`; not a stable API).
 //!
 //! The targets in `zrpc-transport/fuzz/` are a line each around these functions, and this
 //! crate's seeded tests call them too, so the checks are written once. Each function takes the
@@ -10,21 +10,35 @@
 //! 2. Input is consumed only from the front, and a decoded frame consumes exactly its own bytes
 //!    (and those of any frames of unknown kinds before it, which are skipped).
 //! 3. The outcome does not depend on how the bytes were split into reads: fed all at once or in
-//!    small pieces, the frames, events, queued output and error are the same.
+//!    small pieces, with the driver acting at the same points, the frames, events, requests
+//!    handed over, queued output and error are the same.
 //! 4. A decoded frame encodes back to the same frame.
-//! 5. The mux's bookkeeping matches a model of it: a peer's request is reported once while in
-//!    progress, a response only for a call this side has pending (never for one it cancelled), a
-//!    cancel only for a call in progress; this side's own calls, cancels, answers, GOAWAY, drain
-//!    and heartbeat do what the mux's docs promise; the handshake succeeds or fails exactly as
-//!    `docs/PROTOCOL.md` §3 and §5 say.
-//! 6. Everything the mux queues is valid protocol within the peer's `max_frame` (1024 bytes before
-//!    its HELLO).
+//! 5. The mux's bookkeeping matches a model of it: a response only for a call this side has not
+//!    ended (never for one it cancelled), a oneway call's end once written, a request handed
+//!    over once, oldest first, a cancel only for a call handed over; this side's own calls,
+//!    cancels, answers, GOAWAY, drain, writes and heartbeat do what the mux's docs promise; the
+//!    handshake succeeds or fails exactly as `docs/PROTOCOL.md` §3 and §5 say.
+//! 6. Everything the mux queues is valid protocol within the peer's `max_frame` (1024 bytes
+//!    before its HELLO).
 //! 7. After an error the connection is over: the mux reads nothing more, and when the peer broke
 //!    the protocol its last queued frame is a GOAWAY saying why (a peer found dead is sent
 //!    nothing).
+//! 8. Flow control and the bounds hold (`docs/PROTOCOL.md` §14, `crate::mux` "Bounds"): this
+//!    side's calls stay within the peer's FLOW limits and go in order; the peer's requests in
+//!    progress stay within this side's limits plus the one frame read before reading stops,
+//!    and reading stops exactly while they are over; CREDIT returns exactly the oneway
+//!    requests that ended, to a peer that announced FLOW; the queued output stays within
+//!    `max_queued_output` plus the slack `mux_local` derives; and, through the real driver over
+//!    a stream that stalls, the same bounds hold of what a connection holds, and it ends
+//!    cleanly, every caller answered.
+//!
+//! The mux under test has small limits (`small_config`) and the peer small FLOW limits
+//! (`PEER_FLOW`), or none (a peer that predates FLOW), so that every bound is in reach with
+//! fuzz-sized inputs.
 //!
 //! `docs/PROTOCOL.md` ("Fuzzing") says how to run the targets.
 
+mod conn;
 mod frames;
 mod handshake;
 mod mux;
@@ -58,6 +72,7 @@ fn small_config() -> MuxConfig {
     }
 }
 
+pub use conn::conn;
 pub use frames::frames;
 pub use handshake::handshake;
 pub use mux::mux;
@@ -67,7 +82,9 @@ pub use mux_local::mux_local;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {
-    /// Frames decoded (`frames`) or events the mux reported (`mux`, `handshake`).
+    /// Frames decoded (`frames`); the handshake done (`handshake`); events the mux reported and
+    /// requests it handed over (`mux`, `mux_local`); frames the peer decoded and local callers
+    /// answered (`conn`).
     pub count: usize,
     /// The error that ended the run; `None` when the input ran out first.
     pub error: Option<ProtocolError>,
@@ -95,7 +112,7 @@ fn peer_handshake(max_frame: u32, flow: Option<FlowLimits>) -> BytesMut {
 /// How a mux run is set up, from its first byte: bit 0 the mux's role (connector, acceptor),
 /// bit 1 the peer's `max_frame` (1024 or the 16 MiB default), bit 2 (`mux` only) whether the mux
 /// sends a graceful GOAWAY as soon as the handshake is done, bit 3 whether the peer predates
-/// flow control (its HELLO has no FLOW; otherwise it announces [`PEER_FLOW`]).
+/// flow control (its HELLO has no FLOW; otherwise it announces `PEER_FLOW`).
 #[derive(Debug, Clone, Copy)]
 struct Setup {
     role: Role,
@@ -117,6 +134,18 @@ impl Setup {
     /// The peer's preface and HELLO.
     fn peer_handshake(&self) -> BytesMut {
         peer_handshake(self.peer_max_frame, self.peer_flow)
+    }
+}
+
+/// Takes the next byte off the front of a script, or 0 once it ran out: a script cut short
+/// still means something.
+fn arg(script: &mut &[u8]) -> u8 {
+    match script.split_first() {
+        Some((&byte, rest)) => {
+            *script = rest;
+            byte
+        }
+        None => 0,
     }
 }
 

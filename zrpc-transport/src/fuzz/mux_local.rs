@@ -65,9 +65,9 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// The run checks the exact form of this after every step (the sizes of what crossed and of
 /// what was queued past the bound), and the mux's `peak_queued_output` against it.
 ///
-/// The first byte sets up the run ([`Setup`]): bit 0 the mux's role, bit 1 the peer's
+/// The first byte sets up the run (`Setup`): bit 0 the mux's role, bit 1 the peer's
 /// `max_frame` (1024 or the 16 MiB default), bit 3 whether the peer predates FLOW (else it
-/// announces 3 requests, 2 KiB). The mux has the small limits of [`small_config`]. The second
+/// announces 3 requests, 2 KiB). The mux has the small limits of `small_config`. The second
 /// byte seeds the read sizes of the second pass, which splits each of the peer's steps into
 /// small reads (the first reads each step whole). The rest is the script, a step at a time: an
 /// opcode in the low 4 bits of a byte (bit 7 a flag, bit 6 a second one), then its arguments,
@@ -184,13 +184,7 @@ impl<'a> Step<'a> {
     fn parse(script: &mut &'a [u8]) -> Option<Step<'a>> {
         let (&opcode, rest) = script.split_first()?;
         *script = rest;
-        let mut arg = || match script.split_first() {
-            Some((&byte, rest)) => {
-                *script = rest;
-                byte
-            }
-            None => 0,
-        };
+        let mut arg = || super::arg(script);
         let flag = opcode & op::FLAG != 0;
         let flag2 = opcode & op::FLAG2 != 0;
         let step = match opcode & 0x0f {
@@ -579,7 +573,7 @@ impl Run {
                 let n = usize::from(pick) % (self.oneway_at_peer.len() + 1);
                 let mut credit = (n as u64, self.oneway_at_peer.iter().take(n).map(|&size| size as u64).sum::<u64>());
                 if bogus {
-                    let more = if pick % 2 == 0 { &mut credit.0 } else { &mut credit.1 };
+                    let more = if pick.is_multiple_of(2) { &mut credit.0 } else { &mut credit.1 };
                     *more += 1;
                 }
                 frame::encode_credit(&mut peer, credit.0, credit.1);

@@ -449,7 +449,127 @@ fn random_and_mutated_scripts_keep_the_invariants() {
         }
     }
     let counts = (events, clean, dead, violations, malformed);
-    eprintln!("{counts:?}");
-    // Each way a run can end, often enough.
+    // Each way a run can end, often enough ((1383, 279, 130, 397, 194) when written).
     assert!(events > 1200 && clean > 150 && dead > 100 && violations > 150 && malformed > 100, "{counts:?}");
+}
+
+// ---- the connection driver ----
+
+/// A `conn` script: the setup byte, then steps as (opcode, arguments).
+fn conn_script(control: u8, steps: &[&[u8]]) -> Vec<u8> {
+    [&[control][..], &steps.concat()].concat()
+}
+
+#[test]
+fn the_connection_driver_answers_and_ends_cleanly() {
+    let steps: &[&[u8]] = &[
+        &[0, 10],      // echo 50 bytes
+        &[0x80, 1],    // oneway echo
+        &[1, 5, 0],    // sleep 50 ms
+        &[3, 7],       // PING 7
+        &[11, 2],      // a local call of 10 bytes
+        &[8, 255],     // the peer reads everything
+        &[10, 0, 100], // 100 ms pass
+        &[6, 0],       // the peer answers the local call
+        &[10, 0, 100],
+        &[14], // the peer closes
+    ];
+    for control in 0..16 {
+        let report = conn(&conn_script(control, steps));
+        // The HELLO, two answers, a PONG, the local call (and CREDIT to a FLOW peer), and the
+        // local caller's answer; without the peer's HELLO, the connection closes on its
+        // handshake timeout and the local call never leaves.
+        let least = if control & 8 == 0 { 6 } else { 2 };
+        assert!(report.count >= least, "setup {control}: {report:?}");
+    }
+}
+
+#[test]
+fn a_stalled_peer_meets_the_bounds_of_the_output_and_of_its_requests() {
+    // Twenty echoes of 1000 bytes, sleeps, pings and local calls while the socket takes no
+    // more than its first 4 KiB: answers pile up to the output bound, then requests wait, then
+    // reading stops; the peer drains in bits, pings, and the clock runs past the heartbeat.
+    let mut steps: Vec<Vec<u8>> = vec![vec![7, 3], vec![9, 10]];
+    for i in 0..20u8 {
+        steps.push(vec![0, 190]);
+        steps.push(vec![if i % 3 == 0 { 0x81 } else { 1 }, i, i % 4]);
+        steps.push(vec![3, i]);
+        if i % 5 == 0 {
+            steps.push(vec![11, 100]);
+            steps.push(vec![0x8b, 1]);
+        }
+    }
+    steps.extend([
+        vec![10, 0x4e, 0x20],
+        vec![8, 80],
+        vec![4, 1],
+        vec![10, 0x27, 0x10],
+        vec![8, 255],
+        vec![6, 0],
+        vec![14],
+    ]);
+    let steps: Vec<&[u8]> = steps.iter().map(Vec::as_slice).collect();
+    for control in [0, 1, 2, 4, 5] {
+        let (report, reached) = super::conn::run(&conn_script(control, &steps));
+        assert!(report.count > 20, "setup {control}: {report:?}");
+        let budget = control & 4 != 0;
+        assert_eq!((reached.paused, reached.output, reached.budget), (true, true, budget), "setup {control}");
+    }
+}
+
+#[test]
+fn random_conn_scripts_keep_the_bounds() {
+    let mut rng = fastrand::Rng::with_seed(0x434f_4e4e);
+    let (mut frames, mut paused, mut output, mut budget) = (0, 0, 0, 0);
+    for _ in 0..300 {
+        let mut input = vec![rng.u8(..) & 0x07];
+        for _ in 0..rng.usize(1..40) {
+            // Mostly the peer's calls, reads and local calls; rarely an end.
+            let opcode = match rng.u8(..100) {
+                0..=29 => 0,
+                30..=39 => 1,
+                40..=42 => 15,
+                43..=47 => 2,
+                48..=55 => 3,
+                56..=58 => 4,
+                59..=68 => 8,
+                69..=74 => 11,
+                75..=79 => 6,
+                80..=84 => 7,
+                85..=89 => 9,
+                90..=95 => 10,
+                96 => 5,
+                97 => 12,
+                98 => 13,
+                _ => 14,
+            };
+            let flag = if rng.usize(..4) == 0 { 0x80 } else { 0 };
+            match opcode {
+                5 => {
+                    let raw = &conversation()[rng.usize(..40)..];
+                    let n = rng.usize(..raw.len().min(40));
+                    input.extend([5, n as u8]);
+                    input.extend_from_slice(&raw[..n]);
+                }
+                10 => input.extend([10, rng.u8(..0x60), rng.u8(..)]),
+                12..=15 => input.push(opcode | flag),
+                // Echoes of up to 950 bytes, within the connection's 1024-byte frames.
+                0 => input.extend([opcode | flag, rng.u8(..190)]),
+                // The sleep's milliseconds (× 10) and deadline (× 100 ms).
+                1 => input.extend([opcode | flag, rng.u8(..50), rng.u8(..8)]),
+                _ => {
+                    let arg = if rng.usize(..8) == 0 { rng.u8(..) } else { rng.u8(..100) };
+                    input.extend([opcode | flag, arg]);
+                }
+            }
+        }
+        let (report, reached) = super::conn::run(&input);
+        frames += report.count;
+        paused += usize::from(reached.paused);
+        output += usize::from(reached.output);
+        budget += usize::from(reached.budget);
+    }
+    let counts = (frames, paused, output, budget);
+    // (2574, 44, 22, 52) when written.
+    assert!(frames > 2000 && paused > 20 && output > 10 && budget > 25, "{counts:?}");
 }

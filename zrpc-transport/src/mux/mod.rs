@@ -61,8 +61,9 @@
 //! # Bounds
 //!
 //! What the mux holds for the peer is bounded: its queued output by `max_queued_output` plus the
-//! answers of handlers that were running when it was passed (and a GOAWAY, a PONG and a
-//! CREDIT), the peer's requests in progress by its FLOW limits (`max_requests` requests of
+//! frame that passed it and the answers of handlers that were running then (PONG and CREDIT
+//! wait for room; only this side's CANCELs and PINGs and a GOAWAY are queued past it as well:
+//! the exact slack is derived in `zrpc_transport::fuzz`'s `mux_local`), the peer's requests in progress by its FLOW limits (`max_requests` requests of
 //! `max_request_bytes` in all, or one request up to `max_frame`; one frame more from a peer that
 //! breaks the rule, before reading stops), the read buffer by one frame being assembled. What
 //! the local side holds — its calls waiting to be sent — is its own.
