@@ -6,7 +6,6 @@
 //! server by hundreds of MiB). The tests take turns, so that one's allocations never land in
 //! another's count.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,7 +20,7 @@ use zrpc_benches::alloc::{CountingAlloc, live_bytes};
 static COUNTING: CountingAlloc = CountingAlloc;
 
 /// One test at a time: [`live_bytes`] is the whole process's.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MIB: u64 = 1024 * 1024;
 
@@ -58,7 +57,9 @@ struct Serving {
 async fn serve(configure: impl FnOnce(zrpc::ServerBuilder) -> zrpc::ServerBuilder) -> Serving {
     let (arrived_tx, arrived) = mpsc::unbounded_channel();
     let (release, release_rx) = watch::channel(false);
-    let builder = Server::builder().name("memory").add_service(HoldServer::new(Holder { arrived: arrived_tx, release: release_rx }));
+    let builder = Server::builder()
+        .name("memory")
+        .add_service(HoldServer::new(Holder { arrived: arrived_tx, release: release_rx }));
     let server = configure(builder).bind("tcp://127.0.0.1:0").await.expect("bind");
     let address = server.local_addr().to_string().trim_start_matches("tcp://").to_owned();
     tokio::spawn(server.serve());
@@ -113,7 +114,7 @@ async fn arrivals(serving: &mut Serving, n: usize) -> Vec<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_calls_behind_large_frames_pin_only_their_own_buffers() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut serving = serve(|builder| builder).await;
     let before = live_bytes();
 
@@ -142,7 +143,7 @@ async fn small_calls_behind_large_frames_pin_only_their_own_buffers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_costs_about_its_size_on_the_wire() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     // The default allows 256 entries; this server takes the protocol's most, so that the cost
     // of the representation itself is what is measured.
     let mut serving = serve(|builder| builder.max_metadata_entries(u16::MAX)).await;
@@ -171,7 +172,7 @@ async fn metadata_costs_about_its_size_on_the_wire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_with_too_many_metadata_entries_is_refused_and_the_connection_serves_on() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let mut serving = serve(|builder| builder).await;
     let channel = zrpc::Channel::connect(format!("tcp://{}", serving.address).as_str()).await.expect("connect");
     let client = HoldClient::new(channel);

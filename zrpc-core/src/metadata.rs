@@ -30,7 +30,10 @@ enum Repr {
     Entries(Vec<(Cow<'static, str>, Bytes)>),
     /// `len` entries as they arrived, checked by [`Metadata::decode_wire`]: every length within
     /// the block, every key UTF-8.
-    Wire { block: Bytes, len: u16 },
+    Wire {
+        block: Bytes,
+        len: u16,
+    },
 }
 
 impl Default for Repr {
@@ -79,9 +82,9 @@ impl Metadata {
     pub fn get_bytes(&self, key: &str) -> Option<Bytes> {
         match &self.repr {
             Repr::Entries(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()),
-            Repr::Wire { block, .. } => WireEntries::new(block)
-                .find(|(k, _)| &block[k.clone()] == key.as_bytes())
-                .map(|(_, v)| block.slice(v)),
+            Repr::Wire { block, .. } => {
+                WireEntries::new(block).find(|(k, _)| &block[k.clone()] == key.as_bytes()).map(|(_, v)| block.slice(v))
+            }
         }
     }
 
@@ -147,16 +150,20 @@ fn entry_at(block: &[u8], pos: usize) -> Result<(std::ops::Range<usize>, std::op
     let key_len = *block.get(pos).ok_or(WireError("body ends inside a metadata key length"))?;
     let key = pos + 1..pos + 1 + usize::from(key_len);
     let len_at = key.end;
-    let value_len = block
-        .get(len_at..len_at + 4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .ok_or(WireError(if block.len() < len_at { "body ends inside a metadata key" } else {
+    let value_len = block.get(len_at..len_at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).ok_or(WireError(
+        if block.len() < len_at {
+            "body ends inside a metadata key"
+        } else {
             "body ends inside a metadata value length"
-        }))?;
-    let value_len = usize::try_from(u32::from_be_bytes(value_len)).map_err(|_| WireError("metadata value runs past the body"))?;
+        },
+    ))?;
+    let value_len =
+        usize::try_from(u32::from_be_bytes(value_len)).map_err(|_| WireError("metadata value runs past the body"))?;
     let value_start = len_at + 4;
-    let value_end =
-        value_start.checked_add(value_len).filter(|&end| end <= block.len()).ok_or(WireError("metadata value runs past the body"))?;
+    let value_end = value_start
+        .checked_add(value_len)
+        .filter(|&end| end <= block.len())
+        .ok_or(WireError("metadata value runs past the body"))?;
     Ok((key, value_start..value_end))
 }
 
@@ -310,7 +317,10 @@ mod tests {
         for cut in 0..whole.len() {
             assert!(Metadata::decode_wire(&whole.slice(..cut), 1).is_err(), "cut at {cut}");
         }
-        assert_eq!(Metadata::decode_wire(&whole, 2).map(|_| ()), Err(WireError("body ends inside a metadata key length")));
+        assert_eq!(
+            Metadata::decode_wire(&whole, 2).map(|_| ()),
+            Err(WireError("body ends inside a metadata key length"))
+        );
         let bad_key = block(&[("\u{e9}", b"")]);
         let mut bad_key = bad_key.to_vec();
         bad_key[1] = 0xff;

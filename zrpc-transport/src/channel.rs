@@ -45,8 +45,8 @@ use zrpc_core::{Context, Request, Response, Router, Status};
 use crate::address::{Address, ToAddress};
 use crate::conn::{CallFuture, Connection, Handle};
 use crate::limits::ConnectionLimits;
-use crate::mux::ConnectionStats;
 use crate::listener;
+use crate::mux::ConnectionStats;
 use crate::mux::{MuxConfig, Role};
 
 /// The deadline a call without one gets by default, in a [`Channel`] or a

@@ -42,10 +42,8 @@ use zrpc_core::{CodecId, Context, Method, Request, Response, Router, Status};
 
 use crate::budget::{Budget, Slot};
 use crate::frame::RequestFrame;
-use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role, ConnectionStats};
+use crate::mux::{ConnectionStats, Event, Mux, MuxConfig, ProtocolError, Role};
 use crate::stream::Stream;
-
-/// Stop taking local calls while this many bytes wait to be written.
 
 /// Most commands or completions handled in one turn, so no source starves the others.
 const BATCH: usize = 256;
@@ -150,14 +148,14 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    /// What the connection holds, as of its last turn.
-    pub(crate) fn stats(&self) -> ConnectionStats {
-        self.shared.stats()
-    }
-
     /// The state shared with the connection task.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// What the connection holds, as of its last turn.
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        self.shared.stats()
     }
 
     /// Whether new calls may go through this connection.
@@ -600,7 +598,9 @@ where
         }
         // No further than the end of a large frame: what follows it goes to a buffer of its own.
         let read = match self.mux.read_limit(&self.rbuf) {
-            Some(limit) => tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut (&mut self.rbuf).limit(limit)),
+            Some(limit) => {
+                tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut (&mut self.rbuf).limit(limit))
+            }
             None => tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf),
         };
         match read {

@@ -37,10 +37,10 @@ pub mod dns;
 pub mod etcd;
 mod feed;
 pub mod frame;
-pub mod limits;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
+pub mod limits;
 mod listener;
 pub mod mux;
 pub mod registry;
@@ -53,10 +53,10 @@ pub use address::{Address, InvalidAddress, ToAddress};
 pub use channel::{Channel, ChannelBuilder, ChannelConfig};
 pub use client::{Client, ClientBuilder};
 pub use dns::Dns;
-pub use limits::ConnectionLimits;
-pub use mux::ConnectionStats;
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdRegistry};
+pub use limits::ConnectionLimits;
+pub use mux::ConnectionStats;
 pub use registry::{Registration, Registry};
 pub use server::{ConnectionInfo, Server, ServerBuilder, ServerConfig, ServerHandle};
 pub use stream::Stream;

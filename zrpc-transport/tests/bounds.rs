@@ -179,7 +179,11 @@ async fn responses(read: &mut OwnedReadHalf, n: usize) -> Vec<(u64, Bytes)> {
 }
 
 fn the_one(connections: &[ConnectionInfo], name: &str) -> ConnectionInfo {
-    connections.iter().find(|c| c.name.as_deref() == Some(name)).cloned().unwrap_or_else(|| panic!("{name} is connected"))
+    connections
+        .iter()
+        .find(|c| c.name.as_deref() == Some(name))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is connected"))
 }
 
 /// Whether `name`'s connection has a handler waiting for the server's budget.

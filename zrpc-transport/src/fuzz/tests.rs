@@ -8,7 +8,7 @@ use zrpc_core::{Request, Response};
 
 use super::mux_local::Step;
 use super::*;
-use crate::frame::{FrameError, GoAway, Hello};
+use crate::frame::{FlowLimits, FrameError, GoAway, Hello};
 
 fn request(buf: &mut BytesMut, id: u64, payload: &[u8]) {
     let request = Request::new("S.m", Bytes::copy_from_slice(payload));
@@ -40,16 +40,24 @@ fn mux_input(control: u8, seed: u8, peer: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_conversation_reaches_every_event() {
-    // Ready; requests 2, 4, 6; cancel 6; response 1; GOAWAY; response 3 (5 was oneway: ignored).
+    // Read in rounds of 32 bytes, with the driver acting between them: Ready; the end of our
+    // oneway call 5 once written; requests 2, 4, 6 handed over; cancel 6; response 1; GOAWAY;
+    // response 3. (The peer's answer to 5 is ignored: a oneway call gets none.)
+    assert_eq!(mux(&mux_input(0, 16, &conversation())), Report { count: 9, error: None });
+    // Read at once, 6 is cancelled before it was handed over: dropped quietly, no event.
     for seed in 0..8 {
         let report = mux(&mux_input(0, seed, &conversation()));
-        assert_eq!(report, Report { count: 8, error: None }, "seed {seed}");
+        assert_eq!(report, Report { count: 7, error: None }, "seed {seed}");
     }
-    // With a 1024-byte peer limit, the 1200-byte echo is replaced by an error: still 8 events.
-    assert_eq!(mux(&mux_input(2, 0, &conversation())), Report { count: 8, error: None });
-    // After our own GOAWAY, the peer's requests are refused rather than reported, so its cancel
-    // finds nothing: Ready, response 1, GOAWAY, response 3.
-    assert_eq!(mux(&mux_input(4, 0, &conversation())), Report { count: 4, error: None });
+    // With a 1024-byte peer limit, the 1200-byte echo is replaced by an error: still 7 events.
+    assert_eq!(mux(&mux_input(2, 0, &conversation())), Report { count: 7, error: None });
+    // A peer that predates FLOW: the same, without CREDIT.
+    assert_eq!(mux(&mux_input(8, 0, &conversation())), Report { count: 7, error: None });
+    // Our GOAWAY right after Ready: requests that came with the HELLO are handed over...
+    assert_eq!(mux(&mux_input(4, 0, &conversation())), Report { count: 7, error: None });
+    // ...those that came after it are refused, so the cancel finds nothing: Ready, the end of
+    // 5, response 1, GOAWAY, response 3.
+    assert_eq!(mux(&mux_input(4, 40, &conversation())), Report { count: 5, error: None });
 }
 
 #[test]
@@ -57,7 +65,7 @@ fn violations_end_the_run_with_their_error() {
     let mut wrong_parity = BytesMut::new();
     request(&mut wrong_parity, 3, b"");
     let report = mux(&mux_input(0, 1, &wrong_parity));
-    assert_eq!(report.count, 1, "only Ready");
+    assert_eq!(report.count, 2, "only Ready, and our oneway call's end once written");
     assert!(matches!(report.error, Some(ProtocolError::Violation(ref m)) if m.contains("parity")), "{report:?}");
 
     let mut never_sent = BytesMut::new();
@@ -77,13 +85,14 @@ fn violations_end_the_run_with_their_error() {
     assert_eq!(report.error, Some(ProtocolError::Frame(FrameError::FrameTooLarge { len: 1025, max: 1024 })));
 }
 
-fn hello_bytes(max_frame: u32) -> Vec<u8> {
+fn hello_bytes(max_frame: u32, flow: Option<FlowLimits>) -> Vec<u8> {
     let hello = Hello {
         name: "peer".into(),
         max_frame,
         codecs: vec![0, 1],
         compressions: vec![],
         token: Bytes::from_static(b"token"),
+        flow,
     };
     let mut buf = BytesMut::new();
     frame::encode_preface(&mut buf);
@@ -93,7 +102,7 @@ fn hello_bytes(max_frame: u32) -> Vec<u8> {
 
 #[test]
 fn handshakes_end_as_the_protocol_says() {
-    let hello = hello_bytes(4096);
+    let hello = hello_bytes(4096, Some(FlowLimits { max_requests: 9, request_bytes: 0 }));
     for control in 0..4 {
         assert_eq!(handshake(&[&[control][..], &hello].concat()), Report { count: 1, error: None });
         let cut = &hello[..hello.len() - 1];
@@ -147,7 +156,8 @@ fn mutated_handshakes_keep_the_invariants() {
     let mut rng = fastrand::Rng::with_seed(0x4845_4c4f);
     let (mut ready, mut errors, mut waiting) = (0, 0, 0);
     for _ in 0..2000 {
-        let valid = [&[rng.u8(..)][..], &hello_bytes(rng.u32(1024..=65536))].concat();
+        let flow = rng.bool().then(|| FlowLimits { max_requests: rng.u32(1..9), request_bytes: rng.u32(..) });
+        let valid = [&[rng.u8(..)][..], &hello_bytes(rng.u32(1024..=65536), flow)].concat();
         let report = handshake(&mutated(&mut rng, &valid));
         match report {
             Report { error: Some(_), .. } => errors += 1,
@@ -166,8 +176,9 @@ fn empty_and_tiny_inputs_are_no_runs() {
     assert_eq!(mux_local(b"\x00"), Report::default());
     // No steps: the peer never speaks, so the mux never becomes ready.
     assert_eq!(mux_local(b"\x00\x00"), Report { count: 0, error: None });
-    // A bare header byte is a run over nothing: the mux becomes ready and nothing else happens.
-    assert_eq!(mux(b"\x00\x00"), Report { count: 1, error: None });
+    // A bare header byte is a run over nothing: the mux becomes ready, and its oneway call ends
+    // once written.
+    assert_eq!(mux(b"\x00\x00"), Report { count: 2, error: None });
 }
 
 fn script(control: u8, seed: u8, steps: &[Step<'_>]) -> Vec<u8> {
@@ -181,58 +192,67 @@ fn script(control: u8, seed: u8, steps: &[Step<'_>]) -> Vec<u8> {
 #[test]
 fn local_calls_cancels_and_answers_follow_the_model() {
     use Step::*;
-    // A connector: its calls are 1, 3 (oneway), 5, then 7 of 1250 bytes; the peer's are 2 and 4.
+    // A connector: its calls are 1, 3 (oneway), 5, made before the peer's HELLO, then 7 of 1250
+    // bytes; the peer's are 2 and 4 (oneway).
     let steps = [
         Call { size: 1, oneway: false },
         Call { size: 1, oneway: true },
         Call { size: 1, oneway: false },
-        PeerRequest { pick: 1, size: 1, oneway: false },
-        PeerRequest { pick: 1, size: 1, oneway: true },
+        PeerRequest { pick: 1, size: 1, oneway: false, crowded: false },
+        PeerRequest { pick: 1, size: 1, oneway: true, crowded: false },
+        Next,
+        Next,
+        Next,
         PeerResponse { pick: 0, error: false },
         Cancel { pick: 2 },
         // The answers to the cancelled call and to the oneway one are ignored.
         PeerResponse { pick: 2, error: true },
         PeerResponse { pick: 1, error: false },
-        // 2 is answered, once: the second answer finds it done. Oneway 4 gets no answer; it
-        // ends when finished as oneway.
-        Respond { pick: 0, size: 1, error: false },
-        Respond { pick: 0, size: 1, error: true },
-        Respond { pick: 1, size: 1, error: false },
-        FinishOneway { pick: 1 },
+        // 2 is answered, once: the second answer finds it done. Oneway 4 gets no answer, and
+        // its credit goes back.
+        Finish { pick: 0, size: 1, error: false },
+        Finish { pick: 0, size: 1, error: true },
+        Finish { pick: 1, size: 1, error: false },
         PeerCancel { pick: 0 },
+        // Written: the oneway call 3 ends.
+        Write { units: 255 },
         Call { size: 250, oneway: false },
         Drain,
     ];
-    // Ready; requests 2 and 4; the response to 1.
+    // Ready; requests 2 and 4 handed over; the response to 1; the end of 3.
     for seed in 0..8 {
-        assert_eq!(mux_local(&script(0, seed, &steps)), Report { count: 4, error: None }, "seed {seed}");
+        assert_eq!(mux_local(&script(0, seed, &steps)), Report { count: 5, error: None }, "seed {seed}");
     }
     // Within the peer's 16 MiB, call 7 goes out and is still pending when drained.
-    assert_eq!(mux_local(&script(2, 0, &steps)), Report { count: 4, error: None });
+    assert_eq!(mux_local(&script(2, 0, &steps)), Report { count: 5, error: None });
     // The acceptor's ids are the other way round: the same picks find the same calls.
-    assert_eq!(mux_local(&script(1, 0, &steps)), Report { count: 4, error: None });
+    assert_eq!(mux_local(&script(1, 0, &steps)), Report { count: 5, error: None });
+    // A peer that predates FLOW gets no CREDIT, and takes all the calls at once.
+    assert_eq!(mux_local(&script(8, 0, &steps)), Report { count: 5, error: None });
 }
 
 #[test]
 fn goaway_either_way_refuses_new_calls_and_drain_marks_the_unprocessed() {
     use Step::*;
     let steps = [
-        PeerRequest { pick: 1, size: 1, oneway: false },
+        PeerRequest { pick: 1, size: 1, oneway: false, crowded: false },
         Call { size: 1, oneway: false },
         Call { size: 1, oneway: false },
         GoAway,
-        // Refused unprocessed (the two-way one answered, the oneway one not), and not reported.
-        PeerRequest { pick: 1, size: 1, oneway: false },
-        PeerRequest { pick: 1, size: 1, oneway: true },
+        // Refused unprocessed (the two-way one answered, the oneway one not), never handed over.
+        PeerRequest { pick: 1, size: 1, oneway: false, crowded: false },
+        PeerRequest { pick: 1, size: 1, oneway: true, crowded: false },
+        Next,
+        Next,
         Call { size: 1, oneway: false },
         GoAway,
-        Respond { pick: 0, size: 1, error: false },
+        Finish { pick: 0, size: 1, error: false },
         // The peer's GOAWAY says it saw call 1: only call 3 is unprocessed.
         PeerGoAway { pick: 0 },
         Drain,
         PeerResponse { pick: 0, error: false },
     ];
-    // Ready, request 2, GOAWAY.
+    // Ready, request 2 handed over, GOAWAY.
     assert_eq!(mux_local(&script(0, 3, &steps)), Report { count: 3, error: None });
 }
 
@@ -265,27 +285,145 @@ fn the_handshake_must_arrive_within_the_heartbeat_timeout() {
     assert_eq!(mux_local(&script(0, 0, &in_time)), Report { count: 1, error: None });
 }
 
-/// A step of any kind, calls and waits the likeliest, sizes mostly small; raw bytes (likely
-/// a frame cut short) are taken from `raw`.
+#[test]
+fn calls_wait_for_the_peer_s_flow_limits_and_go_in_order() {
+    use Step::*;
+    let steps = [
+        PeerPing { nonce: 1, pong: true },
+        // The peer takes 3 requests: two go, with a oneway one; 7 and 9 wait.
+        Call { size: 1, oneway: false },
+        Call { size: 1, oneway: false },
+        Call { size: 1, oneway: true },
+        Call { size: 1, oneway: false },
+        Call { size: 1, oneway: false },
+        // An answer lets 7 go; a CREDIT for the oneway call lets 9 go.
+        PeerResponse { pick: 0, error: false },
+        Write { units: 255 },
+        PeerCredit { pick: 1, bogus: false },
+        // Two of 200 × 5 bytes: over the peer's 2 KiB together, so the second waits, and a
+        // third behind it, however small.
+        PeerResponse { pick: 1, error: false },
+        PeerResponse { pick: 3, error: false },
+        PeerResponse { pick: 4, error: false },
+        Call { size: 200, oneway: false },
+        Call { size: 200, oneway: false },
+        Call { size: 1, oneway: false },
+        Write { units: 255 },
+        PeerResponse { pick: 5, error: false },
+        Drain,
+    ];
+    // Ready; responses to 1, the end of oneway 5, responses to 3, 7, 9, 11.
+    assert_eq!(mux_local(&script(2, 0, &steps)), Report { count: 7, error: None });
+    // A bogus CREDIT, one more than the oneway calls in progress, is a violation.
+    let bogus = [&steps[..7], &[PeerCredit { pick: 1, bogus: true }]].concat();
+    let report = mux_local(&script(2, 0, &bogus));
+    assert!(matches!(report.error, Some(ProtocolError::Violation(ref m)) if m.contains("CREDIT")), "{report:?}");
+}
+
+#[test]
+fn a_peer_over_the_limits_is_not_read_and_its_silence_not_held_against_it() {
+    use Step::*;
+    let request = PeerRequest { pick: 1, size: 1, oneway: false, crowded: false };
+    let steps = [
+        // Five requests from a peer that ignores our limit of 3: the fourth takes it over and
+        // the fifth is not read.
+        request,
+        request,
+        request,
+        request,
+        request,
+        Next,
+        Next,
+        Next,
+        Next,
+        // A minute of silence while we do not read: no PING, no verdict.
+        Wait { millis: 30_000 },
+        Wait { millis: 30_000 },
+        Finish { pick: 0, size: 1, error: false },
+        // Back within the limits, the fifth is read; the clock started over.
+        Next,
+        Wait { millis: 9_999 },
+    ];
+    // Ready, requests handed over: 2, 4, 6, then 8.
+    assert_eq!(mux_local(&script(0, 0, &steps)), Report { count: 5, error: None });
+}
+
+#[test]
+fn the_output_bound_holds_back_new_work_refusals_pongs_and_credit() {
+    use Step::*;
+    let steps = [
+        PeerRequest { pick: 1, size: 1, oneway: false, crowded: false },
+        PeerRequest { pick: 1, size: 1, oneway: false, crowded: false },
+        PeerRequest { pick: 1, size: 1, oneway: true, crowded: false },
+        Next,
+        Next,
+        // Two answers of 1000 bytes and more: the output is over its 2048 bytes.
+        Finish { pick: 0, size: 200, error: false },
+        Finish { pick: 1, size: 200, error: false },
+        Finish { pick: 2, size: 200, error: false },
+        // Nothing starts, nothing is refused, three PINGs get one PONG later, and no CREDIT
+        // goes for the oneway call 6 the peer cancels before it was handed over.
+        Next,
+        PeerRequest { pick: 1, size: 1, oneway: false, crowded: true },
+        PeerRequest { pick: 1, size: 1, oneway: false, crowded: false },
+        PeerPing { nonce: 1, pong: false },
+        PeerPing { nonce: 2, pong: false },
+        PeerPing { nonce: 3, pong: false },
+        PeerCancel { pick: 2 },
+        Call { size: 1, oneway: false },
+        // The driver writes: room again, for all of them.
+        Write { units: 100 },
+        Write { units: 255 },
+        Next,
+    ];
+    // Ready, 2 and 4 handed over, then 10; the refusal of 8 is output, not an event.
+    assert_eq!(mux_local(&script(2, 0, &steps)), Report { count: 4, error: None });
+}
+
+#[test]
+fn a_peer_that_reads_none_of_our_output_is_given_up() {
+    use Step::*;
+    let steps = [
+        PeerPing { nonce: 1, pong: true },
+        Call { size: 1, oneway: false },
+        WriteBlocked,
+        PeerPing { nonce: 2, pong: false },
+        Wait { millis: 10_000 },
+        PeerPing { nonce: 3, pong: false },
+        Wait { millis: 19_999 },
+        Wait { millis: 1 },
+    ];
+    let report = mux_local(&script(0, 0, &steps));
+    assert_eq!(report, Report { count: 1, error: Some(ProtocolError::NotReading(Duration::from_secs(30))) });
+    // Writing a byte starts the clock over.
+    let writes = [&steps[..7], &[Write { units: 1 }, Wait { millis: 1 }]].concat();
+    assert_eq!(mux_local(&script(0, 0, &writes)), Report { count: 1, error: None });
+}
+
+/// A step of any kind, calls, hand-overs and waits the likeliest, sizes mostly small; raw bytes
+/// (likely a frame cut short) are taken from `raw`.
 fn random_step<'a>(rng: &mut fastrand::Rng, raw: &'a [u8]) -> Step<'a> {
     let size = if rng.usize(..4) == 0 { rng.u8(..) } else { rng.u8(..8) };
     let pick = rng.u8(..8);
-    match rng.u8(..20) {
+    match rng.u8(..24) {
         0 if rng.bool() => {
             let start = rng.usize(..raw.len());
             Step::Bytes(&raw[start..raw.len().min(start + rng.usize(..40))])
         }
-        1 | 2 => Step::PeerRequest { pick, size, oneway: rng.bool() },
+        1 | 2 => Step::PeerRequest { pick, size, oneway: rng.bool(), crowded: rng.usize(..8) == 0 },
         3 => Step::PeerResponse { pick, error: rng.bool() },
         4 => Step::PeerCancel { pick },
         0 | 5 => Step::PeerPing { nonce: rng.u8(..), pong: rng.bool() },
         6 => Step::PeerGoAway { pick },
-        7..=9 => Step::Call { size, oneway: rng.bool() },
-        10 => Step::Cancel { pick },
-        11 | 12 => Step::Respond { pick, size, error: rng.bool() },
-        13 => Step::FinishOneway { pick },
-        14 => Step::GoAway,
-        15 => Step::Drain,
+        7 => Step::PeerCredit { pick, bogus: rng.usize(..4) == 0 },
+        8..=10 => Step::Call { size, oneway: rng.bool() },
+        11 => Step::Cancel { pick },
+        12 | 13 => Step::Next,
+        14 | 15 => Step::Finish { pick, size, error: rng.bool() },
+        16 => Step::GoAway,
+        17 => Step::Drain,
+        18 | 19 => Step::Write { units: if rng.bool() { u8::MAX } else { rng.u8(..) } },
+        20 => Step::WriteBlocked,
         _ => Step::Wait { millis: rng.u16(..25_000) },
     }
 }
@@ -303,13 +441,135 @@ fn random_and_mutated_scripts_keep_the_invariants() {
         events += report.count;
         match report.error {
             None => clean += 1,
-            Some(ProtocolError::HeartbeatTimeout(_) | ProtocolError::HandshakeTimeout(_)) => dead += 1,
+            Some(
+                ProtocolError::HeartbeatTimeout(_) | ProtocolError::HandshakeTimeout(_) | ProtocolError::NotReading(_),
+            ) => dead += 1,
             Some(ProtocolError::Violation(_)) => violations += 1,
             Some(ProtocolError::Frame(_)) => malformed += 1,
         }
     }
     let counts = (events, clean, dead, violations, malformed);
-    // Each way a run can end, often enough (1812 events, 284 clean, 176 dead, 318 violations,
-    // 222 malformed when written).
+    // Each way a run can end, often enough ((1383, 279, 130, 397, 194) when written).
     assert!(events > 1200 && clean > 150 && dead > 100 && violations > 150 && malformed > 100, "{counts:?}");
+}
+
+// ---- the connection driver ----
+
+/// A `conn` script: the setup byte, then steps as (opcode, arguments).
+fn conn_script(control: u8, steps: &[&[u8]]) -> Vec<u8> {
+    [&[control][..], &steps.concat()].concat()
+}
+
+#[test]
+fn the_connection_driver_answers_and_ends_cleanly() {
+    let steps: &[&[u8]] = &[
+        &[0, 10],      // echo 50 bytes
+        &[0x80, 1],    // oneway echo
+        &[1, 5, 0],    // sleep 50 ms
+        &[3, 7],       // PING 7
+        &[11, 2],      // a local call of 10 bytes
+        &[8, 255],     // the peer reads everything
+        &[10, 0, 100], // 100 ms pass
+        &[6, 0],       // the peer answers the local call
+        &[10, 0, 100],
+        &[14], // the peer closes
+    ];
+    for control in 0..16 {
+        let report = conn(&conn_script(control, steps));
+        // The HELLO, two answers, a PONG, the local call (and CREDIT to a FLOW peer), and the
+        // local caller's answer; without the peer's HELLO, the connection closes on its
+        // handshake timeout and the local call never leaves.
+        let least = if control & 8 == 0 { 6 } else { 2 };
+        assert!(report.count >= least, "setup {control}: {report:?}");
+    }
+}
+
+#[test]
+fn a_stalled_peer_meets_the_bounds_of_the_output_and_of_its_requests() {
+    // Twenty echoes of 1000 bytes, sleeps, pings and local calls while the socket takes no
+    // more than its first 4 KiB: answers pile up to the output bound, then requests wait, then
+    // reading stops; the peer drains in bits, pings, and the clock runs past the heartbeat.
+    let mut steps: Vec<Vec<u8>> = vec![vec![7, 3], vec![9, 10]];
+    for i in 0..20u8 {
+        steps.push(vec![0, 190]);
+        steps.push(vec![if i % 3 == 0 { 0x81 } else { 1 }, i, i % 4]);
+        steps.push(vec![3, i]);
+        if i % 5 == 0 {
+            steps.push(vec![11, 100]);
+            steps.push(vec![0x8b, 1]);
+        }
+    }
+    steps.extend([
+        vec![10, 0x4e, 0x20],
+        vec![8, 80],
+        vec![4, 1],
+        vec![10, 0x27, 0x10],
+        vec![8, 255],
+        vec![6, 0],
+        vec![14],
+    ]);
+    let steps: Vec<&[u8]> = steps.iter().map(Vec::as_slice).collect();
+    for control in [0, 1, 2, 4, 5] {
+        let (report, reached) = super::conn::run(&conn_script(control, &steps));
+        assert!(report.count > 20, "setup {control}: {report:?}");
+        let budget = control & 4 != 0;
+        assert_eq!((reached.paused, reached.output, reached.budget), (true, true, budget), "setup {control}");
+    }
+}
+
+#[test]
+fn random_conn_scripts_keep_the_bounds() {
+    let mut rng = fastrand::Rng::with_seed(0x434f_4e4e);
+    let (mut frames, mut paused, mut output, mut budget) = (0, 0, 0, 0);
+    for _ in 0..300 {
+        let mut input = vec![rng.u8(..) & 0x07];
+        for _ in 0..rng.usize(1..40) {
+            // Mostly the peer's calls, reads and local calls; rarely an end.
+            let opcode = match rng.u8(..100) {
+                0..=29 => 0,
+                30..=39 => 1,
+                40..=42 => 15,
+                43..=47 => 2,
+                48..=55 => 3,
+                56..=58 => 4,
+                59..=68 => 8,
+                69..=74 => 11,
+                75..=79 => 6,
+                80..=84 => 7,
+                85..=89 => 9,
+                90..=95 => 10,
+                96 => 5,
+                97 => 12,
+                98 => 13,
+                _ => 14,
+            };
+            let flag = if rng.usize(..4) == 0 { 0x80 } else { 0 };
+            match opcode {
+                5 => {
+                    let raw = &conversation()[rng.usize(..40)..];
+                    let n = rng.usize(..raw.len().min(40));
+                    input.extend([5, n as u8]);
+                    input.extend_from_slice(&raw[..n]);
+                }
+                10 => input.extend([10, rng.u8(..0x60), rng.u8(..)]),
+                12..=15 => input.push(opcode | flag),
+                // Echoes of up to 950 bytes, within the connection's 1024-byte frames.
+                0 => input.extend([opcode | flag, rng.u8(..190)]),
+                // The sleep's milliseconds (× 10) and deadline (× 100 ms).
+                1 => input.extend([opcode | flag, rng.u8(..50), rng.u8(..8)]),
+                _ => {
+                    let arg = if rng.usize(..8) == 0 { rng.u8(..) } else { rng.u8(..100) };
+                    input.extend([opcode | flag, arg]);
+                }
+            }
+        }
+        let (report, reached) = super::conn::run(&input);
+        frames += report.count;
+        paused += usize::from(reached.paused);
+        output += usize::from(reached.output);
+        budget += usize::from(reached.budget);
+    }
+    let counts = (frames, paused, output, budget);
+    // (2574, 44, 22, 52) when written.
+    assert!(frames > 2000 && paused > 20 && output > 10 && budget > 25, "{counts:?}");
 }

@@ -46,7 +46,8 @@
 //!    has waited and the peer took none of it for `interval + timeout`, the peer is not reading
 //!    and is given up too. After either, nothing more it sends is read. Any frame counts as a
 //!    sign of life, so a busy connection is never pinged. PONGs count against the output bound:
-//!    past it, several PINGs get one PONG (the latest nonce) once the output drains.
+//!    past it, several PINGs get one PONG (the latest nonce) once the output drains; CREDIT
+//!    waits the same way, gathered into one frame.
 //! 8. GOAWAY from the peer: no new requests may be sent (they fail with `Unavailable`), pending
 //!    ones still complete. [`Mux::go_away`] does the same from this side: requests arriving after
 //!    it are answered `Unavailable` without being handed over.
@@ -60,8 +61,9 @@
 //! # Bounds
 //!
 //! What the mux holds for the peer is bounded: its queued output by `max_queued_output` plus the
-//! answers of handlers that were running when it was passed (and a GOAWAY, a PONG and a
-//! CREDIT), the peer's requests in progress by its FLOW limits (`max_requests` requests of
+//! frame that passed it and the answers of handlers that were running then (PONG and CREDIT
+//! wait for room; only this side's CANCELs and PINGs and a GOAWAY are queued past it as well:
+//! the exact slack is derived in `zrpc_transport::fuzz`'s `mux_local`), the peer's requests in progress by its FLOW limits (`max_requests` requests of
 //! `max_request_bytes` in all, or one request up to `max_frame`; one frame more from a peer that
 //! breaks the rule, before reading stops), the read buffer by one frame being assembled. What
 //! the local side holds — its calls waiting to be sent — is its own.
@@ -402,18 +404,23 @@ impl<T> Mux<T> {
     // ---- output ----
 
     /// The bytes to write, from the front; the driver reports how many it wrote with
-    /// [`written`](Mux::written). Control frames owed (a CREDIT, a PONG held back by the output
-    /// bound) are queued first.
+    /// [`written`](Mux::written). Control frames owed (a CREDIT, a PONG) are queued first, while
+    /// the output is under its bound: past it they wait, gathering what comes meanwhile into
+    /// one of each (contract item 7). A connection that failed owes nothing more: its GOAWAY is
+    /// its last frame.
     pub fn transmit(&mut self) -> &[u8] {
-        if self.owed.requests > 0 {
-            frame::encode_credit(&mut self.out, self.owed.requests, self.owed.bytes);
-            self.owed = Owed::default();
-        }
-        if let Some(nonce) = self.owed_pong
-            && self.out.len() < self.config.max_queued_output
-        {
-            frame::encode_pong(&mut self.out, nonce);
-            self.owed_pong = None;
+        let room = |out: &BytesMut| out.len() < self.config.max_queued_output;
+        if self.phase != Phase::Broken {
+            if self.owed.requests > 0 && room(&self.out) {
+                frame::encode_credit(&mut self.out, self.owed.requests, self.owed.bytes);
+                self.owed = Owed::default();
+            }
+            if let Some(nonce) = self.owed_pong
+                && room(&self.out)
+            {
+                frame::encode_pong(&mut self.out, nonce);
+                self.owed_pong = None;
+            }
         }
         self.peak_output = self.peak_output.max(self.out.len());
         &self.out

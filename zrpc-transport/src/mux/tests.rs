@@ -629,7 +629,9 @@ fn a_peer_over_the_limits_is_read_no_further_until_it_is_back_within_them() {
     assert!(!server.wants_read());
     // No credit goes to a peer that does not follow flow control.
     server.finish(3, &ok(b""));
-    let frames = decode(server.take_output());
+    let mut out = server.take_output();
+    frame::decode_preface(&mut out).expect("our preface");
+    let frames = decode(out);
     assert!(frames.iter().all(|f| !matches!(f, Frame::Credit { .. })), "{frames:?}");
 }
 
@@ -666,10 +668,9 @@ fn requests_wait_while_the_output_is_over_its_bound_and_pongs_are_folded() {
         pair.client.send_request(id, request("S.m", b""), "t").expect("accepted");
     }
     assert!(pair.server_events().is_empty());
-    let first = pair.server.next_request().expect("the first call");
-    assert_eq!(first.id, 1);
+    assert_eq!(pair.server.next_request().map(|r| r.id), Some(1));
     pair.server.finish(1, &ok(&ANSWER));
-    assert!(!pair.server.has_request(), "over the bound: nothing new starts");
+    assert!(!pair.server.has_request(), "over the bound: the second waits while the first's answer fills the output");
     assert!(pair.server.wants_read(), "but reading goes on");
 
     // Three PINGs while the output is full: one PONG, for the last, once there is room.
@@ -677,10 +678,12 @@ fn requests_wait_while_the_output_is_over_its_bound_and_pongs_are_folded() {
     pair.to_server.extend_from_slice(&pings);
     let now = pair.now;
     pair.server.recv(&mut pair.to_server, now).expect("valid");
-    // The answer goes first; the PONG once the output has room.
-    let mut frames = decode(pair.server.take_output());
-    frames.extend(decode(pair.server.take_output()));
-    let pongs: Vec<_> = frames.iter().filter_map(|f| if let Frame::Pong { nonce } = f { Some(*nonce) } else { None }).collect();
+    let full = decode(pair.server.take_output());
+    assert!(full.iter().all(|f| !matches!(f, Frame::Pong { .. })), "no PONG while the output is full: {full:?}");
+    // Written: now there is room.
+    let frames = decode(pair.server.take_output());
+    let pongs: Vec<_> =
+        frames.iter().filter_map(|f| if let Frame::Pong { nonce } = f { Some(*nonce) } else { None }).collect();
     assert_eq!(pongs, [3], "{frames:?}");
     assert_eq!(ids(&requests(&mut pair.server)), [3], "with the output written, the next call starts");
 }
@@ -741,4 +744,43 @@ fn a_cancelled_request_that_was_still_waiting_is_dropped_quietly() {
     assert!(pair.server_events().is_empty(), "no handler to stop");
     assert_eq!(pair.server.stats().requests_in_progress, 0);
     assert!(requests(&mut pair.server).is_empty());
+}
+
+#[test]
+fn credit_waits_while_the_output_is_over_its_bound_and_goes_as_one() {
+    // Found by the `mux_local` fuzz target: each write queued a CREDIT whatever the output
+    // held, so a peer that reads nothing, sending oneway requests and cancelling them, grew our
+    // output by a CREDIT a turn, past the bound the docs promise (one CREDIT).
+    let mut pair = pair_with_server(|c| c.max_queued_output = 2048);
+    static ANSWER: [u8; 3000] = [9; 3000];
+    pair.client.send_request(1, request("S.m", b""), "big").expect("accepted");
+    for id in [3, 5] {
+        pair.client.send_request(id, request("S.log", b"").with_oneway(true), "log").expect("accepted");
+    }
+    assert_eq!(ids(&pair.server_requests()), [1, 3, 5]);
+    pair.server.finish(1, &ok(&ANSWER));
+    pair.server.finish(3, &ok(b""));
+    assert!(decode(BytesMut::from(pair.server.transmit())).iter().all(|f| !matches!(f, Frame::Credit { .. })));
+    pair.server.finish(5, &ok(b""));
+    let queued = pair.server.transmit().len();
+    assert!(queued > 3000, "no CREDIT while over the bound");
+    pair.server.written(queued);
+    let frames = decode(BytesMut::from(pair.server.transmit()));
+    assert!(matches!(frames.as_slice(), [Frame::Credit { requests: 2, .. }]), "one CREDIT for both: {frames:?}");
+}
+
+#[test]
+fn a_connection_that_failed_owes_nothing_after_its_goaway() {
+    // Found by the `mux_local` fuzz target: credit owed when the peer broke the protocol went
+    // out after the GOAWAY that was to be the connection's last frame.
+    let mut pair = Pair::new();
+    pair.client.send_request(1, request("S.log", b"").with_oneway(true), "log").expect("accepted");
+    assert_eq!(ids(&pair.server_requests()), [1]);
+    pair.server.finish(1, &ok(b""));
+    let bytes =
+        frame_bytes(|b| frame::encode_response(b, 2, &ok(b""), frame::DEFAULT_MAX_FRAME).map(drop).expect("encodes"));
+    let now = pair.now;
+    violation_of(&mut pair.server, &bytes, now);
+    let frames = decode(pair.server.take_output());
+    assert!(matches!(frames.as_slice(), [Frame::GoAway(_)]), "the GOAWAY alone: {frames:?}");
 }
