@@ -6,6 +6,7 @@
 //! server by hundreds of MiB). The tests take turns, so that one's allocations never land in
 //! another's count.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,7 +21,15 @@ use zrpc_benches::alloc::{CountingAlloc, live_bytes};
 static COUNTING: CountingAlloc = CountingAlloc;
 
 /// One test at a time: [`live_bytes`] is the whole process's.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `test` on a runtime of its own, alone: the runtime, with every task and buffer of the
+/// test's server, is gone before the next test measures anything.
+fn alone(test: impl Future<Output = ()>) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    runtime.expect("a runtime").block_on(test);
+}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -112,9 +121,12 @@ async fn arrivals(serving: &mut Serving, n: usize) -> Vec<usize> {
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_calls_behind_large_frames_pin_only_their_own_buffers() {
-    let _serial = SERIAL.lock().await;
+#[test]
+fn small_calls_behind_large_frames_pin_only_their_own_buffers() {
+    alone(pinned_buffers());
+}
+
+async fn pinned_buffers() {
     let mut serving = serve(|builder| builder).await;
     let before = live_bytes();
 
@@ -134,16 +146,19 @@ async fn small_calls_behind_large_frames_pin_only_their_own_buffers() {
     drop(skipped);
     assert_eq!(arrivals(&mut serving, 40).await, [1; 40]);
 
-    let held = live_bytes().wrapping_sub(before);
+    let held = live_bytes().saturating_sub(before);
     eprintln!("40 calls behind 15 MiB frames: {} KiB held", held / 1024);
     // Before: each call pinned the 16 to 32 MiB buffer its frame was read into, 903 MiB in all.
     assert!(held < 16 * MIB, "40 calls of a few dozen bytes hold {} KiB", held / 1024);
     serving.release.send_replace(true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_costs_about_its_size_on_the_wire() {
-    let _serial = SERIAL.lock().await;
+#[test]
+fn metadata_costs_about_its_size_on_the_wire() {
+    alone(metadata_bomb());
+}
+
+async fn metadata_bomb() {
     // The default allows 256 entries; this server takes the protocol's most, so that the cost
     // of the representation itself is what is measured.
     let mut serving = serve(|builder| builder.max_metadata_entries(u16::MAX)).await;
@@ -162,7 +177,7 @@ async fn metadata_costs_about_its_size_on_the_wire() {
     drop(call);
     assert_eq!(arrivals(&mut serving, 40).await, [usize::from(u16::MAX); 40]);
 
-    let held = live_bytes().wrapping_sub(before);
+    let held = live_bytes().saturating_sub(before);
     eprintln!("40 calls of 65,535 metadata entries: {} KiB held for {} KiB on the wire", held / 1024, wire / 1024);
     // Before: 221 MiB for these 15.7 MB on the wire (14 times), a list entry per metadata entry.
     // Now the frames themselves, in buffers that may have grown to twice their size.
@@ -170,9 +185,12 @@ async fn metadata_costs_about_its_size_on_the_wire() {
     serving.release.send_replace(true);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_with_too_many_metadata_entries_is_refused_and_the_connection_serves_on() {
-    let _serial = SERIAL.lock().await;
+#[test]
+fn a_request_with_too_many_metadata_entries_is_refused_and_the_connection_serves_on() {
+    alone(crowded_metadata());
+}
+
+async fn crowded_metadata() {
     let mut serving = serve(|builder| builder).await;
     let channel = zrpc::Channel::connect(format!("tcp://{}", serving.address).as_str()).await.expect("connect");
     let client = HoldClient::new(channel);
