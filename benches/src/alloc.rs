@@ -5,10 +5,11 @@
 //! `alloc_zeroed` and `realloc` (a `realloc` that grows in place still counts: it is a call into
 //! the allocator the code asked for). Frees are not counted. The `compare` binary installs it as
 //! its `#[global_allocator]`, so both the client (the parent process) and the servers (children
-//! running the same binary) are counted; [`allocations`] reads the process's total. It also keeps
-//! the bytes allocated and not yet freed, [`live_bytes`]: what the process holds on the heap, the
-//! counter memory-bound tests assert on (unlike RSS, it does not depend on what the allocator
-//! returned to the system).
+//! running the same binary) are counted; [`allocations`] reads the process's total.
+//! [`CountingAlloc::WITH_BYTES`] also keeps the bytes allocated and not yet freed, [`live_bytes`]:
+//! what the process holds on the heap, the counter memory-bound tests assert on (unlike RSS, it
+//! does not depend on what the allocator returned to the system). `compare` does not track bytes,
+//! so that the count costs the frameworks it measures one relaxed add per allocation and no more.
 //!
 //! The count is kept in a few cache-line-sized shards, one picked per thread, rather than in one
 //! atomic: a single counter bounced between cores on every allocation would slow the most
@@ -50,21 +51,32 @@ fn shard() -> &'static Shard {
     &COUNTS[shard]
 }
 
-/// Counts an allocation of `bytes`.
-fn count(bytes: usize) {
-    let shard = shard();
-    shard.0.fetch_add(1, Ordering::Relaxed);
-    shard.1.fetch_add(bytes as u64, Ordering::Relaxed);
-}
+impl CountingAlloc {
+    /// Counts allocations only.
+    pub const COUNT: CountingAlloc = CountingAlloc { bytes: false };
+    /// Counts allocations and the bytes held ([`live_bytes`]).
+    pub const WITH_BYTES: CountingAlloc = CountingAlloc { bytes: true };
 
-/// Counts `bytes` freed.
-fn free(bytes: usize) {
-    shard().1.fetch_sub(bytes as u64, Ordering::Relaxed);
+    /// Counts an allocation of `bytes`.
+    fn count(&self, bytes: usize) {
+        let shard = shard();
+        shard.0.fetch_add(1, Ordering::Relaxed);
+        if self.bytes {
+            shard.1.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `bytes` freed.
+    fn free(&self, bytes: usize) {
+        if self.bytes {
+            shard().1.fetch_sub(bytes as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Bytes allocated and not yet freed by this process (see the module docs).
 ///
-/// Only meaningful when [`CountingAlloc`] is the global allocator; 0 otherwise.
+/// Only meaningful when [`CountingAlloc::WITH_BYTES`] is the global allocator; 0 otherwise.
 pub fn live_bytes() -> u64 {
     COUNTS.iter().fold(0u64, |sum, shard| sum.wrapping_add(shard.1.load(Ordering::Relaxed)))
 }
@@ -78,33 +90,35 @@ pub fn allocations() -> u64 {
 
 /// [`System`], counting allocations; install with `#[global_allocator]`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CountingAlloc;
+pub struct CountingAlloc {
+    bytes: bool,
+}
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
 // guarantees carry over; counting touches no memory the allocator hands out.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
+        self.count(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
+        self.count(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        free(layout.size());
+        self.free(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        free(layout.size());
+        self.count(new_size);
+        self.free(layout.size());
         // SAFETY: forwarded unchanged (see above).
         unsafe { System.realloc(ptr, layout, new_size) }
     }

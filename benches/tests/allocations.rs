@@ -18,7 +18,7 @@ use zrpc::{FailMode, Request, Response, Status};
 use zrpc_benches::alloc::{CountingAlloc, allocations};
 
 #[global_allocator]
-static COUNTING: CountingAlloc = CountingAlloc;
+static COUNTING: CountingAlloc = CountingAlloc::COUNT;
 
 /// An endpoint that answers at once, allocating nothing.
 #[derive(Clone, Debug)]

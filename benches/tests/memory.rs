@@ -18,7 +18,7 @@ use zrpc::{CodecId, Context, Metadata, Server};
 use zrpc_benches::alloc::{CountingAlloc, live_bytes};
 
 #[global_allocator]
-static COUNTING: CountingAlloc = CountingAlloc;
+static COUNTING: CountingAlloc = CountingAlloc::WITH_BYTES;
 
 /// One test at a time: [`live_bytes`] is the whole process's.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

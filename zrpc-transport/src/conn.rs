@@ -42,7 +42,7 @@ use zrpc_core::{CodecId, Context, Method, Request, Response, Router, Status};
 
 use crate::budget::{Budget, Slot};
 use crate::frame::RequestFrame;
-use crate::mux::{ConnectionStats, Event, Mux, MuxConfig, ProtocolError, Role};
+use crate::mux::{ConnectionStats, Event, Mux, MuxConfig, ProtocolError, Role, Rounded};
 use crate::stream::Stream;
 
 /// Most commands or completions handled in one turn, so no source starves the others.
@@ -204,40 +204,32 @@ impl Handle {
     }
 
     /// Sends `request` now and returns the future of its answer, which ends with the answer,
-    /// the request's deadline, or the connection's end. Dropping the future before the answer
-    /// came cancels the call on the wire.
+    /// the request's deadline (the connection's mux keeps it: one clock for all calls, not a
+    /// timer each), or the connection's end. Dropping the future before the answer came cancels
+    /// the call on the wire.
     pub(crate) fn call(&self, request: Request) -> CallFuture {
         let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
-        let deadline = request.ctx().deadline().zip(request.ctx().remaining());
-        let origin = request.ctx().deadline_origin();
         let method = request.method().clone();
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::Call { id, request, reply }).is_err() {
             let status = closed_status(&self.shared, &method).mark_unprocessed();
-            return CallFuture { sleep: None, state: CallState::Failed(Some(status)) };
+            return CallFuture { state: CallState::Failed(Some(status)) };
         }
         CallFuture {
-            sleep: deadline.map(|(at, _)| tokio::time::sleep_until(at)),
             state: CallState::Waiting(Waiting {
                 answer,
                 cancel: CancelOnDrop { commands: self.commands.clone(), id, armed: true },
                 shared: self.shared.clone(),
                 method,
-                budget: deadline.map(|(_, budget)| budget),
-                origin,
             }),
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The answer to one call made through a [`Handle`]: a plain struct rather than an `async`
-    /// block, so that a [`Channel`](crate::Channel)'s future can name it and need no box.
-    pub(crate) struct CallFuture {
-        #[pin]
-        sleep: Option<Sleep>,
-        state: CallState,
-    }
+/// The answer to one call made through a [`Handle`]: a plain struct rather than an `async`
+/// block, so that a [`Channel`](crate::Channel)'s future can name it and need no box.
+pub(crate) struct CallFuture {
+    state: CallState,
 }
 
 enum CallState {
@@ -251,54 +243,21 @@ struct Waiting {
     cancel: CancelOnDrop,
     shared: Arc<Shared>,
     method: Method,
-    budget: Option<Duration>,
-    /// Whose default set the deadline, if one did (`Context::deadline_origin`).
-    origin: Option<&'static str>,
 }
 
 impl Future for CallFuture {
     type Output = Result<Response, Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let call = match this.state {
+        let call = match &mut self.get_mut().state {
             CallState::Waiting(call) => call,
             CallState::Failed(status) => {
                 return Poll::Ready(Err(status.take().expect("a CallFuture is not polled after it completed")));
             }
         };
-        if let Poll::Ready(answer) = Pin::new(&mut call.answer).poll(cx) {
-            call.cancel.armed = false;
-            return Poll::Ready(answer.unwrap_or_else(|_| Err(closed_status(&call.shared, &call.method))));
-        }
-        // Past the deadline the call stays armed: dropping this future cancels it on the wire.
-        if let Some(sleep) = this.sleep.as_pin_mut()
-            && sleep.poll(cx).is_ready()
-        {
-            let origin = call.origin.map(|origin| format!(" ({origin})")).unwrap_or_default();
-            return Poll::Ready(Err(Status::deadline_exceeded(format!(
-                "deadline of {}{origin} exceeded calling {} on {}",
-                Rounded(call.budget.unwrap_or_default()),
-                call.method,
-                call.shared.peer_name()
-            ))));
-        }
-        Poll::Pending
-    }
-}
-
-/// A duration as people write it in messages: `500ms`, `1.5s`, `250µs`. A deadline measured at
-/// the start of a call is a hair under what was asked for; rounding shows what was asked.
-struct Rounded(Duration);
-
-impl std::fmt::Display for Rounded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_micros();
-        match micros {
-            0..1_000 => write!(f, "{micros}µs"),
-            1_000..10_000_000 => write!(f, "{}ms", (micros + 500) / 1_000),
-            _ => write!(f, "{:.1}s", self.0.as_secs_f64()),
-        }
+        let answer = std::task::ready!(Pin::new(&mut call.answer).poll(cx));
+        call.cancel.armed = false;
+        Poll::Ready(answer.unwrap_or_else(|_| Err(closed_status(&call.shared, &call.method))))
     }
 }
 

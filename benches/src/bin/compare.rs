@@ -6,7 +6,7 @@ use zrpc_benches::alloc::CountingAlloc;
 // Counts allocations in the client (this process) and in the servers (children running this same
 // binary).
 #[global_allocator]
-static ALLOC: CountingAlloc = CountingAlloc;
+static ALLOC: CountingAlloc = CountingAlloc::COUNT;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -105,6 +105,9 @@ impl<'a> Reader<'a> {
         if usize::from(count).saturating_mul(5) > self.remaining() {
             return Err(self.malformed("metadata count exceeds what the body can hold"));
         }
+        if count == 0 {
+            return Ok(Metadata::new());
+        }
         let rest = self.body.slice(self.pos.min(self.body.len())..);
         let (metadata, used) = Metadata::decode_wire(&rest, count).map_err(|e| self.malformed(e.0))?;
         self.pos += used;

@@ -51,12 +51,16 @@
 //! 8. GOAWAY from the peer: no new requests may be sent (they fail with `Unavailable`), pending
 //!    ones still complete. [`Mux::go_away`] does the same from this side: requests arriving after
 //!    it are answered `Unavailable` without being handed over.
-//! 9. Sizes: a frame larger than the peer's announced maximum is never sent. An oversized
-//!    request fails that call with `ResourceExhausted`; an oversized response is replaced by a
-//!    `ResourceExhausted` error response, so the caller learns why. A request carrying more
-//!    metadata entries than [`MuxConfig::max_metadata_entries`] is refused with
-//!    `ResourceExhausted` (unprocessed) and never handed over; a response with more fails its
-//!    call the same way.
+//! 9. Deadlines of this side's calls are the mux's: at a call's deadline ([`Mux::on_timeout`],
+//!    whose [`next_timeout`](Mux::next_timeout) includes the earliest) it fails with
+//!    `DeadlineExceeded`, and a call that was sent is cancelled on the wire; one that never left
+//!    is marked unprocessed. One clock for every call, rather than a timer each.
+//! 10. Sizes: a frame larger than the peer's announced maximum is never sent. An oversized
+//!     request fails that call with `ResourceExhausted`; an oversized response is replaced by a
+//!     `ResourceExhausted` error response, so the caller learns why. A request carrying more
+//!     metadata entries than [`MuxConfig::max_metadata_entries`] is refused with
+//!     `ResourceExhausted` (unprocessed) and never handed over; a response with more fails its
+//!     call the same way.
 //!
 //! # Bounds
 //!
@@ -267,6 +271,7 @@ enum Phase {
 struct Pending<T> {
     token: T,
     size: usize,
+    deadline: Option<CallDeadline>,
 }
 
 /// A call this side made that waits to be sent.
@@ -274,6 +279,54 @@ struct Waiting<T> {
     id: u64,
     request: Request,
     token: T,
+    deadline: Option<CallDeadline>,
+}
+
+/// When a call this side made is given up, and what its failure then says.
+struct CallDeadline {
+    at: Instant,
+    /// The time the caller allowed, as it was when the call reached the mux.
+    budget: Duration,
+    /// Whose default set the deadline, if one did.
+    origin: Option<&'static str>,
+    method: zrpc_core::Method,
+}
+
+impl CallDeadline {
+    fn of(request: &Request) -> Option<CallDeadline> {
+        let ctx = request.ctx();
+        let at = ctx.deadline()?;
+        Some(CallDeadline {
+            at,
+            budget: at.saturating_duration_since(Instant::now()),
+            origin: ctx.deadline_origin(),
+            method: request.method().clone(),
+        })
+    }
+
+    fn exceeded(&self, peer: &str) -> Status {
+        let origin = self.origin.map(|origin| format!(" ({origin})")).unwrap_or_default();
+        Status::deadline_exceeded(format!(
+            "deadline of {}{origin} exceeded calling {} on {peer}",
+            Rounded(self.budget),
+            self.method
+        ))
+    }
+}
+
+/// A duration as people write it in messages: `500ms`, `1.5s`, `250µs`. A deadline measured at
+/// the start of a call is a hair under what was asked for; rounding shows what was asked.
+pub(crate) struct Rounded(pub(crate) Duration);
+
+impl fmt::Display for Rounded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        match micros {
+            0..1_000 => write!(f, "{micros}µs"),
+            1_000..10_000_000 => write!(f, "{}ms", (micros + 500) / 1_000),
+            _ => write!(f, "{:.1}s", self.0.as_secs_f64()),
+        }
+    }
 }
 
 /// One of the peer's requests that waits in the mux.
@@ -314,6 +367,9 @@ pub struct Mux<T> {
     unwritten_oneway: VecDeque<(u64, T)>,
     /// This side's requests in progress at the peer.
     outstanding: Outstanding,
+    /// No call of this side's, pending or waiting, has a deadline before this: when it comes,
+    /// [`on_timeout`](Mux::on_timeout) fails those whose deadline passed and finds the next.
+    earliest_deadline: Option<Instant>,
     /// Highest id this side has sent; responses above it were never asked for.
     highest_sent: u64,
 
@@ -381,6 +437,7 @@ impl<T> Mux<T> {
             waiting: VecDeque::new(),
             unwritten_oneway: VecDeque::new(),
             outstanding: Outstanding::default(),
+            earliest_deadline: None,
             highest_sent: 0,
             inbound: HashMap::new(),
             held: VecDeque::new(),
@@ -558,13 +615,19 @@ impl<T> Mux<T> {
         }
         // Calls go in order: one that finds others waiting waits behind them.
         let attempt = if self.waiting.is_empty() { self.try_send(id, &request) } else { Attempt::Wait };
+        let deadline = CallDeadline::of(&request);
+        if let Some(deadline) = &deadline
+            && !matches!(attempt, Attempt::Refused(_))
+        {
+            self.earliest_deadline = Some(self.earliest_deadline.map_or(deadline.at, |at| at.min(deadline.at)));
+        }
         match attempt {
             Attempt::Sent(size) => {
-                self.book(id, request.is_oneway(), size, token);
+                self.book(id, request.is_oneway(), size, token, deadline);
                 Ok(())
             }
             Attempt::Wait => {
-                self.waiting.push_back(Waiting { id, request, token });
+                self.waiting.push_back(Waiting { id, request, token, deadline });
                 Ok(())
             }
             Attempt::Refused(e) => Err((refused(&request, &e), token)),
@@ -605,7 +668,7 @@ impl<T> Mux<T> {
     }
 
     /// Books a request of `size` bytes just encoded.
-    fn book(&mut self, id: u64, oneway: bool, size: usize, token: T) {
+    fn book(&mut self, id: u64, oneway: bool, size: usize, token: T, deadline: Option<CallDeadline>) {
         let counted = self.peer.as_ref().is_some_and(|p| p.flow.is_some());
         self.outstanding.add(size, oneway, counted);
         self.highest_sent = self.highest_sent.max(id);
@@ -613,7 +676,7 @@ impl<T> Mux<T> {
             let end = self.written + self.out.len() as u64;
             self.unwritten_oneway.push_back((end, token));
         } else {
-            self.pending.insert(id, Pending { token, size });
+            self.pending.insert(id, Pending { token, size, deadline });
         }
     }
 
@@ -630,7 +693,9 @@ impl<T> Mux<T> {
         }
         while let Some(call) = self.waiting.pop_front() {
             match self.try_send(call.id, &call.request) {
-                Attempt::Sent(size) => self.book(call.id, call.request.is_oneway(), size, call.token),
+                Attempt::Sent(size) => {
+                    self.book(call.id, call.request.is_oneway(), size, call.token, call.deadline);
+                }
                 Attempt::Wait => {
                     self.waiting.push_front(call);
                     return;
@@ -771,8 +836,17 @@ impl<T> Mux<T> {
 
     // ---- time ----
 
-    /// When [`Mux::on_timeout`] must be called next.
+    /// When [`Mux::on_timeout`] must be called next: for the heartbeat, or for the deadline of a
+    /// call this side made.
     pub fn next_timeout(&self) -> Instant {
+        let heartbeat = self.next_heartbeat();
+        match self.earliest_deadline {
+            Some(at) => heartbeat.min(at),
+            None => heartbeat,
+        }
+    }
+
+    fn next_heartbeat(&self) -> Instant {
         let heartbeat = if self.phase != Phase::Open {
             self.last_received + self.config.heartbeat_timeout
         } else {
@@ -787,12 +861,51 @@ impl<T> Mux<T> {
         }
     }
 
+    /// Fails the calls whose deadline has passed, and finds the next deadline. Scanning every
+    /// call is cheap next to what it saves: a timer per call. It runs when the earliest deadline
+    /// known comes, which for calls of the same timeout is about once per timeout.
+    fn expire_calls(&mut self, now: Instant) {
+        let peer: Arc<str> = self.peer.as_ref().map_or_else(|| "the peer".into(), |p| p.name.clone());
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, call)| call.deadline.as_ref().is_some_and(|d| d.at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(Pending { token, size, deadline: Some(deadline) }) = self.pending.remove(&id) {
+                // As a caller that gives up does: the peer stops working on it, its slot is free.
+                frame::encode_cancel(&mut self.out, id);
+                self.outstanding.release(size);
+                self.events.push_back(Event::Response { token, result: Err(deadline.exceeded(&peer)) });
+            }
+        }
+        let mut waiting = VecDeque::with_capacity(self.waiting.len());
+        for call in self.waiting.drain(..) {
+            match &call.deadline {
+                // Never sent: safe to send anywhere, were there time left.
+                Some(deadline) if deadline.at <= now => {
+                    let status = deadline.exceeded(&peer).mark_unprocessed();
+                    self.events.push_back(Event::Response { token: call.token, result: Err(status) });
+                }
+                _ => waiting.push_back(call),
+            }
+        }
+        self.waiting = waiting;
+        let pending = self.pending.values().filter_map(|call| call.deadline.as_ref());
+        self.earliest_deadline =
+            pending.chain(self.waiting.iter().filter_map(|call| call.deadline.as_ref())).map(|d| d.at).min();
+        self.send_waiting();
+    }
+
     fn not_reading_limit(&self) -> Duration {
         self.config.heartbeat_interval + self.config.heartbeat_timeout
     }
 
-    /// Advances the heartbeat: queues a PING when the connection has been quiet, and fails
-    /// when a PING went unanswered or the peer has not read for too long.
+    /// Advances the clock: fails the calls this side made whose deadline has passed (reported as
+    /// [`Event::Response`]s with `DeadlineExceeded`, and cancelled on the wire if they were sent),
+    /// queues a PING when the connection has been quiet, and fails when a PING went unanswered
+    /// or the peer has not read for too long.
     ///
     /// # Errors
     /// [`ProtocolError::HandshakeTimeout`], [`ProtocolError::HeartbeatTimeout`] or
@@ -801,6 +914,9 @@ impl<T> Mux<T> {
     pub fn on_timeout(&mut self, now: Instant) -> Result<(), ProtocolError> {
         if self.phase == Phase::Broken {
             return Ok(());
+        }
+        if self.earliest_deadline.is_some_and(|at| at <= now) {
+            self.expire_calls(now);
         }
         if self.blocked_since.is_some_and(|since| now >= since + self.not_reading_limit()) {
             self.phase = Phase::Broken;

@@ -784,3 +784,40 @@ fn a_connection_that_failed_owes_nothing_after_its_goaway() {
     let frames = decode(pair.server.take_output());
     assert!(matches!(frames.as_slice(), [Frame::GoAway(_)]), "the GOAWAY alone: {frames:?}");
 }
+
+#[test]
+fn calls_fail_at_their_deadline_cancelled_on_the_wire_or_never_sent() {
+    let mut pair = pair_with_server(|c| c.max_requests = 1);
+    let start = pair.now;
+    let soon = Context::new().with_deadline(start + Duration::from_secs(3));
+    let later = Context::new().with_deadline(start + Duration::from_secs(7));
+    pair.client.send_request(1, request("S.sent", b"").with_ctx(soon), "sent").expect("accepted");
+    pair.client.send_request(3, request("S.waits", b"").with_ctx(later), "waits").expect("accepted");
+    assert_eq!(ids(&pair.server_requests()), [1], "the second waits for room");
+    assert_eq!(pair.client.next_timeout(), start + Duration::from_secs(3), "the earliest deadline");
+
+    pair.client.on_timeout(start + Duration::from_secs(3)).expect("alive");
+    let seen = events(&mut pair.client);
+    let [Event::Response { token: "sent", result: Err(status) }] = seen.as_slice() else { panic!("{seen:?}") };
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(status.message(), "deadline of 3000ms exceeded calling S.sent on server-1");
+    assert!(!status.is_unprocessed(), "it was sent: it may have run");
+    // Its CANCEL made room: the waiting call goes, and its own deadline is next.
+    assert_eq!(pair.server_events().len(), 1, "the server hears the CANCEL");
+    assert_eq!(ids(&requests(&mut pair.server)), [3]);
+    assert_eq!(pair.client.next_timeout(), start + Duration::from_secs(7));
+
+    // A call that never left fails at its deadline too, marked unprocessed.
+    pair.client
+        .send_request(
+            5,
+            request("S.never", b"").with_ctx(Context::new().with_deadline(start + Duration::from_secs(5))),
+            "never",
+        )
+        .expect("accepted");
+    pair.client.on_timeout(start + Duration::from_secs(5)).expect("alive");
+    let seen = events(&mut pair.client);
+    let [Event::Response { token: "never", result: Err(status) }] = seen.as_slice() else { panic!("{seen:?}") };
+    assert!(status.is_unprocessed() && status.code() == Code::DeadlineExceeded, "{status:?}");
+    assert!(pair.client.take_output().is_empty(), "nothing sent for it");
+}
