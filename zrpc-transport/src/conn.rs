@@ -490,6 +490,7 @@ where
             return false;
         }
         let mut progress = false;
+        let mut now = None;
         for _ in 0..BATCH {
             match self.commands.poll_recv(cx) {
                 Poll::Ready(Some(Command::Call { id, request, reply })) => {
@@ -497,7 +498,9 @@ where
                     if reply.is_closed() {
                         continue; // the caller gave up before the request was sent
                     }
-                    if let Err((status, reply)) = self.mux.send_request(id, request, reply) {
+                    // One reading of the clock for the batch: the time left each call carries.
+                    let now = *now.get_or_insert_with(Instant::now);
+                    if let Err((status, reply)) = self.mux.send_request_at(id, request, reply, now) {
                         let _ = reply.send(Err(status));
                     }
                 }
@@ -639,6 +642,9 @@ where
             }
             progress = true;
         }
+        // One reading of the clock for the requests started in this turn, from which their
+        // deadlines count (no earlier than their arrival, as docs/PROTOCOL.md §11 asks).
+        let mut now = None;
         while self.mux.has_request() && self.parked.is_none() {
             // After the peer's end of stream the connection ends with this turn: what it sent
             // before is still handled, all of it that the mux lets start.
@@ -651,7 +657,7 @@ where
                 Poll::Ready(ready) => ready,
             };
             let Some(frame) = self.mux.next_request() else { break };
-            self.start_handler(frame, ready, cx);
+            self.start_handler(frame, ready, &mut now, cx);
             progress = true;
         }
         if self.parked.is_some() {
@@ -683,10 +689,16 @@ where
 
     /// Starts a handler for the peer's call, or answers at once when the service is not
     /// ready or the request cannot become a [`Request`].
-    fn start_handler(&mut self, frame: RequestFrame, ready: Result<(), Status>, cx: &mut TaskContext<'_>) {
+    fn start_handler(
+        &mut self,
+        frame: RequestFrame,
+        ready: Result<(), Status>,
+        now: &mut Option<Instant>,
+        cx: &mut TaskContext<'_>,
+    ) {
         let id = frame.id;
         let budget = frame.timeout;
-        let request = ready.and_then(|()| self.to_request(frame));
+        let request = ready.and_then(|()| self.to_request(frame, now));
         let request = match request {
             Ok(request) => request,
             Err(status) => return self.mux.finish(id, &Err(status)),
@@ -740,7 +752,7 @@ where
         self.handlers.insert(id, task.abort_handle());
     }
 
-    fn to_request(&self, frame: RequestFrame) -> Result<Request, Status> {
+    fn to_request(&self, frame: RequestFrame, now: &mut Option<Instant>) -> Result<Request, Status> {
         let codec = CodecId::from_u8(frame.codec).filter(|codec| codec.is_enabled()).ok_or_else(|| {
             Status::unimplemented(format!("codec {} is not supported by {}", frame.codec, self.local_name))
         })?;
@@ -750,7 +762,7 @@ where
         };
         let mut ctx = Context::new();
         // A peer may send any timeout up to u64::MAX µs; one beyond the clock's range is no deadline.
-        ctx.set_deadline(frame.timeout.and_then(|timeout| Instant::now().checked_add(timeout)));
+        ctx.set_deadline(frame.timeout.and_then(|timeout| now.get_or_insert_with(Instant::now).checked_add(timeout)));
         ctx.set_caller(self.shared.peer.get().cloned());
         ctx.set_trace(frame.trace);
         *ctx.metadata_mut() = frame.metadata;

@@ -64,7 +64,7 @@ pub use decoder::{Decoder, RESERVE_AHEAD};
 pub use error::FrameError;
 pub use hello::{FlowLimits, Hello, encode_hello};
 pub use preface::{decode_preface, encode_preface};
-pub use request::{RequestFrame, encode_request, encode_request_frame};
+pub use request::{RequestFrame, encode_request, encode_request_at, encode_request_frame};
 pub use response::{ResponseFrame, encode_response, encode_response_frame};
 
 /// The first four bytes of the preface: ASCII `ZRPC`.

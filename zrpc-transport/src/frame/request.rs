@@ -81,6 +81,21 @@ struct Parts<'a> {
 /// metadata count that does not fit its length field; [`FrameError::Malformed`] for an empty
 /// method. `dst` is left unchanged.
 pub fn encode_request(dst: &mut BytesMut, id: u64, req: &Request, max_frame: u32) -> Result<usize, FrameError> {
+    encode_request_at(dst, id, req, max_frame, tokio::time::Instant::now())
+}
+
+/// [`encode_request`] with the time left measured from `now`, for a caller that already read
+/// the clock (a connection sending a batch of calls reads it once).
+///
+/// # Errors
+/// As [`encode_request`].
+pub fn encode_request_at(
+    dst: &mut BytesMut,
+    id: u64,
+    req: &Request,
+    max_frame: u32,
+    now: tokio::time::Instant,
+) -> Result<usize, FrameError> {
     let ctx = req.ctx();
     let mut bits = 0;
     if req.is_oneway() {
@@ -93,7 +108,7 @@ pub fn encode_request(dst: &mut BytesMut, id: u64, req: &Request, max_frame: u32
         id,
         flags: bits,
         codec: req.codec().as_u8(),
-        timeout: ctx.remaining(),
+        timeout: ctx.deadline().map(|deadline| deadline.saturating_duration_since(now)),
         method: req.method().as_str(),
         trace: ctx.trace(),
         metadata: ctx.metadata(),

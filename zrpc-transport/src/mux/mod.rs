@@ -293,12 +293,12 @@ struct CallDeadline {
 }
 
 impl CallDeadline {
-    fn of(request: &Request) -> Option<CallDeadline> {
+    fn of(request: &Request, now: Instant) -> Option<CallDeadline> {
         let ctx = request.ctx();
         let at = ctx.deadline()?;
         Some(CallDeadline {
             at,
-            budget: at.saturating_duration_since(Instant::now()),
+            budget: at.saturating_duration_since(now),
             origin: ctx.deadline_origin(),
             method: request.method().clone(),
         })
@@ -609,13 +609,22 @@ impl<T> Mux<T> {
     /// `Unavailable` after a GOAWAY either way; `ResourceExhausted` when the request is larger
     /// than the peer accepts. Each is marked unprocessed, and the token is handed back with it.
     pub fn send_request(&mut self, id: u64, request: Request, token: T) -> Result<(), (Status, T)> {
+        self.send_request_at(id, request, token, Instant::now())
+    }
+
+    /// [`send_request`](Mux::send_request) at `now`, for a driver that read the clock once for
+    /// a batch of calls.
+    ///
+    /// # Errors
+    /// As [`send_request`](Mux::send_request).
+    pub fn send_request_at(&mut self, id: u64, request: Request, token: T, now: Instant) -> Result<(), (Status, T)> {
         debug_assert!(self.role.opens(id), "request ids must have this side's parity");
         if let Some(status) = self.refusal() {
             return Err((status, token));
         }
         // Calls go in order: one that finds others waiting waits behind them.
-        let attempt = if self.waiting.is_empty() { self.try_send(id, &request) } else { Attempt::Wait };
-        let deadline = CallDeadline::of(&request);
+        let attempt = if self.waiting.is_empty() { self.try_send(id, &request, now) } else { Attempt::Wait };
+        let deadline = CallDeadline::of(&request, now);
         if let Some(deadline) = &deadline
             && !matches!(attempt, Attempt::Refused(_))
         {
@@ -647,7 +656,7 @@ impl<T> Mux<T> {
 
     /// Encodes `request` if the peer's HELLO has come, the output bound and the peer's limits
     /// admit it now.
-    fn try_send(&mut self, id: u64, request: &Request) -> Attempt {
+    fn try_send(&mut self, id: u64, request: &Request, now: Instant) -> Attempt {
         let Some(peer) = &self.peer else { return Attempt::Wait };
         if self.out.len() >= self.config.max_queued_output {
             return Attempt::Wait;
@@ -657,7 +666,7 @@ impl<T> Mux<T> {
             None => Limits::None,
         };
         let before = self.out.len();
-        match frame::encode_request(&mut self.out, id, request, peer.max_frame) {
+        match frame::encode_request_at(&mut self.out, id, request, peer.max_frame, now) {
             Ok(size) if self.outstanding.admits(limits, size) => Attempt::Sent(size),
             Ok(_) => {
                 self.out.truncate(before);
@@ -692,7 +701,7 @@ impl<T> Mux<T> {
             return;
         }
         while let Some(call) = self.waiting.pop_front() {
-            match self.try_send(call.id, &call.request) {
+            match self.try_send(call.id, &call.request, Instant::now()) {
                 Attempt::Sent(size) => {
                     self.book(call.id, call.request.is_oneway(), size, call.token, call.deadline);
                 }
