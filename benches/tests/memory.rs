@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use zrpc::transport::frame::{self, Hello, RequestFrame};
+use zrpc::transport::frame::{self, RequestFrame};
 use zrpc::{CodecId, Context, Metadata, Server};
 use zrpc_benches::alloc::{CountingAlloc, live_bytes};
 
@@ -79,18 +79,8 @@ async fn serve(configure: impl FnOnce(zrpc::ServerBuilder) -> zrpc::ServerBuilde
 /// client that knows nothing of the server's limits).
 async fn connect(address: &str) -> TcpStream {
     let mut stream = TcpStream::connect(address).await.expect("connect");
-    let mut out = BytesMut::new();
-    frame::encode_preface(&mut out);
-    let hello = Hello {
-        name: "hostile".into(),
-        max_frame: frame::DEFAULT_MAX_FRAME,
-        codecs: vec![CodecId::Postcard.as_u8()],
-        compressions: Vec::new(),
-        token: Bytes::new(),
-        flow: None,
-    };
-    frame::encode_hello(&mut out, &hello).expect("a short HELLO");
-    stream.write_all(&out).await.expect("write");
+    let greeting = zrpc_benches::soak::frames::handshake("hostile").expect("a short name");
+    stream.write_all(&greeting).await.expect("write");
     stream
 }
 

@@ -1028,6 +1028,23 @@ mod tests {
         drop(big);
     }
 
+    /// A raw peer's preface and HELLO, without flow control, as a client that knows nothing of
+    /// it would send.
+    fn greeting() -> BytesMut {
+        let mut out = BytesMut::new();
+        crate::frame::encode_preface(&mut out);
+        let hello = crate::frame::Hello {
+            name: "raw".into(),
+            max_frame: crate::frame::DEFAULT_MAX_FRAME,
+            codecs: vec![0],
+            compressions: Vec::new(),
+            token: Bytes::new(),
+            flow: None,
+        };
+        crate::frame::encode_hello(&mut out, &hello).expect("encodes");
+        out
+    }
+
     /// A peer speaking raw frames over one end of a pipe, with a decoder for what it reads.
     struct RawPeer {
         io: DuplexStream,
@@ -1039,18 +1056,7 @@ mod tests {
         /// Sends its preface and HELLO and reads ours.
         async fn handshake(io: DuplexStream) -> RawPeer {
             let mut peer = RawPeer { io, rbuf: BytesMut::new(), decoder: crate::frame::Decoder::default() };
-            let mut out = BytesMut::new();
-            crate::frame::encode_preface(&mut out);
-            let hello = crate::frame::Hello {
-                name: "raw".into(),
-                max_frame: crate::frame::DEFAULT_MAX_FRAME,
-                codecs: vec![0],
-                compressions: Vec::new(),
-                token: Bytes::new(),
-                flow: None,
-            };
-            crate::frame::encode_hello(&mut out, &hello).expect("encodes");
-            peer.io.write_all(&out).await.expect("write");
+            peer.io.write_all(&greeting()).await.expect("write");
             while !crate::frame::decode_preface(&mut peer.rbuf).expect("a preface") {
                 peer.fill().await;
             }
@@ -1112,17 +1118,7 @@ mod tests {
         let (server, handle) =
             Connection::new(Stream::Memory(near), Role::Acceptor, config("s"), Router::new(), Router::new(), None);
         tokio::spawn(server.run());
-        let mut out = BytesMut::new();
-        crate::frame::encode_preface(&mut out);
-        let hello = crate::frame::Hello {
-            name: "raw".into(),
-            max_frame: crate::frame::DEFAULT_MAX_FRAME,
-            codecs: vec![0],
-            compressions: Vec::new(),
-            token: Bytes::new(),
-            flow: None,
-        };
-        crate::frame::encode_hello(&mut out, &hello).expect("encodes");
+        let mut out = greeting();
         let method = "Nobody.home_with_a_long_name_that_makes_each_answer_larger";
         for id in 0..200 {
             crate::frame::encode_request(&mut out, 2 * id + 1, &Request::new(method, Bytes::new()), u32::MAX)

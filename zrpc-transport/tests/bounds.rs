@@ -17,7 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
 use zrpc_core::limit::ConcurrencyLimitLayer;
 use zrpc_core::{CodecId, Metadata, Request, Response, Router, Status};
-use zrpc_transport::frame::{self, Decoder, Frame, Hello, RequestFrame};
+use zrpc_transport::frame::{self, Decoder, Frame, RequestFrame};
 use zrpc_transport::{Address, Channel, ConnectionInfo, Server, ServerBuilder, ServerHandle};
 
 /// Echoes, and holds calls until the test releases them by tag.
@@ -127,15 +127,7 @@ async fn hostile(tcp: &str, name: &str) -> (OwnedReadHalf, OwnedWriteHalf) {
     let (read, mut write) = stream.into_split();
     let mut out = BytesMut::new();
     frame::encode_preface(&mut out);
-    let hello = Hello {
-        name: name.into(),
-        max_frame: frame::DEFAULT_MAX_FRAME,
-        codecs: vec![CodecId::Postcard.as_u8()],
-        compressions: Vec::new(),
-        token: Bytes::new(),
-        flow: None,
-    };
-    frame::encode_hello(&mut out, &hello).expect("a short HELLO");
+    frame::encode_hello(&mut out, &support::raw::hello(name)).expect("a short HELLO");
     write.write_all(&out).await.expect("write");
     (read, write)
 }

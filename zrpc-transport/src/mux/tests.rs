@@ -29,17 +29,7 @@ fn config(name: &str) -> MuxConfig {
 
 impl Pair {
     fn new() -> Pair {
-        let now = Instant::now();
-        let mut pair = Pair {
-            client: Mux::new(Role::Connector, config("client-1"), now),
-            server: Mux::new(Role::Acceptor, config("server-1"), now),
-            to_client: BytesMut::new(),
-            to_server: BytesMut::new(),
-            now,
-        };
-        assert!(matches!(pair.server_events().as_slice(), [Event::Ready]));
-        assert!(matches!(pair.client_events().as_slice(), [Event::Ready]));
-        pair
+        pair_with_server(|_| {})
     }
 
     /// Moves the client's output to the server and returns what the server reported.

@@ -35,7 +35,8 @@ pub fn request(id: u64, method: &str, payload: Bytes) -> RequestFrame {
     }
 }
 
-/// The HELLO a raw peer announces: postcard only, the default frame limit, no token.
+/// The HELLO a raw peer announces: postcard only, the default frame limit, no token, and no flow
+/// control (a peer that knows nothing of the limits, or ignores them).
 pub fn hello(name: &str) -> Hello {
     Hello {
         name: name.to_owned(),
