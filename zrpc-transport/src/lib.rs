@@ -6,7 +6,8 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`frame`] | the wire format (`docs/PROTOCOL.md`): preface, HELLO, frames; encode and decode, no I/O |
-//! | [`mux`] | one end of a connection as a state machine: ids, pending calls, heartbeat, GOAWAY; no I/O |
+//! | [`mux`] | one end of a connection as a state machine: calls both ways, flow control, deadlines, heartbeat, GOAWAY; no I/O |
+//! | [`limits`] | [`ConnectionLimits`]: what a peer can make a connection hold, and how the bounds compose with a server's limits |
 //! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown; [`ServerHandle`] to stop it and watch it stop |
 //! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
