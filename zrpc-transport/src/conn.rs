@@ -47,8 +47,10 @@ use crate::stream::Stream;
 
 /// Most commands or completions handled in one turn, so no source starves the others.
 const BATCH: usize = 256;
-/// Read in chunks of at least this many bytes.
+/// Read in chunks of at least this many bytes...
 const READ_CHUNK: usize = 8 * 1024;
+/// ...and, while each read fills the room it was given, of up to this many (see `poll_read`).
+const MAX_READ_CHUNK: usize = 64 * 1024;
 /// The peer's requests are started only while fewer bytes than this wait to be written (see
 /// [`Connection::start_requests`]).
 const WRITE_FIRST: usize = 4 * 1024;
@@ -298,6 +300,8 @@ pub(crate) struct Connection<S: Service<Request>> {
     service: S,
     names: Router,
     local_name: Arc<str>,
+    /// The room to give the next read: grows while reads fill it, shrinks when they do not.
+    read_chunk: usize,
     /// The last write found the socket full: the peer is not taking our output.
     write_blocked: bool,
     /// Requests were left waiting so that the output goes first (see `start_requests`).
@@ -383,6 +387,7 @@ where
             io,
             mux,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
+            read_chunk: READ_CHUNK,
             read_closed: false,
             commands,
             commands_closed: false,
@@ -555,9 +560,13 @@ where
                 return Ok(progress);
             }
         }
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
-            self.rbuf.reserve(READ_CHUNK);
+        // Under load a read that fills its room means more is waiting: give the next one more,
+        // so that one syscall brings many frames (requests read earlier may still share the
+        // buffer, so it cannot simply be reused). An idle connection keeps a small buffer.
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 2 {
+            self.rbuf.reserve(self.read_chunk);
         }
+        let room = self.rbuf.capacity() - self.rbuf.len();
         // No further than the end of a large frame: what follows it goes to a buffer of its own.
         let read = match self.mux.read_limit(&self.rbuf) {
             Some(limit) => {
@@ -573,7 +582,14 @@ where
                 self.read_closed = true;
                 Ok(true)
             }
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
+                self.read_chunk = if n >= room {
+                    (self.read_chunk * 2).min(MAX_READ_CHUNK)
+                } else if n < room / 4 {
+                    (self.read_chunk / 2).max(READ_CHUNK)
+                } else {
+                    self.read_chunk
+                };
                 self.recv()?;
                 Ok(true)
             }
