@@ -85,7 +85,7 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 use zrpc_core::{Code, CodecId, Request, Response, Status};
 
-use self::flow::{Inbound, Limits, Outstanding, Owed};
+use self::flow::{Inbound, Limits, Outstanding, Owed, OwnIds};
 use crate::frame::{self, Decoder, FlowLimits, Frame, FrameError, GoAway, Hello, RequestFrame};
 
 /// Which end of the connection this is; decides the parity of the ids it opens.
@@ -329,19 +329,19 @@ impl fmt::Display for Rounded {
     }
 }
 
-/// One of the peer's requests that waits in the mux.
+/// One of the peer's requests that waits in the mux, with its place in the order of arrival.
 enum Held {
     /// To hand over with [`Mux::next_request`].
-    Start(RequestFrame),
+    Start(u64, RequestFrame),
     /// To answer with this refusal, unprocessed.
-    Refuse(u64, Status),
+    Refuse(u64, u64, Status),
 }
 
 impl Held {
     fn id(&self) -> u64 {
         match self {
-            Held::Start(request) => request.id,
-            Held::Refuse(id, _) => *id,
+            Held::Start(_, request) => request.id,
+            Held::Refuse(_, id, _) => *id,
         }
     }
 }
@@ -359,8 +359,8 @@ pub struct Mux<T> {
     peer: Option<Peer>,
     events: VecDeque<Event<T>>,
 
-    /// Calls this side made that await a response.
-    pending: HashMap<u64, Pending<T>>,
+    /// Calls this side made that await a response, by the ids this side chose.
+    pending: HashMap<u64, Pending<T>, OwnIds>,
     /// Calls this side made that wait to be sent, in order.
     waiting: VecDeque<Waiting<T>>,
     /// Oneway calls sent, until their last byte is written: (end offset in the stream, token).
@@ -378,6 +378,12 @@ pub struct Mux<T> {
     /// Those not handed over yet, in order of arrival, and those to refuse once the output has
     /// room for the refusal.
     held: VecDeque<Held>,
+    /// The peer's requests read so far: the next one's place in the order of arrival.
+    arrivals: u64,
+    /// Every request that arrived before this place has left `held` from its front (handed over
+    /// or refused), or was cancelled: a call in progress is waiting exactly when its place is
+    /// at or past it.
+    dequeued: u64,
     inbound_bytes: usize,
     /// Credit owed to the peer for its oneway requests that ended.
     owed: Owed,
@@ -433,7 +439,7 @@ impl<T> Mux<T> {
             written: 0,
             peer: None,
             events: VecDeque::new(),
-            pending: HashMap::new(),
+            pending: HashMap::with_hasher(OwnIds),
             waiting: VecDeque::new(),
             unwritten_oneway: VecDeque::new(),
             outstanding: Outstanding::default(),
@@ -441,6 +447,8 @@ impl<T> Mux<T> {
             highest_sent: 0,
             inbound: HashMap::new(),
             held: VecDeque::new(),
+            arrivals: 0,
+            dequeued: 0,
             inbound_bytes: 0,
             owed: Owed::default(),
             owed_pong: None,
@@ -751,13 +759,14 @@ impl<T> Mux<T> {
     pub fn next_request(&mut self) -> Option<RequestFrame> {
         while self.has_request() {
             match self.held.pop_front()? {
-                Held::Start(request) => {
-                    if let Some(call) = self.inbound.get_mut(&request.id) {
-                        call.started = true;
-                    }
+                Held::Start(seq, request) => {
+                    self.dequeued = seq + 1;
                     return Some(request);
                 }
-                Held::Refuse(id, status) => self.refuse(id, status),
+                Held::Refuse(seq, id, status) => {
+                    self.dequeued = seq + 1;
+                    self.refuse(id, status);
+                }
             }
         }
         None
@@ -769,7 +778,8 @@ impl<T> Mux<T> {
         while self.out.len() < self.config.max_queued_output
             && let Some(Held::Refuse(..)) = self.held.front()
         {
-            if let Some(Held::Refuse(id, status)) = self.held.pop_front() {
+            if let Some(Held::Refuse(seq, id, status)) = self.held.pop_front() {
+                self.dequeued = seq + 1;
                 self.refuse(id, status);
             }
         }
@@ -792,24 +802,25 @@ impl<T> Mux<T> {
     /// Ends the peer's call `id`: a two-way call is answered with `result`, a oneway one owes
     /// the peer credit. Calls that are not in progress (cancelled meanwhile) are ignored.
     pub fn finish(&mut self, id: u64, result: &Result<Response, Status>) {
-        let Some(call) = self.end_inbound(id) else { return };
+        let Some((call, _)) = self.end_inbound(id) else { return };
         if !call.oneway {
             self.encode_response(id, result);
         }
     }
 
-    /// Forgets the peer's call `id`, returning it; a waiting one leaves the queue, and a oneway
-    /// one is owed back as credit.
-    fn end_inbound(&mut self, id: u64) -> Option<Inbound> {
+    /// Forgets the peer's call `id`, returning it and whether it had been handed over; a
+    /// waiting one leaves the queue, and a oneway one is owed back as credit.
+    fn end_inbound(&mut self, id: u64) -> Option<(Inbound, bool)> {
         let call = self.inbound.remove(&id)?;
         self.inbound_bytes -= call.size;
-        if !call.started {
+        let started = call.seq < self.dequeued;
+        if !started {
             self.held.retain(|held| held.id() != id);
         }
         if call.oneway {
             self.owe_credit(call.size);
         }
-        Some(call)
+        Some((call, started))
     }
 
     fn owe_credit(&mut self, size: usize) {
@@ -1085,9 +1096,7 @@ impl<T> Mux<T> {
                 }
             }
             Frame::Cancel { id } => {
-                if let Some(call) = self.end_inbound(id)
-                    && call.started
-                {
+                if let Some((_, true)) = self.end_inbound(id) {
                     self.events.push_back(Event::Cancel { id });
                 }
             }
@@ -1147,15 +1156,17 @@ impl<T> Mux<T> {
             self.owe_credit(size);
             return Ok(());
         }
-        self.inbound.insert(id, Inbound { oneway, size, started: false });
+        let seq = self.arrivals;
+        self.arrivals += 1;
+        self.inbound.insert(id, Inbound { oneway, size, seq });
         self.inbound_bytes += size;
         self.peak_inbound = self.peak_inbound.max(self.inbound.len());
         self.peak_inbound_bytes = self.peak_inbound_bytes.max(self.inbound_bytes);
         self.held.push_back(match refusal {
             // In progress until the refusal is written: it counts against the peer's limits,
             // so that a peer sending calls it knows are refused is held back like any other.
-            Some(status) => Held::Refuse(id, status.mark_unprocessed()),
-            None => Held::Start(request),
+            Some(status) => Held::Refuse(seq, id, status.mark_unprocessed()),
+            None => Held::Start(seq, request),
         });
         self.send_refusals();
         Ok(())
