@@ -811,3 +811,16 @@ fn calls_fail_at_their_deadline_cancelled_on_the_wire_or_never_sent() {
     assert!(status.is_unprocessed() && status.code() == Code::DeadlineExceeded, "{status:?}");
     assert!(pair.client.take_output().is_empty(), "nothing sent for it");
 }
+
+#[test]
+fn durations_read_as_people_write_them() {
+    let cases = [
+        (Duration::from_micros(250), "250µs"),
+        (Duration::from_micros(99_987), "100ms"),
+        (Duration::from_millis(1500), "1500ms"),
+        (Duration::from_secs(12), "12.0s"),
+    ];
+    for (duration, text) in cases {
+        assert_eq!(Rounded(duration).to_string(), text);
+    }
+}

@@ -1,0 +1,249 @@
+//! Calling through a connection: the handles local callers hold, and the future of each call.
+//!
+//! A [`Handle`] is cheap to clone and talks to the connection's task over a channel: a call
+//! becomes a [`Command::Call`] carrying the request and a oneshot for its answer; the task hands
+//! it to the mux, which owns it from then on (flow control, its deadline, its answer). A
+//! [`CallFuture`] dropped before its answer came sends [`Command::Cancel`], so that the call is
+//! cancelled on the wire. The handle also reads what the task publishes in [`Shared`]: whether
+//! the connection is ready, the peer's name, why it closed, and its [`ConnectionStats`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use zrpc_core::{Method, Request, Response, Status};
+
+use crate::mux::{ConnectionStats, Role};
+
+pub(super) type Reply = oneshot::Sender<Result<Response, Status>>;
+
+/// What local callers ask of the connection task.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "boxing the request would cost an allocation per call")]
+pub(crate) enum Command {
+    Call { id: u64, request: Request, reply: Reply },
+    Cancel { id: u64 },
+}
+
+pub(super) const CONNECTING: u8 = 0;
+pub(super) const READY: u8 = 1;
+pub(super) const DRAINING: u8 = 2;
+pub(super) const CLOSED: u8 = 3;
+
+/// State shared between the connection task and the handles that call through it.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    next_id: AtomicU64,
+    state: AtomicU8,
+    changed: Notify,
+    pub(super) peer: OnceLock<Arc<str>>,
+    pub(super) closed_because: OnceLock<Status>,
+    /// The mux's [`ConnectionStats`] as of the end of the connection's last turn.
+    stats: Mutex<ConnectionStats>,
+    /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
+    /// start or stop waiting (see [`Shared::publish`]); the server's, for its handle.
+    observer: OnceLock<Arc<Notify>>,
+}
+
+impl Shared {
+    pub(super) fn new(role: Role) -> Shared {
+        Shared {
+            next_id: AtomicU64::new(role.first_id()),
+            state: AtomicU8::new(CONNECTING),
+            changed: Notify::new(),
+            peer: OnceLock::new(),
+            closed_because: OnceLock::new(),
+            stats: Mutex::new(ConnectionStats::default()),
+            observer: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `stats`, waking watchers when a state they wait for changed.
+    pub(super) fn publish(&self, stats: ConnectionStats) {
+        let mut current = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let crossed = current.reading_paused != stats.reading_paused
+            || current.waiting_for_budget != stats.waiting_for_budget
+            || (current.calls_waiting == 0) != (stats.calls_waiting == 0)
+            || (current.requests_waiting == 0) != (stats.requests_waiting == 0);
+        *current = stats;
+        drop(current);
+        if crossed && let Some(observer) = self.observer.get() {
+            observer.notify_waiters();
+        }
+    }
+
+    /// Wakes `observer` whenever the stats cross a line worth waiting for.
+    pub(crate) fn observe(&self, observer: Arc<Notify>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// The peer's announced name, once the handshake is done.
+    pub(crate) fn peer_name_if_known(&self) -> Option<Arc<str>> {
+        self.peer.get().cloned()
+    }
+
+    pub(super) fn set_state(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    pub(super) fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    pub(super) fn peer_name(&self) -> &str {
+        self.peer.get().map_or("the peer", |p| p)
+    }
+}
+
+/// A cheap, cloneable way to make calls over one connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub(super) fn new(commands: mpsc::UnboundedSender<Command>, shared: Arc<Shared>) -> Handle {
+        Handle { commands, shared }
+    }
+
+    /// The state shared with the connection task.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// What the connection holds, as of its last turn.
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        self.shared.stats()
+    }
+
+    /// Whether new calls may go through this connection.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.shared.state() == READY
+    }
+
+    /// The peer's announced name, once the handshake is done.
+    pub(crate) fn peer_name(&self) -> Option<&str> {
+        self.shared.peer.get().map(|p| &**p)
+    }
+
+    /// Waits until the handshake is done (`Ok`) or the connection closed first (`Err`).
+    pub(crate) async fn ready(&self) -> Result<(), Status> {
+        self.wait_until(|state| state != CONNECTING).await;
+        match self.shared.state() {
+            READY => Ok(()),
+            _ => Err(self.closed_status()),
+        }
+    }
+
+    /// Waits until the connection can take no new calls: the peer sent GOAWAY or it closed.
+    pub(crate) async fn unusable(&self) {
+        self.wait_until(|state| state >= DRAINING).await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(u8) -> bool) {
+        loop {
+            let notified = self.shared.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Register before checking, so a change between the check and the wait is not missed.
+            notified.as_mut().enable();
+            if done(self.shared.state()) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn closed_status(&self) -> Status {
+        self.shared
+            .closed_because
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Status::unavailable(format!("the connection to {} is closed", self.shared.peer_name())))
+    }
+
+    /// Sends `request` now and returns the future of its answer, which ends with the answer,
+    /// the request's deadline (the connection's mux keeps it: one clock for all calls, not a
+    /// timer each), or the connection's end. Dropping the future before the answer came cancels
+    /// the call on the wire.
+    pub(crate) fn call(&self, request: Request) -> CallFuture {
+        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let method = request.method().clone();
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Call { id, request, reply }).is_err() {
+            let status = closed_status(&self.shared, &method).mark_unprocessed();
+            return CallFuture { state: CallState::Failed(Some(status)) };
+        }
+        CallFuture {
+            state: CallState::Waiting(Waiting {
+                answer,
+                cancel: CancelOnDrop { commands: self.commands.clone(), id, armed: true },
+                shared: self.shared.clone(),
+                method,
+            }),
+        }
+    }
+}
+
+/// The answer to one call made through a [`Handle`]: a plain struct rather than an `async`
+/// block, so that a [`Channel`](crate::Channel)'s future can name it and need no box.
+pub(crate) struct CallFuture {
+    state: CallState,
+}
+
+enum CallState {
+    Waiting(Waiting),
+    /// The request never left: the connection was closed.
+    Failed(Option<Status>),
+}
+
+struct Waiting {
+    answer: oneshot::Receiver<Result<Response, Status>>,
+    cancel: CancelOnDrop,
+    shared: Arc<Shared>,
+    method: Method,
+}
+
+impl Future for CallFuture {
+    type Output = Result<Response, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let call = match &mut self.get_mut().state {
+            CallState::Waiting(call) => call,
+            CallState::Failed(status) => {
+                return Poll::Ready(Err(status.take().expect("a CallFuture is not polled after it completed")));
+            }
+        };
+        let answer = std::task::ready!(Pin::new(&mut call.answer).poll(cx));
+        call.cancel.armed = false;
+        Poll::Ready(answer.unwrap_or_else(|_| Err(closed_status(&call.shared, &call.method))))
+    }
+}
+
+fn closed_status(shared: &Shared, method: &Method) -> Status {
+    let reason = shared.closed_because.get().map_or_else(|| "the connection closed".to_owned(), Status::to_string);
+    Status::unavailable(format!("{method} to {} was not answered: {reason}", shared.peer_name()))
+}
+
+/// Sends CANCEL for a call whose future is dropped before its answer came.
+struct CancelOnDrop {
+    commands: mpsc::UnboundedSender<Command>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.commands.send(Command::Cancel { id: self.id });
+        }
+    }
+}
