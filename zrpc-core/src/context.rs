@@ -1,4 +1,4 @@
-//! The per-call context: deadline, metadata, caller name, trace and balancing hints.
+//! The per-call context: deadline, metadata, caller and its peer, trace and balancing hints.
 //!
 //! A client attaches a `Context` to a call with `XClient::with_context`; the server rebuilds one
 //! from the request frame and hands it to the handler as `ctx: &Context`. The deadline travels as
@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::metadata::Metadata;
+use crate::peer::Peer;
 use crate::trace::TraceContext;
 
 /// Per-call information that travels with a request.
@@ -43,6 +44,8 @@ pub struct Context {
     deadline: Deadline,
     metadata: Metadata,
     caller: Option<Arc<str>>,
+    /// The end the call came from, on the side that handles it.
+    peer: Option<Peer>,
     trace: Option<TraceContext>,
     hints: Hints,
 }
@@ -225,12 +228,33 @@ impl Context {
     /// The calling endpoint's name as it announced itself when connecting, or `""` when the
     /// call did not come over a connection.
     pub fn caller(&self) -> &str {
-        self.caller.as_deref().unwrap_or("")
+        match (&self.caller, &self.peer) {
+            (Some(caller), _) => caller,
+            (None, Some(peer)) => peer.name(),
+            (None, None) => "",
+        }
     }
 
-    /// Sets the caller's name; done by the server for each request.
+    /// Sets the caller's name, which otherwise is the [peer](Context::peer)'s.
     pub fn set_caller(&mut self, caller: Option<Arc<str>>) {
         self.caller = caller;
+    }
+
+    /// The end this call came from, to call it back on the same connection (see
+    /// [`crate::peer`]): in a handler, the connection's other end; in a context that did not
+    /// come over a connection, a [detached](Peer::detached) peer that refuses every call.
+    pub fn peer(&self) -> Peer {
+        self.peer.clone().unwrap_or_else(Peer::detached)
+    }
+
+    /// Whether this call came over a connection, so that [`Context::peer`] can be called.
+    pub fn has_peer(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// Sets the end this call came from; done by the connection for each request.
+    pub fn set_peer(&mut self, peer: Option<Peer>) {
+        self.peer = peer;
     }
 
     /// The trace this call belongs to, if any.
@@ -266,7 +290,7 @@ impl Context {
     }
 
     /// A context for a downstream call made while handling this one: the same deadline, the
-    /// same trace with a new span id; no metadata, caller or hints.
+    /// same trace with a new span id; no metadata, caller, peer or hints.
     ///
     /// The deadline passes on as the child's own, whoever set it. An unbounded call's child is
     /// not unbounded but unset: defaults apply to it, as they do on the server, which never

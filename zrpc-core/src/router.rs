@@ -142,11 +142,16 @@ impl Service<Request> for Router {
         match self.names.services.get(req.method().service()) {
             Some(&index) => self.services[index].0.call(req),
             None => {
+                let names = self.service_names();
+                let has = if names.is_empty() {
+                    "this end serves no services".to_owned()
+                } else {
+                    format!("this end has: {}", names.join(", "))
+                };
                 let status = Status::not_found(format!(
-                    "unknown service {:?} (calling {}); this server has: {}",
+                    "unknown service {:?} (calling {}); {has}",
                     req.method().service(),
-                    req.method(),
-                    self.service_names().join(", ")
+                    req.method()
                 ));
                 Box::pin(futures::future::ready(Err(status)))
             }

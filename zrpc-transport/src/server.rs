@@ -49,7 +49,7 @@ pub use self::handle::{ConnectionInfo, ServerHandle};
 use self::handle::{Phase, StopOnDrop};
 use crate::address::{Address, ToAddress};
 use crate::budget::{Budget, DEFAULT_MAX_CONCURRENT_REQUESTS};
-use crate::conn::Connection;
+use crate::conn::{Connection, DefaultTimeout};
 use crate::limits::ConnectionLimits;
 use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
@@ -58,6 +58,9 @@ use crate::registry::{self, Registry};
 /// The listen backlog unless configured: what busy servers use (nginx's default is 511, and
 /// Go's is `somaxconn`), well above the 128 of `std` and tokio that a burst of connects overran.
 const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Whose default a call to a peer's default deadline is, in error messages.
+const ORIGIN: &str = "the server's default";
 
 /// Settings of a [`Server`].
 #[derive(Clone, Debug)]
@@ -81,6 +84,9 @@ pub struct ServerConfig {
     /// Connections the kernel may hold for the server before it accepts them (TCP and Unix
     /// listeners; capped by the kernel's `somaxconn`).
     pub backlog: u32,
+    /// The deadline given to calls the server makes to its peers that have none; `None` for
+    /// none (see [`ServerBuilder::default_timeout`]).
+    pub default_timeout: Option<Duration>,
     /// Where the server registers when bound, if anywhere.
     pub(crate) registry: Option<std::sync::Arc<dyn Registry>>,
     /// TLS under the protocol, if any.
@@ -100,6 +106,7 @@ impl Default for ServerConfig {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             limits: ConnectionLimits::default(),
             backlog: DEFAULT_BACKLOG,
+            default_timeout: Some(crate::channel::DEFAULT_TIMEOUT),
             registry: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -191,6 +198,15 @@ impl<L> ServerBuilder<L> {
     /// recent kernels, 128 on older ones), `kern.ipc.somaxconn` on the BSDs and macOS.
     pub fn backlog(mut self, backlog: u32) -> ServerBuilder<L> {
         self.config.backlog = backlog;
+        self
+    }
+
+    /// The deadline of calls this server makes to its clients (through a handler's
+    /// [`Context::peer`](zrpc_core::Context::peer)) that have none, counted from when they are
+    /// made (default `Some(10 s)`, as on a [`Channel`](crate::Channel)); `None` lets them wait as
+    /// long as the connection lives. A caller's own deadline is never changed.
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder<L> {
+        self.config.default_timeout = timeout;
         self
     }
 
@@ -328,6 +344,7 @@ where
                         let handle = handle.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
+                        let default_timeout = config.default_timeout;
                         #[cfg(feature = "tls")]
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
                         connections.spawn(async move {
@@ -338,6 +355,7 @@ where
                             let (conn, calls) =
                                 Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
                             open.attach(calls.shared());
+                            let conn = conn.with_peer(calls.peer(DefaultTimeout { timeout: default_timeout, origin: ORIGIN }));
                             let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
                             conn.run().await;
                             drop(open);

@@ -4,7 +4,8 @@
 //! becomes a [`Command::Call`] carrying the request and a oneshot for its answer; the task hands
 //! it to the mux, which owns it from then on (flow control, its deadline, its answer). A
 //! [`CallFuture`] dropped before its answer came sends [`Command::Cancel`], so that the call is
-//! cancelled on the wire. The handle also reads what the task publishes in [`Shared`]: whether
+//! cancelled on the wire. A [`Peer`] calls the same way through a [`ConnectionLink`], which
+//! does not keep the connection open. The handle also reads what the task publishes in [`Shared`]: whether
 //! the connection is ready, the peer's name, why it closed, and its [`ConnectionStats`].
 
 use std::future::Future;
@@ -12,8 +13,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::sync::{Notify, mpsc, oneshot};
+use zrpc_core::peer::{Link, Peer};
 use zrpc_core::{Method, Request, Response, Status};
 
 use crate::mux::{ConnectionStats, Role};
@@ -245,5 +249,54 @@ impl Drop for CancelOnDrop {
         if self.armed {
             let _ = self.commands.send(Command::Cancel { id: self.id });
         }
+    }
+}
+
+/// A default deadline for calls that carry none, and whose default it is (for messages).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DefaultTimeout {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) origin: &'static str,
+}
+
+/// What a [`Peer`] calls through: the connection's commands, without keeping it open.
+#[derive(Debug)]
+struct ConnectionLink {
+    commands: mpsc::WeakUnboundedSender<Command>,
+    shared: Arc<Shared>,
+    default: DefaultTimeout,
+}
+
+impl ConnectionLink {
+    fn closed(&self, request: &Request) -> Status {
+        closed_status(&self.shared, request.method()).mark_unprocessed()
+    }
+}
+
+impl Link for ConnectionLink {
+    fn call(&self, mut request: Request) -> BoxFuture<'static, Result<Response, Status>> {
+        let Some(commands) = self.commands.upgrade() else {
+            return Box::pin(std::future::ready(Err(self.closed(&request))));
+        };
+        if let Some(timeout) = self.default.timeout {
+            request.ctx_mut().apply_default_timeout(timeout, self.default.origin);
+        }
+        Box::pin(Handle { commands, shared: self.shared.clone() }.call(request))
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.shared.peer.get().map(|name| &**name)
+    }
+
+    fn is_connected(&self) -> bool {
+        self.shared.state() == READY && self.commands.strong_count() > 0
+    }
+}
+
+impl Handle {
+    /// The connection's other end as a [`Peer`], whose calls get `default` when they carry no
+    /// deadline; it does not keep the connection open.
+    pub(crate) fn peer(&self, default: DefaultTimeout) -> Peer {
+        Peer::new(ConnectionLink { commands: self.commands.downgrade(), shared: self.shared.clone(), default })
     }
 }

@@ -26,10 +26,10 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::Service;
-use zrpc_core::{CodecId, Context, Method, Request, Response, Router, Status};
+use zrpc_core::{CodecId, Context, Method, Peer, Request, Response, Router, Status};
 
 use super::BATCH;
-use super::calling::{Reply, Shared};
+use super::calling::Reply;
 use crate::budget::{Budget, Slot};
 use crate::frame::RequestFrame;
 use crate::mux::{Mux, Rounded};
@@ -44,7 +44,8 @@ pub(super) struct Dispatch<S: Service<Request>> {
     service: S,
     names: Router,
     local_name: Arc<str>,
-    shared: Arc<Shared>,
+    /// The connection's other end, handed to each request's context to call it back.
+    peer: Peer,
     /// Handlers of the peer's calls that run in tasks of their own, each holding a unit of the
     /// budget if there is one.
     handlers: HashMap<u64, AbortHandle>,
@@ -83,13 +84,13 @@ where
     S: Service<Request, Response = Response, Error = Status> + Send + 'static,
     S::Future: Send + Unpin + 'static,
 {
-    /// Answers the peer's calls on the connection `shared` describes with `service`; `names`
-    /// lets known method names be reused instead of allocated.
+    /// Answers the calls of `peer` with `service`; `names` lets known method names be reused
+    /// instead of allocated.
     pub(super) fn new(
         service: S,
         names: Router,
         local_name: Arc<str>,
-        shared: Arc<Shared>,
+        peer: Peer,
         budget: Option<Budget>,
     ) -> Dispatch<S> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -97,7 +98,7 @@ where
             service,
             names,
             local_name,
-            shared,
+            peer,
             handlers: HashMap::new(),
             done_tx,
             done_rx,
@@ -105,6 +106,11 @@ where
             queued: None,
             parked: None,
         }
+    }
+
+    /// Hands `peer` to the contexts of the requests started from now on.
+    pub(super) fn set_peer(&mut self, peer: Peer) {
+        self.peer = peer;
     }
 
     /// Whether a handler waits for a unit of the budget.
@@ -286,7 +292,8 @@ where
         let mut ctx = Context::new();
         // A peer may send any timeout up to u64::MAX µs; one beyond the clock's range is no deadline.
         ctx.set_deadline(frame.timeout.and_then(|timeout| now.get_or_insert_with(Instant::now).checked_add(timeout)));
-        ctx.set_caller(self.shared.peer.get().cloned());
+        // The caller's name comes with the peer: one reference count for both.
+        ctx.set_peer(Some(self.peer.clone()));
         ctx.set_trace(frame.trace);
         *ctx.metadata_mut() = frame.metadata;
         Ok(Request::new(method, frame.payload)

@@ -37,9 +37,10 @@ use tower::Service;
 use zrpc_core::{Request, Response, Router, Status};
 
 use self::calling::{CLOSED, Command, DRAINING, READY, Reply};
-pub(crate) use self::calling::{CallFuture, Handle, Shared};
+pub(crate) use self::calling::{CallFuture, DefaultTimeout, Handle, Shared};
 use self::dispatch::Dispatch;
 use crate::budget::Budget;
+use crate::channel::DEFAULT_TIMEOUT;
 use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
 use crate::stream::Stream;
 
@@ -60,7 +61,7 @@ pub(crate) struct Connection<S: Service<Request>> {
     read_closed: bool,
     commands: mpsc::UnboundedReceiver<Command>,
     commands_closed: bool,
-    /// Close once no handle is left and nothing is in flight (client connections).
+    /// Drain and close once no handle is left (client connections; see `poll_commands`).
     close_when_unused: bool,
     /// The peer's calls: the service and the handlers running.
     dispatch: Dispatch<S>,
@@ -115,6 +116,7 @@ where
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(role));
         let handle = Handle::new(commands_tx, shared.clone());
+        let peer = handle.peer(DefaultTimeout { timeout: Some(DEFAULT_TIMEOUT), origin: "the connection's default" });
         let conn = Connection {
             io,
             mux,
@@ -124,7 +126,7 @@ where
             commands,
             commands_closed: false,
             close_when_unused: role == Role::Connector,
-            dispatch: Dispatch::new(service, names, local_name, shared.clone(), budget),
+            dispatch: Dispatch::new(service, names, local_name, peer, budget),
             write_blocked: false,
             deferred: false,
             gathered: false,
@@ -134,6 +136,14 @@ where
             shared,
         };
         (conn, handle)
+    }
+
+    /// Hands `peer` (made from this connection's [`Handle::peer`], with the default deadline
+    /// its owner chose) to handlers' [`Context::peer`](zrpc_core::Context::peer); by default
+    /// their calls without a deadline get 10 s.
+    pub(crate) fn with_peer(mut self, peer: zrpc_core::Peer) -> Connection<S> {
+        self.dispatch.set_peer(peer);
+        self
     }
 
     /// On `signal`, send GOAWAY, finish the calls in progress, then close.
@@ -191,10 +201,6 @@ where
             if idle && self.mux.is_drained() {
                 return Poll::Ready(Ok(()));
             }
-            let unused = self.commands_closed && self.mux.pending_len() == 0 && self.mux.inbound_len() == 0;
-            if idle && self.close_when_unused && unused {
-                return Poll::Ready(Ok(()));
-            }
             if !progress {
                 self.arm_timer(cx);
                 return Poll::Pending;
@@ -209,6 +215,8 @@ where
         }
         self.shutdown = None;
         self.mux.go_away(zrpc_core::Code::Unavailable, "the server is shutting down");
+        // No new calls go out either: the mux refuses them, and peers say so.
+        self.shared.set_state(DRAINING);
         true
     }
 
@@ -238,7 +246,15 @@ where
                     self.mux.cancel(id);
                 }
                 Poll::Ready(None) => {
+                    // Nobody can call through this connection any more. A client's connection
+                    // then has no reason to live: it drains like a server shutting down (GOAWAY,
+                    // so the peer starts no new calls; those in progress either way finish) and
+                    // closes once nothing is in flight.
                     self.commands_closed = true;
+                    if self.close_when_unused {
+                        self.mux.go_away(zrpc_core::Code::Unavailable, "the client closed its channel");
+                        self.shared.set_state(DRAINING);
+                    }
                     return true;
                 }
                 Poll::Pending => break,
