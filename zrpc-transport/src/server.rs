@@ -53,6 +53,7 @@ use crate::conn::{Connection, DefaultTimeout};
 use crate::limits::ConnectionLimits;
 use crate::listener::Listener;
 use crate::mux::{MuxConfig, Role};
+use crate::peers::{self, Peers};
 use crate::registry::{self, Registry};
 
 /// The listen backlog unless configured: what busy servers use (nginx's default is 511, and
@@ -308,6 +309,12 @@ where
         self.control.0.clone()
     }
 
+    /// The connected clients by name, to call back, broadcast to or watch; the same as
+    /// [`ServerHandle::peers`]. Take it before serving, since serving consumes the server.
+    pub fn peers(&self) -> Peers {
+        self.control.0.peers()
+    }
+
     /// Serves until a [`ServerHandle`] stops it, or the process ends.
     ///
     /// # Errors
@@ -355,9 +362,11 @@ where
                             let (conn, calls) =
                                 Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
                             open.attach(calls.shared());
-                            let conn = conn.with_peer(calls.peer(DefaultTimeout { timeout: default_timeout, origin: ORIGIN }));
+                            let peer = calls.peer(DefaultTimeout { timeout: default_timeout, origin: ORIGIN });
+                            let peers = handle.peers();
+                            let conn = conn.with_peer(peer.clone());
                             let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
-                            conn.run().await;
+                            peers::listed_while(conn.run(), &calls, peer, Some(&peers)).await;
                             drop(open);
                         });
                     }

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::conn::Shared;
 use crate::mux::ConnectionStats;
+use crate::peers::Peers;
 
 /// How far a server has got in stopping; only ever moves forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,6 +72,8 @@ struct Control {
     /// Woken when a connection opens or closes, and when one's stats cross a line worth
     /// waiting for (see `Shared::publish`).
     changed: Arc<Notify>,
+    /// The connected clients by name.
+    peers: Peers,
 }
 
 /// One accepted connection: where from, and its state once its handshake (TLS) is done.
@@ -100,6 +103,7 @@ impl ServerHandle {
             connections: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
             changed: Arc::new(Notify::new()),
+            peers: Peers::new(),
         };
         ServerHandle { control: Arc::new(control) }
     }
@@ -153,6 +157,13 @@ impl ServerHandle {
     /// Cancel safe: it only watches.
     pub async fn stopped(&self) {
         self.reached(Phase::Stopped).await;
+    }
+
+    /// The connected clients by the names they announced: call one by name, broadcast to all,
+    /// watch them come and go (see [`peers`](crate::peers)). A client is listed from the end
+    /// of its handshake until its connection closes.
+    pub fn peers(&self) -> Peers {
+        self.control.peers.clone()
     }
 
     /// Connections accepted and not yet closed (TLS handshakes in progress included).

@@ -1,0 +1,341 @@
+//! A directory of connected peers by name: call one by name, broadcast to all, watch them come
+//! and go.
+//!
+//! Every connection's other end announces a name in its HELLO (a channel's
+//! [`name`](crate::ChannelBuilder::name), a server's [`name`](crate::ServerBuilder::name)). A
+//! [`Peers`] lists the connections of a [`Server`](crate::Server) (from
+//! [`ServerHandle::peers`](crate::ServerHandle::peers)) by those
+//! names, from the moment a connection's handshake is done until it closes:
+//!
+//! ```ignore
+//! let peers = server.handle().peers();
+//! // One peer, by name: resolved at each call, `Unavailable` (unprocessed) while not connected.
+//! NotifyClient::new(peers.named("alice")).notify("hello".into()).await?;
+//! // Every connected peer, concurrently, typed:
+//! let answers = peers.broadcast(|peer| async move { NotifyClient::new(peer).notify("to all".into()).await }).await;
+//! // Arrivals and departures, starting with those connected now:
+//! let mut watch = peers.watch();
+//! while let Some(event) = watch.next().await { /* PeerEvent::Joined / Left */ }
+//! ```
+//!
+//! # Two connections with one name
+//!
+//! Names are the peers' own claims, so two connections may announce the same one: a client that
+//! reconnects while its old connection is not yet known to be dead, or two processes configured
+//! alike. Both are listed ([`all`](Peers::all), [`broadcast`](Peers::broadcast) and
+//! [`watch`](Peers::watch) see each connection) and each can be called through its own
+//! [`Peer`]; **the newest connection answers to the name** ([`get`](Peers::get),
+//! [`named`](Peers::named)), and when it closes the name goes back to the newest one left. The
+//! newest wins because the common case is a reconnect, whose new connection is the live one;
+//! refusing the second claimant would lock a restarted client out until the server noticed
+//! that its old connection was dead (up to the heartbeat's 30 s). A name is not an identity:
+//! authenticate peers (a token, mutual TLS) before trusting what they call themselves.
+//!
+//! # Bounds
+//!
+//! The directory holds one entry per open connection, which the server's connections already
+//! bound. Each watcher has a queue of at most [`WATCH_CAPACITY`] events; one that falls further
+//! behind is told how many it missed ([`PeerEvent::Lagged`]) and can re-read
+//! [`all`](Peers::all).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
+
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
+use tower::Service;
+use zrpc_core::{Peer, Request, Response, Status};
+
+/// Events a [`PeerWatch`] may fall behind by before it is told it lagged.
+pub const WATCH_CAPACITY: usize = 1024;
+
+/// The connected peers of a server or a node, by name; see the [module docs](self).
+///
+/// Cheap to clone; clones share the directory.
+#[derive(Clone)]
+pub struct Peers {
+    inner: Arc<Directory>,
+}
+
+struct Directory {
+    state: Mutex<State>,
+    events: broadcast::Sender<PeerEvent>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every listed connection under its name, oldest first.
+    by_name: HashMap<Arc<str>, Vec<Peer>>,
+    /// How many connections are listed.
+    count: usize,
+}
+
+/// A peer arriving or leaving; see [`Peers::watch`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// A connection's handshake is done: the peer can be called.
+    Joined {
+        /// The name it announced.
+        name: Arc<str>,
+        /// The peer, to call.
+        peer: Peer,
+    },
+    /// A connection closed.
+    Left {
+        /// The name it announced.
+        name: Arc<str>,
+        /// The peer it was (calls through it now fail), to tell which of two with one name left.
+        peer: Peer,
+    },
+    /// The watcher fell more than [`WATCH_CAPACITY`] events behind and missed this many;
+    /// [`Peers::all`] says who is connected now.
+    Lagged {
+        /// Events missed.
+        missed: u64,
+    },
+}
+
+impl Peers {
+    /// An empty directory.
+    pub(crate) fn new() -> Peers {
+        let (events, _) = broadcast::channel(WATCH_CAPACITY);
+        Peers { inner: Arc::new(Directory { state: Mutex::new(State::default()), events }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every change is made whole under the lock; a panic cannot leave half of one.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest connected peer that announced `name` (see the [module docs](self#two-connections-with-one-name)).
+    pub fn get(&self, name: &str) -> Option<Peer> {
+        self.lock().by_name.get(name).and_then(|peers| peers.last().cloned())
+    }
+
+    /// Whether a peer named `name` is connected.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().by_name.contains_key(name)
+    }
+
+    /// A peer to call by `name`, looked up at each call: calls reach the newest connection with
+    /// that name, and while none is connected fail with `Unavailable` naming it, marked
+    /// unprocessed. A `tower::Service<Request>`, so any generated client works on it.
+    pub fn named(&self, name: impl Into<Arc<str>>) -> NamedPeer {
+        NamedPeer { peers: self.clone(), name: name.into() }
+    }
+
+    /// The names of the connected peers, sorted, each once.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        let mut names: Vec<_> = self.lock().by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Every connected peer, one per connection, by name and then oldest first.
+    pub fn all(&self) -> Vec<Peer> {
+        let state = self.lock();
+        let mut names: Vec<_> = state.by_name.keys().collect();
+        names.sort();
+        names.into_iter().flat_map(|name| state.by_name[name].iter().cloned()).collect()
+    }
+
+    /// How many connections are listed.
+    pub fn len(&self) -> usize {
+        self.lock().count
+    }
+
+    /// Whether no peer is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls every connected peer at once with `call` (typically a generated client's method)
+    /// and returns each peer's name with what its call returned, in the order of
+    /// [`all`](Peers::all). rpcx's push to every client:
+    ///
+    /// ```ignore
+    /// let answers = peers.broadcast(|peer| async move { NotifyClient::new(peer).notify(text.clone()).await }).await;
+    /// ```
+    pub async fn broadcast<F, Fut, T>(&self, mut call: F) -> Vec<(Arc<str>, T)>
+    where
+        F: FnMut(Peer) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let calls = self.all().into_iter().map(|peer| {
+            let name: Arc<str> = peer.name().into();
+            let answer = call(peer);
+            async move { (name, answer.await) }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Peers arriving and leaving: first a [`PeerEvent::Joined`] for every peer connected now,
+    /// then each change as it happens, none missed in between.
+    pub fn watch(&self) -> PeerWatch {
+        let state = self.lock();
+        // Subscribed under the lock, which every change is announced under: the snapshot and
+        // the live events meet with nothing lost or repeated.
+        let events = self.inner.events.subscribe();
+        let current = state
+            .by_name
+            .iter()
+            .flat_map(|(name, peers)| {
+                peers.iter().map(|peer| PeerEvent::Joined { name: name.clone(), peer: peer.clone() })
+            })
+            .collect();
+        PeerWatch { current, events }
+    }
+
+    /// Lists `peer` under `name` until the returned guard is dropped.
+    pub(crate) fn join(&self, name: Arc<str>, peer: Peer) -> Listed {
+        let mut state = self.lock();
+        state.by_name.entry(name.clone()).or_default().push(peer.clone());
+        state.count += 1;
+        let _ = self.inner.events.send(PeerEvent::Joined { name: name.clone(), peer: peer.clone() });
+        drop(state);
+        Listed { peers: self.clone(), name, peer }
+    }
+
+    fn leave(&self, name: &Arc<str>, peer: &Peer) {
+        let mut state = self.lock();
+        let Some(peers) = state.by_name.get_mut(name) else { return };
+        let Some(index) = peers.iter().position(|listed| listed.same_connection(peer)) else { return };
+        peers.remove(index);
+        if peers.is_empty() {
+            state.by_name.remove(name);
+        }
+        state.count -= 1;
+        let _ = self.inner.events.send(PeerEvent::Left { name: name.clone(), peer: peer.clone() });
+    }
+}
+
+impl fmt::Debug for Peers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peers").field("names", &self.names()).finish()
+    }
+}
+
+/// A connection listed in a [`Peers`], until dropped.
+pub(crate) struct Listed {
+    peers: Peers,
+    name: Arc<str>,
+    peer: Peer,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.peers.leave(&self.name, &self.peer);
+    }
+}
+
+/// Lists the connection behind `calls` in `peers` under the name its peer announces, from the
+/// end of its handshake until `run` (the connection's task) ends.
+pub(crate) async fn listed_while<F: Future<Output = ()>>(
+    run: F,
+    calls: &crate::conn::Handle,
+    peer: Peer,
+    peers: Option<&Peers>,
+) {
+    let Some(peers) = peers else { return run.await };
+    let listed = async {
+        calls.ready().await.ok()?;
+        let name: Arc<str> = calls.peer_name().unwrap_or_default().into();
+        Some(peers.join(name, peer))
+    };
+    // Both in this task: the guard, once made, lives until the connection's task ends.
+    let ((), _listed) = futures::future::join(run, listed).await;
+}
+
+/// Arrivals and departures of peers; see [`Peers::watch`].
+pub struct PeerWatch {
+    current: VecDeque<PeerEvent>,
+    events: broadcast::Receiver<PeerEvent>,
+}
+
+impl PeerWatch {
+    /// The next event; `None` once the directory is gone (its server or node dropped).
+    pub async fn next(&mut self) -> Option<PeerEvent> {
+        if let Some(event) = self.current.pop_front() {
+            return Some(event);
+        }
+        match self.events.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(PeerEvent::Lagged { missed }),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl fmt::Debug for PeerWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerWatch").field("pending", &(self.current.len() + self.events.len())).finish()
+    }
+}
+
+/// A peer called by name through a [`Peers`]; see [`Peers::named`].
+#[derive(Clone)]
+pub struct NamedPeer {
+    peers: Peers,
+    name: Arc<str>,
+}
+
+impl NamedPeer {
+    /// The name calls go to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connection calls go to now, if one is listed.
+    pub fn current(&self) -> Option<Peer> {
+        self.peers.get(&self.name)
+    }
+}
+
+impl Service<Request> for NamedPeer {
+    type Response = Response;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response, Status>>;
+
+    /// Always ready: whether the name is connected is decided per call.
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.current() {
+            Some(peer) => peer.send(request),
+            None => {
+                let status = Status::unavailable(format!(
+                    "no peer named {:?} is connected (calling {}); connected: {}",
+                    self.name,
+                    request.method(),
+                    connected(&self.peers.names())
+                ));
+                Box::pin(std::future::ready(Err(status.mark_unprocessed())))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for NamedPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamedPeer").field("name", &self.name).finish()
+    }
+}
+
+/// The names, for a message: a few, then how many more.
+fn connected(names: &[Arc<str>]) -> String {
+    const SHOWN: usize = 8;
+    if names.is_empty() {
+        return "none".to_owned();
+    }
+    let mut text = names.iter().take(SHOWN).map(|name| format!("{name:?}")).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
