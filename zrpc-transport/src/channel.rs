@@ -89,6 +89,9 @@ pub struct ChannelConfig {
     pub tls: Option<crate::tls::ClientTls>,
     /// The services that answer the server's calls, with their layers.
     served: Served,
+    /// The deadline given to calls the served handlers make back to the server that have
+    /// none: the channel's own default, unless a client sets its own.
+    peer_default: DefaultTimeout,
 }
 
 impl Default for ChannelConfig {
@@ -108,6 +111,7 @@ impl Default for ChannelConfig {
             #[cfg(feature = "tls")]
             tls: None,
             served: Served::default(),
+            peer_default: DefaultTimeout { timeout: Some(DEFAULT_TIMEOUT), origin: ORIGIN },
         }
     }
 }
@@ -205,6 +209,20 @@ impl ChannelBuilder {
     /// none. See the [module docs](crate::channel#deadlines).
     pub fn default_timeout(mut self, timeout: Option<Duration>) -> ChannelBuilder {
         self.config.default_timeout = timeout;
+        self.config.peer_default = DefaultTimeout { timeout, origin: ORIGIN };
+        self
+    }
+
+    /// The default deadline of calls back to the server from the served handlers, when it is
+    /// not the channel's (a [`Client`](crate::Client)'s channels have none of their own).
+    pub(crate) fn peer_default_timeout(mut self, default: DefaultTimeout) -> ChannelBuilder {
+        self.config.peer_default = default;
+        self
+    }
+
+    /// Serves the services in `router` (before any added with [`serve`](ChannelBuilder::serve)).
+    pub(crate) fn serve_router(mut self, router: Router) -> ChannelBuilder {
+        self.config.served.router = router;
         self
     }
 
@@ -482,7 +500,7 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
         let served = &config.served;
         let (conn, handle) =
             Connection::new(stream, Role::Connector, config.mux(), served.service(), served.router.clone(), None);
-        let conn = conn.with_peer(handle.peer(DefaultTimeout { timeout: config.default_timeout, origin: ORIGIN }));
+        let conn = conn.with_peer(handle.peer(config.peer_default));
         // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
         // connect timeout, or the channel dropped) must close its socket now, not at the
         // handshake timeout, which may be much later.

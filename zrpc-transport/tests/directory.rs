@@ -7,8 +7,10 @@ mod support;
 use std::sync::Arc;
 
 use support::Serving;
+use zrpc_core::balance::RoundRobin;
+use zrpc_core::discover::{Instance as Discovered, Static};
 use zrpc_core::{Code, Context};
-use zrpc_transport::{Channel, PeerEvent, PeerWatch, Peers, Server};
+use zrpc_transport::{Channel, Client, PeerEvent, PeerWatch, Peers, Server};
 
 /// What every client serves: who it is.
 #[zrpc_macros::service(crate = "zrpc_core")]
@@ -133,4 +135,32 @@ async fn of_two_connections_with_one_name_the_newest_answers_to_it() {
     drop(first);
     assert_eq!(next(&mut watch).await, (false, "twin".into()));
     serving.shutdown().await.expect("serve succeeded");
+}
+
+#[tokio::test]
+async fn every_connection_of_a_client_serves_what_it_serves() {
+    let (first, first_peers, first_address) = server().await;
+    let (second, second_peers, second_address) = server().await;
+    let instances = [first_address.to_string(), second_address.to_string()].map(Discovered::new);
+    let client = Client::builder()
+        .name("fleet")
+        .discover(Static::new(instances))
+        .balance(RoundRobin::new())
+        .serve(WhoamiServer::new(Instance("fleet-1")))
+        .build();
+    let (mut first_watch, mut second_watch) = (first_peers.watch(), second_peers.watch());
+    // Round robin: one call reaches each server, and with it each connection opens.
+    let hub = WhoamiClient::new(client.clone());
+    for _ in 0..2 {
+        assert_eq!(hub.whoami().await.map_err(|s| s.code()), Err(Code::NotFound), "the servers serve nothing");
+    }
+    assert_eq!(next(&mut first_watch).await, (true, "fleet".into()));
+    assert_eq!(next(&mut second_watch).await, (true, "fleet".into()));
+    for peers in [&first_peers, &second_peers] {
+        let fleet = WhoamiClient::new(peers.named("fleet"));
+        assert_eq!(fleet.tag("ping".into()).await, Ok("ping to fleet-1 from hub".to_owned()));
+    }
+    drop((hub, client));
+    first.shutdown().await.expect("serve succeeded");
+    second.shutdown().await.expect("serve succeeded");
 }
