@@ -50,7 +50,7 @@
 //! |---|---|
 //! | `zrpc-macros` | [`service`], the attribute macro |
 //! | `zrpc-core` | [`Context`], [`Status`]/[`Code`], codecs, [`Request`]/[`Response`], [`Router`]; the governance layers: [`discover`], [`balance`], [`breaker`], [`retry`] ([`FailMode`]), [`timeout`] |
-//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`] (and [`ServerHandle`] to stop it), [`Channel`], [`Client`] (discovery, balancing, fail modes, timeouts and breakers over channels) |
+//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`] (and [`ServerHandle`] to stop it), [`Channel`], [`Client`] (discovery, balancing, fail modes, timeouts and breakers over channels), [`Node`] (a named peer that serves and calls on every connection) and [`Peers`] (connected peers by name) |
 //!
 //! # Features
 //!
@@ -71,13 +71,14 @@ pub use zrpc_macros::service;
 #[cfg(feature = "json")]
 pub use zrpc_core::Json;
 pub use zrpc_core::{
-    Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Postcard,
+    Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Peer, Postcard,
     Request, Response, Router, Status, Text, TraceContext,
 };
 
 pub use zrpc_transport::{
     Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Client, ClientBuilder, ConnectionInfo, ConnectionLimits,
-    ConnectionStats, Server, ServerBuilder, ServerConfig, ServerHandle, ToAddress,
+    ConnectionStats, NamedPeer, Node, NodeBuilder, PeerEvent, PeerWatch, Peers, Server, ServerBuilder, ServerConfig,
+    ServerHandle, ToAddress,
 };
 
 /// The wire protocol, the connection state machine and the byte streams, for people writing
@@ -85,7 +86,7 @@ pub use zrpc_transport::{
 pub use zrpc_transport as transport;
 
 /// Modules of the core, for paths such as `zrpc::codec::Codec`.
-pub use zrpc_core::{codec, context, metadata, request, router, status, trace, zero_copy};
+pub use zrpc_core::{codec, context, metadata, peer, request, router, status, trace, zero_copy};
 
 /// The governance layers, for paths such as `zrpc::discover::Static` and `zrpc::balance::P2c`;
 /// [`Client`] assembles them.

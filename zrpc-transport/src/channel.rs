@@ -50,6 +50,7 @@ use crate::limits::ConnectionLimits;
 use crate::listener;
 use crate::mux::ConnectionStats;
 use crate::mux::{MuxConfig, Role};
+use crate::peers::{self, Peers};
 
 /// The deadline a call without one gets by default, in a [`Channel`] or a
 /// [`Client`](crate::Client): long enough for any ordinary call, short enough that a stuck one is
@@ -92,6 +93,8 @@ pub struct ChannelConfig {
     /// The deadline given to calls the served handlers make back to the server that have
     /// none: the channel's own default, unless a client sets its own.
     peer_default: DefaultTimeout,
+    /// Where each connection is listed by the server's name while it lives (a node's).
+    directory: Option<Peers>,
 }
 
 impl Default for ChannelConfig {
@@ -112,6 +115,7 @@ impl Default for ChannelConfig {
             tls: None,
             served: Served::default(),
             peer_default: DefaultTimeout { timeout: Some(DEFAULT_TIMEOUT), origin: ORIGIN },
+            directory: None,
         }
     }
 }
@@ -128,31 +132,55 @@ impl ChannelConfig {
     }
 }
 
-/// A channel's served services with its layers, type-erased.
-type BoxService = BoxCloneService<Request, Response, Status>;
+/// Served services with their layers, type-erased.
+pub(crate) type BoxService = BoxCloneService<Request, Response, Status>;
 
-/// The services a channel answers the server's calls with, and the layers around them, in the
-/// order they were added (the first is the outermost).
-#[derive(Clone, Default)]
-struct Served {
-    router: Router,
-    layers: Vec<Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>>,
+/// The services a channel answers the server's calls with, and the layers around them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Served {
+    pub(crate) router: Router,
+    pub(crate) layers: Layers,
 }
 
 impl Served {
     /// The services in their layers, for one connection.
     fn service(&self) -> BoxService {
-        let mut service = BoxCloneService::new(self.router.clone());
-        for layer in self.layers.iter().rev() {
+        self.layers.layer(self.router.clone())
+    }
+}
+
+/// Layers added one by one, each boxing the service it wraps, in the order they were added
+/// (the first is the outermost); a [`Layer`] from a [`Router`] to the boxed stack.
+#[derive(Clone, Default)]
+pub(crate) struct Layers(Vec<Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>>);
+
+impl Layers {
+    /// Adds `layer` inside those added before.
+    pub(crate) fn push<L>(&mut self, layer: L)
+    where
+        L: Layer<BoxService> + Send + Sync + 'static,
+        L::Service: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.0.push(Arc::new(move |inner| BoxCloneService::new(layer.layer(inner))));
+    }
+}
+
+impl Layer<Router> for Layers {
+    type Service = BoxService;
+
+    fn layer(&self, router: Router) -> BoxService {
+        let mut service = BoxCloneService::new(router);
+        for layer in self.0.iter().rev() {
             service = layer(service);
         }
         service
     }
 }
 
-impl fmt::Debug for Served {
+impl fmt::Debug for Layers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Served").field("router", &self.router).field("layers", &self.layers.len()).finish()
+        write!(f, "Layers({})", self.0.len())
     }
 }
 
@@ -217,6 +245,18 @@ impl ChannelBuilder {
     /// not the channel's (a [`Client`](crate::Client)'s channels have none of their own).
     pub(crate) fn peer_default_timeout(mut self, default: DefaultTimeout) -> ChannelBuilder {
         self.config.peer_default = default;
+        self
+    }
+
+    /// Lists each connection in `peers` under the server's name, from its handshake to its end.
+    pub(crate) fn listed_in(mut self, peers: Peers) -> ChannelBuilder {
+        self.config.directory = Some(peers);
+        self
+    }
+
+    /// Serves the services with the layers of `served` (a node's).
+    pub(crate) fn served(mut self, served: Served) -> ChannelBuilder {
+        self.config.served = served;
         self
     }
 
@@ -299,7 +339,7 @@ impl ChannelBuilder {
         L::Service: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
-        self.config.served.layers.push(Arc::new(move |inner| BoxCloneService::new(layer.layer(inner))));
+        self.config.served.layers.push(layer);
         self
     }
 
@@ -405,6 +445,13 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Starts connecting now, in the background, rather than on the first call.
+    pub(crate) fn start(&self) {
+        self.inner.start();
+    }
+}
+
 impl Inner {
     fn start(&self) {
         // A plain load first: the swap is a write to a line every caller reads.
@@ -500,11 +547,14 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
         let served = &config.served;
         let (conn, handle) =
             Connection::new(stream, Role::Connector, config.mux(), served.service(), served.router.clone(), None);
-        let conn = conn.with_peer(handle.peer(config.peer_default));
+        let peer = handle.peer(config.peer_default);
+        let conn = conn.with_peer(peer.clone());
+        let (shared, directory) = (handle.shared().clone(), config.directory.clone());
+        let run = async move { peers::listed_while(conn.run(), &shared, peer, directory.as_ref()).await };
         // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
         // connect timeout, or the channel dropped) must close its socket now, not at the
         // handshake timeout, which may be much later.
-        let mut abandon = AbortOnDrop(Some(tokio::spawn(conn.run()).abort_handle()));
+        let mut abandon = AbortOnDrop(Some(tokio::spawn(run).abort_handle()));
         handle.ready().await?;
         abandon.0 = None;
         Ok(handle)

@@ -4,7 +4,7 @@
 //! Every connection's other end announces a name in its HELLO (a channel's
 //! [`name`](crate::ChannelBuilder::name), a server's [`name`](crate::ServerBuilder::name)). A
 //! [`Peers`] lists the connections of a [`Server`](crate::Server) (from
-//! [`ServerHandle::peers`](crate::ServerHandle::peers)) by those
+//! [`ServerHandle::peers`](crate::ServerHandle::peers)) or of a [`Node`](crate::Node) by those
 //! names, from the moment a connection's handshake is done until it closes:
 //!
 //! ```ignore
@@ -48,6 +48,8 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tower::Service;
 use zrpc_core::{Peer, Request, Response, Status};
+
+use crate::conn::Shared;
 
 /// Events a [`PeerWatch`] may fall behind by before it is told it lagged.
 pub const WATCH_CAPACITY: usize = 1024;
@@ -114,6 +116,21 @@ impl Peers {
     /// The newest connected peer that announced `name` (see the [module docs](self#two-connections-with-one-name)).
     pub fn get(&self, name: &str) -> Option<Peer> {
         self.lock().by_name.get(name).and_then(|peers| peers.last().cloned())
+    }
+
+    /// The newest peer named `name` once one is connected: at once if one is. Bound the wait
+    /// with a timeout where the peer may never come.
+    pub async fn wait_for(&self, name: &str) -> Peer {
+        let mut watch = self.watch();
+        loop {
+            if let Some(peer) = self.get(name) {
+                return peer;
+            }
+            // Never `None`: `self` keeps the directory alive. A `Lagged` leads to the check above.
+            if watch.next().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Whether a peer named `name` is connected.
@@ -232,18 +249,15 @@ impl Drop for Listed {
     }
 }
 
-/// Lists the connection behind `calls` in `peers` under the name its peer announces, from the
-/// end of its handshake until `run` (the connection's task) ends.
-pub(crate) async fn listed_while<F: Future<Output = ()>>(
-    run: F,
-    calls: &crate::conn::Handle,
-    peer: Peer,
-    peers: Option<&Peers>,
-) {
+/// Lists the connection `shared` describes in `peers`, under the name its peer announces, from
+/// the end of its handshake until `run` (the connection's task) ends.
+pub(crate) async fn listed_while<F: Future<Output = ()>>(run: F, shared: &Shared, peer: Peer, peers: Option<&Peers>) {
     let Some(peers) = peers else { return run.await };
     let listed = async {
-        calls.ready().await.ok()?;
-        let name: Arc<str> = calls.peer_name().unwrap_or_default().into();
+        if !shared.ready().await {
+            return None;
+        }
+        let name = shared.peer_name_if_known().unwrap_or_else(|| Arc::from(""));
         Some(peers.join(name, peer))
     };
     // Both in this task: the guard, once made, lives until the connection's task ends.

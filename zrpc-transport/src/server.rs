@@ -93,6 +93,8 @@ pub struct ServerConfig {
     /// TLS under the protocol, if any.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::ServerTls>,
+    /// Where clients are listed, when not a directory of the server's own (a node's).
+    pub(crate) directory: Option<Peers>,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +113,7 @@ impl Default for ServerConfig {
             registry: None,
             #[cfg(feature = "tls")]
             tls: None,
+            directory: None,
         }
     }
 }
@@ -240,6 +243,13 @@ impl<L> ServerBuilder<L> {
         self
     }
 
+    /// Serves the services in `router` and lists clients in `peers` (a node's).
+    pub(crate) fn for_node(mut self, router: Router, peers: Peers) -> ServerBuilder<L> {
+        self.router = router;
+        self.config.directory = Some(peers);
+        self
+    }
+
     /// Wraps all services in `layer`. As with `tower::ServiceBuilder`, the first layer added is
     /// the outermost: it sees each request first.
     pub fn layer<N>(self, layer: N) -> ServerBuilder<Stack<N, L>> {
@@ -261,7 +271,10 @@ impl<L> ServerBuilder<L> {
         let registration =
             registry::register(self.config.registry.as_ref(), listener.local_addr(), &self.config.name).await?;
         let service = self.layer.layer(self.router.clone());
-        let control = StopOnDrop(ServerHandle::new());
+        let control = StopOnDrop(match self.config.directory.clone() {
+            Some(peers) => ServerHandle::listing_in(peers),
+            None => ServerHandle::new(),
+        });
         Ok(Server { listener, service, names: self.router, config: self.config, registration, control })
     }
 }
@@ -366,7 +379,7 @@ where
                             let peers = handle.peers();
                             let conn = conn.with_peer(peer.clone());
                             let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
-                            peers::listed_while(conn.run(), &calls, peer, Some(&peers)).await;
+                            peers::listed_while(conn.run(), calls.shared(), peer, Some(&peers)).await;
                             drop(open);
                         });
                     }

@@ -105,6 +105,26 @@ impl Shared {
     pub(super) fn peer_name(&self) -> &str {
         self.peer.get().map_or("the peer", |p| p)
     }
+
+    /// Waits until the handshake is done: `true`, or `false` when the connection was closed
+    /// or began draining first.
+    pub(crate) async fn ready(&self) -> bool {
+        self.wait_until(|state| state != CONNECTING).await;
+        self.state() == READY
+    }
+
+    async fn wait_until(&self, done: impl Fn(u8) -> bool) {
+        loop {
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Register before checking, so a change between the check and the wait is not missed.
+            notified.as_mut().enable();
+            if done(self.state()) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A cheap, cloneable way to make calls over one connection.
@@ -141,29 +161,12 @@ impl Handle {
 
     /// Waits until the handshake is done (`Ok`) or the connection closed first (`Err`).
     pub(crate) async fn ready(&self) -> Result<(), Status> {
-        self.wait_until(|state| state != CONNECTING).await;
-        match self.shared.state() {
-            READY => Ok(()),
-            _ => Err(self.closed_status()),
-        }
+        if self.shared.ready().await { Ok(()) } else { Err(self.closed_status()) }
     }
 
-    /// Waits until the connection can take no new calls: the peer sent GOAWAY or it closed.
+    /// Waits until the connection can take no new calls: either end is draining, or it closed.
     pub(crate) async fn unusable(&self) {
-        self.wait_until(|state| state >= DRAINING).await;
-    }
-
-    async fn wait_until(&self, done: impl Fn(u8) -> bool) {
-        loop {
-            let notified = self.shared.changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Register before checking, so a change between the check and the wait is not missed.
-            notified.as_mut().enable();
-            if done(self.shared.state()) {
-                return;
-            }
-            notified.await;
-        }
+        self.shared.wait_until(|state| state >= DRAINING).await;
     }
 
     pub(super) fn closed_status(&self) -> Status {

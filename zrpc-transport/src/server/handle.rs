@@ -97,13 +97,18 @@ pub struct ConnectionInfo {
 
 impl ServerHandle {
     pub(crate) fn new() -> ServerHandle {
+        ServerHandle::listing_in(Peers::new())
+    }
+
+    /// A handle whose server lists its clients in `peers` (a node's, shared with its channels).
+    pub(crate) fn listing_in(peers: Peers) -> ServerHandle {
         let (phase, _) = watch::channel(Phase::Serving);
         let control = Control {
             phase,
             connections: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
             changed: Arc::new(Notify::new()),
-            peers: Peers::new(),
+            peers,
         };
         ServerHandle { control: Arc::new(control) }
     }

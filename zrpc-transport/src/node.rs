@@ -1,0 +1,253 @@
+//! A named endpoint that serves and calls on every connection: a [`Node`].
+//!
+//! The model of the small Go framework zrpc descends from: every endpoint is a peer with a
+//! name. A node listens (optionally), dials any number of other nodes, serves its services on
+//! every connection in both directions, and calls any connected peer by the name it announced,
+//! whichever side opened the connection. A function nobody registered is refused with
+//! `NotFound`, as on any server.
+//!
+//! ```no_run
+//! # use zrpc_transport::Node;
+//! # async fn run() -> std::io::Result<()> {
+//! let alice = Node::builder("alice")
+//!     // .add_service(GreeterServer::new(Greeter)) — served to every peer, both ways
+//!     .listen("tcp://127.0.0.1:7001")
+//!     .start()
+//!     .await?;
+//! let bob = Node::builder("bob").connect("tcp://127.0.0.1:7001").start().await?;
+//!
+//! let alice_seen_by_bob = bob.peers().wait_for("alice").await;
+//! let bob_seen_by_alice = alice.peers().wait_for("bob").await;
+//! // GreeterClient::new(bob.peer("alice")).hello(..): bob calls alice by name, and
+//! // GreeterClient::new(alice.peer("bob")).hello(..): alice calls bob back on bob's connection.
+//! # let _ = (alice_seen_by_bob, bob_seen_by_alice);
+//! # Ok(()) }
+//! ```
+//!
+//! Underneath, a node is a [`Server`] (when it listens) and a [`Channel`] per peer it dials,
+//! sharing one name, one set of services and one directory ([`Node::peers`]). Dialed
+//! connections are made again after they are lost, with the channel's backoff; each new
+//! connection is listed anew. Two connections between the same two nodes (each dialed the
+//! other) are both used: the newest answers to the name (see
+//! [`peers`](crate::peers#two-connections-with-one-name)).
+//!
+//! Settings beyond these go through [`NodeBuilder::server`] and [`NodeBuilder::channel`], which
+//! configure the underlying builders as on a plain server or channel (limits, heartbeat, TLS,
+//! default deadlines).
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::task::JoinHandle;
+use tower::Service;
+use tower::layer::Layer;
+use zrpc_core::{NamedService, Request, Response, Router, Status};
+
+use crate::address::{Address, ToAddress};
+use crate::channel::{BoxService, Channel, ChannelBuilder, Layers, Served};
+use crate::peers::{NamedPeer, Peers};
+use crate::server::{Server, ServerBuilder, ServerHandle};
+
+type ConfigureServer = Box<dyn FnOnce(ServerBuilder) -> ServerBuilder + Send>;
+type ConfigureChannel = Arc<dyn Fn(ChannelBuilder) -> ChannelBuilder + Send + Sync>;
+
+/// Builds a [`Node`]; see [`Node::builder`].
+pub struct NodeBuilder {
+    name: String,
+    served: Served,
+    listen: Option<Result<Address, String>>,
+    dial: Vec<Result<Address, String>>,
+    server: Option<ConfigureServer>,
+    channel: Option<ConfigureChannel>,
+}
+
+impl NodeBuilder {
+    /// Serves `service` on every connection, accepted or dialed: any number may be added.
+    pub fn add_service<S>(mut self, service: S) -> NodeBuilder
+    where
+        S: Service<Request, Response = Response, Error = Status, Future = BoxFuture<'static, Result<Response, Status>>>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.served.router = self.served.router.add_service(service);
+        self
+    }
+
+    /// Wraps the services in `layer` on every connection; the first layer added is the
+    /// outermost. Each layer's service is boxed, as on a [`ChannelBuilder::layer`].
+    pub fn layer<L>(mut self, layer: L) -> NodeBuilder
+    where
+        L: Layer<BoxService> + Send + Sync + 'static,
+        L::Service: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.served.layers.push(layer);
+        self
+    }
+
+    /// Listens at `address` for peers that dial this node (port 0 picks a free one; see
+    /// [`Node::local_addr`]). A node that does not listen only dials.
+    pub fn listen(mut self, address: impl ToAddress) -> NodeBuilder {
+        self.listen = Some(address.to_address().map_err(|e| e.to_string()));
+        self
+    }
+
+    /// Dials the node at `address`, and again whenever the connection is lost; any number of
+    /// peers may be dialed.
+    pub fn connect(mut self, address: impl ToAddress) -> NodeBuilder {
+        self.dial.push(address.to_address().map_err(|e| e.to_string()));
+        self
+    }
+
+    /// Configures the server the node listens with (limits, heartbeat, TLS...). Its name, services
+    /// and layers are the node's.
+    pub fn server(mut self, configure: impl FnOnce(ServerBuilder) -> ServerBuilder + Send + 'static) -> NodeBuilder {
+        self.server = Some(Box::new(configure));
+        self
+    }
+
+    /// Configures each channel the node dials with (backoff, limits, TLS...). Its name, services
+    /// and layers are the node's.
+    pub fn channel(
+        mut self,
+        configure: impl Fn(ChannelBuilder) -> ChannelBuilder + Send + Sync + 'static,
+    ) -> NodeBuilder {
+        self.channel = Some(Arc::new(configure));
+        self
+    }
+
+    /// Binds the listener, if any, and starts serving and dialing. Dialing goes on in the
+    /// background: a peer that is not up yet is dialed again with backoff, and listed when it
+    /// connects ([`Peers::wait_for`]).
+    ///
+    /// # Errors
+    /// An address that does not parse (`InvalidInput`), or the bind's I/O error.
+    pub async fn start(self) -> io::Result<Node> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+        let dial = self.dial.into_iter().collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+        let peers = Peers::new();
+        let mut listening = None;
+        if let Some(address) = self.listen {
+            let builder = match self.server {
+                Some(configure) => configure(Server::builder()),
+                None => Server::builder(),
+            };
+            let builder = builder.name(self.name.clone()).for_node(self.served.router.clone(), peers.clone());
+            let server: Server<BoxService> =
+                builder.layer(self.served.layers.clone()).bind(address.map_err(invalid)?).await?;
+            let local = server.local_addr().clone();
+            let handle = server.handle();
+            listening = Some(Listening { local, handle, serving: tokio::spawn(server.serve()) });
+        }
+        let channels = dial
+            .into_iter()
+            .map(|address| {
+                let builder = match &self.channel {
+                    Some(configure) => configure(Channel::builder(address)),
+                    None => Channel::builder(address),
+                };
+                let builder = builder.name(self.name.clone()).served(self.served.clone()).listed_in(peers.clone());
+                let channel = builder.connect_lazy();
+                channel.start();
+                channel
+            })
+            .collect();
+        Ok(Node { name: self.name.into(), peers, listening, channels })
+    }
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.name)
+            .field("served", &self.served)
+            .field("listen", &self.listen)
+            .field("dial", &self.dial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A named endpoint that listens, dials, serves on every connection and calls any peer by name;
+/// see the [module docs](self).
+pub struct Node {
+    name: Arc<str>,
+    peers: Peers,
+    listening: Option<Listening>,
+    channels: Vec<Channel>,
+}
+
+struct Listening {
+    local: Address,
+    handle: ServerHandle,
+    serving: JoinHandle<io::Result<()>>,
+}
+
+impl Node {
+    /// Starts building a node that announces itself as `name`.
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            name: name.into(),
+            served: Served { router: Router::new(), layers: Layers::default() },
+            listen: None,
+            dial: Vec::new(),
+            server: None,
+            channel: None,
+        }
+    }
+
+    /// The name this node announces.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address the node listens on, with the real port when bound to port 0; `None` when
+    /// it does not listen.
+    pub fn local_addr(&self) -> Option<&Address> {
+        self.listening.as_ref().map(|listening| &listening.local)
+    }
+
+    /// Every connected peer, dialed or accepted, by the name it announced.
+    pub fn peers(&self) -> Peers {
+        self.peers.clone()
+    }
+
+    /// The peer named `name`, to call through a generated client; resolved at each call
+    /// ([`Peers::named`]).
+    pub fn peer(&self, name: impl Into<Arc<str>>) -> NamedPeer {
+        self.peers.named(name)
+    }
+
+    /// The channels to the peers this node dials, in the order they were configured.
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    /// Leaves gracefully: the node starts no new calls and takes none (GOAWAY on every
+    /// connection), lets calls in progress either way finish (for up to the server's drain
+    /// timeout on accepted connections), then closes. Returns once the listener's serving has
+    /// ended.
+    pub async fn shutdown(self) {
+        // Dropping the last clone of a channel drains its connection (see `Channel`).
+        drop(self.channels);
+        if let Some(listening) = self.listening {
+            listening.handle.shutdown();
+            let _ = listening.serving.await;
+        }
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("local_addr", &self.local_addr())
+            .field("peers", &self.peers)
+            .field("channels", &self.channels.len())
+            .finish()
+    }
+}
