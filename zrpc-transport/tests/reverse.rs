@@ -450,3 +450,30 @@ async fn a_client_that_drops_its_channel_finishes_the_servers_calls_and_takes_no
     serving.handle().wait_for_connections(|connections| connections.is_empty()).await;
     serving.shutdown().await.expect("serve succeeded");
 }
+
+#[tokio::test]
+async fn the_clients_limits_hold_back_the_servers_calls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut ends = ends_with(Kind::Tcp, &dir, |s| s, |c| c.max_requests(2)).await;
+    // Five calls from the server; the client announced it takes two at a time.
+    let calls: Vec<_> = (0..5).map(|i| tokio::spawn(ends.reverse().wait(format!("w{i}")))).collect();
+    for _ in 0..2 {
+        assert!(matches!(ends.events.next().await, Seen::Started(_)));
+    }
+    ends.serving
+        .handle()
+        .wait_for_connections(|connections| connections.iter().any(|c| c.stats.calls_waiting == 3))
+        .await;
+    let stats = ends.channel.stats().expect("connected");
+    assert_eq!(stats.requests_in_progress, 2, "{stats:?}");
+    // Released, the first two answer and let the rest go, two at a time.
+    ends.events.release();
+    for _ in 0..3 {
+        assert!(matches!(ends.events.next().await, Seen::Started(_)));
+        ends.events.release();
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.expect("task"), Ok(format!("w{i}")));
+    }
+    ends.shutdown().await;
+}

@@ -824,3 +824,110 @@ fn durations_read_as_people_write_them() {
         assert_eq!(Rounded(duration).to_string(), text);
     }
 }
+
+// ---- calls the other way: the accepting side calls the connecting side ----
+
+/// A pair whose client announces `configure`d limits.
+fn pair_with_client(configure: impl FnOnce(&mut MuxConfig)) -> Pair {
+    let now = Instant::now();
+    let mut client = config("client-1");
+    configure(&mut client);
+    let mut pair = Pair {
+        client: Mux::new(Role::Connector, client, now),
+        server: Mux::new(Role::Acceptor, config("server-1"), now),
+        to_client: BytesMut::new(),
+        to_server: BytesMut::new(),
+        now,
+    };
+    assert!(matches!(pair.server_events().as_slice(), [Event::Ready]));
+    assert!(matches!(pair.client_events().as_slice(), [Event::Ready]));
+    pair
+}
+
+#[test]
+fn calls_cross_in_both_directions_on_one_connection() {
+    let mut pair = Pair::new();
+    pair.client.send_request(1, request("Up.m", b"c1"), "client's first").expect("sent");
+    pair.server.send_request(2, request("Down.m", b"s2"), "server's first").expect("sent");
+    pair.client.send_request(3, request("Up.m", b"c3"), "client's second").expect("sent");
+    pair.server.send_request(4, request("Down.m", b"s4").with_oneway(true), "server's oneway").expect("queued");
+
+    // Each side hands over the other's requests, and only those.
+    assert!(pair.client_events().is_empty());
+    let written = events(&mut pair.server);
+    assert!(
+        matches!(written.as_slice(), [Event::Response { token: "server's oneway", result: Ok(_) }]),
+        "a oneway call ends once written: {written:?}"
+    );
+    let to_client = requests(&mut pair.client);
+    assert_eq!(ids(&to_client), [2, 4]);
+    assert!(to_client[1].is_oneway());
+    assert_eq!(ids(&pair.server_requests()), [1, 3]);
+    assert_eq!((pair.client.pending_len(), pair.client.inbound_len()), (2, 2));
+    assert_eq!((pair.server.pending_len(), pair.server.inbound_len()), (1, 2));
+
+    // Answers go back to the right callers, whichever direction.
+    pair.client.finish(2, &ok(b"to the server"));
+    pair.client.finish(4, &ok(b"oneway: not sent"));
+    pair.server.finish(3, &ok(b"to the client"));
+    let events = pair.server_events();
+    let [Event::Response { token: "server's first", result: Ok(answer) }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(answer.payload(), &b"to the server"[..]);
+    let events = pair.client_events();
+    assert!(matches!(events.as_slice(), [Event::Response { token: "client's second", result: Ok(_) }]), "{events:?}");
+    assert_eq!((pair.server.pending_len(), pair.client.inbound_len()), (0, 0));
+    assert_eq!(pair.client.pending_len(), 1, "the client's first call is still being handled");
+}
+
+#[test]
+fn the_connecting_side_s_limits_hold_back_the_accepting_side_s_calls() {
+    let mut pair = pair_with_client(|c| c.max_requests = 1);
+    pair.server.send_request(2, request("Down.m", b""), "first").expect("sent");
+    pair.server.send_request(4, request("Down.m", b""), "second").expect("queued");
+    assert_eq!(pair.server.stats().calls_waiting, 1, "the client allows one at a time");
+    pair.client_events();
+    assert_eq!(ids(&requests(&mut pair.client)), [2]);
+    pair.client.finish(2, &ok(b""));
+    pair.server_events();
+    assert_eq!(pair.server.stats().calls_waiting, 0, "its answer lets the second go");
+    pair.client_events();
+    assert_eq!(ids(&requests(&mut pair.client)), [4]);
+}
+
+#[test]
+fn the_accepting_side_s_calls_have_deadlines_and_cancels_too() {
+    let mut pair = Pair::new();
+    let ctx = Context::new().with_deadline(pair.now + Duration::from_secs(1));
+    pair.server.send_request_at(2, request("Down.slow", b"").with_ctx(ctx), "slow", pair.now).expect("sent");
+    pair.client_events();
+    assert_eq!(ids(&requests(&mut pair.client)), [2]);
+    pair.now += Duration::from_secs(1);
+    let now = pair.now;
+    pair.server.on_timeout(now).expect("the deadline is no violation");
+    let events = events(&mut pair.server);
+    let [Event::Response { token: "slow", result: Err(status) }] = events.as_slice() else { panic!("{events:?}") };
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(!status.is_unprocessed(), "it was sent");
+    let events = pair.client_events();
+    assert!(matches!(events.as_slice(), [Event::Cancel { id: 2 }]), "the client's handler is cancelled: {events:?}");
+}
+
+#[test]
+fn a_goaway_from_the_connecting_side_stops_the_accepting_side_s_new_calls() {
+    let mut pair = Pair::new();
+    pair.server.send_request(2, request("Down.m", b""), "in flight").expect("sent");
+    pair.client_events();
+    requests(&mut pair.client);
+    pair.client.go_away(Code::Unavailable, "the client closed its channel");
+    let events = pair.server_events();
+    assert!(matches!(events.as_slice(), [Event::GoAway(_)]), "{events:?}");
+    let (status, token) = pair.server.send_request(4, request("Down.m", b""), "too late").expect_err("refused");
+    assert_eq!((status.code(), status.is_unprocessed(), token), (Code::Unavailable, true, "too late"));
+    // The call in flight still completes.
+    pair.client.finish(2, &ok(b"done"));
+    let events = pair.server_events();
+    assert!(matches!(events.as_slice(), [Event::Response { token: "in flight", result: Ok(_) }]), "{events:?}");
+    assert!(pair.server.is_drained() && pair.client.is_drained());
+}
