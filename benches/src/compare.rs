@@ -43,6 +43,7 @@ use crate::framework::raw_mux::RawMux;
 use crate::framework::raw_pingpong::RawPingpong;
 use crate::framework::tarpc::Tarpc;
 use crate::framework::zrpc::{Zrpc, ZrpcText};
+use crate::framework::zrpc_reverse::ZrpcReverse;
 use crate::framework::{Framework, Name};
 use crate::load::{self, Plan, Point};
 use crate::proc::{SERVE, ServerProcess};
@@ -80,7 +81,8 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --warmup SECS      warm-up per point, not measured (default 1)
   --rounds N         measure every framework N times, taking turns, and report the median of
                      each figure (default 1)
-  --frameworks LIST  any of zrpc, zrpc-text, tarpc, tonic (feature `tonic`), raw-mux, raw-pingpong
+  --frameworks LIST  any of zrpc, zrpc-text, zrpc-reverse (the server calls the client), tarpc,
+                     tonic (feature `tonic`), raw-mux, raw-pingpong
                      (default: all compiled in)
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
   --csv PATH         also write the rows as CSV
@@ -220,6 +222,7 @@ fn measure_all(options: &Options) -> Result<Vec<Row>, BoxError> {
         rows.extend(match name {
             Name::Zrpc => measure::<Zrpc>(options)?,
             Name::ZrpcText => measure::<ZrpcText>(options)?,
+            Name::ZrpcReverse => measure::<ZrpcReverse>(options)?,
             Name::Tarpc => measure::<Tarpc>(options)?,
             #[cfg(feature = "tonic")]
             Name::Tonic => measure::<crate::framework::tonic::Tonic>(options)?,
@@ -306,6 +309,7 @@ fn serve_child(name: Name) -> Result<(), BoxError> {
     match name {
         Name::Zrpc => serve::<Zrpc>(),
         Name::ZrpcText => serve::<ZrpcText>(),
+        Name::ZrpcReverse => serve::<ZrpcReverse>(),
         Name::Tarpc => serve::<Tarpc>(),
         #[cfg(feature = "tonic")]
         Name::Tonic => serve::<crate::framework::tonic::Tonic>(),

@@ -15,6 +15,7 @@ pub mod tarpc;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 pub mod zrpc;
+pub mod zrpc_reverse;
 
 use std::fmt;
 use std::future::Future;
@@ -72,6 +73,8 @@ pub enum Name {
     Zrpc,
     /// zrpc with the message's strings as `zrpc::Text` (decoded without copying).
     ZrpcText,
+    /// zrpc with the roles turned: the accepting side calls the connecting side.
+    ZrpcReverse,
     /// tarpc, bincode over TCP, limits raised.
     Tarpc,
     /// tonic (gRPC over HTTP/2, protobuf); only with the `tonic` feature.
@@ -85,7 +88,7 @@ pub enum Name {
 impl Name {
     /// Every framework, in output order; `tonic` only when compiled in.
     pub fn all() -> Vec<Name> {
-        let mut all = vec![Name::Zrpc, Name::ZrpcText, Name::Tarpc];
+        let mut all = vec![Name::Zrpc, Name::ZrpcText, Name::ZrpcReverse, Name::Tarpc];
         if cfg!(feature = "tonic") {
             all.push(Name::Tonic);
         }
@@ -98,6 +101,7 @@ impl Name {
         match self {
             Name::Zrpc => "zrpc",
             Name::ZrpcText => "zrpc-text",
+            Name::ZrpcReverse => "zrpc-reverse",
             Name::Tarpc => "tarpc",
             Name::Tonic => "tonic",
             Name::RawMux => "raw-mux",
@@ -110,7 +114,7 @@ impl Name {
         match self {
             Name::ZrpcText => Decoding::Shared,
             Name::RawMux | Name::RawPingpong => Decoding::Nothing,
-            Name::Zrpc | Name::Tarpc | Name::Tonic => Decoding::Owned,
+            Name::Zrpc | Name::ZrpcReverse | Name::Tarpc | Name::Tonic => Decoding::Owned,
         }
     }
 

@@ -144,8 +144,36 @@ pub(crate) struct Served {
 
 impl Served {
     /// The services in their layers, for one connection.
-    fn service(&self) -> BoxService {
+    fn service(&self) -> ServedStack {
         self.layers.layer(self.router.clone())
+    }
+}
+
+/// The services in their layers: the router itself when there are none, so that a call costs no
+/// box beyond the router's own.
+#[derive(Clone)]
+pub(crate) enum ServedStack {
+    Bare(Router),
+    Layered(BoxService),
+}
+
+impl Service<Request> for ServedStack {
+    type Response = Response;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response, Status>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        match self {
+            ServedStack::Bare(router) => router.poll_ready(cx),
+            ServedStack::Layered(service) => service.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self {
+            ServedStack::Bare(router) => router.call(request),
+            ServedStack::Layered(service) => service.call(request),
+        }
     }
 }
 
@@ -167,14 +195,17 @@ impl Layers {
 }
 
 impl Layer<Router> for Layers {
-    type Service = BoxService;
+    type Service = ServedStack;
 
-    fn layer(&self, router: Router) -> BoxService {
+    fn layer(&self, router: Router) -> ServedStack {
+        if self.0.is_empty() {
+            return ServedStack::Bare(router);
+        }
         let mut service = BoxCloneService::new(router);
         for layer in self.0.iter().rev() {
             service = layer(service);
         }
-        service
+        ServedStack::Layered(service)
     }
 }
 

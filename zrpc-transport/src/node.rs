@@ -46,7 +46,7 @@ use tower::layer::Layer;
 use zrpc_core::{NamedService, Request, Response, Router, Status};
 
 use crate::address::{Address, ToAddress};
-use crate::channel::{BoxService, Channel, ChannelBuilder, Layers, Served};
+use crate::channel::{BoxService, Channel, ChannelBuilder, Layers, Served, ServedStack};
 use crate::peers::{NamedPeer, Peers};
 use crate::server::{Server, ServerBuilder, ServerHandle};
 
@@ -138,7 +138,7 @@ impl NodeBuilder {
                 None => Server::builder(),
             };
             let builder = builder.name(self.name.clone()).for_node(self.served.router.clone(), peers.clone());
-            let server: Server<BoxService> =
+            let server: Server<ServedStack> =
                 builder.layer(self.served.layers.clone()).bind(address.map_err(invalid)?).await?;
             let local = server.local_addr().clone();
             let handle = server.handle();
