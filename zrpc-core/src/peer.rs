@@ -5,10 +5,20 @@
 //! called it in its context, [`Context::peer`](crate::Context::peer), and calls it like any
 //! endpoint, through a generated client:
 //!
-//! ```ignore
-//! async fn subscribe(&self, ctx: &Context, topic: String) {
-//!     let listener = ListenerClient::new(ctx.peer());
-//!     listener.notify(format!("subscribed to {topic}")).await?;
+//! ```text
+//! async fn subscribe(&self, ctx: &Context, topic: String) -> Result<(), Status> {
+//!     ListenerClient::new(ctx.peer()).notify(format!("subscribed to {topic}")).await
+//! }
+//! ```
+//!
+//! or, without a generated client, as a plain service:
+//!
+//! ```
+//! use tower::ServiceExt;
+//! use zrpc_core::{Context, Request, Response, Status};
+//!
+//! async fn call_back(ctx: &Context, payload: bytes::Bytes) -> Result<Response, Status> {
+//!     ctx.peer().oneshot(Request::new("Listener.notify", payload)).await
 //! }
 //! ```
 //!

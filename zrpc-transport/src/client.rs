@@ -66,24 +66,24 @@
 //! The stack is made of concrete types: a call allocates what its layers do (the retry layer's
 //! state machine, the balancer's and the channel's futures), and nothing more.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, Either, Ready};
+use futures::future::{self, BoxFuture, Ready};
 use pin_project_lite::pin_project;
+use tower::util::Either;
 use tower::{Service, ServiceExt};
 use zrpc_core::balance::{Available, Balance, Connect, P2c, Pick};
 use zrpc_core::breaker::{BreakerConfig, CircuitBreaker};
 use zrpc_core::discover::{Discover, Filter, Instance, Static};
-use zrpc_core::limit::concurrency::{self, ConcurrencyLimit, ConcurrencyLimitLayer};
-use zrpc_core::retry::{ResponseFuture as RetryFuture, Retry, RetryLayer, TpsBudget};
-use zrpc_core::timeout::{self, Timeout};
+use zrpc_core::limit::concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
+use zrpc_core::retry::{Retry, RetryLayer, TpsBudget};
+use zrpc_core::timeout::Timeout;
 use zrpc_core::{FailMode, NamedService, PickRecord, Request, Response, Router, Status};
 
 use crate::address::Address;
@@ -288,7 +288,6 @@ impl ClientBuilder {
     /// The client. Nothing connects yet, and no runtime is needed: discovery starts, and each
     /// endpoint connects, on the first call (which must be made within a tokio runtime).
     pub fn build(self) -> Client {
-        let registry = Registry::default();
         let connector = Connector {
             name: self.name.unwrap_or_else(crate::default_name),
             breaker: self.breaker,
@@ -296,13 +295,12 @@ impl ClientBuilder {
             configure: self.channel,
             served: self.served,
             default_timeout: self.default_timeout,
-            registry: registry.clone(),
         };
         let discover = self.discover.unwrap_or_else(|| Box::new(Static::new(Vec::<Instance>::new())));
         let balance = Balance::new(discover, connector, self.picker, self.filter);
         let attempt = match self.attempt_timeout {
-            Some(limit) => Attempt::Limited(Timeout::per_attempt(balance.clone(), limit)),
-            None => Attempt::Bare(balance.clone()),
+            Some(limit) => Either::Left(Timeout::per_attempt(balance.clone(), limit)),
+            None => Either::Right(balance.clone()),
         };
         let mut retry = RetryLayer::new(self.fail_mode);
         if let Some((initial, max)) = self.retry_backoff {
@@ -315,17 +313,16 @@ impl ClientBuilder {
         };
         let retry = tower::Layer::layer(&retry, attempt);
         let retry = match self.max_in_flight {
-            Some(max) => Calls::Capped(tower::Layer::layer(&ConcurrencyLimitLayer::waiting(max), retry)),
-            None => Calls::Free(retry),
+            Some(max) => Either::Left(tower::Layer::layer(&ConcurrencyLimitLayer::waiting(max), retry)),
+            None => Either::Right(retry),
         };
         let stack = match self.timeout {
-            Some(limit) => Stack::Limited(Timeout::new(retry, limit)),
-            None => Stack::Bare(retry),
+            Some(limit) => Either::Left(Timeout::new(retry, limit)),
+            None => Either::Right(retry),
         };
         Client {
             stack,
             balance,
-            registry,
             settings: Arc::new(Settings {
                 fail_mode: self.fail_mode,
                 default_timeout: self.default_timeout,
@@ -365,9 +362,8 @@ impl fmt::Debug for ClientBuilder {
 #[derive(Clone)]
 pub struct Client {
     stack: Stack,
-    /// The same balancer the stack ends in, for [`Client::endpoints`].
+    /// The same balancer the stack ends in, for [`Client::endpoints`], broadcast and fork.
     balance: Balance<Connector, Box<dyn Pick>>,
-    registry: Registry,
     settings: Arc<Settings>,
 }
 
@@ -570,24 +566,12 @@ impl Client {
 
     /// One call through the balancer, under the whole-call timeout but without retries.
     fn call_balanced(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + use<> {
-        let balance = self.balance.clone();
-        match self.settings.timeout {
-            Some(limit) => Either::Left(Timeout::new(balance, limit).oneshot(request)),
-            None => Either::Right(balance.oneshot(request)),
-        }
+        self.under_timeout(self.balance.clone()).oneshot(request)
     }
 
     /// The endpoints in use, with their services.
     fn live_endpoints(&self) -> Vec<(Arc<str>, Endpoint)> {
-        let registry = self.registry.lock();
-        self.balance
-            .addresses()
-            .into_iter()
-            .filter_map(|address| {
-                let endpoint = registry.get(&address).and_then(Weak::upgrade).map(Endpoint);
-                endpoint.map(|endpoint| (address, endpoint))
-            })
-            .collect()
+        self.balance.services()
     }
 
     fn call_endpoint(
@@ -595,10 +579,14 @@ impl Client {
         endpoint: &Endpoint,
         request: Request,
     ) -> impl Future<Output = Result<Response, Status>> + Send + use<> {
-        let endpoint = endpoint.clone();
+        self.under_timeout(endpoint.clone()).oneshot(request)
+    }
+
+    /// `service` under the whole-call timeout, if the client has one.
+    fn under_timeout<S>(&self, service: S) -> Either<Timeout<S>, S> {
         match self.settings.timeout {
-            Some(limit) => Either::Left(Timeout::new(endpoint, limit).oneshot(request)),
-            None => Either::Right(endpoint.oneshot(request)),
+            Some(limit) => Either::Left(Timeout::new(service, limit)),
+            None => Either::Right(service),
         }
     }
 }
@@ -622,19 +610,12 @@ impl Service<Request> for Client {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        match &mut self.stack {
-            Stack::Limited(svc) => svc.poll_ready(cx),
-            Stack::Bare(svc) => svc.poll_ready(cx),
-        }
+        self.stack.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> ResponseFuture {
         let request = self.with_default_deadline(request);
-        let inner = match &mut self.stack {
-            Stack::Limited(svc) => Either::Left(svc.call(request)),
-            Stack::Bare(svc) => Either::Right(svc.call(request)),
-        };
-        ResponseFuture { inner }
+        ResponseFuture { inner: self.stack.call(request) }
     }
 }
 
@@ -646,7 +627,7 @@ pin_project! {
     /// Dropping it cancels every attempt in flight on the wire.
     pub struct ResponseFuture {
         #[pin]
-        inner: Either<timeout::ResponseFuture<CallsFuture>, CallsFuture>,
+        inner: <Stack as Service<Request>>::Future,
     }
 }
 
@@ -664,93 +645,15 @@ impl fmt::Debug for ResponseFuture {
     }
 }
 
-/// The layers above the balancer: the whole-call timeout, if any, over the retry layer.
-#[derive(Clone, Debug)]
-enum Stack {
-    Limited(Timeout<Calls>),
-    Bare(Calls),
-}
+/// The layers above the balancer: the whole-call timeout, if any, over the in-flight cap, if any,
+/// over the retry layer, over one attempt.
+type Stack = Either<Timeout<Calls>, Calls>;
 
 /// The calls of the client: under an in-flight cap, or not.
-#[derive(Clone, Debug)]
-enum Calls {
-    Capped(ConcurrencyLimit<Retry<Attempt>>),
-    Free(Retry<Attempt>),
-}
-
-type CallsFuture = Either<concurrency::ResponseFuture<RetryFuture<AttemptFuture>>, RetryFuture<AttemptFuture>>;
-
-impl Service<Request> for Calls {
-    type Response = Response;
-    type Error = Status;
-    type Future = CallsFuture;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        match self {
-            Calls::Capped(svc) => svc.poll_ready(cx),
-            Calls::Free(svc) => svc.poll_ready(cx),
-        }
-    }
-
-    fn call(&mut self, request: Request) -> CallsFuture {
-        match self {
-            Calls::Capped(svc) => Either::Left(svc.call(request)),
-            Calls::Free(svc) => Either::Right(svc.call(request)),
-        }
-    }
-}
+type Calls = Either<ConcurrencyLimit<Retry<Attempt>>, Retry<Attempt>>;
 
 /// One attempt: the per-attempt timeout, if any, over the balancer.
-#[derive(Clone)]
-enum Attempt {
-    Limited(Timeout<Balance<Connector, Box<dyn Pick>>>),
-    Bare(Balance<Connector, Box<dyn Pick>>),
-}
-
-type BalanceFuture = zrpc_core::balance::ResponseFuture<Endpoint>;
-type AttemptFuture = Either<timeout::ResponseFuture<BalanceFuture>, BalanceFuture>;
-
-impl Service<Request> for Attempt {
-    type Response = Response;
-    type Error = Status;
-    type Future = AttemptFuture;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        match self {
-            Attempt::Limited(svc) => svc.poll_ready(cx),
-            Attempt::Bare(svc) => svc.poll_ready(cx),
-        }
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        match self {
-            Attempt::Limited(svc) => Either::Left(svc.call(request)),
-            Attempt::Bare(svc) => Either::Right(svc.call(request)),
-        }
-    }
-}
-
-impl fmt::Debug for Attempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Attempt::Limited(svc) => f.debug_tuple("Attempt").field(&svc.timeout()).finish(),
-            Attempt::Bare(_) => f.debug_tuple("Attempt").finish(),
-        }
-    }
-}
-
-/// The endpoints the balancer has connected, by address, for broadcast and fork. Holds them
-/// weakly: an endpoint that left discovery is dropped (and its connections closed) by the
-/// balancer, not kept alive here.
-#[derive(Clone, Default)]
-struct Registry(Arc<Mutex<HashMap<Arc<str>, Weak<EndpointInner>>>>);
-
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Weak<EndpointInner>>> {
-        // Nothing panics under the lock; poison carries no news.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+type Attempt = Either<Timeout<Balance<Connector, Box<dyn Pick>>>, Balance<Connector, Box<dyn Pick>>>;
 
 /// Makes each discovered endpoint's service: channels behind a breaker.
 struct Connector {
@@ -762,7 +665,6 @@ struct Connector {
     /// The client's default deadline, which its channels give the calls their handlers make
     /// back to the server.
     default_timeout: Option<Duration>,
-    registry: Registry,
 }
 
 impl Connect for Connector {
@@ -794,17 +696,10 @@ impl Connect for Connector {
                 Pool::new(Box::new([]), Some(e.to_string()))
             }
         };
-        let guard = match &self.breaker {
-            Some(config) => {
-                Guard::Breaker(CircuitBreaker::new(pool, config.clone()).with_name(instance.address.clone()))
-            }
-            None => Guard::Bare(pool),
-        };
-        let endpoint = Arc::new(EndpointInner { guard });
-        let mut registry = self.registry.lock();
-        registry.retain(|_, endpoint| endpoint.strong_count() > 0);
-        registry.insert(instance.address.clone(), Arc::downgrade(&endpoint));
-        Endpoint(endpoint)
+        match &self.breaker {
+            Some(config) => Either::Left(CircuitBreaker::new(pool, config.clone()).with_name(instance.address.clone())),
+            None => Either::Right(pool),
+        }
     }
 }
 
@@ -818,57 +713,10 @@ impl fmt::Debug for Connector {
     }
 }
 
-/// One endpoint's service: its breaker, if any, over its channels.
-#[derive(Clone, Debug)]
-struct Endpoint(Arc<EndpointInner>);
+/// One endpoint's service: its breaker, if any, over its channels. Clones share them.
+type Endpoint = Either<CircuitBreaker<Pool>, Pool>;
 
-#[derive(Debug)]
-struct EndpointInner {
-    guard: Guard,
-}
-
-#[derive(Clone, Debug)]
-enum Guard {
-    Breaker(CircuitBreaker<Pool>),
-    Bare(Pool),
-}
-
-impl Available for Endpoint {
-    fn is_available(&self) -> bool {
-        match &self.0.guard {
-            Guard::Breaker(breaker) => breaker.is_available(),
-            Guard::Bare(pool) => pool.is_available(),
-        }
-    }
-
-    fn generation(&self) -> u64 {
-        match &self.0.guard {
-            Guard::Breaker(breaker) => breaker.generation(),
-            Guard::Bare(pool) => pool.generation(),
-        }
-    }
-}
-
-type ChannelFuture = Either<crate::channel::ResponseFuture, Ready<Result<Response, Status>>>;
-
-impl Service<Request> for Endpoint {
-    type Response = Response;
-    type Error = Status;
-    type Future = Either<zrpc_core::breaker::future::ResponseFuture<ChannelFuture>, ChannelFuture>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        // Channels are always ready; the breaker decides per call.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        // A breaker's clones share its state; the clone only lets `call` take `&mut`.
-        match &self.0.guard {
-            Guard::Breaker(breaker) => Either::Left(breaker.clone().call(request)),
-            Guard::Bare(pool) => Either::Right(pool.send(request)),
-        }
-    }
-}
+type ChannelFuture = future::Either<crate::channel::ResponseFuture, Ready<Result<Response, Status>>>;
 
 /// An endpoint's channels, used in turn; clones share them.
 #[derive(Clone)]
@@ -896,11 +744,11 @@ impl Pool {
             .find(|channel| channel.is_available())
             .or_else(|| channels.get(start % count.max(1)));
         match channel {
-            Some(channel) => Either::Left(channel.send(request)),
+            Some(channel) => future::Either::Left(channel.send(request)),
             None => {
                 let reason = invalid.as_deref().unwrap_or("the endpoint has no channels");
                 let status = Status::invalid_argument(format!("{} not sent: {reason}", request.method()));
-                Either::Right(futures::future::ready(Err(status.mark_unprocessed())))
+                future::Either::Right(futures::future::ready(Err(status.mark_unprocessed())))
             }
         }
     }

@@ -7,15 +7,37 @@
 //! [`ServerHandle::peers`](crate::ServerHandle::peers)) or of a [`Node`](crate::Node) by those
 //! names, from the moment a connection's handshake is done until it closes:
 //!
-//! ```ignore
-//! let peers = server.handle().peers();
+//! ```no_run
+//! use zrpc_transport::{PeerEvent, Server};
+//!
+//! /// What the clients serve.
+//! #[zrpc_macros::service(crate = "zrpc_core")]
+//! pub trait Notify {
+//!     /// Shows `text` to the user.
+//!     async fn notify(&self, text: String);
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::builder().name("hub").bind("tcp://127.0.0.1:7000").await?;
+//! let peers = server.peers();
+//! tokio::spawn(server.serve());
+//!
 //! // One peer, by name: resolved at each call, `Unavailable` (unprocessed) while not connected.
 //! NotifyClient::new(peers.named("alice")).notify("hello".into()).await?;
 //! // Every connected peer, concurrently, typed:
 //! let answers = peers.broadcast(|peer| async move { NotifyClient::new(peer).notify("to all".into()).await }).await;
+//! for (name, answer) in answers {
+//!     println!("{name}: {answer:?}");
+//! }
 //! // Arrivals and departures, starting with those connected now:
 //! let mut watch = peers.watch();
-//! while let Some(event) = watch.next().await { /* PeerEvent::Joined / Left */ }
+//! while let Some(event) = watch.next().await {
+//!     if let PeerEvent::Joined { name, .. } = event {
+//!         println!("{name} is here");
+//!     }
+//! }
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Two connections with one name
@@ -172,11 +194,8 @@ impl Peers {
 
     /// Calls every connected peer at once with `call` (typically a generated client's method)
     /// and returns each peer's name with what its call returned, in the order of
-    /// [`all`](Peers::all). rpcx's push to every client:
-    ///
-    /// ```ignore
-    /// let answers = peers.broadcast(|peer| async move { NotifyClient::new(peer).notify(text.clone()).await }).await;
-    /// ```
+    /// [`all`](Peers::all): rpcx's push to every client (see the [module docs](self) for an
+    /// example).
     pub async fn broadcast<F, Fut, T>(&self, mut call: F) -> Vec<(Arc<str>, T)>
     where
         F: FnMut(Peer) -> Fut,

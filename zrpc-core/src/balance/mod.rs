@@ -59,6 +59,23 @@ pub trait Available {
     }
 }
 
+/// Either of two services, as `tower::util::Either` chooses one (an optional layer).
+impl<A: Available, B: Available> Available for tower::util::Either<A, B> {
+    fn is_available(&self) -> bool {
+        match self {
+            tower::util::Either::Left(a) => a.is_available(),
+            tower::util::Either::Right(b) => b.is_available(),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match self {
+            tower::util::Either::Left(a) => a.generation(),
+            tower::util::Either::Right(b) => b.generation(),
+        }
+    }
+}
+
 mod consistent_hash;
 mod endpoint;
 mod least_active;

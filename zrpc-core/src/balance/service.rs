@@ -227,6 +227,15 @@ impl<C: Connect, P: Pick> Balance<C, P> {
         self.shared.snapshot().iter().map(|e| e.instance.address.clone()).collect()
     }
 
+    /// The endpoints currently in use with their services, by address: the balancer's own set,
+    /// for calls that address every endpoint (a broadcast) rather than pick one.
+    pub fn services(&self) -> Vec<(Arc<str>, C::Service)>
+    where
+        C::Service: Clone,
+    {
+        self.shared.snapshot().iter().map(|e| (e.instance.address.clone(), e.service.clone())).collect()
+    }
+
     /// A receiver that sees a change each time discovery changes the set of endpoints (and when
     /// the first set is applied), for tests and operations that wait for one.
     pub fn changes(&self) -> watch::Receiver<bool> {
