@@ -350,3 +350,33 @@ async fn a_zrpc_client_keeps_to_the_servers_limits_so_the_server_never_stops_rea
     assert!(!stats.reading_paused);
     assert_eq!(channel.stats().map(|s| s.calls_waiting), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_while_its_handler_waits_for_the_budget_never_runs() {
+    let mut server = serve(|b| b.max_concurrent_requests(1)).await;
+    let first = BoundedClient::new(Channel::builder(server.address.clone()).name("first").connect().await.expect("up"));
+    let holding = tokio::spawn(async move { first.hold("a".into()).await });
+    assert_eq!(server.started().await, "a", "the one unit of the budget");
+
+    // A second client's handler has to wait for the unit: polled once, then parked.
+    let second =
+        BoundedClient::new(Channel::builder(server.address.clone()).name("second").connect().await.expect("up"));
+    let parked = tokio::spawn({
+        let second = second.clone();
+        async move { second.hold("b".into()).await }
+    });
+    server.wait_for("the second handler waits for the budget", |c| held_back(c, "second")).await;
+    // Its caller gives up: the CANCEL drops the parked handler and the connection's place in
+    // the queue.
+    parked.abort();
+    server.wait_for("the cancelled handler is gone", |c| !held_back(c, "second")).await;
+
+    // The next call of that client runs once the unit is free; the cancelled one never did.
+    let next = tokio::spawn(async move { second.hold("c".into()).await });
+    server.wait_for("the next call waits for the budget", |c| held_back(c, "second")).await;
+    server.holder.release("a");
+    assert_eq!(within("the first call", holding).await.expect("task"), Ok("a".to_owned()));
+    assert_eq!(server.started().await, "c", "the cancelled call's handler was never run");
+    server.holder.release("c");
+    assert_eq!(within("the next call", next).await.expect("task"), Ok("c".to_owned()));
+}

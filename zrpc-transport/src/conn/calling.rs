@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use zrpc_core::peer::{Link, Peer};
 use zrpc_core::{Method, Request, Response, Status};
 
-use crate::mux::{ConnectionStats, Role};
+use crate::mux::{CallIds, ConnectionStats};
 
 pub(super) type Reply = oneshot::Sender<Result<Response, Status>>;
 
@@ -40,7 +40,8 @@ pub(super) const CLOSED: u8 = 3;
 /// State shared between the connection task and the handles that call through it.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    next_id: AtomicU64,
+    /// The mux's sequence of call ids.
+    ids: CallIds,
     state: AtomicU8,
     changed: Notify,
     pub(super) peer: OnceLock<Arc<str>>,
@@ -53,9 +54,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(role: Role) -> Shared {
+    pub(super) fn new(ids: CallIds) -> Shared {
         Shared {
-            next_id: AtomicU64::new(role.first_id()),
+            ids,
             state: AtomicU8::new(CONNECTING),
             changed: Notify::new(),
             peer: OnceLock::new(),
@@ -182,7 +183,7 @@ impl Handle {
     /// timer each), or the connection's end. Dropping the future before the answer came cancels
     /// the call on the wire.
     pub(crate) fn call(&self, request: Request) -> CallFuture {
-        let id = self.shared.next_id.fetch_add(2, Ordering::Relaxed);
+        let id = self.shared.ids.next();
         let method = request.method().clone();
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::Call { id, request, reply }).is_err() {

@@ -6,14 +6,14 @@
 //! a handler that finishes without waiting is answered in the same turn, with no task, no
 //! channel hop, no unit of the budget and no wake-up. One that waits moves to a task of its own
 //! (so a slow handler never blocks the connection), which enforces the call's deadline and
-//! turns a panic into `Internal`, and reports back over a channel. Cancelling a call aborts its
-//! task, which drops the handler future.
+//! turns a panic into `Internal`, and reports back over a channel. The task's abort handle is
+//! kept by the mux with the rest of the call's state, and comes back with the call's end:
+//! cancelling a call aborts its task, which drops the handler future.
 //!
 //! On a server, a handler that has to wait first needs a unit of the server-wide [`Budget`];
 //! while it waits for one it is parked here, polled once and not again until granted, and no
 //! other request of this connection starts (see [`crate::budget`]).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -28,11 +28,10 @@ use tokio::time::Instant;
 use tower::Service;
 use zrpc_core::{CodecId, Context, Method, Peer, Request, Response, Router, Status};
 
-use super::BATCH;
-use super::calling::Reply;
+use super::{BATCH, ConnectionMux};
 use crate::budget::{Budget, Slot};
 use crate::frame::RequestFrame;
-use crate::mux::{Mux, Rounded};
+use crate::mux::Rounded;
 
 /// The peer's requests are started only while fewer bytes than this wait to be written (see
 /// [`Dispatch::start_requests`]).
@@ -46,9 +45,6 @@ pub(super) struct Dispatch<S: Service<Request>> {
     local_name: Arc<str>,
     /// The connection's other end, handed to each request's context to call it back.
     peer: Peer,
-    /// Handlers of the peer's calls that run in tasks of their own, each holding a unit of the
-    /// budget if there is one.
-    handlers: HashMap<u64, AbortHandle>,
     done_tx: mpsc::UnboundedSender<(u64, Result<Response, Status>)>,
     done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
     /// The server-wide budget of running handlers, if any.
@@ -94,18 +90,7 @@ where
         budget: Option<Budget>,
     ) -> Dispatch<S> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        Dispatch {
-            service,
-            names,
-            local_name,
-            peer,
-            handlers: HashMap::new(),
-            done_tx,
-            done_rx,
-            budget,
-            queued: None,
-            parked: None,
-        }
+        Dispatch { service, names, local_name, peer, done_tx, done_rx, budget, queued: None, parked: None }
     }
 
     /// Hands `peer` to the contexts of the requests started from now on.
@@ -119,26 +104,29 @@ where
     }
 
     /// Hands the answers of handlers that ran in tasks of their own to the mux.
-    pub(super) fn poll_completions(&mut self, mux: &mut Mux<Reply>, cx: &mut TaskContext<'_>) -> bool {
+    pub(super) fn poll_completions(&mut self, mux: &mut ConnectionMux, cx: &mut TaskContext<'_>) -> bool {
         let mut progress = false;
         for _ in 0..BATCH {
             // Never `None`: this struct holds a sender.
             let Poll::Ready(Some((id, result))) = self.done_rx.poll_recv(cx) else { break };
             progress = true;
-            // Not there when it was cancelled meanwhile; its unit went back then.
-            if self.handlers.remove(&id).is_some() {
+            // Its task's handle comes back with the call's end, and with it the unit of the
+            // budget the task held. None when the call was cancelled meanwhile: it went then.
+            if mux.finish(id, &result).is_some() {
                 self.release_units(1);
-                mux.finish(id, &result);
             }
         }
         progress
     }
 
-    /// The peer cancelled call `id`: its handler's task, if it has one, is aborted.
-    pub(super) fn cancel(&mut self, id: u64) {
-        if let Some(handler) = self.handlers.remove(&id) {
+    /// The peer cancelled call `id`: its handler's task, if it has one, is aborted; a handler
+    /// parked for the budget is dropped, and the connection leaves the budget's queue.
+    pub(super) fn cancel(&mut self, id: u64, handler: Option<AbortHandle>) {
+        if let Some(handler) = handler {
             handler.abort();
             self.release_units(1);
+        } else if self.parked.as_ref().is_some_and(|parked| parked.id == id) {
+            self.leave_budget();
         }
     }
 
@@ -162,13 +150,13 @@ where
     /// with this turn, and what the peer sent before is still handled).
     pub(super) fn start_requests(
         &mut self,
-        mux: &mut Mux<Reply>,
+        mux: &mut ConnectionMux,
         output_first: bool,
         cx: &mut TaskContext<'_>,
     ) -> Progress {
         let mut progress = Progress::default();
         if self.parked.is_some() {
-            if !self.resume_parked(cx) {
+            if !self.resume_parked(mux, cx) {
                 return progress;
             }
             progress.started = true;
@@ -191,21 +179,21 @@ where
         }
         if self.parked.is_some() {
             // Queue for a unit now, so that the grant wakes this task.
-            progress.started |= self.resume_parked(cx);
+            progress.started |= self.resume_parked(mux, cx);
         }
         progress
     }
 
     /// Spawns the parked handler once the budget grants it a unit; `false` while it waits (in
     /// the budget's queue, which wakes this task).
-    fn resume_parked(&mut self, cx: &mut TaskContext<'_>) -> bool {
+    fn resume_parked(&mut self, mux: &mut ConnectionMux, cx: &mut TaskContext<'_>) -> bool {
         let Some(budget) = &self.budget else { return false };
         if budget.poll_acquire(&mut self.queued, cx).is_pending() {
             return false;
         }
         match self.parked.take() {
             Some(parked) => {
-                self.spawn_handler(parked);
+                self.spawn_handler(mux, parked);
                 true
             }
             // Not reached: only a parked handler queues. Give the unit back.
@@ -220,7 +208,7 @@ where
     /// ready or the request cannot become a [`Request`].
     fn start_handler(
         &mut self,
-        mux: &mut Mux<Reply>,
+        mux: &mut ConnectionMux,
         frame: RequestFrame,
         ready: Result<(), Status>,
         now: &mut Option<Instant>,
@@ -231,7 +219,10 @@ where
         let request = ready.and_then(|()| self.to_request(frame, now));
         let request = match request {
             Ok(request) => request,
-            Err(status) => return mux.finish(id, &Err(status)),
+            Err(status) => {
+                mux.finish(id, &Err(status));
+                return;
+            }
         };
         let deadline = request.ctx().deadline();
         let method = request.method().clone();
@@ -245,22 +236,23 @@ where
             Ok(Poll::Pending) => None,
         };
         if let Some(result) = outcome {
-            return mux.finish(id, &result);
+            mux.finish(id, &result);
+            return;
         }
         let started = Started { id, call, deadline, budget, method };
         match &self.budget {
             Some(budget) if !budget.is_open() => self.parked = Some(started),
             Some(budget) => {
                 budget.take();
-                self.spawn_handler(started);
+                self.spawn_handler(mux, started);
             }
-            None => self.spawn_handler(started),
+            None => self.spawn_handler(mux, started),
         }
     }
 
     /// Runs a handler that has to wait in a task of its own, holding a unit of the budget if
     /// there is one, and enforces its deadline there.
-    fn spawn_handler(&mut self, started: Started<S::Future>) {
+    fn spawn_handler(&mut self, mux: &mut ConnectionMux, started: Started<S::Future>) {
         let Started { id, call, deadline, budget, method } = started;
         let local = self.local_name.clone();
         let call = AssertUnwindSafe(call).catch_unwind();
@@ -278,7 +270,11 @@ where
             let result = outcome.unwrap_or_else(|_| Err(panicked(&method, &local)));
             let _ = done.send((id, result));
         });
-        self.handlers.insert(id, task.abort_handle());
+        // A handler parked for the budget may have been cancelled meanwhile: stopped at once.
+        if let Err(handler) = mux.attach_handler(id, task.abort_handle()) {
+            handler.abort();
+            self.release_units(1);
+        }
     }
 
     fn to_request(&self, frame: RequestFrame, now: &mut Option<Instant>) -> Result<Request, Status> {
@@ -305,15 +301,20 @@ where
 }
 
 impl<S: Service<Request>> Dispatch<S> {
-    /// Aborts every handler still running and gives back every unit of the budget this
-    /// connection holds or waits for. Idempotent.
-    pub(super) fn abort_all(&mut self) {
-        for (_, handler) in self.handlers.drain() {
+    /// Aborts every handler still running (their handles are the mux's) and gives back every
+    /// unit of the budget this connection holds or waits for. Idempotent.
+    pub(super) fn abort_all(&mut self, mux: &mut ConnectionMux) {
+        for handler in mux.take_handlers() {
             handler.abort();
             if let Some(budget) = &self.budget {
                 budget.release(1);
             }
         }
+        self.leave_budget();
+    }
+
+    /// Drops a parked handler and leaves the budget's queue.
+    fn leave_budget(&mut self) {
         self.parked = None;
         if let Some(budget) = &self.budget {
             budget.leave(&mut self.queued);
@@ -322,10 +323,10 @@ impl<S: Service<Request>> Dispatch<S> {
 }
 
 impl<S: Service<Request>> Drop for Dispatch<S> {
-    /// A connection task can be aborted (the server's drain deadline) without reaching its
-    /// `finish`: its handlers must not outlive it, and its budget units must go back.
+    /// Whatever happened to the connection, a parked handler goes and the budget's queue is
+    /// left (the running handlers go with the connection's `Drop`, from the mux).
     fn drop(&mut self) {
-        self.abort_all();
+        self.leave_budget();
     }
 }
 

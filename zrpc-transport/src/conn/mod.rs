@@ -32,6 +32,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 use zrpc_core::{Request, Response, Router, Status};
@@ -53,10 +54,14 @@ const MAX_READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection may spend writing its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// The connection's state machine: its calls carry the callers' reply channels, the peer's calls
+/// the abort handles of the handler tasks that run them.
+pub(super) type ConnectionMux = Mux<Reply, AbortHandle>;
+
 /// The task that owns a connection; `S` answers the peer's calls.
 pub(crate) struct Connection<S: Service<Request>> {
     io: Stream,
-    mux: Mux<Reply>,
+    mux: ConnectionMux,
     rbuf: BytesMut,
     read_closed: bool,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -83,8 +88,10 @@ pub(crate) struct Connection<S: Service<Request>> {
 
 impl<S: Service<Request>> Drop for Connection<S> {
     /// A connection task can be aborted (the server's drain deadline) without reaching
-    /// `finish`: its handles must learn it is gone (its handlers go with `dispatch`).
+    /// `finish`: its handlers must not outlive it, its budget units must go back, and its
+    /// handles must learn it is gone.
     fn drop(&mut self) {
+        self.dispatch.abort_all(&mut self.mux);
         if self.shared.state() != CLOSED {
             let _ = self.shared.closed_because.set(Status::unavailable("the connection was shut down"));
             self.shared.set_state(CLOSED);
@@ -114,7 +121,7 @@ where
         let timer_at = mux.next_timeout();
         let timer = Box::pin(tokio::time::sleep_until(timer_at));
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(role));
+        let shared = Arc::new(Shared::new(mux.call_ids()));
         let handle = Handle::new(commands_tx, shared.clone());
         let peer = handle.peer(DefaultTimeout { timeout: Some(DEFAULT_TIMEOUT), origin: "the connection's default" });
         let conn = Connection {
@@ -337,7 +344,7 @@ where
                 Event::Response { token, result } => {
                     let _ = token.send(result);
                 }
-                Event::Cancel { id } => self.dispatch.cancel(id),
+                Event::Cancel { id, handler } => self.dispatch.cancel(id, handler),
                 Event::GoAway(goaway) => {
                     tracing::debug!(peer = self.shared.peer_name(), message = %goaway.message, "peer sent GOAWAY");
                     self.shared.set_state(DRAINING);
@@ -460,7 +467,7 @@ where
                 let _ = reply.send(Err(unsent.clone()));
             }
         }
-        self.dispatch.abort_all();
+        self.dispatch.abort_all(&mut self.mux);
         let out = self.mux.take_output();
         let io = &mut self.io;
         let _ = tokio::time::timeout(CLOSE_GRACE, async move {

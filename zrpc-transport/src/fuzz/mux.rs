@@ -234,7 +234,7 @@ impl Run {
             Event::Response { token, .. } => {
                 assert!(self.pending.remove(&token), "a response for call {token}, which is not pending");
             }
-            Event::Cancel { id } => {
+            Event::Cancel { id, .. } => {
                 assert!(self.started.remove(&id), "a cancel for {id}, which is not handed over and in progress");
                 self.left.remove(&id);
             }

@@ -285,7 +285,7 @@ impl Expect {
                 token: *token,
                 result: result.as_ref().map(|_| ()).map_err(|s| (s.code(), s.is_unprocessed())),
             },
-            Event::Cancel { id } => Expect::Cancel { id: *id },
+            Event::Cancel { id, .. } => Expect::Cancel { id: *id },
             Event::GoAway(goaway) => Expect::GoAway { last_id: goaway.last_id },
         }
     }

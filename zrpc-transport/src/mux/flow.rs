@@ -74,13 +74,15 @@ impl Outstanding {
 
 /// One of the peer's requests in progress here.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Inbound {
+pub(super) struct Inbound<H> {
     pub(super) oneway: bool,
     /// Its size on the wire.
     pub(super) size: usize,
     /// Its place in the order of arrival: it has been handed to the local side (or refused)
     /// once the mux's queue has moved past it (see `Mux::dequeued`).
     pub(super) seq: u64,
+    /// What runs it, once the local side said so (`Mux::attach_handler`).
+    pub(super) handler: Option<H>,
 }
 
 /// Hashes this side's own request ids, which it issues in sequence: a multiply and a fold, far

@@ -15,10 +15,11 @@
 //!    limits ([`MuxConfig::max_requests`], [`MuxConfig::max_request_bytes`]). Until the peer's
 //!    preface and HELLO have arrived it reports nothing and sends no request: calls made
 //!    meanwhile wait, since the peer's limits are unknown.
-//! 2. Ids: the connecting side opens odd ids, the accepting side even ids, never 0. The caller
-//!    picks ids ([`Mux::send_request`] takes one) so that it can cancel a call without a round
-//!    trip through the driver. Ids need not increase (callers pick them concurrently), but are
-//!    never reused.
+//! 2. Ids: the connecting side opens odd ids, the accepting side even ids, never 0. The mux
+//!    hands them out through [`Mux::call_ids`], to callers on any task, before their calls reach
+//!    it, so that a caller can cancel its call without a round trip through the driver; calls
+//!    may then reach [`Mux::send_request`] out of id order, which is allowed. (Tests may pick
+//!    their own ids of this side's parity.) An id is never reused.
 //! 3. A request from the peer with the wrong parity, or with the id of one still in progress, is
 //!    a protocol violation. So is a RESPONSE for an id above any this side sent. A RESPONSE for
 //!    an id that is no longer pending (it was cancelled or timed out here) is ignored: the two
@@ -79,6 +80,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -109,6 +111,27 @@ impl Role {
     /// Whether this side opens `id`: its parity, and never 0.
     pub(crate) fn opens(self, id: u64) -> bool {
         id != 0 && (id % 2 == 1) == (self == Role::Connector)
+    }
+}
+
+/// The ids of this side's calls, handed out by its mux (docs/PROTOCOL.md §7): of this side's
+/// parity, never 0, never reused.
+///
+/// Callers on any task take an id here before their call reaches the connection's task, so that
+/// they can name the call (to cancel it) with no round trip; clones share the sequence. Two
+/// callers may hand their calls to the mux in the opposite order of their ids, which §7 allows.
+#[derive(Clone, Debug)]
+pub struct CallIds(Arc<AtomicU64>);
+
+impl CallIds {
+    fn new(role: Role) -> CallIds {
+        CallIds(Arc::new(AtomicU64::new(role.first_id())))
+    }
+
+    /// A fresh id for a call.
+    pub fn next(&self) -> u64 {
+        // 2^63 calls, one a nanosecond, take 292 years: the sequence does not wrap.
+        self.0.fetch_add(2, Ordering::Relaxed)
     }
 }
 
@@ -186,7 +209,7 @@ pub struct Peer {
 
 /// Something that happened that the driver must act on.
 #[derive(Debug)]
-pub enum Event<T> {
+pub enum Event<T, H = ()> {
     /// The handshake finished.
     Ready,
     /// A call this side made has ended, with the token given to [`Mux::send_request`]: the
@@ -203,6 +226,8 @@ pub enum Event<T> {
     Cancel {
         /// The cancelled request.
         id: u64,
+        /// What ran it, if the local side [attached](Mux::attach_handler) something.
+        handler: Option<H>,
     },
     /// The peer is going away: send new calls elsewhere.
     GoAway(GoAway),
@@ -347,9 +372,13 @@ impl Held {
 }
 
 /// One end of a zrpc connection; `T` is what the caller attaches to each call it makes (a
-/// oneshot sender in the driver, a plain value in tests).
-pub struct Mux<T> {
+/// oneshot sender in the driver, a plain value in tests), `H` what the local side attaches to
+/// each of the peer's calls it runs (the driver: a handler task's abort handle), so that all
+/// state of a call, either way, is here.
+pub struct Mux<T, H = ()> {
     role: Role,
+    /// Where this side's call ids come from.
+    ids: CallIds,
     config: MuxConfig,
     phase: Phase,
     decoder: Decoder,
@@ -357,7 +386,7 @@ pub struct Mux<T> {
     /// Bytes taken from `out` by the driver since the start.
     written: u64,
     peer: Option<Peer>,
-    events: VecDeque<Event<T>>,
+    events: VecDeque<Event<T, H>>,
 
     /// Calls this side made that await a response, by the ids this side chose.
     pending: HashMap<u64, Pending<T>, OwnIds>,
@@ -374,7 +403,7 @@ pub struct Mux<T> {
     highest_sent: u64,
 
     /// The peer's calls in progress here.
-    inbound: HashMap<u64, Inbound>,
+    inbound: HashMap<u64, Inbound<H>>,
     /// Those not handed over yet, in order of arrival, and those to refuse once the output has
     /// room for the refusal.
     held: VecDeque<Held>,
@@ -408,9 +437,9 @@ pub struct Mux<T> {
     peak_inbound_bytes: usize,
 }
 
-impl<T> Mux<T> {
+impl<T, H> Mux<T, H> {
     /// A new connection end that has queued its preface and HELLO.
-    pub fn new(role: Role, config: MuxConfig, now: Instant) -> Mux<T> {
+    pub fn new(role: Role, config: MuxConfig, now: Instant) -> Mux<T, H> {
         let mut out = BytesMut::with_capacity(256);
         frame::encode_preface(&mut out);
         let hello = Hello {
@@ -432,6 +461,7 @@ impl<T> Mux<T> {
         }
         Mux {
             role,
+            ids: CallIds::new(role),
             decoder: Decoder::new(config.max_frame),
             config,
             phase: Phase::Preface,
@@ -536,6 +566,11 @@ impl<T> Mux<T> {
 
     // ---- state ----
 
+    /// Hands out the ids of this side's calls (contract item 2).
+    pub fn call_ids(&self) -> CallIds {
+        self.ids.clone()
+    }
+
     /// The peer, once its HELLO has arrived.
     pub fn peer(&self) -> Option<&Peer> {
         self.peer.as_ref()
@@ -609,7 +644,8 @@ impl<T> Mux<T> {
     // ---- this side's calls ----
 
     /// Sends a request, or queues it until flow control and the output bound let it go
-    /// (contract item 5). `id` must be of this side's parity and never used before. Its end is
+    /// (contract item 5). `id` comes from [`call_ids`](Mux::call_ids) (or is of this side's
+    /// parity and never used before). Its end is
     /// reported as an [`Event::Response`] with `token`: the answer, or for a oneway request
     /// `Ok` once it is written.
     ///
@@ -627,6 +663,7 @@ impl<T> Mux<T> {
     /// As [`send_request`](Mux::send_request).
     pub fn send_request_at(&mut self, id: u64, request: Request, token: T, now: Instant) -> Result<(), (Status, T)> {
         debug_assert!(self.role.opens(id), "request ids must have this side's parity");
+        debug_assert!(!self.pending.contains_key(&id), "request ids are never reused");
         if let Some(status) = self.refusal() {
             return Err((status, token));
         }
@@ -799,18 +836,43 @@ impl<T> Mux<T> {
             && self.out.len() < self.config.max_queued_output
     }
 
+    /// Notes that `handler` runs the peer's call `id`, handed over by
+    /// [`next_request`](Mux::next_request): it comes back with the call's end, from
+    /// [`finish`](Mux::finish), [`Event::Cancel`] or [`take_handlers`](Mux::take_handlers).
+    ///
+    /// # Errors
+    /// `handler` back when the call is no longer in progress (the peer cancelled it meanwhile),
+    /// for the local side to stop it.
+    pub fn attach_handler(&mut self, id: u64, handler: H) -> Result<(), H> {
+        match self.inbound.get_mut(&id) {
+            Some(call) if call.seq < self.dequeued => {
+                call.handler = Some(handler);
+                Ok(())
+            }
+            _ => Err(handler),
+        }
+    }
+
+    /// Takes the handlers of every call of the peer's still in progress, for a connection that
+    /// ends: the local side stops them.
+    pub fn take_handlers(&mut self) -> impl Iterator<Item = H> + '_ {
+        self.inbound.values_mut().filter_map(|call| call.handler.take())
+    }
+
     /// Ends the peer's call `id`: a two-way call is answered with `result`, a oneway one owes
-    /// the peer credit. Calls that are not in progress (cancelled meanwhile) are ignored.
-    pub fn finish(&mut self, id: u64, result: &Result<Response, Status>) {
-        let Some((call, _)) = self.end_inbound(id) else { return };
+    /// the peer credit. Returns the handler [attached](Mux::attach_handler) to it, if any. Calls
+    /// that are not in progress (cancelled meanwhile) are ignored.
+    pub fn finish(&mut self, id: u64, result: &Result<Response, Status>) -> Option<H> {
+        let (call, _) = self.end_inbound(id)?;
         if !call.oneway {
             self.encode_response(id, result);
         }
+        call.handler
     }
 
     /// Forgets the peer's call `id`, returning it and whether it had been handed over; a
     /// waiting one leaves the queue, and a oneway one is owed back as credit.
-    fn end_inbound(&mut self, id: u64) -> Option<(Inbound, bool)> {
+    fn end_inbound(&mut self, id: u64) -> Option<(Inbound<H>, bool)> {
         let call = self.inbound.remove(&id)?;
         self.inbound_bytes -= call.size;
         let started = call.seq < self.dequeued;
@@ -986,7 +1048,7 @@ impl<T> Mux<T> {
 
     /// The next thing that happened, or `None`. Call after each [`recv`](Mux::recv) and each
     /// local action until it returns `None`.
-    pub fn poll_event(&mut self) -> Option<Event<T>> {
+    pub fn poll_event(&mut self) -> Option<Event<T, H>> {
         self.events.pop_front()
     }
 
@@ -1096,8 +1158,8 @@ impl<T> Mux<T> {
                 }
             }
             Frame::Cancel { id } => {
-                if let Some((_, true)) = self.end_inbound(id) {
-                    self.events.push_back(Event::Cancel { id });
+                if let Some((call, true)) = self.end_inbound(id) {
+                    self.events.push_back(Event::Cancel { id, handler: call.handler });
                 }
             }
             Frame::Ping { nonce } => {
@@ -1158,7 +1220,7 @@ impl<T> Mux<T> {
         }
         let seq = self.arrivals;
         self.arrivals += 1;
-        self.inbound.insert(id, Inbound { oneway, size, seq });
+        self.inbound.insert(id, Inbound { oneway, size, seq, handler: None });
         self.inbound_bytes += size;
         self.peak_inbound = self.peak_inbound.max(self.inbound.len());
         self.peak_inbound_bytes = self.peak_inbound_bytes.max(self.inbound_bytes);
@@ -1199,7 +1261,7 @@ fn violation(message: impl Into<String>) -> ProtocolError {
     ProtocolError::Violation(message.into())
 }
 
-impl<T> fmt::Debug for Mux<T> {
+impl<T, H> fmt::Debug for Mux<T, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mux")
             .field("role", &self.role)
