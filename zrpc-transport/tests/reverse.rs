@@ -269,6 +269,10 @@ async fn metadata_and_deadlines_reach_the_client(kind: Kind) {
         .expect("answered")
         .expect("a deadline");
     assert!(left > Duration::from_secs(200), "the caller's own deadline is kept: {left:?}");
+    // Metadata travels both ways alike.
+    let tagged = ends.reverse().with_context(Context::new().with_metadata("tenant", "blue"));
+    assert_eq!(tagged.metadata("tenant".into()).await, Ok(Some(b"blue".to_vec())));
+    assert_eq!(ends.reverse().metadata("tenant".into()).await, Ok(None));
     ends.shutdown().await;
 }
 

@@ -157,6 +157,9 @@ pub trait Test {
     /// The time the handler has left, as the server sees the call's deadline.
     #[zrpc(idempotent)]
     async fn remaining(&self, ctx: &Context) -> Option<Duration>;
+    /// The value of the call's metadata entry `key`, if it has one.
+    #[zrpc(idempotent)]
+    async fn metadata(&self, ctx: &Context, key: String) -> Option<Vec<u8>>;
 }
 
 /// The [`Test`] every test server runs, served by [`TestServer`].
@@ -207,5 +210,9 @@ impl Test for TestService {
 
     async fn remaining(&self, ctx: &Context) -> Option<Duration> {
         ctx.remaining()
+    }
+
+    async fn metadata(&self, ctx: &Context, key: String) -> Option<Vec<u8>> {
+        ctx.metadata().get(&key).map(<[u8]>::to_vec)
     }
 }
