@@ -72,7 +72,7 @@ pub use zrpc_macros::service;
 pub use zrpc_core::Json;
 pub use zrpc_core::{
     Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Peer, Postcard,
-    Request, Response, Router, Status, Text, TraceContext,
+    Request, Response, Routable, Router, Status, Text, TraceContext,
 };
 
 pub use zrpc_transport::{

@@ -52,7 +52,7 @@ pub use metadata::Metadata;
 pub use peer::Peer;
 pub use request::{Method, Request, Response};
 pub use retry::{FailMode, RetryLayer};
-pub use router::{NamedService, Router};
+pub use router::{NamedService, Routable, Router};
 pub use status::{Code, Status};
 pub use timeout::TimeoutLayer;
 pub use trace::TraceContext;

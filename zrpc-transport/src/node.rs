@@ -39,11 +39,10 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use tokio::task::JoinHandle;
 use tower::Service;
 use tower::layer::Layer;
-use zrpc_core::{NamedService, Request, Response, Router, Status};
+use zrpc_core::{Request, Response, Routable, Router, Status};
 
 use crate::address::{Address, ToAddress};
 use crate::channel::{BoxService, Channel, ChannelBuilder, Layers, Served, ServedStack};
@@ -65,15 +64,7 @@ pub struct NodeBuilder {
 
 impl NodeBuilder {
     /// Serves `service` on every connection, accepted or dialed: any number may be added.
-    pub fn add_service<S>(mut self, service: S) -> NodeBuilder
-    where
-        S: Service<Request, Response = Response, Error = Status, Future = BoxFuture<'static, Result<Response, Status>>>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn add_service<S: Routable>(mut self, service: S) -> NodeBuilder {
         self.served.router = self.served.router.add_service(service);
         self
     }

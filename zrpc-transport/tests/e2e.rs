@@ -9,19 +9,11 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::transport::Kind;
 use support::{Events, Seen, Serving, TestClient, TestServer, TestService};
 use tower::ServiceExt;
 use zrpc_core::{Code, Context, Request, Response, Status};
 use zrpc_transport::{Address, Backoff, Channel, ChannelBuilder, Server, ServerBuilder};
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Tcp,
-    Unix,
-    Memory,
-    #[cfg(feature = "tls")]
-    Tls,
-}
 
 /// A running server and what a test needs to reach and stop it.
 struct Running {
@@ -39,43 +31,22 @@ impl Running {
     }
 }
 
-fn address_for(kind: Kind, dir: &tempfile::TempDir) -> Address {
-    match kind {
-        Kind::Tcp => "tcp://127.0.0.1:0".parse(),
-        Kind::Unix => format!("unix://{}", dir.path().join("zrpc.sock").display()).parse(),
-        Kind::Memory => "mem://".parse(),
-        #[cfg(feature = "tls")]
-        Kind::Tls => "tcp://127.0.0.1:0".parse(),
-    }
-    .expect("valid address")
-}
-
 async fn start_at(kind: Kind, address: &Address, tweak: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Running {
     let (probe, events) = support::probe();
     let service = TestService::new(probe);
-    let builder = Server::builder().name("server-1").drain_timeout(Duration::from_secs(30));
-    #[cfg(feature = "tls")]
-    let builder = match kind {
-        Kind::Tls => builder.tls(support::tls::server()),
-        _ => builder,
-    };
+    let builder = kind.server(Server::builder().name("server-1").drain_timeout(Duration::from_secs(30)));
     let server = tweak(builder).add_service(TestServer::new(service.clone())).bind(address).await.expect("bind");
     let address = server.local_addr().clone();
     Running { kind, address, events, serving: Serving::spawn(server), service }
 }
 
 async fn start(kind: Kind, dir: &tempfile::TempDir) -> Running {
-    start_at(kind, &address_for(kind, dir), |b| b).await
+    start_at(kind, &kind.address(dir), |b| b).await
 }
 
 /// A channel to `address` that speaks what a server of `kind` does.
 fn channel_to(kind: Kind, address: &Address) -> ChannelBuilder {
-    let builder = Channel::builder(address.clone());
-    match kind {
-        #[cfg(feature = "tls")]
-        Kind::Tls => builder.tls(support::tls::client()),
-        _ => builder,
-    }
+    kind.channel(Channel::builder(address.clone()))
 }
 
 async fn client(server: &Running) -> TestClient<Channel> {
@@ -199,7 +170,7 @@ async fn oneway_calls_return_once_sent_and_are_handled(kind: Kind) {
 
 async fn frame_limits_are_enforced_on_both_sides(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_at(kind, &address_for(kind, &dir), |b| b.max_frame(4096)).await;
+    let server = start_at(kind, &kind.address(&dir), |b| b.max_frame(4096)).await;
     let channel = channel_to(kind, &server.address).max_frame(2048).connect().await.expect("connects");
     let client = TestClient::new(channel);
 
@@ -227,15 +198,8 @@ async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
 
     // Calls made before the GOAWAY arrives may still be served; once it has, new calls are
     // refused with Unavailable. The GOAWAY is a few frames away, so this ends quickly.
-    let mut refused = None;
-    for _ in 0..10_000 {
-        if let Err(status) = client.echo("after shutdown".into()).await {
-            refused = Some(status);
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    let refused = refused.expect("new calls are refused after GOAWAY");
+    let refused =
+        support::first_refusal("new calls are refused after GOAWAY", || client.echo("after shutdown".into())).await;
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
 
     // The call in flight still completes, and then the server stops.
@@ -246,7 +210,7 @@ async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
 
 async fn the_drain_deadline_aborts_calls_still_running(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = start_at(kind, &address_for(kind, &dir), |b| b.drain_timeout(Duration::from_millis(50))).await;
+    let mut server = start_at(kind, &kind.address(&dir), |b| b.drain_timeout(Duration::from_millis(50))).await;
     let client = client(&server).await;
 
     let stuck = tokio::spawn(client.wait("stuck".into()));
@@ -282,24 +246,6 @@ async fn the_client_reconnects_when_the_server_comes_back(kind: Kind) {
     let patient = client.with_context(Context::new().with_timeout(Duration::from_secs(20)));
     assert_eq!(patient.echo("after".into()).await, Ok("after".to_owned()));
     server.shutdown().await;
-}
-
-macro_rules! over_every_transport {
-    ($($test:ident),* $(,)?) => {
-        mod tcp {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Tcp).await })*
-        }
-        mod unix {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Unix).await })*
-        }
-        mod memory {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Memory).await })*
-        }
-        #[cfg(feature = "tls")]
-        mod tls {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Tls).await })*
-        }
-    };
 }
 
 over_every_transport!(

@@ -11,11 +11,12 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::transport::Kind;
 use support::{Events, Seen, Serving, TestClient, TestServer, TestService};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 use zrpc_core::{Code, Context, Peer, Request, Status};
-use zrpc_transport::{Address, Channel, ChannelBuilder, Server, ServerBuilder};
+use zrpc_transport::{Channel, ChannelBuilder, Server, ServerBuilder};
 
 /// The server's service: hands the test the peer of each caller.
 #[zrpc_macros::service(crate = "zrpc_core")]
@@ -71,26 +72,6 @@ impl Bounce for Bouncer {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Tcp,
-    Unix,
-    Memory,
-    #[cfg(feature = "tls")]
-    Tls,
-}
-
-fn address_for(kind: Kind, dir: &tempfile::TempDir) -> Address {
-    match kind {
-        Kind::Tcp => "tcp://127.0.0.1:0".parse(),
-        Kind::Unix => format!("unix://{}", dir.path().join("zrpc.sock").display()).parse(),
-        Kind::Memory => "mem://".parse(),
-        #[cfg(feature = "tls")]
-        Kind::Tls => "tcp://127.0.0.1:0".parse(),
-    }
-    .expect("valid address")
-}
-
 /// A server, and a client connected to it that serves `Test` and `Bounce`.
 struct Ends {
     serving: Serving,
@@ -126,28 +107,18 @@ async fn ends_with(
     client: impl FnOnce(ChannelBuilder) -> ChannelBuilder,
 ) -> Ends {
     let (peers_tx, mut peers) = mpsc::unbounded_channel();
-    let builder = Server::builder().name("server-1");
-    #[cfg(feature = "tls")]
-    let builder = match kind {
-        Kind::Tls => builder.tls(support::tls::server()),
-        _ => builder,
-    };
+    let builder = kind.server(Server::builder().name("server-1"));
     let bound = server(builder)
         .add_service(HubServer::new(HubService { peers: peers_tx }))
         .add_service(BounceServer::new(Bouncer { name: "server-1" }))
-        .bind(address_for(kind, dir))
+        .bind(kind.address(dir))
         .await
         .expect("bind");
     let address = bound.local_addr().clone();
     let serving = Serving::spawn(bound);
 
     let (probe, events) = support::probe();
-    let builder = Channel::builder(address).name("client-7");
-    #[cfg(feature = "tls")]
-    let builder = match kind {
-        Kind::Tls => builder.tls(support::tls::client()),
-        _ => builder,
-    };
+    let builder = kind.channel(Channel::builder(address).name("client-7"));
     let channel = client(builder)
         .serve(TestServer::new(TestService::new(probe)))
         .serve(BounceServer::new(Bouncer { name: "client-7" }))
@@ -276,24 +247,6 @@ async fn metadata_and_deadlines_reach_the_client(kind: Kind) {
     ends.shutdown().await;
 }
 
-macro_rules! over_every_transport {
-    ($($test:ident),* $(,)?) => {
-        mod tcp {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Tcp).await })*
-        }
-        mod unix {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Unix).await })*
-        }
-        mod memory {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Memory).await })*
-        }
-        #[cfg(feature = "tls")]
-        mod tls {
-            $(#[tokio::test] async fn $test() { super::$test(super::Kind::Tls).await })*
-        }
-    };
-}
-
 over_every_transport!(
     the_server_calls_the_client_back,
     many_reverse_calls_in_flight_answered_out_of_order,
@@ -412,15 +365,9 @@ async fn a_draining_server_finishes_its_calls_to_the_client_and_starts_none() {
     ends.serving.begin_shutdown();
     // The server's GOAWAY is queued when draining begins, a step after the signal; from then on
     // it starts no call to the client either.
-    let mut refused = None;
-    for _ in 0..10_000 {
-        if let Err(status) = ends.reverse().echo("after shutdown".into()).await {
-            refused = Some(status);
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    let refused = refused.expect("new reverse calls are refused once the server drains");
+    let reverse = ends.reverse();
+    let refused =
+        support::first_refusal("new reverse calls refused by a draining server", || reverse.echo("x".into())).await;
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
     assert!(refused.is_unprocessed(), "{refused:?}");
     assert!(!ends.peer.is_connected());
@@ -438,15 +385,9 @@ async fn a_client_that_drops_its_channel_finishes_the_servers_calls_and_takes_no
     // Nobody can call through the client's connection any more: it drains, as a server
     // shutting down does.
     drop(channel);
-    let mut refused = None;
-    for _ in 0..10_000 {
-        if let Err(status) = TestClient::new(peer.clone()).echo("still there?".into()).await {
-            refused = Some(status);
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    let refused = refused.expect("the server's new calls are refused once the client drains");
+    let reverse = TestClient::new(peer.clone());
+    let refused =
+        support::first_refusal("the server's calls refused by a draining client", || reverse.echo("x".into())).await;
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
     assert!(refused.is_unprocessed(), "{refused:?}");
     events.release();

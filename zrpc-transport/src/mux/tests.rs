@@ -473,12 +473,18 @@ fn only_refusals_carry_the_unprocessed_mark_across_the_wire() {
 
 /// A pair whose server announces `configure`d limits.
 fn pair_with_server(configure: impl FnOnce(&mut MuxConfig)) -> Pair {
+    pair_with(|_| {}, configure)
+}
+
+/// A pair whose client and server are `configure`d, after the handshake.
+fn pair_with(client: impl FnOnce(&mut MuxConfig), server: impl FnOnce(&mut MuxConfig)) -> Pair {
     let now = Instant::now();
-    let mut server = config("server-1");
-    configure(&mut server);
+    let (mut client_config, mut server_config) = (config("client-1"), config("server-1"));
+    client(&mut client_config);
+    server(&mut server_config);
     let mut pair = Pair {
-        client: Mux::new(Role::Connector, config("client-1"), now),
-        server: Mux::new(Role::Acceptor, server, now),
+        client: Mux::new(Role::Connector, client_config, now),
+        server: Mux::new(Role::Acceptor, server_config, now),
         to_client: BytesMut::new(),
         to_server: BytesMut::new(),
         now,
@@ -829,19 +835,7 @@ fn durations_read_as_people_write_them() {
 
 /// A pair whose client announces `configure`d limits.
 fn pair_with_client(configure: impl FnOnce(&mut MuxConfig)) -> Pair {
-    let now = Instant::now();
-    let mut client = config("client-1");
-    configure(&mut client);
-    let mut pair = Pair {
-        client: Mux::new(Role::Connector, client, now),
-        server: Mux::new(Role::Acceptor, config("server-1"), now),
-        to_client: BytesMut::new(),
-        to_server: BytesMut::new(),
-        now,
-    };
-    assert!(matches!(pair.server_events().as_slice(), [Event::Ready]));
-    assert!(matches!(pair.client_events().as_slice(), [Event::Ready]));
-    pair
+    pair_with(configure, |_| {})
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod raw;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod transport;
 
 use std::future::Future;
 use std::io;
@@ -33,6 +34,23 @@ pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
         Ok(output) => output,
         Err(_) => panic!("not done within {LIVENESS:?}: {what}"),
     }
+}
+
+/// Makes `call` until it fails, yielding between attempts, and returns its error: for a call
+/// that is refused once a GOAWAY, a few frames away, has arrived. Fails the test if 10,000
+/// attempts all succeed.
+pub async fn first_refusal<T, F, Fut>(what: &str, mut call: F) -> zrpc_core::Status
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, zrpc_core::Status>>,
+{
+    for _ in 0..10_000 {
+        if let Err(status) = call().await {
+            return status;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never refused: {what}");
 }
 
 /// A bound server serving in a task of its own until the test stops it through its
