@@ -290,9 +290,9 @@ async fn a_thousand_reverse_calls_while_a_thousand_forward_calls_are_in_flight()
     ends.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_channel_that_serves_nothing_refuses_the_servers_calls() {
-    let (peers_tx, mut peers) = mpsc::unbounded_channel();
+/// A server on TCP with only the `Hub`, and the peers its greeters hand over.
+async fn hub_alone() -> (Serving, zrpc_transport::Address, mpsc::UnboundedReceiver<Peer>) {
+    let (peers_tx, peers) = mpsc::unbounded_channel();
     let server = Server::builder()
         .name("server-1")
         .add_service(HubServer::new(HubService { peers: peers_tx }))
@@ -300,7 +300,12 @@ async fn a_channel_that_serves_nothing_refuses_the_servers_calls() {
         .await
         .expect("bind");
     let address = server.local_addr().clone();
-    let serving = Serving::spawn(server);
+    (Serving::spawn(server), address, peers)
+}
+
+#[tokio::test]
+async fn a_channel_that_serves_nothing_refuses_the_servers_calls() {
+    let (serving, address, mut peers) = hub_alone().await;
     let channel = Channel::builder(address).name("plain").connect().await.expect("connects");
     assert_eq!(HubClient::new(channel.clone()).greet().await, Ok("plain".to_owned()));
     let peer = peers.recv().await.expect("a peer");
@@ -322,15 +327,8 @@ async fn a_context_from_no_connection_has_a_detached_peer() {
 
 #[tokio::test]
 async fn a_peer_that_disconnects_while_being_called_fails_the_call_at_once() {
-    let (peers_tx, mut peers) = mpsc::unbounded_channel();
-    let server = Server::builder()
-        .name("server-1")
-        .add_service(HubServer::new(HubService { peers: peers_tx }))
-        .bind("tcp://127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = server.local_addr().to_string();
-    let serving = Serving::spawn(server);
+    let (serving, address, mut peers) = hub_alone().await;
+    let address = address.to_string();
     let mut raw = support::raw::RawPeer::connect(address.trim_start_matches("tcp://")).await;
     raw.handshake("raw-client").await;
     raw.send_request(&support::raw::request(1, "Hub.greet", support::raw::postcard(&()))).await;
