@@ -572,8 +572,7 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
             Connection::new(stream, Role::Connector, config.mux(), served.service(), served.router.clone(), None);
         let peer = handle.peer(config.peer_default);
         let conn = conn.with_peer(peer.clone());
-        let (shared, directory) = (handle.shared().clone(), config.directory.clone());
-        let run = async move { peers::listed_while(conn.run(), &shared, peer, directory.as_ref()).await };
+        let run = peers::listed_while(conn.run(), handle.shared().clone(), peer, config.directory.clone());
         // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
         // connect timeout, or the channel dropped) must close its socket now, not at the
         // handshake timeout, which may be much later.

@@ -66,6 +66,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tower::Service;
@@ -270,17 +271,25 @@ impl Drop for Listed {
 
 /// Lists the connection `shared` describes in `peers`, under the name its peer announces, from
 /// the end of its handshake until `run` (the connection's task) ends.
-pub(crate) async fn listed_while<F: Future<Output = ()>>(run: F, shared: &Shared, peer: Peer, peers: Option<&Peers>) {
-    let Some(peers) = peers else { return run.await };
-    let listed = async {
+///
+/// Not an `async fn`: one would keep `run` in its state beside the join that polls it, a second
+/// copy of a connection's whole future (4.7 KiB) for every connection.
+pub(crate) fn listed_while<F: Future<Output = ()>>(
+    run: F,
+    shared: Arc<Shared>,
+    peer: Peer,
+    peers: Option<Peers>,
+) -> impl Future<Output = ()> {
+    let listed = async move {
+        let peers = peers?;
         if !shared.ready().await {
             return None;
         }
         let name = shared.peer_name_if_known().unwrap_or_else(|| Arc::from(""));
         Some(peers.join(name, peer))
     };
-    // Both in this task: the guard, once made, lives until the connection's task ends.
-    let ((), _listed) = futures::future::join(run, listed).await;
+    // Both in one task: the guard, once made, lives until the connection's task ends.
+    futures::future::join(run, listed).map(drop)
 }
 
 /// Arrivals and departures of peers; see [`Peers::watch`].

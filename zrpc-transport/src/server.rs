@@ -370,7 +370,7 @@ where
                             let peers = handle.peers();
                             let conn = conn.with_peer(peer.clone());
                             let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
-                            peers::listed_while(conn.run(), calls.shared(), peer, Some(&peers)).await;
+                            peers::listed_while(conn.run(), calls.shared().clone(), peer, Some(peers)).await;
                             drop(open);
                         });
                     }

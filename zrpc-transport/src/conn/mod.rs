@@ -160,9 +160,17 @@ where
     }
 
     /// Runs the connection to its end.
-    pub(crate) async fn run(mut self) {
-        let result = std::future::poll_fn(|cx| self.poll_turns(cx)).await;
-        self.finish(result).await;
+    ///
+    /// The task's future holds the connection once while it lives (an `async move` block, not
+    /// an `async fn`, which would keep its argument beside the moved value), and `finish` runs
+    /// boxed, so that its state (the connection again, and the last write's) is allocated only
+    /// when the connection ends: 3.5 KiB less per idle connection.
+    #[allow(clippy::manual_async_fn, reason = "an async fn would hold the connection twice")]
+    pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let result = std::future::poll_fn(|cx| self.poll_turns(cx)).await;
+            Box::pin(self.finish(result)).await;
+        }
     }
 
     fn poll_turns(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
@@ -486,6 +494,7 @@ mod tests {
     use tokio::io::{AsyncRead, DuplexStream, ReadBuf};
 
     use super::*;
+    use crate::peers::Peers;
 
     /// A pipe end that counts the writes made to it.
     #[derive(Debug)]
@@ -725,5 +734,20 @@ mod tests {
             far.write_all(&ping.split()).await.expect("the server still reads");
         }
         panic!("a peer that reads nothing was kept for 40 s");
+    }
+
+    #[tokio::test]
+    async fn a_connections_task_holds_the_connection_once() {
+        // Every idle connection costs its task's future: it must hold the connection once, not
+        // once per layer of futures around it (an `async fn` keeps its argument beside the
+        // value it moved on; this was 9.4 KiB, 4.7 KiB of it the server's directory listing).
+        let (near, _far) = tokio::io::duplex(64);
+        let io = Stream::Memory(near);
+        let (conn, handle) = Connection::new(io, Role::Acceptor, config("s"), Router::new(), Router::new(), None);
+        let connection = std::mem::size_of_val(&conn);
+        let peer = handle.peer(DefaultTimeout { timeout: None, origin: "the test's" });
+        let task = crate::peers::listed_while(conn.run(), handle.shared().clone(), peer, Some(Peers::new()));
+        let size = std::mem::size_of_val(&task);
+        assert!(size < connection + 512, "the task's future is {size} bytes for a connection of {connection}");
     }
 }
