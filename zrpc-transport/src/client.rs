@@ -84,7 +84,7 @@ use zrpc_core::discover::{Discover, Filter, Instance, Static};
 use zrpc_core::limit::concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 use zrpc_core::retry::{Retry, RetryLayer, TpsBudget};
 use zrpc_core::timeout::Timeout;
-use zrpc_core::{FailMode, PickRecord, Request, Response, Routable, Router, Status};
+use zrpc_core::{FailMode, Request, Response, Routable, Router, Status};
 
 use crate::address::Address;
 use crate::channel::{Channel, ChannelBuilder, DEFAULT_TIMEOUT};
@@ -95,9 +95,6 @@ const ORIGIN: &str = "the client's default";
 
 /// How each endpoint's channels are configured, after the client's name is set.
 type Configure = Arc<dyn Fn(ChannelBuilder) -> ChannelBuilder + Send + Sync>;
-
-/// A broadcast's or fork's call through the balancer: the endpoint it went to and its result.
-type FirstCall = BoxFuture<'static, (Arc<str>, Result<Response, Status>)>;
 
 /// One call of a fork: the endpoint's answer, with its address.
 type Forked = BoxFuture<'static, Result<(Arc<str>, Response), Status>>;
@@ -457,18 +454,17 @@ impl Client {
     ///
     /// The client's deadlines apply as to any call: the default, if the caller set no deadline,
     /// is set once for the broadcast, and the whole-call timeout applies to each endpoint's
-    /// call. Before the client's first call discovery has not started yet: the request then
-    /// goes through the balancer to one endpoint first, which starts discovery, and to the
-    /// others once their set is known, so every endpoint still receives it once.
+    /// call. Before the client's first call discovery has not started yet: it starts now, and
+    /// the broadcast waits (up to the deadline) for its first set of endpoints.
     pub async fn broadcast(&self, request: Request) -> Vec<(Arc<str>, Result<Response, Status>)> {
         let request = self.with_default_deadline(request);
-        let (first, others) = self.spread(&request, usize::MAX).await;
-        let calls = others.iter().map(|(_, endpoint)| self.call_endpoint(endpoint, request.clone()));
-        let first = futures::future::OptionFuture::from(first);
-        let (first, rest) = futures::future::join(first, futures::future::join_all(calls)).await;
-        let mut results: Vec<_> = first.into_iter().collect();
-        results.extend(others.into_iter().map(|(address, _)| address).zip(rest));
-        results
+        let endpoints = match self.spread(&request, usize::MAX).await {
+            Ok(endpoints) => endpoints,
+            Err(status) => return vec![(Arc::from(""), Err(status))],
+        };
+        let calls = endpoints.iter().map(|(_, endpoint)| self.call_endpoint(endpoint, request.clone()));
+        let results = futures::future::join_all(calls).await;
+        endpoints.into_iter().map(|(address, _)| address).zip(results).collect()
     }
 
     /// Sends `request` to `n` endpoints at once (all of them when `n` is 0 or more than there
@@ -483,23 +479,15 @@ impl Client {
     pub async fn fork(&self, request: Request, n: usize) -> Result<(Arc<str>, Response), Status> {
         let n = if n == 0 { usize::MAX } else { n };
         let request = self.with_default_deadline(request);
-        let (first, others) = self.spread(&request, n).await;
-        let tried = usize::from(first.is_some()) + others.len();
-        let mut calls: Vec<Forked> = Vec::with_capacity(tried);
-        calls.extend(first.map(|first| -> BoxFuture<'static, _> {
-            Box::pin(async move {
-                let (address, result) = first.await;
-                result.map(|response| (address, response))
+        let endpoints = self.spread(&request, n).await?;
+        let tried = endpoints.len();
+        let calls: Vec<Forked> = endpoints
+            .into_iter()
+            .map(|(address, endpoint)| -> Forked {
+                let call = self.call_endpoint(&endpoint, request.clone());
+                Box::pin(async move { call.await.map(|response| (address, response)) })
             })
-        }));
-        for (address, endpoint) in others {
-            let call = self.call_endpoint(&endpoint, request.clone());
-            calls.push(Box::pin(async move { call.await.map(|response| (address, response)) }));
-        }
-        if calls.is_empty() {
-            let message = format!("{} not sent: no endpoints to fork to", request.method());
-            return Err(Status::unavailable(message).mark_unprocessed());
-        }
+            .collect();
         futures::future::select_ok(calls).await.map(|(won, _rest)| won).map_err(|last| {
             if tried <= 1 {
                 return last;
@@ -510,42 +498,23 @@ impl Client {
         })
     }
 
-    /// The endpoints a broadcast or fork of `request` to up to `n` endpoints goes to.
+    /// The endpoints a broadcast or fork of `request` to up to `n` endpoints goes to: available
+    /// ones first, in discovery order, once discovery has its first set.
     ///
-    /// Usually every call goes directly to an endpoint (the second value: available endpoints
-    /// first, in discovery order). Before discovery has started (no endpoint known), the request
-    /// is first sent through the balancer, which starts it; that call is the first value,
-    /// resolving to the endpoint it went to (empty when none) and its result, and the second
-    /// value holds the other endpoints, once the balancer has picked.
-    async fn spread(&self, request: &Request, n: usize) -> (Option<FirstCall>, Vec<(Arc<str>, Endpoint)>) {
-        let mut first = None;
-        let mut skip = None;
-        if self.balance.addresses().is_empty() {
-            let record = PickRecord::new();
-            let mut req = request.clone();
-            req.ctx_mut().hints_mut().record = Some(record.clone());
-            let mut call = Box::pin(self.call_balanced(req));
-            // The balancer notes its pick before sending: from then on the set is known.
-            let done = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
-                Poll::Ready(result) => Poll::Ready(Some(result)),
-                Poll::Pending if record.get().is_some() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            })
-            .await;
-            let address: Arc<str> = record.get().cloned().unwrap_or_else(|| Arc::from(""));
-            skip = Some(address.clone());
-            let call: FirstCall = match done {
-                Some(result) => Box::pin(futures::future::ready((address, result))),
-                None => Box::pin(async move { (address, call.await) }),
-            };
-            first = Some(call);
+    /// # Errors
+    /// `Unavailable`, unprocessed, when discovery has no set by the request's deadline, or has
+    /// no endpoint.
+    async fn spread(&self, request: &Request, n: usize) -> Result<Vec<(Arc<str>, Endpoint)>, Status> {
+        self.balance.discovered(request).await?;
+        let mut endpoints = self.balance.services();
+        if endpoints.is_empty() {
+            let message = format!("{} not sent: the client has no endpoints", request.method());
+            return Err(Status::unavailable(message).mark_unprocessed());
         }
-        let mut endpoints = self.live_endpoints();
-        endpoints.retain(|(address, _)| Some(address) != skip.as_ref());
         // Stable: available endpoints first, in discovery order.
         endpoints.sort_by_key(|(_, endpoint)| !endpoint.is_available());
-        endpoints.truncate(n.saturating_sub(usize::from(first.is_some())));
-        (first, endpoints)
+        endpoints.truncate(n);
+        Ok(endpoints)
     }
 
     /// `request` with the client's default deadline if it has none and has not opted out.
@@ -554,16 +523,6 @@ impl Client {
             request.ctx_mut().apply_default_timeout(timeout, ORIGIN);
         }
         request
-    }
-
-    /// One call through the balancer, under the whole-call timeout but without retries.
-    fn call_balanced(&self, request: Request) -> impl Future<Output = Result<Response, Status>> + Send + use<> {
-        self.under_timeout(self.balance.clone()).oneshot(request)
-    }
-
-    /// The endpoints in use, with their services.
-    fn live_endpoints(&self) -> Vec<(Arc<str>, Endpoint)> {
-        self.balance.services()
     }
 
     fn call_endpoint(

@@ -227,6 +227,20 @@ impl<C: Connect, P: Pick> Balance<C, P> {
         self.shared.snapshot().iter().map(|e| e.instance.address.clone()).collect()
     }
 
+    /// Starts discovery, if the first call has not, and waits up to `req`'s deadline until its
+    /// first set of endpoints is applied: for calls that address every endpoint rather than
+    /// pick one.
+    ///
+    /// # Errors
+    /// `Unavailable`, unprocessed, when the deadline passes first.
+    pub async fn discovered(&self, req: &Request) -> Result<(), Status> {
+        self.shared.start();
+        if self.shared.is_synced() {
+            return Ok(());
+        }
+        self.shared.synced(req).await
+    }
+
     /// The endpoints currently in use with their services, by address: the balancer's own set,
     /// for calls that address every endpoint (a broadcast) rather than pick one.
     pub fn services(&self) -> Vec<(Arc<str>, C::Service)>
