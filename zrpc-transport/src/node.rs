@@ -130,7 +130,7 @@ impl NodeBuilder {
             };
             let builder = builder.name(self.name.clone()).for_node(self.served.router.clone(), peers.clone());
             let server: Server<ServedStack> =
-                builder.layer(self.served.layers.clone()).bind(address.map_err(invalid)?).await?;
+                builder.with_layer(self.served.layers.clone()).bind(address.map_err(invalid)?).await?;
             let local = server.local_addr().clone();
             let handle = server.handle();
             listening = Some(Listening { local, handle, serving: tokio::spawn(server.serve()) });

@@ -34,6 +34,8 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -241,10 +243,10 @@ impl<L> ServerBuilder<L> {
         self
     }
 
-    /// Wraps all services in `layer`. As with `tower::ServiceBuilder`, the first layer added is
-    /// the outermost: it sees each request first.
-    pub fn layer<N>(self, layer: N) -> ServerBuilder<Stack<N, L>> {
-        ServerBuilder { config: self.config, router: self.router, layer: Stack::new(layer, self.layer) }
+    /// Serves through `layer` as it is, with no pinning: for a stack known to return boxed
+    /// futures (a node's).
+    pub(crate) fn with_layer<N>(self, layer: N) -> ServerBuilder<N> {
+        ServerBuilder { config: self.config, router: self.router, layer }
     }
 
     /// Binds the listener, and registers the server if it has a registry; the server is not
@@ -267,6 +269,65 @@ impl<L> ServerBuilder<L> {
             None => ServerHandle::new(),
         });
         Ok(Server { listener, service, names: self.router, config: self.config, registration, control })
+    }
+}
+
+impl ServerBuilder<Identity> {
+    /// Wraps all services in `layer`: any tower layer, whatever its futures (see [`Layered`]).
+    /// As with `tower::ServiceBuilder`, the first layer added is the outermost: it sees each
+    /// request first.
+    pub fn layer<N>(self, layer: N) -> ServerBuilder<Layered<Stack<N, Identity>>> {
+        ServerBuilder { config: self.config, router: self.router, layer: Layered(Stack::new(layer, self.layer)) }
+    }
+}
+
+impl<L> ServerBuilder<Layered<L>> {
+    /// Wraps all services in one more `layer`, inside those added before.
+    pub fn layer<N>(self, layer: N) -> ServerBuilder<Layered<Stack<N, L>>> {
+        let Layered(outer) = self.layer;
+        ServerBuilder { config: self.config, router: self.router, layer: Layered(Stack::new(layer, outer)) }
+    }
+}
+
+/// The layers of a [`ServerBuilder`], with its handlers' futures pinned in a box.
+///
+/// A connection polls each handler once in place, and gives it a task of its own only if it has
+/// to wait: a handler that answers at once costs no task, no channel hop and no wake-up. That
+/// needs futures it can move after polling, that is `Unpin` ones: the generated services' are
+/// (boxed already), but a layer's may not be (`tower::util::AndThen` with an `async` block, or
+/// any future holding one). So a server with layers boxes each call's future once, at the
+/// outermost layer, and a server without (the common case, and the benchmark's) boxes nothing
+/// more. Users never box by hand, and any layer works.
+#[derive(Clone, Debug)]
+pub struct Layered<L>(L);
+
+impl<L: Layer<Router>> Layer<Router> for Layered<L> {
+    type Service = Pinned<L::Service>;
+
+    fn layer(&self, router: Router) -> Pinned<L::Service> {
+        Pinned(self.0.layer(router))
+    }
+}
+
+/// A layered server's service: `S`, with its futures pinned in a box (see [`Layered`]).
+#[derive(Clone, Debug)]
+pub struct Pinned<S>(S);
+
+impl<S> Service<Request> for Pinned<S>
+where
+    S: Service<Request, Response = Response, Error = Status>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Status;
+    type Future = Pin<Box<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        Box::pin(self.0.call(request))
     }
 }
 
@@ -299,7 +360,7 @@ impl<S> Server<S>
 where
     S: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
     // Unpin lets a connection poll a handler in place before deciding to give it a task. The
-    // router's futures are; so are those of tower's limit and load-shed layers over it.
+    // router's futures are, and a layered server's are pinned (see `Layered`).
     S::Future: Send + Unpin + 'static,
 {
     /// The address the server listens on, with the real port when bound to port 0.
