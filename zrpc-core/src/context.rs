@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::identity::Identity;
 use crate::metadata::Metadata;
 use crate::peer::Peer;
 use crate::trace::TraceContext;
@@ -46,6 +47,8 @@ pub struct Context {
     caller: Option<Arc<str>>,
     /// The end the call came from, on the side that handles it.
     peer: Option<Peer>,
+    /// Who that end is, if the server authenticated it.
+    identity: Option<Identity>,
     trace: Option<TraceContext>,
     hints: Hints,
 }
@@ -252,6 +255,17 @@ impl Context {
         self.peer.is_some()
     }
 
+    /// Who the caller is, as the server's authenticator established it when the connection
+    /// opened; `None` on a server without one (see [`crate::identity`]).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Sets who the caller is; done by the connection for each request.
+    pub fn set_identity(&mut self, identity: Option<Identity>) {
+        self.identity = identity;
+    }
+
     /// Sets the end this call came from; done by the connection for each request.
     pub fn set_peer(&mut self, peer: Option<Peer>) {
         self.peer = peer;
@@ -290,7 +304,7 @@ impl Context {
     }
 
     /// A context for a downstream call made while handling this one: the same deadline, the
-    /// same trace with a new span id; no metadata, caller, peer or hints.
+    /// same trace with a new span id; no metadata, caller, peer, identity or hints.
     ///
     /// The deadline passes on as the child's own, whoever set it. An unbounded call's child is
     /// not unbounded but unset: defaults apply to it, as they do on the server, which never

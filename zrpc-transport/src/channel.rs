@@ -532,19 +532,33 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
         };
         match attempt {
             Ok(handle) => {
-                failures = 0;
                 connects.fetch_add(1, Ordering::Relaxed);
                 state.send_replace(State::Ready(handle.clone()));
                 tokio::select! {
                     () = handle.unusable() => {}
                     () = state.closed() => return,
                 }
+                // A server that refused this channel's credentials would refuse them again at
+                // once: wait, as after a failed attempt (longer each time), and say why meanwhile.
+                let Some(refusal) = handle.refused() else {
+                    failures = 0;
+                    continue;
+                };
+                failures += 1;
+                let delay = config.backoff.near_ceiling(failures - 1);
+                let status = Status::new(refusal.code(), format!("{refusal}; next attempt in {delay:?}"));
+                state.send_replace(State::Failed { status: status.mark_unprocessed() });
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = state.closed() => return,
+                }
             }
             Err(status) => {
                 failures += 1;
                 let delay = config.backoff.near_ceiling(failures - 1);
-                let status = Status::unavailable(format!("{status}; next attempt in {delay:?}")).mark_unprocessed();
-                state.send_replace(State::Failed { status });
+                // Unavailable, unless the server refused the channel's credentials.
+                let status = Status::new(status.code(), format!("{status}; next attempt in {delay:?}"));
+                state.send_replace(State::Failed { status: status.mark_unprocessed() });
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = state.closed() => return,

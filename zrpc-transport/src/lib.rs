@@ -29,6 +29,7 @@
 //! The in-memory transport (`mem://name`) is always available.
 
 pub mod address;
+pub mod auth;
 mod budget;
 pub mod channel;
 pub mod client;

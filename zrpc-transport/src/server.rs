@@ -49,6 +49,7 @@ mod handle;
 pub use self::handle::{ConnectionInfo, ServerHandle};
 use self::handle::{Phase, StopOnDrop};
 use crate::address::{Address, ToAddress};
+use crate::auth::{Authenticator, SharedAuthenticator};
 use crate::budget::{Budget, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use crate::conn::{Connection, DefaultTimeout};
 use crate::limits::ConnectionLimits;
@@ -96,6 +97,8 @@ pub struct ServerConfig {
     pub(crate) tls: Option<crate::tls::ServerTls>,
     /// Where clients are listed, when not a directory of the server's own (a node's).
     pub(crate) directory: Option<Peers>,
+    /// Who may connect and call, if anyone decides.
+    pub(crate) authenticator: Option<SharedAuthenticator>,
 }
 
 impl Default for ServerConfig {
@@ -115,6 +118,7 @@ impl Default for ServerConfig {
             #[cfg(feature = "tls")]
             tls: None,
             directory: None,
+            authenticator: None,
         }
     }
 }
@@ -212,6 +216,17 @@ impl<L> ServerBuilder<L> {
     /// long as the connection lives. A caller's own deadline is never changed.
     pub fn default_timeout(mut self, timeout: Option<Duration>) -> ServerBuilder<L> {
         self.config.default_timeout = timeout;
+        self
+    }
+
+    /// Checks every client's credentials when it connects, and every call before its handler
+    /// runs, with `authenticator` (see [`auth`](crate::auth)): a refused client is told why
+    /// (`Unauthenticated`) and disconnected, a refused call answered with the refusal, and
+    /// handlers see the accepted identity in [`Context::identity`](zrpc_core::Context::identity).
+    /// [`Tokens`](crate::auth::Tokens) accepts a fixed set of tokens. Without one, every client
+    /// may connect and the token a client sends is ignored.
+    pub fn authenticate(mut self, authenticator: impl Authenticator) -> ServerBuilder<L> {
+        self.config.authenticator = Some(SharedAuthenticator::new(authenticator));
         self
     }
 
@@ -417,6 +432,7 @@ where
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
                         let default_timeout = config.default_timeout;
+                        let (authenticator, remote) = (config.authenticator.clone(), peer.clone());
                         #[cfg(feature = "tls")]
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
                         connections.spawn(async move {
@@ -430,6 +446,10 @@ where
                             let peer = calls.peer(DefaultTimeout { timeout: default_timeout, origin: ORIGIN });
                             let peers = handle.peers();
                             let conn = conn.with_peer(peer.clone());
+                            let conn = match authenticator {
+                                Some(authenticator) => conn.with_authenticator(authenticator, remote),
+                                None => conn,
+                            };
                             let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
                             peers::listed_while(conn.run(), calls.shared().clone(), peer, Some(peers)).await;
                             drop(open);

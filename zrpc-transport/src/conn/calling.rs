@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     changed: Notify,
     pub(super) peer: OnceLock<Arc<str>>,
     pub(super) closed_because: OnceLock<Status>,
+    /// Why the peer refused this side (its GOAWAY said `Unauthenticated`), if it did.
+    pub(super) refused: OnceLock<Status>,
     /// The mux's [`ConnectionStats`] as of the end of the connection's last turn.
     stats: Mutex<ConnectionStats>,
     /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
@@ -61,6 +63,7 @@ impl Shared {
             changed: Notify::new(),
             peer: OnceLock::new(),
             closed_because: OnceLock::new(),
+            refused: OnceLock::new(),
             stats: Mutex::new(ConnectionStats::default()),
             observer: OnceLock::new(),
         }
@@ -162,7 +165,16 @@ impl Handle {
 
     /// Waits until the handshake is done (`Ok`) or the connection closed first (`Err`).
     pub(crate) async fn ready(&self) -> Result<(), Status> {
-        if self.shared.ready().await { Ok(()) } else { Err(self.closed_status()) }
+        if self.shared.ready().await {
+            return Ok(());
+        }
+        // Refused at once (a GOAWAY right behind the peer's HELLO): say so, not just "closed".
+        Err(self.shared.refused.get().cloned().unwrap_or_else(|| self.closed_status()))
+    }
+
+    /// Why the peer refused this connection (an authenticator said no), if it did.
+    pub(crate) fn refused(&self) -> Option<&Status> {
+        self.shared.refused.get()
     }
 
     /// Waits until the connection can take no new calls: either end is draining, or it closed.

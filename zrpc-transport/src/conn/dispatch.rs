@@ -26,9 +26,10 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::Service;
-use zrpc_core::{CodecId, Context, Method, Peer, Request, Response, Router, Status};
+use zrpc_core::{CodecId, Context, Identity, Method, Peer, Request, Response, Router, Status};
 
 use super::{BATCH, ConnectionMux};
+use crate::auth::{Credentials, SharedAuthenticator};
 use crate::budget::{Budget, Slot};
 use crate::frame::RequestFrame;
 use crate::mux::Rounded;
@@ -45,6 +46,8 @@ pub(super) struct Dispatch<S: Service<Request>> {
     local_name: Arc<str>,
     /// The connection's other end, handed to each request's context to call it back.
     peer: Peer,
+    /// Whether the peer may call, as the server's authenticator decided.
+    admission: Admission,
     done_tx: mpsc::UnboundedSender<(u64, Result<Response, Status>)>,
     done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
     /// The server-wide budget of running handlers, if any.
@@ -64,6 +67,18 @@ struct Started<F> {
     /// The time the caller allowed, for the message when it runs out.
     budget: Option<Duration>,
     method: Method,
+}
+
+/// Whether the peer's calls may run, on a server with an authenticator (see [`crate::auth`]).
+enum Admission {
+    /// No authenticator: every call runs.
+    Open,
+    /// Waiting for the peer's HELLO, whose credentials decide.
+    Pending { authenticator: SharedAuthenticator, remote: String },
+    /// Accepted as `identity`; each call is authorized before it runs.
+    Accepted { authenticator: SharedAuthenticator, identity: Identity },
+    /// Refused: every call is answered with this, unprocessed, and the connection drains.
+    Refused(Status),
 }
 
 /// What [`Dispatch::start_requests`] did.
@@ -90,7 +105,40 @@ where
         budget: Option<Budget>,
     ) -> Dispatch<S> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        Dispatch { service, names, local_name, peer, done_tx, done_rx, budget, queued: None, parked: None }
+        Dispatch {
+            service,
+            names,
+            local_name,
+            peer,
+            admission: Admission::Open,
+            done_tx,
+            done_rx,
+            budget,
+            queued: None,
+            parked: None,
+        }
+    }
+
+    /// Has `authenticator` decide, when the peer's HELLO arrives, whether it may call (see
+    /// [`crate::auth`]); the peer's address is `remote`.
+    pub(super) fn authenticate_with(&mut self, authenticator: SharedAuthenticator, remote: String) {
+        self.admission = Admission::Pending { authenticator, remote };
+    }
+
+    /// The peer's HELLO has arrived: its credentials are checked, if there is an authenticator.
+    /// A refused peer gets a GOAWAY saying why, with the refusal's code.
+    pub(super) fn admit(&mut self, mux: &mut ConnectionMux) {
+        let Admission::Pending { authenticator, remote } = &self.admission else { return };
+        let Some(hello) = mux.peer() else { return };
+        let credentials = Credentials { name: hello.name.clone(), token: hello.token.clone(), remote: remote.clone() };
+        self.admission = match authenticator.authenticate(&credentials) {
+            Ok(identity) => Admission::Accepted { authenticator: authenticator.clone(), identity },
+            Err(status) => {
+                tracing::debug!(peer = %credentials.name, remote = %credentials.remote, reason = %status, "refused a connection");
+                mux.go_away(status.code(), status.message());
+                Admission::Refused(status.mark_unprocessed())
+            }
+        };
     }
 
     /// Hands `peer` to the contexts of the requests started from now on.
@@ -216,7 +264,7 @@ where
     ) {
         let id = frame.id;
         let budget = frame.timeout;
-        let request = ready.and_then(|()| self.to_request(frame, now));
+        let request = ready.and_then(|()| self.to_request(frame, now)).and_then(|request| self.admitted(request));
         let request = match request {
             Ok(request) => request,
             Err(status) => {
@@ -274,6 +322,23 @@ where
         if let Err(handler) = mux.attach_handler(id, task.abort_handle()) {
             handler.abort();
             self.release_units(1);
+        }
+    }
+
+    /// `request` with the caller's identity, if the peer may make it.
+    fn admitted(&self, mut request: Request) -> Result<Request, Status> {
+        match &self.admission {
+            Admission::Open => Ok(request),
+            Admission::Accepted { authenticator, identity } => {
+                authenticator.authorize(identity, &request).map_err(Status::mark_unprocessed)?;
+                request.ctx_mut().set_identity(Some(identity.clone()));
+                Ok(request)
+            }
+            Admission::Refused(status) => Err(status.clone()),
+            // Not reached: requests are handed over only after the HELLO, which decides.
+            Admission::Pending { .. } => {
+                Err(Status::unauthenticated("the connection is not authenticated yet").mark_unprocessed())
+            }
         }
     }
 

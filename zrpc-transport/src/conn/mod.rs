@@ -40,6 +40,7 @@ use zrpc_core::{Request, Response, Router, Status};
 use self::calling::{CLOSED, Command, DRAINING, READY, Reply};
 pub(crate) use self::calling::{CallFuture, DefaultTimeout, Handle, Shared};
 use self::dispatch::Dispatch;
+use crate::auth::SharedAuthenticator;
 use crate::budget::Budget;
 use crate::channel::DEFAULT_TIMEOUT;
 use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
@@ -150,6 +151,13 @@ where
     /// their calls without a deadline get 10 s.
     pub(crate) fn with_peer(mut self, peer: zrpc_core::Peer) -> Connection<S> {
         self.dispatch.set_peer(peer);
+        self
+    }
+
+    /// Checks the peer's credentials with `authenticator` when its HELLO arrives, and every call
+    /// it makes (see [`crate::auth`]); `remote` is its address.
+    pub(crate) fn with_authenticator(mut self, authenticator: SharedAuthenticator, remote: String) -> Connection<S> {
+        self.dispatch.authenticate_with(authenticator, remote);
         self
     }
 
@@ -347,7 +355,8 @@ where
                     if let Some(peer) = self.mux.peer() {
                         let _ = self.shared.peer.set(peer.name.clone());
                     }
-                    self.shared.set_state(READY);
+                    self.dispatch.admit(&mut self.mux);
+                    self.shared.set_state(if self.mux.is_draining() { DRAINING } else { READY });
                 }
                 Event::Response { token, result } => {
                     let _ = token.send(result);
@@ -355,6 +364,9 @@ where
                 Event::Cancel { id, handler } => self.dispatch.cancel(id, handler),
                 Event::GoAway(goaway) => {
                     tracing::debug!(peer = self.shared.peer_name(), message = %goaway.message, "peer sent GOAWAY");
+                    if let Some(refusal) = self.mux.refused_by_peer() {
+                        let _ = self.shared.refused.set(refusal.clone());
+                    }
                     self.shared.set_state(DRAINING);
                 }
             }
@@ -459,7 +471,12 @@ where
 
     /// Fails what is left, tells the peer why (best effort, briefly), and closes.
     async fn finish(mut self, result: Result<(), Status>) {
-        let status = result.err().unwrap_or_else(|| Status::unavailable("the connection closed"));
+        // A peer that refused this side closed the connection for that reason, whatever else
+        // went wrong after.
+        let status = match self.mux.refused_by_peer() {
+            Some(refusal) => refusal.clone(),
+            None => result.err().unwrap_or_else(|| Status::unavailable("the connection closed")),
+        };
         let _ = self.shared.closed_because.set(status.clone());
         self.shared.set_state(CLOSED);
         self.publish();

@@ -424,6 +424,9 @@ pub struct Mux<T, H = ()> {
     goaway_sent: bool,
     /// The `last_id` of the peer's GOAWAY, once one arrived.
     goaway_received: Option<u64>,
+    /// Its code and message, when it refused this side rather than shut down (any code but
+    /// `Unavailable`): the status this side's calls fail with from then on.
+    refused_by_peer: Option<Status>,
     last_received: Instant,
     ping: Option<Instant>,
     next_nonce: u64,
@@ -485,6 +488,7 @@ impl<T, H> Mux<T, H> {
             highest_received: 0,
             goaway_sent: false,
             goaway_received: None,
+            refused_by_peer: None,
             last_received: now,
             ping: None,
             next_nonce: 1,
@@ -591,6 +595,12 @@ impl<T, H> Mux<T, H> {
         self.inbound.len()
     }
 
+    /// Why the peer refused this side, if its GOAWAY said `Unauthenticated`: the status calls on
+    /// this connection fail with, and the connection's end.
+    pub fn refused_by_peer(&self) -> Option<&Status> {
+        self.refused_by_peer.as_ref()
+    }
+
     /// Whether either side has sent GOAWAY.
     pub fn is_draining(&self) -> bool {
         self.goaway_sent || self.goaway_received.is_some()
@@ -690,6 +700,9 @@ impl<T, H> Mux<T, H> {
 
     /// Why no call may be sent now, if none may.
     fn refusal(&self) -> Option<Status> {
+        if let Some(status) = &self.refused_by_peer {
+            return Some(status.clone());
+        }
         if self.goaway_received.is_some() {
             return Some(Status::unavailable("the peer is shutting down (it sent GOAWAY)").mark_unprocessed());
         }
@@ -1173,6 +1186,12 @@ impl<T, H> Mux<T, H> {
             Frame::GoAway(goaway) => {
                 let first = self.goaway_received.is_none();
                 self.goaway_received = Some(goaway.last_id);
+                let code = Code::from_u8(goaway.code);
+                if first && code == Code::Unauthenticated {
+                    let peer = self.peer.as_ref().map_or("the peer", |p| &*p.name);
+                    let message = format!("{peer} refused the connection: {}", goaway.message);
+                    self.refused_by_peer = Some(Status::new(code, message).mark_unprocessed());
+                }
                 if first {
                     self.send_waiting();
                     self.events.push_back(Event::GoAway(goaway));
