@@ -5,8 +5,8 @@
 //! handler runs:
 //!
 //! 1. [`Authenticator::authenticate`] sees the client's [`Credentials`] (the token it sent in
-//!    its HELLO, [`ChannelBuilder::token`](crate::ChannelBuilder::token); its announced name; its
-//!    address) and answers with the [`Identity`] it accepts, or a status. A refused connection
+//!    its HELLO, [`ChannelBuilder::token`](crate::ChannelBuilder::token); its TLS client
+//!    certificate, with mutual TLS; its announced name; its address) and answers with the [`Identity`] it accepts, or a status. A refused connection
 //!    gets a GOAWAY with code `Unauthenticated` and the status's message, none of its calls run
 //!    (those it sent before the verdict are answered `Unauthenticated`, unprocessed), and it is
 //!    closed. On the client, calls fail with `Unauthenticated` and that message, are never
@@ -41,6 +41,18 @@ pub struct Credentials {
     pub token: Bytes,
     /// Its address, as the listener saw it.
     pub remote: String,
+    /// Its TLS client certificate (the leaf, DER-encoded), when the server's TLS configuration
+    /// asks for one (mutual TLS; see [`ServerTls::from_config`](crate::tls::ServerTls)): rustls
+    /// has verified it against the configured roots before the authenticator sees it, which maps
+    /// it to an identity (say, by its subject, with an X.509 parser of your choice).
+    pub client_certificate: Option<Bytes>,
+}
+
+impl Credentials {
+    /// What is known of a connection before its HELLO: its address and certificate.
+    pub(crate) fn of_connection(remote: String, client_certificate: Option<Bytes>) -> Credentials {
+        Credentials { name: Arc::from(""), token: Bytes::new(), remote, client_certificate }
+    }
 }
 
 /// Decides who may connect to a server, and what each may call; see the [module docs](self).

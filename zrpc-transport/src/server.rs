@@ -49,7 +49,7 @@ mod handle;
 pub use self::handle::{ConnectionInfo, ServerHandle};
 use self::handle::{Phase, StopOnDrop};
 use crate::address::{Address, ToAddress};
-use crate::auth::{Authenticator, SharedAuthenticator};
+use crate::auth::{Authenticator, Credentials, SharedAuthenticator};
 use crate::budget::{Budget, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use crate::conn::{Connection, DefaultTimeout};
 use crate::limits::ConnectionLimits;
@@ -437,9 +437,12 @@ where
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
                         connections.spawn(async move {
                             #[cfg(feature = "tls")]
-                            let Some(stream) = secure(tls, stream, &peer, handshake_timeout, &handle).await else {
+                            let Some((stream, certificate)) = secure(tls, stream, &peer, handshake_timeout, &handle).await
+                            else {
                                 return;
                             };
+                            #[cfg(not(feature = "tls"))]
+                            let certificate = None;
                             let (conn, calls) =
                                 Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
                             open.attach(calls.shared());
@@ -447,7 +450,10 @@ where
                             let peers = handle.peers();
                             let conn = conn.with_peer(peer.clone());
                             let conn = match authenticator {
-                                Some(authenticator) => conn.with_authenticator(authenticator, remote),
+                                Some(authenticator) => {
+                                    let credentials = Credentials::of_connection(remote, certificate);
+                                    conn.with_authenticator(authenticator, credentials)
+                                }
                                 None => conn,
                             };
                             let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
@@ -494,8 +500,9 @@ where
     }
 }
 
-/// `stream` after the server side of a TLS handshake when the server has `tls`, or as it is;
-/// `None` when the handshake fails, takes longer than `timeout`, or shutdown begins first.
+/// `stream` after the server side of a TLS handshake when the server has `tls`, with the
+/// client's certificate if it presented one, or as it is; `None` when the handshake fails, takes
+/// longer than `timeout`, or shutdown begins first.
 #[cfg(feature = "tls")]
 async fn secure(
     tls: Option<crate::tls::ServerTls>,
@@ -503,11 +510,11 @@ async fn secure(
     peer: &str,
     timeout: Duration,
     server: &ServerHandle,
-) -> Option<crate::stream::Stream> {
-    let Some(tls) = tls else { return Some(stream) };
+) -> Option<(crate::stream::Stream, Option<bytes::Bytes>)> {
+    let Some(tls) = tls else { return Some((stream, None)) };
     tokio::select! {
         handshake = tokio::time::timeout(timeout, tls.accept(stream)) => match handshake {
-            Ok(Ok(stream)) => Some(stream),
+            Ok(Ok(secured)) => Some(secured),
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 None

@@ -97,10 +97,14 @@ impl ServerTls {
         ServerTls { acceptor: TlsAcceptor::from(config) }
     }
 
-    /// Completes the server side of the handshake on `stream`.
-    pub(crate) async fn accept(&self, stream: Stream) -> io::Result<Stream> {
+    /// Completes the server side of the handshake on `stream`; with it, the client's leaf
+    /// certificate (DER) when it presented one (mutual TLS), which rustls has verified against
+    /// the configuration's client verifier.
+    pub(crate) async fn accept(&self, stream: Stream) -> io::Result<(Stream, Option<bytes::Bytes>)> {
         let tls = self.acceptor.accept(stream).await?;
-        Ok(Stream::Other(Box::new(tls)))
+        let certificate = tls.get_ref().1.peer_certificates().and_then(<[_]>::first);
+        let certificate = certificate.map(|der| bytes::Bytes::copy_from_slice(der.as_ref()));
+        Ok((Stream::Other(Box::new(tls)), certificate))
     }
 }
 

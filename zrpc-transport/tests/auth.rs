@@ -154,3 +154,41 @@ async fn a_governed_client_does_not_retry_a_refusal() {
     assert!(status.message().contains("the token was not accepted"), "{status}");
     serving.shutdown().await.expect("serve succeeded");
 }
+
+/// Knows one client certificate, as `alice-service`.
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+struct KnownCertificates;
+
+#[cfg(feature = "tls")]
+impl Authenticator for KnownCertificates {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Identity, Status> {
+        match &credentials.client_certificate {
+            Some(der) if der[..] == support::tls::client_certificate_der()[..] => Ok(Identity::new("alice-service")),
+            Some(_) => Err(Status::unauthenticated("an unknown certificate")),
+            None => Err(Status::unauthenticated("a client certificate is required")),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn with_mutual_tls_the_authenticator_sees_the_client_certificate() {
+    let server = Server::builder()
+        .tls(support::tls::server_requiring_client_certificates())
+        .authenticate(KnownCertificates)
+        .add_service(VaultServer::new(Safe))
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = server.local_addr().clone();
+    let serving = Serving::spawn(server);
+    let channel = Channel::builder(address.clone()).tls(support::tls::client_with_certificate()).connect().await;
+    let client = VaultClient::new(channel.expect("the handshake succeeds with a certificate"));
+    assert_eq!(client.whoami().await, Ok(Some("alice-service".to_owned())));
+    // Without a certificate, rustls refuses the handshake before zrpc sees the connection.
+    let status = Channel::builder(address).tls(support::tls::client()).connect().await.expect_err("no certificate");
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
+    drop(client);
+    serving.shutdown().await.expect("serve succeeded");
+}

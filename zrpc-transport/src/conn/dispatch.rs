@@ -74,7 +74,7 @@ enum Admission {
     /// No authenticator: every call runs.
     Open,
     /// Waiting for the peer's HELLO, whose credentials decide.
-    Pending { authenticator: SharedAuthenticator, remote: String },
+    Pending { authenticator: SharedAuthenticator, credentials: Credentials },
     /// Accepted as `identity`; each call is authorized before it runs.
     Accepted { authenticator: SharedAuthenticator, identity: Identity },
     /// Refused: every call is answered with this, unprocessed, and the connection drains.
@@ -120,17 +120,17 @@ where
     }
 
     /// Has `authenticator` decide, when the peer's HELLO arrives, whether it may call (see
-    /// [`crate::auth`]); the peer's address is `remote`.
-    pub(super) fn authenticate_with(&mut self, authenticator: SharedAuthenticator, remote: String) {
-        self.admission = Admission::Pending { authenticator, remote };
+    /// [`crate::auth`]); `credentials` holds what is known before (address, certificate).
+    pub(super) fn authenticate_with(&mut self, authenticator: SharedAuthenticator, credentials: Credentials) {
+        self.admission = Admission::Pending { authenticator, credentials };
     }
 
     /// The peer's HELLO has arrived: its credentials are checked, if there is an authenticator.
     /// A refused peer gets a GOAWAY saying why, with the refusal's code.
     pub(super) fn admit(&mut self, mux: &mut ConnectionMux) {
-        let Admission::Pending { authenticator, remote } = &self.admission else { return };
+        let Admission::Pending { authenticator, credentials } = &self.admission else { return };
         let Some(hello) = mux.peer() else { return };
-        let credentials = Credentials { name: hello.name.clone(), token: hello.token.clone(), remote: remote.clone() };
+        let credentials = Credentials { name: hello.name.clone(), token: hello.token.clone(), ..credentials.clone() };
         self.admission = match authenticator.authenticate(&credentials) {
             Ok(identity) => Admission::Accepted { authenticator: authenticator.clone(), identity },
             Err(status) => {

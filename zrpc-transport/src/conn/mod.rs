@@ -155,9 +155,13 @@ where
     }
 
     /// Checks the peer's credentials with `authenticator` when its HELLO arrives, and every call
-    /// it makes (see [`crate::auth`]); `remote` is its address.
-    pub(crate) fn with_authenticator(mut self, authenticator: SharedAuthenticator, remote: String) -> Connection<S> {
-        self.dispatch.authenticate_with(authenticator, remote);
+    /// it makes (see [`crate::auth`]); `credentials` holds what is known before the HELLO.
+    pub(crate) fn with_authenticator(
+        mut self,
+        authenticator: SharedAuthenticator,
+        credentials: crate::auth::Credentials,
+    ) -> Connection<S> {
+        self.dispatch.authenticate_with(authenticator, credentials);
         self
     }
 
