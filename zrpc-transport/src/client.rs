@@ -429,8 +429,16 @@ impl Client {
         }
     }
 
+    /// Starts discovery now rather than at the first call, and resolves once its first set of
+    /// endpoints is applied, so that [`endpoints`](Client::endpoints) lists them. Bound it with
+    /// a timeout: a source that never answers never resolves it.
+    pub async fn discovered(&self) {
+        self.balance.first_set().await;
+    }
+
     /// The addresses of the endpoints in use: those discovery reported that pass the filter,
-    /// as of the last change applied. Empty until the first call starts discovery.
+    /// as of the last change applied. Empty until discovery starts, at the first call or
+    /// [`discovered`](Client::discovered).
     pub fn endpoints(&self) -> Vec<Arc<str>> {
         self.balance.addresses()
     }

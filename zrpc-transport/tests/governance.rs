@@ -544,3 +544,14 @@ async fn an_aborted_server_restarted_on_its_address_receives_calls_again() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_lists_its_endpoints_once_discovered_before_any_call() {
+    let client =
+        Client::builder().discover(Static::new(["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"].map(Instance::new))).build();
+    assert!(client.endpoints().is_empty(), "nothing discovered before discovery starts");
+    within("the first set", client.discovered()).await;
+    let mut endpoints = client.endpoints();
+    endpoints.sort();
+    assert_eq!(endpoints, [Arc::from("tcp://127.0.0.1:1"), Arc::from("tcp://127.0.0.1:2")]);
+}

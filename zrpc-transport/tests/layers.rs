@@ -56,3 +56,19 @@ async fn a_servers_layers_apply_first_added_outermost() {
     assert_eq!(status.message(), "the outer layer saw: the inner layer refuses");
     serving.shutdown().await.expect("serve succeeded");
 }
+
+#[tokio::test]
+async fn a_channel_connects_to_a_socket_address_as_to_a_string() {
+    let (probe, _events) = support::probe();
+    let server = Server::builder()
+        .add_service(TestServer::new(TestService::new(probe)))
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind");
+    let socket = server.local_addr().socket_addr().expect("a TCP address");
+    let serving = Serving::spawn(server);
+    let client = TestClient::new(Channel::connect(socket).await.expect("connects"));
+    assert_eq!(client.echo("by socket address".into()).await, Ok("by socket address".to_owned()));
+    drop(client);
+    serving.shutdown().await.expect("serve succeeded");
+}

@@ -73,10 +73,7 @@ macro_rules! flavour {
                 async fn callers(addr: SocketAddr, conns: usize, callers: usize) -> Result<Vec<ZrpcCaller>, BoxError> {
                     let mut channels = Vec::with_capacity(conns);
                     for _ in 0..conns {
-                        // `Channel::connect(addr)` with a `SocketAddr` does not compile (its
-                        // conversion's error type is `Infallible`, not `InvalidAddress`), so go
-                        // through the string form.
-                        channels.push(Channel::connect(format!("tcp://{addr}")).await?);
+                        channels.push(Channel::connect(addr).await?);
                     }
                     let message = Message::filled();
                     let probe = BenchClient::new(channels[0].clone());

@@ -64,7 +64,7 @@ impl Framework for ZrpcReverse {
         let local = server.local_addr().to_string();
         tokio::spawn(server.serve());
         let mut watch = peers.watch();
-        let control = DialBackClient::new(Channel::connect(format!("tcp://{addr}")).await?);
+        let control = DialBackClient::new(Channel::connect(addr).await?);
         control.dial(local, u32::try_from(conns)?).await??;
         while peers.len() < conns {
             watch.next().await.ok_or("the directory closed")?;

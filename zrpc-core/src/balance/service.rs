@@ -227,6 +227,15 @@ impl<C: Connect, P: Pick> Balance<C, P> {
         self.shared.snapshot().iter().map(|e| e.instance.address.clone()).collect()
     }
 
+    /// Starts discovery, if no call has, and resolves once its first set of endpoints is applied
+    /// (at once if it was).
+    pub async fn first_set(&self) {
+        self.shared.start();
+        let mut synced = self.shared.synced.subscribe();
+        // Fails only once the balancer is gone, which `self` rules out.
+        let _ = synced.wait_for(|done| *done).await;
+    }
+
     /// Starts discovery, if the first call has not, and waits up to `req`'s deadline until its
     /// first set of endpoints is applied: for calls that address every endpoint rather than
     /// pick one.

@@ -9,6 +9,23 @@
 //! | source | where endpoints come from |
 //! |---|---|
 //! | [`Static`] | a fixed list |
+//! | `zrpc_transport::Dns` | a name's addresses, resolved again on an interval |
+//! | `zrpc_transport::etcd::Etcd` | a prefix in etcd, watched (feature `etcd`) |
+//! | your own | any `Stream` of `Result<Change, Status>`: [`Discover`] is implemented for every one |
+//!
+//! Your own source can be as small as a channel your code feeds, since any such stream is a
+//! [`Discover`]:
+//!
+//! ```
+//! use futures::channel::mpsc;
+//! use zrpc_core::discover::{Change, Discover, Instance};
+//!
+//! let (changes, source) = mpsc::unbounded::<Result<Change, zrpc_core::Status>>();
+//! let instance = Instance::new("tcp://10.0.0.7:7000");
+//! changes.unbounded_send(Ok(Change::Insert(instance.address.clone(), instance))).expect("open");
+//! fn accepts(_: impl Discover) {}
+//! accepts(source); // e.g. `Client::builder().discover(source)`
+//! ```
 //!
 //! Clients may keep only some instances with a [`Filter`] on group, version and state.
 
