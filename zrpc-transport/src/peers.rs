@@ -51,7 +51,9 @@
 //! newest wins because the common case is a reconnect, whose new connection is the live one;
 //! refusing the second claimant would lock a restarted client out until the server noticed
 //! that its old connection was dead (up to the heartbeat's 30 s). A name is not an identity:
-//! authenticate peers (a token, mutual TLS) before trusting what they call themselves.
+//! authenticate peers (a token, mutual TLS; see [`crate::auth`]) before trusting what they call
+//! themselves. On a server with an authenticator, peers are listed under the identity it
+//! accepted, not the name they announced.
 //!
 //! # Bounds
 //!
@@ -285,7 +287,7 @@ pub(crate) fn listed_while<F: Future<Output = ()>>(
         if !shared.ready().await {
             return None;
         }
-        let name = shared.peer_name_if_known().unwrap_or_else(|| Arc::from(""));
+        let name = shared.known_as().unwrap_or_else(|| Arc::from(""));
         Some(peers.join(name, peer))
     };
     // Both in one task: the guard, once made, lives until the connection's task ends.

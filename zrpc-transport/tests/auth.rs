@@ -192,3 +192,24 @@ async fn with_mutual_tls_the_authenticator_sees_the_client_certificate() {
     drop(client);
     serving.shutdown().await.expect("serve succeeded");
 }
+
+#[tokio::test]
+async fn an_authenticated_client_is_listed_under_its_identity_not_its_claim() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = Tokens::new().token("alice's token", "alice");
+    let server = Server::builder()
+        .authenticate(tokens)
+        .add_service(VaultServer::new(Safe))
+        .bind(Kind::Tcp.address(&dir))
+        .await
+        .expect("bind");
+    let (address, peers) = (server.local_addr().clone(), server.peers());
+    let serving = Serving::spawn(server);
+    let channel = Channel::builder(address).name("claims-to-be-bob").token("alice's token").connect().await;
+    let client = VaultClient::new(channel.expect("up"));
+    assert_eq!(client.whoami().await, Ok(Some("alice".to_owned())));
+    support::within("alice is listed", peers.wait_for("alice")).await;
+    assert_eq!(peers.names(), [std::sync::Arc::from("alice")], "not under the name it claimed");
+    drop(client);
+    serving.shutdown().await.expect("serve succeeded");
+}

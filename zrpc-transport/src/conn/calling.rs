@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(super) closed_because: OnceLock<Status>,
     /// Why the peer refused this side (its GOAWAY said `Unauthenticated`), if it did.
     pub(super) refused: OnceLock<Status>,
+    /// Who the peer is, if this side's authenticator accepted it.
+    pub(super) identity: OnceLock<zrpc_core::Identity>,
     /// The mux's [`ConnectionStats`] as of the end of the connection's last turn.
     stats: Mutex<ConnectionStats>,
     /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
@@ -64,6 +66,7 @@ impl Shared {
             peer: OnceLock::new(),
             closed_because: OnceLock::new(),
             refused: OnceLock::new(),
+            identity: OnceLock::new(),
             stats: Mutex::new(ConnectionStats::default()),
             observer: OnceLock::new(),
         }
@@ -90,6 +93,15 @@ impl Shared {
     /// Wakes `observer` whenever the stats cross a line worth waiting for.
     pub(crate) fn observe(&self, observer: Arc<Notify>) {
         let _ = self.observer.set(observer);
+    }
+
+    /// The name the peer is known by: its authenticated identity's when this side has an
+    /// authenticator, else the name it announced; once the handshake is done.
+    pub(crate) fn known_as(&self) -> Option<Arc<str>> {
+        match self.identity.get() {
+            Some(identity) => Some(identity.name().into()),
+            None => self.peer_name_if_known(),
+        }
     }
 
     /// The peer's announced name, once the handshake is done.

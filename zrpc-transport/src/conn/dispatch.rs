@@ -125,20 +125,26 @@ where
         self.admission = Admission::Pending { authenticator, credentials };
     }
 
-    /// The peer's HELLO has arrived: its credentials are checked, if there is an authenticator.
-    /// A refused peer gets a GOAWAY saying why, with the refusal's code.
-    pub(super) fn admit(&mut self, mux: &mut ConnectionMux) {
-        let Admission::Pending { authenticator, credentials } = &self.admission else { return };
-        let Some(hello) = mux.peer() else { return };
+    /// The peer's HELLO has arrived: its credentials are checked, if there is an authenticator,
+    /// and the identity it accepted is returned. A refused peer gets a GOAWAY saying why, with
+    /// the refusal's code.
+    pub(super) fn admit(&mut self, mux: &mut ConnectionMux) -> Option<Identity> {
+        let Admission::Pending { authenticator, credentials } = &self.admission else { return None };
+        let hello = mux.peer()?;
         let credentials = Credentials { name: hello.name.clone(), token: hello.token.clone(), ..credentials.clone() };
-        self.admission = match authenticator.authenticate(&credentials) {
-            Ok(identity) => Admission::Accepted { authenticator: authenticator.clone(), identity },
+        match authenticator.authenticate(&credentials) {
+            Ok(identity) => {
+                self.admission =
+                    Admission::Accepted { authenticator: authenticator.clone(), identity: identity.clone() };
+                Some(identity)
+            }
             Err(status) => {
                 tracing::debug!(peer = %credentials.name, remote = %credentials.remote, reason = %status, "refused a connection");
                 mux.go_away(status.code(), status.message());
-                Admission::Refused(status.mark_unprocessed())
+                self.admission = Admission::Refused(status.mark_unprocessed());
+                None
             }
-        };
+        }
     }
 
     /// Hands `peer` to the contexts of the requests started from now on.

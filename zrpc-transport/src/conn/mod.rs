@@ -359,7 +359,9 @@ where
                     if let Some(peer) = self.mux.peer() {
                         let _ = self.shared.peer.set(peer.name.clone());
                     }
-                    self.dispatch.admit(&mut self.mux);
+                    if let Some(identity) = self.dispatch.admit(&mut self.mux) {
+                        let _ = self.shared.identity.set(identity);
+                    }
                     self.shared.set_state(if self.mux.is_draining() { DRAINING } else { READY });
                 }
                 Event::Response { token, result } => {
