@@ -10,7 +10,17 @@
 //!    attempt. Meanwhile calls fail at once with `Unavailable` saying why and when the next
 //!    attempt is, so that a retry layer can go elsewhere — unless the channel was built with
 //!    [`ChannelBuilder::wait_for_ready`], in which case they wait (up to their deadline).
-//! 4. When the last clone is dropped, the task ends and the connection closes once idle.
+//! 4. When the last clone is dropped, the task ends and the connection drains and closes (see
+//!    [Serving](#serving)).
+//!
+//! # Serving
+//!
+//! Every connection carries calls both ways: a channel built with [`ChannelBuilder::serve`]
+//! (and [`ChannelBuilder::layer`]) answers the server's calls on its connection, which the
+//! server makes through its handlers' [`Context::peer`] or its directory of peers
+//! ([`crate::peers`]). A channel that serves nothing answers them `NotFound`. When the last
+//! clone is dropped, the connection drains like a server shutting down: a GOAWAY tells the server
+//! to start no new calls on it, and calls in progress either way finish before it closes.
 //!
 //! # Deadlines
 //!
