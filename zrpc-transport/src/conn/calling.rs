@@ -207,18 +207,24 @@ impl Handle {
     /// timer each), or the connection's end. Dropping the future before the answer came cancels
     /// the call on the wire.
     pub(crate) fn call(&self, request: Request) -> CallFuture {
-        let id = self.shared.ids.next();
+        self.clone().into_call(request)
+    }
+
+    /// [`call`](Handle::call), the future keeping this handle's sender and state.
+    fn into_call(self, request: Request) -> CallFuture {
+        let Handle { commands, shared } = self;
+        let id = shared.ids.next();
         let method = request.method().clone();
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(Command::Call { id, request, reply }).is_err() {
-            let status = closed_status(&self.shared, &method).mark_unprocessed();
+        if commands.send(Command::Call { id, request, reply }).is_err() {
+            let status = closed_status(&shared, &method).mark_unprocessed();
             return CallFuture { state: CallState::Failed(Some(status)) };
         }
         CallFuture {
             state: CallState::Waiting(Waiting {
                 answer,
-                cancel: CancelOnDrop { commands: self.commands.clone(), id, armed: true },
-                shared: self.shared.clone(),
+                cancel: CancelOnDrop { commands, id, armed: true },
+                shared,
                 method,
             }),
         }
@@ -309,7 +315,7 @@ impl Link for ConnectionLink {
         if let Some(timeout) = self.default.timeout {
             request.ctx_mut().apply_default_timeout(timeout, self.default.origin);
         }
-        Box::pin(Handle { commands, shared: self.shared.clone() }.call(request))
+        Box::pin(Handle { commands, shared: self.shared.clone() }.into_call(request))
     }
 
     fn name(&self) -> Option<&str> {

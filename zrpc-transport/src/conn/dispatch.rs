@@ -270,7 +270,7 @@ where
     ) {
         let id = frame.id;
         let budget = frame.timeout;
-        let request = ready.and_then(|()| self.to_request(frame, now)).and_then(|request| self.admitted(request));
+        let request = ready.and_then(|()| self.to_request(frame, now));
         let request = match request {
             Ok(request) => request,
             Err(status) => {
@@ -331,14 +331,14 @@ where
         }
     }
 
-    /// `request` with the caller's identity, if the peer may make it.
-    fn admitted(&self, mut request: Request) -> Result<Request, Status> {
+    /// Gives `request` the caller's identity, if the peer may make it.
+    fn admit_call(&self, request: &mut Request) -> Result<(), Status> {
         match &self.admission {
-            Admission::Open => Ok(request),
+            Admission::Open => Ok(()),
             Admission::Accepted { authenticator, identity } => {
-                authenticator.authorize(identity, &request).map_err(Status::mark_unprocessed)?;
+                authenticator.authorize(identity, request).map_err(Status::mark_unprocessed)?;
                 request.ctx_mut().set_identity(Some(identity.clone()));
-                Ok(request)
+                Ok(())
             }
             Admission::Refused(status) => Err(status.clone()),
             // Not reached: requests are handed over only after the HELLO, which decides.
@@ -363,11 +363,13 @@ where
         ctx.set_peer(Some(self.peer.clone()));
         ctx.set_trace(frame.trace);
         *ctx.metadata_mut() = frame.metadata;
-        Ok(Request::new(method, frame.payload)
+        let mut request = Request::new(method, frame.payload)
             .with_ctx(ctx)
             .with_codec(codec)
             .with_oneway(frame.flags & crate::frame::flags::ONEWAY != 0)
-            .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0))
+            .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0);
+        self.admit_call(&mut request)?;
+        Ok(request)
     }
 }
 
