@@ -77,8 +77,8 @@ pub use zrpc_core::{
 
 pub use zrpc_transport::{
     Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Client, ClientBuilder, ConnectionInfo, ConnectionLimits,
-    ConnectionStats, NamedPeer, Node, NodeBuilder, PeerEvent, PeerWatch, Peers, Server, ServerBuilder, ServerConfig,
-    ServerHandle, ToAddress,
+    ConnectionStats, Node, NodeBuilder, PeerEvent, PeerWatch, Peers, Server, ServerBuilder, ServerConfig, ServerHandle,
+    ToAddress,
 };
 
 /// The wire protocol, the connection state machine and the byte streams, for people writing

@@ -61,10 +61,7 @@ trait Route: Send + Sync {
     fn clone_route(&self) -> Box<dyn Route>;
 }
 
-impl<S> Route for S
-where
-    S: Service<Request, Response = Response, Error = Status, Future = RouteFuture> + Clone + Send + Sync + 'static,
-{
+impl<S: Routable> Route for S {
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
         Service::poll_ready(self, cx)
     }

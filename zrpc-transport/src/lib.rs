@@ -62,7 +62,7 @@ pub use etcd::{Etcd, EtcdRegistry};
 pub use limits::ConnectionLimits;
 pub use mux::ConnectionStats;
 pub use node::{Node, NodeBuilder};
-pub use peers::{NamedPeer, PeerEvent, PeerWatch, Peers};
+pub use peers::{PeerEvent, PeerWatch, Peers};
 pub use registry::{Registration, Registry};
 pub use server::{ConnectionInfo, Server, ServerBuilder, ServerConfig, ServerHandle};
 pub use stream::Stream;

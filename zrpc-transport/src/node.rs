@@ -42,11 +42,11 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tower::Service;
 use tower::layer::Layer;
-use zrpc_core::{Request, Response, Routable, Router, Status};
+use zrpc_core::{Peer, Request, Response, Routable, Router, Status};
 
 use crate::address::{Address, ToAddress};
 use crate::channel::{BoxService, Channel, ChannelBuilder, Layers, Served, ServedStack};
-use crate::peers::{NamedPeer, Peers};
+use crate::peers::Peers;
 use crate::server::{Server, ServerBuilder, ServerHandle};
 
 type ConfigureServer = Box<dyn FnOnce(ServerBuilder) -> ServerBuilder + Send>;
@@ -209,7 +209,7 @@ impl Node {
 
     /// The peer named `name`, to call through a generated client; resolved at each call
     /// ([`Peers::named`]).
-    pub fn peer(&self, name: impl Into<Arc<str>>) -> NamedPeer {
+    pub fn peer(&self, name: impl Into<Arc<str>>) -> Peer {
         self.peers.named(name)
     }
 

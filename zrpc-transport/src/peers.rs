@@ -66,12 +66,11 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
-use tower::Service;
+use zrpc_core::peer::Link;
 use zrpc_core::{Peer, Request, Response, Status};
 
 use crate::conn::Shared;
@@ -165,9 +164,10 @@ impl Peers {
 
     /// A peer to call by `name`, looked up at each call: calls reach the newest connection with
     /// that name, and while none is connected fail with `Unavailable` naming it, marked
-    /// unprocessed. A `tower::Service<Request>`, so any generated client works on it.
-    pub fn named(&self, name: impl Into<Arc<str>>) -> NamedPeer {
-        NamedPeer { peers: self.clone(), name: name.into() }
+    /// unprocessed. A [`Peer`] like any other, so any generated client works on it; unlike one
+    /// from [`get`](Peers::get), it follows the name from connection to connection.
+    pub fn named(&self, name: impl Into<Arc<str>>) -> Peer {
+        Peer::new(ByName { peers: self.clone(), name: name.into() })
     }
 
     /// The names of the connected peers, sorted, each once.
@@ -179,10 +179,15 @@ impl Peers {
 
     /// Every connected peer, one per connection, by name and then oldest first.
     pub fn all(&self) -> Vec<Peer> {
+        self.listed().into_iter().map(|(_, peer)| peer).collect()
+    }
+
+    /// Every connected peer with the name it is listed under, in the order of [`all`](Peers::all).
+    fn listed(&self) -> Vec<(Arc<str>, Peer)> {
         let state = self.lock();
         let mut names: Vec<_> = state.by_name.keys().collect();
         names.sort();
-        names.into_iter().flat_map(|name| state.by_name[name].iter().cloned()).collect()
+        names.into_iter().flat_map(|name| state.by_name[name].iter().map(|peer| (name.clone(), peer.clone()))).collect()
     }
 
     /// How many connections are listed.
@@ -196,7 +201,7 @@ impl Peers {
     }
 
     /// Calls every connected peer at once with `call` (typically a generated client's method)
-    /// and returns each peer's name with what its call returned, in the order of
+    /// and returns the name each peer is listed under with what its call returned, in the order of
     /// [`all`](Peers::all): rpcx's push to every client (see the [module docs](self) for an
     /// example).
     pub async fn broadcast<F, Fut, T>(&self, mut call: F) -> Vec<(Arc<str>, T)>
@@ -204,8 +209,8 @@ impl Peers {
         F: FnMut(Peer) -> Fut,
         Fut: Future<Output = T>,
     {
-        let calls = self.all().into_iter().map(|peer| {
-            let name: Arc<str> = peer.name().into();
+        // The name each is listed under: an authenticated peer's identity, not its claim.
+        let calls = self.listed().into_iter().map(|(name, peer)| {
             let answer = call(peer);
             async move { (name, answer.await) }
         });
@@ -320,54 +325,38 @@ impl fmt::Debug for PeerWatch {
     }
 }
 
-/// A peer called by name through a [`Peers`]; see [`Peers::named`].
-#[derive(Clone)]
-pub struct NamedPeer {
+/// The link of a peer called by name ([`Peers::named`]): looked up at each call.
+struct ByName {
     peers: Peers,
     name: Arc<str>,
 }
 
-impl NamedPeer {
-    /// The name calls go to.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The connection calls go to now, if one is listed.
-    pub fn current(&self) -> Option<Peer> {
-        self.peers.get(&self.name)
-    }
-}
-
-impl Service<Request> for NamedPeer {
-    type Response = Response;
-    type Error = Status;
-    type Future = BoxFuture<'static, Result<Response, Status>>;
-
-    /// Always ready: whether the name is connected is decided per call.
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        match self.current() {
-            Some(peer) => peer.send(request),
-            None => {
-                let status = Status::unavailable(format!(
-                    "no peer named {:?} is connected (calling {}); connected: {}",
-                    self.name,
-                    request.method(),
-                    connected(&self.peers.names())
-                ));
-                Box::pin(std::future::ready(Err(status.mark_unprocessed())))
-            }
+impl Link for ByName {
+    fn call(&self, request: Request) -> BoxFuture<'static, Result<Response, Status>> {
+        if let Some(peer) = self.peers.get(&self.name) {
+            return peer.send(request);
         }
+        let status = Status::unavailable(format!(
+            "no peer named {:?} is connected (calling {}); connected: {}",
+            self.name,
+            request.method(),
+            connected(&self.peers.names())
+        ));
+        Box::pin(std::future::ready(Err(status.mark_unprocessed())))
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+
+    fn is_connected(&self) -> bool {
+        self.peers.get(&self.name).is_some_and(|peer| peer.is_connected())
     }
 }
 
-impl fmt::Debug for NamedPeer {
+impl fmt::Debug for ByName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NamedPeer").field("name", &self.name).finish()
+        f.debug_struct("ByName").field("name", &self.name).finish()
     }
 }
 
@@ -382,4 +371,32 @@ fn connected(names: &[Arc<str>]) -> String {
         text.push_str(&format!(" and {} more", names.len() - SHOWN));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_told_how_much_it_missed() {
+        let peers = Peers::new();
+        let mut watch = peers.watch();
+        // Each connection that comes and goes is two events; the watcher reads none of them.
+        let connections = WATCH_CAPACITY + 10;
+        for i in 0..connections {
+            drop(peers.join(Arc::from(format!("peer-{i}")), Peer::detached()));
+        }
+        let events = 2 * connections;
+        match watch.next().await {
+            Some(PeerEvent::Lagged { missed }) => assert_eq!(missed, (events - WATCH_CAPACITY) as u64),
+            other => panic!("expected Lagged, got {other:?}"),
+        }
+        // What it holds is the last WATCH_CAPACITY events, and the directory is empty again.
+        let mut held = 0;
+        while let Ok(Some(_)) = tokio::time::timeout(std::time::Duration::ZERO, watch.next()).await {
+            held += 1;
+        }
+        assert_eq!(held, WATCH_CAPACITY);
+        assert!(peers.is_empty());
+    }
 }

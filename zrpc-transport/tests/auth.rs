@@ -210,6 +210,8 @@ async fn an_authenticated_client_is_listed_under_its_identity_not_its_claim() {
     assert_eq!(client.whoami().await, Ok(Some("alice".to_owned())));
     support::within("alice is listed", peers.wait_for("alice")).await;
     assert_eq!(peers.names(), [std::sync::Arc::from("alice")], "not under the name it claimed");
+    let answers = peers.broadcast(|peer| async move { peer.is_connected() }).await;
+    assert_eq!(answers, [(std::sync::Arc::from("alice"), true)], "a broadcast names it the same way");
     drop(client);
     serving.shutdown().await.expect("serve succeeded");
 }
