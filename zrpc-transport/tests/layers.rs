@@ -4,28 +4,32 @@
 mod support;
 
 use support::{Serving, TestClient, TestServer, TestService};
-use zrpc_core::{Code, Response, Status};
-use zrpc_transport::{Channel, Server};
+use zrpc_core::{Code, Request, Response, Router, Status};
+use zrpc_transport::{Channel, Server, ServerBuilder};
+
+/// `builder`, serving the tests' `Test` service on TCP, and a client of it.
+async fn serve<L>(builder: ServerBuilder<L>) -> (Serving, TestClient<Channel>)
+where
+    L: tower::Layer<Router>,
+    L::Service: tower::Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
+    <L::Service as tower::Service<Request>>::Future: Send + Unpin + 'static,
+{
+    let (probe, _events) = support::probe();
+    let server =
+        builder.add_service(TestServer::new(TestService::new(probe))).bind("tcp://127.0.0.1:0").await.expect("bind");
+    let channel = Channel::builder(server.local_addr().clone()).connect_lazy();
+    (Serving::spawn(server), TestClient::new(channel))
+}
 
 #[tokio::test]
 async fn a_layer_whose_futures_are_not_unpin_serves() {
-    let (probe, _events) = support::probe();
     // `AndThen` with an `async` block: its future holds the block, which is not `Unpin`. The
     // block also waits once, so that the handler takes a task of its own.
     let and_then = tower::util::AndThenLayer::new(|response: Response| async move {
         tokio::task::yield_now().await;
         Ok::<_, Status>(response)
     });
-    let server = Server::builder()
-        .name("layered")
-        .layer(and_then)
-        .add_service(TestServer::new(TestService::new(probe)))
-        .bind("tcp://127.0.0.1:0")
-        .await
-        .expect("bind");
-    let channel = Channel::builder(server.local_addr().clone()).connect_lazy();
-    let serving = Serving::spawn(server);
-    let client = TestClient::new(channel);
+    let (serving, client) = serve(Server::builder().name("layered").layer(and_then)).await;
     assert_eq!(client.echo("through the layer".into()).await, Ok("through the layer".to_owned()));
     let status = client.panic().await.expect_err("a panic");
     assert_eq!(status.code(), Code::Internal, "a panic under a layer is still Internal: {status}");
@@ -35,25 +39,10 @@ async fn a_layer_whose_futures_are_not_unpin_serves() {
 
 #[tokio::test]
 async fn a_servers_layers_apply_first_added_outermost() {
-    let (probe, _events) = support::probe();
-    let outer = tower::util::MapResultLayer::new(|result: Result<Response, Status>| {
-        result.map_err(|status| Status::data_loss(format!("the outer layer saw: {}", status.message())))
-    });
-    let inner = tower::util::MapResultLayer::new(|_: Result<Response, Status>| {
-        Err::<Response, _>(Status::permission_denied("the inner layer refuses"))
-    });
-    let server = Server::builder()
-        .layer(outer)
-        .layer(inner)
-        .add_service(TestServer::new(TestService::new(probe)))
-        .bind("tcp://127.0.0.1:0")
-        .await
-        .expect("bind");
-    let channel = Channel::builder(server.local_addr().clone()).connect_lazy();
-    let serving = Serving::spawn(server);
-    let status = TestClient::new(channel).echo("x".into()).await.expect_err("refused by the layers");
-    assert_eq!(status.code(), Code::DataLoss, "{status}");
-    assert_eq!(status.message(), "the outer layer saw: the inner layer refuses");
+    let (serving, client) = serve(Server::builder().layer(support::outer_layer()).layer(support::inner_layer())).await;
+    let status = client.echo("x".into()).await.expect_err("refused by the layers");
+    support::assert_layered_in_order(&status);
+    drop(client);
     serving.shutdown().await.expect("serve succeeded");
 }
 

@@ -424,16 +424,10 @@ async fn the_clients_limits_hold_back_the_servers_calls() {
 #[tokio::test]
 async fn a_channels_layers_wrap_what_it_serves_first_added_outermost() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let outer = tower::util::MapResultLayer::new(|result: Result<zrpc_core::Response, Status>| {
-        result.map_err(|status| Status::data_loss(format!("the outer layer saw: {}", status.message())))
-    });
-    let inner = tower::util::MapResultLayer::new(|_: Result<zrpc_core::Response, Status>| {
-        Err::<zrpc_core::Response, _>(Status::permission_denied("the inner layer refuses"))
-    });
-    let ends = ends_with(Kind::Tcp, &dir, |s| s, |c| c.layer(outer).layer(inner)).await;
+    let layered = |c: ChannelBuilder| c.layer(support::outer_layer()).layer(support::inner_layer());
+    let ends = ends_with(Kind::Tcp, &dir, |s| s, layered).await;
     let status = ends.reverse().echo("x".into()).await.expect_err("refused by the layers");
-    assert_eq!(status.code(), Code::DataLoss, "{status}");
-    assert_eq!(status.message(), "the outer layer saw: the inner layer refuses");
+    support::assert_layered_in_order(&status);
     // The forward direction does not go through them.
     assert_eq!(HubClient::new(ends.channel.clone()).greet().await, Ok("client-7".to_owned()));
     ends.shutdown().await;

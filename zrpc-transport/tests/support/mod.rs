@@ -53,6 +53,32 @@ where
     panic!("never refused: {what}");
 }
 
+/// A layer that answers every call as this one: `outer` turns an error `e` into `DataLoss`
+/// "the outer layer saw: e", and `inner` refuses everything with `PermissionDenied` "the inner
+/// layer refuses". Stacked outer then inner, a call fails with "the outer layer saw: the inner
+/// layer refuses" exactly when the first layer added is the outermost.
+pub type ResultLayer = tower::util::MapResultLayer<fn(Result<Response, Status>) -> Result<Response, Status>>;
+
+/// The outer of the two [`ResultLayer`]s.
+pub fn outer_layer() -> ResultLayer {
+    tower::util::MapResultLayer::new(|result: Result<Response, Status>| {
+        result.map_err(|status| Status::data_loss(format!("the outer layer saw: {}", status.message())))
+    })
+}
+
+/// The inner of the two [`ResultLayer`]s.
+pub fn inner_layer() -> ResultLayer {
+    tower::util::MapResultLayer::new(|_: Result<Response, Status>| {
+        Err::<Response, _>(Status::permission_denied("the inner layer refuses"))
+    })
+}
+
+/// Checks that a call through [`outer_layer`] over [`inner_layer`] met them in that order.
+pub fn assert_layered_in_order(status: &Status) {
+    assert_eq!(status.code(), zrpc_core::Code::DataLoss, "{status}");
+    assert_eq!(status.message(), "the outer layer saw: the inner layer refuses");
+}
+
 /// A bound server serving in a task of its own until the test stops it through its
 /// [`ServerHandle`].
 #[derive(Debug)]
