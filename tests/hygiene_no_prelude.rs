@@ -12,6 +12,8 @@ pub trait Echo {
     /// Nothing back.
     #[zrpc(oneway, name = "fire")]
     async fn forget(&self);
+    /// Fails the call with a status when asked to.
+    async fn refuse(&self, refuse: bool) -> ::core::result::Result<u8, ::zrpc::Status>;
 }
 
 struct Impl;
@@ -30,6 +32,14 @@ impl Echo for Impl {
     }
 
     async fn forget(&self) {}
+
+    async fn refuse(&self, refuse: bool) -> ::core::result::Result<u8, ::zrpc::Status> {
+        if refuse {
+            ::core::result::Result::Err(::zrpc::Status::aborted("asked to"))
+        } else {
+            ::core::result::Result::Ok(2)
+        }
+    }
 }
 
 #[::core::prelude::v1::test]
@@ -44,5 +54,8 @@ fn calls_work_without_the_prelude() {
             ::core::result::Result::Err(::std::convert::From::from("asked to"))
         );
         client.forget().await.expect("call succeeds");
+        ::std::assert_eq!(client.refuse(false).await, ::core::result::Result::Ok(2));
+        let refused = client.refuse(true).await.expect_err("the handler refuses");
+        ::std::assert_eq!((refused.code(), refused.message()), (::zrpc::Code::Aborted, "asked to"));
     });
 }

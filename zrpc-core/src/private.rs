@@ -45,6 +45,25 @@ impl<T: Serialize + DeserializeOwned> Wire for T {}
 /// Compile-time check used by the expansion; never called at run time.
 pub fn assert_wire<T: Wire>() {}
 
+/// The error type of a method returning `Result<T, Status>` must be zrpc's [`Status`]: the
+/// macro recognises the shape by name, and this bound catches a user's own type of that name.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not `zrpc::Status`: a method returning `Result<T, Status>` fails calls with a zrpc status",
+    label = "not zrpc's `Status`",
+    note = "to return your own type as an application error, import it under another name \
+            (`use my::Status as MyStatus;`) or wrap it: only a type named `Status` is read as zrpc's"
+)]
+pub trait IsStatus {
+    /// The status.
+    fn into_status(self) -> Status;
+}
+
+impl IsStatus for Status {
+    fn into_status(self) -> Status {
+        self
+    }
+}
+
 fn encode_request<A: Serialize>(
     method: &'static MethodInfo,
     ctx: &Context,
@@ -166,6 +185,16 @@ impl Served {
             .encode_to_bytes(&output)
             .map_err(|e| Status::internal(format!("could not encode the result of {}: {e}", self.method)))?;
         Ok(Response::new(payload))
+    }
+
+    /// The response for a method returning `Result<T, Status>`: `T` encoded as by
+    /// [`Served::respond`], or the handler's status as the call's error, as it is (code, message,
+    /// details, and the unprocessed mark, which tells the caller it may retry elsewhere).
+    ///
+    /// # Errors
+    /// The handler's status, or `Internal` when `T` cannot be encoded.
+    pub fn respond_fallible<T: Serialize, S: IsStatus>(&self, output: Result<T, S>) -> Result<Response, Status> {
+        self.respond(output.map_err(IsStatus::into_status)?)
     }
 }
 

@@ -2,8 +2,11 @@
 //! what happened where.
 //!
 //! Application errors are not `Status`: they are part of a method's own return type and travel
-//! inside the response payload. A `Status` is what the framework itself reports — a deadline
-//! that passed, a method nobody serves, a connection that died.
+//! inside the response payload. A `Status` is what the framework reports — a deadline that
+//! passed, a method nobody serves, a connection that died — and what a handler declared
+//! `-> Result<T, Status>` fails a call with, when the failure is of a kind callers and
+//! middleware should act on (`Unavailable` is retried by the retry layer and counted by the
+//! breaker, `PermissionDenied` is not).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,10 +29,19 @@ pub enum Code {
     InvalidArgument = 3,
     /// The deadline passed before the call completed.
     DeadlineExceeded = 4,
-    /// The service or method does not exist on the server.
+    /// The service or method does not exist on the server, or what the call asked for does not.
     NotFound = 5,
+    /// What the call tried to create exists already.
+    AlreadyExists = 6,
     /// A limit was hit: a rate or concurrency limit, a frame size.
     ResourceExhausted = 8,
+    /// The system is not in the state the call needs (a non-empty directory to remove); the
+    /// caller should not retry until the state is fixed.
+    FailedPrecondition = 9,
+    /// The call lost a race with another (a transaction conflict); retry the whole sequence.
+    Aborted = 10,
+    /// An argument is past the valid range (reading past the end of a file).
+    OutOfRange = 11,
     /// The caller did not prove who it is.
     Unauthenticated = 16,
     /// The caller is known but not allowed.
@@ -53,8 +65,12 @@ impl Code {
             3 => Code::InvalidArgument,
             4 => Code::DeadlineExceeded,
             5 => Code::NotFound,
+            6 => Code::AlreadyExists,
             7 => Code::PermissionDenied,
             8 => Code::ResourceExhausted,
+            9 => Code::FailedPrecondition,
+            10 => Code::Aborted,
+            11 => Code::OutOfRange,
             12 => Code::Unimplemented,
             13 => Code::Internal,
             14 => Code::Unavailable,
@@ -78,7 +94,11 @@ impl Code {
             Code::InvalidArgument => "invalid argument",
             Code::DeadlineExceeded => "deadline exceeded",
             Code::NotFound => "not found",
+            Code::AlreadyExists => "already exists",
             Code::ResourceExhausted => "resource exhausted",
+            Code::FailedPrecondition => "failed precondition",
+            Code::Aborted => "aborted",
+            Code::OutOfRange => "out of range",
             Code::Unauthenticated => "unauthenticated",
             Code::PermissionDenied => "permission denied",
             Code::Unavailable => "unavailable",
@@ -173,8 +193,16 @@ constructors! {
     deadline_exceeded => DeadlineExceeded,
     /// A [`Code::NotFound`] status.
     not_found => NotFound,
+    /// A [`Code::AlreadyExists`] status.
+    already_exists => AlreadyExists,
     /// A [`Code::ResourceExhausted`] status.
     resource_exhausted => ResourceExhausted,
+    /// A [`Code::FailedPrecondition`] status.
+    failed_precondition => FailedPrecondition,
+    /// A [`Code::Aborted`] status.
+    aborted => Aborted,
+    /// A [`Code::OutOfRange`] status.
+    out_of_range => OutOfRange,
     /// A [`Code::Unauthenticated`] status.
     unauthenticated => Unauthenticated,
     /// A [`Code::PermissionDenied`] status.
@@ -224,7 +252,11 @@ mod tests {
             Code::InvalidArgument,
             Code::DeadlineExceeded,
             Code::NotFound,
+            Code::AlreadyExists,
             Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Aborted,
+            Code::OutOfRange,
             Code::Unauthenticated,
             Code::PermissionDenied,
             Code::Unavailable,

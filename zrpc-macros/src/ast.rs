@@ -67,8 +67,20 @@ pub(crate) struct Method {
     pub(crate) args: Vec<Arg>,
     /// The declared return type; `None` for `()`.
     pub(crate) output: Option<Type>,
+    /// When the return type is `Result<T, Status>`: the handler answers `T` or fails the call
+    /// with the status, so `T` is what travels in the payload.
+    pub(crate) fallible: Option<Fallible>,
     /// The generated arguments struct, `ServiceMethodArgs`.
     pub(crate) args_struct: Ident,
+}
+
+/// A return type `Result<T, Status>`, split: the handler answers `ok`, or fails the call with
+/// a framework status.
+pub(crate) struct Fallible {
+    /// `T`, encoded in the payload on success.
+    pub(crate) ok: Type,
+    /// `Status` as written; the expansion checks that it is zrpc's.
+    pub(crate) status: Type,
 }
 
 /// An argument other than the receiver.
@@ -154,6 +166,7 @@ impl Method {
             syn::ReturnType::Default => None,
             syn::ReturnType::Type(_, ty) => Some((**ty).clone()),
         };
+        let fallible = output.as_ref().and_then(Fallible::new);
         let args_struct = format_ident!(
             "{}{}Args",
             pascal_case(&service.unraw().to_string()),
@@ -169,8 +182,15 @@ impl Method {
             ctx,
             args,
             output,
+            fallible,
             args_struct,
         }
+    }
+
+    /// The type of a successful answer's payload: `T` of a `Result<T, Status>`, else the
+    /// declared type; `None` for `()`.
+    pub(crate) fn payload_type(&self) -> Option<&Type> {
+        self.fallible.as_ref().map(|f| &f.ok).or(self.output.as_ref())
     }
 
     /// The method's Rust name, which the trait and the client use.
@@ -195,6 +215,28 @@ pub(crate) fn is_context(ty: &Type) -> bool {
     let Type::Path(path) = &*reference.elem else { return false };
     path.qself.is_none()
         && path.path.segments.last().is_some_and(|last| last.ident == "Context" && last.arguments.is_none())
+}
+
+impl Fallible {
+    /// Splits `Result<T, Status>`: any path ending in `Result` with two type arguments, the
+    /// second a path ending in `Status`. Macros see no types, only names, so this is decided on
+    /// the names as written: a `Status` of the user's own is caught by the expansion's check,
+    /// with a message saying how to return it as an application error instead.
+    fn new(ty: &Type) -> Option<Fallible> {
+        let Type::Path(path) = ty else { return None };
+        let last = path.path.segments.last().filter(|_| path.qself.is_none())?;
+        let syn::PathArguments::AngleBracketed(generics) = &last.arguments else { return None };
+        let mut types = generics.args.iter().map(|arg| match arg {
+            syn::GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        });
+        let (Some(Some(ok)), Some(Some(status)), None) = (types.next(), types.next(), types.next()) else {
+            return None;
+        };
+        let named_status = matches!(status, Type::Path(p) if p.qself.is_none()
+            && p.path.segments.last().is_some_and(|s| s.ident == "Status" && s.arguments.is_none()));
+        (last.ident == "Result" && named_status).then(|| Fallible { ok: ok.clone(), status: status.clone() })
+    }
 }
 
 /// `hello_world` → `HelloWorld`; an already PascalCase name is kept.
@@ -224,6 +266,29 @@ mod tests {
         assert_eq!(pascal_case("get_user_by_id"), "GetUserById");
         assert_eq!(pascal_case("Greeter"), "Greeter");
         assert_eq!(pascal_case("_private__x"), "PrivateX");
+    }
+
+    #[test]
+    fn a_result_with_a_status_error_is_fallible() {
+        let yes: [Type; 3] = [
+            syn::parse_quote!(Result<String, Status>),
+            syn::parse_quote!(::core::result::Result<(), zrpc::Status>),
+            syn::parse_quote!(Result<Result<u8, AppError>, ::zrpc::Status>),
+        ];
+        let oks: [Type; 3] =
+            [syn::parse_quote!(String), syn::parse_quote!(()), syn::parse_quote!(Result<u8, AppError>)];
+        for (ty, ok) in yes.iter().zip(oks) {
+            let fallible = Fallible::new(ty).expect("fallible");
+            assert!(fallible.ok == ok, "the ok type of {}", quote::quote!(#ty));
+        }
+        let no: [Type; 5] = [
+            syn::parse_quote!(Result<String, AppError>),
+            syn::parse_quote!(Option<Status>),
+            syn::parse_quote!(Result<String>),
+            syn::parse_quote!(Result<String, Status<u8>>),
+            syn::parse_quote!(Status),
+        ];
+        assert!(!no.iter().any(|ty| Fallible::new(ty).is_some()));
     }
 
     #[test]

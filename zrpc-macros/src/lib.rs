@@ -21,6 +21,17 @@
 //! | `#[zrpc(idempotent)]` | the method may run twice: retries may resend it after a lost response |
 //! | `#[zrpc(oneway)]` | no response: the client's future resolves once the request is sent |
 //!
+//! What a method returns decides what its caller gets:
+//!
+//! | declared return type | the client method returns | a failure travels as |
+//! |---|---|---|
+//! | `T` (including `Result<T, AppError>`) | `Result<T, Status>` | the application error inside the payload, typed |
+//! | `Result<T, Status>` | `Result<T, Status>` | the handler's `zrpc::Status` as the call's error: code, message, details |
+//!
+//! The second shape is recognised by its names: a path ending in `Result` whose error type is a
+//! path ending in `Status`, which must be zrpc's (a compile error says so otherwise). Nest them,
+//! `Result<Result<T, AppError>, Status>`, to have both.
+//!
 //! Doc comments carry over to the generated items and `#[cfg]` on a method gates everything
 //! generated for it. Mistakes (a method that is not `async`, patterns as arguments, generics,
 //! `self` by value, a method named like a client method, unknown options...) are compile

@@ -264,7 +264,13 @@ fn check_output(method: &Method, errors: &mut Errors) {
         );
     }
     let unit = matches!(output, Type::Tuple(t) if t.elems.is_empty());
-    if let (Some(_), false) = (method.oneway, unit) {
+    if method.oneway.is_some() && method.fallible.is_some() {
+        errors.at_tokens(
+            output,
+            "a `#[zrpc(oneway)]` method sends no response, so a status it returned would reach nobody; remove the \
+             return type and log the failure in the handler, or remove the `oneway`",
+        );
+    } else if let (Some(_), false) = (method.oneway, unit) {
         errors.at_tokens(
             output,
             "a `#[zrpc(oneway)]` method sends no response, so it cannot return a value; remove the return type \

@@ -108,7 +108,7 @@ fn call_method(service: &Service, method: &Method) -> TokenStream {
     let args_struct = &method.args_struct;
     let idempotent = method.idempotent;
     let oneway = method.oneway.is_some();
-    let (output, call) = match (&method.output, oneway) {
+    let (output, call) = match (method.payload_type(), oneway) {
         (_, true) => (quote!(()), quote!(call_oneway)),
         (Some(ty), false) => (quote!(#ty), quote!(call)),
         (None, false) => (quote!(()), quote!(call)),

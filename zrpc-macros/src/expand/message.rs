@@ -32,7 +32,7 @@ fn args_struct(service: &Service, method: &Method) -> TokenStream {
             #vis #ident: #ty,
         }
     });
-    let checks = method.args.iter().map(|arg| &arg.ty).chain(&method.output).map(|ty| wire_check(&private, ty));
+    let checks = method.args.iter().map(|arg| &arg.ty).chain(method.payload_type()).map(|ty| wire_check(&private, ty));
     // The checks come first: rustc then reports the clear "cannot travel in a zrpc call" before
     // the errors of serde's derives on the same types.
     quote! {

@@ -5,8 +5,10 @@
 //! Dispatch is by wire name, `"Service.method"`: a request for another service or an unknown
 //! method is answered with `NotFound` naming it, never ignored.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
+use syn::Ident;
+use syn::spanned::Spanned;
 
 use super::private;
 use crate::ast::{Method, Service};
@@ -140,6 +142,13 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
     };
     let args_param = if method.args.is_empty() { quote!(_) } else { quote!(args) };
     let fields = method.args.iter().map(|arg| &arg.name);
+    // A `Result<T, Status>` answers `T` or fails the call with the status; any other type is
+    // the answer, application errors included.
+    // The name is spanned on `Status` as written: when it is not zrpc's, the error points there.
+    let respond = match &method.fallible {
+        Some(fallible) => Ident::new("respond_fallible", fallible.status.span()),
+        None => Ident::new("respond", Span::call_site()),
+    };
     quote! {
         #(#cfgs)*
         #wire => {
@@ -147,7 +156,7 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
             #private::boxed(#full, async move {
                 let served = #private::Served::new(&req);
                 let (#ctx_param, #args_param) = served.decode::<#args_struct>(req)?;
-                served.respond(<T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await)
+                served.#respond(<T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await)
             })
         }
     }
