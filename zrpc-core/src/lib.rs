@@ -10,6 +10,7 @@
 //! | [`codec`] | the [`Codec`] trait, [`Postcard`] (default) and JSON (feature `json`) |
 //! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
+//! | [`spread`] | [`Spread`]: one call to several endpoints at once, broadcast and fork |
 //! | [`balance`] | load-balancing policies ([`balance::Pick`]): p2c, least-active, random, (weighted) round-robin, consistent hash |
 //! | [`breaker`] | [`breaker::CircuitBreaker`]: a per-endpoint circuit breaker (closed / open / half-open) |
 //! | [`backoff`] | capped exponential backoff with jitter, shared by retries and reconnects |
@@ -36,6 +37,7 @@ pub mod peer;
 pub mod request;
 pub mod retry;
 pub mod router;
+pub mod spread;
 pub mod status;
 pub mod timeout;
 pub mod trace;
@@ -55,6 +57,7 @@ pub use peer::Peer;
 pub use request::{Method, Request, Response};
 pub use retry::{FailMode, RetryLayer};
 pub use router::{NamedService, Routable, Router};
+pub use spread::Spread;
 pub use status::{Code, Status};
 pub use timeout::TimeoutLayer;
 pub use trace::TraceContext;

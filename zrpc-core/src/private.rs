@@ -18,6 +18,7 @@ pub use crate::codec::CodecId;
 pub use crate::context::Context;
 pub use crate::request::{Method, Request, Response};
 pub use crate::router::NamedService;
+pub use crate::spread::{Answers, Spread};
 pub use crate::status::Status;
 
 /// What the client stub knows about a method besides its arguments.
@@ -101,9 +102,7 @@ where
     let service = service.clone();
     async move {
         let response = service.oneshot(request?).await?;
-        codec
-            .decode_shared(response.payload())
-            .map_err(|e| Status::data_loss(format!("could not decode the response of {}: {e}", method.name)))
+        decode_answer(codec, method, &response)
     }
 }
 
@@ -127,6 +126,68 @@ where
         service.oneshot(request?).await?;
         Ok(())
     }
+}
+
+/// Encodes `args` and sends them to every endpoint of `spread`, decoding each answer as a `T`.
+pub fn broadcast<S, A, T>(
+    spread: &S,
+    ctx: &Context,
+    codec: CodecId,
+    method: &'static MethodInfo,
+    args: A,
+) -> impl Future<Output = Answers<T>> + Send + 'static
+where
+    S: Spread,
+    A: Serialize,
+    T: DeserializeOwned,
+{
+    let sent = encode_request(method, ctx, codec, &args).map(|request| spread.broadcast(request));
+    async move {
+        match sent {
+            Ok(answers) => answers
+                .await
+                .into_iter()
+                .map(|(endpoint, answer)| {
+                    (endpoint, answer.and_then(|response| decode_answer(codec, method, &response)))
+                })
+                .collect(),
+            Err(status) => vec![(std::sync::Arc::from(""), Err(status))],
+        }
+    }
+}
+
+/// Encodes `args` and sends them to `n` endpoints of `spread` at once, decoding the first
+/// success as a `T`.
+pub fn fork<S, A, T>(
+    spread: &S,
+    ctx: &Context,
+    codec: CodecId,
+    method: &'static MethodInfo,
+    args: A,
+    n: usize,
+) -> impl Future<Output = Result<(std::sync::Arc<str>, T), Status>> + Send + 'static
+where
+    S: Spread,
+    A: Serialize,
+    T: DeserializeOwned,
+{
+    let sent = encode_request(method, ctx, codec, &args).map(|request| spread.fork(request, n));
+    async move {
+        let (endpoint, response) = sent?.await?;
+        Ok((endpoint, decode_answer(codec, method, &response)?))
+    }
+}
+
+/// A successful answer as a `T`: decoded from the payload, or `()` for a oneway method, which
+/// has none.
+fn decode_answer<T: DeserializeOwned>(codec: CodecId, method: &MethodInfo, response: &Response) -> Result<T, Status> {
+    if method.oneway {
+        let unit = serde::de::value::UnitDeserializer::<serde::de::value::Error>::new();
+        return T::deserialize(unit).map_err(|e| Status::internal(format!("{} is oneway: {e}", method.name)));
+    }
+    codec
+        .decode_shared(response.payload())
+        .map_err(|e| Status::data_loss(format!("could not decode the response of {}: {e}", method.name)))
 }
 
 /// A request being served: what answering it needs once its arguments are taken out.

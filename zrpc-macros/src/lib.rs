@@ -8,7 +8,8 @@
 //! |---|---|
 //! | `trait Greeter` | the trait, each method returning a `Send` future; implement it with `async fn` |
 //! | `GreeterHelloArgs` | one serde struct per method holding its arguments (not the context) |
-//! | `GreeterClient<S>` | the client: `new(service)`, `with_context`, `with_codec`, and `hello(name)` returning `Result<String, Status>` |
+//! | `GreeterClient<S>` | the client: `new(service)`, `with_context`, `with_codec`, `broadcast()`, `fork(n)`, and `hello(name)` returning `Result<String, Status>` |
+//! | `GreeterBroadcast<S>`, `GreeterFork<S>` | the client's views from `broadcast()` and `fork(n)` over a `Spread` (a `Client`, a server's `Peers`): `hello(name)` returning every endpoint's `(name, Result<String, Status>)`, or the first success and its endpoint |
 //! | `GreeterServer<T>` | a `tower::Service<Request>` that calls a `T: Greeter`, and a `NamedService` for routing |
 //!
 //! A method is addressed on the wire as `"Greeter.hello"`. Options:

@@ -14,7 +14,7 @@ use syn::{FnArg, Pat, TraitItem, Type};
 use crate::ast::{self, Arg, Method, Service, WireName};
 
 /// Names of the generated client's own methods, which a service method may not take.
-const CLIENT_METHODS: [&str; 5] = ["new", "with_context", "with_codec", "inner", "into_inner"];
+const CLIENT_METHODS: [&str; 7] = ["new", "with_context", "with_codec", "inner", "into_inner", "broadcast", "fork"];
 
 /// Errors collected while reading and checking a service.
 #[derive(Default)]

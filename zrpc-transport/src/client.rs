@@ -33,7 +33,10 @@
 //! get no more calls; their connections close once their calls in flight are done.
 //!
 //! Besides ordinary calls, [`Client::broadcast`] sends a request to every endpoint and
-//! [`Client::fork`] to several at once, keeping the first success.
+//! [`Client::fork`] to several at once, keeping the first success. A client is a
+//! [`Spread`](zrpc_core::spread::Spread), so the generated clients' views call them typed:
+//! `GreeterClient::new(client).broadcast().hello(..)` answers with every endpoint's address and
+//! result, `.fork(2).hello(..)` with the first success and its endpoint.
 //!
 //! # Deadlines
 //!
@@ -74,7 +77,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::future::{self, BoxFuture, Ready};
+use futures::future::{self, Ready};
 use pin_project_lite::pin_project;
 use tower::util::Either;
 use tower::{Service, ServiceExt};
@@ -83,6 +86,7 @@ use zrpc_core::breaker::{BreakerConfig, CircuitBreaker};
 use zrpc_core::discover::{Discover, Filter, Instance, Static};
 use zrpc_core::limit::concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 use zrpc_core::retry::{Retry, RetryLayer, TpsBudget};
+use zrpc_core::spread::{self, Answers, Spread};
 use zrpc_core::timeout::Timeout;
 use zrpc_core::{FailMode, Request, Response, Routable, Router, Status};
 
@@ -95,9 +99,6 @@ const ORIGIN: &str = "the client's default";
 
 /// How each endpoint's channels are configured, after the client's name is set.
 type Configure = Arc<dyn Fn(ChannelBuilder) -> ChannelBuilder + Send + Sync>;
-
-/// One call of a fork: the endpoint's answer, with its address.
-type Forked = BoxFuture<'static, Result<(Arc<str>, Response), Status>>;
 
 /// Builds a [`Client`]; see [`Client::builder`].
 pub struct ClientBuilder {
@@ -488,22 +489,11 @@ impl Client {
         let n = if n == 0 { usize::MAX } else { n };
         let request = self.with_default_deadline(request);
         let endpoints = self.spread(&request, n).await?;
-        let tried = endpoints.len();
-        let calls: Vec<Forked> = endpoints
+        let calls = endpoints
             .into_iter()
-            .map(|(address, endpoint)| -> Forked {
-                let call = self.call_endpoint(&endpoint, request.clone());
-                Box::pin(async move { call.await.map(|response| (address, response)) })
-            })
+            .map(|(address, endpoint)| (address, self.call_endpoint(&endpoint, request.clone())))
             .collect();
-        futures::future::select_ok(calls).await.map(|(won, _rest)| won).map_err(|last| {
-            if tried <= 1 {
-                return last;
-            }
-            let message = format!("{}; {tried} endpoints tried", last.message());
-            let status = Status::new(last.code(), message).with_details(last.details().clone());
-            if last.is_unprocessed() { status.mark_unprocessed() } else { status }
-        })
+        spread::first_success(request.method().as_str(), calls).await
     }
 
     /// The endpoints a broadcast or fork of `request` to up to `n` endpoints goes to: available
@@ -547,6 +537,24 @@ impl Client {
             Some(limit) => Either::Left(Timeout::new(service, limit)),
             None => Either::Right(service),
         }
+    }
+}
+
+/// Over the endpoints discovery gives the client: [`Client::broadcast`] and [`Client::fork`],
+/// for the generated clients' `broadcast()` and `fork(n)` views.
+impl Spread for Client {
+    fn broadcast(&self, request: Request) -> impl Future<Output = Answers<Response>> + Send + 'static {
+        let client = self.clone();
+        async move { Client::broadcast(&client, request).await }
+    }
+
+    fn fork(
+        &self,
+        request: Request,
+        n: usize,
+    ) -> impl Future<Output = Result<(Arc<str>, Response), Status>> + Send + 'static {
+        let client = self.clone();
+        async move { Client::fork(&client, request, n).await }
     }
 }
 

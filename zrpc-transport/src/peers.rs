@@ -25,10 +25,11 @@
 //! // One peer, by name: resolved at each call, `Unavailable` (unprocessed) while not connected.
 //! NotifyClient::new(peers.named("alice")).notify("hello".into()).await?;
 //! // Every connected peer, concurrently, typed:
-//! let answers = peers.broadcast(|peer| async move { NotifyClient::new(peer).notify("to all".into()).await }).await;
-//! for (name, answer) in answers {
+//! for (name, answer) in NotifyClient::new(peers.clone()).broadcast().notify("to all".into()).await {
 //!     println!("{name}: {answer:?}");
 //! }
+//! // Or anything per peer:
+//! let alive = peers.broadcast(|peer| async move { peer.is_connected() }).await;
 //! // Arrivals and departures, starting with those connected now:
 //! let mut watch = peers.watch();
 //! while let Some(event) = watch.next().await {
@@ -70,7 +71,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::broadcast;
+use tower::Service;
 use zrpc_core::peer::Link;
+use zrpc_core::spread::{self, Answers, Spread};
 use zrpc_core::{Peer, Request, Response, Status};
 
 use crate::conn::Shared;
@@ -257,6 +260,34 @@ impl Peers {
     }
 }
 
+/// Over the connected peers, listed as [`all`](Peers::all) lists them: the generated clients'
+/// `broadcast()` and `fork(n)` views over a directory call every peer, or the first `n`, typed
+/// (`NotifyClient::new(peers).broadcast().notify(..)`).
+impl Spread for Peers {
+    fn broadcast(&self, request: Request) -> impl Future<Output = Answers<Response>> + Send + 'static {
+        let calls: Vec<_> =
+            self.listed().into_iter().map(|(name, mut peer)| (name, peer.call(request.clone()))).collect();
+        async move {
+            if calls.is_empty() {
+                let status = Status::unavailable(format!("{} not sent: no peer is connected", request.method()));
+                return vec![(Arc::from(""), Err(status.mark_unprocessed()))];
+            }
+            let (names, calls): (Vec<_>, Vec<_>) = calls.into_iter().unzip();
+            names.into_iter().zip(futures::future::join_all(calls).await).collect()
+        }
+    }
+
+    fn fork(
+        &self,
+        request: Request,
+        n: usize,
+    ) -> impl Future<Output = Result<(Arc<str>, Response), Status>> + Send + 'static {
+        let n = if n == 0 { usize::MAX } else { n };
+        let calls: Vec<_> =
+            self.listed().into_iter().take(n).map(|(name, mut peer)| (name, peer.call(request.clone()))).collect();
+        async move { spread::first_success(request.method().as_str(), calls).await }
+    }
+}
 impl fmt::Debug for Peers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Peers").field("names", &self.names()).finish()

@@ -78,10 +78,19 @@ async fn clients_are_listed_by_name_called_by_name_and_broadcast_to() {
     let to_alice = WhoamiClient::new(peers.named("alice"));
     assert_eq!(to_alice.tag("hi".into()).await, Ok("hi to alice-1 from hub".to_owned()));
 
-    // Broadcast: every client, typed, with its name.
-    let mut answers = peers.broadcast(|peer| async move { WhoamiClient::new(peer).whoami().await }).await;
+    // Broadcast: every client, typed, with its name; through the generated client's view, or
+    // a closure per peer.
+    let everyone = WhoamiClient::new(peers.clone());
+    let mut answers = everyone.broadcast().whoami().await;
     answers.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(answers, [(Arc::from("alice"), Ok("alice-1".to_owned())), (Arc::from("bob"), Ok("bob-1".to_owned()))]);
+    let mut answers = peers.broadcast(|peer| async move { WhoamiClient::new(peer).tag("all".into()).await }).await;
+    answers.sort_by(|a, b| a.0.cmp(&b.0));
+    let tagged = |to: &str| Ok(format!("all to {to} from hub"));
+    assert_eq!(answers, [(Arc::from("alice"), tagged("alice-1")), (Arc::from("bob"), tagged("bob-1"))]);
+    // Fork: the first of them to answer.
+    let (name, answer) = everyone.fork(0).whoami().await.expect("both answer");
+    assert!(matches!((&*name, answer.as_str()), ("alice", "alice-1") | ("bob", "bob-1")), "{name}: {answer}");
 
     // A client that leaves is unlisted, and calls by its name are refused, unprocessed.
     drop(alice);
@@ -95,6 +104,10 @@ async fn clients_are_listed_by_name_called_by_name_and_broadcast_to() {
     drop(bob);
     assert_eq!(next(&mut watch).await, (false, "bob".into()));
     assert!(peers.is_empty());
+    let nobody = everyone.broadcast().whoami().await;
+    assert!(matches!(&nobody[..], [(name, Err(status))] if name.is_empty() && status.is_unprocessed()), "{nobody:?}");
+    let status = everyone.fork(1).whoami().await.expect_err("nobody to ask");
+    assert_eq!((status.code(), status.is_unprocessed()), (Code::Unavailable, true), "{status}");
     serving.shutdown().await.expect("serve succeeded");
 }
 

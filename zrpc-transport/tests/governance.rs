@@ -19,7 +19,7 @@ use tower::retry::budget::TpsBudget;
 use zrpc_core::balance::{P2c, RoundRobin};
 use zrpc_core::breaker::BreakerConfig;
 use zrpc_core::discover::{Change, Instance, Static};
-use zrpc_core::{Code, FailMode, Request, Status};
+use zrpc_core::{Code, FailMode, Status};
 use zrpc_transport::{Address, Backoff, Client, ClientBuilder};
 
 /// A client over `addresses` that never waits between retries (the backoff is not under test
@@ -388,18 +388,13 @@ async fn broadcast_reaches_every_endpoint_once_and_reports_each() {
         RunningNode::start("two", Mode::Answer).await,
         RunningNode::start("three", Mode::Fail(Code::Internal)).await,
     ];
-    let client = client_over(&[&servers[0].address, &servers[1].address, &servers[2].address]).build();
-    let request = || Request::new("Node.work", postcard_string("all")).with_idempotent(true);
+    let node = NodeClient::new(client_over(&[&servers[0].address, &servers[1].address, &servers[2].address]).build());
 
     // The first broadcast also starts discovery; the second finds the set known.
     for round in 1..=2 {
-        let results = within("a broadcast", client.broadcast(request())).await;
-        let mut seen: Vec<(String, Result<String, Code>)> = results
-            .into_iter()
-            .map(|(address, result)| {
-                (address.to_string(), result.map(|r| decode_string(r.payload())).map_err(|s| s.code()))
-            })
-            .collect();
+        let answers = within("a broadcast", node.broadcast().work("all".into())).await;
+        let mut seen: Vec<(String, Result<String, Code>)> =
+            answers.into_iter().map(|(address, answer)| (address.to_string(), answer.map_err(|s| s.code()))).collect();
         seen.sort();
         let mut expected: Vec<(String, Result<String, Code>)> = vec![
             (servers[0].address.to_string(), Ok("one".into())),
@@ -416,36 +411,22 @@ async fn broadcast_reaches_every_endpoint_once_and_reports_each() {
 async fn fork_returns_the_first_success_and_cancels_the_rest() {
     let mut holding = RunningNode::start("holding", Mode::Hold).await;
     let mut gated = RunningNode::start("gated", Mode::Gate).await;
-    let client = client_over(&[&holding.address, &gated.address]).build();
+    let node = NodeClient::new(client_over(&[&holding.address, &gated.address]).build());
 
-    let request = Request::new("Node.work", postcard_string("forked")).with_idempotent(true);
-    let fork = tokio::spawn({
-        let client = client.clone();
-        async move { client.fork(request, 2).await }
-    });
+    let fork = tokio::spawn(node.fork(2).work("forked".into()));
     // Both calls are running on their servers before either can answer.
     assert_eq!(holding.events.next().await, Seen::Started("forked".into()));
     assert_eq!(gated.events.next().await, Seen::Started("forked".into()));
     gated.events.release();
-    let (address, response) = within("a fork", fork).await.expect("the fork's task").expect("one succeeded");
-    assert_eq!(&*address, gated.address.to_string());
-    assert_eq!(decode_string(response.payload()), "gated");
+    let (address, answer) = within("a fork", fork).await.expect("the fork's task").expect("one succeeded");
+    assert_eq!((&*address, answer.as_str()), (gated.address.to_string().as_str(), "gated"));
     assert_eq!(holding.events.next().await, Seen::Dropped("forked".into()), "the loser was cancelled on the wire");
 
     holding.set_mode(Mode::Fail(Code::Unavailable));
     gated.set_mode(Mode::Fail(Code::Internal));
-    let request = Request::new("Node.work", postcard_string("doomed")).with_idempotent(true);
-    let status = within("a fork that fails", client.fork(request, 0)).await.expect_err("both failed");
+    let status = within("a fork that fails", node.fork(0).work("doomed".into())).await.expect_err("both failed");
     assert!(status.message().contains("2 endpoints tried"), "{status}");
     assert_eq!(calls(&[&holding, &gated]), [2, 2], "one call each per fork");
-}
-
-fn postcard_string(text: &str) -> bytes::Bytes {
-    zrpc_core::CodecId::Postcard.encode_to_bytes(&text.to_owned()).expect("encodes")
-}
-
-fn decode_string(payload: &[u8]) -> String {
-    zrpc_core::CodecId::Postcard.decode(payload).expect("a string")
 }
 
 // ---------------------------------------------------------------------------------------------

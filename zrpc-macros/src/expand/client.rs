@@ -7,6 +7,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
+use syn::Ident;
 
 use super::private;
 use crate::ast::{Method, Service};
@@ -23,6 +24,9 @@ pub(crate) fn client(service: &Service) -> TokenStream {
         service.wire_name.value
     );
     let methods = service.methods.iter().map(|method| call_method(service, method));
+    let broadcast = format_ident!("{}Broadcast", trait_ident);
+    let fork = format_ident!("{}Fork", trait_ident);
+    let spread = spread_views(service, &broadcast, &fork);
     quote! {
         #[doc = #doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
@@ -73,6 +77,26 @@ pub(crate) fn client(service: &Service) -> TokenStream {
             #vis fn into_inner(self) -> S {
                 self.inner
             }
+
+            /// A view of this client whose calls go to every endpoint at once, each answering
+            /// for itself: over a `zrpc::Client`, every endpoint discovery gives it; over a
+            /// `zrpc::Peers`, every connected peer. See `zrpc::spread`.
+            #vis fn broadcast(&self) -> #broadcast<S>
+            where
+                S: ::core::clone::Clone,
+            {
+                #broadcast { inner: ::core::clone::Clone::clone(&self.inner), ctx: ::core::clone::Clone::clone(&self.ctx), codec: self.codec }
+            }
+
+            /// A view of this client whose calls go to `n` endpoints at once (all when `n` is 0)
+            /// and answer with the first success and the endpoint that gave it; the other calls
+            /// are cancelled. See `zrpc::spread`.
+            #vis fn fork(&self, n: usize) -> #fork<S>
+            where
+                S: ::core::clone::Clone,
+            {
+                #fork { inner: ::core::clone::Clone::clone(&self.inner), ctx: ::core::clone::Clone::clone(&self.ctx), codec: self.codec, n }
+            }
         }
 
         impl<S> #client<S>
@@ -85,6 +109,8 @@ pub(crate) fn client(service: &Service) -> TokenStream {
         {
             #(#methods)*
         }
+
+        #spread
     }
 }
 
@@ -94,25 +120,15 @@ fn call_method(service: &Service, method: &Method) -> TokenStream {
     let vis = service.vis();
     let cfgs = method.cfgs();
     let name = method.ident();
-    let full = service.full_name(method);
     let mut docs: Vec<TokenStream> = method.docs().map(|doc| quote!(#doc)).collect();
     if docs.is_empty() {
-        let doc = format!("Calls [`{}::{name}`] (`{}`) on the server.", service.ident(), full.value());
+        let doc =
+            format!("Calls [`{}::{name}`] (`{}`) on the server.", service.ident(), service.full_name(method).value());
         docs.push(quote!(#[doc = #doc]));
     }
-    let params = method.args.iter().map(|arg| {
-        let (ident, ty) = (&arg.name, &arg.ty);
-        quote!(#ident: #ty)
-    });
-    let fields = method.args.iter().map(|arg| &arg.name);
-    let args_struct = &method.args_struct;
-    let idempotent = method.idempotent;
-    let oneway = method.oneway.is_some();
-    let (output, call) = match (method.payload_type(), oneway) {
-        (_, true) => (quote!(()), quote!(call_oneway)),
-        (Some(ty), false) => (quote!(#ty), quote!(call)),
-        (None, false) => (quote!(()), quote!(call)),
-    };
+    let (params, sent) = call_pieces(service, method);
+    let call = if method.oneway.is_some() { quote!(call_oneway) } else { quote!(call) };
+    let output = answer_type(method);
     quote! {
         #(#cfgs)*
         #(#docs)*
@@ -121,13 +137,121 @@ fn call_method(service: &Service, method: &Method) -> TokenStream {
                 + ::core::marker::Send
                 + 'static
         {
-            #private::#call(
-                &self.inner,
-                &self.ctx,
-                self.codec,
-                &#private::MethodInfo { name: #full, idempotent: #idempotent, oneway: #oneway },
-                #args_struct { #(#fields),* },
-            )
+            #private::#call(#sent)
+        }
+    }
+}
+
+/// What a successful call answers: the payload's type, `()` for a oneway method.
+fn answer_type(method: &Method) -> TokenStream {
+    match (method.payload_type(), method.oneway) {
+        (Some(ty), None) => quote!(#ty),
+        _ => quote!(()),
+    }
+}
+
+/// What every view's call method shares: its parameters, and the arguments every `__private`
+/// call function starts with (`&self.inner, &self.ctx, self.codec, &MethodInfo, ArgsStruct`).
+fn call_pieces(service: &Service, method: &Method) -> (Vec<TokenStream>, TokenStream) {
+    let private = private(service);
+    let full = service.full_name(method);
+    let params = method
+        .args
+        .iter()
+        .map(|arg| {
+            let (ident, ty) = (&arg.name, &arg.ty);
+            quote!(#ident: #ty)
+        })
+        .collect();
+    let fields = method.args.iter().map(|arg| &arg.name);
+    let args_struct = &method.args_struct;
+    let (idempotent, oneway) = (method.idempotent, method.oneway.is_some());
+    let sent = quote! {
+        &self.inner,
+        &self.ctx,
+        self.codec,
+        &#private::MethodInfo { name: #full, idempotent: #idempotent, oneway: #oneway },
+        #args_struct { #(#fields),* },
+    };
+    (params, sent)
+}
+
+/// `XBroadcast<S>` and `XFork<S>`: the client's methods over a `Spread`, answering per endpoint.
+fn spread_views(service: &Service, broadcast: &Ident, fork: &Ident) -> TokenStream {
+    let private = private(service);
+    let (vis, trait_ident) = (service.vis(), service.ident());
+    let client = format_ident!("{}Client", trait_ident);
+    let broadcast_doc = format!(
+        "[`{client}`]'s calls sent to every endpoint at once, from [`{client}::broadcast`]: each method answers with \
+         every endpoint's name and result."
+    );
+    let fork_doc = format!(
+        "[`{client}`]'s calls sent to several endpoints at once, from [`{client}::fork`]: each method answers with \
+         the first success and the endpoint that gave it."
+    );
+    let broadcasts = service.methods.iter().map(|method| spread_method(service, method, Spread::Broadcast));
+    let forks = service.methods.iter().map(|method| spread_method(service, method, Spread::Fork));
+    let bounds = quote!(S: #private::Spread);
+    quote! {
+        #[doc = #broadcast_doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #broadcast<S> {
+            inner: S,
+            ctx: #private::Context,
+            codec: #private::CodecId,
+        }
+
+        impl<S> #broadcast<S> where #bounds {
+            #(#broadcasts)*
+        }
+
+        #[doc = #fork_doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #fork<S> {
+            inner: S,
+            ctx: #private::Context,
+            codec: #private::CodecId,
+            n: usize,
+        }
+
+        impl<S> #fork<S> where #bounds {
+            #(#forks)*
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Spread {
+    Broadcast,
+    Fork,
+}
+
+/// One method of a spread view: as the client's, answering per endpoint.
+fn spread_method(service: &Service, method: &Method, spread: Spread) -> TokenStream {
+    let private = private(service);
+    let vis = service.vis();
+    let cfgs = method.cfgs();
+    let name = method.ident();
+    let full = service.full_name(method).value();
+    let (params, sent) = call_pieces(service, method);
+    let answer = answer_type(method);
+    let (output, call, doc) = match spread {
+        Spread::Broadcast => (
+            quote!(#private::Answers<#answer>),
+            quote!(#private::broadcast(#sent)),
+            format!("Calls `{full}` on every endpoint at once: each endpoint's name with its result."),
+        ),
+        Spread::Fork => (
+            quote!(::core::result::Result<(::std::sync::Arc<str>, #answer), #private::Status>),
+            quote!(#private::fork(#sent self.n)),
+            format!("Calls `{full}` on several endpoints at once: the first success and its endpoint."),
+        ),
+    };
+    quote! {
+        #(#cfgs)*
+        #[doc = #doc]
+        #vis fn #name(&self, #(#params),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static {
+            #call
         }
     }
 }
