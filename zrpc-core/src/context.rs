@@ -287,6 +287,11 @@ impl Context {
         self.trace = trace;
     }
 
+    /// The trace, set to `make()` first if there is none.
+    pub fn trace_or_insert_with(&mut self, make: impl FnOnce() -> TraceContext) -> &TraceContext {
+        self.trace.get_or_insert_with(make)
+    }
+
     /// The balancing hints.
     pub fn hints(&self) -> &Hints {
         &self.hints

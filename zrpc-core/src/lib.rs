@@ -19,10 +19,12 @@
 //! | [`timeout`] | [`TimeoutLayer`]: whole-call and per-attempt deadlines |
 //! | [`retry`] | [`RetryLayer`] and [`FailMode`]: failfast, failover, failtry, failbackup; backoff and retry budget |
 //! | [`metadata`], [`trace`] | call metadata and W3C trace context |
+//! | [`observe`] | a `tracing` span per call on each side, and metrics through the `metrics` facade (feature `metrics`) |
 //! | [`zero_copy`] | [`Text`] and [`Blob`]: strings and bytes decoded as slices of the frame, without copying |
 //!
 //! # Features
 //! - `json`: the JSON codec.
+//! - `metrics`: counters, gauges and histograms of calls through the `metrics` facade.
 
 pub mod backoff;
 pub mod balance;
@@ -33,6 +35,7 @@ pub mod discover;
 pub mod identity;
 pub mod limit;
 pub mod metadata;
+pub mod observe;
 pub mod peer;
 pub mod request;
 pub mod retry;

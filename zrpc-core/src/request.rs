@@ -38,6 +38,15 @@ impl Method {
         self.as_str().rsplit_once('.').map_or("", |(service, _)| service)
     }
 
+    /// The name, when it is a `&'static str`: one the process defines (a generated client's, a
+    /// method a server serves), never one a peer made up. Observability labels only those.
+    pub fn as_static(&self) -> Option<&'static str> {
+        match &self.0 {
+            MethodRepr::Static(s) => Some(s),
+            MethodRepr::Shared(_) => None,
+        }
+    }
+
     /// The part after the last `.`: the method's own name.
     pub fn name(&self) -> &str {
         let full = self.as_str();

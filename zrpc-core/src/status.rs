@@ -85,6 +85,29 @@ impl Code {
         self as u8
     }
 
+    /// The code's name as written here, `NotFound`: what metrics and spans label calls with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::Ok => "Ok",
+            Code::Cancelled => "Cancelled",
+            Code::Unknown => "Unknown",
+            Code::InvalidArgument => "InvalidArgument",
+            Code::DeadlineExceeded => "DeadlineExceeded",
+            Code::NotFound => "NotFound",
+            Code::AlreadyExists => "AlreadyExists",
+            Code::ResourceExhausted => "ResourceExhausted",
+            Code::Unauthenticated => "Unauthenticated",
+            Code::PermissionDenied => "PermissionDenied",
+            Code::FailedPrecondition => "FailedPrecondition",
+            Code::Aborted => "Aborted",
+            Code::OutOfRange => "OutOfRange",
+            Code::Unavailable => "Unavailable",
+            Code::Internal => "Internal",
+            Code::Unimplemented => "Unimplemented",
+            Code::DataLoss => "DataLoss",
+        }
+    }
+
     /// A short lowercase description, as used by `Display`.
     pub fn description(self) -> &'static str {
         match self {
@@ -266,6 +289,7 @@ mod tests {
         ];
         for code in codes {
             assert_eq!(Code::from_u8(code.as_u8()), code);
+            assert_eq!(code.name(), format!("{code:?}"), "the name is the variant's");
         }
         assert_eq!(Code::from_u8(200), Code::Unknown);
     }

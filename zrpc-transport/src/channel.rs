@@ -595,7 +595,7 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
         let (conn, handle) =
             Connection::new(stream, Role::Connector, config.mux(), served.service(), served.router.clone(), None);
         let peer = handle.peer(config.peer_default);
-        let conn = conn.with_peer(peer.clone());
+        let conn = conn.with_peer(peer.clone()).with_endpoint(address.to_string().into());
         let run = peers::listed_while(conn.run(), handle.shared().clone(), peer, config.directory.clone());
         // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
         // connect timeout, or the channel dropped) must close its socket now, not at the

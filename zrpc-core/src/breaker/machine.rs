@@ -105,6 +105,15 @@ impl Machine {
         (self.generation << 2) | phase
     }
 
+    /// The phase a [`tag`](Machine::tag) names: `closed`, `open` or `half_open`.
+    pub(crate) fn phase_name(tag: u64) -> &'static str {
+        match tag & 0b11 {
+            TAG_CLOSED => "closed",
+            TAG_OPEN => "open",
+            _ => "half_open",
+        }
+    }
+
     /// The generation a [`tag`](Machine::tag) names, if it was taken while closed.
     pub(crate) fn closed_generation(tag: u64) -> Option<u64> {
         (tag & 0b11 == TAG_CLOSED).then_some(tag >> 2)

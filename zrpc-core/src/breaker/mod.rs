@@ -84,7 +84,7 @@ mod machine;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -126,13 +126,16 @@ impl<S> CircuitBreaker<S> {
     /// A closed breaker in front of `inner`.
     pub fn new(inner: S, config: BreakerConfig) -> CircuitBreaker<S> {
         let machine = Machine::new(config, Instant::now());
-        let shared = Shared { tag: AtomicU64::new(machine.tag()), machine: Mutex::new(machine) };
+        let shared = Shared { tag: AtomicU64::new(machine.tag()), machine: Mutex::new(machine), name: OnceLock::new() };
         CircuitBreaker { inner, shared: Arc::new(shared), name: None }
     }
 
     /// Names the endpoint in the breaker's errors, e.g. its address.
     pub fn with_name(mut self, name: impl Into<Arc<str>>) -> CircuitBreaker<S> {
-        self.name = Some(name.into());
+        let name = name.into();
+        // The breaker's transitions are counted under its first name (feature `metrics`).
+        let _ = self.shared.name.set(name.clone());
+        self.name = Some(name);
         self
     }
 
@@ -245,6 +248,8 @@ struct Shared {
     /// the lock. Written only under the lock; a stale read at worst admits a call that races
     /// with the breaker opening, which was in flight anyway, and whose outcome is then ignored.
     tag: AtomicU64,
+    /// The endpoint's name, for the transitions' metric.
+    name: OnceLock<Arc<str>>,
 }
 
 impl Shared {
@@ -259,8 +264,17 @@ impl Shared {
         }
         let mut machine = self.lock();
         let admitted = machine.admit(Instant::now());
-        self.tag.store(machine.tag(), Ordering::Release);
+        self.store_tag(machine.tag());
         admitted
+    }
+
+    /// Publishes the machine's new tag, counting a transition when the phase changed.
+    fn store_tag(&self, tag: u64) {
+        let before = self.tag.swap(tag, Ordering::AcqRel);
+        if before != tag {
+            let name = self.name.get().map_or("", |name| name);
+            crate::observe::record_breaker(name, Machine::phase_name(tag));
+        }
     }
 
     fn finish(&self, ticket: Ticket, outcome: Outcome) {
@@ -270,7 +284,7 @@ impl Shared {
         }
         let mut machine = self.lock();
         machine.finish(ticket, outcome, Instant::now());
-        self.tag.store(machine.tag(), Ordering::Release);
+        self.store_tag(machine.tag());
     }
 
     fn would_admit(&self) -> bool {

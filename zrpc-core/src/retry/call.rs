@@ -158,6 +158,7 @@ where
         }
         record = PickRecord::new();
         let req = call.attempt(record.clone(), &tried, pinned.as_ref());
+        crate::observe::record_retry(req.method());
         result = svc.clone().oneshot(req).await;
         attempts = attempts.saturating_add(1);
     }
@@ -193,6 +194,7 @@ where
             return Err(summarise(status, 1, Some(Stop::Budget)));
         }
         let req = call.attempt(PickRecord::new(), &exclude, None);
+        crate::observe::record_retry(req.method());
         return svc.oneshot(req).await.map_err(|status| summarise(status, 2, None));
     }
 
@@ -202,6 +204,7 @@ where
         return first.await;
     }
     let req = call.attempt(PickRecord::new(), &exclude, None);
+    crate::observe::record_retry(req.method());
     let second = pin!(svc.oneshot(req));
     // Returning drops whichever attempt is still running, which cancels it on the wire.
     match select(first, second).await {

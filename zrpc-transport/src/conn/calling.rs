@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, mpsc, oneshot};
+use zrpc_core::observe::{MetricsCache, Observed, Side};
 use zrpc_core::peer::{Link, Peer};
 use zrpc_core::{Method, Request, Response, Status};
 
@@ -55,6 +56,12 @@ pub(crate) struct Shared {
     /// Woken when the stats cross a line worth waiting for: reading pauses or resumes, calls
     /// start or stop waiting (see [`Shared::publish`]); the server's, for its handle.
     observer: OnceLock<Arc<Notify>>,
+    /// What this side's calls are labelled with: the address a channel connects to; else the
+    /// peer's name, as known at the first call.
+    pub(super) endpoint: OnceLock<Arc<str>>,
+    /// The metric handles of the methods called through this connection.
+    #[cfg(feature = "metrics")]
+    metrics: Mutex<Option<MetricsCache>>,
 }
 
 impl Shared {
@@ -69,7 +76,26 @@ impl Shared {
             identity: OnceLock::new(),
             stats: Mutex::new(ConnectionStats::default()),
             observer: OnceLock::new(),
+            endpoint: OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            metrics: Mutex::new(None),
         }
+    }
+
+    /// Starts observing a call this side sends (see [`zrpc_core::observe`]).
+    fn observe_call(&self, request: &mut Request) -> Observed {
+        let endpoint = match self.endpoint.get() {
+            Some(endpoint) => endpoint,
+            None => self.peer_name(),
+        };
+        #[cfg(feature = "metrics")]
+        {
+            let mut cache = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = cache.get_or_insert_with(|| MetricsCache::new(Side::Client, Some(endpoint.into())));
+            Observed::client(request, endpoint, cache)
+        }
+        #[cfg(not(feature = "metrics"))]
+        Observed::client(request, endpoint, &mut MetricsCache::new(Side::Client, None))
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
@@ -211,14 +237,16 @@ impl Handle {
     }
 
     /// [`call`](Handle::call), the future keeping this handle's sender and state.
-    fn into_call(self, request: Request) -> CallFuture {
+    fn into_call(self, mut request: Request) -> CallFuture {
         let Handle { commands, shared } = self;
         let id = shared.ids.next();
         let method = request.method().clone();
+        let observed = shared.observe_call(&mut request);
         let (reply, answer) = oneshot::channel();
         if commands.send(Command::Call { id, request, reply }).is_err() {
-            let status = closed_status(&shared, &method).mark_unprocessed();
-            return CallFuture { state: CallState::Failed(Some(status)) };
+            let failed = Err(closed_status(&shared, &method).mark_unprocessed());
+            observed.finish(&failed);
+            return CallFuture { state: CallState::Failed(failed.err()) };
         }
         CallFuture {
             state: CallState::Waiting(Waiting {
@@ -226,6 +254,7 @@ impl Handle {
                 cancel: CancelOnDrop { commands, id, armed: true },
                 shared,
                 method,
+                observed: Some(observed),
             }),
         }
     }
@@ -248,6 +277,8 @@ struct Waiting {
     cancel: CancelOnDrop,
     shared: Arc<Shared>,
     method: Method,
+    /// Finished with the answer; dropped with the future, it records a cancelled call.
+    observed: Option<Observed>,
 }
 
 impl Future for CallFuture {
@@ -262,7 +293,11 @@ impl Future for CallFuture {
         };
         let answer = std::task::ready!(Pin::new(&mut call.answer).poll(cx));
         call.cancel.armed = false;
-        Poll::Ready(answer.unwrap_or_else(|_| Err(closed_status(&call.shared, &call.method))))
+        let answer = answer.unwrap_or_else(|_| Err(closed_status(&call.shared, &call.method)));
+        if let Some(observed) = call.observed.take() {
+            observed.finish(&answer);
+        }
+        Poll::Ready(answer)
     }
 }
 

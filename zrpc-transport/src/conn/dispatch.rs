@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::Service;
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+use zrpc_core::observe::{MetricsCache, Observed, Side};
 use zrpc_core::{CodecId, Context, Identity, Method, Peer, Request, Response, Router, Status};
 
 use super::{BATCH, ConnectionMux};
@@ -56,7 +59,9 @@ pub(super) struct Dispatch<S: Service<Request>> {
     queued: Option<Arc<Slot>>,
     /// A handler that has to wait, polled once, kept here (not polled) until the budget grants
     /// it a unit; meanwhile no other request of this connection starts.
-    parked: Option<Started<S::Future>>,
+    parked: Option<Started<Instrumented<S::Future>>>,
+    /// The metric handles of the methods the peer called.
+    metrics: MetricsCache,
 }
 
 /// A handler that did not finish when first polled, with what its task needs.
@@ -67,6 +72,7 @@ struct Started<F> {
     /// The time the caller allowed, for the message when it runs out.
     budget: Option<Duration>,
     method: Method,
+    observed: Observed,
 }
 
 /// Whether the peer's calls may run, on a server with an authenticator (see [`crate::auth`]).
@@ -116,6 +122,7 @@ where
             budget,
             queued: None,
             parked: None,
+            metrics: MetricsCache::new(Side::Server, None),
         }
     }
 
@@ -271,16 +278,23 @@ where
         let id = frame.id;
         let budget = frame.timeout;
         let request = ready.and_then(|()| self.to_request(frame, now));
-        let request = match request {
+        let mut request = match request {
             Ok(request) => request,
             Err(status) => {
                 mux.finish(id, &Err(status));
                 return;
             }
         };
+        let observed = Observed::server(&mut request, self.peer.name(), &mut self.metrics);
+        if let Err(status) = self.admit_call(&mut request) {
+            let refused = Err(status);
+            observed.finish(&refused);
+            mux.finish(id, &refused);
+            return;
+        }
         let deadline = request.ctx().deadline();
         let method = request.method().clone();
-        let mut call = self.service.call(request);
+        let mut call = self.service.call(request).instrument(observed.span().clone());
         // Poll once here: a handler that finishes without waiting is answered in this turn,
         // and its answer leaves in the same write as the others of this turn. One that waits
         // moves to a task of its own, once the budget has a unit for it.
@@ -290,10 +304,11 @@ where
             Ok(Poll::Pending) => None,
         };
         if let Some(result) = outcome {
+            observed.finish(&result);
             mux.finish(id, &result);
             return;
         }
-        let started = Started { id, call, deadline, budget, method };
+        let started = Started { id, call, deadline, budget, method, observed };
         match &self.budget {
             Some(budget) if !budget.is_open() => self.parked = Some(started),
             Some(budget) => {
@@ -306,8 +321,8 @@ where
 
     /// Runs a handler that has to wait in a task of its own, holding a unit of the budget if
     /// there is one, and enforces its deadline there.
-    fn spawn_handler(&mut self, mux: &mut ConnectionMux, started: Started<S::Future>) {
-        let Started { id, call, deadline, budget, method } = started;
+    fn spawn_handler(&mut self, mux: &mut ConnectionMux, started: Started<Instrumented<S::Future>>) {
+        let Started { id, call, deadline, budget, method, observed } = started;
         let local = self.local_name.clone();
         let call = AssertUnwindSafe(call).catch_unwind();
         let done = self.done_tx.clone();
@@ -322,6 +337,8 @@ where
                 None => call.await,
             };
             let result = outcome.unwrap_or_else(|_| Err(panicked(&method, &local)));
+            // An aborted task (the call cancelled) drops `observed` unfinished: cancelled.
+            observed.finish(&result);
             let _ = done.send((id, result));
         });
         // A handler parked for the budget may have been cancelled meanwhile: stopped at once.
@@ -363,13 +380,11 @@ where
         ctx.set_peer(Some(self.peer.clone()));
         ctx.set_trace(frame.trace);
         *ctx.metadata_mut() = frame.metadata;
-        let mut request = Request::new(method, frame.payload)
+        Ok(Request::new(method, frame.payload)
             .with_ctx(ctx)
             .with_codec(codec)
             .with_oneway(frame.flags & crate::frame::flags::ONEWAY != 0)
-            .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0);
-        self.admit_call(&mut request)?;
-        Ok(request)
+            .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0))
     }
 }
 

@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
+use zrpc_core::observe::{self, Side};
 use zrpc_core::{Request, Response, Router, Status};
 
 use self::calling::{CLOSED, Command, DRAINING, READY, Reply};
@@ -85,6 +86,8 @@ pub(crate) struct Connection<S: Service<Request>> {
     timer_at: Instant,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     shared: Arc<Shared>,
+    /// Which side opened it, for the connection metrics.
+    side: Side,
 }
 
 impl<S: Service<Request>> Drop for Connection<S> {
@@ -92,6 +95,7 @@ impl<S: Service<Request>> Drop for Connection<S> {
     /// `finish`: its handlers must not outlive it, its budget units must go back, and its
     /// handles must learn it is gone.
     fn drop(&mut self) {
+        observe::connection_closed(self.side);
         self.dispatch.abort_all(&mut self.mux);
         if self.shared.state() != CLOSED {
             let _ = self.shared.closed_because.set(Status::unavailable("the connection was shut down"));
@@ -117,6 +121,8 @@ where
         budget: Option<Budget>,
     ) -> (Connection<S>, Handle) {
         let now = Instant::now();
+        let side = if role == Role::Connector { Side::Client } else { Side::Server };
+        observe::connection_opened(side);
         let local_name: Arc<str> = config.name.as_str().into();
         let mux = Mux::new(role, config, now);
         let timer_at = mux.next_timeout();
@@ -142,6 +148,7 @@ where
             timer_at,
             shutdown: None,
             shared,
+            side,
         };
         (conn, handle)
     }
@@ -151,6 +158,13 @@ where
     /// their calls without a deadline get 10 s.
     pub(crate) fn with_peer(mut self, peer: zrpc_core::Peer) -> Connection<S> {
         self.dispatch.set_peer(peer);
+        self
+    }
+
+    /// Labels the calls made through this connection with `endpoint` (a channel's address) in
+    /// spans and metrics, rather than the peer's name.
+    pub(crate) fn with_endpoint(self, endpoint: Arc<str>) -> Connection<S> {
+        let _ = self.shared.endpoint.set(endpoint);
         self
     }
 

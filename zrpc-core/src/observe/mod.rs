@@ -1,0 +1,277 @@
+//! Observing calls: a [`tracing`] span per call on each side, and, with the feature `metrics`,
+//! counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade.
+//!
+//! Transports open an [`Observed`] when a call starts (a client sending it, a server starting
+//! its handler) and finish it with the call's result; a call dropped before it finished is
+//! recorded as `Cancelled`. Users do nothing but install a `tracing` subscriber or a `metrics`
+//! recorder (Prometheus, StatsD, ...); nothing is recorded, and almost nothing is spent, until
+//! they do.
+//!
+//! # Spans
+//!
+//! One span per call and side, named `zrpc.client` and `zrpc.server`, at level `INFO`, with the
+//! fields OpenTelemetry's RPC conventions name (so that `tracing-opentelemetry` exports them as
+//! they are): `otel.name` (`Service/method`), `otel.kind` (`client`, `server`), `rpc.system`
+//! (`zrpc`), `rpc.service`, `rpc.method`, `peer` (the other end's name, or the endpoint's
+//! address), and, once the call ends, `rpc.code` (the [`Code`]'s name), `otel.status_code`
+//! (`ERROR` for a failed call) and `latency_us`. A server's span is entered while its handler is
+//! polled, so the handler's own events and spans nest in it.
+//!
+//! The spans carry the call's W3C trace context (see [`crate::trace`]): `trace_id` and
+//! `span_id` on both sides, and `parent_span_id` on the server, where it is the client span's
+//! `span_id`, so that logs of both processes join into one trace. A call sent while its span is
+//! recorded gets a trace context if it had none (a new trace); the handler's context carries the
+//! server span's id, so that its own calls (made with [`Context::child`]) continue the trace.
+//! Without a subscriber interested in the spans, no trace context is made and nothing more is
+//! sent.
+//!
+//! # Metrics (feature `metrics`)
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `zrpc_client_calls_total` | counter | `service`, `method`, `endpoint`, `code` |
+//! | `zrpc_client_call_duration_seconds` | histogram | `service`, `method`, `endpoint` |
+//! | `zrpc_client_calls_in_flight` | gauge | `service`, `method`, `endpoint` |
+//! | `zrpc_server_calls_total` | counter | `service`, `method`, `code` |
+//! | `zrpc_server_call_duration_seconds` | histogram | `service`, `method` |
+//! | `zrpc_server_calls_in_flight` | gauge | `service`, `method` |
+//! | `zrpc_connections` | gauge | `side` (`client`, `server`) |
+//! | `zrpc_connections_opened_total` | counter | `side` |
+//! | `zrpc_client_retries_total` | counter | `service`, `method` |
+//! | `zrpc_breaker_transitions_total` | counter | `endpoint`, `state` (`open`, `half_open`, `closed`) |
+//!
+//! `code` is `Ok` or the failure's [`Code`] (`Unavailable`, `DeadlineExceeded`, ...), so errors
+//! by code are the calls whose code is not `Ok`. `endpoint` is the address a client's channel
+//! connects to, or the other end's name for calls made back over a server's connection.
+//!
+//! Label values are bounded by what this process defines, never by what a peer sends: a method
+//! gets its own labels only when its name is one of the process's own (a generated client's, a
+//! served method's); a server counts calls of methods it does not serve under `service` and
+//! `method` `unknown`, and a client those it names at run time (a gateway forwarding any name)
+//! under `other`. Each connection keeps the handles of the methods it has seen (at most
+//! [`MAX_CACHED`] of them), so the recorder is asked for a metric once per method and
+//! connection, not once per call. Install the recorder before the first connection: handles
+//! taken before it record nothing, as the `metrics` crate says of every metric.
+
+#[cfg(feature = "metrics")]
+mod metrics;
+
+use std::fmt;
+use std::time::Instant;
+
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::request::{Method, Request, Response};
+use crate::status::{Code, Status};
+use crate::trace::TraceContext;
+
+#[cfg(feature = "metrics")]
+pub use self::metrics::{MAX_CACHED, MetricsCache, connection_closed, connection_opened, record_breaker, record_retry};
+
+/// The metric handles of the methods a connection has seen: nothing without the feature
+/// `metrics`.
+#[cfg(not(feature = "metrics"))]
+#[derive(Debug, Default)]
+pub struct MetricsCache;
+
+#[cfg(not(feature = "metrics"))]
+impl MetricsCache {
+    /// A cache for one side of one connection; `endpoint` labels a client's calls.
+    pub fn new(side: Side, endpoint: Option<std::sync::Arc<str>>) -> MetricsCache {
+        let _ = (side, endpoint);
+        MetricsCache
+    }
+}
+
+/// Records that a connection opened on `side` (feature `metrics`).
+#[cfg(not(feature = "metrics"))]
+pub fn connection_opened(side: Side) {
+    let _ = side;
+}
+
+/// Records that a connection on `side` closed (feature `metrics`).
+#[cfg(not(feature = "metrics"))]
+pub fn connection_closed(side: Side) {
+    let _ = side;
+}
+
+/// Records that the retry layer resent a call of `method` (feature `metrics`).
+#[cfg(not(feature = "metrics"))]
+pub fn record_retry(method: &Method) {
+    let _ = method;
+}
+
+/// Records that the breaker of `endpoint` moved to `state` (feature `metrics`).
+#[cfg(not(feature = "metrics"))]
+pub fn record_breaker(endpoint: &str, state: &'static str) {
+    let _ = (endpoint, state);
+}
+
+/// Which end of a call is observing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The end that sent the request.
+    Client,
+    /// The end that runs the handler.
+    Server,
+}
+
+impl Side {
+    /// `client` or `server`, as in labels and `otel.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// One call being observed on one side: its span, when it started and its metric handles;
+/// finish it with [`Observed::finish`]. Dropped unfinished, it records the call as cancelled.
+pub struct Observed {
+    span: Span,
+    /// `None` when nothing records the call: the clock is not read.
+    started: Option<Instant>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<std::sync::Arc<self::metrics::CallMetrics>>,
+    finished: bool,
+}
+
+impl Observed {
+    /// Starts observing `request` as its client sends it to `peer`. While the span is recorded,
+    /// the request gets a trace context if it has none, and the span records its ids.
+    pub fn client(request: &mut Request, peer: &str, cache: &mut MetricsCache) -> Observed {
+        let method = request.method();
+        let span = tracing::info_span!(
+            "zrpc.client",
+            otel.name = %OtelName(method),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "zrpc",
+            rpc.service = method.service(),
+            rpc.method = method.name(),
+            rpc.code = Empty,
+            peer = peer,
+            trace_id = Empty,
+            span_id = Empty,
+            latency_us = Empty,
+        );
+        if !span.is_disabled() {
+            let trace = *request.ctx_mut().trace_or_insert_with(TraceContext::new_root);
+            span.record("trace_id", tracing::field::display(format_args!("{:032x}", trace.trace_id)));
+            span.record("span_id", tracing::field::display(format_args!("{:016x}", trace.span_id)));
+        }
+        Observed::start(span, request, cache)
+    }
+
+    /// Starts observing `request` as a server begins handling it for `peer`. While the span
+    /// is recorded, the handler's context gets a trace context naming this span (a child of the
+    /// caller's, or a new trace), and the span records the caller's span as its parent.
+    pub fn server(request: &mut Request, peer: &str, cache: &mut MetricsCache) -> Observed {
+        let method = request.method();
+        let span = tracing::info_span!(
+            "zrpc.server",
+            otel.name = %OtelName(method),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "zrpc",
+            rpc.service = method.service(),
+            rpc.method = method.name(),
+            rpc.code = Empty,
+            peer = peer,
+            trace_id = Empty,
+            span_id = Empty,
+            parent_span_id = Empty,
+            latency_us = Empty,
+        );
+        if !span.is_disabled() {
+            let ctx = request.ctx_mut();
+            let here = match ctx.trace() {
+                Some(caller) => {
+                    span.record("parent_span_id", tracing::field::display(format_args!("{:016x}", caller.span_id)));
+                    caller.child()
+                }
+                None => TraceContext::new_root(),
+            };
+            ctx.set_trace(Some(here));
+            span.record("trace_id", tracing::field::display(format_args!("{:032x}", here.trace_id)));
+            span.record("span_id", tracing::field::display(format_args!("{:016x}", here.span_id)));
+        }
+        Observed::start(span, request, cache)
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn start(span: Span, request: &Request, cache: &mut MetricsCache) -> Observed {
+        #[cfg(feature = "metrics")]
+        let metrics = Some(cache.get(request.method()));
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &metrics {
+            metrics.started();
+        }
+        #[cfg(feature = "metrics")]
+        let recording = true;
+        #[cfg(not(feature = "metrics"))]
+        let recording = false;
+        let started = (recording || !span.is_disabled()).then(Instant::now);
+        Observed {
+            span,
+            started,
+            #[cfg(feature = "metrics")]
+            metrics,
+            finished: false,
+        }
+    }
+
+    /// The call's span: a server enters it while polling the handler.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Records the call's outcome: its code, latency, and (feature `metrics`) its counters.
+    pub fn finish(mut self, result: &Result<Response, Status>) {
+        self.record(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+    }
+
+    fn record(&mut self, code: Code) {
+        self.finished = true;
+        let Some(started) = self.started else { return };
+        let elapsed = started.elapsed();
+        if !self.span.is_disabled() {
+            self.span.record("rpc.code", code.name());
+            self.span.record("latency_us", elapsed.as_micros() as u64);
+            if code != Code::Ok {
+                self.span.record("otel.status_code", "ERROR");
+            }
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            metrics.finished(code, elapsed);
+        }
+    }
+}
+
+impl Drop for Observed {
+    /// A call dropped before its end (its caller gave up, its handler was aborted) counts as
+    /// cancelled.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record(Code::Cancelled);
+        }
+    }
+}
+
+impl fmt::Debug for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed").field("span", &self.span).field("started", &self.started).finish_non_exhaustive()
+    }
+}
+
+/// `Service/method`, the span name OpenTelemetry's RPC conventions ask for.
+struct OtelName<'a>(&'a Method);
+
+impl fmt::Display for OtelName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0.service(), self.0.name())
+    }
+}
