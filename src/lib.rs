@@ -61,6 +61,7 @@
 //! | `json` | no | the JSON codec ([`CodecId::Json`]) |
 //! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |
 //! | `tls` | no | TLS under the protocol: `tls::{ServerTls, ClientTls}` (rustls, ring provider) |
+//! | `metrics` | no | counters, gauges and histograms of calls and connections through the `metrics` facade ([`observe`]) |
 //! | `full` | no | everything above |
 //!
 //! In-memory addresses (`mem://name`) are always available.
@@ -72,13 +73,13 @@ pub use zrpc_macros::service;
 pub use zrpc_core::Json;
 pub use zrpc_core::{
     Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Peer, Postcard,
-    Request, Response, Routable, Router, Status, Text, TraceContext,
+    Request, Response, Routable, Router, Spread, Status, Text, TraceContext,
 };
 
 pub use zrpc_transport::{
-    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, Client, ClientBuilder, ConnectionInfo, ConnectionLimits,
-    ConnectionStats, Node, NodeBuilder, PeerEvent, PeerWatch, Peers, Server, ServerBuilder, ServerConfig, ServerHandle,
-    ToAddress,
+    Address, Backoff, Channel, ChannelBuilder, ChannelConfig, ChannelState, Client, ClientBuilder, ConnectionInfo,
+    ConnectionLimits, ConnectionStats, EndpointStatus, Node, NodeBuilder, PeerEvent, PeerWatch, Peers, Server,
+    ServerBuilder, ServerConfig, ServerHandle, ToAddress,
 };
 
 /// The wire protocol, the connection state machine and the byte streams, for people writing
@@ -86,7 +87,7 @@ pub use zrpc_transport::{
 pub use zrpc_transport as transport;
 
 /// Modules of the core, for paths such as `zrpc::codec::Codec`.
-pub use zrpc_core::{codec, context, metadata, peer, request, router, status, trace, zero_copy};
+pub use zrpc_core::{codec, context, metadata, observe, peer, request, router, spread, status, trace, zero_copy};
 
 /// The governance layers, for paths such as `zrpc::discover::Static` and `zrpc::balance::P2c`;
 /// [`Client`] assembles them.

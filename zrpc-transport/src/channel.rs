@@ -431,6 +431,23 @@ struct Inner {
     connects: Arc<AtomicU64>,
 }
 
+/// Where a [`Channel`]'s connection stands, from [`Channel::state`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelState {
+    /// Lazy and not called yet: nothing is connected.
+    Idle,
+    /// Connecting (or reconnecting after its connection ended).
+    Connecting,
+    /// Connected, its handshake done: calls go out at once.
+    Ready,
+    /// The last attempt failed, for `reason`; calls fail at once until the backoff ends.
+    Failed {
+        /// Why connecting failed.
+        reason: Status,
+    },
+}
+
 #[derive(Clone)]
 enum State {
     Idle,
@@ -458,6 +475,18 @@ impl Channel {
     /// The endpoint this channel connects to.
     pub fn address(&self) -> &Address {
         &self.inner.address
+    }
+
+    /// Whether the channel is connected, connecting, or backing off after a failure.
+    pub fn state(&self) -> ChannelState {
+        match &*self.inner.state.borrow() {
+            State::Idle => ChannelState::Idle,
+            State::Connecting => ChannelState::Connecting,
+            State::Ready(handle) if handle.is_ready() => ChannelState::Ready,
+            // Connected, but the connection is draining or closed: the next call reconnects.
+            State::Ready(_) => ChannelState::Connecting,
+            State::Failed { status } => ChannelState::Failed { reason: status.clone() },
+        }
     }
 
     /// What the current connection holds (queued output, calls waiting for flow control, the

@@ -82,7 +82,7 @@ use pin_project_lite::pin_project;
 use tower::util::Either;
 use tower::{Service, ServiceExt};
 use zrpc_core::balance::{Available, Balance, Connect, P2c, Pick};
-use zrpc_core::breaker::{BreakerConfig, CircuitBreaker};
+use zrpc_core::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use zrpc_core::discover::{Discover, Filter, Instance, Static};
 use zrpc_core::limit::concurrency::{ConcurrencyLimit, ConcurrencyLimitLayer};
 use zrpc_core::retry::{Retry, RetryLayer, TpsBudget};
@@ -91,7 +91,7 @@ use zrpc_core::timeout::Timeout;
 use zrpc_core::{FailMode, Request, Response, Routable, Router, Status};
 
 use crate::address::Address;
-use crate::channel::{Channel, ChannelBuilder, DEFAULT_TIMEOUT};
+use crate::channel::{Channel, ChannelBuilder, ChannelState, DEFAULT_TIMEOUT};
 use crate::conn::DefaultTimeout;
 
 /// Whose default a client's default deadline is, in error messages.
@@ -444,6 +444,31 @@ impl Client {
         self.balance.addresses()
     }
 
+    /// A snapshot of every endpoint in use: its address, its connections' states, its breaker's
+    /// state, its calls in flight and its latency average, for dashboards and health pages.
+    /// Empty until discovery starts, as [`endpoints`](Client::endpoints).
+    pub fn endpoint_status(&self) -> Vec<EndpointStatus> {
+        self.balance
+            .snapshot()
+            .into_iter()
+            .map(|endpoint| {
+                let (breaker, pool) = match &endpoint.service {
+                    Either::Left(breaker) => (Some(breaker.state()), breaker.get_ref()),
+                    Either::Right(pool) => (None, pool),
+                };
+                EndpointStatus {
+                    connections: pool.0.channels.iter().map(Channel::state).collect(),
+                    address: endpoint.address,
+                    weight: endpoint.weight,
+                    breaker,
+                    in_flight: endpoint.in_flight,
+                    latency: endpoint.latency,
+                    available: endpoint.available,
+                }
+            })
+            .collect()
+    }
+
     /// Resolves when discovery next changes the endpoints in use (or first reports them), so a
     /// caller can wait for a set without polling: take this future, check
     /// [`Client::endpoints`], then await it. It watches from the moment it is made, so a change
@@ -678,6 +703,26 @@ impl fmt::Debug for Connector {
             .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
+}
+
+/// One endpoint of a [`Client`] as it is now, from [`Client::endpoint_status`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EndpointStatus {
+    /// The address discovery gave it.
+    pub address: Arc<str>,
+    /// Its weight; 0 while it is drained.
+    pub weight: u32,
+    /// The state of each of its connections ([`ClientBuilder::connections_per_endpoint`]).
+    pub connections: Vec<ChannelState>,
+    /// Its circuit breaker's state; `None` for a client built without breakers.
+    pub breaker: Option<BreakerState>,
+    /// Calls sent to it that have not completed.
+    pub in_flight: u64,
+    /// The moving average of its calls' latency, decayed while idle; `None` before a success.
+    pub latency: Option<Duration>,
+    /// Whether the balancer may pick it now.
+    pub available: bool,
 }
 
 /// One endpoint's service: its breaker, if any, over its channels. Clones share them.

@@ -54,8 +54,8 @@ pub mod stream;
 pub mod tls;
 
 pub use address::{Address, InvalidAddress, ToAddress};
-pub use channel::{Channel, ChannelBuilder, ChannelConfig};
-pub use client::{Client, ClientBuilder};
+pub use channel::{Channel, ChannelBuilder, ChannelConfig, ChannelState};
+pub use client::{Client, ClientBuilder, EndpointStatus};
 pub use dns::Dns;
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdRegistry};

@@ -17,10 +17,10 @@ use support::cluster::{Mode, NodeClient, Proxy, Recorder, RunningNode, call_miss
 use support::{Seen, within};
 use tower::retry::budget::TpsBudget;
 use zrpc_core::balance::{P2c, RoundRobin};
-use zrpc_core::breaker::BreakerConfig;
+use zrpc_core::breaker::{BreakerConfig, BreakerState};
 use zrpc_core::discover::{Change, Instance, Static};
 use zrpc_core::{Code, FailMode, Status};
-use zrpc_transport::{Address, Backoff, Client, ClientBuilder};
+use zrpc_transport::{Address, Backoff, ChannelState, Client, ClientBuilder};
 
 /// A client over `addresses` that never waits between retries (the backoff is not under test
 /// here), named so servers can tell who calls.
@@ -535,4 +535,45 @@ async fn a_client_lists_its_endpoints_once_discovered_before_any_call() {
     let mut endpoints = client.endpoints();
     endpoints.sort();
     assert_eq!(endpoints, [Arc::from("tcp://127.0.0.1:1"), Arc::from("tcp://127.0.0.1:2")]);
+}
+
+#[tokio::test]
+async fn a_client_shows_each_endpoints_connections_breaker_calls_in_flight_and_latency() {
+    let mut gated = RunningNode::start("gated", Mode::Gate).await;
+    let failing = RunningNode::start("failing", Mode::Fail(Code::Unavailable)).await;
+    let breaker = BreakerConfig::default().min_calls(2).cooldown(Duration::from_secs(600));
+    let client = client_over(&[&gated.address, &failing.address]).balance(RoundRobin::new()).breaker(breaker).build();
+    within("the first set", client.discovered()).await;
+    let status = |address: &Address| {
+        client.endpoint_status().into_iter().find(|e| *e.address == *address.to_string()).expect("listed")
+    };
+    let before = status(&gated.address);
+    assert_eq!(before.connections, [ChannelState::Idle], "lazy: nothing connected before a call");
+    assert_eq!(
+        (before.breaker, before.in_flight, before.latency, before.available),
+        (Some(BreakerState::Closed), 0, None, true)
+    );
+
+    // A call held on the gated endpoint is in flight there, over a ready connection.
+    let node = NodeClient::new(client.clone());
+    let held = tokio::spawn(node.work("held".into()));
+    assert_eq!(gated.events.next().await, Seen::Started("held".into()));
+    let during = status(&gated.address);
+    assert_eq!((during.connections.as_slice(), during.in_flight), ([ChannelState::Ready].as_slice(), 1));
+    gated.events.release();
+    assert_eq!(within("the held call", held).await.expect("its task").as_deref(), Ok("gated"));
+    let after = status(&gated.address);
+    assert_eq!(after.in_flight, 0);
+    assert!(after.latency.is_some_and(|latency| latency > Duration::ZERO), "{after:?}");
+
+    // Two failures open the failing endpoint's breaker; the snapshot says so. Round robin
+    // alternates: failing, gated, failing, gated.
+    gated.set_mode(Mode::Answer);
+    let mut failures = 0;
+    for i in 0..4 {
+        failures += usize::from(within("a call", node.work(format!("call {i}"))).await.is_err());
+    }
+    let failed = status(&failing.address);
+    assert_eq!((failures, failing.calls()), (2, 2));
+    assert_eq!((failed.breaker, failed.available), (Some(BreakerState::Open), false), "{failed:?}");
 }

@@ -95,7 +95,7 @@ pub use least_active::LeastActive;
 pub use p2c::P2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
-pub use service::{Balance, Connect, LATENCY_DECAY, ResponseFuture};
+pub use service::{Balance, Connect, EndpointSnapshot, LATENCY_DECAY, ResponseFuture};
 pub use weighted_round_robin::WeightedRoundRobin;
 
 use crate::context::Hints;

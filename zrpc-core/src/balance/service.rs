@@ -35,6 +35,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -105,6 +106,25 @@ struct Shared<C: Connect, P> {
 /// `LATENCY_DECAY` (Finagle uses 10 s; a shorter constant lets a recovered endpoint back in
 /// sooner).
 pub const LATENCY_DECAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One endpoint of a [`Balance`] as it is now, from [`Balance::snapshot`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EndpointSnapshot<S> {
+    /// The address discovery gave it.
+    pub address: Arc<str>,
+    /// Its weight; 0 when it is being drained.
+    pub weight: u32,
+    /// Calls sent to it that have not completed.
+    pub in_flight: u64,
+    /// The moving average of its calls' latency, decayed while it is idle; `None` until a call
+    /// has succeeded (or since its connection was replaced).
+    pub latency: Option<Duration>,
+    /// Whether it can take calls now (connected or worth connecting, breaker not open).
+    pub available: bool,
+    /// Its service, for what the balancer does not know (its connections, its breaker).
+    pub service: S,
+}
 
 /// An immutable set, replaced whole when discovery changes it, so a call reads it with one
 /// lock and one reference count.
@@ -257,6 +277,30 @@ impl<C: Connect, P: Pick> Balance<C, P> {
         C::Service: Clone,
     {
         self.shared.snapshot().iter().map(|e| (e.instance.address.clone(), e.service.clone())).collect()
+    }
+
+    /// Every endpoint in use as the balancer sees it now (weight, calls in flight, latency
+    /// average, availability), with its service: for operations, not for picking.
+    pub fn snapshot(&self) -> Vec<EndpointSnapshot<C::Service>>
+    where
+        C::Service: Clone,
+    {
+        let now_ns = nanos_since(self.shared.epoch);
+        self.shared
+            .snapshot()
+            .iter()
+            .map(|endpoint| {
+                let view = endpoint.view(now_ns);
+                EndpointSnapshot {
+                    address: endpoint.instance.address.clone(),
+                    weight: view.weight,
+                    in_flight: view.in_flight,
+                    latency: (view.latency_ewma_ns > 0).then(|| Duration::from_nanos(view.latency_ewma_ns)),
+                    available: view.available,
+                    service: endpoint.service.clone(),
+                }
+            })
+            .collect()
     }
 
     /// A receiver that sees a change each time discovery changes the set of endpoints (and when
