@@ -25,6 +25,11 @@
 //! Without a subscriber interested in the spans, no trace context is made and nothing more is
 //! sent.
 //!
+//! With the feature `opentelemetry` and `tracing-opentelemetry`'s layer installed, the ids are
+//! OpenTelemetry's own: a client sends its span's ids, a server makes the caller's span the
+//! remote parent of its own, and the exporter sees one distributed trace (tested with the SDK's
+//! in-memory exporter in `tests/opentelemetry.rs`).
+//!
 //! # Metrics (feature `metrics`)
 //!
 //! | metric | kind | labels |
@@ -55,6 +60,8 @@
 
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 
 use std::fmt;
 use std::time::Instant;
@@ -158,7 +165,13 @@ impl Observed {
             latency_us = Empty,
         );
         if !span.is_disabled() {
-            let trace = *request.ctx_mut().trace_or_insert_with(TraceContext::new_root);
+            let ctx = request.ctx_mut();
+            // With an OpenTelemetry layer, the span's own ids are what the server joins.
+            #[cfg(feature = "opentelemetry")]
+            if let Some(ids) = otel::ids(&span) {
+                ctx.set_trace(Some(ids));
+            }
+            let trace = *ctx.trace_or_insert_with(TraceContext::new_root);
             span.record("trace_id", tracing::field::display(format_args!("{:032x}", trace.trace_id)));
             span.record("span_id", tracing::field::display(format_args!("{:016x}", trace.span_id)));
         }
@@ -190,10 +203,15 @@ impl Observed {
             let here = match ctx.trace() {
                 Some(caller) => {
                     span.record("parent_span_id", tracing::field::display(format_args!("{:016x}", caller.span_id)));
+                    #[cfg(feature = "opentelemetry")]
+                    otel::set_remote_parent(&span, caller);
                     caller.child()
                 }
                 None => TraceContext::new_root(),
             };
+            // With an OpenTelemetry layer, the handler's calls continue from this span's ids.
+            #[cfg(feature = "opentelemetry")]
+            let here = otel::ids(&span).unwrap_or(here);
             ctx.set_trace(Some(here));
             span.record("trace_id", tracing::field::display(format_args!("{:032x}", here.trace_id)));
             span.record("span_id", tracing::field::display(format_args!("{:016x}", here.span_id)));
