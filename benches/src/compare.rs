@@ -67,12 +67,14 @@ pub struct Options {
     /// Instead of the comparison: hold this many idle zrpc connections and report the server's
     /// memory per connection.
     pub idle_conns: Option<usize>,
+    /// What to install in both processes to record zrpc's calls (see [`crate::observe`]).
+    pub observe: Option<String>,
 }
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: compare [--duration SECS] [--warmup SECS] [--rounds N] [--frameworks a,b,...]
-               [--points CxN,...] [--csv PATH] [--chart PATH.svg]
+               [--points CxN,...] [--csv PATH] [--chart PATH.svg] [--observe metrics,spans]
 
 Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
 processes: throughput, latency percentiles, allocations per call, server peak RSS.
@@ -89,6 +91,9 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --chart PATH.svg   also draw throughput and p99 by framework and point
   --idle-conns N     instead: open N idle zrpc connections and report the server's resident
                      memory per connection (each process needs N file descriptors)
+  --observe LIST     record zrpc's calls in both processes: metrics (a Prometheus recorder),
+                     spans (a tracing subscriber); needs the feature `observe`, which also
+                     compiles zrpc's metrics in
 ";
 
 impl Options {
@@ -105,6 +110,7 @@ impl Options {
             chart: None,
             rounds: 1,
             idle_conns: None,
+            observe: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -120,6 +126,7 @@ impl Options {
                 "--chart" => options.chart = Some(value()?.into()),
                 "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
                 "--idle-conns" => options.idle_conns = Some(value()?.parse()?),
+                "--observe" => options.observe = Some(value()?.clone()),
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
         }
@@ -143,6 +150,9 @@ pub fn main(args: &[String]) -> Result<(), BoxError> {
         }
         _ => {
             let options = Options::parse(args)?;
+            if let Some(observe) = &options.observe {
+                crate::observe::install(observe)?;
+            }
             match options.idle_conns {
                 Some(conns) => idle_connections(conns),
                 None => run(&options),
@@ -337,7 +347,10 @@ fn heading(options: &Options) -> String {
          {owned} times (its Strings and Vec), on each side, in every serde framework ({shared} with \
          zrpc::Text strings);\n\
          own/c = allocs/c less those 2 x {owned} (2 x {shared}): the framework's own; cpu µs/c = CPU \
-         time of client and server per call",
+         time of client and server per call\n\
+         zrpc's metrics {compiled}; recording in both processes: {observe}",
+        compiled = if cfg!(feature = "observe") { "compiled in (feature observe)" } else { "not compiled in" },
+        observe = options.observe.as_deref().unwrap_or("nothing"),
         date = crate::machine::today(),
         warmup = options.plan.warmup,
         window = options.plan.duration,

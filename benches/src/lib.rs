@@ -22,6 +22,7 @@
 //! | [`compare`] | the `compare` program: options, the run, the `serve` child mode |
 //! | [`soak`] | the `soak` program: hostile clients, the server they attack, the report |
 //! | [`machine`] | the CPU, cores and date for a report's heading |
+//! | [`observe`] | `compare --observe`: a `metrics` recorder and a `tracing` subscriber in both processes |
 //! | [`args`] | command-line values both programs parse |
 //!
 //! The workload message, [`BenchmarkMessage`], lives here so that every framework echoes the same
@@ -34,6 +35,7 @@ pub mod compare;
 pub mod framework;
 pub mod load;
 pub mod machine;
+pub mod observe;
 pub mod proc;
 pub mod report;
 pub mod soak;

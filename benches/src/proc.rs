@@ -59,12 +59,12 @@ impl ServerProcess {
     /// `LISTENING`.
     pub fn spawn_serving(server: &str) -> Result<ServerProcess, BoxError> {
         let exe = std::env::current_exe()?;
-        let mut child = Command::new(exe)
-            .args([SERVE, server])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut command = Command::new(exe);
+        command.args([SERVE, server]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if let Some(observe) = crate::observe::for_children() {
+            command.env(crate::observe::CHILD_ENV, observe);
+        }
+        let mut child = command.spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             let _ = child.wait();
@@ -172,6 +172,9 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 /// # Errors
 /// If the runtime cannot be built, the server cannot bind, or stdout cannot be written.
 pub fn serve_child(name: &str, serve: impl Future<Output = Result<Serving, BoxError>>) -> Result<(), BoxError> {
+    if let Ok(observe) = std::env::var(crate::observe::CHILD_ENV) {
+        crate::observe::install(&observe)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let serving = runtime.block_on(serve)?;
     let addr = serving.addr;
