@@ -34,7 +34,7 @@
 //!
 //! Besides ordinary calls, [`Client::broadcast`] sends a request to every endpoint and
 //! [`Client::fork`] to several at once, keeping the first success. A client is a
-//! [`Spread`](zrpc_core::spread::Spread), so the generated clients' views call them typed:
+//! [`Spread`], so the generated clients' views call them typed:
 //! `GreeterClient::new(client).broadcast().hello(..)` answers with every endpoint's address and
 //! result, `.fork(2).hello(..)` with the first success and its endpoint.
 //!

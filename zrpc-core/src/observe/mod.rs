@@ -21,7 +21,7 @@
 //! `span_id` on both sides, and `parent_span_id` on the server, where it is the client span's
 //! `span_id`, so that logs of both processes join into one trace. A call sent while its span is
 //! recorded gets a trace context if it had none (a new trace); the handler's context carries the
-//! server span's id, so that its own calls (made with [`Context::child`]) continue the trace.
+//! server span's id, so that its own calls (made with [`Context::child`](crate::Context::child)) continue the trace.
 //! Without a subscriber interested in the spans, no trace context is made and nothing more is
 //! sent.
 //!
