@@ -54,7 +54,7 @@
 //! served method's); a server counts calls of methods it does not serve under `service` and
 //! `method` `unknown`, and a client those it names at run time (a gateway forwarding any name)
 //! under `other`. Each connection keeps the handles of the methods it has seen (at most
-//! [`MAX_CACHED`] of them), so the recorder is asked for a metric once per method and
+//! 1,024 of them, `MAX_CACHED`), so the recorder is asked for a metric once per method and
 //! connection, not once per call. Install the recorder before the first connection: handles
 //! taken before it record nothing, as the `metrics` crate says of every metric.
 
