@@ -17,9 +17,14 @@ pub struct Json;
 impl Codec for Json {
     const ID: CodecId = CodecId::Json;
 
+    /// Staged in a `Vec` and copied into `dst` in one piece, as postcard does.
     fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), CodecError> {
-        serde_json::to_writer(bytes::BufMut::writer(dst), value)
-            .map_err(|e| CodecError::Encode { codec: Self::ID, reason: e.to_string() })
+        super::staged(|buf| {
+            serde_json::to_writer(&mut *buf, value)
+                .map_err(|e| CodecError::Encode { codec: Self::ID, reason: e.to_string() })?;
+            dst.extend_from_slice(buf);
+            Ok(())
+        })
     }
 
     fn decode<T: DeserializeOwned>(src: &[u8]) -> Result<T, CodecError> {

@@ -65,6 +65,34 @@ pub trait Codec {
 /// Size of the per-thread buffers [`CodecId::encode_to_bytes`] encodes into.
 pub const SCRATCH_CHUNK: usize = 16 * 1024;
 
+/// A staging buffer larger than this is not kept for the next value.
+const STAGING_KEEP: usize = 64 * 1024;
+
+/// Runs `encode` with this thread's staging buffer, empty.
+///
+/// serde formats write a value a field at a time, and appending a field to a `Vec` is much
+/// cheaper than appending it to a `BytesMut`: encoding the benchmark message (40 small fields)
+/// took 326 ns through a `BytesMut` and 156 ns staged in a `Vec` with postcard; on a slower
+/// machine, 2.4 µs and 1.4 µs with MessagePack, 3.9 µs and 1.7 µs with JSON. So codecs stage the value here and copy it into the destination in
+/// one piece. A `Serialize` impl that itself encodes a zrpc value finds the buffer busy and
+/// gets a fresh one.
+fn staged<R>(encode: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local! {
+        static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    STAGING.with(|staging| {
+        let mut fresh = Vec::new();
+        let mut staging = staging.try_borrow_mut();
+        let buf = staging.as_deref_mut().unwrap_or(&mut fresh);
+        buf.clear();
+        let result = encode(buf);
+        if buf.capacity() > STAGING_KEEP {
+            *buf = Vec::new();
+        }
+        result
+    })
+}
+
 /// The codecs zrpc knows, by their wire identifier.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]

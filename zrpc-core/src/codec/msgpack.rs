@@ -30,11 +30,13 @@ pub struct MsgPack;
 impl Codec for MsgPack {
     const ID: CodecId = CodecId::MsgPack;
 
+    /// Staged in a `Vec` and copied into `dst` in one piece, as postcard does.
     fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let start = dst.len();
-        rmp_serde::encode::write_named(&mut bytes::BufMut::writer(&mut *dst), value).map_err(|e| {
-            dst.truncate(start);
-            CodecError::Encode { codec: Self::ID, reason: e.to_string() }
+        super::staged(|buf| {
+            rmp_serde::encode::write_named(buf, value)
+                .map_err(|e| CodecError::Encode { codec: Self::ID, reason: e.to_string() })?;
+            dst.extend_from_slice(buf);
+            Ok(())
         })
     }
 

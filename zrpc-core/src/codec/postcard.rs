@@ -1,7 +1,5 @@
 //! [postcard](https://docs.rs/postcard), the default codec.
 
-use std::cell::RefCell;
-
 use bytes::BytesMut;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,34 +13,17 @@ use super::{Codec, CodecError, CodecId};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Postcard;
 
-/// A staging buffer larger than this is not kept for the next value.
-const STAGING_KEEP: usize = 64 * 1024;
-
 impl Codec for Postcard {
     const ID: CodecId = CodecId::Postcard;
 
-    /// postcard writes a value a field at a time, and appending a field to a `Vec` is much
-    /// cheaper than appending it to a `BytesMut`: encoding the benchmark message (40 small
-    /// fields) with [`CodecId::encode_to_bytes`] took 326 ns through a `BytesMut` flavor and
-    /// 156 ns staged like this. So the value is staged in a per-thread `Vec` and copied into
-    /// `dst` in one piece.
+    /// Staged in a `Vec` and copied into `dst` in one piece: see `staged` in the module.
     fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), CodecError> {
-        thread_local! {
-            static STAGING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-        }
-        STAGING.with(|staging| {
-            let mut fresh = Vec::new();
-            // A `Serialize` impl that itself encodes a zrpc value finds the buffer busy.
-            let mut staging = staging.try_borrow_mut();
-            let buf = staging.as_deref_mut().unwrap_or(&mut fresh);
-            buf.clear();
+        super::staged(|buf| {
             // postcard's own `Extend` flavor: faster than pushing byte by byte.
             let encoded = ::postcard::to_extend(value, std::mem::take(buf))
                 .map_err(|e| CodecError::Encode { codec: Self::ID, reason: e.to_string() })?;
             dst.extend_from_slice(&encoded);
-            if encoded.capacity() <= STAGING_KEEP {
-                *buf = encoded;
-            }
+            *buf = encoded;
             Ok(())
         })
     }
