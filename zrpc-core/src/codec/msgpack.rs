@@ -91,6 +91,19 @@ mod tests {
     }
 
     #[test]
+    fn the_worked_example_of_protocol_md_in_msgpack() {
+        #[derive(Serialize)]
+        struct GreeterHelloArgs {
+            name: String,
+        }
+        let args = GreeterHelloArgs { name: "zrpc".into() };
+        assert_eq!(encode(&args), [0x81, 0xa4, b'n', b'a', b'm', b'e', 0xa4, b'z', b'r', b'p', b'c']);
+        let mut answer = vec![0xab];
+        answer.extend_from_slice(b"hello, zrpc");
+        assert_eq!(encode(&"hello, zrpc"), answer);
+    }
+
+    #[test]
     fn an_args_struct_also_decodes_from_an_array() {
         // fixarray of 2: the fields in declaration order, as rmp-serde writes by default.
         let back: AddArgs = MsgPack::decode(&[0x92, 40, 2]).expect("decodes");
