@@ -59,6 +59,8 @@
 //! | `tcp` | yes | `tcp://host:port` addresses |
 //! | `unix` | yes | `unix:///path` addresses (Unix-domain sockets) |
 //! | `json` | no | the JSON codec ([`CodecId::Json`]) |
+//! | `msgpack` | no | the MessagePack codec ([`CodecId::MsgPack`], rmp-serde): arguments as a map keyed by name |
+//! | `raw` | no | the raw-bytes codec ([`CodecId::Raw`]): the payload is the one byte-string argument or result |
 //! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |
 //! | `tls` | no | TLS under the protocol: `tls::{ServerTls, ClientTls}` (rustls, ring provider) |
 //! | `metrics` | no | counters, gauges and histograms of calls and connections through the `metrics` facade ([`observe`]) |
@@ -72,6 +74,10 @@ pub use zrpc_macros::service;
 
 #[cfg(feature = "json")]
 pub use zrpc_core::Json;
+#[cfg(feature = "msgpack")]
+pub use zrpc_core::MsgPack;
+#[cfg(feature = "raw")]
+pub use zrpc_core::Raw;
 pub use zrpc_core::{
     Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Peer, Postcard,
     Request, Response, Routable, Router, Spread, Status, Text, TraceContext,

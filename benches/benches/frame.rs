@@ -147,6 +147,42 @@ fn codec(c: &mut Criterion) {
     c.bench_function("codec/postcard_decode_blob_64k", |b| {
         b.iter(|| CodecId::Postcard.decode_shared::<zrpc::Blob>(black_box(&big)).expect("decodes"))
     });
+    #[cfg(feature = "codecs")]
+    codecs(c, &message);
+}
+
+/// The README's codec table: the benchmark message in each self-describing codec, as a call
+/// encodes and decodes it (`encode_to_bytes`, `decode_shared`), and raw bytes of the same size
+/// as the message in protobuf. Each prints its encoded size.
+#[cfg(feature = "codecs")]
+fn codecs(c: &mut Criterion, message: &BenchmarkMessage) {
+    for codec in [CodecId::Postcard, CodecId::Json, CodecId::MsgPack] {
+        let encoded = codec.encode_to_bytes(message).expect("encodes");
+        eprintln!("codec/{codec}: the benchmark message is {} bytes", encoded.len());
+        c.bench_function(&format!("codec/table/{codec}_encode"), |b| {
+            b.iter(|| codec.encode_to_bytes(black_box(message)).expect("encodes"))
+        });
+        c.bench_function(&format!("codec/table/{codec}_decode"), |b| {
+            b.iter(|| codec.decode_shared::<BenchmarkMessage>(black_box(&encoded)).expect("decodes"))
+        });
+    }
+    let blob = zrpc::Blob::from(vec![0x5a_u8; 581]);
+    let encoded = CodecId::Raw.encode_to_bytes(&blob).expect("encodes");
+    eprintln!("codec/raw: a 581-byte Blob is {} bytes", encoded.len());
+    c.bench_function("codec/table/raw_encode_581", |b| {
+        b.iter(|| CodecId::Raw.encode_to_bytes(black_box(&blob)).expect("encodes"))
+    });
+    c.bench_function("codec/table/raw_decode_581", |b| {
+        b.iter(|| CodecId::Raw.decode_shared::<zrpc::Blob>(black_box(&encoded)).expect("decodes"))
+    });
+    // The same 581 bytes in postcard, for scale: a length prefix, then the bytes.
+    let encoded = CodecId::Postcard.encode_to_bytes(&blob).expect("encodes");
+    c.bench_function("codec/table/postcard_encode_blob_581", |b| {
+        b.iter(|| CodecId::Postcard.encode_to_bytes(black_box(&blob)).expect("encodes"))
+    });
+    c.bench_function("codec/table/postcard_decode_blob_581", |b| {
+        b.iter(|| CodecId::Postcard.decode_shared::<zrpc::Blob>(black_box(&encoded)).expect("decodes"))
+    });
 }
 
 criterion_group!(benches, frames, headers, codec, mux);

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run -p zrpc-benches --release --bin compare -- [--duration SECS] [--warmup SECS]
 //!     [--rounds N] [--frameworks zrpc,tarpc,...] [--points 1x1,100x1,...] [--csv PATH]
-//!     [--chart PATH.svg]
+//!     [--chart PATH.svg] [--codec postcard|json|msgpack]
 //! ```
 //!
 //! # What is measured, and how
@@ -69,12 +69,15 @@ pub struct Options {
     pub idle_conns: Option<usize>,
     /// What to install in both processes to record zrpc's calls (see [`crate::observe`]).
     pub observe: Option<String>,
+    /// The codec the `zrpc` and `zrpc-text` callers use (the server answers in it).
+    pub codec: zrpc::CodecId,
 }
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: compare [--duration SECS] [--warmup SECS] [--rounds N] [--frameworks a,b,...]
-               [--points CxN,...] [--csv PATH] [--chart PATH.svg] [--observe metrics,spans]
+               [--points CxN,...] [--csv PATH] [--chart PATH.svg] [--codec NAME]
+               [--observe metrics,spans]
 
 Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
 processes: throughput, latency percentiles, allocations per call, server peak RSS.
@@ -89,6 +92,8 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
   --csv PATH         also write the rows as CSV
   --chart PATH.svg   also draw throughput and p99 by framework and point
+  --codec NAME       the codec of the zrpc and zrpc-text callers: postcard (default), or json
+                     or msgpack (built with `--features codecs`)
   --idle-conns N     instead: open N idle zrpc connections and report the server's resident
                      memory per connection (each process needs N file descriptors)
   --observe LIST     record zrpc's calls in both processes: metrics (a Prometheus recorder),
@@ -111,6 +116,7 @@ impl Options {
             rounds: 1,
             idle_conns: None,
             observe: None,
+            codec: zrpc::CodecId::Postcard,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -127,6 +133,7 @@ impl Options {
                 "--rounds" => options.rounds = value()?.parse::<usize>()?.max(1),
                 "--idle-conns" => options.idle_conns = Some(value()?.parse()?),
                 "--observe" => options.observe = Some(value()?.clone()),
+                "--codec" => options.codec = codec(value()?)?,
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
         }
@@ -135,6 +142,20 @@ impl Options {
         }
         Ok(options)
     }
+}
+
+/// The codec named `name`, if this build has it and it can carry the benchmark message.
+fn codec(name: &str) -> Result<zrpc::CodecId, BoxError> {
+    let Some(codec) = zrpc::CodecId::ALL.into_iter().find(|codec| codec.to_string() == name) else {
+        return Err(format!("unknown codec {name:?}\n\n{USAGE}").into());
+    };
+    if codec == zrpc::CodecId::Raw {
+        return Err("the raw codec carries byte strings, not the benchmark message".into());
+    }
+    if !codec.is_enabled() {
+        return Err(format!("the {codec} codec is not compiled in: build with `--features codecs`").into());
+    }
+    Ok(codec)
 }
 
 /// The program: `serve <framework>` as a server child, the comparison otherwise.
@@ -200,6 +221,7 @@ pub fn idle_connections(conns: usize) -> Result<(), BoxError> {
 /// # Errors
 /// If a server cannot be started or a point cannot be measured.
 pub fn run(options: &Options) -> Result<(), BoxError> {
+    crate::framework::zrpc::set_codec(options.codec);
     // Frameworks take turns within each round, so a slow spell of the machine is shared out
     // rather than landing on one framework.
     let mut rounds = Vec::with_capacity(options.rounds);
@@ -342,7 +364,7 @@ fn heading(options: &Options) -> String {
     format!(
         "zrpc compare, {date}: {cpu}, {cores} cores, loopback, server and client in separate processes\n\
          warm-up {warmup:?}, window {window:?} per point{rounds}; echo of the rpcx BenchmarkMessage \
-         ({size} bytes in postcard{protobuf})\n\
+         ({size} bytes in postcard{protobuf}){codec}\n\
          allocs/c = client + server allocations per call; decoding the message alone allocates \
          {owned} times (its Strings and Vec), on each side, in every serde framework ({shared} with \
          zrpc::Text strings);\n\
@@ -360,6 +382,10 @@ fn heading(options: &Options) -> String {
         },
         size = crate::framework::payload().map(|p| p.len()).unwrap_or(0),
         protobuf = protobuf_size(),
+        codec = match options.codec {
+            zrpc::CodecId::Postcard => String::new(),
+            codec => format!("; zrpc and zrpc-text call in {codec}"),
+        },
     )
 }
 

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | [`context`] | [`Context`]: deadline, metadata, caller name, trace, balancing hints |
 //! | [`status`] | [`Status`] and [`Code`], the framework's error |
-//! | [`codec`] | the [`Codec`] trait, [`Postcard`] (default) and JSON (feature `json`) |
+//! | [`codec`] | the [`Codec`] trait and [`CodecId`]: [`Postcard`] (default), JSON, MessagePack and raw bytes (features) |
 //! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
 //! | [`spread`] | [`Spread`]: one call to several endpoints at once, broadcast and fork |
@@ -25,6 +25,8 @@
 //! # Features
 //! - `json`: the JSON codec.
 //! - `metrics`: counters, gauges and histograms of calls through the `metrics` facade.
+//! - `msgpack`: the MessagePack codec (rmp-serde).
+//! - `raw`: the raw-bytes codec, for methods whose argument and result are byte strings.
 
 pub mod backoff;
 pub mod balance;
@@ -52,6 +54,10 @@ pub mod __private;
 
 #[cfg(feature = "json")]
 pub use codec::Json;
+#[cfg(feature = "msgpack")]
+pub use codec::MsgPack;
+#[cfg(feature = "raw")]
+pub use codec::Raw;
 pub use codec::{Codec, CodecError, CodecId, Postcard};
 pub use context::{Context, Hints, PickRecord};
 pub use identity::Identity;

@@ -4,8 +4,9 @@
 //! of its own: a message with eight strings costs eight allocations to decode. [`Text`] and
 //! [`Blob`] hold a reference-counted slice of a [`Bytes`] buffer instead. When zrpc decodes a
 //! call's arguments or its result with postcard (the default codec), each `Text` and `Blob` in
-//! it is a slice of the frame itself: no allocation, no copy. Elsewhere they copy like `String`
-//! and `Vec<u8>` do: with the JSON codec, or when a user deserializes them from their own data.
+//! it is a slice of the frame itself: no allocation, no copy; with MessagePack and raw bytes,
+//! each `Blob` is. Elsewhere they copy like `String` and `Vec<u8>` do: `Text` with MessagePack,
+//! both with JSON, and both when a user deserializes them from their own data.
 //!
 //! On the wire they are a string and a byte string, so a peer may declare the same field as
 //! `String` or `Vec<u8>`.

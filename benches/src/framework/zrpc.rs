@@ -5,12 +5,28 @@
 //! decodes as slices of the received frame instead of copies.
 //!
 //! With N connections the callers use N [`Channel`](zrpc::Channel)s (each one connection),
-//! round-robin.
+//! round-robin. The callers use the codec [`set_codec`] chose (`compare --codec`), postcard by
+//! default; the server answers in it.
 
-use zrpc::{Address, ServerBuilder};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use zrpc::{Address, CodecId, ServerBuilder};
 
 use crate::BoxError;
 use crate::framework::Serving;
+
+/// The codec of the callers, as its wire id.
+static CODEC: AtomicU8 = AtomicU8::new(CodecId::Postcard as u8);
+
+/// Makes the callers built from now on call in `codec`.
+pub fn set_codec(codec: CodecId) {
+    CODEC.store(codec.as_u8(), Ordering::Relaxed);
+}
+
+/// The codec the callers use.
+pub(crate) fn codec() -> CodecId {
+    CodecId::from_u8(CODEC.load(Ordering::Relaxed)).unwrap_or_default()
+}
 
 /// Binds `server`, built with default settings, on `127.0.0.1:0` and returns it as [`Serving`].
 ///
@@ -76,11 +92,12 @@ macro_rules! flavour {
                         channels.push(Channel::connect(addr).await?);
                     }
                     let message = Message::filled();
-                    let probe = BenchClient::new(channels[0].clone());
+                    let codec = crate::framework::zrpc::codec();
+                    let probe = BenchClient::new(channels[0].clone()).with_codec(codec);
                     check_echo($name, &message, &probe.echo(message.clone()).await?)?;
                     Ok((0..callers)
                         .map(|i| ZrpcCaller {
-                            client: BenchClient::new(channels[i % conns].clone()),
+                            client: BenchClient::new(channels[i % conns].clone()).with_codec(codec),
                             message: Some(message.clone()),
                         })
                         .collect())
