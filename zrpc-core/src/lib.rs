@@ -8,6 +8,7 @@
 //! | [`context`] | [`Context`]: deadline, metadata, caller name, trace, balancing hints |
 //! | [`status`] | [`Status`] and [`Code`], the framework's error |
 //! | [`codec`] | the [`Codec`] trait, [`Postcard`] (default) and JSON (feature `json`) |
+//! | [`compression`] | [`Compression`]: the payload compression algorithms, by wire id |
 //! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
 //! | [`balance`] | load-balancing policies ([`balance::Pick`]): p2c, least-active, random, (weighted) round-robin, consistent hash |
@@ -27,6 +28,7 @@ pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod codec;
+pub mod compression;
 pub mod context;
 pub mod discover;
 pub mod identity;
@@ -48,6 +50,7 @@ pub mod __private;
 #[cfg(feature = "json")]
 pub use codec::Json;
 pub use codec::{Codec, CodecError, CodecId, Postcard};
+pub use compression::Compression;
 pub use context::{Context, Hints, PickRecord};
 pub use identity::Identity;
 pub use metadata::Metadata;
