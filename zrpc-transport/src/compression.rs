@@ -79,6 +79,7 @@ use crate::frame::{COMPRESSED_HEADER_LEN, CompressedHeader};
 pub const DEFAULT_THRESHOLD: usize = 1024;
 
 /// Whether this build can compress and decompress with `compression`: its feature is on.
+#[allow(clippy::match_like_matches_macro, reason = "one feature per arm, all true in some builds")]
 pub fn is_available(compression: Compression) -> bool {
     match compression {
         Compression::Zstd => cfg!(feature = "zstd"),
@@ -108,20 +109,20 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// These settings with `algorithm`; one this build lacks is dropped with a warning (see
-    /// the [module docs](self)).
-    pub(crate) fn with_algorithm(self, algorithm: Compression, owner: &str) -> Settings {
-        if !is_available(algorithm) {
-            tracing::warn!(
-                "{owner} asked for {algorithm} compression, but this build lacks the `{algorithm}` feature: \
-                 payloads go uncompressed"
-            );
-            return Settings { algorithm: None, ..self };
-        }
-        Settings { algorithm: Some(algorithm), ..self }
+/// `algorithm`, if this build has it; else `None`, with a warning naming `owner` (see the
+/// [module docs](self)): what a builder asked for it does.
+pub(crate) fn usable(algorithm: Compression, owner: &str) -> Option<Compression> {
+    if !is_available(algorithm) {
+        tracing::warn!(
+            "{owner} asked for {algorithm} compression, but this build lacks the `{algorithm}` feature: \
+             payloads go uncompressed"
+        );
+        return None;
     }
+    Some(algorithm)
+}
 
+impl Settings {
     /// The algorithm to compress a payload of `len` bytes with, for a peer that decodes
     /// `accepted` (see [`Accepted`]), given a call's own `choice` (as
     /// [`Context::compression`](zrpc_core::Context::compression) returns it).
@@ -266,6 +267,7 @@ pub fn compress(compression: Compression, payload: &[u8]) -> Option<Bytes> {
 /// # Errors
 /// See [`DecompressError`]; none of them panics or allocates more than `limit` bytes.
 pub fn decompress(payload: &[u8], limit: u32) -> Result<Bytes, DecompressError> {
+    #[allow(unused_variables, reason = "`stream` is unused when no algorithm's feature is on")]
     let (header, stream) = CompressedHeader::split(payload).ok_or(DecompressError::Truncated)?;
     let compression = Compression::from_id(header.compression)
         .filter(|&compression| is_available(compression))

@@ -7,6 +7,7 @@ fn compressible() -> Vec<u8> {
     (0..4096).flat_map(|i: u32| format!("item {i:08} ").into_bytes()).take(64 * 1024).collect()
 }
 
+#[cfg(feature = "compression")]
 /// A payload `compression` made of `data`, declaring `declared` bytes instead of its own length.
 fn lying(compression: Compression, data: &[u8], declared: u32) -> Vec<u8> {
     let mut payload = compress(compression, data).expect("compresses").to_vec();

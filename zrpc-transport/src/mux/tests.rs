@@ -109,7 +109,7 @@ fn many_calls_in_flight_answered_out_of_order() {
         .client_events()
         .into_iter()
         .map(|e| match e {
-            Event::Response { token, result } => (token, result.map(|r| r.into_payload()).map_err(|s| s.code())),
+            Event::Response { token, result, .. } => (token, result.map(|r| r.into_payload()).map_err(|s| s.code())),
             other => panic!("expected a response, got {other:?}"),
         })
         .collect();
@@ -172,7 +172,7 @@ fn a_oneway_call_ends_once_written_and_is_never_answered() {
     let [frame] = requests.as_slice() else { panic!("{requests:?}") };
     assert!(frame.is_oneway());
     let events = events(&mut pair.client);
-    assert!(matches!(events.as_slice(), [Event::Response { token: "log", result: Ok(_) }]), "{events:?}");
+    assert!(matches!(events.as_slice(), [Event::Response { token: "log", result: Ok(_), .. }]), "{events:?}");
     assert_eq!(pair.client.pending_len(), 0);
 
     pair.server.finish(1, &ok(b"not for a oneway call"));
@@ -401,7 +401,7 @@ fn goaway_stops_new_calls_but_lets_pending_ones_finish() {
 
     pair.server.finish(1, &ok(b"done"));
     let events = pair.client_events();
-    assert!(matches!(events.as_slice(), [Event::Response { token: "in-flight", result: Ok(_) }]), "{events:?}");
+    assert!(matches!(events.as_slice(), [Event::Response { token: "in-flight", result: Ok(_), .. }]), "{events:?}");
     assert!(pair.client.is_drained() && pair.server.is_drained());
 }
 
@@ -414,7 +414,7 @@ fn a_request_crossing_goaway_is_refused_unprocessed() {
     assert!(pair.server_requests().is_empty(), "the server does not process it");
     let events = pair.client_events();
     let answer = events.iter().find_map(|e| match e {
-        Event::Response { token, result: Err(status) } => Some((*token, status.code(), status.is_unprocessed())),
+        Event::Response { token, result: Err(status), .. } => Some((*token, status.code(), status.is_unprocessed())),
         _ => None,
     });
     assert_eq!(answer, Some(("crossed", Code::Unavailable, true)), "the refusal says it was not processed");
@@ -719,7 +719,9 @@ fn a_request_with_too_many_metadata_entries_is_refused_and_the_connection_stays(
     pair.client.send_request(3, request("S.m", b""), "plain").expect("accepted");
     assert_eq!(ids(&pair.server_requests()), [3], "the crowded one is never handed over");
     let events = pair.client_events();
-    let [Event::Response { token: "crowded", result: Err(status) }] = events.as_slice() else { panic!("{events:?}") };
+    let [Event::Response { token: "crowded", result: Err(status), .. }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(status.is_unprocessed());
     assert!(status.message().contains("3 metadata entries"), "{status}");
@@ -794,7 +796,7 @@ fn calls_fail_at_their_deadline_cancelled_on_the_wire_or_never_sent() {
 
     pair.client.on_timeout(start + Duration::from_secs(3)).expect("alive");
     let seen = events(&mut pair.client);
-    let [Event::Response { token: "sent", result: Err(status) }] = seen.as_slice() else { panic!("{seen:?}") };
+    let [Event::Response { token: "sent", result: Err(status), .. }] = seen.as_slice() else { panic!("{seen:?}") };
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert_eq!(status.message(), "deadline of 3000ms exceeded calling S.sent on server-1");
     assert!(!status.is_unprocessed(), "it was sent: it may have run");
@@ -813,7 +815,7 @@ fn calls_fail_at_their_deadline_cancelled_on_the_wire_or_never_sent() {
         .expect("accepted");
     pair.client.on_timeout(start + Duration::from_secs(5)).expect("alive");
     let seen = events(&mut pair.client);
-    let [Event::Response { token: "never", result: Err(status) }] = seen.as_slice() else { panic!("{seen:?}") };
+    let [Event::Response { token: "never", result: Err(status), .. }] = seen.as_slice() else { panic!("{seen:?}") };
     assert!(status.is_unprocessed() && status.code() == Code::DeadlineExceeded, "{status:?}");
     assert!(pair.client.take_output().is_empty(), "nothing sent for it");
 }
@@ -850,7 +852,7 @@ fn calls_cross_in_both_directions_on_one_connection() {
     assert!(pair.client_events().is_empty());
     let written = events(&mut pair.server);
     assert!(
-        matches!(written.as_slice(), [Event::Response { token: "server's oneway", result: Ok(_) }]),
+        matches!(written.as_slice(), [Event::Response { token: "server's oneway", result: Ok(_), .. }]),
         "a oneway call ends once written: {written:?}"
     );
     let to_client = requests(&mut pair.client);
@@ -865,12 +867,15 @@ fn calls_cross_in_both_directions_on_one_connection() {
     pair.client.finish(4, &ok(b"oneway: not sent"));
     pair.server.finish(3, &ok(b"to the client"));
     let events = pair.server_events();
-    let [Event::Response { token: "server's first", result: Ok(answer) }] = events.as_slice() else {
+    let [Event::Response { token: "server's first", result: Ok(answer), .. }] = events.as_slice() else {
         panic!("{events:?}")
     };
     assert_eq!(answer.payload(), &b"to the server"[..]);
     let events = pair.client_events();
-    assert!(matches!(events.as_slice(), [Event::Response { token: "client's second", result: Ok(_) }]), "{events:?}");
+    assert!(
+        matches!(events.as_slice(), [Event::Response { token: "client's second", result: Ok(_), .. }]),
+        "{events:?}"
+    );
     assert_eq!((pair.server.pending_len(), pair.client.inbound_len()), (0, 0));
     assert_eq!(pair.client.pending_len(), 1, "the client's first call is still being handled");
 }
@@ -901,7 +906,7 @@ fn the_accepting_side_s_calls_have_deadlines_and_cancels_too() {
     let now = pair.now;
     pair.server.on_timeout(now).expect("the deadline is no violation");
     let events = events(&mut pair.server);
-    let [Event::Response { token: "slow", result: Err(status) }] = events.as_slice() else { panic!("{events:?}") };
+    let [Event::Response { token: "slow", result: Err(status), .. }] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert!(!status.is_unprocessed(), "it was sent");
     let events = pair.client_events();
@@ -925,6 +930,6 @@ fn a_goaway_from_the_connecting_side_stops_the_accepting_side_s_new_calls() {
     // The call in flight still completes.
     pair.client.finish(2, &ok(b"done"));
     let events = pair.server_events();
-    assert!(matches!(events.as_slice(), [Event::Response { token: "in flight", result: Ok(_) }]), "{events:?}");
+    assert!(matches!(events.as_slice(), [Event::Response { token: "in flight", result: Ok(_), .. }]), "{events:?}");
     assert!(pair.server.is_drained() && pair.client.is_drained());
 }
