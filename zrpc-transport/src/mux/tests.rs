@@ -933,3 +933,62 @@ fn a_goaway_from_the_connecting_side_stops_the_accepting_side_s_new_calls() {
     assert!(matches!(events.as_slice(), [Event::Response { token: "in flight", result: Ok(_), .. }]), "{events:?}");
     assert!(pair.server.is_drained() && pair.client.is_drained());
 }
+
+/// A compressed payload declaring `declared` bytes; the mux never decompresses it.
+fn compressed_payload(declared: u32) -> Bytes {
+    let header = frame::CompressedHeader { compression: zrpc_core::Compression::Zstd.id(), len: declared };
+    Bytes::from([&header.to_bytes()[..], b"compressed bytes"].concat())
+}
+
+#[test]
+fn a_compressed_request_counts_as_its_wire_size_plus_its_declared_length_on_both_sides() {
+    // The server takes 64 KiB of requests in progress; each request declares 40 KiB: one fits,
+    // two do not, though on the wire they are a few dozen bytes each.
+    let mut pair = pair_with_server(|c| c.max_request_bytes = 64 * 1024);
+    let call = || Request::new("S.m", compressed_payload(40 * 1024));
+    let now = pair.now;
+    assert!(pair.client.send_compressed_request_at(1, call(), "first", now).is_ok());
+    assert!(pair.client.send_compressed_request_at(3, call(), "second", now).is_ok());
+    assert_eq!(pair.client.stats().calls_waiting, 1, "the second waits for room");
+    assert_eq!(pair.client.stats().compressed_frames_sent, 1);
+
+    let handed = pair.server_requests();
+    assert_eq!(ids(&handed), [1]);
+    assert_eq!(handed[0].flags & frame::flags::COMPRESSED, frame::flags::COMPRESSED);
+    assert_eq!(handed[0].payload, compressed_payload(40 * 1024), "handed over as it came");
+    let wire = pair.server.decoder.last_len();
+    let stats = pair.server.stats();
+    assert_eq!(stats.request_bytes_in_progress, wire + 40 * 1024, "{stats:?}");
+    assert_eq!(stats.compressed_frames_received, 1);
+
+    pair.server.finish(1, &ok(b"done"));
+    assert!(matches!(pair.client_events().as_slice(), [Event::Response { token: "first", compressed: false, .. }]));
+    assert_eq!(ids(&pair.server_requests()), [3], "the first's room went to the second");
+}
+
+#[test]
+fn a_compressed_request_declaring_more_than_the_peer_takes_is_refused_unsent() {
+    let mut pair = Pair::new();
+    let now = pair.now;
+    let call = Request::new("S.m", compressed_payload(frame::DEFAULT_MAX_FRAME + 1));
+    let Err((status, "big")) = pair.client.send_compressed_request_at(1, call, "big", now) else { panic!("refused") };
+    assert_eq!((status.code(), status.is_unprocessed()), (Code::ResourceExhausted, true), "{status}");
+    assert_eq!(pair.client.stats().compressed_frames_sent, 0);
+    assert!(pair.server_requests().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn a_compressed_answer_is_reported_as_it_came_and_counted() {
+    let mut pair = Pair::new();
+    assert!(pair.client.send_request(1, request("S.m", b"x"), "call").is_ok());
+    assert_eq!(ids(&pair.server_requests()), [1]);
+    pair.server.finish_compressed(1, &Ok(Response::new(compressed_payload(4096))));
+    let saved = pair.server.stats().compression_bytes_saved;
+    assert_eq!(saved, 4096 - compressed_payload(4096).len() as u64);
+    let events = pair.client_events();
+    let [Event::Response { token: "call", result: Ok(response), compressed: true }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(response.payload(), &compressed_payload(4096), "the caller decompresses, not the mux");
+    assert_eq!(pair.client.stats().compressed_frames_received, 1);
+}
