@@ -61,6 +61,8 @@
 //! | `json` | no | the JSON codec ([`CodecId::Json`]) |
 //! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |
 //! | `tls` | no | TLS under the protocol: `tls::{ServerTls, ClientTls}` (rustls, ring provider) |
+//! | `zstd`, `lz4`, `gzip` | no | payload compression with that algorithm, negotiated in the HELLO ([`Compression`], [`transport::compression`]) |
+//! | `compression` | no | `zstd`, `lz4` and `gzip` |
 //! | `full` | no | everything above |
 //!
 //! In-memory addresses (`mem://name`) are always available.
@@ -71,8 +73,8 @@ pub use zrpc_macros::service;
 #[cfg(feature = "json")]
 pub use zrpc_core::Json;
 pub use zrpc_core::{
-    Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Peer, Postcard,
-    Request, Response, Routable, Router, Status, Text, TraceContext,
+    Blob, Code, Codec, CodecError, CodecId, Compression, Context, FailMode, Hints, Metadata, Method, NamedService,
+    Peer, Postcard, Request, Response, Routable, Router, Status, Text, TraceContext,
 };
 
 pub use zrpc_transport::{
