@@ -79,10 +79,7 @@ macro_rules! flavour {
                     let probe = BenchClient::new(channels[0].clone());
                     check_echo($name, &message, &probe.echo(message.clone()).await?)?;
                     Ok((0..callers)
-                        .map(|i| ZrpcCaller {
-                            client: BenchClient::new(channels[i % conns].clone()),
-                            message: Some(message.clone()),
-                        })
+                        .map(|i| ZrpcCaller::new(BenchClient::new(channels[i % conns].clone()), message.clone()))
                         .collect())
                 }
             }
@@ -94,6 +91,13 @@ macro_rules! flavour {
                 /// `None` while a call is in flight, and after one failed (the next call starts
                 /// afresh).
                 message: Option<Message>,
+            }
+
+            impl ZrpcCaller {
+                /// A caller through `client`, starting with `message`.
+                pub(crate) fn new(client: BenchClient<Channel>, message: Message) -> ZrpcCaller {
+                    ZrpcCaller { client, message: Some(message) }
+                }
             }
 
             impl Caller for ZrpcCaller {
