@@ -63,6 +63,8 @@
 //! | `raw` | no | the raw-bytes codec ([`CodecId::Raw`]): the payload is the one byte-string argument or result |
 //! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |
 //! | `tls` | no | TLS under the protocol: `tls::{ServerTls, ClientTls}` (rustls, ring provider) |
+//! | `zstd`, `lz4`, `gzip` | no | payload compression with that algorithm, negotiated in the HELLO ([`Compression`], [`transport::compression`]) |
+//! | `compression` | no | `zstd`, `lz4` and `gzip` |
 //! | `metrics` | no | counters, gauges and histograms of calls and connections through the `metrics` facade ([`observe`]) |
 //! | `opentelemetry` | no | the call spans joined into OpenTelemetry traces across processes, with `tracing-opentelemetry`'s layer ([`observe`]) |
 //! | `full` | no | everything above |
@@ -79,8 +81,8 @@ pub use zrpc_core::MsgPack;
 #[cfg(feature = "raw")]
 pub use zrpc_core::Raw;
 pub use zrpc_core::{
-    Blob, Code, Codec, CodecError, CodecId, Context, FailMode, Hints, Metadata, Method, NamedService, Peer, Postcard,
-    Request, Response, Routable, Router, Spread, Status, Text, TraceContext,
+    Blob, Code, Codec, CodecError, CodecId, Compression, Context, FailMode, Hints, Metadata, Method, NamedService,
+    Peer, Postcard, Request, Response, Routable, Router, Spread, Status, Text, TraceContext,
 };
 
 pub use zrpc_transport::{

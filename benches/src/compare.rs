@@ -44,6 +44,7 @@ use crate::framework::raw_pingpong::RawPingpong;
 use crate::framework::tarpc::Tarpc;
 use crate::framework::zrpc::{Zrpc, ZrpcText};
 use crate::framework::zrpc_reverse::ZrpcReverse;
+use crate::framework::zrpc_zstd::ZrpcZstd;
 use crate::framework::{Framework, Name};
 use crate::load::{self, Plan, Point};
 use crate::proc::{SERVE, ServerProcess};
@@ -86,8 +87,9 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --warmup SECS      warm-up per point, not measured (default 1)
   --rounds N         measure every framework N times, taking turns, and report the median of
                      each figure (default 1)
-  --frameworks LIST  any of zrpc, zrpc-text, zrpc-reverse (the server calls the client), tarpc,
-                     tonic (feature `tonic`), raw-mux, raw-pingpong
+  --frameworks LIST  any of zrpc, zrpc-text, zrpc-reverse (the server calls the client),
+                     zrpc-zstd (zstd on every message), tarpc, tonic (feature `tonic`),
+                     raw-mux, raw-pingpong
                      (default: all compiled in)
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
   --csv PATH         also write the rows as CSV
@@ -255,6 +257,7 @@ fn measure_all(options: &Options) -> Result<Vec<Row>, BoxError> {
             Name::Zrpc => measure::<Zrpc>(options)?,
             Name::ZrpcText => measure::<ZrpcText>(options)?,
             Name::ZrpcReverse => measure::<ZrpcReverse>(options)?,
+            Name::ZrpcZstd => measure::<ZrpcZstd>(options)?,
             Name::Tarpc => measure::<Tarpc>(options)?,
             #[cfg(feature = "tonic")]
             Name::Tonic => measure::<crate::framework::tonic::Tonic>(options)?,
@@ -342,6 +345,7 @@ fn serve_child(name: Name) -> Result<(), BoxError> {
         Name::Zrpc => serve::<Zrpc>(),
         Name::ZrpcText => serve::<ZrpcText>(),
         Name::ZrpcReverse => serve::<ZrpcReverse>(),
+        Name::ZrpcZstd => serve::<ZrpcZstd>(),
         Name::Tarpc => serve::<Tarpc>(),
         #[cfg(feature = "tonic")]
         Name::Tonic => serve::<crate::framework::tonic::Tonic>(),

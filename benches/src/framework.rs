@@ -16,6 +16,7 @@ pub mod tarpc;
 pub mod tonic;
 pub mod zrpc;
 pub mod zrpc_reverse;
+pub mod zrpc_zstd;
 
 use std::fmt;
 use std::future::Future;
@@ -75,6 +76,8 @@ pub enum Name {
     ZrpcText,
     /// zrpc with the roles turned: the accepting side calls the connecting side.
     ZrpcReverse,
+    /// zrpc with zstd on every message, both ways.
+    ZrpcZstd,
     /// tarpc, bincode over TCP, limits raised.
     Tarpc,
     /// tonic (gRPC over HTTP/2, protobuf); only with the `tonic` feature.
@@ -88,7 +91,7 @@ pub enum Name {
 impl Name {
     /// Every framework, in output order; `tonic` only when compiled in.
     pub fn all() -> Vec<Name> {
-        let mut all = vec![Name::Zrpc, Name::ZrpcText, Name::ZrpcReverse, Name::Tarpc];
+        let mut all = vec![Name::Zrpc, Name::ZrpcText, Name::ZrpcReverse, Name::ZrpcZstd, Name::Tarpc];
         if cfg!(feature = "tonic") {
             all.push(Name::Tonic);
         }
@@ -102,6 +105,7 @@ impl Name {
             Name::Zrpc => "zrpc",
             Name::ZrpcText => "zrpc-text",
             Name::ZrpcReverse => "zrpc-reverse",
+            Name::ZrpcZstd => "zrpc-zstd",
             Name::Tarpc => "tarpc",
             Name::Tonic => "tonic",
             Name::RawMux => "raw-mux",
@@ -114,7 +118,7 @@ impl Name {
         match self {
             Name::ZrpcText => Decoding::Shared,
             Name::RawMux | Name::RawPingpong => Decoding::Nothing,
-            Name::Zrpc | Name::ZrpcReverse | Name::Tarpc | Name::Tonic => Decoding::Owned,
+            Name::Zrpc | Name::ZrpcReverse | Name::ZrpcZstd | Name::Tarpc | Name::Tonic => Decoding::Owned,
         }
     }
 

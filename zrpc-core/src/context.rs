@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::compression::Compression;
 use crate::identity::Identity;
 use crate::metadata::Metadata;
 use crate::peer::Peer;
@@ -51,6 +52,18 @@ pub struct Context {
     identity: Option<Identity>,
     trace: Option<TraceContext>,
     hints: Hints,
+    /// One byte: unset (the channel's default), off, or an algorithm.
+    compression: Choice,
+}
+
+/// A call's choice of compression; see [`Context::with_compression`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Choice {
+    /// The channel's (or server's) configured compression.
+    #[default]
+    Unset,
+    /// This algorithm, or none.
+    Chosen(Option<Compression>),
 }
 
 /// Hints for the balancing and retry layers: which endpoint a call should prefer or avoid.
@@ -308,8 +321,43 @@ impl Context {
         self
     }
 
+    /// Compresses this call's payload with `compression`, or sends it uncompressed with `None`,
+    /// whatever the channel is configured with. Unset, the channel's configuration decides.
+    ///
+    /// The threshold still applies: a payload under the channel's compression threshold, one
+    /// that does not shrink, or one for a peer that did not announce the algorithm (or an
+    /// algorithm whose feature this build lacks) is sent uncompressed. Not passed on to
+    /// [`child`](Context::child) contexts, and not sent to the server: a server answers a
+    /// compressed request with the same algorithm.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use zrpc_core::{Compression, Context};
+    ///
+    /// let small_and_urgent = Context::new().with_compression(None);
+    /// assert_eq!(small_and_urgent.compression(), Some(None));
+    /// let bulk = Context::new().with_compression(Some(Compression::Zstd));
+    /// assert_eq!(bulk.compression(), Some(Some(Compression::Zstd)));
+    /// assert_eq!(Context::new().compression(), None, "unset: the channel decides");
+    /// ```
+    pub fn with_compression(mut self, compression: Option<Compression>) -> Context {
+        self.compression = Choice::Chosen(compression);
+        self
+    }
+
+    /// The call's own choice of compression: `None` when it made none (the channel's
+    /// configuration applies), `Some(None)` for uncompressed, `Some(Some(algorithm))`.
+    pub fn compression(&self) -> Option<Option<Compression>> {
+        match self.compression {
+            Choice::Unset => None,
+            Choice::Chosen(choice) => Some(choice),
+        }
+    }
+
     /// A context for a downstream call made while handling this one: the same deadline, the
-    /// same trace with a new span id; no metadata, caller, peer, identity or hints.
+    /// same trace with a new span id; no metadata, caller, peer, identity, hints or choice of
+    /// compression.
     ///
     /// The deadline passes on as the child's own, whoever set it. An unbounded call's child is
     /// not unbounded but unset: defaults apply to it, as they do on the server, which never
@@ -347,6 +395,17 @@ mod tests {
         assert_ne!(child.trace().map(|t| t.span_id), Some(trace.span_id));
         assert!(child.metadata().is_empty());
         assert_eq!(child.caller(), "");
+    }
+
+    #[test]
+    fn choosing_compression_costs_no_room_and_is_not_inherited() {
+        // Context is cloned per call: the choice takes one byte of what was padding (240 bytes
+        // before it was added).
+        assert!(std::mem::size_of::<Context>() <= 240, "{} bytes", std::mem::size_of::<Context>());
+        let ctx = Context::new().with_compression(Some(Compression::Lz4));
+        assert_eq!(ctx.compression(), Some(Some(Compression::Lz4)));
+        assert_eq!(ctx.clone().with_compression(None).compression(), Some(None));
+        assert_eq!(ctx.child().compression(), None);
     }
 
     #[tokio::test(start_paused = true)]

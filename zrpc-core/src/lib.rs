@@ -8,6 +8,7 @@
 //! | [`context`] | [`Context`]: deadline, metadata, caller name, trace, balancing hints |
 //! | [`status`] | [`Status`] and [`Code`], the framework's error |
 //! | [`codec`] | the [`Codec`] trait and [`CodecId`]: [`Postcard`] (default), JSON, MessagePack and raw bytes (features) |
+//! | [`compression`] | [`Compression`]: the payload compression algorithms, by wire id |
 //! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
 //! | [`spread`] | [`Spread`]: one call to several endpoints at once, broadcast and fork |
@@ -32,6 +33,7 @@ pub mod backoff;
 pub mod balance;
 pub mod breaker;
 pub mod codec;
+pub mod compression;
 pub mod context;
 pub mod discover;
 pub mod identity;
@@ -59,6 +61,7 @@ pub use codec::MsgPack;
 #[cfg(feature = "raw")]
 pub use codec::Raw;
 pub use codec::{Codec, CodecError, CodecId, Postcard};
+pub use compression::Compression;
 pub use context::{Context, Hints, PickRecord};
 pub use identity::Identity;
 pub use metadata::Metadata;

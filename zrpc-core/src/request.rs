@@ -153,6 +153,13 @@ impl Request {
         &self.payload
     }
 
+    /// Replaces the payload, keeping everything else.
+    #[inline]
+    pub fn with_payload(mut self, payload: Bytes) -> Request {
+        self.payload = payload;
+        self
+    }
+
     /// How the payload is encoded; the server answers with the same codec.
     pub fn codec(&self) -> CodecId {
         self.codec

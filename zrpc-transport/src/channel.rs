@@ -52,7 +52,7 @@ use tower::layer::Layer;
 use tower::util::BoxCloneService;
 use zrpc_core::backoff::Backoff;
 use zrpc_core::balance::Available;
-use zrpc_core::{Context, Request, Response, Routable, Router, Status};
+use zrpc_core::{Compression, Context, Request, Response, Routable, Router, Status};
 
 use crate::address::{Address, ToAddress};
 use crate::conn::{CallFuture, Connection, DefaultTimeout, Handle};
@@ -95,6 +95,11 @@ pub struct ChannelConfig {
     pub token: bytes::Bytes,
     /// What the server can make the connection hold (see [`limits`](crate::limits)).
     pub limits: ConnectionLimits,
+    /// The algorithm requests are compressed with (see [`crate::compression`]); `None` for
+    /// none unless a call chooses one.
+    pub compression: Option<Compression>,
+    /// The smallest payload compressed (default 1024 bytes).
+    pub compression_threshold: usize,
     /// TLS under the protocol, if any.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::ClientTls>,
@@ -121,6 +126,8 @@ impl Default for ChannelConfig {
             default_timeout: Some(DEFAULT_TIMEOUT),
             token: bytes::Bytes::new(),
             limits: ConnectionLimits::default(),
+            compression: None,
+            compression_threshold: crate::compression::DEFAULT_THRESHOLD,
             #[cfg(feature = "tls")]
             tls: None,
             served: Served::default(),
@@ -137,6 +144,8 @@ impl ChannelConfig {
         config.heartbeat_interval = self.heartbeat_interval;
         config.heartbeat_timeout = self.heartbeat_timeout;
         config.token = self.token.clone();
+        config.compression = self.compression;
+        config.compression_threshold = self.compression_threshold;
         self.limits.apply(&mut config);
         config
     }
@@ -338,6 +347,49 @@ impl ChannelBuilder {
     /// fails its call with `ResourceExhausted`.
     pub fn max_metadata_entries(mut self, entries: u16) -> ChannelBuilder {
         self.config.limits.max_metadata_entries = entries;
+        self
+    }
+
+    /// Compresses the payloads of requests of at least the
+    /// [threshold](ChannelBuilder::compression_threshold) (1 KiB by default) with `compression`,
+    /// when the server announced it; a server answers them compressed the same way. Off by
+    /// default. A payload that does not shrink goes uncompressed, and a call can choose
+    /// otherwise with [`Context::with_compression`]. See [`crate::compression`].
+    ///
+    /// An algorithm whose feature (`zstd`, `lz4`, `gzip`) this build lacks is not used: requests
+    /// go uncompressed, and a warning is logged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use zrpc_transport::{Channel, Compression};
+    ///
+    /// # fn main() -> Result<(), zrpc_transport::InvalidAddress> {
+    /// // zstd for requests of 4 KiB or more (feature `zstd`); the server's answers to them too.
+    /// let channel = Channel::builder("tcp://127.0.0.1:7070".parse()?)
+    ///     .compression(Compression::Zstd)
+    ///     .compression_threshold(4 * 1024)
+    ///     .connect_lazy();
+    /// # let _ = channel;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn compression(mut self, compression: Compression) -> ChannelBuilder {
+        self.config.compression = crate::compression::usable(compression, "a channel");
+        self
+    }
+
+    /// The smallest request payload [compressed](ChannelBuilder::compression) (default 1024
+    /// bytes): under it, compressing costs more than the bytes it saves.
+    pub fn compression_threshold(mut self, bytes: usize) -> ChannelBuilder {
+        self.config.compression_threshold = bytes;
+        self
+    }
+
+    /// Compresses as a [`Client`](crate::Client) configured it, its algorithm already checked.
+    pub(crate) fn compression_settings(mut self, settings: crate::compression::Settings) -> ChannelBuilder {
+        self.config.compression = settings.algorithm;
+        self.config.compression_threshold = settings.threshold;
         self
     }
 

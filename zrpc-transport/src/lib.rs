@@ -5,6 +5,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`compression`] | payload compression (zstd, lz4, gzip) negotiated in the HELLO, with the decompressed size capped before allocating |
 //! | [`frame`] | the wire format (`docs/PROTOCOL.md`): preface, HELLO, frames; encode and decode, no I/O |
 //! | [`mux`] | one end of a connection as a state machine: calls both ways, flow control, deadlines, heartbeat, GOAWAY; no I/O |
 //! | [`limits`] | [`ConnectionLimits`]: what a peer can make a connection hold, and how the bounds compose with a server's limits |
@@ -23,6 +24,8 @@
 //! - `unix` (default): Unix-domain socket transport.
 //! - `etcd`: discovery and registration through etcd (the `etcd-client` crate).
 //! - `tls`: TLS over TCP (rustls with the ring provider).
+//! - `zstd`, `lz4`, `gzip`: payload compression with that algorithm (the `zstd`, `lz4_flex` and
+//!   `flate2` crates), announced in the HELLO; `compression` turns on all three.
 //! - `fuzzing`: `zrpc_transport::fuzz`, the entry points of the fuzz targets in `fuzz/`; not a
 //!   stable API.
 //!
@@ -33,6 +36,7 @@ pub mod auth;
 mod budget;
 pub mod channel;
 pub mod client;
+pub mod compression;
 mod conn;
 pub mod dns;
 #[cfg(feature = "etcd")]
@@ -68,6 +72,7 @@ pub use server::{ConnectionInfo, Server, ServerBuilder, ServerConfig, ServerHand
 pub use stream::Stream;
 #[cfg(feature = "tls")]
 pub use tls::{ClientTls, ServerTls, TlsError};
+pub use zrpc_core::Compression;
 pub use zrpc_core::backoff::Backoff;
 
 /// The endpoint name used when none is configured: the program's file name.

@@ -12,6 +12,11 @@
 //! | bytes waiting to be written: [`max_queued_output`](ConnectionLimits::max_queued_output) | 1 MiB | no new handler starts and no new call is sent; handlers already running finish; several PINGs get one PONG |
 //! | metadata entries in one request or response: [`max_metadata_entries`](ConnectionLimits::max_metadata_entries) | 256 | the request is refused with `ResourceExhausted`, unprocessed; the connection stays |
 //! | the frame being read | `max_frame`, 16 MiB | the connection fails: `GOAWAY`, close |
+//! | a [compressed](crate::compression) payload, once decompressed | `max_frame`, 16 MiB | refused from its header before allocating: the request is answered `ResourceExhausted`, unprocessed (an answer fails its call); the connection stays |
+//!
+//! A compressed request in progress counts towards `max_request_bytes` as its size on the wire
+//! plus its declared uncompressed length, so the bounds hold once the peer's requests are
+//! decompressed.
 //!
 //! So a connection holds at most about `max_queued_output` + `max_request_bytes` +
 //! `max_frame` of the peer's making, plus the answers of the handlers that were running when the

@@ -84,6 +84,11 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// What each client can make its connection hold (see [`limits`](crate::limits)).
     pub limits: ConnectionLimits,
+    /// The algorithm answers to uncompressed requests are compressed with, and the server's
+    /// calls to its peers (see [`ServerBuilder::compression`]).
+    pub compression: Option<zrpc_core::Compression>,
+    /// The smallest payload compressed (default 1024 bytes).
+    pub compression_threshold: usize,
     /// Connections the kernel may hold for the server before it accepts them (TCP and Unix
     /// listeners; capped by the kernel's `somaxconn`).
     pub backlog: u32,
@@ -112,6 +117,8 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             limits: ConnectionLimits::default(),
+            compression: None,
+            compression_threshold: crate::compression::DEFAULT_THRESHOLD,
             backlog: DEFAULT_BACKLOG,
             default_timeout: Some(crate::channel::DEFAULT_TIMEOUT),
             registry: None,
@@ -198,6 +205,32 @@ impl<L> ServerBuilder<L> {
     /// refused with `ResourceExhausted`, unprocessed.
     pub fn max_metadata_entries(mut self, entries: u16) -> ServerBuilder<L> {
         self.config.limits.max_metadata_entries = entries;
+        self
+    }
+
+    /// Compresses answers of at least the [threshold](ServerBuilder::compression_threshold)
+    /// (1 KiB by default) with `compression` when the client announced it, and the server's own
+    /// calls to its peers. Off by default. Whatever this says, a compressed request is answered
+    /// with its own algorithm (above the threshold): this sets what uncompressed requests get.
+    /// An algorithm whose feature this build lacks is not used, and a warning is logged. See
+    /// [`crate::compression`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use zrpc_transport::{Compression, Server};
+    ///
+    /// let builder = Server::builder().name("archive").compression(Compression::Lz4).compression_threshold(512);
+    /// # let _ = builder;
+    /// ```
+    pub fn compression(mut self, compression: zrpc_core::Compression) -> ServerBuilder<L> {
+        self.config.compression = crate::compression::usable(compression, "a server");
+        self
+    }
+
+    /// The smallest payload [compressed](ServerBuilder::compression) (default 1024 bytes).
+    pub fn compression_threshold(mut self, bytes: usize) -> ServerBuilder<L> {
+        self.config.compression_threshold = bytes;
         self
     }
 
@@ -416,6 +449,8 @@ where
         conn_config.max_frame = config.max_frame;
         conn_config.heartbeat_interval = config.heartbeat_interval;
         conn_config.heartbeat_timeout = config.heartbeat_timeout;
+        conn_config.compression = config.compression;
+        conn_config.compression_threshold = config.compression_threshold;
         config.limits.apply(&mut conn_config);
         let budget = Budget::new(config.max_concurrent_requests);
         let mut connections = JoinSet::new();

@@ -96,10 +96,7 @@ macro_rules! flavour {
                     let probe = BenchClient::new(channels[0].clone()).with_codec(codec);
                     check_echo($name, &message, &probe.echo(message.clone()).await?)?;
                     Ok((0..callers)
-                        .map(|i| ZrpcCaller {
-                            client: BenchClient::new(channels[i % conns].clone()).with_codec(codec),
-                            message: Some(message.clone()),
-                        })
+                        .map(|i| ZrpcCaller::new(BenchClient::new(channels[i % conns].clone()).with_codec(codec), message.clone()))
                         .collect())
                 }
             }
@@ -111,6 +108,13 @@ macro_rules! flavour {
                 /// `None` while a call is in flight, and after one failed (the next call starts
                 /// afresh).
                 message: Option<Message>,
+            }
+
+            impl ZrpcCaller {
+                /// A caller through `client`, starting with `message`.
+                pub(crate) fn new(client: BenchClient<Channel>, message: Message) -> ZrpcCaller {
+                    ZrpcCaller { client, message: Some(message) }
+                }
             }
 
             impl Caller for ZrpcCaller {

@@ -7,6 +7,11 @@
 //! cancelled on the wire. A [`Peer`] calls the same way through a [`ConnectionLink`], which
 //! does not keep the connection open. The handle also reads what the task publishes in [`Shared`]: whether
 //! the connection is ready, the peer's name, why it closed, and its [`ConnectionStats`].
+//!
+//! Compression is the caller's work, not the connection task's (see [`crate::compression`]):
+//! a request is compressed here before it becomes a command, when this side's settings or the
+//! call's context choose an algorithm the peer announced, and a compressed answer is
+//! decompressed when the [`CallFuture`] is polled, on the caller's task.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,16 +26,39 @@ use zrpc_core::observe::{MetricsCache, Observed, Side};
 use zrpc_core::peer::{Link, Peer};
 use zrpc_core::{Method, Request, Response, Status};
 
+use crate::compression::{self, Accepted, Settings};
 use crate::mux::{CallIds, ConnectionStats};
 
-pub(super) type Reply = oneshot::Sender<Result<Response, Status>>;
+pub(super) type Reply = oneshot::Sender<Answer>;
+
+/// A call's end as the connection task hands it to the caller.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(super) result: Result<Response, Status>,
+    /// The payload (an error's details) is still compressed, for the caller to decompress.
+    pub(super) compressed: bool,
+}
+
+impl From<Result<Response, Status>> for Answer {
+    fn from(result: Result<Response, Status>) -> Answer {
+        Answer { result, compressed: false }
+    }
+}
 
 /// What local callers ask of the connection task.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant, reason = "boxing the request would cost an allocation per call")]
 pub(crate) enum Command {
-    Call { id: u64, request: Request, reply: Reply },
-    Cancel { id: u64 },
+    /// A call; with `compressed`, its payload is compressed, header included.
+    Call {
+        id: u64,
+        request: Request,
+        compressed: bool,
+        reply: Reply,
+    },
+    Cancel {
+        id: u64,
+    },
 }
 
 pub(super) const CONNECTING: u8 = 0;
@@ -43,6 +71,12 @@ pub(super) const CLOSED: u8 = 3;
 pub(crate) struct Shared {
     /// The mux's sequence of call ids.
     ids: CallIds,
+    /// How this side compresses its calls' requests.
+    compression: Settings,
+    /// The most a compressed answer may declare: this side's `max_frame`.
+    max_frame: u32,
+    /// The compressions the peer announced, as [`Accepted::bits`]; none until its HELLO.
+    accepted: AtomicU8,
     state: AtomicU8,
     changed: Notify,
     pub(super) peer: OnceLock<Arc<str>>,
@@ -65,9 +99,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(super) fn new(ids: CallIds) -> Shared {
+    pub(super) fn new(ids: CallIds, compression: Settings, max_frame: u32) -> Shared {
         Shared {
             ids,
+            compression,
+            max_frame,
+            accepted: AtomicU8::new(0),
             state: AtomicU8::new(CONNECTING),
             changed: Notify::new(),
             peer: OnceLock::new(),
@@ -96,6 +133,11 @@ impl Shared {
         }
         #[cfg(not(feature = "metrics"))]
         Observed::client(request, endpoint, &mut MetricsCache::new(Side::Client, None))
+    }
+
+    /// Notes the compressions the peer announced in its HELLO.
+    pub(super) fn set_accepted(&self, accepted: Accepted) {
+        self.accepted.store(accepted.bits(), Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> ConnectionStats {
@@ -242,8 +284,9 @@ impl Handle {
         let id = shared.ids.next();
         let method = request.method().clone();
         let observed = shared.observe_call(&mut request);
+        let (request, compressed) = compress(&shared, request);
         let (reply, answer) = oneshot::channel();
-        if commands.send(Command::Call { id, request, reply }).is_err() {
+        if commands.send(Command::Call { id, request, compressed, reply }).is_err() {
             let failed = Err(closed_status(&shared, &method).mark_unprocessed());
             observed.finish(&failed);
             return CallFuture { state: CallState::Failed(failed.err()) };
@@ -273,7 +316,7 @@ enum CallState {
 }
 
 struct Waiting {
-    answer: oneshot::Receiver<Result<Response, Status>>,
+    answer: oneshot::Receiver<Answer>,
     cancel: CancelOnDrop,
     shared: Arc<Shared>,
     method: Method,
@@ -293,11 +336,55 @@ impl Future for CallFuture {
         };
         let answer = std::task::ready!(Pin::new(&mut call.answer).poll(cx));
         call.cancel.armed = false;
-        let answer = answer.unwrap_or_else(|_| Err(closed_status(&call.shared, &call.method)));
+        let answer = match answer {
+            Ok(Answer { result, compressed: false }) => result,
+            Ok(Answer { result, compressed: true }) => decompress(result, &call.shared, &call.method),
+            Err(_) => Err(closed_status(&call.shared, &call.method)),
+        };
         if let Some(observed) = call.observed.take() {
             observed.finish(&answer);
         }
         Poll::Ready(answer)
+    }
+}
+
+/// `request` compressed, if this side's settings or the call's context choose an algorithm the
+/// peer announced, the payload is at least the threshold and it shrinks; else as it was, at the
+/// cost of a few comparisons.
+#[inline]
+fn compress(shared: &Shared, request: Request) -> (Request, bool) {
+    let choice = request.ctx().compression();
+    if choice.is_none() && shared.compression.algorithm.is_none() {
+        return (request, false);
+    }
+    let accepted = Accepted::from_bits(shared.accepted.load(Ordering::Relaxed));
+    let Some(algorithm) = shared.compression.pick(choice, request.payload().len(), accepted) else {
+        return (request, false);
+    };
+    match compression::compress(algorithm, request.payload()) {
+        Some(payload) => (request.with_payload(payload), true),
+        None => (request, false),
+    }
+}
+
+/// A compressed answer decompressed, or the call's failure saying why it could not be.
+fn decompress(result: Result<Response, Status>, shared: &Shared, method: &Method) -> Result<Response, Status> {
+    let failed = |e: compression::DecompressError| {
+        let message = format!("the answer to {method} from {} could not be decompressed: {e}", shared.peer_name());
+        Status::new(e.response_code(), message)
+    };
+    match result {
+        Ok(mut response) => {
+            let payload = compression::decompress(response.payload(), shared.max_frame).map_err(failed)?;
+            let metadata = std::mem::take(response.metadata_mut());
+            let mut response = Response::new(payload);
+            *response.metadata_mut() = metadata;
+            Ok(response)
+        }
+        Err(status) => {
+            let details = compression::decompress(status.details(), shared.max_frame).map_err(failed)?;
+            Err(status.with_details(details))
+        }
     }
 }
 

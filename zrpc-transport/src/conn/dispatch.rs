@@ -13,6 +13,13 @@
 //! On a server, a handler that has to wait first needs a unit of the server-wide [`Budget`];
 //! while it waits for one it is parked here, polled once and not again until granted, and no
 //! other request of this connection starts (see [`crate::budget`]).
+//!
+//! A compressed request is decompressed where it becomes a [`Request`], since the service takes
+//! it whole; one that cannot be (over this side's `max_frame`, an id it did not announce,
+//! corrupt) is answered at once with the reason, unprocessed. The answer is compressed with
+//! the request's algorithm, or for an uncompressed request with this side's own, when it is
+//! above the threshold and the peer announced it: in the handler's task when it has one, else
+//! here (see [`crate::compression`]).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -29,11 +36,12 @@ use tower::Service;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 use zrpc_core::observe::{MetricsCache, Observed, Side};
-use zrpc_core::{CodecId, Context, Identity, Method, Peer, Request, Response, Router, Status};
+use zrpc_core::{CodecId, Compression, Context, Identity, Method, Peer, Request, Response, Router, Status};
 
 use super::{BATCH, ConnectionMux};
 use crate::auth::{Credentials, SharedAuthenticator};
 use crate::budget::{Budget, Slot};
+use crate::compression::{self, Accepted, Settings};
 use crate::frame::RequestFrame;
 use crate::mux::Rounded;
 
@@ -51,8 +59,10 @@ pub(super) struct Dispatch<S: Service<Request>> {
     peer: Peer,
     /// Whether the peer may call, as the server's authenticator decided.
     admission: Admission,
-    done_tx: mpsc::UnboundedSender<(u64, Result<Response, Status>)>,
-    done_rx: mpsc::UnboundedReceiver<(u64, Result<Response, Status>)>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// How this side compresses its answers to uncompressed requests.
+    compression: Settings,
     /// The server-wide budget of running handlers, if any.
     budget: Option<Budget>,
     /// This connection's place in the budget's queue, while a handler waits for a unit.
@@ -64,6 +74,10 @@ pub(super) struct Dispatch<S: Service<Request>> {
     metrics: MetricsCache,
 }
 
+/// A handler's answer from its task: the call, the result, and whether its payload is
+/// compressed.
+type Done = (u64, Result<Response, Status>, bool);
+
 /// A handler that did not finish when first polled, with what its task needs.
 struct Started<F> {
     id: u64,
@@ -73,6 +87,44 @@ struct Started<F> {
     budget: Option<Duration>,
     method: Method,
     observed: Observed,
+    answer: AnswerCompression,
+}
+
+/// How the answer to one call is compressed: with which algorithm, from which size, for a peer
+/// that decodes which.
+#[derive(Clone, Copy, Debug)]
+struct AnswerCompression {
+    settings: Settings,
+    accepted: Accepted,
+}
+
+impl AnswerCompression {
+    /// `result` with its payload compressed, and whether it is; an error, or a payload under
+    /// the threshold or that does not shrink, goes as it is.
+    fn apply(self, result: Result<Response, Status>) -> (Result<Response, Status>, bool) {
+        let Ok(mut response) = result else { return (result, false) };
+        let compressed = self
+            .settings
+            .pick(None, response.payload().len(), self.accepted)
+            .and_then(|algorithm| compression::compress(algorithm, response.payload()));
+        match compressed {
+            Some(payload) => {
+                let metadata = std::mem::take(response.metadata_mut());
+                let mut response = Response::new(payload);
+                *response.metadata_mut() = metadata;
+                (Ok(response), true)
+            }
+            None => (Ok(response), false),
+        }
+    }
+
+    /// Hands `result` to the mux as the answer to call `id`, compressed if it should be.
+    fn finish(self, mux: &mut ConnectionMux, id: u64, result: Result<Response, Status>) -> Option<AbortHandle> {
+        match self.apply(result) {
+            (result, true) => mux.finish_compressed(id, &result),
+            (result, false) => mux.finish(id, &result),
+        }
+    }
 }
 
 /// Whether the peer's calls may run, on a server with an authenticator (see [`crate::auth`]).
@@ -109,6 +161,7 @@ where
         local_name: Arc<str>,
         peer: Peer,
         budget: Option<Budget>,
+        compression: Settings,
     ) -> Dispatch<S> {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Dispatch {
@@ -119,6 +172,7 @@ where
             admission: Admission::Open,
             done_tx,
             done_rx,
+            compression,
             budget,
             queued: None,
             parked: None,
@@ -169,11 +223,12 @@ where
         let mut progress = false;
         for _ in 0..BATCH {
             // Never `None`: this struct holds a sender.
-            let Poll::Ready(Some((id, result))) = self.done_rx.poll_recv(cx) else { break };
+            let Poll::Ready(Some((id, result, compressed))) = self.done_rx.poll_recv(cx) else { break };
             progress = true;
+            let handler = if compressed { mux.finish_compressed(id, &result) } else { mux.finish(id, &result) };
             // Its task's handle comes back with the call's end, and with it the unit of the
             // budget the task held. None when the call was cancelled meanwhile: it went then.
-            if mux.finish(id, &result).is_some() {
+            if handler.is_some() {
                 self.release_units(1);
             }
         }
@@ -277,7 +332,9 @@ where
     ) {
         let id = frame.id;
         let budget = frame.timeout;
-        let request = ready.and_then(|()| self.to_request(frame, now));
+        let answer = self.answer_compression(mux, &frame);
+        let limit = mux.max_frame();
+        let request = ready.and_then(|()| self.to_request(frame, limit, now));
         let mut request = match request {
             Ok(request) => request,
             Err(status) => {
@@ -305,10 +362,10 @@ where
         };
         if let Some(result) = outcome {
             observed.finish(&result);
-            mux.finish(id, &result);
+            answer.finish(mux, id, result);
             return;
         }
-        let started = Started { id, call, deadline, budget, method, observed };
+        let started = Started { id, call, deadline, budget, method, observed, answer };
         match &self.budget {
             Some(budget) if !budget.is_open() => self.parked = Some(started),
             Some(budget) => {
@@ -322,7 +379,7 @@ where
     /// Runs a handler that has to wait in a task of its own, holding a unit of the budget if
     /// there is one, and enforces its deadline there.
     fn spawn_handler(&mut self, mux: &mut ConnectionMux, started: Started<Instrumented<S::Future>>) {
-        let Started { id, call, deadline, budget, method, observed } = started;
+        let Started { id, call, deadline, budget, method, observed, answer } = started;
         let local = self.local_name.clone();
         let call = AssertUnwindSafe(call).catch_unwind();
         let done = self.done_tx.clone();
@@ -339,7 +396,8 @@ where
             let result = outcome.unwrap_or_else(|_| Err(panicked(&method, &local)));
             // An aborted task (the call cancelled) drops `observed` unfinished: cancelled.
             observed.finish(&result);
-            let _ = done.send((id, result));
+            let (result, compressed) = answer.apply(result);
+            let _ = done.send((id, result, compressed));
         });
         // A handler parked for the budget may have been cancelled meanwhile: stopped at once.
         if let Err(handler) = mux.attach_handler(id, task.abort_handle()) {
@@ -365,13 +423,36 @@ where
         }
     }
 
-    fn to_request(&self, frame: RequestFrame, now: &mut Option<Instant>) -> Result<Request, Status> {
+    /// How to compress the answer to `frame`: with the request's algorithm if it came
+    /// compressed, else with this side's own, if any.
+    fn answer_compression(&self, mux: &ConnectionMux, frame: &RequestFrame) -> AnswerCompression {
+        let requested = frame.compressed_header().and_then(|header| Compression::from_id(header.compression));
+        let algorithm = requested.or(self.compression.algorithm);
+        let accepted = match algorithm {
+            Some(_) => mux.peer().map(|peer| peer.compressions).unwrap_or_default(),
+            None => Accepted::default(),
+        };
+        AnswerCompression { settings: Settings { algorithm, ..self.compression }, accepted }
+    }
+
+    /// The request `frame` carries; its payload decompressed, if it came compressed, to at most
+    /// `limit` bytes.
+    fn to_request(&self, frame: RequestFrame, limit: u32, now: &mut Option<Instant>) -> Result<Request, Status> {
         let codec = CodecId::from_u8(frame.codec).filter(|codec| codec.is_enabled()).ok_or_else(|| {
             Status::unimplemented(format!("codec {} is not supported by {}", frame.codec, self.local_name))
         })?;
         let method: Method = match self.names.intern(frame.method_str()) {
             Some(known) => known.into(),
             None => Arc::<str>::from(frame.method_str()).into(),
+        };
+        let payload = if frame.flags & crate::frame::flags::COMPRESSED != 0 {
+            compression::decompress(&frame.payload, limit).map_err(|e| {
+                let message = format!("request to {} not decompressed by {}: {e}", method, self.local_name);
+                // The handler never ran.
+                Status::new(e.request_code(), message).mark_unprocessed()
+            })?
+        } else {
+            frame.payload
         };
         let mut ctx = Context::new();
         // A peer may send any timeout up to u64::MAX µs; one beyond the clock's range is no deadline.
@@ -380,7 +461,7 @@ where
         ctx.set_peer(Some(self.peer.clone()));
         ctx.set_trace(frame.trace);
         *ctx.metadata_mut() = frame.metadata;
-        Ok(Request::new(method, frame.payload)
+        Ok(Request::new(method, payload)
             .with_ctx(ctx)
             .with_codec(codec)
             .with_oneway(frame.flags & crate::frame::flags::ONEWAY != 0)

@@ -38,12 +38,13 @@ use tower::Service;
 use zrpc_core::observe::{self, Side};
 use zrpc_core::{Request, Response, Router, Status};
 
-use self::calling::{CLOSED, Command, DRAINING, READY, Reply};
+use self::calling::{Answer, CLOSED, Command, DRAINING, READY, Reply};
 pub(crate) use self::calling::{CallFuture, DefaultTimeout, Handle, Shared};
 use self::dispatch::Dispatch;
 use crate::auth::SharedAuthenticator;
 use crate::budget::Budget;
 use crate::channel::DEFAULT_TIMEOUT;
+use crate::compression::Settings;
 use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
 use crate::stream::Stream;
 
@@ -124,11 +125,13 @@ where
         let side = if role == Role::Connector { Side::Client } else { Side::Server };
         observe::connection_opened(side);
         let local_name: Arc<str> = config.name.as_str().into();
+        let compression = Settings { algorithm: config.compression, threshold: config.compression_threshold };
+        let max_frame = config.max_frame;
         let mux = Mux::new(role, config, now);
         let timer_at = mux.next_timeout();
         let timer = Box::pin(tokio::time::sleep_until(timer_at));
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(mux.call_ids()));
+        let shared = Arc::new(Shared::new(mux.call_ids(), compression, max_frame));
         let handle = Handle::new(commands_tx, shared.clone());
         let peer = handle.peer(DefaultTimeout { timeout: Some(DEFAULT_TIMEOUT), origin: "the connection's default" });
         let conn = Connection {
@@ -140,7 +143,7 @@ where
             commands,
             commands_closed: false,
             close_when_unused: role == Role::Connector,
-            dispatch: Dispatch::new(service, names, local_name, peer, budget),
+            dispatch: Dispatch::new(service, names, local_name, peer, budget, compression),
             write_blocked: false,
             deferred: false,
             gathered: false,
@@ -271,15 +274,20 @@ where
         let mut now = None;
         for _ in 0..BATCH {
             match self.commands.poll_recv(cx) {
-                Poll::Ready(Some(Command::Call { id, request, reply })) => {
+                Poll::Ready(Some(Command::Call { id, request, compressed, reply })) => {
                     progress = true;
                     if reply.is_closed() {
                         continue; // the caller gave up before the request was sent
                     }
                     // One reading of the clock for the batch: the time left each call carries.
                     let now = *now.get_or_insert_with(Instant::now);
-                    if let Err((status, reply)) = self.mux.send_request_at(id, request, reply, now) {
-                        let _ = reply.send(Err(status));
+                    let sent = if compressed {
+                        self.mux.send_compressed_request_at(id, request, reply, now)
+                    } else {
+                        self.mux.send_request_at(id, request, reply, now)
+                    };
+                    if let Err((status, reply)) = sent {
+                        let _ = reply.send(Err(status).into());
                     }
                 }
                 Poll::Ready(Some(Command::Cancel { id })) => {
@@ -372,14 +380,15 @@ where
                 Event::Ready => {
                     if let Some(peer) = self.mux.peer() {
                         let _ = self.shared.peer.set(peer.name.clone());
+                        self.shared.set_accepted(peer.compressions);
                     }
                     if let Some(identity) = self.dispatch.admit(&mut self.mux) {
                         let _ = self.shared.identity.set(identity);
                     }
                     self.shared.set_state(if self.mux.is_draining() { DRAINING } else { READY });
                 }
-                Event::Response { token, result } => {
-                    let _ = token.send(result);
+                Event::Response { token, result, compressed } => {
+                    let _ = token.send(Answer { result, compressed });
                 }
                 Event::Cancel { id, handler } => self.dispatch.cancel(id, handler),
                 Event::GoAway(goaway) => {
@@ -483,8 +492,8 @@ where
         }
         let _ = self.mux.recv(&mut self.rbuf, Instant::now());
         while let Some(event) = self.mux.poll_event() {
-            if let Event::Response { token, result } = event {
-                let _ = token.send(result);
+            if let Event::Response { token, result, compressed } = event {
+                let _ = token.send(Answer { result, compressed });
             }
         }
     }
@@ -502,14 +511,15 @@ where
         self.publish();
         self.read_last_words().await;
         for (reply, unprocessed) in self.mux.drain_pending() {
-            let _ = reply.send(Err(if unprocessed { status.clone().mark_unprocessed() } else { status.clone() }));
+            let status = if unprocessed { status.clone().mark_unprocessed() } else { status.clone() };
+            let _ = reply.send(Err(status).into());
         }
         self.commands.close();
         // Calls still queued never reached the peer.
         let unsent = status.clone().mark_unprocessed();
         while let Ok(command) = self.commands.try_recv() {
             if let Command::Call { reply, .. } = command {
-                let _ = reply.send(Err(unsent.clone()));
+                let _ = reply.send(Err(unsent.clone()).into());
             }
         }
         self.dispatch.abort_all(&mut self.mux);

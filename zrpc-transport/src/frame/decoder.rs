@@ -76,8 +76,7 @@ impl Decoder {
     /// [`FrameError::FrameTooLarge`] as soon as the 4 length bytes arrived and exceed the limit
     /// (before anything is allocated), [`FrameError::TooShort`] as soon as they arrived and are
     /// under 10, and
-    /// [`FrameError::Malformed`] or [`FrameError::Unsupported`] for a body that breaks the
-    /// protocol. Every error is a connection error: the stream cannot be resynchronised.
+    /// [`FrameError::Malformed`] for a body that breaks the protocol. Every error is a connection error: the stream cannot be resynchronised.
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         loop {
             let Some(&[a, b, c, d]) = src.get(..LENGTH_LEN) else {

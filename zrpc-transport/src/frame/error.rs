@@ -43,7 +43,8 @@ pub enum FrameError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// The frame uses a feature this protocol version does not support.
+    /// The frame uses a feature this protocol version does not support. Version 1 decodes every
+    /// feature it defines (compression included, since it is negotiated); kept for later ones.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
     /// A value is too long for its length field (encode side only).

@@ -16,7 +16,8 @@ pub struct Hello {
     pub max_frame: u32,
     /// The codec ids the sender can decode, in order of preference.
     pub codecs: Vec<u8>,
-    /// The compression ids the sender can decode; none are defined in version 1.
+    /// The compression ids the sender can decode ([`zrpc_core::Compression::id`]); the peer
+    /// compresses towards it only with one of these.
     pub compressions: Vec<u8>,
     /// An authentication token for the peer to check (may be empty; at most 65535 bytes).
     pub token: Bytes,

@@ -20,8 +20,10 @@
 //!    never panics: every byte a peer controls is bounds-checked, and a frame whose `length`
 //!    disagrees with its fields is [`FrameError::Malformed`].
 //! 5. Unknown kinds are skipped and unknown flag bits ignored, so that later versions can add
-//!    both; `COMPRESSED` is refused with [`FrameError::Unsupported`] until compression is
-//!    negotiated.
+//!    both. A `REQUEST` or `RESPONSE` with `COMPRESSED` is decoded as it came: its payload
+//!    stays compressed, and must hold at least its [`CompressedHeader`] (else the frame is
+//!    [`FrameError::Malformed`]). Decompressing it, and every check on what the header says, is
+//!    [`crate::compression`]'s, for that call alone.
 //! 6. The `encode_*` functions append one whole frame, reserving its size once, and return
 //!    that size. Those that can fail validate everything first and leave `dst` unchanged on
 //!    error; a frame larger than the peer's `max_frame` (from its [`Hello`]) is
@@ -47,6 +49,7 @@
 //! # Ok::<(), frame::FrameError>(())
 //! ```
 
+mod compressed;
 mod control;
 mod decoder;
 mod error;
@@ -59,13 +62,16 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use compressed::{COMPRESSED_HEADER_LEN, CompressedHeader};
 pub use control::{GoAway, encode_cancel, encode_credit, encode_goaway, encode_ping, encode_pong};
 pub use decoder::{Decoder, RESERVE_AHEAD};
 pub use error::FrameError;
 pub use hello::{FlowLimits, Hello, encode_hello};
 pub use preface::{decode_preface, encode_preface};
-pub use request::{RequestFrame, encode_request, encode_request_at, encode_request_frame};
-pub use response::{ResponseFrame, encode_response, encode_response_frame};
+pub use request::{
+    RequestFrame, encode_compressed_request_at, encode_request, encode_request_at, encode_request_frame,
+};
+pub use response::{ResponseFrame, encode_compressed_response, encode_response, encode_response_frame};
 
 /// The first four bytes of the preface: ASCII `ZRPC`.
 pub const MAGIC: [u8; 4] = *b"ZRPC";
@@ -84,8 +90,8 @@ pub const MIN_MAX_FRAME: u32 = 1024;
 pub mod flags {
     /// `REQUEST`: the caller expects no response.
     pub const ONEWAY: u8 = 1;
-    /// `REQUEST`, `RESPONSE`: the payload is compressed. Refused in version 1, which
-    /// negotiates no compression.
+    /// `REQUEST`, `RESPONSE`: the payload is compressed, with an algorithm the receiver
+    /// announced in its `HELLO`, and starts with a [`super::CompressedHeader`].
     pub const COMPRESSED: u8 = 2;
     /// `REQUEST`: a trace context follows the method.
     pub const TRACE: u8 = 4;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use zrpc_core::{Metadata, Request, TraceContext};
 
+use super::compressed::{self, CompressedHeader};
 use super::wire::{Reader, frame_len, metadata_len, put_header, put_metadata};
 use super::{FrameError, flags, kind};
 
@@ -19,8 +20,8 @@ const TRACE_LEN: usize = 16 + 8 + 1;
 pub struct RequestFrame {
     /// The request id, chosen by the side that opened the request.
     pub id: u64,
-    /// The flags byte as received: [`flags::ONEWAY`], [`flags::TRACE`], [`flags::IDEMPOTENT`];
-    /// unknown bits are kept and ignored.
+    /// The flags byte as received: [`flags::ONEWAY`], [`flags::COMPRESSED`], [`flags::TRACE`],
+    /// [`flags::IDEMPOTENT`]; unknown bits are kept and ignored.
     pub flags: u8,
     /// The codec the payload was encoded with (a [`zrpc_core::CodecId`] wire value, possibly one
     /// this build does not know).
@@ -35,7 +36,9 @@ pub struct RequestFrame {
     pub trace: Option<TraceContext>,
     /// The request metadata.
     pub metadata: Metadata,
-    /// The encoded arguments, sharing the frame's buffer.
+    /// The encoded arguments, sharing the frame's buffer. With [`flags::COMPRESSED`] they are
+    /// compressed and start with a [`CompressedHeader`] (see
+    /// [`compressed_header`](RequestFrame::compressed_header)).
     pub payload: Bytes,
 }
 
@@ -55,6 +58,15 @@ impl RequestFrame {
     pub fn is_idempotent(&self) -> bool {
         self.flags & flags::IDEMPOTENT != 0
     }
+
+    /// The header of the payload, when it is compressed: `None` without
+    /// [`flags::COMPRESSED`] (a decoded frame's compressed payload always has one).
+    pub fn compressed_header(&self) -> Option<CompressedHeader> {
+        if self.flags & flags::COMPRESSED == 0 {
+            return None;
+        }
+        CompressedHeader::split(&self.payload).map(|(header, _)| header)
+    }
 }
 
 /// A request's fields as they go on the wire.
@@ -67,6 +79,8 @@ struct Parts<'a> {
     trace: Option<&'a TraceContext>,
     metadata: &'a Metadata,
     payload: &'a [u8],
+    /// The payload is compressed, header included: `COMPRESSED` is set.
+    compressed: bool,
 }
 
 /// Appends a `REQUEST` frame for `req` under `id` and returns its total size.
@@ -96,6 +110,28 @@ pub fn encode_request_at(
     max_frame: u32,
     now: tokio::time::Instant,
 ) -> Result<usize, FrameError> {
+    write(dst, &parts(id, req, now, false), max_frame)
+}
+
+/// [`encode_request_at`] for a request whose payload is already compressed: it starts with a
+/// [`CompressedHeader`] (as `crate::compression::compress` makes it), and the frame is sent
+/// with `COMPRESSED`.
+///
+/// # Errors
+/// As [`encode_request`], plus [`FrameError::Malformed`] for a payload shorter than its header.
+/// `dst` is left unchanged.
+pub fn encode_compressed_request_at(
+    dst: &mut BytesMut,
+    id: u64,
+    req: &Request,
+    max_frame: u32,
+    now: tokio::time::Instant,
+) -> Result<usize, FrameError> {
+    compressed::check("request", req.payload())?;
+    write(dst, &parts(id, req, now, true), max_frame)
+}
+
+fn parts(id: u64, req: &Request, now: tokio::time::Instant, compressed: bool) -> Parts<'_> {
     let ctx = req.ctx();
     let mut bits = 0;
     if req.is_oneway() {
@@ -104,7 +140,7 @@ pub fn encode_request_at(
     if req.is_idempotent() {
         bits |= flags::IDEMPOTENT;
     }
-    let parts = Parts {
+    Parts {
         id,
         flags: bits,
         codec: req.codec().as_u8(),
@@ -113,21 +149,23 @@ pub fn encode_request_at(
         trace: ctx.trace(),
         metadata: ctx.metadata(),
         payload: req.payload(),
-    };
-    write(dst, &parts, max_frame)
+        compressed,
+    }
 }
 
 /// Appends a `REQUEST` frame built from a decoded (or hand-made) frame, e.g. to forward it or
 /// to test a peer; returns its total size.
 ///
 /// `TRACE` is set exactly when `frame.trace` is; other unknown flag bits are sent as they are.
+/// With `COMPRESSED` the payload goes as it is, header included.
 ///
 /// # Errors
-/// As [`encode_request`], plus [`FrameError::Malformed`] for a method that is not UTF-8 and
-/// [`FrameError::Unsupported`] when `COMPRESSED` is set. `dst` is left unchanged.
+/// As [`encode_request`], plus [`FrameError::Malformed`] for a method that is not UTF-8 and for
+/// a compressed payload shorter than its header. `dst` is left unchanged.
 pub fn encode_request_frame(dst: &mut BytesMut, frame: &RequestFrame, max_frame: u32) -> Result<usize, FrameError> {
-    if frame.flags & flags::COMPRESSED != 0 {
-        return Err(compressed());
+    let compressed = frame.flags & flags::COMPRESSED != 0;
+    if compressed {
+        compressed::check("request", &frame.payload)?;
     }
     let method = std::str::from_utf8(&frame.method)
         .map_err(|_| FrameError::Malformed { kind: "request", reason: "method is not utf-8" })?;
@@ -140,6 +178,7 @@ pub fn encode_request_frame(dst: &mut BytesMut, frame: &RequestFrame, max_frame:
         trace: frame.trace.as_ref(),
         metadata: &frame.metadata,
         payload: &frame.payload,
+        compressed,
     };
     write(dst, &parts, max_frame)
 }
@@ -157,6 +196,9 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
     let mut bits = parts.flags & !(flags::TRACE | flags::COMPRESSED);
     if parts.trace.is_some() {
         bits |= flags::TRACE;
+    }
+    if parts.compressed {
+        bits |= flags::COMPRESSED;
     }
     let timeout_us = match parts.timeout {
         None => 0,
@@ -177,15 +219,8 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
     Ok(total)
 }
 
-pub(super) fn compressed() -> FrameError {
-    FrameError::Unsupported("compressed frames (protocol version 1 negotiates no compression)")
-}
-
 /// Decodes a `REQUEST` body.
 pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestFrame, FrameError> {
-    if bits & flags::COMPRESSED != 0 {
-        return Err(compressed());
-    }
     let mut r = Reader::new(body, "request");
     let codec = r.u8("body ends inside the codec")?;
     let timeout_us = r.u64("body ends inside the timeout")?;
@@ -204,6 +239,10 @@ pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestF
         None
     };
     let metadata = r.metadata()?;
+    let payload = r.rest();
+    if bits & flags::COMPRESSED != 0 {
+        compressed::check("request", &payload)?;
+    }
     Ok(RequestFrame {
         id,
         flags: bits,
@@ -212,6 +251,6 @@ pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestF
         method,
         trace,
         metadata,
-        payload: r.rest(),
+        payload,
     })
 }

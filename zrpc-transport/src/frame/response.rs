@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use zrpc_core::{Code, Metadata, Response, Status};
 
-use super::request::compressed;
+use super::compressed::{self, CompressedHeader};
 use super::wire::{Reader, frame_len, metadata_len, put_header, put_metadata, truncate_str};
 use super::{FrameError, flags, kind};
 
@@ -22,6 +22,8 @@ pub struct ResponseFrame {
     /// The response metadata.
     pub metadata: Metadata,
     /// The encoded result on success, the status details on error; shares the frame's buffer.
+    /// With [`flags::COMPRESSED`] it is compressed and starts with a [`CompressedHeader`] (see
+    /// [`compressed_header`](ResponseFrame::compressed_header)).
     pub payload: Bytes,
 }
 
@@ -32,9 +34,19 @@ impl ResponseFrame {
         std::str::from_utf8(&self.message).unwrap_or_default()
     }
 
+    /// The header of the payload, when it is compressed: `None` without
+    /// [`flags::COMPRESSED`] (a decoded frame's compressed payload always has one).
+    pub fn compressed_header(&self) -> Option<CompressedHeader> {
+        if self.flags & flags::COMPRESSED == 0 {
+            return None;
+        }
+        CompressedHeader::split(&self.payload).map(|(header, _)| header)
+    }
+
     /// The call's outcome: code 0 is a [`Response`] with the metadata and payload; any other
     /// code a [`Status`] with [`Code::from_u8`] of it, the message, and the payload as details
-    /// (an error's metadata is dropped: a `Status` carries none).
+    /// (an error's metadata is dropped: a `Status` carries none). A compressed payload stays
+    /// compressed, header included: see [`compressed_header`](ResponseFrame::compressed_header).
     pub fn into_result(self) -> Result<Response, Status> {
         if self.code == 0 {
             let mut response = Response::new(self.payload);
@@ -64,15 +76,46 @@ pub fn encode_response(
     result: &Result<Response, Status>,
     max_frame: u32,
 ) -> Result<usize, FrameError> {
+    encode(dst, id, result, 0, max_frame)
+}
+
+/// [`encode_response`] for a result whose payload (a response's, or an error's details) is
+/// already compressed: it starts with a [`CompressedHeader`], and the frame is sent with
+/// `COMPRESSED`.
+///
+/// # Errors
+/// As [`encode_response`], plus [`FrameError::Malformed`] for a payload shorter than its header.
+/// `dst` is left unchanged.
+pub fn encode_compressed_response(
+    dst: &mut BytesMut,
+    id: u64,
+    result: &Result<Response, Status>,
+    max_frame: u32,
+) -> Result<usize, FrameError> {
+    let payload = match result {
+        Ok(response) => response.payload(),
+        Err(status) => status.details(),
+    };
+    compressed::check("response", payload)?;
+    encode(dst, id, result, flags::COMPRESSED, max_frame)
+}
+
+fn encode(
+    dst: &mut BytesMut,
+    id: u64,
+    result: &Result<Response, Status>,
+    bits: u8,
+    max_frame: u32,
+) -> Result<usize, FrameError> {
     let empty = Metadata::new();
     match result {
-        Ok(response) => write(dst, id, 0, 0, "", response.metadata(), response.payload(), max_frame),
+        Ok(response) => write(dst, id, bits, 0, "", response.metadata(), response.payload(), max_frame),
         Err(status) => {
             let code = match status.code() {
                 Code::Ok => Code::Unknown,
                 code => code,
             };
-            let bits = if status.is_unprocessed() { flags::UNPROCESSED } else { 0 };
+            let bits = if status.is_unprocessed() { bits | flags::UNPROCESSED } else { bits };
             write(dst, id, bits, code.as_u8(), status.message(), &empty, status.details(), max_frame)
         }
     }
@@ -81,10 +124,16 @@ pub fn encode_response(
 /// Appends a `RESPONSE` frame built from a decoded (or hand-made) frame and returns its total
 /// size.
 ///
+/// With `COMPRESSED` the payload goes as it is, header included.
+///
 /// # Errors
-/// As [`encode_response`], plus [`FrameError::Malformed`] for a message that is not UTF-8 and
-/// [`FrameError::FieldTooLong`] for a message over 65535 bytes. `dst` is left unchanged.
+/// As [`encode_response`], plus [`FrameError::Malformed`] for a message that is not UTF-8 or a
+/// compressed payload shorter than its header, and [`FrameError::FieldTooLong`] for a message
+/// over 65535 bytes. `dst` is left unchanged.
 pub fn encode_response_frame(dst: &mut BytesMut, frame: &ResponseFrame, max_frame: u32) -> Result<usize, FrameError> {
+    if frame.flags & flags::COMPRESSED != 0 {
+        compressed::check("response", &frame.payload)?;
+    }
     let message = std::str::from_utf8(&frame.message)
         .map_err(|_| FrameError::Malformed { kind: "response", reason: "message is not utf-8" })?;
     super::wire::check_len("message", message.len(), usize::from(u16::MAX))?;
@@ -117,13 +166,14 @@ fn write(
 
 /// Decodes a `RESPONSE` body.
 pub(super) fn decode_response(id: u64, bits: u8, body: &Bytes) -> Result<ResponseFrame, FrameError> {
-    if bits & flags::COMPRESSED != 0 {
-        return Err(compressed());
-    }
     let mut r = Reader::new(body, "response");
     let code = r.u8("body ends inside the code")?;
     let message_len = r.u16("body ends inside the message length")?;
     let message = r.utf8(usize::from(message_len), "body ends inside the message", "message is not utf-8")?;
     let metadata = r.metadata()?;
-    Ok(ResponseFrame { id, flags: bits, code, message, metadata, payload: r.rest() })
+    let payload = r.rest();
+    if bits & flags::COMPRESSED != 0 {
+        compressed::check("response", &payload)?;
+    }
+    Ok(ResponseFrame { id, flags: bits, code, message, metadata, payload })
 }

@@ -547,23 +547,117 @@ fn unknown_kinds_are_skipped() {
     assert!(src.is_empty(), "the skipped frame was consumed");
 }
 
-#[test]
-fn compressed_is_refused_and_unknown_flag_bits_are_ignored() {
-    let bytes = encoded(&full_request_frame());
-    let unsupported = FrameError::Unsupported("compressed frames (protocol version 1 negotiates no compression)");
-    for kind in [kind::REQUEST, kind::RESPONSE] {
-        let body = if kind == kind::REQUEST { &bytes[HEADER_LEN..] } else { &[0, 0, 0, 0, 0][..] };
-        assert_eq!(decode_one(&raw(kind, flags::COMPRESSED, 1, body)), Err(unsupported.clone()));
-    }
-    let frame = RequestFrame { flags: flags::COMPRESSED, ..full_request_frame() };
-    let mut dst = BytesMut::new();
-    assert_eq!(encode_request_frame(&mut dst, &frame, MAX), Err(unsupported));
+/// The body (after the 14-byte header) of `full_request_frame` with `payload`; it has a trace,
+/// so it is read with `TRACE` set.
+fn request_body_with(payload: &[u8]) -> Vec<u8> {
+    let frame = RequestFrame { flags: 0, payload: Bytes::copy_from_slice(payload), ..full_request_frame() };
+    encoded(&frame)[HEADER_LEN..].to_vec()
+}
 
+#[test]
+fn unknown_flag_bits_are_ignored() {
+    let bytes = encoded(&full_request_frame());
     let with_unknown = raw(kind::REQUEST, bytes[5] | 0xf0, 1, &bytes[HEADER_LEN..]);
     let Ok(Some(Frame::Request(req))) = decode_one(&with_unknown) else { panic!("unknown bits are ignored") };
     assert_eq!(req.flags, full_request_frame().flags | 0xf0);
     assert_eq!(req.payload, full_request_frame().payload);
     assert!(decode_one(&raw(kind::RESPONSE, 0xfd, 1, &[0, 0, 0, 0, 0])).is_ok_and(|f| f.is_some()));
+}
+
+#[test]
+fn a_compressed_payload_header_is_read_without_decompressing() {
+    // Exact: the 5-byte header and nothing after it; then a header and compressed bytes.
+    let header = CompressedHeader { compression: 1, len: 0x0102_0304 };
+    assert_eq!(header.to_bytes(), [1, 1, 2, 3, 4], "id, then the length big-endian");
+    for rest in [&b""[..], b"\x28\xb5\x2f\xfd compressed"] {
+        let payload = [&header.to_bytes()[..], rest].concat();
+        let frame = RequestFrame {
+            flags: flags::COMPRESSED | flags::TRACE,
+            payload: Bytes::from(payload.clone()),
+            ..full_request_frame()
+        };
+        let bytes = encoded(&frame);
+        assert_eq!(bytes[5] & flags::COMPRESSED, flags::COMPRESSED, "the flag goes on the wire");
+        let Ok(Some(Frame::Request(decoded))) = decode_one(&bytes) else { panic!("decodes") };
+        assert_eq!(decoded, frame, "the payload stays as it came, header included");
+        assert_eq!(decoded.compressed_header(), Some(header));
+        assert_eq!(CompressedHeader::split(&decoded.payload), Some((header, rest)));
+
+        let response = ResponseFrame {
+            id: 3,
+            flags: flags::COMPRESSED,
+            code: 0,
+            message: Bytes::new(),
+            metadata: Metadata::new(),
+            payload: Bytes::from(payload),
+        };
+        let mut buf = BytesMut::new();
+        encode_response_frame(&mut buf, &response, MAX).expect("encodes");
+        let Ok(Some(Frame::Response(decoded))) = decode_one(&buf) else { panic!("decodes") };
+        assert_eq!(decoded.compressed_header(), Some(header));
+        assert_eq!(decoded, response);
+    }
+    // Without the flag the same bytes are a plain payload.
+    let plain = RequestFrame { payload: Bytes::from_static(&[1, 0, 0, 0, 9]), ..full_request_frame() };
+    assert_eq!(plain.compressed_header(), None);
+}
+
+#[test]
+fn a_compressed_payload_shorter_than_its_header_is_malformed() {
+    // Partial: 0 to 4 bytes of the header; the frame is malformed, both ways, for both kinds.
+    let header = CompressedHeader { compression: 1, len: 1024 }.to_bytes();
+    for cut in 0..COMPRESSED_HEADER_LEN {
+        let body = request_body_with(&header[..cut]);
+        let bits = flags::COMPRESSED | flags::TRACE | flags::ONEWAY | flags::IDEMPOTENT;
+        let malformed =
+            |kind| FrameError::Malformed { kind, reason: "a compressed payload is shorter than its 5-byte header" };
+        assert_eq!(decode_one(&raw(kind::REQUEST, bits, 1, &body)), Err(malformed("request")), "{cut} bytes");
+        let response_body = [&[0, 0, 0, 0, 0][..], &header[..cut]].concat();
+        assert_eq!(
+            decode_one(&raw(kind::RESPONSE, flags::COMPRESSED, 1, &response_body)),
+            Err(malformed("response")),
+            "{cut} bytes"
+        );
+
+        let frame = RequestFrame {
+            flags: flags::COMPRESSED,
+            payload: Bytes::copy_from_slice(&header[..cut]),
+            ..full_request_frame()
+        };
+        let mut dst = BytesMut::from(&b"kept"[..]);
+        assert_eq!(encode_request_frame(&mut dst, &frame, MAX), Err(malformed("request")));
+        let request = Request::new("Greeter.hello", Bytes::copy_from_slice(&header[..cut]));
+        assert_eq!(
+            encode_compressed_request_at(&mut dst, 1, &request, MAX, tokio::time::Instant::now()),
+            Err(malformed("request"))
+        );
+        let result = Ok(Response::new(Bytes::copy_from_slice(&header[..cut])));
+        assert_eq!(encode_compressed_response(&mut dst, 1, &result, MAX), Err(malformed("response")));
+        assert_eq!(&dst[..], b"kept", "dst unchanged");
+    }
+}
+
+#[test]
+fn an_oversized_declared_length_is_still_a_well_formed_frame() {
+    // Oversized: a 4 GiB length declared by a few bytes is the receiver's to refuse for that
+    // call, before decompressing (crate::compression); the frame itself is fine, so the
+    // connection is not failed for it.
+    let header = CompressedHeader { compression: 1, len: u32::MAX };
+    let payload = [&header.to_bytes()[..], &[0x28, 0xb5, 0x2f, 0xfd]].concat();
+    let request = Request::new("Greeter.hello", Bytes::from(payload));
+    let mut buf = BytesMut::new();
+    let size = encode_compressed_request_at(&mut buf, 1, &request, 1024, tokio::time::Instant::now())
+        .expect("fits the frame limit");
+    assert_eq!(size, buf.len());
+    let Ok(Some(Frame::Request(frame))) = decode_one(&buf) else { panic!("decodes") };
+    assert_eq!(frame.compressed_header(), Some(header));
+    assert!(frame.flags & flags::COMPRESSED != 0);
+
+    let result = Err(Status::data_loss("details").with_details(request.payload().clone()));
+    let mut buf = BytesMut::new();
+    encode_compressed_response(&mut buf, 9, &result, 1024).expect("fits");
+    let Ok(Some(Frame::Response(frame))) = decode_one(&buf) else { panic!("decodes") };
+    assert_eq!((frame.code, frame.compressed_header()), (Code::DataLoss.as_u8(), Some(header)));
 }
 
 #[test]

@@ -281,7 +281,7 @@ impl Expect {
     fn of(event: &Event<u64>) -> Expect {
         match event {
             Event::Ready => Expect::Ready,
-            Event::Response { token, result } => Expect::Response {
+            Event::Response { token, result, .. } => Expect::Response {
                 token: *token,
                 result: result.as_ref().map(|_| ()).map_err(|s| (s.code(), s.is_unprocessed())),
             },

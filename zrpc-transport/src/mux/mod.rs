@@ -62,6 +62,15 @@
 //!     metadata entries than [`MuxConfig::max_metadata_entries`] is refused with
 //!     `ResourceExhausted` (unprocessed) and never handed over; a response with more fails its
 //!     call the same way.
+//! 11. Compression: the HELLO announces the algorithms this build decodes
+//!     ([`crate::compression::available`]); the peer's are in [`Peer::compressions`]. The mux
+//!     never compresses or decompresses: a request or answer handed to it compressed
+//!     ([`Mux::send_compressed_request_at`], [`Mux::finish_compressed`]) goes out with
+//!     `COMPRESSED`, and a response that came compressed is reported as it came
+//!     ([`Event::Response`]'s `compressed`), for the caller's task to decompress. For flow
+//!     control a compressed request counts as its size on the wire plus its declared length
+//!     (docs/PROTOCOL.md §14), on both sides, so that the peer's requests in progress are bounded
+//!     once decompressed too.
 //!
 //! # Bounds
 //!
@@ -88,7 +97,8 @@ use tokio::time::Instant;
 use zrpc_core::{Code, CodecId, Request, Response, Status};
 
 use self::flow::{Inbound, Limits, Outstanding, Owed, OwnIds};
-use crate::frame::{self, Decoder, FlowLimits, Frame, FrameError, GoAway, Hello, RequestFrame};
+use crate::compression::Accepted;
+use crate::frame::{self, CompressedHeader, Decoder, FlowLimits, Frame, FrameError, GoAway, Hello, RequestFrame};
 
 /// Which end of the connection this is; decides the parity of the ids it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +177,12 @@ pub struct MuxConfig {
     pub max_queued_output: usize,
     /// Most metadata entries accepted in one request or response.
     pub max_metadata_entries: u16,
+    /// The algorithm this side compresses what it sends with (its calls' requests, the
+    /// answers to uncompressed requests), if any. The connection's driver and callers
+    /// compress; the mux only announces what this build decodes (contract item 11).
+    pub compression: Option<zrpc_core::Compression>,
+    /// The smallest payload compressed.
+    pub compression_threshold: usize,
 }
 
 impl MuxConfig {
@@ -188,6 +204,8 @@ impl Default for MuxConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_queued_output: DEFAULT_MAX_QUEUED_OUTPUT,
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
+            compression: None,
+            compression_threshold: crate::compression::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -205,6 +223,8 @@ pub struct Peer {
     pub token: bytes::Bytes,
     /// The peer's FLOW limits; `None` from a peer that predates flow control.
     pub flow: Option<FlowLimits>,
+    /// The compression algorithms the peer decodes, of those this version knows.
+    pub compressions: Accepted,
 }
 
 /// Something that happened that the driver must act on.
@@ -220,6 +240,9 @@ pub enum Event<T, H = ()> {
         token: T,
         /// The answer.
         result: Result<Response, Status>,
+        /// The answer's payload (an error's details) is still compressed, header included, as
+        /// it came: see [`crate::compression::decompress`].
+        compressed: bool,
     },
     /// The peer cancelled a call handed over by [`Mux::next_request`]; the handler should be
     /// dropped. No response is owed.
@@ -281,6 +304,13 @@ pub struct ConnectionStats {
     /// Whether a handler that has to wait is held until the server's budget of running
     /// handlers has room for it (set by the connection's driver; see `ServerBuilder::max_concurrent_requests`).
     pub waiting_for_budget: bool,
+    /// Frames this side sent with a compressed payload (requests and responses).
+    pub compressed_frames_sent: u64,
+    /// Frames the peer sent with a compressed payload.
+    pub compressed_frames_received: u64,
+    /// Bytes compression saved on the frames this side sent: their uncompressed payloads' size
+    /// less the compressed payloads', headers included.
+    pub compression_bytes_saved: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,6 +333,8 @@ struct Pending<T> {
 struct Waiting<T> {
     id: u64,
     request: Request,
+    /// The request's payload is compressed, header included.
+    compressed: bool,
     token: T,
     deadline: Option<CallDeadline>,
 }
@@ -438,6 +470,9 @@ pub struct Mux<T, H = ()> {
     peak_output: usize,
     peak_inbound: usize,
     peak_inbound_bytes: usize,
+    compressed_sent: u64,
+    compressed_received: u64,
+    compression_saved: u64,
 }
 
 impl<T, H> Mux<T, H> {
@@ -449,7 +484,7 @@ impl<T, H> Mux<T, H> {
             name: config.name.clone(),
             max_frame: config.max_frame,
             codecs: CodecId::enabled().map(CodecId::as_u8).collect(),
-            compressions: Vec::new(),
+            compressions: crate::compression::available().map(zrpc_core::Compression::id).collect(),
             token: config.token.clone(),
             flow: Some(FlowLimits {
                 max_requests: config.max_requests.max(1),
@@ -497,6 +532,9 @@ impl<T, H> Mux<T, H> {
             peak_output: 0,
             peak_inbound: 0,
             peak_inbound_bytes: 0,
+            compressed_sent: 0,
+            compressed_received: 0,
+            compression_saved: 0,
         }
     }
 
@@ -540,7 +578,7 @@ impl<T, H> Mux<T, H> {
         self.blocked_since = None;
         while self.unwritten_oneway.front().is_some_and(|(end, _)| *end <= self.written) {
             if let Some((_, token)) = self.unwritten_oneway.pop_front() {
-                self.events.push_back(Event::Response { token, result: Ok(Response::default()) });
+                self.events.push_back(Event::Response { token, result: Ok(Response::default()), compressed: false });
             }
         }
         self.send_refusals();
@@ -588,6 +626,12 @@ impl<T, H> Mux<T, H> {
     /// Number of calls this side made that await an answer, sent or waiting to be.
     pub fn pending_len(&self) -> usize {
         self.pending.len() + self.waiting.len()
+    }
+
+    /// The largest frame this side accepts, which is also the most a compressed payload may
+    /// declare.
+    pub fn max_frame(&self) -> u32 {
+        self.config.max_frame
     }
 
     /// Number of the peer's calls in progress here, handed over or not.
@@ -641,6 +685,9 @@ impl<T, H> Mux<T, H> {
             calls_waiting: self.waiting.len(),
             reading_paused: self.phase != Phase::Broken && self.over_limits(),
             waiting_for_budget: false,
+            compressed_frames_sent: self.compressed_sent,
+            compressed_frames_received: self.compressed_received,
+            compression_bytes_saved: self.compression_saved,
         }
     }
 
@@ -672,13 +719,37 @@ impl<T, H> Mux<T, H> {
     /// # Errors
     /// As [`send_request`](Mux::send_request).
     pub fn send_request_at(&mut self, id: u64, request: Request, token: T, now: Instant) -> Result<(), (Status, T)> {
+        self.send(id, request, false, token, now)
+    }
+
+    /// [`send_request_at`](Mux::send_request_at) for a request whose payload is already
+    /// compressed, header included (as [`crate::compression::compress`] makes it, with an
+    /// algorithm the peer announced): it goes with `COMPRESSED`, and counts for flow control as
+    /// its size on the wire plus its declared length.
+    ///
+    /// # Errors
+    /// As [`send_request`](Mux::send_request); also `ResourceExhausted` when the declared
+    /// length is over the peer's `max_frame`, and `InvalidArgument` for a payload shorter than
+    /// its header.
+    pub fn send_compressed_request_at(
+        &mut self,
+        id: u64,
+        request: Request,
+        token: T,
+        now: Instant,
+    ) -> Result<(), (Status, T)> {
+        self.send(id, request, true, token, now)
+    }
+
+    fn send(&mut self, id: u64, request: Request, compressed: bool, token: T, now: Instant) -> Result<(), (Status, T)> {
         debug_assert!(self.role.opens(id), "request ids must have this side's parity");
         debug_assert!(!self.pending.contains_key(&id), "request ids are never reused");
         if let Some(status) = self.refusal() {
             return Err((status, token));
         }
         // Calls go in order: one that finds others waiting waits behind them.
-        let attempt = if self.waiting.is_empty() { self.try_send(id, &request, now) } else { Attempt::Wait };
+        let attempt =
+            if self.waiting.is_empty() { self.try_send(id, &request, compressed, now) } else { Attempt::Wait };
         let deadline = CallDeadline::of(&request, now);
         if let Some(deadline) = &deadline
             && !matches!(attempt, Attempt::Refused(_))
@@ -691,7 +762,7 @@ impl<T, H> Mux<T, H> {
                 Ok(())
             }
             Attempt::Wait => {
-                self.waiting.push_back(Waiting { id, request, token, deadline });
+                self.waiting.push_back(Waiting { id, request, compressed, token, deadline });
                 Ok(())
             }
             Attempt::Refused(e) => Err((refused(&request, &e), token)),
@@ -714,7 +785,7 @@ impl<T, H> Mux<T, H> {
 
     /// Encodes `request` if the peer's HELLO has come, the output bound and the peer's limits
     /// admit it now.
-    fn try_send(&mut self, id: u64, request: &Request, now: Instant) -> Attempt {
+    fn try_send(&mut self, id: u64, request: &Request, compressed: bool, now: Instant) -> Attempt {
         let Some(peer) = &self.peer else { return Attempt::Wait };
         if self.out.len() >= self.config.max_queued_output {
             return Attempt::Wait;
@@ -723,15 +794,45 @@ impl<T, H> Mux<T, H> {
             Some(flow) => Limits::Flow(flow),
             None => Limits::None,
         };
+        // What the payload takes once the peer decompressed it, beyond its size on the wire.
+        let declared = match compressed.then(|| CompressedHeader::split(request.payload())) {
+            None => 0,
+            Some(None) => {
+                let malformed = FrameError::Malformed {
+                    kind: "request",
+                    reason: "a compressed payload is shorter than its 5-byte header",
+                };
+                return Attempt::Refused(malformed);
+            }
+            Some(Some((header, _))) if header.len > peer.max_frame => {
+                return Attempt::Refused(FrameError::FrameTooLarge { len: u64::from(header.len), max: peer.max_frame });
+            }
+            Some(Some((header, _))) => header.len as usize,
+        };
         let before = self.out.len();
-        match frame::encode_request_at(&mut self.out, id, request, peer.max_frame, now) {
-            Ok(size) if self.outstanding.admits(limits, size) => Attempt::Sent(size),
+        let encoded = if compressed {
+            frame::encode_compressed_request_at(&mut self.out, id, request, peer.max_frame, now)
+        } else {
+            frame::encode_request_at(&mut self.out, id, request, peer.max_frame, now)
+        };
+        match encoded {
+            Ok(size) if self.outstanding.admits(limits, size + declared) => {
+                if compressed {
+                    self.count_compressed_sent(declared, request.payload().len());
+                }
+                Attempt::Sent(size + declared)
+            }
             Ok(_) => {
                 self.out.truncate(before);
                 Attempt::Wait
             }
             Err(e) => Attempt::Refused(e),
         }
+    }
+
+    fn count_compressed_sent(&mut self, declared: usize, payload: usize) {
+        self.compressed_sent += 1;
+        self.compression_saved += declared.saturating_sub(payload) as u64;
     }
 
     /// Books a request of `size` bytes just encoded.
@@ -754,12 +855,16 @@ impl<T, H> Mux<T, H> {
         }
         if let Some(status) = self.refusal() {
             for call in self.waiting.drain(..) {
-                self.events.push_back(Event::Response { token: call.token, result: Err(status.clone()) });
+                self.events.push_back(Event::Response {
+                    token: call.token,
+                    result: Err(status.clone()),
+                    compressed: false,
+                });
             }
             return;
         }
         while let Some(call) = self.waiting.pop_front() {
-            match self.try_send(call.id, &call.request, Instant::now()) {
+            match self.try_send(call.id, &call.request, call.compressed, Instant::now()) {
                 Attempt::Sent(size) => {
                     self.book(call.id, call.request.is_oneway(), size, call.token, call.deadline);
                 }
@@ -769,7 +874,7 @@ impl<T, H> Mux<T, H> {
                 }
                 Attempt::Refused(e) => {
                     let result = Err(refused(&call.request, &e));
-                    self.events.push_back(Event::Response { token: call.token, result });
+                    self.events.push_back(Event::Response { token: call.token, result, compressed: false });
                 }
             }
         }
@@ -837,7 +942,7 @@ impl<T, H> Mux<T, H> {
 
     fn refuse(&mut self, id: u64, status: Status) {
         if self.end_inbound(id).is_some() {
-            self.encode_response(id, &Err(status));
+            self.encode_response(id, &Err(status), false);
         }
     }
 
@@ -876,9 +981,20 @@ impl<T, H> Mux<T, H> {
     /// the peer credit. Returns the handler [attached](Mux::attach_handler) to it, if any. Calls
     /// that are not in progress (cancelled meanwhile) are ignored.
     pub fn finish(&mut self, id: u64, result: &Result<Response, Status>) -> Option<H> {
+        self.finish_with(id, result, false)
+    }
+
+    /// [`finish`](Mux::finish) with an answer whose payload (an error's details) is already
+    /// compressed, header included, with an algorithm the peer announced: it goes with
+    /// `COMPRESSED`.
+    pub fn finish_compressed(&mut self, id: u64, result: &Result<Response, Status>) -> Option<H> {
+        self.finish_with(id, result, true)
+    }
+
+    fn finish_with(&mut self, id: u64, result: &Result<Response, Status>, compressed: bool) -> Option<H> {
         let (call, _) = self.end_inbound(id)?;
         if !call.oneway {
-            self.encode_response(id, result);
+            self.encode_response(id, result, compressed);
         }
         call.handler
     }
@@ -905,9 +1021,24 @@ impl<T, H> Mux<T, H> {
         }
     }
 
-    fn encode_response(&mut self, id: u64, result: &Result<Response, Status>) {
+    fn encode_response(&mut self, id: u64, result: &Result<Response, Status>, compressed: bool) {
         let max = self.peer.as_ref().map_or(frame::MIN_MAX_FRAME, |p| p.max_frame);
-        if let Err(e) = frame::encode_response(&mut self.out, id, result, max) {
+        let encoded = if compressed {
+            let payload = match result {
+                Ok(response) => response.payload(),
+                Err(status) => status.details(),
+            };
+            let declared = CompressedHeader::split(payload).map_or(0, |(header, _)| header.len as usize);
+            let payload_len = payload.len();
+            let encoded = frame::encode_compressed_response(&mut self.out, id, result, max);
+            if encoded.is_ok() {
+                self.count_compressed_sent(declared, payload_len);
+            }
+            encoded
+        } else {
+            frame::encode_response(&mut self.out, id, result, max)
+        };
+        if let Err(e) = encoded {
             let status = Err(Status::resource_exhausted(format!("the response was not sent: {e}")));
             // A short error response without metadata or details fits the minimum frame size.
             let _ = frame::encode_response(&mut self.out, id, &status, max);
@@ -972,7 +1103,11 @@ impl<T, H> Mux<T, H> {
                 // As a caller that gives up does: the peer stops working on it, its slot is free.
                 frame::encode_cancel(&mut self.out, id);
                 self.outstanding.release(size);
-                self.events.push_back(Event::Response { token, result: Err(deadline.exceeded(&peer)) });
+                self.events.push_back(Event::Response {
+                    token,
+                    result: Err(deadline.exceeded(&peer)),
+                    compressed: false,
+                });
             }
         }
         let mut waiting = VecDeque::with_capacity(self.waiting.len());
@@ -981,7 +1116,11 @@ impl<T, H> Mux<T, H> {
                 // Never sent: safe to send anywhere, were there time left.
                 Some(deadline) if deadline.at <= now => {
                     let status = deadline.exceeded(&peer).mark_unprocessed();
-                    self.events.push_back(Event::Response { token: call.token, result: Err(status) });
+                    self.events.push_back(Event::Response {
+                        token: call.token,
+                        result: Err(status),
+                        compressed: false,
+                    });
                 }
                 _ => waiting.push_back(call),
             }
@@ -1139,6 +1278,7 @@ impl<T, H> Mux<T, H> {
             codecs: hello.codecs,
             token: hello.token,
             flow: hello.flow,
+            compressions: Accepted::from_ids(&hello.compressions),
         });
         self.phase = Phase::Open;
         self.events.push_back(Event::Ready);
@@ -1155,18 +1295,23 @@ impl<T, H> Mux<T, H> {
                 if !self.role.opens(id) || id > self.highest_sent {
                     return Err(violation(format!("response for id {id}, which this side never opened")));
                 }
+                let compressed = response.flags & frame::flags::COMPRESSED != 0;
+                if compressed {
+                    self.compressed_received += 1;
+                }
                 if let Some(call) = self.pending.remove(&id) {
                     self.outstanding.release(call.size);
                     let entries = response.metadata.len();
-                    let result = if entries > usize::from(self.config.max_metadata_entries) {
-                        Err(Status::resource_exhausted(format!(
+                    let (result, compressed) = if entries > usize::from(self.config.max_metadata_entries) {
+                        let status = Status::resource_exhausted(format!(
                             "the response carried {entries} metadata entries; this side accepts at most {}",
                             self.config.max_metadata_entries
-                        )))
+                        ));
+                        (Err(status), false)
                     } else {
-                        response.into_result()
+                        (response.into_result(), compressed)
                     };
-                    self.events.push_back(Event::Response { token: call.token, result });
+                    self.events.push_back(Event::Response { token: call.token, result, compressed });
                     self.send_waiting();
                 }
             }
@@ -1218,6 +1363,15 @@ impl<T, H> Mux<T, H> {
             return Err(violation(format!("request id {id} is already in progress")));
         }
         self.highest_received = self.highest_received.max(id);
+        // A compressed request counts as what it will take decompressed too (contract item
+        // 11), as the peer counts it; a length over the limit is refused before it takes any.
+        let size = match request.compressed_header() {
+            Some(header) => {
+                self.compressed_received += 1;
+                size + header.len.min(self.config.max_frame) as usize
+            }
+            None => size,
+        };
         let oneway = request.is_oneway();
         let entries = request.metadata.len();
         let refusal = if self.goaway_sent {

@@ -109,7 +109,7 @@ fn many_calls_in_flight_answered_out_of_order() {
         .client_events()
         .into_iter()
         .map(|e| match e {
-            Event::Response { token, result } => (token, result.map(|r| r.into_payload()).map_err(|s| s.code())),
+            Event::Response { token, result, .. } => (token, result.map(|r| r.into_payload()).map_err(|s| s.code())),
             other => panic!("expected a response, got {other:?}"),
         })
         .collect();
@@ -172,7 +172,7 @@ fn a_oneway_call_ends_once_written_and_is_never_answered() {
     let [frame] = requests.as_slice() else { panic!("{requests:?}") };
     assert!(frame.is_oneway());
     let events = events(&mut pair.client);
-    assert!(matches!(events.as_slice(), [Event::Response { token: "log", result: Ok(_) }]), "{events:?}");
+    assert!(matches!(events.as_slice(), [Event::Response { token: "log", result: Ok(_), .. }]), "{events:?}");
     assert_eq!(pair.client.pending_len(), 0);
 
     pair.server.finish(1, &ok(b"not for a oneway call"));
@@ -401,7 +401,7 @@ fn goaway_stops_new_calls_but_lets_pending_ones_finish() {
 
     pair.server.finish(1, &ok(b"done"));
     let events = pair.client_events();
-    assert!(matches!(events.as_slice(), [Event::Response { token: "in-flight", result: Ok(_) }]), "{events:?}");
+    assert!(matches!(events.as_slice(), [Event::Response { token: "in-flight", result: Ok(_), .. }]), "{events:?}");
     assert!(pair.client.is_drained() && pair.server.is_drained());
 }
 
@@ -414,7 +414,7 @@ fn a_request_crossing_goaway_is_refused_unprocessed() {
     assert!(pair.server_requests().is_empty(), "the server does not process it");
     let events = pair.client_events();
     let answer = events.iter().find_map(|e| match e {
-        Event::Response { token, result: Err(status) } => Some((*token, status.code(), status.is_unprocessed())),
+        Event::Response { token, result: Err(status), .. } => Some((*token, status.code(), status.is_unprocessed())),
         _ => None,
     });
     assert_eq!(answer, Some(("crossed", Code::Unavailable, true)), "the refusal says it was not processed");
@@ -719,7 +719,9 @@ fn a_request_with_too_many_metadata_entries_is_refused_and_the_connection_stays(
     pair.client.send_request(3, request("S.m", b""), "plain").expect("accepted");
     assert_eq!(ids(&pair.server_requests()), [3], "the crowded one is never handed over");
     let events = pair.client_events();
-    let [Event::Response { token: "crowded", result: Err(status) }] = events.as_slice() else { panic!("{events:?}") };
+    let [Event::Response { token: "crowded", result: Err(status), .. }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(status.is_unprocessed());
     assert!(status.message().contains("3 metadata entries"), "{status}");
@@ -794,7 +796,7 @@ fn calls_fail_at_their_deadline_cancelled_on_the_wire_or_never_sent() {
 
     pair.client.on_timeout(start + Duration::from_secs(3)).expect("alive");
     let seen = events(&mut pair.client);
-    let [Event::Response { token: "sent", result: Err(status) }] = seen.as_slice() else { panic!("{seen:?}") };
+    let [Event::Response { token: "sent", result: Err(status), .. }] = seen.as_slice() else { panic!("{seen:?}") };
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert_eq!(status.message(), "deadline of 3000ms exceeded calling S.sent on server-1");
     assert!(!status.is_unprocessed(), "it was sent: it may have run");
@@ -813,7 +815,7 @@ fn calls_fail_at_their_deadline_cancelled_on_the_wire_or_never_sent() {
         .expect("accepted");
     pair.client.on_timeout(start + Duration::from_secs(5)).expect("alive");
     let seen = events(&mut pair.client);
-    let [Event::Response { token: "never", result: Err(status) }] = seen.as_slice() else { panic!("{seen:?}") };
+    let [Event::Response { token: "never", result: Err(status), .. }] = seen.as_slice() else { panic!("{seen:?}") };
     assert!(status.is_unprocessed() && status.code() == Code::DeadlineExceeded, "{status:?}");
     assert!(pair.client.take_output().is_empty(), "nothing sent for it");
 }
@@ -850,7 +852,7 @@ fn calls_cross_in_both_directions_on_one_connection() {
     assert!(pair.client_events().is_empty());
     let written = events(&mut pair.server);
     assert!(
-        matches!(written.as_slice(), [Event::Response { token: "server's oneway", result: Ok(_) }]),
+        matches!(written.as_slice(), [Event::Response { token: "server's oneway", result: Ok(_), .. }]),
         "a oneway call ends once written: {written:?}"
     );
     let to_client = requests(&mut pair.client);
@@ -865,12 +867,15 @@ fn calls_cross_in_both_directions_on_one_connection() {
     pair.client.finish(4, &ok(b"oneway: not sent"));
     pair.server.finish(3, &ok(b"to the client"));
     let events = pair.server_events();
-    let [Event::Response { token: "server's first", result: Ok(answer) }] = events.as_slice() else {
+    let [Event::Response { token: "server's first", result: Ok(answer), .. }] = events.as_slice() else {
         panic!("{events:?}")
     };
     assert_eq!(answer.payload(), &b"to the server"[..]);
     let events = pair.client_events();
-    assert!(matches!(events.as_slice(), [Event::Response { token: "client's second", result: Ok(_) }]), "{events:?}");
+    assert!(
+        matches!(events.as_slice(), [Event::Response { token: "client's second", result: Ok(_), .. }]),
+        "{events:?}"
+    );
     assert_eq!((pair.server.pending_len(), pair.client.inbound_len()), (0, 0));
     assert_eq!(pair.client.pending_len(), 1, "the client's first call is still being handled");
 }
@@ -901,7 +906,7 @@ fn the_accepting_side_s_calls_have_deadlines_and_cancels_too() {
     let now = pair.now;
     pair.server.on_timeout(now).expect("the deadline is no violation");
     let events = events(&mut pair.server);
-    let [Event::Response { token: "slow", result: Err(status) }] = events.as_slice() else { panic!("{events:?}") };
+    let [Event::Response { token: "slow", result: Err(status), .. }] = events.as_slice() else { panic!("{events:?}") };
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert!(!status.is_unprocessed(), "it was sent");
     let events = pair.client_events();
@@ -925,6 +930,65 @@ fn a_goaway_from_the_connecting_side_stops_the_accepting_side_s_new_calls() {
     // The call in flight still completes.
     pair.client.finish(2, &ok(b"done"));
     let events = pair.server_events();
-    assert!(matches!(events.as_slice(), [Event::Response { token: "in flight", result: Ok(_) }]), "{events:?}");
+    assert!(matches!(events.as_slice(), [Event::Response { token: "in flight", result: Ok(_), .. }]), "{events:?}");
     assert!(pair.server.is_drained() && pair.client.is_drained());
+}
+
+/// A compressed payload declaring `declared` bytes; the mux never decompresses it.
+fn compressed_payload(declared: u32) -> Bytes {
+    let header = frame::CompressedHeader { compression: zrpc_core::Compression::Zstd.id(), len: declared };
+    Bytes::from([&header.to_bytes()[..], b"compressed bytes"].concat())
+}
+
+#[test]
+fn a_compressed_request_counts_as_its_wire_size_plus_its_declared_length_on_both_sides() {
+    // The server takes 64 KiB of requests in progress; each request declares 40 KiB: one fits,
+    // two do not, though on the wire they are a few dozen bytes each.
+    let mut pair = pair_with_server(|c| c.max_request_bytes = 64 * 1024);
+    let call = || Request::new("S.m", compressed_payload(40 * 1024));
+    let now = pair.now;
+    assert!(pair.client.send_compressed_request_at(1, call(), "first", now).is_ok());
+    assert!(pair.client.send_compressed_request_at(3, call(), "second", now).is_ok());
+    assert_eq!(pair.client.stats().calls_waiting, 1, "the second waits for room");
+    assert_eq!(pair.client.stats().compressed_frames_sent, 1);
+
+    let handed = pair.server_requests();
+    assert_eq!(ids(&handed), [1]);
+    assert_eq!(handed[0].flags & frame::flags::COMPRESSED, frame::flags::COMPRESSED);
+    assert_eq!(handed[0].payload, compressed_payload(40 * 1024), "handed over as it came");
+    let wire = pair.server.decoder.last_len();
+    let stats = pair.server.stats();
+    assert_eq!(stats.request_bytes_in_progress, wire + 40 * 1024, "{stats:?}");
+    assert_eq!(stats.compressed_frames_received, 1);
+
+    pair.server.finish(1, &ok(b"done"));
+    assert!(matches!(pair.client_events().as_slice(), [Event::Response { token: "first", compressed: false, .. }]));
+    assert_eq!(ids(&pair.server_requests()), [3], "the first's room went to the second");
+}
+
+#[test]
+fn a_compressed_request_declaring_more_than_the_peer_takes_is_refused_unsent() {
+    let mut pair = Pair::new();
+    let now = pair.now;
+    let call = Request::new("S.m", compressed_payload(frame::DEFAULT_MAX_FRAME + 1));
+    let Err((status, "big")) = pair.client.send_compressed_request_at(1, call, "big", now) else { panic!("refused") };
+    assert_eq!((status.code(), status.is_unprocessed()), (Code::ResourceExhausted, true), "{status}");
+    assert_eq!(pair.client.stats().compressed_frames_sent, 0);
+    assert!(pair.server_requests().is_empty(), "nothing was sent");
+}
+
+#[test]
+fn a_compressed_answer_is_reported_as_it_came_and_counted() {
+    let mut pair = Pair::new();
+    assert!(pair.client.send_request(1, request("S.m", b"x"), "call").is_ok());
+    assert_eq!(ids(&pair.server_requests()), [1]);
+    pair.server.finish_compressed(1, &Ok(Response::new(compressed_payload(4096))));
+    let saved = pair.server.stats().compression_bytes_saved;
+    assert_eq!(saved, 4096 - compressed_payload(4096).len() as u64);
+    let events = pair.client_events();
+    let [Event::Response { token: "call", result: Ok(response), compressed: true }] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert_eq!(response.payload(), &compressed_payload(4096), "the caller decompresses, not the mux");
+    assert_eq!(pair.client.stats().compressed_frames_received, 1);
 }

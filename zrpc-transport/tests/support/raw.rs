@@ -119,7 +119,15 @@ impl RawPeer {
 
     /// Writes our preface and HELLO, then reads the peer's; returns the peer's HELLO.
     pub async fn handshake(&mut self, name: &str) -> Hello {
-        self.send_preface_and_hello(name).await;
+        self.handshake_with(&hello(name)).await
+    }
+
+    /// [`handshake`](RawPeer::handshake) announcing `ours`, e.g. with compressions.
+    pub async fn handshake_with(&mut self, ours: &Hello) -> Hello {
+        let mut out = BytesMut::new();
+        frame::encode_preface(&mut out);
+        frame::encode_hello(&mut out, ours).expect("a valid HELLO");
+        self.write(&out).await;
         self.read_preface().await;
         match self.next_frame().await {
             Frame::Hello(hello) => hello,
@@ -150,6 +158,21 @@ impl RawPeer {
                 None => self.fill("a frame").await,
             }
         }
+    }
+
+    /// The next frame, which must be a REQUEST.
+    pub async fn next_request(&mut self) -> RequestFrame {
+        match self.next_frame().await {
+            Frame::Request(request) => request,
+            other => panic!("expected a REQUEST, got {other:?}"),
+        }
+    }
+
+    /// Writes a RESPONSE frame built from `response`.
+    pub async fn send_response(&mut self, response: &ResponseFrame) {
+        let mut out = BytesMut::new();
+        frame::encode_response_frame(&mut out, response, frame::DEFAULT_MAX_FRAME).expect("a valid response frame");
+        self.write(&out).await;
     }
 
     /// The next frame, which must be a RESPONSE.
