@@ -150,20 +150,24 @@ impl Observed {
     /// the request gets a trace context if it has none, and the span records its ids.
     pub fn client(request: &mut Request, peer: &str, cache: &mut MetricsCache) -> Observed {
         let method = request.method();
-        let span = tracing::info_span!(
-            "zrpc.client",
-            otel.name = %OtelName(method),
-            otel.kind = "client",
-            otel.status_code = Empty,
-            rpc.system = "zrpc",
-            rpc.service = method.service(),
-            rpc.method = method.name(),
-            rpc.code = Empty,
-            peer = peer,
-            trace_id = Empty,
-            span_id = Empty,
-            latency_us = Empty,
-        );
+        let span = if no_subscriber() {
+            Span::none()
+        } else {
+            tracing::info_span!(
+                "zrpc.client",
+                otel.name = %OtelName(method),
+                otel.kind = "client",
+                otel.status_code = Empty,
+                rpc.system = "zrpc",
+                rpc.service = method.service(),
+                rpc.method = method.name(),
+                rpc.code = Empty,
+                peer = peer,
+                trace_id = Empty,
+                span_id = Empty,
+                latency_us = Empty,
+            )
+        };
         if !span.is_disabled() {
             let ctx = request.ctx_mut();
             // With an OpenTelemetry layer, the span's own ids are what the server joins.
@@ -183,21 +187,25 @@ impl Observed {
     /// caller's, or a new trace), and the span records the caller's span as its parent.
     pub fn server(request: &mut Request, peer: &str, cache: &mut MetricsCache) -> Observed {
         let method = request.method();
-        let span = tracing::info_span!(
-            "zrpc.server",
-            otel.name = %OtelName(method),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "zrpc",
-            rpc.service = method.service(),
-            rpc.method = method.name(),
-            rpc.code = Empty,
-            peer = peer,
-            trace_id = Empty,
-            span_id = Empty,
-            parent_span_id = Empty,
-            latency_us = Empty,
-        );
+        let span = if no_subscriber() {
+            Span::none()
+        } else {
+            tracing::info_span!(
+                "zrpc.server",
+                otel.name = %OtelName(method),
+                otel.kind = "server",
+                otel.status_code = Empty,
+                rpc.system = "zrpc",
+                rpc.service = method.service(),
+                rpc.method = method.name(),
+                rpc.code = Empty,
+                peer = peer,
+                trace_id = Empty,
+                span_id = Empty,
+                parent_span_id = Empty,
+                latency_us = Empty,
+            )
+        };
         if !span.is_disabled() {
             let ctx = request.ctx_mut();
             let here = match ctx.trace() {
@@ -283,6 +291,15 @@ impl fmt::Debug for Observed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Observed").field("span", &self.span).field("started", &self.started).finish_non_exhaustive()
     }
+}
+
+/// Whether no `tracing` subscriber was ever set, globally or for a scope: the calls' spans are
+/// then not made at all. A disabled span is not free when `tracing`'s `log` feature is on (a
+/// dependency may turn it on): it still offers its fields to the `log` crate. Measured with
+/// `compare` at 100 callers, the spans of both sides cost about 2.5% of the CPU time without a
+/// subscriber before this check.
+fn no_subscriber() -> bool {
+    !tracing::dispatcher::has_been_set()
 }
 
 /// `Service/method`, the span name OpenTelemetry's RPC conventions ask for.
