@@ -145,29 +145,45 @@ pub struct Observed {
     finished: bool,
 }
 
-impl Observed {
-    /// Starts observing `request` as its client sends it to `peer`. While the span is recorded,
-    /// the request gets a trace context if it has none, and the span records its ids.
-    pub fn client(request: &mut Request, peer: &str, cache: &mut MetricsCache) -> Observed {
-        let method = request.method();
-        let span = if no_subscriber() {
+/// The span of one call on one side (`$name`, `$kind`): OpenTelemetry's RPC fields, the
+/// outcome's fields left empty until the call ends, and `$extra` fields; no span at all while no
+/// subscriber exists (see [`no_subscriber`]).
+macro_rules! call_span {
+    ($name:literal, $kind:literal, $method:expr, $peer:expr $(, $($extra:tt)*)?) => {
+        if no_subscriber() {
             Span::none()
         } else {
+            let method = $method;
             tracing::info_span!(
-                "zrpc.client",
+                $name,
                 otel.name = %OtelName(method),
-                otel.kind = "client",
+                otel.kind = $kind,
                 otel.status_code = Empty,
                 rpc.system = "zrpc",
                 rpc.service = method.service(),
                 rpc.method = method.name(),
                 rpc.code = Empty,
-                peer = peer,
+                peer = $peer,
                 trace_id = Empty,
                 span_id = Empty,
                 latency_us = Empty,
+                $($($extra)*)?
             )
-        };
+        }
+    };
+}
+
+/// Records the trace ids `trace` gives the call on `span`.
+fn record_ids(span: &Span, trace: &TraceContext) {
+    span.record("trace_id", tracing::field::display(format_args!("{:032x}", trace.trace_id)));
+    span.record("span_id", tracing::field::display(format_args!("{:016x}", trace.span_id)));
+}
+
+impl Observed {
+    /// Starts observing `request` as its client sends it to `peer`. While the span is recorded,
+    /// the request gets a trace context if it has none, and the span records its ids.
+    pub fn client(request: &mut Request, peer: &str, cache: &mut MetricsCache) -> Observed {
+        let span = call_span!("zrpc.client", "client", request.method(), peer);
         if !span.is_disabled() {
             let ctx = request.ctx_mut();
             // With an OpenTelemetry layer, the span's own ids are what the server joins.
@@ -175,9 +191,7 @@ impl Observed {
             if let Some(ids) = otel::ids(&span) {
                 ctx.set_trace(Some(ids));
             }
-            let trace = *ctx.trace_or_insert_with(TraceContext::new_root);
-            span.record("trace_id", tracing::field::display(format_args!("{:032x}", trace.trace_id)));
-            span.record("span_id", tracing::field::display(format_args!("{:016x}", trace.span_id)));
+            record_ids(&span, ctx.trace_or_insert_with(TraceContext::new_root));
         }
         Observed::start(span, request, cache)
     }
@@ -186,26 +200,7 @@ impl Observed {
     /// is recorded, the handler's context gets a trace context naming this span (a child of the
     /// caller's, or a new trace), and the span records the caller's span as its parent.
     pub fn server(request: &mut Request, peer: &str, cache: &mut MetricsCache) -> Observed {
-        let method = request.method();
-        let span = if no_subscriber() {
-            Span::none()
-        } else {
-            tracing::info_span!(
-                "zrpc.server",
-                otel.name = %OtelName(method),
-                otel.kind = "server",
-                otel.status_code = Empty,
-                rpc.system = "zrpc",
-                rpc.service = method.service(),
-                rpc.method = method.name(),
-                rpc.code = Empty,
-                peer = peer,
-                trace_id = Empty,
-                span_id = Empty,
-                parent_span_id = Empty,
-                latency_us = Empty,
-            )
-        };
+        let span = call_span!("zrpc.server", "server", request.method(), peer, parent_span_id = Empty);
         if !span.is_disabled() {
             let ctx = request.ctx_mut();
             let here = match ctx.trace() {
@@ -221,8 +216,7 @@ impl Observed {
             #[cfg(feature = "opentelemetry")]
             let here = otel::ids(&span).unwrap_or(here);
             ctx.set_trace(Some(here));
-            span.record("trace_id", tracing::field::display(format_args!("{:032x}", here.trace_id)));
-            span.record("span_id", tracing::field::display(format_args!("{:016x}", here.span_id)));
+            record_ids(&span, &here);
         }
         Observed::start(span, request, cache)
     }
