@@ -636,26 +636,30 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
                     continue;
                 };
                 failures += 1;
-                let delay = config.backoff.near_ceiling(failures - 1);
-                let status = Status::new(refusal.code(), format!("{refusal}; next attempt in {delay:?}"));
-                state.send_replace(State::Failed { status: status.mark_unprocessed() });
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = state.closed() => return,
+                if !back_off(&state, &config, failures, refusal).await {
+                    return;
                 }
             }
             Err(status) => {
                 failures += 1;
-                let delay = config.backoff.near_ceiling(failures - 1);
                 // Unavailable, unless the server refused the channel's credentials.
-                let status = Status::new(status.code(), format!("{status}; next attempt in {delay:?}"));
-                state.send_replace(State::Failed { status: status.mark_unprocessed() });
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = state.closed() => return,
+                if !back_off(&state, &config, failures, &status).await {
+                    return;
                 }
             }
         }
+    }
+}
+
+/// After the `failures`-th failure in a row, for `why`: reports the channel failed (saying when
+/// it tries again) and waits out the backoff; `false` when the channel was dropped meanwhile.
+async fn back_off(state: &watch::Sender<State>, config: &ChannelConfig, failures: u32, why: &Status) -> bool {
+    let delay = config.backoff.near_ceiling(failures - 1);
+    let status = Status::new(why.code(), format!("{why}; next attempt in {delay:?}"));
+    state.send_replace(State::Failed { status: status.mark_unprocessed() });
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = state.closed() => false,
     }
 }
 
