@@ -57,8 +57,9 @@ pub async fn serve_metrics(listener: TcpListener, handle: PrometheusHandle) {
 }
 
 /// Serves `Checkout` and makes `calls` calls to it, one in ten with an empty cart: the
-/// traffic the metrics describe. Returns the server's address.
-pub async fn make_traffic(calls: u64) -> Result<zrpc::Address, Box<dyn std::error::Error>> {
+/// traffic the metrics describe. Returns the server's address and the client, whose connection
+/// stays open (and counted in `zrpc_connections`) while the caller holds it.
+pub async fn make_traffic(calls: u64) -> Result<(zrpc::Address, CheckoutClient<Channel>), Box<dyn std::error::Error>> {
     let server =
         Server::builder().name("checkout-1").add_service(CheckoutServer::new(Till)).bind("tcp://127.0.0.1:0").await?;
     let address = server.local_addr().clone();
@@ -68,7 +69,7 @@ pub async fn make_traffic(calls: u64) -> Result<zrpc::Address, Box<dyn std::erro
         let cart = if i % 10 == 0 { vec![] } else { vec![i, 2 * i] };
         let _ = checkout.total(cart).await;
     }
-    Ok(address)
+    Ok((address, checkout))
 }
 
 /// Installs the Prometheus recorder; zrpc's metrics go to it from now on.
@@ -81,7 +82,7 @@ pub fn install() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let serve_for_good = std::env::args().any(|arg| arg == "--serve");
     let handle = install()?;
-    let address = make_traffic(100).await?;
+    let (address, _checkout) = make_traffic(100).await?;
     println!("checkout-1 on {address} answered 100 calls (10 refused with InvalidArgument)");
 
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;

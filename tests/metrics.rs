@@ -30,7 +30,9 @@ async fn the_prometheus_endpoint_shows_calls_errors_latency_and_connections_and_
     let port = listener.local_addr().expect("bound").port();
     tokio::spawn(example::serve_metrics(listener, handle));
 
-    let first = example::make_traffic(20).await.expect("traffic").to_string();
+    // The client is held while scraping: its connection closes when it drops.
+    let (first, _client) = example::make_traffic(20).await.expect("traffic");
+    let first = first.to_string();
     let scraped = example::scrape(port).await.expect("scraped");
     let server = |code: &str| ["service=\"Checkout\"", "method=\"total\"", code].map(str::to_owned);
     let ok = sample(&scraped, "zrpc_server_calls_total", &server("code=\"Ok\"").each_ref().map(String::as_str));
@@ -47,7 +49,8 @@ async fn the_prometheus_endpoint_shows_calls_errors_latency_and_connections_and_
     assert!(sample(&scraped, "zrpc_connections", &["side=\"client\""]) >= 1.0, "the channel is open:\n{scraped}");
 
     // More calls, to a second server: the counters move, the new endpoint gets its own series.
-    let second = example::make_traffic(10).await.expect("traffic").to_string();
+    let (second, _second_client) = example::make_traffic(10).await.expect("traffic");
+    let second = second.to_string();
     let scraped = example::scrape(port).await.expect("scraped");
     let ok = sample(&scraped, "zrpc_server_calls_total", &server("code=\"Ok\"").each_ref().map(String::as_str));
     assert_eq!(ok, 27.0, "18 + 9:\n{scraped}");
