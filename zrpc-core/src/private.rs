@@ -102,7 +102,7 @@ where
     let service = service.clone();
     async move {
         let response = service.oneshot(request?).await?;
-        decode_answer(codec, method, &response)
+        decode_response(codec, method, &response)
     }
 }
 
@@ -185,6 +185,13 @@ fn decode_answer<T: DeserializeOwned>(codec: CodecId, method: &MethodInfo, respo
         let unit = serde::de::value::UnitDeserializer::<serde::de::value::Error>::new();
         return T::deserialize(unit).map_err(|e| Status::internal(format!("{} is oneway: {e}", method.name)));
     }
+    decode_response(codec, method, response)
+}
+
+/// A two-way method's answer decoded as a `T`; inlined, so that the `T` is written once, where
+/// the caller's future keeps it.
+#[inline]
+fn decode_response<T: DeserializeOwned>(codec: CodecId, method: &MethodInfo, response: &Response) -> Result<T, Status> {
     codec
         .decode_shared(response.payload())
         .map_err(|e| Status::data_loss(format!("could not decode the response of {}: {e}", method.name)))

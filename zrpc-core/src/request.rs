@@ -160,6 +160,11 @@ impl Request {
         self
     }
 
+    /// The payload, to replace in place.
+    pub fn payload_mut(&mut self) -> &mut Bytes {
+        &mut self.payload
+    }
+
     /// How the payload is encoded; the server answers with the same codec.
     pub fn codec(&self) -> CodecId {
         self.codec
@@ -228,6 +233,11 @@ impl Response {
     /// Takes the encoded result out.
     pub fn into_payload(self) -> Bytes {
         self.payload
+    }
+
+    /// The encoded result, to replace in place.
+    pub fn payload_mut(&mut self) -> &mut Bytes {
+        &mut self.payload
     }
 
     /// Response metadata set by the server.

@@ -4,8 +4,10 @@
 //! Transports open an [`Observed`] when a call starts (a client sending it, a server starting
 //! its handler) and finish it with the call's result; a call dropped before it finished is
 //! recorded as `Cancelled`. Users do nothing but install a `tracing` subscriber or a `metrics`
-//! recorder (Prometheus, StatsD, ...); nothing is recorded, and almost nothing is spent, until
-//! they do.
+//! recorder (Prometheus, StatsD, ...); nothing is recorded until they do. While nothing can
+//! record a call ([`enabled`] is false: no subscriber was ever set and the feature `metrics` is
+//! off), transports make no [`Observed`] at all and run the handler bare, not in an
+//! [`InSpan`]: a call then pays one atomic load per side for being observable.
 //!
 //! # Spans
 //!
@@ -64,6 +66,9 @@ mod metrics;
 mod otel;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use tracing::Span;
@@ -113,6 +118,13 @@ pub fn record_retry(method: &Method) {
 #[cfg(not(feature = "metrics"))]
 pub fn record_breaker(endpoint: &str, state: &'static str) {
     let _ = (endpoint, state);
+}
+
+/// Whether calls are observed at all: always with the feature `metrics`, else once a `tracing`
+/// subscriber was set. When not, transports skip [`Observed`] (and the clock) entirely.
+#[inline]
+pub fn enabled() -> bool {
+    cfg!(feature = "metrics") || !no_subscriber()
 }
 
 /// Which end of a call is observing it.
@@ -284,6 +296,39 @@ impl Drop for Observed {
 impl fmt::Debug for Observed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Observed").field("span", &self.span).field("started", &self.started).finish_non_exhaustive()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A handler's future, polled inside its call's span when the span is recorded, else bare.
+    pub struct InSpan<F> {
+        #[pin]
+        inner: F,
+        span: Option<Span>,
+    }
+}
+
+impl<F> InSpan<F> {
+    /// `inner`, to be polled inside `observed`'s span if there is one that records.
+    pub fn new(inner: F, observed: Option<&Observed>) -> InSpan<F> {
+        let span = observed.map(Observed::span).filter(|span| !span.is_disabled()).cloned();
+        InSpan { inner, span }
+    }
+}
+
+impl<F: Future> Future for InSpan<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let _entered = this.span.as_ref().map(Span::enter);
+        this.inner.poll(cx)
+    }
+}
+
+impl<F> fmt::Debug for InSpan<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InSpan").field("span", &self.span).finish_non_exhaustive()
     }
 }
 

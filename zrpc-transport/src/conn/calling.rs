@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::{Notify, mpsc, oneshot};
-use zrpc_core::observe::{MetricsCache, Observed, Side};
+use zrpc_core::observe::{self, MetricsCache, Observed, Side};
 use zrpc_core::peer::{Link, Peer};
 use zrpc_core::{Method, Request, Response, Status};
 
@@ -119,8 +119,12 @@ impl Shared {
         }
     }
 
-    /// Starts observing a call this side sends (see [`zrpc_core::observe`]).
-    fn observe_call(&self, request: &mut Request) -> Observed {
+    /// Starts observing a call this side sends (see [`zrpc_core::observe`]); `None` while
+    /// nothing records calls.
+    fn observe_call(&self, request: &mut Request) -> Option<Observed> {
+        if !observe::enabled() {
+            return None;
+        }
         let endpoint = match self.endpoint.get() {
             Some(endpoint) => endpoint,
             None => self.peer_name(),
@@ -129,10 +133,10 @@ impl Shared {
         {
             let mut cache = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
             let cache = cache.get_or_insert_with(|| MetricsCache::new(Side::Client, Some(endpoint.into())));
-            Observed::client(request, endpoint, cache)
+            Some(Observed::client(request, endpoint, cache))
         }
         #[cfg(not(feature = "metrics"))]
-        Observed::client(request, endpoint, &mut MetricsCache::new(Side::Client, None))
+        Some(Observed::client(request, endpoint, &mut MetricsCache::new(Side::Client, None)))
     }
 
     /// Notes the compressions the peer announced in its HELLO.
@@ -284,11 +288,13 @@ impl Handle {
         let id = shared.ids.next();
         let method = request.method().clone();
         let observed = shared.observe_call(&mut request);
-        let (request, compressed) = compress(&shared, request);
+        let compressed = compress(&shared, &mut request);
         let (reply, answer) = oneshot::channel();
         if commands.send(Command::Call { id, request, compressed, reply }).is_err() {
             let failed = Err(closed_status(&shared, &method).mark_unprocessed());
-            observed.finish(&failed);
+            if let Some(observed) = observed {
+                observed.finish(&failed);
+            }
             return CallFuture { state: CallState::Failed(failed.err()) };
         }
         CallFuture {
@@ -297,7 +303,7 @@ impl Handle {
                 cancel: CancelOnDrop { commands, id, armed: true },
                 shared,
                 method,
-                observed: Some(observed),
+                observed,
             }),
         }
     }
@@ -320,7 +326,8 @@ struct Waiting {
     cancel: CancelOnDrop,
     shared: Arc<Shared>,
     method: Method,
-    /// Finished with the answer; dropped with the future, it records a cancelled call.
+    /// Finished with the answer; dropped with the future, it records a cancelled call. `None`
+    /// while nothing records calls, and once finished.
     observed: Option<Observed>,
 }
 
@@ -348,22 +355,25 @@ impl Future for CallFuture {
     }
 }
 
-/// `request` compressed, if this side's settings or the call's context choose an algorithm the
-/// peer announced, the payload is at least the threshold and it shrinks; else as it was, at the
-/// cost of a few comparisons.
+/// Compresses `request`'s payload in place if this side's settings or the call's context
+/// choose an algorithm the peer announced, the payload is at least the threshold and it
+/// shrinks, and says whether it did; else leaves it, at the cost of a few comparisons.
 #[inline]
-fn compress(shared: &Shared, request: Request) -> (Request, bool) {
+fn compress(shared: &Shared, request: &mut Request) -> bool {
     let choice = request.ctx().compression();
     if choice.is_none() && shared.compression.algorithm.is_none() {
-        return (request, false);
+        return false;
     }
     let accepted = Accepted::from_bits(shared.accepted.load(Ordering::Relaxed));
     let Some(algorithm) = shared.compression.pick(choice, request.payload().len(), accepted) else {
-        return (request, false);
+        return false;
     };
     match compression::compress(algorithm, request.payload()) {
-        Some(payload) => (request.with_payload(payload), true),
-        None => (request, false),
+        Some(payload) => {
+            *request.payload_mut() = payload;
+            true
+        }
+        None => false,
     }
 }
 
@@ -375,10 +385,7 @@ fn decompress(result: Result<Response, Status>, shared: &Shared, method: &Method
     };
     match result {
         Ok(mut response) => {
-            let payload = compression::decompress(response.payload(), shared.max_frame).map_err(failed)?;
-            let metadata = std::mem::take(response.metadata_mut());
-            let mut response = Response::new(payload);
-            *response.metadata_mut() = metadata;
+            *response.payload_mut() = compression::decompress(response.payload(), shared.max_frame).map_err(failed)?;
             Ok(response)
         }
         Err(status) => {

@@ -33,9 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tower::Service;
-use tracing::Instrument;
-use tracing::instrument::Instrumented;
-use zrpc_core::observe::{MetricsCache, Observed, Side};
+use zrpc_core::observe::{self, InSpan, MetricsCache, Observed, Side};
 use zrpc_core::{CodecId, Compression, Context, Identity, Method, Peer, Request, Response, Router, Status};
 
 use super::{BATCH, ConnectionMux};
@@ -69,7 +67,7 @@ pub(super) struct Dispatch<S: Service<Request>> {
     queued: Option<Arc<Slot>>,
     /// A handler that has to wait, polled once, kept here (not polled) until the budget grants
     /// it a unit; meanwhile no other request of this connection starts.
-    parked: Option<Started<Instrumented<S::Future>>>,
+    parked: Option<Started<InSpan<S::Future>>>,
     /// The metric handles of the methods the peer called.
     metrics: MetricsCache,
 }
@@ -86,7 +84,8 @@ struct Started<F> {
     /// The time the caller allowed, for the message when it runs out.
     budget: Option<Duration>,
     method: Method,
-    observed: Observed,
+    /// `None` while nothing records calls.
+    observed: Option<Observed>,
     answer: AnswerCompression,
 }
 
@@ -99,30 +98,30 @@ struct AnswerCompression {
 }
 
 impl AnswerCompression {
-    /// `result` with its payload compressed, and whether it is; an error, or a payload under
-    /// the threshold or that does not shrink, goes as it is.
-    fn apply(self, result: Result<Response, Status>) -> (Result<Response, Status>, bool) {
-        let Ok(mut response) = result else { return (result, false) };
+    /// Compresses `result`'s payload in place and says whether it did; an error, or a payload
+    /// under the threshold or that does not shrink, stays as it is.
+    fn apply(self, result: &mut Result<Response, Status>) -> bool {
+        let Ok(response) = result else { return false };
         let compressed = self
             .settings
             .pick(None, response.payload().len(), self.accepted)
             .and_then(|algorithm| compression::compress(algorithm, response.payload()));
         match compressed {
             Some(payload) => {
-                let metadata = std::mem::take(response.metadata_mut());
-                let mut response = Response::new(payload);
-                *response.metadata_mut() = metadata;
-                (Ok(response), true)
+                *response.payload_mut() = payload;
+                true
             }
-            None => (Ok(response), false),
+            None => false,
         }
     }
 
     /// Hands `result` to the mux as the answer to call `id`, compressed if it should be.
-    fn finish(self, mux: &mut ConnectionMux, id: u64, result: Result<Response, Status>) -> Option<AbortHandle> {
-        match self.apply(result) {
-            (result, true) => mux.finish_compressed(id, &result),
-            (result, false) => mux.finish(id, &result),
+    #[inline]
+    fn finish(self, mux: &mut ConnectionMux, id: u64, mut result: Result<Response, Status>) -> Option<AbortHandle> {
+        if self.settings.algorithm.is_some() && self.apply(&mut result) {
+            mux.finish_compressed(id, &result)
+        } else {
+            mux.finish(id, &result)
         }
     }
 }
@@ -342,16 +341,18 @@ where
                 return;
             }
         };
-        let observed = Observed::server(&mut request, self.peer.name(), &mut self.metrics);
+        let observed = observe::enabled().then(|| Observed::server(&mut request, self.peer.name(), &mut self.metrics));
         if let Err(status) = self.admit_call(&mut request) {
             let refused = Err(status);
-            observed.finish(&refused);
+            if let Some(observed) = observed {
+                observed.finish(&refused);
+            }
             mux.finish(id, &refused);
             return;
         }
         let deadline = request.ctx().deadline();
         let method = request.method().clone();
-        let mut call = self.service.call(request).instrument(observed.span().clone());
+        let mut call = InSpan::new(self.service.call(request), observed.as_ref());
         // Poll once here: a handler that finishes without waiting is answered in this turn,
         // and its answer leaves in the same write as the others of this turn. One that waits
         // moves to a task of its own, once the budget has a unit for it.
@@ -361,7 +362,9 @@ where
             Ok(Poll::Pending) => None,
         };
         if let Some(result) = outcome {
-            observed.finish(&result);
+            if let Some(observed) = observed {
+                observed.finish(&result);
+            }
             answer.finish(mux, id, result);
             return;
         }
@@ -378,7 +381,7 @@ where
 
     /// Runs a handler that has to wait in a task of its own, holding a unit of the budget if
     /// there is one, and enforces its deadline there.
-    fn spawn_handler(&mut self, mux: &mut ConnectionMux, started: Started<Instrumented<S::Future>>) {
+    fn spawn_handler(&mut self, mux: &mut ConnectionMux, started: Started<InSpan<S::Future>>) {
         let Started { id, call, deadline, budget, method, observed, answer } = started;
         let local = self.local_name.clone();
         let call = AssertUnwindSafe(call).catch_unwind();
@@ -393,10 +396,12 @@ where
                 }),
                 None => call.await,
             };
-            let result = outcome.unwrap_or_else(|_| Err(panicked(&method, &local)));
+            let mut result = outcome.unwrap_or_else(|_| Err(panicked(&method, &local)));
             // An aborted task (the call cancelled) drops `observed` unfinished: cancelled.
-            observed.finish(&result);
-            let (result, compressed) = answer.apply(result);
+            if let Some(observed) = observed {
+                observed.finish(&result);
+            }
+            let compressed = answer.apply(&mut result);
             let _ = done.send((id, result, compressed));
         });
         // A handler parked for the budget may have been cancelled meanwhile: stopped at once.

@@ -61,6 +61,7 @@ impl RequestFrame {
 
     /// The header of the payload, when it is compressed: `None` without
     /// [`flags::COMPRESSED`] (a decoded frame's compressed payload always has one).
+    #[inline]
     pub fn compressed_header(&self) -> Option<CompressedHeader> {
         if self.flags & flags::COMPRESSED == 0 {
             return None;
