@@ -2,6 +2,7 @@
 //! events that are not calls (connections, retries, breaker transitions).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ impl CallMetrics {
 pub struct MetricsCache {
     side: Side,
     endpoint: Option<Arc<str>>,
-    methods: HashMap<&'static str, Arc<CallMetrics>>,
+    methods: HashMap<StaticName, Arc<CallMetrics>, BuildHasherDefault<AddressHasher>>,
     /// The calls of methods named at run time.
     other: Option<Arc<CallMetrics>>,
 }
@@ -77,7 +78,7 @@ pub struct MetricsCache {
 impl MetricsCache {
     /// A cache for one side of one connection; `endpoint` labels a client's calls.
     pub fn new(side: Side, endpoint: Option<Arc<str>>) -> MetricsCache {
-        MetricsCache { side, endpoint, methods: HashMap::new(), other: None }
+        MetricsCache { side, endpoint, methods: HashMap::default(), other: None }
     }
 
     pub(crate) fn get(&mut self, method: &Method) -> Arc<CallMetrics> {
@@ -89,13 +90,13 @@ impl MetricsCache {
             let (side, labels) = (self.side, self.labels(other, other));
             return self.other.get_or_insert_with(|| Arc::new(CallMetrics::new(side, labels))).clone();
         };
-        if let Some(known) = self.methods.get(name) {
+        if let Some(known) = self.methods.get(&StaticName(name)) {
             return known.clone();
         }
         let method = Method::from(name);
         let made = Arc::new(CallMetrics::new(self.side, self.labels(method.service(), method.name())));
         if self.methods.len() < MAX_CACHED {
-            self.methods.insert(name, made.clone());
+            self.methods.insert(StaticName(name), made.clone());
         }
         made
     }
@@ -106,6 +107,48 @@ impl MetricsCache {
             labels.push(Label::new("endpoint", endpoint.to_string()));
         }
         labels
+    }
+}
+
+/// A method name of the program's own, compared and hashed by where it is, not by its bytes:
+/// a lookup per call costs a multiplication, not a hash of the name. One name stored at two
+/// addresses (two crates' copies of a literal) gets two entries with the same labels, which
+/// the recorder resolves to the same metrics.
+#[derive(Clone, Copy, Debug)]
+struct StaticName(&'static str);
+
+impl PartialEq for StaticName {
+    fn eq(&self, other: &StaticName) -> bool {
+        std::ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for StaticName {}
+
+impl Hash for StaticName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.as_ptr() as usize);
+    }
+}
+
+/// Hashes a [`StaticName`]'s address: a multiplication by an odd constant (Fibonacci hashing),
+/// its high half folded into the low one, which the table indexes by.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, address: usize) {
+        self.0 = (address as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -133,4 +176,33 @@ pub fn record_retry(method: &Method) {
 pub fn record_breaker(endpoint: &str, state: &'static str) {
     metrics::counter!("zrpc_breaker_transitions_total", "endpoint" => endpoint.to_owned(), "state" => state)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_is_found_by_its_name_s_address_and_the_cache_stops_at_its_bound() {
+        let mut cache = MetricsCache::new(Side::Server, None);
+        let name: &'static str = "Greeter.hello";
+        let first = cache.get(&Method::from(name));
+        assert!(Arc::ptr_eq(&first, &cache.get(&Method::from(name))), "the same handles for the same name");
+
+        // A program defining more methods than the bound: the cache keeps MAX_CACHED of them and
+        // the others still get handles, made afresh each call.
+        let names: Vec<&'static str> =
+            (0..MAX_CACHED + 10).map(|i| &*Box::leak(format!("Many.m{i}").into_boxed_str())).collect();
+        for &name in &names {
+            let _ = cache.get(&Method::from(name));
+        }
+        assert_eq!(cache.methods.len(), MAX_CACHED);
+        let last = names[names.len() - 1];
+        assert!(!Arc::ptr_eq(&cache.get(&Method::from(last)), &cache.get(&Method::from(last))), "not cached");
+
+        // Names made at run time share one entry, whatever they are: a peer cannot grow it.
+        let unknown = cache.get(&Method::from(String::from("Anything.at_all")));
+        assert!(Arc::ptr_eq(&unknown, &cache.get(&Method::from(String::from("Other.name")))));
+        assert_eq!(cache.methods.len(), MAX_CACHED);
+    }
 }
