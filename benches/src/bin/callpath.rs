@@ -16,7 +16,9 @@
 //! ```
 //!
 //! With `--keep DIR` the two callgrind profiles stay in `DIR`
-//! (`callgrind_annotate DIR/callpath-30000.out` shows where the instructions go). Without
+//! (`callgrind_annotate DIR/callpath-30000.out` shows where the instructions go). Built with
+//! `--features observe`, zrpc's metrics are compiled in, and `--observe metrics,spans` installs
+//! a Prometheus recorder and a `tracing` registry first, as `compare --observe` does. Without
 //! `--callgrind` it just makes the calls, for a profiler of your choice.
 
 use std::process::Command;
@@ -42,7 +44,7 @@ impl Bench for Echo {
     }
 }
 
-const USAGE: &str = "usage: callpath [--callgrind] [--calls N] [--callers N] [--keep DIR]
+const USAGE: &str = "usage: callpath [--callgrind] [--calls N] [--callers N] [--keep DIR] [--observe LIST]
 
 Echo calls over loopback, client and server on one current-thread runtime (see the source's
 docs). With --callgrind: runs itself under valgrind's callgrind with N and 3N calls and prints the
@@ -51,6 +53,8 @@ instructions per call, client and server together.
   --calls N     calls in all, shared by the callers (default 10000)
   --callers N   concurrent callers on the one connection (default 100)
   --keep DIR    with --callgrind: keep the callgrind profiles in DIR
+  --observe L   install what L names first: metrics (a Prometheus recorder), spans (a tracing
+                registry); needs the feature `observe`
 ";
 
 struct Args {
@@ -58,10 +62,11 @@ struct Args {
     calls: u64,
     callers: u64,
     keep: Option<String>,
+    observe: String,
 }
 
 fn parse(args: &[String]) -> Result<Args, BoxError> {
-    let mut parsed = Args { callgrind: false, calls: 10_000, callers: 100, keep: None };
+    let mut parsed = Args { callgrind: false, calls: 10_000, callers: 100, keep: None, observe: String::new() };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n\n{USAGE}"));
@@ -70,6 +75,7 @@ fn parse(args: &[String]) -> Result<Args, BoxError> {
             "--calls" => parsed.calls = value()?.parse()?,
             "--callers" => parsed.callers = value()?.parse()?,
             "--keep" => parsed.keep = Some(value()?.clone()),
+            "--observe" => parsed.observe = value()?.clone(),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n\n{USAGE}").into()),
         }
@@ -118,7 +124,7 @@ fn instructions(args: &Args, calls: u64, out: &str) -> Result<u64, BoxError> {
     let output = Command::new("valgrind")
         .args(["--tool=callgrind", &format!("--callgrind-out-file={out}")])
         .arg(program)
-        .args(["--calls", &calls.to_string(), "--callers", &args.callers.to_string()])
+        .args(["--calls", &calls.to_string(), "--callers", &args.callers.to_string(), "--observe", &args.observe])
         .output()
         .map_err(|e| format!("could not run valgrind (is it installed?): {e}"))?;
     let log = String::from_utf8_lossy(&output.stderr);
@@ -137,6 +143,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(e) = parse(&args).and_then(|args| {
         if !args.callgrind {
+            zrpc_benches::observe::install(&args.observe)?;
             return run(args.calls, args.callers);
         }
         let dir = match &args.keep {
@@ -156,8 +163,10 @@ fn main() {
         }
         let per_call = more.saturating_sub(fewer) as f64 / (large - small) as f64;
         println!(
-            "{per_call:.0} instructions per call, client and server together ({} callers, {}: {} calls {fewer}, {} calls {more})",
+            "{per_call:.0} instructions per call, client and server together ({} callers, observing {:?}, {}: {} calls \
+             {fewer}, {} calls {more})",
             args.callers,
+            args.observe,
             zrpc_benches::machine::cpu_model(),
             small,
             large,
