@@ -49,6 +49,7 @@ use crate::framework::{Framework, Name};
 use crate::load::{self, Plan, Point};
 use crate::proc::{SERVE, ServerProcess};
 use crate::report::{self, MessageAllocs, Row};
+use crate::scale::Set;
 
 /// The command line, parsed.
 #[derive(Debug, Clone)]
@@ -72,13 +73,16 @@ pub struct Options {
     pub observe: Option<String>,
     /// The codec the `zrpc` and `zrpc-text` callers use (the server answers in it).
     pub codec: zrpc::CodecId,
+    /// Instead of the comparison: these sets of endpoints behind one `Client` (see
+    /// [`crate::scale`]).
+    pub scale: Option<Vec<Set>>,
 }
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: compare [--duration SECS] [--warmup SECS] [--rounds N] [--frameworks a,b,...]
                [--points CxN,...] [--csv PATH] [--chart PATH.svg] [--codec NAME]
-               [--observe metrics,spans]
+               [--observe metrics,spans] [--scale SETS]
 
 Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
 processes: throughput, latency percentiles, allocations per call, server peak RSS.
@@ -101,6 +105,9 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --observe LIST     record zrpc's calls in both processes: metrics (a Prometheus recorder),
                      spans (a tracing subscriber); needs the feature `observe`, which also
                      compiles zrpc's metrics in
+  --scale [SETS]     instead: 100 callers on one Client (P2c, Failover) over each set of
+                     endpoints, LIVE[xCONNECTIONS][+DEAD] (default 1,1x100,100,1+99,1+1999):
+                     live servers in one child process, dead addresses refusing connections
 ";
 
 impl Options {
@@ -119,8 +126,9 @@ impl Options {
             idle_conns: None,
             observe: None,
             codec: zrpc::CodecId::Postcard,
+            scale: None,
         };
-        let mut args = args.iter();
+        let mut args = args.iter().peekable();
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n\n{USAGE}"));
             match arg.as_str() {
@@ -136,6 +144,14 @@ impl Options {
                 "--idle-conns" => options.idle_conns = Some(value()?.parse()?),
                 "--observe" => options.observe = Some(value()?.clone()),
                 "--codec" => options.codec = codec(value()?)?,
+                "--scale" => {
+                    // The list is optional: the next argument is it unless it is an option.
+                    let sets = match args.next_if(|next| !next.starts_with("--")) {
+                        Some(sets) => sets.as_str(),
+                        None => crate::scale::DEFAULT_SETS,
+                    };
+                    options.scale = Some(sets.split(',').map(str::parse).collect::<Result<_, _>>()?);
+                }
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
         }
@@ -166,6 +182,9 @@ fn codec(name: &str) -> Result<zrpc::CodecId, BoxError> {
 /// Whatever stops the run; a message for the user.
 pub fn main(args: &[String]) -> Result<(), BoxError> {
     match args {
+        [serve, name] if serve == SERVE && name.starts_with(crate::scale::CHILD_PREFIX) => {
+            crate::scale::serve_child(name)
+        }
         [serve, framework] if serve == SERVE => serve_child(framework.parse()?),
         [help] if help == "--help" || help == "-h" => {
             print!("{USAGE}");
@@ -176,9 +195,10 @@ pub fn main(args: &[String]) -> Result<(), BoxError> {
             if let Some(observe) = &options.observe {
                 crate::observe::install(observe)?;
             }
-            match options.idle_conns {
-                Some(conns) => idle_connections(conns),
-                None => run(&options),
+            match (options.idle_conns, &options.scale) {
+                (Some(conns), _) => idle_connections(conns),
+                (None, Some(sets)) => crate::scale::run(sets, options.plan),
+                (None, None) => run(&options),
             }
         }
     }

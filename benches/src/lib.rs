@@ -38,6 +38,7 @@ pub mod machine;
 pub mod observe;
 pub mod proc;
 pub mod report;
+pub mod scale;
 pub mod soak;
 
 /// A boxed error, for the benchmark's plumbing.

@@ -4,7 +4,9 @@
 //!
 //! 1. The parent runs `current_exe() serve <server>` with piped stdin and stdout (`<server>` is a
 //!    framework's name for `compare`, `soak` for the `soak` tool).
-//! 2. The child binds its server on `127.0.0.1:0` and prints `LISTENING <ip:port>`.
+//! 2. The child binds its server on `127.0.0.1:0` and prints `LISTENING <ip:port>`; a child
+//!    serving several servers (`compare --scale`) prints all their addresses on that line,
+//!    separated by spaces.
 //! 3. For each `STATS` line on its stdin, the child prints `ALLOCS <n>`: its allocation count so
 //!    far ([`alloc::allocations`](crate::alloc::allocations)).
 //! 4. When its stdin closes — the parent ended, however it ended, even killed — the child exits.
@@ -39,7 +41,8 @@ pub struct ServerProcess {
     /// The child's stdout, line by line, from a thread that reads it: a channel can be waited on
     /// with a timeout, a pipe cannot.
     stdout: Receiver<std::io::Result<String>>,
-    addr: SocketAddr,
+    /// Where the child listens: one address, or one per server it runs.
+    addrs: Vec<SocketAddr>,
 }
 
 impl ServerProcess {
@@ -81,16 +84,24 @@ impl ServerProcess {
             }
         });
         // From here on `Drop` cleans up, whatever fails.
-        let mut process = ServerProcess { child, stdin, stdout: stdout_lines, addr: SocketAddr::from(([0; 4], 0)) };
+        let mut process = ServerProcess { child, stdin, stdout: stdout_lines, addrs: Vec::new() };
         let line = process.read_line()?;
-        let addr = line.strip_prefix("LISTENING ").ok_or_else(|| format!("the {server} server said {line:?}"))?;
-        process.addr = addr.parse()?;
+        let addrs = line.strip_prefix("LISTENING ").ok_or_else(|| format!("the {server} server said {line:?}"))?;
+        process.addrs = addrs.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+        if process.addrs.is_empty() {
+            return Err(format!("the {server} server listens nowhere: {line:?}").into());
+        }
         Ok(process)
     }
 
-    /// Where the child listens.
+    /// Where the child listens (its first server, if it runs several).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Where each of the child's servers listens.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// The child's process id.
@@ -172,31 +183,59 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 /// # Errors
 /// If the runtime cannot be built, the server cannot bind, or stdout cannot be written.
 pub fn serve_child(name: &str, serve: impl Future<Output = Result<Serving, BoxError>>) -> Result<(), BoxError> {
+    let runtime = child_runtime()?;
+    let serving = runtime.block_on(serve)?;
+    serve_and_answer(name, runtime, vec![serving])
+}
+
+/// [`serve_child`] for `count` servers in the one child, each made by `serve`; the parent gets
+/// all their addresses (see [`ServerProcess::addrs`]).
+///
+/// # Errors
+/// As [`serve_child`].
+pub fn serve_children(
+    name: &str,
+    count: usize,
+    mut serve: impl AsyncFnMut() -> Result<Serving, BoxError>,
+) -> Result<(), BoxError> {
+    let runtime = child_runtime()?;
+    let servings = (0..count).map(|_| runtime.block_on(serve())).collect::<Result<_, _>>()?;
+    serve_and_answer(name, runtime, servings)
+}
+
+/// The child's runtime, with what the parent asked it to observe installed first.
+fn child_runtime() -> Result<tokio::runtime::Runtime, BoxError> {
     if let Ok(observe) = std::env::var(crate::observe::CHILD_ENV) {
         crate::observe::install(&observe)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let serving = runtime.block_on(serve)?;
-    let addr = serving.addr;
-    let name = name.to_owned();
-    runtime.spawn(async move {
-        if let Err(e) = serving.run.await {
-            eprintln!("{name} server failed: {e}");
-            std::process::exit(1);
-        }
-    });
-    answer_parent(addr)?;
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Runs `servings` on `runtime` and answers the parent until its stdin closes.
+fn serve_and_answer(name: &str, runtime: tokio::runtime::Runtime, servings: Vec<Serving>) -> Result<(), BoxError> {
+    let addrs: Vec<SocketAddr> = servings.iter().map(|serving| serving.addr).collect();
+    for serving in servings {
+        let name = name.to_owned();
+        runtime.spawn(async move {
+            if let Err(e) = serving.run.await {
+                eprintln!("{name} server failed: {e}");
+                std::process::exit(1);
+            }
+        });
+    }
+    answer_parent(&addrs)?;
     runtime.shutdown_background();
     Ok(())
 }
 
-/// The child's side of steps 2–4: announces `addr`, then answers `STATS` until stdin closes.
+/// The child's side of steps 2–4: announces `addrs`, then answers `STATS` until stdin closes.
 ///
 /// # Errors
 /// If stdout cannot be written.
-pub fn answer_parent(addr: SocketAddr) -> Result<(), BoxError> {
+pub fn answer_parent(addrs: &[SocketAddr]) -> Result<(), BoxError> {
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "LISTENING {addr}")?;
+    let addrs: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+    writeln!(stdout, "LISTENING {}", addrs.join(" "))?;
     stdout.flush()?;
     for line in std::io::stdin().lock().lines() {
         match line?.trim() {

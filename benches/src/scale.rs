@@ -1,0 +1,238 @@
+//! `compare --scale`: one [`Client`] in front of many endpoints, as a service mesh's client
+//! sees them, to measure what the balancer costs as the set grows.
+//!
+//! Each set is `LIVE[xCONNS][+DEAD]`: `LIVE` zrpc servers, all in one server child process
+//! (each its own listener, each serving the echo service), `CONNS` connections to each (default
+//! 1), and `DEAD` addresses where nothing listens (ports bound and released, so a connection is
+//! refused at once). The client discovers them all from a static list, balances with
+//! [`P2c`](zrpc::balance::P2c), has a circuit breaker per endpoint (the default), and retries
+//! with `Failover { retries: 3 }`, which resends a call refused by a dead endpoint elsewhere;
+//! `SCALE_CALLERS` callers load it, as `compare` loads its points. The default sets are
+//! `1,1x100,100,1+99,1+1999`: one endpoint, the same over 100 connections, 100 live endpoints,
+//! and one live endpoint hidden among 99 and 1,999 dead ones.
+//!
+//! For each set the table gives calls/s, p50 and p99 latency, and the calls that failed (after
+//! their retries) with the first failure's message.
+
+use std::net::{SocketAddr, TcpListener};
+use std::str::FromStr;
+use std::time::Duration;
+
+use zrpc::balance::P2c;
+use zrpc::discover::Static;
+use zrpc::{Client, FailMode};
+
+use crate::BoxError;
+use crate::framework::zrpc::Zrpc;
+use crate::framework::{Caller, Framework, check_echo};
+use crate::load::{self, Plan};
+use crate::proc::ServerProcess;
+
+/// Callers loading each set, as in the measurements issue 15 reports.
+pub const SCALE_CALLERS: usize = 100;
+
+/// The sets measured when `--scale` names none.
+pub const DEFAULT_SETS: &str = "1,1x100,100,1+99,1+1999";
+
+/// The server name of a child serving `live` echo servers: `zrpc-scale-<live>`.
+pub const CHILD_PREFIX: &str = "zrpc-scale-";
+
+/// One set of endpoints: `LIVE[xCONNS][+DEAD]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Set {
+    /// Endpoints that serve.
+    pub live: usize,
+    /// Connections the client opens to each endpoint.
+    pub conns: usize,
+    /// Addresses where nothing listens.
+    pub dead: usize,
+}
+
+impl FromStr for Set {
+    type Err = BoxError;
+
+    fn from_str(s: &str) -> Result<Set, BoxError> {
+        let malformed = || format!("a scale set is LIVE[xCONNS][+DEAD], e.g. 100 or 1x100 or 1+1999, not {s:?}");
+        let (served, dead) = match s.split_once('+') {
+            Some((served, dead)) => (served, dead.parse().map_err(|_| malformed())?),
+            None => (s, 0),
+        };
+        let (live, conns) = match served.split_once('x') {
+            Some((live, conns)) => (live.parse().map_err(|_| malformed())?, conns.parse().map_err(|_| malformed())?),
+            None => (served.parse().map_err(|_| malformed())?, 1),
+        };
+        if live == 0 || conns == 0 {
+            return Err(format!("a scale set needs at least one live endpoint and one connection: {s:?}").into());
+        }
+        Ok(Set { live, conns, dead })
+    }
+}
+
+impl std::fmt::Display for Set {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.live)?;
+        if self.conns > 1 {
+            write!(f, "x{}", self.conns)?;
+        }
+        if self.dead > 0 {
+            write!(f, "+{}", self.dead)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one set measured.
+#[derive(Debug)]
+struct ScaleRow {
+    set: Set,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+/// Measures every set in `sets` under `plan`; prints the table on stdout, progress on stderr.
+///
+/// # Errors
+/// If a server child cannot be started, or a set's client cannot make its first call.
+pub fn run(sets: &[Set], plan: Plan) -> Result<(), BoxError> {
+    let mut rows = Vec::with_capacity(sets.len());
+    for &set in sets {
+        let row = measure(set, plan)?;
+        eprintln!(
+            "  {:>10}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  {} failed",
+            set.to_string(),
+            row.rps,
+            row.p50_us,
+            row.p99_us,
+            row.failed
+        );
+        rows.push(row);
+    }
+    println!(
+        "zrpc compare --scale, {}: {}, {} cores, loopback; {SCALE_CALLERS} callers on one Client (P2c, Failover \
+         {{ retries: 3 }}, a breaker per endpoint), live servers in one child process\n\
+         warm-up {:?}, window {:?} per set; set = LIVE[xCONNECTIONS][+DEAD]\n",
+        crate::machine::today(),
+        crate::machine::cpu_model(),
+        crate::machine::cores(),
+        plan.warmup,
+        plan.duration,
+    );
+    println!(
+        "{:>10} {:>6} {:>6} {:>6} {:>10} {:>9} {:>9} {:>8}",
+        "set", "live", "conns", "dead", "calls/s", "p50 µs", "p99 µs", "failed"
+    );
+    for row in &rows {
+        println!(
+            "{:>10} {:>6} {:>6} {:>6} {:>10.0} {:>9.1} {:>9.1} {:>8}",
+            row.set.to_string(),
+            row.set.live,
+            row.set.conns,
+            row.set.dead,
+            row.rps,
+            row.p50_us,
+            row.p99_us,
+            row.failed
+        );
+    }
+    for row in rows.iter().filter(|row| row.first_error.is_some()) {
+        println!("{}: first failure: {}", row.set, row.first_error.as_deref().unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Addresses on loopback where nothing listens: each port is bound, then released.
+fn dead_addresses(count: usize) -> Result<Vec<SocketAddr>, BoxError> {
+    // Hold them all until every port is known, so the same port is not handed out twice.
+    let listeners =
+        (0..count).map(|_| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))).collect::<Result<Vec<_>, _>>()?;
+    Ok(listeners.iter().map(TcpListener::local_addr).collect::<Result<_, _>>()?)
+}
+
+fn measure(set: Set, plan: Plan) -> Result<ScaleRow, BoxError> {
+    let server = ServerProcess::spawn_serving(&format!("{CHILD_PREFIX}{}", set.live))?;
+    let dead = dead_addresses(set.dead)?;
+    // The live endpoints first, the dead after: a static list yields them in this order, and
+    // the balancer must not depend on it.
+    let addresses: Vec<String> = server.addrs().iter().chain(&dead).map(|addr| format!("tcp://{addr}")).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let live = server.addr();
+    let measured = runtime.block_on(async {
+        // The echo checked on a live server directly: through the client, the first call may
+        // find only dead endpoints, which is what the load measures.
+        let message = crate::framework::zrpc::owned::Message::filled();
+        let probe = crate::framework::zrpc::owned::BenchClient::new(zrpc::Channel::connect(live).await?);
+        check_echo(Zrpc::NAME, &message, &probe.echo(message.clone()).await?)?;
+        let client = Client::builder()
+            .discover(Static::new(addresses))
+            .balance(P2c::default())
+            .fail_mode(FailMode::Failover { retries: 3 })
+            .connections_per_endpoint(set.conns)
+            .build();
+        let echo = crate::framework::zrpc::owned::BenchClient::new(client);
+        let callers = (0..SCALE_CALLERS).map(|_| ScaleCaller { echo: echo.clone(), message: None }).collect();
+        load::run(callers, plan, async || ()).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let measured = measured?;
+    let latency = &measured.latency;
+    Ok(ScaleRow {
+        set,
+        rps: measured.throughput(),
+        p50_us: latency.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_us: latency.value_at_quantile(0.99) as f64 / 1000.0,
+        failed: measured.errors,
+        first_error: measured.first_error,
+    })
+}
+
+/// A caller of the echo service through the set's `Client`.
+struct ScaleCaller {
+    echo: crate::framework::zrpc::owned::BenchClient<Client>,
+    /// The message of the next call; `None` before the first and after a failed one.
+    message: Option<crate::framework::zrpc::owned::Message>,
+}
+
+impl Caller for ScaleCaller {
+    async fn call(&mut self) -> Result<(), BoxError> {
+        let message = self.message.take().unwrap_or_else(crate::framework::zrpc::owned::Message::filled);
+        self.message = Some(self.echo.echo(message).await?);
+        Ok(())
+    }
+}
+
+/// The `serve zrpc-scale-<live>` child: `live` echo servers, as `compare`'s zrpc server.
+///
+/// # Errors
+/// If the name does not end in a count, or a server cannot bind.
+pub fn serve_child(name: &str) -> Result<(), BoxError> {
+    let live: usize = name
+        .strip_prefix(CHILD_PREFIX)
+        .and_then(|count| count.parse().ok())
+        .ok_or_else(|| format!("not a scale child: {name:?}"))?;
+    crate::proc::serve_children(name, live, async || Zrpc::serve().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_parse_and_print_back() {
+        for (text, set) in [
+            ("1", Set { live: 1, conns: 1, dead: 0 }),
+            ("1x100", Set { live: 1, conns: 100, dead: 0 }),
+            ("1+1999", Set { live: 1, conns: 1, dead: 1999 }),
+            ("10x2+5", Set { live: 10, conns: 2, dead: 5 }),
+        ] {
+            assert_eq!(text.parse::<Set>().expect(text), set);
+            assert_eq!(set.to_string(), text);
+        }
+        for bad in ["", "0", "1x0", "x2", "1+", "a", "1+-1"] {
+            assert!(bad.parse::<Set>().is_err(), "{bad:?} is not a set");
+        }
+        assert_eq!(DEFAULT_SETS.split(',').map(str::parse::<Set>).filter(Result::is_ok).count(), 5);
+    }
+}
