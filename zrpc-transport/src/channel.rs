@@ -455,7 +455,7 @@ impl ChannelBuilder {
             match &*state.borrow_and_update() {
                 State::Ready(_) => return Ok(channel.clone()),
                 State::Failed { status, .. } => return Err(status.clone()),
-                State::Idle | State::Connecting => {}
+                State::Idle | State::Connecting { .. } => {}
             }
             if state.changed().await.is_err() {
                 return Err(Status::unavailable("the channel's connection task ended"));
@@ -503,9 +503,15 @@ pub enum ChannelState {
 #[derive(Clone)]
 enum State {
     Idle,
-    Connecting,
+    /// An attempt under way; `retry` when it follows a failure (the background probe of an
+    /// endpoint that was down), during which the channel is not offered to balancers.
+    Connecting {
+        retry: bool,
+    },
     Ready(Handle),
-    Failed { status: Status },
+    Failed {
+        status: Status,
+    },
 }
 
 impl Channel {
@@ -533,7 +539,7 @@ impl Channel {
     pub fn state(&self) -> ChannelState {
         match &*self.inner.state.borrow() {
             State::Idle => ChannelState::Idle,
-            State::Connecting => ChannelState::Connecting,
+            State::Connecting { .. } => ChannelState::Connecting,
             State::Ready(handle) if handle.is_ready() => ChannelState::Ready,
             // Connected, but the connection is draining or closed: the next call reconnects.
             State::Ready(_) => ChannelState::Connecting,
@@ -616,7 +622,7 @@ impl Inner {
 async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>, connects: Arc<AtomicU64>) {
     let mut failures = 0;
     loop {
-        state.send_replace(State::Connecting);
+        state.send_replace(State::Connecting { retry: failures > 0 });
         let attempt = tokio::select! {
             attempt = connect_once(&address, &config) => attempt,
             () = state.closed() => return,
@@ -707,10 +713,14 @@ impl Drop for AbortOnDrop {
 }
 
 impl Available for Channel {
-    /// Unavailable only while connecting has failed and the channel is backing off; an idle or
-    /// connecting channel is worth a call.
+    /// Unavailable from a failed connection attempt until an attempt succeeds: while backing
+    /// off, and while the channel's own task tries again after the backoff (the probe). An idle
+    /// channel, one making its first attempt, and one reconnecting after a connection that
+    /// worked are worth a call. So an endpoint that is down stays out of a balancer's draw
+    /// until the background probe finds it up, instead of failing a caller's call each time its
+    /// backoff ends.
     fn is_available(&self) -> bool {
-        !matches!(&*self.inner.state.borrow(), State::Failed { .. })
+        !matches!(&*self.inner.state.borrow(), State::Failed { .. } | State::Connecting { retry: true })
     }
 
     /// How many connections the channel has made.
@@ -794,5 +804,76 @@ impl Channel {
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel").field("address", &self.inner.address).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::Server;
+
+    /// The states the channel's task goes through, each with what a balancer is told in it,
+    /// until `until` says stop.
+    async fn watch_states(channel: &Channel, mut until: impl FnMut(&State) -> bool) -> Vec<(&'static str, bool)> {
+        let mut state = channel.inner.state.clone();
+        let mut seen = Vec::new();
+        loop {
+            let stop = {
+                let now = state.borrow_and_update();
+                let name = match &*now {
+                    State::Idle => "idle",
+                    State::Connecting { retry: false } => "connecting",
+                    State::Connecting { retry: true } => "retrying",
+                    State::Ready(_) => "ready",
+                    State::Failed { .. } => "failed",
+                };
+                if seen.last().map(|&(last, _)| last) != Some(name) {
+                    seen.push((name, channel.is_available()));
+                }
+                until(&now)
+            };
+            if stop {
+                return seen;
+            }
+            state.changed().await.expect("the channel's task runs while the channel exists");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_was_down_is_offered_again_only_once_a_probe_reaches_it() {
+        // A listener that never accepts: the kernel completes TCP connections into its backlog
+        // and nothing answers the HELLO, so each attempt lasts the connect timeout, long
+        // enough for this test to see it, and fails.
+        let silent = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let address: Address = format!("tcp://{}", silent.local_addr().expect("bound")).parse().expect("address");
+        let channel = Channel::builder(address.clone())
+            .backoff(Backoff::new(Duration::from_millis(1), Duration::from_millis(5)))
+            .connect_timeout(Duration::from_millis(50))
+            .connect_lazy();
+        assert!(channel.is_available(), "an idle channel is worth a call");
+        channel.inner.start();
+
+        // First attempt, failure, the probe after the backoff, failure again: out of the draw
+        // from the first failure on, the probe included.
+        let mut probes = 0;
+        let seen = watch_states(&channel, |state| {
+            probes += usize::from(matches!(state, State::Connecting { retry: true }));
+            probes == 2
+        })
+        .await;
+        // (Idle first: on this current-thread runtime the channel's task starts at the first wait.)
+        let expected =
+            [("connecting", true), ("failed", false), ("retrying", false), ("failed", false), ("retrying", false)];
+        assert_eq!(seen[1..], expected, "{seen:?}");
+
+        // The endpoint comes up: a probe connects and the channel is offered again.
+        drop(silent);
+        let server = Server::builder().bind(address).await.expect("the port is free again");
+        tokio::spawn(server.serve());
+        let seen = watch_states(&channel, |state| matches!(state, State::Ready(_))).await;
+        assert_eq!(seen.last(), Some(&("ready", true)), "{seen:?}");
+        assert!(seen.iter().all(|&(name, available)| available == (name == "ready")), "{seen:?}");
     }
 }
