@@ -5,7 +5,7 @@
 //! (each its own listener, each serving the echo service), `CONNS` connections to each (default
 //! 1), and `DEAD` addresses where nothing listens (ports bound and released, so a connection is
 //! refused at once). The client discovers them all from a static list, balances with
-//! [`P2c`](zrpc::balance::P2c), has a circuit breaker per endpoint (the default), and retries
+//! [`P2c`], has a circuit breaker per endpoint (the default), and retries
 //! with `Failover { retries: 3 }`, which resends a call refused by a dead endpoint elsewhere;
 //! `SCALE_CALLERS` callers load it, as `compare` loads its points. The default sets are
 //! `1,1x100,100,1+99,1+1999`: one endpoint, the same over 100 connections, 100 live endpoints,

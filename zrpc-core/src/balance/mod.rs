@@ -8,7 +8,7 @@
 //!
 //! | balancer | chooses | state |
 //! |---|---|---|
-//! | [`P2c`] (default) | the cheaper of two random endpoints, cost = (in-flight + 1) × latency EWMA ÷ weight | none |
+//! | [`P2c`] (default) | the cheaper of two random endpoints, cost = (in-flight + 1) × latency EWMA ÷ weight; O(1) in the set's size ([`Pick::sample`]) | none |
 //! | [`LeastActive`] | the fewest calls in flight; ties by weighted random | none |
 //! | [`Random`] | at random, in proportion to weight | none |
 //! | [`RoundRobin`] | each endpoint in turn, ignoring weight | one atomic counter |
@@ -95,7 +95,7 @@ pub use least_active::LeastActive;
 pub use p2c::P2c;
 pub use random::Random;
 pub use round_robin::RoundRobin;
-pub use service::{Balance, Connect, EndpointSnapshot, LATENCY_DECAY, ResponseFuture};
+pub use service::{Balance, Connect, EndpointSnapshot, LATENCY_DECAY, READY_REFRESH, ResponseFuture};
 pub use weighted_round_robin::WeightedRoundRobin;
 
 use crate::context::Hints;
@@ -149,6 +149,16 @@ pub trait Pick: fmt::Debug + Send + Sync + 'static {
     fn update(&self, endpoints: &[EndpointView<'_>]) {
         let _ = endpoints;
     }
+
+    /// How many endpoints this picker needs to see, when it decides among a few drawn at
+    /// random from the eligible ones (2 for [`P2c`]), rather than among all of them. The layer
+    /// then draws them itself, uniformly from the endpoints it last found eligible and not
+    /// excluded, and hands `pick` only those: a pick costs the same for 2 endpoints and for
+    /// 2,000. A pinned call, and a draw that finds nothing to pick, are handed the whole set.
+    /// The default, `None`: every pick sees every endpoint.
+    fn sample(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl<P: Pick + ?Sized> Pick for Box<P> {
@@ -159,6 +169,10 @@ impl<P: Pick + ?Sized> Pick for Box<P> {
     fn update(&self, endpoints: &[EndpointView<'_>]) {
         (**self).update(endpoints);
     }
+
+    fn sample(&self) -> Option<usize> {
+        (**self).sample()
+    }
 }
 
 impl<P: Pick + ?Sized> Pick for Arc<P> {
@@ -168,6 +182,10 @@ impl<P: Pick + ?Sized> Pick for Arc<P> {
 
     fn update(&self, endpoints: &[EndpointView<'_>]) {
         (**self).update(endpoints);
+    }
+
+    fn sample(&self) -> Option<usize> {
+        (**self).sample()
     }
 }
 

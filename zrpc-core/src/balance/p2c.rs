@@ -82,6 +82,12 @@ impl Pick for P2c {
         // On a tie the first draw wins, which is itself uniformly random.
         Ok(if cost(eb, unknown) < cost(ea, unknown) { b } else { a })
     }
+
+    /// Two: the balancing layer draws the pair, so a pick reads two endpoints whatever the
+    /// set's size. The mean latency that stands in for an unknown one is then the pair's.
+    fn sample(&self) -> Option<usize> {
+        Some(2)
+    }
 }
 
 /// The endpoint's cost; `unknown` stands in for a latency of 0.

@@ -14,7 +14,12 @@
 //!    is built does not race its first set.
 //! 3. Per call: the endpoints are read into [`EndpointView`]s (weight, calls in flight, latency
 //!    EWMA, [`Available::is_available`]) and the picker chooses, honouring the hints of the
-//!    call's [`Context`](crate::Context). The chosen address is written into the call's
+//!    call's [`Context`](crate::Context). A picker that decides among a few random endpoints
+//!    ([`Pick::sample`]: [`P2c`](super::P2c)) is handed only those, drawn from the endpoints
+//!    last found eligible (a `Ready` set, rebuilt when the set changes, when a drawn endpoint
+//!    is found down, and after [`READY_REFRESH`]): its pick costs the same at 2,000 endpoints
+//!    as at 2, and endpoints that are down are not drawn at all. Other pickers read every
+//!    endpoint. The chosen address is written into the call's
 //!    [`PickRecord`](crate::PickRecord), if it has one, before the call is sent.
 //! 4. A pick that fails (no endpoint, all unavailable) is `Unavailable` and marked
 //!    unprocessed: the call went nowhere.
@@ -45,6 +50,7 @@ use tokio::time::Instant;
 use tower::Service;
 use tower::util::Oneshot;
 
+use super::rng::SharedRng;
 use super::{Available, EndpointView, Pick, PickContext};
 use crate::discover::{Change, Discover, Filter, Instance};
 use crate::{Request, Response, Status};
@@ -100,6 +106,46 @@ struct Shared<C: Connect, P> {
     /// `true` once the source's first batch is applied; dropped with the service, which tells
     /// the discovery task to stop.
     synced: watch::Sender<bool>,
+    /// The endpoints that were eligible when last looked at, for a picker that samples
+    /// ([`Pick::sample`]): see [`Ready`].
+    ready: RwLock<Arc<Ready<C::Service>>>,
+    /// Bumped when discovery publishes a new set, after publishing it: a [`Ready`] built from
+    /// an older one is stale.
+    set_version: AtomicU64,
+    /// Set when a sampled endpoint turned out not to be eligible: the next pick rebuilds.
+    ready_stale: AtomicBool,
+    /// Held by the one pick that rebuilds [`Ready`]; the others use the old one meanwhile.
+    rebuilding: AtomicBool,
+    /// Draws the sampled endpoints.
+    rng: SharedRng,
+}
+
+/// The longest the set of eligible endpoints a sampling picker ([`Pick::sample`]) draws from is
+/// used before it is rebuilt, so that an endpoint that came up (its channel's probe connected)
+/// joins the draw within this time.
+pub const READY_REFRESH: Duration = Duration::from_millis(100);
+
+/// The eligible endpoints (available, weight above zero) of one set, as they were at
+/// `built_ns`: what a sampling picker draws from, so that a pick costs the same for 2 endpoints
+/// and for 2,000. Rebuilt, in O(n) by one caller while the others go on with the old one, when
+/// discovery changes the set, when a drawn endpoint is found not eligible, and after
+/// [`READY_REFRESH`]. Endpoints that are down stay out of it, so none of the callers pays for
+/// them; their channels' own tasks probe them, and a probe that connects brings them back at
+/// the next rebuild.
+struct Ready<S> {
+    endpoints: Endpoints<S>,
+    /// Indexes into `endpoints`.
+    eligible: Vec<usize>,
+    set_version: u64,
+    built_ns: u64,
+}
+
+impl<S: Available> Ready<S> {
+    fn build(endpoints: Endpoints<S>, set_version: u64, now_ns: u64) -> Ready<S> {
+        let eligible =
+            endpoints.iter().enumerate().filter(|(_, e)| e.view(now_ns).is_eligible()).map(|(i, _)| i).collect();
+        Ready { endpoints, eligible, set_version, built_ns: now_ns }
+    }
 }
 
 /// How fast an endpoint's latency average decays between samples: by a factor of e per
@@ -237,6 +283,16 @@ impl<C: Connect, P: Pick> Balance<C, P> {
                 discover: Mutex::new(Some(Box::new(discover))),
                 started: AtomicBool::new(false),
                 epoch: Instant::now(),
+                ready: RwLock::new(Arc::new(Ready {
+                    endpoints: Arc::from(Vec::new()),
+                    eligible: Vec::new(),
+                    set_version: 0,
+                    built_ns: 0,
+                })),
+                set_version: AtomicU64::new(0),
+                ready_stale: AtomicBool::new(false),
+                rebuilding: AtomicBool::new(false),
+                rng: SharedRng::new(),
                 synced,
             }),
         }
@@ -360,11 +416,18 @@ impl<C: Connect, P: Pick> Shared<C, P> {
     }
 
     fn pick(&self, req: &Request) -> Result<Arc<Endpoint<C::Service>>, Status> {
-        let endpoints = self.snapshot();
+        let ctx = PickContext::for_request(req);
         let now = self.now_ns();
+        // A pinned call looks for its address, which only the whole set can answer.
+        if let Some(draws) = self.picker.sample().filter(|_| ctx.pin().is_none())
+            && let Some(endpoint) = self.pick_sampled(draws, &ctx, now)
+        {
+            return Ok(endpoint);
+        }
+        let endpoints = self.snapshot();
         // On the stack for the usual cluster size: building the views costs no allocation.
         let views: SmallVec<[EndpointView<'_>; 16]> = endpoints.iter().map(|e| e.view(now)).collect();
-        match self.picker.pick(&views, &PickContext::for_request(req)) {
+        match self.picker.pick(&views, &ctx) {
             Ok(index) => endpoints.get(index).cloned().ok_or_else(|| {
                 Status::internal(format!("the balancer picked endpoint {index} of {}", endpoints.len()))
             }),
@@ -373,6 +436,56 @@ impl<C: Connect, P: Pick> Shared<C, P> {
                 Err(Status::new(status.code(), message).mark_unprocessed())
             }
         }
+    }
+
+    /// A pick among `draws` endpoints drawn at random from the [`Ready`] set, none of them
+    /// excluded: O(1) in the set's size. `None` when it cannot decide (no eligible endpoint
+    /// known, or only excluded ones drawn, or the drawn ones went down): the caller then picks
+    /// from the whole set, which also words the error.
+    fn pick_sampled(&self, draws: usize, ctx: &PickContext<'_>, now: u64) -> Option<Arc<Endpoint<C::Service>>> {
+        let ready = self.ready(now);
+        let eligible = &ready.eligible;
+        let mut drawn: SmallVec<[usize; 4]> = SmallVec::new();
+        if eligible.len() <= draws {
+            drawn.extend(eligible.iter().copied());
+        } else {
+            // A few tries more than needed: exclusions (a retry's tried endpoints) are few.
+            for _ in 0..draws * 4 {
+                let index = eligible[self.rng.index(eligible.len())];
+                if !drawn.contains(&index) {
+                    drawn.push(index);
+                }
+                if drawn.len() == draws {
+                    break;
+                }
+            }
+        }
+        drawn.retain(|&mut index| !ctx.is_excluded(&ready.endpoints[index].instance.address));
+        let views: SmallVec<[EndpointView<'_>; 4]> =
+            drawn.iter().map(|&index| ready.endpoints[index].view(now)).collect();
+        if views.iter().any(|view| !view.is_eligible()) {
+            self.ready_stale.store(true, Ordering::Relaxed);
+        }
+        let chosen = self.picker.pick(&views, ctx).ok()?;
+        drawn.get(chosen).map(|&index| ready.endpoints[index].clone())
+    }
+
+    /// The [`Ready`] set, rebuilt first if it is stale and no other pick is rebuilding it.
+    fn ready(&self, now: u64) -> Arc<Ready<C::Service>> {
+        let ready = self.ready.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let stale = ready.set_version != self.set_version.load(Ordering::Acquire)
+            || now.saturating_sub(ready.built_ns) >= READY_REFRESH.as_nanos() as u64
+            || self.ready_stale.load(Ordering::Relaxed);
+        if !stale || self.rebuilding.swap(true, Ordering::Acquire) {
+            return ready;
+        }
+        self.ready_stale.store(false, Ordering::Relaxed);
+        // The version first: a set published meanwhile makes this one stale again.
+        let version = self.set_version.load(Ordering::Acquire);
+        let fresh = Arc::new(Ready::build(self.snapshot(), version, now));
+        *self.ready.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        self.rebuilding.store(false, Ordering::Release);
+        fresh
     }
 
     fn now_ns(&self) -> u64 {
@@ -418,6 +531,7 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         self.picker.update(&views);
         drop(views);
         *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.set_version.fetch_add(1, Ordering::Release);
         // `send_replace` marks a change even when the value stays `true`.
         self.synced.send_replace(true);
     }
@@ -565,7 +679,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::balance::{LeastActive, RoundRobin};
+    use crate::balance::{LeastActive, P2c, RoundRobin};
     use tower::ServiceExt;
 
     use crate::{Code, Context, PickRecord};
@@ -817,5 +931,102 @@ mod tests {
         assert_ne!(second.get().map(|a| a.to_string()), Some(first));
         held.abort();
         other.abort();
+    }
+
+    /// An endpoint that answers with its address, is up or down as its switch says, and counts
+    /// how often the balancer asked.
+    #[derive(Clone)]
+    struct Switched {
+        address: Arc<str>,
+        up: Arc<AtomicBool>,
+        looks: Arc<AtomicUsize>,
+    }
+
+    impl Available for Switched {
+        fn is_available(&self) -> bool {
+            self.looks.fetch_add(1, Ordering::Relaxed);
+            self.up.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Service<Request> for Switched {
+        type Response = Response;
+        type Error = Status;
+        type Future = futures::future::Ready<Result<Response, Status>>;
+
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            futures::future::ready(Ok(Response::new(Bytes::copy_from_slice(self.address.as_bytes()))))
+        }
+    }
+
+    /// Each endpoint's switch, by address.
+    type Switches = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
+
+    /// `count` switched endpoints `e0`, `e1`, ... behind a balancer with `picker`, all up; their
+    /// switches, and the one counter of looks they share.
+    fn switched<P: Pick>(
+        count: usize,
+        picker: P,
+    ) -> (Balance<impl Connect<Service = Switched>, P>, Switches, Arc<AtomicUsize>) {
+        let switches = Arc::new(Mutex::new(HashMap::new()));
+        let looks = Arc::new(AtomicUsize::new(0));
+        let (made, counter) = (switches.clone(), looks.clone());
+        let connect = move |instance: &Instance| {
+            let up = Arc::new(AtomicBool::new(true));
+            made.lock().expect("not poisoned").insert(instance.address.to_string(), up.clone());
+            Switched { address: instance.address.clone(), up, looks: counter.clone() }
+        };
+        let addresses: Vec<String> = (0..count).map(|i| format!("e{i}")).collect();
+        (Balance::new(crate::discover::Static::new(addresses), connect, picker, Filter::default()), switches, looks)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sampling_pick_looks_at_two_endpoints_whatever_the_set_s_size() {
+        let (balance, _, looks) = switched(2_000, P2c::new());
+        answer(balance.clone(), request()).await;
+        looks.store(0, Ordering::SeqCst);
+        let mut served = std::collections::HashSet::new();
+        for _ in 0..1_000 {
+            served.insert(answer(balance.clone(), request()).await);
+        }
+        // Two views per pick (the paused clock never makes the ready set stale); a pick that
+        // read every endpoint would have looked 2,000,000 times.
+        assert_eq!(looks.load(Ordering::SeqCst), 2 * 1_000);
+        assert!(served.len() > 300, "the draws cover the set: {} endpoints served", served.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_that_go_down_leave_the_draw_and_come_back_after_the_refresh() {
+        let (balance, switches, looks) = switched(10, P2c::new());
+        answer(balance.clone(), request()).await;
+        let set = |up: bool| {
+            for (address, switch) in switches.lock().expect("not poisoned").iter() {
+                switch.store(up || address == "e0", Ordering::SeqCst);
+            }
+        };
+        set(false);
+        // Every call reaches the one endpoint up, whatever was drawn; a down endpoint drawn
+        // makes the ready set stale, and once rebuilt it holds e0 alone.
+        for _ in 0..50 {
+            assert_eq!(answer(balance.clone(), request()).await, "e0");
+        }
+        looks.store(0, Ordering::SeqCst);
+        for _ in 0..10 {
+            assert_eq!(answer(balance.clone(), request()).await, "e0");
+        }
+        assert_eq!(looks.load(Ordering::SeqCst), 10, "one look per pick: the others are out of the draw");
+
+        // They come up; the next rebuild, at the latest after READY_REFRESH, takes them back.
+        set(true);
+        tokio::time::advance(READY_REFRESH).await;
+        let mut served = std::collections::HashSet::new();
+        for _ in 0..100 {
+            served.insert(answer(balance.clone(), request()).await);
+        }
+        assert!(served.len() > 1, "back in the draw: {served:?}");
     }
 }
