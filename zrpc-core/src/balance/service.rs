@@ -140,6 +140,15 @@ struct Ready<S> {
     built_ns: u64,
 }
 
+/// Clears a flag when dropped.
+struct Release<'a>(&'a AtomicBool);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 impl<S: Available> Ready<S> {
     fn build(endpoints: Endpoints<S>, set_version: u64, now_ns: u64) -> Ready<S> {
         let eligible =
@@ -445,14 +454,15 @@ impl<C: Connect, P: Pick> Shared<C, P> {
     fn pick_sampled(&self, draws: usize, ctx: &PickContext<'_>, now: u64) -> Option<Arc<Endpoint<C::Service>>> {
         let ready = self.ready(now);
         let eligible = &ready.eligible;
+        let excluded = |index: usize| ctx.is_excluded(&ready.endpoints[index].instance.address);
         let mut drawn: SmallVec<[usize; 4]> = SmallVec::new();
         if eligible.len() <= draws {
-            drawn.extend(eligible.iter().copied());
+            drawn.extend(eligible.iter().copied().filter(|&index| !excluded(index)));
         } else {
             // A few tries more than needed: exclusions (a retry's tried endpoints) are few.
             for _ in 0..draws * 4 {
                 let index = eligible[self.rng.index(eligible.len())];
-                if !drawn.contains(&index) {
+                if !drawn.contains(&index) && !excluded(index) {
                     drawn.push(index);
                 }
                 if drawn.len() == draws {
@@ -460,7 +470,6 @@ impl<C: Connect, P: Pick> Shared<C, P> {
                 }
             }
         }
-        drawn.retain(|&mut index| !ctx.is_excluded(&ready.endpoints[index].instance.address));
         let views: SmallVec<[EndpointView<'_>; 4]> =
             drawn.iter().map(|&index| ready.endpoints[index].view(now)).collect();
         if views.iter().any(|view| !view.is_eligible()) {
@@ -479,12 +488,14 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         if !stale || self.rebuilding.swap(true, Ordering::Acquire) {
             return ready;
         }
+        // Released however the build ends: a service's `is_available` that panics must not
+        // stop every later rebuild.
+        let _rebuilding = Release(&self.rebuilding);
         self.ready_stale.store(false, Ordering::Relaxed);
         // The version first: a set published meanwhile makes this one stale again.
         let version = self.set_version.load(Ordering::Acquire);
         let fresh = Arc::new(Ready::build(self.snapshot(), version, now));
         *self.ready.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
-        self.rebuilding.store(false, Ordering::Release);
         fresh
     }
 
@@ -1028,5 +1039,15 @@ mod tests {
             served.insert(answer(balance.clone(), request()).await);
         }
         assert!(served.len() > 1, "back in the draw: {served:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sampled_pick_skips_the_endpoints_a_retry_already_tried() {
+        let (balance, _, _) = switched(3, P2c::new());
+        for _ in 0..50 {
+            let mut ctx = Context::new();
+            ctx.hints_mut().exclude = vec!["e0".into(), "e1".into()];
+            assert_eq!(answer(balance.clone(), request().with_ctx(ctx)).await, "e2");
+        }
     }
 }
