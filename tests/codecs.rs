@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use zrpc::{Blob, Channel, Code, CodecId, Request, Server};
 
+mod support;
+
 /// Why a lookup failed.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum Missing {
@@ -59,18 +61,7 @@ impl Store for Memory {
 }
 
 async fn serve() -> (Channel, tokio::sync::oneshot::Sender<()>) {
-    let server = Server::builder()
-        .name("codecs-1")
-        .add_service(StoreServer::new(Memory))
-        .bind("tcp://127.0.0.1:0")
-        .await
-        .expect("bind");
-    let channel = Channel::builder(server.local_addr().clone()).name("tester").connect_lazy();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve_with_shutdown(async {
-        let _ = stopped.await;
-    }));
-    (channel, stop)
+    support::serve_on_loopback(Server::builder().name("codecs-1").add_service(StoreServer::new(Memory))).await
 }
 
 /// Sends `payload` as it is, in `codec`, and returns the answer's payload as it came.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zrpc::{Channel, Code, CodecId, Context, Server, Text};
 
+mod support;
+
 /// Greets people.
 #[zrpc::service]
 pub trait Greeter {
@@ -80,16 +82,8 @@ async fn serve_both() -> (Channel, tokio::sync::oneshot::Sender<()>) {
     let server = Server::builder()
         .name("both-1")
         .add_service(GreeterServer::new(Hello))
-        .add_service(CounterServer::new(Count::default()))
-        .bind("tcp://127.0.0.1:0")
-        .await
-        .expect("bind");
-    let channel = Channel::builder(server.local_addr().clone()).name("tester").connect_lazy();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve_with_shutdown(async {
-        let _ = stopped.await;
-    }));
-    (channel, stop)
+        .add_service(CounterServer::new(Count::default()));
+    support::serve_on_loopback(server).await
 }
 
 #[tokio::test]
