@@ -19,12 +19,7 @@ impl Codec for Json {
 
     /// Staged in a `Vec` and copied into `dst` in one piece, as postcard does.
     fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), CodecError> {
-        super::staged(|buf| {
-            serde_json::to_writer(&mut *buf, value)
-                .map_err(|e| CodecError::Encode { codec: Self::ID, reason: e.to_string() })?;
-            dst.extend_from_slice(buf);
-            Ok(())
-        })
+        super::staged(Self::ID, dst, |buf| serde_json::to_writer(buf, value))
     }
 
     fn decode<T: DeserializeOwned>(src: &[u8]) -> Result<T, CodecError> {

@@ -32,12 +32,7 @@ impl Codec for MsgPack {
 
     /// Staged in a `Vec` and copied into `dst` in one piece, as postcard does.
     fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), CodecError> {
-        super::staged(|buf| {
-            rmp_serde::encode::write_named(buf, value)
-                .map_err(|e| CodecError::Encode { codec: Self::ID, reason: e.to_string() })?;
-            dst.extend_from_slice(buf);
-            Ok(())
-        })
+        super::staged(Self::ID, dst, |buf| rmp_serde::encode::write_named(buf, value))
     }
 
     fn decode<T: DeserializeOwned>(src: &[u8]) -> Result<T, CodecError> {

@@ -18,13 +18,10 @@ impl Codec for Postcard {
 
     /// Staged in a `Vec` and copied into `dst` in one piece: see `staged` in the module.
     fn encode<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), CodecError> {
-        super::staged(|buf| {
+        super::staged(Self::ID, dst, |buf| {
             // postcard's own `Extend` flavor: faster than pushing byte by byte.
-            let encoded = ::postcard::to_extend(value, std::mem::take(buf))
-                .map_err(|e| CodecError::Encode { codec: Self::ID, reason: e.to_string() })?;
-            dst.extend_from_slice(&encoded);
-            *buf = encoded;
-            Ok(())
+            *buf = ::postcard::to_extend(value, std::mem::take(buf))?;
+            Ok::<(), ::postcard::Error>(())
         })
     }
 
