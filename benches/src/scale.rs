@@ -24,6 +24,7 @@ use zrpc::{Client, FailMode};
 
 use crate::BoxError;
 use crate::framework::zrpc::Zrpc;
+use crate::framework::zrpc::owned::{BenchClient, Message};
 use crate::framework::{Caller, Framework, check_echo};
 use crate::load::{self, Plan};
 use crate::proc::ServerProcess;
@@ -162,8 +163,8 @@ fn measure(set: Set, plan: Plan) -> Result<ScaleRow, BoxError> {
     let measured = runtime.block_on(async {
         // The echo checked on a live server directly: through the client, the first call may
         // find only dead endpoints, which is what the load measures.
-        let message = crate::framework::zrpc::owned::Message::filled();
-        let probe = crate::framework::zrpc::owned::BenchClient::new(zrpc::Channel::connect(live).await?);
+        let message = Message::filled();
+        let probe = BenchClient::new(zrpc::Channel::connect(live).await?);
         check_echo(Zrpc::NAME, &message, &probe.echo(message.clone()).await?)?;
         let client = Client::builder()
             .discover(Static::new(addresses))
@@ -171,7 +172,7 @@ fn measure(set: Set, plan: Plan) -> Result<ScaleRow, BoxError> {
             .fail_mode(FailMode::Failover { retries: 3 })
             .connections_per_endpoint(set.conns)
             .build();
-        let echo = crate::framework::zrpc::owned::BenchClient::new(client);
+        let echo = BenchClient::new(client);
         let callers = (0..SCALE_CALLERS).map(|_| ScaleCaller { echo: echo.clone(), message: None }).collect();
         load::run(callers, plan, async || ()).await
     });
@@ -190,14 +191,14 @@ fn measure(set: Set, plan: Plan) -> Result<ScaleRow, BoxError> {
 
 /// A caller of the echo service through the set's `Client`.
 struct ScaleCaller {
-    echo: crate::framework::zrpc::owned::BenchClient<Client>,
+    echo: BenchClient<Client>,
     /// The message of the next call; `None` before the first and after a failed one.
-    message: Option<crate::framework::zrpc::owned::Message>,
+    message: Option<Message>,
 }
 
 impl Caller for ScaleCaller {
     async fn call(&mut self) -> Result<(), BoxError> {
-        let message = self.message.take().unwrap_or_else(crate::framework::zrpc::owned::Message::filled);
+        let message = self.message.take().unwrap_or_else(Message::filled);
         self.message = Some(self.echo.echo(message).await?);
         Ok(())
     }
