@@ -76,13 +76,15 @@ pub struct Options {
     /// Instead of the comparison: these sets of endpoints behind one `Client` (see
     /// [`crate::scale`]).
     pub scale: Option<Vec<Set>>,
+    /// The balancer of `--scale`'s client (see [`crate::scale::BALANCERS`]).
+    pub balance: String,
 }
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: compare [--duration SECS] [--warmup SECS] [--rounds N] [--frameworks a,b,...]
                [--points CxN,...] [--csv PATH] [--chart PATH.svg] [--codec NAME]
-               [--observe metrics,spans] [--scale SETS]
+               [--observe metrics,spans] [--scale SETS [--balance NAME]]
 
 Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
 processes: throughput, latency percentiles, allocations per call, server peak RSS.
@@ -108,6 +110,8 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --scale [SETS]     instead: 100 callers on one Client (P2c, Failover) over each set of
                      endpoints, LIVE[xCONNECTIONS][+DEAD] (default 1,1x100,100,1+99,1+1999):
                      live servers in one child process, dead addresses refusing connections
+  --balance NAME     the balancer of --scale's client: p2c (default), least-active, random,
+                     round-robin, weighted-round-robin, consistent-hash
 ";
 
 impl Options {
@@ -127,6 +131,7 @@ impl Options {
             observe: None,
             codec: zrpc::CodecId::Postcard,
             scale: None,
+            balance: crate::scale::BALANCERS[0].to_owned(),
         };
         let mut args = args.iter().peekable();
         while let Some(arg) = args.next() {
@@ -151,6 +156,11 @@ impl Options {
                         None => crate::scale::DEFAULT_SETS,
                     };
                     options.scale = Some(sets.split(',').map(str::parse).collect::<Result<_, _>>()?);
+                }
+                "--balance" => {
+                    let name = value()?;
+                    crate::scale::balancer(name)?;
+                    options.balance = name.clone();
                 }
                 other => return Err(format!("unknown argument {other:?}\n\n{USAGE}").into()),
             }
@@ -197,7 +207,7 @@ pub fn main(args: &[String]) -> Result<(), BoxError> {
             }
             match (options.idle_conns, &options.scale) {
                 (Some(conns), _) => idle_connections(conns),
-                (None, Some(sets)) => crate::scale::run(sets, options.plan),
+                (None, Some(sets)) => crate::scale::run(sets, &options.balance, options.plan),
                 (None, None) => run(&options),
             }
         }

@@ -5,7 +5,8 @@
 //! (each its own listener, each serving the echo service), `CONNS` connections to each (default
 //! 1), and `DEAD` addresses where nothing listens (ports bound and released, so a connection is
 //! refused at once). The client discovers them all from a static list, balances with
-//! [`P2c`], has a circuit breaker per endpoint (the default), and retries
+//! [`P2c`] (or the balancer `--balance` names), has a circuit breaker per endpoint (the
+//! default), and retries
 //! with `Failover { retries: 3 }`, which resends a call refused by a dead endpoint elsewhere;
 //! `SCALE_CALLERS` callers load it, as `compare` loads its points. The default sets are
 //! `1,1x100,100,1+99,1+1999`: one endpoint, the same over 100 connections, 100 live endpoints,
@@ -18,7 +19,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::str::FromStr;
 use std::time::Duration;
 
-use zrpc::balance::P2c;
+use zrpc::balance::{ConsistentHash, LeastActive, P2c, Pick, Random, RoundRobin, WeightedRoundRobin};
 use zrpc::discover::Static;
 use zrpc::{Client, FailMode};
 
@@ -37,6 +38,26 @@ pub const DEFAULT_SETS: &str = "1,1x100,100,1+99,1+1999";
 
 /// The server name of a child serving `live` echo servers: `zrpc-scale-<live>`.
 pub const CHILD_PREFIX: &str = "zrpc-scale-";
+
+/// The balancers `--balance` names, the default first.
+pub const BALANCERS: [&str; 6] =
+    ["p2c", "least-active", "random", "round-robin", "weighted-round-robin", "consistent-hash"];
+
+/// The balancer named `name`, one of [`BALANCERS`].
+///
+/// # Errors
+/// If `name` is not one of them.
+pub fn balancer(name: &str) -> Result<Box<dyn Pick>, BoxError> {
+    Ok(match name {
+        "p2c" => Box::new(P2c::default()),
+        "least-active" => Box::new(LeastActive::default()),
+        "random" => Box::new(Random::default()),
+        "round-robin" => Box::new(RoundRobin::random_start()),
+        "weighted-round-robin" => Box::new(WeightedRoundRobin::new()),
+        "consistent-hash" => Box::new(ConsistentHash::new()),
+        other => return Err(format!("unknown balancer {other:?}: one of {}", BALANCERS.join(", ")).into()),
+    })
+}
 
 /// One set of endpoints: `LIVE[xCONNS][+DEAD]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,10 +118,10 @@ struct ScaleRow {
 ///
 /// # Errors
 /// If a server child cannot be started, or a set's client cannot make its first call.
-pub fn run(sets: &[Set], plan: Plan) -> Result<(), BoxError> {
+pub fn run(sets: &[Set], balance: &str, plan: Plan) -> Result<(), BoxError> {
     let mut rows = Vec::with_capacity(sets.len());
     for &set in sets {
-        let row = measure(set, plan)?;
+        let row = measure(set, balance, plan)?;
         eprintln!(
             "  {:>10}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  {} failed",
             set.to_string(),
@@ -112,7 +133,7 @@ pub fn run(sets: &[Set], plan: Plan) -> Result<(), BoxError> {
         rows.push(row);
     }
     println!(
-        "zrpc compare --scale, {}: {}, {} cores, loopback; {SCALE_CALLERS} callers on one Client (P2c, Failover \
+        "zrpc compare --scale, {}: {}, {} cores, loopback; {SCALE_CALLERS} callers on one Client ({balance}, Failover \
          {{ retries: 3 }}, a breaker per endpoint), live servers in one child process\n\
          warm-up {:?}, window {:?} per set; set = LIVE[xCONNECTIONS][+DEAD]\n",
         crate::machine::today(),
@@ -152,7 +173,7 @@ fn dead_addresses(count: usize) -> Result<Vec<SocketAddr>, BoxError> {
     Ok(listeners.iter().map(TcpListener::local_addr).collect::<Result<_, _>>()?)
 }
 
-fn measure(set: Set, plan: Plan) -> Result<ScaleRow, BoxError> {
+fn measure(set: Set, balance: &str, plan: Plan) -> Result<ScaleRow, BoxError> {
     let server = ServerProcess::spawn_serving(&format!("{CHILD_PREFIX}{}", set.live))?;
     let dead = dead_addresses(set.dead)?;
     // The live endpoints first, the dead after: a static list yields them in this order, and
@@ -168,7 +189,7 @@ fn measure(set: Set, plan: Plan) -> Result<ScaleRow, BoxError> {
         check_echo(Zrpc::NAME, &message, &probe.echo(message.clone()).await?)?;
         let client = Client::builder()
             .discover(Static::new(addresses))
-            .balance(P2c::default())
+            .balance(balancer(balance)?)
             .fail_mode(FailMode::Failover { retries: 3 })
             .connections_per_endpoint(set.conns)
             .build();

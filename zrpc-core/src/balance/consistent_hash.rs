@@ -24,12 +24,15 @@
 //!    not part of the ring, so a flapping endpoint costs no rebuild.
 //!
 //! The ring is built from the addresses and weights, in [`Pick::update`] or on the first pick that
-//! sees a different set, and read under an `RwLock`; a lookup is a binary search.
+//! sees a different set, and read under an `RwLock`; a lookup is a binary search. Under a
+//! balancing layer the lookup checks the owner (and, when it is down, the next points') against
+//! the layer's set of eligible endpoints by address ([`Pick::draw`]), so a pick reads no other
+//! endpoint: O(log n) in the set's size.
 
 use std::sync::{PoisonError, RwLock};
 
 use super::rng::mix64;
-use super::{Candidates, EndpointView, Pick, PickContext};
+use super::{Candidates, Drawn, EndpointView, Pick, PickContext, ReadySet};
 use crate::status::Status;
 
 /// The 64-bit FNV-1a offset basis: the hash of no bytes.
@@ -113,6 +116,22 @@ impl Pick for ConsistentHash {
         let ring = Ring::build(endpoints, self.replicas);
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
     }
+
+    fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
+        if ring.points.is_empty() {
+            // Never told of a set: the whole set is handed to `pick`, which builds the ring.
+            return false;
+        }
+        let ready_owner = |owner: usize| {
+            let position = ready.position(&ring.members[owner].0)?;
+            (!ctx.is_excluded(ready.address(position))).then_some(position)
+        };
+        if let Some(position) = ring.walk(mix64(ctx.key())).find_map(ready_owner) {
+            drawn.push(position);
+        }
+        true
+    }
 }
 
 #[derive(Debug, Default)]
@@ -160,14 +179,16 @@ impl Ring {
                 .all(|((address, weight), e)| *weight == e.weight && **address == *e.address)
     }
 
-    /// The first candidate at or after `point`, wrapping around.
-    fn owner(&self, point: u64, candidates: &Candidates<'_>) -> usize {
+    /// The owners of the points from `point` on, wrapping around once.
+    fn walk(&self, point: u64) -> impl Iterator<Item = usize> + '_ {
         let start = self.points.partition_point(|p| p.hash < point);
         let (before, after) = self.points.split_at(start);
-        after
-            .iter()
-            .chain(before)
-            .map(|p| p.owner)
+        after.iter().chain(before).map(|p| p.owner)
+    }
+
+    /// The first candidate at or after `point`, wrapping around.
+    fn owner(&self, point: u64, candidates: &Candidates<'_>) -> usize {
+        self.walk(point)
             .find(|&owner| candidates.contains(owner))
             // Every candidate has a non-zero weight and so points on the ring: not reached.
             .unwrap_or(candidates.first())

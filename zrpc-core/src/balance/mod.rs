@@ -6,14 +6,20 @@
 //! state of its endpoints into views, asks the picker, and sends the call. That keeps every
 //! algorithm here deterministic under a seed and testable without sockets.
 //!
-//! | balancer | chooses | state |
-//! |---|---|---|
-//! | [`P2c`] (default) | the cheaper of two random endpoints, cost = (in-flight + 1) × latency EWMA ÷ weight; O(1) in the set's size ([`Pick::sample`]) | none |
-//! | [`LeastActive`] | the fewest calls in flight; ties by weighted random | none |
-//! | [`Random`] | at random, in proportion to weight | none |
-//! | [`RoundRobin`] | each endpoint in turn, ignoring weight | one atomic counter |
-//! | [`WeightedRoundRobin`] | in turn, in proportion to weight, interleaved (smooth, as nginx) | a current weight per endpoint, under a `Mutex` |
-//! | [`ConsistentHash`] | the owner of the call's key on a ring of virtual nodes | the ring, rebuilt when the set changes |
+//! | balancer | chooses | state | a pick under [`Balance`] reads |
+//! |---|---|---|---|
+//! | [`P2c`] (default) | the cheaper of two random endpoints, cost = (in-flight + 1) × latency EWMA ÷ weight | none | 2 endpoints |
+//! | [`LeastActive`] | the fewest calls in flight; ties by weighted random | none | up to [`LeastActive::DRAWN`] (16) drawn at random |
+//! | [`Random`] | at random, in proportion to weight | none | 1 endpoint (a binary search of the weights) |
+//! | [`RoundRobin`] | each endpoint in turn, ignoring weight | one atomic counter | 1 endpoint |
+//! | [`WeightedRoundRobin`] | in turn, in proportion to weight, interleaved (smooth, as nginx) | a current weight per endpoint, under a `Mutex` | every endpoint |
+//! | [`ConsistentHash`] | the owner of the call's key on a ring of virtual nodes | the ring, rebuilt when the set changes | 1 endpoint (a binary search of the ring) |
+//!
+//! The last column is what makes a balancer cost the same at 2,000 endpoints as at 2: a picker
+//! [draws](Pick::draw) the endpoints it needs from a [`ReadySet`] of those last found eligible,
+//! and only those are read. [`WeightedRoundRobin`] does not draw: nginx's interleaving moves
+//! every endpoint's current weight on every pick, so it costs O(n) per pick; over large sets,
+//! [`Random`] honours weights in O(log n).
 //!
 //! # The contract every picker keeps
 //!
@@ -81,6 +87,7 @@ mod endpoint;
 mod least_active;
 mod p2c;
 mod random;
+mod ready;
 mod rng;
 mod round_robin;
 mod service;
@@ -94,6 +101,7 @@ pub use endpoint::EndpointView;
 pub use least_active::LeastActive;
 pub use p2c::P2c;
 pub use random::Random;
+pub use ready::{Drawn, ReadySet};
 pub use round_robin::RoundRobin;
 pub use service::{Balance, Connect, EndpointSnapshot, LATENCY_DECAY, READY_REFRESH, ResponseFuture};
 pub use weighted_round_robin::WeightedRoundRobin;
@@ -150,14 +158,51 @@ pub trait Pick: fmt::Debug + Send + Sync + 'static {
         let _ = endpoints;
     }
 
-    /// How many endpoints this picker needs to see, when it decides among a few drawn at
-    /// random from the eligible ones (2 for [`P2c`]), rather than among all of them. The layer
-    /// then draws them itself, uniformly from the endpoints it last found eligible and not
-    /// excluded, and hands `pick` only those: a pick costs the same for 2 endpoints and for
-    /// 2,000. A pinned call, and a draw that finds nothing to pick, are handed the whole set.
-    /// The default, `None`: every pick sees every endpoint.
-    fn sample(&self) -> Option<usize> {
-        None
+    /// Draws, from the endpoints the layer last found eligible, the few this pick needs to
+    /// see, and returns `true`; the layer then reads the live state (calls in flight, latency)
+    /// of just those and hands their views, in the order drawn, to [`pick`](Pick::pick). When
+    /// one endpoint is drawn and is still eligible, it is the pick and `pick` is not called.
+    /// A draw costs O(1) or O(log n), so a pick costs the same for 2 endpoints and for 2,000.
+    ///
+    /// A draw leaves out the endpoints `ctx` excludes; when it draws nothing (every one
+    /// excluded) or what it drew went down meanwhile, the layer falls back to handing `pick`
+    /// the whole set, as it does for a pinned call. The default draws nothing and returns
+    /// `false`: every pick sees every endpoint.
+    ///
+    /// # Examples
+    ///
+    /// A picker that sends each call to the first endpoint in its set that is not excluded,
+    /// without reading the others:
+    ///
+    /// ```
+    /// use zrpc_core::Status;
+    /// use zrpc_core::balance::{Candidates, Drawn, EndpointView, Pick, PickContext, ReadySet};
+    ///
+    /// #[derive(Debug)]
+    /// struct First;
+    ///
+    /// impl Pick for First {
+    ///     fn pick(&self, endpoints: &[EndpointView<'_>], ctx: &PickContext<'_>) -> Result<usize, Status> {
+    ///         let candidates = Candidates::new(endpoints, ctx)?;
+    ///         Ok(candidates.pinned().unwrap_or(candidates.first()))
+    ///     }
+    ///
+    ///     fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+    ///         if let Some(first) = (0..ready.len()).find(|&p| !ctx.is_excluded(ready.address(p))) {
+    ///             drawn.push(first);
+    ///         }
+    ///         true
+    ///     }
+    /// }
+    ///
+    /// let endpoints = [EndpointView::new("a").with_available(false), EndpointView::new("b")];
+    /// let mut drawn = Drawn::new();
+    /// assert!(First.draw(&ReadySet::new(&endpoints), &PickContext::new(), &mut drawn));
+    /// assert_eq!(drawn.positions(), [0], "position 0 of the eligible ones: b");
+    /// ```
+    fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+        let _ = (ready, ctx, drawn);
+        false
     }
 }
 
@@ -170,8 +215,8 @@ impl<P: Pick + ?Sized> Pick for Box<P> {
         (**self).update(endpoints);
     }
 
-    fn sample(&self) -> Option<usize> {
-        (**self).sample()
+    fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+        (**self).draw(ready, ctx, drawn)
     }
 }
 
@@ -184,8 +229,8 @@ impl<P: Pick + ?Sized> Pick for Arc<P> {
         (**self).update(endpoints);
     }
 
-    fn sample(&self) -> Option<usize> {
-        (**self).sample()
+    fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+        (**self).draw(ready, ctx, drawn)
     }
 }
 

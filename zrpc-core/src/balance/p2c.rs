@@ -25,7 +25,7 @@
 //! clients with slightly stale views do not all pile onto the one endpoint that looked idlest.
 
 use super::rng::SharedRng;
-use super::{Candidates, EndpointView, Pick, PickContext};
+use super::{Candidates, Drawn, EndpointView, Pick, PickContext, ReadySet};
 use crate::status::Status;
 
 /// The latency assumed when no candidate has one; any constant gives the same choices.
@@ -85,8 +85,9 @@ impl Pick for P2c {
 
     /// Two: the balancing layer draws the pair, so a pick reads two endpoints whatever the
     /// set's size. The mean latency that stands in for an unknown one is then the pair's.
-    fn sample(&self) -> Option<usize> {
-        Some(2)
+    fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+        ready.draw_uniform(2, ctx, &self.rng, drawn);
+        true
     }
 }
 

@@ -7,7 +7,7 @@
 //! [`P2c`](super::P2c) corrects for that, which is why it is the default.
 
 use super::rng::SharedRng;
-use super::{Candidates, EndpointView, Pick, PickContext};
+use super::{Candidates, Drawn, EndpointView, Pick, PickContext, ReadySet};
 use crate::status::Status;
 
 /// Picks an eligible endpoint at random, weighted by [`EndpointView::weight`]; uniformly when
@@ -42,6 +42,11 @@ impl Pick for Random {
             return Ok(pinned);
         }
         Ok(weighted(&self.rng, endpoints, candidates.iter()))
+    }
+
+    fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+        ready.draw_weighted(ctx, &self.rng, drawn);
+        true
     }
 }
 

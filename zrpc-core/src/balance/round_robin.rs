@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Candidates, EndpointView, Pick, PickContext};
+use super::{Candidates, Drawn, EndpointView, Pick, PickContext, ReadySet};
 use crate::status::Status;
 
 /// Picks the eligible endpoints in turn, ignoring weights (but never choosing weight 0).
@@ -44,6 +44,11 @@ impl Pick for RoundRobin {
         // merely skips a step of the rotation once.
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         Ok(candidates.nth(turn))
+    }
+
+    fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
+        ready.draw_in_turn(self.next.fetch_add(1, Ordering::Relaxed), ctx, drawn);
+        true
     }
 }
 

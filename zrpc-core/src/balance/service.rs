@@ -12,14 +12,17 @@
 //! 2. The first call waits (up to its deadline) until the discovery task has applied what the
 //!    source knows at once (its first poll, possibly nothing), so a client used right after it
 //!    is built does not race its first set.
-//! 3. Per call: the endpoints are read into [`EndpointView`]s (weight, calls in flight, latency
-//!    EWMA, [`Available::is_available`]) and the picker chooses, honouring the hints of the
-//!    call's [`Context`](crate::Context). A picker that decides among a few random endpoints
-//!    ([`Pick::sample`]: [`P2c`](super::P2c)) is handed only those, drawn from the endpoints
-//!    last found eligible (a `Ready` set, rebuilt when the set changes, when a drawn endpoint
-//!    is found down, and after [`READY_REFRESH`]): its pick costs the same at 2,000 endpoints
-//!    as at 2, and endpoints that are down are not drawn at all. Other pickers read every
-//!    endpoint. The chosen address is written into the call's
+//! 3. Per call: the picker draws the few endpoints it needs to see ([`Pick::draw`]) from a
+//!    [`ReadySet`] of those last found eligible (rebuilt when the set changes, when a drawn
+//!    endpoint is found down, and after [`READY_REFRESH`]); their live state (weight, calls in
+//!    flight, latency EWMA, [`Available::is_available`]) is read into [`EndpointView`]s and
+//!    the picker chooses among them, honouring the hints of the call's
+//!    [`Context`](crate::Context). Every built-in picker but
+//!    [`WeightedRoundRobin`](super::WeightedRoundRobin) draws, so a pick costs the same at
+//!    2,000 endpoints as at 2, and endpoints that are down are not drawn at all. A pinned call
+//!    finds its address in the ready set by lookup. A picker that does not draw, a draw of
+//!    nothing (every endpoint excluded) or of endpoints gone down, and a pin not in the ready
+//!    set, read every endpoint instead. The chosen address is written into the call's
 //!    [`PickRecord`](crate::PickRecord), if it has one, before the call is sent.
 //! 4. A pick that fails (no endpoint, all unavailable) is `Unavailable` and marked
 //!    unprocessed: the call went nowhere.
@@ -50,8 +53,7 @@ use tokio::time::Instant;
 use tower::Service;
 use tower::util::Oneshot;
 
-use super::rng::SharedRng;
-use super::{Available, EndpointView, Pick, PickContext};
+use super::{Available, Drawn, EndpointView, Pick, PickContext, ReadySet};
 use crate::discover::{Change, Discover, Filter, Instance};
 use crate::{Request, Response, Status};
 
@@ -106,36 +108,34 @@ struct Shared<C: Connect, P> {
     /// `true` once the source's first batch is applied; dropped with the service, which tells
     /// the discovery task to stop.
     synced: watch::Sender<bool>,
-    /// The endpoints that were eligible when last looked at, for a picker that samples
-    /// ([`Pick::sample`]): see [`Ready`].
+    /// The endpoints that were eligible when last looked at, for a picker that draws
+    /// ([`Pick::draw`]) and for pinned calls: see [`Ready`].
     ready: RwLock<Arc<Ready<C::Service>>>,
     /// Bumped when discovery publishes a new set, after publishing it: a [`Ready`] built from
     /// an older one is stale.
     set_version: AtomicU64,
-    /// Set when a sampled endpoint turned out not to be eligible: the next pick rebuilds.
+    /// Set when a drawn endpoint turned out not to be eligible: the next pick rebuilds.
     ready_stale: AtomicBool,
     /// Held by the one pick that rebuilds [`Ready`]; the others use the old one meanwhile.
     rebuilding: AtomicBool,
-    /// Draws the sampled endpoints.
-    rng: SharedRng,
 }
 
-/// The longest the set of eligible endpoints a sampling picker ([`Pick::sample`]) draws from is
-/// used before it is rebuilt, so that an endpoint that came up (its channel's probe connected)
+/// The longest the set of eligible endpoints a picker draws from ([`Pick::draw`]) is used
+/// before it is rebuilt, so that an endpoint that came up (its channel's probe connected)
 /// joins the draw within this time.
 pub const READY_REFRESH: Duration = Duration::from_millis(100);
 
 /// The eligible endpoints (available, weight above zero) of one set, as they were at
-/// `built_ns`: what a sampling picker draws from, so that a pick costs the same for 2 endpoints
-/// and for 2,000. Rebuilt, in O(n) by one caller while the others go on with the old one, when
+/// `built_ns`: what a picker draws from, so that a pick costs the same for 2 endpoints and for
+/// 2,000. Rebuilt, in O(n) by one caller while the others go on with the old one, when
 /// discovery changes the set, when a drawn endpoint is found not eligible, and after
 /// [`READY_REFRESH`]. Endpoints that are down stay out of it, so none of the callers pays for
 /// them; their channels' own tasks probe them, and a probe that connects brings them back at
 /// the next rebuild.
 struct Ready<S> {
     endpoints: Endpoints<S>,
-    /// Indexes into `endpoints`.
-    eligible: Vec<usize>,
+    /// The eligible ones; their indexes are into `endpoints`.
+    set: ReadySet,
     set_version: u64,
     built_ns: u64,
 }
@@ -151,9 +151,15 @@ impl Drop for Release<'_> {
 
 impl<S: Available> Ready<S> {
     fn build(endpoints: Endpoints<S>, set_version: u64, now_ns: u64) -> Ready<S> {
-        let eligible =
-            endpoints.iter().enumerate().filter(|(_, e)| e.view(now_ns).is_eligible()).map(|(i, _)| i).collect();
-        Ready { endpoints, eligible, set_version, built_ns: now_ns }
+        let eligible = endpoints.iter().enumerate().filter(|(_, e)| e.view(now_ns).is_eligible());
+        let set = ReadySet::from_eligible(eligible.map(|(i, e)| (e.instance.address.clone(), e.instance.weight, i)));
+        Ready { endpoints, set, set_version, built_ns: now_ns }
+    }
+
+    /// The endpoint at `position` of the ready set; `None` past its end (a picker's mistake).
+    fn endpoint(&self, position: usize) -> Option<&Arc<Endpoint<S>>> {
+        let index = (position < self.set.len()).then(|| self.set.index(position))?;
+        self.endpoints.get(index)
     }
 }
 
@@ -294,14 +300,13 @@ impl<C: Connect, P: Pick> Balance<C, P> {
                 epoch: Instant::now(),
                 ready: RwLock::new(Arc::new(Ready {
                     endpoints: Arc::from(Vec::new()),
-                    eligible: Vec::new(),
+                    set: ReadySet::default(),
                     set_version: 0,
                     built_ns: 0,
                 })),
                 set_version: AtomicU64::new(0),
                 ready_stale: AtomicBool::new(false),
                 rebuilding: AtomicBool::new(false),
-                rng: SharedRng::new(),
                 synced,
             }),
         }
@@ -427,12 +432,15 @@ impl<C: Connect, P: Pick> Shared<C, P> {
     fn pick(&self, req: &Request) -> Result<Arc<Endpoint<C::Service>>, Status> {
         let ctx = PickContext::for_request(req);
         let now = self.now_ns();
-        // A pinned call looks for its address, which only the whole set can answer.
-        if let Some(draws) = self.picker.sample().filter(|_| ctx.pin().is_none())
-            && let Some(endpoint) = self.pick_sampled(draws, &ctx, now)
-        {
+        let ready = self.ready(now);
+        let picked = match ctx.pin() {
+            Some(pin) => Self::pinned(&ready, pin, now),
+            None => self.pick_drawn(&ready, &ctx, now),
+        };
+        if let Some(endpoint) = picked {
             return Ok(endpoint);
         }
+        drop(ready);
         let endpoints = self.snapshot();
         // On the stack for the usual cluster size: building the views costs no allocation.
         let views: SmallVec<[EndpointView<'_>; 16]> = endpoints.iter().map(|e| e.view(now)).collect();
@@ -447,36 +455,43 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         }
     }
 
-    /// A pick among `draws` endpoints drawn at random from the [`Ready`] set, none of them
-    /// excluded: O(1) in the set's size. `None` when it cannot decide (no eligible endpoint
-    /// known, or only excluded ones drawn, or the drawn ones went down): the caller then picks
-    /// from the whole set, which also words the error.
-    fn pick_sampled(&self, draws: usize, ctx: &PickContext<'_>, now: u64) -> Option<Arc<Endpoint<C::Service>>> {
-        let ready = self.ready(now);
-        let eligible = &ready.eligible;
-        let excluded = |index: usize| ctx.is_excluded(&ready.endpoints[index].instance.address);
-        let mut drawn: SmallVec<[usize; 4]> = SmallVec::new();
-        if eligible.len() <= draws {
-            drawn.extend(eligible.iter().copied().filter(|&index| !excluded(index)));
-        } else {
-            // A few tries more than needed: exclusions (a retry's tried endpoints) are few.
-            for _ in 0..draws * 4 {
-                let index = eligible[self.rng.index(eligible.len())];
-                if !drawn.contains(&index) && !excluded(index) {
-                    drawn.push(index);
-                }
-                if drawn.len() == draws {
-                    break;
-                }
-            }
+    /// The pinned endpoint, when it is in the ready set and still eligible: O(1). `None`
+    /// sends the call down the whole set's path, which honours or ignores the pin as the
+    /// picker's contract says.
+    fn pinned(ready: &Ready<C::Service>, pin: &str, now: u64) -> Option<Arc<Endpoint<C::Service>>> {
+        let endpoint = ready.endpoint(ready.set.position(pin)?)?;
+        endpoint.view(now).is_eligible().then(|| endpoint.clone())
+    }
+
+    /// A pick among the endpoints the picker draws from the [`Ready`] set ([`Pick::draw`]):
+    /// O(1) or O(log n) in the set's size. `None` when it cannot decide (the picker does not
+    /// draw, nothing eligible is known, everything drawable is excluded, or the drawn endpoints
+    /// went down): the caller then picks from the whole set, which also words the error.
+    fn pick_drawn(
+        &self,
+        ready: &Ready<C::Service>,
+        ctx: &PickContext<'_>,
+        now: u64,
+    ) -> Option<Arc<Endpoint<C::Service>>> {
+        if ready.set.is_empty() {
+            return None;
         }
-        let views: SmallVec<[EndpointView<'_>; 4]> =
-            drawn.iter().map(|&index| ready.endpoints[index].view(now)).collect();
+        let mut drawn = Drawn::new();
+        if !self.picker.draw(&ready.set, ctx, &mut drawn) || drawn.is_empty() {
+            return None;
+        }
+        let endpoints: SmallVec<[&Arc<Endpoint<C::Service>>; 4]> =
+            drawn.positions().iter().map(|&position| ready.endpoint(position)).collect::<Option<_>>()?;
+        let views: SmallVec<[EndpointView<'_>; 4]> = endpoints.iter().map(|endpoint| endpoint.view(now)).collect();
         if views.iter().any(|view| !view.is_eligible()) {
             self.ready_stale.store(true, Ordering::Relaxed);
         }
-        let chosen = self.picker.pick(&views, ctx).ok()?;
-        drawn.get(chosen).map(|&index| ready.endpoints[index].clone())
+        let chosen = match views.len() {
+            // One drawn: nothing to decide, if it is still up.
+            1 => views[0].is_eligible().then_some(0)?,
+            _ => self.picker.pick(&views, ctx).ok()?,
+        };
+        endpoints.get(chosen).map(|&endpoint| endpoint.clone())
     }
 
     /// The [`Ready`] set, rebuilt first if it is stale and no other pick is rebuilding it.
@@ -495,7 +510,12 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         // The version first: a set published meanwhile makes this one stale again.
         let version = self.set_version.load(Ordering::Acquire);
         let fresh = Arc::new(Ready::build(self.snapshot(), version, now));
-        *self.ready.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        let mut slot = self.ready.write().unwrap_or_else(|p| p.into_inner());
+        // Not over the ready set of a newer set, which `apply` stores: this one would keep the
+        // endpoints that left alive (and their connections open) until the next pick.
+        if self.set_version.load(Ordering::Acquire) == version {
+            *slot = fresh.clone();
+        }
         fresh
     }
 
@@ -541,8 +561,12 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         let views: Vec<EndpointView<'_>> = next.iter().map(|e| e.view(now)).collect();
         self.picker.update(&views);
         drop(views);
-        *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next;
-        self.set_version.fetch_add(1, Ordering::Release);
+        *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        let version = self.set_version.fetch_add(1, Ordering::Release) + 1;
+        // The ready set is rebuilt here, not at the next pick: until then it would hold the
+        // endpoints that left, and so their connections.
+        let ready = Arc::new(Ready::build(next, version, now));
+        *self.ready.write().unwrap_or_else(|p| p.into_inner()) = ready;
         // `send_replace` marks a change even when the value stays `true`.
         self.synced.send_replace(true);
     }
@@ -690,7 +714,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::balance::{LeastActive, P2c, RoundRobin};
+    use crate::balance::{ConsistentHash, LeastActive, P2c, Random, RoundRobin, WeightedRoundRobin};
     use tower::ServiceExt;
 
     use crate::{Code, Context, PickRecord};
@@ -817,6 +841,8 @@ mod tests {
         while balance.addresses().len() != 1 {
             tokio::task::yield_now().await;
         }
+        // Dropped at once, not at the next pick: nothing (the ready set included) keeps it.
+        assert_eq!(mocks.dropped.load(Ordering::SeqCst), 1, "a's service was dropped with the set");
         let before = mocks.calls("a");
         for _ in 0..4 {
             assert_eq!(answer(balance.clone(), request()).await, "b");
@@ -995,19 +1021,49 @@ mod tests {
         (Balance::new(crate::discover::Static::new(addresses), connect, picker, Filter::default()), switches, looks)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_sampling_pick_looks_at_two_endpoints_whatever_the_set_s_size() {
-        let (balance, _, looks) = switched(2_000, P2c::new());
+    /// How many endpoints each of 1,000 picks through `picker` over 2,000 endpoints looks at,
+    /// and how many endpoints served them.
+    async fn looks_per_pick<P: Pick>(picker: P, ctx: impl Fn() -> Context) -> (usize, usize) {
+        let (balance, _, looks) = switched(2_000, picker);
         answer(balance.clone(), request()).await;
         looks.store(0, Ordering::SeqCst);
         let mut served = std::collections::HashSet::new();
         for _ in 0..1_000 {
-            served.insert(answer(balance.clone(), request()).await);
+            served.insert(answer(balance.clone(), request().with_ctx(ctx())).await);
         }
-        // Two views per pick (the paused clock never makes the ready set stale); a pick that
-        // read every endpoint would have looked 2,000,000 times.
-        assert_eq!(looks.load(Ordering::SeqCst), 2 * 1_000);
-        assert!(served.len() > 300, "the draws cover the set: {} endpoints served", served.len());
+        // The paused clock never makes the ready set stale, so no rebuild looks at all 2,000.
+        (looks.load(Ordering::SeqCst) / 1_000, served.len())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pick_looks_at_the_endpoints_it_draws_whatever_the_set_s_size() {
+        // A pick that read every endpoint would look 2,000 times.
+        assert_eq!(looks_per_pick(P2c::new(), Context::new).await.0, 2);
+        assert_eq!(looks_per_pick(Random::new(), Context::new).await.0, 1);
+        assert_eq!(looks_per_pick(LeastActive::new(), Context::new).await.0, LeastActive::DRAWN);
+        let (looks, served) = looks_per_pick(RoundRobin::new(), Context::new).await;
+        assert_eq!((looks, served), (1, 1_000), "in turn: 1,000 picks, 1,000 endpoints");
+        let keyed = || {
+            let mut ctx = Context::new();
+            ctx.hints_mut().hash_key = Some(fastrand::u64(..));
+            ctx
+        };
+        let (looks, served) = looks_per_pick(ConsistentHash::with_replicas(16), keyed).await;
+        assert_eq!(looks, 1);
+        assert!(served > 300, "keys spread over the ring: {served} endpoints served");
+        let (looks, served) = looks_per_pick(P2c::new(), Context::new).await;
+        assert!(served > 300, "the draws cover the set: {served} endpoints served, {looks} looks each");
+        let pinned = || {
+            let mut ctx = Context::new();
+            ctx.hints_mut().pin = Some("e1234".into());
+            ctx
+        };
+        assert_eq!(looks_per_pick(WeightedRoundRobin::new(), pinned).await, (1, 1), "a pin is looked up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_picker_that_does_not_draw_reads_every_endpoint() {
+        assert_eq!(looks_per_pick(WeightedRoundRobin::new(), Context::new).await, (2_000, 1_000));
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,6 +71,71 @@ fn every_builtin_keeps_the_contract_on_random_inputs() {
     }
 }
 
+/// Random endpoints, exclusions and a call's key, for the contract tests.
+struct Inputs {
+    names: Vec<String>,
+    rng: fastrand::Rng,
+}
+
+impl Inputs {
+    fn endpoints(&mut self) -> Vec<EndpointView<'_>> {
+        let len = self.rng.usize(0..=self.names.len());
+        let rng = &mut self.rng;
+        self.names[..len]
+            .iter()
+            .map(|a| {
+                EndpointView::new(a)
+                    .with_weight(*rng.choice(&[0, 1, 1, 2, 5, 100, u32::MAX]).unwrap_or(&1))
+                    .with_in_flight(rng.u64(0..4))
+                    .with_latency_ewma_ns(*rng.choice(&[0, 1, 1_000_000, u64::MAX]).unwrap_or(&0))
+                    .with_available(rng.u8(0..4) != 0)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn every_draw_keeps_the_contract_and_agrees_with_the_whole_set_s_pick() {
+    let mut inputs = Inputs {
+        names: (0..40).map(|i| format!("10.0.0.{i}:7070")).collect(),
+        rng: fastrand::Rng::with_seed(0x6472_6177),
+    };
+    let mut drew = std::collections::BTreeSet::new();
+    for round in 0..300 {
+        let pickers = builtins(round);
+        let mut rng = fastrand::Rng::with_seed(round);
+        let names = inputs.names.clone();
+        let endpoints = inputs.endpoints();
+        let exclude: Vec<Arc<str>> = names.iter().filter(|_| rng.u8(0..4) == 0).map(|a| a.as_str().into()).collect();
+        let ctx = PickContext::new().with_exclude(&exclude).with_hash_key(rng.u64(..));
+        let ready = ReadySet::new(&endpoints);
+        for picker in &pickers {
+            picker.update(&endpoints);
+            let mut drawn = Drawn::new();
+            if !picker.draw(&ready, &ctx, &mut drawn) {
+                continue;
+            }
+            for &position in drawn.positions() {
+                assert!(position < ready.len(), "{picker:?} drew {position} of {}", ready.len());
+                let endpoint = &endpoints[ready.index(position)];
+                assert!(endpoint.is_eligible(), "{picker:?} drew ineligible {endpoint:?}");
+                assert!(!ctx.is_excluded(endpoint.address), "{picker:?} drew excluded {endpoint:?}");
+            }
+            // Draws are exact: nothing only when nothing is drawable.
+            let fresh = (0..ready.len()).filter(|&p| !ctx.is_excluded(ready.address(p))).count();
+            assert_eq!(drawn.is_empty(), fresh == 0, "{picker:?} drew {drawn:?} of {fresh} drawable");
+            drew.insert(format!("{picker:?}").chars().take_while(|c| c.is_alphanumeric()).collect::<String>());
+            // A consistent-hash draw finds the owner the whole set's pick finds.
+            if format!("{picker:?}").starts_with("ConsistentHash") && !drawn.is_empty() {
+                let whole = picker.pick(&endpoints, &ctx).expect("an endpoint was drawable");
+                assert_eq!(ready.index(drawn.positions()[0]), whole, "round {round}");
+            }
+        }
+    }
+    let drawing = ["ConsistentHash", "LeastActive", "P2c", "Random", "RoundRobin"];
+    assert_eq!(drew.into_iter().collect::<Vec<_>>(), drawing, "every built-in but WeightedRoundRobin draws");
+}
+
 #[test]
 fn no_eligible_endpoint_is_unavailable_with_the_reason() {
     let down = |a| EndpointView::new(a).with_available(false);
