@@ -112,6 +112,8 @@ struct ScaleRow {
     p99_us: f64,
     failed: u64,
     first_error: Option<String>,
+    /// After the run: how many endpoints the balancer may pick, and their connections' states.
+    after: String,
 }
 
 /// Measures every set in `sets` under `plan`; prints the table on stdout, progress on stderr.
@@ -159,6 +161,9 @@ pub fn run(sets: &[Set], balance: &str, plan: Plan) -> Result<(), BoxError> {
             row.failed
         );
     }
+    for row in &rows {
+        println!("{}: after the run, {}", row.set, row.after);
+    }
     for row in rows.iter().filter(|row| row.first_error.is_some()) {
         println!("{}: first failure: {}", row.set, row.first_error.as_deref().unwrap_or_default());
     }
@@ -193,12 +198,13 @@ fn measure(set: Set, balance: &str, plan: Plan) -> Result<ScaleRow, BoxError> {
             .fail_mode(FailMode::Failover { retries: 3 })
             .connections_per_endpoint(set.conns)
             .build();
-        let echo = BenchClient::new(client);
+        let echo = BenchClient::new(client.clone());
         let callers = (0..SCALE_CALLERS).map(|_| ScaleCaller { echo: echo.clone(), message: None }).collect();
-        load::run(callers, plan, async || ()).await
+        let measured = load::run(callers, plan, async || ()).await;
+        Ok::<_, BoxError>((measured?, endpoints_after(&client)))
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let measured = measured?;
+    let (measured, after) = measured?;
     let latency = &measured.latency;
     Ok(ScaleRow {
         set,
@@ -207,7 +213,28 @@ fn measure(set: Set, balance: &str, plan: Plan) -> Result<ScaleRow, BoxError> {
         p99_us: latency.value_at_quantile(0.99) as f64 / 1000.0,
         failed: measured.errors,
         first_error: measured.first_error,
+        after,
     })
+}
+
+/// What the client's balancer sees after a run: endpoints it may pick, and the states of
+/// their connections, e.g. `1 of 2000 available; connections: 1 ready, 1999 failed`.
+fn endpoints_after(client: &Client) -> String {
+    let endpoints = client.endpoint_status();
+    let available = endpoints.iter().filter(|e| e.available).count();
+    let mut states = std::collections::BTreeMap::<&str, usize>::new();
+    for state in endpoints.iter().flat_map(|e| &e.connections) {
+        let name = match state {
+            zrpc::ChannelState::Idle => "idle",
+            zrpc::ChannelState::Connecting => "connecting",
+            zrpc::ChannelState::Ready => "ready",
+            zrpc::ChannelState::Failed { .. } => "failed",
+            _ => "other",
+        };
+        *states.entry(name).or_default() += 1;
+    }
+    let states: Vec<String> = states.iter().map(|(name, count)| format!("{count} {name}")).collect();
+    format!("{available} of {} available; connections: {}", endpoints.len(), states.join(", "))
 }
 
 /// A caller of the echo service through the set's `Client`.

@@ -19,10 +19,10 @@
 //!    the picker chooses among them, honouring the hints of the call's
 //!    [`Context`](crate::Context). Every built-in picker but
 //!    [`WeightedRoundRobin`](super::WeightedRoundRobin) draws, so a pick costs the same at
-//!    2,000 endpoints as at 2, and endpoints that are down are not drawn at all. A pinned call
-//!    finds its address in the ready set by lookup. A picker that does not draw, a draw of
-//!    nothing (every endpoint excluded) or of endpoints gone down, and a pin not in the ready
-//!    set, read every endpoint instead. The chosen address is written into the call's
+//!    2,000 endpoints as at 2, and endpoints that are down are not drawn at all; a picker that
+//!    does not draw is handed every endpoint of the ready set. A pinned call finds its address
+//!    in the ready set by lookup. A draw of nothing (every endpoint excluded) or of endpoints
+//!    gone down, and a pin not in the ready set, read every endpoint instead. The chosen address is written into the call's
 //!    [`PickRecord`](crate::PickRecord), if it has one, before the call is sent.
 //! 4. A pick that fails (no endpoint, all unavailable) is `Unavailable` and marked
 //!    unprocessed: the call went nowhere.
@@ -435,7 +435,7 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         let ready = self.ready(now);
         let picked = match ctx.pin() {
             Some(pin) => Self::pinned(&ready, pin, now),
-            None => self.pick_drawn(&ready, &ctx, now),
+            None => self.pick_ready(&ready, &ctx, now),
         };
         if let Some(endpoint) = picked {
             return Ok(endpoint);
@@ -463,11 +463,12 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         endpoint.view(now).is_eligible().then(|| endpoint.clone())
     }
 
-    /// A pick among the endpoints the picker draws from the [`Ready`] set ([`Pick::draw`]):
-    /// O(1) or O(log n) in the set's size. `None` when it cannot decide (the picker does not
-    /// draw, nothing eligible is known, everything drawable is excluded, or the drawn endpoints
+    /// A pick among the endpoints of the [`Ready`] set: those the picker draws
+    /// ([`Pick::draw`]), in O(1) or O(log n) of the set's size, or, for a picker that does not
+    /// draw, all of them (fewer than the whole set when some are down). `None` when it cannot
+    /// decide (nothing eligible is known, everything drawable is excluded, or the endpoints
     /// went down): the caller then picks from the whole set, which also words the error.
-    fn pick_drawn(
+    fn pick_ready(
         &self,
         ready: &Ready<C::Service>,
         ctx: &PickContext<'_>,
@@ -477,18 +478,20 @@ impl<C: Connect, P: Pick> Shared<C, P> {
             return None;
         }
         let mut drawn = Drawn::new();
-        if !self.picker.draw(&ready.set, ctx, &mut drawn) || drawn.is_empty() {
-            return None;
-        }
-        let endpoints: SmallVec<[&Arc<Endpoint<C::Service>>; 4]> =
-            drawn.positions().iter().map(|&position| ready.endpoint(position)).collect::<Option<_>>()?;
+        let draws = self.picker.draw(&ready.set, ctx, &mut drawn);
+        let endpoints: SmallVec<[&Arc<Endpoint<C::Service>>; 4]> = if draws {
+            drawn.positions().iter().map(|&position| ready.endpoint(position)).collect::<Option<_>>()?
+        } else {
+            (0..ready.set.len()).map(|position| ready.endpoint(position)).collect::<Option<_>>()?
+        };
         let views: SmallVec<[EndpointView<'_>; 4]> = endpoints.iter().map(|endpoint| endpoint.view(now)).collect();
         if views.iter().any(|view| !view.is_eligible()) {
             self.ready_stale.store(true, Ordering::Relaxed);
         }
         let chosen = match views.len() {
+            0 => return None,
             // One drawn: nothing to decide, if it is still up.
-            1 => views[0].is_eligible().then_some(0)?,
+            1 if draws => views[0].is_eligible().then_some(0)?,
             _ => self.picker.pick(&views, ctx).ok()?,
         };
         endpoints.get(chosen).map(|&endpoint| endpoint.clone())
@@ -1062,8 +1065,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_picker_that_does_not_draw_reads_every_endpoint() {
+    async fn a_picker_that_does_not_draw_reads_every_ready_endpoint() {
         assert_eq!(looks_per_pick(WeightedRoundRobin::new(), Context::new).await, (2_000, 1_000));
+
+        // With all but one down, the ready set is that one: one look per pick.
+        let (balance, switches, looks) = switched(2_000, WeightedRoundRobin::new());
+        answer(balance.clone(), request()).await;
+        for (address, switch) in switches.lock().expect("not poisoned").iter() {
+            switch.store(address == "e7", Ordering::SeqCst);
+        }
+        tokio::time::advance(READY_REFRESH).await;
+        assert_eq!(answer(balance.clone(), request()).await, "e7", "the rebuild finds e7 alone");
+        looks.store(0, Ordering::SeqCst);
+        for _ in 0..10 {
+            assert_eq!(answer(balance.clone(), request()).await, "e7");
+        }
+        assert_eq!(looks.load(Ordering::SeqCst), 10);
     }
 
     #[tokio::test(start_paused = true)]
