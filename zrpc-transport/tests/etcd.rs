@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::cluster::{Mode, NodeClient, Proxy, RunningNode};
@@ -275,4 +275,69 @@ async fn the_client_closes_connections_to_endpoints_that_left() {
     wait_endpoints(&client, &[]).await;
     proxy.wait_open(0).await;
     assert_eq!(node.calls(), 1, "the server itself is still up, and saw the one call");
+}
+
+/// The leases etcd holds, and the lease of each key under [`PREFIX`].
+async fn leases(etcd: &EtcdServer) -> (Vec<i64>, BTreeMap<String, i64>) {
+    let mut client = etcd.client().await;
+    let leases = within("etcd lists leases", client.leases()).await.expect("etcd lists leases");
+    let options = etcd_client::GetOptions::new().with_prefix();
+    let keys = within("etcd reads", client.get(PREFIX, Some(options))).await.expect("etcd reads");
+    let keys = keys.kvs().iter().map(|kv| (kv.key_str().expect("utf-8 keys").to_owned(), kv.lease())).collect();
+    (leases.leases().iter().map(|lease| lease.id()).collect(), keys)
+}
+
+#[tokio::test]
+async fn servers_sharing_a_lease_keep_one_and_still_come_and_go_one_by_one() {
+    let Some(etcd) = EtcdServer::start("servers_sharing_a_lease").await else { return };
+    let instance = |port: u16| Instance::new(format!("127.0.0.1:{port}"));
+    let key = |port: u16| format!("{PREFIX}/127.0.0.1:{port}");
+
+    // Without sharing, a lease each.
+    let own = registry(&etcd).await;
+    let mut separate = Vec::new();
+    for port in 1..=3 {
+        separate.push(own.register(instance(port)).await.expect("registered"));
+    }
+    assert_eq!(leases(&etcd).await.0.len(), 3);
+    for registration in separate {
+        registration.deregister().await.expect("deregistered");
+    }
+    assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()), "each revoked its own");
+
+    // Shared: 50 registrations, one lease, every key under it.
+    let registry = registry(&etcd).await.shared_lease();
+    let mut registrations = BTreeMap::new();
+    for port in 1..=50 {
+        registrations.insert(port, registry.clone().register(instance(port)).await.expect("registered"));
+    }
+    let (lease, keys) = leases(&etcd).await;
+    assert_eq!(lease.len(), 1, "one lease for 50 servers");
+    assert_eq!(keys.len(), 50);
+    assert!(keys.values().all(|&id| id == lease[0]), "{keys:?} under {lease:?}");
+
+    // One deregisters: its key goes at once, the lease stays for the others.
+    registrations.remove(&1).expect("registered").deregister().await.expect("deregistered");
+    let (after, keys) = leases(&etcd).await;
+    assert_eq!((after, keys.len()), (lease.clone(), 49));
+    // One is dropped without deregistering (an aborted server): the lease it shares lives on,
+    // so its key is deleted for it.
+    drop(registrations.remove(&2));
+    let expected: Vec<String> = (3..=50).map(key).collect();
+    etcd.wait_keys(PREFIX, &expected).await;
+
+    // etcd loses the lease: the keeper registers every key again under a new one.
+    let mut client = etcd.client().await;
+    within("etcd revokes", client.lease_revoke(lease[0])).await.expect("revoked");
+    etcd.wait_keys(PREFIX, &expected).await;
+    let (renewed, keys) = leases(&etcd).await;
+    assert_eq!(renewed.len(), 1);
+    assert_ne!(renewed, lease, "a new lease");
+    assert!(keys.values().all(|&id| id == renewed[0]), "{keys:?} under {renewed:?}");
+
+    // The last one out revokes it.
+    for (_, registration) in registrations {
+        registration.deregister().await.expect("deregistered");
+    }
+    assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()));
 }
