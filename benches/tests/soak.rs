@@ -74,7 +74,7 @@ async fn an_unknown_frame_is_skipped_and_a_violation_is_reported_as_the_servers_
     read_answers(&mut reader, 1).await?;
     assert_eq!(reader.seen().answered, 1, "the unknown frame was skipped");
 
-    // An even id is the acceptor's: from the connector it is a connection error (PROTOCOL.md §10).
+    // An even id is the acceptor's: from the connector it is a connection error (PROTOCOL.md §11).
     assert!(conn.send(echo.with_id(2), 1, &stop).await);
     reader.read_until(&stop, None).await;
     conn.absorb(reader);

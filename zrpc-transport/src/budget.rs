@@ -1,6 +1,6 @@
 //! A server-wide budget of handlers running at once, shared fairly by its connections.
 //!
-//! Each connection already bounds its own peer (flow control, `docs/PROTOCOL.md` §14); the
+//! Each connection already bounds its own peer (flow control, `docs/PROTOCOL.md` §15); the
 //! budget bounds the sum, so that many connections together cannot run a server out of memory,
 //! and shares it so that none of them can take it all:
 //!

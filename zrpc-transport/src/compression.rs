@@ -47,7 +47,7 @@
 //! The limit is the receiver's `max_frame` (16 MiB by default), already announced in its HELLO:
 //! a payload may be as large decompressed as it could have been sent uncompressed, no more. Many
 //! compressed requests in progress at once are bounded by flow control, which counts a
-//! compressed request as its size on the wire plus its declared length (docs/PROTOCOL.md §14),
+//! compressed request as its size on the wire plus its declared length (docs/PROTOCOL.md §15),
 //! so that the peer's requests in progress stay within `max_request_bytes` decompressed too.
 //!
 //! # Where the work is done

@@ -1,4 +1,4 @@
-//! No client can make a server hold more than its bounds (docs/PROTOCOL.md §14, `limits`):
+//! No client can make a server hold more than its bounds (docs/PROTOCOL.md §15, `limits`):
 //! hostile clients over real TCP, speaking raw frames and ignoring the server's limits, checked
 //! through the counters the server's connections expose ([`ServerHandle::connections`]), never
 //! RSS or timing. Each test waits for the state it checks (reading paused, handlers started),

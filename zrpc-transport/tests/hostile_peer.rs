@@ -517,7 +517,7 @@ fn a_peer_that_trickles_its_handshake_is_cut_off_one_timeout_after_connecting() 
     assert!(server.poll_event().is_none(), "nothing happened yet");
     assert!(preface.is_empty(), "the preface was consumed");
 
-    // docs/PROTOCOL.md §12: the preface AND the HELLO must arrive within `timeout` of connecting.
+    // docs/PROTOCOL.md §13: the preface AND the HELLO must arrive within `timeout` of connecting.
     assert_eq!(server.next_timeout(), start + timeout);
     assert_eq!(server.on_timeout(start + timeout), Err(ProtocolError::HandshakeTimeout(timeout)));
 }

@@ -17,7 +17,7 @@ const ID_OFFSET: usize = 6;
 /// The bytes of the `id` field.
 const ID_LEN: usize = 8;
 
-/// A frame kind no version defines, which receivers must skip (PROTOCOL.md §9).
+/// A frame kind no version defines, which receivers must skip (PROTOCOL.md §10).
 pub const UNKNOWN_KIND: u8 = 0x7f;
 
 /// The postcard encoding of `value`: the payload of a method whose one argument is `value`.

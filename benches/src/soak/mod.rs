@@ -33,10 +33,10 @@
 //! | `slow-reader` | the same flood, reading (and tallying) at 1 MiB/s | a slow peer rather than a dead one |
 //! | `keepalive-never-read` | 1024 `echo` requests (64 MiB), then one PING every 5 s; never reads. Long duration | the heartbeat sees a live peer: does the server hold the connection, and the answers it queued, for ever? |
 //! | `pipeline-flood` | 200 connections each write 5,000 calls to `sleep(100)` at once, then read and tally the answers | load rather than a non-reader: how many calls are answered and how many refused (by code), and what the extra tasks cost |
-//! | `pinned-buffers` | 40 times: a 15 MiB frame of an unknown kind (0x7f, skipped by receivers, PROTOCOL.md §9), then a `hold` call with one metadata entry of a 1-byte value; never reads | the frame decoder reads the big frame into the read buffer, and the `hold` call's metadata is a zero-copy slice of the same buffer: does 1 retained byte pin 15 MiB? |
+//! | `pinned-buffers` | 40 times: a 15 MiB frame of an unknown kind (0x7f, skipped by receivers, PROTOCOL.md §10), then a `hold` call with one metadata entry of a 1-byte value; never reads | the frame decoder reads the big frame into the read buffer, and the `hold` call's metadata is a zero-copy slice of the same buffer: does 1 retained byte pin 15 MiB? |
 //! | `metadata-bomb` | 40 `hold` calls, each with 65,535 metadata entries of an empty key and a 1-byte value (15.7 MB on the wire in all); never reads | what the server's decoded form of a tiny entry costs, held for as long as the call runs |
 //! | `ping-flood` | 10 million PINGs (140 MB); never reads the PONGs | whether the server bounds the PONGs it queues |
-//! | `silent-peer` | the handshake, then nothing: it answers no PING. It reads only to notice the close. Long duration | after how long the server closes a dead peer (PROTOCOL.md §12: PING after 10 s of silence, dead 20 s later, so 30 s) |
+//! | `silent-peer` | the handshake, then nothing: it answers no PING. It reads only to notice the close. Long duration | after how long the server closes a dead peer (PROTOCOL.md §13: PING after 10 s of silence, dead 20 s later, so 30 s) |
 //!
 //! `hold` calls sleep for an hour: they outlive their scenario, and the server child is killed
 //! at its end. The two heartbeat scenarios run by default, for `--long-duration` (default 45 s:

@@ -277,7 +277,7 @@ where
             progress.started = true;
         }
         // One reading of the clock for the requests started in this turn, from which their
-        // deadlines count (no earlier than their arrival, as docs/PROTOCOL.md §11 asks).
+        // deadlines count (no earlier than their arrival, as docs/PROTOCOL.md §12 asks).
         let mut now = None;
         while mux.has_request() && self.parked.is_none() {
             if output_first && mux.queued_output() >= WRITE_FIRST {

@@ -725,7 +725,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_heartbeat_keeps_its_schedule_after_the_handshake_and_after_a_pong() {
-        // docs/PROTOCOL.md §12 with the defaults: a PING 10 s after the last frame, whatever it
+        // docs/PROTOCOL.md §13 with the defaults: a PING 10 s after the last frame, whatever it
         // was, and the peer dead 20 s after an unanswered PING. The timer used to stay armed
         // for the handshake's deadline (20 s) when the handshake finished, and for the PING's
         // deadline when a PONG came, so that PINGs came 10 s late.

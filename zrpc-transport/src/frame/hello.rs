@@ -22,7 +22,7 @@ pub struct Hello {
     /// An authentication token for the peer to check (may be empty; at most 65535 bytes).
     pub token: Bytes,
     /// The sender's flow-control limits (the `FLOW` extension), if it announces them; see
-    /// `docs/PROTOCOL.md` §14.
+    /// `docs/PROTOCOL.md` §15.
     pub flow: Option<FlowLimits>,
 }
 

@@ -1,6 +1,6 @@
 //! [`conn`]: the connection driver, `crate::conn::Connection`, over a simulated stream whose
 //! reads and writes the input splits and stalls, on a runtime whose clock the input moves,
-//! checked against the bounds of `crate::mux` ("Bounds") and `docs/PROTOCOL.md` §14.
+//! checked against the bounds of `crate::mux` ("Bounds") and `docs/PROTOCOL.md` §15.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;

@@ -23,7 +23,7 @@
 //! 7. After an error the connection is over: the mux reads nothing more, and when the peer broke
 //!    the protocol its last queued frame is a GOAWAY saying why (a peer found dead is sent
 //!    nothing).
-//! 8. Flow control and the bounds hold (`docs/PROTOCOL.md` §14, `crate::mux` "Bounds"): this
+//! 8. Flow control and the bounds hold (`docs/PROTOCOL.md` §15, `crate::mux` "Bounds"): this
 //!    side's calls stay within the peer's FLOW limits and go in order; the peer's requests in
 //!    progress stay within this side's limits plus the one frame read before reading stops,
 //!    and reading stops exactly while they are over; CREDIT returns exactly the oneway

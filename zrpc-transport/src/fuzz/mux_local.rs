@@ -19,7 +19,7 @@ const INTERVAL: Duration = Duration::from_secs(10);
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs a script of steps over a mux and checks invariants 1 to 7 of the [module docs](super)
-/// against a model of the mux written from its docs and `docs/PROTOCOL.md` §12 and §14:
+/// against a model of the mux written from its docs and `docs/PROTOCOL.md` §13 and §15:
 ///
 /// - events come exactly as the model predicts: a response only for a call that has not ended
 ///   (never for one cancelled or drained), a oneway call's end once its last byte is written, a
@@ -654,7 +654,7 @@ impl Run {
         }
     }
 
-    /// What `recv` does with the bytes the model has: PROTOCOL.md §4 to §14 and the mux docs.
+    /// What `recv` does with the bytes the model has: PROTOCOL.md §4 to §8 and §10 to §15, and the mux docs.
     fn model_recv(&mut self) {
         self.resume_if_within();
         loop {
@@ -675,7 +675,7 @@ impl Run {
                 Err(e) => return self.fail(Failure::Exactly(e.into())),
             };
             // Any whole frame is heard, also one of a kind the decoder skips; before the HELLO,
-            // only the HELLO (docs/PROTOCOL.md §12).
+            // only the HELLO (docs/PROTOCOL.md §13).
             if self.model_inbox.len() < before && (self.peer.is_some() || decoded.is_some()) {
                 self.heard = self.now;
                 self.ping = None;
@@ -836,7 +836,7 @@ impl Run {
         }
     }
 
-    /// Whether the peer has more requests in progress here than this side allows (§14).
+    /// Whether the peer has more requests in progress here than this side allows (§15).
     fn over_limits(&self) -> bool {
         let count = self.inbound.len();
         count > self.max_requests() || (count > 1 && self.inbound_bytes > self.config.max_request_bytes as usize)
@@ -1211,7 +1211,7 @@ impl Run {
         }
     }
 
-    /// PROTOCOL.md §12: the handshake's timeout, PING and dead peer, the pause, not reading.
+    /// PROTOCOL.md §13: the handshake's timeout, PING and dead peer, the pause, not reading.
     fn model_on_timeout(&mut self) -> Result<(), ProtocolError> {
         if self.blocked_since.is_some_and(|since| self.now >= since + INTERVAL + TIMEOUT) {
             return Err(ProtocolError::NotReading(INTERVAL + TIMEOUT));

@@ -1,4 +1,4 @@
-//! Flow-control bookkeeping (`docs/PROTOCOL.md` §14): what this side has in progress at the
+//! Flow-control bookkeeping (`docs/PROTOCOL.md` §15): what this side has in progress at the
 //! peer, and what the peer has in progress here.
 
 use crate::frame::FlowLimits;

@@ -69,7 +69,7 @@
 //!     `COMPRESSED`, and a response that came compressed is reported as it came
 //!     ([`Event::Response`]'s `compressed`), for the caller's task to decompress. For flow
 //!     control a compressed request counts as its size on the wire plus its declared length
-//!     (docs/PROTOCOL.md §14), on both sides, so that the peer's requests in progress are bounded
+//!     (docs/PROTOCOL.md §15), on both sides, so that the peer's requests in progress are bounded
 //!     once decompressed too.
 //!
 //! # Bounds
@@ -1234,7 +1234,7 @@ impl<T, H> Mux<T, H> {
                     return Ok(());
                 }
                 // Not a sign of life that extends the handshake: the preface and the HELLO must
-                // both arrive within the timeout of connecting (PROTOCOL.md §12).
+                // both arrive within the timeout of connecting (PROTOCOL.md §13).
                 self.phase = Phase::Hello;
             }
             if self.over_limits() {
@@ -1243,7 +1243,7 @@ impl<T, H> Mux<T, H> {
             }
             let before = buf.len();
             let decoded = self.decoder.decode(buf)?;
-            // Any whole frame shows the peer is alive (PROTOCOL.md §12), also one of a kind this
+            // Any whole frame shows the peer is alive (PROTOCOL.md §13), also one of a kind this
             // version skips; but while the handshake's clock runs, only the HELLO stops it.
             if buf.len() < before && (self.phase == Phase::Open || decoded.is_some()) {
                 self.last_received = now;

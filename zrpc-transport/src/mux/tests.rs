@@ -469,7 +469,7 @@ fn only_refusals_carry_the_unprocessed_mark_across_the_wire() {
     assert_eq!(marks, [(Code::ResourceExhausted, true), (Code::Internal, false)]);
 }
 
-// ---- flow control (docs/PROTOCOL.md §14) ----
+// ---- flow control (docs/PROTOCOL.md §15) ----
 
 /// A pair whose server announces `configure`d limits.
 fn pair_with_server(configure: impl FnOnce(&mut MuxConfig)) -> Pair {
