@@ -8,9 +8,12 @@ use super::{Codec, CodecError, CodecId};
 
 /// JSON via serde_json (feature `json`).
 ///
-/// A struct is an object keyed by field name, so the arguments of a call are an object keyed
-/// by argument name; enums are externally tagged (`{"Ok":42}`, `"Overflow"`); byte strings are
-/// arrays of numbers.
+/// A struct is an object keyed by field name, so the arguments of a call, which are always one
+/// struct, are an object keyed by argument name, one argument (`{"name":"zrpc"}`) and none
+/// (`{}`) included; decoding also accepts the values in an array (`["zrpc"]`, `[]`), never a
+/// bare value. Enums are externally tagged (`{"Ok":42}`, `"Overflow"`); `()` and `None` are
+/// `null`; byte strings are arrays of numbers; integers are exact decimal digits, `u64` and
+/// `i128` included (beyond 2^53, more than a JavaScript number holds).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Json;
 

@@ -8,14 +8,18 @@
 //!
 //! | codec | id | feature | for | a call's arguments are |
 //! |---|---:|---|---|---|
-//! | [`Postcard`] | 0 | always | the default: compact and fast, Rust at both ends | the fields in order, no names |
-//! | `Json` | 1 | `json` | debugging, callers in other languages | an object keyed by argument name |
-//! | `MsgPack` | 2 | `msgpack` | binary and self-describing, callers in other languages | a map keyed by argument name |
+//! | [`Postcard`] | 0 | always | the default: compact and fast, Rust at both ends | the arguments one after the other, no names |
+//! | `Json` | 1 | `json` | debugging, callers in other languages | an object keyed by argument name: `{"name":"zrpc"}`, `{}` for none |
+//! | `MsgPack` | 2 | `msgpack` | binary and self-describing, callers in other languages | a map keyed by argument name, empty for none |
 //! | `Raw` | 3 | `raw` | methods that move opaque bytes | the one byte-string argument's bytes, nothing else |
 //!
-//! Several arguments travel as one generated arguments struct (`GreeterAddArgs { a, b }`); a
-//! method's result is encoded as it is, so `Result<i64, MathError>` is an enum. Each codec's
-//! docs give its layout; `docs/PROTOCOL.md` §8 gives them for implementers in other languages.
+//! A call's arguments, however many, travel as one generated arguments struct
+//! (`GreeterAddArgs { a, b }`, `GreeterHelloArgs { name }`, `GreeterPingArgs {}`): one argument
+//! is a struct of one field, never the bare value, so in JSON `hello("zrpc")` is
+//! `{"name":"zrpc"}`, not `"zrpc"` (postcard, which writes no names, is the exception: a
+//! struct of one field is exactly that field). A method's result is encoded as it is, so
+//! `Result<i64, MathError>` is an enum and `()` is a unit. Each codec's docs give its layout;
+//! `docs/PROTOCOL.md` §9 gives them, with exact bytes, for implementers in other languages.
 //!
 //! With [`CodecId::decode_shared`], as the generated code decodes, [`Blob`](crate::Blob)
 //! fields are slices of the received frame with postcard, MessagePack and raw, and

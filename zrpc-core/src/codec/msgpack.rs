@@ -13,9 +13,10 @@ use super::{Codec, CodecError, CodecId};
 /// MessagePack library in any language.
 ///
 /// The layout, as rmp-serde writes it with structs as maps:
-/// - a struct is a map keyed by field name, so the arguments of a call are a map keyed by
-///   argument name (`{"a": 40, "b": 2}` is `82 a1 61 28 a1 62 02`); decoding also accepts a
-///   struct as an array of its fields in declaration order;
+/// - a struct is a map keyed by field name, so the arguments of a call, always one struct, are
+///   a map keyed by argument name (`{"a": 40, "b": 2}` is `82 a1 61 28 a1 62 02`; one argument
+///   is a map of one entry, none an empty map `80`); decoding also accepts a struct as an array
+///   of its fields in declaration order, never a bare value;
 /// - a unit enum variant is its name as a string (`"Overflow"`); any other variant is a map of
 ///   one entry from its name to its content (`Ok(42)` is `{"Ok": 42}`, `81 a2 4f 6b 2a`), a
 ///   tuple variant's content being an array and a struct variant's a map;

@@ -8,8 +8,10 @@ use super::{Codec, CodecError, CodecId};
 
 /// [postcard](https://docs.rs/postcard): a compact, non-self-describing binary format. The default.
 ///
-/// A struct is its fields in declaration order, with no names and no count; integers are
-/// varints. Both ends must agree on the types.
+/// A struct is its fields in declaration order, with no names and no count, so the arguments
+/// struct of a one-argument method is exactly that argument; integers wider than a byte are
+/// varints (signed ones zigzag-encoded first), lengths too, and floats are little-endian. Both
+/// ends must agree on the types.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Postcard;
 

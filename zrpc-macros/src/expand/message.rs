@@ -1,5 +1,6 @@
-//! The arguments structs, `XMethodArgs`: all the arguments of one call as one serde value
-//! (a tuple-like sequence in postcard, an object keyed by argument name in JSON), and the
+//! The arguments structs, `XMethodArgs`: all the arguments of one call as one serde value,
+//! whether there are several, one or none (in postcard the arguments one after the other, in
+//! JSON an object keyed by argument name: `{"name":"zrpc"}` for one, `{}` for none), and the
 //! compile-time checks that put a missing `Serialize` on the argument that lacks it.
 
 use proc_macro2::TokenStream;
