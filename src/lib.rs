@@ -58,7 +58,7 @@
 //! |---|---|---|
 //! | `tcp` | yes | `tcp://host:port` addresses |
 //! | `unix` | yes | `unix:///path` addresses (Unix-domain sockets) |
-//! | `json` | no | the JSON codec ([`CodecId::Json`]) |
+//! | `json` | yes | the JSON codec ([`CodecId::Json`]), so that callers in other languages are answered (serde_json) |
 //! | `msgpack` | no | the MessagePack codec ([`CodecId::MsgPack`], rmp-serde): arguments as a map keyed by name |
 //! | `raw` | no | the raw-bytes codec ([`CodecId::Raw`]): the payload is the one byte-string argument or result |
 //! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |

@@ -100,8 +100,8 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
   --csv PATH         also write the rows as CSV
   --chart PATH.svg   also draw throughput and p99 by framework and point
-  --codec NAME       the codec of the zrpc and zrpc-text callers: postcard (default), or json
-                     or msgpack (built with `--features codecs`)
+  --codec NAME       the codec of the zrpc and zrpc-text callers: postcard (default), json, or
+                     msgpack (built with `--features codecs`)
   --idle-conns N     instead: open N idle zrpc connections and report the server's resident
                      memory per connection (each process needs N file descriptors)
   --observe LIST     record zrpc's calls in both processes: metrics (a Prometheus recorder),

@@ -24,7 +24,7 @@
 //! | [`zero_copy`] | [`Text`] and [`Blob`]: strings and bytes decoded as slices of the frame, without copying |
 //!
 //! # Features
-//! - `json`: the JSON codec.
+//! - `json`: the JSON codec (a default of the `zrpc` facade, not of this crate).
 //! - `metrics`: counters, gauges and histograms of calls through the `metrics` facade.
 //! - `msgpack`: the MessagePack codec (rmp-serde).
 //! - `raw`: the raw-bytes codec, for methods whose argument and result are byte strings.

@@ -9,7 +9,7 @@
 //! | codec | id | feature | for | a call's arguments are |
 //! |---|---:|---|---|---|
 //! | [`Postcard`] | 0 | always | the default: compact and fast, Rust at both ends | the arguments one after the other, no names |
-//! | `Json` | 1 | `json` | debugging, callers in other languages | an object keyed by argument name: `{"name":"zrpc"}`, `{}` for none |
+//! | `Json` | 1 | `json` (default in `zrpc`) | debugging, callers in other languages | an object keyed by argument name: `{"name":"zrpc"}`, `{}` for none |
 //! | `MsgPack` | 2 | `msgpack` | binary and self-describing, callers in other languages | a map keyed by argument name, empty for none |
 //! | `Raw` | 3 | `raw` | methods that move opaque bytes | the one byte-string argument's bytes, nothing else |
 //!
@@ -113,7 +113,7 @@ pub enum CodecId {
     /// [`Postcard`], the default.
     #[default]
     Postcard = 0,
-    /// JSON (feature `json`).
+    /// JSON (feature `json`, a default of the `zrpc` facade).
     Json = 1,
     /// MessagePack (feature `msgpack`).
     MsgPack = 2,
