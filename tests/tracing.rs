@@ -19,6 +19,37 @@ pub trait Back {
     async fn lookup(&self, key: u64) -> Result<String, Status>;
 }
 
+/// A handler that waits until its caller gives up.
+#[zrpc::service]
+pub trait Slow {
+    /// Never answers.
+    async fn wait(&self);
+}
+
+/// Says when its handler started and when the handler's future was dropped, which it logs.
+struct Waiter {
+    started: Arc<tokio::sync::Notify>,
+    dropped: Arc<tokio::sync::Notify>,
+}
+
+/// Logs, and says, that the handler holding it was dropped.
+struct LogOnDrop(Arc<tokio::sync::Notify>);
+
+impl Drop for LogOnDrop {
+    fn drop(&mut self) {
+        tracing::info!("handler dropped");
+        self.0.notify_one();
+    }
+}
+
+impl Slow for Waiter {
+    async fn wait(&self) {
+        let _guard = LogOnDrop(self.dropped.clone());
+        self.started.notify_one();
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The front desk, which asks the back office.
 #[zrpc::service]
 pub trait Front {
@@ -80,6 +111,8 @@ impl Visit for Fields<'_> {
 struct Recorder {
     open: Arc<Mutex<HashMap<u64, Closed>>>,
     closed: Arc<Mutex<Vec<Closed>>>,
+    /// Notified each time a span closes.
+    closing: Arc<tokio::sync::Notify>,
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Recorder {
@@ -108,6 +141,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Re
         if let Some(span) = self.open.lock().expect("not poisoned").remove(&id.into_u64()) {
             self.closed.lock().expect("not poisoned").push(span);
         }
+        self.closing.notify_waiters();
     }
 }
 
@@ -116,6 +150,19 @@ impl Recorder {
     fn spans(&self, name: &str, otel_name: &str) -> Vec<Closed> {
         let closed = self.closed.lock().expect("not poisoned");
         closed.iter().filter(|s| s.name == name && s.field("otel.name") == otel_name).cloned().collect()
+    }
+
+    /// Waits until a span named `name` whose `otel.name` is `otel_name` has closed, and returns
+    /// the first.
+    async fn closed(&self, name: &str, otel_name: &str) -> Closed {
+        loop {
+            // Listening before looking, so that a close in between is not missed.
+            let closing = self.closing.notified();
+            if let Some(span) = self.spans(name, otel_name).into_iter().next() {
+                return span;
+            }
+            closing.await;
+        }
     }
 }
 
@@ -168,4 +215,26 @@ async fn each_side_has_a_span_and_one_trace_joins_client_server_and_downstream()
         assert_eq!(lookup.events, ["looking up"], "the handler's events are inside its server span");
     }
     assert_ne!(calls[0].field("trace_id"), calls[1].field("trace_id"), "each call without a trace starts one");
+}
+
+#[tokio::test]
+async fn a_handler_cut_short_is_dropped_inside_its_call_s_span() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(recorder.clone()));
+    let (started, dropped) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let waiter = Waiter { started: started.clone(), dropped: dropped.clone() };
+    let server = Server::builder().name("slow-1").add_service(SlowServer::new(waiter)).bind("tcp://127.0.0.1:0");
+    let server = server.await.expect("bind");
+    let client = SlowClient::new(Channel::builder(server.local_addr().clone()).name("impatient").connect_lazy());
+    tokio::spawn(server.serve());
+
+    // The caller gives up once the handler runs: its CANCEL makes the server drop the handler.
+    let call = tokio::spawn(async move { client.wait().await });
+    started.notified().await;
+    call.abort();
+    dropped.notified().await;
+
+    let served = recorder.closed("zrpc.server", "Slow/wait").await;
+    assert_eq!(served.field("rpc.code"), "Cancelled", "{served:?}");
+    assert_eq!(served.events, ["handler dropped"], "the handler's drop logs inside its span");
 }

@@ -300,11 +300,22 @@ impl fmt::Debug for Observed {
 }
 
 pin_project_lite::pin_project! {
-    /// A handler's future, polled inside its call's span when the span is recorded, else bare.
+    /// A handler's future, polled inside its call's span when the span is recorded, else bare;
+    /// dropped inside it too, so that what a handler logs while it is cut short (the caller
+    /// cancelled, the deadline passed) belongs to its call.
     pub struct InSpan<F> {
+        // `None` once dropped, in place, inside the span.
         #[pin]
-        inner: F,
+        inner: Option<F>,
         span: Option<Span>,
+    }
+
+    impl<F> PinnedDrop for InSpan<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.as_ref().map(Span::enter);
+            this.inner.set(None);
+        }
     }
 }
 
@@ -312,7 +323,7 @@ impl<F> InSpan<F> {
     /// `inner`, to be polled inside `observed`'s span if there is one that records.
     pub fn new(inner: F, observed: Option<&Observed>) -> InSpan<F> {
         let span = observed.map(Observed::span).filter(|span| !span.is_disabled()).cloned();
-        InSpan { inner, span }
+        InSpan { inner: Some(inner), span }
     }
 }
 
@@ -322,7 +333,8 @@ impl<F: Future> Future for InSpan<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.project();
         let _entered = this.span.as_ref().map(Span::enter);
-        this.inner.poll(cx)
+        // Only the drop empties it, and nothing polls a future being dropped.
+        this.inner.as_pin_mut().expect("an InSpan is polled only before it is dropped").poll(cx)
     }
 }
 
