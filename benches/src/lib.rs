@@ -7,6 +7,9 @@
 //! - `cargo run -p zrpc-benches --release --bin soak`: hostile and slow clients against a zrpc
 //!   server child, one scenario at a time, reporting the server's memory growth and what a
 //!   well-behaved client on its own connection saw meanwhile; see [`soak`].
+//! - `cargo run -p zrpc-benches --release --features durable-engines --bin durable_store`: redb,
+//!   fjall, SQLite and a minimal segment log measured as the log of a durable outbox (issue 13);
+//!   see `durable_store`.
 //! - `cargo bench -p zrpc-benches --bench frame`: criterion micro-benchmarks of the hot path
 //!   pieces that touch no socket (frame encode/decode, header parsing, codec round trip, mux
 //!   dispatch).
@@ -21,6 +24,7 @@
 //! | [`chart`] | the SVG chart |
 //! | [`compare`] | the `compare` program: options, the run, the `serve` child mode |
 //! | [`soak`] | the `soak` program: hostile clients, the server they attack, the report |
+//! | `durable_store` | the `durable_store` program (feature `durable-engines`): redb, fjall, SQLite and a segment log measured as a durable outbox's log |
 //! | [`machine`] | the CPU, cores and date for a report's heading |
 //! | [`observe`] | `compare --observe`: a `metrics` recorder and a `tracing` subscriber in both processes |
 //! | [`args`] | command-line values both programs parse |
@@ -32,6 +36,8 @@ pub mod alloc;
 pub mod args;
 pub mod chart;
 pub mod compare;
+#[cfg(feature = "durable-engines")]
+pub mod durable_store;
 pub mod framework;
 pub mod load;
 pub mod machine;
