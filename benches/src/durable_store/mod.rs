@@ -1,7 +1,7 @@
 //! The `durable_store` program: storage engines measured as the log of a durable outbox (issue
 //! 13), to choose one by numbers.
 //!
-//! Every engine is driven through one [`Store`](store::Store) trait with 300-byte messages keyed
+//! Every engine is driven through one `Store` trait with 300-byte messages keyed
 //! by (destination, sequence), spread over 8 destinations. Each configuration runs on a fresh
 //! directory for `--secs` seconds, every configuration `--rounds` times:
 //!
@@ -21,7 +21,7 @@
 //! Engines: `redb` (its only crash-safe durability is `Immediate`, an fsync per commit, so its
 //! process level fsyncs too; `redb-none` shows it without, not crash-safe), `fjall`, `sqlite`
 //! (rusqlite, bundled SQLite, WAL, `synchronous` OFF or FULL) and `seglog`, a minimal segment log
-//! of our own ([`seglog`]).
+//! of our own (`seglog.rs`).
 
 mod fjall;
 mod redb;

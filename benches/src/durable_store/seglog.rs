@@ -23,6 +23,23 @@ const HEADER: usize = 8;
 /// `kind` and `key`.
 const FIXED: usize = 13;
 
+/// One destination's messages in the log.
+#[derive(Debug, Default)]
+struct Stream {
+    /// The first undelivered sequence.
+    first: u64,
+    /// The last sequence appended.
+    last: u64,
+}
+
+/// What reading the whole log found.
+#[derive(Debug)]
+struct Scan {
+    destinations: usize,
+    /// Messages not yet acknowledged.
+    live: u64,
+}
+
 /// The log file and a reusable write buffer.
 #[derive(Debug)]
 pub(crate) struct SegLog {
@@ -63,10 +80,9 @@ impl SegLog {
 
     /// Reads every record from the start; a record that is cut short or fails its CRC ends the
     /// log there (a real log truncates the file to that point and says so in a log line).
-    fn read_all(&self) -> Result<(BTreeMap<u32, (u64, u64, u64)>, u64), BoxError> {
+    fn read_all(&self) -> Result<Scan, BoxError> {
         let mut reader = BufReader::with_capacity(1 << 20, File::open(&self.path)?);
-        // Per destination: (first undelivered, last, messages seen).
-        let mut dests: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
+        let mut dests: BTreeMap<u32, Stream> = BTreeMap::new();
         let mut body = Vec::with_capacity(1024);
         let mut header = [0; HEADER];
         let mut live = 0_u64;
@@ -84,18 +100,16 @@ impl SegLog {
                 break;
             }
             let Some((dest, seq)) = split(&body[1..FIXED]) else { break };
-            let entry = dests.entry(dest).or_insert((0, 0, 0));
+            let stream = dests.entry(dest).or_default();
             if body[0] == MESSAGE {
-                entry.1 = seq;
-                entry.2 += 1;
+                stream.last = seq;
                 live += 1;
-            } else if seq >= entry.0 {
-                let acked = seq + 1 - entry.0;
-                live = live.saturating_sub(acked);
-                entry.0 = seq + 1;
+            } else if seq >= stream.first {
+                live = live.saturating_sub(seq + 1 - stream.first);
+                stream.first = seq + 1;
             }
         }
-        Ok((dests, live))
+        Ok(Scan { destinations: dests.len(), live })
     }
 }
 
@@ -122,11 +136,11 @@ impl Store for SegLog {
     }
 
     fn recover(&mut self) -> Result<Recovered, BoxError> {
-        let (dests, live) = self.read_all()?;
-        Ok(Recovered { destinations: dests.len(), messages: Some(live) })
+        let scan = self.read_all()?;
+        Ok(Recovered { destinations: scan.destinations, messages: Some(scan.live) })
     }
 
     fn scan(&mut self) -> Result<u64, BoxError> {
-        Ok(self.read_all()?.1)
+        Ok(self.read_all()?.live)
     }
 }
