@@ -12,6 +12,7 @@
 //! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown; [`ServerHandle`] to stop it and watch it stop |
 //! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
+//! | `durable` | durable calls (feature `durable`): the design of the outbox, the inbox and their protocol, and the message identity |
 //! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
 //! | [`registry`] | [`Registry`]: where a server registers itself while it serves |
 //! | `etcd` | `Etcd` and `EtcdRegistry`: discovery and registration through etcd (feature `etcd`) |
@@ -24,6 +25,7 @@
 //! - `unix` (default): Unix-domain socket transport.
 //! - `etcd`: discovery and registration through etcd (the `etcd-client` crate).
 //! - `tls`: TLS over TCP (rustls with the ring provider).
+//! - `durable`: `zrpc_transport::durable`, durable calls; for now their design and identity types.
 //! - `zstd`, `lz4`, `gzip`: payload compression with that algorithm (the `zstd`, `lz4_flex` and
 //!   `flate2` crates), announced in the HELLO; `compression` turns on all three.
 //! - `fuzzing`: `zrpc_transport::fuzz`, the entry points of the fuzz targets in `fuzz/`; not a
@@ -39,6 +41,8 @@ pub mod client;
 pub mod compression;
 mod conn;
 pub mod dns;
+#[cfg(feature = "durable")]
+pub mod durable;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod feed;

@@ -1,0 +1,60 @@
+//! What can go wrong in an outbox or an inbox.
+
+use std::path::PathBuf;
+
+/// A durable log refused or failed an operation.
+///
+/// As a [`Status`](zrpc_core::Status) (what a caller of a generated client sees):
+///
+/// | variant | code | unprocessed |
+/// |---|---|---|
+/// | `Full` | `ResourceExhausted` | yes: nothing was logged |
+/// | `NotOneway` | `InvalidArgument` | yes |
+/// | `Locked`, `Io` | `Unavailable` | yes for an append that failed before its write; an `Io` on the sync of a group fails every call of the group, whose records may or may not be on disk |
+/// | `Corrupt` | `DataLoss` | – (at open, not per call) |
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurableError {
+    /// The log holds its configured limit of undelivered (outbox) or unhandled (inbox) bytes;
+    /// nothing was dropped to make room.
+    #[error("durable log {} is full: {used} bytes waiting, limit {limit}", path.display())]
+    Full {
+        /// The log's directory.
+        path: PathBuf,
+        /// Bytes of messages waiting.
+        used: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// A call that expects a response was sent through an outbox, which answers once the
+    /// message is logged, long before any response could exist.
+    #[error("{method} is not oneway: only `#[zrpc(oneway)]` methods can be sent through a durable outbox")]
+    NotOneway {
+        /// The method's wire name.
+        method: String,
+    },
+    /// Another process has the log open: two writers would interleave sequences.
+    #[error("durable log {} is open in another process", path.display())]
+    Locked {
+        /// The log's directory.
+        path: PathBuf,
+    },
+    /// A record other than a torn tail failed its checksum: the log does not open, since
+    /// skipping it would silently lose a message that was acknowledged.
+    #[error("durable log {} is corrupt: {what}", path.display())]
+    Corrupt {
+        /// The log's directory.
+        path: PathBuf,
+        /// Which file, at which offset, and what was wrong.
+        what: String,
+    },
+    /// Reading, writing or syncing the log failed.
+    #[error("durable log {} could not be read or written", path.display())]
+    Io {
+        /// The log's directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
