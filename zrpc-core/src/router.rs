@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -93,10 +94,33 @@ pub struct Router {
 #[derive(Clone, Default)]
 struct Names {
     /// Service name → index into `services`.
-    services: HashMap<&'static str, usize>,
-    /// Every known full method name, to reuse the static string instead of allocating one per
-    /// request read from a connection.
-    methods: HashMap<&'static str, ()>,
+    services: HashMap<&'static str, usize, BuildHasherDefault<NameHasher>>,
+    /// Every known full method name → index into `services`: one lookup routes a call, and
+    /// a transport reuses the static string instead of allocating one per request it reads.
+    methods: HashMap<&'static str, usize, BuildHasherDefault<NameHasher>>,
+}
+
+/// Hashes the names a router serves: FNV-1a over the bytes, then SplitMix64's finaliser, so
+/// that the bits a table uses are all mixed. Both lookups of a call (its method, its service)
+/// cost a few dozen instructions where SipHash took a few hundred. No key is needed against
+/// names a peer makes up to collide: the tables hold only this process's own names and never
+/// grow from the wire, so a lookup compares with at most the few names of one bucket.
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> NameHasher {
+        NameHasher(crate::balance::FNV_OFFSET)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        crate::balance::mix64(self.0)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = crate::balance::fnv1a(self.0, bytes);
+    }
 }
 
 impl Router {
@@ -112,14 +136,18 @@ impl Router {
     pub fn add_service<S: Routable>(mut self, service: S) -> Router {
         let names = Arc::make_mut(&mut self.names);
         let boxed = BoxService(Box::new(service));
-        match names.services.get(S::NAME) {
-            Some(&index) => self.services[index] = boxed,
+        let index = match names.services.get(S::NAME) {
+            Some(&index) => {
+                self.services[index] = boxed;
+                index
+            }
             None => {
                 names.services.insert(S::NAME, self.services.len());
                 self.services.push(boxed);
+                self.services.len() - 1
             }
-        }
-        names.methods.extend(S::METHODS.iter().map(|m| (*m, ())));
+        };
+        names.methods.extend(S::METHODS.iter().map(|m| (*m, index)));
         self
     }
 
@@ -151,7 +179,10 @@ impl Service<Request> for Router {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        match self.names.services.get(req.method().service()) {
+        // A known method: one lookup of its full name. Else its service's, which answers for a
+        // method it does not have.
+        let index = self.names.methods.get(req.method().as_str());
+        match index.or_else(|| self.names.services.get(req.method().service())) {
             Some(&index) => self.services[index].0.call(req),
             None => {
                 let names = self.service_names();
