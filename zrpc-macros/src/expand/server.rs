@@ -63,6 +63,7 @@ pub(crate) fn server(service: &Service) -> TokenStream {
         quote!(#(#cfgs)* #full,)
     });
     let arms = service.methods.iter().map(|method| arm(service, method));
+    let descriptor = super::descriptor::descriptor(service);
     quote! {
         #[doc = #doc]
         #vis struct #server<T> {
@@ -96,6 +97,8 @@ pub(crate) fn server(service: &Service) -> TokenStream {
         impl<T: #trait_ident> #private::NamedService for #server<T> {
             const NAME: &'static str = #wire;
             const METHODS: &'static [&'static str] = &[#(#methods)*];
+
+            #descriptor
         }
 
         impl<T: #trait_ident> #private::tower::Service<#private::Request> for #server<T> {
