@@ -14,6 +14,7 @@
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
 //! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
 //! | [`registry`] | [`Registry`]: where a server registers itself while it serves |
+//! | [`reflection`] | the built-in `zrpc.Reflection` service: what an endpoint serves, listed and described over the wire |
 //! | `etcd` | `Etcd` and `EtcdRegistry`: discovery and registration through etcd (feature `etcd`) |
 //! | [`address`] | [`Address`]: `tcp://`, `unix://`, `mem://` |
 //! | [`stream`] | [`Stream`]: the byte streams connections run over |
@@ -51,6 +52,7 @@ mod listener;
 pub mod mux;
 pub mod node;
 pub mod peers;
+pub mod reflection;
 pub mod registry;
 pub mod server;
 pub mod stream;
