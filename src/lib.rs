@@ -50,7 +50,7 @@
 //! |---|---|
 //! | `zrpc-macros` | [`service`], the attribute macro |
 //! | `zrpc-core` | [`Context`], [`Status`]/[`Code`], codecs, [`Request`]/[`Response`], [`Router`]; the governance layers: [`discover`], [`balance`], [`breaker`], [`retry`] ([`FailMode`]), [`timeout`] |
-//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`Server`] (and [`ServerHandle`] to stop it), [`Channel`], [`Client`] (discovery, balancing, fail modes, timeouts and breakers over channels), [`Node`] (a named peer that serves and calls on every connection) and [`Peers`] (connected peers by name) |
+//! | `zrpc-transport` | the protocol ([`transport::frame`], [`transport::mux`]), [`reflection`] (what a server serves, asked over the wire), [`Server`] (and [`ServerHandle`] to stop it), [`Channel`], [`Client`] (discovery, balancing, fail modes, timeouts and breakers over channels), [`Node`] (a named peer that serves and calls on every connection) and [`Peers`] (connected peers by name) |
 //!
 //! # Features
 //!
@@ -66,6 +66,7 @@
 //! | `zstd`, `lz4`, `gzip` | no | payload compression with that algorithm, negotiated in the HELLO ([`Compression`], [`transport::compression`]) |
 //! | `compression` | no | `zstd`, `lz4` and `gzip` |
 //! | `metrics` | no | counters, gauges and histograms of calls and connections through the `metrics` facade ([`observe`]) |
+//! | `schema` | no | JSON Schemas (schemars) of the argument, result and error types of services marked `#[zrpc::service(schema)]`, in [`reflection`]; implies `json` |
 //! | `opentelemetry` | no | the call spans joined into OpenTelemetry traces across processes, with `tracing-opentelemetry`'s layer ([`observe`]) |
 //! | `full` | no | everything above |
 //!
@@ -104,6 +105,16 @@ pub use zrpc_core::{backoff, balance, breaker, discover, limit, retry, timeout};
 
 #[doc(hidden)]
 pub use zrpc_core::__private;
+
+/// The built-in reflection service, `zrpc.Reflection`: [`reflection::ReflectionClient`] lists
+/// and describes what an endpoint serves, as [`reflection::ServiceDescriptor`]s.
+pub use zrpc_transport::reflection;
+
+/// schemars, whose `JsonSchema` the types of a `#[zrpc::service(schema)]` implement (feature
+/// `schema`): derive it with `#[derive(zrpc::schemars::JsonSchema)]` and
+/// `#[schemars(crate = "zrpc::schemars")]`, or depend on `schemars` 1.x yourself.
+#[cfg(feature = "schema")]
+pub use schemars;
 
 /// Discovery by DNS, and registration of servers in a service registry.
 pub use zrpc_transport::{Dns, Registration, Registry};

@@ -7,7 +7,8 @@ It connects over TCP, exchanges the preface and HELLO (§2, §3, §5), calls the
 §9's worked examples with the JSON codec (§8, §9) and checks every answer: no, one and several
 arguments, an application error, an Option, a u64 beyond 2^53, bytes, a bare argument and an
 unknown method or service refused with the right status code, and three calls in flight at once.
-Then it says GOAWAY (§14) and waits for the server to close.
+It asks the built-in reflection service (§18) what the server serves. Then it says GOAWAY (§14)
+and waits for the server to close.
 
 It prints one line per check and exits 0 when all passed, 1 otherwise. The last line, on
 success, is `all N checks passed, M requests sent`.
@@ -308,6 +309,33 @@ def run(address):
     # What the server does not serve is NotFound, naming it; the connection stays open.
     checks.refused("an unknown method is NotFound", call("Greeter.bye", {}), NOT_FOUND, "bye")
     checks.refused("an unknown service is NotFound", call("Nobody.call", {}), NOT_FOUND, "Nobody")
+
+    # Reflection (§18): what the server serves, in JSON.
+    listed = call("zrpc.Reflection.list", {})
+    services = json.loads(listed.payload) if listed.code == OK else []
+    names = [service["name"] for service in services]
+    checks.check(
+        "zrpc.Reflection.list() names Greeter and itself",
+        "Greeter" in names and "zrpc.Reflection" in names,
+        listed,
+    )
+    greeter = next((service for service in services if service["name"] == "Greeter"), {"methods": []})
+    methods = {method["name"]: method for method in greeter["methods"]}
+    checks.check(
+        "list() gives Greeter's methods in declaration order",
+        list(methods) == ["ping", "hello", "add", "lookup", "reverse"],
+        list(methods),
+    )
+    add = methods.get("add", {})
+    checks.check(
+        "list() gives add's argument names and types, and its application error",
+        [(arg["name"], arg["type"]["rust"]) for arg in add.get("args", [])] == [("a", "i64"), ("b", "i64")]
+        and add.get("errors") == "application"
+        and add.get("error", {}).get("rust") == "MathError",
+        add,
+    )
+    unknown = call("zrpc.Reflection.describe", {"name": "Greeter.bye"})
+    checks.refused("describe() of an unknown method is NotFound", unknown, NOT_FOUND, "bye")
 
     # Calls in flight at once (within the server's FLOW limit), answered by id in any order.
     in_flight = min(3, peer["max_requests"] or 3)

@@ -11,6 +11,7 @@
 //! | [`compression`] | [`Compression`]: the payload compression algorithms, by wire id |
 //! | [`request`] | the [`Request`] and [`Response`] envelopes middleware sees |
 //! | [`router`] | [`Router`]: many named services behind one `tower::Service` |
+//! | [`descriptor`] | [`ServiceDescriptor`]: a service's methods, flags, arguments and types as data, for reflection |
 //! | [`spread`] | [`Spread`]: one call to several endpoints at once, broadcast and fork |
 //! | [`balance`] | load-balancing policies ([`balance::Pick`]): p2c, least-active, random, (weighted) round-robin, consistent hash |
 //! | [`breaker`] | [`breaker::CircuitBreaker`]: a per-endpoint circuit breaker (closed / open / half-open) |
@@ -28,6 +29,8 @@
 //! - `metrics`: counters, gauges and histograms of calls through the `metrics` facade.
 //! - `msgpack`: the MessagePack codec (rmp-serde).
 //! - `raw`: the raw-bytes codec, for methods whose argument and result are byte strings.
+//! - `schema`: JSON Schemas (schemars) in the descriptors of services marked
+//!   `#[zrpc::service(schema)]`; implies `json`.
 
 pub mod backoff;
 pub mod balance;
@@ -35,6 +38,7 @@ pub mod breaker;
 pub mod codec;
 pub mod compression;
 pub mod context;
+pub mod descriptor;
 pub mod discover;
 pub mod identity;
 pub mod limit;
@@ -63,6 +67,7 @@ pub use codec::Raw;
 pub use codec::{Codec, CodecError, CodecId, Postcard};
 pub use compression::Compression;
 pub use context::{Context, Hints, PickRecord};
+pub use descriptor::ServiceDescriptor;
 pub use identity::Identity;
 pub use metadata::Metadata;
 pub use peer::Peer;

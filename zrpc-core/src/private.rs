@@ -16,6 +16,7 @@ pub use tower;
 
 pub use crate::codec::CodecId;
 pub use crate::context::Context;
+pub use crate::descriptor::{ErrorKind, MethodDescriptor, Schema, ServiceDescriptor, TypeDescriptor};
 pub use crate::request::{Method, Request, Response};
 pub use crate::router::NamedService;
 pub use crate::spread::{Answers, Spread};
@@ -45,6 +46,56 @@ impl<T: Serialize + DeserializeOwned> Wire for T {}
 
 /// Compile-time check used by the expansion; never called at run time.
 pub fn assert_wire<T: Wire>() {}
+
+/// A type whose JSON Schema a `#[zrpc::service(schema)]` describes: one that implements
+/// `schemars::JsonSchema`. Checked once per type, spanned on it, as [`Wire`] is.
+#[cfg(feature = "schema")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no JSON Schema, which `#[zrpc::service(schema)]` describes every argument, result and \
+               error type with",
+    label = "not `schemars::JsonSchema`",
+    note = "derive it: `#[derive(schemars::JsonSchema)]` (schemars 1.x), or remove `schema` from \
+            `#[zrpc::service(...)]` to describe the types by name only"
+)]
+pub trait HasSchema: schemars::JsonSchema {}
+
+#[cfg(feature = "schema")]
+impl<T: ?Sized + schemars::JsonSchema> HasSchema for T {}
+
+/// Without the `schema` feature every type passes: [`SchemaFeature`] alone reports the mistake,
+/// once.
+#[cfg(not(feature = "schema"))]
+pub trait HasSchema {}
+
+#[cfg(not(feature = "schema"))]
+impl<T: ?Sized> HasSchema for T {}
+
+/// The JSON Schema of `T`, for the descriptor of a `#[zrpc::service(schema)]`.
+#[cfg(feature = "schema")]
+pub fn schema_of<T: ?Sized + HasSchema>() -> Schema {
+    crate::descriptor::schema_for::<T>()
+}
+
+/// Never called: [`require_schema_feature`] fails the build first.
+#[cfg(not(feature = "schema"))]
+pub fn schema_of<T: ?Sized + HasSchema>() -> Schema {
+    Schema::from_json("{}")
+}
+
+/// Implemented (for `()`) only when zrpc is built with its `schema` feature, which
+/// `#[zrpc::service(schema)]` needs.
+#[diagnostic::on_unimplemented(
+    message = "`#[zrpc::service(schema)]` needs zrpc's `schema` feature",
+    label = "asks for JSON Schemas",
+    note = "turn it on in Cargo.toml (`features = [\"schema\"]` on zrpc), or remove `schema`"
+)]
+pub trait SchemaFeature {}
+
+#[cfg(feature = "schema")]
+impl SchemaFeature for () {}
+
+/// Compile-time check that the `schema` feature is on; never called at run time.
+pub fn require_schema_feature<T: SchemaFeature>() {}
 
 /// The error type of a method returning `Result<T, Status>` must be zrpc's [`Status`]: the
 /// macro recognises the shape by name, and this bound catches a user's own type of that name.

@@ -24,6 +24,11 @@ pub(crate) struct Service {
     pub(crate) wire_name: WireName,
     /// Where generated code finds zrpc (`::zrpc` unless `crate = "..."`).
     pub(crate) krate: Path,
+    /// Whether `crate = "..."` was given: zrpc's own services name it, and only they may take a
+    /// name in the reserved `zrpc.` namespace.
+    pub(crate) krate_explicit: bool,
+    /// `schema`, with the span of the word: describe the types with JSON Schemas.
+    pub(crate) schema: Option<Span>,
     /// The methods, in declaration order.
     pub(crate) methods: Vec<Method>,
     /// Trait items that are not methods, kept to be reported.
@@ -70,6 +75,9 @@ pub(crate) struct Method {
     /// When the return type is `Result<T, Status>`: the handler answers `T` or fails the call
     /// with the status, so `T` is what travels in the payload.
     pub(crate) fallible: Option<Fallible>,
+    /// When the return type is `Result<T, E>` (any `E`, `Status` included): `T` and `E`, which
+    /// the method's descriptor names.
+    pub(crate) result: Option<(Type, Type)>,
     /// The generated arguments struct, `ServiceMethodArgs`.
     pub(crate) args_struct: Ident,
 }
@@ -99,6 +107,7 @@ impl Service {
     /// caller may emit the trait unchanged when there are errors.
     pub(crate) fn from_syn(args: ServiceArgs, item: &mut ItemTrait, errors: &mut Errors) -> Service {
         let wire_name = WireName::new(args.name, &item.ident);
+        let krate_explicit = args.krate.is_some();
         let krate = args.krate.unwrap_or_else(|| syn::parse_quote!(::zrpc));
         let mut methods = Vec::new();
         let mut other_items = Vec::new();
@@ -118,7 +127,7 @@ impl Service {
             ));
         }
         item.attrs.retain(|a| !a.path().is_ident("zrpc"));
-        Service { item: item.clone(), wire_name, krate, methods, other_items }
+        Service { item: item.clone(), wire_name, krate, krate_explicit, schema: args.schema, methods, other_items }
     }
 
     /// The trait's name.
@@ -129,6 +138,11 @@ impl Service {
     /// The trait's visibility, which every generated item shares.
     pub(crate) fn vis(&self) -> &Visibility {
         &self.item.vis
+    }
+
+    /// The trait's doc comment as text.
+    pub(crate) fn doc_text(&self) -> String {
+        doc_text(&self.item.attrs)
     }
 
     /// `"Service.method"` for a method.
@@ -167,6 +181,7 @@ impl Method {
             syn::ReturnType::Type(_, ty) => Some((**ty).clone()),
         };
         let fallible = output.as_ref().and_then(Fallible::new);
+        let result = output.as_ref().and_then(split_result).map(|(ok, error)| (ok.clone(), error.clone()));
         let args_struct = format_ident!(
             "{}{}Args",
             pascal_case(&service.unraw().to_string()),
@@ -183,6 +198,7 @@ impl Method {
             args,
             output,
             fallible,
+            result,
             args_struct,
         }
     }
@@ -207,6 +223,45 @@ impl Method {
     pub(crate) fn docs(&self) -> impl Iterator<Item = &Attribute> {
         self.attrs.iter().filter(|a| a.path().is_ident("doc"))
     }
+
+    /// The doc comment as text.
+    pub(crate) fn doc_text(&self) -> String {
+        doc_text(&self.attrs)
+    }
+}
+
+/// The text of the `#[doc = "..."]` attributes (`///` lines), one line each, without the space
+/// that follows `///`. Docs written as macros (`#[doc = include_str!(..)]`) are left out.
+fn doc_text(attrs: &[Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(syn::MetaNameValue {
+                value: syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(text), .. }),
+                ..
+            }) => Some(text.value()),
+            _ => None,
+        })
+        .map(|line| line.strip_prefix(' ').map(str::to_owned).unwrap_or(line))
+        .collect();
+    lines.join("\n").trim().to_owned()
+}
+
+/// `T` and `E` of a return type `Result<T, E>`: a path ending in `Result` with two type
+/// arguments, decided on the names as written, as macros see no types.
+fn split_result(ty: &Type) -> Option<(&Type, &Type)> {
+    let Type::Path(path) = ty else { return None };
+    let last = path.path.segments.last().filter(|_| path.qself.is_none())?;
+    let syn::PathArguments::AngleBracketed(generics) = &last.arguments else { return None };
+    let mut types = generics.args.iter().map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    });
+    match (types.next(), types.next(), types.next()) {
+        (Some(Some(ok)), Some(Some(error)), None) if last.ident == "Result" => Some((ok, error)),
+        _ => None,
+    }
 }
 
 /// Whether `ty` is `&Context` or `&some::path::Context`: the per-call context argument.
@@ -223,19 +278,10 @@ impl Fallible {
     /// the names as written: a `Status` of the user's own is caught by the expansion's check,
     /// with a message saying how to return it as an application error instead.
     fn new(ty: &Type) -> Option<Fallible> {
-        let Type::Path(path) = ty else { return None };
-        let last = path.path.segments.last().filter(|_| path.qself.is_none())?;
-        let syn::PathArguments::AngleBracketed(generics) = &last.arguments else { return None };
-        let mut types = generics.args.iter().map(|arg| match arg {
-            syn::GenericArgument::Type(ty) => Some(ty),
-            _ => None,
-        });
-        let (Some(Some(ok)), Some(Some(status)), None) = (types.next(), types.next(), types.next()) else {
-            return None;
-        };
+        let (ok, status) = split_result(ty)?;
         let named_status = matches!(status, Type::Path(p) if p.qself.is_none()
             && p.path.segments.last().is_some_and(|s| s.ident == "Status" && s.arguments.is_none()));
-        (last.ident == "Result" && named_status).then(|| Fallible { ok: ok.clone(), status: status.clone() })
+        named_status.then(|| Fallible { ok: ok.clone(), status: status.clone() })
     }
 }
 
@@ -289,6 +335,26 @@ mod tests {
             syn::parse_quote!(Status),
         ];
         assert!(!no.iter().any(|ty| Fallible::new(ty).is_some()));
+    }
+
+    #[test]
+    fn any_two_argument_result_is_split() {
+        let ty: Type = syn::parse_quote!(std::result::Result<Vec<u8>, MathError>);
+        let (ok, error) = split_result(&ty).expect("a result");
+        assert!(*ok == syn::parse_quote!(Vec<u8>) && *error == syn::parse_quote!(MathError));
+        let no: [Type; 3] =
+            [syn::parse_quote!(io::Result<u8>), syn::parse_quote!(Option<u8>), syn::parse_quote!(Results<u8, E>)];
+        assert!(!no.iter().any(|ty| split_result(ty).is_some()));
+    }
+
+    #[test]
+    fn doc_text_joins_the_lines_without_the_leading_space() {
+        let attrs: Vec<Attribute> = vec![
+            syn::parse_quote!(#[doc = " Greets."]),
+            syn::parse_quote!(#[cfg(test)]),
+            syn::parse_quote!(#[doc = "   indented"]),
+        ];
+        assert_eq!(doc_text(&attrs), "Greets.\n  indented");
     }
 
     #[test]

@@ -18,10 +18,12 @@ pub(crate) struct ServiceArgs {
     pub(crate) name: Option<LitStr>,
     /// `crate = "my_zrpc"`: the path generated code uses instead of `::zrpc`.
     pub(crate) krate: Option<Path>,
+    /// Where `schema` was written, if it was: describe the types with JSON Schemas.
+    pub(crate) schema: Option<Span>,
 }
 
-const SERVICE_ARGS: &str = "valid arguments are `name = \"...\"` (the wire name of the service) and \
-                            `crate = \"...\"` (the path of the zrpc crate)";
+const SERVICE_ARGS: &str = "valid arguments are `name = \"...\"` (the wire name of the service), `schema` \
+                            (JSON Schemas of its types in reflection) and `crate = \"...\"` (the path of the zrpc crate)";
 
 const METHOD_ARGS: &str =
     "valid arguments are `idempotent`, `oneway` and `name = \"...\"` (the wire name of the method)";
@@ -39,6 +41,9 @@ pub(crate) fn parse_service_args(tokens: TokenStream) -> syn::Result<ServiceArgs
                 syn::Error::new(lit.span(), "expected the path of the zrpc crate, such as `crate = \"my_zrpc\"`")
             })?;
             set_once(&mut args.krate, path, &meta, "crate")
+        } else if meta.path.is_ident("schema") {
+            flag(&meta)?;
+            set_once(&mut args.schema, meta.path.require_ident()?.span(), &meta, "schema")
         } else {
             Err(meta.error(format_args!("unknown argument `{}` to `#[zrpc::service]`; {SERVICE_ARGS}", key(&meta))))
         }

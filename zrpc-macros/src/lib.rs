@@ -10,13 +10,14 @@
 //! | `GreeterHelloArgs` | one serde struct per method holding its arguments (not the context) |
 //! | `GreeterClient<S>` | the client: `new(service)`, `with_context`, `with_codec`, `broadcast()`, `fork(n)`, and `hello(name)` returning `Result<String, Status>` |
 //! | `GreeterBroadcast<S>`, `GreeterFork<S>` | the client's views from `broadcast()` and `fork(n)` over a `Spread` (a `Client`, a server's `Peers`): `hello(name)` returning every endpoint's `(name, Result<String, Status>)`, or the first success and its endpoint |
-//! | `GreeterServer<T>` | a `tower::Service<Request>` that calls a `T: Greeter`, and a `NamedService` for routing |
+//! | `GreeterServer<T>` | a `tower::Service<Request>` that calls a `T: Greeter`, and a `NamedService` for routing and reflection (`GreeterServer::<T>::descriptor()`: names, flags, arguments, types, docs) |
 //!
 //! A method is addressed on the wire as `"Greeter.hello"`. Options:
 //!
 //! | attribute | effect |
 //! |---|---|
 //! | `#[zrpc::service(name = "pkg.Greeter")]` | the service's wire name (default: the trait's name) |
+//! | `#[zrpc::service(schema)]` | describe every argument, result and error type with its JSON Schema in reflection (zrpc's feature `schema`; the types must implement `schemars::JsonSchema`) |
 //! | `#[zrpc::service(crate = "my_zrpc")]` | the path to zrpc in generated code (default: `::zrpc`) |
 //! | `#[zrpc(name = "hi")]` on a method | the method's wire name (default: its Rust name) |
 //! | `#[zrpc(idempotent)]` | the method may run twice: retries may resend it after a lost response |
@@ -28,6 +29,8 @@
 //! |---|---|---|
 //! | `T` (including `Result<T, AppError>`) | `Result<T, Status>` | the application error inside the payload, typed |
 //! | `Result<T, Status>` | `Result<T, Status>` | the handler's `zrpc::Status` as the call's error: code, message, details |
+//!
+//! Wire names starting with `zrpc.` are reserved for zrpc's built-in services (`zrpc.Reflection`).
 //!
 //! The second shape is recognised by its names: a path ending in `Result` whose error type is a
 //! path ending in `Status`, which must be zrpc's (a compile error says so otherwise). Nest them,

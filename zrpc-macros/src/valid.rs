@@ -16,6 +16,10 @@ use crate::ast::{self, Arg, Method, Service, WireName};
 /// Names of the generated client's own methods, which a service method may not take.
 const CLIENT_METHODS: [&str; 7] = ["new", "with_context", "with_codec", "inner", "into_inner", "broadcast", "fork"];
 
+/// The namespace of zrpc's built-in services' wire names. zrpc's own services, which give
+/// `crate = "..."`, may use it; a service that names its crate path is trusted to know.
+const RESERVED: &str = "zrpc.";
+
 /// Errors collected while reading and checking a service.
 #[derive(Default)]
 pub(crate) struct Errors(Option<syn::Error>);
@@ -106,6 +110,15 @@ fn check_trait(service: &Service, errors: &mut Errors) {
             errors.at(
                 name.span,
                 "the service's wire name cannot contain whitespace; write e.g. `name = \"pkg.Greeter\"`",
+            );
+        } else if name.value.starts_with(RESERVED) && !service.krate_explicit {
+            errors.at(
+                name.span,
+                format_args!(
+                    "wire names starting with `{RESERVED}` are reserved for zrpc's built-in services (such as \
+                     `zrpc.Reflection`); choose another, such as `name = \"pkg.{}\"`",
+                    &name.value[RESERVED.len()..]
+                ),
             );
         }
     }
@@ -296,8 +309,8 @@ fn check_method_wire_name(name: &WireName, errors: &mut Errors) {
     }
 }
 
-/// Tokens as a user would write them, for a message.
-fn tokens(tokens: impl ToTokens) -> String {
+/// Tokens as a user would write them, for a message or a descriptor.
+pub(crate) fn tokens(tokens: impl ToTokens) -> String {
     let text = tokens.to_token_stream().to_string();
     // `to_string` spaces every token; join the ones a person would not separate.
     [" <", "< ", " >", " ,", ":: ", " ::", "& ", " (", "( ", " )", " [", "[ ", " ]"]

@@ -15,6 +15,7 @@
 //! | `durable` | durable calls (feature `durable`): the design of the outbox, the inbox and their protocol, and the message identity |
 //! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
 //! | [`registry`] | [`Registry`]: where a server registers itself while it serves |
+//! | [`reflection`] | the built-in `zrpc.Reflection` service: what an endpoint serves, listed and described over the wire |
 //! | `etcd` | `Etcd` and `EtcdRegistry`: discovery and registration through etcd (feature `etcd`) |
 //! | [`address`] | [`Address`]: `tcp://`, `unix://`, `mem://` |
 //! | [`stream`] | [`Stream`]: the byte streams connections run over |
@@ -55,6 +56,7 @@ mod listener;
 pub mod mux;
 pub mod node;
 pub mod peers;
+pub mod reflection;
 pub mod registry;
 pub mod server;
 pub mod stream;

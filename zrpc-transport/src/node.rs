@@ -60,6 +60,7 @@ pub struct NodeBuilder {
     dial: Vec<Result<Address, String>>,
     server: Option<ConfigureServer>,
     channel: Option<ConfigureChannel>,
+    reflection: bool,
 }
 
 impl NodeBuilder {
@@ -81,6 +82,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves the built-in reflection service, `zrpc.Reflection`, on every connection (the
+    /// default), or not (`false`); see [`ServerBuilder::reflection`].
+    pub fn reflection(mut self, on: bool) -> NodeBuilder {
+        self.reflection = on;
+        self
+    }
+
     /// Listens at `address` for peers that dial this node (port 0 picks a free one; see
     /// [`Node::local_addr`]). A node that does not listen only dials.
     pub fn listen(mut self, address: impl ToAddress) -> NodeBuilder {
@@ -95,8 +103,8 @@ impl NodeBuilder {
         self
     }
 
-    /// Configures the server the node listens with (limits, heartbeat, TLS...). Its name, services
-    /// and layers are the node's.
+    /// Configures the server the node listens with (limits, heartbeat, TLS...). Its name, services,
+    /// layers and reflection are the node's.
     pub fn server(mut self, configure: impl FnOnce(ServerBuilder) -> ServerBuilder + Send + 'static) -> NodeBuilder {
         self.server = Some(Box::new(configure));
         self
@@ -122,15 +130,19 @@ impl NodeBuilder {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
         let dial = self.dial.into_iter().collect::<Result<Vec<_>, _>>().map_err(invalid)?;
         let peers = Peers::new();
+        let mut served = self.served;
+        if self.reflection {
+            served.router = crate::reflection::serve(served.router);
+        }
         let mut listening = None;
         if let Some(address) = self.listen {
             let builder = match self.server {
                 Some(configure) => configure(Server::builder()),
                 None => Server::builder(),
             };
-            let builder = builder.name(self.name.clone()).for_node(self.served.router.clone(), peers.clone());
+            let builder = builder.name(self.name.clone()).for_node(served.router.clone(), peers.clone());
             let server: Server<ServedStack> =
-                builder.with_layer(self.served.layers.clone()).bind(address.map_err(invalid)?).await?;
+                builder.with_layer(served.layers.clone()).bind(address.map_err(invalid)?).await?;
             let local = server.local_addr().clone();
             let handle = server.handle();
             listening = Some(Listening { local, handle, serving: tokio::spawn(server.serve()) });
@@ -142,7 +154,7 @@ impl NodeBuilder {
                     Some(configure) => configure(Channel::builder(address)),
                     None => Channel::builder(address),
                 };
-                let builder = builder.name(self.name.clone()).served(self.served.clone()).listed_in(peers.clone());
+                let builder = builder.name(self.name.clone()).served(served.clone()).listed_in(peers.clone());
                 let channel = builder.connect_lazy();
                 channel.start();
                 channel
@@ -159,6 +171,7 @@ impl fmt::Debug for NodeBuilder {
             .field("served", &self.served)
             .field("listen", &self.listen)
             .field("dial", &self.dial)
+            .field("reflection", &self.reflection)
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +201,7 @@ impl Node {
             dial: Vec::new(),
             server: None,
             channel: None,
+            reflection: true,
         }
     }
 

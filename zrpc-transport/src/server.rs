@@ -95,6 +95,9 @@ pub struct ServerConfig {
     /// The deadline given to calls the server makes to its peers that have none; `None` for
     /// none (see [`ServerBuilder::default_timeout`]).
     pub default_timeout: Option<Duration>,
+    /// Whether the server also serves the built-in reflection service, `zrpc.Reflection`
+    /// (default `true`; see [`ServerBuilder::reflection`]).
+    pub reflection: bool,
     /// Where the server registers when bound, if anywhere.
     pub(crate) registry: Option<std::sync::Arc<dyn Registry>>,
     /// TLS under the protocol, if any.
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             compression_threshold: crate::compression::DEFAULT_THRESHOLD,
             backlog: DEFAULT_BACKLOG,
             default_timeout: Some(crate::channel::DEFAULT_TIMEOUT),
+            reflection: true,
             registry: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -284,9 +288,21 @@ impl<L> ServerBuilder<L> {
         self
     }
 
-    /// Serves the services in `router` and lists clients in `peers` (a node's).
+    /// Serves the built-in reflection service, `zrpc.Reflection`, beside the others (the
+    /// default), or not (`false`): calls to it then get the `NotFound` of any unknown service.
+    /// It lists and describes every service the server has (see
+    /// [`reflection`](crate::reflection)): switch it off where what a server serves is not for
+    /// its callers to know.
+    pub fn reflection(mut self, on: bool) -> ServerBuilder<L> {
+        self.config.reflection = on;
+        self
+    }
+
+    /// Serves the services in `router` and lists clients in `peers` (a node's). The node adds
+    /// reflection to its router itself, as its dialed connections serve it too.
     pub(crate) fn for_node(mut self, router: Router, peers: Peers) -> ServerBuilder<L> {
         self.router = router;
+        self.config.reflection = false;
         self.config.directory = Some(peers);
         self
     }
@@ -311,12 +327,13 @@ impl<L> ServerBuilder<L> {
         let listener = Listener::bind(&address, self.config.backlog).await?;
         let registration =
             registry::register(self.config.registry.as_ref(), listener.local_addr(), &self.config.name).await?;
-        let service = self.layer.layer(self.router.clone());
+        let router = if self.config.reflection { crate::reflection::serve(self.router) } else { self.router };
+        let service = self.layer.layer(router.clone());
         let control = StopOnDrop(match self.config.directory.clone() {
             Some(peers) => ServerHandle::listing_in(peers),
             None => ServerHandle::new(),
         });
-        Ok(Server { listener, service, names: self.router, config: self.config, registration, control })
+        Ok(Server { listener, service, names: router, config: self.config, registration, control })
     }
 }
 

@@ -109,6 +109,8 @@ pub use weighted_round_robin::WeightedRoundRobin;
 use crate::context::Hints;
 use crate::request::Request;
 use crate::status::Status;
+pub(crate) use consistent_hash::{FNV_OFFSET, fnv1a};
+pub(crate) use rng::mix64;
 
 /// A load-balancing policy: picks one endpoint for a call.
 ///

@@ -23,17 +23,8 @@ fn every_builtin_keeps_the_contract_on_random_inputs() {
     for round in 0..300 {
         let pickers = builtins(round);
         for _ in 0..20 {
-            let len = rng.usize(0..=names.len());
-            let endpoints: Vec<EndpointView<'_>> = names[..len]
-                .iter()
-                .map(|a| {
-                    EndpointView::new(a)
-                        .with_weight(*rng.choice(&[0, 1, 1, 2, 5, 100, u32::MAX]).unwrap_or(&1))
-                        .with_in_flight(rng.u64(0..4))
-                        .with_latency_ewma_ns(*rng.choice(&[0, 1, 1_000_000, u64::MAX]).unwrap_or(&0))
-                        .with_available(rng.u8(0..4) != 0)
-                })
-                .collect();
+            let endpoints = random_endpoints(&names, &mut rng);
+            let len = endpoints.len();
             let exclude: Vec<Arc<str>> =
                 names.iter().filter(|_| rng.u8(0..3) == 0).map(|a| a.as_str().into()).collect();
             let pin = rng.bool().then(|| names[rng.usize(0..names.len())].as_str());
@@ -71,41 +62,30 @@ fn every_builtin_keeps_the_contract_on_random_inputs() {
     }
 }
 
-/// Random endpoints, exclusions and a call's key, for the contract tests.
-struct Inputs {
-    names: Vec<String>,
-    rng: fastrand::Rng,
-}
-
-impl Inputs {
-    fn endpoints(&mut self) -> Vec<EndpointView<'_>> {
-        let len = self.rng.usize(0..=self.names.len());
-        let rng = &mut self.rng;
-        self.names[..len]
-            .iter()
-            .map(|a| {
-                EndpointView::new(a)
-                    .with_weight(*rng.choice(&[0, 1, 1, 2, 5, 100, u32::MAX]).unwrap_or(&1))
-                    .with_in_flight(rng.u64(0..4))
-                    .with_latency_ewma_ns(*rng.choice(&[0, 1, 1_000_000, u64::MAX]).unwrap_or(&0))
-                    .with_available(rng.u8(0..4) != 0)
-            })
-            .collect()
-    }
+/// Endpoints named by a random prefix of `names`, with random weights (0 and `u32::MAX`
+/// included), calls in flight, latencies and availability: the contract tests' inputs.
+fn random_endpoints<'a>(names: &'a [String], rng: &mut fastrand::Rng) -> Vec<EndpointView<'a>> {
+    let len = rng.usize(0..=names.len());
+    names[..len]
+        .iter()
+        .map(|a| {
+            EndpointView::new(a)
+                .with_weight(*rng.choice(&[0, 1, 1, 2, 5, 100, u32::MAX]).unwrap_or(&1))
+                .with_in_flight(rng.u64(0..4))
+                .with_latency_ewma_ns(*rng.choice(&[0, 1, 1_000_000, u64::MAX]).unwrap_or(&0))
+                .with_available(rng.u8(0..4) != 0)
+        })
+        .collect()
 }
 
 #[test]
 fn every_draw_keeps_the_contract_and_agrees_with_the_whole_set_s_pick() {
-    let mut inputs = Inputs {
-        names: (0..40).map(|i| format!("10.0.0.{i}:7070")).collect(),
-        rng: fastrand::Rng::with_seed(0x6472_6177),
-    };
+    let names: Vec<String> = (0..40).map(|i| format!("10.0.0.{i}:7070")).collect();
+    let mut rng = fastrand::Rng::with_seed(0x6472_6177);
     let mut drew = std::collections::BTreeSet::new();
     for round in 0..300 {
         let pickers = builtins(round);
-        let mut rng = fastrand::Rng::with_seed(round);
-        let names = inputs.names.clone();
-        let endpoints = inputs.endpoints();
+        let endpoints = random_endpoints(&names, &mut rng);
         let exclude: Vec<Arc<str>> = names.iter().filter(|_| rng.u8(0..4) == 0).map(|a| a.as_str().into()).collect();
         let ctx = PickContext::new().with_exclude(&exclude).with_hash_key(rng.u64(..));
         let ready = ReadySet::new(&endpoints);

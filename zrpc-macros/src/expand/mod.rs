@@ -3,6 +3,7 @@
 //! | file | generates |
 //! |---|---|
 //! | [`server`] | the trait users implement, `XServer<T>` and its dispatch on the method name |
+//! | [`descriptor`] | `XServer<T>`'s `NamedService::descriptor`: the service as data, for reflection |
 //! | [`client`] | `XClient<S>` and one method per service method |
 //! | [`message`] | one `XMethodArgs` struct per method, and the checks that every type is serde-able |
 //!
@@ -11,6 +12,7 @@
 //! logic lives in `__private` functions; the expansion only names types and wires them up.
 
 mod client;
+mod descriptor;
 mod message;
 mod server;
 

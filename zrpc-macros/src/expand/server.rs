@@ -63,6 +63,7 @@ pub(crate) fn server(service: &Service) -> TokenStream {
         quote!(#(#cfgs)* #full,)
     });
     let arms = service.methods.iter().map(|method| arm(service, method));
+    let descriptor = super::descriptor::descriptor(service);
     quote! {
         #[doc = #doc]
         #vis struct #server<T> {
@@ -96,6 +97,8 @@ pub(crate) fn server(service: &Service) -> TokenStream {
         impl<T: #trait_ident> #private::NamedService for #server<T> {
             const NAME: &'static str = #wire;
             const METHODS: &'static [&'static str] = &[#(#methods)*];
+
+            #descriptor
         }
 
         impl<T: #trait_ident> #private::tower::Service<#private::Request> for #server<T> {
@@ -114,10 +117,8 @@ pub(crate) fn server(service: &Service) -> TokenStream {
             }
 
             fn call(&mut self, req: #private::Request) -> Self::Future {
-                if req.method().service() != #wire {
-                    return #private::unknown_method::<Self>(&req);
-                }
-                match req.method().name() {
+                // By the full name: no search for the dot on every call.
+                match req.method().as_str() {
                     #(#arms)*
                     _ => #private::unknown_method::<Self>(&req),
                 }
@@ -132,7 +133,6 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
     let private = private(service);
     let trait_ident = service.ident();
     let cfgs = method.cfgs();
-    let wire = &method.wire_name.value;
     let full = service.full_name(method);
     let name = method.ident();
     let args_struct = &method.args_struct;
@@ -151,7 +151,7 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
     };
     quote! {
         #(#cfgs)*
-        #wire => {
+        #full => {
             let inner = ::core::clone::Clone::clone(&self.inner);
             #private::boxed(#full, async move {
                 let served = #private::Served::new(&req);

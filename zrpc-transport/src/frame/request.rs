@@ -6,8 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use zrpc_core::{Metadata, Request, TraceContext};
 
 use super::compressed::{self, CompressedHeader};
-use super::wire::{Reader, frame_len, metadata_len, put_header, put_metadata};
-use super::{FrameError, flags, kind};
+use super::wire::{Reader, frame_len, metadata_len, put_header_with, put_metadata};
+use super::{FrameError, HEADER_LEN, flags, kind};
 
 /// Bytes of a trace context on the wire: trace id, span id, trace flags.
 const TRACE_LEN: usize = 16 + 8 + 1;
@@ -205,18 +205,21 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
         None => 0,
         Some(t) => u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1),
     };
-    let total = put_header(dst, len, kind::REQUEST, bits, parts.id);
-    dst.put_u8(parts.codec);
-    dst.put_u64(timeout_us);
-    dst.put_u8(parts.method.len() as u8);
-    dst.put_slice(parts.method.as_bytes());
+    // The method's length was checked above to fit its byte.
+    let method_len = parts.method.len() as u8;
+    let total = put_header_with::<{ HEADER_LEN + 10 }>(dst, len, kind::REQUEST, bits, parts.id, |fixed| {
+        fixed[0] = parts.codec;
+        fixed[1..9].copy_from_slice(&timeout_us.to_be_bytes());
+        fixed[9] = method_len;
+    });
+    dst.extend_from_slice(parts.method.as_bytes());
     if let Some(trace) = parts.trace {
         dst.put_u128(trace.trace_id);
         dst.put_u64(trace.span_id);
         dst.put_u8(trace.flags);
     }
     put_metadata(dst, parts.metadata);
-    dst.put_slice(parts.payload);
+    dst.extend_from_slice(parts.payload);
     Ok(total)
 }
 

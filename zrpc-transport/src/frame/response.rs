@@ -1,11 +1,11 @@
 //! `RESPONSE`: the outcome of a call, a success with its payload or a status.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use zrpc_core::{Code, Metadata, Response, Status};
 
 use super::compressed::{self, CompressedHeader};
-use super::wire::{Reader, frame_len, metadata_len, put_header, put_metadata, truncate_str};
-use super::{FrameError, flags, kind};
+use super::wire::{Reader, frame_len, metadata_len, put_header_with, put_metadata, truncate_str};
+use super::{FrameError, HEADER_LEN, flags, kind};
 
 /// A decoded `RESPONSE` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,12 +155,15 @@ fn write(
     let fixed = (1 + 2 + message.len()) as u64;
     let body = fixed.saturating_add(metadata_len(metadata)?).saturating_add(payload.len() as u64);
     let len = frame_len(body, max_frame)?;
-    let total = put_header(dst, len, kind::RESPONSE, bits, id);
-    dst.put_u8(code);
-    dst.put_u16(message.len() as u16);
-    dst.put_slice(message.as_bytes());
+    // Truncated above to fit its two bytes.
+    let message_len = message.len() as u16;
+    let total = put_header_with::<{ HEADER_LEN + 3 }>(dst, len, kind::RESPONSE, bits, id, |fixed| {
+        fixed[0] = code;
+        fixed[1..3].copy_from_slice(&message_len.to_be_bytes());
+    });
+    dst.extend_from_slice(message.as_bytes());
     put_metadata(dst, metadata);
-    dst.put_slice(payload);
+    dst.extend_from_slice(payload);
     Ok(total)
 }
 

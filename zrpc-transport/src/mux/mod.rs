@@ -96,7 +96,7 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 use zrpc_core::{Code, CodecId, Request, Response, Status};
 
-use self::flow::{Inbound, Limits, Outstanding, Owed, OwnIds};
+use self::flow::{Inbound, Limits, Outstanding, Owed, OwnIds, PeerIds};
 use crate::compression::Accepted;
 use crate::frame::{self, CompressedHeader, Decoder, FlowLimits, Frame, FrameError, GoAway, Hello, RequestFrame};
 
@@ -435,7 +435,7 @@ pub struct Mux<T, H = ()> {
     highest_sent: u64,
 
     /// The peer's calls in progress here.
-    inbound: HashMap<u64, Inbound<H>>,
+    inbound: HashMap<u64, Inbound<H>, PeerIds>,
     /// Those not handed over yet, in order of arrival, and those to refuse once the output has
     /// room for the refusal.
     held: VecDeque<Held>,
@@ -513,7 +513,7 @@ impl<T, H> Mux<T, H> {
             outstanding: Outstanding::default(),
             earliest_deadline: None,
             highest_sent: 0,
-            inbound: HashMap::new(),
+            inbound: HashMap::with_hasher(PeerIds::new()),
             held: VecDeque::new(),
             arrivals: 0,
             dequeued: 0,

@@ -1,0 +1,6 @@
+#[zrpc::service(name = "zrpc.Greeter")]
+pub trait Greeter {
+    async fn hello(&self);
+}
+
+fn main() {}
