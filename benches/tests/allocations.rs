@@ -11,7 +11,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 use tower::{Layer, Service, ServiceExt};
-use zrpc::balance::{Available, Balance, P2c, Pick, RoundRobin};
+use zrpc::balance::{
+    Available, Balance, ConsistentHash, LeastActive, P2c, Pick, Random, RoundRobin, WeightedRoundRobin,
+};
 use zrpc::discover::{Filter, Instance, Static};
 use zrpc::retry::RetryLayer;
 use zrpc::{FailMode, Request, Response, Status};
@@ -44,10 +46,10 @@ impl Service<Request> for AtOnce {
     }
 }
 
-/// Allocations per call through `mode`'s retry layer over a balancer of three endpoints.
-async fn allocations_per_call(mode: FailMode, picker: impl Pick) -> f64 {
+/// Allocations per call through `mode`'s retry layer over a balancer of `endpoints` endpoints.
+async fn allocations_per_call(mode: FailMode, picker: impl Pick, endpoints: usize) -> f64 {
     const CALLS: u32 = 1000;
-    let endpoints = ["tcp://10.0.0.1:1", "tcp://10.0.0.2:1", "tcp://10.0.0.3:1"];
+    let endpoints: Vec<String> = (1..=endpoints).map(|i| format!("tcp://10.0.0.{i}:1")).collect();
     let balance = Balance::new(Static::new(endpoints), |_: &Instance| AtOnce, picker, Filter::default());
     let service = RetryLayer::new(mode).layer(balance);
     let call = || service.clone().oneshot(Request::new("Bench.echo", Bytes::new()));
@@ -62,13 +64,27 @@ async fn allocations_per_call(mode: FailMode, picker: impl Pick) -> f64 {
     (allocations() - before) as f64 / f64::from(CALLS)
 }
 
-#[tokio::test(flavor = "current_thread")]
+// The clock is paused: a balancer rebuilds its set of ready endpoints every `READY_REFRESH`,
+// which allocates once per 100 ms, not per call; on a slow machine 1,000 calls take longer.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn the_common_call_allocates_nothing_and_retrying_modes_two() {
-    let failfast = allocations_per_call(FailMode::Failfast, P2c::default()).await;
+    let failfast = allocations_per_call(FailMode::Failfast, P2c::default(), 3).await;
     assert_eq!(failfast, 0.0, "Failfast over P2c: {failfast} allocations per call");
-    let round_robin = allocations_per_call(FailMode::Failfast, RoundRobin::default()).await;
+    let round_robin = allocations_per_call(FailMode::Failfast, RoundRobin::default(), 3).await;
     assert_eq!(round_robin, 0.0, "Failfast over RoundRobin: {round_robin} allocations per call");
     // The boxed state machine of the attempts, and the record of where the first one went.
-    let failover = allocations_per_call(FailMode::Failover { retries: 2 }, P2c::default()).await;
+    let failover = allocations_per_call(FailMode::Failover { retries: 2 }, P2c::default(), 3).await;
     assert_eq!(failover, 2.0, "Failover over P2c: {failover} allocations per call");
+    // Pickers that see many endpoints at once (LeastActive draws 16; WeightedRoundRobin is
+    // handed every ready one) keep their views on the stack too.
+    let pickers: [(&str, Box<dyn Pick>); 4] = [
+        ("LeastActive", Box::new(LeastActive::default())),
+        ("WeightedRoundRobin", Box::new(WeightedRoundRobin::default())),
+        ("Random", Box::new(Random::default())),
+        ("ConsistentHash", Box::new(ConsistentHash::default())),
+    ];
+    for (name, picker) in pickers {
+        let failfast = allocations_per_call(FailMode::Failfast, picker, 16).await;
+        assert_eq!(failfast, 0.0, "Failfast over {name}, 16 endpoints: {failfast} allocations per call");
+    }
 }

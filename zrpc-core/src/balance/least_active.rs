@@ -32,7 +32,7 @@ pub struct LeastActive {
 
 impl LeastActive {
     /// How many endpoints a pick under a balancing layer looks at, at most.
-    pub const DRAWN: usize = 16;
+    pub const DRAWN: usize = super::ON_STACK;
 
     /// A picker seeded from fastrand.
     pub fn new() -> LeastActive {

@@ -109,6 +109,11 @@ pub use weighted_round_robin::WeightedRoundRobin;
 use crate::context::Hints;
 use crate::request::Request;
 use crate::status::Status;
+/// How many endpoints a pick keeps on the stack (drawn positions, their views): the most any
+/// built-in picker draws ([`LeastActive::DRAWN`]) and a usual cluster's size, so that a pick
+/// allocates nothing (`benches/tests/allocations.rs`).
+pub(crate) const ON_STACK: usize = 16;
+
 pub(crate) use consistent_hash::{FNV_OFFSET, fnv1a};
 pub(crate) use rng::mix64;
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use smallvec::SmallVec;
 
 use super::rng::SharedRng;
-use super::{EndpointView, PickContext};
+use super::{EndpointView, ON_STACK, PickContext};
 
 /// The endpoints a balancing layer last found eligible (available, weight above zero), in the
 /// order of its set, lent to [`Pick::draw`](super::Pick::draw).
@@ -176,7 +176,7 @@ impl ReadySet {
         let drawable = self.len() - excluded.len();
         // Draw `count` distinct ranks among the drawable ones (Floyd's algorithm: one draw per
         // rank, no retries), then skip the exclusions to find each rank's position.
-        let mut ranks: SmallVec<[usize; 16]> = SmallVec::new();
+        let mut ranks: SmallVec<[usize; ON_STACK]> = SmallVec::new();
         if drawable <= count {
             ranks.extend(0..drawable);
         } else {
@@ -253,7 +253,7 @@ fn skip_excluded(rank: usize, excluded: &[usize]) -> usize {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Drawn {
-    positions: SmallVec<[usize; 4]>,
+    positions: SmallVec<[usize; ON_STACK]>,
 }
 
 impl Drawn {

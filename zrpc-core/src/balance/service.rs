@@ -53,7 +53,7 @@ use tokio::time::Instant;
 use tower::Service;
 use tower::util::Oneshot;
 
-use super::{Available, Drawn, EndpointView, Pick, PickContext, ReadySet};
+use super::{Available, Drawn, EndpointView, ON_STACK, Pick, PickContext, ReadySet};
 use crate::discover::{Change, Discover, Filter, Instance};
 use crate::{Request, Response, Status};
 
@@ -443,7 +443,7 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         drop(ready);
         let endpoints = self.snapshot();
         // On the stack for the usual cluster size: building the views costs no allocation.
-        let views: SmallVec<[EndpointView<'_>; 16]> = endpoints.iter().map(|e| e.view(now)).collect();
+        let views: SmallVec<[EndpointView<'_>; ON_STACK]> = endpoints.iter().map(|e| e.view(now)).collect();
         match self.picker.pick(&views, &ctx) {
             Ok(index) => endpoints.get(index).cloned().ok_or_else(|| {
                 Status::internal(format!("the balancer picked endpoint {index} of {}", endpoints.len()))
@@ -479,12 +479,13 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         }
         let mut drawn = Drawn::new();
         let draws = self.picker.draw(&ready.set, ctx, &mut drawn);
-        let endpoints: SmallVec<[&Arc<Endpoint<C::Service>>; 4]> = if draws {
+        let endpoints: SmallVec<[&Arc<Endpoint<C::Service>>; ON_STACK]> = if draws {
             drawn.positions().iter().map(|&position| ready.endpoint(position)).collect::<Option<_>>()?
         } else {
             (0..ready.set.len()).map(|position| ready.endpoint(position)).collect::<Option<_>>()?
         };
-        let views: SmallVec<[EndpointView<'_>; 4]> = endpoints.iter().map(|endpoint| endpoint.view(now)).collect();
+        let views: SmallVec<[EndpointView<'_>; ON_STACK]> =
+            endpoints.iter().map(|endpoint| endpoint.view(now)).collect();
         if views.iter().any(|view| !view.is_eligible()) {
             self.ready_stale.store(true, Ordering::Relaxed);
         }
