@@ -25,8 +25,8 @@ use zrpc::{Client, FailMode};
 
 use crate::BoxError;
 use crate::framework::zrpc::Zrpc;
-use crate::framework::zrpc::owned::{BenchClient, Message};
-use crate::framework::{Caller, Framework, check_echo};
+use crate::framework::zrpc::owned::{BenchClient, Message, ZrpcCaller};
+use crate::framework::{Framework, check_echo};
 use crate::load::{self, Plan};
 use crate::proc::ServerProcess;
 
@@ -199,7 +199,7 @@ fn measure(set: Set, balance: &str, plan: Plan) -> Result<ScaleRow, BoxError> {
             .connections_per_endpoint(set.conns)
             .build();
         let echo = BenchClient::new(client.clone());
-        let callers = (0..SCALE_CALLERS).map(|_| ScaleCaller { echo: echo.clone(), message: None }).collect();
+        let callers = (0..SCALE_CALLERS).map(|_| ZrpcCaller::new(echo.clone(), Message::filled())).collect();
         let measured = load::run(callers, plan, async || ()).await;
         Ok::<_, BoxError>((measured?, endpoints_after(&client)))
     });
@@ -235,21 +235,6 @@ fn endpoints_after(client: &Client) -> String {
     }
     let states: Vec<String> = states.iter().map(|(name, count)| format!("{count} {name}")).collect();
     format!("{available} of {} available; connections: {}", endpoints.len(), states.join(", "))
-}
-
-/// A caller of the echo service through the set's `Client`.
-struct ScaleCaller {
-    echo: BenchClient<Client>,
-    /// The message of the next call; `None` before the first and after a failed one.
-    message: Option<Message>,
-}
-
-impl Caller for ScaleCaller {
-    async fn call(&mut self) -> Result<(), BoxError> {
-        let message = self.message.take().unwrap_or_else(Message::filled);
-        self.message = Some(self.echo.echo(message).await?);
-        Ok(())
-    }
 }
 
 /// The `serve zrpc-scale-<live>` child: `live` echo servers, as `compare`'s zrpc server.

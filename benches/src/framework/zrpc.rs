@@ -101,23 +101,32 @@ macro_rules! flavour {
                 }
             }
 
-            /// A zrpc caller: a typed client over one of the channels.
+            /// A zrpc caller: a typed client over one of the channels, or over any service
+            /// that carries zrpc calls (a server's `Peer`, a `Client`).
             #[derive(Debug)]
-            pub struct ZrpcCaller {
-                client: BenchClient<Channel>,
+            pub struct ZrpcCaller<S = Channel> {
+                client: BenchClient<S>,
                 /// `None` while a call is in flight, and after one failed (the next call starts
                 /// afresh).
                 message: Option<Message>,
             }
 
-            impl ZrpcCaller {
+            impl<S> ZrpcCaller<S> {
                 /// A caller through `client`, starting with `message`.
-                pub(crate) fn new(client: BenchClient<Channel>, message: Message) -> ZrpcCaller {
+                pub(crate) fn new(client: BenchClient<S>, message: Message) -> ZrpcCaller<S> {
                     ZrpcCaller { client, message: Some(message) }
                 }
             }
 
-            impl Caller for ZrpcCaller {
+            impl<S> Caller for ZrpcCaller<S>
+            where
+                S: tower::Service<zrpc::Request, Response = zrpc::Response, Error = zrpc::Status>
+                    + Clone
+                    + Send
+                    + Sync
+                    + 'static,
+                S::Future: Send,
+            {
                 async fn call(&mut self) -> Result<(), BoxError> {
                     let message = self.message.take().unwrap_or_else(Message::filled);
                     self.message = Some(self.client.echo(message).await?);

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use zrpc::{Channel, Peer, Server};
 
 use crate::BoxError;
-use crate::framework::zrpc::owned::{BenchClient, BenchServer, Echo, Message};
-use crate::framework::{Caller, Framework, Name, Serving, check_echo};
+use crate::framework::zrpc::owned::{BenchClient, BenchServer, Echo, Message, ZrpcCaller};
+use crate::framework::{Framework, Name, Serving, check_echo};
 
 /// The child's control service.
 #[zrpc::service]
@@ -52,13 +52,13 @@ pub struct ZrpcReverse;
 
 impl Framework for ZrpcReverse {
     const NAME: Name = Name::ZrpcReverse;
-    type Caller = ReverseCaller;
+    type Caller = ZrpcCaller<Peer>;
 
     async fn serve() -> Result<Serving, BoxError> {
         crate::framework::zrpc::serve(Server::builder().add_service(DialBackServer::new(Dialer::default()))).await
     }
 
-    async fn callers(addr: SocketAddr, conns: usize, callers: usize) -> Result<Vec<ReverseCaller>, BoxError> {
+    async fn callers(addr: SocketAddr, conns: usize, callers: usize) -> Result<Vec<ZrpcCaller<Peer>>, BoxError> {
         let server = Server::builder().name("bench-caller").bind("tcp://127.0.0.1:0").await?;
         let peers = server.peers();
         let local = server.local_addr().to_string();
@@ -73,27 +73,6 @@ impl Framework for ZrpcReverse {
         let message = Message::filled();
         let probe = BenchClient::new(peers[0].clone());
         check_echo(Name::ZrpcReverse, &message, &probe.echo(message.clone()).await?)?;
-        Ok((0..callers)
-            .map(|i| ReverseCaller {
-                client: BenchClient::new(peers[i % conns].clone()),
-                message: Some(message.clone()),
-            })
-            .collect())
-    }
-}
-
-/// A caller on the accepting side: a typed client over one of the peers.
-#[derive(Debug)]
-pub struct ReverseCaller {
-    client: BenchClient<Peer>,
-    /// `None` while a call is in flight, and after one failed (the next call starts afresh).
-    message: Option<Message>,
-}
-
-impl Caller for ReverseCaller {
-    async fn call(&mut self) -> Result<(), BoxError> {
-        let message = self.message.take().unwrap_or_else(Message::filled);
-        self.message = Some(self.client.echo(message).await?);
-        Ok(())
+        Ok((0..callers).map(|i| ZrpcCaller::new(BenchClient::new(peers[i % conns].clone()), message.clone())).collect())
     }
 }
