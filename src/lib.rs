@@ -58,7 +58,7 @@
 //! |---|---|---|
 //! | `tcp` | yes | `tcp://host:port` addresses |
 //! | `unix` | yes | `unix:///path` addresses (Unix-domain sockets) |
-//! | `json` | yes | the JSON codec ([`CodecId::Json`]), so that callers in other languages are answered (serde_json) |
+//! | `json` | yes | the JSON codec ([`CodecId::Json`]), so that callers in other languages are answered (serde_json), and [`dynamic`]: any method called by name in JSON |
 //! | `msgpack` | no | the MessagePack codec ([`CodecId::MsgPack`], rmp-serde): arguments as a map keyed by name |
 //! | `raw` | no | the raw-bytes codec ([`CodecId::Raw`]): the payload is the one byte-string argument or result |
 //! | `etcd` | no | discovery and registration through etcd: `etcd::{Etcd, EtcdRegistry}` |
@@ -109,6 +109,11 @@ pub use zrpc_core::__private;
 /// The built-in reflection service, `zrpc.Reflection`: [`reflection::ReflectionClient`] lists
 /// and describes what an endpoint serves, as [`reflection::ServiceDescriptor`]s.
 pub use zrpc_transport::reflection;
+
+/// Calls by name with JSON arguments and answers, learning each method's flags from reflection:
+/// what the gateway and the `zrpc` CLI call with ([`dynamic::DynamicClient`], [`dynamic::Target`]).
+#[cfg(feature = "json")]
+pub use zrpc_transport::dynamic;
 
 /// schemars, whose `JsonSchema` the types of a `#[zrpc::service(schema)]` implement (feature
 /// `schema`): derive it with `#[derive(zrpc::schemars::JsonSchema)]` and

@@ -13,6 +13,7 @@
 //! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
 //! | `durable` | durable calls (feature `durable`): the design of the outbox, the inbox and their protocol, and the message identity |
+//! | `dynamic` | `DynamicClient`: any method called by name with JSON arguments and answers (feature `json`); `Target`, where a tool calls |
 //! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
 //! | [`registry`] | [`Registry`]: where a server registers itself while it serves |
 //! | [`reflection`] | the built-in `zrpc.Reflection` service: what an endpoint serves, listed and described over the wire |
@@ -26,6 +27,7 @@
 //! - `unix` (default): Unix-domain socket transport.
 //! - `etcd`: discovery and registration through etcd (the `etcd-client` crate).
 //! - `tls`: TLS over TCP (rustls with the ring provider).
+//! - `json`: `zrpc_transport::dynamic`, calls by name in JSON (gateways, the `zrpc` CLI).
 //! - `durable`: `zrpc_transport::durable`, durable calls; for now their design and identity types.
 //! - `zstd`, `lz4`, `gzip`: payload compression with that algorithm (the `zstd`, `lz4_flex` and
 //!   `flate2` crates), announced in the HELLO; `compression` turns on all three.
@@ -44,6 +46,8 @@ mod conn;
 pub mod dns;
 #[cfg(feature = "durable")]
 pub mod durable;
+#[cfg(feature = "json")]
+pub mod dynamic;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod feed;
