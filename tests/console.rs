@@ -129,7 +129,7 @@ impl Session {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,560"],
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,660"],
             },
         }}});
         let answer = webdriver(driver, "POST", "/session", Some(capabilities)).await;

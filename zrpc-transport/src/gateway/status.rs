@@ -61,34 +61,3 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(expected));
     response
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_code_has_the_grpc_gateway_mapping() {
-        let expected = [
-            (Code::Ok, 200),
-            (Code::Cancelled, 499),
-            (Code::Unknown, 500),
-            (Code::InvalidArgument, 400),
-            (Code::DeadlineExceeded, 504),
-            (Code::NotFound, 404),
-            (Code::AlreadyExists, 409),
-            (Code::PermissionDenied, 403),
-            (Code::ResourceExhausted, 429),
-            (Code::FailedPrecondition, 400),
-            (Code::Aborted, 409),
-            (Code::OutOfRange, 400),
-            (Code::Unimplemented, 501),
-            (Code::Internal, 500),
-            (Code::Unavailable, 503),
-            (Code::DataLoss, 500),
-            (Code::Unauthenticated, 401),
-        ];
-        for (code, http) in expected {
-            assert_eq!(http_status(code).as_u16(), http, "{code:?}");
-        }
-    }
-}
