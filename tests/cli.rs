@@ -25,6 +25,18 @@ async fn within<F: Future>(what: &str, future: F) -> F::Output {
     }
 }
 
+/// A child process, killed if the test ends before it does.
+#[cfg(feature = "etcd")]
+struct Killed(std::process::Child);
+
+#[cfg(feature = "etcd")]
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[cfg(feature = "etcd")]
 #[path = "../zrpc-transport/tests/support/etcd_server.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -209,7 +221,13 @@ async fn describe_gives_arguments_result_errors_flags_and_docs() {
     let run = zrpc(&["describe", &server.address, "Calc"]).await;
     run.exited(0);
     assert!(run.stdout.contains("\nCalc.header(key: String) -> Option<String>\n"), "{}", run.stdout);
-    assert!(run.stdout.contains("\nCalc.log(line: String)\n  Writes a line somewhere.\n  result: ()\n  errors: none\n  flags: oneway\n"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "\nCalc.log(line: String)\n  Writes a line somewhere.\n  result: ()\n  errors: none\n  flags: oneway\n"
+        ),
+        "{}",
+        run.stdout
+    );
 
     let run = zrpc(&["describe", &server.address, "Calc.add", "--json"]).await;
     run.exited(0);
@@ -239,7 +257,11 @@ async fn call_prints_the_result_as_json() {
     assert_eq!(run.exited(0).stdout, "1\n");
     // A structured result, indented by default and as sent with --compact.
     let run = zrpc(&["call", &server.address, "zrpc.Reflection.describe", r#"{"name":"Calc.count"}"#]).await;
-    assert!(run.exited(0).stdout.starts_with("{\n  \"name\": \"Calc\",\n  \"rust_name\": \"Calc\",\n"), "{}", run.stdout);
+    assert!(
+        run.exited(0).stdout.starts_with("{\n  \"name\": \"Calc\",\n  \"rust_name\": \"Calc\",\n"),
+        "{}",
+        run.stdout
+    );
     let run =
         zrpc(&["call", "--compact", &server.address, "zrpc.Reflection.describe", r#"{"name":"Calc.count"}"#]).await;
     assert!(run.exited(0).stdout.starts_with(r#"{"name":"Calc","rust_name":"Calc","docs":"#), "{}", run.stdout);
@@ -270,8 +292,8 @@ async fn a_status_is_one_line_on_stderr_and_exit_status_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_reaches_the_handler() {
     let server = serve().await;
-    let run = zrpc(&["call", &server.address, "Calc.header", r#"{"key":"tenant"}"#, "-H", "tenant: acme", "-H", "x:1"])
-        .await;
+    let run =
+        zrpc(&["call", &server.address, "Calc.header", r#"{"key":"tenant"}"#, "-H", "tenant: acme", "-H", "x:1"]).await;
     assert_eq!(run.exited(0).stdout, "\"acme\"\n");
     assert_eq!(*server.seen.tenants.lock().expect("not poisoned"), [Some("acme".to_owned())]);
 }
@@ -330,13 +352,21 @@ async fn bench_counts_failures_by_status_and_exits_1() {
     let failed = run.stdout.lines().find_map(|line| line.trim().strip_prefix("[DeadlineExceeded]")).expect("a line");
     assert!(failed.trim().starts_with("4 calls; first: "), "{}", run.stdout);
     assert_eq!(run.stderr.lines().last(), Some("zrpc: 4 of 4 calls failed with a status"));
+    // No call can fail before its deadline: the latencies are the calls' own, in milliseconds.
+    let fastest = run.stdout.lines().find_map(|line| line.trim().strip_prefix("Fastest:")).expect("a Fastest line");
+    let fastest = fastest.trim();
+    let millis = match fastest.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().ok(),
+        None => fastest.strip_suffix('s').and_then(|s| s.parse::<f64>().ok()).map(|s| s * 1000.0),
+    };
+    assert!(millis.is_some_and(|ms| ms >= 100.0), "{}", run.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_mistakes_are_one_line_and_exit_status_2() {
     let server = serve().await;
     let address = server.address.as_str();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["call", address, "Calc.add", "{a:1}"], "zrpc: the arguments are not JSON: "),
         (&["call", address, "Calc"], "zrpc: invalid value 'Calc' for '<SERVICE.METHOD>'"),
         (&["call", "nowhere://x", "Calc.add"], "zrpc: invalid value 'nowhere://x' for '<ADDR>'"),
@@ -344,6 +374,7 @@ async fn usage_mistakes_are_one_line_and_exit_status_2() {
         (&["call", address, "Calc.add", "-H", "novalue"], "zrpc: invalid value 'novalue' for '--header <KEY:VALUE>'"),
         (&["bench", address, "Calc.count", "-c", "0"], "zrpc: invalid value '0' for '--concurrency <CALLERS>'"),
         (&["frobnicate"], "zrpc: unrecognized subcommand 'frobnicate'"),
+        (&["list"], "zrpc: the following required arguments were not provided: <ADDR> (see zrpc --help)"),
     ];
     for (args, start) in cases {
         let run = zrpc(args).await;
@@ -387,4 +418,74 @@ async fn watch_once_lists_the_instances_registered_in_etcd() {
     // And the same instance answers a call through the same target.
     let run = zrpc(&["call", &target, "Calc.add", "[2,3]"]).await;
     assert_eq!(run.exited(0).stdout, "5\n");
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_instances_as_they_come_and_go_until_ctrl_c() {
+    use std::io::BufRead as _;
+
+    use etcd_server::EtcdServer;
+    use zrpc::etcd::EtcdRegistry;
+
+    let Some(etcd) = EtcdServer::start("watch_prints_instances_as_they_come_and_go_until_ctrl_c").await else {
+        return;
+    };
+    let target = format!("etcd://{}/zrpc/calc", etcd.url().trim_start_matches("http://"));
+    let mut watch = Killed(
+        Command::new(env!("CARGO_BIN_EXE_zrpc"))
+            .args(["watch", &target])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("zrpc runs"),
+    );
+    // Its lines as they come, stdout's and stderr's apart.
+    let read = |stream: Box<dyn std::io::Read + Send>| {
+        let (sender, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        lines
+    };
+    let mut stdout = read(Box::new(watch.0.stdout.take().expect("piped")));
+    let mut stderr = read(Box::new(watch.0.stderr.take().expect("piped")));
+    let next = async |lines: &mut mpsc::UnboundedReceiver<String>| -> Vec<String> {
+        let line = within("zrpc watch prints a line", lines.recv()).await.expect("a line before zrpc exits");
+        line.split_whitespace().map(str::to_owned).collect()
+    };
+
+    // Nobody yet: the header alone, then it watches.
+    assert_eq!(next(&mut stdout).await[..2], ["ADDRESS", "NAME"]);
+    assert_eq!(next(&mut stderr).await[..2], ["zrpc:", "watching"]);
+
+    let registry = EtcdRegistry::new(etcd.client().await, "/zrpc/calc").group("blue");
+    let server = Server::builder()
+        .name("calc-2")
+        .register(registry)
+        .add_service(CalcServer::new(Calculator(Arc::default())))
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind registers");
+    let address = server.local_addr().to_string();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    assert_eq!(next(&mut stdout).await, ["+", address.as_str(), "calc-2", "1", "blue", "-", "up", "-"]);
+
+    // A graceful shutdown deregisters.
+    handle.shutdown();
+    let _ = within("the server stops", serving).await;
+    assert_eq!(next(&mut stdout).await, ["-", address.as_str(), "calc-2", "1", "blue", "-", "up", "-"]);
+
+    // Ctrl-C ends it, with status 0.
+    let interrupted = Command::new("kill").args(["-INT", &watch.0.id().to_string()]).status().expect("kill runs");
+    assert!(interrupted.success());
+    let status = within("zrpc watch exits", tokio::task::spawn_blocking(move || watch.0.wait()))
+        .await
+        .expect("not cancelled")
+        .expect("waited");
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }

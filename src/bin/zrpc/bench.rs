@@ -40,6 +40,9 @@ use crate::options::{self, CallOptions};
 
 /// How long a run lasts when neither `-n` nor `-d` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+/// The longest latency the histogram tells apart, in nanoseconds (an hour); longer ones count as
+/// this. Its size follows: about 250 KiB at 3 significant digits.
+const SLOWEST: u64 = 3_600_000_000_000;
 /// Latencies a caller keeps before adding them to the shared histogram under its lock.
 const BATCH: usize = 256;
 /// How often the plain progress line is printed when stderr is not a terminal.
@@ -108,7 +111,8 @@ type Outcomes = BTreeMap<String, (u64, Option<String>)>;
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let payload = options::arguments(args.args.as_deref())?;
-    let histogram = Histogram::new(3).map_err(|error| Failure::Usage(format!("cannot make a histogram: {error}")))?;
+    let histogram = Histogram::new_with_bounds(1, SLOWEST, 3)
+        .map_err(|error| Failure::Failed(format!("cannot make a histogram: {error}")))?;
     let client = options::connect(&args.target, args.connections.get()).await?;
     let duration = match (args.total, args.duration) {
         (None, None) => Some(DEFAULT_DURATION),

@@ -51,7 +51,7 @@ mod watch;
 /// Exit status: 0 done, 1 a status error (from the server or the connection), 2 a usage
 /// mistake, 3 an application error (the method's own `Err`).
 #[derive(Debug, Parser)]
-#[command(name = "zrpc", version, about, long_about)]
+#[command(name = "zrpc", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
 }
 
 /// Prints what clap says about the command line: help and version in full, a mistake as one
-/// line (its first) with where to find help.
+/// line with where to find help.
 fn usage(error: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -157,9 +157,12 @@ fn usage(error: &clap::Error) -> ExitCode {
         let _ = error.print();
         return ExitCode::from(2);
     }
+    // The first paragraph says what is wrong (its later lines list what is missing); the rest
+    // is usage and tips.
     let rendered = error.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("zrpc: {first} (see zrpc --help)");
+    let said: Vec<&str> = rendered.lines().take_while(|line| !line.trim().is_empty()).map(str::trim).collect();
+    let said = said.join(" ");
+    let said = said.strip_prefix("error: ").unwrap_or(&said);
+    eprintln!("zrpc: {said} (see zrpc --help)");
     ExitCode::from(2)
 }

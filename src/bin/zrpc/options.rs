@@ -136,6 +136,8 @@ mod tests {
     fn arguments_must_be_json() {
         assert_eq!(arguments(Some(r#"{"a":1}"#)).ok(), Some(Bytes::from_static(br#"{"a":1}"#)));
         assert_eq!(arguments(None).ok(), Some(Bytes::new()));
-        assert!(matches!(arguments(Some("{a:1}")), Err(Failure::Usage(m)) if m.starts_with("the arguments are not JSON")));
+        assert!(
+            matches!(arguments(Some("{a:1}")), Err(Failure::Usage(m)) if m.starts_with("the arguments are not JSON"))
+        );
     }
 }

@@ -77,7 +77,8 @@ mod tests {
     #[test]
     fn nested_values_are_indented_and_empty_ones_kept_short() {
         let json = r#"{"a":[1,2],"b":{},"c":[],"d":{"e":null}}"#;
-        let expected = "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": {},\n  \"c\": [],\n  \"d\": {\n    \"e\": null\n  }\n}";
+        let expected =
+            "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": {},\n  \"c\": [],\n  \"d\": {\n    \"e\": null\n  }\n}";
         assert_eq!(indent(json), expected);
     }
 
