@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use zrpc::dynamic::{DynamicClient, JsonAnswer, Target};
+use zrpc::dynamic::{DynamicClient, JsonAnswer};
 use zrpc::{Client, Context};
 
 use crate::Failure;
-use crate::options::{self, CallOptions};
+use crate::options::{self, CallOptions, MethodCall};
 
 /// How long a run lasts when neither `-n` nor `-d` is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -54,18 +54,8 @@ const BAR_EVERY: Duration = Duration::from_millis(100);
 /// by status.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Where the server is (see zrpc --help).
-    #[arg(value_name = "ADDR", value_parser = options::target)]
-    target: Target,
-
-    /// The method: `Service.method`.
-    #[arg(value_name = "SERVICE.METHOD", value_parser = options::method)]
-    method: String,
-
-    /// The arguments of every call, in JSON (`@-` for standard input, `@path` for a file); none
-    /// for a method without arguments.
-    #[arg(value_name = "JSON")]
-    args: Option<String>,
+    #[command(flatten)]
+    call: MethodCall,
 
     /// Callers calling at once.
     #[arg(short = 'c', long, default_value = "10", value_name = "CALLERS")]
@@ -85,7 +75,7 @@ pub(crate) struct Args {
     connections: NonZeroUsize,
 
     #[command(flatten)]
-    call: CallOptions,
+    options: CallOptions,
 }
 
 /// When the run stops starting calls.
@@ -110,10 +100,10 @@ struct Progress {
 type Outcomes = BTreeMap<String, (u64, Option<String>)>;
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let payload = options::arguments(args.args.as_deref())?;
+    let payload = options::arguments(args.call.args.as_deref())?;
     let histogram = Histogram::new_with_bounds(1, SLOWEST, 3)
         .map_err(|error| Failure::Failed(format!("cannot make a histogram: {error}")))?;
-    let client = options::connect(&args.target, args.connections.get()).await?;
+    let client = options::connect(&args.call.target, args.connections.get()).await?;
     let duration = match (args.total, args.duration) {
         (None, None) => Some(DEFAULT_DURATION),
         (_, duration) => duration,
@@ -126,8 +116,8 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     });
     let start = Instant::now();
     let stop = Arc::new(Stop { total: args.total, until: duration.map(|d| start + d), duration });
-    let method: Arc<str> = args.method.as_str().into();
-    let base = args.call.metadata();
+    let method: Arc<str> = args.call.method.as_str().into();
+    let base = args.options.metadata();
     let callers: Vec<_> = (0..args.concurrency.get())
         .map(|_| {
             let caller = Caller {
@@ -135,7 +125,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
                 method: method.clone(),
                 payload: payload.clone(),
                 base: base.clone(),
-                call: args.call.clone(),
+                options: args.options.clone(),
                 stop: stop.clone(),
                 progress: progress.clone(),
             };
@@ -189,7 +179,7 @@ struct Caller {
     payload: Bytes,
     /// The metadata every call carries.
     base: Context,
-    call: CallOptions,
+    options: CallOptions,
     stop: Arc<Stop>,
     progress: Arc<Progress>,
 }
@@ -199,7 +189,7 @@ impl Caller {
         let mut outcomes = Outcomes::new();
         let mut batch = Vec::with_capacity(BATCH);
         while self.may_start() {
-            let ctx = self.call.deadline(self.base.clone());
+            let ctx = self.options.deadline(self.base.clone());
             let began = Instant::now();
             let answer = self.client.call(&self.method, self.payload.clone(), ctx).await;
             batch.push(u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX));

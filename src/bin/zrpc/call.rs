@@ -14,39 +14,29 @@
 //! A status (unknown method, arguments the method cannot take, deadline...) is one line on
 //! stderr, exit status 1.
 
-use zrpc::dynamic::{JsonAnswer, Target};
+use zrpc::dynamic::JsonAnswer;
 
-use crate::options::{self, CallOptions};
+use crate::options::{self, CallOptions, MethodCall};
 use crate::{Failure, pretty};
 
 /// Call a method with JSON arguments and print its answer.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Where the server is (see zrpc --help).
-    #[arg(value_name = "ADDR", value_parser = options::target)]
-    target: Target,
-
-    /// The method: `Service.method`.
-    #[arg(value_name = "SERVICE.METHOD", value_parser = options::method)]
-    method: String,
-
-    /// The arguments, in JSON: `{"name":"zrpc"}` or `["zrpc"]`; `@-` reads them from standard
-    /// input, `@path` from a file; none for a method without arguments.
-    #[arg(value_name = "JSON")]
-    args: Option<String>,
+    #[command(flatten)]
+    call: MethodCall,
 
     /// Print the answer on one line, as the server sent it.
     #[arg(long)]
     compact: bool,
 
     #[command(flatten)]
-    call: CallOptions,
+    options: CallOptions,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
-    let payload = options::arguments(args.args.as_deref())?;
-    let client = options::connect(&args.target, 1).await?;
-    let answer = client.call(&args.method, payload, args.call.context()).await?;
+    let payload = options::arguments(args.call.args.as_deref())?;
+    let client = options::connect(&args.call.target, 1).await?;
+    let answer = client.call(&args.call.method, payload, args.options.context()).await?;
     let print = |json: &[u8]| {
         let text = String::from_utf8_lossy(json);
         if args.compact { println!("{text}") } else { println!("{}", pretty::indent(&text)) }
@@ -57,7 +47,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
             print(&json);
             return Err(Failure::Application(None));
         }
-        JsonAnswer::Sent => eprintln!("zrpc: sent; {} is oneway, no answer comes", args.method),
+        JsonAnswer::Sent => eprintln!("zrpc: sent; {} is oneway, no answer comes", args.call.method),
         // A kind of answer newer than this command.
         _ => return Err(Failure::Usage("the server's answer is of a kind this zrpc does not know".to_owned())),
     }

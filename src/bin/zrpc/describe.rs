@@ -30,16 +30,16 @@ pub(crate) struct Args {
     json: bool,
 
     #[command(flatten)]
-    call: CallOptions,
+    options: CallOptions,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let client = options::connect(&args.target, 1).await?;
-    let service = client.describe(&args.name, args.call.context()).await?;
+    let service = client.describe(&args.name, args.options.context()).await?;
     if args.json {
         // A descriptor always serializes: its schemas were parsed as JSON when it was read.
         let json = serde_json::to_string_pretty(&service)
-            .map_err(|error| Failure::Usage(format!("cannot print the descriptor as JSON: {error}")))?;
+            .map_err(|error| Failure::Failed(format!("cannot print the descriptor as JSON: {error}")))?;
         println!("{json}");
     } else {
         print!("{}", render(&service));

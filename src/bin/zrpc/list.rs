@@ -19,12 +19,12 @@ pub(crate) struct Args {
     target: Target,
 
     #[command(flatten)]
-    call: CallOptions,
+    options: CallOptions,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let client = options::connect(&args.target, 1).await?;
-    let services = client.list(args.call.context()).await?;
+    let services = client.list(args.options.context()).await?;
     print!("{}", render(&services));
     Ok(())
 }

@@ -12,6 +12,23 @@ use crate::Failure;
 /// The name the command announces to servers, which handlers read as `ctx.caller()`.
 pub(crate) const CALLER: &str = "zrpc-cli";
 
+/// What `call` and `bench` take first: ADDR, the method and its JSON arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MethodCall {
+    /// Where the server is (see zrpc --help).
+    #[arg(value_name = "ADDR", value_parser = target)]
+    pub(crate) target: Target,
+
+    /// The method: `Service.method`.
+    #[arg(value_name = "SERVICE.METHOD", value_parser = method)]
+    pub(crate) method: String,
+
+    /// The arguments, in JSON: `{"name":"zrpc"}` or `["zrpc"]`; `@-` reads them from standard
+    /// input, `@path` from a file; none for a method without arguments.
+    #[arg(value_name = "JSON")]
+    pub(crate) args: Option<String>,
+}
+
 /// Options of every command that calls a server.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct CallOptions {

@@ -1,5 +1,5 @@
 //! Servers that register in a real etcd for the discovery tests; the etcd itself is
-//! [`EtcdServer`] (`support/etcd_server.rs`).
+//! `support::etcd_server::EtcdServer`.
 //!
 //! [`Registered`] is a server running a [`Who`] service (it answers with the server's name),
 //! registered in a registry while it serves.
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use zrpc_core::{Request, Response, Status};
 use zrpc_transport::{Address, Registry, Server};
 
-pub use super::etcd_server::EtcdServer;
 use super::{Serving, within};
 
 /// A service that answers with its server's name.
