@@ -97,7 +97,16 @@ struct Progress {
 
 /// How calls ended, by status: `OK`, `application error`, or a code's name, with the first
 /// message seen for a code.
-type Outcomes = BTreeMap<String, (u64, Option<String>)>;
+type Outcomes = BTreeMap<&'static str, (u64, Option<String>)>;
+
+/// Counts `count` calls that ended as `what`, keeping the first message.
+fn tally(outcomes: &mut Outcomes, what: &'static str, count: u64, message: Option<String>) {
+    let entry = outcomes.entry(what).or_insert((0, None));
+    entry.0 += count;
+    if entry.1.is_none() {
+        entry.1 = message;
+    }
+}
 
 pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     let payload = options::arguments(args.call.args.as_deref())?;
@@ -137,11 +146,7 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
     for caller in callers {
         let theirs = caller.await.map_err(|error| Failure::Failed(format!("a caller stopped: {error}")))?;
         for (what, (count, message)) in theirs {
-            let entry = outcomes.entry(what).or_insert((0, None));
-            entry.0 += count;
-            if entry.1.is_none() {
-                entry.1 = message;
-            }
+            tally(&mut outcomes, what, count, message);
         }
     }
     let elapsed = start.elapsed();
@@ -193,18 +198,16 @@ impl Caller {
             let began = Instant::now();
             let answer = self.client.call(&self.method, self.payload.clone(), ctx).await;
             batch.push(u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX));
-            let (what, message) = match answer {
-                Ok(JsonAnswer::Err(_)) => (APPLICATION.to_owned(), None),
-                Ok(_) => (OK.to_owned(), None),
+            match answer {
+                Ok(JsonAnswer::Err(_)) => tally(&mut outcomes, APPLICATION, 1, None),
+                Ok(_) => tally(&mut outcomes, OK, 1, None),
                 Err(status) => {
                     self.progress.failed.fetch_add(1, Ordering::Relaxed);
-                    (status.code().name().to_owned(), Some(status.to_string()))
+                    // The message only once per code: a failing run should not format every one.
+                    let name = status.code().name();
+                    let message = (!outcomes.contains_key(name)).then(|| status.to_string());
+                    tally(&mut outcomes, name, 1, message);
                 }
-            };
-            let entry = outcomes.entry(what).or_insert((0, None));
-            entry.0 += 1;
-            if entry.1.is_none() {
-                entry.1 = message;
             }
             self.progress.done.fetch_add(1, Ordering::Relaxed);
             if batch.len() == BATCH {
@@ -308,7 +311,7 @@ fn summary(latencies: &Histogram<u64>, elapsed: Duration, outcomes: &Outcomes) -
         out.push_str(&histogram(latencies));
     }
     let _ = writeln!(out, "\nStatus distribution:");
-    let width = outcomes.keys().map(String::len).max().unwrap_or(0) + 2;
+    let width = outcomes.keys().map(|what| what.len()).max().unwrap_or(0) + 2;
     for (what, (count, message)) in outcomes {
         let label = format!("[{what}]");
         match message {
@@ -389,11 +392,11 @@ mod tests {
     #[test]
     fn the_exit_status_follows_the_worst_outcome() {
         let mut outcomes = Outcomes::new();
-        outcomes.insert(OK.to_owned(), (5, None));
+        outcomes.insert(OK, (5, None));
         assert!(verdict(&outcomes).is_ok());
-        outcomes.insert(APPLICATION.to_owned(), (1, None));
+        outcomes.insert(APPLICATION, (1, None));
         assert!(matches!(verdict(&outcomes), Err(Failure::Application(Some(_)))));
-        outcomes.insert("Unavailable".to_owned(), (2, Some("gone".to_owned())));
+        outcomes.insert("Unavailable", (2, Some("gone".to_owned())));
         assert!(matches!(verdict(&outcomes), Err(Failure::Failed(m)) if m == "2 of 8 calls failed with a status"));
     }
 }

@@ -8,11 +8,11 @@
 //!
 //! | command | file |
 //! |---|---|
-//! | `zrpc list ADDR` | [`list`] |
-//! | `zrpc describe ADDR Service[.method]` | [`describe`] |
-//! | `zrpc call ADDR Service.method [JSON]` | [`call`] |
-//! | `zrpc bench ADDR Service.method [JSON]` | [`bench`] |
-//! | `zrpc watch ADDR` | [`watch`] |
+//! | `zrpc list ADDR` | [`list`](mod@list) |
+//! | `zrpc describe ADDR Service[.method]` | [`describe`](mod@describe) |
+//! | `zrpc call ADDR Service.method [JSON]` | [`call`](mod@call) |
+//! | `zrpc bench ADDR Service.method [JSON]` | [`bench`](mod@bench) |
+//! | `zrpc watch ADDR` | [`watch`](mod@watch) |
 //!
 //! Decisions, and why:
 //! - **Exit codes** ([`Failure::exit_code`]): 0 done; 1 a status (the server's or the

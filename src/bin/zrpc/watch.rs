@@ -2,7 +2,7 @@
 //! their changes as they come.
 //!
 //! Only etcd targets: a static list or `dns://` has no registry to watch (and `zrpc call` shows
-//! whether an address answers). Watching is [`zrpc::etcd::Etcd`], the discovery source a
+//! whether an address answers). Watching is `zrpc::etcd::Etcd`, the discovery source a
 //! `Client` uses, so what this prints is what a client of the same prefix sees. First a
 //! table of the instances present (address, name, weight, group, version, state, metadata;
 //! `-` for an empty field), then a line per change until Ctrl-C: `+` an instance that came,
