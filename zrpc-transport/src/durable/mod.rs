@@ -213,7 +213,7 @@
 //!   slow destination can pin old segments, a segment whose live bytes fall below a quarter is
 //!   rewritten: its live records are appended to the head (same sequences) and it is deleted.
 //!
-//! # Wire protocol (draft of docs/PROTOCOL.md §19, "Durable calls", after §18 Reflection)
+//! # Wire protocol (docs/PROTOCOL.md §19, "Durable calls"; the frame layer encodes and decodes it, and a side without an inbox refuses DURABLE requests)
 //!
 //! Within version 1, negotiated like compression and flow control (PROTOCOL.md §10).
 //!
