@@ -341,3 +341,29 @@ async fn servers_sharing_a_lease_keep_one_and_still_come_and_go_one_by_one() {
     }
     assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()));
 }
+
+#[tokio::test]
+async fn a_server_joining_a_shared_lease_that_etcd_lost_registers_them_all_again() {
+    let Some(etcd) = EtcdServer::start("joining_a_lost_shared_lease").await else { return };
+    // A long lease: its keeper renews every 20 s, so within this test it never learns that
+    // etcd lost it, and the registration after the loss must find out for itself.
+    let registry = EtcdRegistry::new(etcd.client().await, PREFIX).ttl(Duration::from_secs(60)).shared_lease();
+    let first = registry.clone().register(Instance::new("127.0.0.1:1")).await.expect("registered");
+    let (lease, _) = leases(&etcd).await;
+    assert_eq!(lease.len(), 1);
+    let mut client = etcd.client().await;
+    within("etcd revokes", client.lease_revoke(lease[0])).await.expect("revoked");
+    assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()), "the revoke took the first key with it");
+
+    let second = registry.clone().register(Instance::new("127.0.0.1:2")).await.expect("registers under a new lease");
+    let (renewed, keys) = leases(&etcd).await;
+    assert_eq!(renewed.len(), 1, "one lease again: {renewed:?}");
+    assert_ne!(renewed, lease);
+    let expected: BTreeMap<String, i64> =
+        [1, 2].into_iter().map(|port| (format!("{PREFIX}/127.0.0.1:{port}"), renewed[0])).collect();
+    assert_eq!(keys, expected, "both servers, under the new lease");
+
+    first.deregister().await.expect("deregistered");
+    second.deregister().await.expect("deregistered");
+    assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()));
+}
