@@ -20,7 +20,7 @@ use support::within;
 use zrpc_core::balance::RoundRobin;
 use zrpc_core::discover::{Discover, Filter, Instance, InstanceState};
 use zrpc_transport::etcd::{Etcd, EtcdRegistry};
-use zrpc_transport::{Address, Backoff, Client, Registry};
+use zrpc_transport::{Address, Backoff, ChannelState, Client, Registry};
 
 const PREFIX: &str = "/zrpc-test/who";
 
@@ -54,15 +54,19 @@ fn addresses(client: &Client) -> Vec<String> {
     addresses
 }
 
-/// Waits until the client's endpoints are exactly `expected`.
+/// Waits until the client's endpoints are exactly `expected`, and each one's first connection
+/// attempt has its answer: a client draws endpoints not yet connected only when none is.
 async fn wait_endpoints(client: &Client, expected: &[&Address]) {
     let mut expected: Vec<String> = expected.iter().map(ToString::to_string).collect();
     expected.sort();
+    let probed = |status: &zrpc_transport::EndpointStatus| {
+        status.connections.iter().any(|c| matches!(c, ChannelState::Ready | ChannelState::Failed { .. }))
+    };
     let wait = async {
         loop {
             // Subscribe before checking, so that a change between the two is not missed.
             let changed = client.endpoints_changed();
-            if addresses(client) == expected {
+            if addresses(client) == expected && client.endpoint_status().iter().all(probed) {
                 return;
             }
             changed.await;
