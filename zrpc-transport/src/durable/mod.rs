@@ -320,7 +320,10 @@
 mod error;
 mod id;
 mod level;
+mod log;
+mod outbox;
 
 pub use error::DurableError;
 pub use id::{MessageId, OutboxId};
 pub use level::Durability;
+pub use outbox::{DEFAULT_MAX_BYTES, Outbox, OutboxConfig, Pending};
