@@ -36,7 +36,8 @@ fn main() -> Result<(), BoxError> {
 
 async fn row(durability: Durability, appenders: usize, secs: Duration) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
-    let outbox = Outbox::open(dir.path(), OutboxConfig::new("bench").durability(durability).max_bytes(u64::MAX)).await?;
+    let outbox =
+        Outbox::open(dir.path(), OutboxConfig::new("bench").durability(durability).max_bytes(u64::MAX)).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let discarder = {
         let (outbox, stop) = (outbox.clone(), stop.clone());
