@@ -334,7 +334,10 @@
 //!
 //! - **The checkpoint opens the new segment** rather than closing the old one (as first
 //!   planned): reopen finds it at a known offset, and a crash while rolling leaves the previous
-//!   segment's checkpoint and records intact, so reopen falls back to it.
+//!   segment's checkpoint and records intact, so reopen falls back to it. Two rules keep that
+//!   fallback sound: the segment of the newest checkpoint and every later one are never
+//!   deleted (the replay reads them), and an open that found no checkpoint in the head starts a
+//!   new head with one at once (else those segments would stay pinned).
 //! - **Runs, not a per-message index.** Memory and checkpoints grow with the number of runs
 //!   (about one per destination per segment), not with the million messages a receiver down
 //!   for a day leaves. The price: an acknowledgement inside a run reads the run's acknowledged

@@ -139,6 +139,9 @@ pub(crate) struct Log {
     head_number: u64,
     /// Bytes of the head known to be on disk (synced); what a power loss keeps.
     synced: u64,
+    /// The segment whose checkpoint a reopen would start from. It and every later segment are
+    /// never deleted: the replay reads them all. Normally the head.
+    checkpoint_segment: u64,
     /// The batch being built: records not written yet.
     buf: Vec<u8>,
     /// A write or sync failed: what reached the file is unknown, so nothing more is written
@@ -248,6 +251,7 @@ impl Log {
             head,
             head_number: last,
             synced: last_len,
+            checkpoint_segment: numbers[0],
             buf: Vec::new(),
             failed: false,
             counters,
@@ -259,6 +263,7 @@ impl Log {
             let mut cursor = Cursor::in_segment(Location { segment: number, offset: start });
             let first = log.read_one(&mut cursor)?;
             if let Some(entry) = first.filter(|e| e.kind == CHECKPOINT) {
+                log.checkpoint_segment = number;
                 let replay = Cursor { at: cursor.at, whole_log: true, reader: None };
                 return Ok(Opened { log, checkpoint: Some(entry.body), replay });
             }
@@ -289,6 +294,7 @@ impl Log {
             head,
             head_number: 1,
             synced: seg.len,
+            checkpoint_segment: 1,
             buf: Vec::new(),
             failed: false,
             counters,
@@ -403,12 +409,22 @@ impl Log {
         self.head_number = number;
         self.synced = seg.len;
         self.segments.insert(number, seg);
+        if fits {
+            self.checkpoint_segment = number;
+        }
         Ok(fits)
     }
 
-    /// Deletes segment `number` (never the head).
+    /// Whether the head starts with a checkpoint (a reopen would replay the head only).
+    pub(crate) fn head_has_checkpoint(&self) -> bool {
+        self.checkpoint_segment == self.head_number
+    }
+
+    /// Deletes segment `number`, unless a reopen would read it: the head, and every segment
+    /// from the newest checkpoint's on, are kept (a later call deletes them once a newer
+    /// checkpoint is written).
     pub(crate) fn delete(&mut self, number: u64) -> Result<(), DurableError> {
-        if number == self.head_number {
+        if number >= self.checkpoint_segment {
             return Ok(());
         }
         match fs::remove_file(segment::path(&self.dir, number)) {

@@ -275,8 +275,9 @@ impl Outbox {
     }
 }
 
-/// Opens or creates the log and rebuilds the state from it, then compacts what the last run
-/// left (segments a crash kept after they were emptied).
+/// Opens or creates the log and rebuilds the state from it, makes sure the head starts with a
+/// checkpoint, then compacts what the last run left (segments a crash kept after they were
+/// emptied).
 fn open_log(dir: &Path, config: &OutboxConfig, counters: Arc<Counters>) -> Result<(Log, State), DurableError> {
     let identity =
         Identity { role: Role::Outbox, name: config.sender.clone(), id: OutboxId::from_u64(fastrand::u64(..)) };
@@ -293,6 +294,12 @@ fn open_log(dir: &Path, config: &OutboxConfig, counters: Arc<Counters>) -> Resul
         );
     }
     let mut state = State::replay(&mut log, opened.checkpoint.as_deref(), opened.replay)?;
+    // A head without a checkpoint (a crash cut it short while rolling) would make every later
+    // reopen replay from an older segment, which compaction could then not delete: start a
+    // new head with one.
+    if !log.head_has_checkpoint() {
+        log.roll(&state.checkpoint())?;
+    }
     state.compact(&mut log)?;
     Ok((log, state))
 }

@@ -386,3 +386,33 @@ async fn names_and_sizes_are_checked_before_anything_is_logged() {
     assert!(outbox.pending().await.expect("pending").is_empty());
     assert_eq!(outbox.append(&long[..255], msg(1)).await.ok(), Some(1));
 }
+
+#[tokio::test]
+async fn a_roll_cut_short_is_repaired_with_a_new_checkpointed_head() {
+    use crate::durable::log::segment;
+
+    let dir = temp();
+    let outbox = open(dir.path(), config()).await;
+    append_all(&outbox, "ledger", 1..=300).await;
+    outbox.close().await.expect("close");
+    // A crash while rolling: segment N+1 has its header and half its checkpoint.
+    let (last, _) = segment_files(dir.path()).pop().expect("a segment");
+    let bytes = fs::read(&last).expect("read the last segment");
+    let (identity, number, header) = segment::read_header(&bytes).expect("its header");
+    let mut torn = Vec::new();
+    segment::put_header(&mut torn, &identity, number + 1);
+    torn.extend_from_slice(&bytes[header..header + 12]);
+    fs::write(segment::path(dir.path(), number + 1), &torn).expect("write the torn segment");
+
+    let outbox = open(dir.path(), config()).await;
+    assert!(segment::path(dir.path(), number + 2).exists(), "a new head with a checkpoint");
+    assert_eq!(read_all(&outbox, "ledger").await, numbered(1..=300));
+    outbox.acknowledge("ledger", 300).await.expect("acknowledge");
+    settle(&outbox).await;
+    assert_eq!(segment_files(dir.path()).len(), 1, "the old segments, the torn one too, are compacted");
+    outbox.close().await.expect("close");
+
+    let outbox = open(dir.path(), config()).await;
+    assert!(outbox.pending().await.expect("pending").is_empty());
+    assert_eq!(outbox.append("ledger", msg(301)).await.ok(), Some(301));
+}
