@@ -23,13 +23,7 @@ pub(crate) enum Command {
     Acknowledge { destination: Arc<str>, up_to: u64, reply: oneshot::Sender<Result<u64, DurableError>> },
     /// Read a destination's messages from a sequence on, after the batch was written, so that
     /// nothing is read that has not reached the level.
-    Read {
-        destination: Arc<str>,
-        from: u64,
-        max: usize,
-        max_bytes: usize,
-        reply: oneshot::Sender<Result<Vec<Stored>, DurableError>>,
-    },
+    Read(Read),
     /// List the destinations with undelivered messages.
     Pending { reply: oneshot::Sender<Vec<Pending>> },
     /// Drop every undelivered message of a destination (its sequences go on).
@@ -50,13 +44,17 @@ pub(crate) enum Command {
 enum Waiting {
     Appended(oneshot::Sender<Result<u64, DurableError>>, u64),
     Acknowledged(oneshot::Sender<Result<u64, DurableError>>, u64),
-    Read {
-        destination: Arc<str>,
-        from: u64,
-        max: usize,
-        max_bytes: usize,
-        reply: oneshot::Sender<Result<Vec<Stored>, DurableError>>,
-    },
+    Read(Read),
+}
+
+/// A read of up to `max` messages (about `max_bytes`) of a destination from `from` on.
+#[derive(Debug)]
+pub(crate) struct Read {
+    pub(crate) destination: Arc<str>,
+    pub(crate) from: u64,
+    pub(crate) max: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) reply: oneshot::Sender<Result<Vec<Stored>, DurableError>>,
 }
 
 /// The outbox's state and the answers of the batch being built.
@@ -113,9 +111,7 @@ impl Journal for Writer {
                     }
                 }
             }
-            Command::Read { destination, from, max, max_bytes, reply } => {
-                self.waiting.push(Waiting::Read { destination, from, max, max_bytes, reply });
-            }
+            Command::Read(read) => self.waiting.push(Waiting::Read(read)),
             Command::Pending { reply } => {
                 let _ = reply.send(self.state.pending());
             }
@@ -165,7 +161,7 @@ impl Journal for Writer {
                 Waiting::Acknowledged(reply, released) => {
                     let _ = reply.send(failed.map_or(Ok(released), Err));
                 }
-                Waiting::Read { destination, from, max, max_bytes, reply } => {
+                Waiting::Read(Read { destination, from, max, max_bytes, reply }) => {
                     let read = match failed {
                         Some(e) => Err(e),
                         None => self.state.read(log, &destination, from, max, max_bytes),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use self::journal::{Command, Writer};
+use self::journal::{Command, Read, Writer};
 use self::state::State;
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use self::state::Stored;
@@ -242,7 +242,7 @@ impl Outbox {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, DurableError> {
-        self.call(|reply| Command::Read { destination: destination.into(), from, max, max_bytes, reply }).await?
+        self.call(|reply| Command::Read(Read { destination: destination.into(), from, max, max_bytes, reply })).await?
     }
 
     /// Marks every message of `destination` up to `up_to` as delivered (its receiver recorded

@@ -33,6 +33,18 @@ fn msg(n: u64) -> Bytes {
     Bytes::from(format!("message {n:04}"))
 }
 
+/// A new outbox in a temp dir, with messages `range` appended for `destination`.
+async fn filled(
+    config: OutboxConfig,
+    destination: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> (tempfile::TempDir, Outbox) {
+    let dir = temp();
+    let outbox = open(dir.path(), config).await;
+    append_all(&outbox, destination, range).await;
+    (dir, outbox)
+}
+
 async fn append_all(outbox: &Outbox, destination: &str, range: std::ops::RangeInclusive<u64>) {
     for n in range {
         outbox.append(destination, msg(n)).await.expect("append");
@@ -80,6 +92,13 @@ async fn hold(outbox: &Outbox) -> oneshot::Sender<()> {
     release
 }
 
+/// Queues the power-loss hook; the receiver answers once the log is closed.
+async fn lose_power(outbox: &Outbox) -> oneshot::Receiver<()> {
+    let (closed, lost) = oneshot::channel();
+    outbox.send(Command::LosePower { reply: closed }).await;
+    lost
+}
+
 type Append<'a> = Pin<Box<dyn Future<Output = Result<u64, DurableError>> + Send + 'a>>;
 
 /// Starts an append and polls it once, so that its command is queued.
@@ -116,9 +135,7 @@ async fn appends_get_sequences_per_destination_and_survive_a_reopen() {
 
 #[tokio::test]
 async fn acknowledgements_survive_a_reopen() {
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=5).await;
+    let (dir, outbox) = filled(config(), "ledger", 1..=5).await;
     assert_eq!(outbox.acknowledge("ledger", 3).await.ok(), Some(3));
     assert_eq!(outbox.acknowledge("ledger", 2).await.ok(), Some(0), "an older acknowledgement releases nothing");
     outbox.close().await.expect("close");
@@ -134,9 +151,7 @@ async fn acknowledgements_survive_a_reopen() {
 
 #[tokio::test]
 async fn a_torn_tail_is_truncated_at_every_byte_of_the_last_record() {
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=5).await;
+    let (dir, outbox) = filled(config(), "ledger", 1..=5).await;
     outbox.close().await.expect("close");
     let files = segment_files(dir.path());
     assert_eq!(files.len(), 1);
@@ -157,9 +172,7 @@ async fn a_torn_tail_is_truncated_at_every_byte_of_the_last_record() {
 
 #[tokio::test]
 async fn a_segment_whose_header_was_cut_short_is_removed() {
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=3).await;
+    let (dir, outbox) = filled(config(), "ledger", 1..=3).await;
     outbox.close().await.expect("close");
     let torn = dir.path().join("00000002.log");
     fs::write(&torn, b"ZRPCL").expect("a torn new segment");
@@ -171,9 +184,7 @@ async fn a_segment_whose_header_was_cut_short_is_removed() {
 
 #[tokio::test]
 async fn a_bad_byte_anywhere_in_a_record_followed_by_valid_ones_refuses_to_open() {
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=5).await;
+    let (dir, outbox) = filled(config(), "ledger", 1..=5).await;
     outbox.close().await.expect("close");
     let path = segment_files(dir.path())[0].0.clone();
     let whole = fs::read(&path).expect("read the segment");
@@ -196,9 +207,7 @@ async fn a_bad_byte_anywhere_in_a_record_followed_by_valid_ones_refuses_to_open(
 
 #[tokio::test]
 async fn a_reopen_scans_only_the_records_after_the_last_checkpoint() {
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=2000).await;
+    let (dir, outbox) = filled(config(), "ledger", 1..=2000).await;
     outbox.close().await.expect("close");
     let files = segment_files(dir.path());
     assert!(files.len() >= 10, "{} segments", files.len());
@@ -216,9 +225,7 @@ async fn a_reopen_scans_only_the_records_after_the_last_checkpoint() {
 
 #[tokio::test]
 async fn compaction_deletes_the_segments_with_nothing_undelivered() {
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=1000).await;
+    let (dir, outbox) = filled(config(), "ledger", 1..=1000).await;
     let before = segment_files(dir.path()).len() as u64;
     assert!(before >= 5, "{before} segments");
 
@@ -307,10 +314,8 @@ async fn concurrent_appends_at_the_power_level_share_one_sync() {
 
 #[tokio::test]
 async fn a_power_loss_keeps_every_synced_append_and_loses_only_the_unsynced() {
-    let dir = temp();
     let power = || config().durability(Durability::Power);
-    let outbox = open(dir.path(), power()).await;
-    append_all(&outbox, "ledger", 1..=10).await;
+    let (dir, outbox) = filled(power(), "ledger", 1..=10).await;
 
     // Five appends and an acknowledgement in one batch; the acknowledgement reads the log,
     // which writes the batch so far without its sync: then the power goes.
@@ -321,8 +326,7 @@ async fn a_power_loss_keeps_every_synced_append_and_loses_only_the_unsynced() {
     }
     let mut ack = Box::pin(outbox.acknowledge("ledger", 12));
     assert!(futures::poll!(ack.as_mut()).is_pending());
-    let (closed, lost) = oneshot::channel();
-    outbox.send(Command::LosePower { reply: closed }).await;
+    let lost = lose_power(&outbox).await;
     let _ = release.send(());
     for append in join_all(appends).await {
         assert!(matches!(append, Err(DurableError::Io { .. })), "an unsynced append returned {append:?}");
@@ -336,12 +340,8 @@ async fn a_power_loss_keeps_every_synced_append_and_loses_only_the_unsynced() {
     outbox.close().await.expect("close");
 
     // At the process level nothing is synced: a power loss may take every append.
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=10).await;
-    let (closed, lost) = oneshot::channel();
-    outbox.send(Command::LosePower { reply: closed }).await;
-    lost.await.expect("the log closes");
+    let (dir, outbox) = filled(config(), "ledger", 1..=10).await;
+    lose_power(&outbox).await.await.expect("the log closes");
     let outbox = open(dir.path(), config()).await;
     assert!(read_all(&outbox, "ledger").await.is_empty());
 }
@@ -359,9 +359,7 @@ async fn a_second_open_of_one_directory_is_refused_until_the_first_closes() {
 
 #[tokio::test]
 async fn discard_drops_a_destinations_messages_and_keeps_its_sequence() {
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "gone", 1..=3).await;
+    let (dir, outbox) = filled(config(), "gone", 1..=3).await;
     append_all(&outbox, "kept", 1..=2).await;
     assert_eq!(outbox.discard("gone").await.ok(), Some(3));
     assert_eq!(outbox.discard("gone").await.ok(), Some(0));
@@ -391,9 +389,7 @@ async fn names_and_sizes_are_checked_before_anything_is_logged() {
 async fn a_roll_cut_short_is_repaired_with_a_new_checkpointed_head() {
     use crate::durable::log::segment;
 
-    let dir = temp();
-    let outbox = open(dir.path(), config()).await;
-    append_all(&outbox, "ledger", 1..=300).await;
+    let (dir, outbox) = filled(config(), "ledger", 1..=300).await;
     outbox.close().await.expect("close");
     // A crash while rolling: segment N+1 has its header and half its checkpoint.
     let (last, _) = segment_files(dir.path()).pop().expect("a segment");
