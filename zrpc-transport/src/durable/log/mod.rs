@@ -483,7 +483,15 @@ impl Log {
         let mut header = [0; FRAME_HEADER];
         match reader.read_exact(&mut header) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            // At the segment's end, the end of its records; before it, a file shorter than the
+            // log knows it to be.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let len = self.segments.get(&cursor.at.segment).map_or(0, |s| s.len);
+                if cursor.at.offset >= len {
+                    return Ok(None);
+                }
+                return Err(corrupt(&self.dir, &path, cursor.at.offset, "a segment ends inside a record header"));
+            }
             Err(e) => return Err(io(e)),
         }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
