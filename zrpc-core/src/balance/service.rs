@@ -1025,19 +1025,26 @@ mod tests {
         }
     }
 
-    impl Service<Request> for Switched {
-        type Response = Response;
-        type Error = Status;
-        type Future = futures::future::Ready<Result<Response, Status>>;
+    /// Endpoint mocks that answer every call at once with their `address`.
+    macro_rules! answers_with_its_address {
+        ($($mock:ty),*) => {$(
+            impl Service<Request> for $mock {
+                type Response = Response;
+                type Error = Status;
+                type Future = futures::future::Ready<Result<Response, Status>>;
 
-        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-            Poll::Ready(Ok(()))
-        }
+                fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+                    Poll::Ready(Ok(()))
+                }
 
-        fn call(&mut self, _: Request) -> Self::Future {
-            futures::future::ready(Ok(Response::new(Bytes::copy_from_slice(self.address.as_bytes()))))
-        }
+                fn call(&mut self, _: Request) -> Self::Future {
+                    futures::future::ready(Ok(Response::new(Bytes::copy_from_slice(self.address.as_bytes()))))
+                }
+            }
+        )*};
     }
+
+    answers_with_its_address!(Switched, Probed);
 
     /// Each endpoint's switch, by address.
     type Switches = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
@@ -1183,20 +1190,6 @@ mod tests {
             self.probes.fetch_add(1, Ordering::Relaxed);
             let answered = self.answered.clone();
             Some(Box::pin(async move { answered.notified().await }))
-        }
-    }
-
-    impl Service<Request> for Probed {
-        type Response = Response;
-        type Error = Status;
-        type Future = futures::future::Ready<Result<Response, Status>>;
-
-        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, _: Request) -> Self::Future {
-            futures::future::ready(Ok(Response::new(Bytes::copy_from_slice(self.address.as_bytes()))))
         }
     }
 
