@@ -69,6 +69,7 @@
 //! | `schema` | no | JSON Schemas (schemars) of the argument, result and error types of services marked `#[zrpc::service(schema)]`, in [`reflection`]; implies `json` |
 //! | `opentelemetry` | no | the call spans joined into OpenTelemetry traces across processes, with `tracing-opentelemetry`'s layer ([`observe`]) |
 //! | `full` | no | everything above |
+//! | `cli` | no | the `zrpc` command (a binary, no API): list, describe, call, bench and watch servers from a terminal; `cargo install zrpc --features cli`. Not in `full` |
 //!
 //! In-memory addresses (`mem://name`) are always available.
 

@@ -1,8 +1,8 @@
 //! Registration and discovery through a real etcd: servers register with `EtcdRegistry`, a
 //! `Client` discovers them with `Etcd`.
 //!
-//! Each test runs its own etcd from PATH (see `support::etcd`); without one installed the tests
-//! skip, except under `CI=true` where they fail. Nothing sleeps to synchronise: tests wait for
+//! Each test runs its own etcd from PATH (see `support::etcd_server`); without one installed the
+//! tests skip, except under `CI=true` where they fail. Nothing sleeps to synchronise: tests wait for
 //! keys in etcd and for the client's endpoint set, every wait bounded by a liveness timeout far
 //! above any real wait. Lease expiry takes the lease's TTL (2 s here), and no assertion depends
 //! on how long anything took.
@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::cluster::{Mode, NodeClient, Proxy, RunningNode};
-use support::etcd::{EtcdServer, Registered, who};
+use support::etcd::{Registered, who};
+use support::etcd_server::EtcdServer;
 use support::within;
 use zrpc_core::balance::RoundRobin;
 use zrpc_core::discover::{Discover, Filter, Instance, InstanceState};
