@@ -70,6 +70,7 @@
 //! | `opentelemetry` | no | the call spans joined into OpenTelemetry traces across processes, with `tracing-opentelemetry`'s layer ([`observe`]) |
 //! | `gateway` | no | [`gateway`]: an HTTP/JSON gateway (`POST /{service}/{method}`) in front of a [`Client`], with a web console (axum); implies `json` |
 //! | `full` | no | everything above |
+//! | `cli` | no | the `zrpc` command (a binary, no API): list, describe, call, bench and watch servers from a terminal; `cargo install zrpc --features cli`. Not in `full` |
 //!
 //! In-memory addresses (`mem://name`) are always available.
 

@@ -93,6 +93,7 @@ fn hold(id: u64, metadata: Metadata) -> BytesMut {
         timeout: None,
         method: Bytes::from_static(b"Hold.hold"),
         trace: None,
+        durable: None,
         metadata,
         payload: CodecId::Postcard.encode_to_bytes(&()).expect("unit encodes"),
     };

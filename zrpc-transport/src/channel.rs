@@ -727,6 +727,23 @@ impl Available for Channel {
     fn generation(&self) -> u64 {
         self.inner.connects.load(Ordering::Relaxed)
     }
+
+    /// Never connected, and no attempt has failed yet: idle, or making its first attempt.
+    fn is_unproven(&self) -> bool {
+        self.inner.connects.load(Ordering::Relaxed) == 0
+            && matches!(&*self.inner.state.borrow(), State::Idle | State::Connecting { retry: false })
+    }
+
+    /// Starts connecting, as the first call would; the answer is in once the first attempt
+    /// connected or failed.
+    fn probe(&self) -> Option<BoxFuture<'static, ()>> {
+        self.inner.start();
+        let mut state = self.inner.state.clone();
+        Some(Box::pin(async move {
+            // Ends early only if the channel is dropped, which also settles the question.
+            let _ = state.wait_for(|state| !matches!(state, State::Idle | State::Connecting { retry: false })).await;
+        }))
+    }
 }
 
 pin_project_lite::pin_project! {

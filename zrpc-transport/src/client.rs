@@ -77,7 +77,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::future::{self, Ready};
+use futures::FutureExt;
+use futures::future::{self, BoxFuture, Ready};
 use pin_project_lite::pin_project;
 use tower::util::Either;
 use tower::{Service, ServiceExt};
@@ -499,9 +500,10 @@ impl Client {
             .collect()
     }
 
-    /// Resolves when discovery next changes the endpoints in use (or first reports them), so a
-    /// caller can wait for a set without polling: take this future, check
-    /// [`Client::endpoints`], then await it. It watches from the moment it is made, so a change
+    /// Resolves when discovery next changes the endpoints in use (or first reports them), or
+    /// an endpoint's first connection attempt ends, so a caller can wait for a set (or for a
+    /// new endpoint to connect) without polling: take this future, check
+    /// [`Client::endpoints`] (or [`Client::endpoint_status`]), then await it. It watches from the moment it is made, so a change
     /// between the check and the await is not missed.
     pub fn endpoints_changed(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut changes = self.balance.changes();
@@ -805,6 +807,18 @@ impl Available for Pool {
 
     fn generation(&self) -> u64 {
         self.0.channels.iter().map(Available::generation).fold(0, u64::wrapping_add)
+    }
+
+    /// Until one of its connections has connected or failed.
+    fn is_unproven(&self) -> bool {
+        self.0.channels.iter().all(Available::is_unproven)
+    }
+
+    /// Probes every connection; the answer is in when the first one's is.
+    fn probe(&self) -> Option<BoxFuture<'static, ()>> {
+        let answers: Vec<_> = self.0.channels.iter().filter_map(Available::probe).collect();
+        (!answers.is_empty())
+            .then(|| Box::pin(futures::future::select_all(answers).map(drop)) as BoxFuture<'static, ()>)
     }
 }
 

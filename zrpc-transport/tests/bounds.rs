@@ -141,6 +141,7 @@ fn request(id: u64, method: &'static str, arg: &str) -> BytesMut {
         timeout: None,
         method: Bytes::from_static(method.as_bytes()),
         trace: None,
+        durable: None,
         metadata: Metadata::new(),
         payload: CodecId::Postcard.encode_to_bytes(arg).expect("a string encodes"),
     };

@@ -1,8 +1,8 @@
 //! Registration and discovery through a real etcd: servers register with `EtcdRegistry`, a
 //! `Client` discovers them with `Etcd`.
 //!
-//! Each test runs its own etcd from PATH (see `support::etcd`); without one installed the tests
-//! skip, except under `CI=true` where they fail. Nothing sleeps to synchronise: tests wait for
+//! Each test runs its own etcd from PATH (see `support::etcd_server`); without one installed the
+//! tests skip, except under `CI=true` where they fail. Nothing sleeps to synchronise: tests wait for
 //! keys in etcd and for the client's endpoint set, every wait bounded by a liveness timeout far
 //! above any real wait. Lease expiry takes the lease's TTL (2 s here), and no assertion depends
 //! on how long anything took.
@@ -15,12 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use support::cluster::{Mode, NodeClient, Proxy, RunningNode};
-use support::etcd::{EtcdServer, Registered, who};
+use support::etcd::{Registered, who};
+use support::etcd_server::EtcdServer;
 use support::within;
 use zrpc_core::balance::RoundRobin;
 use zrpc_core::discover::{Discover, Filter, Instance, InstanceState};
 use zrpc_transport::etcd::{Etcd, EtcdRegistry};
-use zrpc_transport::{Address, Backoff, Client, Registry};
+use zrpc_transport::{Address, Backoff, ChannelState, Client, Registry};
 
 const PREFIX: &str = "/zrpc-test/who";
 
@@ -54,15 +55,19 @@ fn addresses(client: &Client) -> Vec<String> {
     addresses
 }
 
-/// Waits until the client's endpoints are exactly `expected`.
+/// Waits until the client's endpoints are exactly `expected`, and each one's first connection
+/// attempt has its answer: a client draws endpoints not yet connected only when none is.
 async fn wait_endpoints(client: &Client, expected: &[&Address]) {
     let mut expected: Vec<String> = expected.iter().map(ToString::to_string).collect();
     expected.sort();
+    let probed = |status: &zrpc_transport::EndpointStatus| {
+        status.connections.iter().any(|c| matches!(c, ChannelState::Ready | ChannelState::Failed { .. }))
+    };
     let wait = async {
         loop {
             // Subscribe before checking, so that a change between the two is not missed.
             let changed = client.endpoints_changed();
-            if addresses(client) == expected {
+            if addresses(client) == expected && client.endpoint_status().iter().all(probed) {
                 return;
             }
             changed.await;
@@ -339,5 +344,31 @@ async fn servers_sharing_a_lease_keep_one_and_still_come_and_go_one_by_one() {
     for (_, registration) in registrations {
         registration.deregister().await.expect("deregistered");
     }
+    assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()));
+}
+
+#[tokio::test]
+async fn a_server_joining_a_shared_lease_that_etcd_lost_registers_them_all_again() {
+    let Some(etcd) = EtcdServer::start("joining_a_lost_shared_lease").await else { return };
+    // A long lease: its keeper renews every 20 s, so within this test it never learns that
+    // etcd lost it, and the registration after the loss must find out for itself.
+    let registry = EtcdRegistry::new(etcd.client().await, PREFIX).ttl(Duration::from_secs(60)).shared_lease();
+    let first = registry.clone().register(Instance::new("127.0.0.1:1")).await.expect("registered");
+    let (lease, _) = leases(&etcd).await;
+    assert_eq!(lease.len(), 1);
+    let mut client = etcd.client().await;
+    within("etcd revokes", client.lease_revoke(lease[0])).await.expect("revoked");
+    assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()), "the revoke took the first key with it");
+
+    let second = registry.clone().register(Instance::new("127.0.0.1:2")).await.expect("registers under a new lease");
+    let (renewed, keys) = leases(&etcd).await;
+    assert_eq!(renewed.len(), 1, "one lease again: {renewed:?}");
+    assert_ne!(renewed, lease);
+    let expected: BTreeMap<String, i64> =
+        [1, 2].into_iter().map(|port| (format!("{PREFIX}/127.0.0.1:{port}"), renewed[0])).collect();
+    assert_eq!(keys, expected, "both servers, under the new lease");
+
+    first.deregister().await.expect("deregistered");
+    second.deregister().await.expect("deregistered");
     assert_eq!(leases(&etcd).await, (vec![], BTreeMap::new()));
 }

@@ -231,6 +231,58 @@ async fn an_unknown_codec_is_unimplemented_and_the_connection_stays() {
     server.shutdown().await;
 }
 
+/// A durable REQUEST (PROTOCOL.md §19) to `method` with a postcard string argument: the first
+/// message of shop-1's outbox 7.
+fn durable_request(id: u64, method: &str, arg: &str) -> frame::RequestFrame {
+    let durable = frame::DurableFields { outbox: 7, sequence: 1, sender: Bytes::from_static(b"shop-1") };
+    frame::RequestFrame {
+        flags: frame::flags::DURABLE,
+        durable: Some(durable),
+        ..raw::request(id, method, raw::postcard(arg))
+    }
+}
+
+#[tokio::test]
+async fn a_durable_request_to_a_server_without_an_inbox_is_refused_unprocessed() {
+    let mut server = start().await;
+    let mut peer = RawPeer::connect(&server.tcp).await;
+    peer.handshake("raw-sender").await;
+
+    peer.send_request(&durable_request(1, "Test.wait", "durable")).await;
+    let refused = peer.next_response().await;
+    assert_eq!((refused.id, refused.code), (1, code(Code::Unimplemented)), "{refused:?}");
+    assert_ne!(refused.flags & frame::flags::UNPROCESSED, 0, "the sender may keep and resend it: {refused:?}");
+    assert!(refused.message_str().contains("records no durable calls"), "{refused:?}");
+
+    // The next handler to start is the plain call's: the durable one never ran.
+    peer.send_request(&raw::request(3, "Test.wait", raw::postcard("plain"))).await;
+    assert_eq!(server.events.next().await, Seen::Started("plain".into()));
+    server.events.release();
+    let answer = peer.next_response().await;
+    assert_eq!((answer.id, answer.code, answer.payload), (3, 0, raw::postcard("plain")));
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_durable_oneway_request_closes_the_connection() {
+    let server = start().await;
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    bad.handshake("bad-sender").await;
+    let mut bytes = BytesMut::new();
+    let valid = durable_request(1, "Test.echo", "x");
+    frame::encode_request_frame(&mut bytes, &valid, frame::DEFAULT_MAX_FRAME).expect("a valid request");
+    bytes[5] |= frame::flags::ONEWAY;
+    bad.write(&bytes).await;
+
+    let frames = raw::decode_all(&mut bad.read_to_eof().await);
+    let goaway = raw::the_goaway(&frames);
+    assert_eq!(goaway.code, code(Code::InvalidArgument), "{goaway:?}");
+    assert!(goaway.message.contains("never oneway"), "{goaway:?}");
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_request_id_of_the_wrong_parity_closes_the_connection() {
     let server = start().await;

@@ -46,6 +46,7 @@ pub fn handshake(name: &str) -> Result<BytesMut, BoxError> {
         compressions: Vec::new(),
         token: Bytes::new(),
         flow: None,
+        inbox: false,
     };
     frame::encode_hello(&mut out, &hello)?;
     Ok(out)

@@ -63,6 +63,24 @@ pub trait Available {
     fn generation(&self) -> u64 {
         0
     }
+
+    /// `true` while nothing is known of the endpoint yet: it has never connected, and its first
+    /// attempt has not failed either. The balancing layer sends calls to such an endpoint only
+    /// when no endpoint is known to be up, so that an address nobody listens on (a stale
+    /// registry entry) fails a [`probe`](Available::probe), not a caller's call. `false` by
+    /// default: a service that does not connect is as good as proven.
+    fn is_unproven(&self) -> bool {
+        false
+    }
+
+    /// Starts finding out, in the background and without a call, whether the endpoint is up
+    /// (a connection attempt), and returns a future that resolves once the answer is in
+    /// (connected, or failed): the balancing layer probes every endpoint discovery reports, as
+    /// it arrives, and takes one that connected into the draw as soon as it resolves. `None`,
+    /// the default, when there is nothing to find out.
+    fn probe(&self) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// Either of two services, as `tower::util::Either` chooses one (an optional layer).
@@ -80,6 +98,20 @@ impl<A: Available, B: Available> Available for tower::util::Either<A, B> {
             tower::util::Either::Right(b) => b.generation(),
         }
     }
+
+    fn is_unproven(&self) -> bool {
+        match self {
+            tower::util::Either::Left(a) => a.is_unproven(),
+            tower::util::Either::Right(b) => b.is_unproven(),
+        }
+    }
+
+    fn probe(&self) -> Option<BoxFuture<'static, ()>> {
+        match self {
+            tower::util::Either::Left(a) => a.probe(),
+            tower::util::Either::Right(b) => b.probe(),
+        }
+    }
 }
 
 mod consistent_hash;
@@ -95,6 +127,8 @@ mod weighted_round_robin;
 
 use std::fmt;
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
 
 pub use consistent_hash::ConsistentHash;
 pub use endpoint::EndpointView;

@@ -5,8 +5,10 @@
 //!
 //! 1. On its first call it starts a background task that reads the discovery source. Each
 //!    batch of changes that is ready at once is applied together: new instances that pass the
-//!    [`Filter`] are connected with [`Connect::connect`] (lazily: no I/O happens until a call),
-//!    updated ones keep their connection and counters, and removed ones (or ones the filter now
+//!    [`Filter`] are made with [`Connect::connect`] and probed at once ([`Available::probe`]:
+//!    a channel starts connecting in the background, as gRPC's `round_robin` connects every
+//!    address), so that an address nobody listens on is found out by its probe rather than by
+//!    a caller's call; updated ones keep their connection and counters, and removed ones (or ones the filter now
 //!    rejects) are dropped, which closes their connections once their calls finish. The picker
 //!    is told of every new set ([`Pick::update`]).
 //! 2. The first call waits (up to its deadline) until the discovery task has applied what the
@@ -17,7 +19,11 @@
 //!    endpoint is found down, and after [`READY_REFRESH`]); their live state (weight, calls in
 //!    flight, latency EWMA, [`Available::is_available`]) is read into [`EndpointView`]s and
 //!    the picker chooses among them, honouring the hints of the call's
-//!    [`Context`](crate::Context). Every built-in picker but
+//!    [`Context`](crate::Context). While any endpoint is proven up, the ready set leaves out
+//!    those still unproven ([`Available::is_unproven`]: never connected, first attempt under
+//!    way), whose probes will bring them in at a rebuild once they connect; with none proven
+//!    (a client's very first calls) the unproven are drawn, and a call waits for its
+//!    endpoint's first connection. Every built-in picker but
 //!    [`WeightedRoundRobin`](super::WeightedRoundRobin) draws, so a pick costs the same at
 //!    2,000 endpoints as at 2, and endpoints that are down are not drawn at all; a picker that
 //!    does not draw is handed every endpoint of the ready set. A pinned call finds its address
@@ -131,7 +137,7 @@ pub const READY_REFRESH: Duration = Duration::from_millis(100);
 /// discovery changes the set, when a drawn endpoint is found not eligible, and after
 /// [`READY_REFRESH`]. Endpoints that are down stay out of it, so none of the callers pays for
 /// them; their channels' own tasks probe them, and a probe that connects brings them back at
-/// the next rebuild.
+/// the next rebuild. So do endpoints not yet proven up, while another one is.
 struct Ready<S> {
     endpoints: Endpoints<S>,
     /// The eligible ones; their indexes are into `endpoints`.
@@ -150,9 +156,20 @@ impl Drop for Release<'_> {
 }
 
 impl<S: Available> Ready<S> {
+    /// The eligible endpoints; only those proven up ([`Available::is_unproven`] false) when there
+    /// is one, since the others' probes are still finding out whether anyone listens.
     fn build(endpoints: Endpoints<S>, set_version: u64, now_ns: u64) -> Ready<S> {
-        let eligible = endpoints.iter().enumerate().filter(|(_, e)| e.view(now_ns).is_eligible());
-        let set = ReadySet::from_eligible(eligible.map(|(i, e)| (e.instance.address.clone(), e.instance.weight, i)));
+        let eligible: Vec<(usize, bool)> = endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.view(now_ns).is_eligible())
+            .map(|(i, e)| (i, e.service.is_unproven()))
+            .collect();
+        let any_proven = eligible.iter().any(|&(_, unproven)| !unproven);
+        let chosen = eligible.into_iter().filter(|&(_, unproven)| !(any_proven && unproven));
+        let set = ReadySet::from_eligible(
+            chosen.filter_map(|(i, _)| endpoints.get(i).map(|e| (e.instance.address.clone(), e.instance.weight, i))),
+        );
         Ready { endpoints, set, set_version, built_ns: now_ns }
     }
 
@@ -374,7 +391,8 @@ impl<C: Connect, P: Pick> Balance<C, P> {
     }
 
     /// A receiver that sees a change each time discovery changes the set of endpoints (and when
-    /// the first set is applied), for tests and operations that wait for one.
+    /// the first set is applied), and each time an endpoint's probe has its answer (its first
+    /// connection attempt connected or failed), for tests and operations that wait for one.
     pub fn changes(&self) -> watch::Receiver<bool> {
         self.shared.synced.subscribe()
     }
@@ -527,8 +545,15 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         nanos_since(self.epoch)
     }
 
+    /// An endpoint's probe has its answer: the ready set is rebuilt at the next pick, taking it
+    /// in if it connected, and watchers of [`Balance::changes`] are told.
+    fn proven(&self) {
+        self.ready_stale.store(true, Ordering::Relaxed);
+        self.synced.send_if_modified(|synced| *synced);
+    }
+
     /// Applies a batch of changes and publishes the new set.
-    fn apply(&self, changes: Vec<Change>) {
+    fn apply(self: &Arc<Self>, changes: Vec<Change>) {
         let current = self.snapshot();
         let mut by_address: HashMap<Arc<str>, Arc<Endpoint<C::Service>>> =
             current.iter().map(|e| (e.instance.address.clone(), e.clone())).collect();
@@ -550,6 +575,16 @@ impl<C: Connect, P: Pick> Shared<C, P> {
                         None => {
                             order.push(address.clone());
                             let service = self.connect.connect(&instance);
+                            // Found out now, in the background, rather than by a caller's call.
+                            if let Some(answer) = service.probe() {
+                                let shared = Arc::downgrade(self);
+                                tokio::spawn(async move {
+                                    answer.await;
+                                    if let Some(shared) = shared.upgrade() {
+                                        shared.proven();
+                                    }
+                                });
+                            }
                             Arc::new(Endpoint::new(instance, service))
                         }
                     };
@@ -990,19 +1025,26 @@ mod tests {
         }
     }
 
-    impl Service<Request> for Switched {
-        type Response = Response;
-        type Error = Status;
-        type Future = futures::future::Ready<Result<Response, Status>>;
+    /// Endpoint mocks that answer every call at once with their `address`.
+    macro_rules! answers_with_its_address {
+        ($($mock:ty),*) => {$(
+            impl Service<Request> for $mock {
+                type Response = Response;
+                type Error = Status;
+                type Future = futures::future::Ready<Result<Response, Status>>;
 
-        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
-            Poll::Ready(Ok(()))
-        }
+                fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
+                    Poll::Ready(Ok(()))
+                }
 
-        fn call(&mut self, _: Request) -> Self::Future {
-            futures::future::ready(Ok(Response::new(Bytes::copy_from_slice(self.address.as_bytes()))))
-        }
+                fn call(&mut self, _: Request) -> Self::Future {
+                    futures::future::ready(Ok(Response::new(Bytes::copy_from_slice(self.address.as_bytes()))))
+                }
+            }
+        )*};
     }
+
+    answers_with_its_address!(Switched, Probed);
 
     /// Each endpoint's switch, by address.
     type Switches = Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>;
@@ -1123,5 +1165,98 @@ mod tests {
             ctx.hints_mut().exclude = vec!["e0".into(), "e1".into()];
             assert_eq!(answer(balance.clone(), request().with_ctx(ctx)).await, "e2");
         }
+    }
+
+    /// An endpoint that answers with its address, is proven up when its flag says, counts the
+    /// probes it was asked for, and says its probe has an answer when `answered` is notified.
+    #[derive(Clone)]
+    struct Probed {
+        address: Arc<str>,
+        proven: Arc<AtomicBool>,
+        probes: Arc<AtomicUsize>,
+        answered: Arc<tokio::sync::Notify>,
+    }
+
+    impl Available for Probed {
+        fn is_available(&self) -> bool {
+            true
+        }
+
+        fn is_unproven(&self) -> bool {
+            !self.proven.load(Ordering::Relaxed)
+        }
+
+        fn probe(&self) -> Option<BoxFuture<'static, ()>> {
+            self.probes.fetch_add(1, Ordering::Relaxed);
+            let answered = self.answered.clone();
+            Some(Box::pin(async move { answered.notified().await }))
+        }
+    }
+
+    /// Each probed endpoint's (proven, probes, answered), by address.
+    type Probes = Arc<Mutex<HashMap<String, (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<tokio::sync::Notify>)>>>;
+
+    fn probed<P: Pick>(count: usize, picker: P) -> (Balance<impl Connect<Service = Probed>, P>, Probes) {
+        let probes: Probes = Arc::default();
+        let made = probes.clone();
+        let connect = move |instance: &Instance| {
+            let (proven, probes, answered) = (Arc::default(), Arc::default(), Arc::new(tokio::sync::Notify::new()));
+            let entry = (Arc::clone(&proven), Arc::clone(&probes), Arc::clone(&answered));
+            made.lock().expect("not poisoned").insert(instance.address.to_string(), entry);
+            Probed { address: instance.address.clone(), proven, probes, answered }
+        };
+        let addresses: Vec<String> = (0..count).map(|i| format!("e{i}")).collect();
+        (Balance::new(crate::discover::Static::new(addresses), connect, picker, Filter::default()), probes)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_are_probed_as_they_arrive_and_the_proven_ones_drawn_first() {
+        let (balance, probes) = probed(10, ConsistentHash::new());
+        // Nothing proven yet: the key's owner on the ring takes the call, as it would anyway.
+        let owner = answer(balance.clone(), request()).await;
+        let counts: Vec<usize> =
+            probes.lock().expect("not poisoned").values().map(|(_, p, _)| p.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts, vec![1; 10], "each endpoint probed once, when discovered");
+
+        // One other endpoint's probe connects: it is drawn at once, and while the owner is
+        // unproven the key goes there.
+        let proven = if owner == "e7" { "e3" } else { "e7" };
+        let prove = |address: &str| {
+            let probes = probes.lock().expect("not poisoned");
+            probes[address].0.store(true, Ordering::Relaxed);
+            probes[address].2.notify_one();
+        };
+        let mut changes = balance.changes();
+        changes.borrow_and_update();
+        prove(proven);
+        changes.changed().await.expect("the balancer lives");
+        for _ in 0..20 {
+            assert_eq!(answer(balance.clone(), request()).await, proven);
+        }
+        // Every endpoint proven: the owner has its key back.
+        for i in 0..10 {
+            prove(&format!("e{i}"));
+        }
+        tokio::time::advance(READY_REFRESH).await;
+        assert_eq!(answer(balance.clone(), request()).await, owner);
+        let counts: Vec<usize> =
+            probes.lock().expect("not poisoned").values().map(|(_, p, _)| p.load(Ordering::Relaxed)).collect();
+        assert_eq!(counts, vec![1; 10], "probed once each: picks do not probe");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_avoid_unproven_endpoints_while_any_is_proven() {
+        let (balance, probes) = probed(50, P2c::new());
+        answer(balance.clone(), request()).await;
+        for i in [4, 9] {
+            probes.lock().expect("not poisoned")[&format!("e{i}")].0.store(true, Ordering::Relaxed);
+        }
+        // Without their probes' answers: the periodic rebuild finds them proven too.
+        tokio::time::advance(READY_REFRESH).await;
+        let mut served = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            served.insert(answer(balance.clone(), request()).await);
+        }
+        assert_eq!(served, ["e4".to_owned(), "e9".to_owned()].into(), "the two proven endpoints only");
     }
 }

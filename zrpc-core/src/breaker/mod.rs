@@ -239,6 +239,14 @@ impl<S: Available> Available for CircuitBreaker<S> {
     fn generation(&self) -> u64 {
         self.inner.generation()
     }
+
+    fn is_unproven(&self) -> bool {
+        self.inner.is_unproven()
+    }
+
+    fn probe(&self) -> Option<futures::future::BoxFuture<'static, ()>> {
+        self.inner.probe()
+    }
 }
 
 /// The state shared by a breaker's clones.

@@ -682,6 +682,7 @@ mod tests {
             compressions: Vec::new(),
             token: Bytes::new(),
             flow: None,
+            inbox: false,
         };
         crate::frame::encode_hello(&mut out, &hello).expect("encodes");
         out

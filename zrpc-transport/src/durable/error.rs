@@ -9,7 +9,8 @@ use std::path::PathBuf;
 /// | variant | code | unprocessed |
 /// |---|---|---|
 /// | `Full` | `ResourceExhausted` | yes: nothing was logged |
-/// | `NotOneway` | `InvalidArgument` | yes |
+/// | `NotOneway`, `TooLarge`, `InvalidName` | `InvalidArgument` | yes |
+/// | `Closed` | `Unavailable` | yes |
 /// | `Locked`, `Io` | `Unavailable` | yes for an append that failed before its write; an `Io` on the sync of a group fails every call of the group, whose records may or may not be on disk |
 /// | `Corrupt` | `DataLoss` | – (at open, not per call) |
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,30 @@ pub enum DurableError {
     NotOneway {
         /// The method's wire name.
         method: String,
+    },
+    /// A message larger than a durable log takes (16 MiB, the protocol's default frame limit,
+    /// since it must fit in one request to be delivered).
+    #[error("a durable message of {size} bytes is larger than the limit of {limit}")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A sender or destination name that a log cannot record: names are 1 to 255 bytes of
+    /// UTF-8 (as endpoint names in a HELLO).
+    #[error("durable log names are 1 to 255 bytes, not {len}: {name:?}")]
+    InvalidName {
+        /// The name, as given.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The log's writer has stopped: the outbox was closed, or its thread could not start.
+    #[error("durable log {} is closed", path.display())]
+    Closed {
+        /// The log's directory.
+        path: PathBuf,
     },
     /// Another process has the log open: two writers would interleave sequences.
     #[error("durable log {} is open in another process", path.display())]

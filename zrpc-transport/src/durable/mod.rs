@@ -1,10 +1,34 @@
 //! Durable calls: oneway calls that survive a crash of either end and are handled once.
 //!
-//! **Status: design (issue 13).** This module holds the design and the types whose shape is
-//! settled: [`MessageId`] and [`OutboxId`], the [`Durability`] levels and [`DurableError`].
-//! Nothing here stores or sends a message yet; the outbox, the inbox and the protocol change
-//! below are the plan for the next steps, and every decision in it is listed with its reason at
-//! the end ("Decisions") beside what is still open ("Open questions").
+//! **Status (issue 13): the storage, the outbox's local half and the wire format exist;
+//! delivery and the inbox do not yet.**
+//!
+//! - Settled types: [`MessageId`], [`OutboxId`], the [`Durability`] levels, [`DurableError`].
+//! - **The segment log** (`log/`: `record.rs` framing and field codec, `segment.rs` files,
+//!   headers and torn tails, `writer.rs` the writer thread and its group commit, `mod.rs` open,
+//!   read, roll, delete), written for the outbox and the inbox alike (an inbox's records and
+//!   role come with it).
+//! - **The outbox's local half** ([`Outbox`], [`OutboxConfig`], [`Pending`]; `outbox/`:
+//!   `state.rs` sequences, runs, limit, compaction and the checkpoint; `journal.rs` the commands
+//!   on the writer thread): `Outbox::open` (recovery), [`Outbox::append`] at either level,
+//!   `max_bytes` and [`DurableError::Full`], acknowledgements and compaction,
+//!   [`Outbox::pending`], [`Outbox::discard`], [`Outbox::close`]. The delivery task's side is
+//!   crate-private until it exists: read a destination's messages from a sequence on, and
+//!   acknowledge up to a sequence.
+//! - **The wire format** (docs/PROTOCOL.md §19): the frame layer encodes and decodes a
+//!   DURABLE request's identity and the INBOX HELLO extension; a side without an inbox (every
+//!   side, for now) refuses DURABLE requests with `Unimplemented`, unprocessed.
+//! - **Not yet:** `Outbox::destination` (the `tower::Service`), the delivery task, the inbox,
+//!   the acknowledgement's handling, the facade's `durable` feature, the crash harness and the
+//!   example.
+//!   The sections below are the plan for them; every decision is listed with its reason at the
+//!   end ("Decisions") beside what is still open ("Open questions").
+//! - Tests: unit tests beside the code (`cargo test -p zrpc-transport --features durable --lib
+//!   durable`, in `.ci/run`), over real files in temp dirs, no sleeps: torn tails at every byte
+//!   of the last record, corruption at every byte of a middle record, reopen through the
+//!   checkpoint (records scanned counted), compaction (files and bytes on disk), the limit,
+//!   group commit (syncs counted) and a power-loss hook.
+//!   `cargo bench -p zrpc-transport --features durable --bench outbox` measures appends.
 //!
 //! # What a user writes
 //!
@@ -51,7 +75,7 @@
 //!   `Channel`, or a `Client` with discovery: the destination pins the endpoint by name, and
 //!   messages wait while no endpoint of that name is found.
 //! - The facade gets a `durable` feature and re-exports `Outbox`, `Inbox`, `Durability` and
-//!   `MessageId` once they exist; it has none while this module is a design.
+//!   `MessageId` once a destination can deliver; it has none yet.
 //!
 //! # The outbox (sender)
 //!
@@ -190,30 +214,45 @@
 //!   checkpoint ourselves (the crash harness below, and a power-loss hook), and we add no
 //!   dependency: no C compiler step (bundled SQLite takes 226 s of a release build here).
 //!
-//! The log, for both the outbox and the inbox:
+//! The log, for both the outbox and the inbox (as built; `log/mod.rs` and its files give the
+//! byte layouts):
 //!
-//! - **Segments.** Files `NNNNNNNN.log` of up to 64 MiB, appended to in order; a header with a
-//!   magic, a version, the sender name and the [`OutboxId`] (outbox), and the segment's number.
+//! - **Segments.** Files `NNNNNNNN.log`, rolled at 64 MiB by default
+//!   ([`OutboxConfig::segment_bytes`]); the magic `ZRPCLOG\0`, then a header record: version,
+//!   role (outbox), the sender name and the [`OutboxId`], and the segment's number. Each
+//!   segment's first record after the header is a checkpoint.
 //! - **Records.** `len u32 | crc u32 | kind u8 | ...`, where `crc` (CRC-32 by `crc32fast`, as
-//!   measured) covers everything after itself: a message (destination, sequence, request), an
-//!   acknowledgement ("destination d acknowledged up to n"), or for the inbox a "handled up to
-//!   n" mark.
-//! - **Torn tail.** On open, the last segment is read from its last checkpoint to its end; the
-//!   first record that runs past the end of the file or fails its CRC is a write cut short by a
-//!   crash: the file is truncated there and a `tracing::warn!` line names the file, the offset
-//!   and the bytes dropped. Such a record's append had not returned at the power level (its sync
-//!   never finished). A CRC failure *followed by valid records* is not a torn write but
-//!   corruption: the log refuses to open ([`DurableError::Corrupt`], `DataLoss`), never skips
-//!   it silently.
-//! - **Checkpoint and reopen.** Each segment ends, when it is rolled, with a checkpoint of every
-//!   destination's first unacknowledged and next sequence and where its first message is. Reopen
-//!   reads the last checkpoint and scans only what follows it, so 1,000,000 undelivered messages
-//!   reopen in the time of the last segment's scan, not the whole log's.
-//! - **Compaction.** A segment none of whose messages is still undelivered is deleted. Since one
-//!   slow destination can pin old segments, a segment whose live bytes fall below a quarter is
-//!   rewritten: its live records are appended to the head (same sequences) and it is deleted.
+//!   measured) covers everything after itself: a message (destination, sequence, message), an
+//!   acknowledgement ("destination d acknowledged up to n"), a checkpoint, and for the inbox a
+//!   "handled up to n" mark. `len` is checked against its maximum (32 MiB; a message is at most
+//!   16 MiB, [`DurableError::TooLarge`]) before anything is read or allocated for it; every
+//!   field decoder is bounds-checked, and a checkpoint's counts are checked against its bytes.
+//! - **One writer.** A thread owns the log and the outbox's state; callers send commands over a
+//!   channel of 8,192 and wait on a oneshot. It takes every command waiting, writes their records
+//!   with one `write`, at [`Durability::Power`] one `fdatasync` (group commit), answers them,
+//!   then rolls and compacts.
+//! - **Torn tail.** On open, the last segment is read and its records checked; the first record
+//!   that runs past the end of the file or fails its CRC is a write cut short by a crash: the
+//!   file is truncated there and a `tracing::warn!` line names the file, the offset and the
+//!   bytes dropped. Such a record's append had not returned at the power level (its sync never
+//!   finished). A bad record *followed by valid records* (from some later offset, a chain of
+//!   valid records reaching exactly the end of the file) is not a torn write but corruption: the
+//!   log refuses to open ([`DurableError::Corrupt`], `DataLoss`), never skips it silently. A last
+//!   segment whose header was cut short (a crash while rolling) is removed, with the same line.
+//! - **Checkpoint and reopen.** A new segment starts with a checkpoint: every destination's
+//!   first unacknowledged and next sequence and its *runs* (consecutive sequences in one
+//!   segment: segment, offset of the first, first, last, bytes). Reopen reads the newest
+//!   checkpoint and replays only the records after it, so a reopen reads one segment, not the
+//!   whole log.
+//! - **Compaction** (after a batch with acknowledgements, and at open). A segment other than the
+//!   head with no undelivered message is deleted. One whose undelivered bytes are below a
+//!   quarter of its size is rewritten: its undelivered records are copied to the head (same
+//!   sequences, same bytes), a new segment is started whose checkpoint points at the copies,
+//!   and only then is the old one deleted.
+//! - **Power-loss hook** (tests): drops everything written after the head's last sync, as a
+//!   power loss does to a log, and closes it.
 //!
-//! # Wire protocol (draft of docs/PROTOCOL.md §19, "Durable calls", after §18 Reflection)
+//! # Wire protocol (docs/PROTOCOL.md §19, "Durable calls")
 //!
 //! Within version 1, negotiated like compression and flow control (PROTOCOL.md §10).
 //!
@@ -295,6 +334,48 @@
 //!   stream over several receivers would need them to share it.
 //! - **A segment log of our own** rather than an engine: see "Storage".
 //!
+//! Decisions of the storage as built (session 10):
+//!
+//! - **The checkpoint opens the new segment** rather than closing the old one (as first
+//!   planned): reopen finds it at a known offset, and a crash while rolling leaves the previous
+//!   segment's checkpoint and records intact, so reopen falls back to it. Two rules keep that
+//!   fallback sound: the segment of the newest checkpoint and every later one are never
+//!   deleted (the replay reads them), and an open that found no checkpoint in the head starts a
+//!   new head with one at once (else those segments would stay pinned).
+//! - **Runs, not a per-message index.** Memory and checkpoints grow with the number of runs
+//!   (about one per destination per segment), not with the million messages a receiver down
+//!   for a day leaves. The price: an acknowledgement inside a run reads the run's acknowledged
+//!   prefix once (just read for delivery, so from the page cache) to count its exact bytes and
+//!   move the run's start, and a read from far inside a run scans up to there. `max_bytes` is
+//!   therefore exact, in record bytes (message, destination name and 18 bytes).
+//! - **Replay applies acknowledgements last**, each destination's highest once: an earlier one
+//!   could otherwise need a segment that a later one emptied and compaction deleted. A message
+//!   below its destination's next sequence in the replay is a copy from a rewrite whose
+//!   checkpoint was never written; its original is still in place, and it is skipped.
+//! - **Answers before upkeep.** A batch's callers are answered as soon as it is written (and
+//!   synced); rolling and compaction follow, so a rewrite never adds to a call's latency. (Tests
+//!   send one more command to wait for the upkeep: the writer takes it only afterwards.)
+//! - **Reads wait for their batch's write and sync.** Otherwise, at the power level, the
+//!   delivery task could send a message whose sync then failed or was cut by a power loss; the
+//!   reopened outbox would give its sequence to a new message, which the receiver would drop as
+//!   a duplicate of the first.
+//! - **A failed `write` or `fdatasync` stops the log until it is reopened.** After a failed
+//!   sync what reached the disk is unknown (the page cache may have dropped the dirty pages:
+//!   PostgreSQL's "fsyncgate"); reopening re-reads the tail and repairs it.
+//! - **A thread, not a tokio task,** owns the log, since `write` and `fdatasync` block; it
+//!   also serves the reads, so that the log has one owner (revisit if delivery reads show in a
+//!   profile).
+//! - **An advisory lock** (`LOCK`, `File::try_lock`) makes a second process fail with
+//!   [`DurableError::Locked`] instead of interleaving sequences.
+//! - **Names are 1 to 255 bytes** (as endpoint names; [`DurableError::InvalidName`]), so that a
+//!   record stores them with one length byte. The sender name recorded at creation wins over a
+//!   different one in the config, with a warning: the messages already logged carry it.
+//! - **`discard` is an acknowledgement** up to the last sequence: the destination's sequences
+//!   go on, since its receiver must never see a sequence again.
+//! - **`append` takes opaque bytes and is public**; the destination service will encode a
+//!   request into it. Reading and acknowledging stay crate-private until the delivery task
+//!   that calls them exists.
+//!
 //! # Open questions
 //!
 //! - **Compile-time check of oneway-ness.** A generated `XDurable<S>` view listing only the
@@ -314,13 +395,22 @@
 //!   the disk's sync rate (recording, with group commit, is not bounded so). Syncing marks in
 //!   groups instead would let a power loss rerun every handler of the group; is that worth an
 //!   option?
+//! - **Out-of-order blocks after a power loss.** A write not yet synced may reach the disk in
+//!   any block order: a power loss can keep a later block of a batch and lose an earlier one.
+//!   The open then sees a bad record followed by valid ones and refuses with `Corrupt`, though
+//!   none of those records had been acknowledged. Knowing the last synced offset (a small
+//!   sidecar written after each sync?) would tell the two apart; until then an operator must
+//!   truncate by hand at the offset the error names.
 //! - **Cumulative acknowledgements.** One RESPONSE per message costs 27 bytes; a cumulative ACK
 //!   frame would save them if the throughput target needs it once measured end to end.
 
 mod error;
 mod id;
 mod level;
+mod log;
+mod outbox;
 
 pub use error::DurableError;
 pub use id::{MessageId, OutboxId};
 pub use level::Durability;
+pub use outbox::{DEFAULT_MAX_BYTES, Outbox, OutboxConfig, Pending};

@@ -12,7 +12,7 @@
 //! 2. whether it is **idempotent**, so that a `Client`'s retries may resend it;
 //! 3. whether it fails with **application errors**: its OK answer is then `{"Ok":v}` or
 //!    `{"Err":e}`, split here into [`JsonAnswer::Ok`] and [`JsonAnswer::Err`] without
-//!    re-encoding (slices of the received frame).
+//!    re-encoding (slices of the received frame, the value checked to be one JSON value).
 //!
 //! The catalogue is read with `list` in JSON (readable across zrpc versions) on the first call,
 //! and read again when a method is missing from it, at most once a second
@@ -245,22 +245,29 @@ where
     }
 }
 
-/// `{"Ok":v}` or `{"Err":e}`, as slices of `payload`.
+/// `{"Ok":v}` or `{"Err":e}`, as slices of `payload`: the object's one key, then its value,
+/// which must be exactly one JSON value (so a second key is refused with it).
 fn split_result(method: &str, payload: Bytes) -> Result<JsonAnswer, Status> {
-    #[derive(serde::Deserialize)]
-    enum Wrapped<'a> {
-        #[serde(borrow)]
-        Ok(&'a serde_json::value::RawValue),
-        #[serde(borrow)]
-        Err(&'a serde_json::value::RawValue),
-    }
-    let wrapped: Wrapped<'_> = serde_json::from_slice(&payload).map_err(|e| {
-        Status::new(Code::DataLoss, format!("{method} answered neither {{\"Ok\":…}} nor {{\"Err\":…}}: {e}"))
-    })?;
-    Ok(match wrapped {
-        Wrapped::Ok(value) => JsonAnswer::Ok(payload.slice_ref(value.get().as_bytes())),
-        Wrapped::Err(value) => JsonAnswer::Err(payload.slice_ref(value.get().as_bytes())),
-    })
+    let refused = |why: &str| {
+        Status::new(Code::DataLoss, format!("{method} answered neither {{\"Ok\":…}} nor {{\"Err\":…}}: {why}"))
+    };
+    let text = payload.trim_ascii();
+    let inner = text
+        .strip_prefix(b"{")
+        .and_then(|rest| rest.strip_suffix(b"}"))
+        .ok_or_else(|| refused("not an object"))?
+        .trim_ascii_start();
+    let (ok, rest) = if let Some(rest) = inner.strip_prefix(br#""Ok""#) {
+        (true, rest)
+    } else if let Some(rest) = inner.strip_prefix(br#""Err""#) {
+        (false, rest)
+    } else {
+        return Err(refused("its key is not \"Ok\" or \"Err\""));
+    };
+    let value = rest.trim_ascii_start().strip_prefix(b":").ok_or_else(|| refused("no ':' after the key"))?.trim_ascii();
+    serde_json::from_slice::<serde::de::IgnoredAny>(value).map_err(|e| refused(&e.to_string()))?;
+    let value = payload.slice_ref(value);
+    Ok(if ok { JsonAnswer::Ok(value) } else { JsonAnswer::Err(value) })
 }
 
 impl<S: Clone> Clone for DynamicClient<S> {
@@ -292,7 +299,16 @@ mod tests {
 
     #[test]
     fn anything_else_is_data_loss() {
-        for payload in [&b"42"[..], br#"{"Maybe":1}"#, br#"{"Ok":1,"Err":2}"#, b"{", b""] {
+        for payload in [
+            &b"42"[..],
+            br#"{"Maybe":1}"#,
+            br#"{"Ok":1,"Err":2}"#,
+            b"{",
+            b"",
+            br#"{"Ok"}"#,
+            br#"{"Ok":}"#,
+            br#"["Ok",1]"#,
+        ] {
             let status = split_result("S.m", Bytes::copy_from_slice(payload)).expect_err("refused");
             assert_eq!(status.code(), Code::DataLoss, "{payload:?}");
             assert!(status.message().contains("S.m answered neither"), "{}", status.message());

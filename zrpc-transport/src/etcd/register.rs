@@ -8,7 +8,9 @@
 //! registry shares one lease and one keep-alive stream: a process with 1,000 servers keeps one
 //! lease, not 1,000. A shared registration that is dropped without deregistering (an aborted
 //! server) has its key deleted in the background, since the lease it shares lives on; the
-//! last one out revokes the lease.
+//! last one out revokes the lease. A registration that joins a shared lease etcd has lost
+//! before the keeper noticed (its put is refused) grants the new lease itself, and every key
+//! goes under it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -310,7 +312,20 @@ impl LeaseGroup {
                 granted
             }
         };
-        let put = self.put(&key, &value, granted.id).await;
+        let mut put = self.put(&key, &value, granted.id).await;
+        if put.is_err() && !state.keys.is_empty() {
+            // etcd may have lost the lease before the keeper noticed (it renews every third of
+            // the TTL): register the others again under a new lease, and this key with them.
+            // If etcd cannot be reached, that fails too and the first error stands.
+            if let Ok(renewed) = self.regrant_in(&mut state).await {
+                if let Some(keeper) =
+                    state.keeper.replace(tokio::spawn(LeaseGroup::keep(Arc::downgrade(self), renewed)))
+                {
+                    keeper.abort();
+                }
+                put = self.put(&key, &value, renewed.id).await;
+            }
+        }
         match put {
             Ok(()) => {
                 state.keys.insert(key, value);
@@ -390,6 +405,11 @@ impl LeaseGroup {
     /// then holds nothing and is revoked.
     async fn regrant(&self) -> Result<Granted, Status> {
         let mut state = self.state.lock().await;
+        self.regrant_in(&mut state).await
+    }
+
+    /// [`LeaseGroup::regrant`] with the group's state already locked.
+    async fn regrant_in(&self, state: &mut GroupState) -> Result<Granted, Status> {
         let granted = self.grant().await?;
         for (key, value) in &state.keys {
             if let Err(status) = self.put(key, value, granted.id).await {

@@ -24,6 +24,9 @@ pub struct Hello {
     /// The sender's flow-control limits (the `FLOW` extension), if it announces them; see
     /// `docs/PROTOCOL.md` §15.
     pub flow: Option<FlowLimits>,
+    /// The sender records durable requests (the `INBOX` extension, `docs/PROTOCOL.md` §19):
+    /// the peer may send it [`flags::DURABLE`](super::flags::DURABLE) requests.
+    pub inbox: bool,
 }
 
 /// The `FLOW` extension of a `HELLO`: how many of the receiver's requests the sender takes in
@@ -44,6 +47,8 @@ pub struct FlowLimits {
 mod ext {
     /// [`super::FlowLimits`].
     pub(super) const FLOW: u8 = 0x01;
+    /// `INBOX`: the sender records durable requests; no value.
+    pub(super) const INBOX: u8 = 0x02;
 }
 
 /// Bytes of the `FLOW` extension's value.
@@ -71,7 +76,7 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
     if hello.flow.is_some_and(|flow| flow.max_requests == 0) {
         return Err(FrameError::Malformed { kind: "hello", reason: "flow limits allow no request" });
     }
-    let extensions = if hello.flow.is_some() { 3 + usize::from(FLOW_LEN) } else { 0 };
+    let extensions = if hello.flow.is_some() { 3 + usize::from(FLOW_LEN) } else { 0 } + if hello.inbox { 3 } else { 0 };
     let body = 1
         + hello.name.len()
         + 4
@@ -99,6 +104,10 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
         dst.put_u32(flow.max_requests);
         dst.put_u32(flow.request_bytes);
     }
+    if hello.inbox {
+        dst.put_u8(ext::INBOX);
+        dst.put_u16(0);
+    }
     Ok(total)
 }
 
@@ -118,6 +127,7 @@ pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
     let token_len = r.u16("body ends inside the token length")?;
     let token = r.bytes(usize::from(token_len), "body ends inside the token")?;
     let mut flow = None;
+    let mut inbox = false;
     while r.remaining() > 0 {
         let tag = r.u8("body ends inside an extension tag")?;
         let len = r.u16("body ends inside an extension length")?;
@@ -125,8 +135,10 @@ pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
         if tag == ext::FLOW && flow.is_none() {
             flow = Some(decode_flow(&value)?);
         }
+        // Its value, empty in this version, is ignored: room to extend it.
+        inbox |= tag == ext::INBOX;
     }
-    Ok(Hello { name, max_frame, codecs: codecs.to_vec(), compressions: compressions.to_vec(), token, flow })
+    Ok(Hello { name, max_frame, codecs: codecs.to_vec(), compressions: compressions.to_vec(), token, flow, inbox })
 }
 
 /// The value of a `FLOW` extension; bytes after the fields it defines are ignored.

@@ -69,7 +69,7 @@ pub use error::FrameError;
 pub use hello::{FlowLimits, Hello, encode_hello};
 pub use preface::{decode_preface, encode_preface};
 pub use request::{
-    RequestFrame, encode_compressed_request_at, encode_request, encode_request_at, encode_request_frame,
+    DurableFields, RequestFrame, encode_compressed_request_at, encode_request, encode_request_at, encode_request_frame,
 };
 pub use response::{ResponseFrame, encode_compressed_response, encode_response, encode_response_frame};
 
@@ -100,6 +100,9 @@ pub mod flags {
     /// `RESPONSE` (errors only): the handler never ran, so the call may be resent anywhere
     /// (a request refused after GOAWAY or by a limit).
     pub const UNPROCESSED: u8 = 16;
+    /// `REQUEST`: a durable message (`docs/PROTOCOL.md` §19): its identity follows the trace,
+    /// and its RESPONSE is the receiver's acknowledgement. Never with [`ONEWAY`].
+    pub const DURABLE: u8 = 32;
 }
 
 /// Values of a frame's `kind` byte. Frames of other kinds are skipped.

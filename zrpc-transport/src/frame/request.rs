@@ -12,6 +12,30 @@ use super::{FrameError, HEADER_LEN, flags, kind};
 /// Bytes of a trace context on the wire: trace id, span id, trace flags.
 const TRACE_LEN: usize = 16 + 8 + 1;
 
+/// Bytes of a durable message's identity on the wire before its sender name: outbox, sequence,
+/// sender length.
+const DURABLE_FIXED_LEN: usize = 8 + 8 + 1;
+
+/// The identity a [`flags::DURABLE`] request carries (`docs/PROTOCOL.md` §19): which sender's
+/// outbox log, and the message's place in that log's stream to this receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableFields {
+    /// The sender's outbox id, 64 random bits fixed when its log was created.
+    pub outbox: u64,
+    /// The message's sequence in the stream (sender, outbox) to this receiver: from 1, no gaps.
+    pub sequence: u64,
+    /// The sender's name as its outbox recorded it: 0 to 255 bytes of UTF-8 (validated when
+    /// decoded; see [`DurableFields::sender_str`]).
+    pub sender: Bytes,
+}
+
+impl DurableFields {
+    /// The sender's name; `""` if `sender` was set by hand to bytes that are not UTF-8.
+    pub fn sender_str(&self) -> &str {
+        std::str::from_utf8(&self.sender).unwrap_or_default()
+    }
+}
+
 /// A decoded `REQUEST` frame.
 ///
 /// The server builds a [`Request`] from it; the frame keeps the wire's view (raw flags and codec
@@ -21,7 +45,7 @@ pub struct RequestFrame {
     /// The request id, chosen by the side that opened the request.
     pub id: u64,
     /// The flags byte as received: [`flags::ONEWAY`], [`flags::COMPRESSED`], [`flags::TRACE`],
-    /// [`flags::IDEMPOTENT`]; unknown bits are kept and ignored.
+    /// [`flags::IDEMPOTENT`], [`flags::DURABLE`]; unknown bits are kept and ignored.
     pub flags: u8,
     /// The codec the payload was encoded with (a [`zrpc_core::CodecId`] wire value, possibly one
     /// this build does not know).
@@ -34,6 +58,8 @@ pub struct RequestFrame {
     pub method: Bytes,
     /// The caller's trace, when the `TRACE` flag was set and both ids were non-zero.
     pub trace: Option<TraceContext>,
+    /// The message's identity, exactly when [`flags::DURABLE`] is set.
+    pub durable: Option<DurableFields>,
     /// The request metadata.
     pub metadata: Metadata,
     /// The encoded arguments, sharing the frame's buffer. With [`flags::COMPRESSED`] they are
@@ -78,6 +104,7 @@ struct Parts<'a> {
     timeout: Option<Duration>,
     method: &'a str,
     trace: Option<&'a TraceContext>,
+    durable: Option<&'a DurableFields>,
     metadata: &'a Metadata,
     payload: &'a [u8],
     /// The payload is compressed, header included: `COMPRESSED` is set.
@@ -148,6 +175,7 @@ fn parts(id: u64, req: &Request, now: tokio::time::Instant, compressed: bool) ->
         timeout: ctx.deadline().map(|deadline| deadline.saturating_duration_since(now)),
         method: req.method().as_str(),
         trace: ctx.trace(),
+        durable: None,
         metadata: ctx.metadata(),
         payload: req.payload(),
         compressed,
@@ -157,12 +185,15 @@ fn parts(id: u64, req: &Request, now: tokio::time::Instant, compressed: bool) ->
 /// Appends a `REQUEST` frame built from a decoded (or hand-made) frame, e.g. to forward it or
 /// to test a peer; returns its total size.
 ///
-/// `TRACE` is set exactly when `frame.trace` is; other unknown flag bits are sent as they are.
-/// With `COMPRESSED` the payload goes as it is, header included.
+/// `TRACE` is set exactly when `frame.trace` is, `DURABLE` exactly when `frame.durable` is;
+/// other unknown flag bits are sent as they are. With `COMPRESSED` the payload goes as it is,
+/// header included.
 ///
 /// # Errors
-/// As [`encode_request`], plus [`FrameError::Malformed`] for a method that is not UTF-8 and for
-/// a compressed payload shorter than its header. `dst` is left unchanged.
+/// As [`encode_request`], plus [`FrameError::Malformed`] for a method that is not UTF-8, for
+/// a compressed payload shorter than its header, and for a durable request that is oneway or has
+/// sequence 0; [`FrameError::FieldTooLong`] for a durable sender name over 255 bytes. `dst` is
+/// left unchanged.
 pub fn encode_request_frame(dst: &mut BytesMut, frame: &RequestFrame, max_frame: u32) -> Result<usize, FrameError> {
     let compressed = frame.flags & flags::COMPRESSED != 0;
     if compressed {
@@ -177,6 +208,7 @@ pub fn encode_request_frame(dst: &mut BytesMut, frame: &RequestFrame, max_frame:
         timeout: frame.timeout,
         method,
         trace: frame.trace.as_ref(),
+        durable: frame.durable.as_ref(),
         metadata: &frame.metadata,
         payload: &frame.payload,
         compressed,
@@ -190,13 +222,29 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
     }
     super::wire::check_len("method", parts.method.len(), usize::from(u8::MAX))?;
     let trace_len = if parts.trace.is_some() { TRACE_LEN } else { 0 };
-    let fixed = 1 + 8 + 1 + parts.method.len() + trace_len;
+    let durable_len = match parts.durable {
+        None => 0,
+        Some(durable) => {
+            super::wire::check_len("durable sender", durable.sender.len(), usize::from(u8::MAX))?;
+            if parts.flags & flags::ONEWAY != 0 {
+                return Err(FrameError::Malformed { kind: "request", reason: "a durable request is never oneway" });
+            }
+            if durable.sequence == 0 {
+                return Err(FrameError::Malformed { kind: "request", reason: "a durable sequence starts at 1" });
+            }
+            DURABLE_FIXED_LEN + durable.sender.len()
+        }
+    };
+    let fixed = 1 + 8 + 1 + parts.method.len() + trace_len + durable_len;
     let body = (fixed as u64).saturating_add(metadata_len(parts.metadata)?).saturating_add(parts.payload.len() as u64);
     let len = frame_len(body, max_frame)?;
 
-    let mut bits = parts.flags & !(flags::TRACE | flags::COMPRESSED);
+    let mut bits = parts.flags & !(flags::TRACE | flags::COMPRESSED | flags::DURABLE);
     if parts.trace.is_some() {
         bits |= flags::TRACE;
+    }
+    if parts.durable.is_some() {
+        bits |= flags::DURABLE;
     }
     if parts.compressed {
         bits |= flags::COMPRESSED;
@@ -217,6 +265,13 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
         dst.put_u128(trace.trace_id);
         dst.put_u64(trace.span_id);
         dst.put_u8(trace.flags);
+    }
+    if let Some(durable) = parts.durable {
+        dst.put_u64(durable.outbox);
+        dst.put_u64(durable.sequence);
+        // Checked above to fit its byte.
+        dst.put_u8(durable.sender.len() as u8);
+        dst.extend_from_slice(&durable.sender);
     }
     put_metadata(dst, parts.metadata);
     dst.extend_from_slice(parts.payload);
@@ -242,6 +297,22 @@ pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestF
     } else {
         None
     };
+    let durable = if bits & flags::DURABLE != 0 {
+        if bits & flags::ONEWAY != 0 {
+            return Err(r.malformed("a durable request is never oneway"));
+        }
+        let outbox = r.u64("body ends inside the durable outbox")?;
+        let sequence = r.u64("body ends inside the durable sequence")?;
+        if sequence == 0 {
+            return Err(r.malformed("a durable sequence starts at 1"));
+        }
+        let sender_len = r.u8("body ends inside the durable sender length")?;
+        let sender =
+            r.utf8(usize::from(sender_len), "body ends inside the durable sender", "durable sender is not utf-8")?;
+        Some(DurableFields { outbox, sequence, sender })
+    } else {
+        None
+    };
     let metadata = r.metadata()?;
     let payload = r.rest();
     if bits & flags::COMPRESSED != 0 {
@@ -254,6 +325,7 @@ pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestF
         timeout: (timeout_us != 0).then(|| Duration::from_micros(timeout_us)),
         method,
         trace,
+        durable,
         metadata,
         payload,
     })

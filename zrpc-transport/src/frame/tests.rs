@@ -38,6 +38,7 @@ fn full_request_frame() -> RequestFrame {
         timeout: Some(Duration::from_millis(1500)),
         method: Bytes::from_static("Grüße.hello".as_bytes()),
         trace: Some(TraceContext { trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, span_id: 0xf067, flags: 1 }),
+        durable: None,
         metadata: [
             ("tenant", Bytes::from_static(b"acme")),
             ("empty", Bytes::new()),
@@ -57,6 +58,7 @@ fn hello() -> Hello {
         compressions: vec![],
         token: Bytes::from_static(b"secret"),
         flow: Some(FlowLimits { max_requests: 1000, request_bytes: 1 << 20 }),
+        inbox: false,
     }
 }
 
@@ -95,6 +97,7 @@ fn every_kind_round_trips() {
             flags: 0,
             timeout: None,
             trace: None,
+            durable: None,
             metadata: Metadata::new(),
             payload: Bytes::new(),
             ..full_request_frame()
@@ -380,8 +383,12 @@ fn truncations(bytes: &[u8]) -> impl Iterator<Item = (usize, Result<Option<Frame
 
 #[test]
 fn every_truncation_of_a_request_body_before_the_payload_is_malformed() {
-    let frame = full_request_frame();
-    let bytes = encoded(&frame);
+    assert_truncations_before_the_payload_are_malformed(&full_request_frame());
+    assert_truncations_before_the_payload_are_malformed(&durable_request_frame());
+}
+
+fn assert_truncations_before_the_payload_are_malformed(frame: &RequestFrame) {
+    let bytes = encoded(frame);
     let payload_start = bytes.len() - HEADER_LEN - frame.payload.len();
     let mut malformed = 0;
     for (cut, got) in truncations(&bytes) {
@@ -556,10 +563,11 @@ fn request_body_with(payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn unknown_flag_bits_are_ignored() {
+    // Bits 4 (a RESPONSE's UNPROCESSED), 6 and 7 mean nothing on a REQUEST; bit 5 is DURABLE.
     let bytes = encoded(&full_request_frame());
-    let with_unknown = raw(kind::REQUEST, bytes[5] | 0xf0, 1, &bytes[HEADER_LEN..]);
+    let with_unknown = raw(kind::REQUEST, bytes[5] | 0xd0, 1, &bytes[HEADER_LEN..]);
     let Ok(Some(Frame::Request(req))) = decode_one(&with_unknown) else { panic!("unknown bits are ignored") };
-    assert_eq!(req.flags, full_request_frame().flags | 0xf0);
+    assert_eq!(req.flags, full_request_frame().flags | 0xd0);
     assert_eq!(req.payload, full_request_frame().payload);
     assert!(decode_one(&raw(kind::RESPONSE, 0xfd, 1, &[0, 0, 0, 0, 0])).is_ok_and(|f| f.is_some()));
 }
@@ -790,4 +798,108 @@ fn random_and_mutated_input_never_panics_and_only_consumes_from_the_front() {
         frames > 1000 && errors > 1000 && incomplete > 500,
         "{frames} frames, {errors} errors, {incomplete} incomplete"
     );
+}
+
+// --- Durable requests (PROTOCOL.md §19) ---
+
+/// A durable request: its identity after the trace, before the metadata.
+fn durable_request_frame() -> RequestFrame {
+    RequestFrame {
+        flags: flags::IDEMPOTENT | flags::TRACE | flags::DURABLE,
+        durable: Some(DurableFields {
+            outbox: 0x3f2a_9c0d_11e4_b7a5,
+            sequence: 42,
+            sender: Bytes::from_static("shop-1".as_bytes()),
+        }),
+        ..full_request_frame()
+    }
+}
+
+/// Where a durable request's outbox starts in `frame`'s encoding: header, codec, timeout,
+/// method length, method, trace.
+fn durable_offset(frame: &RequestFrame) -> usize {
+    HEADER_LEN + 1 + 8 + 1 + frame.method.len() + 16 + 8 + 1
+}
+
+#[test]
+fn a_durable_request_round_trips_with_its_identity_after_the_trace() {
+    let frame = durable_request_frame();
+    let bytes = encoded(&frame);
+    let at = durable_offset(&frame);
+    let mut identity = Vec::new();
+    identity.extend_from_slice(&0x3f2a_9c0d_11e4_b7a5_u64.to_be_bytes());
+    identity.extend_from_slice(&42u64.to_be_bytes());
+    identity.push(6);
+    identity.extend_from_slice(b"shop-1");
+    assert_eq!(&bytes[at..at + identity.len()], &identity[..]);
+    assert_eq!(decode_one(&bytes), Ok(Some(Frame::Request(frame.clone()))));
+    let Ok(Some(Frame::Request(decoded))) = decode_one(&bytes) else { panic!("a request") };
+    assert_eq!(decoded.durable.as_ref().map(DurableFields::sender_str), Some("shop-1"));
+
+    // The flag follows the fields, whatever the frame's flags byte said.
+    let unflagged = RequestFrame { flags: flags::IDEMPOTENT | flags::TRACE, ..frame.clone() };
+    assert_eq!(encoded(&unflagged), bytes);
+    let stray = RequestFrame { durable: None, ..frame };
+    let Ok(Some(Frame::Request(plain))) = decode_one(&encoded(&stray)) else { panic!("a request") };
+    assert_eq!((plain.flags & flags::DURABLE, plain.durable), (0, None));
+}
+
+#[test]
+fn a_durable_request_is_never_oneway_and_starts_at_sequence_one() {
+    let frame = durable_request_frame();
+    let at = durable_offset(&frame);
+
+    let mut oneway = encoded(&frame);
+    oneway[5] |= flags::ONEWAY;
+    let never_oneway = FrameError::Malformed { kind: "request", reason: "a durable request is never oneway" };
+    assert_eq!(decode_one(&oneway), Err(never_oneway.clone()));
+    let mut zero = encoded(&frame);
+    zero[at + 8..at + 16].copy_from_slice(&0u64.to_be_bytes());
+    let from_one = FrameError::Malformed { kind: "request", reason: "a durable sequence starts at 1" };
+    assert_eq!(decode_one(&zero), Err(from_one.clone()));
+    let mut not_utf8 = encoded(&frame);
+    not_utf8[at + 17] = 0xff;
+    assert_eq!(
+        decode_one(&not_utf8),
+        Err(FrameError::Malformed { kind: "request", reason: "durable sender is not utf-8" })
+    );
+
+    // The encoder refuses the same, and leaves what it was given unchanged.
+    let mut dst = BytesMut::from(&b"earlier frames"[..]);
+    let with = |durable: DurableFields, extra: u8| RequestFrame {
+        flags: frame.flags | extra,
+        durable: Some(durable),
+        ..frame.clone()
+    };
+    let fields = frame.durable.clone().expect("durable");
+    let cases = [
+        (with(fields.clone(), flags::ONEWAY), never_oneway),
+        (with(DurableFields { sequence: 0, ..fields.clone() }, 0), from_one),
+        (
+            with(DurableFields { sender: Bytes::from(vec![b's'; 256]), ..fields }, 0),
+            FrameError::FieldTooLong { field: "durable sender", len: 256, max: 255 },
+        ),
+    ];
+    for (bad, want) in cases {
+        assert_eq!(encode_request_frame(&mut dst, &bad, MAX), Err(want));
+    }
+    assert_eq!(&dst[..], b"earlier frames");
+}
+
+#[test]
+fn inbox_is_announced_by_an_empty_extension_whose_value_is_ignored() {
+    let mut with_inbox = BytesMut::new();
+    encode_hello(&mut with_inbox, &Hello { inbox: true, ..hello() }).expect("encodes");
+    let mut without = BytesMut::new();
+    encode_hello(&mut without, &hello()).expect("encodes");
+    // Tag 0x02, length 0, after the FLOW extension.
+    assert_eq!(&with_inbox[without.len()..], &[0x02, 0, 0]);
+    assert_eq!(decode_one(&with_inbox), Ok(Some(Frame::Hello(Hello { inbox: true, ..hello() }))));
+    assert_eq!(decode_one(&without), Ok(Some(Frame::Hello(hello()))));
+
+    // A later version's value is skipped, and the announcement stands.
+    let body = &with_inbox[HEADER_LEN..with_inbox.len() - 2];
+    let mut longer = body.to_vec();
+    longer.extend_from_slice(&[0, 3, 9, 9, 9]);
+    assert_eq!(decode_one(&raw(kind::HELLO, 0, 0, &longer)), Ok(Some(Frame::Hello(Hello { inbox: true, ..hello() }))));
 }

@@ -102,6 +102,7 @@ fn peer_handshake(max_frame: u32, flow: Option<FlowLimits>) -> BytesMut {
         compressions: Vec::new(),
         token: Bytes::new(),
         flow,
+        inbox: false,
     };
     if let Err(e) = frame::encode_hello(&mut stream, &hello) {
         panic!("the peer's HELLO does not encode: {e}");

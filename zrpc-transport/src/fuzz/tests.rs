@@ -93,6 +93,7 @@ fn hello_bytes(max_frame: u32, flow: Option<FlowLimits>) -> Vec<u8> {
         compressions: vec![],
         token: Bytes::from_static(b"token"),
         flow,
+        inbox: false,
     };
     let mut buf = BytesMut::new();
     frame::encode_preface(&mut buf);

@@ -490,6 +490,8 @@ impl<T, H> Mux<T, H> {
                 max_requests: config.max_requests.max(1),
                 request_bytes: config.max_request_bytes,
             }),
+            // No inbox yet: durable requests are refused (`on_request`).
+            inbox: false,
         };
         if let Err(e) = frame::encode_hello(&mut out, &hello) {
             // Only an over-long name can fail; announce it without the name rather than not at all.
@@ -1376,6 +1378,13 @@ impl<T, H> Mux<T, H> {
         let entries = request.metadata.len();
         let refusal = if self.goaway_sent {
             Some(Status::unavailable("the server is shutting down; the call was not processed"))
+        } else if request.durable.is_some() {
+            // This end announced no INBOX (PROTOCOL.md §19): it records no durable message, and
+            // says so before running anything, so the sender keeps the message for another try.
+            Some(Status::unimplemented(format!(
+                "durable request to {} refused: this end records no durable calls (it announced no INBOX)",
+                request.method_str()
+            )))
         } else if entries > usize::from(self.config.max_metadata_entries) {
             Some(Status::resource_exhausted(format!(
                 "request to {} carries {entries} metadata entries; {} accepts at most {}",

@@ -586,6 +586,7 @@ fn legacy_hello() -> BytesMut {
             compressions: Vec::new(),
             token: Bytes::new(),
             flow: None,
+            inbox: false,
         };
         frame::encode_hello(b, &hello).expect("encodes");
     })

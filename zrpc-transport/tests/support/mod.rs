@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod etcd_server;
 pub mod raw;
 #[cfg(feature = "tls")]
 pub mod tls;

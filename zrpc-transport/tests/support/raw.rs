@@ -30,6 +30,7 @@ pub fn request(id: u64, method: &str, payload: Bytes) -> RequestFrame {
         timeout: None,
         method: Bytes::copy_from_slice(method.as_bytes()),
         trace: None,
+        durable: None,
         metadata: Metadata::new(),
         payload,
     }
@@ -45,6 +46,7 @@ pub fn hello(name: &str) -> Hello {
         compressions: Vec::new(),
         token: Bytes::new(),
         flow: None,
+        inbox: false,
     }
 }
 

@@ -1,0 +1,219 @@
+//! Segment files: their names, their header, and the repair of a torn tail.
+//!
+//! A segment is the file `NNNNNNNN.log` (its number, from 1, in at least 8 decimal digits) and
+//! holds, in order:
+//!
+//! 1. the magic `ZRPCLOG\0`;
+//! 2. a header record ([`HEADER`] kind, framed like every record, so its CRC covers it):
+//!    `version u16 | role u8 | owner name (len u8, UTF-8) | outbox id u64 | segment u64`;
+//! 3. a checkpoint record (the owner's state when the segment was started), unless it was too
+//!    large to write or a crash cut it short;
+//! 4. records, up to about the configured segment size (the record that passes it still goes in
+//!    whole, so a segment may exceed the size by one batch).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::record::{self, FRAME_HEADER, Fields, Frame, Malformed};
+use crate::durable::OutboxId;
+
+/// The first bytes of every segment.
+pub(crate) const MAGIC: &[u8; 8] = b"ZRPCLOG\0";
+
+/// The format version this code writes and reads.
+pub(crate) const VERSION: u16 = 1;
+
+/// Kind of the header record (after the magic).
+const HEADER: u8 = 0xff;
+
+/// Which end's log a segment belongs to: an outbox must not open an inbox's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A sender's outbox.
+    Outbox = 1,
+}
+
+/// What every segment of one log repeats in its header: fixed when the log is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) role: Role,
+    /// The owner's name (an outbox's sender name), at most 255 bytes.
+    pub(crate) name: Arc<str>,
+    pub(crate) id: OutboxId,
+}
+
+/// The path of segment `number` in `dir`.
+pub(crate) fn path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:08}.log"))
+}
+
+/// The numbers of the segments in `dir`, in order. Other files are left alone.
+pub(crate) fn list(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(digits) = name.strip_suffix(".log") else { continue };
+        if digits.len() >= 8
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(number) = digits.parse::<u64>()
+        {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Appends the magic and header of segment `number` to `buf`.
+pub(crate) fn put_header(buf: &mut Vec<u8>, identity: &Identity, number: u64) {
+    buf.extend_from_slice(MAGIC);
+    record::encode(buf, HEADER, |b| {
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.push(identity.role as u8);
+        record::put_name(b, &identity.name);
+        b.extend_from_slice(&identity.id.as_u64().to_le_bytes());
+        b.extend_from_slice(&number.to_le_bytes());
+    });
+}
+
+/// Why a segment's first bytes are not a header.
+#[derive(Debug)]
+pub(crate) enum BadHeader {
+    /// The file ends inside the header: a crash while the segment was being created.
+    Short,
+    /// The bytes are there and wrong.
+    Invalid(Malformed),
+}
+
+/// Reads the header at the start of `bytes`: the identity, the segment's number, and the
+/// header's size (magic included).
+pub(crate) fn read_header(bytes: &[u8]) -> Result<(Identity, u64, usize), BadHeader> {
+    let Some(magic) = bytes.get(..MAGIC.len()) else { return Err(BadHeader::Short) };
+    if magic != MAGIC {
+        return Err(BadHeader::Invalid(Malformed("not a zrpc durable log segment (bad magic)")));
+    }
+    let (body, size) = match record::frame(&bytes[MAGIC.len()..]) {
+        Frame::Record { kind: HEADER, body, size } => (body, size),
+        Frame::Record { .. } => return Err(BadHeader::Invalid(Malformed("the header record has another kind"))),
+        Frame::Short => return Err(BadHeader::Short),
+        Frame::Bad => return Err(BadHeader::Invalid(Malformed("the header fails its checksum"))),
+    };
+    let invalid = BadHeader::Invalid;
+    let mut f = Fields::new(body);
+    let version = f.u16().map_err(invalid)?;
+    if version != VERSION {
+        return Err(BadHeader::Invalid(Malformed("a segment of an unknown format version")));
+    }
+    let role = match f.u8().map_err(invalid)? {
+        1 => Role::Outbox,
+        _ => return Err(BadHeader::Invalid(Malformed("a segment of an unknown role"))),
+    };
+    let name: Arc<str> = f.name().map_err(invalid)?.into();
+    let id = OutboxId::from_u64(f.u64().map_err(invalid)?);
+    let number = f.u64().map_err(invalid)?;
+    f.end().map_err(invalid)?;
+    Ok((Identity { role, name, id }, number, MAGIC.len() + size))
+}
+
+/// How the records of a segment's tail end.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Every byte from the start belongs to a whole, valid record.
+    Clean,
+    /// The records end at `valid` (an offset in the bytes given); what follows is a write cut
+    /// short: no valid record starts anywhere after it.
+    Torn { valid: usize },
+    /// The record at `at` is bad but valid records follow it: not a torn write.
+    Corrupt { at: usize },
+}
+
+/// Walks the records of `bytes` (a segment's bytes from a record boundary to its end) and says
+/// how they end.
+///
+/// A record that runs past the end or fails its CRC is a torn write unless some later offset
+/// starts a chain of valid records that reaches exactly the end of the file: then it is
+/// corruption in the middle. (A chain to the end, rather than one valid-looking frame, so that a
+/// message body that happens to contain frame-like bytes does not make a torn tail look
+/// corrupt.)
+pub(crate) fn check_tail(bytes: &[u8]) -> Tail {
+    let mut at = 0;
+    loop {
+        if at == bytes.len() {
+            return Tail::Clean;
+        }
+        match record::frame(&bytes[at..]) {
+            Frame::Record { size, .. } => at += size,
+            Frame::Short | Frame::Bad => {
+                let later = (at + 1..bytes.len().saturating_sub(FRAME_HEADER)).any(|p| chains_to_end(&bytes[p..]));
+                return if later { Tail::Corrupt { at } } else { Tail::Torn { valid: at } };
+            }
+        }
+    }
+}
+
+/// Whether `bytes` is a non-empty sequence of valid records ending exactly at its end.
+fn chains_to_end(bytes: &[u8]) -> bool {
+    let mut at = 0;
+    loop {
+        match record::frame(&bytes[at..]) {
+            Frame::Record { size, .. } => {
+                at += size;
+                if at == bytes.len() {
+                    return true;
+                }
+            }
+            Frame::Short | Frame::Bad => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity { role: Role::Outbox, name: "shop-1".into(), id: OutboxId::from_u64(0xabc) }
+    }
+
+    #[test]
+    fn a_header_reads_back_and_every_prefix_is_short() {
+        let mut buf = Vec::new();
+        put_header(&mut buf, &identity(), 42);
+        let (id, number, size) = read_header(&buf).expect("the header reads back");
+        assert_eq!((id, number, size), (identity(), 42, buf.len()));
+        for cut in 0..buf.len() {
+            assert!(matches!(read_header(&buf[..cut]), Err(BadHeader::Short)), "cut at {cut}");
+        }
+        buf[0] = b'X';
+        assert!(matches!(read_header(&buf), Err(BadHeader::Invalid(_))));
+    }
+
+    #[test]
+    fn names_list_in_numeric_order_and_other_files_are_ignored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for name in ["00000010.log", "00000002.log", "LOCK", "7.log", "000000ab.log", "123456789.log"] {
+            fs::write(dir.path().join(name), b"").expect("write a file");
+        }
+        assert_eq!(list(dir.path()).ok(), Some(vec![2, 10, 123_456_789]));
+        assert_eq!(path(dir.path(), 3).file_name().and_then(|n| n.to_str()), Some("00000003.log"));
+    }
+
+    #[test]
+    fn a_tail_is_clean_torn_or_corrupt() {
+        let mut buf = Vec::new();
+        for n in 0..3u8 {
+            record::encode(&mut buf, 1, |b| b.extend_from_slice(&[n; 20]));
+        }
+        assert_eq!(check_tail(&buf), Tail::Clean);
+        let one = buf.len() / 3;
+        assert_eq!(check_tail(&buf[..buf.len() - 1]), Tail::Torn { valid: 2 * one });
+        let mut bad = buf.clone();
+        bad[one + 12] ^= 1;
+        assert_eq!(check_tail(&bad), Tail::Corrupt { at: one });
+        bad.truncate(2 * one);
+        assert_eq!(check_tail(&bad), Tail::Torn { valid: one });
+    }
+}

@@ -1,0 +1,312 @@
+//! The sender's durable outbox: a directory of segments where messages wait, per destination
+//! and in sequence order, until their receiver acknowledges them.
+//!
+//! This is the outbox's local half: opening (and recovering), appending at a durability level,
+//! the limit, acknowledgements and compaction, listing and discarding. The delivery task and
+//! the destination service that use it are the next step (see the module docs of
+//! [`durable`](crate::durable), "Status").
+
+mod journal;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use self::journal::{Command, Read, Writer};
+use self::state::State;
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use self::state::Stored;
+use super::log::record::MAX_MESSAGE;
+use super::log::segment::{Identity, Role};
+use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, writer};
+use super::{Durability, DurableError, OutboxId};
+
+/// Commands queued for the writer thread before callers wait for room: bounds the memory of
+/// messages handed over and not yet written.
+const QUEUE: usize = 8192;
+
+/// Default [`OutboxConfig::max_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// How an [`Outbox`] is opened.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct OutboxConfig {
+    sender: Arc<str>,
+    durability: Durability,
+    max_bytes: u64,
+    segment_bytes: u64,
+}
+
+impl OutboxConfig {
+    /// An outbox of `sender` (the sender name recorded when the outbox is created, 1 to 255
+    /// bytes), at [`Durability::Process`], with a limit of [`DEFAULT_MAX_BYTES`] and segments of
+    /// 64 MiB.
+    pub fn new(sender: impl Into<Arc<str>>) -> OutboxConfig {
+        OutboxConfig {
+            sender: sender.into(),
+            durability: Durability::default(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+
+    /// How far an append has gone when it returns.
+    pub fn durability(mut self, durability: Durability) -> OutboxConfig {
+        self.durability = durability;
+        self
+    }
+
+    /// Bytes of undelivered messages (as stored: with their destination, sequence and record
+    /// header, about 20 bytes more than the message plus the destination's name) past which an
+    /// append fails with [`DurableError::Full`].
+    pub fn max_bytes(mut self, max_bytes: u64) -> OutboxConfig {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Size at which a segment file is closed and the next one started (at least 4 KiB).
+    /// Smaller segments are compacted sooner; each costs a file and a checkpoint.
+    pub fn segment_bytes(mut self, segment_bytes: u64) -> OutboxConfig {
+        self.segment_bytes = segment_bytes.max(4096);
+        self
+    }
+}
+
+/// A destination with undelivered messages, as [`Outbox::pending`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pending {
+    /// The destination's name.
+    pub destination: String,
+    /// Its first unacknowledged sequence.
+    pub first_unacknowledged: u64,
+    /// The sequence its next message will get: `next_sequence - first_unacknowledged`
+    /// messages wait.
+    pub next_sequence: u64,
+    /// Bytes they take in the log (counted against [`OutboxConfig::max_bytes`]).
+    pub bytes: u64,
+}
+
+/// A sender's durable outbox. Cheap to clone: every clone sends to the same writer thread.
+///
+/// The log is closed when [`close`](Outbox::close) is called, or when the last clone is dropped
+/// (then in the background: a reopen right after may find it still [`Locked`](DurableError::Locked)).
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    sender: Arc<str>,
+    id: OutboxId,
+    commands: mpsc::Sender<Command>,
+    /// Shared with the log; read by the tests (and by metrics, once they exist).
+    #[cfg_attr(not(test), allow(dead_code))]
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("dir", &self.inner.dir)
+            .field("sender", &self.inner.sender)
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// Opens the outbox in `dir`, creating it (and drawing its [`OutboxId`]) if it holds no
+    /// log, and recovers every destination's sequences and undelivered messages.
+    ///
+    /// An existing outbox keeps the sender name and id recorded at its creation; a different
+    /// `config` sender name is logged and ignored, since the messages already logged carry the
+    /// old one.
+    ///
+    /// # Errors
+    /// [`DurableError::InvalidName`] for a sender name that is empty or over 255 bytes;
+    /// [`Locked`](DurableError::Locked) if another process has it open;
+    /// [`Corrupt`](DurableError::Corrupt) if a record other than a torn tail fails its checksum
+    /// or does not decode; [`Io`](DurableError::Io) if the files cannot be read or written.
+    pub async fn open(dir: impl AsRef<Path>, config: OutboxConfig) -> Result<Outbox, DurableError> {
+        check_name(&config.sender)?;
+        let dir = dir.as_ref().to_owned();
+        let counters = Arc::new(Counters::default());
+        let (commands, queue) = mpsc::channel(QUEUE);
+        let (opened, open_result) = oneshot::channel();
+        let thread_dir = dir.clone();
+        let thread_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("zrpc-outbox".into())
+            .spawn(move || match open_log(&thread_dir, &config, thread_counters) {
+                Ok((log, state)) => {
+                    let identity = log.identity().clone();
+                    if opened.send(Ok(identity)).is_ok() {
+                        writer::run(log, Writer::new(state, config.max_bytes), queue);
+                    }
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            })
+            .map_err(|source| DurableError::Io { path: dir.clone(), source })?;
+        let identity = open_result.await.map_err(|_| DurableError::Closed { path: dir.clone() })??;
+        Ok(Outbox { inner: Arc::new(Inner { dir, sender: identity.name, id: identity.id, commands, counters }) })
+    }
+
+    /// The outbox's id, drawn when it was created.
+    pub fn id(&self) -> OutboxId {
+        self.inner.id
+    }
+
+    /// The sender name recorded when the outbox was created.
+    pub fn sender(&self) -> &str {
+        &self.inner.sender
+    }
+
+    /// The outbox's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Logs `message` for `destination` and returns its sequence once the record has reached
+    /// the outbox's [`Durability`] level (with every other record of its batch: one write, and
+    /// at the power level one sync).
+    ///
+    /// This is what a destination does with an encoded request; the message is opaque bytes
+    /// here.
+    ///
+    /// # Errors
+    /// [`Full`](DurableError::Full) if the undelivered bytes would pass `max_bytes` (nothing is
+    /// logged, nothing is dropped); [`TooLarge`](DurableError::TooLarge) above 16 MiB;
+    /// [`InvalidName`](DurableError::InvalidName); [`Io`](DurableError::Io) if the batch's
+    /// write or sync failed (at the power level its records may or may not be on disk);
+    /// [`Closed`](DurableError::Closed).
+    ///
+    /// # Cancel safety
+    /// Dropped after its record was handed over, the message may still be logged (and later
+    /// delivered), as a plain call dropped after sending may still run.
+    pub async fn append(&self, destination: &str, message: Bytes) -> Result<u64, DurableError> {
+        check_name(destination)?;
+        if message.len() > MAX_MESSAGE {
+            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
+        }
+        self.call(|reply| Command::Append { destination: destination.into(), message, reply }).await?
+    }
+
+    /// The destinations with undelivered messages, with their sequences and bytes: what waits
+    /// for a destination the program no longer opens.
+    ///
+    /// # Errors
+    /// [`Closed`](DurableError::Closed).
+    pub async fn pending(&self) -> Result<Vec<Pending>, DurableError> {
+        self.call(|reply| Command::Pending { reply }).await
+    }
+
+    /// Drops every undelivered message of `destination`, as if its receiver had acknowledged
+    /// them, and logs how many with a `tracing::warn!`. Its sequences go on (a receiver must
+    /// not see a sequence again). Returns how many messages were dropped.
+    ///
+    /// # Errors
+    /// As [`append`](Outbox::append), but never `Full`.
+    pub async fn discard(&self, destination: &str) -> Result<u64, DurableError> {
+        check_name(destination)?;
+        self.call(|reply| Command::Discard { destination: destination.into(), reply }).await?
+    }
+
+    /// Finishes the writes queued, closes the log and releases its lock, for every clone.
+    ///
+    /// # Errors
+    /// [`Closed`](DurableError::Closed) if it was closed already.
+    pub async fn close(&self) -> Result<(), DurableError> {
+        self.call(|reply| Command::Close { reply }).await
+    }
+
+    /// Up to `max` messages of `destination` (and about `max_bytes`) from sequence `from` on,
+    /// in order; from its first unacknowledged one if `from` is below it. For the delivery
+    /// task: reading from the first unacknowledged message or just after the last one read is
+    /// cheap; from far inside a run it scans the run up to there.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn read(
+        &self,
+        destination: &str,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, DurableError> {
+        self.call(|reply| Command::Read(Read { destination: destination.into(), from, max, max_bytes, reply })).await?
+    }
+
+    /// Marks every message of `destination` up to `up_to` as delivered (its receiver recorded
+    /// them): they stop counting against the limit and compaction reclaims their space.
+    /// Returns how many messages that released; an `up_to` at or below an earlier one
+    /// releases none.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn acknowledge(&self, destination: &str, up_to: u64) -> Result<u64, DurableError> {
+        self.call(|reply| Command::Acknowledge { destination: destination.into(), up_to, reply }).await?
+    }
+
+    /// The log's counters (syncs, records scanned at open, segments deleted and rewritten).
+    #[cfg(test)]
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Sends a command to the writer thread and waits for its answer.
+    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DurableError> {
+        let closed = || DurableError::Closed { path: self.inner.dir.clone() };
+        let (reply, answer) = oneshot::channel();
+        self.inner.commands.send(command(reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())
+    }
+
+    /// Sends a command without waiting for its answer: for the tests' hooks.
+    #[cfg(test)]
+    async fn send(&self, command: Command) {
+        let _ = self.inner.commands.send(command).await;
+    }
+}
+
+/// Opens or creates the log and rebuilds the state from it, makes sure the head starts with a
+/// checkpoint, then compacts what the last run left (segments a crash kept after they were
+/// emptied).
+fn open_log(dir: &Path, config: &OutboxConfig, counters: Arc<Counters>) -> Result<(Log, State), DurableError> {
+    let identity =
+        Identity { role: Role::Outbox, name: config.sender.clone(), id: OutboxId::from_u64(fastrand::u64(..)) };
+    let log_config = LogConfig { segment_bytes: config.segment_bytes, durability: config.durability };
+    let opened = Log::open(dir, log_config, identity, &State::default().checkpoint(), counters)?;
+    let mut log = opened.log;
+    if log.identity().role != Role::Outbox {
+        return Err(DurableError::Corrupt { path: dir.to_owned(), what: "the log is not an outbox's".into() });
+    }
+    if *log.identity().name != *config.sender {
+        tracing::warn!(
+            dir = %dir.display(), recorded = %log.identity().name, configured = %config.sender,
+            "durable outbox: keeps the sender name recorded at its creation"
+        );
+    }
+    let mut state = State::replay(&mut log, opened.checkpoint.as_deref(), opened.replay)?;
+    // A head without a checkpoint (a crash cut it short while rolling) would make every later
+    // reopen replay from an older segment, which compaction could then not delete: start a
+    // new head with one.
+    if !log.head_has_checkpoint() {
+        log.roll(&state.checkpoint())?;
+    }
+    state.compact(&mut log)?;
+    Ok((log, state))
+}
+
+fn check_name(name: &str) -> Result<(), DurableError> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(DurableError::InvalidName { name: name.to_owned(), len: name.len() });
+    }
+    Ok(())
+}
