@@ -1,10 +1,10 @@
 //! An HTTP/JSON gateway: `POST /{service}/{method}` with a JSON body calls a zrpc method and
 //! answers its result as JSON (feature `gateway`).
 //!
-//! The gateway is an [axum](https://docs.rs/axum/0.8) [`Router`](axum::Router) in front of one
+//! The gateway is an [axum](https://docs.rs/axum/0.8) [`Router`] in front of one
 //! [`Client`]: whatever the client reaches (static addresses, DNS, etcd; see
 //! [`dynamic::Target`](crate::dynamic::Target)) is what the gateway serves. Calls go through
-//! [`DynamicClient`](crate::dynamic::DynamicClient), so the gateway needs no generated code: the
+//! [`DynamicClient`], so the gateway needs no generated code: the
 //! method's flags (oneway) and whether it has application errors come from the server's
 //! reflection. Serve it on its own with [`GatewayBuilder::bind`], or mount
 //! [`GatewayBuilder::into_router`] in your own axum application.
@@ -20,7 +20,7 @@
 //! let client = target.client(Client::builder().name("gateway")).await?;
 //! let gateway = Gateway::builder(client).bind("tcp://127.0.0.1:8080").await?;
 //! println!("listening on http://{}", gateway.local_addr());
-//! gateway.serve_with_shutdown(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! gateway.serve().await?; // or .serve_with_shutdown(signal): stop accepting, finish what is in progress
 //! # Ok(())
 //! # }
 //! ```
@@ -102,7 +102,6 @@
 //! [`DynamicClient::call`](crate::dynamic::DynamicClient::call) answers the result only.
 //!
 //! [PROTOCOL.md §9]: https://example.invalid/zrpc/docs/PROTOCOL.md#9-payloads
-//! [`parse_duration`]: crate::dynamic::parse_duration
 
 mod call;
 mod console;
@@ -124,6 +123,8 @@ use axum::routing::{get, post};
 use crate::address::{Address, ToAddress};
 use crate::client::Client;
 use crate::dynamic::DynamicClient;
+#[cfg(doc)]
+use crate::dynamic::parse_duration;
 
 pub use status::http_status;
 
@@ -173,7 +174,7 @@ impl Gateway {
     /// Serves until the process ends.
     ///
     /// # Errors
-    /// Those of [`axum::serve`]: none at present.
+    /// Those of [`axum::serve()`]: none at present.
     pub async fn serve(self) -> io::Result<()> {
         self.serve_with_shutdown(std::future::pending::<()>()).await
     }
@@ -182,7 +183,7 @@ impl Gateway {
     /// requests in progress have been answered (axum's graceful shutdown).
     ///
     /// # Errors
-    /// Those of [`axum::serve`]: none at present.
+    /// Those of [`axum::serve()`]: none at present.
     pub async fn serve_with_shutdown<F>(self, signal: F) -> io::Result<()>
     where
         F: Future<Output = ()> + Send + 'static,
