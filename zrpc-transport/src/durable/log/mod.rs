@@ -1,8 +1,9 @@
-//! The segment log under an outbox (and, next, an inbox): files of checksummed records,
-//! appended by one writer thread.
+//! The segment log under an outbox and an inbox: files of checksummed records, appended by one
+//! writer thread.
 //!
 //! - [`record`]: a record's framing and field codec; [`segment`]: files, headers, torn tails;
-//!   [`writer`]: the thread that owns the log and commits batches (group commit).
+//!   [`writer`]: the thread that owns the log and commits batches (group commit); [`runs`]: the
+//!   owners' queues of messages still needed, their byte counts and compaction.
 //! - [`Log`] is used by one thread only (the writer): it is not `Sync` and needs no lock. Its
 //!   owner (the outbox) decides what records mean and which segments are still needed; the
 //!   log writes, syncs, reads back, rolls, deletes and repairs.
@@ -20,6 +21,7 @@
 //!    the size of the log.
 
 pub(crate) mod record;
+pub(crate) mod runs;
 pub(crate) mod segment;
 pub(crate) mod writer;
 
@@ -515,6 +517,14 @@ impl Log {
         Counters::bump(&self.counters.scanned);
         whole.drain(..FRAME_HEADER + 1);
         Ok(Some(Entry { at, kind, body: whole, size: size as u64 }))
+    }
+
+    /// What a `kill -9` does to the log: the batch being built is lost, what was written stays
+    /// (in the page cache), and the log writes nothing more.
+    #[cfg(test)]
+    pub(crate) fn crash(&mut self) {
+        self.buf.clear();
+        self.failed = true;
     }
 
     /// What a power loss does to the log: the head loses every byte written after its last

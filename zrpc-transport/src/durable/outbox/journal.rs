@@ -8,7 +8,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::Pending;
-use super::state::{State, Stored};
+use super::state::State;
+use crate::durable::log::runs::Stored;
 use crate::durable::DurableError;
 use crate::durable::log::Log;
 use crate::durable::log::writer::{Flow, Journal};

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use self::journal::{Command, Read, Writer};
 use self::state::State;
 #[cfg_attr(not(test), allow(unused_imports))]
-pub(crate) use self::state::Stored;
+pub(crate) use super::log::runs::Stored;
 use super::log::record::MAX_MESSAGE;
 use super::log::segment::{Identity, Role};
 use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, writer};
