@@ -406,11 +406,13 @@
 
 mod error;
 mod id;
+mod inbox;
 mod level;
 mod log;
 mod outbox;
 
 pub use error::DurableError;
 pub use id::{MessageId, OutboxId};
+pub use inbox::{DEFAULT_MAX_STREAMS, DEFAULT_STREAM_RETENTION, Inbox, InboxConfig, StreamInfo};
 pub use level::Durability;
 pub use outbox::{DEFAULT_MAX_BYTES, Outbox, OutboxConfig, Pending};

@@ -12,11 +12,11 @@ mod state;
 mod tests;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use self::journal::{Command, Read, Writer};
 use self::state::State;
@@ -24,12 +24,9 @@ use self::state::State;
 pub(crate) use super::log::runs::Stored;
 use super::log::record::MAX_MESSAGE;
 use super::log::segment::{Identity, Role};
-use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, writer};
+use super::log::writer::{Control, Handle};
+use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig};
 use super::{Durability, DurableError, OutboxId};
-
-/// Commands queued for the writer thread before callers wait for room: bounds the memory of
-/// messages handed over and not yet written.
-const QUEUE: usize = 8192;
 
 /// Default [`OutboxConfig::max_bytes`]: 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
@@ -104,10 +101,9 @@ pub struct Outbox {
 }
 
 struct Inner {
-    dir: PathBuf,
+    writer: Handle<Command>,
     sender: Arc<str>,
     id: OutboxId,
-    commands: mpsc::Sender<Command>,
     /// Shared with the log; read by the tests (and by metrics, once they exist).
     #[cfg_attr(not(test), allow(dead_code))]
     counters: Arc<Counters>,
@@ -116,7 +112,7 @@ struct Inner {
 impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
-            .field("dir", &self.inner.dir)
+            .field("dir", &self.inner.writer.dir())
             .field("sender", &self.inner.sender)
             .field("id", &self.inner.id)
             .finish_non_exhaustive()
@@ -140,26 +136,15 @@ impl Outbox {
         check_name(&config.sender)?;
         let dir = dir.as_ref().to_owned();
         let counters = Arc::new(Counters::default());
-        let (commands, queue) = mpsc::channel(QUEUE);
-        let (opened, open_result) = oneshot::channel();
         let thread_dir = dir.clone();
         let thread_counters = counters.clone();
-        std::thread::Builder::new()
-            .name("zrpc-outbox".into())
-            .spawn(move || match open_log(&thread_dir, &config, thread_counters) {
-                Ok((log, state)) => {
-                    let identity = log.identity().clone();
-                    if opened.send(Ok(identity)).is_ok() {
-                        writer::run(log, Writer::new(state, config.max_bytes), queue);
-                    }
-                }
-                Err(e) => {
-                    let _ = opened.send(Err(e));
-                }
-            })
-            .map_err(|source| DurableError::Io { path: dir.clone(), source })?;
-        let identity = open_result.await.map_err(|_| DurableError::Closed { path: dir.clone() })??;
-        Ok(Outbox { inner: Arc::new(Inner { dir, sender: identity.name, id: identity.id, commands, counters }) })
+        let (writer, identity) = Handle::spawn("zrpc-outbox", &dir, move || {
+            let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
+            let identity = log.identity().clone();
+            Ok((log, Writer::new(state, config.max_bytes), identity))
+        })
+        .await?;
+        Ok(Outbox { inner: Arc::new(Inner { writer, sender: identity.name, id: identity.id, counters }) })
     }
 
     /// The outbox's id, drawn when it was created.
@@ -174,7 +159,7 @@ impl Outbox {
 
     /// The outbox's directory.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        self.inner.writer.dir()
     }
 
     /// Logs `message` for `destination` and returns its sequence once the record has reached
@@ -227,7 +212,7 @@ impl Outbox {
     /// # Errors
     /// [`Closed`](DurableError::Closed) if it was closed already.
     pub async fn close(&self) -> Result<(), DurableError> {
-        self.call(|reply| Command::Close { reply }).await
+        self.call(|reply| Command::Control(Control::Close(reply))).await
     }
 
     /// Up to `max` messages of `destination` (and about `max_bytes`) from sequence `from` on,
@@ -262,16 +247,13 @@ impl Outbox {
 
     /// Sends a command to the writer thread and waits for its answer.
     async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DurableError> {
-        let closed = || DurableError::Closed { path: self.inner.dir.clone() };
-        let (reply, answer) = oneshot::channel();
-        self.inner.commands.send(command(reply)).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())
+        self.inner.writer.call(command).await
     }
 
     /// Sends a command without waiting for its answer: for the tests' hooks.
     #[cfg(test)]
     async fn send(&self, command: Command) {
-        let _ = self.inner.commands.send(command).await;
+        self.inner.writer.send(command).await;
     }
 }
 
