@@ -9,9 +9,9 @@ use tokio::sync::{Notify, oneshot};
 use super::StreamInfo;
 use super::state::{Delivery, Limits, Outcome, State, StreamKey};
 use crate::durable::DurableError;
+use crate::durable::error::again;
 use crate::durable::log::Log;
 use crate::durable::log::writer::{Control, Flow, Journal};
-use crate::durable::error::again;
 
 /// Seconds of the inbox's clock between two looks for streams to forget.
 const SWEEP_EVERY: u64 = 60;

@@ -27,7 +27,7 @@ use self::state::{Limits, State, StreamKey};
 use super::log::record::MAX_MESSAGE;
 use super::log::segment::{Identity, Role};
 use super::log::writer::{Control, Handle};
-use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig};
+use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, runs};
 use super::{DEFAULT_MAX_BYTES, Durability, DurableError, MessageId, OutboxId};
 
 /// Default [`InboxConfig::max_streams`].
@@ -200,7 +200,7 @@ impl Inbox {
     /// # Errors
     /// [`Closed`](DurableError::Closed).
     pub async fn streams(&self) -> Result<Vec<StreamInfo>, DurableError> {
-        self.call(|reply| Command::Streams { reply }).await
+        self.inner.writer.call(|reply| Command::Streams { reply }).await
     }
 
     /// Finishes the writes queued, closes the log and releases its lock, for every clone.
@@ -208,7 +208,7 @@ impl Inbox {
     /// # Errors
     /// [`Closed`](DurableError::Closed) if it was closed already.
     pub async fn close(&self) -> Result<(), DurableError> {
-        self.call(|reply| Command::Control(Control::Close(reply))).await
+        self.inner.writer.call(|reply| Command::Control(Control::Close(reply))).await
     }
 
     /// Records message `sequence` of the stream (`sender`, `outbox`) if it is the stream's
@@ -238,14 +238,12 @@ impl Inbox {
         sequence: u64,
         message: Bytes,
     ) -> Result<Outcome, DurableError> {
-        if sender.is_empty() || sender.len() > 255 {
-            return Err(DurableError::InvalidName { name: sender.to_owned(), len: sender.len() });
-        }
+        super::outbox::check_name(sender)?;
         if message.len() > MAX_MESSAGE {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
         }
         let key = StreamKey { sender: sender.into(), outbox };
-        self.call(|reply| Command::Record { key, sequence, message, reply }).await?
+        self.inner.writer.call(|reply| Command::Record { key, sequence, message, reply }).await?
     }
 
     /// The next unhandled message of up to `max` streams that have no handler running, in
@@ -254,7 +252,7 @@ impl Inbox {
     /// wait on [`ready`](Inbox::ready) and take again.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn take(&self, max: usize) -> Result<Vec<Delivery>, DurableError> {
-        self.call(|reply| Command::Take { max, reply }).await?
+        self.inner.writer.call(|reply| Command::Take { max, reply }).await?
     }
 
     /// Records that the handler of message `id` has returned ("handled up to its sequence",
@@ -264,7 +262,7 @@ impl Inbox {
     pub(crate) async fn handled(&self, id: &MessageId) -> Result<u64, DurableError> {
         let key = StreamKey { sender: id.sender().into(), outbox: id.outbox() };
         let up_to = id.sequence();
-        self.call(|reply| Command::Handled { key, up_to, reply }).await?
+        self.inner.writer.call(|reply| Command::Handled { key, up_to, reply }).await?
     }
 
     /// Notified (one stored permit) after a batch that left a stream with a message ready.
@@ -279,17 +277,6 @@ impl Inbox {
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
     }
-
-    /// Sends a command to the writer thread and waits for its answer.
-    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DurableError> {
-        self.inner.writer.call(command).await
-    }
-
-    /// Sends a command without waiting for its answer: for the tests' hooks.
-    #[cfg(test)]
-    async fn send(&self, command: Command) {
-        self.inner.writer.send(command).await;
-    }
 }
 
 /// Opens or creates the log and rebuilds the state from it, makes sure the head starts with a
@@ -299,14 +286,7 @@ fn open_log(dir: &Path, config: &InboxConfig, counters: Arc<Counters>) -> Result
     let log_config = LogConfig { segment_bytes: config.segment_bytes, durability: config.durability };
     let opened = Log::open(dir, log_config, identity, &State::default().checkpoint(), counters)?;
     let mut log = opened.log;
-    if log.identity().role != Role::Inbox {
-        return Err(DurableError::Corrupt { path: dir.to_owned(), what: "the log is not an inbox's".into() });
-    }
     let mut state = State::replay(&mut log, opened.checkpoint.as_deref(), opened.replay, config.clock.now())?;
-    // As the outbox does: a head without a checkpoint would pin older segments.
-    if !log.head_has_checkpoint() {
-        log.roll(&state.checkpoint())?;
-    }
-    state.compact(&mut log)?;
+    runs::after_open(&mut state, &mut log)?;
     Ok((log, state))
 }

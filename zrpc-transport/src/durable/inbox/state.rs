@@ -232,9 +232,8 @@ impl State {
     /// `retention` seconds before `now`. Returns how many.
     pub(crate) fn forget_idle(&mut self, now: u64, retention: u64) -> usize {
         let before = self.streams.len();
-        self.streams.retain(|_, s| {
-            !(s.queue.is_empty() && s.taken.is_none() && now.saturating_sub(s.last_seen) >= retention)
-        });
+        self.streams
+            .retain(|_, s| !(s.queue.is_empty() && s.taken.is_none() && now.saturating_sub(s.last_seen) >= retention));
         before - self.streams.len()
     }
 

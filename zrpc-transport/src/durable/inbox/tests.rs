@@ -15,9 +15,9 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::journal::Command;
-use crate::durable::log::writer::Control;
 use super::state::State;
 use super::*;
+use crate::durable::log::writer::Control;
 
 const SEGMENT: u64 = 4096;
 const SHOP: OutboxId = OutboxId::from_u64(0x5409);
@@ -105,14 +105,14 @@ async fn settle(inbox: &Inbox) {
 
 async fn hold(inbox: &Inbox) -> oneshot::Sender<()> {
     let (release, until) = oneshot::channel();
-    inbox.send(Command::Control(Control::Hold(until))).await;
+    inbox.inner.writer.send(Command::Control(Control::Hold(until))).await;
     release
 }
 
 /// Stops the inbox as a `kill -9` would; returns once its log is closed.
 async fn crash(inbox: Inbox) {
     let (closed, done) = oneshot::channel();
-    inbox.send(Command::Control(Control::Crash(closed))).await;
+    inbox.inner.writer.send(Command::Control(Control::Crash(closed))).await;
     done.await.expect("the log closes");
 }
 
@@ -144,7 +144,11 @@ async fn a_stream_records_its_next_sequence_and_answers_duplicates_and_gaps() {
     let shop = streams.iter().find(|s| s.sender == "shop-1" && s.outbox == SHOP).expect("the stream");
     assert_eq!((shop.recorded, shop.handled), (2, 0));
     assert_eq!(shop.bytes, 2 * State::record_size("shop-1", &msg(1)));
-    assert_eq!(handle_all(&inbox).await.iter().filter(|(o, _)| *o == SHOP).count(), 3, "1 and 2 of shop-1, 1 of shop-2");
+    assert_eq!(
+        handle_all(&inbox).await.iter().filter(|(o, _)| *o == SHOP).count(),
+        3,
+        "1 and 2 of shop-1, 1 of shop-2"
+    );
 }
 
 #[tokio::test]
@@ -265,7 +269,7 @@ async fn a_power_loss_keeps_every_acknowledged_record_and_mark_and_loses_only_th
     let mut mark = Box::pin(inbox.handled(&second));
     assert!(futures::poll!(mark.as_mut()).is_pending());
     let (closed, lost) = oneshot::channel();
-    inbox.send(Command::Control(Control::LosePower(closed))).await;
+    inbox.inner.writer.send(Command::Control(Control::LosePower(closed))).await;
     let _ = release.send(());
     for record in join_all(records).await {
         assert!(matches!(record, Err(DurableError::Io { .. })), "an unsynced record was acknowledged: {record:?}");
@@ -299,7 +303,10 @@ async fn a_full_inbox_refuses_new_messages_answers_old_ones_and_frees_room_as_th
     assert!(matches!(inbox.record("shop-1", SHOP, 5, msg(5)).await, Err(DurableError::Full { .. })));
     inbox.close().await.expect("close");
     let inbox = open(dir.path(), config().max_bytes(3 * size)).await;
-    assert!(matches!(inbox.record("shop-1", SHOP, 5, msg(5)).await, Err(DurableError::Full { .. })), "the count survives");
+    assert!(
+        matches!(inbox.record("shop-1", SHOP, 5, msg(5)).await, Err(DurableError::Full { .. })),
+        "the count survives"
+    );
 }
 
 #[tokio::test]
@@ -400,9 +407,8 @@ async fn compaction_deletes_handled_segments_and_rewrites_those_a_slow_stream_ho
 #[tokio::test]
 async fn an_inbox_does_not_open_an_outbox_and_checks_names_and_sizes() {
     let dir = temp();
-    let outbox = crate::durable::Outbox::open(dir.path(), crate::durable::OutboxConfig::new("shop-1"))
-        .await
-        .expect("an outbox");
+    let outbox =
+        crate::durable::Outbox::open(dir.path(), crate::durable::OutboxConfig::new("shop-1")).await.expect("an outbox");
     outbox.close().await.expect("close");
     assert!(matches!(Inbox::open(dir.path(), config()).await, Err(DurableError::Corrupt { .. })));
 

@@ -159,8 +159,9 @@ impl Log {
     /// the checkpoint `empty`) if it holds none.
     ///
     /// # Errors
-    /// `Locked` if another process has it open, `Corrupt` for a bad record before valid ones or
-    /// a bad header, `Io` if the files cannot be read or written.
+    /// `Locked` if another process has it open, `Corrupt` for a bad record before valid ones, a
+    /// bad header or a log of another role (an inbox's opened as an outbox), `Io` if the files
+    /// cannot be read or written.
     pub(crate) fn open(
         dir: &Path,
         config: LogConfig,
@@ -227,6 +228,9 @@ impl Log {
             }
         }
         // The other segments' headers, checked against the last one's.
+        if found.role != identity.role {
+            return Err(corrupt(dir, &last_path, 0u64, "the log belongs to another role (an outbox's or an inbox's)"));
+        }
         let mut segments = BTreeMap::new();
         segments.insert(last, Seg { len: last_len, start: header_len as u64 });
         for &number in &numbers[..numbers.len() - 1] {

@@ -301,6 +301,18 @@ impl Queue {
     }
 }
 
+/// Finishes opening a log whose owner's state was just rebuilt: makes sure the head starts with
+/// a checkpoint (a head without one, after a crash cut it short while rolling, would make every
+/// later reopen replay from an older segment, which compaction could then not delete), then
+/// compacts what the last run left (segments a crash kept after they were emptied).
+pub(crate) fn after_open<O: Owner>(owner: &mut O, log: &mut Log) -> Result<(), DurableError> {
+    if !log.head_has_checkpoint() {
+        log.roll(&owner.checkpoint())?;
+    }
+    compact(owner, log)?;
+    Ok(())
+}
+
 /// Deletes the segments (but the head) that hold no message, and rewrites those whose held
 /// bytes are below a quarter of their size: their messages are copied to the head (same
 /// sequences, same bytes), a new segment is started with a checkpoint that points at the copies,

@@ -8,10 +8,10 @@ use tokio::sync::oneshot;
 
 use super::Pending;
 use super::state::State;
-use crate::durable::log::runs::Stored;
 use crate::durable::DurableError;
 use crate::durable::error::again;
 use crate::durable::log::Log;
+use crate::durable::log::runs::Stored;
 use crate::durable::log::writer::{Control, Flow, Journal};
 
 /// A request to the writer thread, with where to send its answer.

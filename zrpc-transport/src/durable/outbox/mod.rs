@@ -20,12 +20,12 @@ use tokio::sync::oneshot;
 
 use self::journal::{Command, Read, Writer};
 use self::state::State;
+use super::log::record::MAX_MESSAGE;
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use super::log::runs::Stored;
-use super::log::record::MAX_MESSAGE;
 use super::log::segment::{Identity, Role};
 use super::log::writer::{Control, Handle};
-use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig};
+use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, runs};
 use super::{Durability, DurableError, OutboxId};
 
 /// Default [`OutboxConfig::max_bytes`]: 1 GiB.
@@ -184,7 +184,7 @@ impl Outbox {
         if message.len() > MAX_MESSAGE {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
         }
-        self.call(|reply| Command::Append { destination: destination.into(), message, reply }).await?
+        self.inner.writer.call(|reply| Command::Append { destination: destination.into(), message, reply }).await?
     }
 
     /// The destinations with undelivered messages, with their sequences and bytes: what waits
@@ -193,7 +193,7 @@ impl Outbox {
     /// # Errors
     /// [`Closed`](DurableError::Closed).
     pub async fn pending(&self) -> Result<Vec<Pending>, DurableError> {
-        self.call(|reply| Command::Pending { reply }).await
+        self.inner.writer.call(|reply| Command::Pending { reply }).await
     }
 
     /// Drops every undelivered message of `destination`, as if its receiver had acknowledged
@@ -204,7 +204,7 @@ impl Outbox {
     /// As [`append`](Outbox::append), but never `Full`.
     pub async fn discard(&self, destination: &str) -> Result<u64, DurableError> {
         check_name(destination)?;
-        self.call(|reply| Command::Discard { destination: destination.into(), reply }).await?
+        self.inner.writer.call(|reply| Command::Discard { destination: destination.into(), reply }).await?
     }
 
     /// Finishes the writes queued, closes the log and releases its lock, for every clone.
@@ -212,7 +212,7 @@ impl Outbox {
     /// # Errors
     /// [`Closed`](DurableError::Closed) if it was closed already.
     pub async fn close(&self) -> Result<(), DurableError> {
-        self.call(|reply| Command::Control(Control::Close(reply))).await
+        self.inner.writer.call(|reply| Command::Control(Control::Close(reply))).await
     }
 
     /// Up to `max` messages of `destination` (and about `max_bytes`) from sequence `from` on,
@@ -227,7 +227,10 @@ impl Outbox {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, DurableError> {
-        self.call(|reply| Command::Read(Read { destination: destination.into(), from, max, max_bytes, reply })).await?
+        self.inner
+            .writer
+            .call(|reply| Command::Read(Read { destination: destination.into(), from, max, max_bytes, reply }))
+            .await?
     }
 
     /// Marks every message of `destination` up to `up_to` as delivered (its receiver recorded
@@ -236,24 +239,13 @@ impl Outbox {
     /// releases none.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn acknowledge(&self, destination: &str, up_to: u64) -> Result<u64, DurableError> {
-        self.call(|reply| Command::Acknowledge { destination: destination.into(), up_to, reply }).await?
+        self.inner.writer.call(|reply| Command::Acknowledge { destination: destination.into(), up_to, reply }).await?
     }
 
     /// The log's counters (syncs, records scanned at open, segments deleted and rewritten).
     #[cfg(test)]
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
-    }
-
-    /// Sends a command to the writer thread and waits for its answer.
-    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DurableError> {
-        self.inner.writer.call(command).await
-    }
-
-    /// Sends a command without waiting for its answer: for the tests' hooks.
-    #[cfg(test)]
-    async fn send(&self, command: Command) {
-        self.inner.writer.send(command).await;
     }
 }
 
@@ -266,9 +258,6 @@ fn open_log(dir: &Path, config: &OutboxConfig, counters: Arc<Counters>) -> Resul
     let log_config = LogConfig { segment_bytes: config.segment_bytes, durability: config.durability };
     let opened = Log::open(dir, log_config, identity, &State::default().checkpoint(), counters)?;
     let mut log = opened.log;
-    if log.identity().role != Role::Outbox {
-        return Err(DurableError::Corrupt { path: dir.to_owned(), what: "the log is not an outbox's".into() });
-    }
     if *log.identity().name != *config.sender {
         tracing::warn!(
             dir = %dir.display(), recorded = %log.identity().name, configured = %config.sender,
@@ -276,17 +265,13 @@ fn open_log(dir: &Path, config: &OutboxConfig, counters: Arc<Counters>) -> Resul
         );
     }
     let mut state = State::replay(&mut log, opened.checkpoint.as_deref(), opened.replay)?;
-    // A head without a checkpoint (a crash cut it short while rolling) would make every later
-    // reopen replay from an older segment, which compaction could then not delete: start a
-    // new head with one.
-    if !log.head_has_checkpoint() {
-        log.roll(&state.checkpoint())?;
-    }
-    state.compact(&mut log)?;
+    runs::after_open(&mut state, &mut log)?;
     Ok((log, state))
 }
 
-fn check_name(name: &str) -> Result<(), DurableError> {
+/// Checks a sender or destination name: 1 to 255 bytes, so that a record stores it with one
+/// length byte.
+pub(crate) fn check_name(name: &str) -> Result<(), DurableError> {
     if name.is_empty() || name.len() > 255 {
         return Err(DurableError::InvalidName { name: name.to_owned(), len: name.len() });
     }

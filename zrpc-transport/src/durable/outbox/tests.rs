@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::journal::Command;
-use crate::durable::log::writer::Control;
 use super::*;
+use crate::durable::log::writer::Control;
 
 const SEGMENT: u64 = 4096;
 
@@ -89,14 +89,14 @@ async fn settle(outbox: &Outbox) {
 /// Holds the writer thread until the returned sender is dropped or sends.
 async fn hold(outbox: &Outbox) -> oneshot::Sender<()> {
     let (release, until) = oneshot::channel();
-    outbox.send(Command::Control(Control::Hold(until))).await;
+    outbox.inner.writer.send(Command::Control(Control::Hold(until))).await;
     release
 }
 
 /// Queues the power-loss hook; the receiver answers once the log is closed.
 async fn lose_power(outbox: &Outbox) -> oneshot::Receiver<()> {
     let (closed, lost) = oneshot::channel();
-    outbox.send(Command::Control(Control::LosePower(closed))).await;
+    outbox.inner.writer.send(Command::Control(Control::LosePower(closed))).await;
     lost
 }
 
