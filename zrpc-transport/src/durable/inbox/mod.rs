@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 use self::journal::{Clock, Command, Settings, Writer};
 #[cfg_attr(not(test), allow(unused_imports))]

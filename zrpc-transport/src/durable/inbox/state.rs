@@ -152,7 +152,7 @@ impl State {
         if sequence > recorded + 1 {
             return Ok(Outcome::Gap { recorded });
         }
-        if recorded == 0 && !self.streams.contains_key(key) && self.streams.len() >= limits.max_streams {
+        if recorded == 0 && !self.streams.contains_key(key) && self.stream_count() >= limits.max_streams {
             return Err(DurableError::TooManyStreams { path: log.dir().to_owned(), limit: limits.max_streams });
         }
         let size = State::record_size(&key.sender, message);

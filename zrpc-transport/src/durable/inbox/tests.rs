@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::future::join_all;
+use tokio::sync::oneshot;
 
 use super::journal::Command;
 use super::state::State;

@@ -16,7 +16,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use self::journal::{Command, Read, Writer};
 use self::state::State;
@@ -28,7 +27,7 @@ use super::log::writer::{Control, Handle};
 use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, runs};
 use super::{Durability, DurableError, OutboxId};
 
-/// Default [`OutboxConfig::max_bytes`]: 1 GiB.
+/// Default [`OutboxConfig::max_bytes`] and [`InboxConfig::max_bytes`](super::InboxConfig::max_bytes): 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 /// How an [`Outbox`] is opened.

@@ -11,6 +11,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use tokio::sync::oneshot;
 
 use super::journal::Command;
 use super::*;
