@@ -314,6 +314,7 @@
 //! |-----:|-------|---------|
 //! | 8 | outbox | `u64`: the sender's [`OutboxId`] |
 //! | 8 | sequence | `u64`: ≥ 1; 0 is malformed |
+//! | 8 | acknowledged | `u64`: the stream's highest sequence this receiver acknowledged to the sender (0 for none), below `sequence` |
 //! | 1 | sender_len | `u8` |
 //! | n | sender | UTF-8: the sender name recorded in the outbox (not necessarily the HELLO name) |
 //!
@@ -433,8 +434,9 @@
 //!   `recorded + 1`, and an unknown stream has recorded nothing). Accepting any first sequence
 //!   would let a stream whose first message was refused before recording (unknown method, the
 //!   inbox full, a deadline) start at its second one, whose acknowledgement would then cover
-//!   and lose the first. The price: a stream forgotten by retention whose sender comes back is
-//!   refused as a gap with `recorded` 0, and its sender cannot resume (see "Open questions").
+//!   and lose the first. The price, until the inbox reads the request's `acknowledged`
+//!   (PROTOCOL.md §19 decided it after this was built): a stream forgotten by retention whose
+//!   sender comes back is refused as a gap with `recorded` 0 (see "Open questions").
 //! - **`TooManyStreams` is its own variant** (`ResourceExhausted`, like `Full`): the bytes in
 //!   `Full` would be meaningless for a count of streams.
 //! - **Every answer waits for its batch**, records, duplicates, gaps, takes and stream lists
@@ -459,12 +461,17 @@
 //!   be stored with it and given to its handler (it may have changed by the time it runs)?
 //! - **One full destination.** The outbox limit is shared: a receiver down for days can fill it
 //!   and refuse calls to healthy destinations. A per-destination share of the limit?
-//! - **Lost receiver state and forgotten streams.** An inbox deleted or restored from backup,
-//!   or one that forgot a stream after `stream_retention`, refuses that stream's next message
-//!   as a gap with `recorded` 0, below what its sender was told: the sender cannot resume by
-//!   itself. A protocol answer (a flag on the sender's first unacknowledged message saying "start
-//!   the stream here", sent after such a gap) would let the inbox accept it without the risk
-//!   the rule above avoids; until then the delivery task must log it and keep the messages.
+//! - **Lost receiver state and forgotten streams: decided in the protocol, not built in the
+//!   inbox yet.** An inbox deleted or restored from backup, or one that forgot a stream after
+//!   `stream_retention`, would refuse that stream's next message as a gap with `recorded` 0,
+//!   below what its sender was told, and the sender could not resume. Every durable request
+//!   now carries `acknowledged`, the highest sequence this receiver acknowledged to the sender
+//!   (PROTOCOL.md §19, "Resuming a stream the receiver forgot"): a receiver whose `recorded` is
+//!   below it, with nothing of the stream left to handle, takes `recorded = acknowledged`
+//!   durably with the message. That keeps the rule above (a stream whose first message was
+//!   refused before recording still has `acknowledged` 0, so its second is a gap). The inbox's
+//!   `record` must take it, write the jump as a record its replay applies, and be tested;
+//!   until then it refuses such a message as a gap.
 //! - **Handling rate of one stream at the power level.** Syncing each "handled" mark before the
 //!   stream's next handler starts keeps the guarantee exact, but bounds one stream's handling to
 //!   the disk's sync rate (recording, with group commit, is not bounded so). Syncing marks in
