@@ -1301,4 +1301,3 @@ mod tests {
         waiting.await.expect("probed returns once all three answered");
     }
 }
-
