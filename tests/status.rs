@@ -113,6 +113,14 @@ async fn application_errors_keep_their_typed_path_beside_statuses() {
     assert_eq!(signed_in.withdraw(300).await, Ok(Err(Refusal::Insufficient { balance: 100 })));
 }
 
+/// Builds the client and waits until each endpoint's first connection attempt has its answer:
+/// round robin's turns must not depend on how fast the probes run.
+async fn probed(builder: zrpc::ClientBuilder) -> Client {
+    let client = builder.build();
+    client.probed().await;
+    client
+}
+
 fn client_over(addresses: &[&Address]) -> zrpc::ClientBuilder {
     let instances: Vec<Instance> = addresses.iter().map(|a| Instance::new(a.to_string())).collect();
     Client::builder().name("teller").discover(Static::new(instances)).balance(RoundRobin::new())
@@ -126,7 +134,7 @@ async fn a_handlers_unprocessed_unavailable_is_retried_elsewhere_and_a_processed
     let (shedding_at, failing_at, healthy_at) = (serve(&shedding).await, serve(&failing).await, serve(&healthy).await);
 
     let client = client_over(&[&shedding_at, &healthy_at]).fail_mode(FailMode::Failover { retries: 1 }).no_breaker();
-    let bank = BankClient::new(client.build());
+    let bank = BankClient::new(probed(client).await);
     for i in 0..4 {
         assert_eq!(bank.work().await.as_deref(), Ok("healthy"), "call {i}: the shed attempt went elsewhere");
     }
@@ -137,7 +145,7 @@ async fn a_handlers_unprocessed_unavailable_is_retried_elsewhere_and_a_processed
 
     // `work` is not idempotent: a status saying the handler may have run is not retried.
     let client = client_over(&[&failing_at, &healthy_at]).fail_mode(FailMode::Failover { retries: 1 }).no_breaker();
-    let bank = BankClient::new(client.build());
+    let bank = BankClient::new(probed(client).await);
     let outcomes: Vec<_> =
         [bank.work().await, bank.work().await].into_iter().map(|r| r.map_err(|s| s.code())).collect();
     assert!(outcomes.contains(&Err(Code::Unavailable)), "{outcomes:?}");
@@ -151,7 +159,7 @@ async fn a_handlers_internal_statuses_open_the_breaker() {
     let healthy = Branch::new("healthy", None);
     let (broken_at, healthy_at) = (serve(&broken).await, serve(&healthy).await);
     let breaker = BreakerConfig::default().min_calls(3).cooldown(Duration::from_secs(600));
-    let bank = BankClient::new(client_over(&[&broken_at, &healthy_at]).breaker(breaker).build());
+    let bank = BankClient::new(probed(client_over(&[&broken_at, &healthy_at]).breaker(breaker)).await);
 
     let mut failures = 0;
     for _ in 0..20 {

@@ -468,6 +468,15 @@ impl Client {
         self.balance.first_set().await;
     }
 
+    /// [`discovered`](Client::discovered), then waits until every endpoint's first connection
+    /// attempt has its answer (connected, or failed): the client connects to each endpoint as
+    /// discovery reports it, and until one is known to be up it is drawn only when none is.
+    /// For a service that wants its calls spread over every live endpoint from the first, and
+    /// for tests. Bound it with a timeout: an attempt may take up to the connect timeout.
+    pub async fn probed(&self) {
+        self.balance.probed().await;
+    }
+
     /// The addresses of the endpoints in use: those discovery reported that pass the filter,
     /// as of the last change applied. Empty until discovery starts, at the first call or
     /// [`discovered`](Client::discovered).

@@ -29,6 +29,21 @@ fn client_over(addresses: &[&Address]) -> ClientBuilder {
     Client::builder().name("governance").discover(Static::new(instances)).retry_backoff(Duration::ZERO, Duration::ZERO)
 }
 
+/// Builds a client and waits until each endpoint's first connection attempt has its answer, so
+/// that which endpoint a call goes to does not depend on how fast the probes run (a client
+/// draws an endpoint not yet connected only when none is).
+trait Settled {
+    async fn settled(self) -> Client;
+}
+
+impl Settled for ClientBuilder {
+    async fn settled(self) -> Client {
+        let client = self.build();
+        within("every endpoint probed", client.probed()).await;
+        client
+    }
+}
+
 /// A backoff between connection attempts longer than any test: an endpoint that refused once
 /// stays down for the rest of the test.
 fn stay_down() -> Backoff {
@@ -76,7 +91,7 @@ async fn alternate_first_attempts(
 async fn failfast_makes_one_attempt() {
     let failing = RunningNode::start("failing", Mode::Fail(Code::Unavailable)).await;
     let healthy = RunningNode::start("healthy", Mode::Answer).await;
-    let client = client_over(&[&failing.address, &healthy.address]).balance(RoundRobin::new()).build();
+    let client = client_over(&[&failing.address, &healthy.address]).balance(RoundRobin::new()).settled().await;
     let node = NodeClient::new(client);
 
     // Retryable failures of an idempotent call, and still not retried.
@@ -87,14 +102,23 @@ async fn failfast_makes_one_attempt() {
 
 #[tokio::test]
 async fn failover_reaches_the_one_live_endpoint_of_four() {
-    let dead: Vec<Address> = (0..3).map(|_| refused_address()).collect();
+    // Three servers that fail every call (connected, so probes cannot rule them out), no
+    // breaker and no retry budget to take them out of the draw: calls fail over among them.
+    let failing = [
+        RunningNode::start("failing-1", Mode::Fail(Code::Unavailable)).await,
+        RunningNode::start("failing-2", Mode::Fail(Code::Unavailable)).await,
+        RunningNode::start("failing-3", Mode::Fail(Code::Unavailable)).await,
+    ];
     let live = RunningNode::start("live", Mode::Answer).await;
     let recorder = Recorder::new();
     let picks = recorder.log();
-    let client = client_over(&[&dead[0], &dead[1], &dead[2], &live.address])
+    let client = client_over(&[&failing[0].address, &failing[1].address, &failing[2].address, &live.address])
         .balance(recorder)
         .fail_mode(FailMode::Failover { retries: 3 })
-        .build();
+        .no_breaker()
+        .no_retry_budget()
+        .settled()
+        .await;
     let node = NodeClient::new(client);
 
     for i in 0..50 {
@@ -104,7 +128,7 @@ async fn failover_reaches_the_one_live_endpoint_of_four() {
     assert_eq!(live.calls(), 50);
 
     let picks = picks.lock().expect("not poisoned").clone();
-    let dead: Vec<String> = dead.iter().map(ToString::to_string).collect();
+    let dead: Vec<String> = failing.iter().map(|node| node.address.to_string()).collect();
     for pick in &picks {
         assert!(
             !pick.exclude.contains(&pick.address),
@@ -113,7 +137,7 @@ async fn failover_reaches_the_one_live_endpoint_of_four() {
         );
     }
     let first_attempts_on_dead = picks.iter().filter(|p| p.exclude.is_empty() && dead.contains(&p.address)).count();
-    assert!(first_attempts_on_dead >= 1, "first attempts landed on dead endpoints too: {picks:?}");
+    assert!(first_attempts_on_dead >= 1, "first attempts landed on failing endpoints too: {picks:?}");
     assert!(picks.iter().any(|p| p.exclude.len() >= 2), "some calls failed over more than once: {picks:?}");
 }
 
@@ -126,7 +150,8 @@ async fn failtry_keeps_every_attempt_on_the_first_endpoint() {
         .balance(RoundRobin::new())
         .fail_mode(FailMode::Failtry { retries: 2 })
         .no_breaker()
-        .build();
+        .settled()
+        .await;
     let node = NodeClient::new(client);
 
     for status in alternate_first_attempts(&node, &failing, &healthy, 3).await {
@@ -142,7 +167,8 @@ async fn failbackup_wins_with_the_backup_and_cancels_the_slow_attempt_on_the_wir
     let client = client_over(&[&slow.address, &fast.address])
         .balance(Recorder::preferring(&slow.address))
         .fail_mode(FailMode::Failbackup { delay: Duration::from_millis(50) })
-        .build();
+        .settled()
+        .await;
     let node = NodeClient::new(client);
     // Connected before it turns slow, so that each first attempt is on the wire at once.
     assert_eq!(within("a warm-up call", node.work("warm-up".into())).await.as_deref(), Ok("slow"));
@@ -166,7 +192,8 @@ async fn failbackup_fails_only_when_both_attempts_fail() {
         .balance(Recorder::preferring(&first.address))
         .fail_mode(FailMode::Failbackup { delay: Duration::from_secs(30) })
         .no_breaker()
-        .build();
+        .settled()
+        .await;
     let node = NodeClient::new(client);
 
     // The first attempt fails at once: the backup goes out without waiting for the delay.
@@ -190,7 +217,7 @@ async fn application_errors_and_not_found_are_returned_after_one_attempt() {
     let b = RunningNode::start("b", Mode::Answer).await;
     let client =
         client_over(&[&a.address, &b.address]).balance(RoundRobin::new()).fail_mode(FailMode::Failover { retries: 3 });
-    let node = NodeClient::new(client.build());
+    let node = NodeClient::new(client.settled().await);
 
     let answer = within("an application error", node.app_error()).await.expect("an Ok response");
     assert!(answer.expect_err("the application's own error").ends_with("refuses politely"));
@@ -211,7 +238,8 @@ async fn lose_the_connection_mid_call(idempotent: bool) -> (Result<String, Statu
     let client = client_over(&[&doomed.address, &other.address])
         .balance(Recorder::preferring(&doomed.address))
         .fail_mode(FailMode::Failover { retries: 2 })
-        .build();
+        .settled()
+        .await;
     let node = NodeClient::new(client);
 
     let call = if idempotent {
@@ -248,7 +276,8 @@ async fn the_retry_budget_stops_retries_when_every_server_fails() {
         .fail_mode(FailMode::Failover { retries: 3 })
         .retry_budget(budget)
         .no_breaker()
-        .build();
+        .settled()
+        .await;
     let node = NodeClient::new(client);
 
     const CALLS: usize = 100;
@@ -272,7 +301,8 @@ async fn the_retry_budget_stops_retries_when_every_server_fails() {
 async fn p2c_sends_clearly_less_to_a_slow_endpoint() {
     let slow = RunningNode::start("slow", Mode::Slow(Duration::from_millis(20))).await;
     let fast = [RunningNode::start("fast-1", Mode::Answer).await, RunningNode::start("fast-2", Mode::Answer).await];
-    let client = client_over(&[&slow.address, &fast[0].address, &fast[1].address]).balance(P2c::default()).build();
+    let client =
+        client_over(&[&slow.address, &fast[0].address, &fast[1].address]).balance(P2c::default()).settled().await;
     let node = NodeClient::new(client);
 
     const TASKS: usize = 10;
@@ -301,19 +331,13 @@ async fn an_endpoint_that_refuses_connections_is_not_picked_while_down() {
     let client = client_over(&[&dead, &alive.address])
         .balance(RoundRobin::new())
         .channel(|channel| channel.backoff(stay_down()));
-    let node = NodeClient::new(client.build());
-
-    // Warm-up: round robin sends one of the first two calls to the dead endpoint, which fails
-    // (failfast) and puts its channel in backoff.
-    let mut failures = 0;
-    for i in 0..2 {
-        if let Err(status) = within("a warm-up call", node.work(format!("warm-up {i}"))).await {
-            assert_eq!(status.code(), Code::Unavailable, "{status}");
-            assert!(status.is_unprocessed(), "a refused connection never sent anything: {status}");
-            failures += 1;
-        }
-    }
-    assert_eq!(failures, 1);
+    let client = client.settled().await;
+    // Its probe found it down: no call has to.
+    let down = client.endpoint_status().into_iter().find(|e| *e.address == *dead.to_string()).expect("listed");
+    assert!(matches!(down.connections[..], [ChannelState::Failed { .. }]), "{down:?}");
+    assert!(!down.available);
+    let node = NodeClient::new(client);
+    // Failfast, round robin over both: every call reaches the live one.
     for i in 0..50 {
         assert_eq!(within("a call", node.work(format!("call {i}"))).await.as_deref(), Ok("alive"), "call {i}");
     }
@@ -325,7 +349,7 @@ async fn the_breaker_opens_and_its_endpoint_is_skipped() {
     let healthy = RunningNode::start("healthy", Mode::Answer).await;
     let breaker = BreakerConfig::default().min_calls(3).cooldown(Duration::from_secs(600));
     let client = client_over(&[&failing.address, &healthy.address]).balance(RoundRobin::new()).breaker(breaker);
-    let node = NodeClient::new(client.build());
+    let node = NodeClient::new(client.settled().await);
 
     // Failfast: every third failure of the failing endpoint is seen by the caller.
     let mut failures = 0;
@@ -353,7 +377,7 @@ async fn endpoints_that_leave_discovery_get_no_calls_and_their_connection_closes
         let instance = Instance::from(address);
         changes.unbounded_send(Ok(Change::Insert(instance.address.clone(), instance))).expect("open");
     }
-    let client = Client::builder().name("governance").discover(source).balance(RoundRobin::new()).build();
+    let client = Client::builder().name("governance").discover(source).balance(RoundRobin::new()).settled().await;
     let node = NodeClient::new(client.clone());
 
     for i in 0..4 {
@@ -388,7 +412,8 @@ async fn broadcast_reaches_every_endpoint_once_and_reports_each() {
         RunningNode::start("two", Mode::Answer).await,
         RunningNode::start("three", Mode::Fail(Code::Internal)).await,
     ];
-    let node = NodeClient::new(client_over(&[&servers[0].address, &servers[1].address, &servers[2].address]).build());
+    let node =
+        NodeClient::new(client_over(&[&servers[0].address, &servers[1].address, &servers[2].address]).settled().await);
 
     // The first broadcast also starts discovery; the second finds the set known.
     for round in 1..=2 {
@@ -411,7 +436,7 @@ async fn broadcast_reaches_every_endpoint_once_and_reports_each() {
 async fn fork_returns_the_first_success_and_cancels_the_rest() {
     let mut holding = RunningNode::start("holding", Mode::Hold).await;
     let mut gated = RunningNode::start("gated", Mode::Gate).await;
-    let node = NodeClient::new(client_over(&[&holding.address, &gated.address]).build());
+    let node = NodeClient::new(client_over(&[&holding.address, &gated.address]).settled().await);
 
     let fork = tokio::spawn(node.fork(2).work("forked".into()));
     // Both calls are running on their servers before either can answer.
@@ -441,7 +466,7 @@ async fn chaos_a_server_aborted_mid_load_loses_no_call() {
         RunningNode::start("s2", Mode::Answer).await,
         RunningNode::start("s3", Mode::Answer).await,
     ];
-    let node = NodeClient::new(recovering_client(&servers).build());
+    let node = NodeClient::new(recovering_client(&servers).settled().await);
     let [s1, s2, victim] = servers;
 
     const TASKS: usize = 8;
@@ -503,7 +528,7 @@ async fn an_aborted_server_restarted_on_its_address_receives_calls_again() {
         RunningNode::start("s2", Mode::Answer).await,
         RunningNode::start("s3", Mode::Slow(Duration::from_millis(20))).await,
     ];
-    let node = NodeClient::new(recovering_client(&servers).build());
+    let node = NodeClient::new(recovering_client(&servers).settled().await);
     let [_s1, _s2, victim] = servers;
     within("the victim answers a call", async {
         let mut i = 0u64;
@@ -543,12 +568,13 @@ async fn a_client_shows_each_endpoints_connections_breaker_calls_in_flight_and_l
     let failing = RunningNode::start("failing", Mode::Fail(Code::Unavailable)).await;
     let breaker = BreakerConfig::default().min_calls(2).cooldown(Duration::from_secs(600));
     let client = client_over(&[&gated.address, &failing.address]).balance(RoundRobin::new()).breaker(breaker).build();
-    within("the first set", client.discovered()).await;
+    assert!(client.endpoint_status().is_empty(), "nothing before discovery starts");
+    within("every endpoint probed", client.probed()).await;
     let status = |address: &Address| {
         client.endpoint_status().into_iter().find(|e| *e.address == *address.to_string()).expect("listed")
     };
     let before = status(&gated.address);
-    assert_eq!(before.connections, [ChannelState::Idle], "lazy: nothing connected before a call");
+    assert_eq!(before.connections, [ChannelState::Ready], "connected by its probe, before any call");
     assert_eq!(
         (before.breaker, before.in_flight, before.latency, before.available),
         (Some(BreakerState::Closed), 0, None, true)

@@ -343,6 +343,24 @@ impl<C: Connect, P: Pick> Balance<C, P> {
         let _ = synced.wait_for(|done| *done).await;
     }
 
+    /// [`first_set`](Balance::first_set), then waits until no endpoint of the set is unproven
+    /// ([`Available::is_unproven`]): each has connected or failed its first attempt, so calls
+    /// are spread over the endpoints found up. A set that changes meanwhile is waited for too.
+    pub async fn probed(&self) {
+        self.first_set().await;
+        let mut changes = self.shared.synced.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if self.shared.snapshot().iter().all(|endpoint| !endpoint.service.is_unproven()) {
+                return;
+            }
+            // A probe's answer and a new set both mark a change; the balancer outlives `self`.
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Starts discovery, if the first call has not, and waits up to `req`'s deadline until its
     /// first set of endpoints is applied: for calls that address every endpoint rather than
     /// pick one.
@@ -1258,5 +1276,28 @@ mod tests {
             served.insert(answer(balance.clone(), request()).await);
         }
         assert_eq!(served, ["e4".to_owned(), "e9".to_owned()].into(), "the two proven endpoints only");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probed_waits_until_every_probe_has_its_answer() {
+        let (balance, probes) = probed(3, P2c::new());
+        let prove = |address: &str| {
+            let probes = probes.lock().expect("not poisoned");
+            probes[address].0.store(true, Ordering::Relaxed);
+            probes[address].2.notify_one();
+        };
+        let waiting = tokio::spawn({
+            let balance = balance.clone();
+            async move { balance.probed().await }
+        });
+        balance.first_set().await;
+        prove("e0");
+        prove("e1");
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "e2 has no answer yet");
+        prove("e2");
+        waiting.await.expect("probed returns once all three answered");
     }
 }

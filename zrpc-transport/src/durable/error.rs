@@ -8,7 +8,7 @@ use std::path::PathBuf;
 ///
 /// | variant | code | unprocessed |
 /// |---|---|---|
-/// | `Full` | `ResourceExhausted` | yes: nothing was logged |
+/// | `Full`, `TooManyStreams` | `ResourceExhausted` | yes: nothing was logged |
 /// | `NotOneway`, `TooLarge`, `InvalidName` | `InvalidArgument` | yes |
 /// | `Closed` | `Unavailable` | yes |
 /// | `Locked`, `Io` | `Unavailable` | yes for an append that failed before its write; an `Io` on the sync of a group fails every call of the group, whose records may or may not be on disk |
@@ -26,6 +26,16 @@ pub enum DurableError {
         used: u64,
         /// The configured limit.
         limit: u64,
+    },
+    /// An inbox tracks its configured limit of streams (sender, outbox) and a message would
+    /// start another; nothing was recorded. Streams with nothing unhandled are forgotten after
+    /// the inbox's `stream_retention`, which makes room.
+    #[error("durable inbox {} tracks its limit of {limit} streams", path.display())]
+    TooManyStreams {
+        /// The inbox's directory.
+        path: PathBuf,
+        /// The configured limit.
+        limit: usize,
     },
     /// A call that expects a response was sent through an outbox, which answers once the
     /// message is logged, long before any response could exist.
@@ -82,4 +92,15 @@ pub enum DurableError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The same failure again, for the next caller of a failed batch (an I/O error is not `Clone`).
+pub(crate) fn again(e: &DurableError) -> DurableError {
+    match e {
+        DurableError::Io { path, source } => {
+            DurableError::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
+        DurableError::Corrupt { path, what } => DurableError::Corrupt { path: path.clone(), what: what.clone() },
+        other => DurableError::Io { path: Default::default(), source: std::io::Error::other(other.to_string()) },
+    }
 }

@@ -1,13 +1,14 @@
 //! Durable calls: oneway calls that survive a crash of either end and are handled once.
 //!
-//! **Status (issue 13): the storage, the outbox's local half and the wire format exist;
-//! delivery and the inbox do not yet.**
+//! **Status (issue 13): the storage, the outbox's and the inbox's local halves and the wire
+//! format exist; delivery, and the server that records and dispatches, do not yet.**
 //!
 //! - Settled types: [`MessageId`], [`OutboxId`], the [`Durability`] levels, [`DurableError`].
 //! - **The segment log** (`log/`: `record.rs` framing and field codec, `segment.rs` files,
-//!   headers and torn tails, `writer.rs` the writer thread and its group commit, `mod.rs` open,
-//!   read, roll, delete), written for the outbox and the inbox alike (an inbox's records and
-//!   role come with it).
+//!   headers and torn tails, `writer.rs` the writer thread, its group commit and its handle,
+//!   `runs.rs` the owners' queues of messages as runs, their byte counts and compaction,
+//!   `mod.rs` open, read, roll, delete), shared by the outbox and the inbox: each owner gives
+//!   its records their meaning and keeps its state; neither has a copy of the other's code.
 //! - **The outbox's local half** ([`Outbox`], [`OutboxConfig`], [`Pending`]; `outbox/`:
 //!   `state.rs` sequences, runs, limit, compaction and the checkpoint; `journal.rs` the commands
 //!   on the writer thread): `Outbox::open` (recovery), [`Outbox::append`] at either level,
@@ -15,19 +16,32 @@
 //!   [`Outbox::pending`], [`Outbox::discard`], [`Outbox::close`]. The delivery task's side is
 //!   crate-private until it exists: read a destination's messages from a sequence on, and
 //!   acknowledge up to a sequence.
+//! - **The inbox's local half** ([`Inbox`], [`InboxConfig`], [`StreamInfo`]; `inbox/`:
+//!   `state.rs` streams, watermarks, the ready queue, retention and the checkpoint;
+//!   `journal.rs` the commands on the writer thread): `Inbox::open` (recovery: a message whose
+//!   handler was running comes back unhandled), [`Inbox::streams`], [`Inbox::close`], the
+//!   limits ([`DurableError::Full`], [`DurableError::TooManyStreams`]), retention and
+//!   compaction. Crate-private until the server that calls them exists: `record` (answers
+//!   `Recorded`, `Duplicate` or `Gap` with `recorded`, once the batch reached the level),
+//!   and the dispatcher's side, `take` (the next message of each ready stream), `handled`
+//!   (the "handled up to n" mark) and `ready` (a `Notify`).
 //! - **The wire format** (docs/PROTOCOL.md §19): the frame layer encodes and decodes a
 //!   DURABLE request's identity and the INBOX HELLO extension; a side without an inbox (every
 //!   side, for now) refuses DURABLE requests with `Unimplemented`, unprocessed.
-//! - **Not yet:** `Outbox::destination` (the `tower::Service`), the delivery task, the inbox,
-//!   the acknowledgement's handling, the facade's `durable` feature, the crash harness and the
-//!   example.
+//! - **Not yet:** `Outbox::destination` (the `tower::Service`), the delivery task,
+//!   `ServerBuilder::inbox` (recording DURABLE requests, the acknowledgement, the dispatcher
+//!   running handlers with `Context::durable_id`), the facade's `durable` feature, the crash
+//!   harness and the example.
 //!   The sections below are the plan for them; every decision is listed with its reason at the
 //!   end ("Decisions") beside what is still open ("Open questions").
 //! - Tests: unit tests beside the code (`cargo test -p zrpc-transport --features durable --lib
 //!   durable`, in `.ci/run`), over real files in temp dirs, no sleeps: torn tails at every byte
 //!   of the last record, corruption at every byte of a middle record, reopen through the
 //!   checkpoint (records scanned counted), compaction (files and bytes on disk), the limit,
-//!   group commit (syncs counted) and a power-loss hook.
+//!   group commit (syncs counted) and a power-loss hook; for the inbox, the three outcomes,
+//!   order per stream and independence of streams, handled marks across a reopen, a crash
+//!   inside a handler (a `kill -9` hook), group commit across streams, power loss, both limits,
+//!   retention on a clock the test moves, and compaction on disk.
 //!   `cargo bench -p zrpc-transport --features durable --bench outbox` measures appends.
 //!
 //! # What a user writes
@@ -148,7 +162,39 @@
 //!    then `ResourceExhausted`) and the streams it tracks (`max_streams`, default 65,536).
 //!    A stream with nothing unhandled is forgotten after `stream_retention` (default 30 days)
 //!    without a message; a sender that redelivers an old message after that has it run again,
-//!    which is why the retention is long and configurable.
+//!    which is why the retention is long and configurable. (As built, a forgotten stream is
+//!    unknown and an unknown stream starts at sequence 1, as PROTOCOL.md §19 says, so the
+//!    redelivery is refused as a gap rather than run: see "Decisions of the inbox".)
+//!
+//! As built (session 10), the inbox's local half:
+//!
+//! - **Records** (after the log's framing; `inbox/state.rs`): a message `1` (sender, outbox,
+//!   sequence, the message bytes, opaque: the server will store method, codec, metadata, trace
+//!   and payload in them), "handled up to n" `2` (sender, outbox, n), and the checkpoint: per
+//!   stream its sender, outbox, last sighting and its queue of runs (`log/runs.rs`, the same
+//!   runs the outbox keeps: `first` is `handled + 1`, `next` is `recorded + 1`).
+//! - **`record(sender, outbox, s, message)`** answers, after the batch it joined was written
+//!   (and synced at the power level), `Recorded { recorded: s }`, `Duplicate { recorded }` or
+//!   `Gap { recorded }`; the refusals `Full` and `TooManyStreams` apply only to a message that
+//!   would be recorded, so a full inbox still answers duplicates and gaps. Duplicates and gaps
+//!   wait for the batch too: the message a duplicate's `recorded` covers may be in it.
+//! - **The dispatcher's side.** `take(max)` gives the next unhandled message of up to `max`
+//!   streams with no handler running, in the order the streams became ready (a queue of ready
+//!   streams, so a take does not scan every stream), and marks each running. `handled(id)`
+//!   appends "handled up to `id.sequence`"; the stream becomes ready again only in that batch,
+//!   and takes are answered after the batch's write and sync, so the next message of a stream
+//!   is never given out before its predecessor's mark is at the level. `ready()` is a
+//!   `tokio::sync::Notify` signalled after a batch that leaves a stream ready (one stored
+//!   permit: a take that found nothing then waits without losing a wake-up). Which message is
+//!   running is not logged: after a reopen it is unhandled again, which is the exact
+//!   guarantee.
+//! - **Bounds and compaction** as the outbox's (`log/runs.rs`): the bytes of recorded,
+//!   unhandled records counted exactly; a segment with nothing unhandled deleted, one below a
+//!   quarter live rewritten, after each batch with a "handled" mark and at open.
+//! - **Retention** is checked after a batch, at most once a minute of the inbox's clock (in
+//!   tests a clock the test moves): a stream with nothing unhandled, no handler running and no
+//!   message for `stream_retention` is forgotten, and the log rolls to a checkpoint without it,
+//!   so that a reopen does not replay its records and bring it back.
 //!
 //! # Durability levels
 //!
@@ -218,8 +264,9 @@
 //! byte layouts):
 //!
 //! - **Segments.** Files `NNNNNNNN.log`, rolled at 64 MiB by default
-//!   ([`OutboxConfig::segment_bytes`]); the magic `ZRPCLOG\0`, then a header record: version,
-//!   role (outbox), the sender name and the [`OutboxId`], and the segment's number. Each
+//!   ([`OutboxConfig::segment_bytes`], [`InboxConfig::segment_bytes`]); the magic `ZRPCLOG\0`,
+//!   then a header record: version, role (outbox or inbox), the owner's name (the sender name;
+//!   `inbox`) and its random id (the [`OutboxId`]), and the segment's number. Each
 //!   segment's first record after the header is a checkpoint.
 //! - **Records.** `len u32 | crc u32 | kind u8 | ...`, where `crc` (CRC-32 by `crc32fast`, as
 //!   measured) covers everything after itself: a message (destination, sequence, message), an
@@ -267,6 +314,7 @@
 //! |-----:|-------|---------|
 //! | 8 | outbox | `u64`: the sender's [`OutboxId`] |
 //! | 8 | sequence | `u64`: ≥ 1; 0 is malformed |
+//! | 8 | acknowledged | `u64`: the stream's highest sequence this receiver acknowledged to the sender (0 for none), below `sequence` |
 //! | 1 | sender_len | `u8` |
 //! | n | sender | UTF-8: the sender name recorded in the outbox (not necessarily the HELLO name) |
 //!
@@ -376,6 +424,32 @@
 //!   request into it. Reading and acknowledging stay crate-private until the delivery task
 //!   that calls them exists.
 //!
+//! Decisions of the inbox as built (session 10):
+//!
+//! - **One log, one set of runs, two owners.** The outbox's runs, byte counts and compaction
+//!   moved to `log/runs.rs`, generic over the key (a destination name, a stream); the writer's
+//!   spawning, calls and its close and test-hook commands moved to `log/writer.rs`. The inbox is
+//!   its state and its commands only.
+//! - **An unknown stream starts at sequence 1** (PROTOCOL.md §19: a message is recorded only at
+//!   `recorded + 1`, and an unknown stream has recorded nothing). Accepting any first sequence
+//!   would let a stream whose first message was refused before recording (unknown method, the
+//!   inbox full, a deadline) start at its second one, whose acknowledgement would then cover
+//!   and lose the first. The price, until the inbox reads the request's `acknowledged`
+//!   (PROTOCOL.md §19 decided it after this was built): a stream forgotten by retention whose
+//!   sender comes back is refused as a gap with `recorded` 0 (see "Open questions").
+//! - **`TooManyStreams` is its own variant** (`ResourceExhausted`, like `Full`): the bytes in
+//!   `Full` would be meaningless for a count of streams.
+//! - **Every answer waits for its batch**, records, duplicates, gaps, takes and stream lists
+//!   alike; upkeep (rolling, retention, compaction) follows the answers, as in the outbox.
+//! - **A "handled" mark clamps to `recorded` and is cumulative**, as an acknowledgement is; a
+//!   mark at or below an earlier one writes nothing.
+//! - **Streams seen in a replay count as seen at the reopen** (records carry no time, and a
+//!   timestamp per message would cost 8 bytes each): retention may keep such a stream longer,
+//!   never shorter.
+//! - **The segments' header names the inbox `inbox`** with random bits as its id: the server's
+//!   name is what senders know, and it may change; the log opens only as an inbox (its role),
+//!   and an outbox's directory refuses to open as one, and the other way round.
+//!
 //! # Open questions
 //!
 //! - **Compile-time check of oneway-ness.** A generated `XDurable<S>` view listing only the
@@ -387,9 +461,17 @@
 //!   be stored with it and given to its handler (it may have changed by the time it runs)?
 //! - **One full destination.** The outbox limit is shared: a receiver down for days can fill it
 //!   and refuse calls to healthy destinations. A per-destination share of the limit?
-//! - **Lost receiver state.** An inbox deleted or restored from backup forgets streams; it then
-//!   accepts any sequence of an unknown stream as its start. Should the sender learn of
-//!   messages it was told were recorded and that the receiver no longer has?
+//! - **Lost receiver state and forgotten streams: decided in the protocol, not built in the
+//!   inbox yet.** An inbox deleted or restored from backup, or one that forgot a stream after
+//!   `stream_retention`, would refuse that stream's next message as a gap with `recorded` 0,
+//!   below what its sender was told, and the sender could not resume. Every durable request
+//!   now carries `acknowledged`, the highest sequence this receiver acknowledged to the sender
+//!   (PROTOCOL.md §19, "Resuming a stream the receiver forgot"): a receiver whose `recorded` is
+//!   below it, with nothing of the stream left to handle, takes `recorded = acknowledged`
+//!   durably with the message. That keeps the rule above (a stream whose first message was
+//!   refused before recording still has `acknowledged` 0, so its second is a gap). The inbox's
+//!   `record` must take it, write the jump as a record its replay applies, and be tested;
+//!   until then it refuses such a message as a gap.
 //! - **Handling rate of one stream at the power level.** Syncing each "handled" mark before the
 //!   stream's next handler starts keeps the guarantee exact, but bounds one stream's handling to
 //!   the disk's sync rate (recording, with group commit, is not bounded so). Syncing marks in
@@ -406,11 +488,13 @@
 
 mod error;
 mod id;
+mod inbox;
 mod level;
 mod log;
 mod outbox;
 
 pub use error::DurableError;
 pub use id::{MessageId, OutboxId};
+pub use inbox::{DEFAULT_MAX_STREAMS, DEFAULT_STREAM_RETENTION, Inbox, InboxConfig, StreamInfo};
 pub use level::Durability;
 pub use outbox::{DEFAULT_MAX_BYTES, Outbox, OutboxConfig, Pending};

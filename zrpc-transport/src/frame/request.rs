@@ -13,8 +13,8 @@ use super::{FrameError, HEADER_LEN, flags, kind};
 const TRACE_LEN: usize = 16 + 8 + 1;
 
 /// Bytes of a durable message's identity on the wire before its sender name: outbox, sequence,
-/// sender length.
-const DURABLE_FIXED_LEN: usize = 8 + 8 + 1;
+/// acknowledged, sender length.
+const DURABLE_FIXED_LEN: usize = 8 + 8 + 8 + 1;
 
 /// The identity a [`flags::DURABLE`] request carries (`docs/PROTOCOL.md` §19): which sender's
 /// outbox log, and the message's place in that log's stream to this receiver.
@@ -24,6 +24,11 @@ pub struct DurableFields {
     pub outbox: u64,
     /// The message's sequence in the stream (sender, outbox) to this receiver: from 1, no gaps.
     pub sequence: u64,
+    /// The highest sequence of the stream the receiver has acknowledged to the sender (0 for
+    /// none), below `sequence`: a receiver that no longer knows the stream (it forgot it after
+    /// its retention, or lost its inbox) resumes it there instead of waiting for messages the
+    /// sender has deleted.
+    pub acknowledged: u64,
     /// The sender's name as its outbox recorded it: 0 to 255 bytes of UTF-8 (validated when
     /// decoded; see [`DurableFields::sender_str`]).
     pub sender: Bytes,
@@ -232,6 +237,12 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
             if durable.sequence == 0 {
                 return Err(FrameError::Malformed { kind: "request", reason: "a durable sequence starts at 1" });
             }
+            if durable.acknowledged >= durable.sequence {
+                return Err(FrameError::Malformed {
+                    kind: "request",
+                    reason: "a durable message's acknowledged sequence is below its own",
+                });
+            }
             DURABLE_FIXED_LEN + durable.sender.len()
         }
     };
@@ -269,6 +280,7 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
     if let Some(durable) = parts.durable {
         dst.put_u64(durable.outbox);
         dst.put_u64(durable.sequence);
+        dst.put_u64(durable.acknowledged);
         // Checked above to fit its byte.
         dst.put_u8(durable.sender.len() as u8);
         dst.extend_from_slice(&durable.sender);
@@ -306,10 +318,14 @@ pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestF
         if sequence == 0 {
             return Err(r.malformed("a durable sequence starts at 1"));
         }
+        let acknowledged = r.u64("body ends inside the durable acknowledged sequence")?;
+        if acknowledged >= sequence {
+            return Err(r.malformed("a durable message's acknowledged sequence is below its own"));
+        }
         let sender_len = r.u8("body ends inside the durable sender length")?;
         let sender =
             r.utf8(usize::from(sender_len), "body ends inside the durable sender", "durable sender is not utf-8")?;
-        Some(DurableFields { outbox, sequence, sender })
+        Some(DurableFields { outbox, sequence, acknowledged, sender })
     } else {
         None
     };

@@ -809,6 +809,7 @@ fn durable_request_frame() -> RequestFrame {
         durable: Some(DurableFields {
             outbox: 0x3f2a_9c0d_11e4_b7a5,
             sequence: 42,
+            acknowledged: 40,
             sender: Bytes::from_static("shop-1".as_bytes()),
         }),
         ..full_request_frame()
@@ -829,6 +830,7 @@ fn a_durable_request_round_trips_with_its_identity_after_the_trace() {
     let mut identity = Vec::new();
     identity.extend_from_slice(&0x3f2a_9c0d_11e4_b7a5_u64.to_be_bytes());
     identity.extend_from_slice(&42u64.to_be_bytes());
+    identity.extend_from_slice(&40u64.to_be_bytes());
     identity.push(6);
     identity.extend_from_slice(b"shop-1");
     assert_eq!(&bytes[at..at + identity.len()], &identity[..]);
@@ -857,8 +859,13 @@ fn a_durable_request_is_never_oneway_and_starts_at_sequence_one() {
     zero[at + 8..at + 16].copy_from_slice(&0u64.to_be_bytes());
     let from_one = FrameError::Malformed { kind: "request", reason: "a durable sequence starts at 1" };
     assert_eq!(decode_one(&zero), Err(from_one.clone()));
+    let mut ahead = encoded(&frame);
+    ahead[at + 16..at + 24].copy_from_slice(&42u64.to_be_bytes());
+    let below =
+        FrameError::Malformed { kind: "request", reason: "a durable message's acknowledged sequence is below its own" };
+    assert_eq!(decode_one(&ahead), Err(below.clone()));
     let mut not_utf8 = encoded(&frame);
-    not_utf8[at + 17] = 0xff;
+    not_utf8[at + 25] = 0xff;
     assert_eq!(
         decode_one(&not_utf8),
         Err(FrameError::Malformed { kind: "request", reason: "durable sender is not utf-8" })
@@ -874,7 +881,8 @@ fn a_durable_request_is_never_oneway_and_starts_at_sequence_one() {
     let fields = frame.durable.clone().expect("durable");
     let cases = [
         (with(fields.clone(), flags::ONEWAY), never_oneway),
-        (with(DurableFields { sequence: 0, ..fields.clone() }, 0), from_one),
+        (with(DurableFields { sequence: 0, acknowledged: 0, ..fields.clone() }, 0), from_one),
+        (with(DurableFields { acknowledged: 42, ..fields.clone() }, 0), below),
         (
             with(DurableFields { sender: Bytes::from(vec![b's'; 256]), ..fields }, 0),
             FrameError::FieldTooLong { field: "durable sender", len: 256, max: 255 },

@@ -1,8 +1,9 @@
-//! The segment log under an outbox (and, next, an inbox): files of checksummed records,
-//! appended by one writer thread.
+//! The segment log under an outbox and an inbox: files of checksummed records, appended by one
+//! writer thread.
 //!
 //! - [`record`]: a record's framing and field codec; [`segment`]: files, headers, torn tails;
-//!   [`writer`]: the thread that owns the log and commits batches (group commit).
+//!   [`writer`]: the thread that owns the log and commits batches (group commit); [`runs`]: the
+//!   owners' queues of messages still needed, their byte counts and compaction.
 //! - [`Log`] is used by one thread only (the writer): it is not `Sync` and needs no lock. Its
 //!   owner (the outbox) decides what records mean and which segments are still needed; the
 //!   log writes, syncs, reads back, rolls, deletes and repairs.
@@ -20,6 +21,7 @@
 //!    the size of the log.
 
 pub(crate) mod record;
+pub(crate) mod runs;
 pub(crate) mod segment;
 pub(crate) mod writer;
 
@@ -157,8 +159,9 @@ impl Log {
     /// the checkpoint `empty`) if it holds none.
     ///
     /// # Errors
-    /// `Locked` if another process has it open, `Corrupt` for a bad record before valid ones or
-    /// a bad header, `Io` if the files cannot be read or written.
+    /// `Locked` if another process has it open, `Corrupt` for a bad record before valid ones, a
+    /// bad header or a log of another role (an inbox's opened as an outbox), `Io` if the files
+    /// cannot be read or written.
     pub(crate) fn open(
         dir: &Path,
         config: LogConfig,
@@ -225,6 +228,9 @@ impl Log {
             }
         }
         // The other segments' headers, checked against the last one's.
+        if found.role != identity.role {
+            return Err(corrupt(dir, &last_path, 0u64, "the log belongs to another role (an outbox's or an inbox's)"));
+        }
         let mut segments = BTreeMap::new();
         segments.insert(last, Seg { len: last_len, start: header_len as u64 });
         for &number in &numbers[..numbers.len() - 1] {
@@ -515,6 +521,14 @@ impl Log {
         Counters::bump(&self.counters.scanned);
         whole.drain(..FRAME_HEADER + 1);
         Ok(Some(Entry { at, kind, body: whole, size: size as u64 }))
+    }
+
+    /// What a `kill -9` does to the log: the batch being built is lost, what was written stays
+    /// (in the page cache), and the log writes nothing more.
+    #[cfg(test)]
+    pub(crate) fn crash(&mut self) {
+        self.buf.clear();
+        self.failed = true;
     }
 
     /// What a power loss does to the log: the head loses every byte written after its last

@@ -33,14 +33,17 @@ const HEADER: u8 = 0xff;
 pub(crate) enum Role {
     /// A sender's outbox.
     Outbox = 1,
+    /// A receiver's inbox.
+    Inbox = 2,
 }
 
 /// What every segment of one log repeats in its header: fixed when the log is created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Identity {
     pub(crate) role: Role,
-    /// The owner's name (an outbox's sender name), at most 255 bytes.
+    /// The owner's name (an outbox's sender name; for an inbox, `inbox`), at most 255 bytes.
     pub(crate) name: Arc<str>,
+    /// Random bits drawn at creation (an outbox's [`OutboxId`]; an inbox's own, unused so far).
     pub(crate) id: OutboxId,
 }
 
@@ -109,6 +112,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<(Identity, u64, usize), BadHea
     }
     let role = match f.u8().map_err(invalid)? {
         1 => Role::Outbox,
+        2 => Role::Inbox,
         _ => return Err(BadHeader::Invalid(Malformed("a segment of an unknown role"))),
     };
     let name: Arc<str> = f.name().map_err(invalid)?.into();

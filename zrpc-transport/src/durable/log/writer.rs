@@ -16,10 +16,16 @@
 //! second. A thread rather than a tokio task, since `write` and `fdatasync` block; callers wait on
 //! a `oneshot`, never on the thread.
 
-use tokio::sync::mpsc;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::Log;
 use crate::durable::DurableError;
+
+/// Commands queued for a writer thread before callers wait for room: bounds the memory of
+/// messages handed over and not yet written.
+const QUEUE: usize = 8192;
 
 /// Most commands taken into one batch.
 pub(crate) const MAX_BATCH: usize = 4096;
@@ -73,4 +79,117 @@ pub(crate) fn run<J: Journal>(mut log: Log, mut journal: J, mut commands: mpsc::
     }
     drop(log);
     journal.closed();
+}
+
+/// Commands every writer takes besides its owner's: closing, and the tests' hooks.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Finish the batch, close the log, then answer.
+    Close(oneshot::Sender<()>),
+    /// Test hook: block the writer thread until the sender is dropped or sends, so that a test
+    /// can queue commands that will share one batch.
+    #[cfg(test)]
+    Hold(oneshot::Receiver<()>),
+    /// Test hook: stop as a `kill -9` would (the batch being built is lost), then answer.
+    #[cfg(test)]
+    Crash(oneshot::Sender<()>),
+    /// Test hook: lose what was not synced, as a power loss would, then answer.
+    #[cfg(test)]
+    LosePower(oneshot::Sender<()>),
+}
+
+impl Control {
+    /// Applies it. A command that stops the log leaves its reply in `closing`, for
+    /// [`Journal::closed`] to answer once the log is closed.
+    #[cfg_attr(not(test), allow(unused_variables))]
+    pub(crate) fn apply(self, log: &mut Log, closing: &mut Option<oneshot::Sender<()>>) -> Flow {
+        match self {
+            Control::Close(reply) => {
+                *closing = Some(reply);
+                Flow::Stop
+            }
+            #[cfg(test)]
+            Control::Hold(until) => {
+                let _ = until.blocking_recv();
+                Flow::Continue
+            }
+            #[cfg(test)]
+            Control::Crash(reply) => {
+                log.crash();
+                *closing = Some(reply);
+                Flow::Stop
+            }
+            #[cfg(test)]
+            Control::LosePower(reply) => {
+                log.lose_power();
+                *closing = Some(reply);
+                Flow::Stop
+            }
+        }
+    }
+}
+
+/// The callers' side of a writer thread: where its commands go.
+#[derive(Debug)]
+pub(crate) struct Handle<C> {
+    dir: PathBuf,
+    commands: mpsc::Sender<C>,
+}
+
+impl<C: Send + 'static> Handle<C> {
+    /// Starts the thread `name`, which opens the log with `open` and then runs the writer loop
+    /// with the journal it returned. Returns once the log is open, with the third thing `open`
+    /// returned.
+    ///
+    /// # Errors
+    /// What `open` returned; [`Io`](DurableError::Io) if the thread cannot start.
+    pub(crate) async fn spawn<J, T>(
+        name: &str,
+        dir: &Path,
+        open: impl FnOnce() -> Result<(Log, J, T), DurableError> + Send + 'static,
+    ) -> Result<(Handle<C>, T), DurableError>
+    where
+        J: Journal<Command = C>,
+        T: Send + 'static,
+    {
+        let (commands, queue) = mpsc::channel(QUEUE);
+        let (opened, open_result) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || match open() {
+                Ok((log, journal, value)) => {
+                    if opened.send(Ok(value)).is_ok() {
+                        run(log, journal, queue);
+                    }
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            })
+            .map_err(|source| DurableError::Io { path: dir.to_owned(), source })?;
+        let value = open_result.await.map_err(|_| DurableError::Closed { path: dir.to_owned() })??;
+        Ok((Handle { dir: dir.to_owned(), commands }, value))
+    }
+
+    /// The log's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Sends a command to the writer thread and waits for its answer.
+    ///
+    /// # Errors
+    /// [`Closed`](DurableError::Closed) if the writer has stopped.
+    pub(crate) async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> C) -> Result<T, DurableError> {
+        let closed = || DurableError::Closed { path: self.dir.clone() };
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())
+    }
+
+    /// Sends a command without waiting for its answer: for the tests' hooks.
+    #[cfg(test)]
+    pub(crate) async fn send(&self, command: C) {
+        let _ = self.commands.send(command).await;
+    }
 }

@@ -1,17 +1,18 @@
 //! The outbox's side of the writer thread: the commands callers send, and how each is applied
 //! to the state and the log, answered, and followed by upkeep.
 
-use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::Pending;
-use super::state::{State, Stored};
+use super::state::State;
 use crate::durable::DurableError;
+use crate::durable::error::again;
 use crate::durable::log::Log;
-use crate::durable::log::writer::{Flow, Journal};
+use crate::durable::log::runs::Stored;
+use crate::durable::log::writer::{Control, Flow, Journal};
 
 /// A request to the writer thread, with where to send its answer.
 #[derive(Debug)]
@@ -28,15 +29,8 @@ pub(crate) enum Command {
     Pending { reply: oneshot::Sender<Vec<Pending>> },
     /// Drop every undelivered message of a destination (its sequences go on).
     Discard { destination: Arc<str>, reply: oneshot::Sender<Result<u64, DurableError>> },
-    /// Finish the batch, close the log, then answer.
-    Close { reply: oneshot::Sender<()> },
-    /// Test hook: block the writer thread until the sender is dropped or sends, so that a test
-    /// can queue commands that will share one batch.
-    #[cfg(test)]
-    Hold { until: oneshot::Receiver<()> },
-    /// Test hook: lose what was not synced, as a power loss would, then close.
-    #[cfg(test)]
-    LosePower { reply: oneshot::Sender<()> },
+    /// Closing, and the tests' hooks.
+    Control(Control),
 }
 
 /// An answer waiting for its batch to be written.
@@ -133,20 +127,7 @@ impl Journal for Writer {
                     }
                 }
             }
-            Command::Close { reply } => {
-                self.closing = Some(reply);
-                return Flow::Stop;
-            }
-            #[cfg(test)]
-            Command::Hold { until } => {
-                let _ = until.blocking_recv();
-            }
-            #[cfg(test)]
-            Command::LosePower { reply } => {
-                log.lose_power();
-                self.closing = Some(reply);
-                return Flow::Stop;
-            }
+            Command::Control(control) => return control.apply(log, &mut self.closing),
         }
         Flow::Continue
     }
@@ -181,16 +162,5 @@ impl Journal for Writer {
         if let Some(reply) = self.closing {
             let _ = reply.send(());
         }
-    }
-}
-
-/// The same failure again, for the next caller of a failed batch (an I/O error is not `Clone`).
-fn again(e: &DurableError) -> DurableError {
-    match e {
-        DurableError::Io { path, source } => {
-            DurableError::Io { path: path.clone(), source: io::Error::new(source.kind(), source.to_string()) }
-        }
-        DurableError::Corrupt { path, what } => DurableError::Corrupt { path: path.clone(), what: what.clone() },
-        other => DurableError::Io { path: Default::default(), source: io::Error::other(other.to_string()) },
     }
 }

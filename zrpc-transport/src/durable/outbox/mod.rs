@@ -12,26 +12,22 @@ mod state;
 mod tests;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
 
 use self::journal::{Command, Read, Writer};
 use self::state::State;
-#[cfg_attr(not(test), allow(unused_imports))]
-pub(crate) use self::state::Stored;
 use super::log::record::MAX_MESSAGE;
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use super::log::runs::Stored;
 use super::log::segment::{Identity, Role};
-use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, writer};
+use super::log::writer::{Control, Handle};
+use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, runs};
 use super::{Durability, DurableError, OutboxId};
 
-/// Commands queued for the writer thread before callers wait for room: bounds the memory of
-/// messages handed over and not yet written.
-const QUEUE: usize = 8192;
-
-/// Default [`OutboxConfig::max_bytes`]: 1 GiB.
+/// Default [`OutboxConfig::max_bytes`] and [`InboxConfig::max_bytes`](super::InboxConfig::max_bytes): 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 
 /// How an [`Outbox`] is opened.
@@ -104,10 +100,9 @@ pub struct Outbox {
 }
 
 struct Inner {
-    dir: PathBuf,
+    writer: Handle<Command>,
     sender: Arc<str>,
     id: OutboxId,
-    commands: mpsc::Sender<Command>,
     /// Shared with the log; read by the tests (and by metrics, once they exist).
     #[cfg_attr(not(test), allow(dead_code))]
     counters: Arc<Counters>,
@@ -116,7 +111,7 @@ struct Inner {
 impl fmt::Debug for Outbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outbox")
-            .field("dir", &self.inner.dir)
+            .field("dir", &self.inner.writer.dir())
             .field("sender", &self.inner.sender)
             .field("id", &self.inner.id)
             .finish_non_exhaustive()
@@ -140,26 +135,15 @@ impl Outbox {
         check_name(&config.sender)?;
         let dir = dir.as_ref().to_owned();
         let counters = Arc::new(Counters::default());
-        let (commands, queue) = mpsc::channel(QUEUE);
-        let (opened, open_result) = oneshot::channel();
         let thread_dir = dir.clone();
         let thread_counters = counters.clone();
-        std::thread::Builder::new()
-            .name("zrpc-outbox".into())
-            .spawn(move || match open_log(&thread_dir, &config, thread_counters) {
-                Ok((log, state)) => {
-                    let identity = log.identity().clone();
-                    if opened.send(Ok(identity)).is_ok() {
-                        writer::run(log, Writer::new(state, config.max_bytes), queue);
-                    }
-                }
-                Err(e) => {
-                    let _ = opened.send(Err(e));
-                }
-            })
-            .map_err(|source| DurableError::Io { path: dir.clone(), source })?;
-        let identity = open_result.await.map_err(|_| DurableError::Closed { path: dir.clone() })??;
-        Ok(Outbox { inner: Arc::new(Inner { dir, sender: identity.name, id: identity.id, commands, counters }) })
+        let (writer, identity) = Handle::spawn("zrpc-outbox", &dir, move || {
+            let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
+            let identity = log.identity().clone();
+            Ok((log, Writer::new(state, config.max_bytes), identity))
+        })
+        .await?;
+        Ok(Outbox { inner: Arc::new(Inner { writer, sender: identity.name, id: identity.id, counters }) })
     }
 
     /// The outbox's id, drawn when it was created.
@@ -174,7 +158,7 @@ impl Outbox {
 
     /// The outbox's directory.
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        self.inner.writer.dir()
     }
 
     /// Logs `message` for `destination` and returns its sequence once the record has reached
@@ -199,7 +183,7 @@ impl Outbox {
         if message.len() > MAX_MESSAGE {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
         }
-        self.call(|reply| Command::Append { destination: destination.into(), message, reply }).await?
+        self.inner.writer.call(|reply| Command::Append { destination: destination.into(), message, reply }).await?
     }
 
     /// The destinations with undelivered messages, with their sequences and bytes: what waits
@@ -208,7 +192,7 @@ impl Outbox {
     /// # Errors
     /// [`Closed`](DurableError::Closed).
     pub async fn pending(&self) -> Result<Vec<Pending>, DurableError> {
-        self.call(|reply| Command::Pending { reply }).await
+        self.inner.writer.call(|reply| Command::Pending { reply }).await
     }
 
     /// Drops every undelivered message of `destination`, as if its receiver had acknowledged
@@ -219,7 +203,7 @@ impl Outbox {
     /// As [`append`](Outbox::append), but never `Full`.
     pub async fn discard(&self, destination: &str) -> Result<u64, DurableError> {
         check_name(destination)?;
-        self.call(|reply| Command::Discard { destination: destination.into(), reply }).await?
+        self.inner.writer.call(|reply| Command::Discard { destination: destination.into(), reply }).await?
     }
 
     /// Finishes the writes queued, closes the log and releases its lock, for every clone.
@@ -227,7 +211,7 @@ impl Outbox {
     /// # Errors
     /// [`Closed`](DurableError::Closed) if it was closed already.
     pub async fn close(&self) -> Result<(), DurableError> {
-        self.call(|reply| Command::Close { reply }).await
+        self.inner.writer.call(|reply| Command::Control(Control::Close(reply))).await
     }
 
     /// Up to `max` messages of `destination` (and about `max_bytes`) from sequence `from` on,
@@ -242,7 +226,10 @@ impl Outbox {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, DurableError> {
-        self.call(|reply| Command::Read(Read { destination: destination.into(), from, max, max_bytes, reply })).await?
+        self.inner
+            .writer
+            .call(|reply| Command::Read(Read { destination: destination.into(), from, max, max_bytes, reply }))
+            .await?
     }
 
     /// Marks every message of `destination` up to `up_to` as delivered (its receiver recorded
@@ -251,27 +238,13 @@ impl Outbox {
     /// releases none.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn acknowledge(&self, destination: &str, up_to: u64) -> Result<u64, DurableError> {
-        self.call(|reply| Command::Acknowledge { destination: destination.into(), up_to, reply }).await?
+        self.inner.writer.call(|reply| Command::Acknowledge { destination: destination.into(), up_to, reply }).await?
     }
 
     /// The log's counters (syncs, records scanned at open, segments deleted and rewritten).
     #[cfg(test)]
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
-    }
-
-    /// Sends a command to the writer thread and waits for its answer.
-    async fn call<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, DurableError> {
-        let closed = || DurableError::Closed { path: self.inner.dir.clone() };
-        let (reply, answer) = oneshot::channel();
-        self.inner.commands.send(command(reply)).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())
-    }
-
-    /// Sends a command without waiting for its answer: for the tests' hooks.
-    #[cfg(test)]
-    async fn send(&self, command: Command) {
-        let _ = self.inner.commands.send(command).await;
     }
 }
 
@@ -284,9 +257,6 @@ fn open_log(dir: &Path, config: &OutboxConfig, counters: Arc<Counters>) -> Resul
     let log_config = LogConfig { segment_bytes: config.segment_bytes, durability: config.durability };
     let opened = Log::open(dir, log_config, identity, &State::default().checkpoint(), counters)?;
     let mut log = opened.log;
-    if log.identity().role != Role::Outbox {
-        return Err(DurableError::Corrupt { path: dir.to_owned(), what: "the log is not an outbox's".into() });
-    }
     if *log.identity().name != *config.sender {
         tracing::warn!(
             dir = %dir.display(), recorded = %log.identity().name, configured = %config.sender,
@@ -294,17 +264,13 @@ fn open_log(dir: &Path, config: &OutboxConfig, counters: Arc<Counters>) -> Resul
         );
     }
     let mut state = State::replay(&mut log, opened.checkpoint.as_deref(), opened.replay)?;
-    // A head without a checkpoint (a crash cut it short while rolling) would make every later
-    // reopen replay from an older segment, which compaction could then not delete: start a
-    // new head with one.
-    if !log.head_has_checkpoint() {
-        log.roll(&state.checkpoint())?;
-    }
-    state.compact(&mut log)?;
+    runs::after_open(&mut state, &mut log)?;
     Ok((log, state))
 }
 
-fn check_name(name: &str) -> Result<(), DurableError> {
+/// Checks a sender or destination name: 1 to 255 bytes, so that a record stores it with one
+/// length byte.
+pub(crate) fn check_name(name: &str) -> Result<(), DurableError> {
     if name.is_empty() || name.len() > 255 {
         return Err(DurableError::InvalidName { name: name.to_owned(), len: name.len() });
     }

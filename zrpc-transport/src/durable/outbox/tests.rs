@@ -2,7 +2,7 @@
 //! corruption, checkpoints, compaction, the limit, group commit and power loss.
 //!
 //! No test waits on time: concurrency is made deterministic by holding the writer thread
-//! (`Command::Hold`) while commands queue, and every count asserted comes from the log's
+//! (`Control::Hold`) while commands queue, and every count asserted comes from the log's
 //! counters or the files on disk.
 
 use std::fs;
@@ -11,9 +11,11 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use tokio::sync::oneshot;
 
 use super::journal::Command;
 use super::*;
+use crate::durable::log::writer::Control;
 
 const SEGMENT: u64 = 4096;
 
@@ -88,14 +90,14 @@ async fn settle(outbox: &Outbox) {
 /// Holds the writer thread until the returned sender is dropped or sends.
 async fn hold(outbox: &Outbox) -> oneshot::Sender<()> {
     let (release, until) = oneshot::channel();
-    outbox.send(Command::Hold { until }).await;
+    outbox.inner.writer.send(Command::Control(Control::Hold(until))).await;
     release
 }
 
 /// Queues the power-loss hook; the receiver answers once the log is closed.
 async fn lose_power(outbox: &Outbox) -> oneshot::Receiver<()> {
     let (closed, lost) = oneshot::channel();
-    outbox.send(Command::LosePower { reply: closed }).await;
+    outbox.inner.writer.send(Command::Control(Control::LosePower(closed))).await;
     lost
 }
 

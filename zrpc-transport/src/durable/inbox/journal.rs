@@ -1,0 +1,207 @@
+//! The inbox's side of the writer thread: the commands callers send (records from connections,
+//! takes and "handled" marks from the dispatcher), and how each is applied to the state and the
+//! log, answered once its batch reached the inbox's level, and followed by upkeep.
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, oneshot};
+
+use super::StreamInfo;
+use super::state::{Delivery, Limits, Outcome, State, StreamKey};
+use crate::durable::DurableError;
+use crate::durable::error::again;
+use crate::durable::log::Log;
+use crate::durable::log::writer::{Control, Flow, Journal};
+
+/// Seconds of the inbox's clock between two looks for streams to forget.
+const SWEEP_EVERY: u64 = 60;
+
+/// The inbox's source of time, in Unix seconds: the system clock, or a test's.
+#[derive(Clone)]
+pub(crate) struct Clock(pub(crate) Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    pub(crate) fn system() -> Clock {
+        Clock(Arc::new(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        }))
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// A request to the writer thread, with where to send its answer.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Record a message if it is its stream's next; answered once the batch reached the level.
+    Record {
+        key: StreamKey,
+        sequence: u64,
+        message: bytes::Bytes,
+        reply: oneshot::Sender<Result<Outcome, DurableError>>,
+    },
+    /// Take the next unhandled message of up to `max` ready streams, after the batch (and its
+    /// "handled" marks) reached the level.
+    Take { max: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
+    /// Mark a stream's messages handled up to a sequence; answered once the mark reached the
+    /// level, and only then is the stream's next message given to a take.
+    Handled { key: StreamKey, up_to: u64, reply: oneshot::Sender<Result<u64, DurableError>> },
+    /// List the streams (answered with the batch, so that a caller's next command comes in a
+    /// batch after this one's upkeep).
+    Streams { reply: oneshot::Sender<Vec<StreamInfo>> },
+    /// Closing, and the tests' hooks.
+    Control(Control),
+}
+
+/// An answer waiting for its batch to be written.
+#[derive(Debug)]
+enum Waiting {
+    Recorded(oneshot::Sender<Result<Outcome, DurableError>>, Outcome),
+    Handled(oneshot::Sender<Result<u64, DurableError>>, u64),
+    Take(usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
+    Streams(oneshot::Sender<Vec<StreamInfo>>),
+}
+
+/// How the inbox's writer is configured.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    /// `stream_retention`, in seconds.
+    pub(crate) retention: u64,
+    pub(crate) clock: Clock,
+    /// Woken when a stream has a message ready for a handler.
+    pub(crate) ready: Arc<Notify>,
+}
+
+/// The inbox's state and the answers of the batch being built.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    state: State,
+    settings: Settings,
+    waiting: Vec<Waiting>,
+    /// The clock at the batch's first command.
+    now: u64,
+    /// When streams were last looked at for forgetting.
+    swept: u64,
+    /// A "handled" mark in this batch: compaction may have something to do.
+    handled: bool,
+    closing: Option<oneshot::Sender<()>>,
+}
+
+impl Writer {
+    pub(crate) fn new(state: State, settings: Settings) -> Writer {
+        let now = settings.clock.now();
+        Writer { state, settings, waiting: Vec::new(), now, swept: now, handled: false, closing: None }
+    }
+
+    fn upkeep(&mut self, log: &mut Log) -> Result<(), DurableError> {
+        let mut roll = log.wants_roll();
+        if self.now >= self.swept.saturating_add(SWEEP_EVERY) {
+            self.swept = self.now;
+            let forgotten = self.state.forget_idle(self.now, self.settings.retention);
+            if forgotten > 0 {
+                tracing::debug!(dir = %log.dir().display(), streams = forgotten, "durable inbox: forgot idle streams");
+                // A new checkpoint without them, so that a reopen does not replay their records
+                // and bring them back.
+                roll = true;
+            }
+        }
+        if roll {
+            log.roll(&self.state.checkpoint())?;
+        }
+        if std::mem::take(&mut self.handled) {
+            self.state.compact(log)?;
+        }
+        Ok(())
+    }
+}
+
+impl Journal for Writer {
+    type Command = Command;
+
+    fn apply(&mut self, log: &mut Log, command: Command) -> Flow {
+        if self.waiting.is_empty() {
+            self.now = self.settings.clock.now();
+        }
+        match command {
+            Command::Record { key, sequence, message, reply } => {
+                match self.state.record(log, &key, sequence, &message, self.now, self.settings.limits) {
+                    Ok(outcome) => self.waiting.push(Waiting::Recorded(reply, outcome)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::Take { max, reply } => self.waiting.push(Waiting::Take(max, reply)),
+            Command::Handled { key, up_to, reply } => match self.state.handled(log, &key, up_to) {
+                Ok(released) => {
+                    self.handled |= released > 0;
+                    self.waiting.push(Waiting::Handled(reply, released));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Streams { reply } => self.waiting.push(Waiting::Streams(reply)),
+            Command::Control(control) => return control.apply(log, &mut self.closing),
+        }
+        Flow::Continue
+    }
+
+    fn complete(&mut self, log: &mut Log, written: Result<(), DurableError>) {
+        for waiting in std::mem::take(&mut self.waiting) {
+            let failed = written.as_ref().err().map(again);
+            match waiting {
+                Waiting::Recorded(reply, outcome) => {
+                    let _ = reply.send(failed.map_or(Ok(outcome), Err));
+                }
+                Waiting::Handled(reply, released) => {
+                    let _ = reply.send(failed.map_or(Ok(released), Err));
+                }
+                Waiting::Streams(reply) => {
+                    let streams = self
+                        .state
+                        .streams()
+                        .map(|(key, recorded, handled, bytes)| StreamInfo {
+                            sender: key.sender.to_string(),
+                            outbox: key.outbox,
+                            recorded,
+                            handled,
+                            bytes,
+                        })
+                        .collect();
+                    let _ = reply.send(streams);
+                }
+                Waiting::Take(max, reply) => {
+                    let taken = match failed {
+                        Some(e) => Err(e),
+                        None => self.state.take(log, max),
+                    };
+                    let _ = reply.send(taken);
+                }
+            }
+        }
+        if written.is_ok() {
+            if self.state.any_ready() {
+                self.settings.ready.notify_one();
+            }
+            if let Err(e) = self.upkeep(log) {
+                tracing::error!(dir = %log.dir().display(), error = %e, "durable inbox: rolling or compacting the log failed");
+            }
+        }
+    }
+
+    fn closed(self) {
+        if let Some(reply) = self.closing {
+            let _ = reply.send(());
+        }
+    }
+}

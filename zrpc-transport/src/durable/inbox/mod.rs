@@ -1,0 +1,292 @@
+//! The receiver's durable inbox: a directory of segments where durable messages are recorded,
+//! per stream (sender, outbox) and in sequence order, until their handler has returned.
+//!
+//! This is the inbox's local half: opening (and recovering), recording at a durability level
+//! with deduplication by watermark, the dispatcher's side (take a stream's next message, mark it
+//! handled), the limits, retention and compaction. The server that records from connections and
+//! runs handlers is the next step (see the module docs of [`durable`](crate::durable),
+//! "Status").
+
+mod journal;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use self::journal::{Clock, Command, Settings, Writer};
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use self::state::{Delivery, Outcome};
+use self::state::{Limits, State, StreamKey};
+use super::log::record::MAX_MESSAGE;
+use super::log::segment::{Identity, Role};
+use super::log::writer::{Control, Handle};
+use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, runs};
+use super::{DEFAULT_MAX_BYTES, Durability, DurableError, MessageId, OutboxId};
+
+/// Default [`InboxConfig::max_streams`].
+pub const DEFAULT_MAX_STREAMS: usize = 65_536;
+
+/// Default [`InboxConfig::stream_retention`]: 30 days.
+pub const DEFAULT_STREAM_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The name an inbox's segments carry in their header (an inbox has no name of its own: the
+/// server's is the one its senders know, and it may change).
+const INBOX_NAME: &str = "inbox";
+
+/// How an [`Inbox`] is opened.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct InboxConfig {
+    durability: Durability,
+    max_bytes: u64,
+    max_streams: usize,
+    stream_retention: Duration,
+    segment_bytes: u64,
+    clock: Clock,
+}
+
+impl Default for InboxConfig {
+    /// [`Durability::Process`], a limit of [`DEFAULT_MAX_BYTES`] unhandled bytes and
+    /// [`DEFAULT_MAX_STREAMS`] streams, a retention of [`DEFAULT_STREAM_RETENTION`], segments of
+    /// 64 MiB.
+    fn default() -> InboxConfig {
+        InboxConfig {
+            durability: Durability::default(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_retention: DEFAULT_STREAM_RETENTION,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl InboxConfig {
+    /// How far a record has gone before the message is acknowledged, and a "handled" mark
+    /// before the stream's next handler starts.
+    pub fn durability(mut self, durability: Durability) -> InboxConfig {
+        self.durability = durability;
+        self
+    }
+
+    /// Bytes of recorded, unhandled messages (as stored: with their sender, outbox, sequence
+    /// and record header, about 26 bytes more than the message plus the sender's name) past
+    /// which a new message is refused with [`DurableError::Full`] (`ResourceExhausted`; the
+    /// sender keeps it and retries).
+    pub fn max_bytes(mut self, max_bytes: u64) -> InboxConfig {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Streams (sender, outbox) tracked, past which a message of a new stream is refused with
+    /// [`DurableError::TooManyStreams`] (`ResourceExhausted`). Each costs about 100 bytes of
+    /// memory and of every checkpoint.
+    pub fn max_streams(mut self, max_streams: usize) -> InboxConfig {
+        self.max_streams = max_streams;
+        self
+    }
+
+    /// How long a stream with nothing unhandled is remembered without a message. A sender
+    /// that redelivers an old message after its stream was forgotten is refused as a gap
+    /// (PROTOCOL.md §19: an unknown stream starts at sequence 1); keep it longer than any
+    /// sender may stay away.
+    pub fn stream_retention(mut self, retention: Duration) -> InboxConfig {
+        self.stream_retention = retention;
+        self
+    }
+
+    /// Size at which a segment file is closed and the next one started (at least 4 KiB).
+    pub fn segment_bytes(mut self, segment_bytes: u64) -> InboxConfig {
+        self.segment_bytes = segment_bytes.max(4096);
+        self
+    }
+
+    /// The source of time for retention (Unix seconds): tests move it by hand.
+    #[cfg(test)]
+    pub(crate) fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> InboxConfig {
+        self.clock = Clock(Arc::new(clock));
+        self
+    }
+}
+
+/// A stream as [`Inbox::streams`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamInfo {
+    /// The sender's name, as its outbox recorded it.
+    pub sender: String,
+    /// The sender's outbox.
+    pub outbox: OutboxId,
+    /// Every message up to this sequence is recorded (acknowledged to the sender).
+    pub recorded: u64,
+    /// Every handler up to this sequence has returned.
+    pub handled: u64,
+    /// Bytes the `recorded - handled` unhandled messages take in the log (counted against
+    /// [`InboxConfig::max_bytes`]).
+    pub bytes: u64,
+}
+
+/// A receiver's durable inbox. Cheap to clone: every clone sends to the same writer thread.
+///
+/// The log is closed when [`close`](Inbox::close) is called, or when the last clone is dropped
+/// (then in the background: a reopen right after may find it still [`Locked`](DurableError::Locked)).
+#[derive(Clone)]
+pub struct Inbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Handle<Command>,
+    /// Woken when a stream has a message ready for a handler (one stored permit: no wake-up
+    /// is lost between a take that found nothing and the wait).
+    #[cfg_attr(not(test), allow(dead_code))]
+    ready: Arc<Notify>,
+    /// Shared with the log; read by the tests (and by metrics, once they exist).
+    #[cfg_attr(not(test), allow(dead_code))]
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox").field("dir", &self.inner.writer.dir()).finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// Opens the inbox in `dir`, creating it if it holds no log, and recovers every stream's
+    /// watermarks and unhandled messages. A message whose handler was running when the inbox
+    /// last stopped is unhandled again: its handler will run again with the same
+    /// [`MessageId`].
+    ///
+    /// # Errors
+    /// [`Locked`](DurableError::Locked) if another process has it open;
+    /// [`Corrupt`](DurableError::Corrupt) if a record other than a torn tail fails its checksum
+    /// or does not decode, or the directory holds an outbox; [`Io`](DurableError::Io) if the
+    /// files cannot be read or written.
+    pub async fn open(dir: impl AsRef<Path>, config: InboxConfig) -> Result<Inbox, DurableError> {
+        let dir = dir.as_ref().to_owned();
+        let counters = Arc::new(Counters::default());
+        let ready = Arc::new(Notify::new());
+        let settings = Settings {
+            limits: Limits { max_bytes: config.max_bytes, max_streams: config.max_streams },
+            retention: config.stream_retention.as_secs(),
+            clock: config.clock.clone(),
+            ready: ready.clone(),
+        };
+        let thread_dir = dir.clone();
+        let thread_counters = counters.clone();
+        let (writer, ()) = Handle::spawn("zrpc-inbox", &dir, move || {
+            let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
+            Ok((log, Writer::new(state, settings), ()))
+        })
+        .await?;
+        Ok(Inbox { inner: Arc::new(Inner { writer, ready, counters }) })
+    }
+
+    /// The inbox's directory.
+    pub fn dir(&self) -> &Path {
+        self.inner.writer.dir()
+    }
+
+    /// Every stream the inbox tracks, with its watermarks and unhandled bytes.
+    ///
+    /// # Errors
+    /// [`Closed`](DurableError::Closed).
+    pub async fn streams(&self) -> Result<Vec<StreamInfo>, DurableError> {
+        self.inner.writer.call(|reply| Command::Streams { reply }).await
+    }
+
+    /// Finishes the writes queued, closes the log and releases its lock, for every clone.
+    ///
+    /// # Errors
+    /// [`Closed`](DurableError::Closed) if it was closed already.
+    pub async fn close(&self) -> Result<(), DurableError> {
+        self.inner.writer.call(|reply| Command::Control(Control::Close(reply))).await
+    }
+
+    /// Records message `sequence` of the stream (`sender`, `outbox`) if it is the stream's
+    /// next, and answers once the record reached the inbox's level (with every other record
+    /// and mark of its batch: one write, and at the power level one sync). The answer is what
+    /// the acknowledgement is built from ([`Outcome`]); a duplicate or a gap is answered after
+    /// the same batch, so that no acknowledgement covers a record not yet at the level.
+    ///
+    /// `message` is opaque here: the server stores the request's method, codec, metadata,
+    /// trace and payload in it.
+    ///
+    /// # Errors
+    /// [`Full`](DurableError::Full) or [`TooManyStreams`](DurableError::TooManyStreams) (a
+    /// message that would be recorded; duplicates and gaps are answered even when full);
+    /// [`TooLarge`](DurableError::TooLarge) above 16 MiB; [`InvalidName`](DurableError::InvalidName);
+    /// [`Io`](DurableError::Io) if the batch's write or sync failed;
+    /// [`Closed`](DurableError::Closed).
+    ///
+    /// # Cancel safety
+    /// Dropped after its command was handed over, the message may still be recorded; the
+    /// sender's retry is then answered as a duplicate.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn record(
+        &self,
+        sender: &str,
+        outbox: OutboxId,
+        sequence: u64,
+        message: Bytes,
+    ) -> Result<Outcome, DurableError> {
+        super::outbox::check_name(sender)?;
+        if message.len() > MAX_MESSAGE {
+            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
+        }
+        let key = StreamKey { sender: sender.into(), outbox };
+        self.inner.writer.call(|reply| Command::Record { key, sequence, message, reply }).await?
+    }
+
+    /// The next unhandled message of up to `max` streams that have no handler running, in
+    /// the order the streams became ready; each such stream then has its handler running
+    /// until [`handled`](Inbox::handled) is called for its message. Empty when none is ready:
+    /// wait on [`ready`](Inbox::ready) and take again.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn take(&self, max: usize) -> Result<Vec<Delivery>, DurableError> {
+        self.inner.writer.call(|reply| Command::Take { max, reply }).await?
+    }
+
+    /// Records that the handler of message `id` has returned ("handled up to its sequence",
+    /// at the inbox's level) and only then lets its stream's next message be taken. Returns
+    /// how many messages that released (0 for a mark at or below an earlier one).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) async fn handled(&self, id: &MessageId) -> Result<u64, DurableError> {
+        let key = StreamKey { sender: id.sender().into(), outbox: id.outbox() };
+        let up_to = id.sequence();
+        self.inner.writer.call(|reply| Command::Handled { key, up_to, reply }).await?
+    }
+
+    /// Notified (one stored permit) after a batch that left a stream with a message ready.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn ready(&self) -> &Notify {
+        &self.inner.ready
+    }
+
+    /// The log's counters (syncs, writes, records scanned at open, segments deleted and
+    /// rewritten).
+    #[cfg(test)]
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+}
+
+/// Opens or creates the log and rebuilds the state from it, makes sure the head starts with a
+/// checkpoint, then compacts what the last run left.
+fn open_log(dir: &Path, config: &InboxConfig, counters: Arc<Counters>) -> Result<(Log, State), DurableError> {
+    let identity = Identity { role: Role::Inbox, name: INBOX_NAME.into(), id: OutboxId::from_u64(fastrand::u64(..)) };
+    let log_config = LogConfig { segment_bytes: config.segment_bytes, durability: config.durability };
+    let opened = Log::open(dir, log_config, identity, &State::default().checkpoint(), counters)?;
+    let mut log = opened.log;
+    let mut state = State::replay(&mut log, opened.checkpoint.as_deref(), opened.replay, config.clock.now())?;
+    runs::after_open(&mut state, &mut log)?;
+    Ok((log, state))
+}

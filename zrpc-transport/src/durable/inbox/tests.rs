@@ -1,0 +1,423 @@
+//! The inbox's local half over real files in temp dirs: outcomes, order, handled marks and
+//! reopen, a crash inside a handler, group commit, power loss, the limits, retention and
+//! compaction.
+//!
+//! No test waits on time: concurrency is made deterministic by holding the writer thread
+//! (`Control::Hold`) while commands queue, retention runs on a clock the test moves, and every
+//! count asserted comes from the log's counters or the files on disk.
+
+use std::fs;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::future::join_all;
+use tokio::sync::oneshot;
+
+use super::journal::Command;
+use super::state::State;
+use super::*;
+use crate::durable::log::writer::Control;
+
+const SEGMENT: u64 = 4096;
+const SHOP: OutboxId = OutboxId::from_u64(0x5409);
+const MAIL: OutboxId = OutboxId::from_u64(0x3a11);
+
+fn config() -> InboxConfig {
+    InboxConfig::default().segment_bytes(SEGMENT)
+}
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temp dir")
+}
+
+async fn open(dir: &Path, config: InboxConfig) -> Inbox {
+    Inbox::open(dir, config).await.expect("the inbox opens")
+}
+
+fn msg(n: u64) -> Bytes {
+    Bytes::from(format!("message {n:04}"))
+}
+
+async fn record(inbox: &Inbox, outbox: OutboxId, n: u64) -> Outcome {
+    inbox.record("shop-1", outbox, n, msg(n)).await.expect("record")
+}
+
+async fn record_all(inbox: &Inbox, outbox: OutboxId, range: std::ops::RangeInclusive<u64>) {
+    for n in range {
+        assert_eq!(record(inbox, outbox, n).await, Outcome::Recorded { recorded: n });
+    }
+}
+
+/// What a take gives: (outbox, sequence, message).
+async fn take(inbox: &Inbox, max: usize) -> Vec<(OutboxId, u64, Bytes)> {
+    let taken = inbox.take(max).await.expect("take");
+    taken.into_iter().map(|d| (d.id.outbox(), d.id.sequence(), d.message)).collect()
+}
+
+/// Takes and handles every message the inbox gives, one stream's message at a time, and
+/// returns them in the order handled.
+async fn handle_all(inbox: &Inbox) -> Vec<(OutboxId, u64)> {
+    let mut handled = Vec::new();
+    loop {
+        let taken = inbox.take(usize::MAX).await.expect("take");
+        if taken.is_empty() {
+            return handled;
+        }
+        for delivery in taken {
+            assert_eq!(delivery.message, msg(delivery.id.sequence()));
+            inbox.handled(&delivery.id).await.expect("handled");
+            handled.push((delivery.id.outbox(), delivery.id.sequence()));
+        }
+    }
+}
+
+fn id(outbox: OutboxId, n: u64) -> MessageId {
+    MessageId::new("shop-1", outbox, n)
+}
+
+fn watermarks(streams: &[StreamInfo]) -> Vec<(OutboxId, u64, u64)> {
+    streams.iter().map(|s| (s.outbox, s.recorded, s.handled)).collect()
+}
+
+fn segment_count(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .expect("list the dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log")))
+        .count()
+}
+
+fn segment_bytes(dir: &Path) -> u64 {
+    let files = fs::read_dir(dir).expect("list the dir").map(|e| e.expect("a dir entry").path());
+    files.filter(|p| p.extension().is_some_and(|x| x == "log")).map(|p| fs::metadata(p).map_or(0, |m| m.len())).sum()
+}
+
+fn counter(inbox: &Inbox, pick: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+    Counters::get(pick(inbox.counters()))
+}
+
+/// Ends a batch: the writer reads its clock at a batch's first command and does its upkeep
+/// (rolling, forgetting, compaction) after answering the batch, so the next command the test
+/// sends comes after that upkeep.
+async fn settle(inbox: &Inbox) {
+    inbox.streams().await.expect("streams");
+}
+
+async fn hold(inbox: &Inbox) -> oneshot::Sender<()> {
+    let (release, until) = oneshot::channel();
+    inbox.inner.writer.send(Command::Control(Control::Hold(until))).await;
+    release
+}
+
+/// Stops the inbox as a `kill -9` would; returns once its log is closed.
+async fn crash(inbox: Inbox) {
+    let (closed, done) = oneshot::channel();
+    inbox.inner.writer.send(Command::Control(Control::Crash(closed))).await;
+    done.await.expect("the log closes");
+}
+
+type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, DurableError>> + Send + 'a>>;
+
+/// Starts a record and polls it once, so that its command is queued.
+async fn queued(inbox: &Inbox, outbox: OutboxId, n: u64) -> Pending<'_, Outcome> {
+    let mut record: Pending<'_, Outcome> = Box::pin(inbox.record("shop-1", outbox, n, msg(n)));
+    assert!(futures::poll!(record.as_mut()).is_pending(), "a record completed while the writer was held");
+    record
+}
+
+#[tokio::test]
+async fn a_stream_records_its_next_sequence_and_answers_duplicates_and_gaps() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    assert_eq!(record(&inbox, SHOP, 2).await, Outcome::Gap { recorded: 0 }, "a new stream starts at 1");
+    assert_eq!(record(&inbox, SHOP, 1).await, Outcome::Recorded { recorded: 1 });
+    assert_eq!(record(&inbox, SHOP, 2).await, Outcome::Recorded { recorded: 2 });
+    assert_eq!(record(&inbox, SHOP, 1).await, Outcome::Duplicate { recorded: 2 });
+    assert_eq!(record(&inbox, SHOP, 2).await, Outcome::Duplicate { recorded: 2 });
+    assert_eq!(record(&inbox, SHOP, 4).await, Outcome::Gap { recorded: 2 });
+    assert_eq!(record(&inbox, MAIL, 1).await, Outcome::Recorded { recorded: 1 }, "another outbox, another stream");
+    let other = inbox.record("shop-2", SHOP, 1, msg(1)).await.expect("record");
+    assert_eq!(other, Outcome::Recorded { recorded: 1 }, "another sender, another stream");
+
+    // The duplicate was not recorded again: two messages of SHOP wait, once each.
+    let streams = inbox.streams().await.expect("streams");
+    let shop = streams.iter().find(|s| s.sender == "shop-1" && s.outbox == SHOP).expect("the stream");
+    assert_eq!((shop.recorded, shop.handled), (2, 0));
+    assert_eq!(shop.bytes, 2 * State::record_size("shop-1", &msg(1)));
+    assert_eq!(
+        handle_all(&inbox).await.iter().filter(|(o, _)| *o == SHOP).count(),
+        3,
+        "1 and 2 of shop-1, 1 of shop-2"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_hands_out_one_message_at_a_time_in_order_and_streams_are_independent() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    record_all(&inbox, SHOP, 1..=3).await;
+    record_all(&inbox, MAIL, 1..=2).await;
+
+    let first = take(&inbox, 10).await;
+    assert_eq!(first, [(SHOP, 1, msg(1)), (MAIL, 1, msg(1))], "the first of each stream");
+    assert!(take(&inbox, 10).await.is_empty(), "nothing more while both handlers run");
+
+    assert_eq!(inbox.handled(&id(MAIL, 1)).await.ok(), Some(1));
+    assert_eq!(take(&inbox, 10).await, [(MAIL, 2, msg(2))], "MAIL goes on while SHOP's handler runs");
+    assert_eq!(inbox.handled(&id(SHOP, 1)).await.ok(), Some(1));
+    assert_eq!(take(&inbox, 10).await, [(SHOP, 2, msg(2))]);
+    assert_eq!(inbox.handled(&id(SHOP, 2)).await.ok(), Some(1));
+    assert_eq!(inbox.handled(&id(SHOP, 2)).await.ok(), Some(0), "a mark again releases nothing");
+    assert_eq!(take(&inbox, 1).await, [(SHOP, 3, msg(3))]);
+
+    record_all(&inbox, SHOP, 4..=4).await;
+    assert!(take(&inbox, 10).await.is_empty(), "a new message waits for its stream's running handler");
+    // The permit earlier batches left (nobody was waiting) is taken first.
+    let _ = futures::poll!(Box::pin(inbox.ready().notified()));
+    let woken = inbox.ready().notified();
+    tokio::pin!(woken);
+    assert!(futures::poll!(woken.as_mut()).is_pending(), "nothing is ready");
+    inbox.handled(&id(SHOP, 3)).await.expect("handled");
+    inbox.handled(&id(MAIL, 2)).await.expect("handled");
+    settle(&inbox).await;
+    assert!(futures::poll!(woken.as_mut()).is_ready(), "the dispatcher is woken when SHOP 4 is ready");
+    assert_eq!(take(&inbox, 10).await, [(SHOP, 4, msg(4))]);
+}
+
+#[tokio::test]
+async fn handled_marks_survive_a_reopen_and_exactly_the_unhandled_messages_come_back() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    record_all(&inbox, SHOP, 1..=5).await;
+    for n in 1..=3 {
+        assert_eq!(take(&inbox, 1).await, [(SHOP, n, msg(n))]);
+        inbox.handled(&id(SHOP, n)).await.expect("handled");
+    }
+    record_all(&inbox, MAIL, 1..=2).await;
+    inbox.close().await.expect("close");
+
+    let inbox = open(dir.path(), config()).await;
+    let mut streams = watermarks(&inbox.streams().await.expect("streams"));
+    streams.sort();
+    assert_eq!(streams, [(MAIL, 2, 0), (SHOP, 5, 3)]);
+    assert_eq!(record(&inbox, SHOP, 5).await, Outcome::Duplicate { recorded: 5 }, "deduplication survives");
+    assert_eq!(record(&inbox, SHOP, 6).await, Outcome::Recorded { recorded: 6 });
+    let handled = handle_all(&inbox).await;
+    let shop: Vec<u64> = handled.iter().filter(|(o, _)| *o == SHOP).map(|&(_, n)| n).collect();
+    let mail: Vec<u64> = handled.iter().filter(|(o, _)| *o == MAIL).map(|&(_, n)| n).collect();
+    assert_eq!((shop, mail), (vec![4, 5, 6], vec![1, 2]), "each unhandled message once, in order");
+}
+
+#[tokio::test]
+async fn a_crash_while_a_handler_runs_gives_back_exactly_that_message() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    record_all(&inbox, SHOP, 1..=3).await;
+    record_all(&inbox, MAIL, 1..=1).await;
+    let running = inbox.take(10).await.expect("take");
+    assert_eq!(running.len(), 2);
+    inbox.handled(&id(MAIL, 1)).await.expect("MAIL's handler returned");
+    // SHOP 1's handler is running: the process dies.
+    crash(inbox).await;
+
+    let inbox = open(dir.path(), config()).await;
+    let again = inbox.take(10).await.expect("take");
+    assert_eq!(again.len(), 1, "only the message whose handler was running: {again:?}");
+    assert_eq!(again[0].id, running.iter().find(|d| d.id.outbox() == SHOP).expect("SHOP 1").id, "same id");
+    assert_eq!(again[0].message, msg(1));
+    inbox.handled(&again[0].id).await.expect("handled");
+    assert_eq!(handle_all(&inbox).await, [(SHOP, 2), (SHOP, 3)]);
+}
+
+#[tokio::test]
+async fn records_of_many_streams_at_the_power_level_share_one_write_and_one_sync() {
+    let dir = temp();
+    let inbox = open(dir.path(), config().durability(Durability::Power).segment_bytes(1 << 20)).await;
+    let (syncs, writes) = (counter(&inbox, |c| &c.syncs), counter(&inbox, |c| &c.writes));
+
+    let release = hold(&inbox).await;
+    let mut records = Vec::new();
+    for stream in 0..8 {
+        for n in 1..=8 {
+            records.push(queued(&inbox, OutboxId::from_u64(stream), n).await);
+        }
+    }
+    let _ = release.send(());
+    for (i, outcome) in join_all(records).await.into_iter().enumerate() {
+        assert_eq!(outcome.ok(), Some(Outcome::Recorded { recorded: i as u64 % 8 + 1 }));
+    }
+    assert_eq!(counter(&inbox, |c| &c.syncs) - syncs, 1, "64 records over 8 streams, one sync");
+    assert_eq!(counter(&inbox, |c| &c.writes) - writes, 1, "and one write");
+    assert_eq!(inbox.streams().await.expect("streams").len(), 8);
+}
+
+#[tokio::test]
+async fn a_power_loss_keeps_every_acknowledged_record_and_mark_and_loses_only_the_unsynced() {
+    let power = || config().durability(Durability::Power);
+    let dir = temp();
+    let inbox = open(dir.path(), power()).await;
+    record_all(&inbox, SHOP, 1..=4).await;
+    assert_eq!(take(&inbox, 1).await[0].1, 1);
+    inbox.handled(&id(SHOP, 1)).await.expect("handled: synced");
+    assert_eq!(take(&inbox, 1).await[0].1, 2, "its handler is running");
+
+    // Two records and a mark in one batch; the mark inside a run reads the log, which writes
+    // the batch so far without its sync: then the power goes.
+    let release = hold(&inbox).await;
+    let records = vec![queued(&inbox, SHOP, 5).await, queued(&inbox, SHOP, 6).await];
+    let second = id(SHOP, 2);
+    let mut mark = Box::pin(inbox.handled(&second));
+    assert!(futures::poll!(mark.as_mut()).is_pending());
+    let (closed, lost) = oneshot::channel();
+    inbox.inner.writer.send(Command::Control(Control::LosePower(closed))).await;
+    let _ = release.send(());
+    for record in join_all(records).await {
+        assert!(matches!(record, Err(DurableError::Io { .. })), "an unsynced record was acknowledged: {record:?}");
+    }
+    assert!(mark.await.is_err());
+    lost.await.expect("the log closes");
+
+    let inbox = open(dir.path(), power()).await;
+    assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, 4, 1)], "every synced record, no other");
+    assert_eq!(record(&inbox, SHOP, 5).await, Outcome::Recorded { recorded: 5 }, "the sender sends 5 again");
+    assert_eq!(handle_all(&inbox).await, [(SHOP, 2), (SHOP, 3), (SHOP, 4), (SHOP, 5)], "2 runs again");
+}
+
+#[tokio::test]
+async fn a_full_inbox_refuses_new_messages_answers_old_ones_and_frees_room_as_they_are_handled() {
+    let dir = temp();
+    let size = State::record_size("shop-1", &msg(1));
+    let inbox = open(dir.path(), config().max_bytes(3 * size)).await;
+    record_all(&inbox, SHOP, 1..=3).await;
+    match inbox.record("shop-1", SHOP, 4, msg(4)).await {
+        Err(DurableError::Full { used, limit, .. }) => assert_eq!((used, limit), (3 * size, 3 * size)),
+        other => panic!("a record past the limit gave {other:?}"),
+    }
+    assert!(matches!(inbox.record("shop-1", MAIL, 1, msg(1)).await, Err(DurableError::Full { .. })));
+    assert_eq!(record(&inbox, SHOP, 3).await, Outcome::Duplicate { recorded: 3 }, "a full inbox still answers");
+    assert_eq!(record(&inbox, SHOP, 9).await, Outcome::Gap { recorded: 3 });
+
+    let taken = inbox.take(1).await.expect("take");
+    inbox.handled(&taken[0].id).await.expect("handled");
+    assert_eq!(record(&inbox, SHOP, 4).await, Outcome::Recorded { recorded: 4 });
+    assert!(matches!(inbox.record("shop-1", SHOP, 5, msg(5)).await, Err(DurableError::Full { .. })));
+    inbox.close().await.expect("close");
+    let inbox = open(dir.path(), config().max_bytes(3 * size)).await;
+    assert!(
+        matches!(inbox.record("shop-1", SHOP, 5, msg(5)).await, Err(DurableError::Full { .. })),
+        "the count survives"
+    );
+}
+
+#[tokio::test]
+async fn a_message_of_a_new_stream_past_max_streams_is_refused() {
+    let dir = temp();
+    let inbox = open(dir.path(), config().max_streams(2)).await;
+    record_all(&inbox, SHOP, 1..=1).await;
+    record_all(&inbox, MAIL, 1..=1).await;
+    match inbox.record("shop-1", OutboxId::from_u64(3), 1, msg(1)).await {
+        Err(DurableError::TooManyStreams { limit, .. }) => assert_eq!(limit, 2),
+        other => panic!("a third stream gave {other:?}"),
+    }
+    assert_eq!(record(&inbox, SHOP, 2).await, Outcome::Recorded { recorded: 2 }, "known streams go on");
+}
+
+#[tokio::test]
+async fn a_stream_idle_past_its_retention_with_nothing_unhandled_is_forgotten() {
+    let day = 24 * 3600;
+    let now = std::sync::Arc::new(AtomicU64::new(1_000_000));
+    let clock = now.clone();
+    let config = move || {
+        let clock = clock.clone();
+        config()
+            .max_streams(2)
+            .stream_retention(Duration::from_secs(30 * day))
+            .clock(move || clock.load(Ordering::Relaxed))
+    };
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    record_all(&inbox, SHOP, 1..=2).await;
+    record_all(&inbox, MAIL, 1..=1).await;
+    let taken = inbox.take(10).await.expect("take");
+    for delivery in taken.iter().filter(|d| d.id.outbox() == SHOP) {
+        inbox.handled(&delivery.id).await.expect("handled");
+    }
+    assert_eq!(take(&inbox, 10).await, [(SHOP, 2, msg(2))]);
+    inbox.handled(&id(SHOP, 2)).await.expect("handled");
+
+    now.fetch_add(29 * day, Ordering::Relaxed);
+    settle(&inbox).await;
+    assert_eq!(inbox.streams().await.expect("streams").len(), 2, "not yet");
+    now.fetch_add(2 * day, Ordering::Relaxed);
+    settle(&inbox).await;
+    assert_eq!(
+        watermarks(&inbox.streams().await.expect("streams")),
+        [(MAIL, 1, 0)],
+        "SHOP is forgotten; MAIL's handler is running, so it is kept"
+    );
+    assert_eq!(record(&inbox, SHOP, 3).await, Outcome::Gap { recorded: 0 }, "a forgotten stream is unknown");
+    inbox
+        .record("shop-1", OutboxId::from_u64(3), 1, msg(1))
+        .await
+        .expect("the forgotten stream's slot is free for another");
+    inbox.close().await.expect("close");
+
+    let inbox = open(dir.path(), config()).await;
+    let mut streams = watermarks(&inbox.streams().await.expect("streams"));
+    streams.sort();
+    assert_eq!(streams, [(OutboxId::from_u64(3), 1, 0), (MAIL, 1, 0)], "and stays forgotten after a reopen");
+}
+
+#[tokio::test]
+async fn compaction_deletes_handled_segments_and_rewrites_those_a_slow_stream_holds() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    let mut slow = 0;
+    for n in 1..=1200 {
+        record_all(&inbox, SHOP, n..=n).await;
+        if n % 40 == 0 {
+            slow += 1;
+            record_all(&inbox, MAIL, slow..=slow).await;
+        }
+    }
+    let before = segment_count(dir.path());
+    assert!(before >= 10, "{before} segments");
+    // Every SHOP message handled; MAIL's wait (its handler is slow).
+    loop {
+        let taken = inbox.take(10).await.expect("take");
+        let shop: Vec<_> = taken.into_iter().filter(|d| d.id.outbox() == SHOP).collect();
+        let Some(last) = shop.last() else { break };
+        inbox.handled(&last.id).await.expect("handled");
+    }
+    settle(&inbox).await;
+    let after = segment_count(dir.path());
+    let bytes = segment_bytes(dir.path());
+    assert!(counter(&inbox, |c| &c.deleted) >= (before - 3) as u64, "{before} segments, deleted too few");
+    assert!(counter(&inbox, |c| &c.rewritten) >= 1, "the segments MAIL held were rewritten");
+    assert!(bytes <= 3 * SEGMENT, "{after} segments, {bytes} bytes left for {slow} small unhandled messages");
+    inbox.close().await.expect("close");
+
+    let inbox = open(dir.path(), config()).await;
+    let streams = watermarks(&inbox.streams().await.expect("streams"));
+    assert_eq!(streams, [(MAIL, slow, 0), (SHOP, 1200, 1200)]);
+    let handled = handle_all(&inbox).await;
+    assert_eq!(handled, (1..=slow).map(|n| (MAIL, n)).collect::<Vec<_>>(), "the copies are what a reopen finds");
+}
+
+#[tokio::test]
+async fn an_inbox_does_not_open_an_outbox_and_checks_names_and_sizes() {
+    let dir = temp();
+    let outbox =
+        crate::durable::Outbox::open(dir.path(), crate::durable::OutboxConfig::new("shop-1")).await.expect("an outbox");
+    outbox.close().await.expect("close");
+    assert!(matches!(Inbox::open(dir.path(), config()).await, Err(DurableError::Corrupt { .. })));
+
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    assert!(matches!(inbox.record("", SHOP, 1, msg(1)).await, Err(DurableError::InvalidName { len: 0, .. })));
+    let huge = Bytes::from(vec![0; MAX_MESSAGE + 1]);
+    assert!(matches!(inbox.record("shop-1", SHOP, 1, huge).await, Err(DurableError::TooLarge { .. })));
+    assert!(matches!(Inbox::open(dir.path(), config()).await, Err(DurableError::Locked { .. })));
+    assert!(inbox.streams().await.expect("streams").is_empty());
+}

@@ -1,0 +1,396 @@
+//! Queues of messages kept as *runs*, for every owner of a log (the outbox's destinations, the
+//! inbox's streams): where the messages still needed are, how many bytes they hold per segment,
+//! and the compaction that reclaims the rest.
+//!
+//! A run is consecutive sequences of one key in one segment, found by scanning that segment
+//! from the run's first record. Memory and checkpoints grow with the number of runs (about one
+//! per key per segment), not with the number of messages, which is what keeps a checkpoint small
+//! and a reopen of a million messages short.
+//!
+//! A [`Queue`] holds the messages `first..next` of one key; a [`Space`] counts their bytes per
+//! segment and in all. The owner keeps its queues in its own map with its own extra state, and
+//! tells this module how to recognise a key's message records ([`Key`]) and how to list its
+//! queues and write its checkpoint ([`Owner`]).
+//!
+//! In a checkpoint a queue is `first u64 | next u64 | runs u32`, each run
+//! `segment u64 | offset u64 | first u64 | last u64 | bytes u64` (little-endian); the owner
+//! writes what identifies the key before it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::ControlFlow;
+
+use bytes::Bytes;
+
+use super::record::{self, Fields, Malformed};
+use super::{Counters, Cursor, Entry, Location, Log};
+use crate::durable::DurableError;
+
+/// Bytes of one run in a checkpoint.
+const RUN_BYTES: usize = 40;
+
+/// Bytes of a queue in a checkpoint before its runs.
+pub(crate) const QUEUE_BYTES: usize = 8 + 8 + 4;
+
+/// What a queue is the queue of: a key whose message records it can recognise.
+pub(crate) trait Key {
+    /// Kind of the records that hold messages (of every key of the owner).
+    const MESSAGE: u8;
+
+    /// If `body` (a record of kind [`MESSAGE`](Key::MESSAGE)) is a message of this key: its
+    /// sequence and its message bytes.
+    fn message<'a>(&self, body: &'a [u8]) -> Result<Option<(u64, &'a [u8])>, Malformed>;
+}
+
+/// What compaction needs of a log's owner.
+pub(crate) trait Owner {
+    /// The owner's key type.
+    type Key: Key + ?Sized;
+
+    /// Every queue with its key, and the space they count in.
+    fn queues(&mut self) -> (Vec<(&Self::Key, &mut Queue)>, &mut Space);
+
+    /// The owner's checkpoint body, for the segment a compaction starts.
+    fn checkpoint(&self) -> Vec<u8>;
+}
+
+/// Consecutive sequences `first..=last` of one key in one segment, whose first record is at
+/// `offset`. Later records of the run are further on in the same segment, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    segment: u64,
+    offset: u64,
+    first: u64,
+    last: u64,
+    /// Record bytes of the run's messages (headers included).
+    bytes: u64,
+}
+
+/// The messages `first..next` of one key, in sequence order.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    /// The first sequence still held (1 before any release).
+    pub(crate) first: u64,
+    /// The sequence the next message will have.
+    pub(crate) next: u64,
+    runs: VecDeque<Run>,
+}
+
+/// Bytes of the messages still held, per segment and in all.
+#[derive(Debug, Default)]
+pub(crate) struct Space {
+    /// A segment absent here holds none.
+    live: BTreeMap<u64, u64>,
+    used: u64,
+}
+
+/// A message read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub(crate) sequence: u64,
+    pub(crate) message: Bytes,
+}
+
+impl Space {
+    /// Bytes of the messages held (record bytes, headers included).
+    pub(crate) fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Bytes held in segment `number`.
+    #[cfg(test)]
+    pub(crate) fn live(&self, number: u64) -> Option<u64> {
+        self.live.get(&number).copied()
+    }
+
+    fn hold(&mut self, segment: u64, bytes: u64) {
+        *self.live.entry(segment).or_default() += bytes;
+        self.used += bytes;
+    }
+
+    fn free(&mut self, segment: u64, bytes: u64) {
+        if let Some(l) = self.live.get_mut(&segment) {
+            *l = l.saturating_sub(bytes);
+        }
+        self.used = self.used.saturating_sub(bytes);
+    }
+}
+
+impl Queue {
+    /// An empty queue whose first message will be `first`.
+    pub(crate) fn starting_at(first: u64) -> Queue {
+        Queue { first, next: first, runs: VecDeque::new() }
+    }
+
+    /// Whether it holds no message.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first == self.next
+    }
+
+    /// Record bytes of the messages it holds.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.runs.iter().map(|r| r.bytes).sum()
+    }
+
+    /// Adds message `sequence` (the next one), whose record of `size` bytes is at `at`.
+    pub(crate) fn add(&mut self, space: &mut Space, sequence: u64, at: Location, size: u64) {
+        debug_assert_eq!(sequence, self.next);
+        match self.runs.back_mut() {
+            Some(run) if run.segment == at.segment && run.last + 1 == sequence => {
+                run.last = sequence;
+                run.bytes += size;
+            }
+            _ => self.runs.push_back(Run {
+                segment: at.segment,
+                offset: at.offset,
+                first: sequence,
+                last: sequence,
+                bytes: size,
+            }),
+        }
+        self.next = sequence + 1;
+        space.hold(at.segment, size);
+    }
+
+    /// Drops the messages up to `up_to` (clamped to the last one added). Returns how many.
+    pub(crate) fn release<K: Key + ?Sized>(
+        &mut self,
+        space: &mut Space,
+        log: &mut Log,
+        key: &K,
+        up_to: u64,
+    ) -> Result<u64, DurableError> {
+        let up_to = up_to.min(self.next - 1);
+        if up_to < self.first {
+            return Ok(0);
+        }
+        let released = up_to + 1 - self.first;
+        self.first = up_to + 1;
+        while let Some(run) = self.runs.front_mut() {
+            if run.first > up_to {
+                break;
+            }
+            if run.last <= up_to {
+                let (segment, bytes) = (run.segment, run.bytes);
+                self.runs.pop_front();
+                space.free(segment, bytes);
+                continue;
+            }
+            // Part of the run is done: find how many bytes, and where the rest starts.
+            let mut freed = 0;
+            let mut rest = None;
+            walk(log, key, run, |sequence, entry, _| {
+                if sequence <= up_to {
+                    freed += entry.size;
+                    ControlFlow::Continue(())
+                } else {
+                    rest = Some((sequence, entry.at.offset));
+                    ControlFlow::Break(())
+                }
+            })?;
+            let Some((first, offset)) = rest else {
+                return Err(missing(log, run.segment, "a run ends before its last message"));
+            };
+            run.first = first;
+            run.offset = offset;
+            run.bytes -= freed.min(run.bytes);
+            let segment = run.segment;
+            space.free(segment, freed);
+            break;
+        }
+        Ok(released)
+    }
+
+    /// Up to `max` messages from `from` on (or from the first held, if later), stopping early
+    /// after `max_bytes` of messages.
+    pub(crate) fn read<K: Key + ?Sized>(
+        &self,
+        log: &mut Log,
+        key: &K,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Stored>, DurableError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for run in self.runs.iter().filter(|r| r.last >= from) {
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+            walk(log, key, run, |sequence, _, message| {
+                if sequence >= from {
+                    bytes += message.len();
+                    out.push(Stored { sequence, message: Bytes::copy_from_slice(message) });
+                    if out.len() >= max || bytes >= max_bytes {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Copies the messages held in segment `number` to the head and points their runs at the
+    /// copies.
+    fn rewrite<K: Key + ?Sized>(
+        &mut self,
+        space: &mut Space,
+        log: &mut Log,
+        key: &K,
+        number: u64,
+    ) -> Result<(), DurableError> {
+        for run in self.runs.iter_mut().filter(|r| r.segment == number) {
+            let mut bodies = Vec::new();
+            walk(log, key, run, |_, entry, _| {
+                bodies.push(entry.body.clone());
+                ControlFlow::Continue(())
+            })?;
+            let mut start = None;
+            for body in &bodies {
+                let (at, _) = log.append(K::MESSAGE, |b| b.extend_from_slice(body));
+                start.get_or_insert(at);
+            }
+            let Some(at) = start else { continue };
+            space.free(number, run.bytes);
+            space.hold(at.segment, run.bytes);
+            run.segment = at.segment;
+            run.offset = at.offset;
+        }
+        Ok(())
+    }
+
+    /// Appends the queue's checkpoint fields to `b`.
+    pub(crate) fn put(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(&self.first.to_le_bytes());
+        b.extend_from_slice(&self.next.to_le_bytes());
+        b.extend_from_slice(&(self.runs.len() as u32).to_le_bytes());
+        for run in &self.runs {
+            for field in [run.segment, run.offset, run.first, run.last, run.bytes] {
+                b.extend_from_slice(&field.to_le_bytes());
+            }
+        }
+    }
+
+    /// Reads a queue's checkpoint fields from `f` (a checkpoint of `total` bytes), counting its
+    /// runs' bytes into `space`.
+    pub(crate) fn parse(f: &mut Fields<'_>, total: usize, space: &mut Space) -> Result<Queue, Malformed> {
+        let first = f.u64()?;
+        let next = f.u64()?;
+        let runs = f.u32()? as usize;
+        if runs > total / RUN_BYTES {
+            return Err(Malformed("a checkpoint counts more runs than its bytes hold"));
+        }
+        if first == 0 || first > next {
+            return Err(Malformed("a checkpoint's sequences are out of order"));
+        }
+        let mut queue = Queue { first, next, runs: VecDeque::with_capacity(runs) };
+        let mut expected = first;
+        for _ in 0..runs {
+            let run = Run { segment: f.u64()?, offset: f.u64()?, first: f.u64()?, last: f.u64()?, bytes: f.u64()? };
+            if run.first != expected || run.last < run.first || run.last >= next {
+                return Err(Malformed("a checkpoint's runs do not cover the sequences held"));
+            }
+            expected = run.last + 1;
+            space.hold(run.segment, run.bytes);
+            queue.runs.push_back(run);
+        }
+        if expected != next {
+            return Err(Malformed("a checkpoint's runs do not cover the sequences held"));
+        }
+        Ok(queue)
+    }
+}
+
+/// Finishes opening a log whose owner's state was just rebuilt: makes sure the head starts with
+/// a checkpoint (a head without one, after a crash cut it short while rolling, would make every
+/// later reopen replay from an older segment, which compaction could then not delete), then
+/// compacts what the last run left (segments a crash kept after they were emptied).
+pub(crate) fn after_open<O: Owner>(owner: &mut O, log: &mut Log) -> Result<(), DurableError> {
+    if !log.head_has_checkpoint() {
+        log.roll(&owner.checkpoint())?;
+    }
+    compact(owner, log)?;
+    Ok(())
+}
+
+/// Deletes the segments (but the head) that hold no message, and rewrites those whose held
+/// bytes are below a quarter of their size: their messages are copied to the head (same
+/// sequences, same bytes), a new segment is started with a checkpoint that points at the copies,
+/// and only then are they deleted. Returns the segments rewritten.
+pub(crate) fn compact<O: Owner>(owner: &mut O, log: &mut Log) -> Result<usize, DurableError> {
+    let head = log.head();
+    let mut sparse = Vec::new();
+    let closed: Vec<(u64, u64)> = log.segments().filter(|&(n, _)| n != head).collect();
+    {
+        let (_, space) = owner.queues();
+        for (number, len) in closed {
+            match space.live.get(&number).copied().unwrap_or(0) {
+                0 => {
+                    space.live.remove(&number);
+                    log.delete(number)?;
+                }
+                live if live.saturating_mul(4) < len => sparse.push(number),
+                _ => {}
+            }
+        }
+    }
+    // A checkpoint too large to write would leave the copies unreferenced after a reopen:
+    // rewrite only when it will be written (the copies change no sizes in it).
+    if sparse.is_empty() || owner.checkpoint().len() >= record::MAX_RECORD {
+        return Ok(0);
+    }
+    {
+        let (queues, space) = owner.queues();
+        for (key, queue) in queues {
+            for &number in &sparse {
+                queue.rewrite(space, log, key, number)?;
+            }
+        }
+    }
+    if log.roll(&owner.checkpoint())? {
+        let (_, space) = owner.queues();
+        for &number in &sparse {
+            space.live.remove(&number);
+            log.delete(number)?;
+            Counters::bump(&log.counters().rewritten);
+        }
+    }
+    Ok(sparse.len())
+}
+
+/// Calls `f` with each message of `run` in order (sequence, record, message bytes) until it
+/// breaks or the run's last message.
+fn walk<K: Key + ?Sized>(
+    log: &mut Log,
+    key: &K,
+    run: &Run,
+    mut f: impl FnMut(u64, &Entry, &[u8]) -> ControlFlow<()>,
+) -> Result<(), DurableError> {
+    let mut cursor = Cursor::in_segment(Location { segment: run.segment, offset: run.offset });
+    while let Some(entry) = log.next(&mut cursor)? {
+        if entry.kind != K::MESSAGE {
+            continue;
+        }
+        let Some((sequence, message)) = key.message(&entry.body).map_err(|e| malformed(log, "message record", &e))?
+        else {
+            continue;
+        };
+        if sequence < run.first || sequence > run.last {
+            continue;
+        }
+        if f(sequence, &entry, message).is_break() || sequence == run.last {
+            return Ok(());
+        }
+    }
+    Err(missing(log, run.segment, "a segment ends before the last message of a run in it"))
+}
+
+/// A record of the log that does not decode.
+pub(crate) fn malformed(log: &Log, what: &str, e: &Malformed) -> DurableError {
+    DurableError::Corrupt { path: log.dir().to_owned(), what: format!("a {what} does not decode: {e}") }
+}
+
+/// The log does not hold what its owner's state says it holds.
+pub(crate) fn missing(log: &Log, segment: u64, what: &str) -> DurableError {
+    DurableError::Corrupt { path: log.dir().to_owned(), what: format!("segment {segment}: {what}") }
+}
