@@ -68,6 +68,7 @@
 //! | `metrics` | no | counters, gauges and histograms of calls and connections through the `metrics` facade ([`observe`]) |
 //! | `schema` | no | JSON Schemas (schemars) of the argument, result and error types of services marked `#[zrpc::service(schema)]`, in [`reflection`]; implies `json` |
 //! | `opentelemetry` | no | the call spans joined into OpenTelemetry traces across processes, with `tracing-opentelemetry`'s layer ([`observe`]) |
+//! | `gateway` | no | [`gateway`]: an HTTP/JSON gateway (`POST /{service}/{method}`) in front of a [`Client`], with a web console (axum); implies `json` |
 //! | `full` | no | everything above |
 //! | `cli` | no | the `zrpc` command (a binary, no API): list, describe, call, bench and watch servers from a terminal; `cargo install zrpc --features cli`. Not in `full` |
 //!
@@ -121,6 +122,11 @@ pub use zrpc_transport::dynamic;
 /// `#[schemars(crate = "zrpc::schemars")]`, or depend on `schemars` 1.x yourself.
 #[cfg(feature = "schema")]
 pub use schemars;
+
+/// The HTTP/JSON gateway (feature `gateway`): `POST /{service}/{method}` with a JSON body calls
+/// a method through a [`Client`], statuses become HTTP codes, and `/` serves a web console.
+#[cfg(feature = "gateway")]
+pub use zrpc_transport::gateway;
 
 /// Discovery by DNS, and registration of servers in a service registry.
 pub use zrpc_transport::{Dns, Registration, Registry};

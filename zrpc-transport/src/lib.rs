@@ -14,6 +14,7 @@
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
 //! | `durable` | durable calls (feature `durable`): the segment log, the outbox's and the inbox's local halves (`Outbox`, `Inbox`), the message identity, and the design of delivery, the inbox and their protocol |
 //! | `dynamic` | `DynamicClient`: any method called by name with JSON arguments and answers (feature `json`); `Target`, where a tool calls |
+//! | `gateway` | the HTTP/JSON gateway and its web console (feature `gateway`): `POST /{service}/{method}` through a [`Client`] |
 //! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
 //! | [`registry`] | [`Registry`]: where a server registers itself while it serves |
 //! | [`reflection`] | the built-in `zrpc.Reflection` service: what an endpoint serves, listed and described over the wire |
@@ -28,6 +29,8 @@
 //! - `etcd`: discovery and registration through etcd (the `etcd-client` crate).
 //! - `tls`: TLS over TCP (rustls with the ring provider).
 //! - `json`: `zrpc_transport::dynamic`, calls by name in JSON (gateways, the `zrpc` CLI).
+//! - `gateway`: `zrpc_transport::gateway`, an HTTP/JSON gateway with a web console (axum); implies
+//!   `json`.
 //! - `durable`: `zrpc_transport::durable`, durable calls; for now the outbox's and the inbox's
 //!   local halves (their segment log, CRC-32 by `crc32fast`) and the design of the rest.
 //! - `zstd`, `lz4`, `gzip`: payload compression with that algorithm (the `zstd`, `lz4_flex` and
@@ -56,6 +59,8 @@ pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzz;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod limits;
 mod listener;
 pub mod mux;

@@ -1,0 +1,269 @@
+//! The gateway's web console in a real headless browser (features `gateway` and `schema`):
+//! Debian's `chromium`, driven over WebDriver by `chromedriver` with a few HTTP calls. The test
+//! loads the console from a gateway in front of a real server, picks methods, fills their forms
+//! (fields from a JSON Schema, and the JSON textarea of a method without one), calls, and checks
+//! the DOM: the answer of a call that succeeds, the status of one that fails, the live instances.
+//!
+//! Without `chromium` and `chromedriver` the test says it skipped, except under `CI=true`, where
+//! it fails: `.ci/run` installs both. With `ZRPC_CONSOLE_SCREENSHOT=<path>` it also saves a
+//! screenshot of the console there (`docs/console.png` was taken so).
+
+#[path = "../zrpc-transport/tests/support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zrpc::dynamic::Target;
+use zrpc::gateway::Gateway;
+use zrpc::{Client, Server, Status};
+
+/// A line of stock.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Item {
+    /// What it is.
+    pub name: String,
+    /// How many there are.
+    pub count: u32,
+}
+
+/// Why a change was refused.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub enum StockError {
+    /// Nothing to add.
+    Empty,
+}
+
+/// Stock, described with schemas.
+#[zrpc::service(schema)]
+pub trait Inventory {
+    /// Adds `item`; answers how many there are now.
+    async fn add(&self, item: Item) -> Result<u32, StockError>;
+    /// Removes an item by name.
+    async fn remove(&self, name: String) -> Result<u32, Status>;
+}
+
+struct Stock;
+
+impl Inventory for Stock {
+    async fn add(&self, item: Item) -> Result<u32, StockError> {
+        if item.count == 0 { Err(StockError::Empty) } else { Ok(item.count) }
+    }
+
+    async fn remove(&self, name: String) -> Result<u32, Status> {
+        Err(Status::not_found(format!("no item {name:?} in stock")))
+    }
+}
+
+/// The WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// `chromedriver`, killed when dropped.
+struct Driver {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether chromium and chromedriver are installed. When they are not, says why, and fails the
+/// test under `CI=true`.
+fn browser_found() -> bool {
+    let missing: Vec<&str> = ["chromium", "chromedriver"]
+        .into_iter()
+        .filter(|tool| Command::new(tool).arg("--version").output().map_or(true, |out| !out.status.success()))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{} not found", missing.join(" and "));
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; CI=true, so this test must run");
+    eprintln!("skipped: {why}; install the Debian packages chromium and chromium-driver to run the console test");
+    false
+}
+
+/// Starts chromedriver on a free port and waits until it says it is listening.
+fn start_driver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let stdout = child.stdout.take().expect("chromedriver's stdout");
+    let mut driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("chromedriver's output");
+        if line.contains("started successfully") {
+            return driver;
+        }
+    }
+    let status = driver.child.wait();
+    panic!("chromedriver exited before listening: {status:?}");
+}
+
+/// A WebDriver session of one headless chromium.
+struct Session {
+    driver: SocketAddr,
+    id: String,
+}
+
+impl Session {
+    async fn start(driver: SocketAddr) -> Session {
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,660"],
+            },
+        }}});
+        let answer = webdriver(driver, "POST", "/session", Some(capabilities)).await;
+        let id = answer["sessionId"].as_str().expect("a session id").to_owned();
+        let session = Session { driver, id };
+        // Finding an element waits up to this long for it to appear: the browser polls the DOM,
+        // the test does not sleep. A liveness bound, not a timing the test relies on.
+        session.post("/timeouts", json!({ "implicit": 30_000 })).await;
+        session
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        webdriver(self.driver, "POST", &format!("/session/{}{path}", self.id), Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        webdriver(self.driver, "GET", &format!("/session/{}{path}", self.id), None).await
+    }
+
+    /// The first element matching `css`, waiting for it to appear.
+    async fn find(&self, css: &str) -> String {
+        let found = self.post("/element", json!({ "using": "css selector", "value": css })).await;
+        found[ELEMENT].as_str().map(str::to_owned).unwrap_or_else(|| panic!("no element {css}: {found}"))
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        self.post(&format!("/element/{element}/click"), json!({})).await;
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.post(&format!("/element/{element}/clear"), json!({})).await;
+        self.post(&format!("/element/{element}/value"), json!({ "text": text })).await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let element = self.find(css).await;
+        self.get(&format!("/element/{element}/text")).await.as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn attribute(&self, css: &str, name: &str) -> String {
+        let element = self.find(css).await;
+        self.get(&format!("/element/{element}/attribute/{name}")).await.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Submits the form and waits for call number `n` to end: its outcome's state and text, and
+    /// the answer's text.
+    async fn call(&self, n: u32) -> (String, String, String) {
+        self.click("#call").await;
+        let done = format!(r#"#outcome[data-call="{n}"]:not([data-state="pending"])"#);
+        (self.attribute(&done, "data-state").await, self.text(&done).await, self.text("#answer").await)
+    }
+
+    async fn quit(self) {
+        webdriver(self.driver, "DELETE", &format!("/session/{}", self.id), None).await;
+    }
+}
+
+/// One WebDriver command; its `value`, failing the test on a WebDriver error.
+async fn webdriver(driver: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(120),
+        http::request(driver, method, path, &[("Content-Type", "application/json")], body.as_bytes()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("WebDriver did not answer {method} {path}"));
+    let json = answer.json();
+    assert_eq!(answer.status, 200, "WebDriver {method} {path}: {json}");
+    json["value"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_lists_methods_builds_forms_calls_and_shows_answers_and_statuses() {
+    if !browser_found() {
+        return;
+    }
+    let server = Server::builder()
+        .name("stock")
+        .add_service(InventoryServer::new(Stock))
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind the server");
+    let address = server.local_addr().to_string();
+    tokio::spawn(server.serve());
+    let target = Target::parse(&address).expect("a target");
+    let client = target.client(Client::builder().name("console")).await.expect("a client");
+    let gateway = Gateway::builder(client).bind("tcp://127.0.0.1:0").await.expect("bind the gateway");
+    let url = format!("http://{}/", gateway.local_addr());
+    tokio::spawn(gateway.serve());
+
+    let driver = tokio::task::spawn_blocking(start_driver).await.expect("chromedriver started");
+    let session = Session::start(driver.addr).await;
+    session.post("/url", json!({ "url": url })).await;
+
+    // A method without a schema (the reflection service's own): one JSON textarea per argument.
+    session.click(r#"button[data-method="zrpc.Reflection.describe"]"#).await;
+    session.fill("textarea#arg-name", r#""Inventory""#).await;
+    let (state, _, answer) = session.call(1).await;
+    assert_eq!(state, "ok", "{answer}");
+    let described: Value = serde_json::from_str(&answer).expect("the answer is the descriptor's JSON");
+    assert_eq!(described["methods"][0]["name"], "add", "{answer}");
+
+    // A failing call shows its status.
+    session.click(r#"button[data-method="Inventory.remove"]"#).await;
+    session.fill("input#arg-name", "bolts").await;
+    let (state, outcome, _) = session.call(2).await;
+    assert_eq!(state, "error", "{outcome}");
+    assert!(outcome.starts_with("404 NotFound (code 5)"), "{outcome}");
+    assert!(
+        outcome.contains(r#"no item \"bolts\" in stock"#) || outcome.contains(r#"no item "bolts" in stock"#),
+        "{outcome}"
+    );
+
+    // A form built from the argument's schema: one field per property of `Item`.
+    session.click(r#"button[data-method="Inventory.add"]"#).await;
+    session.fill("#arg-item-name", "bolts").await;
+    session.fill("#arg-item-count", "12").await;
+    let (state, outcome, answer) = session.call(3).await;
+    assert_eq!((state.as_str(), answer.as_str()), ("ok", "12"), "{outcome}");
+
+    // The live instances: the one server, connected.
+    let row = session.text(&format!(r#"#instances tr[data-address="{address}"][data-state~="ready"]"#)).await;
+    assert!(row.contains(&address) && row.contains("ready"), "{row}");
+
+    let shot = session.get("/screenshot").await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().expect("a base64 screenshot"))
+        .expect("a base64 screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the screenshot is a PNG");
+    if let Ok(path) = std::env::var("ZRPC_CONSOLE_SCREENSHOT") {
+        std::fs::write(&path, &png).expect("write the screenshot");
+    }
+    session.quit().await;
+    drop(driver);
+}

@@ -1,0 +1,71 @@
+//! `POST /{service}/{method}`: one HTTP request, one zrpc call.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use zrpc_core::{Code, Status};
+
+use super::Shared;
+use super::headers;
+use super::status::{error_response, error_with, json_headers};
+use crate::dynamic::JsonAnswer;
+
+/// Calls `service.method` with the request body as its JSON arguments and answers the outcome
+/// as the [module docs](super#a-call) say.
+pub(crate) async fn call(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Path((service, method)) = match path {
+        Ok(path) => path,
+        Err(rejection) => return error_with(StatusCode::BAD_REQUEST, Code::InvalidArgument, &rejection.body_text()),
+    };
+    let ctx = match headers::context(&headers, shared.default_timeout) {
+        Ok(ctx) => ctx,
+        Err(status) => return error_response(&status),
+    };
+    let args = match read_body(body, shared.max_body).await {
+        Ok(args) => args,
+        Err(response) => return response,
+    };
+    let name = format!("{service}.{method}");
+    match shared.dynamic.call(&name, args, ctx).await {
+        Ok(JsonAnswer::Ok(result)) => (StatusCode::OK, json_headers(), result).into_response(),
+        Ok(JsonAnswer::Err(error)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, json_headers(), wrap_error(&error)).into_response()
+        }
+        Ok(JsonAnswer::Sent) => StatusCode::ACCEPTED.into_response(),
+        Err(status) => error_response(&status),
+    }
+}
+
+/// The body, whole, if it is at most `limit` bytes; otherwise, or when reading it failed, the
+/// answer to give.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_with(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ResourceExhausted,
+            &format!("the request body is larger than the gateway's limit of {limit} bytes"),
+        )),
+        Err(e) => Err(error_response(&Status::cancelled(format!("could not read the request body: {e}")))),
+    }
+}
+
+/// `{"error": E}` around an application error's JSON text, which the server wrote.
+fn wrap_error(error: &[u8]) -> Bytes {
+    let mut body = BytesMut::with_capacity(error.len() + 10);
+    body.put_slice(b"{\"error\":");
+    body.put_slice(error);
+    body.put_u8(b'}');
+    body.freeze()
+}

@@ -1,0 +1,282 @@
+//! An HTTP/JSON gateway: `POST /{service}/{method}` with a JSON body calls a zrpc method and
+//! answers its result as JSON (feature `gateway`).
+//!
+//! The gateway is an [axum](https://docs.rs/axum/0.8) [`Router`] in front of one
+//! [`Client`]: whatever the client reaches (static addresses, DNS, etcd; see
+//! [`dynamic::Target`](crate::dynamic::Target)) is what the gateway serves. Calls go through
+//! [`DynamicClient`], so the gateway needs no generated code: the
+//! method's flags (oneway) and whether it has application errors come from the server's
+//! reflection. Serve it on its own with [`GatewayBuilder::bind`], or mount
+//! [`GatewayBuilder::into_router`] in your own axum application.
+//!
+//! ```no_run
+//! use zrpc_transport::dynamic::Target;
+//! use zrpc_transport::gateway::Gateway;
+//! use zrpc_transport::Client;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let target: Target = "tcp://127.0.0.1:7000".parse()?;
+//! let client = target.client(Client::builder().name("gateway")).await?;
+//! let gateway = Gateway::builder(client).bind("tcp://127.0.0.1:8080").await?;
+//! println!("listening on http://{}", gateway.local_addr());
+//! gateway.serve().await?; // or .serve_with_shutdown(signal): stop accepting, finish what is in progress
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Routes
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /{service}/{method}` | calls `service.method` (a service's name may hold dots: `/pkg.Greeter/hello`) |
+//! | `GET /-/instances` | the target's endpoints: address, weight, connection and breaker states, calls in flight, latency, availability |
+//! | `GET /-/health` | `200` when at least one endpoint may be picked, `503` otherwise, with the counts |
+//!
+//! Both start the target's discovery if no call has yet, and wait up to 1 s for its first
+//! answer (an etcd that is down), so that a fresh gateway does not report an empty target.
+//! | `GET /`, `GET /-/console.js`, `GET /-/console.css` | the web console (on by default, [`GatewayBuilder::console`]); its paths are relative, so nested under a prefix it is opened with the trailing slash (`/rpc/`) |
+//!
+//! Any other path is `404`, any other method on a known path `405`, both with a JSON error body.
+//!
+//! # A call
+//!
+//! The request body is the JSON of the arguments as [PROTOCOL.md §9] lays them out: an object
+//! keyed by argument name (`{"a":40,"b":2}`) or an array in order (`[40,2]`); an empty body means
+//! no arguments. The gateway does not parse it: the server decodes it, and a body that does not
+//! decode (malformed JSON included) is the server's `InvalidArgument`, so `400`. The
+//! `Content-Type` is not checked, so that `curl -d` works as typed.
+//!
+//! | outcome | HTTP | body |
+//! |---|---|---|
+//! | result | `200 OK` | the result's JSON (`null` for `()`) |
+//! | application error (`Result<T, E>`'s `Err`) | `422 Unprocessable Content` | `{"error": E}` |
+//! | oneway method | `202 Accepted` | empty: no answer will come |
+//! | a status | see below | `{"code":5,"status":"NotFound","message":"..."}` |
+//!
+//! Application errors are answered `422` because the call reached the method and the method
+//! refused what was asked: that is neither success (a `200` would let HTTP clients, proxies and
+//! dashboards count a refusal as a success) nor a framework failure (every code a status maps to is
+//! left to statuses, so the HTTP code alone says which of the two happened). The error is wrapped
+//! in `{"error": ...}` so that its body cannot be mistaken for a status body, whatever `E` is.
+//!
+//! Statuses map to HTTP codes as grpc-gateway maps gRPC's:
+//!
+//! | status | HTTP |
+//! |---|---|
+//! | `InvalidArgument`, `FailedPrecondition`, `OutOfRange` | 400 |
+//! | `Unauthenticated` | 401 |
+//! | `PermissionDenied` | 403 |
+//! | `NotFound` | 404 |
+//! | `AlreadyExists`, `Aborted` | 409 |
+//! | `ResourceExhausted` | 429 |
+//! | `Cancelled` | 499 (nginx's "client closed request") |
+//! | `Unknown`, `Internal`, `DataLoss` | 500 |
+//! | `Unimplemented` | 501 |
+//! | `Unavailable` | 503 |
+//! | `DeadlineExceeded` | 504 |
+//!
+//! # Headers
+//!
+//! - **Deadline**: `zrpc-timeout: 250ms` (any duration [`parse_duration`] takes: `2s`, `1.5s`,
+//!   `100us`; a unit is required). Without it a call gets the gateway's default deadline
+//!   ([`GatewayBuilder::default_timeout`], 10 s as for a [`Client`]), so no HTTP request waits
+//!   forever. A malformed value is `400` before any call. gRPC's `grpc-timeout` is not read: its
+//!   unit letters (`250m` is 250 *milliseconds*) differ from this syntax and would be misread.
+//! - **Metadata**: each `zrpc-meta-<key>: value` header becomes metadata `<key>` (lowercase, as
+//!   HTTP header names are case-insensitive), and `Authorization` is forwarded as metadata
+//!   `authorization`, for a server's [`Authenticator`](crate::auth::Authenticator) to check per
+//!   call. Other headers are not forwarded. Values are passed as their bytes.
+//!
+//! # Bounds
+//!
+//! - A request body is read up to [`GatewayBuilder::max_body`] (1 MiB by default); past it the
+//!   answer is `413` and nothing is called. Headers are bounded by hyper (100 headers; about
+//!   400 KiB of head).
+//! - Calls in flight are the [`Client`]'s to bound (`ClientBuilder::max_in_flight`); the
+//!   gateway adds no queue of its own. Connections are not bounded by the gateway: put it behind
+//!   whatever bounds your other HTTP services.
+//! - No input panics: every failure is an HTTP answer with a JSON body.
+//!
+//! Response metadata is not returned as headers:
+//! [`DynamicClient::call`](crate::dynamic::DynamicClient::call) answers the result only.
+//!
+//! [PROTOCOL.md §9]: https://example.invalid/zrpc/docs/PROTOCOL.md#9-payloads
+
+mod call;
+mod console;
+mod headers;
+mod instances;
+mod status;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::address::{Address, ToAddress};
+use crate::client::Client;
+use crate::dynamic::DynamicClient;
+#[cfg(doc)]
+use crate::dynamic::parse_duration;
+
+pub use status::http_status;
+
+/// The largest request body read by default: 1 MiB.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// The deadline of a call whose request sets none: 10 s, as a [`Client`]'s default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/JSON gateway; see the [module docs](self). Built with [`Gateway::builder`].
+pub struct Gateway {
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+}
+
+/// Configures a [`Gateway`]; see [`Gateway::builder`].
+#[derive(Clone)]
+pub struct GatewayBuilder {
+    client: Client,
+    default_timeout: Duration,
+    max_body: usize,
+    console: bool,
+}
+
+/// What every request handler shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) dynamic: DynamicClient<Client>,
+    pub(crate) default_timeout: Duration,
+    pub(crate) max_body: usize,
+}
+
+impl Gateway {
+    /// Starts building a gateway in front of `target`: every call goes to the endpoints it
+    /// discovers, with its balancing, fail mode, timeouts and breakers. Build it from a string
+    /// with [`Target::client`](crate::dynamic::Target::client).
+    pub fn builder(target: Client) -> GatewayBuilder {
+        GatewayBuilder { client: target, default_timeout: DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY, console: true }
+    }
+
+    /// The address the gateway listens on, with the real port when bound to port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until the process ends.
+    ///
+    /// # Errors
+    /// Those of [`axum::serve()`]: none at present.
+    pub async fn serve(self) -> io::Result<()> {
+        self.serve_with_shutdown(std::future::pending::<()>()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting connections and returns once the
+    /// requests in progress have been answered (axum's graceful shutdown).
+    ///
+    /// # Errors
+    /// Those of [`axum::serve()`]: none at present.
+    pub async fn serve_with_shutdown<F>(self, signal: F) -> io::Result<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        use axum::serve::ListenerExt;
+        // Answers are small and written whole: Nagle would hold each back for the peer's ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::trace!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.router).with_graceful_shutdown(signal).await
+    }
+}
+
+impl GatewayBuilder {
+    /// The deadline of calls whose request has no `zrpc-timeout` header (default
+    /// [`DEFAULT_TIMEOUT`]).
+    pub fn default_timeout(mut self, timeout: Duration) -> GatewayBuilder {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// The largest request body read, in bytes (default [`DEFAULT_MAX_BODY`]); a larger one is
+    /// answered `413 Payload Too Large` without calling anything.
+    pub fn max_body(mut self, bytes: usize) -> GatewayBuilder {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Whether to serve the web console at `/` (default on): it lists what the target serves
+    /// through reflection, calls methods from forms and shows the live instances. It shows
+    /// nothing a caller of the gateway could not learn by calling `zrpc.Reflection` and
+    /// `/-/instances` itself; turn it off where a browser UI is not wanted.
+    pub fn console(mut self, on: bool) -> GatewayBuilder {
+        self.console = on;
+        self
+    }
+
+    /// The gateway as an axum [`Router`], to serve with your own server or nest in your own
+    /// application (`app.nest_service("/rpc", gateway)`).
+    pub fn into_router(self) -> Router {
+        let shared = Arc::new(Shared {
+            dynamic: DynamicClient::new(self.client.clone()),
+            client: self.client,
+            default_timeout: self.default_timeout,
+            max_body: self.max_body,
+        });
+        let mut router = Router::new()
+            .route("/{service}/{method}", post(call::call).fallback(status::method_not_allowed))
+            .route("/-/instances", get(instances::instances).fallback(status::method_not_allowed))
+            .route("/-/health", get(instances::health).fallback(status::method_not_allowed));
+        if self.console {
+            router = console::routes(router);
+        }
+        router
+            .fallback(status::no_route)
+            // The handler reads the body with its own limit, so that going past it answers JSON.
+            .layer(DefaultBodyLimit::disable())
+            .with_state(shared)
+    }
+
+    /// Binds a TCP address (`"tcp://127.0.0.1:8080"`, `"127.0.0.1:0"`, a `SocketAddr`).
+    ///
+    /// # Errors
+    /// An address that is not TCP, or binding failed.
+    pub async fn bind(self, address: impl ToAddress) -> io::Result<Gateway> {
+        let address = address.to_address().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let Address::Tcp(hostport) = address else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the gateway listens on tcp:// addresses only, not {address}"),
+            ));
+        };
+        let listener = tokio::net::TcpListener::bind(hostport.as_str()).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Gateway { listener, local_addr, router: self.into_router() })
+    }
+}
+
+impl fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gateway").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("client", &self.client)
+            .field("default_timeout", &self.default_timeout)
+            .field("max_body", &self.max_body)
+            .field("console", &self.console)
+            .finish()
+    }
+}

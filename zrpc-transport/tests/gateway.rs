@@ -1,0 +1,338 @@
+//! The HTTP/JSON gateway (feature `gateway`): a real zrpc server behind a real gateway, called
+//! by a minimal HTTP/1.1 client over a socket. Every status mapping the module docs claim,
+//! application errors, oneway calls, the deadline and metadata headers, the bounds, discovery
+//! through static targets, and the gateway mounted in a user's own axum app. Nothing sleeps: a
+//! call that must time out waits on a handler that never answers.
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use zrpc_core::{Code, Context, Status};
+use zrpc_transport::dynamic::Target;
+use zrpc_transport::gateway::Gateway;
+use zrpc_transport::{Client, Server};
+
+/// A liveness bound for waits; no test depends on its length.
+const LIVENESS: Duration = Duration::from_secs(60);
+
+/// Why a division failed: the application error of [`Shop::divide`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum MathError {
+    /// The divisor was zero.
+    DivideByZero,
+}
+
+/// What the gateway's tests call.
+#[zrpc_macros::service(crate = "zrpc_core")]
+pub trait Shop {
+    /// Fails with the status of `code` and `message`.
+    async fn fail(&self, code: u8, message: String) -> Result<(), Status>;
+    /// `a / b`, or an application error.
+    async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError>;
+    /// Records `note`; no answer.
+    #[zrpc(oneway)]
+    async fn notify(&self, note: String);
+    /// The metadata value the handler saw under `key`.
+    async fn meta(&self, ctx: &Context, key: String) -> Option<String>;
+    /// How many milliseconds the call had left when the handler ran.
+    async fn remaining(&self, ctx: &Context) -> Option<u64>;
+    /// Never answers: only its deadline ends it.
+    async fn hang(&self);
+    /// The name of the server that answered.
+    async fn whoami(&self) -> String;
+}
+
+#[derive(Clone)]
+struct Shopkeeper {
+    name: &'static str,
+    notes: mpsc::UnboundedSender<String>,
+}
+
+impl Shop for Shopkeeper {
+    async fn fail(&self, code: u8, message: String) -> Result<(), Status> {
+        Err(Status::new(Code::from_u8(code), message))
+    }
+
+    async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError> {
+        a.checked_div(b).ok_or(MathError::DivideByZero)
+    }
+
+    async fn notify(&self, note: String) {
+        let _ = self.notes.send(note);
+    }
+
+    async fn meta(&self, ctx: &Context, key: String) -> Option<String> {
+        ctx.metadata().get(&key).map(|value| String::from_utf8_lossy(value).into_owned())
+    }
+
+    async fn remaining(&self, ctx: &Context) -> Option<u64> {
+        ctx.remaining().map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    async fn hang(&self) {
+        std::future::pending::<()>().await;
+    }
+
+    async fn whoami(&self) -> String {
+        self.name.to_owned()
+    }
+}
+
+/// A zrpc server running `Shopkeeper` named `name`; its address and the notes it receives.
+async fn shop(name: &'static str) -> (String, mpsc::UnboundedReceiver<String>) {
+    let (notes, received) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .name(name)
+        .add_service(ShopServer::new(Shopkeeper { name, notes }))
+        .bind("tcp://127.0.0.1:0")
+        .await
+        .expect("bind the zrpc server");
+    let address = server.local_addr().to_string();
+    tokio::spawn(server.serve());
+    (address, received)
+}
+
+/// A client of `target`, as a gateway's user builds it.
+async fn client(target: &str) -> Client {
+    let target = Target::parse(target).expect("a valid target");
+    target.client(Client::builder().name("gateway")).await.expect("a client of the target")
+}
+
+/// A gateway serving in front of `client`, configured by `configure`; its address.
+async fn gateway_with(
+    client: Client,
+    configure: impl FnOnce(zrpc_transport::gateway::GatewayBuilder) -> zrpc_transport::gateway::GatewayBuilder,
+) -> SocketAddr {
+    let gateway = configure(Gateway::builder(client)).bind("tcp://127.0.0.1:0").await.expect("bind the gateway");
+    let addr = gateway.local_addr();
+    tokio::spawn(gateway.serve());
+    addr
+}
+
+/// A server named "shop" and a gateway in front of it.
+async fn shop_and_gateway() -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    let (address, notes) = shop("shop").await;
+    let addr = gateway_with(client(&address).await, |builder| builder.max_body(1024)).await;
+    (addr, notes)
+}
+
+async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(LIVENESS, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("not done within {LIVENESS:?}: {what}"),
+    }
+}
+
+#[tokio::test]
+async fn every_status_a_handler_returns_maps_to_its_http_code_with_a_json_body() {
+    let (addr, _notes) = shop_and_gateway().await;
+    let expected = [
+        (Code::Cancelled, 499),
+        (Code::Unknown, 500),
+        (Code::InvalidArgument, 400),
+        (Code::DeadlineExceeded, 504),
+        (Code::NotFound, 404),
+        (Code::AlreadyExists, 409),
+        (Code::PermissionDenied, 403),
+        (Code::ResourceExhausted, 429),
+        (Code::FailedPrecondition, 400),
+        (Code::Aborted, 409),
+        (Code::OutOfRange, 400),
+        (Code::Unimplemented, 501),
+        (Code::Internal, 500),
+        (Code::Unavailable, 503),
+        (Code::DataLoss, 500),
+        (Code::Unauthenticated, 401),
+    ];
+    for (code, http) in expected {
+        let body = format!(r#"{{"code":{},"message":"because {}"}}"#, code.as_u8(), code.name());
+        let answer = within("a failing call", http::post(addr, "/Shop/fail", &[], &body)).await;
+        assert_eq!(answer.status, http, "{code:?}: {}", answer.text());
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        let json = answer.json();
+        assert_eq!(json["code"], u64::from(code.as_u8()), "{json}");
+        assert_eq!(json["status"], code.name(), "{json}");
+        assert_eq!(json["message"], format!("because {}", code.name()), "{json}");
+    }
+}
+
+#[tokio::test]
+async fn results_are_200_and_application_errors_422_with_the_error_value() {
+    let (addr, _notes) = shop_and_gateway().await;
+    let answer = within("divide", http::post(addr, "/Shop/divide", &[], r#"{"a":84,"b":2}"#)).await;
+    assert_eq!((answer.status, answer.text()), (200, "42".to_owned()));
+    // The array form of the arguments (PROTOCOL.md §9) passes through as well.
+    let answer = within("divide", http::post(addr, "/Shop/divide", &[], "[9,3]")).await;
+    assert_eq!((answer.status, answer.text()), (200, "3".to_owned()));
+
+    let answer = within("divide by zero", http::post(addr, "/Shop/divide", &[], r#"{"a":1,"b":0}"#)).await;
+    assert_eq!(answer.status, 422, "{}", answer.text());
+    assert_eq!(answer.json(), serde_json::json!({ "error": "DivideByZero" }));
+
+    let answer = within("whoami", http::post(addr, "/Shop/whoami", &[], "")).await;
+    assert_eq!((answer.status, answer.json()), (200, serde_json::json!("shop")), "an empty body is no arguments");
+}
+
+#[tokio::test]
+async fn a_oneway_call_is_202_and_reaches_the_handler() {
+    let (addr, mut notes) = shop_and_gateway().await;
+    let answer = within("notify", http::post(addr, "/Shop/notify", &[], r#"{"note":"restock"}"#)).await;
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    assert!(answer.body.is_empty());
+    assert_eq!(within("the note", notes.recv()).await.as_deref(), Some("restock"));
+}
+
+#[tokio::test]
+async fn the_timeout_header_sets_the_deadline_and_an_expired_one_is_504() {
+    let (addr, _notes) = shop_and_gateway().await;
+    let answer = within("hang", http::post(addr, "/Shop/hang", &[("zrpc-timeout", "50ms")], "{}")).await;
+    assert_eq!(answer.status, 504, "{}", answer.text());
+    assert_eq!(answer.json()["status"], "DeadlineExceeded");
+
+    let answer = within("remaining", http::post(addr, "/Shop/remaining", &[("zrpc-timeout", "1.5s")], "{}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let left = answer.json().as_u64().expect("the handler saw a deadline");
+    assert!(left <= 1500, "the handler had {left} ms left of a 1.5 s deadline");
+
+    // Without the header the gateway's default deadline applies (10 s).
+    let answer = within("remaining", http::post(addr, "/Shop/remaining", &[], "{}")).await;
+    let left = answer.json().as_u64().expect("the handler saw the default deadline");
+    assert!(left <= 10_000, "the handler had {left} ms left of the default 10 s");
+
+    let answer = within("a bad header", http::post(addr, "/Shop/remaining", &[("zrpc-timeout", "soon")], "{}")).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(answer.json()["message"].as_str().is_some_and(|m| m.contains("zrpc-timeout")), "{}", answer.text());
+}
+
+#[tokio::test]
+async fn metadata_headers_and_authorization_reach_the_handler() {
+    let (addr, _notes) = shop_and_gateway().await;
+    let headers = [("zrpc-meta-Tenant", "blue"), ("Authorization", "Bearer s3cret"), ("X-Other", "dropped")];
+    let answer = within("meta", http::post(addr, "/Shop/meta", &headers, r#"{"key":"tenant"}"#)).await;
+    assert_eq!((answer.status, answer.json()), (200, serde_json::json!("blue")), "{}", answer.text());
+    let answer = within("meta", http::post(addr, "/Shop/meta", &headers, r#"{"key":"authorization"}"#)).await;
+    assert_eq!(answer.json(), serde_json::json!("Bearer s3cret"));
+    let answer = within("meta", http::post(addr, "/Shop/meta", &headers, r#"{"key":"x-other"}"#)).await;
+    assert_eq!(answer.json(), serde_json::Value::Null, "only zrpc-meta-* and Authorization are forwarded");
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors_and_no_call() {
+    let (addr, _notes) = shop_and_gateway().await;
+    let cases: [(&str, &str, &str, u16, &str); 7] = [
+        ("POST", "/Shop/divide", r#"{"a":1,"#, 400, "InvalidArgument"),
+        ("POST", "/Shop/divide", r#""bare""#, 400, "InvalidArgument"),
+        ("POST", "/Shop/nothing", "{}", 404, "NotFound"),
+        ("POST", "/Nobody/divide", "{}", 404, "NotFound"),
+        ("GET", "/Shop/divide", "", 405, "Unimplemented"),
+        ("GET", "/no/such/path", "", 404, "NotFound"),
+        ("POST", "/%FF/x", "{}", 400, "InvalidArgument"),
+    ];
+    for (method, path, body, http, status) in cases {
+        let answer = within(path, http::request(addr, method, path, &[], body.as_bytes())).await;
+        assert_eq!(answer.status, http, "{method} {path}: {}", answer.text());
+        assert_eq!(answer.json()["status"], status, "{method} {path}");
+    }
+    let answer = within("GET on a call path", http::get(addr, "/Shop/divide")).await;
+    assert_eq!(answer.header("allow"), Some("POST"));
+
+    // Names and metadata keys past the protocol's 255 bytes: refused by the client, answered.
+    let long = "s".repeat(300);
+    let answer = within("a long name", http::post(addr, &format!("/{long}/x"), &[], "{}")).await;
+    assert_eq!((answer.status, &answer.json()["status"]), (400, &serde_json::json!("InvalidArgument")));
+    assert!(answer.text().contains("longer than the maximum of 255"), "{}", answer.text());
+    let key = format!("zrpc-meta-{long}");
+    let answer = within("a long key", http::post(addr, "/Shop/whoami", &[(key.as_str(), "v")], "{}")).await;
+    assert_eq!((answer.status, &answer.json()["status"]), (400, &serde_json::json!("InvalidArgument")));
+    assert!(answer.text().contains("metadata key of 300 bytes"), "{}", answer.text());
+
+    // Past the body limit (1024 bytes here): 413, and nothing reaches the server.
+    let big = format!(r#"{{"note":"{}"}}"#, "x".repeat(2000));
+    let answer = within("a large body", http::post(addr, "/Shop/notify", &[], &big)).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert_eq!(answer.json()["status"], "ResourceExhausted");
+}
+
+#[tokio::test]
+async fn a_static_target_of_two_servers_is_balanced_and_listed_in_instances() {
+    let (one, _notes_one) = shop("one").await;
+    let (two, _notes_two) = shop("two").await;
+    let addr = gateway_with(client(&format!("{one},{two}")).await, |builder| builder).await;
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let answer = within("whoami", http::post(addr, "/Shop/whoami", &[], "{}")).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        seen.insert(answer.json().as_str().map(str::to_owned).expect("a name"));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["one", "two"]);
+
+    let answer = within("instances", http::get(addr, "/-/instances")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let json = answer.json();
+    let mut addresses: Vec<String> = json["endpoints"]
+        .as_array()
+        .expect("an array of endpoints")
+        .iter()
+        .map(|endpoint| endpoint["address"].as_str().expect("an address").to_owned())
+        .collect();
+    addresses.sort();
+    let mut expected = vec![one.clone(), two.clone()];
+    expected.sort();
+    assert_eq!(addresses, expected);
+    assert!(json["endpoints"][0]["connections"][0]["state"] == "ready", "{json}");
+
+    let answer = within("health", http::get(addr, "/-/health")).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json(), serde_json::json!({ "status": "ok", "endpoints": 2, "available": 2 }));
+}
+
+#[tokio::test]
+async fn the_router_mounts_in_a_users_axum_app_and_shuts_down_gracefully() {
+    let (address, _notes) = shop("shop").await;
+    let gateway = Gateway::builder(client(&address).await).console(false).into_router();
+    let app = axum::Router::new().nest_service("/rpc", gateway);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("an address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let answer = within("divide", http::post(addr, "/rpc/Shop/divide", &[], "[10,5]")).await;
+    assert_eq!((answer.status, answer.text()), (200, "2".to_owned()));
+    let answer = within("the console, off", http::get(addr, "/rpc/")).await;
+    assert_eq!(answer.status, 404, "{}", answer.text());
+
+    let _ = stop.send(());
+    let served = within("graceful shutdown", serving).await;
+    assert!(matches!(served, Ok(Ok(()))), "{served:?}");
+}
+
+#[tokio::test]
+async fn gateway_serve_with_shutdown_returns_after_the_signal() {
+    let (address, _notes) = shop("shop").await;
+    let gateway = Gateway::builder(client(&address).await).bind("127.0.0.1:0").await.expect("bind");
+    let addr = gateway.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(gateway.serve_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    let answer = within("health", http::get(addr, "/-/health")).await;
+    assert_eq!(answer.json()["status"], "ok", "{}", answer.text());
+    let _ = stop.send(());
+    let served = within("graceful shutdown", serving).await;
+    assert!(matches!(served, Ok(Ok(()))), "{served:?}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
+}
