@@ -1,6 +1,6 @@
 //! The `zrpc` command (feature `cli`), run as a process against a real server on loopback: what
-//! `list`, `describe`, `call` and `bench` print and how they exit, usage mistakes, and (with the
-//! feature `etcd`) `watch --once` against a real etcd.
+//! `list`, `describe`, `call` and `bench` print and how they exit, usage mistakes, `gateway`
+//! answering HTTP, and (with the feature `etcd`) `watch` against a real etcd.
 //!
 //! Every expected line here is what a user sees; the exit statuses are the documented ones
 //! (0 done, 1 a status, 2 usage, 3 an application error).
@@ -26,16 +26,46 @@ async fn within<F: Future>(what: &str, future: F) -> F::Output {
 }
 
 /// A child process, killed if the test ends before it does.
-#[cfg(feature = "etcd")]
 struct Killed(std::process::Child);
 
-#[cfg(feature = "etcd")]
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
+
+/// The lines a child writes to `stream`, as they come.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    use std::io::BufRead as _;
+    let (sender, lines) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    lines
+}
+
+/// Sends SIGINT (Ctrl-C) to `child` and returns its exit code.
+async fn interrupt(child: Killed) -> Option<i32> {
+    let interrupted = Command::new("kill").args(["-INT", &child.0.id().to_string()]).status().expect("kill runs");
+    assert!(interrupted.success());
+    let status = within(
+        "zrpc exits",
+        tokio::task::spawn_blocking(move || {
+            let mut child = child;
+            child.0.wait()
+        }),
+    )
+    .await
+    .expect("not cancelled")
+    .expect("waited");
+    status.code()
+}
+
+#[path = "../zrpc-transport/tests/support/http.rs"]
+mod http;
 
 #[cfg(feature = "etcd")]
 #[path = "../zrpc-transport/tests/support/etcd_server.rs"]
@@ -423,8 +453,6 @@ async fn watch_once_lists_the_instances_registered_in_etcd() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_prints_instances_as_they_come_and_go_until_ctrl_c() {
-    use std::io::BufRead as _;
-
     use etcd_server::EtcdServer;
     use zrpc::etcd::EtcdRegistry;
 
@@ -442,17 +470,8 @@ async fn watch_prints_instances_as_they_come_and_go_until_ctrl_c() {
             .expect("zrpc runs"),
     );
     // Its lines as they come, stdout's and stderr's apart.
-    let read = |stream: Box<dyn std::io::Read + Send>| {
-        let (sender, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        lines
-    };
-    let mut stdout = read(Box::new(watch.0.stdout.take().expect("piped")));
-    let mut stderr = read(Box::new(watch.0.stderr.take().expect("piped")));
+    let mut stdout = lines_of(watch.0.stdout.take().expect("piped"));
+    let mut stderr = lines_of(watch.0.stderr.take().expect("piped"));
     let next = async |lines: &mut mpsc::UnboundedReceiver<String>| -> Vec<String> {
         let line = within("zrpc watch prints a line", lines.recv()).await.expect("a line before zrpc exits");
         line.split_whitespace().map(str::to_owned).collect()
@@ -481,11 +500,40 @@ async fn watch_prints_instances_as_they_come_and_go_until_ctrl_c() {
     assert_eq!(next(&mut stdout).await, ["-", address.as_str(), "calc-2", "1", "blue", "-", "up", "-"]);
 
     // Ctrl-C ends it, with status 0.
-    let interrupted = Command::new("kill").args(["-INT", &watch.0.id().to_string()]).status().expect("kill runs");
-    assert!(interrupted.success());
-    let status = within("zrpc watch exits", tokio::task::spawn_blocking(move || watch.0.wait()))
-        .await
-        .expect("not cancelled")
-        .expect("waited");
-    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(interrupt(watch).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_serves_the_target_over_http_and_its_console_until_ctrl_c() {
+    let server = serve().await;
+    let mut gateway = Killed(
+        Command::new(env!("CARGO_BIN_EXE_zrpc"))
+            .args(["gateway", &server.address, "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("zrpc runs"),
+    );
+    let mut stdout = lines_of(gateway.0.stdout.take().expect("piped"));
+    let mut stderr = lines_of(gateway.0.stderr.take().expect("piped"));
+    // The first line is where it listens; the note on stderr comes once the signal is caught.
+    let url = within("zrpc gateway prints its address", stdout.recv()).await.expect("a line");
+    let listening: std::net::SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|hostport| hostport.parse().ok())
+        .unwrap_or_else(|| panic!("an http:// address: {url:?}"));
+    let note = within("zrpc gateway says it serves", stderr.recv()).await.expect("a line");
+    assert!(note.starts_with("zrpc: serving"), "{note}");
+
+    let sum = http::post(listening, "/Calc/add", &[], r#"{"a":40,"b":2}"#).await;
+    assert_eq!((sum.status, sum.text()), (200, "42".to_owned()));
+    let refused = http::post(listening, "/Calc/add", &[], r#"{"a":9223372036854775807,"b":1}"#).await;
+    assert_eq!((refused.status, refused.text()), (422, r#"{"error":"Overflow"}"#.to_owned()));
+    let console = http::get(listening, "/").await;
+    assert_eq!(console.status, 200);
+    assert!(console.text().contains("<html"), "the console's page: {}", console.text());
+
+    assert_eq!(interrupt(gateway).await, Some(0), "Ctrl-C stops it cleanly");
 }

@@ -13,6 +13,7 @@
 //! | `zrpc call ADDR Service.method [JSON]` | [`call`](mod@call) |
 //! | `zrpc bench ADDR Service.method [JSON]` | [`bench`](mod@bench) |
 //! | `zrpc watch ADDR` | [`watch`](mod@watch) |
+//! | `zrpc gateway ADDR [--listen HOST:PORT]` | [`gateway`](mod@gateway) |
 //!
 //! Decisions, and why:
 //! - **Exit codes** ([`Failure::exit_code`]): 0 done; 1 a status (the server's or the
@@ -36,13 +37,14 @@ use zrpc::Status;
 mod bench;
 mod call;
 mod describe;
+mod gateway;
 mod list;
 mod options;
 mod pretty;
 mod watch;
 
 /// Talk to zrpc servers: list and describe what they serve, call methods in JSON, load-test
-/// them, and watch the instances a registry holds.
+/// them, watch the instances a registry holds, and serve them over HTTP with a web console.
 ///
 /// ADDR is `tcp://host:port` (or just `host:port`), `unix:///path`, several addresses
 /// separated by commas, `dns://host:port`, or `etcd://host:port[,host:port]/prefix` (when
@@ -64,6 +66,7 @@ enum Command {
     Call(call::Args),
     Bench(bench::Args),
     Watch(watch::Args),
+    Gateway(gateway::Args),
 }
 
 /// Why a command did not succeed, and so how `zrpc` exits.
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             Command::Call(args) => call::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Watch(args) => watch::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
         }
     });
     // Connections and watches still running are dropped with the runtime, without waiting.
