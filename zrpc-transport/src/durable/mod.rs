@@ -434,9 +434,12 @@
 //!   `recorded + 1`, and an unknown stream has recorded nothing). Accepting any first sequence
 //!   would let a stream whose first message was refused before recording (unknown method, the
 //!   inbox full, a deadline) start at its second one, whose acknowledgement would then cover
-//!   and lose the first. The price, until the inbox reads the request's `acknowledged`
-//!   (PROTOCOL.md §19 decided it after this was built): a stream forgotten by retention whose
-//!   sender comes back is refused as a gap with `recorded` 0 (see "Open questions").
+//!   and lose the first. A stream forgotten by retention (or lost) whose sender comes back is
+//!   resumed instead through the request's `acknowledged` (PROTOCOL.md §19, decided after
+//!   this was first built): with nothing left to handle and `recorded` below it, the stream
+//!   resumes after it, and a "resumed after n" record before the message's makes that
+//!   durable (replayed at reopen). A stream that still has unhandled messages cannot skip
+//!   them, so there the gap stands.
 //! - **`TooManyStreams` is its own variant** (`ResourceExhausted`, like `Full`): the bytes in
 //!   `Full` would be meaningless for a count of streams.
 //! - **Every answer waits for its batch**, records, duplicates, gaps, takes and stream lists
@@ -461,17 +464,12 @@
 //!   be stored with it and given to its handler (it may have changed by the time it runs)?
 //! - **One full destination.** The outbox limit is shared: a receiver down for days can fill it
 //!   and refuse calls to healthy destinations. A per-destination share of the limit?
-//! - **Lost receiver state and forgotten streams: decided in the protocol, not built in the
-//!   inbox yet.** An inbox deleted or restored from backup, or one that forgot a stream after
-//!   `stream_retention`, would refuse that stream's next message as a gap with `recorded` 0,
-//!   below what its sender was told, and the sender could not resume. Every durable request
-//!   now carries `acknowledged`, the highest sequence this receiver acknowledged to the sender
-//!   (PROTOCOL.md §19, "Resuming a stream the receiver forgot"): a receiver whose `recorded` is
-//!   below it, with nothing of the stream left to handle, takes `recorded = acknowledged`
-//!   durably with the message. That keeps the rule above (a stream whose first message was
-//!   refused before recording still has `acknowledged` 0, so its second is a gap). The inbox's
-//!   `record` must take it, write the jump as a record its replay applies, and be tested;
-//!   until then it refuses such a message as a gap.
+//! - **Lost receiver state with messages left to handle.** A stream the inbox forgot, or lost
+//!   whole, resumes after the request's `acknowledged`. One restored from an older backup that
+//!   still holds unhandled messages below what the sender was told cannot skip them (its queue
+//!   must stay contiguous): the sender's next message is a gap the sender cannot fill. Should
+//!   the inbox drop such a stream's old messages and resume (they were acknowledged, so their
+//!   sender believes them handled or about to be)?
 //! - **Handling rate of one stream at the power level.** Syncing each "handled" mark before the
 //!   stream's next handler starts keeps the guarantee exact, but bounds one stream's handling to
 //!   the disk's sync rate (recording, with group commit, is not bounded so). Syncing marks in

@@ -45,6 +45,7 @@ pub(crate) enum Command {
     Record {
         key: StreamKey,
         sequence: u64,
+        acknowledged: u64,
         message: bytes::Bytes,
         reply: oneshot::Sender<Result<Outcome, DurableError>>,
     },
@@ -132,8 +133,8 @@ impl Journal for Writer {
             self.now = self.settings.clock.now();
         }
         match command {
-            Command::Record { key, sequence, message, reply } => {
-                match self.state.record(log, &key, sequence, &message, self.now, self.settings.limits) {
+            Command::Record { key, sequence, acknowledged, message, reply } => {
+                match self.state.record(log, &key, sequence, acknowledged, &message, self.now, self.settings.limits) {
                     Ok(outcome) => self.waiting.push(Waiting::Recorded(reply, outcome)),
                     Err(e) => {
                         let _ = reply.send(Err(e));

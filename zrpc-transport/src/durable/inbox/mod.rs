@@ -217,6 +217,11 @@ impl Inbox {
     /// the acknowledgement is built from ([`Outcome`]); a duplicate or a gap is answered after
     /// the same batch, so that no acknowledgement covers a record not yet at the level.
     ///
+    /// `acknowledged` is the request's (PROTOCOL.md §19): the highest sequence the sender was
+    /// told is recorded, 0 for none. A stream this inbox forgot after its retention (or lost),
+    /// with nothing left to handle, resumes after it instead of refusing the sender's next
+    /// message as a gap that no message the sender still has could fill.
+    ///
     /// `message` is opaque here: the server stores the request's method, codec, metadata,
     /// trace and payload in it.
     ///
@@ -236,6 +241,7 @@ impl Inbox {
         sender: &str,
         outbox: OutboxId,
         sequence: u64,
+        acknowledged: u64,
         message: Bytes,
     ) -> Result<Outcome, DurableError> {
         super::outbox::check_name(sender)?;
@@ -243,7 +249,7 @@ impl Inbox {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
         }
         let key = StreamKey { sender: sender.into(), outbox };
-        self.inner.writer.call(|reply| Command::Record { key, sequence, message, reply }).await?
+        self.inner.writer.call(|reply| Command::Record { key, sequence, acknowledged, message, reply }).await?
     }
 
     /// The next unhandled message of up to `max` streams that have no handler running, in

@@ -29,6 +29,9 @@ use crate::durable::{DurableError, MessageId, OutboxId};
 pub(crate) const MESSAGE: u8 = 1;
 /// Kind of a "handled up to n" record.
 pub(crate) const HANDLED: u8 = 2;
+/// Kind of a "the stream resumes after n" record: a stream this inbox forgot (or lost), whose
+/// sender was told that every message up to n was recorded (PROTOCOL.md §19).
+pub(crate) const RESUMED: u8 = 3;
 
 /// Fewest bytes of one stream in a checkpoint (an empty name, no runs).
 const STREAM_BYTES: usize = 1 + 8 + 8 + QUEUE_BYTES;
@@ -129,23 +132,32 @@ impl State {
     }
 
     /// Records message `sequence` of `key` if it is the stream's next, after checking the
-    /// limits; says what it did. A stream the inbox does not know starts at sequence 1.
+    /// limits; says what it did. A stream the inbox does not know starts at sequence 1, unless
+    /// the sender says it was told more was recorded (`acknowledged`, below `sequence`): a
+    /// stream with nothing left to handle whose `recorded` is below that resumes after it
+    /// (the inbox forgot it after its retention, or lost it), with a record saying so before
+    /// the message's.
+    #[allow(clippy::too_many_arguments, reason = "the request's fields, then the writer's context")]
     pub(crate) fn record(
         &mut self,
         log: &mut Log,
         key: &StreamKey,
         sequence: u64,
+        acknowledged: u64,
         message: &[u8],
         now: u64,
         limits: Limits,
     ) -> Result<Outcome, DurableError> {
-        let recorded = match self.streams.get_mut(key) {
+        let (recorded, idle) = match self.streams.get_mut(key) {
             Some(stream) => {
                 stream.last_seen = stream.last_seen.max(now);
-                stream.queue.next - 1
+                (stream.queue.next - 1, stream.queue.is_empty())
             }
-            None => 0,
+            None => (0, true),
         };
+        // With unhandled messages the stream cannot skip past them; the gap stands then.
+        let resumed = idle && acknowledged > recorded && acknowledged < sequence;
+        let recorded = if resumed { acknowledged } else { recorded };
         if sequence <= recorded {
             return Ok(Outcome::Duplicate { recorded });
         }
@@ -160,6 +172,10 @@ impl State {
         if used + size > limits.max_bytes {
             return Err(DurableError::Full { path: log.dir().to_owned(), used, limit: limits.max_bytes });
         }
+        if resumed {
+            log.append(RESUMED, |b| put_mark(b, key, acknowledged));
+            self.resume(key, acknowledged, now);
+        }
         let (at, size) = log.append(MESSAGE, |b| {
             record::put_name(b, &key.sender);
             b.extend_from_slice(&key.outbox.as_u64().to_le_bytes());
@@ -168,6 +184,19 @@ impl State {
         });
         self.add(key, sequence, at, size, now);
         Ok(Outcome::Recorded { recorded: sequence })
+    }
+
+    /// Makes `key`'s next message `after + 1`: a stream unknown, or with nothing unhandled and
+    /// recorded below `after`. An empty queue holds no bytes, so nothing is counted off.
+    fn resume(&mut self, key: &StreamKey, after: u64, now: u64) {
+        let queue = Queue::starting_at(after + 1);
+        match self.streams.get_mut(key) {
+            Some(stream) if stream.queue.is_empty() && stream.queue.next <= after => stream.queue = queue,
+            Some(_) => {}
+            None => {
+                self.streams.insert(key.clone(), Stream { queue, last_seen: now, taken: None });
+            }
+        }
     }
 
     /// Adds message `sequence` of `key` (its next), whose record is at `at`.
@@ -213,7 +242,7 @@ impl State {
         let up_to = up_to.min(stream.queue.next - 1);
         let mut released = 0;
         if up_to >= stream.queue.first {
-            log.append(HANDLED, |b| put_handled(b, key, up_to));
+            log.append(HANDLED, |b| put_mark(b, key, up_to));
             released = stream.queue.release(&mut self.space, log, key, up_to)?;
         }
         if stream.taken.is_some_and(|t| t <= up_to) {
@@ -327,6 +356,10 @@ impl State {
                     let highest = marks.entry(key).or_default();
                     *highest = (*highest).max(up_to);
                 }
+                RESUMED => {
+                    let (key, after) = parse_handled(&entry.body).map_err(|e| malformed(log, "resumed record", &e))?;
+                    state.resume(&key, after, now);
+                }
                 _ => return Err(missing(log, entry.at.segment, "a record of an unknown kind")),
             }
         }
@@ -340,7 +373,8 @@ impl State {
     }
 }
 
-fn put_handled(b: &mut Vec<u8>, key: &StreamKey, up_to: u64) {
+/// A "handled up to n" or "resumed after n" record's body: the stream and n.
+fn put_mark(b: &mut Vec<u8>, key: &StreamKey, up_to: u64) {
     record::put_name(b, &key.sender);
     b.extend_from_slice(&key.outbox.as_u64().to_le_bytes());
     b.extend_from_slice(&up_to.to_le_bytes());
@@ -355,7 +389,7 @@ fn parse_message(body: &[u8]) -> Result<(&str, OutboxId, u64, &[u8]), Malformed>
     Ok((sender, outbox, sequence, f.rest()))
 }
 
-/// A "handled" record's stream and mark.
+/// A "handled" or "resumed" record's stream and mark.
 fn parse_handled(body: &[u8]) -> Result<(StreamKey, u64), Malformed> {
     let mut f = Fields::new(body);
     let sender: Arc<str> = f.name()?.into();
@@ -408,7 +442,7 @@ mod tests {
     #[test]
     fn records_decode_and_refuse_short_bodies() {
         let mut b = Vec::new();
-        put_handled(&mut b, &key("shop-1", 7), 42);
+        put_mark(&mut b, &key("shop-1", 7), 42);
         assert_eq!(parse_handled(&b).ok(), Some((key("shop-1", 7), 42)));
         for cut in 0..b.len() {
             assert!(parse_handled(&b[..cut]).is_err(), "cut at {cut}");

@@ -41,7 +41,7 @@ fn msg(n: u64) -> Bytes {
 }
 
 async fn record(inbox: &Inbox, outbox: OutboxId, n: u64) -> Outcome {
-    inbox.record("shop-1", outbox, n, msg(n)).await.expect("record")
+    inbox.record("shop-1", outbox, n, 0, msg(n)).await.expect("record")
 }
 
 async fn record_all(inbox: &Inbox, outbox: OutboxId, range: std::ops::RangeInclusive<u64>) {
@@ -121,7 +121,7 @@ type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, DurableError>> + Sen
 
 /// Starts a record and polls it once, so that its command is queued.
 async fn queued(inbox: &Inbox, outbox: OutboxId, n: u64) -> Pending<'_, Outcome> {
-    let mut record: Pending<'_, Outcome> = Box::pin(inbox.record("shop-1", outbox, n, msg(n)));
+    let mut record: Pending<'_, Outcome> = Box::pin(inbox.record("shop-1", outbox, n, 0, msg(n)));
     assert!(futures::poll!(record.as_mut()).is_pending(), "a record completed while the writer was held");
     record
 }
@@ -137,7 +137,7 @@ async fn a_stream_records_its_next_sequence_and_answers_duplicates_and_gaps() {
     assert_eq!(record(&inbox, SHOP, 2).await, Outcome::Duplicate { recorded: 2 });
     assert_eq!(record(&inbox, SHOP, 4).await, Outcome::Gap { recorded: 2 });
     assert_eq!(record(&inbox, MAIL, 1).await, Outcome::Recorded { recorded: 1 }, "another outbox, another stream");
-    let other = inbox.record("shop-2", SHOP, 1, msg(1)).await.expect("record");
+    let other = inbox.record("shop-2", SHOP, 1, 0, msg(1)).await.expect("record");
     assert_eq!(other, Outcome::Recorded { recorded: 1 }, "another sender, another stream");
 
     // The duplicate was not recorded again: two messages of SHOP wait, once each.
@@ -290,22 +290,22 @@ async fn a_full_inbox_refuses_new_messages_answers_old_ones_and_frees_room_as_th
     let size = State::record_size("shop-1", &msg(1));
     let inbox = open(dir.path(), config().max_bytes(3 * size)).await;
     record_all(&inbox, SHOP, 1..=3).await;
-    match inbox.record("shop-1", SHOP, 4, msg(4)).await {
+    match inbox.record("shop-1", SHOP, 4, 0, msg(4)).await {
         Err(DurableError::Full { used, limit, .. }) => assert_eq!((used, limit), (3 * size, 3 * size)),
         other => panic!("a record past the limit gave {other:?}"),
     }
-    assert!(matches!(inbox.record("shop-1", MAIL, 1, msg(1)).await, Err(DurableError::Full { .. })));
+    assert!(matches!(inbox.record("shop-1", MAIL, 1, 0, msg(1)).await, Err(DurableError::Full { .. })));
     assert_eq!(record(&inbox, SHOP, 3).await, Outcome::Duplicate { recorded: 3 }, "a full inbox still answers");
     assert_eq!(record(&inbox, SHOP, 9).await, Outcome::Gap { recorded: 3 });
 
     let taken = inbox.take(1).await.expect("take");
     inbox.handled(&taken[0].id).await.expect("handled");
     assert_eq!(record(&inbox, SHOP, 4).await, Outcome::Recorded { recorded: 4 });
-    assert!(matches!(inbox.record("shop-1", SHOP, 5, msg(5)).await, Err(DurableError::Full { .. })));
+    assert!(matches!(inbox.record("shop-1", SHOP, 5, 0, msg(5)).await, Err(DurableError::Full { .. })));
     inbox.close().await.expect("close");
     let inbox = open(dir.path(), config().max_bytes(3 * size)).await;
     assert!(
-        matches!(inbox.record("shop-1", SHOP, 5, msg(5)).await, Err(DurableError::Full { .. })),
+        matches!(inbox.record("shop-1", SHOP, 5, 0, msg(5)).await, Err(DurableError::Full { .. })),
         "the count survives"
     );
 }
@@ -316,7 +316,7 @@ async fn a_message_of_a_new_stream_past_max_streams_is_refused() {
     let inbox = open(dir.path(), config().max_streams(2)).await;
     record_all(&inbox, SHOP, 1..=1).await;
     record_all(&inbox, MAIL, 1..=1).await;
-    match inbox.record("shop-1", OutboxId::from_u64(3), 1, msg(1)).await {
+    match inbox.record("shop-1", OutboxId::from_u64(3), 1, 0, msg(1)).await {
         Err(DurableError::TooManyStreams { limit, .. }) => assert_eq!(limit, 2),
         other => panic!("a third stream gave {other:?}"),
     }
@@ -358,7 +358,7 @@ async fn a_stream_idle_past_its_retention_with_nothing_unhandled_is_forgotten() 
     );
     assert_eq!(record(&inbox, SHOP, 3).await, Outcome::Gap { recorded: 0 }, "a forgotten stream is unknown");
     inbox
-        .record("shop-1", OutboxId::from_u64(3), 1, msg(1))
+        .record("shop-1", OutboxId::from_u64(3), 1, 0, msg(1))
         .await
         .expect("the forgotten stream's slot is free for another");
     inbox.close().await.expect("close");
@@ -415,9 +415,51 @@ async fn an_inbox_does_not_open_an_outbox_and_checks_names_and_sizes() {
 
     let dir = temp();
     let inbox = open(dir.path(), config()).await;
-    assert!(matches!(inbox.record("", SHOP, 1, msg(1)).await, Err(DurableError::InvalidName { len: 0, .. })));
+    assert!(matches!(inbox.record("", SHOP, 1, 0, msg(1)).await, Err(DurableError::InvalidName { len: 0, .. })));
     let huge = Bytes::from(vec![0; MAX_MESSAGE + 1]);
-    assert!(matches!(inbox.record("shop-1", SHOP, 1, huge).await, Err(DurableError::TooLarge { .. })));
+    assert!(matches!(inbox.record("shop-1", SHOP, 1, 0, huge).await, Err(DurableError::TooLarge { .. })));
     assert!(matches!(Inbox::open(dir.path(), config()).await, Err(DurableError::Locked { .. })));
     assert!(inbox.streams().await.expect("streams").is_empty());
+}
+
+#[tokio::test]
+async fn a_forgotten_stream_resumes_after_what_its_sender_was_told_was_recorded() {
+    let day = 24 * 3600;
+    let now = std::sync::Arc::new(AtomicU64::new(1_000_000));
+    let clock = now.clone();
+    let config = move || {
+        let clock = clock.clone();
+        config().stream_retention(Duration::from_secs(day)).clock(move || clock.load(Ordering::Relaxed))
+    };
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    record_all(&inbox, SHOP, 1..=3).await;
+    assert_eq!(handle_all(&inbox).await, [(SHOP, 1), (SHOP, 2), (SHOP, 3)]);
+    now.fetch_add(2 * day, Ordering::Relaxed);
+    settle(&inbox).await;
+    assert!(inbox.streams().await.expect("streams").is_empty(), "forgotten after its retention");
+
+    // The sender deleted 1 to 3 when they were acknowledged; its next is 4.
+    let next = |acknowledged| inbox.record("shop-1", SHOP, 4, acknowledged, msg(4));
+    assert_eq!(next(0).await.expect("record"), Outcome::Gap { recorded: 0 }, "without the sender's word: a gap");
+    assert_eq!(next(3).await.expect("record"), Outcome::Recorded { recorded: 4 }, "resumed after 3");
+    assert_eq!(record(&inbox, SHOP, 4).await, Outcome::Duplicate { recorded: 4 });
+    assert_eq!(take(&inbox, 10).await, [(SHOP, 4, msg(4))]);
+    // A stream that knows less than the sender claims, but still has a message to handle,
+    // cannot skip it: the gap stands.
+    record_all(&inbox, MAIL, 1..=1).await;
+    let skipping = inbox.record("shop-1", MAIL, 9, 8, msg(9)).await.expect("record");
+    assert_eq!(skipping, Outcome::Gap { recorded: 1 });
+    // Killed, not closed: the reopen replays the resumption's record, not a checkpoint after it.
+    crash(inbox).await;
+
+    // The resumption is on disk: a reopen gives back 4 (its handler never returned) and goes on.
+    let inbox = open(dir.path(), config()).await;
+    let mut streams = watermarks(&inbox.streams().await.expect("streams"));
+    streams.sort();
+    assert_eq!(streams, [(MAIL, 1, 0), (SHOP, 4, 3)]);
+    assert_eq!(inbox.record("shop-1", SHOP, 5, 4, msg(5)).await.expect("record"), Outcome::Recorded { recorded: 5 });
+    let mut taken = take(&inbox, 10).await;
+    taken.sort();
+    assert_eq!(taken, [(MAIL, 1, msg(1)), (SHOP, 4, msg(4))]);
 }
