@@ -358,6 +358,14 @@ impl State {
                 }
                 RESUMED => {
                     let (key, after) = parse_handled(&entry.body).map_err(|e| malformed(log, "resumed record", &e))?;
+                    // It was written with nothing left to handle, but the marks that said so are
+                    // applied last: apply this stream's now, when they cover its whole queue
+                    // (whole runs are freed without reading the log).
+                    if let (Some(&mark), Some(stream)) = (marks.get(&key), state.streams.get_mut(&key)) {
+                        if mark >= stream.queue.next - 1 {
+                            stream.queue.release(&mut state.space, log, &key, mark)?;
+                        }
+                    }
                     state.resume(&key, after, now);
                 }
                 _ => return Err(missing(log, entry.at.segment, "a record of an unknown kind")),

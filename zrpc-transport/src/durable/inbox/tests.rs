@@ -463,3 +463,19 @@ async fn a_forgotten_stream_resumes_after_what_its_sender_was_told_was_recorded(
     taken.sort();
     assert_eq!(taken, [(MAIL, 1, msg(1)), (SHOP, 4, msg(4))]);
 }
+
+#[tokio::test]
+async fn a_stream_resumed_after_its_marks_in_the_same_segment_replays() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    record_all(&inbox, SHOP, 1..=3).await;
+    assert_eq!(handle_all(&inbox).await, [(SHOP, 1), (SHOP, 2), (SHOP, 3)]);
+    // The sender was told 5 (a state this inbox lost): with nothing left, it resumes after 5.
+    assert_eq!(inbox.record("shop-1", SHOP, 6, 5, msg(6)).await.expect("record"), Outcome::Recorded { recorded: 6 });
+    crash(inbox).await;
+
+    // The replay meets 1..3, their marks (applied last), the resumption and 6, in one segment.
+    let inbox = open(dir.path(), config()).await;
+    assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, 6, 5)]);
+    assert_eq!(take(&inbox, 10).await, [(SHOP, 6, msg(6))]);
+}
