@@ -361,10 +361,10 @@ impl State {
                     // It was written with nothing left to handle, but the marks that said so are
                     // applied last: apply this stream's now, when they cover its whole queue
                     // (whole runs are freed without reading the log).
-                    if let (Some(&mark), Some(stream)) = (marks.get(&key), state.streams.get_mut(&key)) {
-                        if mark >= stream.queue.next - 1 {
-                            stream.queue.release(&mut state.space, log, &key, mark)?;
-                        }
+                    if let (Some(&mark), Some(stream)) = (marks.get(&key), state.streams.get_mut(&key))
+                        && mark >= stream.queue.next - 1
+                    {
+                        stream.queue.release(&mut state.space, log, &key, mark)?;
                     }
                     state.resume(&key, after, now);
                 }
