@@ -238,7 +238,7 @@ fn durable_request(id: u64, method: &str, arg: &str) -> frame::RequestFrame {
         frame::DurableFields { outbox: 7, sequence: 1, acknowledged: 0, sender: Bytes::from_static(b"shop-1") };
     frame::RequestFrame {
         flags: frame::flags::DURABLE,
-        durable: Some(durable),
+        durable: Some(Box::new(durable)),
         ..raw::request(id, method, raw::postcard(arg))
     }
 }

@@ -63,8 +63,9 @@ pub struct RequestFrame {
     pub method: Bytes,
     /// The caller's trace, when the `TRACE` flag was set and both ids were non-zero.
     pub trace: Option<TraceContext>,
-    /// The message's identity, exactly when [`flags::DURABLE`] is set.
-    pub durable: Option<DurableFields>,
+    /// The message's identity, exactly when [`flags::DURABLE`] is set. Boxed: every request
+    /// frame is moved from the decoder to a handler, and most are not durable.
+    pub durable: Option<Box<DurableFields>>,
     /// The request metadata.
     pub metadata: Metadata,
     /// The encoded arguments, sharing the frame's buffer. With [`flags::COMPRESSED`] they are
@@ -213,7 +214,7 @@ pub fn encode_request_frame(dst: &mut BytesMut, frame: &RequestFrame, max_frame:
         timeout: frame.timeout,
         method,
         trace: frame.trace.as_ref(),
-        durable: frame.durable.as_ref(),
+        durable: frame.durable.as_deref(),
         metadata: &frame.metadata,
         payload: &frame.payload,
         compressed,
@@ -325,7 +326,7 @@ pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestF
         let sender_len = r.u8("body ends inside the durable sender length")?;
         let sender =
             r.utf8(usize::from(sender_len), "body ends inside the durable sender", "durable sender is not utf-8")?;
-        Some(DurableFields { outbox, sequence, acknowledged, sender })
+        Some(Box::new(DurableFields { outbox, sequence, acknowledged, sender }))
     } else {
         None
     };

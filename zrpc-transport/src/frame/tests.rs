@@ -806,12 +806,12 @@ fn random_and_mutated_input_never_panics_and_only_consumes_from_the_front() {
 fn durable_request_frame() -> RequestFrame {
     RequestFrame {
         flags: flags::IDEMPOTENT | flags::TRACE | flags::DURABLE,
-        durable: Some(DurableFields {
+        durable: Some(Box::new(DurableFields {
             outbox: 0x3f2a_9c0d_11e4_b7a5,
             sequence: 42,
             acknowledged: 40,
             sender: Bytes::from_static("shop-1".as_bytes()),
-        }),
+        })),
         ..full_request_frame()
     }
 }
@@ -836,7 +836,7 @@ fn a_durable_request_round_trips_with_its_identity_after_the_trace() {
     assert_eq!(&bytes[at..at + identity.len()], &identity[..]);
     assert_eq!(decode_one(&bytes), Ok(Some(Frame::Request(frame.clone()))));
     let Ok(Some(Frame::Request(decoded))) = decode_one(&bytes) else { panic!("a request") };
-    assert_eq!(decoded.durable.as_ref().map(DurableFields::sender_str), Some("shop-1"));
+    assert_eq!(decoded.durable.as_deref().map(DurableFields::sender_str), Some("shop-1"));
 
     // The flag follows the fields, whatever the frame's flags byte said.
     let unflagged = RequestFrame { flags: flags::IDEMPOTENT | flags::TRACE, ..frame.clone() };
@@ -875,10 +875,10 @@ fn a_durable_request_is_never_oneway_and_starts_at_sequence_one() {
     let mut dst = BytesMut::from(&b"earlier frames"[..]);
     let with = |durable: DurableFields, extra: u8| RequestFrame {
         flags: frame.flags | extra,
-        durable: Some(durable),
+        durable: Some(Box::new(durable)),
         ..frame.clone()
     };
-    let fields = frame.durable.clone().expect("durable");
+    let fields = *frame.durable.clone().expect("durable");
     let cases = [
         (with(fields.clone(), flags::ONEWAY), never_oneway),
         (with(DurableFields { sequence: 0, acknowledged: 0, ..fields.clone() }, 0), from_one),
