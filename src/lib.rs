@@ -69,6 +69,7 @@
 //! | `schema` | no | JSON Schemas (schemars) of the argument, result and error types of services marked `#[zrpc::service(schema)]`, in [`reflection`]; implies `json` |
 //! | `opentelemetry` | no | the call spans joined into OpenTelemetry traces across processes, with `tracing-opentelemetry`'s layer ([`observe`]) |
 //! | `gateway` | no | [`gateway`]: an HTTP/JSON gateway (`POST /{service}/{method}`) in front of a [`Client`], with a web console (axum); implies `json` |
+//! | `durable` | no | [`durable`]: oneway calls logged on disk by an `Outbox` and delivered in order until acknowledged, recorded by a server's `Inbox` and handled once, across crashes of either end |
 //! | `full` | no | everything above |
 //! | `cli` | no | the `zrpc` command (a binary, no API): list, describe, call, bench and watch servers from a terminal; `cargo install zrpc --features cli`. Not in `full` |
 //!
@@ -127,6 +128,12 @@ pub use schemars;
 /// a method through a [`Client`], statuses become HTTP codes, and `/` serves a web console.
 #[cfg(feature = "gateway")]
 pub use zrpc_transport::gateway;
+
+/// Durable calls (feature `durable`): oneway calls logged in an outbox on disk and delivered in
+/// order until the receiver's inbox has recorded them; each handler runs once, again (with the
+/// same [`MessageId`](durable::MessageId) in its context) only if the receiver died inside it.
+#[cfg(feature = "durable")]
+pub use zrpc_transport::durable;
 
 /// Discovery by DNS, and registration of servers in a service registry.
 pub use zrpc_transport::{Dns, Registration, Registry};

@@ -40,6 +40,7 @@ pub mod compression;
 pub mod context;
 pub mod descriptor;
 pub mod discover;
+pub mod durable;
 pub mod identity;
 pub mod limit;
 pub mod metadata;

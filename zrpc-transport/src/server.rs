@@ -107,6 +107,9 @@ pub struct ServerConfig {
     pub(crate) directory: Option<Peers>,
     /// Who may connect and call, if anyone decides.
     pub(crate) authenticator: Option<SharedAuthenticator>,
+    /// Where durable requests are recorded, if the server takes them.
+    #[cfg(feature = "durable")]
+    pub(crate) inbox: Option<crate::durable::Inbox>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +133,8 @@ impl Default for ServerConfig {
             tls: None,
             directory: None,
             authenticator: None,
+            #[cfg(feature = "durable")]
+            inbox: None,
         }
     }
 }
@@ -165,6 +170,20 @@ impl<L> ServerBuilder<L> {
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> ServerBuilder<L> {
         self.config.heartbeat_interval = interval;
         self.config.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Takes durable calls (feature `durable`): the server announces `INBOX`, records each
+    /// durable request in `inbox` before acknowledging it, and runs its handler once, through
+    /// the server's layers, with the message's [`durable_id`](zrpc_core::Context::durable_id)
+    /// in its context (see [`durable`](crate::durable), "The inbox"). Senders address the
+    /// server by its [name](ServerBuilder::name), which should therefore be stable.
+    ///
+    /// The server keeps a clone of `inbox`; when serving has ended, [`Inbox::close`](crate::durable::Inbox::close)
+    /// releases its directory at once (else it is closed when the last clone is dropped).
+    #[cfg(feature = "durable")]
+    pub fn inbox(mut self, inbox: crate::durable::Inbox) -> ServerBuilder<L> {
+        self.config.inbox = Some(inbox);
         self
     }
 
@@ -469,6 +488,16 @@ where
         conn_config.compression = config.compression;
         conn_config.compression_threshold = config.compression_threshold;
         config.limits.apply(&mut conn_config);
+        #[cfg(feature = "durable")]
+        let dispatcher = config.inbox.clone().map(|inbox| {
+            conn_config.inbox = true;
+            let stop = {
+                let handle = handle.clone();
+                async move { handle.reached(Phase::Draining).await }
+            };
+            let local = std::sync::Arc::from(config.name.as_str());
+            tokio::spawn(crate::durable::run_inbox(inbox, service.clone(), names.clone(), local, stop))
+        });
         let budget = Budget::new(config.max_concurrent_requests);
         let mut connections = JoinSet::new();
         let mut signal = std::pin::pin!(signal);
@@ -485,6 +514,8 @@ where
                         let budget = budget.clone();
                         let default_timeout = config.default_timeout;
                         let (authenticator, remote) = (config.authenticator.clone(), peer.clone());
+                        #[cfg(feature = "durable")]
+                        let inbox = config.inbox.clone();
                         #[cfg(feature = "tls")]
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
                         connections.spawn(async move {
@@ -501,6 +532,11 @@ where
                             let peer = calls.peer(DefaultTimeout { timeout: default_timeout, origin: ORIGIN });
                             let peers = handle.peers();
                             let conn = conn.with_peer(peer.clone());
+                            #[cfg(feature = "durable")]
+                            let conn = match inbox {
+                                Some(inbox) => conn.with_inbox(inbox),
+                                None => conn,
+                            };
                             let conn = match authenticator {
                                 Some(authenticator) => {
                                     let credentials = Credentials::of_connection(remote, certificate);
@@ -546,6 +582,16 @@ where
         // connection is closed before the server counts as stopped.
         if !drained {
             connections.shutdown().await;
+        }
+        // The inbox's handlers finish within the drain timeout too; those still running are
+        // aborted, and run again at the inbox's next open (as after a crash inside them).
+        #[cfg(feature = "durable")]
+        if let Some(mut dispatcher) = dispatcher {
+            let finished = drained && tokio::time::timeout(config.drain_timeout, &mut dispatcher).await.is_ok();
+            if !finished {
+                dispatcher.abort();
+                let _ = dispatcher.await;
+            }
         }
         drop(control);
         Ok(())

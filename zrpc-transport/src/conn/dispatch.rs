@@ -70,6 +70,9 @@ pub(super) struct Dispatch<S: Service<Request>> {
     parked: Option<Started<InSpan<S::Future>>>,
     /// The metric handles of the methods the peer called.
     metrics: MetricsCache,
+    /// Where the peer's durable requests are recorded, on a side that has an inbox.
+    #[cfg(feature = "durable")]
+    inbox: Option<crate::durable::Inbox>,
 }
 
 /// A handler's answer from its task: the call, the result, and whether its payload is
@@ -176,7 +179,15 @@ where
             queued: None,
             parked: None,
             metrics: MetricsCache::new(Side::Server, None),
+            #[cfg(feature = "durable")]
+            inbox: None,
         }
+    }
+
+    /// Records the peer's durable requests in `inbox`.
+    #[cfg(feature = "durable")]
+    pub(super) fn record_in(&mut self, inbox: crate::durable::Inbox) {
+        self.inbox = Some(inbox);
     }
 
     /// Has `authenticator` decide, when the peer's HELLO arrives, whether it may call (see
@@ -330,6 +341,11 @@ where
         cx: &mut TaskContext<'_>,
     ) {
         let id = frame.id;
+        #[cfg(feature = "durable")]
+        if frame.durable.is_some() {
+            self.record_durable(mux, frame, ready, now);
+            return;
+        }
         let budget = frame.timeout;
         let answer = self.answer_compression(mux, &frame);
         let limit = mux.max_frame();
@@ -376,6 +392,60 @@ where
                 self.spawn_handler(mux, started);
             }
             None => self.spawn_handler(mux, started),
+        }
+    }
+
+    /// Records a durable request in the inbox and acknowledges it, rather than running its
+    /// handler (the inbox's dispatcher runs it; see [`crate::durable`], "The inbox").
+    ///
+    /// Its method, codec and the peer's right to call it are checked first, so that a message
+    /// that could never run is refused unprocessed and stays with its sender. The record is
+    /// queued here, in the order the connection's requests arrived: a stream's messages reach
+    /// the inbox in order, and one answered out of turn would be refused as a gap. The answer
+    /// is awaited in a task of its own, which needs no unit of the budget (it runs no handler)
+    /// and is not aborted by a CANCEL (recording is short, and a message recorded after all is
+    /// answered as a duplicate when it comes again).
+    #[cfg(feature = "durable")]
+    fn record_durable(
+        &mut self,
+        mux: &mut ConnectionMux,
+        mut frame: RequestFrame,
+        ready: Result<(), Status>,
+        now: &mut Option<Instant>,
+    ) {
+        let id = frame.id;
+        let (Some(inbox), Some(fields)) = (self.inbox.clone(), frame.durable.take()) else {
+            let status = Status::unimplemented("this end records no durable calls").mark_unprocessed();
+            mux.finish(id, &Err(status));
+            return;
+        };
+        let limit = mux.max_frame();
+        let recorded = ready
+            .and_then(|()| self.to_request(frame, limit, now))
+            .and_then(|mut request| {
+                if self.names.intern(request.method().as_str()).is_none() {
+                    let message = format!("{} has no method {}", self.local_name, request.method());
+                    return Err(Status::not_found(message).mark_unprocessed());
+                }
+                self.admit_call(&mut request)?;
+                crate::durable::stored_request(request).map_err(Status::mark_unprocessed)
+            })
+            .and_then(|message| {
+                let outbox = crate::durable::OutboxId::from_u64(fields.outbox);
+                inbox
+                    .submit_record(fields.sender_str(), outbox, fields.sequence, fields.acknowledged, message)
+                    .map_err(Status::from)
+            });
+        match recorded {
+            Ok(answer) => {
+                let done = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let _ = done.send((id, crate::durable::acknowledgement(answer.await), false));
+                });
+            }
+            Err(status) => {
+                mux.finish(id, &Err(status));
+            }
         }
     }
 

@@ -182,6 +182,14 @@ where
         self
     }
 
+    /// Records the peer's durable requests in `inbox` (the mux's config must announce it:
+    /// [`MuxConfig::inbox`](crate::mux::MuxConfig::inbox)); see [`crate::durable`].
+    #[cfg(feature = "durable")]
+    pub(crate) fn with_inbox(mut self, inbox: crate::durable::Inbox) -> Connection<S> {
+        self.dispatch.record_in(inbox);
+        self
+    }
+
     /// On `signal`, send GOAWAY, finish the calls in progress, then close.
     pub(crate) fn with_shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Connection<S> {
         self.shutdown = Some(Box::pin(signal));

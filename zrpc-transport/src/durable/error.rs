@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// |---|---|---|
 /// | `Full`, `TooManyStreams` | `ResourceExhausted` | yes: nothing was logged |
 /// | `NotOneway`, `TooLarge`, `InvalidName` | `InvalidArgument` | yes |
-/// | `Closed` | `Unavailable` | yes |
+/// | `Closed`, `Busy` | `Unavailable` | yes |
 /// | `Locked`, `Io` | `Unavailable` | yes for an append that failed before its write; an `Io` on the sync of a group fails every call of the group, whose records may or may not be on disk |
 /// | `Corrupt` | `DataLoss` | – (at open, not per call) |
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,12 @@ pub enum DurableError {
         /// The log's directory.
         path: PathBuf,
     },
+    /// The log's writer has more commands queued than its bound: try again later.
+    #[error("durable log {} is busy: its queue of commands is full", path.display())]
+    Busy {
+        /// The log's directory.
+        path: PathBuf,
+    },
     /// Another process has the log open: two writers would interleave sequences.
     #[error("durable log {} is open in another process", path.display())]
     Locked {
@@ -92,6 +98,27 @@ pub enum DurableError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<DurableError> for zrpc_core::Status {
+    /// The status a caller sees, by the table in [`DurableError`]'s docs.
+    fn from(e: DurableError) -> zrpc_core::Status {
+        use zrpc_core::Status;
+        let message = e.to_string();
+        match e {
+            DurableError::Full { .. } | DurableError::TooManyStreams { .. } => {
+                Status::resource_exhausted(message).mark_unprocessed()
+            }
+            DurableError::NotOneway { .. } | DurableError::TooLarge { .. } | DurableError::InvalidName { .. } => {
+                Status::invalid_argument(message).mark_unprocessed()
+            }
+            DurableError::Closed { .. } | DurableError::Busy { .. } | DurableError::Locked { .. } => {
+                Status::unavailable(message).mark_unprocessed()
+            }
+            DurableError::Io { .. } => Status::unavailable(message),
+            DurableError::Corrupt { .. } => Status::data_loss(message),
+        }
+    }
 }
 
 /// The same failure again, for the next caller of a failed batch (an I/O error is not `Clone`).

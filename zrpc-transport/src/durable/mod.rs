@@ -490,9 +490,16 @@ mod inbox;
 mod level;
 mod log;
 mod outbox;
+mod wire;
 
 pub use error::DurableError;
 pub use id::{MessageId, OutboxId};
-pub use inbox::{DEFAULT_MAX_STREAMS, DEFAULT_STREAM_RETENTION, Inbox, InboxConfig, StreamInfo};
+pub(crate) use inbox::run_inbox;
+pub use inbox::{DEFAULT_MAX_STREAMS, DEFAULT_STREAM_RETENTION, Inbox, InboxConfig, MAX_RUNNING, StreamInfo};
 pub use level::Durability;
-pub use outbox::{DEFAULT_MAX_BYTES, Outbox, OutboxConfig, Pending};
+pub use outbox::{
+    ATTEMPT_TIMEOUT, BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_MAX_BYTES, Destination, Outbox, OutboxConfig, Pending,
+    WINDOW,
+};
+pub(crate) use wire::{acknowledgement, stored_request};
+pub use zrpc_core::durable::Durable;

@@ -110,24 +110,51 @@ struct Parts<'a> {
     timeout: Option<Duration>,
     method: &'a str,
     trace: Option<&'a TraceContext>,
-    durable: Option<&'a DurableFields>,
+    durable: Option<DurableParts<'a>>,
     metadata: &'a Metadata,
     payload: &'a [u8],
     /// The payload is compressed, header included: `COMPRESSED` is set.
     compressed: bool,
 }
 
+/// A durable request's identity as it goes on the wire, from a decoded frame's
+/// [`DurableFields`] or from a call's [`Durable`](zrpc_core::durable::Durable).
+#[derive(Clone, Copy)]
+struct DurableParts<'a> {
+    outbox: u64,
+    sequence: u64,
+    acknowledged: u64,
+    sender: &'a [u8],
+}
+
+impl<'a> DurableParts<'a> {
+    fn of_fields(fields: &'a DurableFields) -> DurableParts<'a> {
+        let DurableFields { outbox, sequence, acknowledged, sender } = fields;
+        DurableParts { outbox: *outbox, sequence: *sequence, acknowledged: *acknowledged, sender }
+    }
+
+    fn of_call(durable: &'a zrpc_core::durable::Durable) -> DurableParts<'a> {
+        DurableParts {
+            outbox: durable.id.outbox().as_u64(),
+            sequence: durable.id.sequence(),
+            acknowledged: durable.acknowledged,
+            sender: durable.id.sender().as_bytes(),
+        }
+    }
+}
+
 /// Appends a `REQUEST` frame for `req` under `id` and returns its total size.
 ///
 /// The flags come from the request (oneway, idempotent) and its context (a trace sets
-/// `TRACE`); the timeout is the context's remaining time, rounded down to microseconds and at
+/// `TRACE`, a [durable message](zrpc_core::Context::durable) `DURABLE` with its identity); the timeout is the context's remaining time, rounded down to microseconds and at
 /// least 1 µs when there is a deadline (even a passed one), so that the server still sees one.
 ///
 /// # Errors
 /// [`FrameError::FrameTooLarge`] when the frame would exceed `max_frame`, the limit the peer
 /// announced in its `HELLO`; [`FrameError::FieldTooLong`] for a method, metadata key or
-/// metadata count that does not fit its length field; [`FrameError::Malformed`] for an empty
-/// method. `dst` is left unchanged.
+/// metadata count that does not fit its length field, or a durable sender name over 255
+/// bytes; [`FrameError::Malformed`] for an empty method, and for a durable message that is
+/// oneway, or whose sequence is 0 or not above its `acknowledged`. `dst` is left unchanged.
 pub fn encode_request(dst: &mut BytesMut, id: u64, req: &Request, max_frame: u32) -> Result<usize, FrameError> {
     encode_request_at(dst, id, req, max_frame, tokio::time::Instant::now())
 }
@@ -181,7 +208,7 @@ fn parts(id: u64, req: &Request, now: tokio::time::Instant, compressed: bool) ->
         timeout: ctx.deadline().map(|deadline| deadline.saturating_duration_since(now)),
         method: req.method().as_str(),
         trace: ctx.trace(),
-        durable: None,
+        durable: ctx.durable().map(DurableParts::of_call),
         metadata: ctx.metadata(),
         payload: req.payload(),
         compressed,
@@ -214,7 +241,7 @@ pub fn encode_request_frame(dst: &mut BytesMut, frame: &RequestFrame, max_frame:
         timeout: frame.timeout,
         method,
         trace: frame.trace.as_ref(),
-        durable: frame.durable.as_deref(),
+        durable: frame.durable.as_deref().map(DurableParts::of_fields),
         metadata: &frame.metadata,
         payload: &frame.payload,
         compressed,
@@ -284,7 +311,7 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
         dst.put_u64(durable.acknowledged);
         // Checked above to fit its byte.
         dst.put_u8(durable.sender.len() as u8);
-        dst.extend_from_slice(&durable.sender);
+        dst.extend_from_slice(durable.sender);
     }
     put_metadata(dst, parts.metadata);
     dst.extend_from_slice(parts.payload);

@@ -183,6 +183,10 @@ pub struct MuxConfig {
     pub compression: Option<zrpc_core::Compression>,
     /// The smallest payload compressed.
     pub compression_threshold: usize,
+    /// This side records durable requests (it has an inbox): it announces `INBOX` in its
+    /// HELLO and hands DURABLE requests over like any other; without, it refuses them with
+    /// `Unimplemented`, unprocessed (`docs/PROTOCOL.md` §19).
+    pub inbox: bool,
 }
 
 impl MuxConfig {
@@ -206,6 +210,7 @@ impl Default for MuxConfig {
             max_metadata_entries: DEFAULT_MAX_METADATA_ENTRIES,
             compression: None,
             compression_threshold: crate::compression::DEFAULT_THRESHOLD,
+            inbox: false,
         }
     }
 }
@@ -225,6 +230,8 @@ pub struct Peer {
     pub flow: Option<FlowLimits>,
     /// The compression algorithms the peer decodes, of those this version knows.
     pub compressions: Accepted,
+    /// The peer records durable requests (it announced `INBOX`).
+    pub inbox: bool,
 }
 
 /// Something that happened that the driver must act on.
@@ -490,8 +497,7 @@ impl<T, H> Mux<T, H> {
                 max_requests: config.max_requests.max(1),
                 request_bytes: config.max_request_bytes,
             }),
-            // No inbox yet: durable requests are refused (`on_request`).
-            inbox: false,
+            inbox: config.inbox,
         };
         if let Err(e) = frame::encode_hello(&mut out, &hello) {
             // Only an over-long name can fail; announce it without the name rather than not at all.
@@ -767,7 +773,7 @@ impl<T, H> Mux<T, H> {
                 self.waiting.push_back(Waiting { id, request, compressed, token, deadline });
                 Ok(())
             }
-            Attempt::Refused(e) => Err((refused(&request, &e), token)),
+            Attempt::Refused(status) => Err((status, token)),
         }
     }
 
@@ -792,6 +798,11 @@ impl<T, H> Mux<T, H> {
         if self.out.len() >= self.config.max_queued_output {
             return Attempt::Wait;
         }
+        if let Some(durable) = request.ctx().durable()
+            && let Some(status) = durable_refusal(peer, durable, request)
+        {
+            return Attempt::Refused(status);
+        }
         let limits = match peer.flow {
             Some(flow) => Limits::Flow(flow),
             None => Limits::None,
@@ -804,10 +815,11 @@ impl<T, H> Mux<T, H> {
                     kind: "request",
                     reason: "a compressed payload is shorter than its 5-byte header",
                 };
-                return Attempt::Refused(malformed);
+                return Attempt::Refused(refused(request, &malformed));
             }
             Some(Some((header, _))) if header.len > peer.max_frame => {
-                return Attempt::Refused(FrameError::FrameTooLarge { len: u64::from(header.len), max: peer.max_frame });
+                let too_large = FrameError::FrameTooLarge { len: u64::from(header.len), max: peer.max_frame };
+                return Attempt::Refused(refused(request, &too_large));
             }
             Some(Some((header, _))) => header.len as usize,
         };
@@ -828,7 +840,7 @@ impl<T, H> Mux<T, H> {
                 self.out.truncate(before);
                 Attempt::Wait
             }
-            Err(e) => Attempt::Refused(e),
+            Err(e) => Attempt::Refused(refused(request, &e)),
         }
     }
 
@@ -874,8 +886,8 @@ impl<T, H> Mux<T, H> {
                     self.waiting.push_front(call);
                     return;
                 }
-                Attempt::Refused(e) => {
-                    let result = Err(refused(&call.request, &e));
+                Attempt::Refused(status) => {
+                    let result = Err(status);
                     self.events.push_back(Event::Response { token: call.token, result, compressed: false });
                 }
             }
@@ -1281,6 +1293,7 @@ impl<T, H> Mux<T, H> {
             token: hello.token,
             flow: hello.flow,
             compressions: Accepted::from_ids(&hello.compressions),
+            inbox: hello.inbox,
         });
         self.phase = Phase::Open;
         self.events.push_back(Event::Ready);
@@ -1378,7 +1391,7 @@ impl<T, H> Mux<T, H> {
         let entries = request.metadata.len();
         let refusal = if self.goaway_sent {
             Some(Status::unavailable("the server is shutting down; the call was not processed"))
-        } else if request.durable.is_some() {
+        } else if request.durable.is_some() && !self.config.inbox {
             // This end announced no INBOX (PROTOCOL.md §19): it records no durable message, and
             // says so before running anything, so the sender keeps the message for another try.
             Some(Status::unimplemented(format!(
@@ -1423,8 +1436,8 @@ enum Attempt {
     Sent(usize),
     /// Not now: no HELLO yet, the output is full, or the peer's limits are reached.
     Wait,
-    /// Never: it cannot be encoded for this peer.
-    Refused(FrameError),
+    /// Never: it cannot be encoded for this peer, or this peer may not have it; unprocessed.
+    Refused(Status),
 }
 
 /// The status of a request that cannot be sent to this peer: too large for it, or invalid.
@@ -1437,6 +1450,32 @@ fn refused(request: &Request, e: &FrameError) -> Status {
         e => Status::invalid_argument(format!("request to {} not sent: {e}", request.method())),
     };
     status.mark_unprocessed()
+}
+
+/// Why a durable message may not go to this peer, if it may not (`docs/PROTOCOL.md` §19): the
+/// peer records no durable calls, or it is not the receiver the message is for (another server
+/// took over the address, or a balancer picked another endpoint). Unprocessed: the outbox keeps
+/// the message and tries again.
+fn durable_refusal(peer: &Peer, durable: &zrpc_core::durable::Durable, request: &Request) -> Option<Status> {
+    let message = if !peer.inbox {
+        format!(
+            "durable message {} for {} not sent: {} records no durable calls (it announced no INBOX)",
+            durable.id,
+            request.method(),
+            peer.name
+        )
+    } else if *peer.name != *durable.destination {
+        format!(
+            "durable message {} for {} not sent: it is for {}, and this peer is {}",
+            durable.id,
+            request.method(),
+            durable.destination,
+            peer.name
+        )
+    } else {
+        return None;
+    };
+    Some(Status::unavailable(message).mark_unprocessed())
 }
 
 fn violation(message: impl Into<String>) -> ProtocolError {

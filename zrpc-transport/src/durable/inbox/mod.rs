@@ -7,12 +7,14 @@
 //! runs handlers is the next step (see the module docs of [`durable`](crate::durable),
 //! "Status").
 
+mod dispatcher;
 mod journal;
 mod state;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+pub use self::dispatcher::MAX_RUNNING;
+pub(crate) use self::dispatcher::run as run_inbox;
 use self::journal::{Clock, Command, Settings, Writer};
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use self::state::{Delivery, Outcome};
@@ -250,6 +254,32 @@ impl Inbox {
         }
         let key = StreamKey { sender: sender.into(), outbox };
         self.inner.writer.call(|reply| Command::Record { key, sequence, acknowledged, message, reply }).await?
+    }
+
+    /// [`record`](Inbox::record), with the command queued before this returns: a connection
+    /// records its messages in the order they arrived, whatever order the answers are then
+    /// awaited in (a stream's message queued after its successor would be refused as a gap).
+    ///
+    /// # Errors
+    /// As `record`, plus [`Busy`](DurableError::Busy) when the writer's queue is full (the
+    /// message is refused, unprocessed, and its sender tries again).
+    pub(crate) fn submit_record(
+        &self,
+        sender: &str,
+        outbox: OutboxId,
+        sequence: u64,
+        acknowledged: u64,
+        message: Bytes,
+    ) -> Result<impl Future<Output = Result<Outcome, DurableError>> + Send + 'static, DurableError> {
+        super::outbox::check_name(sender)?;
+        if message.len() > MAX_MESSAGE {
+            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
+        }
+        let key = StreamKey { sender: sender.into(), outbox };
+        let answer =
+            self.inner.writer.submit(|reply| Command::Record { key, sequence, acknowledged, message, reply })?;
+        let dir = self.dir().to_owned();
+        Ok(async move { answer.await.map_err(|_| DurableError::Closed { path: dir })? })
     }
 
     /// The next unhandled message of up to `max` streams that have no handler running, in

@@ -187,6 +187,26 @@ impl<C: Send + 'static> Handle<C> {
         answer.await.map_err(|_| closed())
     }
 
+    /// Queues a command now, without waiting for room, and returns where its answer will
+    /// come: for callers whose commands must reach the writer in the order they were made
+    /// (an inbox records a connection's messages in arrival order).
+    ///
+    /// # Errors
+    /// [`Busy`](DurableError::Busy) if the queue is full (its bound, 8,192 commands, is what
+    /// keeps a flood of callers from growing it); [`Closed`](DurableError::Closed) if the writer
+    /// has stopped.
+    pub(crate) fn submit<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> C,
+    ) -> Result<oneshot::Receiver<T>, DurableError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.try_send(command(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DurableError::Busy { path: self.dir.clone() },
+            mpsc::error::TrySendError::Closed(_) => DurableError::Closed { path: self.dir.clone() },
+        })?;
+        Ok(answer)
+    }
+
     /// Sends a command without waiting for its answer: for the tests' hooks.
     #[cfg(test)]
     pub(crate) async fn send(&self, command: C) {

@@ -1,26 +1,31 @@
 //! The sender's durable outbox: a directory of segments where messages wait, per destination
 //! and in sequence order, until their receiver acknowledges them.
 //!
-//! This is the outbox's local half: opening (and recovering), appending at a durability level,
-//! the limit, acknowledgements and compaction, listing and discarding. The delivery task and
-//! the destination service that use it are the next step (see the module docs of
-//! [`durable`](crate::durable), "Status").
+//! Opening (and recovering), appending at a durability level, the limit, acknowledgements and
+//! compaction, listing and discarding are here; [`Destination`] (`destination.rs`) is the
+//! service a generated client calls through, and `delivery.rs` the task that delivers a
+//! destination's messages.
 
+mod delivery;
+mod destination;
 mod journal;
 mod state;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 
+pub use self::delivery::{ATTEMPT_TIMEOUT, BACKOFF_INITIAL, BACKOFF_MAX, WINDOW};
+pub use self::destination::Destination;
 use self::journal::{Command, Read, Writer};
 use self::state::State;
 use super::log::record::MAX_MESSAGE;
-#[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use super::log::runs::Stored;
 use super::log::segment::{Identity, Role};
 use super::log::writer::{Control, Handle};
@@ -106,6 +111,9 @@ struct Inner {
     /// Shared with the log; read by the tests (and by metrics, once they exist).
     #[cfg_attr(not(test), allow(dead_code))]
     counters: Arc<Counters>,
+    /// The destinations whose delivery runs, each with what wakes its task and what it has
+    /// acknowledged.
+    deliveries: Mutex<HashMap<Arc<str>, Arc<Progress>>>,
 }
 
 impl fmt::Debug for Outbox {
@@ -143,7 +151,55 @@ impl Outbox {
             Ok((log, Writer::new(state, config.max_bytes), identity))
         })
         .await?;
-        Ok(Outbox { inner: Arc::new(Inner { writer, sender: identity.name, id: identity.id, counters }) })
+        let deliveries = Mutex::default();
+        Ok(Outbox { inner: Arc::new(Inner { writer, sender: identity.name, id: identity.id, counters, deliveries }) })
+    }
+
+    /// The service through which calls to the receiver named `destination` are logged, and the
+    /// start of their delivery through `service` (a `Channel` to the receiver, or a `Client`
+    /// that finds it): the generated client of any service works over it unchanged, for its
+    /// `#[zrpc(oneway)]` methods.
+    ///
+    /// `destination` is the name the receiving server announces (`ServerBuilder::name`): the
+    /// connection sends its messages only to a peer of that name that records durable calls.
+    /// The first call of `destination` for a name starts its delivery (see [`WINDOW`],
+    /// [`BACKOFF_INITIAL`]), with the messages a previous run of the program left; later calls for the
+    /// same name share it, and their `service` is dropped.
+    ///
+    /// A name that is empty or over 255 bytes starts nothing, and every call through it fails
+    /// with [`DurableError::InvalidName`] (`InvalidArgument`).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, which the delivery task runs on.
+    pub fn destination<S>(&self, destination: impl Into<Arc<str>>, service: S) -> Destination
+    where
+        S: tower::Service<zrpc_core::Request, Response = zrpc_core::Response, Error = zrpc_core::Status>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let destination = destination.into();
+        let progress = if check_name(&destination).is_err() {
+            Arc::new(Progress::default())
+        } else {
+            let mut deliveries = self.inner.deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match deliveries.get(&destination) {
+                Some(progress) => progress.clone(),
+                None => {
+                    let progress = Arc::new(Progress::default());
+                    deliveries.insert(destination.clone(), progress.clone());
+                    let delivery = delivery::Delivery {
+                        outbox: self.clone(),
+                        destination: destination.clone(),
+                        service,
+                        progress: progress.clone(),
+                    };
+                    tokio::spawn(delivery.run());
+                    progress
+                }
+            }
+        };
+        Destination::new(self.clone(), destination, progress)
     }
 
     /// The outbox's id, drawn when it was created.
@@ -218,7 +274,6 @@ impl Outbox {
     /// in order; from its first unacknowledged one if `from` is below it. For the delivery
     /// task: reading from the first unacknowledged message or just after the last one read is
     /// cheap; from far inside a run it scans the run up to there.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn read(
         &self,
         destination: &str,
@@ -236,7 +291,6 @@ impl Outbox {
     /// them): they stop counting against the limit and compaction reclaims their space.
     /// Returns how many messages that released; an `up_to` at or below an earlier one
     /// releases none.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn acknowledge(&self, destination: &str, up_to: u64) -> Result<u64, DurableError> {
         self.inner.writer.call(|reply| Command::Acknowledge { destination: destination.into(), up_to, reply }).await?
     }
@@ -246,6 +300,15 @@ impl Outbox {
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
     }
+}
+
+/// What a destination's delivery task shares with the destination's handles.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Woken when a message was logged for the destination.
+    wake: Notify,
+    /// The highest sequence acknowledged by the receiver and written to the log as such.
+    acknowledged: tokio::sync::watch::Sender<u64>,
 }
 
 /// Opens or creates the log and rebuilds the state from it, makes sure the head starts with a

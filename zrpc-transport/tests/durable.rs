@@ -1,0 +1,265 @@
+//! Durable calls end to end over real sockets: an outbox's destination under a generated
+//! client, a server with an inbox, its handlers with their message ids; a receiver that is
+//! down, restarted or replaced, a sender restarted; redeliveries and gaps on the wire.
+//!
+//! Nothing sleeps: tests wait for handler reports and for [`Destination::delivered`].
+
+mod support;
+
+use bytes::Bytes;
+use support::raw::{RawPeer, postcard, request};
+use support::{Serving, within};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+use zrpc_core::durable::{Durable, MessageId, OutboxId};
+use zrpc_core::{Code, Context, Request};
+use zrpc_transport::durable::{Destination, Inbox, InboxConfig, Outbox, OutboxConfig};
+use zrpc_transport::frame::{DurableFields, flags};
+use zrpc_transport::{Address, Channel, Server};
+
+/// A receiver's service: each handled message is reported with its id.
+#[zrpc_macros::service(crate = "zrpc_core")]
+pub trait Ledger {
+    /// Records entry `n`.
+    #[zrpc(oneway)]
+    async fn record(&self, ctx: &Context, n: u64);
+    /// A two-way method, which no outbox takes.
+    async fn total(&self) -> u64;
+}
+
+#[derive(Clone)]
+struct Books {
+    handled: mpsc::UnboundedSender<(Option<MessageId>, u64, String)>,
+}
+
+impl Ledger for Books {
+    async fn record(&self, ctx: &Context, n: u64) {
+        let _ = self.handled.send((ctx.durable_id().cloned(), n, ctx.caller().to_owned()));
+    }
+
+    async fn total(&self) -> u64 {
+        0
+    }
+}
+
+type Handled = mpsc::UnboundedReceiver<(Option<MessageId>, u64, String)>;
+
+/// A server named `name` at `address`, with an inbox in `dir` when given.
+async fn receiver(name: &str, address: &Address, inbox: Option<Inbox>) -> (Serving, Handled, Address) {
+    let (handled, reports) = mpsc::unbounded_channel();
+    let mut builder = Server::builder().name(name);
+    if let Some(inbox) = inbox {
+        builder = builder.inbox(inbox);
+    }
+    let server = builder.add_service(LedgerServer::new(Books { handled })).bind(address).await.expect("bind");
+    let bound = server.local_addr().clone();
+    (Serving::spawn(server), reports, bound)
+}
+
+fn unix_address(dir: &tempfile::TempDir) -> Address {
+    format!("unix://{}", dir.path().join("ledger.sock").display()).parse().expect("address")
+}
+
+async fn outbox_in(dir: &std::path::Path) -> Outbox {
+    Outbox::open(dir.join("outbox"), OutboxConfig::new("shop-1")).await.expect("outbox opens")
+}
+
+async fn inbox_in(dir: &std::path::Path) -> Inbox {
+    Inbox::open(dir.join("inbox"), InboxConfig::default()).await.expect("inbox opens")
+}
+
+fn ledger_through(outbox: &Outbox, address: &Address) -> (LedgerClient<Destination>, Destination) {
+    let channel = Channel::builder(address.clone()).name("shop-1").connect_lazy();
+    let destination = outbox.destination("ledger", channel);
+    (LedgerClient::new(destination.clone()), destination)
+}
+
+/// The next `count` reports, as (sequence, n), checking each id's sender and outbox.
+async fn next_handled(reports: &mut Handled, count: usize, outbox: OutboxId) -> Vec<(u64, u64)> {
+    let mut seen = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (id, n, caller) = within("a message handled", reports.recv()).await.expect("receiver running");
+        let id = id.expect("a durable handler has its message id");
+        assert_eq!((id.sender(), id.outbox(), caller.as_str()), ("shop-1", outbox, "shop-1"));
+        seen.push((id.sequence(), n));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn messages_are_handled_once_in_order_with_their_ids_and_then_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (serving, mut reports, address) =
+        receiver("ledger", &"tcp://127.0.0.1:0".parse().expect("address"), Some(inbox_in(dir.path()).await)).await;
+    let outbox = outbox_in(dir.path()).await;
+    let (ledger, destination) = ledger_through(&outbox, &address);
+
+    for n in 1..=500 {
+        ledger.record(n * 10).await.expect("logged");
+    }
+    let seen = next_handled(&mut reports, 500, outbox.id()).await;
+    let expected: Vec<(u64, u64)> = (1..=500).map(|n| (n, n * 10)).collect();
+    assert_eq!(seen, expected);
+
+    within("every message acknowledged", destination.delivered()).await.expect("delivered");
+    assert_eq!(outbox.pending().await.expect("pending"), vec![]);
+    serving.shutdown().await.expect("served");
+    assert!(reports.recv().await.is_none(), "no message was handled twice");
+}
+
+#[tokio::test]
+async fn messages_wait_for_a_receiver_that_is_down_and_survive_restarts_of_both_ends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = unix_address(&dir);
+
+    // Nobody listens yet: the calls are logged and wait.
+    let outbox = outbox_in(dir.path()).await;
+    let (ledger, _) = ledger_through(&outbox, &address);
+    for n in 1..=100 {
+        ledger.record(n).await.expect("logged while the receiver is down");
+    }
+    // The sender stops before anything was delivered, and starts again.
+    outbox.close().await.expect("closed");
+    let outbox = outbox_in(dir.path()).await;
+    let pending = outbox.pending().await.expect("pending");
+    assert_eq!((pending.len(), pending[0].first_unacknowledged, pending[0].next_sequence), (1, 1, 101));
+    let (ledger, destination) = ledger_through(&outbox, &address);
+
+    // The receiver comes up: the 100 messages arrive, in order.
+    let inbox = inbox_in(dir.path()).await;
+    let (serving, mut reports, _) = receiver("ledger", &address, Some(inbox.clone())).await;
+    let seen = next_handled(&mut reports, 100, outbox.id()).await;
+    assert_eq!(seen, (1..=100).map(|n| (n, n)).collect::<Vec<_>>());
+    within("the first hundred acknowledged", destination.delivered()).await.expect("delivered");
+
+    // The receiver goes away and comes back with its inbox reopened: the next messages
+    // continue the stream, and none of the first hundred runs again.
+    serving.shutdown().await.expect("served");
+    inbox.close().await.expect("inbox closed");
+    for n in 101..=200 {
+        ledger.record(n).await.expect("logged while the receiver is down");
+    }
+    let (serving, mut reports, _) = receiver("ledger", &address, Some(inbox_in(dir.path()).await)).await;
+    let seen = next_handled(&mut reports, 100, outbox.id()).await;
+    assert_eq!(seen, (101..=200).map(|n| (n, n)).collect::<Vec<_>>());
+    within("all acknowledged", destination.delivered()).await.expect("delivered");
+    serving.shutdown().await.expect("served");
+    assert!(reports.recv().await.is_none(), "no message was handled twice");
+}
+
+#[tokio::test]
+async fn a_server_of_another_name_or_without_an_inbox_is_never_given_the_messages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let address = unix_address(&dir);
+    let outbox = outbox_in(dir.path()).await;
+    let (ledger, destination) = ledger_through(&outbox, &address);
+    ledger.record(1).await.expect("logged");
+
+    // A durable request, as the delivery task sends it, to each wrong receiver: refused by
+    // the sending side itself, unprocessed, so the message stays for its receiver.
+    let durable_call = || {
+        let mut request = Request::new("Ledger.record", postcard(&1u64));
+        let id = MessageId::new("shop-1", outbox.id(), 1);
+        request.ctx_mut().set_durable(Some(Durable::new(id, 0, "ledger")));
+        request
+    };
+    let other_dir = tempfile::tempdir().expect("temp dir");
+    let (impostor, mut impostor_reports, _) =
+        receiver("ledger-2", &address, Some(inbox_in(other_dir.path()).await)).await;
+    let channel = Channel::builder(address.clone()).connect().await.expect("connects");
+    let refused = channel.clone().oneshot(durable_call()).await.expect_err("another name");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    assert!(refused.is_unprocessed() && refused.message().contains("it is for ledger"), "{refused}");
+    impostor.shutdown().await.expect("served");
+
+    let (plain, mut plain_reports, _) = receiver("ledger", &address, None).await;
+    let channel = Channel::builder(address.clone()).connect().await.expect("connects");
+    let refused = channel.clone().oneshot(durable_call()).await.expect_err("no inbox");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused}");
+    assert!(refused.is_unprocessed() && refused.message().contains("announced no INBOX"), "{refused}");
+    plain.shutdown().await.expect("served");
+    assert!(impostor_reports.recv().await.is_none() && plain_reports.recv().await.is_none());
+    let pending = outbox.pending().await.expect("pending");
+    assert_eq!((pending[0].first_unacknowledged, pending[0].next_sequence), (1, 2), "still waiting");
+
+    // The right receiver gets it.
+    let (serving, mut reports, _) = receiver("ledger", &address, Some(inbox_in(dir.path()).await)).await;
+    assert_eq!(next_handled(&mut reports, 1, outbox.id()).await, vec![(1, 1)]);
+    within("acknowledged", destination.delivered()).await.expect("delivered");
+    serving.shutdown().await.expect("served");
+}
+
+#[tokio::test]
+async fn a_two_way_call_through_an_outbox_is_refused_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outbox = outbox_in(dir.path()).await;
+    let (ledger, _) = ledger_through(&outbox, &unix_address(&dir));
+    let refused = ledger.total().await.expect_err("not oneway");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    assert!(refused.is_unprocessed() && refused.message().contains("not oneway"), "{refused}");
+    assert_eq!(outbox.pending().await.expect("pending"), vec![]);
+}
+
+/// A durable request frame for message `sequence` of the raw sender's stream.
+fn durable_frame(id: u64, sequence: u64, acknowledged: u64, n: u64) -> zrpc_transport::frame::RequestFrame {
+    let mut frame = request(id, "Ledger.record", postcard(&n));
+    frame.flags |= flags::DURABLE;
+    frame.durable =
+        Some(Box::new(DurableFields { outbox: 7, sequence, acknowledged, sender: Bytes::from_static(b"raw-sender") }));
+    frame
+}
+
+#[tokio::test]
+async fn a_redelivery_is_acknowledged_without_running_again_and_a_gap_is_refused_with_recorded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (serving, mut reports, address) =
+        receiver("ledger", &"tcp://127.0.0.1:0".parse().expect("address"), Some(inbox_in(dir.path()).await)).await;
+    let mut peer = RawPeer::connect(address.to_string().trim_start_matches("tcp://")).await;
+    let hello = peer.handshake("raw-sender").await;
+    assert!(hello.inbox, "a server with an inbox announces INBOX");
+
+    let recorded_of = |payload: &Bytes| u64::from_be_bytes(payload[..].try_into().expect("8 bytes"));
+    peer.send_request(&durable_frame(1, 1, 0, 100)).await;
+    let first = peer.next_response().await;
+    assert_eq!((first.id, first.code, recorded_of(&first.payload)), (1, 0, 1));
+    // The acknowledgement was lost: the sender sends message 1 again.
+    peer.send_request(&durable_frame(3, 1, 0, 100)).await;
+    let again = peer.next_response().await;
+    assert_eq!((again.id, again.code, recorded_of(&again.payload)), (3, 0, 1));
+    // Message 3 before message 2: a gap, refused unprocessed with what is recorded.
+    peer.send_request(&durable_frame(5, 3, 1, 300)).await;
+    let gap = peer.next_response().await;
+    assert_eq!((gap.id, gap.code, recorded_of(&gap.payload)), (5, Code::Unavailable.as_u8(), 1));
+    assert_ne!(gap.flags & flags::UNPROCESSED, 0);
+    // An unknown method is refused before it is recorded.
+    let mut unknown = durable_frame(7, 2, 1, 200);
+    unknown.method = Bytes::from_static(b"Ledger.nope");
+    peer.send_request(&unknown).await;
+    let refused = peer.next_response().await;
+    assert_eq!((refused.id, refused.code), (7, Code::NotFound.as_u8()));
+    peer.send_request(&durable_frame(9, 2, 1, 200)).await;
+    assert_eq!(recorded_of(&peer.next_response().await.payload), 2);
+
+    let (first, second) = (within("handled", reports.recv()).await, within("handled", reports.recv()).await);
+    let ids = [first, second].map(|report| {
+        let (id, n, _) = report.expect("running");
+        (id.expect("durable").sequence(), n)
+    });
+    assert_eq!(ids, [(1, 100), (2, 200)]);
+    drop(peer);
+    serving.shutdown().await.expect("served");
+    assert!(reports.recv().await.is_none(), "the redelivered message did not run again");
+}
+
+#[tokio::test]
+async fn a_plain_server_refuses_durable_frames_unprocessed_and_says_so_in_its_hello() {
+    let (serving, _reports, address) = receiver("ledger", &"tcp://127.0.0.1:0".parse().expect("address"), None).await;
+    let mut peer = RawPeer::connect(address.to_string().trim_start_matches("tcp://")).await;
+    assert!(!peer.handshake("raw-sender").await.inbox);
+    peer.send_request(&durable_frame(1, 1, 0, 100)).await;
+    let refused = peer.next_response().await;
+    assert_eq!(refused.code, Code::Unimplemented.as_u8());
+    assert_ne!(refused.flags & flags::UNPROCESSED, 0);
+    drop(peer);
+    serving.shutdown().await.expect("served");
+}
