@@ -57,6 +57,8 @@ impl Ledger for Books {
 /// What one run measured.
 struct Measured {
     per_second: f64,
+    /// Durable modes: messages acknowledged by the receiver's inbox per second.
+    acknowledged_per_second: Option<f64>,
     latency: Histogram<u64>,
 }
 
@@ -125,7 +127,10 @@ async fn run(args: &[String]) -> Result<(), BoxError> {
         args.callers,
         args.rounds
     );
-    println!("{:<10} {:>5} {:>12} {:>10} {:>10} {:>10}", "mode", "round", "msgs/s", "p50 µs", "p99 µs", "p999 µs");
+    println!(
+        "{:<10} {:>5} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "mode", "round", "handled/s", "acked/s", "p50 µs", "p99 µs", "p999 µs"
+    );
     for round in 1..=args.rounds {
         for mode in [Mode::Oneway, Mode::Durable(Durability::Process), Mode::Durable(Durability::Power)] {
             let name = match mode {
@@ -141,8 +146,9 @@ async fn run(args: &[String]) -> Result<(), BoxError> {
             let measured = measure(mode, &args, &dir).await?;
             let _ = std::fs::remove_dir_all(&dir);
             let q = |q: f64| measured.latency.value_at_quantile(q);
+            let acknowledged = measured.acknowledged_per_second.map_or("-".to_owned(), |a| format!("{a:.0}"));
             println!(
-                "{name:<10} {round:>5} {:>12.0} {:>10} {:>10} {:>10}",
+                "{name:<10} {round:>5} {:>12.0} {acknowledged:>12} {:>10} {:>10} {:>10}",
                 measured.per_second,
                 q(0.5),
                 q(0.99),
@@ -216,6 +222,13 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
     for caller in callers {
         latency.add(caller.await??)?;
     }
+    let acknowledged_per_second = match &client.inner() {
+        Caller::Durable(destination) => {
+            destination.delivered().await?;
+            Some(args.messages as f64 / started.elapsed().as_secs_f64())
+        }
+        Caller::Plain(_) => None,
+    };
     if books.handled.load(Ordering::Relaxed) < args.messages {
         tokio::time::timeout(Duration::from_secs(600), books.done.notified()).await?;
     }
@@ -228,7 +241,7 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
     if let Some(inbox) = inbox {
         inbox.close().await?;
     }
-    Ok(Measured { per_second: args.messages as f64 / elapsed.as_secs_f64(), latency })
+    Ok(Measured { per_second: args.messages as f64 / elapsed.as_secs_f64(), acknowledged_per_second, latency })
 }
 
 /// Fills an outbox with `messages` undelivered messages, closes it and times its reopening.

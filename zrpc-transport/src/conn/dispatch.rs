@@ -73,7 +73,16 @@ pub(super) struct Dispatch<S: Service<Request>> {
     /// Where the peer's durable requests are recorded, on a side that has an inbox.
     #[cfg(feature = "durable")]
     inbox: Option<crate::durable::Inbox>,
+    /// The acknowledgements of durable requests whose records are queued on the inbox's writer,
+    /// polled with the handlers' answers: no task per message. At most one per request in
+    /// progress, so bounded by the connection's `max_requests`.
+    #[cfg(feature = "durable")]
+    recording: futures::stream::FuturesUnordered<Recording>,
 }
+
+/// A durable request's acknowledgement, once its record has reached the inbox's level.
+#[cfg(feature = "durable")]
+type Recording = Pin<Box<dyn Future<Output = (u64, Result<Response, Status>)> + Send>>;
 
 /// A handler's answer from its task: the call, the result, and whether its payload is
 /// compressed.
@@ -181,6 +190,8 @@ where
             metrics: MetricsCache::new(Side::Server, None),
             #[cfg(feature = "durable")]
             inbox: None,
+            #[cfg(feature = "durable")]
+            recording: futures::stream::FuturesUnordered::new(),
         }
     }
 
@@ -241,6 +252,13 @@ where
             if handler.is_some() {
                 self.release_units(1);
             }
+        }
+        #[cfg(feature = "durable")]
+        for _ in 0..BATCH {
+            use futures::StreamExt;
+            let Poll::Ready(Some((id, result))) = self.recording.poll_next_unpin(cx) else { break };
+            progress = true;
+            mux.finish(id, &result);
         }
         progress
     }
@@ -402,9 +420,10 @@ where
     /// that could never run is refused unprocessed and stays with its sender. The record is
     /// queued here, in the order the connection's requests arrived: a stream's messages reach
     /// the inbox in order, and one answered out of turn would be refused as a gap. The answer
-    /// is awaited in a task of its own, which needs no unit of the budget (it runs no handler)
-    /// and is not aborted by a CANCEL (recording is short, and a message recorded after all is
-    /// answered as a duplicate when it comes again).
+    /// is polled with the handlers' ([`poll_completions`](Dispatch::poll_completions)); it
+    /// needs no unit of the budget (it runs no handler) and a CANCEL does not drop it
+    /// (recording is short, and a message recorded after all is a duplicate when it comes
+    /// again).
     #[cfg(feature = "durable")]
     fn record_durable(
         &mut self,
@@ -438,10 +457,7 @@ where
             });
         match recorded {
             Ok(answer) => {
-                let done = self.done_tx.clone();
-                tokio::spawn(async move {
-                    let _ = done.send((id, crate::durable::acknowledgement(answer.await), false));
-                });
+                self.recording.push(Box::pin(async move { (id, crate::durable::acknowledgement(answer.await)) }));
             }
             Err(status) => {
                 mux.finish(id, &Err(status));

@@ -9,7 +9,8 @@
 //! messages.
 //!
 //! - **Window.** Up to [`WINDOW`] messages await their acknowledgement at once, sent in
-//!   sequence order. After a start or a failure only one goes out until it is acknowledged (a
+//!   sequence order; the task reads more from the log once half the window is free, so that
+//!   each read (a round trip to the writer thread) brings many. After a start or a failure only one goes out until it is acknowledged (a
 //!   connection being set up could otherwise let a later message overtake an earlier one, which
 //!   the receiver would refuse as a gap), then the window opens.
 //! - **Acknowledgements.** Each carries the receiver's `recorded`: every message up to it is
@@ -96,7 +97,9 @@ where
         let backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
         loop {
             let window = if progress.flowing { WINDOW } else { 1 };
-            if progress.failed.is_none() && in_flight.len() < window {
+            // Refill once half the window is free, not after each answer: a read is a round
+            // trip to the writer thread, and should bring many messages, not one or two.
+            if progress.failed.is_none() && in_flight.len() <= window / 2 {
                 let from = if in_flight.is_empty() { progress.acknowledged + 1 } else { progress.next };
                 match self.outbox.read(&self.destination, from, window - in_flight.len(), READ_BYTES).await {
                     Ok(batch) => {
@@ -138,7 +141,7 @@ where
                 self.progress.wake.notified().await;
                 continue;
             }
-            let room = progress.failed.is_none() && in_flight.len() < window;
+            let room = progress.failed.is_none() && in_flight.len() <= window / 2;
             tokio::select! {
                 Some((sequence, answer)) = in_flight.next() => {
                     self.answered(&mut progress, sequence, answer);
