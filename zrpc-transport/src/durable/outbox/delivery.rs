@@ -176,9 +176,15 @@ where
             progress.acknowledged = progress.acknowledged.max(recorded);
         }
         match (answer, recorded) {
-            (Ok(_), Some(_)) => {
+            (Ok(_), Some(recorded)) if recorded >= sequence => {
                 progress.flowing = true;
                 progress.failures = 0;
+            }
+            (Ok(_), Some(recorded)) => {
+                let status = Status::internal(format!(
+                    "the acknowledgement of durable message {sequence} says only {recorded} are recorded"
+                ));
+                self.failed(progress, status);
             }
             (Ok(_), None) => {
                 let status = Status::internal(format!(

@@ -262,12 +262,19 @@ impl Outbox {
         self.inner.writer.call(|reply| Command::Discard { destination: destination.into(), reply }).await?
     }
 
-    /// Finishes the writes queued, closes the log and releases its lock, for every clone.
+    /// Finishes the writes queued, closes the log and releases its lock, for every clone, and
+    /// ends the deliveries.
     ///
     /// # Errors
     /// [`Closed`](DurableError::Closed) if it was closed already.
     pub async fn close(&self) -> Result<(), DurableError> {
-        self.inner.writer.call(|reply| Command::Control(Control::Close(reply))).await
+        let closed = self.inner.writer.call(|reply| Command::Control(Control::Close(reply))).await;
+        // Deliveries waiting for a message find the log closed and end.
+        let deliveries = self.inner.deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for progress in deliveries.values() {
+            progress.wake.notify_one();
+        }
+        closed
     }
 
     /// Up to `max` messages of `destination` (and about `max_bytes`) from sequence `from` on,
