@@ -514,6 +514,13 @@ mod tests {
         drawn.positions().first().map(|&position| ready.index(position))
     }
 
+    /// A picker told of `endpoints`, as the balancing layer tells it of each new set.
+    fn told(endpoints: &[EndpointView<'_>]) -> ConsistentHash {
+        let picker = ConsistentHash::new();
+        picker.update(endpoints);
+        picker
+    }
+
     fn filters(picker: &ConsistentHash) -> usize {
         picker.counters.filters.load(Ordering::Relaxed)
     }
@@ -558,8 +565,7 @@ mod tests {
     fn a_draw_looks_at_one_point_however_many_endpoints_are_down() {
         let all = addresses(2_000);
         let mut endpoints = views(&all);
-        let picker = ConsistentHash::new();
-        picker.update(&endpoints);
+        let picker = told(&endpoints);
         for (i, endpoint) in endpoints.iter_mut().enumerate() {
             endpoint.available = i == 1_234;
         }
@@ -586,8 +592,7 @@ mod tests {
     fn an_owner_that_goes_down_hands_its_keys_to_the_next_ready_owner_and_takes_them_back() {
         let all = addresses(10);
         let mut endpoints = views(&all);
-        let picker = ConsistentHash::new();
-        picker.update(&endpoints);
+        let picker = told(&endpoints);
         let keys = 5_000;
         let mapping = |endpoints: &[EndpointView<'_>]| -> Vec<usize> {
             let ready = ReadySet::new(endpoints);
@@ -632,8 +637,7 @@ mod tests {
         let all = addresses(4);
         let mut endpoints = views(&all);
         endpoints[1].available = false;
-        let picker = ConsistentHash::new();
-        picker.update(&endpoints);
+        let picker = told(&endpoints);
         let ready = ReadySet::new(&endpoints);
         let owners = |picker: &ConsistentHash| -> Vec<Option<usize>> {
             (0..2_000).map(|key| drawn(picker, &ready, &PickContext::new().with_hash_key(key))).collect()
@@ -643,9 +647,7 @@ mod tests {
         endpoints[0].weight = 16;
         picker.update(&endpoints);
         let heavy = owners(&picker);
-        let fresh = ConsistentHash::new();
-        fresh.update(&endpoints);
-        assert_eq!(heavy, owners(&fresh), "as a picker that never knew the old ring");
+        assert_eq!(heavy, owners(&told(&endpoints)), "as a picker that never knew the old ring");
         let share = |owners: &[Option<usize>]| owners.iter().filter(|&&o| o == Some(0)).count();
         assert!(share(&heavy) > 2 * share(&light), "{} then {}", share(&light), share(&heavy));
     }
