@@ -20,16 +20,44 @@
 //!    ([`PickContext::key`]); it is mixed the same way before lookup, so sequential keys spread
 //!    over the ring.
 //! 4. A key whose owner is not a candidate (unavailable, drained, or excluded by a retry) goes to
-//!    the next point on the ring that is; when the owner returns, so do its keys. Availability is
-//!    not part of the ring, so a flapping endpoint costs no rebuild.
+//!    the next point on the ring that is; when the owner returns, so do its keys.
 //!
 //! The ring is built from the addresses and weights, in [`Pick::update`] or on the first pick that
-//! sees a different set, and read under an `RwLock`; a lookup is a binary search. Under a
-//! balancing layer the lookup checks the owner (and, when it is down, the next points') against
-//! the layer's set of eligible endpoints by address ([`Pick::draw`]), so a pick reads no other
-//! endpoint: O(log n) in the set's size.
+//! sees a different set, and read under an `RwLock`; a lookup is a binary search.
+//!
+//! # Under a balancing layer: a ring of the ready endpoints
+//!
+//! The layer hands [`Pick::draw`] its [`ReadySet`], the endpoints last found eligible. Walking
+//! the whole ring from the key's point to the first owner in that set would cost, with most of
+//! the set down (1 live endpoint among 2,000 addresses), about as many steps as there are dead
+//! endpoints: the live one's points are 1 in 2,000. So the picker keeps beside the whole ring a
+//! *ready ring*: the whole ring's points whose owner is in the ready set, in the same order, each
+//! naming its owner's position in that set. A draw is then one binary search of the ready ring
+//! and, unless a retry excluded the owner, one step: O(log n) in the set's size, whatever the
+//! number of endpoints that are down.
+//!
+//! 1. The ready ring is derived from the whole ring by filtering, never hashed anew, so it holds
+//!    exactly the same points: a key lands on the ready owner that the walk of the whole ring
+//!    would find (the next ready point after its own owner's); with every endpoint ready, every
+//!    key maps as on the whole ring, and an owner that comes back takes its keys back.
+//! 2. It is keyed by the ready set's [`id`](ReadySet::id). The first draw handed a new ready set
+//!    (the layer builds one when the set changes, when a drawn endpoint was found down, and every
+//!    [`READY_REFRESH`](super::READY_REFRESH)) derives it: O(n) address lookups to map the ring's
+//!    endpoints to the set's positions, and only when that mapping differs from the last one
+//!    (an endpoint came or went) O(points) to filter the whole ring. A refresh that finds the
+//!    same endpoints ready costs no filtering; with every endpoint ready, in the whole set's
+//!    order, the ready ring shares the whole ring's points and costs no memory.
+//! 3. One draw derives at a time; draws that find a new ready set while another one derives walk
+//!    the whole ring instead, as before this ring existed: same answer, more steps, for the
+//!    moment the derivation takes.
+//! 4. Replacing the whole ring (a new set, a new weight) drops the ready ring with it, so a
+//!    ready ring is always derived from the ring it is stored beside.
+//!
+//! The cost moves from the picks to the changes of the ready set: an endpoint that flaps makes
+//! each ready set built meanwhile filter the ring again (O(points), about 0.3 million at 2,000
+//! endpoints), paid by one caller per change, not by every pick.
 
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 
 use super::rng::mix64;
 use super::{Candidates, Drawn, EndpointView, Pick, PickContext, ReadySet};
@@ -56,10 +84,20 @@ pub(crate) fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
 /// hash of the method and payload. Removing one of `n` endpoints moves only its keys, about
 /// `1/n` of them; a key whose owner is unavailable or excluded goes to the next endpoint on the
 /// ring.
+///
+/// Under a balancing layer ([`Pick::draw`]) a pick is a binary search of a second ring: the
+/// whole ring's points whose endpoints are in the layer's [`ReadySet`], filtered from it (so
+/// every key maps as on the whole ring) when the ready set's [`id`](ReadySet::id) changes. A
+/// pick then costs the same with 1,999 endpoints down as with none; the filtering, O(points),
+/// is paid once per change of the ready endpoints, by one caller.
 #[derive(Debug)]
 pub struct ConsistentHash {
     replicas: u32,
-    ring: RwLock<Ring>,
+    rings: RwLock<Rings>,
+    /// Held by the one draw that derives a ready ring (module docs on the ready ring, point 3).
+    deriving: Mutex<()>,
+    #[cfg(test)]
+    counters: tests::Counters,
 }
 
 impl ConsistentHash {
@@ -80,7 +118,66 @@ impl ConsistentHash {
     /// `1..=MAX_REPLICAS`. More replicas even out the endpoints' shares (their spread shrinks
     /// as `1/√replicas`) at the cost of memory and rebuild time.
     pub fn with_replicas(replicas: u32) -> ConsistentHash {
-        ConsistentHash { replicas: replicas.clamp(1, ConsistentHash::MAX_REPLICAS), ring: RwLock::default() }
+        ConsistentHash {
+            replicas: replicas.clamp(1, ConsistentHash::MAX_REPLICAS),
+            rings: RwLock::default(),
+            deriving: Mutex::default(),
+            #[cfg(test)]
+            counters: tests::Counters::default(),
+        }
+    }
+
+    /// How many steps [`stepped`](Self::stepped) counted (tests only).
+    #[cfg(test)]
+    pub(crate) fn steps(&self) -> usize {
+        self.counters.steps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts `steps` of a draw's walk, or addresses looked up to derive a ready ring (tests
+    /// only).
+    fn stepped(&self, steps: usize) {
+        #[cfg(test)]
+        self.counters.steps.fetch_add(steps, std::sync::atomic::Ordering::Relaxed);
+        let _ = steps;
+    }
+
+    /// Counts a filtering of the whole ring into a ready ring (tests only).
+    fn filtered(&self) {
+        #[cfg(test)]
+        self.counters.filters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Rings> {
+        self.rings.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the whole ring, and so drops the ready ring derived from the old one.
+    fn replace(&self, ring: Ring) {
+        let mut rings = self.rings.write().unwrap_or_else(PoisonError::into_inner);
+        let version = rings.ring.version.wrapping_add(1);
+        *rings = Rings { ring: Ring { version, ..ring }, ready: ReadyRing::default() };
+    }
+
+    /// The first position of `ready` at or after `point` on the ready ring that `ctx` does not
+    /// exclude.
+    fn ready_owner(&self, ring: &ReadyRing, point: u64, ready: &ReadySet, ctx: &PickContext<'_>) -> Option<usize> {
+        let check_exclude = !ctx.exclude().is_empty();
+        ring_from(&ring.points, point).map(|p| p.owner).find(|&position| {
+            self.stepped(1);
+            // A position past the set's end would be a ready ring derived for another set:
+            // never drawn.
+            position < ready.len() && !(check_exclude && ctx.is_excluded(ready.address(position)))
+        })
+    }
+
+    /// The same answer as [`ready_owner`](Self::ready_owner), by walking the whole ring and
+    /// looking each owner up in `ready` by address: for the moment another draw derives.
+    fn walked_owner(&self, ring: &Ring, point: u64, ready: &ReadySet, ctx: &PickContext<'_>) -> Option<usize> {
+        ring_from(&ring.points, point).find_map(|p| {
+            self.stepped(1);
+            let position = ready.position(&ring.members[p.owner].0)?;
+            (!ctx.is_excluded(ready.address(position))).then_some(position)
+        })
     }
 }
 
@@ -98,54 +195,100 @@ impl Pick for ConsistentHash {
         }
         let point = mix64(ctx.key());
         {
-            let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
-            if ring.matches(endpoints) {
-                return Ok(ring.owner(point, &candidates));
+            let rings = self.read();
+            if rings.ring.matches(endpoints) {
+                return Ok(rings.ring.owner(point, &candidates));
             }
         }
         let ring = Ring::build(endpoints, self.replicas);
         let owner = ring.owner(point, &candidates);
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
+        self.replace(ring);
         Ok(owner)
     }
 
     fn update(&self, endpoints: &[EndpointView<'_>]) {
-        if self.ring.read().unwrap_or_else(PoisonError::into_inner).matches(endpoints) {
+        if self.read().ring.matches(endpoints) {
             return;
         }
-        let ring = Ring::build(endpoints, self.replicas);
-        *self.ring.write().unwrap_or_else(PoisonError::into_inner) = ring;
+        self.replace(Ring::build(endpoints, self.replicas));
     }
 
     fn draw(&self, ready: &ReadySet, ctx: &PickContext<'_>, drawn: &mut Drawn) -> bool {
-        let ring = self.ring.read().unwrap_or_else(PoisonError::into_inner);
-        if ring.points.is_empty() {
+        let point = mix64(ctx.key());
+        let rings = self.read();
+        if rings.ring.points.is_empty() {
             // Never told of a set: the whole set is handed to `pick`, which builds the ring.
             return false;
         }
-        let ready_owner = |owner: usize| {
-            let position = ready.position(&ring.members[owner].0)?;
-            (!ctx.is_excluded(ready.address(position))).then_some(position)
+        let owner = if rings.ready.set_id == Some(ready.id()) {
+            self.ready_owner(&rings.ready, point, ready, ctx)
+        } else {
+            let _deriving = match self.deriving.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    if let Some(position) = self.walked_owner(&rings.ring, point, ready, ctx) {
+                        drawn.push(position);
+                    }
+                    return true;
+                }
+            };
+            let (derived, filtered) = ReadyRing::derive(&rings.ring, ready, &rings.ready);
+            // Its address lookups, one per endpoint of the ready set.
+            self.stepped(ready.len());
+            if filtered {
+                self.filtered();
+            }
+            let owner = self.ready_owner(&derived, point, ready, ctx);
+            let version = rings.ring.version;
+            drop(rings);
+            let mut rings = self.rings.write().unwrap_or_else(PoisonError::into_inner);
+            // Beside the ring it was derived from only (module docs on the ready ring, point 4).
+            if rings.ring.version == version {
+                rings.ready = derived;
+            }
+            owner
         };
-        if let Some(position) = ring.walk(mix64(ctx.key())).find_map(ready_owner) {
+        if let Some(position) = owner {
             drawn.push(position);
         }
         true
     }
 }
 
+/// The whole ring and the ready ring derived from it (module docs on the ready ring, point 4).
 #[derive(Debug, Default)]
-struct Ring {
-    /// The address and weight of each endpoint of the slice the ring was built from, in its order.
-    members: Vec<(Box<str>, u32)>,
-    /// Sorted by hash; `owner` indexes `members` (and so the matching slice).
-    points: Vec<Point>,
+struct Rings {
+    ring: Ring,
+    ready: ReadyRing,
 }
 
+#[derive(Debug, Default)]
+struct Ring {
+    /// Told apart from the ring it replaced, so that a ready ring derived meanwhile from that
+    /// one is not stored beside this one.
+    version: u64,
+    /// The address and weight of each endpoint of the slice the ring was built from, in its order.
+    members: Vec<(Box<str>, u32)>,
+    /// Each member's index by address.
+    by_address: std::collections::HashMap<Box<str>, usize>,
+    /// Sorted by hash; `owner` indexes `members` (and so the matching slice).
+    points: Arc<[Point]>,
+}
+
+/// A point on a ring: `owner` is the index of its endpoint among the whole ring's members, or,
+/// on a ready ring, its position in the ready set.
 #[derive(Clone, Copy, Debug)]
 struct Point {
     hash: u64,
     owner: usize,
+}
+
+/// The points of a ring from the first at or after `point` on, wrapping around once.
+fn ring_from(points: &[Point], point: u64) -> impl Iterator<Item = &Point> {
+    let start = points.partition_point(|p| p.hash < point);
+    let (before, after) = points.split_at(start);
+    after.iter().chain(before)
 }
 
 impl Ring {
@@ -162,7 +305,8 @@ impl Ring {
         // Ties (vanishingly rare in 64 bits) are broken by address, so that the ring does not
         // depend on the order of the slice.
         points.sort_unstable_by(|a, b| a.hash.cmp(&b.hash).then_with(|| members[a.owner].0.cmp(&members[b.owner].0)));
-        Ring { members, points }
+        let by_address = members.iter().enumerate().map(|(i, (address, _))| (address.clone(), i)).collect();
+        Ring { version: 0, members, by_address, points: points.into() }
     }
 
     fn nodes(weight: u32, replicas: u32) -> u32 {
@@ -179,19 +323,54 @@ impl Ring {
                 .all(|((address, weight), e)| *weight == e.weight && **address == *e.address)
     }
 
-    /// The owners of the points from `point` on, wrapping around once.
-    fn walk(&self, point: u64) -> impl Iterator<Item = usize> + '_ {
-        let start = self.points.partition_point(|p| p.hash < point);
-        let (before, after) = self.points.split_at(start);
-        after.iter().chain(before).map(|p| p.owner)
-    }
-
     /// The first candidate at or after `point`, wrapping around.
     fn owner(&self, point: u64, candidates: &Candidates<'_>) -> usize {
-        self.walk(point)
+        ring_from(&self.points, point)
+            .map(|p| p.owner)
             .find(|&owner| candidates.contains(owner))
             // Every candidate has a non-zero weight and so points on the ring: not reached.
             .unwrap_or(candidates.first())
+    }
+}
+
+/// The points of a [`Ring`] whose owners are in one [`ReadySet`], each naming its owner's
+/// position in that set (module docs).
+#[derive(Debug)]
+struct ReadyRing {
+    /// The [`ReadySet::id`] it was derived for; `None` before the first.
+    set_id: Option<u64>,
+    /// For each member of the whole ring, its position in that set, if it is in it.
+    positions: Vec<Option<usize>>,
+    /// Sorted by hash; `owner` is a position in that set.
+    points: Arc<[Point]>,
+}
+
+impl Default for ReadyRing {
+    fn default() -> ReadyRing {
+        ReadyRing { set_id: None, positions: Vec::new(), points: Arc::from(Vec::new()) }
+    }
+}
+
+impl ReadyRing {
+    /// The ready ring of `ring` for `ready`, sharing the points of `last` (derived from the same
+    /// ring) when the same members sit at the same positions, and the whole ring's when every
+    /// member is ready at its own index; and whether it had to filter the whole ring.
+    fn derive(ring: &Ring, ready: &ReadySet, last: &ReadyRing) -> (ReadyRing, bool) {
+        let mut positions = vec![None; ring.members.len()];
+        for position in 0..ready.len() {
+            if let Some(&member) = ring.by_address.get(ready.address(position)) {
+                positions[member] = Some(position);
+            }
+        }
+        let (points, filtered) = if last.set_id.is_some() && positions == last.positions {
+            (last.points.clone(), false)
+        } else if positions.iter().enumerate().all(|(member, &position)| position == Some(member)) {
+            (ring.points.clone(), false)
+        } else {
+            let points = ring.points.iter().filter_map(|p| Some(Point { hash: p.hash, owner: positions[p.owner]? }));
+            (points.collect(), true)
+        };
+        (ReadyRing { set_id: Some(ready.id()), positions, points }, filtered)
     }
 }
 
@@ -199,6 +378,7 @@ impl Ring {
 mod tests {
     use std::collections::HashMap;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -331,6 +511,183 @@ mod tests {
         assert_eq!(picker.pick(&endpoints, &ctx), Ok(owner));
     }
 
+    /// The index in the whole set of what `picker` draws from `ready` for `key`.
+    fn drawn(picker: &ConsistentHash, ready: &ReadySet, ctx: &PickContext<'_>) -> Option<usize> {
+        let mut drawn = Drawn::new();
+        assert!(picker.draw(ready, ctx, &mut drawn), "the ring was built: the picker draws");
+        assert!(drawn.len() <= 1, "{drawn:?}");
+        drawn.positions().first().map(|&position| ready.index(position))
+    }
+
+    /// A picker told of `endpoints`, as the balancing layer tells it of each new set.
+    fn told(endpoints: &[EndpointView<'_>]) -> ConsistentHash {
+        let picker = ConsistentHash::new();
+        picker.update(endpoints);
+        picker
+    }
+
+    fn filters(picker: &ConsistentHash) -> usize {
+        picker.counters.filters.load(Ordering::Relaxed)
+    }
+
+    /// 12 endpoints of weights 1, 2, 3, 1, 2, ... and one of 20 (capped at 16).
+    fn weighted(all: &[String]) -> Vec<EndpointView<'_>> {
+        let mut endpoints = views(all);
+        for (i, endpoint) in endpoints.iter_mut().enumerate() {
+            endpoint.weight = [1, 2, 3][i % 3];
+        }
+        if let Some(last) = endpoints.last_mut() {
+            last.weight = 20;
+        }
+        endpoints
+    }
+
+    /// An FNV-1a hash of the owners of keys 0..20,000: the whole mapping in one number.
+    fn fingerprint(owner: impl Fn(u64) -> usize) -> u64 {
+        (0..20_000u64).fold(FNV_OFFSET, |hash, key| fnv1a(hash, &(owner(key) as u32).to_le_bytes()))
+    }
+
+    /// The fingerprint of the weighted set's mapping as c691cad computed it, before the ready
+    /// ring: what existing users' keys map to.
+    const MAPPING_AT_C691CAD: u64 = 0x4a9d_8d32_1fe6_4109;
+
+    #[test]
+    fn with_every_endpoint_ready_a_draw_maps_every_key_as_before_the_ready_ring() {
+        let all = addresses(12);
+        let endpoints = weighted(&all);
+        let picker = ConsistentHash::new();
+        let by_pick = fingerprint(|key| {
+            picker.pick(&endpoints, &PickContext::new().with_hash_key(key)).expect("eligible endpoints")
+        });
+        assert_eq!(by_pick, MAPPING_AT_C691CAD, "the whole set's pick");
+        let ready = ReadySet::new(&endpoints);
+        let by_draw = fingerprint(|key| drawn(&picker, &ready, &PickContext::new().with_hash_key(key)).unwrap_or(99));
+        assert_eq!(by_draw, MAPPING_AT_C691CAD, "the draw from the ready ring");
+        assert_eq!(filters(&picker), 0, "every endpoint ready: the ready ring is the whole ring");
+    }
+
+    #[test]
+    fn a_draw_looks_at_one_point_however_many_endpoints_are_down() {
+        let all = addresses(2_000);
+        let mut endpoints = views(&all);
+        let picker = told(&endpoints);
+        for (i, endpoint) in endpoints.iter_mut().enumerate() {
+            endpoint.available = i == 1_234;
+        }
+        let ready = ReadySet::new(&endpoints);
+        for key in 0..1_000 {
+            assert_eq!(drawn(&picker, &ready, &PickContext::new().with_hash_key(key)), Some(1_234));
+        }
+        // Walking the whole ring to the live endpoint's points would take about 2,000 steps a key.
+        assert_eq!(picker.steps(), 1 + 1_000, "one address looked up to derive, then one step per draw");
+        assert_eq!(filters(&picker), 1, "the ready ring was derived once, by the first draw");
+
+        // A retry that excluded the live one: nothing to draw, after its 160 points.
+        let tried: Vec<Arc<str>> = vec![all[1_234].as_str().into()];
+        assert_eq!(drawn(&picker, &ready, &PickContext::new().with_hash_key(7).with_exclude(&tried)), None);
+        assert_eq!(picker.steps(), 1 + 1_000 + 160);
+
+        // A new ready set with the same endpoint (the layer's periodic refresh): no filtering.
+        let refreshed = ReadySet::new(&endpoints);
+        assert_eq!(drawn(&picker, &refreshed, &PickContext::new().with_hash_key(1)), Some(1_234));
+        assert_eq!((picker.steps(), filters(&picker)), (1 + 1_000 + 160 + 2, 1));
+    }
+
+    #[test]
+    fn an_owner_that_goes_down_hands_its_keys_to_the_next_ready_owner_and_takes_them_back() {
+        let all = addresses(10);
+        let mut endpoints = views(&all);
+        let picker = told(&endpoints);
+        let keys = 5_000;
+        let mapping = |endpoints: &[EndpointView<'_>]| -> Vec<usize> {
+            let ready = ReadySet::new(endpoints);
+            (0..keys).map(|key| drawn(&picker, &ready, &PickContext::new().with_hash_key(key)).unwrap_or(99)).collect()
+        };
+        let before = mapping(&endpoints);
+        // The owner's successor on the whole ring, as its points were placed.
+        let next_up = |key: u64, down: &[usize]| {
+            let ring = picker.read();
+            ring_from(&ring.ring.points, mix64(key)).map(|p| p.owner).find(|owner| !down.contains(owner))
+        };
+
+        // e3 down, then e3 and e4 (neighbours on the ring at many points) down together.
+        for down in [&[3][..], &[3, 4]] {
+            for &i in down {
+                endpoints[i].available = false;
+            }
+            let during = mapping(&endpoints);
+            for key in 0..keys {
+                let k = key as usize;
+                if down.contains(&before[k]) {
+                    assert_eq!(Some(during[k]), next_up(key, down), "key {key} went past its next ready owner");
+                } else {
+                    assert_eq!(during[k], before[k], "key {key} moved though its owner stayed up");
+                }
+            }
+            assert!(during.iter().all(|owner| !down.contains(owner)));
+            // The whole set's pick (the walk of the whole ring) agrees.
+            for key in 0..500 {
+                let whole = picker.pick(&endpoints, &PickContext::new().with_hash_key(key));
+                assert_eq!(whole, Ok(during[key as usize]));
+            }
+            for &i in down {
+                endpoints[i].available = true;
+            }
+            assert_eq!(mapping(&endpoints), before, "back up: every key back with its owner");
+        }
+    }
+
+    #[test]
+    fn a_new_ring_drops_the_ready_ring_derived_from_the_old_one() {
+        let all = addresses(4);
+        let mut endpoints = views(&all);
+        endpoints[1].available = false;
+        let picker = told(&endpoints);
+        let ready = ReadySet::new(&endpoints);
+        let owners = |picker: &ConsistentHash| -> Vec<Option<usize>> {
+            (0..2_000).map(|key| drawn(picker, &ready, &PickContext::new().with_hash_key(key))).collect()
+        };
+        let light = owners(&picker);
+        // Same addresses, e0 now of weight 16: the same ready set must see the new ring.
+        endpoints[0].weight = 16;
+        picker.update(&endpoints);
+        let heavy = owners(&picker);
+        assert_eq!(heavy, owners(&told(&endpoints)), "as a picker that never knew the old ring");
+        let share = |owners: &[Option<usize>]| owners.iter().filter(|&&o| o == Some(0)).count();
+        assert!(share(&heavy) > 2 * share(&light), "{} then {}", share(&light), share(&heavy));
+    }
+
+    #[test]
+    fn while_one_draw_derives_the_others_walk_the_whole_ring_to_the_same_owner() {
+        let all = addresses(50);
+        let mut endpoints = views(&all);
+        for endpoint in endpoints.iter_mut().skip(1) {
+            endpoint.available = false;
+        }
+        let picker = ConsistentHash::with_replicas(16);
+        picker.update(&endpoints);
+        let ready = ReadySet::new(&endpoints);
+        let deriving = picker.deriving.lock().expect("not poisoned");
+        for key in 0..100 {
+            assert_eq!(drawn(&picker, &ready, &PickContext::new().with_hash_key(key)), Some(0));
+        }
+        assert!(picker.steps() > 100 * 5, "walked past the dead: {} steps", picker.steps());
+        assert_eq!(filters(&picker), 0, "nothing derived while the lock was held");
+        drop(deriving);
+        let before = picker.steps();
+        assert_eq!(drawn(&picker, &ready, &PickContext::new().with_hash_key(1)), Some(0));
+        assert_eq!((picker.steps() - before, filters(&picker)), (1 + 1, 1), "one address, one point");
+    }
+
+    /// What the picker counts in tests.
+    #[derive(Debug, Default)]
+    pub(super) struct Counters {
+        /// Ring points a draw looked at, and addresses it looked up to derive a ready ring.
+        pub(super) steps: AtomicUsize,
+        /// Ready rings made by filtering the whole ring.
+        pub(super) filters: AtomicUsize,
+    }
+
     #[test]
     fn weight_scales_the_share_up_to_the_cap() {
         let all = addresses(3);
@@ -346,7 +703,7 @@ mod tests {
         assert!((8_400..9_300).contains(&capped), "{capped}");
         let ring = ConsistentHash::new();
         ring.update(&endpoints);
-        let points = ring.ring.read().map(|r| r.points.len()).unwrap_or(0);
+        let points = ring.read().ring.points.len();
         assert_eq!(points, 160 * (1 + 1 + 16));
     }
 }

@@ -13,7 +13,7 @@
 //! | [`Random`] | at random, in proportion to weight | none | 1 endpoint (a binary search of the weights) |
 //! | [`RoundRobin`] | each endpoint in turn, ignoring weight | one atomic counter | 1 endpoint |
 //! | [`WeightedRoundRobin`] | in turn, in proportion to weight, interleaved (smooth, as nginx) | a current weight per endpoint, under a `Mutex` | every endpoint that is up |
-//! | [`ConsistentHash`] | the owner of the call's key on a ring of virtual nodes | the ring, rebuilt when the set changes | 1 endpoint (a binary search of the ring) |
+//! | [`ConsistentHash`] | the owner of the call's key on a ring of virtual nodes | the ring, rebuilt when the set changes, and the ring of the ready endpoints, derived from it when the ready set changes | 1 endpoint (a binary search of the ready ring), however many are down |
 //!
 //! The last column is what makes a balancer cost the same at 2,000 endpoints as at 2: a picker
 //! [draws](Pick::draw) the endpoints it needs from a [`ReadySet`] of those last found eligible,

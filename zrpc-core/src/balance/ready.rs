@@ -10,6 +10,7 @@
 //! are read for the drawn endpoints only.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use smallvec::SmallVec;
@@ -40,9 +41,13 @@ use super::{EndpointView, ON_STACK, PickContext};
 /// // Points 0..3 of the total weight fall to "a", point 3 to "c".
 /// assert_eq!((ready.by_weight(2), ready.by_weight(3)), (0, 1));
 /// assert_eq!(ready.position("c"), Some(1));
+/// // Every set built has an id of its own, even with the same endpoints.
+/// assert_ne!(ReadySet::new(&endpoints).id(), ready.id());
 /// ```
 #[derive(Debug, Default)]
 pub struct ReadySet {
+    /// See [`id`](ReadySet::id); 0 for the empty default set.
+    id: u64,
     entries: Vec<Entry>,
     /// `cumulative[i]`: the weights of entries `0..=i` added up. Empty when every weight is the
     /// same, where a uniform draw is a weighted one.
@@ -51,6 +56,9 @@ pub struct ReadySet {
     /// Built on the first lookup by address (a pinned call, a consistent-hash owner).
     by_address: OnceLock<HashMap<Arc<str>, usize>>,
 }
+
+/// The next [`ReadySet::id`]; from 1, since the default set has 0.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug)]
 struct Entry {
@@ -82,7 +90,18 @@ impl ReadySet {
                 })
                 .collect()
         };
-        ReadySet { entries, cumulative, total_weight, by_address: OnceLock::new() }
+        // Relaxed: the id only has to be unique, not ordered with anything else.
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        ReadySet { id, entries, cumulative, total_weight, by_address: OnceLock::new() }
+    }
+
+    /// A number that tells this set apart from every other one built in the process (the empty
+    /// [`default`](ReadySet::default) sets share 0): two sets with the same id hold the same
+    /// endpoints at the same positions. A picker that derives state from the set it is handed
+    /// keys that state by the id and derives it again when the id changes, as
+    /// [`ConsistentHash`](super::ConsistentHash) does with its ring of the ready endpoints.
+    pub const fn id(&self) -> u64 {
+        self.id
     }
 
     /// How many endpoints were eligible.

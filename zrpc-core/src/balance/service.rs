@@ -1145,6 +1145,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_keyed_pick_among_1_999_dead_endpoints_looks_up_one_point_of_the_ring() {
+        let picker = Arc::new(ConsistentHash::new());
+        let (balance, switches, looks) = switched(2_000, picker.clone());
+        answer(balance.clone(), request()).await;
+        for (address, switch) in switches.lock().expect("not poisoned").iter() {
+            switch.store(address == "e7", Ordering::SeqCst);
+        }
+        let keyed = |key: u64| {
+            let mut ctx = Context::new();
+            ctx.hints_mut().hash_key = Some(key);
+            request().with_ctx(ctx)
+        };
+        tokio::time::advance(READY_REFRESH).await;
+        assert_eq!(answer(balance.clone(), keyed(0)).await, "e7", "the rebuild finds e7 alone");
+        let steps = picker.steps();
+        looks.store(0, Ordering::SeqCst);
+        for key in 1..=1_000 {
+            assert_eq!(answer(balance.clone(), keyed(key)).await, "e7");
+        }
+        // Walking the whole ring past the dead endpoints' points would take about 2,000 a pick.
+        assert_eq!(picker.steps() - steps, 1_000, "one ring point per pick");
+        assert_eq!(looks.load(Ordering::SeqCst), 1_000, "one endpoint read per pick");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn endpoints_that_go_down_leave_the_draw_and_come_back_after_the_refresh() {
         let (balance, switches, looks) = switched(10, P2c::new());
         answer(balance.clone(), request()).await;

@@ -9,6 +9,7 @@
 
 #![cfg(feature = "etcd")]
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -126,25 +127,48 @@ impl EtcdServer {
         let mut client = self.client().await;
         let options = etcd_client::GetOptions::new().with_prefix().with_keys_only();
         let response = within("etcd reads", client.get(prefix, Some(options))).await.expect("etcd reads");
-        response.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect()
+        response.kvs().iter().map(|kv| key_of(kv.key())).collect()
     }
 
-    /// Waits until the keys under `prefix` are exactly `expected` (in any order).
+    /// Waits until the keys under `prefix` are exactly `expected` (in any order): reads them
+    /// once, then follows etcd's watch from the revision after that read, applying each put and
+    /// delete, so the wait ends on the event that completes the set, not on a poll.
     pub async fn wait_keys(&self, prefix: &str, expected: &[String]) {
-        let mut expected = expected.to_vec();
-        expected.sort();
+        let expected: BTreeSet<String> = expected.iter().cloned().collect();
         let wait = async {
-            loop {
-                let mut keys = self.keys(prefix).await;
-                keys.sort();
+            let mut client = self.client().await;
+            let options = etcd_client::GetOptions::new().with_prefix().with_keys_only();
+            let listed = client.get(prefix, Some(options)).await.expect("etcd reads");
+            let mut keys: BTreeSet<String> = listed.kvs().iter().map(|kv| key_of(kv.key())).collect();
+            if keys == expected {
+                return;
+            }
+            let revision = listed.header().expect("a read's header").revision();
+            // From the revision after the read: no event between the two is missed.
+            let options = etcd_client::WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+            let mut events = client.watch(prefix, Some(options)).await.expect("etcd watches");
+            while let Some(response) = events.message().await.expect("the watch goes on") {
+                assert!(!response.canceled(), "etcd cancelled the watch: {}", response.cancel_reason());
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    match event.event_type() {
+                        etcd_client::EventType::Put => keys.insert(key_of(kv.key())),
+                        etcd_client::EventType::Delete => keys.remove(&key_of(kv.key())),
+                    };
+                }
                 if keys == expected {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            panic!("etcd ended the watch with the keys under {prefix} at {keys:?}");
         };
         within(&format!("the keys under {prefix} are {expected:?}"), wait).await;
     }
+}
+
+/// A key as the tests name it.
+fn key_of(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
 }
 
 impl Drop for EtcdServer {
