@@ -29,6 +29,8 @@ const SENDER_JOURNAL: &str = "sender.journal";
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) kills: usize,
+    /// Kills made after every message had been handled (before the fence).
+    pub(crate) at_rest: usize,
     pub(crate) receivers_killed: usize,
     pub(crate) senders_killed: usize,
     pub(crate) summary: check::Summary,
@@ -139,12 +141,17 @@ pub(crate) fn run(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
     driver.start(Role::Receiver)?;
     driver.start(Role::Sender)?;
 
-    let mut kills = 0;
-    for kill in &plan.kills {
-        let target = driver.progress + kill.after;
+    // A run makes about three lines per message (`logged`, `start`, `end`).
+    let lines = 3 * (plan.messages + 1);
+    let mut at_rest = 0;
+    for (index, kill) in plan.kills.iter().enumerate() {
+        let wait = kill.wait.lines(lines.saturating_sub(driver.progress), plan.kills.len() - index);
+        let target = driver.progress + wait;
         driver.wait_until(|d| d.progress >= target || d.handled_all())?;
+        // Kills the run had no lines left for are made at once, one after the other: of
+        // processes at rest, or still recovering from the kill before.
         if driver.handled_all() {
-            break;
+            at_rest += 1;
         }
         // Both at once: the receiver dies while the sender is still delivering, and the other
         // way round, before either restarts.
@@ -166,7 +173,6 @@ pub(crate) fn run(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
         if kill.victim.sender() {
             driver.start(Role::Sender)?;
         }
-        kills += 1;
     }
     // The fence: one more message, sent after the last kill. It is handled only after every
     // message before it, reruns included (a killed receiver may have been inside the handler
@@ -193,7 +199,8 @@ pub(crate) fn run(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
     );
     match checked {
         Ok(summary) => Ok(Outcome {
-            kills,
+            kills: plan.kills.len(),
+            at_rest,
             receivers_killed: driver.killed_receivers.len(),
             senders_killed: driver.senders_killed,
             summary,

@@ -17,9 +17,12 @@
 //!    for why this, and not the last `n` it printed, and how it finds it when the outbox holds
 //!    nothing).
 //! 3. **Driver** (`driver.rs`, `plan.rs`): a seeded RNG (seed printed; `ZRPC_CRASH_SEED`
-//!    replays) draws each kill as a number of progress lines to wait for (`logged`, `start`,
-//!    `end`, from either child: progress, never a sleep) and a victim: the sender, the receiver
-//!    or both, SIGKILLed and restarted (the receiver first). After the kills it has the sender
+//!    replays the plan, if not the OS's scheduling) draws each kill as a number of progress
+//!    lines to wait for (`logged`, `start`, `end`, from either child: progress, never a sleep;
+//!    1 to 5 lines, or a share of what is left of the run) and a victim: the sender, the
+//!    receiver or both, SIGKILLed and restarted (the receiver first). Kills that the run left
+//!    no lines for are made back to back once every message is handled, so a run always makes
+//!    all of its kills. After the kills it has the sender
 //!    send one more message, the fence, and waits until every message and the fence have an
 //!    `end` (handled in order, the fence ends after any rerun the last kill left), within an
 //!    overall deadline (`ZRPC_CRASH_DEADLINE_SECS`,
@@ -58,12 +61,14 @@ fn durable_calls_survive_sigkill_of_either_end_and_run_once() {
     match driver::run(&plan, dir.path()) {
         Ok(outcome) => {
             println!(
-                "seed {}: {} kills made ({} of the sender, {} of the receiver), {} messages handled, \
-                 {} handlers run again after a kill inside them, {} receiver processes",
+                "seed {}: {} kills made ({} of the sender, {} of the receiver; {} after every message was \
+                 handled), {} messages handled, {} handlers run again after a kill inside them, {} receiver \
+                 processes",
                 plan.seed,
                 outcome.kills,
                 outcome.senders_killed,
                 outcome.receivers_killed,
+                outcome.at_rest,
                 outcome.summary.handled,
                 outcome.summary.reruns,
                 outcome.summary.processes

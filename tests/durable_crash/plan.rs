@@ -63,11 +63,31 @@ impl Victim {
     }
 }
 
-/// One kill: after `after` more lines of progress (`logged`, `start`, `end`, from either
-/// process), SIGKILL `victim`, then start it again.
+/// How long a kill waits, in lines of progress (`logged`, `start`, `end`, from either process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// This many lines: a kill soon after the last restart, during recovery.
+    Lines(u64),
+    /// This many thousandths of a fair share of the lines still to come (what the run has left
+    /// divided by the kills left), so that the kills spread over the run whatever its size.
+    Share(u64),
+}
+
+impl Wait {
+    /// The lines to wait for, when `left` lines of the run are still to come and `kills` kills
+    /// are left (this one included). At least 1.
+    pub(crate) fn lines(self, left: u64, kills: usize) -> u64 {
+        match self {
+            Wait::Lines(lines) => lines.max(1),
+            Wait::Share(thousandths) => (left / kills.max(1) as u64 * thousandths / 1000).max(1),
+        }
+    }
+}
+
+/// One kill: after its wait, SIGKILL `victim`, then start it again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Kill {
-    pub(crate) after: u64,
+    pub(crate) wait: Wait,
     pub(crate) victim: Victim,
 }
 
@@ -98,25 +118,25 @@ impl Plan {
         Ok(Plan::draw(seed, messages, kills, level, deadline))
     }
 
-    /// The kills of a run, from its seed alone (the same seed, the same plan).
+    /// The kills of a run, from its seed alone (the same seed, the same plan; the same run only
+    /// as far as the OS schedules the processes alike).
     ///
-    /// A run makes about `3 * messages` lines (a `logged`, a `start` and an `end` per message),
-    /// so waits are drawn from `1..=1.5 * messages / kills`: on average the kills are over by
-    /// the middle of the run, which leaves room for the recoveries to make progress of their own.
-    /// One kill in four waits only 1 to 5 lines, so that kills also land during recovery (a
-    /// process killed again right after it restarted).
+    /// One kill in four waits 1 to 5 lines, so that kills also land during recovery (a process
+    /// killed again right after it restarted); the others wait up to a fair share of what is
+    /// left of the run ([`Wait::Share`]), half of it on average. Restarts take lines too (the
+    /// process that was not killed goes on), which is why the share is measured at each kill
+    /// rather than drawn in lines up front.
     pub(crate) fn draw(seed: u64, messages: u64, kills: usize, level: Level, deadline: Duration) -> Plan {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let spread = (messages * 3 / 2 / kills.max(1) as u64).max(1);
         let kills = (0..kills)
             .map(|_| {
-                let after = if rng.u8(..4) == 0 { rng.u64(1..=5) } else { rng.u64(1..=spread) };
+                let wait = if rng.u8(..4) == 0 { Wait::Lines(rng.u64(1..=5)) } else { Wait::Share(rng.u64(1..=1000)) };
                 let victim = match rng.u8(..3) {
                     0 => Victim::Sender,
                     1 => Victim::Receiver,
                     _ => Victim::Both,
                 };
-                Kill { after, victim }
+                Kill { wait, victim }
             })
             .collect();
         Plan { seed, messages, level, deadline, kills }
@@ -146,7 +166,18 @@ mod tests {
         assert_eq!(a.kills, b.kills);
         assert_ne!(a.kills, c.kills);
         assert_eq!(a.kills.len(), 10);
-        assert!(a.kills.iter().all(|kill| (1..=300).contains(&kill.after)), "{:?}", a.kills);
+        for kill in &a.kills {
+            let lines = kill.wait.lines(6_000, 10);
+            assert!((1..=600).contains(&lines), "{kill:?}: {lines}");
+        }
+    }
+
+    #[test]
+    fn a_share_is_of_the_lines_left_per_kill_left() {
+        assert_eq!(Wait::Share(500).lines(6_000, 10), 300);
+        assert_eq!(Wait::Share(1000).lines(6_000, 1), 6_000);
+        assert_eq!(Wait::Share(1).lines(10, 10), 1, "never 0");
+        assert_eq!(Wait::Lines(3).lines(0, 0), 3);
     }
 
     #[test]
@@ -155,7 +186,8 @@ mod tests {
         for victim in [Victim::Sender, Victim::Receiver, Victim::Both] {
             assert!(plan.kills.iter().any(|kill| kill.victim == victim), "{victim:?}");
         }
-        assert!(plan.kills.iter().any(|kill| kill.after <= 5), "kills during recovery");
+        assert!(plan.kills.iter().any(|kill| matches!(kill.wait, Wait::Lines(1..=5))), "kills during recovery");
+        assert!(plan.kills.iter().any(|kill| matches!(kill.wait, Wait::Share(_))), "kills spread over the run");
         assert!(plan.replay().contains("ZRPC_CRASH_LEVEL=power"));
     }
 }
