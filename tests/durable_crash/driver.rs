@@ -155,16 +155,16 @@ pub(crate) fn run(plan: &Plan, dir: &Path) -> Result<Outcome, String> {
         }
         // Both at once: the receiver dies while the sender is still delivering, and the other
         // way round, before either restarts.
-        if kill.victim.sender() {
-            if let Some(sender) = driver.sender.take() {
-                sender.kill();
-                driver.senders_killed += 1;
-            }
+        if kill.victim.sender()
+            && let Some(sender) = driver.sender.take()
+        {
+            sender.kill();
+            driver.senders_killed += 1;
         }
-        if kill.victim.receiver() {
-            if let Some(receiver) = driver.receiver.take() {
-                driver.killed_receivers.insert(receiver.kill());
-            }
+        if kill.victim.receiver()
+            && let Some(receiver) = driver.receiver.take()
+        {
+            driver.killed_receivers.insert(receiver.kill());
         }
         // The receiver first: a sender whose outbox is empty asks it where to resume.
         if kill.victim.receiver() {
@@ -311,10 +311,10 @@ impl Driver<'_> {
                 } else if let Some(rest) = line.strip_prefix("end ") {
                     self.progress += 1;
                     // `end <id> <n> <pid>`
-                    if let Some(n) = rest.split(' ').nth(1).and_then(|n| n.parse::<u64>().ok()) {
-                        if (1..=self.plan.messages + 1).contains(&n) {
-                            self.ended.insert(n);
-                        }
+                    if let Some(n) = rest.split(' ').nth(1).and_then(|n| n.parse::<u64>().ok())
+                        && (1..=self.plan.messages + 1).contains(&n)
+                    {
+                        self.ended.insert(n);
                     }
                 }
             }

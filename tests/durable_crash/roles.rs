@@ -36,6 +36,11 @@ pub(crate) const ADDRESS_ENV: &str = "ZRPC_CRASH_ADDRESS";
 const SENDER: &str = "sender";
 /// The receiver's name: its HELLO name, which the outbox's destination must match.
 const RECEIVER: &str = "receiver";
+/// Segments of both logs: small, so that kills land while a log rolls to a new segment or
+/// compacts, and a reopen replays one small segment after its checkpoint (with the default
+/// 64 MiB, a long run's restarts each replayed tens of MB, and the other process's progress
+/// during them used up the kills' share of the run).
+const SEGMENT_BYTES: u64 = 64 * 1024;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -138,7 +143,9 @@ async fn sender(mut told: tokio::sync::mpsc::UnboundedReceiver<String>) -> Resul
     let dir = PathBuf::from(env(DIR_ENV)?);
     let address = env(ADDRESS_ENV)?;
     let total: u64 = env(MESSAGES_ENV)?.parse()?;
-    let outbox = Outbox::open(dir.join("outbox"), OutboxConfig::new(SENDER).durability(level()?)).await?;
+    let outbox =
+        Outbox::open(dir.join("outbox"), OutboxConfig::new(SENDER).durability(level()?).segment_bytes(SEGMENT_BYTES))
+            .await?;
     let pending = outbox.pending().await?;
     let next = match pending.iter().find(|pending| pending.destination == RECEIVER) {
         Some(pending) => pending.next_sequence,
@@ -193,7 +200,9 @@ async fn receiver() -> Result<(), BoxError> {
     let dir = PathBuf::from(env(DIR_ENV)?);
     let address = env(ADDRESS_ENV)?;
     let journal = Journal::open(&dir.join(JOURNAL))?;
-    let inbox = Inbox::open(dir.join("inbox"), InboxConfig::default().durability(level()?)).await?;
+    let inbox =
+        Inbox::open(dir.join("inbox"), InboxConfig::default().durability(level()?).segment_bytes(SEGMENT_BYTES))
+            .await?;
     // The socket file of a receiver that was SIGKILLed stays behind (its listener never
     // dropped); the driver reaped that process before starting this one.
     if let Some(path) = address.strip_prefix("unix://") {
