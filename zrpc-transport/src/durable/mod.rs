@@ -364,7 +364,7 @@
 //!    allowed only where the earlier one was the last `start` of its stream in a receiver
 //!    process that was killed, and then with the same `n`; every line's `n` is its sequence;
 //!    a process that was not killed ends what it starts.
-//! 5. **Sizes:** CI runs 2,000 messages and 10 kills at the process level (about 1.5 s);
+//! 5. **Sizes:** CI runs 2,000 messages and 10 kills at the process level (about 2 s);
 //!    `ZRPC_CRASH_MESSAGES`, `ZRPC_CRASH_KILLS` and `ZRPC_CRASH_LEVEL=power` scale it, and the
 //!    README gives the long runs' numbers. A power loss cannot be made with SIGKILL, and the
 //!    log's power-loss hook is crate-private: at `power` the harness checks the synced logs
