@@ -12,7 +12,7 @@
 //! | [`server`] | [`Server`]: accept loop, many services on one address, graceful shutdown; [`ServerHandle`] to stop it and watch it stop |
 //! | [`channel`] | [`Channel`]: a client's shared connection to one endpoint, with reconnect |
 //! | [`client`] | [`Client`]: a whole service's endpoints behind discovery, balancing, fail modes, timeouts and breakers |
-//! | `durable` | durable calls (feature `durable`): the segment log, the outbox's and the inbox's local halves (`Outbox`, `Inbox`), the message identity, and the design of delivery, the inbox and their protocol |
+//! | `durable` | durable calls (feature `durable`): `Outbox` and its `Destination` (logged oneway calls, delivered until acknowledged), `Inbox` (given to a server: recorded, deduplicated, handled once), their segment log and design |
 //! | `dynamic` | `DynamicClient`: any method called by name with JSON arguments and answers (feature `json`); `Target`, where a tool calls |
 //! | `gateway` | the HTTP/JSON gateway and its web console (feature `gateway`): `POST /{service}/{method}` through a [`Client`] |
 //! | [`dns`] | [`Dns`]: discovery from a DNS name, resolved again on an interval |
@@ -31,8 +31,8 @@
 //! - `json`: `zrpc_transport::dynamic`, calls by name in JSON (gateways, the `zrpc` CLI).
 //! - `gateway`: `zrpc_transport::gateway`, an HTTP/JSON gateway with a web console (axum); implies
 //!   `json`.
-//! - `durable`: `zrpc_transport::durable`, durable calls; for now the outbox's and the inbox's
-//!   local halves (their segment log, CRC-32 by `crc32fast`) and the design of the rest.
+//! - `durable`: `zrpc_transport::durable`, durable calls: an outbox that logs oneway calls and
+//!   delivers them, an inbox a server records them in (a segment log, CRC-32 by `crc32fast`).
 //! - `zstd`, `lz4`, `gzip`: payload compression with that algorithm (the `zstd`, `lz4_flex` and
 //!   `flate2` crates), announced in the HELLO; `compression` turns on all three.
 //! - `fuzzing`: `zrpc_transport::fuzz`, the entry points of the fuzz targets in `fuzz/`; not a

@@ -9,8 +9,12 @@
 //! delivers, it is not a job queue (see the module docs of [`durable`](crate::durable), "Open
 //! questions").
 //!
-//! - **Bound:** at most [`MAX_RUNNING`] handlers run at once; past it, ready streams wait for a
-//!   handler to return.
+//! - **Runs.** A take gives up to 256 of a ready stream's messages at once; its task runs their
+//!   handlers one after another, writing "handled up to n" to the sidecar after each
+//!   (`marks.rs`: one `pwrite`, at the power level with `fdatasync`) and to the log once the
+//!   run is done, which makes the stream ready for its next run.
+//! - **Bound:** at most [`MAX_RUNNING`] streams' runs at once; past it, ready streams wait for a
+//!   run to end.
 //! - **Stopping:** when the server stops, the dispatcher takes no more messages and waits for
 //!   the running handlers (the server bounds the wait with its drain timeout, then aborts them:
 //!   an aborted handler runs again at the inbox's next open, as after a crash inside it).
@@ -28,8 +32,11 @@ use zrpc_core::{Request, Response, Router, Status};
 use super::{Delivery, Inbox};
 use crate::durable::{DurableError, wire};
 
-/// Most handlers the dispatcher runs at once, across streams.
+/// Most streams whose handlers run at once.
 pub const MAX_RUNNING: usize = 1024;
+
+/// Most messages of one stream taken at once, to be handled one after another (a run).
+const RUN: usize = 256;
 
 /// Runs the handlers of `inbox`'s recorded messages with `service` until `stop` completes and
 /// the running handlers have returned. `local` is the server's name (a message's
@@ -45,10 +52,10 @@ where
     loop {
         while running.try_join_next().is_some() {}
         if !stopping && running.len() < MAX_RUNNING {
-            match inbox.take(MAX_RUNNING - running.len()).await {
-                Ok(batch) if !batch.is_empty() => {
-                    for delivery in batch {
-                        let handler = handle(inbox.clone(), service.clone(), names.clone(), local.clone(), delivery);
+            match inbox.take_runs(MAX_RUNNING - running.len(), RUN).await {
+                Ok(taken) if !taken.is_empty() => {
+                    for run in runs(taken) {
+                        let handler = handle_run(inbox.clone(), service.clone(), names.clone(), local.clone(), run);
                         running.spawn(handler);
                     }
                     continue;
@@ -73,8 +80,50 @@ where
     }
 }
 
-/// Runs the handler of one message, then marks it handled.
-async fn handle<S>(inbox: Inbox, service: S, names: Router, local: Arc<str>, delivery: Delivery)
+/// The messages a take returned, split into their streams' runs (each stream's are together).
+fn runs(taken: Vec<Delivery>) -> Vec<Vec<Delivery>> {
+    let mut runs: Vec<Vec<Delivery>> = Vec::new();
+    for delivery in taken {
+        match runs.last_mut() {
+            Some(run)
+                if run.last().is_some_and(|last| {
+                    last.id.outbox() == delivery.id.outbox() && last.id.sender() == delivery.id.sender()
+                }) =>
+            {
+                run.push(delivery);
+            }
+            _ => runs.push(vec![delivery]),
+        }
+    }
+    runs
+}
+
+/// Runs the handlers of one stream's run, one after another, each marked handled in the
+/// sidecar before the next starts; then writes the run's mark to the log, which releases the
+/// stream for its next run.
+async fn handle_run<S>(inbox: Inbox, service: S, names: Router, local: Arc<str>, run: Vec<Delivery>)
+where
+    S: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let Some(last) = run.last().map(|delivery| delivery.id.clone()) else { return };
+    for delivery in run {
+        let id = delivery.id.clone();
+        handle(service.clone(), &names, &local, delivery).await;
+        if let Err(e) = inbox.mark(&id).await {
+            // The stream stays taken: its messages run again at the next open.
+            tracing::error!(%id, error = %e, "durable message handled, but not marked so; its stream stops until the inbox is reopened");
+            return;
+        }
+    }
+    if let Err(e) = inbox.handled(&last).await {
+        // Closed or failed: the sidecar has the marks, which the next open applies.
+        tracing::warn!(id = %last, error = %e, "durable messages handled, but not written so to the log");
+    }
+}
+
+/// Runs the handler of one message.
+async fn handle<S>(service: S, names: &Router, local: &Arc<str>, delivery: Delivery)
 where
     S: Service<Request, Response = Response, Error = Status> + Send + 'static,
     S::Future: Send + 'static,
@@ -84,7 +133,7 @@ where
         Ok(mut request) => {
             let ctx = request.ctx_mut();
             ctx.set_caller(Some(id.sender_arc().clone()));
-            ctx.set_durable(Some(Durable::new(id.clone(), id.sequence() - 1, local)));
+            ctx.set_durable(Some(Durable::new(id.clone(), id.sequence() - 1, local.clone())));
             let method = request.method().clone();
             let call = AssertUnwindSafe(service.oneshot(request)).catch_unwind().await;
             match call {
@@ -94,9 +143,5 @@ where
             }
         }
         Err(status) => tracing::error!(%id, %status, "durable message not handled: it cannot be read"),
-    }
-    if let Err(e) = inbox.handled(&id).await {
-        // Closed or failed: the message comes back unhandled at the next open, and runs again.
-        tracing::warn!(%id, error = %e, "durable message handled, but not marked so");
     }
 }

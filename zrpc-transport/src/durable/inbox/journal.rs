@@ -49,9 +49,9 @@ pub(crate) enum Command {
         message: bytes::Bytes,
         reply: oneshot::Sender<Result<Outcome, DurableError>>,
     },
-    /// Take the next unhandled message of up to `max` ready streams, after the batch (and its
-    /// "handled" marks) reached the level.
-    Take { max: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
+    /// Take the next unhandled messages (up to `per_stream` each) of up to `max` ready
+    /// streams, after the batch (and its "handled" marks) reached the level.
+    Take { max: usize, per_stream: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
     /// Mark a stream's messages handled up to a sequence; answered once the mark reached the
     /// level, and only then is the stream's next message given to a take.
     Handled { key: StreamKey, up_to: u64, reply: oneshot::Sender<Result<u64, DurableError>> },
@@ -67,7 +67,7 @@ pub(crate) enum Command {
 enum Waiting {
     Recorded(oneshot::Sender<Result<Outcome, DurableError>>, Outcome),
     Handled(oneshot::Sender<Result<u64, DurableError>>, u64),
-    Take(usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
+    Take(usize, usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
     Streams(oneshot::Sender<Vec<StreamInfo>>),
 }
 
@@ -141,7 +141,7 @@ impl Journal for Writer {
                     }
                 }
             }
-            Command::Take { max, reply } => self.waiting.push(Waiting::Take(max, reply)),
+            Command::Take { max, per_stream, reply } => self.waiting.push(Waiting::Take(max, per_stream, reply)),
             Command::Handled { key, up_to, reply } => match self.state.handled(log, &key, up_to) {
                 Ok(released) => {
                     self.handled |= released > 0;
@@ -181,10 +181,10 @@ impl Journal for Writer {
                         .collect();
                     let _ = reply.send(streams);
                 }
-                Waiting::Take(max, reply) => {
+                Waiting::Take(max, per_stream, reply) => {
                     let taken = match failed {
                         Some(e) => Err(e),
-                        None => self.state.take(log, max),
+                        None => self.state.take(log, max, per_stream),
                     };
                     let _ = reply.send(taken);
                 }

@@ -9,6 +9,7 @@
 
 mod dispatcher;
 mod journal;
+mod marks;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -148,6 +149,8 @@ pub struct Inbox {
 
 struct Inner {
     writer: Handle<Command>,
+    /// The handled marks' sidecar, written by the dispatcher.
+    marks: marks::Marks,
     /// Woken when a stream has a message ready for a handler (one stored permit: no wake-up
     /// is lost between a take that found nothing and the wait).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -186,12 +189,14 @@ impl Inbox {
         };
         let thread_dir = dir.clone();
         let thread_counters = counters.clone();
-        let (writer, ()) = Handle::spawn("zrpc-inbox", &dir, move || {
+        let durability = config.durability;
+        let (writer, marks) = Handle::spawn("zrpc-inbox", &dir, move || {
             let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
-            Ok((log, Writer::new(state, settings), ()))
+            let marks = marks::Marks::create(&thread_dir, durability)?;
+            Ok((log, Writer::new(state, settings), marks))
         })
         .await?;
-        Ok(Inbox { inner: Arc::new(Inner { writer, ready, counters }) })
+        Ok(Inbox { inner: Arc::new(Inner { writer, marks, ready, counters }) })
     }
 
     /// The inbox's directory.
@@ -288,7 +293,14 @@ impl Inbox {
     /// wait on [`ready`](Inbox::ready) and take again.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) async fn take(&self, max: usize) -> Result<Vec<Delivery>, DurableError> {
-        self.inner.writer.call(|reply| Command::Take { max, reply }).await?
+        self.take_runs(max, 1).await
+    }
+
+    /// [`take`](Inbox::take) with up to `per_stream` messages of each stream, in order, each
+    /// stream's together; the stream's handler counts as running until
+    /// [`handled`](Inbox::handled) is called for the last of them.
+    pub(crate) async fn take_runs(&self, max: usize, per_stream: usize) -> Result<Vec<Delivery>, DurableError> {
+        self.inner.writer.call(|reply| Command::Take { max, per_stream, reply }).await?
     }
 
     /// Records that the handler of message `id` has returned ("handled up to its sequence",
@@ -299,6 +311,13 @@ impl Inbox {
         let key = StreamKey { sender: id.sender().into(), outbox: id.outbox() };
         let up_to = id.sequence();
         self.inner.writer.call(|reply| Command::Handled { key, up_to, reply }).await?
+    }
+
+    /// Records in the sidecar that the handler of message `id` has returned, at the inbox's
+    /// level, so that the stream's next message of the same run may start; [`handled`](Inbox::handled)
+    /// for the run's last message then writes it to the log and releases the stream.
+    pub(crate) async fn mark(&self, id: &MessageId) -> Result<(), DurableError> {
+        self.inner.marks.mark(id).await
     }
 
     /// Notified (one stored permit) after a batch that left a stream with a message ready.
@@ -324,5 +343,26 @@ fn open_log(dir: &Path, config: &InboxConfig, counters: Arc<Counters>) -> Result
     let mut log = opened.log;
     let mut state = State::replay(&mut log, opened.checkpoint.as_deref(), opened.replay, config.clock.now())?;
     runs::after_open(&mut state, &mut log)?;
+    apply_marks(dir, &mut log, &mut state)?;
     Ok((log, state))
+}
+
+/// Moves the sidecar's handled marks (see `marks.rs`) into the log, then empties the sidecar.
+fn apply_marks(dir: &Path, log: &mut Log, state: &mut State) -> Result<(), DurableError> {
+    let marks = marks::read(dir)?;
+    if !marks.is_empty() {
+        let ahead: Vec<(StreamKey, u64)> = state
+            .streams()
+            .filter_map(|(key, recorded, handled, _)| {
+                let hash = marks::sender_hash(&key.sender);
+                let mark = marks.iter().find(|m| m.outbox == key.outbox.as_u64() && m.sender_hash == hash)?;
+                (mark.handled > handled).then(|| (key.clone(), mark.handled.min(recorded)))
+            })
+            .collect();
+        for (key, up_to) in ahead {
+            state.handled(log, &key, up_to)?;
+        }
+        log.flush()?;
+    }
+    Ok(())
 }

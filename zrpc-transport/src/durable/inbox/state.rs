@@ -34,6 +34,9 @@ pub(crate) const HANDLED: u8 = 2;
 pub(crate) const RESUMED: u8 = 3;
 
 /// Fewest bytes of one stream in a checkpoint (an empty name, no runs).
+/// Bytes of messages one take reads from a stream, about (at least one message).
+const TAKE_BYTES: usize = 1 << 20;
+
 const STREAM_BYTES: usize = 1 + 8 + 8 + QUEUE_BYTES;
 
 /// A stream: the messages of one sender's outbox to this inbox.
@@ -216,20 +219,26 @@ impl State {
         }
     }
 
-    /// Takes the next unhandled message of up to `max` streams that have no handler running,
-    /// and marks each as running.
-    pub(crate) fn take(&mut self, log: &mut Log, max: usize) -> Result<Vec<Delivery>, DurableError> {
+    /// Takes the next unhandled messages (up to `per_stream`, and about [`TAKE_BYTES`]) of up
+    /// to `max` streams that have no handler running, in order, each stream's together, and
+    /// marks those streams as running until a "handled" mark reaches the last message taken.
+    pub(crate) fn take(&mut self, log: &mut Log, max: usize, per_stream: usize) -> Result<Vec<Delivery>, DurableError> {
         let mut out = Vec::new();
-        while out.len() < max {
+        let mut streams = 0;
+        while streams < max {
             let Some(key) = self.ready.pop_front() else { break };
             let Some(stream) = self.streams.get_mut(&key) else { continue };
             let first = stream.queue.first;
-            let Some(stored) = stream.queue.read(log, &key, first, 1, usize::MAX)?.pop() else {
+            let taken = stream.queue.read(log, &key, first, per_stream.max(1), TAKE_BYTES)?;
+            let Some(last) = taken.last() else {
                 return Err(missing(log, 0, "a stream's first unhandled message is not in the log"));
             };
-            stream.taken = Some(stored.sequence);
-            let id = MessageId::new(key.sender.clone(), key.outbox, stored.sequence);
-            out.push(Delivery { id, message: stored.message });
+            stream.taken = Some(last.sequence);
+            streams += 1;
+            for stored in taken {
+                let id = MessageId::new(key.sender.clone(), key.outbox, stored.sequence);
+                out.push(Delivery { id, message: stored.message });
+            }
         }
         Ok(out)
     }

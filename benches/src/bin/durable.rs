@@ -1,0 +1,294 @@
+//! Durable calls measured end to end, for issue 13's targets and the README's numbers: the same
+//! oneway call sent plainly and through an outbox to a server with an inbox, in one run.
+//!
+//! ```text
+//! cargo build --release -p zrpc-benches --features durable --bin durable
+//! target/release/durable --messages 200000 --callers 100 --rounds 3 --recovery 1000000
+//! ```
+//!
+//! - `oneway`: the plain floor: a generated client's oneway calls over one `Channel`, counted
+//!   when the receiver's handler has run.
+//! - `process`: through an outbox at `Durability::Process` to a server with an inbox at the
+//!   same level: from the first call until the receiver has handled the last message.
+//! - `power`: both at `Durability::Power` (group-committed `fdatasync`), with the calls'
+//!   latency (until the message is synced in the outbox) as percentiles.
+//! - `recovery`: an outbox filled with `--recovery` undelivered messages, closed and opened
+//!   again: the time `Outbox::open` takes.
+//!
+//! Sender and receiver share the process and its two cores, as they share the machine in the
+//! rest of the benchmarks. Logs go to `--dir` (default: a temp dir under `target/`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::Notify;
+use zrpc::durable::{Durability, Inbox, InboxConfig, Outbox, OutboxConfig};
+use zrpc::{Channel, Server};
+use zrpc_benches::BoxError;
+
+/// The receiver's service.
+#[zrpc::service]
+pub trait Ledger {
+    /// Records entry `n` with its memo.
+    #[zrpc(oneway)]
+    async fn record(&self, n: u64, memo: String);
+}
+
+/// Counts handled messages and wakes the bench at the target.
+#[derive(Clone)]
+struct Books {
+    handled: Arc<AtomicU64>,
+    target: Arc<AtomicU64>,
+    done: Arc<Notify>,
+}
+
+impl Ledger for Books {
+    async fn record(&self, _n: u64, _memo: String) {
+        let handled = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
+        if handled == self.target.load(Ordering::Relaxed) {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// What one run measured.
+struct Measured {
+    per_second: f64,
+    latency: Histogram<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Oneway,
+    Durable(Durability),
+}
+
+struct Args {
+    messages: u64,
+    callers: u64,
+    rounds: u32,
+    recovery: u64,
+    dir: PathBuf,
+    /// The modes to run (all by default).
+    only: Option<String>,
+}
+
+fn parse(args: &[String]) -> Result<Args, BoxError> {
+    let mut parsed = Args {
+        messages: 200_000,
+        callers: 100,
+        rounds: 3,
+        recovery: 1_000_000,
+        dir: PathBuf::from("target/durable-bench"),
+        only: None,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--messages" => parsed.messages = value()?.parse()?,
+            "--callers" => parsed.callers = value()?.parse()?,
+            "--rounds" => parsed.rounds = value()?.parse()?,
+            "--recovery" => parsed.recovery = value()?.parse()?,
+            "--dir" => parsed.dir = PathBuf::from(value()?),
+            "--only" => parsed.only = Some(value()?.clone()),
+            "--help" | "-h" => {
+                println!(
+                    "durable [--messages N] [--callers C] [--rounds R] [--recovery N] [--dir PATH] [--only oneway|process|power]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(parsed)
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = run(&args).await {
+        eprintln!("durable: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: &[String]) -> Result<(), BoxError> {
+    let args = parse(args)?;
+    println!(
+        "cpu: {}  messages: {}  callers: {}  rounds: {}",
+        zrpc_benches::machine::cpu_model(),
+        args.messages,
+        args.callers,
+        args.rounds
+    );
+    println!("{:<10} {:>5} {:>12} {:>10} {:>10} {:>10}", "mode", "round", "msgs/s", "p50 µs", "p99 µs", "p999 µs");
+    for round in 1..=args.rounds {
+        for mode in [Mode::Oneway, Mode::Durable(Durability::Process), Mode::Durable(Durability::Power)] {
+            let name = match mode {
+                Mode::Oneway => "oneway",
+                Mode::Durable(Durability::Process) => "process",
+                Mode::Durable(_) => "power",
+            };
+            if args.only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let dir = args.dir.join(format!("{name}-{round}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            let measured = measure(mode, &args, &dir).await?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let q = |q: f64| measured.latency.value_at_quantile(q);
+            println!(
+                "{name:<10} {round:>5} {:>12.0} {:>10} {:>10} {:>10}",
+                measured.per_second,
+                q(0.5),
+                q(0.99),
+                q(0.999)
+            );
+        }
+    }
+    if args.recovery > 0 {
+        let dir = args.dir.join("recovery");
+        let _ = std::fs::remove_dir_all(&dir);
+        let (filled, reopened) = recovery(&dir, args.recovery).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "recovery: {} undelivered messages logged in {:.2} s; Outbox::open took {:.3} s",
+            args.recovery,
+            filled.as_secs_f64(),
+            reopened.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// One run of `mode`: `args.messages` calls from `args.callers` tasks, timed until the
+/// receiver has handled the last.
+async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxError> {
+    let books =
+        Books { handled: Arc::default(), target: Arc::new(AtomicU64::new(args.messages)), done: Arc::default() };
+    let mut builder = Server::builder().name("ledger");
+    let inbox = match mode {
+        Mode::Oneway => None,
+        Mode::Durable(level) => {
+            let inbox = Inbox::open(dir.join("inbox"), InboxConfig::default().durability(level)).await?;
+            builder = builder.inbox(inbox.clone());
+            Some(inbox)
+        }
+    };
+    let server = builder.add_service(LedgerServer::new(books.clone())).bind("tcp://127.0.0.1:0").await?;
+    let address = server.local_addr().clone();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.serve());
+    let channel = Channel::builder(address).name("shop-1").connect().await?;
+    let (client, outbox) = match mode {
+        Mode::Oneway => (LedgerClient::new(Caller::Plain(channel)), None),
+        Mode::Durable(level) => {
+            let config = OutboxConfig::new("shop-1").durability(level);
+            let outbox = Outbox::open(dir.join("outbox"), config).await?;
+            let destination = outbox.destination("ledger", channel);
+            (LedgerClient::new(Caller::Durable(destination)), Some(outbox))
+        }
+    };
+    let memo = "x".repeat(64);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for _ in 0..args.callers {
+        let (client, next, memo, total) = (client.clone(), next.clone(), memo.clone(), args.messages);
+        callers.push(tokio::spawn(async move {
+            let mut latency = Histogram::<u64>::new(3).expect("histogram");
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok::<_, zrpc::Status>(latency);
+                }
+                let sent = Instant::now();
+                client.record(n, memo.clone()).await?;
+                let _ = latency.record(sent.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut latency = Histogram::<u64>::new(3)?;
+    for caller in callers {
+        latency.add(caller.await??)?;
+    }
+    if books.handled.load(Ordering::Relaxed) < args.messages {
+        tokio::time::timeout(Duration::from_secs(600), books.done.notified()).await?;
+    }
+    let elapsed = started.elapsed();
+    if let Some(outbox) = outbox {
+        outbox.close().await?;
+    }
+    handle.shutdown();
+    serving.await??;
+    if let Some(inbox) = inbox {
+        inbox.close().await?;
+    }
+    Ok(Measured { per_second: args.messages as f64 / elapsed.as_secs_f64(), latency })
+}
+
+/// Fills an outbox with `messages` undelivered messages, closes it and times its reopening.
+async fn recovery(dir: &Path, messages: u64) -> Result<(Duration, Duration), BoxError> {
+    let outbox = Outbox::open(dir, OutboxConfig::new("shop-1")).await?;
+    // Nobody listens at this address: the messages stay undelivered.
+    let channel = Channel::builder("tcp://127.0.0.1:9".parse::<zrpc::Address>()?).connect_lazy();
+    let client = LedgerClient::new(outbox.destination("ledger", channel));
+    let memo = "x".repeat(64);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for _ in 0..100 {
+        let (client, next, memo) = (client.clone(), next.clone(), memo.clone());
+        callers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < messages {
+                client.record(0, memo.clone()).await?;
+            }
+            Ok::<_, zrpc::Status>(())
+        }));
+    }
+    for caller in callers {
+        caller.await??;
+    }
+    let filled = started.elapsed();
+    outbox.close().await?;
+    let started = Instant::now();
+    let reopened = Outbox::open(dir, OutboxConfig::new("shop-1")).await?;
+    let elapsed = started.elapsed();
+    let pending: u64 = reopened.pending().await?.iter().map(|p| p.next_sequence - p.first_unacknowledged).sum();
+    if pending != messages {
+        return Err(format!("reopened with {pending} messages pending, not {messages}").into());
+    }
+    reopened.close().await?;
+    Ok((filled, elapsed))
+}
+
+/// The plain channel or the outbox's destination, under one client type.
+#[derive(Clone)]
+enum Caller {
+    Plain(Channel),
+    Durable(zrpc::durable::Destination),
+}
+
+impl tower::Service<zrpc::Request> for Caller {
+    type Response = zrpc::Response;
+    type Error = zrpc::Status;
+    type Future = futures::future::BoxFuture<'static, Result<zrpc::Response, zrpc::Status>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), zrpc::Status>> {
+        match self {
+            Caller::Plain(channel) => channel.poll_ready(cx),
+            Caller::Durable(destination) => destination.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: zrpc::Request) -> Self::Future {
+        match self {
+            Caller::Plain(channel) => Box::pin(channel.call(request)),
+            Caller::Durable(destination) => destination.call(request),
+        }
+    }
+}
