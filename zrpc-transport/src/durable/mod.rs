@@ -2,8 +2,8 @@
 //!
 //! **Status (issue 13): durable calls work end to end: an outbox's destination logs oneway
 //! calls and delivers them; a server with an inbox records, acknowledges and runs each handler
-//! once. Still missing: the crash harness and the example (being written), nodes and channels
-//! that serve with an inbox, and the throughput targets (see "Measured").**
+//! once; the crash harness (below) and `examples/durable.rs` exercise it. Still missing: nodes
+//! and channels that serve with an inbox, and the throughput targets (see "Measured").**
 //!
 //! - Types: [`MessageId`], [`OutboxId`] and [`Durable`] (in `zrpc_core::durable`, since a
 //!   call's `Context` carries them: [`Context::durable_id`](zrpc_core::Context::durable_id)),
