@@ -2,8 +2,8 @@
 //!
 //! **Status (issue 13): durable calls work end to end: an outbox's destination logs oneway
 //! calls and delivers them; a server with an inbox records, acknowledges and runs each handler
-//! once. Still missing: the crash harness and the example (being written), nodes and channels
-//! that serve with an inbox, and the throughput targets (see "Measured").**
+//! once; the crash harness (below) and `examples/durable.rs` exercise it. Still missing: nodes
+//! and channels that serve with an inbox, and the throughput targets (see "Measured").**
 //!
 //! - Types: [`MessageId`], [`OutboxId`] and [`Durable`] (in `zrpc_core::durable`, since a
 //!   call's `Context` carries them: [`Context::durable_id`](zrpc_core::Context::durable_id)),
@@ -345,28 +345,39 @@
 //!
 //! # Crash-test harness (issue item 5)
 //!
-//! `tests/durable_crash.rs` in the facade; the test binary runs itself again as the sender and
-//! the receiver (an environment variable picks the role), as `benches/src/proc.rs` runs servers.
+//! As built (session 11): `tests/durable_crash/` in the facade (`main.rs` says how it runs;
+//! `check.rs`, `driver.rs`, `plan.rs`, `roles.rs`); the test binary runs itself again as the
+//! sender and the receiver (`ZRPC_CRASH_ROLE` picks the role), as `benches/src/proc.rs` runs
+//! servers.
 //!
-//! 1. **Receiver:** a server with an inbox in a temp dir; its handler appends `start <id> <n>`
-//!    and then `end <id> <n>` to a journal file, each line one `write` to an `O_APPEND` file,
-//!    tagged with the process id.
-//! 2. **Sender:** an outbox in a temp dir; sends messages `n = 1..=N` (the payload is `n`) to
-//!    one destination and prints `logged n` after each call returns. On restart it continues after
-//!    the highest `n` its outbox holds.
-//! 3. **Driver:** a seeded RNG (seed printed; `ZRPC_CRASH_SEED` replays a run) picks each kill
-//!    point as a number of journal or `logged` lines to wait for (progress, never a sleep), then
-//!    SIGKILLs the sender, the receiver or both, and restarts what it killed. After K kills it
-//!    lets both run until the receiver has handled every logged message (bounded by a deadline,
-//!    with the journals printed on failure).
-//! 4. **Checks:** every `n` whose call returned has an `end` (0 lost); per stream, the first
-//!    `start` of each sequence comes in sequence order (order kept); an id with two `start`s
-//!    is allowed only where the earlier one was the last `start` of its stream in a receiver
-//!    process that was killed (the crash was inside that handler), and then with the same id.
-//! 5. **Sizes:** CI runs 2,000 messages and 10 kills at the process level; a long run of
-//!    1,000,000 messages and 1,000 kills at both levels gives the README's numbers. A power loss
-//!    cannot be made with SIGKILL: the log's writer gets a test hook that, at a kill, drops what
-//!    was written after the last sync, which is what a power loss does to a log.
+//! 1. **Receiver:** a server named `receiver` with an inbox in a temp dir, on a Unix socket at
+//!    the same path in every process (it removes the socket file a killed predecessor left);
+//!    its handler appends `start <id> <n> <pid>` and then `end <id> <n> <pid>` to a journal,
+//!    each line one `write` to an `O_APPEND` file.
+//! 2. **Sender:** an outbox in a temp dir; calls `add(n)` through its destination and prints
+//!    `logged n` after each call returns. Message `n` is the outbox's `n`th message (sequence
+//!    `n`), so that a kill between a call's return and its `logged` line cannot make a restarted
+//!    sender send that `n` again as a new message: it resumes at the outbox's next sequence
+//!    ([`Pending::next_sequence`]), or, when the outbox lists nothing (every message
+//!    acknowledged, so the inbox recorded exactly the messages logged), after the `recorded`
+//!    the receiver's inbox reports ([`Inbox::streams`], through a plain call).
+//! 3. **Driver:** a seeded RNG (seed printed; `ZRPC_CRASH_SEED` replays the plan) draws each
+//!    kill's wait in lines of progress (1 to 5, or a share of the lines left per kill left:
+//!    progress, never a sleep) and its victim (the sender, the receiver or both), SIGKILLs and
+//!    restarts (the receiver first). After the kills the sender sends one more message, the
+//!    fence: it is handled after any rerun the last kill left, so its `end` is the end of the
+//!    run. An overall deadline fails the run with the journals printed.
+//! 4. **Checks** (themselves tested on synthetic journals): every `n` whose call returned, and
+//!    every `n` up to the fence, has an `end` (0 lost); per stream, the first `start` of each
+//!    sequence comes in sequence order, from 1, without a gap; an id with two `start`s is
+//!    allowed only where the earlier one was the last `start` of its stream in a receiver
+//!    process that was killed, and then with the same `n`; every line's `n` is its sequence;
+//!    a process that was not killed ends what it starts.
+//! 5. **Sizes:** CI runs 2,000 messages and 10 kills at the process level (about 2 s);
+//!    `ZRPC_CRASH_MESSAGES`, `ZRPC_CRASH_KILLS` and `ZRPC_CRASH_LEVEL=power` scale it, and the
+//!    README gives the long runs' numbers. A power loss cannot be made with SIGKILL, and the
+//!    log's power-loss hook is crate-private: at `power` the harness checks the synced logs
+//!    against process kills only; power loss itself is tested by the log's unit tests.
 //!
 //! # Decisions
 //!
