@@ -204,13 +204,7 @@ async fn receiver() -> Result<(), BoxError> {
         Inbox::open(dir.join("inbox"), InboxConfig::default().durability(level()?).segment_bytes(SEGMENT_BYTES))
             .await?;
     // The socket file of a receiver that was SIGKILLed stays behind (its listener never
-    // dropped); the driver reaped that process before starting this one.
-    if let Some(path) = address.strip_prefix("unix://") {
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
-    }
+    // dropped): the bind finds nobody accepting on it and replaces it.
     let handler = Handler { journal: std::sync::Arc::new(journal), inbox: inbox.clone(), pid: std::process::id() };
     let server = Server::builder()
         .name(RECEIVER)

@@ -68,9 +68,12 @@ impl Listener {
             }
             #[cfg(all(feature = "unix", unix))]
             Address::Unix(path) => {
-                let socket = tokio::net::UnixSocket::new_stream()?;
-                socket.bind(path)?;
-                let listener = socket.listen(backlog)?;
+                let listener = match bind_unix(path, backlog) {
+                    Err(e) if e.kind() == io::ErrorKind::AddrInUse && remove_stale_socket(path).await => {
+                        bind_unix(path, backlog)?
+                    }
+                    bound => bound?,
+                };
                 Ok(Listener { kind: Kind::Unix(listener), local: address.clone() })
             }
             Address::Memory(name) => {
@@ -139,6 +142,33 @@ impl Drop for Listener {
             #[cfg(feature = "tcp")]
             Kind::Tcp(_) => {}
         }
+    }
+}
+
+#[cfg(all(feature = "unix", unix))]
+fn bind_unix(path: &std::path::Path, backlog: u32) -> io::Result<tokio::net::UnixListener> {
+    let socket = tokio::net::UnixSocket::new_stream()?;
+    socket.bind(path)?;
+    socket.listen(backlog)
+}
+
+/// Removes the socket file at `path` if nothing listens on it: a server that was killed (a
+/// crash, `kill -9`) leaves its file behind, and a restart at the same path would otherwise
+/// fail with `AddrInUse`. A file that is not a socket, or a socket someone accepts on, is left
+/// alone (the bind then fails as it did). Returns whether it removed the file.
+#[cfg(all(feature = "unix", unix))]
+async fn remove_stale_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return false;
+    }
+    match tokio::net::UnixStream::connect(path).await {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "removing the socket file a stopped server left behind");
+            std::fs::remove_file(path).is_ok()
+        }
+        _ => false,
     }
 }
 

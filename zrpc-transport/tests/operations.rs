@@ -268,6 +268,29 @@ async fn a_server_binds_with_a_chosen_backlog_on_a_unix_socket() {
     serves_an_echo_at(&format!("unix://{}", dir.path().join("backlog.sock").display()), 16).await;
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn a_unix_socket_left_by_a_dead_server_is_replaced_and_a_live_one_or_a_file_is_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("left.sock");
+    // A listener that closes without removing its file, as a killed server leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    assert!(path.exists());
+    let address = format!("unix://{}", path.display());
+    serves_an_echo_at(&address, 16).await;
+
+    let live = Server::builder().bind(&address).await.expect("binds");
+    let err = Server::builder().bind(&address).await.expect_err("someone listens there");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    drop(live);
+
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"data").expect("file");
+    let err = Server::builder().bind(&format!("unix://{}", file.display())).await.expect_err("a file is there");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    assert_eq!(std::fs::read(&file).expect("still there"), b"data");
+}
+
 #[tokio::test]
 async fn a_bind_to_an_address_in_use_fails_with_addr_in_use() {
     let (server, _events) = bind(|b| b).await;
