@@ -17,7 +17,9 @@
 //! The catalogue is read with `list` in JSON (readable across zrpc versions) on the first call,
 //! and read again when a method is missing from it, at most once a second
 //! ([`DynamicClient::reread_after`]), so a caller asking for methods that do not exist cannot
-//! turn every call into two. A server without reflection
+//! turn every call into two. [`DynamicClient::call_with_metadata`] answers the response
+//! metadata too (a gateway turns it into headers); [`DynamicClient::call`] drops it, which costs
+//! nothing, as it is a slice of the received frame. A server without reflection
 //! (`.reflection(false)`), or one that refuses it, is called plainly: two-way, not idempotent,
 //! its answer passed through as [`JsonAnswer::Ok`].
 //!
@@ -56,7 +58,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use zrpc_core::descriptor::{ErrorKind, ServiceDescriptor};
-use zrpc_core::{Code, CodecId, Context, Request, Response, Status};
+use zrpc_core::{Code, CodecId, Context, Metadata, Request, Response, Status};
 
 pub use duration::{DurationError, parse_duration};
 pub use target::{Target, TargetError};
@@ -166,6 +168,22 @@ where
     /// The call's status, as a generated client would get it; `DataLoss` when a method with
     /// application errors answers something other than `{"Ok":…}` or `{"Err":…}`.
     pub async fn call(&self, method: &str, args: Bytes, ctx: Context) -> Result<JsonAnswer, Status> {
+        // Dropping the metadata costs nothing: as it arrived it is a slice of the response frame.
+        self.call_with_metadata(method, args, ctx).await.map(|(answer, _)| answer)
+    }
+
+    /// [`call`](Self::call), keeping the response metadata the server set beside the answer
+    /// (empty for [`JsonAnswer::Sent`]: a oneway call has no response). It is the frame's
+    /// metadata block as it arrived, read in place ([`Metadata`]), so keeping it copies nothing.
+    ///
+    /// # Errors
+    /// Those of [`call`](Self::call).
+    pub async fn call_with_metadata(
+        &self,
+        method: &str,
+        args: Bytes,
+        ctx: Context,
+    ) -> Result<(JsonAnswer, Metadata), Status> {
         let flags = self.flags(method, &ctx).await;
         let args = if args.is_empty() { Bytes::from_static(b"{}") } else { args };
         let request = Request::new(method.to_owned(), args)
@@ -173,14 +191,17 @@ where
             .with_ctx(ctx)
             .with_oneway(flags.oneway)
             .with_idempotent(flags.idempotent);
-        let payload = self.inner.clone().oneshot(request).await?.into_payload();
-        if flags.oneway {
-            Ok(JsonAnswer::Sent)
+        let mut response = self.inner.clone().oneshot(request).await?;
+        let metadata = std::mem::take(response.metadata_mut());
+        let payload = response.into_payload();
+        let answer = if flags.oneway {
+            JsonAnswer::Sent
         } else if flags.application_errors {
-            split_result(method, payload)
+            split_result(method, payload)?
         } else {
-            Ok(JsonAnswer::Ok(payload))
-        }
+            JsonAnswer::Ok(payload)
+        };
+        Ok((answer, metadata))
     }
 
     /// Calls a reflection method in JSON and decodes its answer.

@@ -37,14 +37,19 @@ pub(crate) async fn call(
         Err(response) => return response,
     };
     let name = format!("{service}.{method}");
-    match shared.dynamic.call(&name, args, ctx).await {
-        Ok(JsonAnswer::Ok(result)) => (StatusCode::OK, json_headers(), result).into_response(),
-        Ok(JsonAnswer::Err(error)) => {
+    let (answer, metadata) = match shared.dynamic.call_with_metadata(&name, args, ctx).await {
+        Ok(answered) => answered,
+        Err(status) => return error_response(&status),
+    };
+    let mut response = match answer {
+        JsonAnswer::Ok(result) => (StatusCode::OK, json_headers(), result).into_response(),
+        JsonAnswer::Err(error) => {
             (StatusCode::UNPROCESSABLE_ENTITY, json_headers(), wrap_error(&error)).into_response()
         }
-        Ok(JsonAnswer::Sent) => StatusCode::ACCEPTED.into_response(),
-        Err(status) => error_response(&status),
-    }
+        JsonAnswer::Sent => StatusCode::ACCEPTED.into_response(),
+    };
+    headers::add_response_metadata(&metadata, response.headers_mut());
+    response
 }
 
 /// The body, whole, if it is at most `limit` bytes; otherwise, or when reading it failed, the

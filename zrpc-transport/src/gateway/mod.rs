@@ -86,7 +86,18 @@
 //! - **Metadata**: each `zrpc-meta-<key>: value` header becomes metadata `<key>` (lowercase, as
 //!   HTTP header names are case-insensitive), and `Authorization` is forwarded as metadata
 //!   `authorization`, for a server's [`Authenticator`](crate::auth::Authenticator) to check per
-//!   call. Other headers are not forwarded. Values are passed as their bytes.
+//!   call. Other headers are not forwarded. Values are passed as their bytes, except that
+//!   `zrpc-meta-<key>-bin` carries base64 (see below); one that is not base64 is `400`.
+//! - **Response metadata**: each entry the server answered with (a handler's, or a server
+//!   layer's) comes back as a `zrpc-meta-<key>` header of the `200` or `422` answer, read
+//!   through [`DynamicClient::call_with_metadata`](crate::dynamic::DynamicClient::call_with_metadata).
+//!   A value that is printable ASCII (`0x20..=0x7e`, no space at either end, which HTTP would
+//!   trim) is sent as it is; any other value, and any value of a key that itself ends in `-bin`,
+//!   is sent in standard base64 as `zrpc-meta-<key>-bin`, as gRPC carries binary metadata, so
+//!   that a header ending in `-bin` always holds base64 and reads back to exactly one entry.
+//!   Keys are lowercased; an entry whose key cannot be part of a header name (a space, a `:`,
+//!   non-ASCII) is left out and logged at debug level rather than failing a call the handler
+//!   answered. Statuses carry no metadata in the protocol, so error answers have none.
 //!
 //! # Bounds
 //!
@@ -97,9 +108,6 @@
 //!   gateway adds no queue of its own. Connections are not bounded by the gateway: put it behind
 //!   whatever bounds your other HTTP services.
 //! - No input panics: every failure is an HTTP answer with a JSON body.
-//!
-//! Response metadata is not returned as headers:
-//! [`DynamicClient::call`](crate::dynamic::DynamicClient::call) answers the result only.
 //!
 //! [PROTOCOL.md §9]: https://example.invalid/zrpc/docs/PROTOCOL.md#9-payloads
 
