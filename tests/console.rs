@@ -7,12 +7,18 @@
 //! Without `chromium` and `chromedriver` the test says it skipped, except under `CI=true`, where
 //! it fails: `.ci/run` installs both. With `ZRPC_CONSOLE_SCREENSHOT=<path>` it also saves a
 //! screenshot of the console there (`docs/console.png` was taken so).
+//!
+//! Cleanup is in `Drop` guards, so a failing assertion (a panic) cleans up as a pass does: the
+//! WebDriver session is deleted, then chromedriver's whole process group, chromium included, is
+//! killed. `a_panicking_test_leaves_no_chromium_behind` panics with a browser open and checks
+//! that no process of the group outlives it.
 
 #[path = "../zrpc-transport/tests/support/http.rs"]
 mod http;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -64,17 +70,56 @@ impl Inventory for Stock {
 /// The WebDriver key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// `chromedriver`, killed when dropped.
+/// `chromedriver`, in a process group of its own with the browsers it starts; the whole group
+/// is killed when dropped, so a panicking test leaves no chromium behind.
+///
+/// Killing chromedriver alone would orphan its chromium, which is its child: the group takes
+/// them all, whatever state the session was left in. Chromium's crash reporters
+/// (`chrome_crashpad_handler`) put themselves in groups of their own; they exit when the browser
+/// they watch does.
 struct Driver {
     child: Child,
     addr: SocketAddr,
 }
 
+impl Driver {
+    /// The process group: chromedriver's pid, as it leads it.
+    fn group(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // `kill -KILL -- -PGID` signals every process of the group (std has no killpg, and the
+        // workspace forbids the `unsafe` a libc call would take).
+        let group = format!("-{}", self.group());
+        let killed = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        if !killed.is_ok_and(|status| status.success()) {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
+}
+
+/// The processes of group `group` still alive (zombies, dead and waiting to be reaped, are not),
+/// from `/proc`: their pids and names.
+fn live_in_group(group: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut live = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses, so split
+        // after its last `)`.
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        let name = head.split_once(" (").map_or("", |(_, comm)| comm).to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|pgrp| pgrp.parse::<u32>().ok()) == Some(group) && fields.first() != Some(&"Z") {
+            live.push((pid, name));
+        }
+    }
+    live
 }
 
 /// Whether chromium and chromedriver are installed. When they are not, says why, and fails the
@@ -101,6 +146,7 @@ fn start_driver() -> Driver {
         .port();
     let mut child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -117,10 +163,30 @@ fn start_driver() -> Driver {
     panic!("chromedriver exited before listening: {status:?}");
 }
 
-/// A WebDriver session of one headless chromium.
+/// A WebDriver session of one headless chromium, ended (`DELETE /session/{id}`: chromedriver
+/// closes the browser) when dropped, on a panic as after a passing test.
 struct Session {
     driver: SocketAddr,
     id: String,
+}
+
+impl Drop for Session {
+    /// A blocking request, as `drop` cannot await; best effort, since [`Driver`]'s drop kills
+    /// whatever is left anyway.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let liveness = Some(Duration::from_secs(30));
+        let Ok(mut stream) = std::net::TcpStream::connect(self.driver) else { return };
+        let _ = stream.set_read_timeout(liveness);
+        let _ = stream.set_write_timeout(liveness);
+        let request = format!(
+            "DELETE /session/{} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.id, self.driver
+        );
+        if stream.write_all(request.as_bytes()).is_ok() {
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+    }
 }
 
 impl Session {
@@ -182,10 +248,6 @@ impl Session {
         self.click("#call").await;
         let done = format!(r#"#outcome[data-call="{n}"]:not([data-state="pending"])"#);
         (self.attribute(&done, "data-state").await, self.text(&done).await, self.text("#answer").await)
-    }
-
-    async fn quit(self) {
-        webdriver(self.driver, "DELETE", &format!("/session/{}", self.id), None).await;
     }
 }
 
@@ -264,6 +326,33 @@ async fn the_console_lists_methods_builds_forms_calls_and_shows_answers_and_stat
     if let Ok(path) = std::env::var("ZRPC_CONSOLE_SCREENSHOT") {
         std::fs::write(&path, &png).expect("write the screenshot");
     }
-    session.quit().await;
-    drop(driver);
+    // The session and chromedriver end as they are dropped, here or on a failed assertion.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_test_leaves_no_chromium_behind() {
+    if !browser_found() {
+        return;
+    }
+    let (started, group) = tokio::sync::oneshot::channel();
+    let test = tokio::spawn(async move {
+        let driver = tokio::task::spawn_blocking(start_driver).await.expect("chromedriver started");
+        let _session = Session::start(driver.addr).await;
+        let _ = started.send((driver.group(), live_in_group(driver.group())));
+        panic!("an assertion failed while the browser was open");
+    });
+    let outcome = test.await;
+    assert!(outcome.as_ref().is_err_and(tokio::task::JoinError::is_panic), "the test panicked: {outcome:?}");
+    let (group, while_open) = group.await.expect("the browser was started before the panic");
+    // chromedriver and at least one browser process shared the group: killing it reaches them.
+    assert!(while_open.iter().any(|(_, name)| name.starts_with("chrom") && name != "chromedriver"), "{while_open:?}");
+    // The guards have run: every process of the group was sent SIGKILL. Dying is not instant, so
+    // wait for it, with a bound only for liveness.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut left = live_in_group(group);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+        left = live_in_group(group);
+    }
+    assert!(left.is_empty(), "processes of chromedriver's group outlived the test: {left:?}");
 }

@@ -1,8 +1,9 @@
 //! The HTTP/JSON gateway (feature `gateway`): a real zrpc server behind a real gateway, called
 //! by a minimal HTTP/1.1 client over a socket. Every status mapping the module docs claim,
 //! application errors, oneway calls, the deadline and metadata headers, the bounds, discovery
-//! through static targets, and the gateway mounted in a user's own axum app. Nothing sleeps: a
-//! call that must time out waits on a handler that never answers.
+//! through static targets, response metadata as headers, and the gateway mounted in a user's
+//! own axum app. Nothing sleeps: a call that must time out waits on a handler that never
+//! answers.
 
 #[path = "support/http.rs"]
 mod http;
@@ -218,6 +219,66 @@ async fn metadata_headers_and_authorization_reach_the_handler() {
     assert_eq!(answer.json(), serde_json::json!("Bearer s3cret"));
     let answer = within("meta", http::post(addr, "/Shop/meta", &headers, r#"{"key":"x-other"}"#)).await;
     assert_eq!(answer.json(), serde_json::Value::Null, "only zrpc-meta-* and Authorization are forwarded");
+}
+
+/// A service written by hand, as a handler that sets response metadata is: `Stamp.echo`
+/// answers `"stamped"` with metadata of every kind the gateway must carry as headers.
+#[derive(Clone)]
+struct Stamp;
+
+impl zrpc_core::NamedService for Stamp {
+    const NAME: &'static str = "Stamp";
+    const METHODS: &'static [&'static str] = &["Stamp.echo"];
+}
+
+impl tower::Service<zrpc_core::Request> for Stamp {
+    type Response = zrpc_core::Response;
+    type Error = Status;
+    type Future = futures::future::BoxFuture<'static, Result<zrpc_core::Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Status>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: zrpc_core::Request) -> Self::Future {
+        let blob = request.ctx().metadata().get_bytes("blob").unwrap_or_default();
+        Box::pin(async move {
+            let mut response = zrpc_core::Response::new(bytes::Bytes::from_static(br#""stamped""#));
+            let metadata = response.metadata_mut();
+            metadata.append("served-by", "stamp");
+            metadata.append("Raw", &[0u8, 1, 0xff, b'\n'][..]);
+            metadata.append("trace-bin", "text");
+            metadata.append("padded", " x");
+            metadata.append("bad key", "no header can carry it");
+            metadata.append("echo", blob);
+            Ok(response)
+        })
+    }
+}
+
+#[tokio::test]
+async fn response_metadata_comes_back_as_headers_binary_values_in_base64() {
+    let server = Server::builder().name("stamp").add_service(Stamp).bind("tcp://127.0.0.1:0").await.expect("bind");
+    let address = server.local_addr().to_string();
+    tokio::spawn(server.serve());
+    let addr = gateway_with(client(&address).await, |builder| builder).await;
+
+    // [0, 1, 0xff] in base64 as request metadata `blob`, echoed back by the handler as `echo`.
+    let answer = within("echo", http::post(addr, "/Stamp/echo", &[("zrpc-meta-blob-bin", "AAH/")], "{}")).await;
+    assert_eq!((answer.status, answer.text()), (200, r#""stamped""#.to_owned()));
+    assert_eq!(answer.header("zrpc-meta-served-by"), Some("stamp"), "printable text passes as it is");
+    assert_eq!(answer.header("zrpc-meta-raw-bin"), Some("AAH/Cg=="), "a binary value is base64, the key lowercase");
+    assert_eq!(answer.header("zrpc-meta-trace-bin-bin"), Some("dGV4dA=="), "a key ending in -bin is always encoded");
+    assert_eq!(answer.header("zrpc-meta-padded-bin"), Some("IHg="), "a leading space would be trimmed: encoded");
+    assert_eq!(answer.header("zrpc-meta-echo-bin"), Some("AAH/"), "request -bin headers are decoded");
+    let forwarded: Vec<&str> =
+        answer.headers.iter().map(|(name, _)| name.as_str()).filter(|name| name.starts_with("zrpc-meta-")).collect();
+    assert_eq!(forwarded.len(), 5, "the key with a space is left out: {forwarded:?}");
+
+    let answer =
+        within("bad base64", http::post(addr, "/Stamp/echo", &[("zrpc-meta-blob-bin", "not base64!")], "{}")).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(answer.text().contains("zrpc-meta-blob-bin"), "{}", answer.text());
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 //! latency at 1 caller, at least 50k requests/s at 100 callers).
 //!
 //! `serve` runs the rpcx benchmark echo server and a gateway in front of it in one process and
-//! prints both addresses; `body` prints the JSON body of an echo call, for `wrk`'s Lua script;
+//! prints both addresses, and a third: the HTTP floor, hyper's HTTP/1.1 as the gateway serves it
+//! (same builder, `TCP_NODELAY`) answering each POST with its own body and no zrpc call, which
+//! is what HTTP and `wrk` cost on their own; `body` prints the JSON body of an echo call, for `wrk`'s Lua script;
 //! `direct` loads the server with typed zrpc calls (postcard, one connection, as a user's
 //! generated client makes them) and prints throughput and latency percentiles in `wrk`'s units;
 //! `direct --dynamic` makes the gateway's own calls (by name in JSON through a `DynamicClient`
@@ -16,6 +18,7 @@
 //! target/release/gateway body > /tmp/echo.json
 //! target/release/gateway direct tcp://127.0.0.1:A --callers 1 --seconds 10
 //! wrk -t1 -c1 -d10s --latency -s benches/gateway.lua http://127.0.0.1:B/Bench/echo
+//! wrk -t2 -c100 -d10s --latency -s benches/gateway.lua http://127.0.0.1:C/floor
 //! ```
 //!
 //! `benches/gateway.lua` posts `/tmp/echo.json` (or `$BODY`). `serve` runs until its standard
@@ -99,7 +102,9 @@ async fn serve() -> Result<(), BoxError> {
     tokio::spawn(server.serve());
     let client = Target::parse(&zrpc_address)?.client(Client::builder().name("gateway")).await?;
     let gateway = Gateway::builder(client).bind("tcp://127.0.0.1:0").await?;
-    println!("zrpc {zrpc_address}  http {}", gateway.local_addr());
+    let floor = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("zrpc {zrpc_address}  http {}  floor {}", gateway.local_addr(), floor.local_addr()?);
+    tokio::spawn(http_floor(floor));
     // Until standard input closes: the script that started this process ends it so.
     let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
@@ -142,4 +147,22 @@ async fn direct(address: String, count: usize, seconds: u64, dynamic: bool) -> R
         println!("first error: {error}");
     }
     Ok(())
+}
+
+/// The HTTP floor: every POST answered with its own body, over the gateway's kind of connection.
+async fn http_floor(listener: tokio::net::TcpListener) {
+    use http_body_util::{BodyExt, Full};
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+            let body = request.into_body().collect().await?.to_bytes();
+            let mut response = hyper::Response::new(Full::new(body));
+            response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+            Ok::<_, hyper::Error>(response)
+        });
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        tokio::spawn(connection);
+    }
 }

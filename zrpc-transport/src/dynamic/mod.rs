@@ -17,7 +17,9 @@
 //! The catalogue is read with `list` in JSON (readable across zrpc versions) on the first call,
 //! and read again when a method is missing from it, at most once a second
 //! ([`DynamicClient::reread_after`]), so a caller asking for methods that do not exist cannot
-//! turn every call into two. A server without reflection
+//! turn every call into two. [`DynamicClient::call_with_metadata`] answers the response
+//! metadata too (a gateway turns it into headers); [`DynamicClient::call`] drops it, which costs
+//! nothing, as it is a slice of the received frame. A server without reflection
 //! (`.reflection(false)`), or one that refuses it, is called plainly: two-way, not idempotent,
 //! its answer passed through as [`JsonAnswer::Ok`].
 //!
@@ -49,14 +51,14 @@ mod target;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use zrpc_core::descriptor::{ErrorKind, ServiceDescriptor};
-use zrpc_core::{Code, CodecId, Context, Request, Response, Status};
+use zrpc_core::{Code, CodecId, Context, Metadata, Request, Response, Status};
 
 pub use duration::{DurationError, parse_duration};
 pub use target::{Target, TargetError};
@@ -98,14 +100,18 @@ struct Flags {
 
 #[derive(Debug, Default)]
 struct Catalogue {
-    state: Mutex<Known>,
+    /// Read on every call, written when the catalogue is read: a read lock, so that callers on
+    /// other threads do not queue behind each other.
+    state: RwLock<Known>,
     /// Held while the catalogue is read, so that concurrent misses read it once.
     reading: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
 struct Known {
-    methods: HashMap<String, Flags>,
+    /// Keyed by the full wire name, kept as an `Arc<str>` that requests share: a known method
+    /// is called without allocating its name.
+    methods: HashMap<Arc<str>, Flags>,
     /// When the catalogue was last read (or found unreadable); `None` before the first time.
     read_at: Option<Instant>,
 }
@@ -166,21 +172,40 @@ where
     /// The call's status, as a generated client would get it; `DataLoss` when a method with
     /// application errors answers something other than `{"Ok":…}` or `{"Err":…}`.
     pub async fn call(&self, method: &str, args: Bytes, ctx: Context) -> Result<JsonAnswer, Status> {
-        let flags = self.flags(method, &ctx).await;
+        // Dropping the metadata costs nothing: as it arrived it is a slice of the response frame.
+        self.call_with_metadata(method, args, ctx).await.map(|(answer, _)| answer)
+    }
+
+    /// [`call`](Self::call), keeping the response metadata the server set beside the answer
+    /// (empty for [`JsonAnswer::Sent`]: a oneway call has no response). It is the frame's
+    /// metadata block as it arrived, read in place ([`Metadata`]), so keeping it copies nothing.
+    ///
+    /// # Errors
+    /// Those of [`call`](Self::call).
+    pub async fn call_with_metadata(
+        &self,
+        method: &str,
+        args: Bytes,
+        ctx: Context,
+    ) -> Result<(JsonAnswer, Metadata), Status> {
+        let (name, flags) = self.flags(method, &ctx).await;
         let args = if args.is_empty() { Bytes::from_static(b"{}") } else { args };
-        let request = Request::new(method.to_owned(), args)
+        let request = Request::new(name, args)
             .with_codec(CodecId::Json)
             .with_ctx(ctx)
             .with_oneway(flags.oneway)
             .with_idempotent(flags.idempotent);
-        let payload = self.inner.clone().oneshot(request).await?.into_payload();
-        if flags.oneway {
-            Ok(JsonAnswer::Sent)
+        let mut response = self.inner.clone().oneshot(request).await?;
+        let metadata = std::mem::take(response.metadata_mut());
+        let payload = response.into_payload();
+        let answer = if flags.oneway {
+            JsonAnswer::Sent
         } else if flags.application_errors {
-            split_result(method, payload)
+            split_result(method, payload)?
         } else {
-            Ok(JsonAnswer::Ok(payload))
-        }
+            JsonAnswer::Ok(payload)
+        };
+        Ok((answer, metadata))
     }
 
     /// Calls a reflection method in JSON and decodes its answer.
@@ -195,21 +220,21 @@ where
         serde_json::from_slice(&payload).map_err(|e| Status::data_loss(format!("decoding the answer of {method}: {e}")))
     }
 
-    /// The flags of `method`, reading the catalogue when it is missing and the last read is old
-    /// enough; plain flags when the server does not say.
-    async fn flags(&self, method: &str, ctx: &Context) -> Flags {
+    /// The name to send and the flags of `method`, reading the catalogue when it is missing and
+    /// the last read is old enough; plain flags when the server does not say.
+    async fn flags(&self, method: &str, ctx: &Context) -> (Arc<str>, Flags) {
         let stale = |known: &Known| known.read_at.is_none_or(|at| at.elapsed() >= self.reread_after);
-        if let Some(flags) = self.known(method) {
-            return flags;
+        if let Some(known) = self.known(method) {
+            return known;
         }
         let _reading = self.catalogue.reading.lock().await;
         {
-            let known = self.catalogue.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(flags) = known.methods.get(method) {
-                return *flags;
+            let known = self.catalogue.state.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((name, flags)) = known.methods.get_key_value(method) {
+                return (name.clone(), *flags);
             }
             if !stale(&known) {
-                return Flags::default();
+                return (method.into(), Flags::default());
             }
         }
         // The caller's context (deadline, metadata such as credentials) bounds the read too.
@@ -220,18 +245,22 @@ where
             Ok(_) => {}
             Err(status) => tracing::debug!(%status, code = ?status.code(), "no reflection; calling methods plainly"),
         }
-        let mut known = self.catalogue.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut known = self.catalogue.state.write().unwrap_or_else(PoisonError::into_inner);
         known.read_at = Some(Instant::now());
-        known.methods.get(method).copied().unwrap_or_default()
+        match known.methods.get_key_value(method) {
+            Some((name, flags)) => (name.clone(), *flags),
+            None => (method.into(), Flags::default()),
+        }
     }
 
-    fn known(&self, method: &str) -> Option<Flags> {
-        self.catalogue.state.lock().unwrap_or_else(PoisonError::into_inner).methods.get(method).copied()
+    fn known(&self, method: &str) -> Option<(Arc<str>, Flags)> {
+        let known = self.catalogue.state.read().unwrap_or_else(PoisonError::into_inner);
+        known.methods.get_key_value(method).map(|(name, flags)| (name.clone(), *flags))
     }
 
     /// Records the flags of every method in `services`.
     fn learn(&self, services: &[ServiceDescriptor]) {
-        let mut known = self.catalogue.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut known = self.catalogue.state.write().unwrap_or_else(PoisonError::into_inner);
         for service in services {
             for method in &service.methods {
                 let flags = Flags {
@@ -239,7 +268,7 @@ where
                     idempotent: method.idempotent,
                     application_errors: method.errors == ErrorKind::Application,
                 };
-                known.methods.insert(format!("{}.{}", service.name, method.name), flags);
+                known.methods.insert(format!("{}.{}", service.name, method.name).into(), flags);
             }
         }
     }
@@ -278,7 +307,7 @@ impl<S: Clone> Clone for DynamicClient<S> {
 
 impl<S> fmt::Debug for DynamicClient<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let known = self.catalogue.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = self.catalogue.state.read().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("DynamicClient").field("methods_known", &known.methods.len()).finish_non_exhaustive()
     }
 }

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::BoxError;
+use axum::body::{Body, HttpBody};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,7 +18,7 @@ use super::status::{error_response, error_with, json_headers};
 use crate::dynamic::JsonAnswer;
 
 /// Calls `service.method` with the request body as its JSON arguments and answers the outcome
-/// as the [module docs](super#a-call) say.
+/// as the [module docs](super#a-call) say: the route of [`into_router`](super::GatewayBuilder::into_router).
 pub(crate) async fn call(
     State(shared): State<Arc<Shared>>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -28,7 +29,26 @@ pub(crate) async fn call(
         Ok(path) => path,
         Err(rejection) => return error_with(StatusCode::BAD_REQUEST, Code::InvalidArgument, &rejection.body_text()),
     };
-    let ctx = match headers::context(&headers, shared.default_timeout) {
+    call_named(&shared, &format!("{service}.{method}"), &headers, body).await
+}
+
+/// The `service` and `method` of a call path, `/{service}/{method}`, when it can be read without
+/// percent-decoding and is not the gateway's own (`/-/…`): the path [`Gateway`](super::Gateway)
+/// serves without the router. Anything else is left to the router, which decodes, refuses and
+/// answers `404`/`405` as the module docs say.
+pub(crate) fn plain_call_path(path: &str) -> Option<(&str, &str)> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let plain = !service.is_empty() && service != "-" && !method.is_empty() && !method.contains('/');
+    (plain && !path.contains('%')).then_some((service, method))
+}
+
+/// Calls `name` (`"Service.method"`) with `body`, in the context `headers` give.
+pub(crate) async fn call_named<B>(shared: &Shared, name: &str, headers: &HeaderMap, body: B) -> Response
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let ctx = match headers::context(headers, shared.default_timeout) {
         Ok(ctx) => ctx,
         Err(status) => return error_response(&status),
     };
@@ -36,20 +56,28 @@ pub(crate) async fn call(
         Ok(args) => args,
         Err(response) => return response,
     };
-    let name = format!("{service}.{method}");
-    match shared.dynamic.call(&name, args, ctx).await {
-        Ok(JsonAnswer::Ok(result)) => (StatusCode::OK, json_headers(), result).into_response(),
-        Ok(JsonAnswer::Err(error)) => {
+    let (answer, metadata) = match shared.dynamic.call_with_metadata(name, args, ctx).await {
+        Ok(answered) => answered,
+        Err(status) => return error_response(&status),
+    };
+    let mut response = match answer {
+        JsonAnswer::Ok(result) => (StatusCode::OK, json_headers(), result).into_response(),
+        JsonAnswer::Err(error) => {
             (StatusCode::UNPROCESSABLE_ENTITY, json_headers(), wrap_error(&error)).into_response()
         }
-        Ok(JsonAnswer::Sent) => StatusCode::ACCEPTED.into_response(),
-        Err(status) => error_response(&status),
-    }
+        JsonAnswer::Sent => StatusCode::ACCEPTED.into_response(),
+    };
+    headers::add_response_metadata(&metadata, response.headers_mut());
+    response
 }
 
 /// The body, whole, if it is at most `limit` bytes; otherwise, or when reading it failed, the
 /// answer to give.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Response>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error_with(
@@ -68,4 +96,20 @@ fn wrap_error(error: &[u8]) -> Bytes {
     body.put_slice(error);
     body.put_u8(b'}');
     body.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_call_paths_skip_the_router() {
+        assert_eq!(plain_call_path("/Shop/divide"), Some(("Shop", "divide")));
+        assert_eq!(plain_call_path("/pkg.Shop/divide"), Some(("pkg.Shop", "divide")));
+        for path in
+            ["/", "/Shop", "/Shop/", "//divide", "/a/b/c", "/-/instances", "/%FF/x", "/Shop/d%69vide", "Shop/divide"]
+        {
+            assert_eq!(plain_call_path(path), None, "{path}");
+        }
+    }
 }

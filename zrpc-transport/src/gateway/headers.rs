@@ -1,11 +1,21 @@
-//! A call's context from its HTTP headers: the deadline and the metadata.
+//! A call's context from its HTTP headers (the deadline and the metadata), and the response
+//! metadata as headers of the answer.
+//!
+//! Metadata values are bytes, header values text: a value travels as it is when it is printable
+//! ASCII (`0x20..=0x7e`, not starting or ending with a space, which HTTP would trim), and
+//! otherwise in standard base64 under the key with `-bin` appended, as gRPC carries binary
+//! metadata. So a header `zrpc-meta-<name>-bin` always holds base64, in both directions, and
+//! a key that itself ends in `-bin` always travels encoded (`zrpc-meta-trace-bin-bin`), so that
+//! every header reads back to the one entry it came from.
 
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use zrpc_core::{Context, Status};
+use zrpc_core::{Context, Metadata, Status};
 
 use crate::dynamic::parse_duration;
 
@@ -15,11 +25,15 @@ pub(crate) const TIMEOUT: &str = "zrpc-timeout";
 /// The prefix of headers forwarded as metadata: `zrpc-meta-tenant: a` is metadata `tenant`.
 pub(crate) const META_PREFIX: &str = "zrpc-meta-";
 
+/// The suffix of a header whose value is base64: `zrpc-meta-<key>-bin`.
+pub(crate) const BINARY_SUFFIX: &str = "-bin";
+
 /// The context of a call made for a request with `headers`: the deadline of its `zrpc-timeout`
 /// (`default` without one), its `zrpc-meta-*` headers and `Authorization` as metadata.
 ///
 /// # Errors
-/// `InvalidArgument` for a `zrpc-timeout` that is not a duration.
+/// `InvalidArgument` for a `zrpc-timeout` that is not a duration, or a `zrpc-meta-*-bin`
+/// header that is not base64.
 pub(crate) fn context(headers: &HeaderMap, default: Duration) -> Result<Context, Status> {
     let timeout = match headers.get(TIMEOUT) {
         None => default,
@@ -36,7 +50,16 @@ pub(crate) fn context(headers: &HeaderMap, default: Duration) -> Result<Context,
     for (name, value) in headers {
         // Header names come lowercase from hyper, whatever the client wrote.
         if let Some(key) = name.as_str().strip_prefix(META_PREFIX) {
-            if !key.is_empty() {
+            if let Some(key) = key.strip_suffix(BINARY_SUFFIX) {
+                let value = BASE64.decode(value.as_bytes()).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "the {name} header is not base64 ({BINARY_SUFFIX} says it is): {e}"
+                    ))
+                })?;
+                if !key.is_empty() {
+                    metadata.append(key.to_owned(), Bytes::from(value));
+                }
+            } else if !key.is_empty() {
                 metadata.append(key.to_owned(), Bytes::copy_from_slice(value.as_bytes()));
             }
         } else if name == AUTHORIZATION {
@@ -44,6 +67,31 @@ pub(crate) fn context(headers: &HeaderMap, default: Duration) -> Result<Context,
         }
     }
     Ok(ctx)
+}
+
+/// Adds each entry of `metadata` to `headers` as `zrpc-meta-<key>`, base64 under
+/// `zrpc-meta-<key>-bin` when its value is not printable text (see the [module docs](self)).
+/// Keys are lowercased, as HTTP header names are case-insensitive; an entry whose key cannot be
+/// part of a header name (a space, a `:`, non-ASCII) is left out, logged at debug level: no
+/// header could carry it, and failing the call the handler answered would lose its result.
+pub(crate) fn add_response_metadata(metadata: &Metadata, headers: &mut HeaderMap) {
+    for (key, value) in metadata.iter() {
+        let printable = !key.ends_with(BINARY_SUFFIX)
+            && value.iter().all(|b| (0x20..=0x7e).contains(b))
+            && value.first() != Some(&b' ')
+            && value.last() != Some(&b' ');
+        let suffix = if printable { "" } else { BINARY_SUFFIX };
+        let Ok(name) = HeaderName::try_from(format!("{META_PREFIX}{key}{suffix}")) else {
+            tracing::debug!(key, "response metadata key is not a header name; not forwarded");
+            continue;
+        };
+        let value =
+            if printable { HeaderValue::from_bytes(value) } else { HeaderValue::try_from(BASE64.encode(value)) };
+        // Printable ASCII and base64 are both valid header values: the error cannot happen.
+        if let Ok(value) = value {
+            headers.append(name, value);
+        }
+    }
 }
 
 #[cfg(test)]
