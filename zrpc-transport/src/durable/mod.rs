@@ -38,14 +38,16 @@
 //!
 //! # Measured
 //!
-//! `target/release/durable --messages 100000 --rounds 1` (benches/src/bin/durable.rs), AMD
-//! EPYC 2 cores, 2026-11-29, with other builds running (load average 5–9): plain oneway
-//! 147k messages/s, durable at the process level 23k–26k/s (was 7k before handled marks moved
-//! to the sidecar), at the power level about 1.1k/s. Issue 13 asks for 200k/s and 0.5× oneway
-//! at the process level: not met. The profile is flat (allocation, thread wake-ups, copies);
-//! the next steps are measuring on a quiet machine, no task per recorded message (poll the
-//! inbox's answers in the connection), fewer copies of each message (decoded twice, copied
-//! into a frame twice), and a cumulative acknowledgement.
+//! `target/release/durable --messages 200000 --rounds 2` (benches/src/bin/durable.rs), AMD
+//! EPYC 2 cores, 2026-11-29, load average 3.6 to 5 (benches/results/durable-5986bf9.txt):
+//! plain oneway 609k–654k messages/s; durable at the process level 58k–79k/s (before the
+//! sidecar of handled marks: about 7k on a loaded machine), 0.10–0.12× oneway; at the power
+//! level 27k–31k/s acknowledged and 2.7k–3.5k/s handled (one stream waits for a sync per
+//! message). Reopening an outbox of 1M undelivered messages: 0.35 s. Issue 13 asks for
+//! 200k/s and 0.5× oneway at the process level: not met. The profile is flat (allocation,
+//! thread wake-ups, copies); next: fewer copies of each message (it is decoded twice and
+//! copied into a frame twice), one round trip to the writer thread for a batch of appends
+//! from many callers rather than one each, and a cumulative acknowledgement.
 //!
 //! # What a user writes
 //!
