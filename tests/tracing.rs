@@ -238,3 +238,48 @@ async fn a_handler_cut_short_is_dropped_inside_its_call_s_span() {
     assert_eq!(served.field("rpc.code"), "Cancelled", "{served:?}");
     assert_eq!(served.events, ["handler dropped"], "the handler's drop logs inside its span");
 }
+
+/// A durable receiver, whose handler logs one event.
+#[cfg(feature = "durable")]
+#[zrpc::service]
+pub trait Ledger {
+    /// Records entry `n`.
+    #[zrpc(oneway)]
+    async fn record(&self, n: u64);
+}
+
+#[cfg(feature = "durable")]
+struct Books(tokio::sync::mpsc::UnboundedSender<u64>);
+
+#[cfg(feature = "durable")]
+impl Ledger for Books {
+    async fn record(&self, n: u64) {
+        tracing::info!("recording");
+        let _ = self.0.send(n);
+    }
+}
+
+#[cfg(feature = "durable")]
+#[tokio::test]
+async fn a_durable_message_is_handled_inside_a_server_span_naming_its_sender() {
+    use zrpc::durable::{Inbox, InboxConfig, Outbox, OutboxConfig};
+
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(recorder.clone()));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inbox = Inbox::open(dir.path().join("inbox"), InboxConfig::default()).await.expect("inbox");
+    let (handled, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::builder().name("ledger").inbox(inbox).add_service(LedgerServer::new(Books(handled)));
+    let server = server.bind("tcp://127.0.0.1:0").await.expect("bind");
+    let channel = Channel::builder(server.local_addr().clone()).name("shop-1").connect_lazy();
+    tokio::spawn(server.serve());
+    let outbox = Outbox::open(dir.path().join("outbox"), OutboxConfig::new("shop-1")).await.expect("outbox");
+    LedgerClient::new(outbox.destination("ledger", channel)).record(7).await.expect("logged");
+    assert_eq!(reports.recv().await, Some(7));
+
+    let span = recorder.closed("zrpc.server", "Ledger/record");
+    let handled = tokio::time::timeout(std::time::Duration::from_secs(60), span).await.expect("a server span closed");
+    assert_eq!(handled.field("peer"), "shop-1", "the sender is the caller: {handled:?}");
+    assert_eq!(handled.field("rpc.code"), "Ok", "{handled:?}");
+    assert_eq!(handled.events, ["recording"], "the handler's events are inside its span");
+}

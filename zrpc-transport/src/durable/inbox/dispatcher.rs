@@ -3,6 +3,7 @@
 //!
 //! A server with an inbox runs one dispatcher beside its connections. Each message goes
 //! through the server's service (its layers, then the router) like a call from a connection,
+//! observed like one (a `zrpc.server` span whose peer is the sender, the server's metrics),
 //! with a context that has the sender's name as caller, the stored metadata and trace, no
 //! deadline, and [`Context::durable_id`](zrpc_core::Context::durable_id). Whatever the handler
 //! does (returns, fails with a `Status`, panics), the message counts as handled: the inbox
@@ -27,6 +28,7 @@ use futures::FutureExt;
 use tokio::task::JoinSet;
 use tower::{Service, ServiceExt};
 use zrpc_core::durable::Durable;
+use zrpc_core::observe::{self, InSpan, MetricsCache, Observed, Side};
 use zrpc_core::{Request, Response, Router, Status};
 
 use super::{Delivery, Inbox};
@@ -107,9 +109,10 @@ where
     S::Future: Send + 'static,
 {
     let Some(last) = run.last().map(|delivery| delivery.id.clone()) else { return };
+    let mut metrics = MetricsCache::new(Side::Server, None);
     for delivery in run {
         let id = delivery.id.clone();
-        handle(service.clone(), &names, &local, delivery).await;
+        handle(service.clone(), &names, &local, &mut metrics, delivery).await;
         if let Err(e) = inbox.mark(&id).await {
             // The stream stays taken: its messages run again at the next open.
             tracing::error!(%id, error = %e, "durable message handled, but not marked so; its stream stops until the inbox is reopened");
@@ -122,26 +125,35 @@ where
     }
 }
 
-/// Runs the handler of one message.
-async fn handle<S>(service: S, names: &Router, local: &Arc<str>, delivery: Delivery)
+/// Runs the handler of one message, observed as a call from its sender (a `zrpc.server` span
+/// and the server's metrics, as a call from a connection gets).
+async fn handle<S>(service: S, names: &Router, local: &Arc<str>, metrics: &mut MetricsCache, delivery: Delivery)
 where
     S: Service<Request, Response = Response, Error = Status> + Send + 'static,
     S::Future: Send + 'static,
 {
     let Delivery { id, message } = delivery;
-    match wire::restore_request(&message, |method| names.intern(method)) {
-        Ok(mut request) => {
-            let ctx = request.ctx_mut();
-            ctx.set_caller(Some(id.sender_arc().clone()));
-            ctx.set_durable(Some(Durable::new(id.clone(), id.sequence() - 1, local.clone())));
-            let method = request.method().clone();
-            let call = AssertUnwindSafe(service.oneshot(request)).catch_unwind().await;
-            match call {
-                Ok(Ok(_)) => {}
-                Ok(Err(status)) => tracing::warn!(%id, %method, %status, "durable message handled with an error"),
-                Err(_) => tracing::error!(%id, %method, "the handler of a durable message panicked"),
-            }
+    let mut request = match wire::restore_request(&message, |method| names.intern(method)) {
+        Ok(request) => request,
+        Err(status) => {
+            tracing::error!(%id, %status, "durable message not handled: it cannot be read");
+            return;
         }
-        Err(status) => tracing::error!(%id, %status, "durable message not handled: it cannot be read"),
+    };
+    let ctx = request.ctx_mut();
+    ctx.set_caller(Some(id.sender_arc().clone()));
+    ctx.set_durable(Some(Durable::new(id.clone(), id.sequence() - 1, local.clone())));
+    let method = request.method().clone();
+    let observed = observe::enabled().then(|| Observed::server(&mut request, id.sender(), metrics));
+    let call = InSpan::new(service.oneshot(request), observed.as_ref());
+    let result = AssertUnwindSafe(call).catch_unwind().await.unwrap_or_else(|_| {
+        tracing::error!(%id, %method, "the handler of a durable message panicked");
+        Err(Status::internal(format!("the handler of {method} on {local} panicked")))
+    });
+    if let Some(observed) = observed {
+        observed.finish(&result);
+    }
+    if let Err(status) = result {
+        tracing::warn!(%id, %method, %status, "durable message handled with an error");
     }
 }

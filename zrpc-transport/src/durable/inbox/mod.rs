@@ -253,11 +253,7 @@ impl Inbox {
         acknowledged: u64,
         message: Bytes,
     ) -> Result<Outcome, DurableError> {
-        super::outbox::check_name(sender)?;
-        if message.len() > MAX_MESSAGE {
-            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
-        }
-        let key = StreamKey { sender: sender.into(), outbox };
+        let key = record_key(sender, outbox, &message)?;
         self.inner.writer.call(|reply| Command::Record { key, sequence, acknowledged, message, reply }).await?
     }
 
@@ -276,11 +272,7 @@ impl Inbox {
         acknowledged: u64,
         message: Bytes,
     ) -> Result<impl Future<Output = Result<Outcome, DurableError>> + Send + 'static, DurableError> {
-        super::outbox::check_name(sender)?;
-        if message.len() > MAX_MESSAGE {
-            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
-        }
-        let key = StreamKey { sender: sender.into(), outbox };
+        let key = record_key(sender, outbox, &message)?;
         let answer =
             self.inner.writer.submit(|reply| Command::Record { key, sequence, acknowledged, message, reply })?;
         let dir = self.dir().to_owned();
@@ -332,6 +324,15 @@ impl Inbox {
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
     }
+}
+
+/// The stream of a message to record, once its sender's name and its size are checked.
+fn record_key(sender: &str, outbox: OutboxId, message: &Bytes) -> Result<StreamKey, DurableError> {
+    super::outbox::check_name(sender)?;
+    if message.len() > MAX_MESSAGE {
+        return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
+    }
+    Ok(StreamKey { sender: sender.into(), outbox })
 }
 
 /// Opens or creates the log and rebuilds the state from it, makes sure the head starts with a
