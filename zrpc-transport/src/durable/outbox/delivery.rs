@@ -135,9 +135,8 @@ where
                     tokio::time::sleep(backoff.full_jitter(progress.failures.saturating_sub(1), &mut rng)).await;
                     continue;
                 }
-                if progress.next > progress.acknowledged + 1 {
-                    continue;
-                }
+                // The read found nothing to send (messages sent but unanswered were discarded
+                // meanwhile, if any): wait for the next one logged.
                 self.progress.wake.notified().await;
                 continue;
             }
