@@ -350,14 +350,14 @@ fn open_log(dir: &Path, config: &InboxConfig, counters: Arc<Counters>) -> Result
 
 /// Moves the sidecar's handled marks (see `marks.rs`) into the log, then empties the sidecar.
 fn apply_marks(dir: &Path, log: &mut Log, state: &mut State) -> Result<(), DurableError> {
-    let marks = marks::read(dir)?;
+    let marks: std::collections::HashMap<(u64, u64), u64> =
+        marks::read(dir)?.into_iter().map(|m| ((m.outbox, m.sender_hash), m.handled)).collect();
     if !marks.is_empty() {
         let ahead: Vec<(StreamKey, u64)> = state
             .streams()
             .filter_map(|(key, recorded, handled, _)| {
-                let hash = marks::sender_hash(&key.sender);
-                let mark = marks.iter().find(|m| m.outbox == key.outbox.as_u64() && m.sender_hash == hash)?;
-                (mark.handled > handled).then(|| (key.clone(), mark.handled.min(recorded)))
+                let mark = *marks.get(&(key.outbox.as_u64(), marks::sender_hash(&key.sender)))?;
+                (mark > handled).then(|| (key.clone(), mark.min(recorded)))
             })
             .collect();
         for (key, up_to) in ahead {
