@@ -31,10 +31,7 @@
 //!   skipped. The example counts those reruns.
 //!
 //! The sender numbers messages by their sequence: message `n` is the outbox's `n`th message. A
-//! restarted sender resumes at the outbox's next sequence, which the outbox lists while it holds
-//! messages; when it holds none, everything logged was acknowledged, so the inbox's `recorded`
-//! for the stream is the last sequence logged (a sender in another process would ask its
-//! receiver; here the inbox is at hand).
+//! restarted sender resumes at the outbox's next sequence (`Outbox::next_sequence`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -183,24 +180,16 @@ async fn main() -> Result<(), BoxError> {
 
     // The sender.
     let outbox = Outbox::open(args.dir.join("outbox"), OutboxConfig::new("sender")).await?;
-    let pending = outbox.pending().await?;
-    let next = match pending.iter().find(|pending| pending.destination == "receiver") {
-        Some(pending) => {
-            println!(
-                "outbox: {} messages were waiting for receiver (sequences {} to {}): delivering them",
-                pending.next_sequence - pending.first_unacknowledged,
-                pending.first_unacknowledged,
-                pending.next_sequence - 1
-            );
-            pending.next_sequence
-        }
-        None => {
-            println!("outbox: nothing waiting");
-            let streams = inbox.streams().await?;
-            let mine = streams.iter().find(|s| s.sender == outbox.sender() && s.outbox == outbox.id());
-            mine.map_or(0, |stream| stream.recorded) + 1
-        }
-    };
+    let next = outbox.next_sequence("receiver").await?;
+    match outbox.pending().await?.iter().find(|pending| pending.destination == "receiver") {
+        Some(pending) => println!(
+            "outbox: {} messages were waiting for receiver (sequences {} to {}): delivering them",
+            pending.next_sequence - pending.first_unacknowledged,
+            pending.first_unacknowledged,
+            pending.next_sequence - 1
+        ),
+        None => println!("outbox: nothing waiting"),
+    }
     let channel = Channel::builder(address).name("sender").connect_lazy();
     let destination = outbox.destination("receiver", channel);
     let counter = CounterClient::new(destination.clone());

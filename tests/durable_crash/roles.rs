@@ -16,10 +16,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use zrpc::durable::{Durability, Inbox, InboxConfig, Outbox, OutboxConfig};
-use zrpc::{Channel, Context, Server, Status};
+use zrpc::{Channel, Context, Server};
 
 use crate::driver::JOURNAL;
 use crate::plan::{LEVEL_ENV, Level, MESSAGES_ENV};
@@ -60,14 +59,12 @@ impl Role {
     }
 }
 
-/// What the receiver serves: the durable `add` and, for a sender that resumes, `recorded`.
+/// What the receiver serves: the durable `add`.
 #[zrpc::service]
 pub trait Counter {
     /// Message `n`: journals its start and end.
     #[zrpc(oneway)]
     async fn add(&self, ctx: &Context, n: u64);
-    /// What the inbox has recorded of the stream (`sender`, `outbox`), 0 if it knows none.
-    async fn recorded(&self, sender: String, outbox: u64) -> Result<u64, Status>;
 }
 
 /// Plays `role` (from [`ROLE_ENV`]) and exits the process.
@@ -129,15 +126,9 @@ fn say(line: &str) {
 /// may be killed before it prints `logged n`; a sender that resumed after the last `n` it
 /// printed would send that `n` again as a new message, under a new sequence. So `n` is never
 /// chosen by the sender: message `n` is the `n`th message of the outbox to the receiver, at
-/// sequence `n`, and a restarted sender resumes at the outbox's next sequence:
-///
-/// - the outbox lists the destination in [`Outbox::pending`]: its `next_sequence`;
-/// - it does not (everything logged was acknowledged, so the outbox cannot say how much that
-///   was): every logged message was then *recorded* by the receiver's inbox, and the inbox has
-///   recorded nothing else of this outbox, so its `recorded` for the stream is exactly the last
-///   sequence logged; the sender asks the receiver for it (`Counter.recorded`, a plain call).
-///
-/// The checker verifies the result: each journal line's `n` must equal its sequence.
+/// sequence `n`, and a restarted sender resumes at the outbox's next sequence
+/// ([`Outbox::next_sequence`]). The checker verifies it: each journal line's `n` must equal its
+/// sequence.
 async fn sender(mut told: tokio::sync::mpsc::UnboundedReceiver<String>) -> Result<(), BoxError> {
     say("");
     let dir = PathBuf::from(env(DIR_ENV)?);
@@ -146,11 +137,7 @@ async fn sender(mut told: tokio::sync::mpsc::UnboundedReceiver<String>) -> Resul
     let outbox =
         Outbox::open(dir.join("outbox"), OutboxConfig::new(SENDER).durability(level()?).segment_bytes(SEGMENT_BYTES))
             .await?;
-    let pending = outbox.pending().await?;
-    let next = match pending.iter().find(|pending| pending.destination == RECEIVER) {
-        Some(pending) => pending.next_sequence,
-        None => recorded(&address, &outbox).await? + 1,
-    };
+    let next = outbox.next_sequence(RECEIVER).await?;
     say(&format!("ready {next}"));
 
     let channel = Channel::builder(address.parse()?).name(SENDER).connect_lazy();
@@ -171,29 +158,6 @@ async fn sender(mut told: tokio::sync::mpsc::UnboundedReceiver<String>) -> Resul
     Ok(())
 }
 
-/// What the receiver's inbox has recorded of this outbox's stream; retried while the receiver
-/// is not (yet) listening.
-async fn recorded(address: &str, outbox: &Outbox) -> Result<u64, BoxError> {
-    let channel = Channel::builder(address.parse()?).name("sender-resume").connect_lazy();
-    let counter = CounterClient::new(channel);
-    let mut wait = Duration::from_millis(5);
-    let mut attempts = 0;
-    loop {
-        match counter.recorded(outbox.sender().to_owned(), outbox.id().as_u64()).await {
-            Ok(recorded) => return Ok(recorded),
-            // A reconnect backoff, not a synchronisation: the driver starts the receiver first
-            // and waits for it to listen, so this is rare.
-            Err(e) if attempts < 100 => {
-                attempts += 1;
-                eprintln!("asking the receiver where to resume: {e}; again in {wait:?}");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(200));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// The receiver: a server named [`RECEIVER`] with an inbox, on the run's Unix socket.
 async fn receiver() -> Result<(), BoxError> {
     say("");
@@ -205,7 +169,7 @@ async fn receiver() -> Result<(), BoxError> {
             .await?;
     // The socket file of a receiver that was SIGKILLed stays behind (its listener never
     // dropped): the bind finds nobody accepting on it and replaces it.
-    let handler = Handler { journal: std::sync::Arc::new(journal), inbox: inbox.clone(), pid: std::process::id() };
+    let handler = Handler { journal: std::sync::Arc::new(journal), pid: std::process::id() };
     let server = Server::builder()
         .name(RECEIVER)
         .inbox(inbox)
@@ -259,7 +223,6 @@ fn fail(why: &str) -> ! {
 #[derive(Clone, Debug)]
 struct Handler {
     journal: std::sync::Arc<Journal>,
-    inbox: Inbox,
     pid: u32,
 }
 
@@ -271,13 +234,5 @@ impl Counter for Handler {
         // A kill between the two lines is a kill inside the handler.
         tokio::task::yield_now().await;
         self.journal.line(&format!("end {id} {n} {}", self.pid));
-    }
-
-    async fn recorded(&self, sender: String, outbox: u64) -> Result<u64, Status> {
-        let streams = self.inbox.streams().await.map_err(|e| Status::internal(e.to_string()))?;
-        Ok(streams
-            .iter()
-            .find(|stream| stream.sender == sender && stream.outbox.as_u64() == outbox)
-            .map_or(0, |stream| stream.recorded))
     }
 }

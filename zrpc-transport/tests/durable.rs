@@ -103,6 +103,9 @@ async fn messages_are_handled_once_in_order_with_their_ids_and_then_acknowledged
 
     within("every message acknowledged", destination.delivered()).await.expect("delivered");
     assert_eq!(outbox.pending().await.expect("pending"), vec![]);
+    // With nothing pending, the outbox still says where a restarted program resumes.
+    assert_eq!(outbox.next_sequence("ledger").await.expect("next"), 501);
+    assert_eq!(outbox.next_sequence("never-used").await.expect("next"), 1);
     serving.shutdown().await.expect("served");
     assert!(reports.recv().await.is_none(), "no message was handled twice");
 }

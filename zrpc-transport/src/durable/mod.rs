@@ -353,16 +353,15 @@
 //! servers.
 //!
 //! 1. **Receiver:** a server named `receiver` with an inbox in a temp dir, on a Unix socket at
-//!    the same path in every process (it removes the socket file a killed predecessor left);
+//!    the same path in every process (its bind replaces the socket file a killed predecessor
+//!    left);
 //!    its handler appends `start <id> <n> <pid>` and then `end <id> <n> <pid>` to a journal,
 //!    each line one `write` to an `O_APPEND` file.
 //! 2. **Sender:** an outbox in a temp dir; calls `add(n)` through its destination and prints
 //!    `logged n` after each call returns. Message `n` is the outbox's `n`th message (sequence
 //!    `n`), so that a kill between a call's return and its `logged` line cannot make a restarted
 //!    sender send that `n` again as a new message: it resumes at the outbox's next sequence
-//!    ([`Pending::next_sequence`]), or, when the outbox lists nothing (every message
-//!    acknowledged, so the inbox recorded exactly the messages logged), after the `recorded`
-//!    the receiver's inbox reports ([`Inbox::streams`], through a plain call).
+//!    ([`Outbox::next_sequence`]).
 //! 3. **Driver:** a seeded RNG (seed printed; `ZRPC_CRASH_SEED` replays the plan) draws each
 //!    kill's wait in lines of progress (1 to 5, or a share of the lines left per kill left:
 //!    progress, never a sleep) and its victim (the sender, the receiver or both), SIGKILLs and

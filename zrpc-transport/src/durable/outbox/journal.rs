@@ -27,6 +27,8 @@ pub(crate) enum Command {
     Read(Read),
     /// List the destinations with undelivered messages.
     Pending { reply: oneshot::Sender<Vec<Pending>> },
+    /// The sequence a destination's next message will get.
+    NextSequence { destination: Arc<str>, reply: oneshot::Sender<u64> },
     /// Drop every undelivered message of a destination (its sequences go on).
     Discard { destination: Arc<str>, reply: oneshot::Sender<Result<u64, DurableError>> },
     /// Closing, and the tests' hooks.
@@ -108,6 +110,9 @@ impl Journal for Writer {
             Command::Read(read) => self.waiting.push(Waiting::Read(read)),
             Command::Pending { reply } => {
                 let _ = reply.send(self.state.pending());
+            }
+            Command::NextSequence { destination, reply } => {
+                let _ = reply.send(self.state.next_sequence(&destination));
             }
             Command::Discard { destination, reply } => {
                 let next = self.state.next_sequence(&destination);

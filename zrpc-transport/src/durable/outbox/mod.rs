@@ -251,6 +251,18 @@ impl Outbox {
         self.inner.writer.call(|reply| Command::Pending { reply }).await
     }
 
+    /// The sequence the next message logged for `destination` will get: 1 for a destination
+    /// never used, and one past its last message, delivered or not. A program that numbers its
+    /// messages by their sequence resumes here after a restart, also once every message was
+    /// acknowledged (when [`pending`](Outbox::pending) no longer lists the destination).
+    ///
+    /// # Errors
+    /// [`InvalidName`](DurableError::InvalidName); [`Closed`](DurableError::Closed).
+    pub async fn next_sequence(&self, destination: &str) -> Result<u64, DurableError> {
+        check_name(destination)?;
+        self.inner.writer.call(|reply| Command::NextSequence { destination: destination.into(), reply }).await
+    }
+
     /// Drops every undelivered message of `destination`, as if its receiver had acknowledged
     /// them, and logs how many with a `tracing::warn!`. Its sequences go on (a receiver must
     /// not see a sequence again). Returns how many messages were dropped.
