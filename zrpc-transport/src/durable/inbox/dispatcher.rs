@@ -15,7 +15,11 @@
 //!   (`marks.rs`: one `pwrite`, at the power level with `fdatasync`) and to the log once the
 //!   run is done, which makes the stream ready for its next run.
 //! - **Bound:** at most [`MAX_RUNNING`] streams' runs at once; past it, ready streams wait for a
-//!   run to end.
+//!   run to end. A run holds its messages in memory (read from the log, about 1 MiB per run
+//!   at most, and one message however large), so what senders can make the dispatcher hold is
+//!   at most 1,024 runs of about 1 MiB, and never more than the inbox's unhandled bytes
+//!   (`InboxConfig::max_bytes`). A byte budget shared by the runs would bound it lower; not
+//!   done.
 //! - **Stopping:** when the server stops, the dispatcher takes no more messages and waits for
 //!   the running handlers (the server bounds the wait with its drain timeout, then aborts them:
 //!   an aborted handler runs again at the inbox's next open, as after a crash inside it).

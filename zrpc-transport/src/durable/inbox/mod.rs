@@ -220,6 +220,19 @@ impl Inbox {
         self.inner.writer.call(|reply| Command::Control(Control::Close(reply))).await
     }
 
+    /// [`submit_record`](Inbox::submit_record), awaited: how the tests record.
+    #[cfg(test)]
+    pub(crate) async fn record(
+        &self,
+        sender: &str,
+        outbox: OutboxId,
+        sequence: u64,
+        acknowledged: u64,
+        message: Bytes,
+    ) -> Result<Outcome, DurableError> {
+        self.submit_record(sender, outbox, sequence, acknowledged, message)?.await
+    }
+
     /// Records message `sequence` of the stream (`sender`, `outbox`) if it is the stream's
     /// next, and answers once the record reached the inbox's level (with every other record
     /// and mark of its batch: one write, and at the power level one sync). The answer is what
@@ -239,31 +252,16 @@ impl Inbox {
     /// message that would be recorded; duplicates and gaps are answered even when full);
     /// [`TooLarge`](DurableError::TooLarge) above 16 MiB; [`InvalidName`](DurableError::InvalidName);
     /// [`Io`](DurableError::Io) if the batch's write or sync failed;
-    /// [`Closed`](DurableError::Closed).
+    /// [`Closed`](DurableError::Closed); [`Busy`](DurableError::Busy), at once, when the
+    /// writer's queue is full (the message is refused, unprocessed, and its sender tries again).
+    ///
+    /// The command is queued before this returns, so a connection records its messages in
+    /// the order they arrived, whatever order the answers are then awaited in (a stream's
+    /// message queued after its successor would be refused as a gap).
     ///
     /// # Cancel safety
-    /// Dropped after its command was handed over, the message may still be recorded; the
+    /// The returned future, dropped, leaves the message to be recorded all the same; the
     /// sender's retry is then answered as a duplicate.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) async fn record(
-        &self,
-        sender: &str,
-        outbox: OutboxId,
-        sequence: u64,
-        acknowledged: u64,
-        message: Bytes,
-    ) -> Result<Outcome, DurableError> {
-        let key = record_key(sender, outbox, &message)?;
-        self.inner.writer.call(|reply| Command::Record { key, sequence, acknowledged, message, reply }).await?
-    }
-
-    /// [`record`](Inbox::record), with the command queued before this returns: a connection
-    /// records its messages in the order they arrived, whatever order the answers are then
-    /// awaited in (a stream's message queued after its successor would be refused as a gap).
-    ///
-    /// # Errors
-    /// As `record`, plus [`Busy`](DurableError::Busy) when the writer's queue is full (the
-    /// message is refused, unprocessed, and its sender tries again).
     pub(crate) fn submit_record(
         &self,
         sender: &str,
@@ -272,7 +270,11 @@ impl Inbox {
         acknowledged: u64,
         message: Bytes,
     ) -> Result<impl Future<Output = Result<Outcome, DurableError>> + Send + 'static, DurableError> {
-        let key = record_key(sender, outbox, &message)?;
+        super::outbox::check_name(sender)?;
+        if message.len() > MAX_MESSAGE {
+            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
+        }
+        let key = StreamKey { sender: sender.into(), outbox };
         let answer =
             self.inner.writer.submit(|reply| Command::Record { key, sequence, acknowledged, message, reply })?;
         let dir = self.dir().to_owned();
@@ -324,15 +326,6 @@ impl Inbox {
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
     }
-}
-
-/// The stream of a message to record, once its sender's name and its size are checked.
-fn record_key(sender: &str, outbox: OutboxId, message: &Bytes) -> Result<StreamKey, DurableError> {
-    super::outbox::check_name(sender)?;
-    if message.len() > MAX_MESSAGE {
-        return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
-    }
-    Ok(StreamKey { sender: sender.into(), outbox })
 }
 
 /// Opens or creates the log and rebuilds the state from it, makes sure the head starts with a

@@ -512,3 +512,31 @@ async fn a_stream_resumed_after_its_marks_in_the_same_segment_replays() {
     assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, 6, 5)]);
     assert_eq!(take(&inbox, 10).await, [(SHOP, 6, msg(6))]);
 }
+
+#[tokio::test]
+async fn a_full_writer_queue_refuses_a_record_at_once_as_busy_and_loses_nothing() {
+    use crate::durable::log::writer::QUEUE;
+    let dir = temp();
+    let inbox = open(dir.path(), config().segment_bytes(1 << 30)).await;
+    let release = hold(&inbox).await;
+    // The writer is held: records queue up to the queue's bound (less one if the writer has
+    // not taken the hold from the queue yet), and none waits for room.
+    let mut queued = Vec::new();
+    let refused = loop {
+        let n = queued.len() as u64 + 1;
+        match inbox.submit_record("shop-1", SHOP, n, 0, msg(n)) {
+            Ok(answer) => queued.push(answer),
+            Err(e) => break e,
+        }
+        assert!(queued.len() <= QUEUE, "more commands queued than the bound");
+    };
+    assert!(matches!(refused, DurableError::Busy { .. }), "{refused:?}");
+    assert!(queued.len() >= QUEUE - 1, "refused with room left: {} queued", queued.len());
+    let _ = release.send(());
+    let outcomes = join_all(queued).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert!(matches!(outcome, Ok(Outcome::Recorded { recorded }) if *recorded == i as u64 + 1), "{i}: {outcome:?}");
+    }
+    let next = outcomes.len() as u64 + 1;
+    assert_eq!(record(&inbox, SHOP, next).await, Outcome::Recorded { recorded: next }, "taken once there is room");
+}

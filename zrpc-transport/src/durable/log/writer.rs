@@ -25,7 +25,7 @@ use crate::durable::DurableError;
 
 /// Commands queued for a writer thread before callers wait for room: bounds the memory of
 /// messages handed over and not yet written.
-const QUEUE: usize = 8192;
+pub(crate) const QUEUE: usize = 8192;
 
 /// Most commands taken into one batch.
 pub(crate) const MAX_BATCH: usize = 4096;
