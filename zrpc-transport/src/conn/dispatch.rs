@@ -256,6 +256,9 @@ where
         #[cfg(feature = "durable")]
         for _ in 0..BATCH {
             use futures::StreamExt;
+            if self.recording.is_empty() {
+                break;
+            }
             let Poll::Ready(Some((id, result))) = self.recording.poll_next_unpin(cx) else { break };
             progress = true;
             mux.finish(id, &result);
