@@ -77,7 +77,8 @@ const STAGING_KEEP: usize = 64 * 1024;
 ///
 /// serde formats write a value a field at a time, and appending a field to a `Vec` is much
 /// cheaper than appending it to a `BytesMut`: encoding the benchmark message (40 small fields)
-/// took 326 ns through a `BytesMut` and 156 ns staged in a `Vec` with postcard; on a slower
+/// took 326 ns through a `BytesMut` and 156 ns staged in a `Vec` with the `postcard` crate (and
+/// with zrpc's own postcard writer, 28,845 instructions a call against 28,384 staged); on a slower
 /// machine, 2.4 µs and 1.4 µs with MessagePack, 3.9 µs and 1.7 µs with JSON. So codecs stage the value here and copy it into the destination in
 /// one piece. A `Serialize` impl that itself encodes a zrpc value finds the buffer busy and
 /// gets a fresh one.
