@@ -15,7 +15,7 @@
 //! For each set the table gives calls/s, p50 and p99 latency, and the calls that failed (after
 //! their retries) with the first failure's message.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -170,20 +170,36 @@ pub fn run(sets: &[Set], balance: &str, plan: Plan) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Addresses on loopback where nothing listens: each port is bound, then released.
-fn dead_addresses(count: usize) -> Result<Vec<SocketAddr>, BoxError> {
-    // Hold them all until every port is known, so the same port is not handed out twice.
-    let listeners =
-        (0..count).map(|_| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))).collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners.iter().map(TcpListener::local_addr).collect::<Result<_, _>>()?)
+/// Ports on loopback where nothing listens, held for as long as this lives.
+///
+/// Each is a socket bound and never put to listen: a connection to it is refused (a reset, as
+/// with no socket at all), and no other process can take the port and answer in the middle of
+/// a run, as one could when the ports were bound and released at once.
+struct DeadPorts {
+    /// Bound, not listening; dropped with the set.
+    _held: Vec<tokio::net::TcpSocket>,
+    addresses: Vec<SocketAddr>,
+}
+
+fn dead_ports(count: usize) -> Result<DeadPorts, BoxError> {
+    let mut held = Vec::with_capacity(count);
+    let mut addresses = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        addresses.push(socket.local_addr()?);
+        held.push(socket);
+    }
+    Ok(DeadPorts { _held: held, addresses })
 }
 
 fn measure(set: Set, balance: &str, plan: Plan) -> Result<ScaleRow, BoxError> {
     let server = ServerProcess::spawn_serving(&format!("{CHILD_PREFIX}{}", set.live))?;
-    let dead = dead_addresses(set.dead)?;
+    let dead = dead_ports(set.dead)?;
     // The live endpoints first, the dead after: a static list yields them in this order, and
     // the balancer must not depend on it.
-    let addresses: Vec<String> = server.addrs().iter().chain(&dead).map(|addr| format!("tcp://{addr}")).collect();
+    let addresses: Vec<String> =
+        server.addrs().iter().chain(&dead.addresses).map(|addr| format!("tcp://{addr}")).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let live = server.addr();
     let measured = runtime.block_on(async {
