@@ -1,7 +1,7 @@
 //! Calling through a connection: the handles local callers hold, and the future of each call.
 //!
 //! A [`Handle`] is cheap to clone and talks to the connection's task over a channel: a call
-//! becomes a [`Command::Call`] carrying the request and a oneshot for its answer; the task hands
+//! becomes a [`Command::Call`] carrying the request and a [`reply`](super::reply) slot for its answer; the task hands
 //! it to the mux, which owns it from then on (flow control, its deadline, its answer). A
 //! [`CallFuture`] dropped before its answer came sends [`Command::Cancel`], so that the call is
 //! cancelled on the wire. A [`Peer`] calls the same way through a [`ConnectionLink`], which
@@ -21,7 +21,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use zrpc_core::observe::{self, MetricsCache, Observed, Side};
 use zrpc_core::peer::{Link, Peer};
 use zrpc_core::{Method, Request, Response, Status};
@@ -29,7 +29,7 @@ use zrpc_core::{Method, Request, Response, Status};
 use crate::compression::{self, Accepted, Settings};
 use crate::mux::{CallIds, ConnectionStats};
 
-pub(super) type Reply = oneshot::Sender<Answer>;
+pub(super) type Reply = super::reply::Sender;
 
 /// A call's end as the connection task hands it to the caller.
 #[derive(Debug)]
@@ -289,7 +289,7 @@ impl Handle {
         let method = request.method().clone();
         let observed = shared.observe_call(&mut request);
         let compressed = compress(&shared, &mut request);
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = super::reply::channel();
         if commands.send(Command::Call { id, request, compressed, reply }).is_err() {
             let failed = Err(closed_status(&shared, &method).mark_unprocessed());
             if let Some(observed) = observed {
@@ -322,7 +322,7 @@ enum CallState {
 }
 
 struct Waiting {
-    answer: oneshot::Receiver<Answer>,
+    answer: super::reply::Receiver,
     cancel: CancelOnDrop,
     shared: Arc<Shared>,
     method: Method,

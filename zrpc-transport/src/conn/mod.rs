@@ -22,6 +22,7 @@
 
 mod calling;
 mod dispatch;
+mod reply;
 
 use std::future::Future;
 use std::pin::Pin;

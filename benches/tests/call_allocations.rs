@@ -1,0 +1,50 @@
+//! What a call over a real connection allocates of its own, counted by the benchmark's counting
+//! allocator: client and server in one process, on one current-thread runtime, over loopback
+//! TCP. The arguments and the result are integers, so nothing is counted for the message.
+//!
+//! One allocation a call is zrpc's: the handler's boxed future on the server (the price of
+//! dispatching by name to any method). The answer's slot on the client is reused from call to
+//! call (`zrpc_transport::conn::reply`), and buffers are shared by many calls, so they count
+//! only a fraction. One test function, so that no other test's allocations land in the count.
+
+use zrpc::{Channel, Server};
+use zrpc_benches::alloc::{CountingAlloc, allocations};
+
+#[global_allocator]
+static COUNTING: CountingAlloc = CountingAlloc::COUNT;
+
+/// Integer arithmetic: nothing to allocate in the arguments or the result.
+#[zrpc::service]
+pub trait Sum {
+    /// `a + b`.
+    async fn add(&self, a: u64, b: u64) -> u64;
+}
+
+#[derive(Clone)]
+struct Adder;
+
+impl Sum for Adder {
+    async fn add(&self, a: u64, b: u64) -> u64 {
+        a.wrapping_add(b)
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_allocates_once_of_its_own() {
+    const CALLS: u64 = 5_000;
+    let server = Server::builder().add_service(SumServer::new(Adder)).bind("tcp://127.0.0.1:0").await.expect("binds");
+    let address = server.local_addr().clone();
+    tokio::spawn(server.serve());
+    let client = SumClient::new(Channel::builder(address).connect().await.expect("connects"));
+    // Warm-up: the connection's buffers, the free slots and the method's interned name.
+    for n in 0..CALLS {
+        assert_eq!(client.add(n, 1).await.expect("warm-up call"), n + 1);
+    }
+    let before = allocations();
+    for n in 0..CALLS {
+        assert_eq!(client.add(n, 2).await.expect("call"), n + 2);
+    }
+    let per_call = (allocations() - before) as f64 / CALLS as f64;
+    // 1 for the handler's future, and amortised buffers; 2 and more with a oneshot per call.
+    assert!((1.0..1.1).contains(&per_call), "{per_call} allocations per call");
+}
