@@ -12,6 +12,24 @@
 //! tells this module how to recognise a key's message records ([`Key`]) and how to list its
 //! queues and write its checkpoint ([`Owner`]).
 //!
+//! **The recent tail in memory.** A queue also keeps its newest messages, as the bytes its owner
+//! appended (a `Bytes`, shared, not copied), with where each record is and its size: the
+//! delivery task's and the dispatcher's reads are then served without reading the log back
+//! (a file opened, read and checked per read: 12% of the CPU of a durable message, measured),
+//! and an acknowledgement inside a run learns the bytes it frees without a scan. The rules:
+//!
+//! 1. The cached messages are consecutive and end at the queue's last (`next - 1`), or there
+//!    are none; so a read from a sequence at or after the first cached one is served whole
+//!    from memory, and one from before reads the log only up to it.
+//! 2. A message is cached only once its record is in the log's batch, and reads are answered
+//!    after the batch was written (and synced), as before: what is read from memory is what the
+//!    log holds, at its level. A log reopened starts with nothing cached (replay reads the log).
+//! 3. **Bound:** [`CACHE_BYTES`] per log (per owner, shared by its queues), counting each
+//!    message's bytes plus [`CACHED_OVERHEAD`]. A queue that needs room first drops its own
+//!    oldest cached messages; if that is not enough (other queues hold the rest), it caches
+//!    nothing until room is freed, and its reads go to the log as before. Released messages
+//!    leave the cache at once; a compaction that moves a queue's records empties its cache.
+//!
 //! In a checkpoint a queue is `first u64 | next u64 | runs u32`, each run
 //! `segment u64 | offset u64 | first u64 | last u64 | bytes u64` (little-endian); the owner
 //! writes what identifies the key before it.
@@ -30,6 +48,14 @@ const RUN_BYTES: usize = 40;
 
 /// Bytes of a queue in a checkpoint before its runs.
 pub(crate) const QUEUE_BYTES: usize = 8 + 8 + 4;
+
+/// Most bytes of recent messages one log's owner keeps in memory for reads (see the module
+/// docs): 8 MiB, tens of thousands of small messages, several windows of large ones.
+pub(crate) const CACHE_BYTES: u64 = 8 << 20;
+
+/// What a cached message counts against [`CACHE_BYTES`] besides its bytes: its entry and the
+/// allocation holding the bytes, about.
+pub(crate) const CACHED_OVERHEAD: u64 = 96;
 
 /// What a queue is the queue of: a key whose message records it can recognise.
 pub(crate) trait Key {
@@ -73,6 +99,24 @@ pub(crate) struct Queue {
     /// The sequence the next message will have.
     pub(crate) next: u64,
     runs: VecDeque<Run>,
+    /// The newest messages, consecutive, ending at `next - 1` (or none): see the module docs.
+    cache: VecDeque<Cached>,
+}
+
+/// A recent message kept in memory, with where its record is.
+#[derive(Debug)]
+struct Cached {
+    sequence: u64,
+    at: Location,
+    /// The record's size on disk.
+    size: u64,
+    message: Bytes,
+}
+
+impl Cached {
+    fn cost(&self) -> u64 {
+        self.message.len() as u64 + CACHED_OVERHEAD
+    }
 }
 
 /// Bytes of the messages still held, per segment and in all.
@@ -81,6 +125,8 @@ pub(crate) struct Space {
     /// A segment absent here holds none.
     live: BTreeMap<u64, u64>,
     used: u64,
+    /// What the queues' cached messages count against [`CACHE_BYTES`].
+    cached: u64,
 }
 
 /// A message read back.
@@ -118,7 +164,7 @@ impl Space {
 impl Queue {
     /// An empty queue whose first message will be `first`.
     pub(crate) fn starting_at(first: u64) -> Queue {
-        Queue { first, next: first, runs: VecDeque::new() }
+        Queue { first, next: first, runs: VecDeque::new(), cache: VecDeque::new() }
     }
 
     /// Whether it holds no message.
@@ -131,9 +177,16 @@ impl Queue {
         self.runs.iter().map(|r| r.bytes).sum()
     }
 
-    /// Adds message `sequence` (the next one), whose record of `size` bytes is at `at`.
-    pub(crate) fn add(&mut self, space: &mut Space, sequence: u64, at: Location, size: u64) {
+    /// Adds message `sequence` (the next one), whose record of `size` bytes is at `at`; keeps
+    /// `message` (its bytes, when the caller has them: not in a replay) in memory for reads, if
+    /// there is room.
+    pub(crate) fn add(&mut self, space: &mut Space, sequence: u64, at: Location, size: u64, message: Option<Bytes>) {
         debug_assert_eq!(sequence, self.next);
+        match message {
+            Some(message) => self.cache_add(space, Cached { sequence, at, size, message }),
+            // Not cached: the ones before it no longer end at the last (rule 1).
+            None => self.cache_clear(space),
+        }
         match self.runs.back_mut() {
             Some(run) if run.segment == at.segment && run.last + 1 == sequence => {
                 run.last = sequence;
@@ -149,6 +202,43 @@ impl Queue {
         }
         self.next = sequence + 1;
         space.hold(at.segment, size);
+    }
+
+    /// Caches `cached`, the queue's new last message, dropping its own oldest cached ones as
+    /// needed to stay within [`CACHE_BYTES`]; caches nothing if that is not enough.
+    fn cache_add(&mut self, space: &mut Space, cached: Cached) {
+        if self.cache.back().is_some_and(|back| back.sequence + 1 != cached.sequence) {
+            self.cache_clear(space);
+        }
+        let cost = cached.cost();
+        while space.cached + cost > CACHE_BYTES {
+            let Some(oldest) = self.cache.pop_front() else { return };
+            space.cached -= oldest.cost().min(space.cached);
+        }
+        space.cached += cost;
+        self.cache.push_back(cached);
+    }
+
+    /// Drops the cached messages up to `up_to`.
+    fn cache_release(&mut self, space: &mut Space, up_to: u64) {
+        while let Some(oldest) = self.cache.front() {
+            if oldest.sequence > up_to {
+                break;
+            }
+            space.cached -= oldest.cost().min(space.cached);
+            self.cache.pop_front();
+        }
+    }
+
+    /// Drops every cached message.
+    fn cache_clear(&mut self, space: &mut Space) {
+        self.cache_release(space, u64::MAX);
+    }
+
+    /// The cached messages from `from` on (all of them if `from` is before the first).
+    fn cached_from(&self, from: u64) -> impl Iterator<Item = &Cached> {
+        let skip = self.cache.front().map_or(0, |first| from.saturating_sub(first.sequence));
+        self.cache.iter().skip(usize::try_from(skip).unwrap_or(usize::MAX))
     }
 
     /// Drops the messages up to `up_to` (clamped to the last one added). Returns how many.
@@ -175,20 +265,28 @@ impl Queue {
                 space.free(segment, bytes);
                 continue;
             }
-            // Part of the run is done: find how many bytes, and where the rest starts.
-            let mut freed = 0;
-            let mut rest = None;
-            walk(log, key, run, |sequence, entry, _| {
-                if sequence <= up_to {
-                    freed += entry.size;
-                    ControlFlow::Continue(())
-                } else {
-                    rest = Some((sequence, entry.at.offset));
-                    ControlFlow::Break(())
+            // Part of the run is done: find how many bytes, and where the rest starts, in the
+            // cache or else by reading the run's done part.
+            let cached = cached_prefix(&self.cache, run.first, up_to).filter(|(_, at)| at.segment == run.segment);
+            let (freed, first, offset) = match cached {
+                Some((freed, at)) => (freed, up_to + 1, at.offset),
+                None => {
+                    let mut freed = 0;
+                    let mut rest = None;
+                    walk(log, key, run, |sequence, entry, _| {
+                        if sequence <= up_to {
+                            freed += entry.size;
+                            ControlFlow::Continue(())
+                        } else {
+                            rest = Some((sequence, entry.at.offset));
+                            ControlFlow::Break(())
+                        }
+                    })?;
+                    let Some((first, offset)) = rest else {
+                        return Err(missing(log, run.segment, "a run ends before its last message"));
+                    };
+                    (freed, first, offset)
                 }
-            })?;
-            let Some((first, offset)) = rest else {
-                return Err(missing(log, run.segment, "a run ends before its last message"));
             };
             run.first = first;
             run.offset = offset;
@@ -197,11 +295,12 @@ impl Queue {
             space.free(segment, freed);
             break;
         }
+        self.cache_release(space, up_to);
         Ok(released)
     }
 
     /// Up to `max` messages from `from` on (or from the first held, if later), stopping early
-    /// after `max_bytes` of messages.
+    /// after `max_bytes` of messages: from the cache where it holds them, else from the log.
     pub(crate) fn read<K: Key + ?Sized>(
         &self,
         log: &mut Log,
@@ -212,20 +311,35 @@ impl Queue {
     ) -> Result<Vec<Stored>, DurableError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for run in self.runs.iter().filter(|r| r.last >= from) {
-            if out.len() >= max || bytes >= max_bytes {
+        // The log is read only for messages before the first cached one (rule 1).
+        let cached_first = self.cache.front().map_or(u64::MAX, |c| c.sequence);
+        // As many as come before it: the walk stops after the last of them, not at the next.
+        let before = cached_first.saturating_sub(from.max(self.first));
+        let from_log = max.min(usize::try_from(before).unwrap_or(usize::MAX));
+        for run in self.runs.iter().filter(|r| r.last >= from && r.first < cached_first) {
+            if out.len() >= from_log || bytes >= max_bytes {
                 break;
             }
             walk(log, key, run, |sequence, _, message| {
+                if sequence >= cached_first {
+                    return ControlFlow::Break(());
+                }
                 if sequence >= from {
                     bytes += message.len();
                     out.push(Stored { sequence, message: Bytes::copy_from_slice(message) });
-                    if out.len() >= max || bytes >= max_bytes {
+                    if out.len() >= from_log || bytes >= max_bytes {
                         return ControlFlow::Break(());
                     }
                 }
                 ControlFlow::Continue(())
             })?;
+        }
+        for cached in self.cached_from(from) {
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+            bytes += cached.message.len();
+            out.push(Stored { sequence: cached.sequence, message: cached.message.clone() });
         }
         Ok(out)
     }
@@ -239,6 +353,10 @@ impl Queue {
         key: &K,
         number: u64,
     ) -> Result<(), DurableError> {
+        if self.runs.iter().any(|r| r.segment == number) {
+            // The copies are elsewhere: the cached locations would be wrong.
+            self.cache_clear(space);
+        }
         for run in self.runs.iter_mut().filter(|r| r.segment == number) {
             let mut bodies = Vec::new();
             walk(log, key, run, |_, entry, _| {
@@ -283,7 +401,7 @@ impl Queue {
         if first == 0 || first > next {
             return Err(Malformed("a checkpoint's sequences are out of order"));
         }
-        let mut queue = Queue { first, next, runs: VecDeque::with_capacity(runs) };
+        let mut queue = Queue { first, next, runs: VecDeque::with_capacity(runs), cache: VecDeque::new() };
         let mut expected = first;
         for _ in 0..runs {
             let run = Run { segment: f.u64()?, offset: f.u64()?, first: f.u64()?, last: f.u64()?, bytes: f.u64()? };
@@ -356,6 +474,20 @@ pub(crate) fn compact<O: Owner>(owner: &mut O, log: &mut Log) -> Result<usize, D
         }
     }
     Ok(sparse.len())
+}
+
+/// The bytes of a run's messages `run_first..=up_to` and where message `up_to + 1` is, from
+/// `cache` (a queue's), if it holds them all (`up_to` is before the run's last, so the cache,
+/// which ends at the queue's last, then holds `up_to + 1` too).
+fn cached_prefix(cache: &VecDeque<Cached>, run_first: u64, up_to: u64) -> Option<(u64, Location)> {
+    let first = cache.front()?.sequence;
+    if first > run_first {
+        return None;
+    }
+    let index = |sequence: u64| usize::try_from(sequence - first).ok();
+    let freed = cache.range(index(run_first)?..=index(up_to)?).map(|c| c.size).sum();
+    let rest = cache.get(index(up_to + 1)?)?;
+    Some((freed, rest.at))
 }
 
 /// Calls `f` with each message of `run` in order (sequence, record, message bytes) until it
