@@ -18,17 +18,19 @@
 //! (a file opened, read and checked per read: 12% of the CPU of a durable message, measured),
 //! and an acknowledgement inside a run learns the bytes it frees without a scan. The rules:
 //!
-//! 1. The cached messages are consecutive and end at the queue's last (`next - 1`), or there
-//!    are none; so a read from a sequence at or after the first cached one is served whole
-//!    from memory, and one from before reads the log only up to it.
+//! 1. The cached messages are consecutive: a window `c0..=c1` of the queue's. A message is
+//!    added only at the window's end (`c1 + 1`), and only while the log's budget has room; a
+//!    message that finds no room closes the window, which then only shrinks, as messages are
+//!    released, until it is empty and the next message appended opens a new one. So a
+//!    receiver that keeps up reads everything from memory, and one that lags (a backlog larger
+//!    than the budget) reads the oldest part from memory and the rest from the log, with no
+//!    message cached only to be dropped unread.
 //! 2. A message is cached only once its record is in the log's batch, and reads are answered
 //!    after the batch was written (and synced), as before: what is read from memory is what the
 //!    log holds, at its level. A log reopened starts with nothing cached (replay reads the log).
 //! 3. **Bound:** [`CACHE_BYTES`] per log (per owner, shared by its queues), counting each
-//!    message's bytes plus [`CACHED_OVERHEAD`]. A queue that needs room first drops its own
-//!    oldest cached messages; if that is not enough (other queues hold the rest), it caches
-//!    nothing until room is freed, and its reads go to the log as before. Released messages
-//!    leave the cache at once; a compaction that moves a queue's records empties its cache.
+//!    message's bytes plus [`CACHED_OVERHEAD`]. Released messages leave the cache at once; a
+//!    compaction that moves a queue's records empties its cache.
 //!
 //! In a checkpoint a queue is `first u64 | next u64 | runs u32`, each run
 //! `segment u64 | offset u64 | first u64 | last u64 | bytes u64` (little-endian); the owner
@@ -99,8 +101,10 @@ pub(crate) struct Queue {
     /// The sequence the next message will have.
     pub(crate) next: u64,
     runs: VecDeque<Run>,
-    /// The newest messages, consecutive, ending at `next - 1` (or none): see the module docs.
+    /// A window of its messages kept in memory (rule 1 of the module docs).
     cache: VecDeque<Cached>,
+    /// The window found no room for a message: nothing is added until it is empty.
+    cache_closed: bool,
 }
 
 /// A recent message kept in memory, with where its record is.
@@ -164,7 +168,7 @@ impl Space {
 impl Queue {
     /// An empty queue whose first message will be `first`.
     pub(crate) fn starting_at(first: u64) -> Queue {
-        Queue { first, next: first, runs: VecDeque::new(), cache: VecDeque::new() }
+        Queue { first, next: first, runs: VecDeque::new(), cache: VecDeque::new(), cache_closed: false }
     }
 
     /// Whether it holds no message.
@@ -184,8 +188,8 @@ impl Queue {
         debug_assert_eq!(sequence, self.next);
         match message {
             Some(message) => self.cache_add(space, Cached { sequence, at, size, message }),
-            // Not cached: the ones before it no longer end at the last (rule 1).
-            None => self.cache_clear(space),
+            // Not cached: the window, if any, ends before it.
+            None => self.cache_closed = !self.cache.is_empty(),
         }
         match self.runs.back_mut() {
             Some(run) if run.segment == at.segment && run.last + 1 == sequence => {
@@ -204,16 +208,16 @@ impl Queue {
         space.hold(at.segment, size);
     }
 
-    /// Caches `cached`, the queue's new last message, dropping its own oldest cached ones as
-    /// needed to stay within [`CACHE_BYTES`]; caches nothing if that is not enough.
+    /// Caches `cached`, the queue's new last message, at the end of the window if it is open
+    /// and the log's budget has room (rule 1).
     fn cache_add(&mut self, space: &mut Space, cached: Cached) {
-        if self.cache.back().is_some_and(|back| back.sequence + 1 != cached.sequence) {
-            self.cache_clear(space);
+        if self.cache.is_empty() {
+            self.cache_closed = false;
         }
         let cost = cached.cost();
-        while space.cached + cost > CACHE_BYTES {
-            let Some(oldest) = self.cache.pop_front() else { return };
-            space.cached -= oldest.cost().min(space.cached);
+        if self.cache_closed || space.cached + cost > CACHE_BYTES {
+            self.cache_closed = !self.cache.is_empty();
+            return;
         }
         space.cached += cost;
         self.cache.push_back(cached);
@@ -235,10 +239,11 @@ impl Queue {
         self.cache_release(space, u64::MAX);
     }
 
-    /// The cached messages from `from` on (all of them if `from` is before the first).
+    /// The cached messages from `from` on, if the window holds `from`.
     fn cached_from(&self, from: u64) -> impl Iterator<Item = &Cached> {
-        let skip = self.cache.front().map_or(0, |first| from.saturating_sub(first.sequence));
-        self.cache.iter().skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        let first = self.cache.front().map_or(u64::MAX, |c| c.sequence);
+        let skip = if from < first { usize::MAX } else { usize::try_from(from - first).unwrap_or(usize::MAX) };
+        self.cache.iter().skip(skip)
     }
 
     /// Drops the messages up to `up_to` (clamped to the last one added). Returns how many.
@@ -300,7 +305,8 @@ impl Queue {
     }
 
     /// Up to `max` messages from `from` on (or from the first held, if later), stopping early
-    /// after `max_bytes` of messages: from the cache where it holds them, else from the log.
+    /// after `max_bytes` of messages: from the cache where its window holds them, else from
+    /// the log.
     pub(crate) fn read<K: Key + ?Sized>(
         &self,
         log: &mut Log,
@@ -311,37 +317,72 @@ impl Queue {
     ) -> Result<Vec<Stored>, DurableError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        // The log is read only for messages before the first cached one (rule 1).
-        let cached_first = self.cache.front().map_or(u64::MAX, |c| c.sequence);
-        // As many as come before it: the walk stops after the last of them, not at the next.
-        let before = cached_first.saturating_sub(from.max(self.first));
-        let from_log = max.min(usize::try_from(before).unwrap_or(usize::MAX));
-        for run in self.runs.iter().filter(|r| r.last >= from && r.first < cached_first) {
-            if out.len() >= from_log || bytes >= max_bytes {
+        let window = self.cache.front().zip(self.cache.back()).map(|(first, last)| (first.sequence, last.sequence));
+        let mut from = from.max(self.first);
+        while out.len() < max && bytes < max_bytes && from < self.next {
+            let before = out.len();
+            match window {
+                Some((c0, c1)) if (c0..=c1).contains(&from) => {
+                    for cached in self.cached_from(from) {
+                        if out.len() >= max || bytes >= max_bytes {
+                            break;
+                        }
+                        bytes += cached.message.len();
+                        out.push(Stored { sequence: cached.sequence, message: cached.message.clone() });
+                    }
+                }
+                // From the log, up to the window if it is ahead.
+                Some((c0, _)) if from < c0 => {
+                    let count = usize::try_from(c0 - from).unwrap_or(usize::MAX);
+                    self.read_log(
+                        log,
+                        key,
+                        from,
+                        max.min(out.len().saturating_add(count)),
+                        max_bytes,
+                        &mut out,
+                        &mut bytes,
+                    )?;
+                }
+                _ => self.read_log(log, key, from, max, max_bytes, &mut out, &mut bytes)?,
+            }
+            match out.last() {
+                Some(last) if out.len() > before => from = last.sequence + 1,
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads messages from `from` on from the log into `out` until it holds `max` or `bytes`
+    /// reaches `max_bytes`. The walk stops after the last message wanted, not at the next.
+    #[allow(clippy::too_many_arguments, reason = "a read's bounds and its output")]
+    fn read_log<K: Key + ?Sized>(
+        &self,
+        log: &mut Log,
+        key: &K,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<Stored>,
+        bytes: &mut usize,
+    ) -> Result<(), DurableError> {
+        for run in self.runs.iter().filter(|r| r.last >= from) {
+            if out.len() >= max || *bytes >= max_bytes {
                 break;
             }
             walk(log, key, run, |sequence, _, message| {
-                if sequence >= cached_first {
-                    return ControlFlow::Break(());
-                }
                 if sequence >= from {
-                    bytes += message.len();
+                    *bytes += message.len();
                     out.push(Stored { sequence, message: Bytes::copy_from_slice(message) });
-                    if out.len() >= from_log || bytes >= max_bytes {
+                    if out.len() >= max || *bytes >= max_bytes {
                         return ControlFlow::Break(());
                     }
                 }
                 ControlFlow::Continue(())
             })?;
         }
-        for cached in self.cached_from(from) {
-            if out.len() >= max || bytes >= max_bytes {
-                break;
-            }
-            bytes += cached.message.len();
-            out.push(Stored { sequence: cached.sequence, message: cached.message.clone() });
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Copies the messages held in segment `number` to the head and points their runs at the
@@ -401,7 +442,8 @@ impl Queue {
         if first == 0 || first > next {
             return Err(Malformed("a checkpoint's sequences are out of order"));
         }
-        let mut queue = Queue { first, next, runs: VecDeque::with_capacity(runs), cache: VecDeque::new() };
+        let mut queue =
+            Queue { first, next, runs: VecDeque::with_capacity(runs), cache: VecDeque::new(), cache_closed: false };
         let mut expected = first;
         for _ in 0..runs {
             let run = Run { segment: f.u64()?, offset: f.u64()?, first: f.u64()?, last: f.u64()?, bytes: f.u64()? };
@@ -477,16 +519,15 @@ pub(crate) fn compact<O: Owner>(owner: &mut O, log: &mut Log) -> Result<usize, D
 }
 
 /// The bytes of a run's messages `run_first..=up_to` and where message `up_to + 1` is, from
-/// `cache` (a queue's), if it holds them all (`up_to` is before the run's last, so the cache,
-/// which ends at the queue's last, then holds `up_to + 1` too).
+/// `cache` (a queue's window), if it holds them all.
 fn cached_prefix(cache: &VecDeque<Cached>, run_first: u64, up_to: u64) -> Option<(u64, Location)> {
     let first = cache.front()?.sequence;
     if first > run_first {
         return None;
     }
     let index = |sequence: u64| usize::try_from(sequence - first).ok();
-    let freed = cache.range(index(run_first)?..=index(up_to)?).map(|c| c.size).sum();
     let rest = cache.get(index(up_to + 1)?)?;
+    let freed = cache.range(index(run_first)?..=index(up_to)?).map(|c| c.size).sum();
     Some((freed, rest.at))
 }
 
