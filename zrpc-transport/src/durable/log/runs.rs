@@ -140,6 +140,27 @@ pub(crate) struct Stored {
     pub(crate) message: Bytes,
 }
 
+/// A read being filled, with its bounds.
+struct Reading {
+    out: Vec<Stored>,
+    /// Message bytes in `out`.
+    bytes: usize,
+    max: usize,
+    max_bytes: usize,
+}
+
+impl Reading {
+    /// Whether it holds `max` messages or `max_bytes` (the message that reaches it included).
+    fn full(&self) -> bool {
+        self.out.len() >= self.max || self.bytes >= self.max_bytes
+    }
+
+    fn push(&mut self, sequence: u64, message: Bytes) {
+        self.bytes += message.len();
+        self.out.push(Stored { sequence, message });
+    }
+}
+
 impl Space {
     /// Bytes of the messages held (record bytes, headers included).
     pub(crate) fn used(&self) -> u64 {
@@ -315,67 +336,54 @@ impl Queue {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, DurableError> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
+        let mut read = Reading { out: Vec::new(), bytes: 0, max, max_bytes };
         let window = self.cache.front().zip(self.cache.back()).map(|(first, last)| (first.sequence, last.sequence));
         let mut from = from.max(self.first);
-        while out.len() < max && bytes < max_bytes && from < self.next {
-            let before = out.len();
+        while !read.full() && from < self.next {
+            let before = read.out.len();
             match window {
                 Some((c0, c1)) if (c0..=c1).contains(&from) => {
                     for cached in self.cached_from(from) {
-                        if out.len() >= max || bytes >= max_bytes {
+                        if read.full() {
                             break;
                         }
-                        bytes += cached.message.len();
-                        out.push(Stored { sequence: cached.sequence, message: cached.message.clone() });
+                        read.push(cached.sequence, cached.message.clone());
                     }
                 }
                 // From the log, up to the window if it is ahead.
                 Some((c0, _)) if from < c0 => {
-                    let count = usize::try_from(c0 - from).unwrap_or(usize::MAX);
-                    self.read_log(
-                        log,
-                        key,
-                        from,
-                        max.min(out.len().saturating_add(count)),
-                        max_bytes,
-                        &mut out,
-                        &mut bytes,
-                    )?;
+                    let until = before.saturating_add(usize::try_from(c0 - from).unwrap_or(usize::MAX));
+                    self.read_log(log, key, from, until, &mut read)?;
                 }
-                _ => self.read_log(log, key, from, max, max_bytes, &mut out, &mut bytes)?,
+                _ => self.read_log(log, key, from, usize::MAX, &mut read)?,
             }
-            match out.last() {
-                Some(last) if out.len() > before => from = last.sequence + 1,
+            match read.out.last() {
+                Some(last) if read.out.len() > before => from = last.sequence + 1,
                 _ => break,
             }
         }
-        Ok(out)
+        Ok(read.out)
     }
 
-    /// Reads messages from `from` on from the log into `out` until it holds `max` or `bytes`
-    /// reaches `max_bytes`. The walk stops after the last message wanted, not at the next.
-    #[allow(clippy::too_many_arguments, reason = "a read's bounds and its output")]
+    /// Reads messages from `from` on from the log into `read` until it is full or holds
+    /// `until` messages. The walk stops after the last message wanted, not at the next.
     fn read_log<K: Key + ?Sized>(
         &self,
         log: &mut Log,
         key: &K,
         from: u64,
-        max: usize,
-        max_bytes: usize,
-        out: &mut Vec<Stored>,
-        bytes: &mut usize,
+        until: usize,
+        read: &mut Reading,
     ) -> Result<(), DurableError> {
+        let done = |read: &Reading| read.full() || read.out.len() >= until;
         for run in self.runs.iter().filter(|r| r.last >= from) {
-            if out.len() >= max || *bytes >= max_bytes {
+            if done(read) {
                 break;
             }
             walk(log, key, run, |sequence, _, message| {
                 if sequence >= from {
-                    *bytes += message.len();
-                    out.push(Stored { sequence, message: Bytes::copy_from_slice(message) });
-                    if out.len() >= max || *bytes >= max_bytes {
+                    read.push(sequence, Bytes::copy_from_slice(message));
+                    if done(read) {
                         return ControlFlow::Break(());
                     }
                 }
