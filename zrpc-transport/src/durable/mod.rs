@@ -39,15 +39,38 @@
 //! # Measured
 //!
 //! `target/release/durable --messages 200000 --rounds 2` (benches/src/bin/durable.rs), AMD
-//! EPYC 2 cores, 2026-11-29, load average 3.6 to 5 (benches/results/durable-5986bf9.txt):
-//! plain oneway 609k–654k messages/s; durable at the process level 58k–79k/s (before the
-//! sidecar of handled marks: about 7k on a loaded machine), 0.10–0.12× oneway; at the power
-//! level 27k–31k/s acknowledged and 2.7k–3.5k/s handled (one stream waits for a sync per
-//! message). Reopening an outbox of 1M undelivered messages: 0.35 s. Issue 13 asks for
-//! 200k/s and 0.5× oneway at the process level: not met. The profile is flat (allocation,
-//! thread wake-ups, copies); next: fewer copies of each message (it is decoded twice and
-//! copied into a frame twice), one round trip to the writer thread for a batch of appends
-//! from many callers rather than one each, and a cumulative acknowledgement.
+//! EPYC 2 cores. Session 12, 2026-11-29, the machine shared (load average 3 to 4.4; plain
+//! oneway reached only 259k–330k, against 609k–654k in session 11), before and after in
+//! one session (benches/results/durable-32e1d90.txt): at the process level 44k–48k/s before
+//! and 39k–68k/s after in the bench's two rounds; eight alternating single runs of each build
+//! gave 46k–69k before and 34k–76k after (the first five: medians 54k and 57k): within the
+//! noise of the shared machine. Instructions per message (callgrind, 20,000 messages, user space only)
+//! fell from 47.2k to 33.5k (−29%): reads of messages just written are served from memory
+//! (`log/runs.rs`, "The recent tail in memory"; before, 12% of the CPU profile was the log
+//! read back and 4% acknowledgements re-reading a run to count its bytes), and a stored
+//! message is decoded in place rather than copied first. Power level (disk-bound): 1.1k–2.9k
+//! handled and 18k–24k acknowledged per second after, 1.8k–3.0k and 21k–33k before, in the
+//! same alternation: unchanged within the noise (one stream waits for a sync per handled
+//! message; recording shares syncs). Reopening an outbox of 1M undelivered messages: 0.47 s
+//! before, 0.48 s after. Command, runs and CPU seconds: benches/results/durable-32e1d90.txt.
+//! Session 11 (load 3.6 to 5): oneway 609k–654k, process 58k–79k/s (0.10–0.12× oneway),
+//! power 27k–31k acknowledged and 2.7k–3.5k handled.
+//!
+//! Issue 13 asks for 200k/s and 0.5× oneway at the process level: **not met**, by about 3×
+//! to 4×. What the profile says remains (after this session; perf, process level): no
+//! single cost above 10%. By stage, in instructions (callgrind): the receiver's connection
+//! (decode, the request rebuilt and re-encoded for the log, a command and a oneshot to the
+//! writer per message, the acknowledgement's RESPONSE) 23%; the handlers' runs (the stored
+//! frame decoded again, the handler through the server's layers) 18%; the callers (encode,
+//! the record built, a command and a oneshot per append) 16%; the delivery task (decode, a
+//! request built, one call future per message, `FuturesOrdered`) 15%; the sender's
+//! connection 10%; the two writer threads 6%. In the kernel (a third of the CPU time),
+//! the `pwrite` of each handled mark, the log's `write`s and the futex wake-ups between the
+//! writer threads and the runtime. Next, in order of expected gain: records submitted per
+//! connection turn as one command (one wake-up and one answer for many); the stored frame
+//! kept from the wire rather than decoded and re-encoded; a cumulative acknowledgement
+//! (see "Open questions"); the handled marks in shared memory (a mapped file, needing
+//! `unsafe` or a crate that wraps it) instead of a `pwrite` each.
 //!
 //! # What a user writes
 //!
@@ -285,6 +308,13 @@
 //!   "handled up to n" mark. `len` is checked against its maximum (32 MiB; a message is at most
 //!   16 MiB, [`DurableError::TooLarge`]) before anything is read or allocated for it; every
 //!   field decoder is bounds-checked, and a checkpoint's counts are checked against its bytes.
+//! - **Recent messages in memory.** Each queue (a destination's, a stream's) keeps a window
+//!   of its messages as the `Bytes` that were appended, with their records' places and sizes,
+//!   within 8 MiB per log (`log/runs.rs`): the delivery task and the dispatcher read them
+//!   from there, and an acknowledgement inside a run counts its bytes from there, rather than
+//!   reading back what was just written. Answers still wait for the batch's write (and sync),
+//!   so what is read from memory is what the log holds at its level; a reopened log reads the
+//!   files.
 //! - **One writer.** A thread owns the log and the outbox's state; callers send commands over a
 //!   channel of 8,192 and wait on a oneshot. It takes every command waiting, writes their records
 //!   with one `write`, at [`Durability::Power`] one `fdatasync` (group commit), answers them,
@@ -498,6 +528,19 @@
 //! - **`Context` grows from 240 to 256 bytes** (an 8-byte box, rounded up by the trace's
 //!   16-byte alignment): the cost of carrying a message's identity on any call, which keeps the
 //!   generated clients and every layer unchanged.
+//!
+//! Decisions of session 12 (throughput):
+//!
+//! - **A window of recent messages in memory, not the newest ones.** A window grows only at its
+//!   end and closes when the log's 8 MiB budget is full; it shrinks as messages are released and
+//!   opens again when empty. Caching the newest messages instead (evicting the oldest) made the
+//!   bench's sender, whose outbox runs ahead of delivery, cache every message only to evict it
+//!   unread; in three alternating pairs of runs it was slower than no cache (34k–54k against
+//!   54k–68k messages/s). 8 MiB is tens of thousands of small messages:
+//!   more than the delivery window (256) and a take (256) need, small beside `max_bytes`.
+//! - **The same guarantee, the same protocol.** Nothing in the wire or the records changed;
+//!   the one-RESPONSE-per-message acknowledgement stays (a cumulative one is the next step if
+//!   the profile asks for it).
 //!
 //! # Open questions
 //!

@@ -73,14 +73,13 @@ pub(crate) fn restore_request(
         .with_idempotent(frame.flags & frame::flags::IDEMPOTENT != 0))
 }
 
+/// The stored frame, decoded in place: its payload is a slice of `stored`, not a copy.
 fn decode_stored(stored: &Bytes) -> Result<RequestFrame, FrameError> {
-    let mut buf = BytesMut::from(&stored[..]);
     let malformed = |reason| FrameError::Malformed { kind: "stored request", reason };
-    match Decoder::new(MAX_MESSAGE as u32).decode(&mut buf)? {
-        Some(Frame::Request(request)) if buf.is_empty() && request.durable.is_none() => Ok(request),
-        Some(Frame::Request(_)) => Err(malformed("bytes after the frame, or a durable identity")),
-        Some(_) => Err(malformed("not a REQUEST frame")),
-        None => Err(malformed("a truncated frame")),
+    match Decoder::new(MAX_MESSAGE as u32).decode_whole(stored)? {
+        Some(Frame::Request(request)) if request.durable.is_none() => Ok(request),
+        Some(Frame::Request(_)) => Err(malformed("a durable identity")),
+        _ => Err(malformed("not a REQUEST frame")),
     }
 }
 

@@ -116,6 +116,33 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// Decodes `frame`, which must be exactly one whole frame (length field included), without
+    /// copying it: the frame's fields and payload are slices of it. For frames stored whole
+    /// (a durable log's messages), not for a stream. `Ok(None)` for a frame of an unknown kind.
+    ///
+    /// # Errors
+    /// As [`decode`](Decoder::decode), and [`FrameError::Malformed`] when `frame` is shorter or
+    /// longer than its length field says.
+    pub fn decode_whole(&self, frame: &Bytes) -> Result<Option<Frame>, FrameError> {
+        let malformed = |reason| FrameError::Malformed { kind: "frame", reason };
+        let Some(&[a, b, c, d]) = frame.get(..LENGTH_LEN) else {
+            return Err(malformed("shorter than its length field"));
+        };
+        let len = u32::from_be_bytes([a, b, c, d]);
+        if len > self.max_frame {
+            return Err(FrameError::FrameTooLarge { len: u64::from(len), max: self.max_frame });
+        }
+        if len < (HEADER_LEN - LENGTH_LEN) as u32 {
+            return Err(FrameError::TooShort { len });
+        }
+        if usize::try_from(len).ok().and_then(|len| len.checked_add(LENGTH_LEN)) != Some(frame.len()) {
+            return Err(malformed("not as long as its length field says"));
+        }
+        parse(frame)
+    }
+}
+
 /// Parses one whole frame (length field included); `None` for an unknown kind.
 fn parse(frame: &Bytes) -> Result<Option<Frame>, FrameError> {
     let mut header = Reader::new(frame, "frame");

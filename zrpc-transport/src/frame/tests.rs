@@ -71,6 +71,25 @@ fn encoded(frame: &RequestFrame) -> BytesMut {
 // ---- round trips ----
 
 #[test]
+fn a_whole_frame_decodes_in_place_and_any_other_length_is_refused() {
+    let frame = full_request_frame();
+    let whole = encoded(&frame).freeze();
+    let Ok(Some(Frame::Request(decoded))) = Decoder::default().decode_whole(&whole) else {
+        panic!("a whole frame decodes")
+    };
+    assert_eq!(decoded, frame);
+    let start = whole.len() - decoded.payload.len();
+    assert_eq!(decoded.payload.as_ptr(), whole[start..].as_ptr(), "the payload is not copied");
+    for cut in 0..whole.len() {
+        assert!(Decoder::default().decode_whole(&whole.slice(..cut)).is_err(), "cut at {cut}");
+    }
+    let mut longer = whole.to_vec();
+    longer.push(0);
+    assert!(Decoder::default().decode_whole(&Bytes::from(longer)).is_err(), "a byte after the frame");
+    assert!(matches!(Decoder::new(16).decode_whole(&whole), Err(FrameError::FrameTooLarge { .. })));
+}
+
+#[test]
 fn every_kind_round_trips() {
     let response = ResponseFrame {
         flags: 0,

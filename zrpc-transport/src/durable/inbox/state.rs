@@ -147,7 +147,7 @@ impl State {
         key: &StreamKey,
         sequence: u64,
         acknowledged: u64,
-        message: &[u8],
+        message: &Bytes,
         now: u64,
         limits: Limits,
     ) -> Result<Outcome, DurableError> {
@@ -185,7 +185,7 @@ impl State {
             b.extend_from_slice(&sequence.to_le_bytes());
             b.extend_from_slice(message);
         });
-        self.add(key, sequence, at, size, now);
+        self.add(key, sequence, at, size, now, Some(message.clone()));
         Ok(Outcome::Recorded { recorded: sequence })
     }
 
@@ -202,8 +202,9 @@ impl State {
         }
     }
 
-    /// Adds message `sequence` of `key` (its next), whose record is at `at`.
-    fn add(&mut self, key: &StreamKey, sequence: u64, at: Location, size: u64, now: u64) {
+    /// Adds message `sequence` of `key` (its next), whose record is at `at`; keeps `message`
+    /// in memory for the dispatcher if there is room (`log/runs.rs`).
+    fn add(&mut self, key: &StreamKey, sequence: u64, at: Location, size: u64, now: u64, message: Option<Bytes>) {
         let stream = match self.streams.get_mut(key) {
             Some(stream) => stream,
             None => self.streams.entry(key.clone()).or_insert_with(|| Stream {
@@ -213,7 +214,7 @@ impl State {
             }),
         };
         let was_empty = stream.queue.is_empty();
-        stream.queue.add(&mut self.space, sequence, at, size);
+        stream.queue.add(&mut self.space, sequence, at, size, message);
         if was_empty && stream.taken.is_none() {
             self.ready.push_back(key.clone());
         }
@@ -354,7 +355,7 @@ impl State {
                         return Err(missing(log, entry.at.segment, "a message's sequence skips ahead of its stream's"));
                     }
                     if sequence == next {
-                        state.add(&key, sequence, entry.at, entry.size, now);
+                        state.add(&key, sequence, entry.at, entry.size, now, None);
                     }
                     if let Some(stream) = state.streams.get_mut(&key) {
                         stream.last_seen = stream.last_seen.max(now);
@@ -428,7 +429,7 @@ mod tests {
         let mut state = State::default();
         for (n, k) in [key("shop-1", 7), key("shop-1", 7), key("mail", 9)].into_iter().enumerate() {
             let sequence = state.streams.get(&k).map_or(1, |s| s.queue.next);
-            state.add(&k, sequence, Location { segment: 3, offset: 100 * n as u64 }, 40, 1_000);
+            state.add(&k, sequence, Location { segment: 3, offset: 100 * n as u64 }, 40, 1_000, None);
         }
         state
     }

@@ -19,6 +19,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::Pending;
 use crate::durable::DurableError;
 use crate::durable::log::record::{self, CHECKPOINT, Fields, Malformed};
@@ -75,25 +77,26 @@ impl State {
         self.destinations.get(destination).map_or(1, |d| d.next)
     }
 
-    /// Records that message `sequence` of `destination` (the next one) is at `at`.
-    pub(crate) fn add(&mut self, destination: &str, sequence: u64, at: Location, size: u64) {
+    /// Records that message `sequence` of `destination` (the next one) is at `at`; keeps
+    /// `message` in memory for delivery if there is room (`log/runs.rs`).
+    pub(crate) fn add(&mut self, destination: &str, sequence: u64, at: Location, size: u64, message: Option<Bytes>) {
         let queue = match self.destinations.get_mut(destination) {
             Some(queue) => queue,
             None => self.destinations.entry(destination.into()).or_insert_with(|| Queue::starting_at(1)),
         };
-        queue.add(&mut self.space, sequence, at, size);
+        queue.add(&mut self.space, sequence, at, size, message);
     }
 
     /// Appends a message record for `destination` to the log's batch and records it. The caller
     /// checked the name's and the message's bounds.
-    pub(crate) fn append(&mut self, log: &mut Log, destination: &str, message: &[u8]) -> u64 {
+    pub(crate) fn append(&mut self, log: &mut Log, destination: &str, message: &Bytes) -> u64 {
         let sequence = self.next_sequence(destination);
         let (at, size) = log.append(MESSAGE, |b| {
             record::put_name(b, destination);
             b.extend_from_slice(&sequence.to_le_bytes());
             b.extend_from_slice(message);
         });
-        self.add(destination, sequence, at, size);
+        self.add(destination, sequence, at, size, Some(message.clone()));
         sequence
     }
 
@@ -212,7 +215,7 @@ impl State {
                         ));
                     }
                     if sequence == next {
-                        state.add(destination, sequence, entry.at, entry.size);
+                        state.add(destination, sequence, entry.at, entry.size, None);
                     }
                 }
                 ACK => {
@@ -250,7 +253,7 @@ mod tests {
         let mut state = State::default();
         for (n, destination) in ["ledger", "ledger", "mail"].into_iter().enumerate() {
             let sequence = state.next_sequence(destination);
-            state.add(destination, sequence, Location { segment: 3, offset: 100 * n as u64 }, 40);
+            state.add(destination, sequence, Location { segment: 3, offset: 100 * n as u64 }, 40, None);
         }
         state
     }

@@ -414,3 +414,63 @@ async fn a_roll_cut_short_is_repaired_with_a_new_checkpointed_head() {
     assert!(outbox.pending().await.expect("pending").is_empty());
     assert_eq!(outbox.append("ledger", msg(301)).await.ok(), Some(301));
 }
+
+#[tokio::test]
+async fn recent_messages_are_read_from_memory_and_the_same_bytes_come_from_the_log() {
+    // One segment for all: an acknowledgement inside a run needs no scan when it is cached.
+    let config = OutboxConfig::new("shop-1");
+    let (dir, outbox) = filled(config.clone(), "ledger", 1..=100).await;
+    let scanned = counter(&outbox, |c| &c.scanned);
+    assert_eq!(read_all(&outbox, "ledger").await, numbered(1..=100));
+    assert_eq!(outbox.acknowledge("ledger", 40).await.ok(), Some(40), "inside the run");
+    assert_eq!(read_all(&outbox, "ledger").await, numbered(41..=100));
+    let some = outbox.read("ledger", 60, 5, usize::MAX).await.expect("read");
+    assert_eq!(some.iter().map(|s| (s.sequence, s.message.clone())).collect::<Vec<_>>(), numbered(60..=64));
+    assert_eq!(counter(&outbox, |c| &c.scanned), scanned, "reads and the acknowledgement read no record");
+    outbox.close().await.expect("close");
+
+    // Reopened, nothing is cached: the log gives the same, and the run's bytes are counted
+    // by reading it.
+    let outbox = open(dir.path(), config).await;
+    let scanned = counter(&outbox, |c| &c.scanned);
+    assert_eq!(read_all(&outbox, "ledger").await, numbered(41..=100));
+    assert!(counter(&outbox, |c| &c.scanned) >= scanned + 60, "read from the log");
+    let used = outbox.pending().await.expect("pending")[0].bytes;
+    assert_eq!(outbox.acknowledge("ledger", 70).await.ok(), Some(30));
+    let after = outbox.pending().await.expect("pending")[0].bytes;
+    assert_eq!(used - after, 30 * State::record_size("ledger", &msg(1)), "exact bytes, from the log");
+}
+
+#[tokio::test]
+async fn the_memory_of_messages_is_bounded_and_the_rest_comes_from_the_log() {
+    // Messages of 1 MiB: the window (8 MiB) holds the first 7 of 12; 8 finds no room and
+    // closes it.
+    let big = |n: u64| Bytes::from(vec![n as u8; 1 << 20]);
+    let dir = temp();
+    let outbox = open(dir.path(), OutboxConfig::new("shop-1")).await;
+    for n in 1..=12 {
+        outbox.append("ledger", big(n)).await.expect("append");
+    }
+    let scanned = counter(&outbox, |c| &c.scanned);
+    let window = outbox.read("ledger", 1, 7, usize::MAX).await.expect("read");
+    assert_eq!(window.iter().map(|s| s.sequence).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+    assert_eq!(counter(&outbox, |c| &c.scanned), scanned, "the window is read from memory");
+    let read = outbox.read("ledger", 1, usize::MAX, usize::MAX).await.expect("read");
+    assert_eq!(read.iter().map(|s| s.sequence).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
+    assert!(read.iter().all(|s| s.message == big(s.sequence)), "the same bytes from the log and from memory");
+    assert!(counter(&outbox, |c| &c.scanned) >= scanned + 5, "8 to 12 are read from the log");
+    let used = outbox.pending().await.expect("pending")[0].bytes;
+    assert_eq!(outbox.acknowledge("ledger", 9).await.ok(), Some(9), "past the window's end");
+    let after = outbox.pending().await.expect("pending")[0].bytes;
+    assert_eq!(used - after, 9 * State::record_size("ledger", &big(1)));
+    let rest = outbox.read("ledger", 1, usize::MAX, usize::MAX).await.expect("read");
+    assert_eq!(rest.iter().map(|s| s.sequence).collect::<Vec<_>>(), [10, 11, 12]);
+
+    // Everything released, the next message opens a new window.
+    assert_eq!(outbox.acknowledge("ledger", 12).await.ok(), Some(3));
+    outbox.append("ledger", big(13)).await.expect("append");
+    let scanned = counter(&outbox, |c| &c.scanned);
+    let next = outbox.read("ledger", 1, usize::MAX, usize::MAX).await.expect("read");
+    assert_eq!(next.iter().map(|s| (s.sequence, s.message.clone())).collect::<Vec<_>>(), [(13, big(13))]);
+    assert_eq!(counter(&outbox, |c| &c.scanned), scanned, "from memory again");
+}
