@@ -1,8 +1,9 @@
 //! Calling through a connection: the handles local callers hold, and the future of each call.
 //!
 //! A [`Handle`] is cheap to clone and talks to the connection's task over a channel: a call
-//! becomes a [`Command::Call`] carrying the request and a [`reply`](super::reply) slot for its answer; the task hands
-//! it to the mux, which owns it from then on (flow control, its deadline, its answer). A
+//! becomes a [`Command::Call`] carrying the request and a [`reply`](super::reply) slot for its
+//! answer; the task hands it to the mux, which owns it from then on (flow control, its
+//! deadline, its answer). A
 //! [`CallFuture`] dropped before its answer came sends [`Command::Cancel`], so that the call is
 //! cancelled on the wire. A [`Peer`] calls the same way through a [`ConnectionLink`], which
 //! does not keep the connection open. The handle also reads what the task publishes in [`Shared`]: whether

@@ -8,9 +8,9 @@
 //! `Arc::get_mut` proves without `unsafe`. Otherwise (the caller gave up first, or the thread's
 //! list is full) it is freed as any `Arc` is.
 //!
-//! Bounds: each thread keeps at most [`FREE_PER_THREAD`] free slots. A slot holds one
-//! [`Answer`] at most, for the moment between the connection's task leaving it and the caller
-//! taking it.
+//! Bounds: each thread keeps at most [`FREE_PER_THREAD`] free slots, of 128 bytes each on
+//! x86-64 with the `Arc`'s counts (32 KiB a thread). A slot holds one [`Answer`] at most, for
+//! the moment between the connection's task leaving it and the caller taking it.
 //!
 //! The sender drops its reference before it wakes the caller, so a caller woken by its answer
 //! finds itself the only owner. A caller polled in between (woken by something else) takes the
