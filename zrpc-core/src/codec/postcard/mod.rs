@@ -2,22 +2,21 @@
 //!
 //! The format is postcard 1's, byte for byte (its wire format is a stable specification); the
 //! `postcard` crate encodes the same bytes and decodes the same values, which the tests check
-//! on random values and random bytes. zrpc writes and reads it with a serializer and a
+//! on random values and on damaged encodings. zrpc writes and reads it with a serializer and a
 //! deserializer of its own ([`ser`], [`de`]) because the codec is most of what a call costs
-//! beyond the raw floor (issue 15): postcard's serializer appends every integer through a
-//! `Flavor` that copies its varint out of a stack buffer, and its deserializer pops input a byte
-//! at a time through another.
+//! beyond the raw floor (issue 15), and postcard's serializer appends every integer through a
+//! `Flavor` that copies its varint out of a stack buffer.
 //!
 //! What it changed, in `callpath --callgrind` (client and server together, 100 callers, the
 //! benchmark's message of 40 fields, AMD EPYC, 2026-11-29): serializing the message twice per
 //! call went from 4,614 to 3,820 instructions, and the whole call from 29,180 to 28,340 (-2.9%).
-//! Decoding stayed at 10,100 a call: most of it is the message's eight `String`s (an
-//! allocation, a copy and `str::from_utf8`, about 360 instructions each), which no format can
-//! avoid; `Text` fields do (see [`zero_copy`](crate::zero_copy)). Measured worse: writing
-//! straight into the destination `BytesMut` instead of staging in a `Vec` (28,845 against 28,384
-//! for the same code staged), and a first
-//! version that read and wrote varints in a loop a byte at a time and returned unboxed errors
-//! (33,069).
+//! Decoding stayed at about 10,100 a call, as with postcard's deserializer: more than half of
+//! it is the message's eight `String`s (an allocation, a copy and `str::from_utf8`, about 360
+//! instructions each), which no format can avoid; `Text` fields do (see
+//! [`zero_copy`](crate::zero_copy)). Measured worse and not kept: writing straight into the
+//! destination `BytesMut` instead of staging in a `Vec` (28,845 against 28,384 for the same
+//! code staged), and a first version that read and wrote varints a byte at a time in a loop
+//! and returned unboxed errors (33,069).
 //!
 //! What differs from the `postcard` crate, on input it would not produce:
 //! - a `char` must be exactly one character (postcard takes the first of up to four bytes);
