@@ -149,6 +149,9 @@ use crate::status::Status;
 pub(crate) const ON_STACK: usize = 16;
 
 pub(crate) use consistent_hash::{FNV_OFFSET, fnv1a};
+/// For other modules' tests that want a seeded, repeatable sequence.
+#[cfg(test)]
+pub(crate) use rng::SharedRng;
 pub(crate) use rng::mix64;
 
 /// A load-balancing policy: picks one endpoint for a call.

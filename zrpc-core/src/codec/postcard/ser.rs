@@ -271,13 +271,13 @@ impl ser::Serializer for &mut Writer {
 
     fn serialize_struct_variant(
         self,
-        _name: &'static str,
+        name: &'static str,
         index: u32,
-        _variant: &'static str,
-        _len: usize,
+        variant: &'static str,
+        len: usize,
     ) -> Result<Self, SerError> {
-        self.varint(u64::from(index));
-        Ok(self)
+        // A struct variant is written as a tuple variant: its index, then its fields in order.
+        self.serialize_tuple_variant(name, index, variant, len)
     }
 
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<(), SerError> {
