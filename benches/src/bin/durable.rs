@@ -15,6 +15,15 @@
 //! - `recovery`: an outbox filled with `--recovery` undelivered messages, closed and opened
 //!   again: the time `Outbox::open` takes.
 //!
+//! `--unsynced-marks N` (default 0) is the power level's inbox's `InboxConfig::unsynced_marks`:
+//! with 0 one stream is handled at the disk's sync rate; with more its marks share syncs.
+//!
+//! `--senders S` (default 1) spreads the callers over `S` senders, each with its own outbox
+//! (its own name, log and writer thread) and its own connection: the receiver then sees `S`
+//! streams, whose handled marks share its syncs at the power level, where one stream waits for
+//! a sync per handled message (its next handler starts only once the last one's return is
+//! durable; see `zrpc::durable`). With `--senders`, `oneway` uses as many connections.
+//!
 //! Sender and receiver share the process and its two cores, as they share the machine in the
 //! rest of the benchmarks. Logs go to `--dir` (default: a temp dir under `target/`).
 
@@ -71,6 +80,10 @@ enum Mode {
 struct Args {
     messages: u64,
     callers: u64,
+    /// Outboxes (durable modes) or connections (oneway) the callers are spread over.
+    senders: u64,
+    /// `InboxConfig::unsynced_marks` at the power level.
+    unsynced_marks: usize,
     rounds: u32,
     recovery: u64,
     dir: PathBuf,
@@ -82,6 +95,8 @@ fn parse(args: &[String]) -> Result<Args, BoxError> {
     let mut parsed = Args {
         messages: 200_000,
         callers: 100,
+        senders: 1,
+        unsynced_marks: 0,
         rounds: 3,
         recovery: 1_000_000,
         dir: PathBuf::from("target/durable-bench"),
@@ -93,13 +108,15 @@ fn parse(args: &[String]) -> Result<Args, BoxError> {
         match flag.as_str() {
             "--messages" => parsed.messages = value()?.parse()?,
             "--callers" => parsed.callers = value()?.parse()?,
+            "--senders" => parsed.senders = value()?.parse()?,
+            "--unsynced-marks" => parsed.unsynced_marks = value()?.parse()?,
             "--rounds" => parsed.rounds = value()?.parse()?,
             "--recovery" => parsed.recovery = value()?.parse()?,
             "--dir" => parsed.dir = PathBuf::from(value()?),
             "--only" => parsed.only = Some(value()?.clone()),
             "--help" | "-h" => {
                 println!(
-                    "durable [--messages N] [--callers C] [--rounds R] [--recovery N] [--dir PATH] [--only oneway|process|power]"
+                    "durable [--messages N] [--callers C] [--senders S] [--unsynced-marks N] [--rounds R] [--recovery N] [--dir PATH] [--only oneway|process|power]"
                 );
                 std::process::exit(0);
             }
@@ -121,10 +138,12 @@ async fn main() {
 async fn run(args: &[String]) -> Result<(), BoxError> {
     let args = parse(args)?;
     println!(
-        "cpu: {}  messages: {}  callers: {}  rounds: {}",
+        "cpu: {}  messages: {}  callers: {}  senders: {}  unsynced marks: {}  rounds: {}",
         zrpc_benches::machine::cpu_model(),
         args.messages,
         args.callers,
+        args.senders,
+        args.unsynced_marks,
         args.rounds
     );
     println!(
@@ -180,7 +199,8 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
     let inbox = match mode {
         Mode::Oneway => None,
         Mode::Durable(level) => {
-            let inbox = Inbox::open(dir.join("inbox"), InboxConfig::default().durability(level)).await?;
+            let config = InboxConfig::default().durability(level).unsynced_marks(args.unsynced_marks);
+            let inbox = Inbox::open(dir.join("inbox"), config).await?;
             builder = builder.inbox(inbox.clone());
             Some(inbox)
         }
@@ -189,22 +209,32 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
     let address = server.local_addr().clone();
     let handle = server.handle();
     let serving = tokio::spawn(server.serve());
-    let channel = Channel::builder(address).name("shop-1").connect().await?;
-    let (client, outbox) = match mode {
-        Mode::Oneway => (LedgerClient::new(Caller::Plain(channel)), None),
-        Mode::Durable(level) => {
-            let config = OutboxConfig::new("shop-1").durability(level);
-            let outbox = Outbox::open(dir.join("outbox"), config).await?;
-            let destination = outbox.destination("ledger", channel);
-            (LedgerClient::new(Caller::Durable(destination)), Some(outbox))
-        }
-    };
+    if args.senders == 0 || args.senders > args.callers {
+        return Err("--senders must be between 1 and --callers".into());
+    }
+    let mut clients = Vec::new();
+    let mut outboxes = Vec::new();
+    for sender in 1..=args.senders {
+        let name = format!("shop-{sender}");
+        let channel = Channel::builder(address.clone()).name(name.as_str()).connect().await?;
+        clients.push(match mode {
+            Mode::Oneway => LedgerClient::new(Caller::Plain(channel)),
+            Mode::Durable(level) => {
+                let config = OutboxConfig::new(name.as_str()).durability(level);
+                let outbox = Outbox::open(dir.join(format!("outbox-{sender}")), config).await?;
+                let destination = outbox.destination("ledger", channel);
+                outboxes.push(outbox);
+                LedgerClient::new(Caller::Durable(destination))
+            }
+        });
+    }
     let memo = "x".repeat(64);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut callers = Vec::new();
-    for _ in 0..args.callers {
-        let (client, next, memo, total) = (client.clone(), next.clone(), memo.clone(), args.messages);
+    for caller in 0..args.callers {
+        let client = clients[(caller % args.senders) as usize].clone();
+        let (next, memo, total) = (next.clone(), memo.clone(), args.messages);
         callers.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3).expect("histogram");
             loop {
@@ -222,18 +252,18 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
     for caller in callers {
         latency.add(caller.await??)?;
     }
-    let acknowledged_per_second = match &client.inner() {
-        Caller::Durable(destination) => {
+    let mut acknowledged_per_second = None;
+    for client in &clients {
+        if let Caller::Durable(destination) = client.inner() {
             destination.delivered().await?;
-            Some(args.messages as f64 / started.elapsed().as_secs_f64())
+            acknowledged_per_second = Some(args.messages as f64 / started.elapsed().as_secs_f64());
         }
-        Caller::Plain(_) => None,
-    };
+    }
     if books.handled.load(Ordering::Relaxed) < args.messages {
         tokio::time::timeout(Duration::from_secs(600), books.done.notified()).await?;
     }
     let elapsed = started.elapsed();
-    if let Some(outbox) = outbox {
+    for outbox in outboxes {
         outbox.close().await?;
     }
     handle.shutdown();

@@ -24,6 +24,7 @@
 //!   the running handlers (the server bounds the wait with its drain timeout, then aborts them:
 //!   an aborted handler runs again at the inbox's next open, as after a crash inside it).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -35,14 +36,15 @@ use zrpc_core::durable::Durable;
 use zrpc_core::observe::{self, InSpan, MetricsCache, Observed, Side};
 use zrpc_core::{Request, Response, Router, Status};
 
+use super::marks::Written;
 use super::{Delivery, Inbox};
-use crate::durable::{DurableError, wire};
+use crate::durable::{DurableError, MessageId, wire};
 
 /// Most streams whose handlers run at once.
 pub const MAX_RUNNING: usize = 1024;
 
 /// Most messages of one stream taken at once, to be handled one after another (a run).
-const RUN: usize = 256;
+pub(super) const RUN: usize = 256;
 
 /// Runs the handlers of `inbox`'s recorded messages with `service` until `stop` completes and
 /// the running handlers have returned. `local` is the server's name (a message's
@@ -105,8 +107,9 @@ fn runs(taken: Vec<Delivery>) -> Vec<Vec<Delivery>> {
 }
 
 /// Runs the handlers of one stream's run, one after another, each marked handled in the
-/// sidecar before the next starts; then writes the run's mark to the log, which releases the
-/// stream for its next run.
+/// sidecar before the next starts (written; synced too at the power level, unless
+/// `unsynced_marks` lets the next ones start first); then, every mark synced, writes the run's
+/// mark to the log, which releases the stream for its next run.
 async fn handle_run<S>(inbox: Inbox, service: S, names: Router, local: Arc<str>, run: Vec<Delivery>)
 where
     S: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
@@ -114,10 +117,16 @@ where
 {
     let Some(last) = run.last().map(|delivery| delivery.id.clone()) else { return };
     let mut metrics = MetricsCache::new(Side::Server, None);
-    for delivery in run {
+    let unsynced_marks = inbox.unsynced_marks();
+    // Marks written and not known to be synced, oldest first: at most `unsynced_marks + 1`.
+    let mut unsynced = VecDeque::with_capacity(unsynced_marks + 1);
+    let count = run.len();
+    for (index, delivery) in run.into_iter().enumerate() {
         let id = delivery.id.clone();
         handle(service.clone(), &names, &local, &mut metrics, delivery).await;
-        if let Err(e) = inbox.mark(&id).await {
+        // The run's last mark waits for every sync: a run ends with its marks at the level.
+        let may_wait = if index + 1 == count { 0 } else { unsynced_marks };
+        if let Err(e) = mark(&inbox, &id, &mut unsynced, may_wait).await {
             // The stream stays taken: its messages run again at the next open.
             tracing::error!(%id, error = %e, "durable message handled, but not marked so; its stream stops until the inbox is reopened");
             return;
@@ -127,6 +136,23 @@ where
         // Closed or failed: the sidecar has the marks, which the next open applies.
         tracing::warn!(id = %last, error = %e, "durable messages handled, but not written so to the log");
     }
+}
+
+/// Writes `id`'s mark to the sidecar, then waits for syncs until at most `may_wait` of the
+/// stream's marks are not synced.
+async fn mark(
+    inbox: &Inbox,
+    id: &MessageId,
+    unsynced: &mut VecDeque<Written>,
+    may_wait: usize,
+) -> Result<(), DurableError> {
+    unsynced.push_back(inbox.marks().write(id)?);
+    let excess = unsynced.len().saturating_sub(may_wait);
+    // Syncs cover every mark written before them: waiting for the newest of the excess is enough.
+    if let Some(newest) = unsynced.drain(..excess).next_back() {
+        inbox.marks().synced(newest).await?;
+    }
+    Ok(())
 }
 
 /// Runs the handler of one message, observed as a call from its sender (a `zrpc.server` span

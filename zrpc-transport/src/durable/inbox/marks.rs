@@ -15,6 +15,11 @@
 //!   CRC-32 of those 24 bytes `u32`, 4 zero bytes; little-endian. A stream gets the next free
 //!   slot the first time one of its messages is handled in this run of the inbox. The file has
 //!   one slot per stream handled since the inbox was opened.
+//! - **Group commit** (power level): a mark is written at once and synced by whichever caller
+//!   finds no sync running; one `fdatasync` covers every mark written before it started, of
+//!   any stream, and the marks written meanwhile wait for the next one. So concurrent streams
+//!   share syncs, and a stream that lets its next handlers run before its marks are synced
+//!   (`InboxConfig::unsynced_marks`) shares them among its own marks too.
 //! - **At open** every slot whose checksum holds is read, and a stream whose slot says more
 //!   than the log (within what it recorded) is marked handled up to it in the log; the log is
 //!   written (and at the power level synced), and only then is the file emptied. A slot whose
@@ -27,7 +32,10 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
 
 use super::super::{Durability, DurableError, MessageId};
 
@@ -99,7 +107,29 @@ pub(crate) struct Marks {
     path: PathBuf,
     durability: Durability,
     slots: Mutex<HashMap<(u64, u64), u64>>,
+    /// The group commit's state (power level).
+    syncing: Mutex<Syncing>,
+    /// The last [`Written`] number a finished sync covers; every change wakes the waiters.
+    synced: watch::Sender<u64>,
+    /// `fdatasync` calls made, for the tests.
+    syncs: AtomicU64,
 }
+
+/// Which marks are written, and whether a sync is under way.
+#[derive(Debug, Default)]
+struct Syncing {
+    /// Marks written so far; a mark's [`Written`] is this count just after its write.
+    written: u64,
+    /// A caller is syncing (for the marks written up to the count it read when it started).
+    running: bool,
+    /// A sync failed: whether the file's earlier writes reached the disk is unknown (a later
+    /// `fdatasync` may report success without them), so no mark is synced any more.
+    failed: bool,
+}
+
+/// A mark written to the file: [`Marks::synced`] waits until a sync covers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Written(u64);
 
 impl Marks {
     /// Creates the sidecar in `dir`, empty: what it held must have been read and written to
@@ -115,7 +145,15 @@ impl Marks {
         if durability == Durability::Power {
             file.sync_all().map_err(|source| DurableError::Io { path: path.clone(), source })?;
         }
-        Ok(Marks { file: Arc::new(file), path, durability, slots: Mutex::default() })
+        Ok(Marks {
+            file: Arc::new(file),
+            path,
+            durability,
+            slots: Mutex::default(),
+            syncing: Mutex::default(),
+            synced: watch::Sender::new(0),
+            syncs: AtomicU64::new(0),
+        })
     }
 
     /// Writes "handled up to `id`'s sequence" for its stream, at the inbox's level: returns
@@ -123,21 +161,107 @@ impl Marks {
     ///
     /// # Errors
     /// [`Io`](DurableError::Io) if the write or the sync failed.
+    #[cfg(test)]
     pub(crate) async fn mark(&self, id: &MessageId) -> Result<(), DurableError> {
+        let written = self.write(id)?;
+        self.synced(written).await
+    }
+
+    /// Writes "handled up to `id`'s sequence" to the stream's slot (one `pwrite`): enough for
+    /// a process crash. At the power level, [`synced`](Marks::synced) then waits for a sync.
+    ///
+    /// # Errors
+    /// [`Io`](DurableError::Io) if the write failed.
+    pub(crate) fn write(&self, id: &MessageId) -> Result<Written, DurableError> {
         let mark = Mark { outbox: id.outbox().as_u64(), sender_hash: sender_hash(id.sender()), handled: id.sequence() };
         let offset = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             let next = slots.len() as u64;
             *slots.entry((mark.outbox, mark.sender_hash)).or_insert(next) * SLOT as u64
         };
-        let io = |source| DurableError::Io { path: self.path.clone(), source };
-        write_all_at(&self.file, &encode(mark), offset).map_err(io)?;
-        if self.durability == Durability::Power {
-            let file = self.file.clone();
-            let synced = tokio::task::spawn_blocking(move || file.sync_data()).await;
-            synced.unwrap_or_else(|e| Err(io::Error::other(e))).map_err(io)?;
+        write_all_at(&self.file, &encode(mark), offset).map_err(|source| self.io(source))?;
+        // Numbered after the write: a sync that reads a count including this one started after it.
+        let mut syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        syncing.written += 1;
+        Ok(Written(syncing.written))
+    }
+
+    /// Returns once `written` is synced (at once at the process level): by a sync already
+    /// under way that covers it, or by one this caller starts for every mark written so far.
+    ///
+    /// # Errors
+    /// [`Io`](DurableError::Io) if a sync failed (this one or an earlier one).
+    ///
+    /// # Cancel safety
+    /// Dropped while syncing, the sync finishes on its blocking thread and the next waiter
+    /// starts another.
+    pub(crate) async fn synced(&self, written: Written) -> Result<(), DurableError> {
+        if self.durability != Durability::Power {
+            return Ok(());
         }
-        Ok(())
+        let mut covered = self.synced.subscribe();
+        loop {
+            let target = {
+                let mut syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+                if syncing.failed {
+                    return Err(self.io(io::Error::other("an earlier sync of the handled marks failed")));
+                }
+                if *covered.borrow_and_update() >= written.0 {
+                    return Ok(());
+                }
+                if syncing.running {
+                    None
+                } else {
+                    syncing.running = true;
+                    Some(syncing.written)
+                }
+            };
+            let Some(target) = target else {
+                // The sender lives in `self`: `changed` cannot fail while we borrow it.
+                let _ = covered.changed().await;
+                continue;
+            };
+            let mut running = Running { marks: self, synced: None };
+            let file = self.file.clone();
+            let result = tokio::task::spawn_blocking(move || file.sync_data()).await;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            let result = result.unwrap_or_else(|e| Err(io::Error::other(e)));
+            running.synced = Some(result.is_ok().then_some(target));
+            drop(running);
+            result.map_err(|source| self.io(source))?;
+        }
+    }
+
+    /// `fdatasync` calls made so far.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    fn io(&self, source: io::Error) -> DurableError {
+        DurableError::Io { path: self.path.clone(), source }
+    }
+}
+
+/// The sync under way: ends it when dropped, finished or not, and wakes the waiters.
+struct Running<'a> {
+    marks: &'a Marks,
+    /// `Some(Some(n))`: synced up to `n`; `Some(None)`: failed; `None`: dropped unfinished.
+    synced: Option<Option<u64>>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut syncing = self.marks.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        syncing.running = false;
+        match self.synced {
+            Some(Some(target)) => self.marks.synced.send_modify(|covered| *covered = (*covered).max(target)),
+            Some(None) => {
+                syncing.failed = true;
+                self.marks.synced.send_modify(|_| {});
+            }
+            None => self.marks.synced.send_modify(|_| {}),
+        }
     }
 }
 
@@ -178,5 +302,45 @@ mod tests {
 
         drop(Marks::create(dir.path(), Durability::Process).expect("recreated"));
         assert_eq!(read(dir.path()).expect("read"), []);
+    }
+
+    #[tokio::test]
+    async fn a_sync_covers_every_mark_written_before_it_of_any_stream() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marks = Marks::create(dir.path(), Durability::Power).expect("created");
+        let mut written = Vec::new();
+        for (sender, sequence) in [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("a", 3)] {
+            written.push(marks.write(&MessageId::new(sender, OutboxId::from_u64(9), sequence)).expect("written"));
+        }
+        marks.synced(written[4]).await.expect("synced");
+        assert_eq!(marks.syncs(), 1, "one sync for the five marks");
+        for earlier in &written[..4] {
+            marks.synced(*earlier).await.expect("synced");
+        }
+        assert_eq!(marks.syncs(), 1, "the earlier marks were covered by it");
+        let later = marks.write(&MessageId::new("b", OutboxId::from_u64(9), 2)).expect("written");
+        marks.synced(later).await.expect("synced");
+        assert_eq!(marks.syncs(), 2, "a mark written after a sync needs the next");
+
+        let process = tempfile::tempdir().expect("temp dir");
+        let marks = Marks::create(process.path(), Durability::Process).expect("created");
+        let written = marks.write(&MessageId::new("a", OutboxId::from_u64(9), 1)).expect("written");
+        marks.synced(written).await.expect("synced");
+        assert_eq!(marks.syncs(), 0, "the process level does not sync");
+    }
+
+    #[tokio::test]
+    async fn a_sync_dropped_unfinished_leaves_the_next_waiter_to_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marks = Marks::create(dir.path(), Durability::Power).expect("created");
+        let written = marks.write(&MessageId::new("a", OutboxId::from_u64(9), 1)).expect("written");
+        let mut first = Box::pin(marks.synced(written));
+        let finished = futures::poll!(first.as_mut()).is_ready();
+        drop(first);
+        // Dropped while syncing, the first left no sync running: this one must not wait
+        // forever for one, and syncs itself (the dropped sync is not counted).
+        marks.synced(written).await.expect("synced");
+        assert_eq!(marks.syncs(), 1, "first finished at its first poll: {finished}");
+        assert_eq!(read(dir.path()).expect("read"), [Mark { outbox: 9, sender_hash: sender_hash("a"), handled: 1 }]);
     }
 }

@@ -35,6 +35,10 @@ use super::log::writer::{Control, Handle};
 use super::log::{Counters, DEFAULT_SEGMENT_BYTES, Log, LogConfig, runs};
 use super::{DEFAULT_MAX_BYTES, Durability, DurableError, MessageId, OutboxId};
 
+/// Most [`InboxConfig::unsynced_marks`]: a run's messages, since a run ends with every mark
+/// synced.
+pub const MAX_UNSYNCED_MARKS: usize = dispatcher::RUN - 1;
+
 /// Default [`InboxConfig::max_streams`].
 pub const DEFAULT_MAX_STREAMS: usize = 65_536;
 
@@ -54,13 +58,14 @@ pub struct InboxConfig {
     max_streams: usize,
     stream_retention: Duration,
     segment_bytes: u64,
+    unsynced_marks: usize,
     clock: Clock,
 }
 
 impl Default for InboxConfig {
     /// [`Durability::Process`], a limit of [`DEFAULT_MAX_BYTES`] unhandled bytes and
     /// [`DEFAULT_MAX_STREAMS`] streams, a retention of [`DEFAULT_STREAM_RETENTION`], segments of
-    /// 64 MiB.
+    /// 64 MiB, no unsynced marks (the exact guarantee through a power loss).
     fn default() -> InboxConfig {
         InboxConfig {
             durability: Durability::default(),
@@ -68,6 +73,7 @@ impl Default for InboxConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             stream_retention: DEFAULT_STREAM_RETENTION,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            unsynced_marks: 0,
             clock: Clock::system(),
         }
     }
@@ -113,6 +119,22 @@ impl InboxConfig {
         self
     }
 
+    /// At the power level, how many of a stream's "handled" marks may still wait for their sync
+    /// when its next handler starts (default 0; at most [`MAX_UNSYNCED_MARKS`]).
+    ///
+    /// With 0, each handler's return is synced before the stream's next handler starts: a
+    /// power loss reruns at most the one handler per stream that was running, but one stream
+    /// is handled at the disk's sync rate (streams share syncs, whatever this is). With `n`, a
+    /// stream's marks share syncs too, and a power loss may rerun up to its last `n + 1`
+    /// handlers, each with its same [`MessageId`]: for handlers that record the id with their
+    /// effect and skip ids they have seen. Every mark is still written to the OS before the
+    /// next handler starts, so a process crash (`kill -9`) reruns at most the one that was
+    /// running, as at the process level. No effect at the process level.
+    pub fn unsynced_marks(mut self, n: usize) -> InboxConfig {
+        self.unsynced_marks = n.min(MAX_UNSYNCED_MARKS);
+        self
+    }
+
     /// The source of time for retention (Unix seconds): tests move it by hand.
     #[cfg(test)]
     pub(crate) fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> InboxConfig {
@@ -151,6 +173,8 @@ struct Inner {
     writer: Handle<Command>,
     /// The handled marks' sidecar, written by the dispatcher.
     marks: marks::Marks,
+    /// [`InboxConfig::unsynced_marks`] (0 at the process level, where marks are not synced).
+    unsynced_marks: usize,
     /// Woken when a stream has a message ready for a handler (one stored permit: no wake-up
     /// is lost between a take that found nothing and the wait).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -190,13 +214,14 @@ impl Inbox {
         let thread_dir = dir.clone();
         let thread_counters = counters.clone();
         let durability = config.durability;
+        let unsynced_marks = if durability == Durability::Power { config.unsynced_marks } else { 0 };
         let (writer, marks) = Handle::spawn("zrpc-inbox", &dir, move || {
             let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
             let marks = marks::Marks::create(&thread_dir, durability)?;
             Ok((log, Writer::new(state, settings), marks))
         })
         .await?;
-        Ok(Inbox { inner: Arc::new(Inner { writer, marks, ready, counters }) })
+        Ok(Inbox { inner: Arc::new(Inner { writer, marks, unsynced_marks, ready, counters }) })
     }
 
     /// The inbox's directory.
@@ -310,8 +335,21 @@ impl Inbox {
     /// Records in the sidecar that the handler of message `id` has returned, at the inbox's
     /// level, so that the stream's next message of the same run may start; [`handled`](Inbox::handled)
     /// for the run's last message then writes it to the log and releases the stream.
+    #[cfg(test)]
     pub(crate) async fn mark(&self, id: &MessageId) -> Result<(), DurableError> {
         self.inner.marks.mark(id).await
+    }
+
+    /// The sidecar's marks: [`write`](marks::Marks::write) as a handler returns,
+    /// [`synced`](marks::Marks::synced) before the stream's next handler when more than
+    /// [`unsynced_marks`](Inbox::unsynced_marks) wait.
+    pub(crate) fn marks(&self) -> &marks::Marks {
+        &self.inner.marks
+    }
+
+    /// [`InboxConfig::unsynced_marks`] at the power level, 0 at the process level.
+    pub(crate) fn unsynced_marks(&self) -> usize {
+        self.inner.unsynced_marks
     }
 
     /// Notified (one stored permit) after a batch that left a stream with a message ready.

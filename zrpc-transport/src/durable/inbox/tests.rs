@@ -540,3 +540,59 @@ async fn a_full_writer_queue_refuses_a_record_at_once_as_busy_and_loses_nothing(
     let next = outcomes.len() as u64 + 1;
     assert_eq!(record(&inbox, SHOP, next).await, Outcome::Recorded { recorded: next }, "taken once there is room");
 }
+
+/// Records `messages` messages of one stream, runs the dispatcher until a handler that counts
+/// has seen them all, stops it, and returns the sidecar's syncs and the stream's watermarks.
+async fn dispatch(config: InboxConfig, messages: u64) -> (u64, Vec<(OutboxId, u64, u64)>) {
+    let dir = temp();
+    let inbox = open(dir.path(), config).await;
+    let stored =
+        crate::durable::stored_request(zrpc_core::Request::new("Ledger.record", Bytes::new())).expect("stored");
+    let records = (1..=messages).map(|n| inbox.record("shop-1", SHOP, n, 0, stored.clone()));
+    for outcome in join_all(records).await {
+        assert!(matches!(outcome, Ok(Outcome::Recorded { .. })), "{outcome:?}");
+    }
+    let (handled, all_handled) = (Arc::new(AtomicU64::new(0)), Arc::new(tokio::sync::Notify::new()));
+    let (count, notify) = (handled.clone(), all_handled.clone());
+    let service = tower::service_fn(move |_request: zrpc_core::Request| {
+        if count.fetch_add(1, Ordering::Relaxed) + 1 == messages {
+            notify.notify_one();
+        }
+        std::future::ready(Ok::<_, zrpc_core::Status>(zrpc_core::Response::default()))
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let dispatching = tokio::spawn(super::dispatcher::run(
+        inbox.clone(),
+        service,
+        zrpc_core::Router::new(),
+        "ledger".into(),
+        stopped,
+    ));
+    all_handled.notified().await;
+    // Stopping waits for the run to end: its last mark synced and written to the log.
+    let _ = stop.send(());
+    dispatching.await.expect("the dispatcher ends");
+    assert_eq!(handled.load(Ordering::Relaxed), messages, "each handler ran once");
+    (inbox.marks().syncs(), watermarks(&inbox.streams().await.expect("streams")))
+}
+
+#[tokio::test]
+async fn at_the_power_level_each_handled_mark_is_synced_before_the_streams_next_handler_by_default() {
+    let power = config().durability(Durability::Power).segment_bytes(1 << 20);
+    assert_eq!(dispatch(power, 8).await, (8, vec![(SHOP, 8, 8)]), "one sync per handler");
+}
+
+#[tokio::test]
+async fn unsynced_marks_let_a_streams_handled_marks_share_syncs() {
+    let power = || config().durability(Durability::Power).segment_bytes(1 << 20);
+    // Handlers 1 to 3 run with their marks unsynced; the 4th mark makes one too many, and its
+    // sync covers marks 1 to 4; 5 to 7 wait on marks already synced; the run's last syncs the rest.
+    assert_eq!(dispatch(power().unsynced_marks(3), 8).await, (2, vec![(SHOP, 8, 8)]));
+    // A whole run, one sync at its end.
+    assert_eq!(dispatch(power().unsynced_marks(usize::MAX), 256).await, (1, vec![(SHOP, 256, 256)]));
+    // The process level writes marks and never syncs them.
+    assert_eq!(dispatch(config().unsynced_marks(3), 8).await, (0, vec![(SHOP, 8, 8)]));
+}
