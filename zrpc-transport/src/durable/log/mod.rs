@@ -476,12 +476,12 @@ impl Log {
 
     /// Reads the record at `cursor` and moves past it; `None` at the end of the segment's file.
     fn read_one(&mut self, cursor: &mut Cursor) -> Result<Option<Entry>, DurableError> {
-        let path = segment::path(&self.dir, cursor.at.segment);
+        // The segment's path is built when needed (a file to open, an error), not per record.
         let io = |source| DurableError::Io { path: self.dir.clone(), source };
         let reader = match &mut cursor.reader {
             Some((n, reader)) if *n == cursor.at.segment => reader,
             slot => {
-                let mut file = File::open(&path).map_err(io)?;
+                let mut file = File::open(segment::path(&self.dir, cursor.at.segment)).map_err(io)?;
                 file.seek(SeekFrom::Start(cursor.at.offset)).map_err(io)?;
                 &mut slot.insert((cursor.at.segment, BufReader::with_capacity(128 << 10, file))).1
             }
@@ -496,25 +496,45 @@ impl Log {
                 if cursor.at.offset >= len {
                     return Ok(None);
                 }
-                return Err(corrupt(&self.dir, &path, cursor.at.offset, "a segment ends inside a record header"));
+                return Err(corrupt(
+                    &self.dir,
+                    &segment::path(&self.dir, cursor.at.segment),
+                    cursor.at.offset,
+                    "a segment ends inside a record header",
+                ));
             }
             Err(e) => return Err(io(e)),
         }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         if len == 0 || len > MAX_RECORD {
-            return Err(corrupt(&self.dir, &path, cursor.at.offset, "a record length is out of bounds"));
+            return Err(corrupt(
+                &self.dir,
+                &segment::path(&self.dir, cursor.at.segment),
+                cursor.at.offset,
+                "a record length is out of bounds",
+            ));
         }
         let mut whole = header.to_vec();
         whole.resize(FRAME_HEADER + len, 0);
         reader.read_exact(&mut whole[FRAME_HEADER..]).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                corrupt(&self.dir, &path, cursor.at.offset, "a record runs past the end of its segment")
+                corrupt(
+                    &self.dir,
+                    &segment::path(&self.dir, cursor.at.segment),
+                    cursor.at.offset,
+                    "a record runs past the end of its segment",
+                )
             } else {
                 io(e)
             }
         })?;
         let Frame::Record { kind, size, .. } = record::frame(&whole) else {
-            return Err(corrupt(&self.dir, &path, cursor.at.offset, "a record fails its checksum"));
+            return Err(corrupt(
+                &self.dir,
+                &segment::path(&self.dir, cursor.at.segment),
+                cursor.at.offset,
+                "a record fails its checksum",
+            ));
         };
         let at = cursor.at;
         cursor.at.offset += size as u64;
