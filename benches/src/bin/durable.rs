@@ -18,6 +18,10 @@
 //! `--unsynced-marks N` (default 0) is the power level's inbox's `InboxConfig::unsynced_marks`:
 //! with 0 one stream is handled at the disk's sync rate; with more its marks share syncs.
 //!
+//! `--outbox-level process` keeps the senders' outboxes at the process level in the `power`
+//! mode, so that only the receiver syncs: what one receiver takes from many senders that each
+//! have a disk of their own, rather than `S` outboxes syncing one after another on this one.
+//!
 //! `--senders S` (default 1) spreads the callers over `S` senders, each with its own outbox
 //! (its own name, log and writer thread) and its own connection: the receiver then sees `S`
 //! streams, whose handled marks share its syncs at the power level, where one stream waits for
@@ -84,6 +88,8 @@ struct Args {
     senders: u64,
     /// `InboxConfig::unsynced_marks` at the power level.
     unsynced_marks: usize,
+    /// The outboxes' level when it is not the mode's (`--outbox-level process`).
+    outbox_level: Option<Durability>,
     rounds: u32,
     recovery: u64,
     dir: PathBuf,
@@ -97,6 +103,7 @@ fn parse(args: &[String]) -> Result<Args, BoxError> {
         callers: 100,
         senders: 1,
         unsynced_marks: 0,
+        outbox_level: None,
         rounds: 3,
         recovery: 1_000_000,
         dir: PathBuf::from("target/durable-bench"),
@@ -110,13 +117,20 @@ fn parse(args: &[String]) -> Result<Args, BoxError> {
             "--callers" => parsed.callers = value()?.parse()?,
             "--senders" => parsed.senders = value()?.parse()?,
             "--unsynced-marks" => parsed.unsynced_marks = value()?.parse()?,
+            "--outbox-level" => {
+                parsed.outbox_level = match value()?.as_str() {
+                    "process" => Some(Durability::Process),
+                    "power" => Some(Durability::Power),
+                    other => return Err(format!("--outbox-level is process or power, not {other}").into()),
+                }
+            }
             "--rounds" => parsed.rounds = value()?.parse()?,
             "--recovery" => parsed.recovery = value()?.parse()?,
             "--dir" => parsed.dir = PathBuf::from(value()?),
             "--only" => parsed.only = Some(value()?.clone()),
             "--help" | "-h" => {
                 println!(
-                    "durable [--messages N] [--callers C] [--senders S] [--unsynced-marks N] [--rounds R] [--recovery N] [--dir PATH] [--only oneway|process|power]"
+                    "durable [--messages N] [--callers C] [--senders S] [--unsynced-marks N] [--outbox-level process|power] [--rounds R] [--recovery N] [--dir PATH] [--only oneway|process|power]"
                 );
                 std::process::exit(0);
             }
@@ -138,12 +152,13 @@ async fn main() {
 async fn run(args: &[String]) -> Result<(), BoxError> {
     let args = parse(args)?;
     println!(
-        "cpu: {}  messages: {}  callers: {}  senders: {}  unsynced marks: {}  rounds: {}",
+        "cpu: {}  messages: {}  callers: {}  senders: {}  unsynced marks: {}  outbox level: {}  rounds: {}",
         zrpc_benches::machine::cpu_model(),
         args.messages,
         args.callers,
         args.senders,
         args.unsynced_marks,
+        args.outbox_level.map_or("the mode's", |level| if level == Durability::Process { "process" } else { "power" }),
         args.rounds
     );
     println!(
@@ -220,7 +235,7 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
         clients.push(match mode {
             Mode::Oneway => LedgerClient::new(Caller::Plain(channel)),
             Mode::Durable(level) => {
-                let config = OutboxConfig::new(name.as_str()).durability(level);
+                let config = OutboxConfig::new(name.as_str()).durability(args.outbox_level.unwrap_or(level));
                 let outbox = Outbox::open(dir.join(format!("outbox-{sender}")), config).await?;
                 let destination = outbox.destination("ledger", channel);
                 outboxes.push(outbox);
