@@ -30,9 +30,17 @@
 //!    in the ready set by lookup. A draw of nothing (every endpoint excluded) or of endpoints
 //!    gone down, and a pin not in the ready set, read every endpoint instead. The chosen address is written into the call's
 //!    [`PickRecord`](crate::PickRecord), if it has one, before the call is sent.
-//! 4. A pick that fails (no endpoint, all unavailable) is `Unavailable` and marked
+//! 4. A durable call (its [`Context`](crate::Context) carries a
+//!    [`Durable`](crate::durable::Durable)) goes to the endpoint discovery names as its
+//!    destination ([`Instance::name`]), whatever the picker: only that server's inbox holds the
+//!    message's stream, and any other would refuse it. It is found by a lookup by name in the
+//!    ready set's endpoints (built on the first durable call), not a scan. When discovery names
+//!    no endpoint so (a source that carries no names: static addresses, DNS), the endpoints it
+//!    names not at all are tried, and the connection checks the name the server announces.
+//!    Among several of that name (one server at two addresses), the first up and not excluded.
+//! 5. A pick that fails (no endpoint, all unavailable) is `Unavailable` and marked
 //!    unprocessed: the call went nowhere.
-//! 5. Latency EWMA: each successful call's duration updates its endpoint's average with weight
+//! 6. Latency EWMA: each successful call's duration updates its endpoint's average with weight
 //!    1/5 (an exponentially weighted moving average); failures do not, so an endpoint failing
 //!    fast does not look attractive to P2C. Between samples the average decays toward zero
 //!    with a time constant of [`LATENCY_DECAY`], as in Finagle's peak-EWMA balancer: an
@@ -40,14 +48,14 @@
 //!    being starved of the samples that would clear its name. An endpoint whose connection is
 //!    made anew ([`Available::generation`] changed: the server may have restarted) starts with
 //!    no average at all.
-//! 6. When the last clone of the service is dropped, the discovery task ends.
+//! 7. When the last clone of the service is dropped, the discovery task ends.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -144,6 +152,8 @@ struct Ready<S> {
     set: ReadySet,
     set_version: u64,
     built_ns: u64,
+    /// Indexes into `endpoints` by [`Instance::name`], for durable calls; built on the first.
+    by_name: OnceLock<HashMap<Box<str>, Vec<usize>>>,
 }
 
 /// Clears a flag when dropped.
@@ -170,7 +180,20 @@ impl<S: Available> Ready<S> {
         let set = ReadySet::from_eligible(
             chosen.filter_map(|(i, _)| endpoints.get(i).map(|e| (e.instance.address.clone(), e.instance.weight, i))),
         );
-        Ready { endpoints, set, set_version, built_ns: now_ns }
+        Ready { endpoints, set, set_version, built_ns: now_ns, by_name: OnceLock::new() }
+    }
+
+    /// Indexes into `endpoints` of those discovery names `name`, or, when it names none so,
+    /// of those it names not at all.
+    fn named(&self, name: &str) -> &[usize] {
+        let by_name = self.by_name.get_or_init(|| {
+            let mut by_name: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+            for (index, endpoint) in self.endpoints.iter().enumerate() {
+                by_name.entry(endpoint.instance.name.as_str().into()).or_default().push(index);
+            }
+            by_name
+        });
+        by_name.get(name).or_else(|| by_name.get("")).map_or(&[], Vec::as_slice)
     }
 
     /// The endpoint at `position` of the ready set; `None` past its end (a picker's mistake).
@@ -320,6 +343,7 @@ impl<C: Connect, P: Pick> Balance<C, P> {
                     set: ReadySet::default(),
                     set_version: 0,
                     built_ns: 0,
+                    by_name: OnceLock::new(),
                 })),
                 set_version: AtomicU64::new(0),
                 ready_stale: AtomicBool::new(false),
@@ -469,6 +493,17 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         let ctx = PickContext::for_request(req);
         let now = self.now_ns();
         let ready = self.ready(now);
+        if let Some(durable) = req.ctx().durable() {
+            return Self::destination(&ready, &durable.destination, &ctx, now).ok_or_else(|| {
+                let message = format!(
+                    "{} not sent: none of the {} endpoints discovered is {} and up",
+                    req.method(),
+                    ready.endpoints.len(),
+                    durable.destination
+                );
+                Status::unavailable(message).mark_unprocessed()
+            });
+        }
         let picked = match ctx.pin() {
             Some(pin) => Self::pinned(&ready, pin, now),
             None => self.pick_ready(&ready, &ctx, now),
@@ -489,6 +524,28 @@ impl<C: Connect, P: Pick> Shared<C, P> {
                 Err(Status::new(status.code(), message).mark_unprocessed())
             }
         }
+    }
+
+    /// A durable call's endpoint: the first eligible one named `name` (see [`Ready::named`])
+    /// that the call does not exclude, else the first eligible one it excludes (a retry may
+    /// only go back there); `None` when none is eligible.
+    fn destination(
+        ready: &Ready<C::Service>,
+        name: &str,
+        ctx: &PickContext<'_>,
+        now: u64,
+    ) -> Option<Arc<Endpoint<C::Service>>> {
+        let mut excluded = None;
+        for endpoint in ready.named(name).iter().filter_map(|&index| ready.endpoints.get(index)) {
+            if !endpoint.view(now).is_eligible() {
+                continue;
+            }
+            if !ctx.is_excluded(&endpoint.instance.address) {
+                return Some(endpoint.clone());
+            }
+            excluded.get_or_insert(endpoint);
+        }
+        excluded.cloned()
     }
 
     /// The pinned endpoint, when it is in the ready set and still eligible: O(1). `None`
@@ -880,6 +937,77 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, ["a", "a", "b", "b", "c", "c"]);
+    }
+
+    /// A balancer over endpoints `(address, discovery's name)`, the set applied.
+    async fn named_endpoints<'a, P: Pick>(
+        mocks: &'a Mocks,
+        endpoints: &[(&str, &str)],
+        picker: P,
+    ) -> Balance<impl Connect<Service = Mock> + use<'a, P>, P> {
+        let (changes, source) = mpsc::unbounded();
+        for &(address, name) in endpoints {
+            let instance = Instance::new(address).with_name(name);
+            changes.unbounded_send(Ok(Change::Insert(address.into(), instance))).expect("open");
+        }
+        let balance = Balance::new(source, mocks.connect(), picker, Filter::default());
+        answer(balance.clone(), request()).await;
+        // A source that ends leaves its set in place.
+        drop(changes);
+        balance
+    }
+
+    fn durable_to(destination: &str) -> Request {
+        let mut ctx = Context::new();
+        let id = crate::durable::MessageId::new("shop-1", crate::durable::OutboxId::from_u64(7), 1);
+        ctx.set_durable(Some(crate::durable::Durable::new(id, 0, destination)));
+        request().with_ctx(ctx)
+    }
+
+    #[tokio::test]
+    async fn a_durable_call_goes_to_the_endpoint_named_as_its_destination_whatever_the_picker() {
+        let (named, mocks) = ([("a", "ledger-a"), ("b", "ledger-b"), ("c", "ledger-c")], Mocks::default());
+        let round_robin = named_endpoints(&mocks, &named, RoundRobin::new()).await;
+        let p2c = named_endpoints(&mocks, &named, P2c::with_seed(3)).await;
+        let hashed = named_endpoints(&mocks, &named, ConsistentHash::new()).await;
+        for _ in 0..20 {
+            assert_eq!(answer(round_robin.clone(), durable_to("ledger-b")).await, "b");
+            assert_eq!(answer(p2c.clone(), durable_to("ledger-c")).await, "c");
+            assert_eq!(answer(hashed.clone(), durable_to("ledger-a")).await, "a");
+        }
+        let mut plain: Vec<String> = Vec::new();
+        for _ in 0..3 {
+            plain.push(answer(round_robin.clone(), request()).await);
+        }
+        plain.sort();
+        assert_eq!(plain, ["a", "b", "c"], "other calls are spread as before");
+
+        let status = round_robin.clone().oneshot(durable_to("ledger-z")).await.expect_err("nobody is ledger-z");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.is_unprocessed(), "the outbox keeps the message: {status}");
+        assert!(status.message().contains("ledger-z"), "{status}");
+    }
+
+    #[tokio::test]
+    async fn a_durable_call_tries_unnamed_endpoints_and_goes_back_to_an_excluded_destination() {
+        // Discovery that carries no names (static addresses): the connection checks the name.
+        let mocks = Mocks::default();
+        let unnamed = named_endpoints(&mocks, &[("a", ""), ("b", "")], RoundRobin::new()).await;
+        let answered = answer(unnamed.clone(), durable_to("ledger")).await;
+        assert!(answered == "a" || answered == "b", "{answered}");
+
+        // One server at two addresses: a retry that excludes the first goes to the second; one
+        // that excludes both goes back rather than nowhere.
+        let twice =
+            named_endpoints(&mocks, &[("tcp", "ledger"), ("unix", "ledger"), ("x", "other")], RoundRobin::new()).await;
+        let excluding = |addresses: &[&str]| {
+            let mut request = durable_to("ledger");
+            request.ctx_mut().hints_mut().exclude = addresses.iter().map(|&a| Arc::from(a)).collect();
+            request
+        };
+        assert_eq!(answer(twice.clone(), excluding(&[])).await, "tcp");
+        assert_eq!(answer(twice.clone(), excluding(&["tcp"])).await, "unix");
+        assert_eq!(answer(twice.clone(), excluding(&["tcp", "unix"])).await, "tcp");
     }
 
     #[tokio::test]

@@ -115,9 +115,11 @@
 //!   peer whose HELLO carries that name and INBOX, and refuses it otherwise (`Unavailable`,
 //!   unprocessed), so a different server that took over the address is never handed another's
 //!   messages. The service under the destination may be a `Channel`, or a `Client` with
-//!   discovery: an attempt that reaches an endpoint of another name fails and is retried with
-//!   backoff, and messages wait while no endpoint of that name is found. (Picking the endpoint
-//!   by name in the balancer, rather than by retrying, is not done.)
+//!   discovery: its balancer sends a durable call to the endpoint discovery names as the
+//!   destination (`Instance::name`, which servers register; a lookup, whatever the picker),
+//!   and messages wait, retried with backoff, while none of that name is up. A source that
+//!   carries no names (static addresses, DNS) leaves the choice to the connection's check: an
+//!   attempt that reaches another name fails, unprocessed, and is retried.
 //! - The facade's `durable` feature re-exports this module as `zrpc::durable`.
 //! - [`Destination::delivered`] waits until everything logged so far is acknowledged: for a
 //!   program that must not exit before, and for tests.
