@@ -179,8 +179,8 @@
 //!      message and retries: the receiver may be upgraded); a full inbox with `ResourceExhausted`.
 //! 3. **Handling.** Per stream, one handler at a time, in sequence order, through the server's
 //!    layers like any call; streams run concurrently. The handler's context carries the
-//!    sender's name as caller, the stored metadata and trace, no deadline (a `handler_timeout`
-//!    for the inbox is not built; a server layer can time handlers out), and `durable_id()`.
+//!    sender's name as caller, the stored metadata and trace, no deadline unless
+//!    `InboxConfig::handler_timeout` sets one (a handler past it is dropped), and `durable_id()`.
 //!    When the handler returns, the inbox writes "handled up to `s`" for the stream, at its
 //!    level, and only then starts the stream's next handler: in the sidecar (`inbox/marks.rs`,
 //!    one `pwrite`, at the power level with `fdatasync`, one sync shared by every mark written

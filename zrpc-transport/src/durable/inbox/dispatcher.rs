@@ -4,11 +4,12 @@
 //! A server with an inbox runs one dispatcher beside its connections. Each message goes
 //! through the server's service (its layers, then the router) like a call from a connection,
 //! observed like one (a `zrpc.server` span whose peer is the sender, the server's metrics),
-//! with a context that has the sender's name as caller, the stored metadata and trace, no
-//! deadline, and [`Context::durable_id`](zrpc_core::Context::durable_id). Whatever the handler
-//! does (returns, fails with a `Status`, panics), the message counts as handled: the inbox
-//! delivers, it is not a job queue (see the module docs of [`durable`](crate::durable), "Open
-//! questions").
+//! with a context that has the sender's name as caller, the stored metadata and trace, the
+//! deadline of `InboxConfig::handler_timeout` if set (none by default), and
+//! [`Context::durable_id`](zrpc_core::Context::durable_id). A handler past that deadline is
+//! dropped. Whatever the handler does (returns, fails with a `Status`, panics, runs out of
+//! time), the message counts as handled: the inbox delivers, it is not a job queue (see the
+//! module docs of [`durable`](crate::durable), "Open questions").
 //!
 //! - **Runs.** A take gives up to 256 of a ready stream's messages at once; its task runs their
 //!   handlers one after another, writing "handled up to n" to the sidecar after each
@@ -28,9 +29,11 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use zrpc_core::durable::Durable;
 use zrpc_core::observe::{self, InSpan, MetricsCache, Observed, Side};
@@ -123,7 +126,7 @@ where
     let count = run.len();
     for (index, delivery) in run.into_iter().enumerate() {
         let id = delivery.id.clone();
-        handle(service.clone(), &names, &local, &mut metrics, delivery).await;
+        handle(service.clone(), &names, &local, &mut metrics, inbox.handler_timeout(), delivery).await;
         // The run's last mark waits for every sync: a run ends with its marks at the level.
         let may_wait = if index + 1 == count { 0 } else { unsynced_marks };
         if let Err(e) = mark(&inbox, &id, &mut unsynced, may_wait).await {
@@ -156,9 +159,15 @@ async fn mark(
 }
 
 /// Runs the handler of one message, observed as a call from its sender (a `zrpc.server` span
-/// and the server's metrics, as a call from a connection gets).
-async fn handle<S>(service: S, names: &Router, local: &Arc<str>, metrics: &mut MetricsCache, delivery: Delivery)
-where
+/// and the server's metrics, as a call from a connection gets), within `timeout` if any.
+async fn handle<S>(
+    service: S,
+    names: &Router,
+    local: &Arc<str>,
+    metrics: &mut MetricsCache,
+    timeout: Option<Duration>,
+    delivery: Delivery,
+) where
     S: Service<Request, Response = Response, Error = Status> + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -173,10 +182,19 @@ where
     let ctx = request.ctx_mut();
     ctx.set_caller(Some(id.sender_arc().clone()));
     ctx.set_durable(Some(Durable::new(id.clone(), id.sequence() - 1, local.clone())));
+    let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
+    ctx.set_deadline(deadline);
     let method = request.method().clone();
     let observed = observe::enabled().then(|| Observed::server(&mut request, id.sender(), metrics));
-    let call = InSpan::new(service.oneshot(request), observed.as_ref());
-    let result = AssertUnwindSafe(call).catch_unwind().await.unwrap_or_else(|_| {
+    let call = AssertUnwindSafe(InSpan::new(service.oneshot(request), observed.as_ref())).catch_unwind();
+    let finished = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, call).await.unwrap_or_else(|_| {
+            let after = timeout.unwrap_or_default();
+            Ok(Err(Status::deadline_exceeded(format!("the handler of {method} on {local} ran past {after:?}"))))
+        }),
+        None => call.await,
+    };
+    let result = finished.unwrap_or_else(|_| {
         tracing::error!(%id, %method, "the handler of a durable message panicked");
         Err(Status::internal(format!("the handler of {method} on {local} panicked")))
     });

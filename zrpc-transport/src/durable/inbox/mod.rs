@@ -59,13 +59,14 @@ pub struct InboxConfig {
     stream_retention: Duration,
     segment_bytes: u64,
     unsynced_marks: usize,
+    handler_timeout: Option<Duration>,
     clock: Clock,
 }
 
 impl Default for InboxConfig {
     /// [`Durability::Process`], a limit of [`DEFAULT_MAX_BYTES`] unhandled bytes and
     /// [`DEFAULT_MAX_STREAMS`] streams, a retention of [`DEFAULT_STREAM_RETENTION`], segments of
-    /// 64 MiB, no unsynced marks (the exact guarantee through a power loss).
+    /// 64 MiB, no unsynced marks (the exact guarantee through a power loss), no handler timeout.
     fn default() -> InboxConfig {
         InboxConfig {
             durability: Durability::default(),
@@ -74,6 +75,7 @@ impl Default for InboxConfig {
             stream_retention: DEFAULT_STREAM_RETENTION,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             unsynced_marks: 0,
+            handler_timeout: None,
             clock: Clock::system(),
         }
     }
@@ -135,6 +137,16 @@ impl InboxConfig {
         self
     }
 
+    /// How long a handler may run (default: no limit). Its context has the deadline; one that
+    /// runs past it is dropped and its message counts as handled, with `DeadlineExceeded` in
+    /// the log, as a failed handler's does: the inbox delivers, it does not retry. Without a
+    /// limit, a handler that never returns holds its stream (its sender's later messages)
+    /// until the server stops.
+    pub fn handler_timeout(mut self, timeout: Option<Duration>) -> InboxConfig {
+        self.handler_timeout = timeout;
+        self
+    }
+
     /// The source of time for retention (Unix seconds): tests move it by hand.
     #[cfg(test)]
     pub(crate) fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> InboxConfig {
@@ -175,6 +187,8 @@ struct Inner {
     marks: marks::Marks,
     /// [`InboxConfig::unsynced_marks`] (0 at the process level, where marks are not synced).
     unsynced_marks: usize,
+    /// [`InboxConfig::handler_timeout`].
+    handler_timeout: Option<Duration>,
     /// Woken when a stream has a message ready for a handler (one stored permit: no wake-up
     /// is lost between a take that found nothing and the wait).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -215,13 +229,14 @@ impl Inbox {
         let thread_counters = counters.clone();
         let durability = config.durability;
         let unsynced_marks = if durability == Durability::Power { config.unsynced_marks } else { 0 };
+        let handler_timeout = config.handler_timeout;
         let (writer, marks) = Handle::spawn("zrpc-inbox", &dir, move || {
             let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
             let marks = marks::Marks::create(&thread_dir, durability)?;
             Ok((log, Writer::new(state, settings), marks))
         })
         .await?;
-        Ok(Inbox { inner: Arc::new(Inner { writer, marks, unsynced_marks, ready, counters }) })
+        Ok(Inbox { inner: Arc::new(Inner { writer, marks, unsynced_marks, handler_timeout, ready, counters }) })
     }
 
     /// The inbox's directory.
@@ -350,6 +365,11 @@ impl Inbox {
     /// [`InboxConfig::unsynced_marks`] at the power level, 0 at the process level.
     pub(crate) fn unsynced_marks(&self) -> usize {
         self.inner.unsynced_marks
+    }
+
+    /// [`InboxConfig::handler_timeout`].
+    pub(crate) fn handler_timeout(&self) -> Option<Duration> {
+        self.inner.handler_timeout
     }
 
     /// Notified (one stored permit) after a batch that left a stream with a message ready.

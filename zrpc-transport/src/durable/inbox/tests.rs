@@ -541,6 +541,24 @@ async fn a_full_writer_queue_refuses_a_record_at_once_as_busy_and_loses_nothing(
     assert_eq!(record(&inbox, SHOP, next).await, Outcome::Recorded { recorded: next }, "taken once there is room");
 }
 
+/// Runs the inbox's dispatcher with `service` as a server named `ledger` would, until the
+/// returned sender sends or drops.
+fn dispatcher<S>(inbox: &Inbox, service: S) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
+where
+    S: tower::Service<zrpc_core::Request, Response = zrpc_core::Response, Error = zrpc_core::Status>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let running = super::dispatcher::run(inbox.clone(), service, zrpc_core::Router::new(), "ledger".into(), stopped);
+    (stop, tokio::spawn(running))
+}
+
 /// Records `messages` messages of one stream, runs the dispatcher until a handler that counts
 /// has seen them all, stops it, and returns the sidecar's syncs and the stream's watermarks.
 async fn dispatch(config: InboxConfig, messages: u64) -> (u64, Vec<(OutboxId, u64, u64)>) {
@@ -560,17 +578,7 @@ async fn dispatch(config: InboxConfig, messages: u64) -> (u64, Vec<(OutboxId, u6
         }
         std::future::ready(Ok::<_, zrpc_core::Status>(zrpc_core::Response::default()))
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let stopped = async move {
-        let _ = stopped.await;
-    };
-    let dispatching = tokio::spawn(super::dispatcher::run(
-        inbox.clone(),
-        service,
-        zrpc_core::Router::new(),
-        "ledger".into(),
-        stopped,
-    ));
+    let (stop, dispatching) = dispatcher(&inbox, service);
     all_handled.notified().await;
     // Stopping waits for the run to end: its last mark synced and written to the log.
     let _ = stop.send(());
@@ -595,4 +603,41 @@ async fn unsynced_marks_let_a_streams_handled_marks_share_syncs() {
     assert_eq!(dispatch(power().unsynced_marks(usize::MAX), 256).await, (1, vec![(SHOP, 256, 256)]));
     // The process level writes marks and never syncs them.
     assert_eq!(dispatch(config().unsynced_marks(3), 8).await, (0, vec![(SHOP, 8, 8)]));
+}
+
+#[tokio::test]
+async fn a_handler_past_the_timeout_is_dropped_its_message_counts_as_handled_and_the_stream_goes_on() {
+    let dir = temp();
+    let timeout = std::time::Duration::from_millis(50);
+    let inbox = open(dir.path(), config().handler_timeout(Some(timeout))).await;
+    for (n, method) in [(1, "Ledger.hang"), (2, "Ledger.record")] {
+        let stored = crate::durable::stored_request(zrpc_core::Request::new(method, Bytes::new())).expect("stored");
+        assert_eq!(inbox.record("shop-1", SHOP, n, 0, stored).await.ok(), Some(Outcome::Recorded { recorded: n }));
+    }
+    let (ran, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let service = tower::service_fn(move |request: zrpc_core::Request| {
+        let _ = ran.send((request.method().as_str().to_owned(), request.ctx().deadline()));
+        let hangs = request.method().as_str() == "Ledger.hang";
+        async move {
+            if hangs {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, zrpc_core::Status>(zrpc_core::Response::default())
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let (stop, dispatching) = dispatcher(&inbox, service);
+    // Only the handler's timeout ends the first handler; the guard makes a regression fail
+    // rather than hang.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let report = tokio::time::timeout(std::time::Duration::from_secs(60), reports.recv()).await;
+        seen.push(report.expect("the stream went on past the hung handler").expect("the service is alive"));
+    }
+    let (methods, deadlines): (Vec<String>, Vec<_>) = seen.into_iter().unzip();
+    assert_eq!(methods, ["Ledger.hang", "Ledger.record"]);
+    assert!(deadlines.iter().all(|d| d.is_some_and(|d| d >= started + timeout)), "handlers see their deadline");
+    let _ = stop.send(());
+    dispatching.await.expect("the dispatcher ends");
+    assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, 2, 2)], "both count as handled");
 }
