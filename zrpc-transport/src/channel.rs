@@ -110,6 +110,18 @@ pub struct ChannelConfig {
     peer_default: DefaultTimeout,
     /// Where each connection is listed by the server's name while it lives (a node's).
     directory: Option<Peers>,
+    /// Where the server's durable calls are recorded, if anywhere.
+    #[cfg(feature = "durable")]
+    inbox: Option<ChannelInbox>,
+}
+
+/// A serving channel's inbox, and whether the channel runs its handlers (a node's channels
+/// leave that to the node, which runs one dispatcher for all its connections).
+#[cfg(feature = "durable")]
+#[derive(Clone, Debug)]
+struct ChannelInbox {
+    inbox: crate::durable::Inbox,
+    dispatch: bool,
 }
 
 impl Default for ChannelConfig {
@@ -133,6 +145,8 @@ impl Default for ChannelConfig {
             served: Served::default(),
             peer_default: DefaultTimeout { timeout: Some(DEFAULT_TIMEOUT), origin: ORIGIN },
             directory: None,
+            #[cfg(feature = "durable")]
+            inbox: None,
         }
     }
 }
@@ -147,6 +161,10 @@ impl ChannelConfig {
         config.compression = self.compression;
         config.compression_threshold = self.compression_threshold;
         self.limits.apply(&mut config);
+        #[cfg(feature = "durable")]
+        {
+            config.inbox = self.inbox.is_some();
+        }
         config
     }
 }
@@ -163,7 +181,7 @@ pub(crate) struct Served {
 
 impl Served {
     /// The services in their layers, for one connection.
-    fn service(&self) -> ServedStack {
+    pub(crate) fn service(&self) -> ServedStack {
         self.layers.layer(self.router.clone())
     }
 }
@@ -307,6 +325,26 @@ impl ChannelBuilder {
     /// Serves the services with the layers of `served` (a node's).
     pub(crate) fn served(mut self, served: Served) -> ChannelBuilder {
         self.config.served = served;
+        self
+    }
+
+    /// Records the server's durable calls (those its outbox sends to this channel's name) in
+    /// `inbox`, and runs their handlers with the services this channel serves, as a server
+    /// with an inbox does (see [`durable`](crate::durable)): for a receiver that dials its
+    /// senders. The channel announces INBOX on every connection, and runs the handlers from its
+    /// first connection attempt until it is dropped (the last clone). Its name is the
+    /// destination senders address.
+    #[cfg(feature = "durable")]
+    pub fn inbox(mut self, inbox: crate::durable::Inbox) -> ChannelBuilder {
+        self.config.inbox = Some(ChannelInbox { inbox, dispatch: true });
+        self
+    }
+
+    /// Records the server's durable calls in `inbox`, whose handlers something else runs (a
+    /// node's dispatcher).
+    #[cfg(feature = "durable")]
+    pub(crate) fn records_in(mut self, inbox: crate::durable::Inbox) -> ChannelBuilder {
+        self.config.inbox = Some(ChannelInbox { inbox, dispatch: false });
         self
     }
 
@@ -620,6 +658,13 @@ impl Inner {
 
 /// The background task: connects, watches the connection, reconnects with backoff.
 async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>, connects: Arc<AtomicU64>) {
+    // The inbox's handlers run while this task does: dropping the sender stops them.
+    #[cfg(feature = "durable")]
+    let _dispatching = config
+        .inbox
+        .as_ref()
+        .filter(|inbox| inbox.dispatch)
+        .map(|inbox| crate::durable::Dispatching::spawn(inbox.inbox.clone(), &config.served, config.name.as_str()));
     let mut failures = 0;
     loop {
         state.send_replace(State::Connecting { retry: failures > 0 });
@@ -687,6 +732,11 @@ async fn connect_once(address: &Address, config: &ChannelConfig) -> Result<Handl
             Connection::new(stream, Role::Connector, config.mux(), served.service(), served.router.clone(), None);
         let peer = handle.peer(config.peer_default);
         let conn = conn.with_peer(peer.clone()).with_endpoint(address.to_string().into());
+        #[cfg(feature = "durable")]
+        let conn = match &config.inbox {
+            Some(inbox) => conn.with_inbox(inbox.inbox.clone()),
+            None => conn,
+        };
         let run = peers::listed_while(conn.run(), handle.shared().clone(), peer, config.directory.clone());
         // Until the handshake is done nobody else holds `handle`: an abandoned attempt (the
         // connect timeout, or the channel dropped) must close its socket now, not at the

@@ -31,6 +31,10 @@
 //! other) are both used: the newest answers to the name (see
 //! [`peers`](crate::peers#two-connections-with-one-name)).
 //!
+//! With an inbox ([`NodeBuilder::inbox`], feature `durable`), a node records the durable
+//! calls peers' outboxes send to its name on every connection, accepted or dialed, and runs
+//! their handlers once per message.
+//!
 //! Settings beyond these go through [`NodeBuilder::server`] and [`NodeBuilder::channel`], which
 //! configure the underlying builders as on a plain server or channel (limits, heartbeat, TLS,
 //! default deadlines).
@@ -61,6 +65,8 @@ pub struct NodeBuilder {
     server: Option<ConfigureServer>,
     channel: Option<ConfigureChannel>,
     reflection: bool,
+    #[cfg(feature = "durable")]
+    inbox: Option<crate::durable::Inbox>,
 }
 
 impl NodeBuilder {
@@ -86,6 +92,16 @@ impl NodeBuilder {
     /// default), or not (`false`); see [`ServerBuilder::reflection`].
     pub fn reflection(mut self, on: bool) -> NodeBuilder {
         self.reflection = on;
+        self
+    }
+
+    /// Records the durable calls peers send to this node's name in `inbox`, on every
+    /// connection, accepted or dialed, and runs their handlers with the node's services, once
+    /// per message (see [`durable`](crate::durable)): peers' outboxes reach the node whichever
+    /// side dialed. One dispatcher runs for the node (its server's, when it listens).
+    #[cfg(feature = "durable")]
+    pub fn inbox(mut self, inbox: crate::durable::Inbox) -> NodeBuilder {
+        self.inbox = Some(inbox);
         self
     }
 
@@ -141,6 +157,11 @@ impl NodeBuilder {
                 None => Server::builder(),
             };
             let builder = builder.name(self.name.clone()).for_node(served.router.clone(), peers.clone());
+            #[cfg(feature = "durable")]
+            let builder = match &self.inbox {
+                Some(inbox) => builder.inbox(inbox.clone()),
+                None => builder,
+            };
             let server: Server<ServedStack> =
                 builder.with_layer(served.layers.clone()).bind(address.map_err(invalid)?).await?;
             let local = server.local_addr().clone();
@@ -155,12 +176,31 @@ impl NodeBuilder {
                     None => Channel::builder(address),
                 };
                 let builder = builder.name(self.name.clone()).served(served.clone()).listed_in(peers.clone());
+                #[cfg(feature = "durable")]
+                let builder = match &self.inbox {
+                    Some(inbox) => builder.records_in(inbox.clone()),
+                    None => builder,
+                };
                 let channel = builder.connect_lazy();
                 channel.start();
                 channel
             })
             .collect();
-        Ok(Node { name: self.name.into(), peers, listening, channels })
+        // A node that listens has its server run the inbox's handlers; one that only dials
+        // runs them itself.
+        #[cfg(feature = "durable")]
+        let dispatching = match (&self.inbox, &listening) {
+            (Some(inbox), None) => Some(crate::durable::Dispatching::spawn(inbox.clone(), &served, &self.name)),
+            _ => None,
+        };
+        Ok(Node {
+            name: self.name.into(),
+            peers,
+            listening,
+            channels,
+            #[cfg(feature = "durable")]
+            dispatching,
+        })
     }
 }
 
@@ -183,6 +223,9 @@ pub struct Node {
     peers: Peers,
     listening: Option<Listening>,
     channels: Vec<Channel>,
+    /// The inbox's handlers, run by the node itself when it does not listen.
+    #[cfg(feature = "durable")]
+    dispatching: Option<crate::durable::Dispatching>,
 }
 
 struct Listening {
@@ -202,6 +245,8 @@ impl Node {
             server: None,
             channel: None,
             reflection: true,
+            #[cfg(feature = "durable")]
+            inbox: None,
         }
     }
 
@@ -242,6 +287,11 @@ impl Node {
         if let Some(listening) = self.listening {
             listening.handle.shutdown();
             let _ = listening.serving.await;
+        }
+        // An inbox's handlers still running finish; its messages then wait for the next start.
+        #[cfg(feature = "durable")]
+        if let Some(dispatching) = self.dispatching {
+            dispatching.stop().await;
         }
     }
 }

@@ -266,3 +266,52 @@ async fn a_plain_server_refuses_durable_frames_unprocessed_and_says_so_in_its_he
     drop(peer);
     serving.shutdown().await.expect("served");
 }
+
+/// A receiver that dials its sender: the sender's server calls it back by name through its
+/// outbox, over the connection the receiver opened.
+#[tokio::test]
+async fn a_receiver_that_dials_records_and_handles_through_a_serving_channel_and_a_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outbox = outbox_in(dir.path()).await;
+    let shop = Server::builder().name("shop-1").bind("tcp://127.0.0.1:0").await.expect("bind");
+    let (shop_address, shop_peers) = (shop.local_addr().clone(), shop.handle().peers());
+    let shop = Serving::spawn(shop);
+    let destination = outbox.destination("ledger", shop_peers.named("ledger"));
+    let ledger = LedgerClient::new(destination.clone());
+    let inbox = inbox_in(&dir.path().join("ledger")).await;
+
+    // A serving channel with an inbox.
+    let (handled, mut reports) = mpsc::unbounded_channel();
+    let channel = Channel::builder(shop_address.clone())
+        .name("ledger")
+        .serve(LedgerServer::new(Books { handled }))
+        .inbox(inbox.clone())
+        .connect()
+        .await
+        .expect("connects");
+    within("the ledger is listed", shop_peers.wait_for("ledger")).await;
+    for n in 1..=3 {
+        ledger.record(n * 10).await.expect("logged");
+    }
+    assert_eq!(next_handled(&mut reports, 3, outbox.id()).await, vec![(1, 10), (2, 20), (3, 30)]);
+    drop(channel);
+
+    // The same receiver as a node that only dials: it goes on with the stream.
+    let (handled, mut reports) = mpsc::unbounded_channel();
+    let node = zrpc_transport::Node::builder("ledger")
+        .add_service(LedgerServer::new(Books { handled }))
+        .inbox(inbox.clone())
+        .connect(shop_address)
+        .start()
+        .await
+        .expect("starts");
+    for n in 4..=5 {
+        ledger.record(n * 10).await.expect("logged");
+    }
+    assert_eq!(next_handled(&mut reports, 2, outbox.id()).await, vec![(4, 40), (5, 50)]);
+    within("acknowledged", destination.delivered()).await.expect("delivered");
+    node.shutdown().await;
+    let streams = inbox.streams().await.expect("streams");
+    assert_eq!(streams.iter().map(|s| (s.recorded, s.handled)).collect::<Vec<_>>(), [(5, 5)]);
+    shop.shutdown().await.expect("served");
+}

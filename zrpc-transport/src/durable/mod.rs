@@ -1,9 +1,10 @@
 //! Durable calls: oneway calls that survive a crash of either end and are handled once.
 //!
 //! **Status (issue 13): durable calls work end to end: an outbox's destination logs oneway
-//! calls and delivers them; a server with an inbox records, acknowledges and runs each handler
-//! once; the crash harness (below) and `examples/durable.rs` exercise it. Still missing: nodes
-//! and channels that serve with an inbox, and the throughput targets (see "Measured").**
+//! calls and delivers them; a server, a serving channel (`ChannelBuilder::inbox`) or a node
+//! (`NodeBuilder::inbox`) with an inbox records, acknowledges and runs each handler once; the
+//! crash harness (below) and `examples/durable.rs` exercise it. Still missing: the throughput
+//! targets of the process level (see "Measured").**
 //!
 //! - Types: [`MessageId`], [`OutboxId`] and [`Durable`] (in `zrpc_core::durable`, since a
 //!   call's `Context` carries them: [`Context::durable_id`](zrpc_core::Context::durable_id)),
@@ -597,10 +598,10 @@ mod wire;
 
 pub use error::DurableError;
 pub use id::{MessageId, OutboxId};
-pub(crate) use inbox::run_inbox;
 pub use inbox::{
     DEFAULT_MAX_STREAMS, DEFAULT_STREAM_RETENTION, Inbox, InboxConfig, MAX_RUNNING, MAX_UNSYNCED_MARKS, StreamInfo,
 };
+pub(crate) use inbox::{Dispatching, run_inbox};
 pub use level::Durability;
 pub use outbox::{
     ATTEMPT_TIMEOUT, BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_MAX_BYTES, Destination, Outbox, OutboxConfig, Pending,

@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::task::JoinSet;
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use zrpc_core::durable::Durable;
@@ -41,6 +42,7 @@ use zrpc_core::{Request, Response, Router, Status};
 
 use super::marks::Written;
 use super::{Delivery, Inbox};
+use crate::channel::Served;
 use crate::durable::{DurableError, MessageId, wire};
 
 /// Most streams whose handlers run at once.
@@ -88,6 +90,33 @@ where
             Some(_) = running.join_next(), if !running.is_empty() => {}
             () = &mut stop, if !stopping => stopping = true,
         }
+    }
+}
+
+/// A dispatcher in a task of its own (a serving channel's, a node's): it takes no more
+/// messages once this is dropped or [`stop`](Dispatching::stop)ped, and ends when its running
+/// handlers have returned.
+#[derive(Debug)]
+pub(crate) struct Dispatching {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Dispatching {
+    /// Runs `inbox`'s handlers with the services of `served`, as the endpoint named `local`.
+    pub(crate) fn spawn(inbox: Inbox, served: &Served, local: &str) -> Dispatching {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let running = run(inbox, served.service(), served.router.clone(), Arc::from(local), stopped);
+        Dispatching { stop, task: tokio::spawn(running) }
+    }
+
+    /// Takes no more messages and returns once the running handlers have.
+    pub(crate) async fn stop(self) {
+        drop(self.stop);
+        let _ = self.task.await;
     }
 }
 

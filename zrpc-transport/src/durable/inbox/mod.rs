@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub use self::dispatcher::MAX_RUNNING;
-pub(crate) use self::dispatcher::run as run_inbox;
+pub(crate) use self::dispatcher::{Dispatching, run as run_inbox};
 use self::journal::{Clock, Command, Settings, Writer};
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use self::state::{Delivery, Outcome};
