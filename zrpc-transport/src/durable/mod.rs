@@ -39,6 +39,18 @@
 //!
 //! # Measured
 //!
+//! Session 13, 2026-11-29, a quieter host (load 1.7–2.3), three passes taking turns between
+//! 7f581e8 and a69d044 (benches/results/durable-ab-7f581e8-a69d044.txt): process level
+//! 109k–146k before, 150k–173k after, moving with plain oneway (739k–999k before, 921k–1,090k
+//! after, an unchanged path): not separated. Power level, 100 senders of one caller into one
+//! inbox (`--senders 100 --outbox-level process`): 13.5k–17.5k handled/s before, 24.8k–26.6k
+//! after (marks share syncs across streams), 51k–64k with `unsynced_marks(255)`; one sender of
+//! 100 callers: 4.3k–4.9k handled and 98k–115k acknowledged, 68k–81k handled with
+//! `unsynced_marks(255)`. Callgrind, 20,000 messages: 33.4k instructions per message, as after
+//! session 12. Leaving the handled mark's `pwrite` out (an experiment, not kept) saved about 11%
+//! of the CPU: the one per-message syscall the exact guarantee needs without `unsafe` (a mapped
+//! file would need it; the workspace forbids it).
+//!
 //! `target/release/durable --messages 200000 --rounds 2` (benches/src/bin/durable.rs), AMD
 //! EPYC 2 cores. Session 12, 2026-11-29, the machine shared (load average 3 to 4.4; plain
 //! oneway reached only 259k–330k, against 609k–654k in session 11), before and after in
