@@ -594,9 +594,13 @@
 //! - **Out-of-order blocks after a power loss.** A write not yet synced may reach the disk in
 //!   any block order: a power loss can keep a later block of a batch and lose an earlier one.
 //!   The open then sees a bad record followed by valid ones and refuses with `Corrupt`, though
-//!   none of those records had been acknowledged. Knowing the last synced offset (a small
-//!   sidecar written after each sync?) would tell the two apart; until then an operator must
-//!   truncate by hand at the offset the error names.
+//!   none of those records had been acknowledged. Knowing the last synced offset would tell the
+//!   two apart, but only if that knowledge is itself synced: a marker written into the next
+//!   batch ("synced up to n") cannot prove the last batch's sync (a power loss can take the
+//!   marker and keep a bit-rotted record of the synced batch, which would then be truncated),
+//!   so it needs a sidecar synced after each sync, a second `fdatasync` per batch (session 13's
+//!   reasoning; not built). Until then an operator truncates by hand at the offset the error
+//!   names.
 //! - **Cumulative acknowledgements.** One RESPONSE per message costs 27 bytes; a cumulative ACK
 //!   frame would save them if the throughput target needs it once measured end to end.
 
