@@ -22,7 +22,7 @@
 //! ```
 //!
 //! `benches/gateway.lua` posts `/tmp/echo.json` (or `$BODY`). `serve` runs until its standard
-//! input closes.
+//! input closes. `benches/gateway.sh` runs all of it, every path in turn, for a number of rounds.
 
 use std::time::Duration;
 
