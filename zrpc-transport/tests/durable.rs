@@ -315,3 +315,42 @@ async fn a_receiver_that_dials_records_and_handles_through_a_serving_channel_and
     assert_eq!(streams.iter().map(|s| (s.recorded, s.handled)).collect::<Vec<_>>(), [(5, 5)]);
     shop.shutdown().await.expect("served");
 }
+
+/// A `Client` over discovery that names its instances sends a durable call to the instance of
+/// the destination's name, whatever its picker: round-robin over two receivers would send every
+/// other call to the wrong one, which the connection refuses.
+#[tokio::test]
+async fn a_client_sends_durable_calls_to_the_instance_discovery_names_as_the_destination() {
+    use zrpc_core::balance::RoundRobin;
+    use zrpc_core::discover::{Change, Instance};
+    use zrpc_core::retry::FailMode;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tcp: Address = "tcp://127.0.0.1:0".parse().expect("address");
+    let (a, mut a_reports, a_address) = receiver("ledger-a", &tcp, Some(inbox_in(&dir.path().join("a")).await)).await;
+    let (b, mut b_reports, b_address) = receiver("ledger-b", &tcp, Some(inbox_in(&dir.path().join("b")).await)).await;
+    let (changes, source) = futures::channel::mpsc::unbounded();
+    for (address, name) in [(&a_address, "ledger-a"), (&b_address, "ledger-b")] {
+        let instance = Instance::new(address.to_string()).with_name(name);
+        changes.unbounded_send(Ok(Change::Insert(address.to_string().into(), instance))).expect("open");
+    }
+    let client = zrpc_transport::Client::builder()
+        .name("shop-1")
+        .discover(source)
+        .balance(RoundRobin::new())
+        .fail_mode(FailMode::Failfast)
+        .build();
+
+    let outbox = OutboxId::from_u64(0x5409);
+    for n in 1..=6u64 {
+        let mut request = Request::new("Ledger.record", postcard(&n));
+        request.ctx_mut().set_durable(Some(Durable::new(MessageId::new("shop-1", outbox, n), n - 1, "ledger-b")));
+        let answer = within("an acknowledgement", client.clone().oneshot(request)).await;
+        assert!(answer.is_ok(), "call {n} went elsewhere: {answer:?}");
+    }
+    assert_eq!(next_handled(&mut b_reports, 6, outbox).await.len(), 6);
+    a.shutdown().await.expect("served");
+    b.shutdown().await.expect("served");
+    assert!(a_reports.recv().await.is_none(), "ledger-a was given none");
+    drop(changes);
+}
