@@ -658,7 +658,7 @@ impl Inner {
 
 /// The background task: connects, watches the connection, reconnects with backoff.
 async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>, connects: Arc<AtomicU64>) {
-    // The inbox's handlers run while this task does: dropping the sender stops them.
+    // The inbox's handlers run while this task does: dropped with it, they take no more.
     #[cfg(feature = "durable")]
     let _dispatching = config
         .inbox
