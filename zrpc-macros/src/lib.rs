@@ -8,8 +8,9 @@
 //! |---|---|
 //! | `trait Greeter` | the trait, each method returning a `Send` future; implement it with `async fn` |
 //! | `GreeterHelloArgs` | one serde struct per method holding its arguments (not the context) |
-//! | `GreeterClient<S>` | the client: `new(service)`, `with_context`, `with_codec`, `broadcast()`, `fork(n)`, and `hello(name)` returning `Result<String, Status>` |
+//! | `GreeterClient<S>` | the client: `new(service)`, `with_context`, `with_codec`, `broadcast()`, `fork(n)`, `oneway()`, and `hello(name)` returning `Result<String, Status>` |
 //! | `GreeterBroadcast<S>`, `GreeterFork<S>` | the client's views from `broadcast()` and `fork(n)` over a `Spread` (a `Client`, a server's `Peers`): `hello(name)` returning every endpoint's `(name, Result<String, Status>)`, or the first success and its endpoint |
+//! | `GreeterOneway<S>` | the client's view from `oneway()`: its `#[zrpc(oneway)]` methods only, for a service that takes nothing else (an outbox's destination), so that a two-way call is a compile error |
 //! | `GreeterServer<T>` | a `tower::Service<Request>` that calls a `T: Greeter`, and a `NamedService` for routing and reflection (`GreeterServer::<T>::descriptor()`: names, flags, arguments, types, docs) |
 //!
 //! A method is addressed on the wire as `"Greeter.hello"`. Options:

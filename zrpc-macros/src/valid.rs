@@ -14,7 +14,8 @@ use syn::{FnArg, Pat, TraitItem, Type};
 use crate::ast::{self, Arg, Method, Service, WireName};
 
 /// Names of the generated client's own methods, which a service method may not take.
-const CLIENT_METHODS: [&str; 7] = ["new", "with_context", "with_codec", "inner", "into_inner", "broadcast", "fork"];
+const CLIENT_METHODS: [&str; 8] =
+    ["new", "with_context", "with_codec", "inner", "into_inner", "broadcast", "fork", "oneway"];
 
 /// The namespace of zrpc's built-in services' wire names. zrpc's own services, which give
 /// `crate = "..."`, may use it; a service that names its crate path is trusted to know.

@@ -277,7 +277,8 @@ async fn a_receiver_that_dials_records_and_handles_through_a_serving_channel_and
     let (shop_address, shop_peers) = (shop.local_addr().clone(), shop.handle().peers());
     let shop = Serving::spawn(shop);
     let destination = outbox.destination("ledger", shop_peers.named("ledger"));
-    let ledger = LedgerClient::new(destination.clone());
+    // The oneway view: a two-way method through the destination would not compile.
+    let ledger = LedgerClient::new(destination.clone()).oneway();
     let inbox = inbox_in(&dir.path().join("ledger")).await;
 
     // A serving channel with an inbox.

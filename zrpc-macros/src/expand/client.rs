@@ -27,6 +27,9 @@ pub(crate) fn client(service: &Service) -> TokenStream {
     let broadcast = format_ident!("{}Broadcast", trait_ident);
     let fork = format_ident!("{}Fork", trait_ident);
     let spread = spread_views(service, &broadcast, &fork);
+    let oneway = format_ident!("{}Oneway", trait_ident);
+    let oneway_view = oneway_view(service, &oneway);
+    let call_bounds = call_bounds(service);
     quote! {
         #[doc = #doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
@@ -88,6 +91,16 @@ pub(crate) fn client(service: &Service) -> TokenStream {
                 #broadcast { inner: ::core::clone::Clone::clone(&self.inner), ctx: ::core::clone::Clone::clone(&self.ctx), codec: self.codec }
             }
 
+            /// A view of this client with its oneway methods only: what an outbox's destination
+            /// takes (`zrpc::durable`), so that a two-way call through one is a compile error
+            /// rather than an `InvalidArgument` at run time.
+            #vis fn oneway(&self) -> #oneway<S>
+            where
+                S: ::core::clone::Clone,
+            {
+                #oneway { inner: ::core::clone::Clone::clone(&self.inner), ctx: ::core::clone::Clone::clone(&self.ctx), codec: self.codec }
+            }
+
             /// A view of this client whose calls go to `n` endpoints at once (all when `n` is 0)
             /// and answer with the first success and the endpoint that gave it; the other calls
             /// are cancelled. See `zrpc::spread`.
@@ -99,18 +112,54 @@ pub(crate) fn client(service: &Service) -> TokenStream {
             }
         }
 
-        impl<S> #client<S>
+        impl<S> #client<S> #call_bounds {
+            #(#methods)*
+        }
+
+        #spread
+
+        #oneway_view
+    }
+}
+
+/// `XOneway<S>`: the client's oneway methods, and no other.
+fn oneway_view(service: &Service, oneway: &Ident) -> TokenStream {
+    let private = private(service);
+    let (vis, trait_ident) = (service.vis(), service.ident());
+    let client = format_ident!("{}Client", trait_ident);
+    let doc = format!(
+        "[`{client}`]'s oneway methods and no other, from [`{client}::oneway`]: for a service that takes only \
+         oneway calls, such as an outbox's destination (`zrpc::durable`)."
+    );
+    let methods =
+        service.methods.iter().filter(|method| method.oneway.is_some()).map(|method| call_method(service, method));
+    let call_bounds = call_bounds(service);
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #oneway<S> {
+            inner: S,
+            ctx: #private::Context,
+            codec: #private::CodecId,
+        }
+
+        impl<S> #oneway<S> #call_bounds {
+            #(#methods)*
+        }
+    }
+}
+
+/// The `where` clause of the views that call through `S`: a cloneable `Send` service of
+/// requests.
+fn call_bounds(service: &Service) -> TokenStream {
+    let private = private(service);
+    quote! {
         where
             S: #private::tower::Service<#private::Request, Response = #private::Response, Error = #private::Status>
                 + ::core::clone::Clone
                 + ::core::marker::Send
                 + 'static,
             <S as #private::tower::Service<#private::Request>>::Future: ::core::marker::Send,
-        {
-            #(#methods)*
-        }
-
-        #spread
     }
 }
 

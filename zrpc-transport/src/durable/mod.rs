@@ -97,7 +97,7 @@
 //!     .durability(Durability::Power)          // default: Durability::Process
 //!     .max_bytes(1 << 30)).await?;            // undelivered bytes before ResourceExhausted
 //! let channel = Channel::builder(addr).name("shop-1").connect_lazy();
-//! let ledger = LedgerClient::new(outbox.destination("ledger", channel));
+//! let ledger = LedgerClient::new(outbox.destination("ledger", channel)).oneway();
 //!
 //! ledger.record(entry).await?;   // Ok once the message is in the outbox's log: it will be
 //!                                // delivered to "ledger", in order, whatever crashes meanwhile
@@ -122,8 +122,10 @@
 //! ```
 //!
 //! - Only `#[zrpc(oneway)]` methods can be durable: the call returns when the message is logged,
-//!   before it is delivered, so there is no response to return. A two-way call through a
-//!   destination fails at once with [`DurableError::NotOneway`] (`InvalidArgument`, unprocessed).
+//!   before it is delivered, so there is no response to return. The generated client's
+//!   `oneway()` view (`LedgerOneway<S>`) has only those methods, so a two-way call through it
+//!   does not compile; one made through the full client fails at once with
+//!   [`DurableError::NotOneway`] (`InvalidArgument`, unprocessed).
 //! - A destination is **one named receiver**: the endpoint name its server announces in its
 //!   HELLO, which is also the name of its inbox. The connection sends a durable call only to a
 //!   peer whose HELLO carries that name and INBOX, and refuses it otherwise (`Unavailable`,
@@ -574,12 +576,14 @@
 //!   calls 1.3–1.4 ms); since a handler must be idempotent for the one rerun anyway, `n` more
 //!   ask nothing new of it. The default stays exact: it is what the README promises, and
 //!   `Durability::Power` is chosen by those who care most.
+//! - **A oneway view rather than a durable one.** The compile-time check of oneway-ness is the
+//!   generated client's `oneway()` view (`XOneway<S>`, its oneway methods only), not an
+//!   `XDurable<S>`: the macro knows nothing of outboxes, and the view fits any service that takes
+//!   only oneway calls. The full client over a destination still works, refusing two-way calls
+//!   at run time with [`DurableError::NotOneway`].
 //!
 //! # Open questions
 //!
-//! - **Compile-time check of oneway-ness.** A generated `XDurable<S>` view listing only the
-//!   oneway methods (as `XBroadcast` lists all) would turn [`DurableError::NotOneway`] into a
-//!   compile error, at the cost of a macro change.
 //! - **Failed handlers.** A handler returning an error counts as handled. Should the inbox offer
 //!   retries with backoff, and a dead-letter log for messages that keep failing?
 //! - **Identity.** Should the authenticated identity of the connection that delivered a message
