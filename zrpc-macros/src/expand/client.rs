@@ -30,14 +30,9 @@ pub(crate) fn client(service: &Service) -> TokenStream {
     let oneway = format_ident!("{}Oneway", trait_ident);
     let oneway_view = oneway_view(service, &oneway);
     let call_bounds = call_bounds(service);
+    let client_struct = view_struct(service, &doc, &client, quote!());
     quote! {
-        #[doc = #doc]
-        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-        #vis struct #client<S> {
-            inner: S,
-            ctx: #private::Context,
-            codec: #private::CodecId,
-        }
+        #client_struct
 
         impl<S> #client<S> {
             /// A client that sends its calls through `inner`, with an empty context and the
@@ -124,8 +119,7 @@ pub(crate) fn client(service: &Service) -> TokenStream {
 
 /// `XOneway<S>`: the client's oneway methods, and no other.
 fn oneway_view(service: &Service, oneway: &Ident) -> TokenStream {
-    let private = private(service);
-    let (vis, trait_ident) = (service.vis(), service.ident());
+    let trait_ident = service.ident();
     let client = format_ident!("{}Client", trait_ident);
     let doc = format!(
         "[`{client}`]'s oneway methods and no other, from [`{client}::oneway`]: for a service that takes only \
@@ -134,17 +128,29 @@ fn oneway_view(service: &Service, oneway: &Ident) -> TokenStream {
     let methods =
         service.methods.iter().filter(|method| method.oneway.is_some()).map(|method| call_method(service, method));
     let call_bounds = call_bounds(service);
+    let oneway_struct = view_struct(service, &doc, oneway, quote!());
     quote! {
-        #[doc = #doc]
-        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-        #vis struct #oneway<S> {
-            inner: S,
-            ctx: #private::Context,
-            codec: #private::CodecId,
-        }
+        #oneway_struct
 
         impl<S> #oneway<S> #call_bounds {
             #(#methods)*
+        }
+    }
+}
+
+/// The struct of the client or one of its views: the service calls go through, the context
+/// and codec they carry, then `extra` fields.
+fn view_struct(service: &Service, doc: &str, ident: &Ident, extra: TokenStream) -> TokenStream {
+    let private = private(service);
+    let vis = service.vis();
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #ident<S> {
+            inner: S,
+            ctx: #private::Context,
+            codec: #private::CodecId,
+            #extra
         }
     }
 }
@@ -228,7 +234,7 @@ fn call_pieces(service: &Service, method: &Method) -> (Vec<TokenStream>, TokenSt
 /// `XBroadcast<S>` and `XFork<S>`: the client's methods over a `Spread`, answering per endpoint.
 fn spread_views(service: &Service, broadcast: &Ident, fork: &Ident) -> TokenStream {
     let private = private(service);
-    let (vis, trait_ident) = (service.vis(), service.ident());
+    let trait_ident = service.ident();
     let client = format_ident!("{}Client", trait_ident);
     let broadcast_doc = format!(
         "[`{client}`]'s calls sent to every endpoint at once, from [`{client}::broadcast`]: each method answers with \
@@ -241,27 +247,16 @@ fn spread_views(service: &Service, broadcast: &Ident, fork: &Ident) -> TokenStre
     let broadcasts = service.methods.iter().map(|method| spread_method(service, method, Spread::Broadcast));
     let forks = service.methods.iter().map(|method| spread_method(service, method, Spread::Fork));
     let bounds = quote!(S: #private::Spread);
+    let broadcast_struct = view_struct(service, &broadcast_doc, broadcast, quote!());
+    let fork_struct = view_struct(service, &fork_doc, fork, quote!(n: usize,));
     quote! {
-        #[doc = #broadcast_doc]
-        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-        #vis struct #broadcast<S> {
-            inner: S,
-            ctx: #private::Context,
-            codec: #private::CodecId,
-        }
+        #broadcast_struct
 
         impl<S> #broadcast<S> where #bounds {
             #(#broadcasts)*
         }
 
-        #[doc = #fork_doc]
-        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-        #vis struct #fork<S> {
-            inner: S,
-            ctx: #private::Context,
-            codec: #private::CodecId,
-            n: usize,
-        }
+        #fork_struct
 
         impl<S> #fork<S> where #bounds {
             #(#forks)*

@@ -114,9 +114,7 @@ impl Decoder {
             }
         }
     }
-}
 
-impl Decoder {
     /// Decodes `frame`, which must be exactly one whole frame (length field included), without
     /// copying it: the frame's fields and payload are slices of it. For frames stored whole
     /// (a durable log's messages), not for a stream. `Ok(None)` for a frame of an unknown kind.

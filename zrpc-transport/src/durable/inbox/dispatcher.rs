@@ -105,11 +105,21 @@ pub(crate) struct Dispatching {
 impl Dispatching {
     /// Runs `inbox`'s handlers with the services of `served`, as the endpoint named `local`.
     pub(crate) fn spawn(inbox: Inbox, served: &Served, local: &str) -> Dispatching {
+        Dispatching::spawn_with(inbox, served.service(), served.router.clone(), local)
+    }
+
+    /// Runs `inbox`'s handlers with `service`, interning method names with `names`, as the
+    /// endpoint named `local`.
+    pub(crate) fn spawn_with<S>(inbox: Inbox, service: S, names: Router, local: &str) -> Dispatching
+    where
+        S: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = async move {
             let _ = stopped.await;
         };
-        let running = run(inbox, served.service(), served.router.clone(), Arc::from(local), stopped);
+        let running = run(inbox, service, names, Arc::from(local), stopped);
         Dispatching { stop, task: tokio::spawn(running) }
     }
 

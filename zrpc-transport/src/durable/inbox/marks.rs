@@ -128,7 +128,7 @@ struct Syncing {
 }
 
 /// A mark written to the file: [`Marks::synced`] waits until a sync covers it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Written(u64);
 
 impl Marks {

@@ -541,24 +541,6 @@ async fn a_full_writer_queue_refuses_a_record_at_once_as_busy_and_loses_nothing(
     assert_eq!(record(&inbox, SHOP, next).await, Outcome::Recorded { recorded: next }, "taken once there is room");
 }
 
-/// Runs the inbox's dispatcher with `service` as a server named `ledger` would, until the
-/// returned sender sends or drops.
-fn dispatcher<S>(inbox: &Inbox, service: S) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>)
-where
-    S: tower::Service<zrpc_core::Request, Response = zrpc_core::Response, Error = zrpc_core::Status>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let (stop, stopped) = oneshot::channel::<()>();
-    let stopped = async move {
-        let _ = stopped.await;
-    };
-    let running = super::dispatcher::run(inbox.clone(), service, zrpc_core::Router::new(), "ledger".into(), stopped);
-    (stop, tokio::spawn(running))
-}
-
 /// Records `messages` messages of one stream, runs the dispatcher until a handler that counts
 /// has seen them all, stops it, and returns the sidecar's syncs and the stream's watermarks.
 async fn dispatch(config: InboxConfig, messages: u64) -> (u64, Vec<(OutboxId, u64, u64)>) {
@@ -578,11 +560,10 @@ async fn dispatch(config: InboxConfig, messages: u64) -> (u64, Vec<(OutboxId, u6
         }
         std::future::ready(Ok::<_, zrpc_core::Status>(zrpc_core::Response::default()))
     });
-    let (stop, dispatching) = dispatcher(&inbox, service);
+    let dispatching = Dispatching::spawn_with(inbox.clone(), service, zrpc_core::Router::new(), "ledger");
     all_handled.notified().await;
     // Stopping waits for the run to end: its last mark synced and written to the log.
-    let _ = stop.send(());
-    dispatching.await.expect("the dispatcher ends");
+    dispatching.stop().await;
     assert_eq!(handled.load(Ordering::Relaxed), messages, "each handler ran once");
     (inbox.marks().syncs(), watermarks(&inbox.streams().await.expect("streams")))
 }
@@ -626,7 +607,7 @@ async fn a_handler_past_the_timeout_is_dropped_its_message_counts_as_handled_and
         }
     });
     let started = tokio::time::Instant::now();
-    let (stop, dispatching) = dispatcher(&inbox, service);
+    let dispatching = Dispatching::spawn_with(inbox.clone(), service, zrpc_core::Router::new(), "ledger");
     // Only the handler's timeout ends the first handler; the guard makes a regression fail
     // rather than hang.
     let mut seen = Vec::new();
@@ -637,7 +618,6 @@ async fn a_handler_past_the_timeout_is_dropped_its_message_counts_as_handled_and
     let (methods, deadlines): (Vec<String>, Vec<_>) = seen.into_iter().unzip();
     assert_eq!(methods, ["Ledger.hang", "Ledger.record"]);
     assert!(deadlines.iter().all(|d| d.is_some_and(|d| d >= started + timeout)), "handlers see their deadline");
-    let _ = stop.send(());
-    dispatching.await.expect("the dispatcher ends");
+    dispatching.stop().await;
     assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, 2, 2)], "both count as handled");
 }
