@@ -5,7 +5,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tower::{Service, ServiceExt};
@@ -149,12 +149,14 @@ where
     A: Serialize,
     T: DeserializeOwned,
 {
-    let request = encode_request(method, ctx, codec, &args);
-    let service = service.clone();
-    async move {
-        let response = service.oneshot(request?).await?;
-        decode_response(codec, method, &response)
-    }
+    // A combinator, not an `async` block: the block kept the request twice, once as captured
+    // and once inside the `Oneshot` it awaited (1,008 bytes a call's future; the combinator's
+    // is the `Oneshot` and a word). Every caller's task holds one for each call in flight.
+    let answer = match encode_request(method, ctx, codec, &args) {
+        Ok(request) => Either::Left(service.clone().oneshot(request)),
+        Err(status) => Either::Right(std::future::ready(Err(status))),
+    };
+    answer.map(move |answer| answer.and_then(|response| decode_response(codec, method, &response)))
 }
 
 /// Sends a `#[zrpc(oneway)]` call: resolves once the transport has written the request, with
