@@ -51,8 +51,13 @@ pub struct Context {
     peer: Option<Peer>,
     /// Who that end is, if the server authenticated it.
     identity: Option<Identity>,
-    trace: Option<TraceContext>,
-    hints: Hints,
+    trace: Trace,
+    /// `None` until a layer or the caller sets a hint: most calls have none, and every call
+    /// moves its context several times (see [`Context`]'s size test).
+    hints: Option<Box<Hints>>,
+    /// Where the balancer notes its pick, set per attempt by the retry and timeout layers:
+    /// outside the hints, so that setting it allocates nothing.
+    record: Option<PickRecord>,
     /// One byte: unset (the channel's default), off, or an algorithm.
     compression: Choice,
     /// The durable message this call delivers or handles, if it is one. Boxed: most calls
@@ -70,6 +75,46 @@ enum Choice {
     Chosen(Option<Compression>),
 }
 
+/// A trace context as a [`Context`] keeps it: the trace id in two words, so that the context
+/// is aligned to 8 bytes rather than to `u128`'s 16, and the tag shares a word with the flags
+/// (32 bytes; `Option<TraceContext>` took 48).
+#[derive(Clone, Copy, Debug, Default)]
+enum Trace {
+    #[default]
+    None,
+    Some {
+        trace_id: [u64; 2],
+        span_id: u64,
+        flags: u8,
+    },
+}
+
+impl Trace {
+    fn get(self) -> Option<TraceContext> {
+        match self {
+            Trace::None => None,
+            Trace::Some { trace_id: [high, low], span_id, flags } => {
+                Some(TraceContext { trace_id: u128::from(high) << 64 | u128::from(low), span_id, flags })
+            }
+        }
+    }
+}
+
+impl From<Option<TraceContext>> for Trace {
+    fn from(trace: Option<TraceContext>) -> Trace {
+        match trace {
+            None => Trace::None,
+            // The id's two halves: `as` keeps the low 64 bits of each.
+            Some(TraceContext { trace_id, span_id, flags }) => {
+                Trace::Some { trace_id: [(trace_id >> 64) as u64, trace_id as u64], span_id, flags }
+            }
+        }
+    }
+}
+
+/// The hints of a context that has none.
+static NO_HINTS: Hints = Hints { hash_key: None, exclude: Vec::new(), pin: None };
+
 /// Hints for the balancing and retry layers: which endpoint a call should prefer or avoid.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -80,8 +125,6 @@ pub struct Hints {
     pub exclude: Vec<Arc<str>>,
     /// The endpoint (by address) to send this call to, if it is available.
     pub pin: Option<Arc<str>>,
-    /// Where the balancer notes the endpoint it picked, for the retry layer above it.
-    pub record: Option<PickRecord>,
 }
 
 /// A slot in which a balancer notes the address it picked for one attempt, so that the retry
@@ -289,39 +332,62 @@ impl Context {
     }
 
     /// The trace this call belongs to, if any.
-    pub fn trace(&self) -> Option<&TraceContext> {
-        self.trace.as_ref()
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace.get()
     }
 
     /// Sets the trace.
     pub fn with_trace(mut self, trace: TraceContext) -> Context {
-        self.trace = Some(trace);
+        self.set_trace(Some(trace));
         self
     }
 
     /// Replaces the trace.
     pub fn set_trace(&mut self, trace: Option<TraceContext>) {
-        self.trace = trace;
+        self.trace = Trace::from(trace);
     }
 
     /// The trace, set to `make()` first if there is none.
-    pub fn trace_or_insert_with(&mut self, make: impl FnOnce() -> TraceContext) -> &TraceContext {
-        self.trace.get_or_insert_with(make)
+    pub fn trace_or_insert_with(&mut self, make: impl FnOnce() -> TraceContext) -> TraceContext {
+        match self.trace.get() {
+            Some(trace) => trace,
+            None => {
+                let trace = make();
+                self.set_trace(Some(trace));
+                trace
+            }
+        }
     }
 
     /// The balancing hints.
     pub fn hints(&self) -> &Hints {
-        &self.hints
+        self.hints.as_deref().unwrap_or(&NO_HINTS)
     }
 
-    /// The balancing hints, to change them.
+    /// The balancing hints, to change them. The first change allocates them.
     pub fn hints_mut(&mut self) -> &mut Hints {
-        &mut self.hints
+        self.hints.get_or_insert_default()
+    }
+
+    /// Where the balancer notes the endpoint it picked for this attempt, if a layer above it
+    /// asked (see [`PickRecord`]).
+    pub fn pick_record(&self) -> Option<&PickRecord> {
+        self.record.as_ref()
+    }
+
+    /// Replaces the record in which the balancer notes its pick.
+    pub fn set_pick_record(&mut self, record: Option<PickRecord>) {
+        self.record = record;
+    }
+
+    /// The pick record, set to a new one first if there is none.
+    pub fn pick_record_or_insert(&mut self) -> &PickRecord {
+        self.record.get_or_insert_with(PickRecord::new)
     }
 
     /// Sets the consistent-hash key.
     pub fn with_hash_key(mut self, key: u64) -> Context {
-        self.hints.hash_key = Some(key);
+        self.hints_mut().hash_key = Some(key);
         self
     }
 
@@ -390,7 +456,7 @@ impl Context {
     pub fn child(&self) -> Context {
         Context {
             deadline: Deadline::chosen(self.deadline()),
-            trace: self.trace.as_ref().map(TraceContext::child),
+            trace: Trace::from(self.trace().as_ref().map(TraceContext::child)),
             ..Context::default()
         }
     }
@@ -423,11 +489,29 @@ mod tests {
     }
 
     #[test]
+    fn a_trace_and_hints_come_back_as_they_were_set() {
+        let trace = TraceContext { trace_id: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210, span_id: 7, flags: 0x81 };
+        let ctx = Context::new().with_trace(trace);
+        assert_eq!(ctx.trace(), Some(trace));
+        let mut ctx = ctx;
+        ctx.set_trace(None);
+        assert_eq!(ctx.trace(), None);
+        assert_eq!(ctx.trace_or_insert_with(|| trace), trace);
+        assert_eq!(ctx.trace_or_insert_with(TraceContext::new_root), trace, "an existing trace is kept");
+
+        assert_eq!(ctx.hints(), &Hints::default());
+        let hashed = ctx.with_hash_key(9);
+        assert_eq!(hashed.hints().hash_key, Some(9));
+        assert_eq!(hashed.clone().hints().hash_key, Some(9), "a clone keeps its hints");
+        assert_eq!(hashed.child().hints(), &Hints::default(), "a child has none");
+    }
+
+    #[test]
     fn choosing_compression_costs_no_room_and_is_not_inherited() {
-        // Context is cloned per call: the choice takes one byte of what was padding (240 bytes
-        // before it was added). A durable message's box added 8 bytes, 16 with the alignment
-        // the trace's u128 asks for.
-        assert!(std::mem::size_of::<Context>() <= 256, "{} bytes", std::mem::size_of::<Context>());
+        // Context is moved several times per call, inside every request: the choice takes one
+        // byte of what was padding. It was 256 bytes before its trace was kept in words and
+        // its hints boxed (184 with the pick record beside them).
+        assert!(std::mem::size_of::<Context>() <= 184, "{} bytes", std::mem::size_of::<Context>());
         let ctx = Context::new().with_compression(Some(Compression::Lz4));
         assert_eq!(ctx.compression(), Some(Some(Compression::Lz4)));
         assert_eq!(ctx.clone().with_compression(None).compression(), Some(None));

@@ -479,7 +479,7 @@ impl<C: Connect, P: Pick> Shared<C, P> {
     fn send(&self, req: Request) -> ResponseFuture<C::Service> {
         match self.pick(&req) {
             Ok(endpoint) => {
-                if let Some(record) = &req.ctx().hints().record {
+                if let Some(record) = req.ctx().pick_record() {
                     record.set(endpoint.instance.address.clone());
                 }
                 let call = Oneshot::new(endpoint.service.clone(), req);
@@ -930,7 +930,7 @@ mod tests {
         for _ in 0..6 {
             let record = PickRecord::new();
             let mut ctx = Context::new();
-            ctx.hints_mut().record = Some(record.clone());
+            ctx.set_pick_record(Some(record.clone()));
             let answered = answer(balance.clone(), request().with_ctx(ctx)).await;
             assert_eq!(record.get().map(|a| a.to_string()), Some(answered.clone()), "the record names the endpoint");
             seen.push(answered);
@@ -1137,7 +1137,7 @@ mod tests {
         // The first call is held at whichever endpoint it went to; the next must go to the other.
         let record = PickRecord::new();
         let mut ctx = Context::new();
-        ctx.hints_mut().record = Some(record.clone());
+        ctx.set_pick_record(Some(record.clone()));
         let held = tokio::spawn(balance.clone().oneshot(request().with_ctx(ctx)));
         while record.get().is_none() {
             tokio::task::yield_now().await;
@@ -1145,7 +1145,7 @@ mod tests {
         let first = record.get().map(|a| a.to_string()).unwrap_or_default();
         let second = PickRecord::new();
         let mut ctx = Context::new();
-        ctx.hints_mut().record = Some(second.clone());
+        ctx.set_pick_record(Some(second.clone()));
         let other = tokio::spawn(balance.clone().oneshot(request().with_ctx(ctx)));
         while second.get().is_none() {
             tokio::task::yield_now().await;

@@ -203,7 +203,7 @@ impl Observed {
             if let Some(ids) = otel::ids(&span) {
                 ctx.set_trace(Some(ids));
             }
-            record_ids(&span, ctx.trace_or_insert_with(TraceContext::new_root));
+            record_ids(&span, &ctx.trace_or_insert_with(TraceContext::new_root));
         }
         Observed::start(span, request, cache)
     }
@@ -219,7 +219,7 @@ impl Observed {
                 Some(caller) => {
                     span.record("parent_span_id", tracing::field::display(format_args!("{:016x}", caller.span_id)));
                     #[cfg(feature = "opentelemetry")]
-                    otel::set_remote_parent(&span, caller);
+                    otel::set_remote_parent(&span, &caller);
                     caller.child()
                 }
                 None => TraceContext::new_root(),

@@ -41,14 +41,21 @@ impl Call {
     /// The record for the first attempt: the caller's own when it put one in the hints (so it
     /// learns where the call went, e.g. for a timeout message), else a fresh one.
     pub(super) fn first_record(&self) -> PickRecord {
-        self.req.ctx().hints().record.clone().unwrap_or_default()
+        self.req.ctx().pick_record().cloned().unwrap_or_default()
     }
 
     /// The request for one attempt: the caller's request, whose hints also exclude `exclude`,
-    /// pin `pin` when given, and carry `record` for the balancer to fill.
+    /// pin `pin` when given, with `record` for the balancer to fill. A first attempt, which
+    /// neither excludes nor pins, leaves the hints as the caller set them (none allocates
+    /// none).
     pub(super) fn attempt(&self, record: PickRecord, exclude: &[Arc<str>], pin: Option<&Arc<str>>) -> Request {
         let mut req = self.req.clone();
-        let hints = req.ctx_mut().hints_mut();
+        let ctx = req.ctx_mut();
+        ctx.set_pick_record(Some(record));
+        if exclude.is_empty() && pin.is_none() {
+            return req;
+        }
+        let hints = ctx.hints_mut();
         for address in exclude {
             if !hints.exclude.contains(address) {
                 hints.exclude.push(address.clone());
@@ -57,7 +64,6 @@ impl Call {
         if let Some(pin) = pin {
             hints.pin = Some(pin.clone());
         }
-        hints.record = Some(record);
         req
     }
 

@@ -91,7 +91,7 @@ impl Cluster {
             candidates.pinned().unwrap_or(candidates.first())
         };
         let (address, script) = self.endpoints.get(index).cloned().ok_or_else(|| Status::internal("bad pick"))?;
-        if let Some(record) = &req.ctx().hints().record {
+        if let Some(record) = req.ctx().pick_record() {
             record.set(address.clone());
         }
         self.with_log(|log| {
@@ -248,7 +248,7 @@ async fn failtry_succeeds_on_the_same_endpoint() {
         tower::service_fn(move |req: Request| {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move {
-                if let Some(record) = &req.ctx().hints().record {
+                if let Some(record) = req.ctx().pick_record() {
                     record.set(req.ctx().hints().pin.clone().unwrap_or_else(|| "a".into()));
                 }
                 if n < 2 { Err(refused("a")) } else { Ok(Response::new(Bytes::from_static(b"a"))) }

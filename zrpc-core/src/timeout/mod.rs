@@ -160,8 +160,7 @@ where
         }
         let origin = req.ctx().deadline_origin();
 
-        let hints = req.ctx_mut().hints_mut();
-        let record = hints.record.get_or_insert_with(PickRecord::new).clone();
+        let record = req.ctx_mut().pick_record_or_insert().clone();
         let expiry = Expiry {
             method: req.method().clone(),
             record,

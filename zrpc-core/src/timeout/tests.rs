@@ -46,7 +46,7 @@ impl Probe {
             async move {
                 probe.calls.fetch_add(1, Ordering::SeqCst);
                 *probe.deadline.lock().map_err(|_| Status::internal("poisoned"))? = Some(req.ctx().deadline());
-                if let Some(record) = &req.ctx().hints().record {
+                if let Some(record) = req.ctx().pick_record() {
                     record.set(ENDPOINT.into());
                 }
                 let _flag = DropFlag(probe.dropped.clone());
@@ -131,7 +131,7 @@ async fn an_existing_pick_record_is_kept_and_filled() {
     let svc = TimeoutLayer::new(Duration::from_millis(500)).layer(probe.service(Some(Duration::ZERO)));
     let record = PickRecord::new();
     let mut req = request();
-    req.ctx_mut().hints_mut().record = Some(record.clone());
+    req.ctx_mut().set_pick_record(Some(record.clone()));
     assert!(svc.oneshot(req).await.is_ok());
     assert_eq!(record.get().map(|a| &**a), Some(ENDPOINT));
 }

@@ -240,7 +240,7 @@ where
         // The caller's context (deadline, metadata such as credentials) bounds the read too.
         let mut reflect_ctx = ctx.clone();
         // The read is a call of its own: it must not fill the caller's attempt record.
-        reflect_ctx.hints_mut().record = None;
+        reflect_ctx.set_pick_record(None);
         match self.list(reflect_ctx).await {
             Ok(_) => {}
             Err(status) => tracing::debug!(%status, code = ?status.code(), "no reflection; calling methods plainly"),
