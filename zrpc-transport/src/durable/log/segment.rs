@@ -142,34 +142,81 @@ pub(crate) enum Tail {
 /// corruption in the middle. (A chain to the end, rather than one valid-looking frame, so that a
 /// message body that happens to contain frame-like bytes does not make a torn tail look
 /// corrupt.)
+///
+/// Each offset's frame is read at most twice (as a chain's start, and within one chain): a
+/// chain that breaks off leaves every offset it passed marked, and a later chain that reaches a
+/// marked offset stops there, since it would break off the same way. Without the marks, a bad
+/// record early in a segment whose tail is also torn made every later record start a walk to
+/// the tail: quadratic in the records, hours for a segment of a million.
 pub(crate) fn check_tail(bytes: &[u8]) -> Tail {
+    check_tail_counting(bytes).0
+}
+
+/// [`check_tail`], and how many frames it read (for the test that holds it linear).
+fn check_tail_counting(bytes: &[u8]) -> (Tail, usize) {
     let mut at = 0;
+    let mut frames = 0;
     loop {
         if at == bytes.len() {
-            return Tail::Clean;
+            return (Tail::Clean, frames);
         }
+        frames += 1;
         match record::frame(&bytes[at..]) {
             Frame::Record { size, .. } => at += size,
             Frame::Short | Frame::Bad => {
-                let later = (at + 1..bytes.len().saturating_sub(FRAME_HEADER)).any(|p| chains_to_end(&bytes[p..]));
-                return if later { Tail::Corrupt { at } } else { Tail::Torn { valid: at } };
+                let mut broken = Offsets::new(bytes.len());
+                let later = (at + 1..bytes.len().saturating_sub(FRAME_HEADER))
+                    .any(|p| chains_to_end(bytes, p, &mut broken, &mut frames));
+                let tail = if later { Tail::Corrupt { at } } else { Tail::Torn { valid: at } };
+                return (tail, frames);
             }
         }
     }
 }
 
-/// Whether `bytes` is a non-empty sequence of valid records ending exactly at its end.
-fn chains_to_end(bytes: &[u8]) -> bool {
-    let mut at = 0;
+/// Whether `bytes[start..]` is a non-empty sequence of valid records ending exactly at the end.
+/// The offsets of a chain that breaks off are added to `broken`; one that reaches an offset
+/// already there breaks off too.
+fn chains_to_end(bytes: &[u8], start: usize, broken: &mut Offsets, frames: &mut usize) -> bool {
+    let mut at = start;
+    let mut passed = Vec::new();
     loop {
+        if broken.contains(at) {
+            break;
+        }
+        *frames += 1;
         match record::frame(&bytes[at..]) {
             Frame::Record { size, .. } => {
+                passed.push(at);
                 at += size;
                 if at == bytes.len() {
                     return true;
                 }
             }
-            Frame::Short | Frame::Bad => return false,
+            Frame::Short | Frame::Bad => break,
+        }
+    }
+    for offset in passed {
+        broken.insert(offset);
+    }
+    false
+}
+
+/// A set of offsets into a segment's bytes: one bit each.
+struct Offsets(Vec<u64>);
+
+impl Offsets {
+    fn new(len: usize) -> Offsets {
+        Offsets(vec![0; len.div_ceil(64)])
+    }
+
+    fn contains(&self, offset: usize) -> bool {
+        self.0.get(offset / 64).is_some_and(|word| word & 1 << (offset % 64) != 0)
+    }
+
+    fn insert(&mut self, offset: usize) {
+        if let Some(word) = self.0.get_mut(offset / 64) {
+            *word |= 1 << (offset % 64);
         }
     }
 }
@@ -219,5 +266,24 @@ mod tests {
         assert_eq!(check_tail(&bad), Tail::Corrupt { at: one });
         bad.truncate(2 * one);
         assert_eq!(check_tail(&bad), Tail::Torn { valid: one });
+    }
+
+    #[test]
+    fn a_bad_record_early_and_a_torn_tail_take_linear_work() {
+        // The second of 2,000 records is damaged and the last is cut short: every record after
+        // the damage starts a chain that breaks off at the tail. Each must be walked once.
+        const RECORDS: usize = 2_000;
+        let mut buf = Vec::new();
+        for n in 0..RECORDS {
+            record::encode(&mut buf, 1, |b| b.extend_from_slice(&(n as u64).to_le_bytes()));
+        }
+        let one = buf.len() / RECORDS;
+        buf[one + FRAME_HEADER] ^= 1;
+        buf.truncate(buf.len() - 1);
+        let (tail, frames) = check_tail_counting(&buf);
+        assert_eq!(tail, Tail::Torn { valid: one });
+        // One frame read per offset tried, plus each record once: without the marks it was
+        // about RECORDS² / 2, two million.
+        assert!(frames <= buf.len() + RECORDS, "{frames} frames read for {} bytes", buf.len());
     }
 }
