@@ -39,13 +39,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::BoxError;
-use crate::framework::raw_mux::RawMux;
-use crate::framework::raw_pingpong::RawPingpong;
-use crate::framework::tarpc::Tarpc;
-use crate::framework::zrpc::{Zrpc, ZrpcText};
-use crate::framework::zrpc_reverse::ZrpcReverse;
-use crate::framework::zrpc_zstd::ZrpcZstd;
-use crate::framework::{Framework, Name};
+use crate::framework::{Framework, Name, Visit};
 use crate::load::{self, Plan, Point};
 use crate::proc::{SERVE, ServerProcess};
 use crate::report::{self, MessageAllocs, Row};
@@ -283,21 +277,20 @@ fn measure_all(options: &Options) -> Result<Vec<Row>, BoxError> {
     let mut rows = Vec::new();
     for &name in &options.frameworks {
         eprintln!("{name}:");
-        rows.extend(match name {
-            Name::Zrpc => measure::<Zrpc>(options)?,
-            Name::ZrpcText => measure::<ZrpcText>(options)?,
-            Name::ZrpcReverse => measure::<ZrpcReverse>(options)?,
-            Name::ZrpcZstd => measure::<ZrpcZstd>(options)?,
-            Name::Tarpc => measure::<Tarpc>(options)?,
-            #[cfg(feature = "tonic")]
-            Name::Tonic => measure::<crate::framework::tonic::Tonic>(options)?,
-            #[cfg(not(feature = "tonic"))]
-            Name::Tonic => return Err("tonic is not compiled in: build with `--features tonic`".into()),
-            Name::RawMux => measure::<RawMux>(options)?,
-            Name::RawPingpong => measure::<RawPingpong>(options)?,
-        });
+        rows.extend(name.visit(Measure(options))??);
     }
     Ok(rows)
+}
+
+/// [`measure`] for the framework a [`Name`] chooses.
+struct Measure<'a>(&'a Options);
+
+impl Visit for Measure<'_> {
+    type Output = Result<Vec<Row>, BoxError>;
+
+    fn visit<F: Framework>(self) -> Self::Output {
+        measure::<F>(self.0)
+    }
 }
 
 /// What is read at both edges of a measured window.
@@ -371,23 +364,18 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
 
 /// The `serve <framework>` child: runs `F`'s server, answers the parent until its stdin closes.
 fn serve_child(name: Name) -> Result<(), BoxError> {
-    match name {
-        Name::Zrpc => serve::<Zrpc>(),
-        Name::ZrpcText => serve::<ZrpcText>(),
-        Name::ZrpcReverse => serve::<ZrpcReverse>(),
-        Name::ZrpcZstd => serve::<ZrpcZstd>(),
-        Name::Tarpc => serve::<Tarpc>(),
-        #[cfg(feature = "tonic")]
-        Name::Tonic => serve::<crate::framework::tonic::Tonic>(),
-        #[cfg(not(feature = "tonic"))]
-        Name::Tonic => Err("tonic is not compiled in".into()),
-        Name::RawMux => serve::<RawMux>(),
-        Name::RawPingpong => serve::<RawPingpong>(),
-    }
+    name.visit(Serve)?
 }
 
-fn serve<F: Framework>() -> Result<(), BoxError> {
-    crate::proc::serve_child(F::NAME.as_str(), F::serve())
+/// The `serve` child's work for the framework a [`Name`] chooses.
+struct Serve;
+
+impl Visit for Serve {
+    type Output = Result<(), BoxError>;
+
+    fn visit<F: Framework>(self) -> Self::Output {
+        crate::proc::serve_child(F::NAME.as_str(), F::serve())
+    }
 }
 
 /// What was run, where and when: the lines above the table.

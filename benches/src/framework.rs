@@ -61,6 +61,15 @@ impl fmt::Debug for Serving {
     }
 }
 
+/// Code generic over the framework, run for the one a [`Name`] chooses ([`Name::visit`]).
+pub trait Visit {
+    /// What the code returns.
+    type Output;
+
+    /// Runs the code for framework `F`.
+    fn visit<F: Framework>(self) -> Self::Output;
+}
+
 /// One simulated user: makes one call at a time.
 pub trait Caller: Send + 'static {
     /// Sends the message, waits for the echo, and keeps it as the next message.
@@ -120,6 +129,26 @@ impl Name {
             Name::RawMux | Name::RawPingpong => Decoding::Nothing,
             Name::Zrpc | Name::ZrpcReverse | Name::ZrpcZstd | Name::Tarpc | Name::Tonic => Decoding::Owned,
         }
+    }
+
+    /// Runs `code` for the framework this names.
+    ///
+    /// # Errors
+    /// For `tonic` when it is not compiled in.
+    pub fn visit<V: Visit>(self, code: V) -> Result<V::Output, BoxError> {
+        Ok(match self {
+            Name::Zrpc => code.visit::<zrpc::Zrpc>(),
+            Name::ZrpcText => code.visit::<zrpc::ZrpcText>(),
+            Name::ZrpcReverse => code.visit::<zrpc_reverse::ZrpcReverse>(),
+            Name::ZrpcZstd => code.visit::<zrpc_zstd::ZrpcZstd>(),
+            Name::Tarpc => code.visit::<tarpc::Tarpc>(),
+            #[cfg(feature = "tonic")]
+            Name::Tonic => code.visit::<tonic::Tonic>(),
+            #[cfg(not(feature = "tonic"))]
+            Name::Tonic => return Err(UnknownName("tonic".to_owned()).into()),
+            Name::RawMux => code.visit::<raw_mux::RawMux>(),
+            Name::RawPingpong => code.visit::<raw_pingpong::RawPingpong>(),
+        })
     }
 
     /// Whether every caller has a connection of its own, whatever the point asks for.
