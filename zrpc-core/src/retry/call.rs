@@ -38,7 +38,7 @@ impl Call {
         Call { req, settings, rng }
     }
 
-    /// The record for the first attempt: the caller's own when it put one in the hints (so it
+    /// The record for the first attempt: the caller's own when it put one in the context (so it
     /// learns where the call went, e.g. for a timeout message), else a fresh one.
     pub(super) fn first_record(&self) -> PickRecord {
         self.req.ctx().pick_record().cloned().unwrap_or_default()

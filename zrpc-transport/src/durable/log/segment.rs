@@ -193,7 +193,10 @@ fn chains_to_end(bytes: &[u8], start: usize, broken: &mut Offsets, frames: &mut 
                     return true;
                 }
             }
-            Frame::Short | Frame::Bad => break,
+            Frame::Short | Frame::Bad => {
+                passed.push(at);
+                break;
+            }
         }
     }
     for offset in passed {
