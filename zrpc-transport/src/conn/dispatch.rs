@@ -78,6 +78,10 @@ pub(super) struct Dispatch<S: Service<Request>> {
     /// progress, so bounded by the connection's `max_requests`.
     #[cfg(feature = "durable")]
     recording: futures::stream::FuturesUnordered<Recording>,
+    /// The sender name of the last durable request recorded: the next, almost always from the
+    /// same sender, shares it instead of validating and allocating it again.
+    #[cfg(feature = "durable")]
+    sender: Option<Arc<str>>,
 }
 
 /// A durable request's acknowledgement, once its record has reached the inbox's level.
@@ -192,6 +196,8 @@ where
             inbox: None,
             #[cfg(feature = "durable")]
             recording: futures::stream::FuturesUnordered::new(),
+            #[cfg(feature = "durable")]
+            sender: None,
         }
     }
 
@@ -441,6 +447,10 @@ where
             mux.finish(id, &Err(status));
             return;
         };
+        let sender = match &self.sender {
+            Some(last) if last.as_bytes() == fields.sender => last.clone(),
+            _ => self.sender.insert(Arc::from(fields.sender_str())).clone(),
+        };
         let limit = mux.max_frame();
         let recorded = ready
             .and_then(|()| self.to_request(frame, limit, now))
@@ -454,9 +464,7 @@ where
             })
             .and_then(|message| {
                 let outbox = crate::durable::OutboxId::from_u64(fields.outbox);
-                inbox
-                    .submit_record(fields.sender_str(), outbox, fields.sequence, fields.acknowledged, message)
-                    .map_err(Status::from)
+                inbox.submit_record(sender, outbox, fields.sequence, fields.acknowledged, message).map_err(Status::from)
             });
         match recorded {
             Ok(answer) => {

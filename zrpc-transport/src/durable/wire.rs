@@ -50,19 +50,14 @@ pub(crate) fn stored_request(mut request: Request) -> Result<Bytes, Status> {
 /// # Errors
 /// `DataLoss` for bytes that are not one whole REQUEST frame (the log's checksum passed, so
 /// something wrote them wrong); `Unimplemented` for a codec this build does not have.
-pub(crate) fn restore_request(
-    stored: &Bytes,
-    intern: impl FnOnce(&str) -> Option<&'static str>,
-) -> Result<Request, Status> {
+pub(crate) fn restore_request(stored: &Bytes, intern: impl FnOnce(&str) -> Option<Method>) -> Result<Request, Status> {
     let frame = decode_stored(stored)
         .map_err(|e| Status::data_loss(format!("a stored durable message does not decode: {e}")))?;
     let codec = CodecId::from_u8(frame.codec).filter(|codec| codec.is_enabled()).ok_or_else(|| {
         Status::unimplemented(format!("a stored durable message has codec {}, not built in", frame.codec))
     })?;
-    let method: Method = match intern(frame.method_str()) {
-        Some(known) => known.into(),
-        None => std::sync::Arc::<str>::from(frame.method_str()).into(),
-    };
+    let name = frame.method_str();
+    let method = intern(name).unwrap_or_else(|| std::sync::Arc::<str>::from(name).into());
     let mut ctx = Context::new();
     ctx.set_trace(frame.trace);
     *ctx.metadata_mut() = frame.metadata;

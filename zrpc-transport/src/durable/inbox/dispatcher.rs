@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use zrpc_core::durable::Durable;
 use zrpc_core::observe::{self, InSpan, MetricsCache, Observed, Side};
-use zrpc_core::{Request, Response, Router, Status};
+use zrpc_core::{Method, Request, Response, Router, Status};
 
 use super::marks::Written;
 use super::{Delivery, Inbox};
@@ -163,9 +163,16 @@ where
     // Marks written and not known to be synced, oldest first: at most `unsynced_marks + 1`.
     let mut unsynced = VecDeque::with_capacity(unsynced_marks + 1);
     let count = run.len();
+    // One clone of the service for the run's messages, not one each (a `Router` clone
+    // allocates once per service in it); a fresh one after a handler panicked, as each
+    // message had before.
+    let mut serving = service.clone();
     for (index, delivery) in run.into_iter().enumerate() {
         let id = delivery.id.clone();
-        handle(service.clone(), &names, &local, &mut metrics, inbox.handler_timeout(), delivery).await;
+        let panicked = handle(&mut serving, &names, &local, &mut metrics, inbox.handler_timeout(), delivery).await;
+        if panicked {
+            serving = service.clone();
+        }
         // The run's last mark waits for every sync: a run ends with its marks at the level.
         let may_wait = if index + 1 == count { 0 } else { unsynced_marks };
         if let Err(e) = mark(&inbox, &id, &mut unsynced, may_wait).await {
@@ -199,23 +206,25 @@ async fn mark(
 
 /// Runs the handler of one message, observed as a call from its sender (a `zrpc.server` span
 /// and the server's metrics, as a call from a connection gets), within `timeout` if any.
+/// Returns whether it panicked.
 async fn handle<S>(
-    service: S,
+    service: &mut S,
     names: &Router,
     local: &Arc<str>,
     metrics: &mut MetricsCache,
     timeout: Option<Duration>,
     delivery: Delivery,
-) where
+) -> bool
+where
     S: Service<Request, Response = Response, Error = Status> + Send + 'static,
     S::Future: Send + 'static,
 {
     let Delivery { id, message } = delivery;
-    let mut request = match wire::restore_request(&message, |method| names.intern(method)) {
+    let mut request = match wire::restore_request(&message, |method| names.intern(method).map(Method::from)) {
         Ok(request) => request,
         Err(status) => {
             tracing::error!(%id, %status, "durable message not handled: it cannot be read");
-            return;
+            return false;
         }
     };
     let ctx = request.ctx_mut();
@@ -233,6 +242,7 @@ async fn handle<S>(
         }),
         None => call.await,
     };
+    let panicked = finished.is_err();
     let result = finished.unwrap_or_else(|_| {
         tracing::error!(%id, %method, "the handler of a durable message panicked");
         Err(Status::internal(format!("the handler of {method} on {local} panicked")))
@@ -243,4 +253,5 @@ async fn handle<S>(
     if let Err(status) = result {
         tracing::warn!(%id, %method, %status, "durable message handled with an error");
     }
+    panicked
 }

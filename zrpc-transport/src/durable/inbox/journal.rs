@@ -134,7 +134,7 @@ impl Journal for Writer {
         }
         match command {
             Command::Record { key, sequence, acknowledged, message, reply } => {
-                match self.state.record(log, &key, sequence, acknowledged, &message, self.now, self.settings.limits) {
+                match self.state.record(log, &key, sequence, acknowledged, message, self.now, self.settings.limits) {
                     Ok(outcome) => self.waiting.push(Waiting::Recorded(reply, outcome)),
                     Err(e) => {
                         let _ = reply.send(Err(e));

@@ -270,7 +270,7 @@ impl Inbox {
         acknowledged: u64,
         message: Bytes,
     ) -> Result<Outcome, DurableError> {
-        self.submit_record(sender, outbox, sequence, acknowledged, message)?.await
+        self.submit_record(sender.into(), outbox, sequence, acknowledged, message)?.await
     }
 
     /// Records message `sequence` of the stream (`sender`, `outbox`) if it is the stream's
@@ -304,21 +304,22 @@ impl Inbox {
     /// sender's retry is then answered as a duplicate.
     pub(crate) fn submit_record(
         &self,
-        sender: &str,
+        sender: Arc<str>,
         outbox: OutboxId,
         sequence: u64,
         acknowledged: u64,
         message: Bytes,
     ) -> Result<impl Future<Output = Result<Outcome, DurableError>> + Send + 'static, DurableError> {
-        super::outbox::check_name(sender)?;
+        super::outbox::check_name(&sender)?;
         if message.len() > MAX_MESSAGE {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
         }
-        let key = StreamKey { sender: sender.into(), outbox };
+        let key = StreamKey { sender, outbox };
         let answer =
             self.inner.writer.submit(|reply| Command::Record { key, sequence, acknowledged, message, reply })?;
-        let dir = self.dir().to_owned();
-        Ok(async move { answer.await.map_err(|_| DurableError::Closed { path: dir })? })
+        // The directory's path only when the writer has gone: not a copy per message.
+        let inner = self.inner.clone();
+        Ok(async move { answer.await.map_err(|_| DurableError::Closed { path: inner.writer.dir().to_owned() })? })
     }
 
     /// The next unhandled message of up to `max` streams that have no handler running, in

@@ -147,7 +147,7 @@ impl State {
         key: &StreamKey,
         sequence: u64,
         acknowledged: u64,
-        message: &Bytes,
+        message: Bytes,
         now: u64,
         limits: Limits,
     ) -> Result<Outcome, DurableError> {
@@ -170,7 +170,7 @@ impl State {
         if recorded == 0 && !self.streams.contains_key(key) && self.stream_count() >= limits.max_streams {
             return Err(DurableError::TooManyStreams { path: log.dir().to_owned(), limit: limits.max_streams });
         }
-        let size = State::record_size(&key.sender, message);
+        let size = State::record_size(&key.sender, &message);
         let used = self.used();
         if used + size > limits.max_bytes {
             return Err(DurableError::Full { path: log.dir().to_owned(), used, limit: limits.max_bytes });
@@ -183,9 +183,11 @@ impl State {
             record::put_name(b, &key.sender);
             b.extend_from_slice(&key.outbox.as_u64().to_le_bytes());
             b.extend_from_slice(&sequence.to_le_bytes());
-            b.extend_from_slice(message);
+            b.extend_from_slice(&message);
         });
-        self.add(key, sequence, at, size, now, Some(message.clone()));
+        // Kept by value, not cloned: a clone of a buffer frozen from a `BytesMut` allocates
+        // (the `bytes` crate makes it shared on its first clone).
+        self.add(key, sequence, at, size, now, Some(message));
         Ok(Outcome::Recorded { recorded: sequence })
     }
 

@@ -524,7 +524,7 @@ async fn a_full_writer_queue_refuses_a_record_at_once_as_busy_and_loses_nothing(
     let mut queued = Vec::new();
     let refused = loop {
         let n = queued.len() as u64 + 1;
-        match inbox.submit_record("shop-1", SHOP, n, 0, msg(n)) {
+        match inbox.submit_record("shop-1".into(), SHOP, n, 0, msg(n)) {
             Ok(answer) => queued.push(answer),
             Err(e) => break e,
         }
@@ -620,4 +620,71 @@ async fn a_handler_past_the_timeout_is_dropped_its_message_counts_as_handled_and
     assert!(deadlines.iter().all(|d| d.is_some_and(|d| d >= started + timeout)), "handlers see their deadline");
     dispatching.stop().await;
     assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, 2, 2)], "both count as handled");
+}
+
+/// A service that counts its clones and whose `call` panics for `Ledger.panic`, leaving the
+/// instance it panicked in broken: a later call on that instance fails.
+#[derive(Debug)]
+struct Counted {
+    clones: Arc<AtomicU64>,
+    handled: Arc<tokio::sync::mpsc::UnboundedSender<Result<String, String>>>,
+    broken: bool,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Counted {
+        self.clones.fetch_add(1, Ordering::Relaxed);
+        Counted { clones: self.clones.clone(), handled: self.handled.clone(), broken: self.broken }
+    }
+}
+
+impl tower::Service<zrpc_core::Request> for Counted {
+    type Response = zrpc_core::Response;
+    type Error = zrpc_core::Status;
+    type Future = std::future::Ready<Result<zrpc_core::Response, zrpc_core::Status>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), zrpc_core::Status>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: zrpc_core::Request) -> Self::Future {
+        let method = request.method().as_str().to_owned();
+        if self.broken {
+            let _ = self.handled.send(Err(method));
+            return std::future::ready(Err(zrpc_core::Status::internal("a broken instance")));
+        }
+        if method == "Ledger.panic" {
+            self.broken = true;
+            panic!("the handler of Ledger.panic panics");
+        }
+        let _ = self.handled.send(Ok(method));
+        std::future::ready(Ok(zrpc_core::Response::default()))
+    }
+}
+
+#[tokio::test]
+async fn a_run_uses_one_clone_of_the_service_and_a_fresh_one_after_a_panic() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    let methods = ["Ledger.record", "Ledger.record", "Ledger.panic", "Ledger.record", "Ledger.record"];
+    for (n, method) in (1..).zip(methods) {
+        let stored = crate::durable::stored_request(zrpc_core::Request::new(method, Bytes::new())).expect("stored");
+        assert_eq!(inbox.record("shop-1", SHOP, n, 0, stored).await.ok(), Some(Outcome::Recorded { recorded: n }));
+    }
+    let (handled, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let clones = Arc::new(AtomicU64::new(0));
+    let service = Counted { clones: clones.clone(), handled: Arc::new(handled), broken: false };
+    let dispatching = Dispatching::spawn_with(inbox.clone(), service, zrpc_core::Router::new(), "ledger");
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        seen.push(reports.recv().await.expect("a handler's report"));
+    }
+    dispatching.stop().await;
+    let ok = |method: &str| Ok(method.to_owned());
+    // The calls after the panic ran on a fresh instance, not on the broken one.
+    assert_eq!(seen, [ok("Ledger.record"), ok("Ledger.record"), ok("Ledger.record"), ok("Ledger.record")]);
+    assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, 5, 5)], "all five handled");
+    // The dispatcher's clone per run, the run's own, and one after the panic: not one a message.
+    let clones = clones.load(Ordering::Relaxed);
+    assert_eq!(clones, 3, "clones of the service for five messages in one run");
 }

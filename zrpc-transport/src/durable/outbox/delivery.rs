@@ -38,7 +38,7 @@ use futures::stream::FuturesOrdered;
 use tower::Service;
 use zrpc_core::backoff::Backoff;
 use zrpc_core::durable::{Durable, MessageId};
-use zrpc_core::{Request, Response, Status};
+use zrpc_core::{Method, Request, Response, Status};
 
 use super::{Outbox, Stored};
 use crate::durable::{DurableError, wire};
@@ -93,6 +93,7 @@ where
     pub(super) async fn run(mut self) {
         let mut progress = Progress::default();
         let mut in_flight = FuturesOrdered::new();
+        let mut method = None;
         let mut rng = fastrand::Rng::new();
         let backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
         loop {
@@ -111,7 +112,7 @@ where
                         }
                         for stored in batch {
                             progress.next = stored.sequence + 1;
-                            match self.send(&stored, progress.acknowledged).await {
+                            match self.send(&stored, progress.acknowledged, &mut method).await {
                                 Ok(answer) => in_flight.push_back(answer.map(move |answer| (stored.sequence, answer))),
                                 Err(status) => {
                                     self.failed(&mut progress, status);
@@ -158,8 +159,19 @@ where
     }
 
     /// Sends message `stored` once the service is ready, and returns its answer's future.
-    async fn send(&mut self, stored: &Stored, acknowledged: u64) -> Result<S::Future, Status> {
-        let mut request = wire::restore_request(&stored.message, |_| None)?.with_oneway(false);
+    ///
+    /// `method` is the method of the message sent last: a message of the same method shares
+    /// its name rather than allocating it again (a destination's messages are mostly of a
+    /// few methods, and the delivery task has no router to intern them with).
+    async fn send(
+        &mut self,
+        stored: &Stored,
+        acknowledged: u64,
+        method: &mut Option<Method>,
+    ) -> Result<S::Future, Status> {
+        let same = |name: &str| method.as_ref().filter(|last| last.as_str() == name).cloned();
+        let mut request = wire::restore_request(&stored.message, same)?.with_oneway(false);
+        *method = Some(request.method().clone());
         let id = MessageId::new(self.outbox.inner.sender.clone(), self.outbox.id(), stored.sequence);
         let ctx = request.ctx_mut();
         ctx.set_deadline(Some(tokio::time::Instant::now() + ATTEMPT_TIMEOUT));

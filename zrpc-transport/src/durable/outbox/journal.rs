@@ -92,7 +92,7 @@ impl Journal for Writer {
                     let _ =
                         reply.send(Err(DurableError::Full { path: log.dir().to_owned(), used, limit: self.max_bytes }));
                 } else {
-                    let sequence = self.state.append(log, &destination, &message);
+                    let sequence = self.state.append(log, &destination, message);
                     self.waiting.push(Waiting::Appended(reply, sequence));
                 }
             }

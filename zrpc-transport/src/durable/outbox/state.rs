@@ -89,14 +89,16 @@ impl State {
 
     /// Appends a message record for `destination` to the log's batch and records it. The caller
     /// checked the name's and the message's bounds.
-    pub(crate) fn append(&mut self, log: &mut Log, destination: &str, message: &Bytes) -> u64 {
+    pub(crate) fn append(&mut self, log: &mut Log, destination: &str, message: Bytes) -> u64 {
         let sequence = self.next_sequence(destination);
         let (at, size) = log.append(MESSAGE, |b| {
             record::put_name(b, destination);
             b.extend_from_slice(&sequence.to_le_bytes());
-            b.extend_from_slice(message);
+            b.extend_from_slice(&message);
         });
-        self.add(destination, sequence, at, size, Some(message.clone()));
+        // Kept by value, not cloned: a clone of a buffer frozen from a `BytesMut` allocates
+        // (the `bytes` crate makes it shared on its first clone).
+        self.add(destination, sequence, at, size, Some(message));
         sequence
     }
 
