@@ -93,7 +93,7 @@ impl Service<Request> for Destination {
             let deadline = request.ctx().deadline();
             let method = request.method().clone();
             let message = wire::stored_request(request)?;
-            let append = outbox.append(&name, message);
+            let append = outbox.append_to(name.clone(), message);
             let appended = match deadline {
                 Some(deadline) => tokio::time::timeout_at(deadline, append).await.map_err(|_| {
                     Status::deadline_exceeded(format!(

@@ -235,11 +235,17 @@ impl Outbox {
     /// Dropped after its record was handed over, the message may still be logged (and later
     /// delivered), as a plain call dropped after sending may still run.
     pub async fn append(&self, destination: &str, message: Bytes) -> Result<u64, DurableError> {
-        check_name(destination)?;
+        self.append_to(destination.into(), message).await
+    }
+
+    /// [`append`](Outbox::append) for a destination whose name is shared already: a
+    /// [`Destination`]'s calls, which would otherwise allocate the name per message.
+    pub(super) async fn append_to(&self, destination: Arc<str>, message: Bytes) -> Result<u64, DurableError> {
+        check_name(&destination)?;
         if message.len() > MAX_MESSAGE {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
         }
-        self.inner.writer.call(|reply| Command::Append { destination: destination.into(), message, reply }).await?
+        self.inner.writer.call(|reply| Command::Append { destination, message, reply }).await?
     }
 
     /// The destinations with undelivered messages, with their sequences and bytes: what waits
