@@ -39,6 +39,18 @@
 //!
 //! # Measured
 //!
+//! Session 14, 2026-11-29 (load 1.6–1.9; benches/results/durable-ab-8f78f12-438806c.txt):
+//! 25.1 → 18.6 allocations and 31.0k → 28.5k instructions per message at the process level
+//! (callgrind, 20,000 and 60,000 messages, the difference): the dispatcher's service cloned
+//! once per run instead of per message, stored messages moved into the in-memory queues
+//! instead of cloned, method and sender names reused, a `Destination`'s name shared. In time,
+//! three passes taking turns: 158.6k–191.2k handled/s before (median 180.5k), 161.6k–202.9k
+//! after (median 187.4k), plain oneway 0.84M–1.18M: not separated, and 200k/s not met in a
+//! median. What remains allocates per message: the stored frame on each side (2), the first
+//! clone of each, which `bytes` makes shared (2), a boxed `Durable` in each side's context
+//! (2), the handler's boxed future, the record's reply slot, the acknowledgement's 8-byte
+//! payload, the delivery's in-flight future, and the message's own decoding.
+//!
 //! Session 13, 2026-11-29, a quieter host (load 1.7–2.3), three passes taking turns between
 //! 7f581e8 and a69d044 (benches/results/durable-ab-7f581e8-a69d044.txt): process level
 //! 109k–146k before, 150k–173k after, moving with plain oneway (739k–999k before, 921k–1,090k
