@@ -273,3 +273,15 @@ mod renamed {
         assert_eq!(status.code(), renamed_zrpc::Code::NotFound);
     }
 }
+
+#[test]
+fn a_router_interns_the_names_it_serves_from_strings_and_from_bytes() {
+    let router = zrpc::Router::new().add_service(GreeterServer::new(Hello::default()));
+    let known = router.intern_bytes(b"Greeter.hello").expect("a served method");
+    assert_eq!(known, "Greeter.hello");
+    assert_eq!(router.intern("Greeter.hello"), Some(known));
+    assert_eq!(router.intern_bytes(b"Greeter.ping2"), Some("Greeter.ping2"), "the wire name");
+    assert_eq!(router.intern_bytes(b"Greeter.ping"), None, "not the Rust name");
+    assert_eq!(router.intern_bytes(b"Greeter.nope"), None);
+    assert_eq!(router.intern_bytes(b"Greeter.hello\xff"), None, "bytes that are not UTF-8");
+}

@@ -106,9 +106,11 @@ pub struct Router {
 struct Names {
     /// Service name → where it is and how it describes itself.
     services: HashMap<&'static str, Entry, BuildHasherDefault<NameHasher>>,
-    /// Every known full method name → index into `services`: one lookup routes a call, and
-    /// a transport reuses the static string instead of allocating one per request it reads.
-    methods: HashMap<&'static str, usize, BuildHasherDefault<NameHasher>>,
+    /// Every known full method name, as bytes → the name and an index into `services`: one
+    /// lookup routes a call, and a transport reuses the static string instead of allocating
+    /// one per request it reads, and of validating its UTF-8 a second time
+    /// ([`Router::intern_bytes`]).
+    methods: HashMap<&'static [u8], (&'static str, usize), BuildHasherDefault<NameHasher>>,
 }
 
 /// Hashes the names a router serves: FNV-1a over the bytes, then SplitMix64's finaliser, so
@@ -167,7 +169,7 @@ impl Router {
                 self.services.len() - 1
             }
         };
-        names.methods.extend(S::METHODS.iter().map(|m| (*m, index)));
+        names.methods.extend(S::METHODS.iter().map(|m| (m.as_bytes(), (*m, index))));
         self
     }
 
@@ -188,7 +190,14 @@ impl Router {
 
     /// The static copy of a known method name, so that a transport need not allocate one.
     pub fn intern(&self, method: &str) -> Option<&'static str> {
-        self.names.methods.get_key_value(method).map(|(k, _)| *k)
+        self.intern_bytes(method.as_bytes())
+    }
+
+    /// [`intern`](Router::intern) for a name still in bytes, as a frame carries it: a known
+    /// name comes back as the static `&str` with no UTF-8 check (it was checked when the
+    /// service was added; bytes equal to it are the same string).
+    pub fn intern_bytes(&self, method: &[u8]) -> Option<&'static str> {
+        self.names.methods.get(method).map(|&(name, _)| name)
     }
 }
 
@@ -209,7 +218,7 @@ impl Service<Request> for Router {
     fn call(&mut self, req: Request) -> Self::Future {
         // A known method: one lookup of its full name. Else its service's, which answers for a
         // method it does not have.
-        let index = self.names.methods.get(req.method().as_str()).copied();
+        let index = self.names.methods.get(req.method().as_str().as_bytes()).map(|&(_, index)| index);
         match index.or_else(|| self.names.services.get(req.method().service()).map(|entry| entry.index)) {
             Some(index) => self.services[index].0.call(req),
             None => {

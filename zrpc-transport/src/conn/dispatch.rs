@@ -543,7 +543,7 @@ where
         let codec = CodecId::from_u8(frame.codec).filter(|codec| codec.is_enabled()).ok_or_else(|| {
             Status::unimplemented(format!("codec {} is not supported by {}", frame.codec, self.local_name))
         })?;
-        let method: Method = match self.names.intern(frame.method_str()) {
+        let method: Method = match self.names.intern_bytes(&frame.method) {
             Some(known) => known.into(),
             None => Arc::<str>::from(frame.method_str()).into(),
         };

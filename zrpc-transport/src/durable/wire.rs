@@ -44,20 +44,21 @@ pub(crate) fn stored_request(mut request: Request) -> Result<Bytes, Status> {
 }
 
 /// The request a log stored, with a new context holding its trace and metadata: the delivery
-/// task sends it, the inbox's dispatcher hands it to its handler. `method` names a known method
-/// without allocating (`Router::intern`), if it knows it.
+/// task sends it, the inbox's dispatcher hands it to its handler. `intern` gives the method
+/// for its name's bytes without allocating (`Router::intern_bytes`, or the last one sent), if
+/// it knows it.
 ///
 /// # Errors
 /// `DataLoss` for bytes that are not one whole REQUEST frame (the log's checksum passed, so
 /// something wrote them wrong); `Unimplemented` for a codec this build does not have.
-pub(crate) fn restore_request(stored: &Bytes, intern: impl FnOnce(&str) -> Option<Method>) -> Result<Request, Status> {
+pub(crate) fn restore_request(stored: &Bytes, intern: impl FnOnce(&[u8]) -> Option<Method>) -> Result<Request, Status> {
     let frame = decode_stored(stored)
         .map_err(|e| Status::data_loss(format!("a stored durable message does not decode: {e}")))?;
     let codec = CodecId::from_u8(frame.codec).filter(|codec| codec.is_enabled()).ok_or_else(|| {
         Status::unimplemented(format!("a stored durable message has codec {}, not built in", frame.codec))
     })?;
-    let name = frame.method_str();
-    let method = intern(name).unwrap_or_else(|| std::sync::Arc::<str>::from(name).into());
+    // A name `intern` knows is not checked again: the frame's decoding checked it.
+    let method = intern(&frame.method).unwrap_or_else(|| std::sync::Arc::<str>::from(frame.method_str()).into());
     let mut ctx = Context::new();
     ctx.set_trace(frame.trace);
     *ctx.metadata_mut() = frame.metadata;

@@ -220,7 +220,7 @@ where
     S::Future: Send + 'static,
 {
     let Delivery { id, message } = delivery;
-    let mut request = match wire::restore_request(&message, |method| names.intern(method).map(Method::from)) {
+    let mut request = match wire::restore_request(&message, |method| names.intern_bytes(method).map(Method::from)) {
         Ok(request) => request,
         Err(status) => {
             tracing::error!(%id, %status, "durable message not handled: it cannot be read");

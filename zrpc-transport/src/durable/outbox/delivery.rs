@@ -169,7 +169,7 @@ where
         acknowledged: u64,
         method: &mut Option<Method>,
     ) -> Result<S::Future, Status> {
-        let same = |name: &str| method.as_ref().filter(|last| last.as_str() == name).cloned();
+        let same = |name: &[u8]| method.as_ref().filter(|last| last.as_str().as_bytes() == name).cloned();
         let mut request = wire::restore_request(&stored.message, same)?.with_oneway(false);
         *method = Some(request.method().clone());
         let id = MessageId::new(self.outbox.inner.sender.clone(), self.outbox.id(), stored.sequence);
