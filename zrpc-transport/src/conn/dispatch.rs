@@ -79,7 +79,8 @@ pub(super) struct Dispatch<S: Service<Request>> {
     #[cfg(feature = "durable")]
     recording: futures::stream::FuturesUnordered<Recording>,
     /// The sender name of the last durable request recorded: the next, almost always from the
-    /// same sender, shares it instead of validating and allocating it again.
+    /// same sender, shares it instead of validating and allocating it again. One name, at most
+    /// the 255 bytes the protocol allows one.
     #[cfg(feature = "durable")]
     sender: Option<Arc<str>>,
 }

@@ -627,7 +627,7 @@ async fn a_handler_past_the_timeout_is_dropped_its_message_counts_as_handled_and
 #[derive(Debug)]
 struct Counted {
     clones: Arc<AtomicU64>,
-    handled: Arc<tokio::sync::mpsc::UnboundedSender<Result<String, String>>>,
+    handled: tokio::sync::mpsc::UnboundedSender<Result<String, String>>,
     broken: bool,
 }
 
@@ -673,7 +673,7 @@ async fn a_run_uses_one_clone_of_the_service_and_a_fresh_one_after_a_panic() {
     }
     let (handled, mut reports) = tokio::sync::mpsc::unbounded_channel();
     let clones = Arc::new(AtomicU64::new(0));
-    let service = Counted { clones: clones.clone(), handled: Arc::new(handled), broken: false };
+    let service = Counted { clones: clones.clone(), handled, broken: false };
     let dispatching = Dispatching::spawn_with(inbox.clone(), service, zrpc_core::Router::new(), "ledger");
     let mut seen = Vec::new();
     while seen.len() < 4 {

@@ -194,7 +194,9 @@ fn chains_to_end(bytes: &[u8], start: usize, broken: &mut Offsets, frames: &mut 
                 }
             }
             Frame::Short | Frame::Bad => {
-                passed.push(at);
+                // Marked directly: most starts tried are not a record at all, and must not
+                // cost an allocation each.
+                broken.insert(at);
                 break;
             }
         }
