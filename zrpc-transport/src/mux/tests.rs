@@ -122,6 +122,26 @@ fn many_calls_in_flight_answered_out_of_order() {
 }
 
 #[test]
+fn once_everything_is_written_the_output_starts_again_at_the_front_of_its_buffer() {
+    let mut pair = Pair::new();
+    for id in [1, 3, 5] {
+        pair.client.send_request(id, request("S.m", &[7; 200]), "t").expect("sent");
+    }
+    let room = pair.client.out.capacity();
+    let queued = pair.client.transmit().len();
+    pair.client.written(queued - 1);
+    // A byte left: the written prefix stays where it is until the rest is out.
+    assert_eq!(pair.client.out.capacity(), room - (queued - 1));
+    pair.client.written(1);
+    assert!(pair.client.out.is_empty());
+    assert!(
+        pair.client.out.capacity() >= room,
+        "the written bytes' room is taken back: {} bytes free, {room} before writing",
+        pair.client.out.capacity()
+    );
+}
+
+#[test]
 fn request_fields_survive_the_trip() {
     let mut pair = Pair::new();
     let ctx = Context::new().with_timeout(Duration::from_millis(250)).with_metadata("k", "v");
