@@ -21,7 +21,7 @@
 //!   connections (`raw-pingpong` always uses one connection per caller). Each point runs a
 //!   warm-up, then a measured window (see [`load`]).
 //! - Reported per point: completed calls per second; mean, p50, p99, p99.9 latency (HdrHistogram,
-//!   per-caller histograms merged); allocations per call in the client and in the server (the
+//!   one for all callers, see [`load`]); allocations per call in the client and in the server (the
 //!   counting allocator of [`alloc`](crate::alloc), read at both edges of the window on both
 //!   sides; the server's count over the `STATS` pipe of [`proc`](crate::proc)), CPU time per
 //!   call of both processes together (`/proc/PID/stat`, 10 ms ticks, read at the same edges),
