@@ -42,7 +42,7 @@ use std::ops::ControlFlow;
 use bytes::Bytes;
 
 use super::record::{self, Fields, Malformed};
-use super::{Counters, Cursor, Entry, Location, Log};
+use super::{Counters, Entry, Location, Log};
 use crate::durable::DurableError;
 
 /// Bytes of one run in a checkpoint.
@@ -547,7 +547,7 @@ fn walk<K: Key + ?Sized>(
     run: &Run,
     mut f: impl FnMut(u64, &Entry, &[u8]) -> ControlFlow<()>,
 ) -> Result<(), DurableError> {
-    let mut cursor = Cursor::in_segment(Location { segment: run.segment, offset: run.offset });
+    let mut cursor = log.walk_from(Location { segment: run.segment, offset: run.offset });
     while let Some(entry) = log.next(&mut cursor)? {
         if entry.kind != K::MESSAGE {
             continue;
@@ -560,6 +560,7 @@ fn walk<K: Key + ?Sized>(
             continue;
         }
         if f(sequence, &entry, message).is_break() || sequence == run.last {
+            log.park(cursor);
             return Ok(());
         }
     }

@@ -442,6 +442,30 @@ async fn recent_messages_are_read_from_memory_and_the_same_bytes_come_from_the_l
 }
 
 #[tokio::test]
+async fn reads_and_acknowledgements_from_the_log_share_one_open_reader() {
+    let config = OutboxConfig::new("shop-1");
+    let (dir, outbox) = filled(config.clone(), "ledger", 1..=100).await;
+    outbox.close().await.expect("close");
+    // Reopened, nothing is cached: a delivery's reads and the acknowledgements inside the run
+    // both read the log, each starting behind where the last one ended.
+    let outbox = open(dir.path(), config).await;
+    let opened = counter(&outbox, |c| &c.opened);
+    for first in (1..=91).step_by(10) {
+        let read = outbox.read("ledger", first, 10, usize::MAX).await.expect("read");
+        let expected = numbered(first..=first + 9);
+        assert_eq!(read.iter().map(|s| (s.sequence, s.message.clone())).collect::<Vec<_>>(), expected);
+        // Behind the last read's end: the reader moves back within its buffer.
+        let again = outbox.read("ledger", first + 5, 2, usize::MAX).await.expect("read");
+        assert_eq!(again.iter().map(|s| s.sequence).collect::<Vec<_>>(), [first + 5, first + 6]);
+        let released = if first == 1 { 5 } else { 10 };
+        assert_eq!(outbox.acknowledge("ledger", first + 4).await.ok(), Some(released), "inside the run");
+    }
+    assert_eq!(counter(&outbox, |c| &c.opened), opened + 1, "one segment, opened once for 30 walks");
+    let used = outbox.pending().await.expect("pending")[0].bytes;
+    assert_eq!(used, 5 * State::record_size("ledger", &msg(1)), "96 to 100 left");
+}
+
+#[tokio::test]
 async fn the_memory_of_messages_is_bounded_and_the_rest_comes_from_the_log() {
     // Messages of 1 MiB: the window (8 MiB) holds the first 7 of 12; 8 finds no room and
     // closes it.
