@@ -158,7 +158,10 @@ impl Journal for Writer {
     }
 
     fn complete(&mut self, log: &mut Log, written: Result<(), DurableError>) {
-        for waiting in std::mem::take(&mut self.waiting) {
+        // Drained, so that the next batch reuses its room (at most `MAX_BATCH` answers) rather
+        // than growing a new vector from nothing.
+        let mut batch = std::mem::take(&mut self.waiting);
+        for waiting in batch.drain(..) {
             let failed = written.as_ref().err().map(again);
             match waiting {
                 Waiting::Recorded(reply, outcome) => {
@@ -190,6 +193,7 @@ impl Journal for Writer {
                 }
             }
         }
+        self.waiting = batch;
         if written.is_ok() {
             if self.state.any_ready() {
                 self.settings.ready.notify_one();

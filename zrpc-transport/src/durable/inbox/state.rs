@@ -238,10 +238,10 @@ impl State {
             };
             stream.taken = Some(last.sequence);
             streams += 1;
-            for stored in taken {
-                let id = MessageId::new(key.sender.clone(), key.outbox, stored.sequence);
-                out.push(Delivery { id, message: stored.message });
-            }
+            out.extend(taken.into_iter().map(|stored| Delivery {
+                id: MessageId::new(key.sender.clone(), key.outbox, stored.sequence),
+                message: stored.message,
+            }));
         }
         Ok(out)
     }
