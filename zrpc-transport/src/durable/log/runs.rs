@@ -32,6 +32,14 @@
 //!    message's bytes plus [`CACHED_OVERHEAD`]. Released messages leave the cache at once; a
 //!    compaction that moves a queue's records empties its cache.
 //!
+//! **Where messages read back are.** A read from the log also notes, for the messages it
+//! walked, where each record is and its size ([`LOCATED`] at most per queue, consecutive
+//! sequences): an acknowledgement inside a run that the cache does not hold then learns the
+//! bytes it frees and where the rest starts from these notes, not by reading the run's done
+//! part a second time (which was half of what a backlog read from the log). The notes go with
+//! the messages they describe (released), and all of them when a compaction moves the queue's
+//! records.
+//!
 //! In a checkpoint a queue is `first u64 | next u64 | runs u32`, each run
 //! `segment u64 | offset u64 | first u64 | last u64 | bytes u64` (little-endian); the owner
 //! writes what identifies the key before it.
@@ -58,6 +66,10 @@ pub(crate) const CACHE_BYTES: u64 = 8 << 20;
 /// What a cached message counts against [`CACHE_BYTES`] besides its bytes: its entry and the
 /// allocation holding the bytes, about.
 pub(crate) const CACHED_OVERHEAD: u64 = 96;
+
+/// Most messages read back whose records' places a queue notes (see the module docs): 24
+/// bytes each, several delivery windows.
+pub(crate) const LOCATED: usize = 4096;
 
 /// What a queue is the queue of: a key whose message records it can recognise.
 pub(crate) trait Key {
@@ -105,6 +117,17 @@ pub(crate) struct Queue {
     cache: VecDeque<Cached>,
     /// The window found no room for a message: nothing is added until it is empty.
     cache_closed: bool,
+    /// Messages read back from the log: consecutive sequences, with where their records are.
+    located: VecDeque<Located>,
+}
+
+/// Where the record of a message read back from the log is (see the module docs).
+#[derive(Clone, Copy, Debug)]
+struct Located {
+    sequence: u64,
+    at: Location,
+    /// The record's size on disk.
+    size: u64,
 }
 
 /// A recent message kept in memory, with where its record is.
@@ -189,7 +212,14 @@ impl Space {
 impl Queue {
     /// An empty queue whose first message will be `first`.
     pub(crate) fn starting_at(first: u64) -> Queue {
-        Queue { first, next: first, runs: VecDeque::new(), cache: VecDeque::new(), cache_closed: false }
+        Queue {
+            first,
+            next: first,
+            runs: VecDeque::new(),
+            cache: VecDeque::new(),
+            cache_closed: false,
+            located: VecDeque::new(),
+        }
     }
 
     /// Whether it holds no message.
@@ -293,8 +323,13 @@ impl Queue {
             }
             // Part of the run is done: find how many bytes, and where the rest starts, in the
             // cache or else by reading the run's done part.
-            let cached = cached_prefix(&self.cache, run.first, up_to).filter(|(_, at)| at.segment == run.segment);
-            let (freed, first, offset) = match cached {
+            let known = cached_prefix(&self.cache, run.first, up_to)
+                .or_else(|| located_prefix(&self.located, run.first, up_to))
+                .filter(|(_, at)| at.segment == run.segment);
+            let (freed, first, offset) = match known {
+                // The rest starts at the next message, or (from the notes of a read that ended
+                // at `up_to`) right after `up_to`'s record: other records between are skipped
+                // as a walk of the run skips them.
                 Some((freed, at)) => (freed, up_to + 1, at.offset),
                 None => {
                     let mut freed = 0;
@@ -322,6 +357,9 @@ impl Queue {
             break;
         }
         self.cache_release(space, up_to);
+        while self.located.front().is_some_and(|l| l.sequence <= up_to) {
+            self.located.pop_front();
+        }
         Ok(released)
     }
 
@@ -329,7 +367,7 @@ impl Queue {
     /// after `max_bytes` of messages: from the cache where its window holds them, else from
     /// the log.
     pub(crate) fn read<K: Key + ?Sized>(
-        &self,
+        &mut self,
         log: &mut Log,
         key: &K,
         from: u64,
@@ -368,7 +406,7 @@ impl Queue {
     /// Reads messages from `from` on from the log into `read` until it is full or holds
     /// `until` messages. The walk stops after the last message wanted, not at the next.
     fn read_log<K: Key + ?Sized>(
-        &self,
+        &mut self,
         log: &mut Log,
         key: &K,
         from: u64,
@@ -380,7 +418,9 @@ impl Queue {
             if done(read) {
                 break;
             }
-            walk(log, key, run, |sequence, _, message| {
+            let located = &mut self.located;
+            walk(log, key, run, |sequence, entry, message| {
+                note(located, Located { sequence, at: entry.at, size: entry.size });
                 if sequence >= from {
                     read.push(sequence, Bytes::copy_from_slice(message));
                     if done(read) {
@@ -403,8 +443,9 @@ impl Queue {
         number: u64,
     ) -> Result<(), DurableError> {
         if self.runs.iter().any(|r| r.segment == number) {
-            // The copies are elsewhere: the cached locations would be wrong.
+            // The copies are elsewhere: the cached and noted locations would be wrong.
             self.cache_clear(space);
+            self.located.clear();
         }
         for run in self.runs.iter_mut().filter(|r| r.segment == number) {
             let mut bodies = Vec::new();
@@ -450,8 +491,14 @@ impl Queue {
         if first == 0 || first > next {
             return Err(Malformed("a checkpoint's sequences are out of order"));
         }
-        let mut queue =
-            Queue { first, next, runs: VecDeque::with_capacity(runs), cache: VecDeque::new(), cache_closed: false };
+        let mut queue = Queue {
+            first,
+            next,
+            runs: VecDeque::with_capacity(runs),
+            cache: VecDeque::new(),
+            cache_closed: false,
+            located: VecDeque::new(),
+        };
         let mut expected = first;
         for _ in 0..runs {
             let run = Run { segment: f.u64()?, offset: f.u64()?, first: f.u64()?, last: f.u64()?, bytes: f.u64()? };
@@ -537,6 +584,40 @@ fn cached_prefix(cache: &VecDeque<Cached>, run_first: u64, up_to: u64) -> Option
     let rest = cache.get(index(up_to + 1)?)?;
     let freed = cache.range(index(run_first)?..=index(up_to)?).map(|c| c.size).sum();
     Some((freed, rest.at))
+}
+
+/// Notes where a message read back is, keeping the notes consecutive and at most [`LOCATED`].
+fn note(located: &mut VecDeque<Located>, message: Located) {
+    match located.back() {
+        Some(last) if message.sequence <= last.sequence => return,
+        Some(last) if message.sequence != last.sequence + 1 => located.clear(),
+        _ => {}
+    }
+    if located.len() == LOCATED {
+        located.pop_front();
+    }
+    located.push_back(message);
+}
+
+/// From the notes of messages read back: the bytes of the records `run_first..=up_to`, and
+/// where the rest starts (the next message's record, or the end of `up_to`'s when the notes
+/// end there); `None` unless the notes hold all of them.
+fn located_prefix(located: &VecDeque<Located>, run_first: u64, up_to: u64) -> Option<(u64, Location)> {
+    let first = located.front()?.sequence;
+    if first > run_first {
+        return None;
+    }
+    let index = |sequence: u64| usize::try_from(sequence - first).ok();
+    let last = located.get(index(up_to)?)?;
+    let rest = match located.get(index(up_to + 1)?) {
+        Some(next) => next.at,
+        None => Location { segment: last.at.segment, offset: last.at.offset + last.size },
+    };
+    let done = located.range(index(run_first)?..=index(up_to)?);
+    if done.clone().any(|l| l.at.segment != rest.segment) {
+        return None;
+    }
+    Some((done.map(|l| l.size).sum(), rest))
 }
 
 /// Calls `f` with each message of `run` in order (sequence, record, message bytes) until it

@@ -132,14 +132,14 @@ impl State {
     /// Up to `max` messages of `destination` from `from` on (or from its first unacknowledged
     /// one, if later), stopping early after `max_bytes` of messages.
     pub(crate) fn read(
-        &self,
+        &mut self,
         log: &mut Log,
         destination: &str,
         from: u64,
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, DurableError> {
-        let Some(queue) = self.destinations.get(destination) else { return Ok(Vec::new()) };
+        let Some(queue) = self.destinations.get_mut(destination) else { return Ok(Vec::new()) };
         queue.read(log, destination, from, max, max_bytes)
     }
 

@@ -466,6 +466,34 @@ async fn reads_and_acknowledgements_from_the_log_share_one_open_reader() {
 }
 
 #[tokio::test]
+async fn an_acknowledgement_inside_a_run_read_back_from_the_log_reads_nothing_again() {
+    let config = OutboxConfig::new("shop-1");
+    let (dir, outbox) = filled(config.clone(), "ledger", 1..=100).await;
+    outbox.close().await.expect("close");
+    let outbox = open(dir.path(), config.clone()).await;
+    let read = outbox.read("ledger", 1, 50, usize::MAX).await.expect("read");
+    assert_eq!(read.len(), 50);
+    let scanned = counter(&outbox, |c| &c.scanned);
+    // Where the read ended, then inside what it read.
+    assert_eq!(outbox.acknowledge("ledger", 50).await.ok(), Some(50));
+    assert_eq!(counter(&outbox, |c| &c.scanned), scanned, "the read noted where its records are");
+    let read = outbox.read("ledger", 51, 30, usize::MAX).await.expect("read");
+    assert_eq!(read.first().map(|s| s.sequence), Some(51));
+    let scanned = counter(&outbox, |c| &c.scanned);
+    assert_eq!(outbox.acknowledge("ledger", 65).await.ok(), Some(15));
+    assert_eq!(counter(&outbox, |c| &c.scanned), scanned);
+    let size = State::record_size("ledger", &msg(1));
+    assert_eq!(outbox.pending().await.expect("pending")[0].bytes, 35 * size, "exact bytes, from the notes");
+    assert_eq!(read_all(&outbox, "ledger").await, numbered(66..=100), "the rest starts where the notes said");
+    outbox.close().await.expect("close");
+
+    // The log agrees: reopened, the same 35 messages.
+    let outbox = open(dir.path(), config).await;
+    assert_eq!(read_all(&outbox, "ledger").await, numbered(66..=100));
+    assert_eq!(outbox.pending().await.expect("pending")[0].bytes, 35 * size);
+}
+
+#[tokio::test]
 async fn the_memory_of_messages_is_bounded_and_the_rest_comes_from_the_log() {
     // Messages of 1 MiB: the window (8 MiB) holds the first 7 of 12; 8 finds no room and
     // closes it.
