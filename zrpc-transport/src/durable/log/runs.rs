@@ -374,7 +374,11 @@ impl Queue {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<Stored>, DurableError> {
-        let mut read = Reading { out: Vec::new(), bytes: 0, max, max_bytes };
+        // Room for what is asked, up to what the queue holds from `from` on and a delivery
+        // window or a run at most (256), rather than growing by pushes.
+        let held = usize::try_from(self.next.saturating_sub(from.max(self.first))).unwrap_or(usize::MAX);
+        let out = Vec::with_capacity(max.min(held).min(256));
+        let mut read = Reading { out, bytes: 0, max, max_bytes };
         let window = self.cache.front().zip(self.cache.back()).map(|(first, last)| (first.sequence, last.sequence));
         let mut from = from.max(self.first);
         while !read.full() && from < self.next {
