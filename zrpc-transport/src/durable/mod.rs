@@ -39,6 +39,18 @@
 //!
 //! # Measured
 //!
+//! Session 15, 2026-11-30 (load 1.7–2.3; benches/results/durable-ab-6f58d93-5958074.txt): the
+//! time bench's 1,000,000 messages outrun delivery, so most are read back from the log, a path
+//! callgrind's 20,000 messages (all in the in-memory tail) never took. Its reads and the
+//! acknowledgements inside a run each opened the segment and filled a new 128 KiB buffer, the
+//! acknowledgements only to count bytes. Now one reader per log is kept between walks
+//! (`log/mod.rs`), reads note where their records are so that acknowledgements walk nothing
+//! (`log/runs.rs`), and a record read back is one allocation: `openat` 4,309 → 23 and `read`
+//! 4,312 → 534 per 300,000 messages (`strace -f -c`). Three passes taking turns: 157k–187k
+//! handled/s before (median 166k), 146k–210k after (median 194k); 200k/s in four rounds of
+//! nine. The handled mark's `pwrite` is now the largest single cost, 14–15% of the CPU in
+//! `perf`.
+//!
 //! Session 14, 2026-11-29 (load 1.6–1.9; benches/results/durable-ab-8f78f12-438806c.txt):
 //! 25.1 → 18.6 allocations and 31.0k → 28.5k instructions per message at the process level
 //! (callgrind, 20,000 and 60,000 messages, the difference; 27.9k with method names interned
