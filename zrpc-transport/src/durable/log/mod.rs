@@ -24,10 +24,11 @@
 //! than the owners' in-memory tail) goes through [`Log::walk_from`] and [`Log::park`]: the
 //! reader a walk ended with, its file open and its buffer ([`READ_BUFFER`]) filled, is kept
 //! for the next walk of the same segment, which moves within the buffer when its start is
-//! there. The delivery task's reads and the acknowledgements' walks both go over the window of
-//! messages just before the last read's end, so most walks then cost no system call; each used
-//! to open the file, allocate the buffer and fill it (6% of a durable message's CPU with a
-//! backlog, in `perf`). Bound: one reader per log, [`READ_BUFFER`] bytes and a file handle.
+//! there. A delivery task's read starts at its first message not yet acknowledged, behind where
+//! its last read ended, so most walks then cost no system call; each used to open the file,
+//! allocate the buffer and fill it (6% of a durable message's CPU with a backlog, in `perf`).
+//! (Acknowledgements inside a run mostly walk nothing: see `runs.rs`.) Bound: one reader per
+//! log, [`READ_BUFFER`] bytes and a file handle.
 
 pub(crate) mod record;
 pub(crate) mod runs;
