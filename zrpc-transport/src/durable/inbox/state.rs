@@ -232,7 +232,7 @@ impl State {
             let Some(key) = self.ready.pop_front() else { break };
             let Some(stream) = self.streams.get_mut(&key) else { continue };
             let first = stream.queue.first;
-            let taken = stream.queue.read(log, &key, first, per_stream.max(1), TAKE_BYTES)?;
+            let taken = stream.queue.read(&mut self.space, log, &key, first, per_stream.max(1), TAKE_BYTES)?;
             let Some(last) = taken.last() else {
                 return Err(missing(log, 0, "a stream's first unhandled message is not in the log"));
             };

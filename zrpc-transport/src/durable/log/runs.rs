@@ -33,12 +33,13 @@
 //!    compaction that moves a queue's records empties its cache.
 //!
 //! **Where messages read back are.** A read from the log also notes, for the messages it
-//! walked, where each record is and its size ([`LOCATED`] at most per queue, consecutive
-//! sequences): an acknowledgement inside a run that the cache does not hold then learns the
-//! bytes it frees and where the rest starts from these notes, not by reading the run's done
-//! part a second time (which was half of what a backlog read from the log). The notes go with
-//! the messages they describe (released), and all of them when a compaction moves the queue's
-//! records.
+//! walked, where each record is and its size (consecutive sequences per queue): an
+//! acknowledgement inside a run that the cache does not hold then learns the bytes it frees and
+//! where the rest starts from these notes, not by reading the run's done part a second time
+//! (which was half of what a backlog read from the log). The notes go with the messages they
+//! describe (released), and all of a queue's when a compaction moves its records. **Bound:**
+//! [`LOCATED`] notes per log (shared by its queues, 32 bytes each); past it reads note nothing
+//! and acknowledgements walk, as before.
 //!
 //! In a checkpoint a queue is `first u64 | next u64 | runs u32`, each run
 //! `segment u64 | offset u64 | first u64 | last u64 | bytes u64` (little-endian); the owner
@@ -67,9 +68,9 @@ pub(crate) const CACHE_BYTES: u64 = 8 << 20;
 /// allocation holding the bytes, about.
 pub(crate) const CACHED_OVERHEAD: u64 = 96;
 
-/// Most messages read back whose records' places a queue notes (see the module docs): 24
-/// bytes each, several delivery windows.
-pub(crate) const LOCATED: usize = 4096;
+/// Most notes of where messages read back are, per log (see the module docs): 512 KiB, the
+/// delivery windows or runs of 64 queues reading from the log at once.
+pub(crate) const LOCATED: usize = 16_384;
 
 /// What a queue is the queue of: a key whose message records it can recognise.
 pub(crate) trait Key {
@@ -154,6 +155,8 @@ pub(crate) struct Space {
     used: u64,
     /// What the queues' cached messages count against [`CACHE_BYTES`].
     cached: u64,
+    /// The queues' notes of where messages read back are, against [`LOCATED`].
+    located: usize,
 }
 
 /// A message read back.
@@ -359,6 +362,7 @@ impl Queue {
         self.cache_release(space, up_to);
         while self.located.front().is_some_and(|l| l.sequence <= up_to) {
             self.located.pop_front();
+            space.located = space.located.saturating_sub(1);
         }
         Ok(released)
     }
@@ -368,6 +372,7 @@ impl Queue {
     /// the log.
     pub(crate) fn read<K: Key + ?Sized>(
         &mut self,
+        space: &mut Space,
         log: &mut Log,
         key: &K,
         from: u64,
@@ -395,9 +400,9 @@ impl Queue {
                 // From the log, up to the window if it is ahead.
                 Some((c0, _)) if from < c0 => {
                     let until = before.saturating_add(usize::try_from(c0 - from).unwrap_or(usize::MAX));
-                    self.read_log(log, key, from, until, &mut read)?;
+                    self.read_log(space, log, key, from, until, &mut read)?;
                 }
-                _ => self.read_log(log, key, from, usize::MAX, &mut read)?,
+                _ => self.read_log(space, log, key, from, usize::MAX, &mut read)?,
             }
             match read.out.last() {
                 Some(last) if read.out.len() > before => from = last.sequence + 1,
@@ -411,6 +416,7 @@ impl Queue {
     /// `until` messages. The walk stops after the last message wanted, not at the next.
     fn read_log<K: Key + ?Sized>(
         &mut self,
+        space: &mut Space,
         log: &mut Log,
         key: &K,
         from: u64,
@@ -424,7 +430,7 @@ impl Queue {
             }
             let located = &mut self.located;
             walk(log, key, run, |sequence, entry, message| {
-                note(located, Located { sequence, at: entry.at, size: entry.size });
+                note(space, located, Located { sequence, at: entry.at, size: entry.size });
                 if sequence >= from {
                     read.push(sequence, Bytes::copy_from_slice(message));
                     if done(read) {
@@ -449,6 +455,7 @@ impl Queue {
         if self.runs.iter().any(|r| r.segment == number) {
             // The copies are elsewhere: the cached and noted locations would be wrong.
             self.cache_clear(space);
+            space.located = space.located.saturating_sub(self.located.len());
             self.located.clear();
         }
         for run in self.runs.iter_mut().filter(|r| r.segment == number) {
@@ -590,17 +597,26 @@ fn cached_prefix(cache: &VecDeque<Cached>, run_first: u64, up_to: u64) -> Option
     Some((freed, rest.at))
 }
 
-/// Notes where a message read back is, keeping the notes consecutive and at most [`LOCATED`].
-fn note(located: &mut VecDeque<Located>, message: Located) {
+/// Notes where a message read back is, keeping a queue's notes consecutive and the log's at
+/// most [`LOCATED`]. At the bound a queue keeps the notes it has: its oldest messages are the
+/// ones acknowledgements come for.
+fn note(space: &mut Space, located: &mut VecDeque<Located>, message: Located) {
+    let full = space.located >= LOCATED;
     match located.back() {
         Some(last) if message.sequence <= last.sequence => return,
-        Some(last) if message.sequence != last.sequence + 1 => located.clear(),
+        Some(last) if message.sequence != last.sequence + 1 => {
+            if full {
+                return;
+            }
+            space.located = space.located.saturating_sub(located.len());
+            located.clear();
+        }
         _ => {}
     }
-    if located.len() == LOCATED {
-        located.pop_front();
+    if space.located < LOCATED {
+        space.located += 1;
+        located.push_back(message);
     }
-    located.push_back(message);
 }
 
 /// From the notes of messages read back: the bytes of the records `run_first..=up_to`, and
@@ -660,4 +676,50 @@ pub(crate) fn malformed(log: &Log, what: &str, e: &Malformed) -> DurableError {
 /// The log does not hold what its owner's state says it holds.
 pub(crate) fn missing(log: &Log, segment: u64, what: &str) -> DurableError {
     DurableError::Corrupt { path: log.dir().to_owned(), what: format!("segment {segment}: {what}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::{LOCATED, Located, Location, Space, located_prefix, note};
+
+    fn at(sequence: u64, offset: u64) -> Located {
+        Located { sequence, at: Location { segment: 3, offset }, size: 100 }
+    }
+
+    #[test]
+    fn notes_stay_consecutive_and_within_the_logs_bound() {
+        let mut space = Space::default();
+        let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
+        for n in 1..=10 {
+            note(&mut space, &mut a, at(n, 1000 + 100 * n));
+        }
+        note(&mut space, &mut a, at(5, 0));
+        assert_eq!((a.len(), space.located), (10, 10), "a message noted again changes nothing");
+        note(&mut space, &mut a, at(20, 3000));
+        assert_eq!((a.len(), space.located), (1, 1), "a gap starts the notes again");
+        for n in 1..=(LOCATED as u64 + 50) {
+            note(&mut space, &mut b, at(n, 100 * n));
+        }
+        assert_eq!(space.located, LOCATED, "the log's bound holds across its queues");
+        assert_eq!(b.len(), LOCATED - 1);
+    }
+
+    #[test]
+    fn a_prefix_of_the_notes_gives_the_bytes_freed_and_where_the_rest_starts() {
+        let mut space = Space::default();
+        let mut notes = VecDeque::new();
+        for n in 11..=20 {
+            note(&mut space, &mut notes, at(n, 100 * n));
+        }
+        // Inside the notes: the next message's record.
+        assert_eq!(located_prefix(&notes, 11, 14), Some((400, Location { segment: 3, offset: 1500 })));
+        // At their end: right after the last record.
+        assert_eq!(located_prefix(&notes, 12, 20), Some((900, Location { segment: 3, offset: 2100 })));
+        assert_eq!(located_prefix(&notes, 10, 14), None, "the run starts before the notes");
+        assert_eq!(located_prefix(&notes, 15, 21), None, "the notes end before `up_to`");
+        notes[3].at.segment = 4;
+        assert_eq!(located_prefix(&notes, 11, 15), None, "records of another segment");
+    }
 }

@@ -140,7 +140,7 @@ impl State {
         max_bytes: usize,
     ) -> Result<Vec<Stored>, DurableError> {
         let Some(queue) = self.destinations.get_mut(destination) else { return Ok(Vec::new()) };
-        queue.read(log, destination, from, max, max_bytes)
+        queue.read(&mut self.space, log, destination, from, max, max_bytes)
     }
 
     /// Destinations with undelivered messages.
