@@ -73,21 +73,19 @@ pub(super) struct Dispatch<S: Service<Request>> {
     /// Where the peer's durable requests are recorded, on a side that has an inbox.
     #[cfg(feature = "durable")]
     inbox: Option<crate::durable::Inbox>,
-    /// The acknowledgements of durable requests whose records are queued on the inbox's writer,
-    /// polled with the handlers' answers: no task per message. At most one per request in
+    /// The durable requests whose records are queued on the inbox's writer, in the order they
+    /// were queued, which is the order the writer answers them (see
+    /// [`RecordAnswer`](crate::durable::RecordAnswer)): polled from the front with the handlers'
+    /// answers, with no task, box or task node per message. At most one per request in
     /// progress, so bounded by the connection's `max_requests`.
     #[cfg(feature = "durable")]
-    recording: futures::stream::FuturesUnordered<Recording>,
+    recording: std::collections::VecDeque<(u64, crate::durable::RecordAnswer)>,
     /// The sender name of the last durable request recorded: the next, almost always from the
     /// same sender, shares it instead of validating and allocating it again. One name, at most
     /// the 255 bytes the protocol allows one.
     #[cfg(feature = "durable")]
     sender: Option<Arc<str>>,
 }
-
-/// A durable request's acknowledgement, once its record has reached the inbox's level.
-#[cfg(feature = "durable")]
-type Recording = Pin<Box<dyn Future<Output = (u64, Result<Response, Status>)> + Send>>;
 
 /// A handler's answer from its task: the call, the result, and whether its payload is
 /// compressed.
@@ -196,7 +194,7 @@ where
             #[cfg(feature = "durable")]
             inbox: None,
             #[cfg(feature = "durable")]
-            recording: futures::stream::FuturesUnordered::new(),
+            recording: std::collections::VecDeque::new(),
             #[cfg(feature = "durable")]
             sender: None,
         }
@@ -262,13 +260,12 @@ where
         }
         #[cfg(feature = "durable")]
         for _ in 0..BATCH {
-            use futures::StreamExt;
-            if self.recording.is_empty() {
-                break;
-            }
-            let Poll::Ready(Some((id, result))) = self.recording.poll_next_unpin(cx) else { break };
+            let Some((id, answer)) = self.recording.front_mut() else { break };
+            let Poll::Ready(outcome) = Pin::new(answer).poll(cx) else { break };
+            let id = *id;
+            self.recording.pop_front();
             progress = true;
-            mux.finish(id, &result);
+            mux.finish(id, &crate::durable::acknowledgement(outcome));
         }
         progress
     }
@@ -468,9 +465,7 @@ where
                 inbox.submit_record(sender, outbox, fields.sequence, fields.acknowledged, message).map_err(Status::from)
             });
         match recorded {
-            Ok(answer) => {
-                self.recording.push(Box::pin(async move { (id, crate::durable::acknowledgement(answer.await)) }));
-            }
+            Ok(answer) => self.recording.push_back((id, answer)),
             Err(status) => {
                 mux.finish(id, &Err(status));
             }

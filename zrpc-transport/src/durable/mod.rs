@@ -647,7 +647,7 @@ pub use id::{MessageId, OutboxId};
 pub use inbox::{
     DEFAULT_MAX_STREAMS, DEFAULT_STREAM_RETENTION, Inbox, InboxConfig, MAX_RUNNING, MAX_UNSYNCED_MARKS, StreamInfo,
 };
-pub(crate) use inbox::{Dispatching, run_inbox};
+pub(crate) use inbox::{Dispatching, RecordAnswer, run_inbox};
 pub use level::Durability;
 pub use outbox::{
     ATTEMPT_TIMEOUT, BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_MAX_BYTES, Destination, Outbox, OutboxConfig, Pending,

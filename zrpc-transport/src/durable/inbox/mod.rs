@@ -17,11 +17,13 @@ mod tests;
 use std::fmt;
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 pub use self::dispatcher::MAX_RUNNING;
 pub(crate) use self::dispatcher::{Dispatching, run as run_inbox};
@@ -198,6 +200,28 @@ struct Inner {
     counters: Arc<Counters>,
 }
 
+/// What [`Inbox::submit_record`] answers: the record's [`Outcome`] once its batch reached the
+/// inbox's level. A future of its own type rather than an `async` block, so that a connection
+/// keeps its records' answers in a queue, in the order it submitted them, with no box and no
+/// task node per message. The writer takes commands in the order they were queued and answers
+/// a batch's in that order; a record it refuses at once is answered earlier, and waits in the
+/// queue for the answers before it, which are due with their batch.
+pub(crate) struct RecordAnswer {
+    answer: oneshot::Receiver<Result<Outcome, DurableError>>,
+    /// For the directory's path, should the writer have gone: not a copy per message.
+    inbox: Inbox,
+}
+
+impl Future for RecordAnswer {
+    type Output = Result<Outcome, DurableError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| Err(DurableError::Closed { path: self.inbox.inner.writer.dir().to_owned() }))
+        })
+    }
+}
+
 impl fmt::Debug for Inbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inbox").field("dir", &self.inner.writer.dir()).finish_non_exhaustive()
@@ -309,7 +333,7 @@ impl Inbox {
         sequence: u64,
         acknowledged: u64,
         message: Bytes,
-    ) -> Result<impl Future<Output = Result<Outcome, DurableError>> + Send + 'static, DurableError> {
+    ) -> Result<RecordAnswer, DurableError> {
         super::outbox::check_name(&sender)?;
         if message.len() > MAX_MESSAGE {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
@@ -317,9 +341,7 @@ impl Inbox {
         let key = StreamKey { sender, outbox };
         let answer =
             self.inner.writer.submit(|reply| Command::Record { key, sequence, acknowledged, message, reply })?;
-        // The directory's path only when the writer has gone: not a copy per message.
-        let inner = self.inner.clone();
-        Ok(async move { answer.await.map_err(|_| DurableError::Closed { path: inner.writer.dir().to_owned() })? })
+        Ok(RecordAnswer { answer, inbox: self.clone() })
     }
 
     /// The next unhandled message of up to `max` streams that have no handler running, in
