@@ -46,10 +46,17 @@
 //! acknowledgements only to count bytes. Now one reader per log is kept between walks
 //! (`log/mod.rs`), reads note where their records are so that acknowledgements walk nothing
 //! (`log/runs.rs`), and a record read back is one allocation: `openat` 4,309 → 23 and `read`
-//! 4,312 → 534 per 300,000 messages (`strace -f -c`). Three passes taking turns: 157k–187k
-//! handled/s before (median 166k), 146k–210k after (median 194k); 200k/s in four rounds of
-//! nine. The handled mark's `pwrite` is now the largest single cost, 14–15% of the CPU in
-//! `perf`.
+//! 4,312 → 534 per 300,000 messages (`strace -f -c`). The receiving connection keeps its
+//! records' answers in a queue rather than boxing each into a `FuturesUnordered` (callgrind:
+//! 17.7 → 15.6 allocations, 28.5k → 26.8k instructions per message). Three passes taking
+//! turns: 157k–187k handled/s before (median 166k), 146k–210k after the reads (median 194k);
+//! a second run, quieter (benches/results/durable-ab-6f58d93-5958074-709b639.txt): 163k–185k
+//! at the start, 188k–229k at the end (median 213k), plain oneway 1.05M–1.18M. The handled
+//! mark's `pwrite` is now the largest single cost, 14–15% of the CPU in `perf`. What still
+//! allocates per message: the stored frame on each side, the first clone of each, a boxed
+//! `Durable` in each side's context, the boxed durable fields of the decoded frame, the
+//! handler's boxed future, the record's reply slot, the acknowledgement's payload, the
+//! delivery's in-flight future and its `FuturesOrdered` node, and the message's own decoding.
 //!
 //! Session 14, 2026-11-29 (load 1.6–1.9; benches/results/durable-ab-8f78f12-438806c.txt):
 //! 25.1 → 18.6 allocations and 31.0k → 28.5k instructions per message at the process level
@@ -95,9 +102,10 @@
 //! Session 11 (load 3.6 to 5): oneway 609k–654k, process 58k–79k/s (0.10–0.12× oneway),
 //! power 27k–31k acknowledged and 2.7k–3.5k handled.
 //!
-//! Issue 13 asks for 200k/s and 0.5× oneway at the process level: **not met**, by about 3×
-//! to 4×. What the profile says remains (after this session; perf, process level): no
-//! single cost above 10%. By stage, in instructions (callgrind): the receiver's connection
+//! Issue 13 asks for 200k/s and 0.5× oneway at the process level. As of session 15, 200k/s
+//! is reached in a quiet run's median (213k) and not in a busier one's (194k); 0.5× oneway is
+//! **not met** (about 0.2×). Session 12's profile (perf, process level) found no single cost
+//! above 10%. By stage, in instructions (callgrind): the receiver's connection
 //! (decode, the request rebuilt and re-encoded for the log, a command and a oneshot to the
 //! writer per message, the acknowledgement's RESPONSE) 23%; the handlers' runs (the stored
 //! frame decoded again, the handler through the server's layers) 18%; the callers (encode,
