@@ -453,7 +453,8 @@ where
         let recorded = ready
             .and_then(|()| self.to_request(frame, limit, now))
             .and_then(|mut request| {
-                if self.names.intern(request.method().as_str()).is_none() {
+                // `to_request` made the method static exactly when the router knows it.
+                if request.method().as_static().is_none() {
                     let message = format!("{} has no method {}", self.local_name, request.method());
                     return Err(Status::not_found(message).mark_unprocessed());
                 }
