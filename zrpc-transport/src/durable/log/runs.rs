@@ -325,14 +325,15 @@ impl Queue {
                 continue;
             }
             // Part of the run is done: find how many bytes, and where the rest starts, in the
-            // cache or else by reading the run's done part.
-            let known = cached_prefix(&self.cache, run.first, up_to)
-                .or_else(|| located_prefix(&self.located, run.first, up_to))
+            // cache, in the notes of a read from the log, or else by reading the run's done part.
+            let cached = |c: &Cached| Located { sequence: c.sequence, at: c.at, size: c.size };
+            let known = known_prefix(&self.cache, cached, run.first, up_to)
+                .or_else(|| known_prefix(&self.located, |l| *l, run.first, up_to))
                 .filter(|(_, at)| at.segment == run.segment);
             let (freed, first, offset) = match known {
-                // The rest starts at the next message, or (from the notes of a read that ended
-                // at `up_to`) right after `up_to`'s record: other records between are skipped
-                // as a walk of the run skips them.
+                // The rest starts at the next message, or (when the entries end at `up_to`)
+                // right after `up_to`'s record: other records between are skipped as a walk of
+                // the run skips them.
                 Some((freed, at)) => (freed, up_to + 1, at.offset),
                 None => {
                     let mut freed = 0;
@@ -584,19 +585,6 @@ pub(crate) fn compact<O: Owner>(owner: &mut O, log: &mut Log) -> Result<usize, D
     Ok(sparse.len())
 }
 
-/// The bytes of a run's messages `run_first..=up_to` and where message `up_to + 1` is, from
-/// `cache` (a queue's window), if it holds them all.
-fn cached_prefix(cache: &VecDeque<Cached>, run_first: u64, up_to: u64) -> Option<(u64, Location)> {
-    let first = cache.front()?.sequence;
-    if first > run_first {
-        return None;
-    }
-    let index = |sequence: u64| usize::try_from(sequence - first).ok();
-    let rest = cache.get(index(up_to + 1)?)?;
-    let freed = cache.range(index(run_first)?..=index(up_to)?).map(|c| c.size).sum();
-    Some((freed, rest.at))
-}
-
 /// Notes where a message read back is, keeping a queue's notes consecutive and the log's at
 /// most [`LOCATED`]. At the bound a queue keeps the notes it has: its oldest messages are the
 /// ones acknowledgements come for.
@@ -619,25 +607,34 @@ fn note(space: &mut Space, located: &mut VecDeque<Located>, message: Located) {
     }
 }
 
-/// From the notes of messages read back: the bytes of the records `run_first..=up_to`, and
-/// where the rest starts (the next message's record, or the end of `up_to`'s when the notes
-/// end there); `None` unless the notes hold all of them.
-fn located_prefix(located: &VecDeque<Located>, run_first: u64, up_to: u64) -> Option<(u64, Location)> {
-    let first = located.front()?.sequence;
+/// The bytes of a run's records `run_first..=up_to` and where the rest starts (the record of
+/// `up_to + 1`, or the end of `up_to`'s when the entries end there), from consecutive entries
+/// whose places `place` gives: a queue's cached window or its notes. `None` unless they hold
+/// every one of those messages, in the rest's segment.
+fn known_prefix<T>(
+    entries: &VecDeque<T>,
+    place: impl Fn(&T) -> Located,
+    run_first: u64,
+    up_to: u64,
+) -> Option<(u64, Location)> {
+    let first = place(entries.front()?).sequence;
     if first > run_first {
         return None;
     }
     let index = |sequence: u64| usize::try_from(sequence - first).ok();
-    let last = located.get(index(up_to)?)?;
-    let rest = match located.get(index(up_to + 1)?) {
-        Some(next) => next.at,
+    let last = place(entries.get(index(up_to)?)?);
+    let rest = match entries.get(index(up_to + 1)?) {
+        Some(next) => place(next).at,
         None => Location { segment: last.at.segment, offset: last.at.offset + last.size },
     };
-    let done = located.range(index(run_first)?..=index(up_to)?);
-    if done.clone().any(|l| l.at.segment != rest.segment) {
-        return None;
+    let mut freed = 0;
+    for done in entries.range(index(run_first)?..=index(up_to)?).map(&place) {
+        if done.at.segment != rest.segment {
+            return None;
+        }
+        freed += done.size;
     }
-    Some((done.map(|l| l.size).sum(), rest))
+    Some((freed, rest))
 }
 
 /// Calls `f` with each message of `run` in order (sequence, record, message bytes) until it
@@ -682,7 +679,7 @@ pub(crate) fn missing(log: &Log, segment: u64, what: &str) -> DurableError {
 mod tests {
     use std::collections::VecDeque;
 
-    use super::{LOCATED, Located, Location, Space, located_prefix, note};
+    use super::{LOCATED, Located, Location, Space, known_prefix, note};
 
     fn at(sequence: u64, offset: u64) -> Located {
         Located { sequence, at: Location { segment: 3, offset }, size: 100 }
@@ -714,12 +711,12 @@ mod tests {
             note(&mut space, &mut notes, at(n, 100 * n));
         }
         // Inside the notes: the next message's record.
-        assert_eq!(located_prefix(&notes, 11, 14), Some((400, Location { segment: 3, offset: 1500 })));
+        assert_eq!(known_prefix(&notes, |l| *l, 11, 14), Some((400, Location { segment: 3, offset: 1500 })));
         // At their end: right after the last record.
-        assert_eq!(located_prefix(&notes, 12, 20), Some((900, Location { segment: 3, offset: 2100 })));
-        assert_eq!(located_prefix(&notes, 10, 14), None, "the run starts before the notes");
-        assert_eq!(located_prefix(&notes, 15, 21), None, "the notes end before `up_to`");
+        assert_eq!(known_prefix(&notes, |l| *l, 12, 20), Some((900, Location { segment: 3, offset: 2100 })));
+        assert_eq!(known_prefix(&notes, |l| *l, 10, 14), None, "the run starts before the notes");
+        assert_eq!(known_prefix(&notes, |l| *l, 15, 21), None, "the notes end before `up_to`");
         notes[3].at.segment = 4;
-        assert_eq!(located_prefix(&notes, 11, 15), None, "records of another segment");
+        assert_eq!(known_prefix(&notes, |l| *l, 11, 15), None, "records of another segment");
     }
 }
