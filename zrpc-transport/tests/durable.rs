@@ -7,7 +7,7 @@
 mod support;
 
 use bytes::Bytes;
-use support::raw::{RawPeer, postcard, request};
+use support::raw::{RawPeer, postcard, request, request_bytes};
 use support::{Serving, within};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
@@ -252,6 +252,47 @@ async fn a_redelivery_is_acknowledged_without_running_again_and_a_gap_is_refused
     drop(peer);
     serving.shutdown().await.expect("served");
     assert!(reports.recv().await.is_none(), "the redelivered message did not run again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_pipelining_durable_messages_past_the_limit_gets_each_acknowledged_within_it() {
+    // Three times the connection's 1,000 requests in progress, in one write: the server reads
+    // them as earlier ones are recorded, so what waits for its record (a request in progress
+    // each) stays within the limit, and every message is acknowledged and handled once.
+    const MESSAGES: u64 = 3_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (serving, mut reports, address) =
+        receiver("ledger", &"tcp://127.0.0.1:0".parse().expect("address"), Some(inbox_in(dir.path()).await)).await;
+    let mut peer = RawPeer::connect(address.to_string().trim_start_matches("tcp://")).await;
+    peer.handshake("raw-sender").await;
+    let batch: Vec<u8> = (1..=MESSAGES).flat_map(|n| request_bytes(&durable_frame(2 * n - 1, n, 0, n))).collect();
+    peer.write(&batch).await;
+
+    let recorded_of = |payload: &Bytes| u64::from_be_bytes(payload[..].try_into().expect("8 bytes"));
+    let mut acknowledged = std::collections::BTreeSet::new();
+    for _ in 0..MESSAGES {
+        let ack = peer.next_response().await;
+        assert_eq!(ack.code, 0, "{ack:?}");
+        // Message n's record answers with the stream recorded up to n.
+        let sequence = ack.id.div_ceil(2);
+        assert_eq!(recorded_of(&ack.payload), sequence);
+        assert!(acknowledged.insert(sequence), "message {sequence} acknowledged twice");
+    }
+    let mut handled = Vec::new();
+    for _ in 0..MESSAGES {
+        handled.push(within("handled", reports.recv()).await.expect("running").1);
+    }
+    assert_eq!(handled, (1..=MESSAGES).collect::<Vec<_>>(), "each once, in order");
+
+    let idle = |c: &[zrpc_transport::ConnectionInfo]| {
+        c.iter().any(|c| c.name.as_deref() == Some("raw-sender") && c.stats.requests_in_progress == 0)
+    };
+    within("the connection's stats", serving.handle().wait_for_connections(idle)).await;
+    let connections = serving.handle().connections();
+    let stats = &connections.iter().find(|c| c.name.as_deref() == Some("raw-sender")).expect("connected").stats;
+    assert!(stats.peak_requests_in_progress <= 1001, "{stats:?}");
+    drop(peer);
+    serving.shutdown().await.expect("served");
 }
 
 #[tokio::test]
