@@ -73,13 +73,19 @@ pub(super) struct Dispatch<S: Service<Request>> {
     /// Where the peer's durable requests are recorded, on a side that has an inbox.
     #[cfg(feature = "durable")]
     inbox: Option<crate::durable::Inbox>,
-    /// The durable requests whose records are queued on the inbox's writer, in the order they
-    /// were queued, which is the order the writer answers them (see
-    /// [`RecordAnswer`](crate::durable::RecordAnswer)): polled from the front with the handlers'
-    /// answers, with no task, box or task node per message. At most one per request in
+    /// The durable requests of this turn, checked, with their ids: queued on the inbox's
+    /// writer together, as one command, when the turn's requests have all started
+    /// ([`submit_records`](Dispatch::submit_records)). At most one per request in progress,
+    /// so bounded by the connection's `max_requests`.
+    #[cfg(feature = "durable")]
+    records: (Vec<u64>, Vec<crate::durable::Incoming>),
+    /// The turns' records queued on the inbox's writer, with their ids, in the order they were
+    /// queued, which is the order the writer answers them (see
+    /// [`RecordAnswers`](crate::durable::RecordAnswers)): polled from the front with the
+    /// handlers' answers, with no task, box or task node. Their records are requests in
     /// progress, so bounded by the connection's `max_requests`.
     #[cfg(feature = "durable")]
-    recording: std::collections::VecDeque<(u64, crate::durable::RecordAnswer)>,
+    recording: std::collections::VecDeque<(Vec<u64>, crate::durable::RecordAnswers)>,
     /// The sender name of the last durable request recorded: the next, almost always from the
     /// same sender, shares it instead of validating and allocating it again. One name, at most
     /// the 255 bytes the protocol allows one.
@@ -194,6 +200,8 @@ where
             #[cfg(feature = "durable")]
             inbox: None,
             #[cfg(feature = "durable")]
+            records: (Vec::new(), Vec::new()),
+            #[cfg(feature = "durable")]
             recording: std::collections::VecDeque::new(),
             #[cfg(feature = "durable")]
             sender: None,
@@ -260,12 +268,13 @@ where
         }
         #[cfg(feature = "durable")]
         for _ in 0..BATCH {
-            let Some((id, answer)) = self.recording.front_mut() else { break };
-            let Poll::Ready(outcome) = Pin::new(answer).poll(cx) else { break };
-            let id = *id;
-            self.recording.pop_front();
+            let Some((_, answer)) = self.recording.front_mut() else { break };
+            let Poll::Ready(outcomes) = Pin::new(answer).poll(cx) else { break };
+            let Some((ids, _)) = self.recording.pop_front() else { break };
             progress = true;
-            mux.finish(id, &crate::durable::acknowledgement(outcome));
+            for (id, outcome) in ids.into_iter().zip(outcomes) {
+                mux.finish(id, &crate::durable::acknowledgement(outcome));
+            }
         }
         progress
     }
@@ -328,11 +337,30 @@ where
             self.start_handler(mux, frame, ready, &mut now, cx);
             progress.started = true;
         }
+        #[cfg(feature = "durable")]
+        self.submit_records(mux);
         if self.parked.is_some() {
             // Queue for a unit now, so that the grant wakes this task.
             progress.started |= self.resume_parked(mux, cx);
         }
         progress
+    }
+
+    /// Queues the durable requests of this turn on the inbox's writer, as one command; if the
+    /// writer cannot take it, they are all refused, unprocessed.
+    #[cfg(feature = "durable")]
+    fn submit_records(&mut self, mux: &mut ConnectionMux) {
+        let (Some(inbox), false) = (&self.inbox, self.records.0.is_empty()) else { return };
+        let (ids, records) = std::mem::take(&mut self.records);
+        match inbox.submit_records(records) {
+            Ok(answer) => self.recording.push_back((ids, answer)),
+            Err(e) => {
+                let refused = Err(Status::from(e));
+                for id in ids {
+                    mux.finish(id, &refused);
+                }
+            }
+        }
     }
 
     /// Spawns the parked handler once the budget grants it a unit; `false` while it waits (in
@@ -424,13 +452,13 @@ where
     /// handler (the inbox's dispatcher runs it; see [`crate::durable`], "The inbox").
     ///
     /// Its method, codec and the peer's right to call it are checked first, so that a message
-    /// that could never run is refused unprocessed and stays with its sender. The record is
-    /// queued here, in the order the connection's requests arrived: a stream's messages reach
-    /// the inbox in order, and one answered out of turn would be refused as a gap. The answer
-    /// is polled with the handlers' ([`poll_completions`](Dispatch::poll_completions)); it
-    /// needs no unit of the budget (it runs no handler) and a CANCEL does not drop it
-    /// (recording is short, and a message recorded after all is a duplicate when it comes
-    /// again).
+    /// that could never run is refused unprocessed and stays with its sender. The record joins
+    /// the turn's others, which are queued together in the order the connection's requests
+    /// arrived: a stream's messages reach the inbox in order, and one recorded out of turn
+    /// would be refused as a gap. The answer is polled with the handlers'
+    /// ([`poll_completions`](Dispatch::poll_completions)); it needs no unit of the budget (it
+    /// runs no handler) and a CANCEL does not drop it (recording is short, and a message
+    /// recorded after all is a duplicate when it comes again).
     #[cfg(feature = "durable")]
     fn record_durable(
         &mut self,
@@ -440,7 +468,7 @@ where
         now: &mut Option<Instant>,
     ) {
         let id = frame.id;
-        let (Some(inbox), Some(fields)) = (self.inbox.clone(), frame.durable.take()) else {
+        let (true, Some(fields)) = (self.inbox.is_some(), frame.durable.take()) else {
             let status = Status::unimplemented("this end records no durable calls").mark_unprocessed();
             mux.finish(id, &Err(status));
             return;
@@ -463,10 +491,14 @@ where
             })
             .and_then(|message| {
                 let outbox = crate::durable::OutboxId::from_u64(fields.outbox);
-                inbox.submit_record(sender, outbox, fields.sequence, fields.acknowledged, message).map_err(Status::from)
+                crate::durable::Inbox::incoming(sender, outbox, fields.sequence, fields.acknowledged, message)
+                    .map_err(Status::from)
             });
         match recorded {
-            Ok(answer) => self.recording.push_back((id, answer)),
+            Ok(record) => {
+                self.records.0.push(id);
+                self.records.1.push(record);
+            }
             Err(status) => {
                 mux.finish(id, &Err(status));
             }

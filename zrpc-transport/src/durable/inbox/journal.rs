@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot};
 
-use super::StreamInfo;
 use super::state::{Delivery, Limits, Outcome, State, StreamKey};
+use super::{Incoming, StreamInfo};
 use crate::durable::DurableError;
 use crate::durable::error::again;
 use crate::durable::log::Log;
@@ -41,14 +41,9 @@ impl std::fmt::Debug for Clock {
 /// A request to the writer thread, with where to send its answer.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Record a message if it is its stream's next; answered once the batch reached the level.
-    Record {
-        key: StreamKey,
-        sequence: u64,
-        acknowledged: u64,
-        message: bytes::Bytes,
-        reply: oneshot::Sender<Result<Outcome, DurableError>>,
-    },
+    /// Record each message that is its stream's next, in order; answered, one outcome per
+    /// message, once the batch reached the level.
+    Record { records: Vec<Incoming>, reply: oneshot::Sender<Vec<Result<Outcome, DurableError>>> },
     /// Take the next unhandled messages (up to `per_stream` each) of up to `max` ready
     /// streams, after the batch (and its "handled" marks) reached the level.
     Take { max: usize, per_stream: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
@@ -65,7 +60,7 @@ pub(crate) enum Command {
 /// An answer waiting for its batch to be written.
 #[derive(Debug)]
 enum Waiting {
-    Recorded(oneshot::Sender<Result<Outcome, DurableError>>, Outcome),
+    Recorded(oneshot::Sender<Vec<Result<Outcome, DurableError>>>, Vec<Result<Outcome, DurableError>>),
     Handled(oneshot::Sender<Result<u64, DurableError>>, u64),
     Take(usize, usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
     Streams(oneshot::Sender<Vec<StreamInfo>>),
@@ -133,13 +128,15 @@ impl Journal for Writer {
             self.now = self.settings.clock.now();
         }
         match command {
-            Command::Record { key, sequence, acknowledged, message, reply } => {
-                match self.state.record(log, &key, sequence, acknowledged, message, self.now, self.settings.limits) {
-                    Ok(outcome) => self.waiting.push(Waiting::Recorded(reply, outcome)),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+            Command::Record { records, reply } => {
+                let (now, limits) = (self.now, self.settings.limits);
+                let outcomes = records
+                    .into_iter()
+                    .map(|Incoming { key, sequence, acknowledged, message }| {
+                        self.state.record(log, &key, sequence, acknowledged, message, now, limits)
+                    })
+                    .collect();
+                self.waiting.push(Waiting::Recorded(reply, outcomes));
             }
             Command::Take { max, per_stream, reply } => self.waiting.push(Waiting::Take(max, per_stream, reply)),
             Command::Handled { key, up_to, reply } => match self.state.handled(log, &key, up_to) {
@@ -164,8 +161,13 @@ impl Journal for Writer {
         for waiting in batch.drain(..) {
             let failed = written.as_ref().err().map(again);
             match waiting {
-                Waiting::Recorded(reply, outcome) => {
-                    let _ = reply.send(failed.map_or(Ok(outcome), Err));
+                Waiting::Recorded(reply, mut outcomes) => {
+                    if let Some(e) = failed {
+                        for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_ok()) {
+                            *outcome = Err(again(&e));
+                        }
+                    }
+                    let _ = reply.send(outcomes);
                 }
                 Waiting::Handled(reply, released) => {
                     let _ = reply.send(failed.map_or(Ok(released), Err));

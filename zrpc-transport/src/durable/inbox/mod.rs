@@ -200,24 +200,38 @@ struct Inner {
     counters: Arc<Counters>,
 }
 
-/// What [`Inbox::submit_record`] answers: the record's [`Outcome`] once its batch reached the
-/// inbox's level. A future of its own type rather than an `async` block, so that a connection
-/// keeps its records' answers in a queue, in the order it submitted them, with no box and no
-/// task node per message. The writer takes commands in the order they were queued and answers
-/// a batch's in that order; a record it refuses at once is answered earlier, and waits in the
-/// queue for the answers before it, which are due with their batch.
-pub(crate) struct RecordAnswer {
-    answer: oneshot::Receiver<Result<Outcome, DurableError>>,
+/// A durable message a connection received, checked ([`Inbox::incoming`]) and ready to be
+/// recorded with the others of its turn ([`Inbox::submit_records`]).
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    key: StreamKey,
+    sequence: u64,
+    acknowledged: u64,
+    message: Bytes,
+}
+
+/// What [`Inbox::submit_records`] answers: each record's [`Outcome`], in the order submitted,
+/// once their batch reached the inbox's level. A future of its own type rather than an
+/// `async` block, so that a connection keeps its turns' answers in a queue, in the order it
+/// submitted them, with no box and no task node. The writer takes commands in the order they
+/// were queued and answers a batch's in that order.
+pub(crate) struct RecordAnswers {
+    answer: oneshot::Receiver<Vec<Result<Outcome, DurableError>>>,
+    /// How many records: each is answered `Closed` should the writer have gone.
+    count: usize,
     /// For the directory's path, should the writer have gone: not a copy per message.
     inbox: Inbox,
 }
 
-impl Future for RecordAnswer {
-    type Output = Result<Outcome, DurableError>;
+impl Future for RecordAnswers {
+    type Output = Vec<Result<Outcome, DurableError>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.answer).poll(cx).map(|answer| {
-            answer.unwrap_or_else(|_| Err(DurableError::Closed { path: self.inbox.inner.writer.dir().to_owned() }))
+            answer.unwrap_or_else(|_| {
+                let path = self.inbox.inner.writer.dir();
+                (0..self.count).map(|_| Err(DurableError::Closed { path: path.to_owned() })).collect()
+            })
         })
     }
 }
@@ -297,11 +311,23 @@ impl Inbox {
         self.submit_record(sender.into(), outbox, sequence, acknowledged, message)?.await
     }
 
-    /// Records message `sequence` of the stream (`sender`, `outbox`) if it is the stream's
-    /// next, and answers once the record reached the inbox's level (with every other record
-    /// and mark of its batch: one write, and at the power level one sync). The answer is what
-    /// the acknowledgement is built from ([`Outcome`]); a duplicate or a gap is answered after
-    /// the same batch, so that no acknowledgement covers a record not yet at the level.
+    /// [`submit_records`](Inbox::submit_records) of one message: how the tests record.
+    #[cfg(test)]
+    pub(crate) fn submit_record(
+        &self,
+        sender: Arc<str>,
+        outbox: OutboxId,
+        sequence: u64,
+        acknowledged: u64,
+        message: Bytes,
+    ) -> Result<impl Future<Output = Result<Outcome, DurableError>> + use<>, DurableError> {
+        let records = self.submit_records(vec![Inbox::incoming(sender, outbox, sequence, acknowledged, message)?])?;
+        let path = self.inner.writer.dir().to_owned();
+        Ok(async move { records.await.pop().unwrap_or(Err(DurableError::Closed { path })) })
+    }
+
+    /// Checks message `sequence` of the stream (`sender`, `outbox`) for
+    /// [`submit_records`](Inbox::submit_records): its sender's name and its size.
     ///
     /// `acknowledged` is the request's (PROTOCOL.md §19): the highest sequence the sender was
     /// told is recorded, 0 for none. A stream this inbox forgot after its retention (or lost),
@@ -312,36 +338,48 @@ impl Inbox {
     /// trace and payload in it.
     ///
     /// # Errors
-    /// [`Full`](DurableError::Full) or [`TooManyStreams`](DurableError::TooManyStreams) (a
-    /// message that would be recorded; duplicates and gaps are answered even when full);
-    /// [`TooLarge`](DurableError::TooLarge) above 16 MiB; [`InvalidName`](DurableError::InvalidName);
-    /// [`Io`](DurableError::Io) if the batch's write or sync failed;
-    /// [`Closed`](DurableError::Closed); [`Busy`](DurableError::Busy), at once, when the
-    /// writer's queue is full (the message is refused, unprocessed, and its sender tries again).
+    /// [`TooLarge`](DurableError::TooLarge) above 16 MiB; [`InvalidName`](DurableError::InvalidName).
+    pub(crate) fn incoming(
+        sender: Arc<str>,
+        outbox: OutboxId,
+        sequence: u64,
+        acknowledged: u64,
+        message: Bytes,
+    ) -> Result<Incoming, DurableError> {
+        super::outbox::check_name(&sender)?;
+        if message.len() > MAX_MESSAGE {
+            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
+        }
+        Ok(Incoming { key: StreamKey { sender, outbox }, sequence, acknowledged, message })
+    }
+
+    /// Records each of `records`, in order, that is its stream's next, and answers once they
+    /// reached the inbox's level (with every other record and mark of their batch: one write,
+    /// and at the power level one sync). A connection submits the durable messages of one
+    /// turn together: one command, one answer and one wake-up for all of them. The answers are
+    /// what the acknowledgements are built from ([`Outcome`]); a duplicate or a gap is answered
+    /// after the same batch, so that no acknowledgement covers a record not yet at the level.
+    ///
+    /// Each record's answer may be [`Full`](DurableError::Full) or
+    /// [`TooManyStreams`](DurableError::TooManyStreams) (a message that would be recorded;
+    /// duplicates and gaps are answered even when full), [`Io`](DurableError::Io) if the
+    /// batch's write or sync failed, or [`Closed`](DurableError::Closed).
+    ///
+    /// # Errors
+    /// [`Busy`](DurableError::Busy), at once, when the writer's queue is full (the messages
+    /// are refused, unprocessed, and their sender tries again); [`Closed`](DurableError::Closed).
     ///
     /// The command is queued before this returns, so a connection records its messages in
     /// the order they arrived, whatever order the answers are then awaited in (a stream's
     /// message queued after its successor would be refused as a gap).
     ///
     /// # Cancel safety
-    /// The returned future, dropped, leaves the message to be recorded all the same; the
+    /// The returned future, dropped, leaves the messages to be recorded all the same; the
     /// sender's retry is then answered as a duplicate.
-    pub(crate) fn submit_record(
-        &self,
-        sender: Arc<str>,
-        outbox: OutboxId,
-        sequence: u64,
-        acknowledged: u64,
-        message: Bytes,
-    ) -> Result<RecordAnswer, DurableError> {
-        super::outbox::check_name(&sender)?;
-        if message.len() > MAX_MESSAGE {
-            return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
-        }
-        let key = StreamKey { sender, outbox };
-        let answer =
-            self.inner.writer.submit(|reply| Command::Record { key, sequence, acknowledged, message, reply })?;
-        Ok(RecordAnswer { answer, inbox: self.clone() })
+    pub(crate) fn submit_records(&self, records: Vec<Incoming>) -> Result<RecordAnswers, DurableError> {
+        let count = records.len();
+        let answer = self.inner.writer.submit(|reply| Command::Record { records, reply })?;
+        Ok(RecordAnswers { answer, count, inbox: self.clone() })
     }
 
     /// The next unhandled message of up to `max` streams that have no handler running, in

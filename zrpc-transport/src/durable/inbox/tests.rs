@@ -688,3 +688,112 @@ async fn a_run_uses_one_clone_of_the_service_and_a_fresh_one_after_a_panic() {
     let clones = clones.load(Ordering::Relaxed);
     assert_eq!(clones, 3, "clones of the service for five messages in one run");
 }
+
+mod over_a_connection {
+    //! A server with this inbox, and a raw sender on a real TCP connection.
+
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::frame::{self, DurableFields, Frame, RequestFrame, flags};
+
+    #[zrpc_macros::service(crate = "zrpc_core")]
+    trait Ledger {
+        #[zrpc(oneway)]
+        async fn record(&self, n: u64);
+    }
+
+    #[derive(Clone)]
+    struct Books;
+
+    impl Ledger for Books {
+        async fn record(&self, _n: u64) {}
+    }
+
+    /// Message `n` of the raw sender's stream, as a durable request with id `2n - 1`.
+    fn durable_request(out: &mut BytesMut, n: u64) {
+        let request = RequestFrame {
+            id: 2 * n - 1,
+            flags: flags::DURABLE,
+            codec: zrpc_core::CodecId::Postcard.as_u8(),
+            timeout: None,
+            method: Bytes::from_static(b"Ledger.record"),
+            trace: None,
+            durable: Some(Box::new(DurableFields {
+                outbox: 7,
+                sequence: n,
+                acknowledged: 0,
+                sender: Bytes::from_static(b"raw-sender"),
+            })),
+            metadata: Default::default(),
+            payload: {
+                let mut payload = BytesMut::new();
+                zrpc_core::CodecId::Postcard.encode(&n, &mut payload).expect("encodes");
+                payload.freeze()
+            },
+        };
+        frame::encode_request_frame(out, &request, frame::DEFAULT_MAX_FRAME).expect("encodes");
+    }
+
+    #[tokio::test]
+    async fn the_durable_messages_a_connection_reads_at_once_reach_the_writer_as_one_command() {
+        // 500 messages in one write: a connection records what one read brought with one
+        // command to the inbox's writer (one answer, one wake-up), not one per message. It
+        // took 500 record commands before; now about one per read of the socket.
+        const MESSAGES: u64 = 500;
+        let dir = temp();
+        let inbox = open(dir.path(), config()).await;
+        let server = crate::Server::builder()
+            .name("ledger")
+            .inbox(inbox.clone())
+            .add_service(LedgerServer::new(Books))
+            .bind("tcp://127.0.0.1:0")
+            .await
+            .expect("binds");
+        let address = server.local_addr().to_string();
+        let serving = tokio::spawn(server.serve());
+        let mut socket = tokio::net::TcpStream::connect(address.trim_start_matches("tcp://")).await.expect("connects");
+
+        let mut out = BytesMut::new();
+        frame::encode_preface(&mut out);
+        let hello = frame::Hello {
+            name: "raw-sender".into(),
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            codecs: vec![zrpc_core::CodecId::Postcard.as_u8()],
+            compressions: Vec::new(),
+            token: Bytes::new(),
+            flow: None,
+            inbox: false,
+        };
+        frame::encode_hello(&mut out, &hello).expect("encodes");
+        for n in 1..=MESSAGES {
+            durable_request(&mut out, n);
+        }
+        let before = Counters::get(&inbox.counters().commands);
+        socket.write_all(&out).await.expect("writes");
+
+        let (mut input, mut decoder, mut acknowledged) = (BytesMut::new(), frame::Decoder::default(), Vec::new());
+        while !frame::decode_preface(&mut input).expect("a preface") {
+            assert_ne!(socket.read_buf(&mut input).await.expect("reads"), 0, "closed before its preface");
+        }
+        while (acknowledged.len() as u64) < MESSAGES {
+            match decoder.decode(&mut input).expect("valid frames") {
+                Some(Frame::Response(response)) => {
+                    assert_eq!(response.code, 0, "{response:?}");
+                    let recorded = u64::from_be_bytes(response.payload[..].try_into().expect("8 bytes"));
+                    acknowledged.push((response.id.div_ceil(2), recorded));
+                }
+                Some(_) => {}
+                None => assert_ne!(socket.read_buf(&mut input).await.expect("reads"), 0, "closed"),
+            }
+        }
+        acknowledged.sort_unstable();
+        assert_eq!(acknowledged, (1..=MESSAGES).map(|n| (n, n)).collect::<Vec<_>>(), "each recorded, in order");
+        let commands = Counters::get(&inbox.counters().commands) - before;
+        // The dispatcher's takes and marks are commands too: a handful for 500 messages.
+        assert!(commands < MESSAGES / 10, "{commands} commands for {MESSAGES} messages");
+        drop(socket);
+        serving.abort();
+    }
+}

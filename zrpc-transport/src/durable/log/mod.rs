@@ -73,6 +73,8 @@ pub(crate) struct Counters {
     pub(crate) deleted: AtomicU64,
     /// Segments whose live records were copied to the head before deletion.
     pub(crate) rewritten: AtomicU64,
+    /// Commands the writer thread took (`log/writer.rs`).
+    pub(crate) commands: AtomicU64,
 }
 
 impl Counters {

@@ -24,7 +24,9 @@ use super::Log;
 use crate::durable::DurableError;
 
 /// Commands queued for a writer thread before callers wait for room: bounds the memory of
-/// messages handed over and not yet written.
+/// messages handed over and not yet written. An inbox's record command carries the durable
+/// requests one turn of a connection started; each is a request in progress until answered,
+/// so the connection's own limits (`max_requests`, `max_request_bytes`) bound what it holds.
 pub(crate) const QUEUE: usize = 8192;
 
 /// Most commands taken into one batch.
@@ -71,6 +73,7 @@ pub(crate) fn run<J: Journal>(mut log: Log, mut journal: J, mut commands: mpsc::
             }
             taken += 1;
         }
+        log.counters.commands.fetch_add(taken as u64, std::sync::atomic::Ordering::Relaxed);
         let written = log.flush();
         journal.complete(&mut log, written);
         if flow == Flow::Stop {
