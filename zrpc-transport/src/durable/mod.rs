@@ -45,8 +45,9 @@
 //! and 60,000 messages, the difference): 26,521 → 25,086 instructions and 15.4 → 14.4
 //! allocations per message; `perf stat`, 1,000,000 messages: 181k → 136k context switches,
 //! 7.03 → 6.44 s of CPU. In time, five rounds taking turns (`--rounds 1 --only process`):
-//! 209k–230k handled/s before (median 222k), 245k–272k after (median 250k): separated. Plain
-//! oneway on the same host: 1.06M–1.15M, so 0.23× oneway.
+//! 209k–230k handled/s before (median 222k), 245k–272k after (median 250k): separated. Then
+//! the delivery window went from 256 to 512 messages ([`WINDOW`]): 256k–264k → 281k–284k.
+//! Plain oneway on the same host: 1.06M–1.15M, so 0.26× oneway.
 //!
 //! Session 15, 2026-11-30 (load 1.7–2.3; benches/results/durable-ab-6f58d93-5958074.txt): the
 //! time bench's 1,000,000 messages outrun delivery, so most are read back from the log, a path
@@ -195,7 +196,7 @@
 //!    pass `max_bytes` fails with [`DurableError::Full`] (`ResourceExhausted`, unprocessed):
 //!    a full outbox refuses new calls and never drops old messages.
 //! 3. **Delivery.** One task per destination sends its messages in sequence order, over one
-//!    connection at a time, as durable REQUESTs (below), with up to `window` (default 256, and
+//!    connection at a time, as durable REQUESTs (below), with up to `window` (default 512, and
 //!    within the receiver's FLOW limits) awaiting their acknowledgement. Each acknowledgement
 //!    carries the receiver's `recorded` sequence, and every message up to it is done.
 //! 4. **Retries.** Any failure (no connection, a connection lost, an acknowledgement not received
@@ -604,7 +605,7 @@
 //!   bench's sender, whose outbox runs ahead of delivery, cache every message only to evict it
 //!   unread; in three alternating pairs of runs it was slower than no cache (34k–54k against
 //!   54k–68k messages/s). 8 MiB is tens of thousands of small messages:
-//!   more than the delivery window (256) and a take (256) need, small beside `max_bytes`.
+//!   more than the delivery window (512) and a take (256) need, small beside `max_bytes`.
 //! - **The same guarantee, the same protocol.** Nothing in the wire or the records changed;
 //!   the one-RESPONSE-per-message acknowledgement stays (a cumulative one is the next step if
 //!   the profile asks for it).
