@@ -12,6 +12,9 @@
 //!   same level: from the first call until the receiver has handled the last message.
 //! - `power`: both at `Durability::Power` (group-committed `fdatasync`), with the calls'
 //!   latency (until the message is synced in the outbox) as percentiles.
+//! - `backlog`: the process level with the receiver's handlers held until every message is
+//!   recorded in its inbox, then let go: handled/s is how fast one stream's backlog is
+//!   drained (its handlers run one at a time, in order), acked/s how fast it was recorded.
 //! - `recovery`: an outbox filled with `--recovery` undelivered messages, closed and opened
 //!   again: the time `Outbox::open` takes.
 //!
@@ -50,16 +53,21 @@ pub trait Ledger {
     async fn record(&self, n: u64, memo: String);
 }
 
-/// Counts handled messages and wakes the bench at the target.
+/// Counts handled messages and wakes the bench at the target; in the `backlog` mode, holds
+/// the handlers until `held` is let go.
 #[derive(Clone)]
 struct Books {
     handled: Arc<AtomicU64>,
     target: Arc<AtomicU64>,
     done: Arc<Notify>,
+    held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Ledger for Books {
     async fn record(&self, _n: u64, _memo: String) {
+        if *self.held.borrow() {
+            let _ = self.held.subscribe().wait_for(|held| !held).await;
+        }
         let handled = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
         if handled == self.target.load(Ordering::Relaxed) {
             self.done.notify_one();
@@ -79,6 +87,8 @@ struct Measured {
 enum Mode {
     Oneway,
     Durable(Durability),
+    /// The process level, handled only once all is recorded.
+    Backlog,
 }
 
 struct Args {
@@ -130,7 +140,7 @@ fn parse(args: &[String]) -> Result<Args, BoxError> {
             "--only" => parsed.only = Some(value()?.clone()),
             "--help" | "-h" => {
                 println!(
-                    "durable [--messages N] [--callers C] [--senders S] [--unsynced-marks N] [--outbox-level process|power] [--rounds R] [--recovery N] [--dir PATH] [--only oneway|process|power]"
+                    "durable [--messages N] [--callers C] [--senders S] [--unsynced-marks N] [--outbox-level process|power] [--rounds R] [--recovery N] [--dir PATH] [--only oneway|process|power|backlog]"
                 );
                 std::process::exit(0);
             }
@@ -166,11 +176,13 @@ async fn run(args: &[String]) -> Result<(), BoxError> {
         "mode", "round", "handled/s", "acked/s", "p50 µs", "p99 µs", "p999 µs"
     );
     for round in 1..=args.rounds {
-        for mode in [Mode::Oneway, Mode::Durable(Durability::Process), Mode::Durable(Durability::Power)] {
+        for mode in [Mode::Oneway, Mode::Durable(Durability::Process), Mode::Durable(Durability::Power), Mode::Backlog]
+        {
             let name = match mode {
                 Mode::Oneway => "oneway",
                 Mode::Durable(Durability::Process) => "process",
                 Mode::Durable(_) => "power",
+                Mode::Backlog => "backlog",
             };
             if args.only.as_deref().is_some_and(|only| only != name) {
                 continue;
@@ -208,12 +220,20 @@ async fn run(args: &[String]) -> Result<(), BoxError> {
 /// One run of `mode`: `args.messages` calls from `args.callers` tasks, timed until the
 /// receiver has handled the last.
 async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxError> {
-    let books =
-        Books { handled: Arc::default(), target: Arc::new(AtomicU64::new(args.messages)), done: Arc::default() };
+    let books = Books {
+        handled: Arc::default(),
+        target: Arc::new(AtomicU64::new(args.messages)),
+        done: Arc::default(),
+        held: Arc::new(tokio::sync::watch::Sender::new(mode == Mode::Backlog)),
+    };
+    let level = match mode {
+        Mode::Durable(level) => level,
+        Mode::Oneway | Mode::Backlog => Durability::Process,
+    };
     let mut builder = Server::builder().name("ledger");
     let inbox = match mode {
         Mode::Oneway => None,
-        Mode::Durable(level) => {
+        Mode::Durable(_) | Mode::Backlog => {
             let config = InboxConfig::default().durability(level).unsynced_marks(args.unsynced_marks);
             let inbox = Inbox::open(dir.join("inbox"), config).await?;
             builder = builder.inbox(inbox.clone());
@@ -234,7 +254,7 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
         let channel = Channel::builder(address.clone()).name(name.as_str()).connect().await?;
         clients.push(match mode {
             Mode::Oneway => LedgerClient::new(Caller::Plain(channel)),
-            Mode::Durable(level) => {
+            Mode::Durable(_) | Mode::Backlog => {
                 let config = OutboxConfig::new(name.as_str()).durability(args.outbox_level.unwrap_or(level));
                 let outbox = Outbox::open(dir.join(format!("outbox-{sender}")), config).await?;
                 let destination = outbox.destination("ledger", channel);
@@ -274,6 +294,14 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
             acknowledged_per_second = Some(args.messages as f64 / started.elapsed().as_secs_f64());
         }
     }
+    // The backlog: every message is recorded and none handled (the first is held in its
+    // handler); from here, only the draining is timed.
+    let started = if mode == Mode::Backlog {
+        books.held.send_replace(false);
+        Instant::now()
+    } else {
+        started
+    };
     if books.handled.load(Ordering::Relaxed) < args.messages {
         tokio::time::timeout(Duration::from_secs(600), books.done.notified()).await?;
     }

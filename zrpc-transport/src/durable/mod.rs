@@ -47,7 +47,11 @@
 //! 7.03 → 6.44 s of CPU. In time, five rounds taking turns (`--rounds 1 --only process`):
 //! 209k–230k handled/s before (median 222k), 245k–272k after (median 250k): separated. Then
 //! the delivery window went from 256 to 512 messages ([`WINDOW`]): 256k–264k → 281k–284k.
-//! Plain oneway on the same host: 1.06M–1.15M, so 0.26× oneway.
+//! Plain oneway on the same host: 1.06M–1.15M, so 0.26× oneway. A stream's handlers went
+//! on to its next run without waiting for the log and a take (`inbox/dispatcher.rs`, "Runs"):
+//! a recorded backlog of 1,000,000 drained at 459k–486k messages/s before, 549k–571k after
+//! (`--only backlog`, four rounds taking turns); the process level, whose stream is rarely
+//! backlogged, unchanged.
 //!
 //! Session 15, 2026-11-30 (load 1.7–2.3; benches/results/durable-ab-6f58d93-5958074.txt): the
 //! time bench's 1,000,000 messages outrun delivery, so most are read back from the log, a path
@@ -112,9 +116,11 @@
 //! Session 11 (load 3.6 to 5): oneway 609k–654k, process 58k–79k/s (0.10–0.12× oneway),
 //! power 27k–31k acknowledged and 2.7k–3.5k handled.
 //!
-//! Issue 13 asks for 200k/s and 0.5× oneway at the process level. As of session 15, 200k/s
-//! is reached in a quiet run's median (213k) and not in a busier one's (194k); 0.5× oneway is
-//! **not met** (about 0.2×). Session 12's profile (perf, process level) found no single cost
+//! Issue 13 asks for 200k/s and 0.5× oneway at the process level. As of session 16, 200k/s
+//! is reached in every round on a quiet host (245k–293k); 0.5× oneway is **not met** (about
+//! 0.26×), and out of this design's reach: plain oneway costs about 1.7 µs of CPU per message
+//! on the project's VM, so 0.5× needs the durable path at 3.4 µs, where the handled mark's
+//! `pwrite` alone is about 1 µs and the message is framed four times more than a oneway call. Session 12's profile (perf, process level) found no single cost
 //! above 10%. By stage, in instructions (callgrind): the receiver's connection
 //! (decode, the request rebuilt and re-encoded for the log, a command and a oneshot to the
 //! writer per message, the acknowledgement's RESPONSE) 23%; the handlers' runs (the stored

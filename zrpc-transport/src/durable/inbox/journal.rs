@@ -47,6 +47,9 @@ pub(crate) enum Command {
     /// Take the next unhandled messages (up to `per_stream` each) of up to `max` ready
     /// streams, after the batch (and its "handled" marks) reached the level.
     Take { max: usize, per_stream: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
+    /// The messages after `after` of a stream its handler holds up to `after`, which it then
+    /// holds too: answered after the batch, as a take.
+    Extend { key: StreamKey, after: u64, max: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
     /// Mark a stream's messages handled up to a sequence; answered once the mark reached the
     /// level, and only then is the stream's next message given to a take.
     Handled { key: StreamKey, up_to: u64, reply: oneshot::Sender<Result<u64, DurableError>> },
@@ -63,6 +66,7 @@ enum Waiting {
     Recorded(oneshot::Sender<Vec<Result<Outcome, DurableError>>>, Vec<Result<Outcome, DurableError>>),
     Handled(oneshot::Sender<Result<u64, DurableError>>, u64),
     Take(usize, usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
+    Extend(StreamKey, u64, usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
     Streams(oneshot::Sender<Vec<StreamInfo>>),
 }
 
@@ -139,6 +143,7 @@ impl Journal for Writer {
                 self.waiting.push(Waiting::Recorded(reply, outcomes));
             }
             Command::Take { max, per_stream, reply } => self.waiting.push(Waiting::Take(max, per_stream, reply)),
+            Command::Extend { key, after, max, reply } => self.waiting.push(Waiting::Extend(key, after, max, reply)),
             Command::Handled { key, up_to, reply } => match self.state.handled(log, &key, up_to) {
                 Ok(released) => {
                     self.handled |= released > 0;
@@ -190,6 +195,13 @@ impl Journal for Writer {
                     let taken = match failed {
                         Some(e) => Err(e),
                         None => self.state.take(log, max, per_stream),
+                    };
+                    let _ = reply.send(taken);
+                }
+                Waiting::Extend(key, after, max, reply) => {
+                    let taken = match failed {
+                        Some(e) => Err(e),
+                        None => self.state.extend(log, &key, after, max),
                     };
                     let _ = reply.send(taken);
                 }

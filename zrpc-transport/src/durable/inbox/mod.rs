@@ -398,6 +398,30 @@ impl Inbox {
         self.inner.writer.call(|reply| Command::Take { max, per_stream, reply }).await?
     }
 
+    /// Asks for the messages after `id` (up to `per_stream`) of its stream, whose handler holds
+    /// it up to `id` and then holds them too ([`State::extend`](state::State::extend)). Queued
+    /// now, answered after the writer's batch: a handler asks for its stream's next run when
+    /// it starts one, and has it when that one is done. `None` when the writer's queue is full.
+    pub(crate) fn extend(
+        &self,
+        id: &MessageId,
+        per_stream: usize,
+    ) -> Option<impl Future<Output = Result<Vec<Delivery>, DurableError>> + Send + use<>> {
+        let key = StreamKey { sender: id.sender_arc().clone(), outbox: id.outbox() };
+        let (after, path) = (id.sequence(), self.inner.writer.dir().to_owned());
+        let answer = self.inner.writer.submit(|reply| Command::Extend { key, after, max: per_stream, reply }).ok()?;
+        Some(async move { answer.await.unwrap_or(Err(DurableError::Closed { path })) })
+    }
+
+    /// Writes "handled up to `id`" to the log without waiting for it: for a handler that goes
+    /// on with its stream's next run, whose own mark covers this one's should this one be
+    /// lost (the writer's queue full, or closed). The sidecar has each handler's mark already.
+    pub(crate) fn handled_soon(&self, id: &MessageId) {
+        let key = StreamKey { sender: id.sender_arc().clone(), outbox: id.outbox() };
+        let up_to = id.sequence();
+        let _ = self.inner.writer.submit(|reply| Command::Handled { key, up_to, reply });
+    }
+
     /// Records that the handler of message `id` has returned ("handled up to its sequence",
     /// at the inbox's level) and only then lets its stream's next message be taken. Returns
     /// how many messages that released (0 for a mark at or below an earlier one).

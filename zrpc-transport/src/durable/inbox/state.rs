@@ -246,6 +246,35 @@ impl State {
         Ok(out)
     }
 
+    /// The unhandled messages after `after` (up to `max`, and about [`TAKE_BYTES`]) of stream
+    /// `key`, taken up to `after` by a [`take`](State::take) or an earlier extension: its
+    /// handler then holds them too, and the stream stays taken until a "handled" mark reaches
+    /// the last. None if nothing was recorded after `after`, or the stream is not taken up to
+    /// exactly it.
+    pub(crate) fn extend(
+        &mut self,
+        log: &mut Log,
+        key: &StreamKey,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Delivery>, DurableError> {
+        let Some(stream) = self.streams.get_mut(key) else { return Ok(Vec::new()) };
+        if stream.taken != Some(after) || after + 1 >= stream.queue.next {
+            return Ok(Vec::new());
+        }
+        let taken = stream.queue.read(&mut self.space, log, key, after + 1, max.max(1), TAKE_BYTES)?;
+        if let Some(last) = taken.last() {
+            stream.taken = Some(last.sequence);
+        }
+        Ok(taken
+            .into_iter()
+            .map(|stored| Delivery {
+                id: MessageId::new(key.sender.clone(), key.outbox, stored.sequence),
+                message: stored.message,
+            })
+            .collect())
+    }
+
     /// Marks every message of `key` up to `up_to` (clamped to `recorded`) handled, appending a
     /// "handled" record when that moves anything, and lets the stream's next message be taken.
     /// Returns how many messages it released.

@@ -689,6 +689,34 @@ async fn a_run_uses_one_clone_of_the_service_and_a_fresh_one_after_a_panic() {
     assert_eq!(clones, 3, "clones of the service for five messages in one run");
 }
 
+#[tokio::test]
+async fn a_handler_holding_a_stream_extends_its_run_and_the_stream_stays_its_own() {
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    record_all(&inbox, SHOP, 1..=5).await;
+    let sequences = |taken: &[Delivery]| taken.iter().map(|d| d.id.sequence()).collect::<Vec<_>>();
+    let first = inbox.take_runs(10, 2).await.expect("take");
+    assert_eq!(sequences(&first), [1, 2]);
+    let id = |n: u64| MessageId::new("shop-1", SHOP, n);
+
+    // The handler, holding 1..=2, asks for what follows: 3 and 4, which it then holds too.
+    let more = inbox.extend(&id(2), 2).expect("queued").await.expect("extend");
+    assert_eq!(sequences(&more), [3, 4]);
+    assert!(inbox.take(10).await.expect("take").is_empty(), "the stream is still taken");
+    // Only from where it holds the stream up to: anything else gets nothing.
+    assert!(inbox.extend(&id(2), 2).expect("queued").await.expect("extend").is_empty());
+    // The first run's mark releases its messages, not the stream.
+    assert_eq!(inbox.handled(&id(2)).await.expect("handled"), 2);
+    assert!(inbox.take(10).await.expect("take").is_empty(), "the stream is still taken");
+
+    let last = inbox.extend(&id(4), 10).expect("queued").await.expect("extend");
+    assert_eq!(sequences(&last), [5]);
+    assert!(inbox.extend(&id(5), 10).expect("queued").await.expect("extend").is_empty(), "nothing after 5");
+    assert_eq!(inbox.handled(&id(5)).await.expect("handled"), 3);
+    record_all(&inbox, SHOP, 6..=6).await;
+    assert_eq!(take(&inbox, 10).await, [(SHOP, 6, msg(6))], "released, the stream is taken again");
+}
+
 mod over_a_connection {
     //! A server with this inbox, and a raw sender on a real TCP connection.
 
