@@ -61,11 +61,13 @@ struct Books {
     target: Arc<AtomicU64>,
     done: Arc<Notify>,
     held: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Whether `held` may be true: a plain load on the handlers' path, not the watch's lock.
+    holding: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Ledger for Books {
     async fn record(&self, _n: u64, _memo: String) {
-        if *self.held.borrow() {
+        if self.holding.load(Ordering::Acquire) {
             let _ = self.held.subscribe().wait_for(|held| !held).await;
         }
         let handled = self.handled.fetch_add(1, Ordering::Relaxed) + 1;
@@ -225,6 +227,7 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
         target: Arc::new(AtomicU64::new(args.messages)),
         done: Arc::default(),
         held: Arc::new(tokio::sync::watch::Sender::new(mode == Mode::Backlog)),
+        holding: Arc::new(std::sync::atomic::AtomicBool::new(mode == Mode::Backlog)),
     };
     let level = match mode {
         Mode::Durable(level) => level,
@@ -297,6 +300,7 @@ async fn measure(mode: Mode, args: &Args, dir: &Path) -> Result<Measured, BoxErr
     // The backlog: every message is recorded and none handled (the first is held in its
     // handler); from here, only the draining is timed.
     let started = if mode == Mode::Backlog {
+        books.holding.store(false, Ordering::Release);
         books.held.send_replace(false);
         Instant::now()
     } else {

@@ -28,7 +28,9 @@
 //!   done.
 //! - **Stopping:** when the server stops, the dispatcher takes no more messages and waits for
 //!   the running handlers (the server bounds the wait with its drain timeout, then aborts them:
-//!   an aborted handler runs again at the inbox's next open, as after a crash inside it).
+//!   an aborted handler runs again at the inbox's next open, as after a crash inside it). A
+//!   stream's task finishes the run it holds and the next one if it had already asked for it
+//!   (at most 512 messages), then releases the stream.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -230,7 +232,10 @@ async fn handle_run<S>(
         }
         let more = match next {
             Some(next) => next.await.unwrap_or_else(|e| {
-                tracing::warn!(id = %last, error = %e, "durable inbox: the stream's next messages were not taken");
+                // Closed: the inbox is closing, and the next open hands them out again.
+                if !matches!(e, DurableError::Closed { .. }) {
+                    tracing::warn!(id = %last, error = %e, "durable inbox: the stream's next messages were not taken");
+                }
                 Vec::new()
             }),
             None => Vec::new(),
