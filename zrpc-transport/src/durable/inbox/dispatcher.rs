@@ -190,9 +190,8 @@ impl GoOn {
 ///
 /// A run asks for the stream's next one as it starts ([`Inbox::extend`]), so that the next
 /// is at hand when it is done: the stream's handlers do not wait between runs for the log's
-/// write and a new take. With nothing after the
-/// run, or when [`GoOn`] says no, the run's mark is written and waited for, which releases
-/// the stream for a later take.
+/// write and a new take. With nothing after the run, or when [`GoOn`] says no, the run's mark
+/// is written and waited for, which releases the stream for a later take.
 async fn handle_run<S>(
     inbox: Inbox,
     service: S,
