@@ -22,8 +22,9 @@
 //!   recorded, then handled) drained 459k–486k messages/s before, 549k–571k after.
 //! - **Bound:** at most [`MAX_RUNNING`] streams' runs at once; past it, ready streams wait for a
 //!   run to end. A run holds its messages in memory (read from the log, about 1 MiB per run
-//!   at most, and one message however large), so what senders can make the dispatcher hold is
-//!   at most 1,024 runs of about 1 MiB, and never more than the inbox's unhandled bytes
+//!   at most, and one message however large), and a stream's task holds its run and the next
+//!   it asked for, so what senders can make the dispatcher hold is at most 1,024 streams' two
+//!   runs of about 1 MiB, and never more than the inbox's unhandled bytes
 //!   (`InboxConfig::max_bytes`). A byte budget shared by the runs would bound it lower; not
 //!   done.
 //! - **Stopping:** when the server stops, the dispatcher takes no more messages and waits for
