@@ -172,6 +172,11 @@ impl Marks {
     ///
     /// # Errors
     /// [`Io`](DurableError::Io) if the write failed.
+    /// The inbox's level: whether marks are synced.
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
     pub(crate) fn write(&self, id: &MessageId) -> Result<Written, DurableError> {
         let mark = Mark { outbox: id.outbox().as_u64(), sender_hash: sender_hash(id.sender()), handled: id.sequence() };
         let offset = {

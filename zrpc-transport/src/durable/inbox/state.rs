@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::durable::log::record::{self, CHECKPOINT, Fields, Malformed};
 use crate::durable::log::runs::{self, Key, Owner, QUEUE_BYTES, Queue, Space, malformed, missing};
-use crate::durable::log::{Cursor, Location, Log};
+use crate::durable::log::{Counters, Cursor, Location, Log};
 use crate::durable::{DurableError, MessageId, OutboxId};
 
 /// Kind of a message record.
@@ -35,7 +35,7 @@ pub(crate) const RESUMED: u8 = 3;
 
 /// Fewest bytes of one stream in a checkpoint (an empty name, no runs).
 /// Bytes of messages one take reads from a stream, about (at least one message).
-const TAKE_BYTES: usize = 1 << 20;
+pub(super) const TAKE_BYTES: usize = 1 << 20;
 
 const STREAM_BYTES: usize = 1 + 8 + 8 + QUEUE_BYTES;
 
@@ -265,6 +265,7 @@ impl State {
         let taken = stream.queue.read(&mut self.space, log, key, after + 1, max.max(1), TAKE_BYTES)?;
         if let Some(last) = taken.last() {
             stream.taken = Some(last.sequence);
+            Counters::bump(&log.counters().extended);
         }
         Ok(taken
             .into_iter()

@@ -717,6 +717,41 @@ async fn a_handler_holding_a_stream_extends_its_run_and_the_stream_stays_its_own
     assert_eq!(take(&inbox, 10).await, [(SHOP, 6, msg(6))], "released, the stream is taken again");
 }
 
+#[tokio::test]
+async fn a_backlogged_stream_goes_from_run_to_run_without_being_taken_again() {
+    // Three full runs and a short one, at the process level: the handler asks for the next run
+    // as each full one starts, so the stream is taken once and extended three times; the short
+    // run is all there is, and its mark releases the stream. Each handler once, in order.
+    let messages = 3 * dispatcher::RUN as u64 + 7;
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    let stored =
+        crate::durable::stored_request(zrpc_core::Request::new("Ledger.record", Bytes::new())).expect("stored");
+    for n in 1..=messages {
+        let recorded = inbox.record("shop-1", SHOP, n, 0, stored.clone()).await.expect("record");
+        assert_eq!(recorded, Outcome::Recorded { recorded: n });
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let all_handled = Arc::new(tokio::sync::Notify::new());
+    let (log, notify) = (seen.clone(), all_handled.clone());
+    let service = tower::service_fn(move |request: zrpc_core::Request| {
+        let sequence = request.ctx().durable_id().map_or(0, |id| id.sequence());
+        let mut seen = log.lock().expect("not poisoned");
+        seen.push(sequence);
+        if seen.len() as u64 == messages {
+            notify.notify_one();
+        }
+        std::future::ready(Ok::<_, zrpc_core::Status>(zrpc_core::Response::default()))
+    });
+    let extended = Counters::get(&inbox.counters().extended);
+    let dispatching = Dispatching::spawn_with(inbox.clone(), service, zrpc_core::Router::new(), "ledger");
+    all_handled.notified().await;
+    dispatching.stop().await;
+    assert_eq!(*seen.lock().expect("not poisoned"), (1..=messages).collect::<Vec<_>>(), "each once, in order");
+    assert_eq!(Counters::get(&inbox.counters().extended) - extended, 3, "three runs followed without a take");
+    assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, messages, messages)]);
+}
+
 mod over_a_connection {
     //! A server with this inbox, and a raw sender on a real TCP connection.
 

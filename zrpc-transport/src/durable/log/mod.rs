@@ -75,6 +75,8 @@ pub(crate) struct Counters {
     pub(crate) rewritten: AtomicU64,
     /// Commands the writer thread took (`log/writer.rs`).
     pub(crate) commands: AtomicU64,
+    /// An inbox's runs that a stream's handler went on to without a take (`Inbox::extend`).
+    pub(crate) extended: AtomicU64,
 }
 
 impl Counters {
