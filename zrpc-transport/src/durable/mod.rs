@@ -47,8 +47,9 @@
 //! 7.03 → 6.44 s of CPU. In time, five rounds taking turns (`--rounds 1 --only process`):
 //! 209k–230k handled/s before (median 222k), 245k–272k after (median 250k): separated. Then
 //! the delivery window went from 256 to 512 messages ([`WINDOW`]): 256k–264k → 281k–284k.
-//! Plain oneway on the same host: 1.06M–1.15M, so 0.26× oneway. A stream's handlers went
-//! on to its next run without waiting for the log and a take (`inbox/dispatcher.rs`, "Runs"):
+//! Plain oneway on the same host: 1.06M–1.15M, so 0.26× oneway. A backlogged stream's
+//! handlers went on to its next run without waiting for the log and a take (at the process
+//! level, after a full run; `inbox/dispatcher.rs`, "Runs"):
 //! a recorded backlog of 1,000,000 drained at 459k–486k messages/s before, 549k–571k after
 //! (`--only backlog`, four rounds taking turns); the process level, whose stream is rarely
 //! backlogged, unchanged.
