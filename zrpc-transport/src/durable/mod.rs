@@ -52,7 +52,8 @@
 //! level, after a full run; `inbox/dispatcher.rs`, "Runs"):
 //! a recorded backlog of 1,000,000 drained at 459k–486k messages/s before, 549k–571k after
 //! (`--only backlog`, four rounds taking turns); the process level, whose stream is rarely
-//! backlogged, unchanged.
+//! backlogged, unchanged. The session's start against its end, four rounds taking turns:
+//! 225k–240k → 287k–293k handled/s, plain oneway 1.18M.
 //!
 //! Session 15, 2026-11-30 (load 1.7–2.3; benches/results/durable-ab-6f58d93-5958074.txt): the
 //! time bench's 1,000,000 messages outrun delivery, so most are read back from the log, a path
@@ -118,8 +119,8 @@
 //! power 27k–31k acknowledged and 2.7k–3.5k handled.
 //!
 //! Issue 13 asks for 200k/s and 0.5× oneway at the process level. As of session 16, 200k/s
-//! is reached in every round on a quiet host (245k–293k); 0.5× oneway is **not met** (about
-//! 0.26×), and out of this design's reach: plain oneway costs about 1.7 µs of CPU per message
+//! is reached in every round on a quiet host (287k–293k at the session's end); 0.5× oneway
+//! is **not met** (about 0.25×), and out of this design's reach: plain oneway costs about 1.7 µs of CPU per message
 //! on the project's VM, so 0.5× needs the durable path at 3.4 µs, where the handled mark's
 //! `pwrite` alone is about 1 µs and the message is framed four times more than a oneway call. Session 12's profile (perf, process level) found no single cost
 //! above 10%. By stage, in instructions (callgrind): the receiver's connection
