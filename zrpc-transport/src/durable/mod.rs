@@ -120,9 +120,10 @@
 //!
 //! Issue 13 asks for 200k/s and 0.5× oneway at the process level. As of session 16, 200k/s
 //! is reached in every round on a quiet host (287k–293k at the session's end); 0.5× oneway
-//! is **not met** (about 0.25×), and out of this design's reach: plain oneway costs about 1.7 µs of CPU per message
-//! on the project's VM, so 0.5× needs the durable path at 3.4 µs, where the handled mark's
-//! `pwrite` alone is about 1 µs and the message is framed four times more than a oneway call. Session 12's profile (perf, process level) found no single cost
+//! is **not met** (about 0.25×), and out of this design's reach: plain oneway costs about
+//! 1.7 µs of CPU per message on the project's VM, so 0.5× needs the durable path at 3.4 µs,
+//! where the handled mark's `pwrite` alone is about 1 µs and the message is framed four times
+//! more than a oneway call. Session 12's profile (perf, process level) found no single cost
 //! above 10%. By stage, in instructions (callgrind): the receiver's connection
 //! (decode, the request rebuilt and re-encoded for the log, a command and a oneshot to the
 //! writer per message, the acknowledgement's RESPONSE) 23%; the handlers' runs (the stored
