@@ -567,15 +567,14 @@ impl Log {
             }
             Err(e) => return Err(io(e)),
         }
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len == 0 || len > MAX_RECORD {
+        let Some((len, crc)) = header.first_chunk().and_then(record::header_fields) else {
             return Err(corrupt(
                 &self.dir,
                 &segment::path(&self.dir, cursor.at.segment),
                 cursor.at.offset,
                 "a record length is out of bounds",
             ));
-        }
+        };
         let mut body = vec![0; len - 1];
         reader.read_exact(&mut body).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -590,10 +589,7 @@ impl Log {
             }
         })?;
         let kind = header[FRAME_HEADER];
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&[kind]);
-        crc.update(&body);
-        if crc.finalize() != u32::from_le_bytes([header[4], header[5], header[6], header[7]]) {
+        if !record::crc_matches(crc, kind, &body) {
             return Err(corrupt(
                 &self.dir,
                 &segment::path(&self.dir, cursor.at.segment),

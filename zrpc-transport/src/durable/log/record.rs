@@ -55,17 +55,29 @@ pub(crate) enum Frame<'a> {
 
 /// Reads the record at the start of `bytes`, checking its bounds and its CRC.
 pub(crate) fn frame(bytes: &[u8]) -> Frame<'_> {
-    let Some(header) = bytes.get(..FRAME_HEADER) else { return Frame::Short };
+    let Some(header) = bytes.first_chunk::<FRAME_HEADER>() else { return Frame::Short };
+    let Some((len, crc)) = header_fields(header) else { return Frame::Bad };
+    let Some(rest) = bytes.get(FRAME_HEADER..FRAME_HEADER + len) else { return Frame::Short };
+    let (kind, body) = (rest[0], &rest[1..]);
+    if !crc_matches(crc, kind, body) {
+        return Frame::Bad;
+    }
+    Frame::Record { kind, body, size: FRAME_HEADER + len }
+}
+
+/// A record header's `len` and `crc`; `None` for a `len` of 0 or above [`MAX_RECORD`].
+pub(crate) fn header_fields(header: &[u8; FRAME_HEADER]) -> Option<(usize, u32)> {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len == 0 || len > MAX_RECORD {
-        return Frame::Bad;
-    }
-    let Some(rest) = bytes.get(FRAME_HEADER..FRAME_HEADER + len) else { return Frame::Short };
-    if crc32fast::hash(rest) != crc {
-        return Frame::Bad;
-    }
-    Frame::Record { kind: rest[0], body: &rest[1..], size: FRAME_HEADER + len }
+    (len != 0 && len <= MAX_RECORD).then_some((len, crc))
+}
+
+/// Whether `crc` is the CRC of a record's kind and body: for a reader that holds them apart.
+pub(crate) fn crc_matches(crc: u32, kind: u8, body: &[u8]) -> bool {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[kind]);
+    hasher.update(body);
+    hasher.finalize() == crc
 }
 
 /// A record body or header that does not decode: a field runs past its end or is not valid.
