@@ -2,8 +2,11 @@
 //! run kept the exact guarantee. Pure (text in, verdict out), so that it is tested on synthetic
 //! journals below: a checker that cannot fail would make the crash test worthless.
 //!
-//! A journal line is `start <id> <n> <pid>` or `end <id> <n> <pid>`, `<id>` being the
+//! A journal line is `start <id> <n> <pid> .` or `end <id> <n> <pid> .`, `<id>` being the
 //! message's [`MessageId`](zrpc::durable::MessageId) as it displays, `sender/outbox/sequence`.
+//! The final `.` says the line is whole: a line cut inside its pid would otherwise still parse,
+//! as a line of another process (a 1,000,000-message run met one cut at a page boundary,
+//! `… 273625 24` for pid 24680, and failed a correct inbox).
 //! The file is shared by every receiver process in file order (`O_APPEND`).
 //!
 //! The rules ([`check`]), each a [`Violation`] when broken:
@@ -53,7 +56,7 @@ pub(crate) struct Line {
 }
 
 impl Line {
-    /// Parses `start <id> <n> <pid>` or `end <id> <n> <pid>`.
+    /// Parses `start <id> <n> <pid> .` or `end <id> <n> <pid> .`.
     fn parse(number: usize, text: &str) -> Option<Line> {
         let mut words = text.split(' ');
         let event = match words.next()? {
@@ -64,7 +67,7 @@ impl Line {
         let (stream, sequence) = words.next()?.rsplit_once('/')?;
         let n = words.next()?.parse().ok()?;
         let pid = words.next()?.parse().ok()?;
-        if words.next().is_some() || stream.is_empty() {
+        if words.next() != Some(".") || words.next().is_some() || stream.is_empty() {
             return None;
         }
         Some(Line { number, event, stream: stream.to_owned(), sequence: sequence.parse().ok()?, n, pid })
@@ -283,7 +286,7 @@ mod tests {
 
     /// A journal from `(event, sequence, pid)` triples, `n` being the sequence.
     fn journal(lines: &[(&str, u64, u32)]) -> String {
-        lines.iter().map(|(event, sequence, pid)| format!("{event} {S}/{sequence} {sequence} {pid}\n")).collect()
+        lines.iter().map(|(event, sequence, pid)| format!("{event} {S}/{sequence} {sequence} {pid} .\n")).collect()
     }
 
     fn run(total: u64, killed: &[u32]) -> Run {
@@ -417,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_rerun_with_another_message_fails() {
-        let text = format!("start {S}/1 1 10\nstart {S}/1 7 11\nend {S}/1 7 11\n");
+        let text = format!("start {S}/1 1 10 .\nstart {S}/1 7 11 .\nend {S}/1 7 11 .\n");
         let found = violations(&text, &Run { logged: BTreeSet::new(), total: 0, killed: [10].into() });
         assert!(found.contains(&Violation::Payload { line: 2, id: format!("{S}/1"), n: 7 }), "{found:?}");
         assert!(
@@ -430,7 +433,7 @@ mod tests {
     fn a_message_sent_twice_under_two_sequences_fails() {
         // What a sender that resumed at the wrong n would produce: n = 2 at sequence 3.
         let text = format!(
-            "start {S}/1 1 10\nend {S}/1 1 10\nstart {S}/2 2 10\nend {S}/2 2 10\nstart {S}/3 2 10\nend {S}/3 2 10\n"
+            "start {S}/1 1 10 .\nend {S}/1 1 10 .\nstart {S}/2 2 10 .\nend {S}/2 2 10 .\nstart {S}/3 2 10 .\nend {S}/3 2 10 .\n"
         );
         let found = violations(&text, &run(2, &[]));
         assert_eq!(
@@ -458,7 +461,8 @@ mod tests {
 
     #[test]
     fn torn_lines_are_allowed_one_per_killed_receiver() {
-        let text = format!("start {S}/1 1 10\nend {S}/1 1 10\nstart {S}/2 2\nstart {S}/2 2 11\nend {S}/2 2 11\n");
+        let text =
+            format!("start {S}/1 1 10 .\nend {S}/1 1 10 .\nstart {S}/2 2\nstart {S}/2 2 11 .\nend {S}/2 2 11 .\n");
         let summary = check(&Journal::parse(&text), &run(2, &[10])).expect("one torn line, one killed receiver");
         assert_eq!(summary.handled, 2);
         let found = violations(&text, &run(2, &[]));
@@ -467,9 +471,23 @@ mod tests {
 
     #[test]
     fn lines_parse_exactly() {
-        let line = Line::parse(1, "start a/b/0000000000000001/12 12 99").expect("parses");
+        let line = Line::parse(1, "start a/b/0000000000000001/12 12 99 .").expect("parses");
         assert_eq!((line.stream.as_str(), line.sequence, line.n, line.pid), ("a/b/0000000000000001", 12, 12, 99));
-        for bad in ["", "start", "start x 1 2", "begin s/1 1 2", "start s/1 1 2 3", "end s/x 1 2", "end /1 1 2"] {
+        let bad = [
+            "",
+            "start",
+            "start x 1 2 .",
+            "begin s/1 1 2 .",
+            "start s/1 1 2 3 .",
+            "start s/1 1 2 . .",
+            "end s/x 1 2 .",
+            "end /1 1 2 .",
+            // Cut inside its pid (24680), or just before the mark: torn, not pid 24's.
+            "start s/1 1 24",
+            "start s/1 1 24680",
+            "start s/1 1 24680 ",
+        ];
+        for bad in bad {
             assert_eq!(Line::parse(1, bad), None, "{bad:?}");
         }
     }

@@ -313,7 +313,7 @@ impl Driver<'_> {
                     self.progress += 1;
                 } else if let Some(rest) = line.strip_prefix("end ") {
                     self.progress += 1;
-                    // `end <id> <n> <pid>`
+                    // `end <id> <n> <pid> .`
                     if let Some(n) = rest.split(' ').nth(1).and_then(|n| n.parse::<u64>().ok())
                         && (1..=self.plan.messages + 1).contains(&n)
                     {

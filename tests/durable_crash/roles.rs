@@ -230,9 +230,9 @@ impl Counter for Handler {
     async fn add(&self, ctx: &Context, n: u64) {
         // Not durable: the checker fails `none/0` (an id must be `sender/outbox/sequence`).
         let id = ctx.durable_id().map_or_else(|| "none/0".to_owned(), ToString::to_string);
-        self.journal.line(&format!("start {id} {n} {}", self.pid));
+        self.journal.line(&format!("start {id} {n} {} .", self.pid));
         // A kill between the two lines is a kill inside the handler.
         tokio::task::yield_now().await;
-        self.journal.line(&format!("end {id} {n} {}", self.pid));
+        self.journal.line(&format!("end {id} {n} {} .", self.pid));
     }
 }

@@ -12,15 +12,15 @@
 //! module docs of [`durable`](crate::durable), "Open questions").
 //!
 //! - **Runs.** A take gives up to 256 of a ready stream's messages at once; its task runs their
-//!   handlers one after another, writing "handled up to n" to the sidecar after each
-//!   (`marks.rs`: one `pwrite`, at the power level with `fdatasync`) and to the log once the
-//!   run is done. At the process level, as a full run starts (256 messages, or about 1 MiB:
-//!   the stream may have more), the task asks for the stream's next 256 ([`Inbox::extend`]),
-//!   and goes on with them when the run is done; after a shorter run, when none came, at the
-//!   power level, or when the dispatcher stops or every slot is taken, the run's mark is
-//!   waited for, which makes the stream ready for a later take. A busy stream's handlers so never wait between
-//!   runs for the log's write and a take: `durable --only backlog` (1,000,000 messages
-//!   recorded, then handled) drained 459k–486k messages/s before, 549k–571k after.
+//!   handlers one after another, writing "handled up to n" to the sidecar after each (`marks.rs`: a
+//!   store into a mapped file, at the power level then `fdatasync`) and to the log once the run is
+//!   done. At the process level, as a full run starts (256 messages, or about 1 MiB: the stream may
+//!   have more), the task asks for the stream's next 256 ([`Inbox::extend`]), and goes on with them
+//!   when the run is done; after a shorter run, when none came, at the power level, or when the
+//!   dispatcher stops or every slot is taken, the run's mark is waited for, which makes the stream
+//!   ready for a later take. A busy stream's handlers so never wait between runs for the log's
+//!   write and a take: `durable --only backlog` (1,000,000 messages recorded, then handled) drained
+//!   459k–486k messages/s before, 549k–571k after.
 //! - **Bound:** at most [`MAX_RUNNING`] streams' runs at once; past it, ready streams wait for a
 //!   run to end. A run holds its messages in memory (read from the log, about 1 MiB per run
 //!   at most, and one message however large), and a stream's task holds its run and the next
