@@ -109,13 +109,28 @@ pub struct Durable {
     pub acknowledged: u64,
     /// The receiver's endpoint name.
     pub destination: Arc<str>,
+    /// How many messages the call carries: 1, or a batch's count, from `id` on in sequence;
+    /// the call's payload is then that many stored REQUEST frames (`docs/PROTOCOL.md` §19),
+    /// and the connection sends it only to a peer that takes batches.
+    pub count: u32,
 }
 
 impl Durable {
     /// Message `id` on its way to `destination`, which has acknowledged its stream up to
     /// `acknowledged`.
     pub fn new(id: MessageId, acknowledged: u64, destination: impl Into<Arc<str>>) -> Durable {
-        Durable { id, acknowledged, destination: destination.into() }
+        Durable { id, acknowledged, destination: destination.into(), count: 1 }
+    }
+
+    /// A batch of `count` messages from `id` on, on its way to `destination`; see
+    /// [`Durable::count`].
+    pub fn batch(id: MessageId, count: u32, acknowledged: u64, destination: impl Into<Arc<str>>) -> Durable {
+        Durable { id, acknowledged, destination: destination.into(), count }
+    }
+
+    /// Whether the call carries a batch of messages rather than one.
+    pub fn is_batch(&self) -> bool {
+        self.count > 1
     }
 }
 

@@ -9,12 +9,13 @@ mod support;
 use bytes::Bytes;
 use support::raw::{RawPeer, postcard, request, request_bytes};
 use support::{Serving, within};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 use zrpc_core::durable::{Durable, MessageId, OutboxId};
 use zrpc_core::{Code, Context, Request};
 use zrpc_transport::durable::{Destination, Inbox, InboxConfig, Outbox, OutboxConfig};
-use zrpc_transport::frame::{DurableFields, flags};
+use zrpc_transport::frame::{DurableFields, ResponseFrame, flags};
 use zrpc_transport::{Address, Channel, Server};
 
 /// A receiver's service: each handled message is reported with its id.
@@ -207,21 +208,37 @@ async fn a_two_way_call_through_an_outbox_is_refused_at_once() {
 fn durable_frame(id: u64, sequence: u64, acknowledged: u64, n: u64) -> zrpc_transport::frame::RequestFrame {
     let mut frame = request(id, "Ledger.record", postcard(&n));
     frame.flags |= flags::DURABLE;
-    frame.durable =
-        Some(Box::new(DurableFields { outbox: 7, sequence, acknowledged, sender: Bytes::from_static(b"raw-sender") }));
+    frame.durable = Some(Box::new(DurableFields {
+        outbox: 7,
+        sequence,
+        acknowledged,
+        sender: Bytes::from_static(b"raw-sender"),
+        count: 1,
+    }));
     frame
+}
+
+/// A receiver named `ledger` with an inbox in `dir`, and a raw peer named `raw-sender`
+/// connected to it; with the receiver's HELLO.
+async fn raw_sender_to_a_receiver(dir: &std::path::Path) -> (Serving, Handled, RawPeer, zrpc_transport::frame::Hello) {
+    let (serving, reports, address) =
+        receiver("ledger", &"tcp://127.0.0.1:0".parse().expect("address"), Some(inbox_in(dir).await)).await;
+    let mut peer = RawPeer::connect(address.to_string().trim_start_matches("tcp://")).await;
+    let hello = peer.handshake("raw-sender").await;
+    (serving, reports, peer, hello)
+}
+
+/// The `recorded` an acknowledgement (or a gap's details) carries.
+fn recorded_of(payload: &Bytes) -> u64 {
+    u64::from_be_bytes(payload[..].try_into().expect("8 bytes"))
 }
 
 #[tokio::test]
 async fn a_redelivery_is_acknowledged_without_running_again_and_a_gap_is_refused_with_recorded() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (serving, mut reports, address) =
-        receiver("ledger", &"tcp://127.0.0.1:0".parse().expect("address"), Some(inbox_in(dir.path()).await)).await;
-    let mut peer = RawPeer::connect(address.to_string().trim_start_matches("tcp://")).await;
-    let hello = peer.handshake("raw-sender").await;
+    let (serving, mut reports, mut peer, hello) = raw_sender_to_a_receiver(dir.path()).await;
     assert!(hello.inbox, "a server with an inbox announces INBOX");
 
-    let recorded_of = |payload: &Bytes| u64::from_be_bytes(payload[..].try_into().expect("8 bytes"));
     peer.send_request(&durable_frame(1, 1, 0, 100)).await;
     let first = peer.next_response().await;
     assert_eq!((first.id, first.code, recorded_of(&first.payload)), (1, 0, 1));
@@ -254,6 +271,125 @@ async fn a_redelivery_is_acknowledged_without_running_again_and_a_gap_is_refused
     assert!(reports.recv().await.is_none(), "the redelivered message did not run again");
 }
 
+/// A batch of the raw sender's messages `first..first + ns.len()` (PROTOCOL.md §19): their
+/// stored frames, back to back, under one durable request.
+fn batch_frame(id: u64, first: u64, acknowledged: u64, ns: &[u64]) -> zrpc_transport::frame::RequestFrame {
+    let payload: Vec<u8> = ns.iter().flat_map(|n| request_bytes(&request(1, "Ledger.record", postcard(n)))).collect();
+    let mut frame = durable_frame(id, first, acknowledged, 0);
+    frame.payload = Bytes::from(payload);
+    frame.flags |= flags::BATCH;
+    frame.durable.as_mut().expect("durable").count = ns.len() as u32;
+    frame
+}
+
+#[tokio::test]
+async fn a_batch_is_recorded_whole_acknowledged_once_and_refused_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (serving, mut reports, mut peer, hello) = raw_sender_to_a_receiver(dir.path()).await;
+    assert!(hello.inbox && hello.inbox_batches, "a server with an inbox takes batches: {hello:?}");
+
+    let mut ask = async |frame: zrpc_transport::frame::RequestFrame| {
+        peer.send_request(&frame).await;
+        let answer = peer.next_response().await;
+        assert_eq!(answer.id, frame.id);
+        answer
+    };
+    let first = ask(batch_frame(1, 1, 0, &[100, 200, 300])).await;
+    assert_eq!((first.code, recorded_of(&first.payload)), (0, 3), "one acknowledgement for the three");
+    // Sent again (its acknowledgement lost), and overlapping what is recorded: nothing runs twice.
+    let again = ask(batch_frame(3, 1, 0, &[100, 200, 300])).await;
+    assert_eq!((again.code, recorded_of(&again.payload)), (0, 3));
+    let overlapping = ask(batch_frame(5, 3, 2, &[300, 400])).await;
+    assert_eq!((overlapping.code, recorded_of(&overlapping.payload)), (0, 4));
+    // A gap before the batch: refused with what is recorded.
+    let gap = ask(batch_frame(7, 6, 4, &[600, 700])).await;
+    assert_eq!((gap.code, recorded_of(&gap.payload)), (Code::Unavailable.as_u8(), 4));
+    assert_ne!(gap.flags & flags::UNPROCESSED, 0);
+    // One unknown method, or a payload that is not the batch's stored requests, refuses the
+    // whole batch before any of it is recorded.
+    let mut unknown = batch_frame(9, 5, 4, &[500, 600, 700]);
+    let mut stored: Vec<u8> = request_bytes(&request(1, "Ledger.record", postcard(&500u64))).to_vec();
+    stored.extend_from_slice(&request_bytes(&request(1, "Ledger.nope", postcard(&600u64))));
+    stored.extend_from_slice(&request_bytes(&request(1, "Ledger.record", postcard(&700u64))));
+    unknown.payload = Bytes::from(stored);
+    let refused = ask(unknown).await;
+    assert_eq!((refused.code, refused.flags & flags::UNPROCESSED), (Code::NotFound.as_u8(), flags::UNPROCESSED));
+    let mut trailing = batch_frame(11, 5, 4, &[500, 600]);
+    trailing.payload = Bytes::from([&trailing.payload[..], &[0]].concat());
+    let invalid = ask(trailing).await;
+    assert_eq!((invalid.code, invalid.flags & flags::UNPROCESSED), (Code::InvalidArgument.as_u8(), flags::UNPROCESSED));
+    let mut fewer = batch_frame(13, 5, 4, &[500, 600]);
+    fewer.durable.as_mut().expect("durable").count = 3;
+    assert_eq!(ask(fewer).await.code, Code::InvalidArgument.as_u8());
+    let last = ask(batch_frame(15, 5, 4, &[500, 600])).await;
+    assert_eq!((last.code, recorded_of(&last.payload)), (0, 6));
+
+    let mut handled = Vec::new();
+    for _ in 0..6 {
+        let (id, n, _) = within("handled", reports.recv()).await.expect("running");
+        handled.push((id.expect("durable").sequence(), n));
+    }
+    assert_eq!(handled, [(1, 100), (2, 200), (3, 300), (4, 400), (5, 500), (6, 600)]);
+    drop(peer);
+    serving.shutdown().await.expect("served");
+    assert!(reports.recv().await.is_none(), "no message ran twice");
+}
+
+/// What a raw receiver named `ledger` at `listener`, announcing INBOX with or without batches,
+/// was sent until it acknowledged `messages`: each request's (first sequence, count).
+async fn requests_to_a_raw_receiver(listener: TcpListener, batches: bool, messages: u64) -> Vec<(u64, u32)> {
+    let (stream, _) = within("the outbox connects", listener.accept()).await.expect("accept");
+    let mut receiver = RawPeer::new(stream);
+    let ours = zrpc_transport::frame::Hello { inbox: true, inbox_batches: batches, ..support::raw::hello("ledger") };
+    receiver.handshake_with(&ours).await;
+    let mut requests = Vec::new();
+    let mut recorded = 0;
+    while recorded < messages {
+        let request = receiver.next_request().await;
+        let durable = request.durable.as_deref().expect("a durable request");
+        assert_eq!(durable.sequence, recorded + 1, "in order, none lost: {requests:?}");
+        if durable.count > 1 {
+            let stored = support::raw::decode_all(&mut bytes::BytesMut::from(&request.payload[..]));
+            assert_eq!(stored.len(), durable.count as usize, "its stored requests");
+        }
+        requests.push((durable.sequence, durable.count));
+        recorded += u64::from(durable.count);
+        let ack = ResponseFrame {
+            id: request.id,
+            flags: 0,
+            code: 0,
+            message: Bytes::new(),
+            metadata: Default::default(),
+            payload: Bytes::copy_from_slice(&recorded.to_be_bytes()),
+        };
+        receiver.send_response(&ack).await;
+    }
+    requests
+}
+
+#[tokio::test]
+async fn an_outbox_sends_batches_to_a_receiver_that_takes_them_and_one_at_a_time_to_one_that_does_not() {
+    for batches in [true, false] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
+        let outbox = outbox_in(dir.path()).await;
+        let (ledger, destination) = ledger_through(&outbox, &address);
+        for n in 1..=300 {
+            ledger.record(n).await.expect("logged");
+        }
+        let requests = requests_to_a_raw_receiver(listener, batches, 300).await;
+        within("every message acknowledged", destination.delivered()).await.expect("delivered");
+        let largest = requests.iter().map(|(_, count)| *count).max();
+        if batches {
+            // The first alone (the window opens after an answer), then batches.
+            assert!(requests.len() < 20 && largest > Some(1), "{requests:?}");
+        } else {
+            assert_eq!((requests.len(), largest), (300, Some(1)), "one message per request");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_pipelining_durable_messages_past_the_limit_gets_each_acknowledged_within_it() {
     // Three times the connection's 1,000 requests in progress, in one write: the server reads
@@ -268,7 +404,6 @@ async fn a_sender_pipelining_durable_messages_past_the_limit_gets_each_acknowled
     let batch: Vec<u8> = (1..=MESSAGES).flat_map(|n| request_bytes(&durable_frame(2 * n - 1, n, 0, n))).collect();
     peer.write(&batch).await;
 
-    let recorded_of = |payload: &Bytes| u64::from_be_bytes(payload[..].try_into().expect("8 bytes"));
     let mut acknowledged = std::collections::BTreeSet::new();
     for _ in 0..MESSAGES {
         let ack = peer.next_response().await;

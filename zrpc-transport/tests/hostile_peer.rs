@@ -234,8 +234,13 @@ async fn an_unknown_codec_is_unimplemented_and_the_connection_stays() {
 /// A durable REQUEST (PROTOCOL.md §19) to `method` with a postcard string argument: the first
 /// message of shop-1's outbox 7.
 fn durable_request(id: u64, method: &str, arg: &str) -> frame::RequestFrame {
-    let durable =
-        frame::DurableFields { outbox: 7, sequence: 1, acknowledged: 0, sender: Bytes::from_static(b"shop-1") };
+    let durable = frame::DurableFields {
+        outbox: 7,
+        sequence: 1,
+        acknowledged: 0,
+        sender: Bytes::from_static(b"shop-1"),
+        count: 1,
+    };
     frame::RequestFrame {
         flags: frame::flags::DURABLE,
         durable: Some(Box::new(durable)),

@@ -47,6 +47,7 @@ pub fn handshake(name: &str) -> Result<BytesMut, BoxError> {
         token: Bytes::new(),
         flow: None,
         inbox: false,
+        inbox_batches: false,
     };
     frame::encode_hello(&mut out, &hello)?;
     Ok(out)

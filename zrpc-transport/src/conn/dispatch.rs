@@ -73,19 +73,21 @@ pub(super) struct Dispatch<S: Service<Request>> {
     /// Where the peer's durable requests are recorded, on a side that has an inbox.
     #[cfg(feature = "durable")]
     inbox: Option<crate::durable::Inbox>,
-    /// The durable requests of this turn, checked, with their ids: queued on the inbox's
-    /// writer together, as one command, when the turn's requests have all started
-    /// ([`submit_records`](Dispatch::submit_records)). At most one per request in progress,
-    /// so bounded by the connection's `max_requests`.
+    /// The durable requests of this turn, checked, with their ids and how many records each
+    /// made (a batch makes one per message): queued on the inbox's writer together, as one
+    /// command, when the turn's requests have all started
+    /// ([`submit_records`](Dispatch::submit_records)). At most one request per request in
+    /// progress, so bounded by the connection's `max_requests`, and a batch's records by
+    /// [`MAX_DURABLE_BATCH`](crate::frame::MAX_DURABLE_BATCH) and its frame's bytes.
     #[cfg(feature = "durable")]
-    records: (Vec<u64>, Vec<crate::durable::Incoming>),
+    records: (Vec<(u64, u32)>, Vec<crate::durable::Incoming>),
     /// The turns' records queued on the inbox's writer, with their ids, in the order they were
     /// queued, which is the order the writer answers them (see
     /// [`RecordAnswers`](crate::durable::RecordAnswers)): polled from the front with the
     /// handlers' answers, with no task, box or task node. Their records are requests in
     /// progress, so bounded by the connection's `max_requests`.
     #[cfg(feature = "durable")]
-    recording: std::collections::VecDeque<(Vec<u64>, crate::durable::RecordAnswers)>,
+    recording: std::collections::VecDeque<(Vec<(u64, u32)>, crate::durable::RecordAnswers)>,
     /// The sender name of the last durable request recorded: the next, almost always from the
     /// same sender, shares it instead of validating and allocating it again. One name, at most
     /// the 255 bytes the protocol allows one.
@@ -272,8 +274,9 @@ where
             let Poll::Ready(outcomes) = Pin::new(answer).poll(cx) else { break };
             let Some((ids, _)) = self.recording.pop_front() else { break };
             progress = true;
-            for (id, outcome) in ids.into_iter().zip(outcomes) {
-                mux.finish(id, &crate::durable::acknowledgement(outcome));
+            let mut outcomes = outcomes.into_iter();
+            for (id, count) in ids {
+                mux.finish(id, &crate::durable::acknowledgement(outcomes.by_ref().take(count as usize)));
             }
         }
         progress
@@ -356,7 +359,7 @@ where
             Ok(answer) => self.recording.push_back((ids, answer)),
             Err(e) => {
                 let refused = Err(Status::from(e));
-                for id in ids {
+                for (id, _) in ids {
                     mux.finish(id, &refused);
                 }
             }
@@ -458,7 +461,9 @@ where
     /// would be refused as a gap. The answer is polled with the handlers'
     /// ([`poll_completions`](Dispatch::poll_completions)); it needs no unit of the budget (it
     /// runs no handler) and a CANCEL does not drop it (recording is short, and a message
-    /// recorded after all is a duplicate when it comes again).
+    /// recorded after all is a duplicate when it comes again). A batch makes a record of each
+    /// of its messages ([`batch_records`](Dispatch::batch_records)) and is answered once, for
+    /// all of them.
     #[cfg(feature = "durable")]
     fn record_durable(
         &mut self,
@@ -478,6 +483,18 @@ where
             _ => self.sender.insert(Arc::from(fields.sender_str())).clone(),
         };
         let limit = mux.max_frame();
+        if fields.count > 1 {
+            match ready.and_then(|()| self.batch_records(&frame, &fields, sender, limit)) {
+                Ok(records) => {
+                    self.records.0.push((id, fields.count));
+                    self.records.1.extend(records);
+                }
+                Err(status) => {
+                    mux.finish(id, &Err(status));
+                }
+            }
+            return;
+        }
         let recorded = ready
             .and_then(|()| self.to_request(frame, limit, now))
             .and_then(|mut request| {
@@ -496,13 +513,58 @@ where
             });
         match recorded {
             Ok(record) => {
-                self.records.0.push(id);
+                self.records.0.push((id, 1));
                 self.records.1.push(record);
             }
             Err(status) => {
                 mux.finish(id, &Err(status));
             }
         }
+    }
+
+    /// The records of a batch of durable messages (`docs/PROTOCOL.md` §19): each stored request
+    /// of its payload, checked as a single durable request's method, codec and right to call
+    /// are, and copied out of the connection's buffer (the inbox may keep it in memory a
+    /// while). Any message that fails refuses the whole batch, unprocessed: the stream's
+    /// messages are recorded in order, so none after it could be anyway.
+    #[cfg(feature = "durable")]
+    fn batch_records(
+        &self,
+        frame: &RequestFrame,
+        fields: &crate::frame::DurableFields,
+        sender: Arc<str>,
+        limit: u32,
+    ) -> Result<Vec<crate::durable::Incoming>, Status> {
+        let payload = if frame.flags & crate::frame::flags::COMPRESSED != 0 {
+            compression::decompress(&frame.payload, limit).map_err(|e| {
+                let message = format!("durable batch not decompressed by {}: {e}", self.local_name);
+                Status::new(e.request_code(), message).mark_unprocessed()
+            })?
+        } else {
+            frame.payload.clone()
+        };
+        let outbox = crate::durable::OutboxId::from_u64(fields.outbox);
+        let mut records = Vec::with_capacity(fields.count as usize);
+        let messages = crate::durable::batch_messages(&payload, fields.count).map_err(Status::mark_unprocessed)?;
+        for (sequence, (message, inner)) in (fields.sequence..).zip(messages) {
+            if self.names.intern_bytes(&inner.method).is_none() {
+                let message = format!("{} has no method {}", self.local_name, inner.method_str());
+                return Err(Status::not_found(message).mark_unprocessed());
+            }
+            if CodecId::from_u8(inner.codec).is_none_or(|codec| !codec.is_enabled()) {
+                let message = format!("codec {} is not supported by {}", inner.codec, self.local_name);
+                return Err(Status::unimplemented(message).mark_unprocessed());
+            }
+            if !matches!(self.admission, Admission::Open) {
+                let mut request = crate::durable::restored(inner, |_| None)?;
+                self.admit_call(&mut request)?;
+            }
+            let record =
+                crate::durable::Inbox::incoming(sender.clone(), outbox, sequence, fields.acknowledged, message)
+                    .map_err(|e| Status::from(e).mark_unprocessed())?;
+            records.push(record);
+        }
+        Ok(records)
     }
 
     /// Runs a handler that has to wait in a task of its own, holding a unit of the budget if

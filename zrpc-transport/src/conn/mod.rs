@@ -728,6 +728,7 @@ mod tests {
             token: Bytes::new(),
             flow: None,
             inbox: false,
+            inbox_batches: false,
         };
         crate::frame::encode_hello(&mut out, &hello).expect("encodes");
         out

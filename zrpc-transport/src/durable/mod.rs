@@ -1,10 +1,11 @@
 //! Durable calls: oneway calls that survive a crash of either end and are handled once.
 //!
 //! **Status (issue 13): durable calls work end to end: an outbox's destination logs oneway
-//! calls and delivers them; a server, a serving channel (`ChannelBuilder::inbox`) or a node
-//! (`NodeBuilder::inbox`) with an inbox records, acknowledges and runs each handler once; the
-//! crash harness (below) and `examples/durable.rs` exercise it. Still missing: the throughput
-//! targets of the process level (see "Measured").**
+//! calls and delivers them, in batches to a receiver that takes them; a server, a serving
+//! channel (`ChannelBuilder::inbox`) or a node (`NodeBuilder::inbox`) with an inbox records,
+//! acknowledges and runs each handler once; the crash harness (below) and
+//! `examples/durable.rs` exercise it. Still missing: 0.5× plain oneway at the process level
+//! (0.38–0.45×; see "Measured").**
 //!
 //! - Types: [`MessageId`], [`OutboxId`] and [`Durable`] (in `zrpc_core::durable`, since a
 //!   call's `Context` carries them: [`Context::durable_id`](zrpc_core::Context::durable_id)),
@@ -47,6 +48,14 @@
 //! 0.26×. Time gains less than CPU: the machine is now a fifth idle (1.56 of 2 cores busy), the
 //! pipeline short of work rather than of CPU. The power level, disk-bound, unchanged (100
 //! senders: 28k–42k handled/s before, 30k–43k after).
+//!
+//! Then batches (up to 64 messages in one request, the stored frames as they are; see
+//! "Decisions of session 17"; benches/results/durable-ab-4d40728-batches.txt): callgrind 25,422
+//! → 14,755 instructions and 14.7 → 10.2 allocations per message; CPU for 1,000,000 messages
+//! 6.2–7.1 s → 4.2–4.4 s; handled/s 254k–271k → 447k–462k (four rounds taking turns), and the
+//! session's start against its end 220k–242k → 399k–466k on a busier host; plain oneway
+//! 0.91M–1.19M, so 0.38–0.45×. At the power level, acknowledged/s up by a third (100 senders
+//! 70k–94k → 104k–107k), handled/s bound by the marks' syncs as before.
 //!
 //! Session 16, 2026-11-30, a quiet host (load 1.4–2.0): the receiving connection submits a
 //! turn's records as one command instead of one each (a oneshot, a queue slot, a writer
@@ -128,24 +137,16 @@
 //! power 27k–31k acknowledged and 2.7k–3.5k handled.
 //!
 //! Issue 13 asks for 200k/s and 0.5× oneway at the process level. As of session 17, 200k/s
-//! is reached in every round on a quiet host; 0.5× oneway is **not met** (about 0.26×), and
-//! out of this design's reach: plain oneway costs about 1.7 µs of CPU per message on the
-//! project's VM, so 0.5× needs the durable path at 3.4 µs, where it takes about 5.3 µs since
-//! the marks are stores (6.5 µs before), the message framed four times more than a oneway
-//! call. Session 12's profile (perf, process level) found no single cost
-//! above 10%. By stage, in instructions (callgrind): the receiver's connection
-//! (decode, the request rebuilt and re-encoded for the log, a command and a oneshot to the
-//! writer per message, the acknowledgement's RESPONSE) 23%; the handlers' runs (the stored
-//! frame decoded again, the handler through the server's layers) 18%; the callers (encode,
-//! the record built, a command and a oneshot per append) 16%; the delivery task (decode, a
-//! request built, one call future per message, `FuturesOrdered`) 15%; the sender's
-//! connection 10%; the two writer threads 6%. In the kernel (a third of the CPU time),
-//! the `pwrite` of each handled mark, the log's `write`s and the futex wake-ups between the
-//! writer threads and the runtime. Next, in order of expected gain: records submitted per
-//! connection turn as one command (one wake-up and one answer for many); the stored frame
-//! kept from the wire rather than decoded and re-encoded; a cumulative acknowledgement
-//! (see "Open questions"); the handled marks in shared memory instead of a `pwrite` each
-//! (done in session 17).
+//! is reached in every round; 0.5× oneway is **not met** (0.38–0.45×): plain oneway costs
+//! about 1.7 µs of CPU per message on the project's VM, so 0.5× needs the durable path at
+//! 3.4 µs; it takes about 4.2 µs with batches (6.5 µs at the session's start). Session 12's
+//! profile (perf, process level), by stage in instructions (callgrind): the receiver's
+//! connection 23%, the handlers' runs 18%, the callers 16%, the delivery task 15%, the
+//! sender's connection 10%, the two writer threads 6%; in the kernel, the `pwrite` of each
+//! handled mark, the log's `write`s and the futex wake-ups between the writer threads and the
+//! runtime. What it pointed to is done: records submitted per connection turn as one command
+//! (session 16), the handled marks in shared memory (session 17), and the stored frame kept
+//! as it is on the wire with one acknowledgement for many, which batches are (session 17).
 //!
 //! # What a user writes
 //!
@@ -215,8 +216,11 @@
 //!    a full outbox refuses new calls and never drops old messages.
 //! 3. **Delivery.** One task per destination sends its messages in sequence order, over one
 //!    connection at a time, as durable REQUESTs (below), with up to `window` (default 512, and
-//!    within the receiver's FLOW limits) awaiting their acknowledgement. Each acknowledgement
-//!    carries the receiver's `recorded` sequence, and every message up to it is done.
+//!    within the receiver's FLOW limits) awaiting their acknowledgement. Once the window is
+//!    open, consecutive messages go in batches (up to 64 messages or about 64 KiB) to a
+//!    receiver that announced batches: one request and one acknowledgement each, the stored
+//!    frames sent as they are. Each acknowledgement carries the receiver's `recorded`
+//!    sequence, and every message up to it is done.
 //! 4. **Retries.** Any failure (no connection, a connection lost, an acknowledgement not received
 //!    in time, a refusal) makes the task wait for its window's answers, go back to the first
 //!    unacknowledged message and send again after a capped exponential backoff with jitter
@@ -649,8 +653,21 @@
 //!   only oneway calls. The full client over a destination still works, refusing two-way calls
 //!   at run time with [`DurableError::NotOneway`].
 //!
-//! Decision of session 17:
+//! Decisions of session 17:
 //!
+//! - **Batches, announced in INBOX's value.** A batch is a durable REQUEST whose payload is its
+//!   messages' stored frames as the outbox's log holds them (PROTOCOL.md §19, "Batches"), so
+//!   neither end decodes and encodes each message again on the way: the delivery task copies
+//!   the frames into one payload, the receiver checks each (method, codec, authorization) and
+//!   records a copy of each as it is, with one acknowledgement for all. Not a new frame kind:
+//!   request ids, flow control, deadlines, GOAWAY and UNPROCESSED apply as to one message. The
+//!   capability is bit 0 of INBOX's value byte, which a version before it sent empty; the
+//!   connection refuses a batch to a peer without it (or one whose `max_frame` it would not
+//!   fit) `Unimplemented`, unprocessed, and the delivery task then sends one message per
+//!   request for the rest of its life. A batch is refused whole when one of its messages is:
+//!   the stream's messages are recorded in order, so none after a refused one could be
+//!   anyway. At most 1,024 messages a batch (the sender sends 64), which bounds the records
+//!   one request makes, beside its frame's bytes.
 //! - **The handled marks are stores into a mapped file, the library's one `unsafe` block.**
 //!   The mark is the one write per message that the exact guarantee needs between two handlers
 //!   of a stream, and as a `pwrite` it was a sixth of the process level's CPU. A store into a
@@ -687,8 +704,8 @@
 //!   so it needs a sidecar synced after each sync, a second `fdatasync` per batch (session 13's
 //!   reasoning; not built). Until then an operator truncates by hand at the offset the error
 //!   names.
-//! - **Cumulative acknowledgements.** One RESPONSE per message costs 27 bytes; a cumulative ACK
-//!   frame would save them if the throughput target needs it once measured end to end.
+//! - **Cumulative acknowledgements.** Answered by batches (session 17): one RESPONSE per batch
+//!   of up to 64 messages.
 
 mod error;
 mod id;
@@ -709,5 +726,5 @@ pub use outbox::{
     ATTEMPT_TIMEOUT, BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_MAX_BYTES, Destination, Outbox, OutboxConfig, Pending,
     WINDOW,
 };
-pub(crate) use wire::{acknowledgement, stored_request};
+pub(crate) use wire::{acknowledgement, batch_messages, restored, stored_request};
 pub use zrpc_core::durable::Durable;

@@ -27,6 +27,9 @@ pub struct Hello {
     /// The sender records durable requests (the `INBOX` extension, `docs/PROTOCOL.md` §19):
     /// the peer may send it [`flags::DURABLE`](super::flags::DURABLE) requests.
     pub inbox: bool,
+    /// With `inbox`, the sender also records batches of them (bit 0 of `INBOX`'s value): the
+    /// peer may send it [`flags::BATCH`](super::flags::BATCH) requests.
+    pub inbox_batches: bool,
 }
 
 /// The `FLOW` extension of a `HELLO`: how many of the receiver's requests the sender takes in
@@ -47,8 +50,11 @@ pub struct FlowLimits {
 mod ext {
     /// [`super::FlowLimits`].
     pub(super) const FLOW: u8 = 0x01;
-    /// `INBOX`: the sender records durable requests; no value.
+    /// `INBOX`: the sender records durable requests; a value byte's bit 0 says it also takes
+    /// them in batches ([`INBOX_BATCHES`]).
     pub(super) const INBOX: u8 = 0x02;
+    /// Bit 0 of `INBOX`'s value: the sender records batches.
+    pub(super) const INBOX_BATCHES: u8 = 0x01;
 }
 
 /// Bytes of the `FLOW` extension's value.
@@ -76,7 +82,8 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
     if hello.flow.is_some_and(|flow| flow.max_requests == 0) {
         return Err(FrameError::Malformed { kind: "hello", reason: "flow limits allow no request" });
     }
-    let extensions = if hello.flow.is_some() { 3 + usize::from(FLOW_LEN) } else { 0 } + if hello.inbox { 3 } else { 0 };
+    let extensions =
+        if hello.flow.is_some() { 3 + usize::from(FLOW_LEN) } else { 0 } + if hello.inbox { 3 + 1 } else { 0 };
     let body = 1
         + hello.name.len()
         + 4
@@ -106,7 +113,8 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
     }
     if hello.inbox {
         dst.put_u8(ext::INBOX);
-        dst.put_u16(0);
+        dst.put_u16(1);
+        dst.put_u8(if hello.inbox_batches { ext::INBOX_BATCHES } else { 0 });
     }
     Ok(total)
 }
@@ -128,6 +136,7 @@ pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
     let token = r.bytes(usize::from(token_len), "body ends inside the token")?;
     let mut flow = None;
     let mut inbox = false;
+    let mut inbox_batches = false;
     while r.remaining() > 0 {
         let tag = r.u8("body ends inside an extension tag")?;
         let len = r.u16("body ends inside an extension length")?;
@@ -135,10 +144,23 @@ pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
         if tag == ext::FLOW && flow.is_none() {
             flow = Some(decode_flow(&value)?);
         }
-        // Its value, empty in this version, is ignored: room to extend it.
-        inbox |= tag == ext::INBOX;
+        if tag == ext::INBOX {
+            // Empty from a version before batches; bits and bytes after bit 0 are ignored:
+            // room to extend it.
+            inbox = true;
+            inbox_batches |= value.first().is_some_and(|bits| bits & ext::INBOX_BATCHES != 0);
+        }
     }
-    Ok(Hello { name, max_frame, codecs: codecs.to_vec(), compressions: compressions.to_vec(), token, flow, inbox })
+    Ok(Hello {
+        name,
+        max_frame,
+        codecs: codecs.to_vec(),
+        compressions: compressions.to_vec(),
+        token,
+        flow,
+        inbox,
+        inbox_batches,
+    })
 }
 
 /// The value of a `FLOW` extension; bytes after the fields it defines are ignored.

@@ -69,7 +69,8 @@ pub use error::FrameError;
 pub use hello::{FlowLimits, Hello, encode_hello};
 pub use preface::{decode_preface, encode_preface};
 pub use request::{
-    DurableFields, RequestFrame, encode_compressed_request_at, encode_request, encode_request_at, encode_request_frame,
+    DurableFields, MAX_DURABLE_BATCH, RequestFrame, encode_compressed_request_at, encode_request, encode_request_at,
+    encode_request_frame,
 };
 pub use response::{ResponseFrame, encode_compressed_response, encode_response, encode_response_frame};
 
@@ -103,6 +104,10 @@ pub mod flags {
     /// `REQUEST`: a durable message (`docs/PROTOCOL.md` §19): its identity follows the trace,
     /// and its RESPONSE is the receiver's acknowledgement. Never with [`ONEWAY`].
     pub const DURABLE: u8 = 32;
+    /// `REQUEST`, with [`DURABLE`]: a batch of a stream's consecutive messages (`docs/PROTOCOL.md`
+    /// §19): a count follows the sender name, and the payload is that many stored REQUEST
+    /// frames. Sent only to a peer whose `INBOX` announced batches.
+    pub const BATCH: u8 = 64;
 }
 
 /// Values of a frame's `kind` byte. Frames of other kinds are skipped.

@@ -16,6 +16,13 @@ const TRACE_LEN: usize = 16 + 8 + 1;
 /// acknowledged, sender length.
 const DURABLE_FIXED_LEN: usize = 8 + 8 + 8 + 1;
 
+/// Bytes of a batch's count, after the sender name ([`flags::BATCH`]).
+const BATCH_COUNT_LEN: usize = 4;
+
+/// Most messages in one durable batch (`docs/PROTOCOL.md` §19): what bounds the records one
+/// request makes on the receiver, beside its frame's bytes.
+pub const MAX_DURABLE_BATCH: u32 = 1024;
+
 /// The identity a [`flags::DURABLE`] request carries (`docs/PROTOCOL.md` §19): which sender's
 /// outbox log, and the message's place in that log's stream to this receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +39,10 @@ pub struct DurableFields {
     /// The sender's name as its outbox recorded it: 0 to 255 bytes of UTF-8 (validated when
     /// decoded; see [`DurableFields::sender_str`]).
     pub sender: Bytes,
+    /// How many messages the request carries: 1, or a batch's count (at least 2, with
+    /// [`flags::BATCH`]): then the payload is that many stored REQUEST frames, of sequences
+    /// `sequence` to `sequence + count - 1`.
+    pub count: u32,
 }
 
 impl DurableFields {
@@ -125,12 +136,13 @@ struct DurableParts<'a> {
     sequence: u64,
     acknowledged: u64,
     sender: &'a [u8],
+    count: u32,
 }
 
 impl<'a> DurableParts<'a> {
     fn of_fields(fields: &'a DurableFields) -> DurableParts<'a> {
-        let DurableFields { outbox, sequence, acknowledged, sender } = fields;
-        DurableParts { outbox: *outbox, sequence: *sequence, acknowledged: *acknowledged, sender }
+        let DurableFields { outbox, sequence, acknowledged, sender, count } = fields;
+        DurableParts { outbox: *outbox, sequence: *sequence, acknowledged: *acknowledged, sender, count: *count }
     }
 
     fn of_call(durable: &'a zrpc_core::durable::Durable) -> DurableParts<'a> {
@@ -139,7 +151,12 @@ impl<'a> DurableParts<'a> {
             sequence: durable.id.sequence(),
             acknowledged: durable.acknowledged,
             sender: durable.id.sender().as_bytes(),
+            count: durable.count,
         }
+    }
+
+    fn is_batch(&self) -> bool {
+        self.count > 1
     }
 }
 
@@ -218,8 +235,8 @@ fn parts(id: u64, req: &Request, now: tokio::time::Instant, compressed: bool) ->
 /// Appends a `REQUEST` frame built from a decoded (or hand-made) frame, e.g. to forward it or
 /// to test a peer; returns its total size.
 ///
-/// `TRACE` is set exactly when `frame.trace` is, `DURABLE` exactly when `frame.durable` is;
-/// other unknown flag bits are sent as they are. With `COMPRESSED` the payload goes as it is,
+/// `TRACE` is set exactly when `frame.trace` is, `DURABLE` exactly when `frame.durable` is,
+/// `BATCH` exactly when its count is above 1; other unknown flag bits are sent as they are. With `COMPRESSED` the payload goes as it is,
 /// header included.
 ///
 /// # Errors
@@ -271,19 +288,34 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
                     reason: "a durable message's acknowledged sequence is below its own",
                 });
             }
-            DURABLE_FIXED_LEN + durable.sender.len()
+            if durable.count == 0 || durable.count > MAX_DURABLE_BATCH {
+                return Err(FrameError::Malformed {
+                    kind: "request",
+                    reason: "a durable batch of no message or more than 1024",
+                });
+            }
+            if durable.sequence.checked_add(u64::from(durable.count) - 1).is_none() {
+                return Err(FrameError::Malformed {
+                    kind: "request",
+                    reason: "a durable batch past the last sequence",
+                });
+            }
+            DURABLE_FIXED_LEN + durable.sender.len() + if durable.is_batch() { BATCH_COUNT_LEN } else { 0 }
         }
     };
     let fixed = 1 + 8 + 1 + parts.method.len() + trace_len + durable_len;
     let body = (fixed as u64).saturating_add(metadata_len(parts.metadata)?).saturating_add(parts.payload.len() as u64);
     let len = frame_len(body, max_frame)?;
 
-    let mut bits = parts.flags & !(flags::TRACE | flags::COMPRESSED | flags::DURABLE);
+    let mut bits = parts.flags & !(flags::TRACE | flags::COMPRESSED | flags::DURABLE | flags::BATCH);
     if parts.trace.is_some() {
         bits |= flags::TRACE;
     }
-    if parts.durable.is_some() {
+    if let Some(durable) = parts.durable {
         bits |= flags::DURABLE;
+        if durable.is_batch() {
+            bits |= flags::BATCH;
+        }
     }
     if parts.compressed {
         bits |= flags::COMPRESSED;
@@ -312,6 +344,9 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
         // Checked above to fit its byte.
         dst.put_u8(durable.sender.len() as u8);
         dst.extend_from_slice(durable.sender);
+        if durable.is_batch() {
+            dst.put_u32(durable.count);
+        }
     }
     put_metadata(dst, parts.metadata);
     dst.extend_from_slice(parts.payload);
@@ -353,7 +388,21 @@ pub(super) fn decode_request(id: u64, bits: u8, body: &Bytes) -> Result<RequestF
         let sender_len = r.u8("body ends inside the durable sender length")?;
         let sender =
             r.utf8(usize::from(sender_len), "body ends inside the durable sender", "durable sender is not utf-8")?;
-        Some(Box::new(DurableFields { outbox, sequence, acknowledged, sender }))
+        let count = if bits & flags::BATCH != 0 {
+            let count = r.u32("body ends inside the durable batch's count")?;
+            if !(2..=MAX_DURABLE_BATCH).contains(&count) {
+                return Err(r.malformed("a durable batch of fewer than 2 messages or more than 1024"));
+            }
+            if sequence.checked_add(u64::from(count) - 1).is_none() {
+                return Err(r.malformed("a durable batch past the last sequence"));
+            }
+            count
+        } else {
+            1
+        };
+        Some(Box::new(DurableFields { outbox, sequence, acknowledged, sender, count }))
+    } else if bits & flags::BATCH != 0 {
+        return Err(r.malformed("a batch that is not durable"));
     } else {
         None
     };

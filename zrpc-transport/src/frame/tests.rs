@@ -59,6 +59,7 @@ fn hello() -> Hello {
         token: Bytes::from_static(b"secret"),
         flow: Some(FlowLimits { max_requests: 1000, request_bytes: 1 << 20 }),
         inbox: false,
+        inbox_batches: false,
     }
 }
 
@@ -582,11 +583,12 @@ fn request_body_with(payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn unknown_flag_bits_are_ignored() {
-    // Bits 4 (a RESPONSE's UNPROCESSED), 6 and 7 mean nothing on a REQUEST; bit 5 is DURABLE.
+    // Bits 4 (a RESPONSE's UNPROCESSED) and 7 mean nothing on a REQUEST; bit 5 is DURABLE,
+    // bit 6 BATCH.
     let bytes = encoded(&full_request_frame());
-    let with_unknown = raw(kind::REQUEST, bytes[5] | 0xd0, 1, &bytes[HEADER_LEN..]);
+    let with_unknown = raw(kind::REQUEST, bytes[5] | 0x90, 1, &bytes[HEADER_LEN..]);
     let Ok(Some(Frame::Request(req))) = decode_one(&with_unknown) else { panic!("unknown bits are ignored") };
-    assert_eq!(req.flags, full_request_frame().flags | 0xd0);
+    assert_eq!(req.flags, full_request_frame().flags | 0x90);
     assert_eq!(req.payload, full_request_frame().payload);
     assert!(decode_one(&raw(kind::RESPONSE, 0xfd, 1, &[0, 0, 0, 0, 0])).is_ok_and(|f| f.is_some()));
 }
@@ -830,6 +832,7 @@ fn durable_request_frame() -> RequestFrame {
             sequence: 42,
             acknowledged: 40,
             sender: Bytes::from_static("shop-1".as_bytes()),
+            count: 1,
         })),
         ..full_request_frame()
     }
@@ -914,19 +917,79 @@ fn a_durable_request_is_never_oneway_and_starts_at_sequence_one() {
 }
 
 #[test]
-fn inbox_is_announced_by_an_empty_extension_whose_value_is_ignored() {
-    let mut with_inbox = BytesMut::new();
-    encode_hello(&mut with_inbox, &Hello { inbox: true, ..hello() }).expect("encodes");
+fn inbox_is_announced_by_an_extension_whose_value_bit_0_announces_batches() {
     let mut without = BytesMut::new();
     encode_hello(&mut without, &hello()).expect("encodes");
-    // Tag 0x02, length 0, after the FLOW extension.
-    assert_eq!(&with_inbox[without.len()..], &[0x02, 0, 0]);
-    assert_eq!(decode_one(&with_inbox), Ok(Some(Frame::Hello(Hello { inbox: true, ..hello() }))));
     assert_eq!(decode_one(&without), Ok(Some(Frame::Hello(hello()))));
+    let inbox = |batches| Hello { inbox: true, inbox_batches: batches, ..hello() };
+    for batches in [false, true] {
+        let mut with_inbox = BytesMut::new();
+        encode_hello(&mut with_inbox, &inbox(batches)).expect("encodes");
+        // Tag 0x02, length 1, the value byte, after the FLOW extension.
+        assert_eq!(&with_inbox[without.len()..], &[0x02, 0, 1, u8::from(batches)]);
+        assert_eq!(decode_one(&with_inbox), Ok(Some(Frame::Hello(inbox(batches)))));
+    }
 
-    // A later version's value is skipped, and the announcement stands.
-    let body = &with_inbox[HEADER_LEN..with_inbox.len() - 2];
-    let mut longer = body.to_vec();
-    longer.extend_from_slice(&[0, 3, 9, 9, 9]);
-    assert_eq!(decode_one(&raw(kind::HELLO, 0, 0, &longer)), Ok(Some(Frame::Hello(Hello { inbox: true, ..hello() }))));
+    // A version before batches sent it empty: an inbox, no batches. A later version's further
+    // bits and bytes are skipped, and bit 0 stands.
+    let body = &without[HEADER_LEN..];
+    let with_value = |value: &[u8]| {
+        let mut body = body.to_vec();
+        body.push(0x02);
+        body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        body.extend_from_slice(value);
+        decode_one(&raw(kind::HELLO, 0, 0, &body))
+    };
+    assert_eq!(with_value(&[]), Ok(Some(Frame::Hello(inbox(false)))));
+    assert_eq!(with_value(&[0xfe, 9, 9]), Ok(Some(Frame::Hello(inbox(false)))));
+    assert_eq!(with_value(&[0xff, 9, 9]), Ok(Some(Frame::Hello(inbox(true)))));
+}
+
+#[test]
+fn a_durable_batch_carries_its_count_after_the_sender_and_is_bounded() {
+    let frame = durable_request_frame();
+    let fields = *frame.durable.clone().expect("durable");
+    let batch = RequestFrame {
+        flags: frame.flags | flags::BATCH,
+        durable: Some(Box::new(DurableFields { count: 3, ..fields.clone() })),
+        ..frame.clone()
+    };
+    let bytes = encoded(&batch);
+    let at = durable_offset(&batch) + 25 + 6;
+    assert_eq!(&bytes[at..at + 4], &3u32.to_be_bytes());
+    assert_eq!(bytes[5] & flags::BATCH, flags::BATCH);
+    assert_eq!(decode_one(&bytes), Ok(Some(Frame::Request(batch.clone()))));
+    // The flag follows the count: a count of 1 is a plain durable request.
+    let unflagged = RequestFrame { flags: frame.flags, ..batch.clone() };
+    assert_eq!(encoded(&unflagged), bytes);
+    assert_eq!(encoded(&RequestFrame { flags: frame.flags | flags::BATCH, ..frame.clone() }), encoded(&frame));
+
+    let bounded =
+        FrameError::Malformed { kind: "request", reason: "a durable batch of fewer than 2 messages or more than 1024" };
+    for count in [0u32, 1, MAX_DURABLE_BATCH + 1, u32::MAX] {
+        let mut wrong = bytes.to_vec();
+        wrong[at..at + 4].copy_from_slice(&count.to_be_bytes());
+        assert_eq!(decode_one(&wrong), Err(bounded.clone()), "count {count}");
+    }
+    let mut at_the_end = bytes.to_vec();
+    let past = FrameError::Malformed { kind: "request", reason: "a durable batch past the last sequence" };
+    at_the_end[durable_offset(&batch) + 8..durable_offset(&batch) + 16].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
+    assert_eq!(decode_one(&at_the_end), Err(past));
+    let mut not_durable = encoded(&RequestFrame { durable: None, ..frame.clone() });
+    not_durable[5] |= flags::BATCH;
+    assert_eq!(
+        decode_one(&not_durable),
+        Err(FrameError::Malformed { kind: "request", reason: "a batch that is not durable" })
+    );
+
+    // The encoder refuses a count of 0, over the bound, or past the last sequence.
+    let mut dst = BytesMut::new();
+    for (count, sequence) in [(0, 42), (MAX_DURABLE_BATCH + 1, 42), (3, u64::MAX - 1)] {
+        let bad = RequestFrame {
+            durable: Some(Box::new(DurableFields { count, sequence, ..fields.clone() })),
+            ..frame.clone()
+        };
+        assert!(matches!(encode_request_frame(&mut dst, &bad, MAX), Err(FrameError::Malformed { .. })), "{count}");
+    }
+    assert!(dst.is_empty());
 }

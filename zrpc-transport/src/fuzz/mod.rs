@@ -103,6 +103,7 @@ fn peer_handshake(max_frame: u32, flow: Option<FlowLimits>) -> BytesMut {
         token: Bytes::new(),
         flow,
         inbox: false,
+        inbox_batches: false,
     };
     if let Err(e) = frame::encode_hello(&mut stream, &hello) {
         panic!("the peer's HELLO does not encode: {e}");

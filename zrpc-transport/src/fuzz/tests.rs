@@ -94,6 +94,7 @@ fn hello_bytes(max_frame: u32, flow: Option<FlowLimits>) -> Vec<u8> {
         token: Bytes::from_static(b"token"),
         flow,
         inbox: false,
+        inbox_batches: false,
     };
     let mut buf = BytesMut::new();
     frame::encode_preface(&mut buf);

@@ -184,8 +184,8 @@ pub struct MuxConfig {
     /// The smallest payload compressed.
     pub compression_threshold: usize,
     /// This side records durable requests (it has an inbox): it announces `INBOX` in its
-    /// HELLO and hands DURABLE requests over like any other; without, it refuses them with
-    /// `Unimplemented`, unprocessed (`docs/PROTOCOL.md` §19).
+    /// HELLO, with batches, and hands DURABLE requests over like any other; without, it
+    /// refuses them with `Unimplemented`, unprocessed (`docs/PROTOCOL.md` §19).
     pub inbox: bool,
 }
 
@@ -232,6 +232,8 @@ pub struct Peer {
     pub compressions: Accepted,
     /// The peer records durable requests (it announced `INBOX`).
     pub inbox: bool,
+    /// The peer records them in batches too (its `INBOX` said so).
+    pub inbox_batches: bool,
 }
 
 /// Something that happened that the driver must act on.
@@ -498,6 +500,7 @@ impl<T, H> Mux<T, H> {
                 request_bytes: config.max_request_bytes,
             }),
             inbox: config.inbox,
+            inbox_batches: config.inbox,
         };
         if let Err(e) = frame::encode_hello(&mut out, &hello) {
             // Only an over-long name can fail; announce it without the name rather than not at all.
@@ -1304,6 +1307,7 @@ impl<T, H> Mux<T, H> {
             flow: hello.flow,
             compressions: Accepted::from_ids(&hello.compressions),
             inbox: hello.inbox,
+            inbox_batches: hello.inbox && hello.inbox_batches,
         });
         self.phase = Phase::Open;
         self.events.push_back(Event::Ready);
@@ -1464,9 +1468,32 @@ fn refused(request: &Request, e: &FrameError) -> Status {
 
 /// Why a durable message may not go to this peer, if it may not (`docs/PROTOCOL.md` §19): the
 /// peer records no durable calls, or it is not the receiver the message is for (another server
-/// took over the address, or a balancer picked another endpoint). Unprocessed: the outbox keeps
-/// the message and tries again.
+/// took over the address, or a balancer picked another endpoint), or it is a batch and the
+/// peer takes none (`Unimplemented`: the outbox sends the messages one by one instead).
+/// Unprocessed: the outbox keeps the message and tries again.
 fn durable_refusal(peer: &Peer, durable: &zrpc_core::durable::Durable, request: &Request) -> Option<Status> {
+    if durable.is_batch() && peer.inbox && *peer.name == *durable.destination {
+        // The batch's frame around its payload: a header, a method and a sender of at most 255
+        // bytes each, the durable fields; no metadata.
+        let frame = request.payload().len().saturating_add(1024);
+        let why = if !peer.inbox_batches {
+            "records no batches (its INBOX did not say so)"
+        } else if frame > peer.max_frame as usize {
+            "takes frames too small for it"
+        } else {
+            ""
+        };
+        if !why.is_empty() {
+            let message = format!(
+                "durable batch of {} from {} for {} not sent: {} {why}",
+                durable.count,
+                durable.id,
+                request.method(),
+                peer.name
+            );
+            return Some(Status::unimplemented(message).mark_unprocessed());
+        }
+    }
     let message = if !peer.inbox {
         format!(
             "durable message {} for {} not sent: {} records no durable calls (it announced no INBOX)",

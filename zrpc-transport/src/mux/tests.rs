@@ -607,6 +607,7 @@ fn legacy_hello() -> BytesMut {
             token: Bytes::new(),
             flow: None,
             inbox: false,
+            inbox_batches: false,
         };
         frame::encode_hello(b, &hello).expect("encodes");
     })

@@ -47,6 +47,7 @@ pub fn hello(name: &str) -> Hello {
         token: Bytes::new(),
         flow: None,
         inbox: false,
+        inbox_batches: false,
     }
 }
 

@@ -788,6 +788,7 @@ mod over_a_connection {
                 sequence: n,
                 acknowledged: 0,
                 sender: Bytes::from_static(b"raw-sender"),
+                count: 1,
             })),
             metadata: Default::default(),
             payload: {
@@ -828,6 +829,7 @@ mod over_a_connection {
             token: Bytes::new(),
             flow: None,
             inbox: false,
+            inbox_batches: false,
         };
         frame::encode_hello(&mut out, &hello).expect("encodes");
         for n in 1..=MESSAGES {

@@ -13,6 +13,13 @@
 //!   each read (a round trip to the writer thread) brings many. After a start or a failure only one goes out until it is acknowledged (a
 //!   connection being set up could otherwise let a later message overtake an earlier one, which
 //!   the receiver would refuse as a gap), then the window opens.
+//! - **Batches.** Once the window is open, consecutive messages go as batches of up to
+//!   [`BATCH`] messages and about [`BATCH_BYTES`] (`docs/PROTOCOL.md` §19): one request, one
+//!   frame and one acknowledgement for all of them, and the stored frames go as they are, with
+//!   no decoding and encoding again per message. A receiver that takes no batches (its `INBOX`
+//!   did not say so, or its frames are too small for one) has the connection refuse them
+//!   `Unimplemented`, unprocessed: the task then sends one message per request, for as long as
+//!   it runs.
 //! - **Acknowledgements.** Each carries the receiver's `recorded`: every message up to it is
 //!   done. The task writes "acknowledged up to n" to the log when the window has drained, or
 //!   every half window, so compaction can reclaim the space: one write for many messages.
@@ -32,6 +39,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -66,6 +74,28 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Bytes of messages read from the log at once, about.
 const READ_BYTES: usize = 4 << 20;
 
+/// Most messages in one batch.
+const BATCH: usize = 64;
+
+/// Bytes of stored messages in one batch, about: a batch ends before the message that would
+/// pass it, and a larger message goes alone.
+const BATCH_BYTES: usize = 64 << 10;
+
+/// How many of `messages` the next request takes: as many as fit a batch ([`BATCH`],
+/// [`BATCH_BYTES`]) with consecutive sequences, and at least one.
+fn batch_len(messages: &[Stored]) -> usize {
+    let (mut count, mut bytes) = (0, 0);
+    let first = messages.first().map_or(0, |stored| stored.sequence);
+    for (stored, sequence) in messages.iter().take(BATCH).zip(first..) {
+        if count > 0 && (stored.sequence != sequence || bytes + stored.message.len() > BATCH_BYTES) {
+            break;
+        }
+        bytes += stored.message.len();
+        count += 1;
+    }
+    count.max(1)
+}
+
 /// A destination's delivery: what its task owns.
 pub(super) struct Delivery<S> {
     pub(super) outbox: Outbox,
@@ -89,6 +119,10 @@ struct Progress {
     failed: Option<Status>,
     /// Failures in a row, for the backoff.
     failures: u32,
+    /// Messages sent and not yet answered: the window's count (a batch counts its messages).
+    in_flight: usize,
+    /// The receiver takes batches, as far as the task knows: until one is refused as such.
+    batching: bool,
 }
 
 impl<S> Delivery<S>
@@ -98,7 +132,7 @@ where
 {
     /// Delivers until the outbox is closed.
     pub(super) async fn run(mut self) {
-        let mut progress = Progress::default();
+        let mut progress = Progress { batching: true, ..Progress::default() };
         let mut in_flight = FuturesOrdered::new();
         let mut method = None;
         let mut rng = fastrand::Rng::new();
@@ -107,9 +141,9 @@ where
             let window = if progress.flowing { WINDOW } else { 1 };
             // Refill once half the window is free, not after each answer: a read is a round
             // trip to the writer thread, and should bring many messages, not one or two.
-            if progress.failed.is_none() && in_flight.len() <= window / 2 {
+            if progress.failed.is_none() && progress.in_flight <= window / 2 {
                 let from = if in_flight.is_empty() { progress.acknowledged + 1 } else { progress.next };
-                match self.outbox.read(&self.destination, from, window - in_flight.len(), READ_BYTES).await {
+                match self.outbox.read(&self.destination, from, window - progress.in_flight, READ_BYTES).await {
                     Ok(batch) => {
                         if in_flight.is_empty()
                             && let Some(first) = batch.first()
@@ -117,10 +151,18 @@ where
                             // Read from the first unacknowledged: all before it were acknowledged.
                             progress.acknowledged = progress.acknowledged.max(first.sequence - 1);
                         }
-                        for stored in batch {
-                            progress.next = stored.sequence + 1;
-                            match self.send(&stored, progress.acknowledged, &mut method).await {
-                                Ok(answer) => in_flight.push_back(answer.map(move |answer| (stored.sequence, answer))),
+                        let mut rest = &batch[..];
+                        while !rest.is_empty() {
+                            let count = if progress.flowing && progress.batching { batch_len(rest) } else { 1 };
+                            let (chunk, after) = rest.split_at(count);
+                            rest = after;
+                            let (first, last) = (chunk[0].sequence, chunk[count - 1].sequence);
+                            progress.next = last + 1;
+                            match self.send(chunk, progress.acknowledged, &mut method).await {
+                                Ok(answer) => {
+                                    progress.in_flight += count;
+                                    in_flight.push_back(answer.map(move |answer| (first, last, answer)));
+                                }
                                 Err(status) => {
                                     self.failed(&mut progress, status);
                                     break;
@@ -148,13 +190,13 @@ where
                 self.progress.wake.notified().await;
                 continue;
             }
-            let room = progress.failed.is_none() && in_flight.len() <= window / 2;
+            let room = progress.failed.is_none() && progress.in_flight <= window / 2;
             tokio::select! {
-                Some((sequence, answer)) = in_flight.next() => {
-                    self.answered(&mut progress, sequence, answer);
+                Some((first, last, answer)) = in_flight.next() => {
+                    self.answered(&mut progress, first, last, answer);
                     // The answers already in, at once: one acknowledgement write for them all.
-                    while let Some(Some((sequence, answer))) = in_flight.next().now_or_never() {
-                        self.answered(&mut progress, sequence, answer);
+                    while let Some(Some((first, last, answer))) = in_flight.next().now_or_never() {
+                        self.answered(&mut progress, first, last, answer);
                     }
                     if !self.persist(&mut progress, in_flight.is_empty()).await {
                         return;
@@ -165,30 +207,56 @@ where
         }
     }
 
-    /// Sends message `stored` once the service is ready, and returns its answer's future.
+    /// Sends `chunk` (one message, or a batch of consecutive ones) once the service is ready,
+    /// and returns its answer's future.
     ///
     /// `method` is the method of the message sent last: a message of the same method shares
     /// its name rather than allocating it again (a destination's messages are mostly of a
-    /// few methods, and the delivery task has no router to intern them with).
+    /// few methods, and the delivery task has no router to intern them with). A batch goes
+    /// under its first message's method and codec, for logs and layers; its payload is the
+    /// stored frames as they are.
     async fn send(
         &mut self,
-        stored: &Stored,
+        chunk: &[Stored],
         acknowledged: u64,
         method: &mut Option<Method>,
     ) -> Result<S::Future, Status> {
+        let first = &chunk[0];
         let same = |name: &[u8]| method.as_ref().filter(|last| last.as_str().as_bytes() == name).cloned();
-        let mut request = wire::restore_request(&stored.message, same)?.with_oneway(false);
+        let mut request = wire::restore_request(&first.message, same)?.with_oneway(false);
         *method = Some(request.method().clone());
-        let id = MessageId::new(self.outbox.inner.sender.clone(), self.outbox.id(), stored.sequence);
+        let id = MessageId::new(self.outbox.inner.sender.clone(), self.outbox.id(), first.sequence);
+        let durable = if let [_, _, ..] = chunk {
+            let mut payload = BytesMut::with_capacity(chunk.iter().map(|stored| stored.message.len()).sum());
+            for stored in chunk {
+                payload.extend_from_slice(&stored.message);
+            }
+            request = Request::new(request.method().clone(), payload.freeze()).with_codec(request.codec());
+            // At most `BATCH` messages: the count fits.
+            Durable::batch(id, chunk.len() as u32, acknowledged, self.destination.clone())
+        } else {
+            Durable::new(id, acknowledged, self.destination.clone())
+        };
         let ctx = request.ctx_mut();
         ctx.set_deadline(Some(tokio::time::Instant::now() + ATTEMPT_TIMEOUT));
-        ctx.set_durable(Some(Durable::new(id, acknowledged, self.destination.clone())));
+        ctx.set_durable(Some(durable));
         std::future::poll_fn(|cx| self.service.poll_ready(cx)).await?;
         Ok(self.service.call(request))
     }
 
-    /// Takes the answer to message `sequence`.
-    fn answered(&self, progress: &mut Progress, sequence: u64, answer: Result<Response, Status>) {
+    /// Takes the answer to messages `first` to `last` (one message, or a batch).
+    fn answered(&self, progress: &mut Progress, first: u64, last: u64, answer: Result<Response, Status>) {
+        progress.in_flight -= usize::try_from(last - first + 1).unwrap_or(usize::MAX).min(progress.in_flight);
+        if last > first
+            && let Err(status) = &answer
+            && status.code() == zrpc_core::Code::Unimplemented
+            && status.is_unprocessed()
+            && progress.batching
+        {
+            tracing::info!(destination = %self.destination, %status, "durable delivery: the receiver takes no batches; sending one message per request");
+            progress.batching = false;
+        }
+        let sequence = last;
         let recorded = wire::recorded(&answer);
         if let Some(recorded) = recorded {
             progress.acknowledged = progress.acknowledged.max(recorded);
