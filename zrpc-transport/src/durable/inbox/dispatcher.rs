@@ -298,7 +298,9 @@ where
 {
     let Delivery { id, message } = delivery;
     let mut request = match wire::restore_request(&message, |method| names.intern_bytes(method).map(Method::from)) {
-        Ok(request) => request,
+        // Its answer goes to no one, however it was delivered (a batch keeps the original
+        // call's ONEWAY, a single durable request is two-way on the wire): oneway either way.
+        Ok(request) => request.with_oneway(true),
         Err(status) => {
             tracing::error!(%id, %status, "durable message not handled: it cannot be read");
             return false;
