@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use zrpc_core::durable::{Durable, MessageId, OutboxId};
 use zrpc_core::{Code, Context, Request};
 use zrpc_transport::durable::{Destination, Inbox, InboxConfig, Outbox, OutboxConfig};
-use zrpc_transport::frame::{DurableFields, ResponseFrame, flags};
+use zrpc_transport::frame::{self, DurableFields, ResponseFrame, flags};
 use zrpc_transport::{Address, Channel, Server};
 
 /// A receiver's service: each handled message is reported with its id.
@@ -364,12 +364,18 @@ async fn batches_compressed_on_the_wire_are_recorded_and_handled_in_order() {
     serving.shutdown().await.expect("served");
 }
 
-/// What a raw receiver named `ledger` at `listener`, announcing INBOX with or without batches,
-/// was sent until it acknowledged `messages`: each request's (first sequence, count).
-async fn requests_to_a_raw_receiver(listener: TcpListener, batches: bool, messages: u64) -> Vec<(u64, u32)> {
+/// What a raw receiver named `ledger` at `listener`, announcing INBOX with or without batches
+/// and `max_frame`, was sent until it acknowledged `messages`: each request's (first sequence,
+/// count).
+async fn requests_to_a_raw_receiver(
+    listener: TcpListener,
+    batches: bool,
+    max_frame: u32,
+    messages: u64,
+) -> Vec<(u64, u32)> {
     let (stream, _) = within("the outbox connects", listener.accept()).await.expect("accept");
     let mut receiver = RawPeer::new(stream);
-    let ours = zrpc_transport::frame::Hello { inbox: true, inbox_batches: batches, ..support::raw::hello("ledger") };
+    let ours = frame::Hello { inbox: true, inbox_batches: batches, max_frame, ..support::raw::hello("ledger") };
     receiver.handshake_with(&ours).await;
     let mut requests = Vec::new();
     let mut recorded = 0;
@@ -398,7 +404,9 @@ async fn requests_to_a_raw_receiver(listener: TcpListener, batches: bool, messag
 
 #[tokio::test]
 async fn an_outbox_sends_batches_to_a_receiver_that_takes_them_and_one_at_a_time_to_one_that_does_not() {
-    for batches in [true, false] {
+    // Taking batches; taking none; taking them but not in frames a batch fits (1 KiB).
+    let cases = [(true, frame::DEFAULT_MAX_FRAME), (false, frame::DEFAULT_MAX_FRAME), (true, frame::MIN_MAX_FRAME)];
+    for (batches, max_frame) in cases {
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
@@ -407,10 +415,10 @@ async fn an_outbox_sends_batches_to_a_receiver_that_takes_them_and_one_at_a_time
         for n in 1..=300 {
             ledger.record(n).await.expect("logged");
         }
-        let requests = requests_to_a_raw_receiver(listener, batches, 300).await;
+        let requests = requests_to_a_raw_receiver(listener, batches, max_frame, 300).await;
         within("every message acknowledged", destination.delivered()).await.expect("delivered");
         let largest = requests.iter().map(|(_, count)| *count).max();
-        if batches {
+        if max_frame == frame::DEFAULT_MAX_FRAME && batches {
             // The first alone (the window opens after an answer), then batches.
             assert!(requests.len() < 20 && largest > Some(1), "{requests:?}");
         } else {

@@ -663,7 +663,7 @@
 //!   request ids, flow control, deadlines, GOAWAY and UNPROCESSED apply as to one message. The
 //!   capability is bit 0 of INBOX's value byte, which a version before it sent empty; the
 //!   connection refuses a batch to a peer without it (or one whose `max_frame` it would not
-//!   fit) `Unimplemented`, unprocessed, and the delivery task then sends one message per
+//!   fit) `FailedPrecondition`, unprocessed, and the delivery task then sends one message per
 //!   request for the rest of its life. A batch is refused whole when one of its messages is:
 //!   the stream's messages are recorded in order, so none after a refused one could be
 //!   anyway. At most 1,024 messages a batch (the sender sends 64), which bounds the records

@@ -1469,7 +1469,8 @@ fn refused(request: &Request, e: &FrameError) -> Status {
 /// Why a durable message may not go to this peer, if it may not (`docs/PROTOCOL.md` §19): the
 /// peer records no durable calls, or it is not the receiver the message is for (another server
 /// took over the address, or a balancer picked another endpoint), or it is a batch and the
-/// peer takes none (`Unimplemented`: the outbox sends the messages one by one instead).
+/// peer takes none (`FailedPrecondition`, which nothing on a receiver's recording path
+/// answers: the outbox sends the messages one by one instead).
 /// Unprocessed: the outbox keeps the message and tries again.
 fn durable_refusal(peer: &Peer, durable: &zrpc_core::durable::Durable, request: &Request) -> Option<Status> {
     if durable.is_batch() && peer.inbox && *peer.name == *durable.destination {
@@ -1491,7 +1492,7 @@ fn durable_refusal(peer: &Peer, durable: &zrpc_core::durable::Durable, request: 
                 request.method(),
                 peer.name
             );
-            return Some(Status::unimplemented(message).mark_unprocessed());
+            return Some(Status::failed_precondition(message).mark_unprocessed());
         }
     }
     let message = if !peer.inbox {

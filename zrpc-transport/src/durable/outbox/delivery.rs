@@ -18,8 +18,8 @@
 //!   frame and one acknowledgement for all of them, and the stored frames go as they are, with
 //!   no decoding and encoding again per message. A receiver that takes no batches (its `INBOX`
 //!   did not say so, or its frames are too small for one) has the connection refuse them
-//!   `Unimplemented`, unprocessed: the task then sends one message per request, for as long as
-//!   it runs.
+//!   `FailedPrecondition`, unprocessed: the task then sends one message per request, for as
+//!   long as it runs. (Not `Unimplemented`, which a receiver answers for a codec it lacks.)
 //! - **Acknowledgements.** Each carries the receiver's `recorded`: every message up to it is
 //!   done. The task writes "acknowledged up to n" to the log when the window has drained, or
 //!   every half window, so compaction can reclaim the space: one write for many messages.
@@ -249,7 +249,7 @@ where
         progress.in_flight -= usize::try_from(last - first + 1).unwrap_or(usize::MAX).min(progress.in_flight);
         if last > first
             && let Err(status) = &answer
-            && status.code() == zrpc_core::Code::Unimplemented
+            && status.code() == zrpc_core::Code::FailedPrecondition
             && status.is_unprocessed()
             && progress.batching
         {
