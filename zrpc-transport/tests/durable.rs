@@ -364,18 +364,23 @@ async fn batches_compressed_on_the_wire_are_recorded_and_handled_in_order() {
     serving.shutdown().await.expect("served");
 }
 
-/// What a raw receiver named `ledger` at `listener`, announcing INBOX with or without batches
-/// and `max_frame`, was sent until it acknowledged `messages`: each request's (first sequence,
-/// count).
+/// What a raw receiver named `ledger` at `listener`, announcing INBOX with or without batches,
+/// `max_frame` and `compressions`, was sent until it acknowledged `messages`: each request's
+/// (first sequence, count).
 async fn requests_to_a_raw_receiver(
     listener: TcpListener,
-    batches: bool,
-    max_frame: u32,
+    (batches, max_frame, compressions): (bool, u32, &[u8]),
     messages: u64,
 ) -> Vec<(u64, u32)> {
     let (stream, _) = within("the outbox connects", listener.accept()).await.expect("accept");
     let mut receiver = RawPeer::new(stream);
-    let ours = frame::Hello { inbox: true, inbox_batches: batches, max_frame, ..support::raw::hello("ledger") };
+    let ours = frame::Hello {
+        inbox: true,
+        inbox_batches: batches,
+        max_frame,
+        compressions: compressions.to_vec(),
+        ..support::raw::hello("ledger")
+    };
     receiver.handshake_with(&ours).await;
     let mut requests = Vec::new();
     let mut recorded = 0;
@@ -383,7 +388,7 @@ async fn requests_to_a_raw_receiver(
         let request = receiver.next_request().await;
         let durable = request.durable.as_deref().expect("a durable request");
         assert_eq!(durable.sequence, recorded + 1, "in order, none lost: {requests:?}");
-        if durable.count > 1 {
+        if durable.count > 1 && request.flags & flags::COMPRESSED == 0 {
             let stored = support::raw::decode_all(&mut bytes::BytesMut::from(&request.payload[..]));
             assert_eq!(stored.len(), durable.count as usize, "its stored requests");
         }
@@ -415,7 +420,7 @@ async fn an_outbox_sends_batches_to_a_receiver_that_takes_them_and_one_at_a_time
         for n in 1..=300 {
             ledger.record(n).await.expect("logged");
         }
-        let requests = requests_to_a_raw_receiver(listener, batches, max_frame, 300).await;
+        let requests = requests_to_a_raw_receiver(listener, (batches, max_frame, &[]), 300).await;
         within("every message acknowledged", destination.delivered()).await.expect("delivered");
         let largest = requests.iter().map(|(_, count)| *count).max();
         if max_frame == frame::DEFAULT_MAX_FRAME && batches {
@@ -425,6 +430,32 @@ async fn an_outbox_sends_batches_to_a_receiver_that_takes_them_and_one_at_a_time
             assert_eq!((requests.len(), largest), (300, Some(1)), "one message per request");
         }
     }
+}
+
+/// A batch that compresses to fit the receiver's `max_frame` but would not fit it once
+/// decompressed is not sent as a batch either: the receiver holds it decompressed.
+#[cfg(feature = "zstd")]
+#[tokio::test]
+async fn a_batch_too_large_for_the_receiver_once_decompressed_goes_one_message_at_a_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
+    let outbox = outbox_in(dir.path()).await;
+    let channel = Channel::builder(address)
+        .name("shop-1")
+        .compression(zrpc_core::Compression::Zstd)
+        .compression_threshold(0)
+        .connect_lazy();
+    let destination = outbox.destination("ledger", channel);
+    let ledger = LedgerClient::new(destination.clone());
+    for n in 1..=300 {
+        ledger.record(n).await.expect("logged");
+    }
+    let zstd = [zrpc_core::Compression::Zstd.id()];
+    // 64 stored requests of about 40 bytes: 2.5 KiB, compressed to a few hundred bytes.
+    let requests = requests_to_a_raw_receiver(listener, (true, 2048, &zstd), 300).await;
+    within("every message acknowledged", destination.delivered()).await.expect("delivered");
+    assert_eq!(requests.len(), 300, "{requests:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -812,7 +812,7 @@ impl<T, H> Mux<T, H> {
             return Attempt::Wait;
         }
         if let Some(durable) = request.ctx().durable()
-            && let Some(status) = durable_refusal(peer, durable, request)
+            && let Some(status) = durable_refusal(peer, durable, request, compressed)
         {
             return Attempt::Refused(status);
         }
@@ -1472,11 +1472,21 @@ fn refused(request: &Request, e: &FrameError) -> Status {
 /// peer takes none (`FailedPrecondition`, which nothing on a receiver's recording path
 /// answers: the outbox sends the messages one by one instead).
 /// Unprocessed: the outbox keeps the message and tries again.
-fn durable_refusal(peer: &Peer, durable: &zrpc_core::durable::Durable, request: &Request) -> Option<Status> {
+fn durable_refusal(
+    peer: &Peer,
+    durable: &zrpc_core::durable::Durable,
+    request: &Request,
+    compressed: bool,
+) -> Option<Status> {
     if durable.is_batch() && peer.inbox && *peer.name == *durable.destination {
-        // The batch's frame around its payload: a header, a method and a sender of at most 255
-        // bytes each, the durable fields; no metadata.
-        let frame = request.payload().len().saturating_add(1024);
+        // The batch's frame around its payload, as the peer will hold it (decompressed): a
+        // header, a method and a sender of at most 255 bytes each, the durable fields; no
+        // metadata.
+        let payload = match compressed.then(|| CompressedHeader::split(request.payload())) {
+            Some(Some((header, _))) => header.len as usize,
+            _ => request.payload().len(),
+        };
+        let frame = payload.saturating_add(1024);
         let why = if !peer.inbox_batches {
             "records no batches (its INBOX did not say so)"
         } else if frame > peer.max_frame as usize {
