@@ -1,11 +1,12 @@
 //! How a durable message is stored in a log and acknowledged on the wire.
 //!
 //! - **Stored as a REQUEST frame.** Both logs keep a message as the protocol's own REQUEST frame
-//!   (`docs/PROTOCOL.md` §5): id 1, no deadline, no durable fields; method, codec, flags,
-//!   trace, metadata and payload as the call made them (the outbox) or as they arrived,
-//!   decompressed (the inbox). So there is no second format to document, and reading one back
-//!   goes through the frame decoder, which bounds-checks every field: a log that was tampered
-//!   with gives a clear error for that message, never a panic.
+//!   (`docs/PROTOCOL.md` §5): id 1, no deadline, no durable fields; method, codec, flags, trace,
+//!   metadata and payload as the call made them (the outbox, and the inbox for the messages of a
+//!   batch, which are the outbox's bytes) or as they arrived, decompressed (the inbox, for a
+//!   message that came alone). So there is no second format to document, and reading one back goes
+//!   through the frame decoder, which bounds-checks every field: a log that was tampered with gives
+//!   a clear error for that message, never a panic.
 //! - **A batch** (`docs/PROTOCOL.md` §19, "Batches") carries its messages' stored frames back
 //!   to back as its payload: the delivery task sends the log's bytes as they are, and the
 //!   receiver splits them ([`batch_messages`]) and records each as it came.
