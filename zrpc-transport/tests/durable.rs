@@ -432,6 +432,59 @@ async fn an_outbox_sends_batches_to_a_receiver_that_takes_them_and_one_at_a_time
     }
 }
 
+/// A raw receiver named `ledger` at `listener` that records like an inbox (in order, gaps
+/// refused with `recorded`) and refuses every request holding message `poisoned` `NotFound`;
+/// the requests it was sent until it had recorded every message before that one.
+async fn requests_until_a_poisoned_message(listener: TcpListener, poisoned: u64) -> Vec<(u64, u32)> {
+    let (stream, _) = within("the outbox connects", listener.accept()).await.expect("accept");
+    let mut receiver = RawPeer::new(stream);
+    let ours = frame::Hello { inbox: true, inbox_batches: true, ..support::raw::hello("ledger") };
+    receiver.handshake_with(&ours).await;
+    let (mut requests, mut recorded) = (Vec::new(), 0);
+    while recorded + 1 < poisoned {
+        let request = receiver.next_request().await;
+        let durable = request.durable.as_deref().expect("a durable request");
+        let (first, last) = (durable.sequence, durable.sequence + u64::from(durable.count) - 1);
+        requests.push((first, durable.count));
+        let (code, payload) = if (first..=last).contains(&poisoned) {
+            (Code::NotFound, Bytes::new())
+        } else if first > recorded + 1 {
+            (Code::Unavailable, Bytes::copy_from_slice(&recorded.to_be_bytes()))
+        } else {
+            recorded = recorded.max(last);
+            (Code::Ok, Bytes::copy_from_slice(&recorded.to_be_bytes()))
+        };
+        let flags = if code == Code::Ok { 0 } else { flags::UNPROCESSED };
+        let answer = ResponseFrame {
+            id: request.id,
+            flags,
+            code: code.as_u8(),
+            message: Bytes::new(),
+            metadata: Default::default(),
+            payload,
+        };
+        receiver.send_response(&answer).await;
+    }
+    requests
+}
+
+#[tokio::test]
+async fn the_messages_before_one_a_batch_was_refused_for_are_recorded_at_the_next_attempt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
+    let outbox = outbox_in(dir.path()).await;
+    let (ledger, _destination) = ledger_through(&outbox, &address);
+    for n in 1..=100 {
+        ledger.record(n).await.expect("logged");
+    }
+    let requests = requests_until_a_poisoned_message(listener, 10).await;
+    // Message 1 alone, 2..65 as a batch refused for 10 (66..100 behind it, a gap); then 2 alone
+    // and 3..9 one per request: 11 requests. Trying a batch again after each single took 25.
+    assert!(requests.len() <= 12, "{requests:?}");
+    assert!(requests.iter().any(|(_, count)| *count > 1), "a batch was tried: {requests:?}");
+}
+
 /// A batch that compresses to fit the receiver's `max_frame` but would not fit it once
 /// decompressed is not sent as a batch either: the receiver holds it decompressed.
 #[cfg(feature = "zstd")]

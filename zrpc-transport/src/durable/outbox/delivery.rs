@@ -19,7 +19,10 @@
 //!   no decoding and encoding again per message. A receiver that takes no batches (its `INBOX`
 //!   did not say so, or its frames are too small for one) has the connection refuse them
 //!   `FailedPrecondition`, unprocessed: the task then sends one message per request, for as
-//!   long as it runs. (Not `Unimplemented`, which a receiver answers for a codec it lacks.)
+//!   long as it runs. (Not `Unimplemented`, which a receiver answers for a codec it lacks.) A
+//!   batch refused for one of its messages (an unknown method, say) is sent again one message
+//!   per request, so that the messages before that one are recorded at the next attempt, as
+//!   without batches, and the refused one alone waits.
 //! - **Acknowledgements.** Each carries the receiver's `recorded`: every message up to it is
 //!   done. The task writes "acknowledged up to n" to the log when the window has drained, or
 //!   every half window, so compaction can reclaim the space: one write for many messages.
@@ -123,6 +126,10 @@ struct Progress {
     in_flight: usize,
     /// The receiver takes batches, as far as the task knows: until one is refused as such.
     batching: bool,
+    /// The last sequence of a batch the receiver refused for one of its messages: up to it
+    /// messages go one per request, so that those before the refused one are recorded at
+    /// once, as they would have been without batches.
+    singles_through: u64,
 }
 
 impl<S> Delivery<S>
@@ -153,7 +160,9 @@ where
                         }
                         let mut rest = &batch[..];
                         while !rest.is_empty() {
-                            let count = if progress.flowing && progress.batching { batch_len(rest) } else { 1 };
+                            let batch =
+                                progress.flowing && progress.batching && rest[0].sequence > progress.singles_through;
+                            let count = if batch { batch_len(rest) } else { 1 };
                             let (chunk, after) = rest.split_at(count);
                             rest = after;
                             let (first, last) = (chunk[0].sequence, chunk[count - 1].sequence);
@@ -258,6 +267,10 @@ where
         }
         let sequence = last;
         let recorded = wire::recorded(&answer);
+        if last > first && answer.is_err() && recorded.is_none() {
+            // Refused for one of its messages (not a gap): the ones before it go alone next.
+            progress.singles_through = progress.singles_through.max(last);
+        }
         if let Some(recorded) = recorded {
             progress.acknowledged = progress.acknowledged.max(recorded);
         }
