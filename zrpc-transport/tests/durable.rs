@@ -364,6 +364,19 @@ async fn batches_compressed_on_the_wire_are_recorded_and_handled_in_order() {
     serving.shutdown().await.expect("served");
 }
 
+/// A listener for a raw receiver, and an outbox in `dir` whose destination `ledger` dials it,
+/// with messages 1 to `messages` logged.
+async fn logged_for_a_raw_receiver(dir: &std::path::Path, messages: u64) -> (TcpListener, Outbox, Destination) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
+    let outbox = outbox_in(dir).await;
+    let (ledger, destination) = ledger_through(&outbox, &address);
+    for n in 1..=messages {
+        ledger.record(n).await.expect("logged");
+    }
+    (listener, outbox, destination)
+}
+
 /// What a raw receiver named `ledger` at `listener`, announcing INBOX with or without batches,
 /// `max_frame` and `compressions`, was sent until it acknowledged `messages`: each request's
 /// (first sequence, count).
@@ -413,13 +426,7 @@ async fn an_outbox_sends_batches_to_a_receiver_that_takes_them_and_one_at_a_time
     let cases = [(true, frame::DEFAULT_MAX_FRAME), (false, frame::DEFAULT_MAX_FRAME), (true, frame::MIN_MAX_FRAME)];
     for (batches, max_frame) in cases {
         let dir = tempfile::tempdir().expect("temp dir");
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
-        let outbox = outbox_in(dir.path()).await;
-        let (ledger, destination) = ledger_through(&outbox, &address);
-        for n in 1..=300 {
-            ledger.record(n).await.expect("logged");
-        }
+        let (listener, _outbox, destination) = logged_for_a_raw_receiver(dir.path(), 300).await;
         let requests = requests_to_a_raw_receiver(listener, (batches, max_frame, &[]), 300).await;
         within("every message acknowledged", destination.delivered()).await.expect("delivered");
         let largest = requests.iter().map(|(_, count)| *count).max();
@@ -471,13 +478,7 @@ async fn requests_until_a_poisoned_message(listener: TcpListener, poisoned: u64)
 #[tokio::test]
 async fn the_messages_before_one_a_batch_was_refused_for_are_recorded_at_the_next_attempt() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
-    let outbox = outbox_in(dir.path()).await;
-    let (ledger, _destination) = ledger_through(&outbox, &address);
-    for n in 1..=100 {
-        ledger.record(n).await.expect("logged");
-    }
+    let (listener, _outbox, _destination) = logged_for_a_raw_receiver(dir.path(), 100).await;
     let requests = requests_until_a_poisoned_message(listener, 10).await;
     // Message 1 alone, 2..65 as a batch refused for 10 (66..100 behind it, a gap); then 2 alone
     // and 3..9 one per request: 11 requests. Trying a batch again after each single took 25.
