@@ -163,11 +163,37 @@ struct Syncing {
 /// The streams' slots and the mapping they are written through.
 #[derive(Debug)]
 struct Slots {
-    /// Per stream (outbox, sender hash): its pair's index, and which of the two slots its next
-    /// mark goes to.
-    streams: HashMap<(u64, u64), (usize, usize)>,
+    /// Per stream (outbox, sender hash): its pair's index.
+    streams: HashMap<(u64, u64), usize>,
+    /// Per pair: which of its two slots the stream's next mark goes to.
+    turns: Vec<u8>,
+    /// The stream marked last: its sender's name (as its messages' ids share it), outbox,
+    /// sender hash and pair. A stream's marks mostly come one after another, and then neither
+    /// the name's hash nor the map's is computed again.
+    last: Option<(Arc<str>, u64, u64, usize)>,
     /// The whole file, mapped.
     mapped: Mapped,
+}
+
+impl Slots {
+    /// The sender hash and the pair of `id`'s stream, given one if it has none yet.
+    fn stream(&mut self, id: &MessageId) -> (u64, usize) {
+        let outbox = id.outbox().as_u64();
+        if let Some((sender, last_outbox, hash, pair)) = &self.last
+            && *last_outbox == outbox
+            && Arc::ptr_eq(sender, id.sender_arc())
+        {
+            return (*hash, *pair);
+        }
+        let hash = sender_hash(id.sender());
+        let next = self.streams.len();
+        let pair = *self.streams.entry((outbox, hash)).or_insert(next);
+        if pair == self.turns.len() {
+            self.turns.push(0);
+        }
+        self.last = Some((id.sender_arc().clone(), outbox, hash, pair));
+        (hash, pair)
+    }
 }
 
 /// The sidecar mapped shared and writable, as long as the file.
@@ -216,7 +242,7 @@ impl Marks {
             file: Arc::new(file),
             path,
             durability,
-            slots: Mutex::new(Slots { streams: HashMap::new(), mapped }),
+            slots: Mutex::new(Slots { streams: HashMap::new(), turns: Vec::new(), last: None, mapped }),
             syncing: Mutex::default(),
             synced: watch::Sender::new(0),
             syncs: AtomicU64::new(0),
@@ -246,16 +272,16 @@ impl Marks {
     /// # Errors
     /// [`Io`](DurableError::Io) if the file could not grow for a new stream's slots.
     pub(crate) fn write(&self, id: &MessageId) -> Result<Written, DurableError> {
-        let mark = Mark { outbox: id.outbox().as_u64(), sender_hash: sender_hash(id.sender()), handled: id.sequence() };
         {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            let next_pair = slots.streams.len();
-            let (pair, turn) = slots.streams.entry((mark.outbox, mark.sender_hash)).or_insert((next_pair, 0));
-            let offset = (*pair * 2 + *turn) * SLOT;
+            let (sender_hash, pair) = slots.stream(id);
+            let turn = &mut slots.turns[pair];
+            let offset = (pair * 2 + usize::from(*turn)) * SLOT;
             *turn ^= 1;
             if offset + SLOT > slots.mapped.0.len() {
                 self.grow(&mut slots, offset + SLOT)?;
             }
+            let mark = Mark { outbox: id.outbox().as_u64(), sender_hash, handled: id.sequence() };
             slots.mapped.put(offset, &encode(mark));
         }
         // Numbered after the write: a sync that reads a count including this one started after it.
@@ -392,6 +418,30 @@ mod tests {
 
         drop(Marks::create(dir.path(), Durability::Process).expect("recreated"));
         assert_eq!(read(dir.path()).expect("read"), []);
+    }
+
+    #[tokio::test]
+    async fn streams_marked_in_turn_through_shared_names_keep_their_own_slots() {
+        // A stream's ids share its sender's name, as the dispatcher's do: the stream marked
+        // last is found without hashing, and a change of stream (or of outbox) is seen.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marks = Marks::create(dir.path(), Durability::Process).expect("created");
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let id =
+            |sender: &Arc<str>, outbox, sequence| MessageId::new(sender.clone(), OutboxId::from_u64(outbox), sequence);
+        for (sender, outbox, sequence) in
+            [(&a, 9, 1), (&a, 9, 2), (&b, 9, 1), (&a, 9, 3), (&a, 8, 1), (&a, 9, 4), (&b, 9, 2)]
+        {
+            marks.write(&id(sender, outbox, sequence)).expect("written");
+        }
+        let mark = |sender, outbox, handled| Mark { outbox, sender_hash: sender_hash(sender), handled };
+        assert_eq!(read(dir.path()).expect("read"), [mark("a", 9, 4), mark("b", 9, 2), mark("a", 8, 1)]);
+        // Stream "a"/9 took its two slots in turn: 1 and 3 in the first, 2 and 4 in the second.
+        let bytes = std::fs::read(dir.path().join(FILE)).expect("file");
+        assert_eq!(
+            (decode(&bytes[..SLOT]), decode(&bytes[SLOT..2 * SLOT])),
+            (Some(mark("a", 9, 3)), Some(mark("a", 9, 4)))
+        );
     }
 
     #[tokio::test]
