@@ -87,6 +87,24 @@ async fn next_handled(reports: &mut Handled, count: usize, outbox: OutboxId) -> 
     seen
 }
 
+/// Waits for messages `range`, each handled at its own sequence with its own number (as
+/// `record(n)` logged in order from a new outbox sends them).
+async fn handled_in_order(reports: &mut Handled, outbox: OutboxId, range: std::ops::RangeInclusive<u64>) {
+    let count = usize::try_from(range.end() - range.start() + 1).expect("a count");
+    let seen = next_handled(reports, count, outbox).await;
+    assert_eq!(seen, range.map(|n| (n, n)).collect::<Vec<_>>());
+}
+
+/// A channel named `shop-1` to `address` that compresses everything it sends with zstd.
+#[cfg(feature = "zstd")]
+fn zstd_channel(address: Address) -> Channel {
+    Channel::builder(address)
+        .name("shop-1")
+        .compression(zrpc_core::Compression::Zstd)
+        .compression_threshold(0)
+        .connect_lazy()
+}
+
 #[tokio::test]
 async fn messages_are_handled_once_in_order_with_their_ids_and_then_acknowledged() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -132,8 +150,7 @@ async fn messages_wait_for_a_receiver_that_is_down_and_survive_restarts_of_both_
     // The receiver comes up: the 100 messages arrive, in order.
     let inbox = inbox_in(dir.path()).await;
     let (serving, mut reports, _) = receiver("ledger", &address, Some(inbox.clone())).await;
-    let seen = next_handled(&mut reports, 100, outbox.id()).await;
-    assert_eq!(seen, (1..=100).map(|n| (n, n)).collect::<Vec<_>>());
+    handled_in_order(&mut reports, outbox.id(), 1..=100).await;
     within("the first hundred acknowledged", destination.delivered()).await.expect("delivered");
 
     // The receiver goes away and comes back with its inbox reopened: the next messages
@@ -144,8 +161,7 @@ async fn messages_wait_for_a_receiver_that_is_down_and_survive_restarts_of_both_
         ledger.record(n).await.expect("logged while the receiver is down");
     }
     let (serving, mut reports, _) = receiver("ledger", &address, Some(inbox_in(dir.path()).await)).await;
-    let seen = next_handled(&mut reports, 100, outbox.id()).await;
-    assert_eq!(seen, (101..=200).map(|n| (n, n)).collect::<Vec<_>>());
+    handled_in_order(&mut reports, outbox.id(), 101..=200).await;
     within("all acknowledged", destination.delivered()).await.expect("delivered");
     serving.shutdown().await.expect("served");
     assert!(reports.recv().await.is_none(), "no message was handled twice");
@@ -226,6 +242,16 @@ async fn raw_sender_to_a_receiver(dir: &std::path::Path) -> (Serving, Handled, R
     let mut peer = RawPeer::connect(address.to_string().trim_start_matches("tcp://")).await;
     let hello = peer.handshake("raw-sender").await;
     (serving, reports, peer, hello)
+}
+
+/// The raw sender's connection stats at the receiver, once it has no request in progress.
+async fn raw_senders_stats_once_idle(serving: &Serving) -> zrpc_transport::ConnectionStats {
+    let idle = |c: &[zrpc_transport::ConnectionInfo]| {
+        c.iter().any(|c| c.name.as_deref() == Some("raw-sender") && c.stats.requests_in_progress == 0)
+    };
+    within("the connection's stats", serving.handle().wait_for_connections(idle)).await;
+    let connections = serving.handle().connections();
+    connections.iter().find(|c| c.name.as_deref() == Some("raw-sender")).expect("connected").stats
 }
 
 /// The `recorded` an acknowledgement (or a gap's details) carries.
@@ -341,11 +367,7 @@ async fn batches_compressed_on_the_wire_are_recorded_and_handled_in_order() {
     let dir = tempfile::tempdir().expect("temp dir");
     let address = unix_address(&dir);
     let outbox = outbox_in(dir.path()).await;
-    let channel = Channel::builder(address.clone())
-        .name("shop-1")
-        .compression(zrpc_core::Compression::Zstd)
-        .compression_threshold(0)
-        .connect_lazy();
+    let channel = zstd_channel(address.clone());
     let destination = outbox.destination("ledger", channel.clone());
     let ledger = LedgerClient::new(destination.clone());
     // Logged while nobody listens, so that delivery finds them all at once.
@@ -353,8 +375,7 @@ async fn batches_compressed_on_the_wire_are_recorded_and_handled_in_order() {
         ledger.record(n).await.expect("logged");
     }
     let (serving, mut reports, _) = receiver("ledger", &address, Some(inbox_in(dir.path()).await)).await;
-    let seen = next_handled(&mut reports, 300, outbox.id()).await;
-    assert_eq!(seen, (1..=300).map(|n| (n, n)).collect::<Vec<_>>());
+    handled_in_order(&mut reports, outbox.id(), 1..=300).await;
     within("every message acknowledged", destination.delivered()).await.expect("delivered");
     // The first message alone, then 299 in batches of 64: 6 requests, compressed but perhaps
     // the first (5 seen). A receiver that refused compressed batches would have had hundreds
@@ -495,12 +516,7 @@ async fn a_batch_too_large_for_the_receiver_once_decompressed_goes_one_message_a
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address: Address = format!("tcp://{}", listener.local_addr().expect("an address")).parse().expect("valid");
     let outbox = outbox_in(dir.path()).await;
-    let channel = Channel::builder(address)
-        .name("shop-1")
-        .compression(zrpc_core::Compression::Zstd)
-        .compression_threshold(0)
-        .connect_lazy();
-    let destination = outbox.destination("ledger", channel);
+    let destination = outbox.destination("ledger", zstd_channel(address));
     let ledger = LedgerClient::new(destination.clone());
     for n in 1..=300 {
         ledger.record(n).await.expect("logged");
@@ -516,40 +532,47 @@ async fn a_batch_too_large_for_the_receiver_once_decompressed_goes_one_message_a
 async fn a_sender_pipelining_durable_messages_past_the_limit_gets_each_acknowledged_within_it() {
     // Three times the connection's 1,000 requests in progress, in one write: the server reads
     // them as earlier ones are recorded, so what waits for its record (a request in progress
-    // each) stays within the limit, and every message is acknowledged and handled once.
-    const MESSAGES: u64 = 3_000;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (serving, mut reports, address) =
-        receiver("ledger", &"tcp://127.0.0.1:0".parse().expect("address"), Some(inbox_in(dir.path()).await)).await;
-    let mut peer = RawPeer::connect(address.to_string().trim_start_matches("tcp://")).await;
-    peer.handshake("raw-sender").await;
-    let batch: Vec<u8> = (1..=MESSAGES).flat_map(|n| request_bytes(&durable_frame(2 * n - 1, n, 0, n))).collect();
-    peer.write(&batch).await;
+    // each) stays within the limit, and every message is acknowledged and handled once. Then
+    // the same with batches of 4: a batch is one request in progress however many records it
+    // makes.
+    const REQUESTS: u64 = 3_000;
+    for per in [1, 4] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (serving, mut reports, mut peer, _) = raw_sender_to_a_receiver(dir.path()).await;
+        let frames: Vec<u8> = (1..=REQUESTS)
+            .flat_map(|r| {
+                let first = (r - 1) * per + 1;
+                let ns: Vec<u64> = (first..first + per).collect();
+                let frame = if per == 1 {
+                    durable_frame(2 * r - 1, r, 0, r)
+                } else {
+                    batch_frame(2 * r - 1, first, first - 1, &ns)
+                };
+                request_bytes(&frame)
+            })
+            .collect();
+        peer.write(&frames).await;
 
-    let mut acknowledged = std::collections::BTreeSet::new();
-    for _ in 0..MESSAGES {
-        let ack = peer.next_response().await;
-        assert_eq!(ack.code, 0, "{ack:?}");
-        // Message n's record answers with the stream recorded up to n.
-        let sequence = ack.id.div_ceil(2);
-        assert_eq!(recorded_of(&ack.payload), sequence);
-        assert!(acknowledged.insert(sequence), "message {sequence} acknowledged twice");
-    }
-    let mut handled = Vec::new();
-    for _ in 0..MESSAGES {
-        handled.push(within("handled", reports.recv()).await.expect("running").1);
-    }
-    assert_eq!(handled, (1..=MESSAGES).collect::<Vec<_>>(), "each once, in order");
+        let mut acknowledged = std::collections::BTreeSet::new();
+        for _ in 0..REQUESTS {
+            let ack = peer.next_response().await;
+            assert_eq!(ack.code, 0, "{ack:?}");
+            // Request r's record answers with the stream recorded up to its last message.
+            let request = ack.id.div_ceil(2);
+            assert_eq!(recorded_of(&ack.payload), request * per);
+            assert!(acknowledged.insert(request), "request {request} acknowledged twice");
+        }
+        let mut handled = Vec::new();
+        for _ in 0..REQUESTS * per {
+            handled.push(within("handled", reports.recv()).await.expect("running").1);
+        }
+        assert_eq!(handled, (1..=REQUESTS * per).collect::<Vec<_>>(), "each once, in order");
 
-    let idle = |c: &[zrpc_transport::ConnectionInfo]| {
-        c.iter().any(|c| c.name.as_deref() == Some("raw-sender") && c.stats.requests_in_progress == 0)
-    };
-    within("the connection's stats", serving.handle().wait_for_connections(idle)).await;
-    let connections = serving.handle().connections();
-    let stats = &connections.iter().find(|c| c.name.as_deref() == Some("raw-sender")).expect("connected").stats;
-    assert!(stats.peak_requests_in_progress <= 1001, "{stats:?}");
-    drop(peer);
-    serving.shutdown().await.expect("served");
+        let stats = raw_senders_stats_once_idle(&serving).await;
+        assert!(stats.peak_requests_in_progress <= 1001, "{per} per request: {stats:?}");
+        drop(peer);
+        serving.shutdown().await.expect("served");
+    }
 }
 
 #[tokio::test]

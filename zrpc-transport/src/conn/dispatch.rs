@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -500,8 +501,7 @@ where
             .and_then(|mut request| {
                 // `to_request` made the method static exactly when the router knows it.
                 if request.method().as_static().is_none() {
-                    let message = format!("{} has no method {}", self.local_name, request.method());
-                    return Err(Status::not_found(message).mark_unprocessed());
+                    return Err(self.no_method(request.method().as_str()));
                 }
                 self.admit_call(&mut request)?;
                 crate::durable::stored_request(request).map_err(Status::mark_unprocessed)
@@ -536,10 +536,7 @@ where
         limit: u32,
     ) -> Result<Vec<crate::durable::Incoming>, Status> {
         let payload = if frame.flags & crate::frame::flags::COMPRESSED != 0 {
-            compression::decompress(&frame.payload, limit).map_err(|e| {
-                let message = format!("durable batch not decompressed by {}: {e}", self.local_name);
-                Status::new(e.request_code(), message).mark_unprocessed()
-            })?
+            self.decompress(&frame.payload, limit, &"durable batch")?
         } else {
             frame.payload.clone()
         };
@@ -548,13 +545,9 @@ where
         let messages = crate::durable::batch_messages(&payload, fields.count).map_err(Status::mark_unprocessed)?;
         for (sequence, (message, inner)) in (fields.sequence..).zip(messages) {
             if self.names.intern_bytes(&inner.method).is_none() {
-                let message = format!("{} has no method {}", self.local_name, inner.method_str());
-                return Err(Status::not_found(message).mark_unprocessed());
+                return Err(self.no_method(inner.method_str()));
             }
-            if CodecId::from_u8(inner.codec).is_none_or(|codec| !codec.is_enabled()) {
-                let message = format!("codec {} is not supported by {}", inner.codec, self.local_name);
-                return Err(Status::unimplemented(message).mark_unprocessed());
-            }
+            self.codec(inner.codec).map_err(Status::mark_unprocessed)?;
             if !matches!(self.admission, Admission::Open) {
                 let mut request = crate::durable::restored(inner, |_| None)?;
                 self.admit_call(&mut request)?;
@@ -631,19 +624,13 @@ where
     /// The request `frame` carries; its payload decompressed, if it came compressed, to at most
     /// `limit` bytes.
     fn to_request(&self, frame: RequestFrame, limit: u32, now: &mut Option<Instant>) -> Result<Request, Status> {
-        let codec = CodecId::from_u8(frame.codec).filter(|codec| codec.is_enabled()).ok_or_else(|| {
-            Status::unimplemented(format!("codec {} is not supported by {}", frame.codec, self.local_name))
-        })?;
+        let codec = self.codec(frame.codec)?;
         let method: Method = match self.names.intern_bytes(&frame.method) {
             Some(known) => known.into(),
             None => Arc::<str>::from(frame.method_str()).into(),
         };
         let payload = if frame.flags & crate::frame::flags::COMPRESSED != 0 {
-            compression::decompress(&frame.payload, limit).map_err(|e| {
-                let message = format!("request to {} not decompressed by {}: {e}", method, self.local_name);
-                // The handler never ran.
-                Status::new(e.request_code(), message).mark_unprocessed()
-            })?
+            self.decompress(&frame.payload, limit, &format_args!("request to {method}"))?
         } else {
             frame.payload
         };
@@ -659,6 +646,30 @@ where
             .with_codec(codec)
             .with_oneway(frame.flags & crate::frame::flags::ONEWAY != 0)
             .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0))
+    }
+
+    /// The codec of wire value `codec`; `Unimplemented` for one this build does not have.
+    #[inline]
+    fn codec(&self, codec: u8) -> Result<CodecId, Status> {
+        CodecId::from_u8(codec)
+            .filter(|codec| codec.is_enabled())
+            .ok_or_else(|| Status::unimplemented(format!("codec {codec} is not supported by {}", self.local_name)))
+    }
+
+    /// A compressed `payload` decompressed, to at most `limit` bytes (`what` names it in the
+    /// refusal, unprocessed: nothing ran).
+    fn decompress(&self, payload: &Bytes, limit: u32, what: &dyn std::fmt::Display) -> Result<Bytes, Status> {
+        compression::decompress(payload, limit).map_err(|e| {
+            let message = format!("{what} not decompressed by {}: {e}", self.local_name);
+            Status::new(e.request_code(), message).mark_unprocessed()
+        })
+    }
+
+    /// The refusal of a durable message for a method this side does not have: unprocessed, so
+    /// that its sender keeps it (this side may be upgraded).
+    #[cfg(feature = "durable")]
+    fn no_method(&self, method: &str) -> Status {
+        Status::not_found(format!("{} has no method {method}", self.local_name)).mark_unprocessed()
     }
 }
 

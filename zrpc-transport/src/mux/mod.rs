@@ -1488,13 +1488,13 @@ fn durable_refusal(
         };
         let frame = payload.saturating_add(1024);
         let why = if !peer.inbox_batches {
-            "records no batches (its INBOX did not say so)"
+            Some("records no batches (its INBOX did not say so)")
         } else if frame > peer.max_frame as usize {
-            "takes frames too small for it"
+            Some("takes frames too small for it")
         } else {
-            ""
+            None
         };
-        if !why.is_empty() {
+        if let Some(why) = why {
             let message = format!(
                 "durable batch of {} from {} for {} not sent: {} {why}",
                 durable.count,
