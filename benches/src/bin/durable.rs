@@ -26,7 +26,7 @@
 //! have a disk of their own, rather than `S` outboxes syncing one after another on this one.
 //!
 //! `--senders S` (default 1) spreads the callers over `S` senders, each with its own outbox
-//! (its own name, log and writer thread) and its own connection: the receiver then sees `S`
+//! (its own name, log and writer) and its own connection: the receiver then sees `S`
 //! streams, whose handled marks share its syncs at the power level, where one stream waits for
 //! a sync per handled message (its next handler starts only once the last one's return is
 //! durable; see `zrpc::durable`). With `--senders`, `oneway` uses as many connections.

@@ -1,4 +1,4 @@
-//! The inbox's side of the writer thread: the commands callers send (records from connections,
+//! The inbox's side of the writer: the commands callers send (records from connections,
 //! takes and "handled" marks from the dispatcher), and how each is applied to the state and the
 //! log, answered once its batch reached the inbox's level, and followed by upkeep.
 
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Clock {
     }
 }
 
-/// A request to the writer thread, with where to send its answer.
+/// A request to the writer, with where to send its answer.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Record each message that is its stream's next, in order; answered, one outcome per

@@ -1,6 +1,6 @@
 //! The handled marks' sidecar: "handled up to n" per stream, written by the dispatcher itself,
 //! so that a stream's next handler starts after a store into a mapped file rather than a round
-//! trip through the log's writer thread.
+//! trip through the log's writer.
 //!
 //! The guarantee (see the module docs of [`durable`](crate::durable), "The exact guarantee")
 //! needs each handler's return recorded at the inbox's level before the stream's next handler

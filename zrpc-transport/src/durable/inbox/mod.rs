@@ -174,7 +174,7 @@ pub struct StreamInfo {
     pub bytes: u64,
 }
 
-/// A receiver's durable inbox. Cheap to clone: every clone sends to the same writer thread.
+/// A receiver's durable inbox. Cheap to clone: every clone sends to the same writer.
 ///
 /// The log is closed when [`close`](Inbox::close) is called, or when the last clone is dropped
 /// (then in the background: a reopen right after may find it still [`Locked`](DurableError::Locked)).
@@ -248,6 +248,10 @@ impl Inbox {
     /// last stopped is unhandled again: its handler will run again with the same
     /// [`MessageId`].
     ///
+    /// At [`Durability::Process`] the log's writer is a task on the runtime this is called on
+    /// (at [`Durability::Power`] a thread; see `log/writer.rs`): the inbox works as long as that
+    /// runtime runs.
+    ///
     /// # Errors
     /// [`Locked`](DurableError::Locked) if another process has it open;
     /// [`Corrupt`](DurableError::Corrupt) if a record other than a torn tail fails its checksum
@@ -268,7 +272,7 @@ impl Inbox {
         let durability = config.durability;
         let unsynced_marks = if durability == Durability::Power { config.unsynced_marks } else { 0 };
         let handler_timeout = config.handler_timeout;
-        let (writer, marks) = Handle::spawn("zrpc-inbox", &dir, move || {
+        let (writer, marks) = Handle::spawn("zrpc-inbox", &dir, durability, move || {
             let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
             let marks = marks::Marks::create(&thread_dir, durability)?;
             Ok((log, Writer::new(state, settings), marks))

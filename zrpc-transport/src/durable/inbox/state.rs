@@ -95,7 +95,7 @@ struct Stream {
     taken: Option<u64>,
 }
 
-/// The inbox's state, owned by its writer thread.
+/// The inbox's state, owned by its writer.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     streams: BTreeMap<StreamKey, Stream>,

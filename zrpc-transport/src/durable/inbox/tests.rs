@@ -2,7 +2,7 @@
 //! reopen, a crash inside a handler, group commit, power loss, the limits, retention and
 //! compaction.
 //!
-//! No test waits on time: concurrency is made deterministic by holding the writer thread
+//! No test waits on time: concurrency is made deterministic by holding the writer
 //! (`Control::Hold`) while commands queue, retention runs on a clock the test moves, and every
 //! count asserted comes from the log's counters or the files on disk.
 

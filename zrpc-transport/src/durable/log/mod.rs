@@ -1,10 +1,11 @@
 //! The segment log under an outbox and an inbox: files of checksummed records, appended by one
-//! writer thread.
+//! writer.
 //!
 //! - [`record`]: a record's framing and field codec; [`segment`]: files, headers, torn tails;
-//!   [`writer`]: the thread that owns the log and commits batches (group commit); [`runs`]: the
-//!   owners' queues of messages still needed, their byte counts and compaction.
-//! - [`Log`] is used by one thread only (the writer): it is not `Sync` and needs no lock. Its
+//!   [`writer`]: the loop that owns the log and commits batches (group commit; a task at the
+//!   process level, a thread at the power level); [`runs`]: the owners' queues of messages
+//!   still needed, their byte counts and compaction.
+//! - [`Log`] is used by its writer only: it is not `Sync` and needs no lock. Its
 //!   owner (the outbox) decides what records mean and which segments are still needed; the
 //!   log writes, syncs, reads back, rolls, deletes and repairs.
 //!
@@ -73,7 +74,7 @@ pub(crate) struct Counters {
     pub(crate) deleted: AtomicU64,
     /// Segments whose live records were copied to the head before deletion.
     pub(crate) rewritten: AtomicU64,
-    /// Commands the writer thread took (`log/writer.rs`).
+    /// Commands the writer took (`log/writer.rs`).
     pub(crate) commands: AtomicU64,
     /// An inbox's runs that a stream's handler went on to without a take (`Inbox::extend`).
     pub(crate) extended: AtomicU64,

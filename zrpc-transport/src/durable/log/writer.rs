@@ -1,5 +1,5 @@
-//! The writer thread: the one owner of a log, which commits what every caller queued with one
-//! write and one sync (group commit).
+//! The writer: the one owner of a log, which commits what every caller queued with one write
+//! and, at the power level, one sync (group commit).
 //!
 //! The loop, per batch:
 //!
@@ -11,17 +11,40 @@
 //! 4. [`Journal::complete`]: answer every command of the batch (so no append returns before
 //!    its record reached the level), then upkeep (rolling, compaction).
 //!
-//! Under load, commands queue while the previous batch syncs, so one sync serves them all: the
-//! rate at the power level is batches per second times the batch, not the disk's syncs per
-//! second. A thread rather than a tokio task, since `write` and `fdatasync` block; callers wait on
-//! a `oneshot`, never on the thread.
-
+//! Under load, commands queue while the previous batch is written, so one write (and one sync)
+//! serves them all: the rate at the power level is batches per second times the batch, not the
+//! disk's syncs per second. Callers wait on a `oneshot`, never on the writer.
+//!
+//! Where the loop runs depends on the level, because of what a batch waits for:
+//!
+//! - **Power: a thread of its own.** `fdatasync` waits for the disk, milliseconds, which must
+//!   not hold a runtime's worker.
+//! - **Process: a task on the runtime that opened the log.** Nothing there waits for the disk: a
+//!   batch's `write` is a copy into the page cache, like a socket's, and reading a message back
+//!   mostly finds it in the page cache too. As a thread, the writer cost more than its work: it
+//!   slept between batches, every batch woke it (a futex and a context switch, taking the core
+//!   from a worker) and every answer woke its caller from outside the runtime (through the
+//!   runtime's shared queue, often unparking a worker). In the durable bench at 100 callers
+//!   that was about 100,000 context switches per million messages, with the two cores idle a
+//!   sixth of the time; as tasks, 809, and the million messages took 2.3 s of CPU instead of
+//!   4.3 (README, "Durable calls"). What can still block the worker: reading back messages the
+//!   page cache no longer holds (a backlog after a restart, read in 128 KiB pieces), creating
+//!   and deleting segments (once per `segment_bytes`), and a `write` the kernel throttles when
+//!   too much of the page cache is dirty. Opening the log (reading the last segment whole,
+//!   replaying from the checkpoint) runs on tokio's blocking pool, at both levels.
+//!
+//! What the task loses: a thread read a backlog back in parallel with the handlers, on the
+//! other core. A task woken by the dispatcher's request for more runs next on the dispatcher's
+//! worker (tokio's LIFO slot), so reading and handling mostly take turns: one stream's
+//! recorded backlog of 1,000,000 messages drains at 0.96M–1.10M/s instead of 1.29M–1.36M (three
+//! of four rounds; `durable --only backlog`), while it is recorded at 537k–871k/s instead of
+//! 373k–546k.
 use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::Log;
-use crate::durable::DurableError;
+use crate::durable::{Durability, DurableError};
 
 /// Commands queued for a writer thread before callers wait for room: bounds the memory of
 /// messages handed over and not yet written. An inbox's record command carries the durable
@@ -37,11 +60,15 @@ pub(crate) const MAX_BATCH: usize = 4096;
 pub(crate) const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Whether the loop goes on after a command.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Flow {
     Continue,
     /// Finish this batch, then close the log.
     Stop,
+    /// Test hook: wait until the sender is dropped or sends, then go on taking commands into
+    /// this batch (see [`Control::Hold`]).
+    #[cfg(test)]
+    Hold(oneshot::Receiver<()>),
 }
 
 /// What a log's owner does with the commands sent to its writer thread.
@@ -62,11 +89,19 @@ pub(crate) trait Journal {
 }
 
 /// Runs the writer loop until every sender is dropped or a command stops it.
-pub(crate) fn run<J: Journal>(mut log: Log, mut journal: J, mut commands: mpsc::Receiver<J::Command>) {
-    while let Some(first) = commands.blocking_recv() {
+pub(crate) async fn run<J: Journal>(mut log: Log, mut journal: J, mut commands: mpsc::Receiver<J::Command>) {
+    while let Some(first) = commands.recv().await {
         let mut flow = journal.apply(&mut log, first);
         let mut taken = 1;
-        while flow == Flow::Continue && taken < MAX_BATCH && log.batch_bytes() < MAX_BATCH_BYTES {
+        loop {
+            #[cfg(test)]
+            if let Flow::Hold(until) = flow {
+                let _ = until.await;
+                flow = Flow::Continue;
+            }
+            if !matches!(flow, Flow::Continue) || taken >= MAX_BATCH || log.batch_bytes() >= MAX_BATCH_BYTES {
+                break;
+            }
             match commands.try_recv() {
                 Ok(command) => flow = journal.apply(&mut log, command),
                 Err(_) => break,
@@ -76,7 +111,7 @@ pub(crate) fn run<J: Journal>(mut log: Log, mut journal: J, mut commands: mpsc::
         log.counters.commands.fetch_add(taken as u64, std::sync::atomic::Ordering::Relaxed);
         let written = log.flush();
         journal.complete(&mut log, written);
-        if flow == Flow::Stop {
+        if matches!(flow, Flow::Stop) {
             break;
         }
     }
@@ -89,8 +124,8 @@ pub(crate) fn run<J: Journal>(mut log: Log, mut journal: J, mut commands: mpsc::
 pub(crate) enum Control {
     /// Finish the batch, close the log, then answer.
     Close(oneshot::Sender<()>),
-    /// Test hook: block the writer thread until the sender is dropped or sends, so that a test
-    /// can queue commands that will share one batch.
+    /// Test hook: hold the writer until the sender is dropped or sends, so that a test can
+    /// queue commands that will share one batch.
     #[cfg(test)]
     Hold(oneshot::Receiver<()>),
     /// Test hook: stop as a `kill -9` would (the batch being built is lost), then answer.
@@ -112,10 +147,7 @@ impl Control {
                 Flow::Stop
             }
             #[cfg(test)]
-            Control::Hold(until) => {
-                let _ = until.blocking_recv();
-                Flow::Continue
-            }
+            Control::Hold(until) => Flow::Hold(until),
             #[cfg(test)]
             Control::Crash(reply) => {
                 log.crash();
@@ -140,37 +172,43 @@ pub(crate) struct Handle<C> {
 }
 
 impl<C: Send + 'static> Handle<C> {
-    /// Starts the thread `name`, which opens the log with `open` and then runs the writer loop
-    /// with the journal it returned. Returns once the log is open, with the third thing `open`
-    /// returned.
+    /// Opens the log with `open` on tokio's blocking pool, then starts the writer loop with the
+    /// journal it returned: at [`Durability::Power`] on a thread named `name`, at
+    /// [`Durability::Process`] as a task on the current runtime (see the module docs). Returns
+    /// once the log is open, with the third thing `open` returned.
     ///
     /// # Errors
-    /// What `open` returned; [`Io`](DurableError::Io) if the thread cannot start.
+    /// What `open` returned; [`Io`](DurableError::Io) if the thread cannot start;
+    /// [`Closed`](DurableError::Closed) if `open` panicked.
     pub(crate) async fn spawn<J, T>(
         name: &str,
         dir: &Path,
+        durability: Durability,
         open: impl FnOnce() -> Result<(Log, J, T), DurableError> + Send + 'static,
     ) -> Result<(Handle<C>, T), DurableError>
     where
-        J: Journal<Command = C>,
+        J: Journal<Command = C> + Send + 'static,
         T: Send + 'static,
     {
+        let (log, journal, value) =
+            tokio::task::spawn_blocking(open).await.map_err(|_| DurableError::Closed { path: dir.to_owned() })??;
         let (commands, queue) = mpsc::channel(QUEUE);
-        let (opened, open_result) = oneshot::channel();
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || match open() {
-                Ok((log, journal, value)) => {
-                    if opened.send(Ok(value)).is_ok() {
-                        run(log, journal, queue);
-                    }
-                }
-                Err(e) => {
-                    let _ = opened.send(Err(e));
-                }
-            })
-            .map_err(|source| DurableError::Io { path: dir.to_owned(), source })?;
-        let value = open_result.await.map_err(|_| DurableError::Closed { path: dir.to_owned() })??;
+        match durability {
+            Durability::Process => {
+                tokio::spawn(run(log, journal, queue));
+            }
+            Durability::Power => {
+                // A runtime of the thread's own, without I/O or timers: the loop only waits
+                // on its queue (and the tests' hold).
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(|source| DurableError::Io { path: dir.to_owned(), source })?;
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || runtime.block_on(run(log, journal, queue)))
+                    .map_err(|source| DurableError::Io { path: dir.to_owned(), source })?;
+            }
+        }
         Ok((Handle { dir: dir.to_owned(), commands }, value))
     }
 

@@ -8,11 +8,11 @@
 //! (`zrpc_core::durable::Durable`), so a server that took over the address never gets another's
 //! messages.
 //!
-//! - **Window.** Up to [`WINDOW`] messages await their acknowledgement at once, sent in
-//!   sequence order; the task reads more from the log once half the window is free, so that
-//!   each read (a round trip to the writer thread) brings many. After a start or a failure only one goes out until it is acknowledged (a
-//!   connection being set up could otherwise let a later message overtake an earlier one, which
-//!   the receiver would refuse as a gap), then the window opens.
+//! - **Window.** Up to [`WINDOW`] messages await their acknowledgement at once, sent in sequence
+//!   order; the task reads more from the log once half the window is free, so that each read (a
+//!   round trip to the writer) brings many. After a start or a failure only one goes out until it
+//!   is acknowledged (a connection being set up could otherwise let a later message overtake an
+//!   earlier one, which the receiver would refuse as a gap), then the window opens.
 //! - **Batches.** Once the window is open, consecutive messages go as batches of up to
 //!   [`BATCH`] messages and about [`BATCH_BYTES`] (`docs/PROTOCOL.md` §19): one request, one
 //!   frame and one acknowledgement for all of them, and the stored frames go as they are, with
@@ -147,7 +147,7 @@ where
         loop {
             let window = if progress.flowing { WINDOW } else { 1 };
             // Refill once half the window is free, not after each answer: a read is a round
-            // trip to the writer thread, and should bring many messages, not one or two.
+            // trip to the writer, and should bring many messages, not one or two.
             if progress.failed.is_none() && progress.in_flight <= window / 2 {
                 let from = if in_flight.is_empty() { progress.acknowledged + 1 } else { progress.next };
                 match self.outbox.read(&self.destination, from, window - progress.in_flight, READ_BYTES).await {

@@ -1,4 +1,4 @@
-//! The outbox's side of the writer thread: the commands callers send, and how each is applied
+//! The outbox's side of the writer: the commands callers send, and how each is applied
 //! to the state and the log, answered, and followed by upkeep.
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::durable::log::Log;
 use crate::durable::log::runs::Stored;
 use crate::durable::log::writer::{Control, Flow, Journal};
 
-/// A request to the writer thread, with where to send its answer.
+/// A request to the writer, with where to send its answer.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Log a message for a destination; answered with its sequence once it reached the level.

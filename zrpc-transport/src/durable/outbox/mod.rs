@@ -95,7 +95,7 @@ pub struct Pending {
     pub bytes: u64,
 }
 
-/// A sender's durable outbox. Cheap to clone: every clone sends to the same writer thread.
+/// A sender's durable outbox. Cheap to clone: every clone sends to the same writer.
 ///
 /// The log is closed when [`close`](Outbox::close) is called, or when the last clone is dropped
 /// (then in the background: a reopen right after may find it still [`Locked`](DurableError::Locked)).
@@ -134,6 +134,10 @@ impl Outbox {
     /// `config` sender name is logged and ignored, since the messages already logged carry the
     /// old one.
     ///
+    /// At [`Durability::Process`] the log's writer is a task on the runtime this is called on
+    /// (at [`Durability::Power`] a thread; see `log/writer.rs`): the outbox works as long as
+    /// that runtime runs, as the delivery tasks its destinations start do.
+    ///
     /// # Errors
     /// [`DurableError::InvalidName`] for a sender name that is empty or over 255 bytes;
     /// [`Locked`](DurableError::Locked) if another process has it open;
@@ -145,7 +149,7 @@ impl Outbox {
         let counters = Arc::new(Counters::default());
         let thread_dir = dir.clone();
         let thread_counters = counters.clone();
-        let (writer, identity) = Handle::spawn("zrpc-outbox", &dir, move || {
+        let (writer, identity) = Handle::spawn("zrpc-outbox", &dir, config.durability, move || {
             let (log, state) = open_log(&thread_dir, &config, thread_counters)?;
             let identity = log.identity().clone();
             Ok((log, Writer::new(state, config.max_bytes), identity))

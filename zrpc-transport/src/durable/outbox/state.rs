@@ -45,7 +45,7 @@ impl Key for str {
     }
 }
 
-/// The outbox's state, owned by its writer thread: per destination, the queue of its
+/// The outbox's state, owned by its writer: per destination, the queue of its
 /// undelivered messages (`first` the first unacknowledged sequence, `next` the next to give).
 #[derive(Debug, Default)]
 pub(crate) struct State {

@@ -1,7 +1,7 @@
 //! The outbox's local half over real files in temp dirs: sequences, recovery, torn tails,
 //! corruption, checkpoints, compaction, the limit, group commit and power loss.
 //!
-//! No test waits on time: concurrency is made deterministic by holding the writer thread
+//! No test waits on time: concurrency is made deterministic by holding the writer
 //! (`Control::Hold`) while commands queue, and every count asserted comes from the log's
 //! counters or the files on disk.
 
@@ -87,7 +87,7 @@ async fn settle(outbox: &Outbox) {
     outbox.pending().await.expect("pending");
 }
 
-/// Holds the writer thread until the returned sender is dropped or sends.
+/// Holds the writer until the returned sender is dropped or sends.
 async fn hold(outbox: &Outbox) -> oneshot::Sender<()> {
     let (release, until) = oneshot::channel();
     outbox.inner.writer.send(Command::Control(Control::Hold(until))).await;
