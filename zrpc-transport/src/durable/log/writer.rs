@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Log;
 use crate::durable::{Durability, DurableError};
 
-/// Commands queued for a writer thread before callers wait for room: bounds the memory of
+/// Commands queued for a writer before callers wait for room: bounds the memory of
 /// messages handed over and not yet written. An inbox's record command carries the durable
 /// requests one turn of a connection started; each is a request in progress until answered,
 /// so the connection's own limits (`max_requests`, `max_request_bytes`) bound what it holds.
@@ -71,7 +71,7 @@ pub(crate) enum Flow {
     Hold(oneshot::Receiver<()>),
 }
 
-/// What a log's owner does with the commands sent to its writer thread.
+/// What a log's owner does with the commands sent to its writer.
 pub(crate) trait Journal {
     /// A request from a caller, with its reply channel.
     type Command: Send;
@@ -164,7 +164,7 @@ impl Control {
     }
 }
 
-/// The callers' side of a writer thread: where its commands go.
+/// The callers' side of a writer: where its commands go.
 #[derive(Debug)]
 pub(crate) struct Handle<C> {
     dir: PathBuf,
@@ -217,7 +217,7 @@ impl<C: Send + 'static> Handle<C> {
         &self.dir
     }
 
-    /// Sends a command to the writer thread and waits for its answer.
+    /// Sends a command to the writer and waits for its answer.
     ///
     /// # Errors
     /// [`Closed`](DurableError::Closed) if the writer has stopped.
