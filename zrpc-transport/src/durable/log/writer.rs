@@ -47,6 +47,7 @@
 //! recorded backlog of 1,000,000 messages drains at 0.96M–1.10M/s instead of 1.29M–1.36M (three
 //! of four rounds; `durable --only backlog`), while it is recorded at 537k–871k/s instead of
 //! 373k–546k.
+
 use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
