@@ -526,3 +526,29 @@ async fn the_memory_of_messages_is_bounded_and_the_rest_comes_from_the_log() {
     assert_eq!(next.iter().map(|s| (s.sequence, s.message.clone())).collect::<Vec<_>>(), [(13, big(13))]);
     assert_eq!(counter(&outbox, |c| &c.scanned), scanned, "from memory again");
 }
+
+/// Where each level's writer lives (`log/writer.rs`): at the process level a task on the runtime
+/// that opened the outbox, which ends with that runtime, so later appends fail `Closed` rather
+/// than hang; at the power level a thread of its own, which outlives it.
+#[test]
+fn the_process_levels_writer_lives_on_the_opening_runtime_and_the_power_levels_on_a_thread() {
+    let runtime = || tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    for (durability, works_after) in [(Durability::Process, false), (Durability::Power, true)] {
+        let dir = temp();
+        let opening = runtime();
+        let outbox = opening.block_on(async {
+            let outbox = open(dir.path(), config().durability(durability)).await;
+            outbox.append("ledger", msg(1)).await.expect("an append while the runtime runs");
+            outbox
+        });
+        drop(opening);
+        let appended = runtime().block_on(outbox.append("ledger", msg(2)));
+        match appended {
+            Ok(sequence) => assert!(works_after, "{durability:?}: appended as {sequence} after its runtime ended"),
+            Err(e) => assert!(
+                !works_after && matches!(e, DurableError::Closed { .. }),
+                "{durability:?}: {e} after its runtime ended"
+            ),
+        }
+    }
+}
