@@ -26,8 +26,9 @@
 //!   at most, and one message however large), and a stream's task holds its run and the next
 //!   it asked for, so what senders can make the dispatcher hold is at most 1,024 streams' two
 //!   runs of about 1 MiB, and never more than the inbox's unhandled bytes
-//!   (`InboxConfig::max_bytes`). A byte budget shared by the runs would bound it lower; not
-//!   done.
+//!   (`InboxConfig::max_bytes`). The writer counts what it hands out until each run ends
+//!   (`held.rs`; a test holds three streams within it). A byte budget shared by the runs would
+//!   bound it lower; not done.
 //! - **Stopping:** when the server stops, the dispatcher takes no more messages and waits for
 //!   the running handlers (the server bounds the wait with its drain timeout, then aborts them:
 //!   an aborted handler runs again at the inbox's next open, as after a crash inside it). A
@@ -50,6 +51,7 @@ use zrpc_core::durable::Durable;
 use zrpc_core::observe::{self, InSpan, MetricsCache, Observed, Side};
 use zrpc_core::{Method, Request, Response, Router, Status};
 
+use super::held::Taken;
 use super::marks::Written;
 use super::state::TAKE_BYTES;
 use super::{Delivery, Inbox};
@@ -81,7 +83,7 @@ where
         if !stopping && running.len() < MAX_RUNNING {
             match inbox.take_runs(MAX_RUNNING - running.len(), RUN).await {
                 Ok(taken) if !taken.is_empty() => {
-                    for run in runs(taken) {
+                    for run in taken.into_runs() {
                         let handler = handle_run(
                             inbox.clone(),
                             service.clone(),
@@ -151,26 +153,6 @@ impl Dispatching {
     }
 }
 
-/// The messages a take returned, split into their streams' runs (each stream's are together).
-///
-/// Split off the end rather than pushed one by one: the first run keeps the take's vector, and
-/// each other run is one allocation of its size (a take of one stream, the common case, then
-/// allocates nothing; runs of up to 256 messages grown by pushing were several reallocations
-/// each).
-fn runs(mut taken: Vec<Delivery>) -> Vec<Vec<Delivery>> {
-    let same_stream = |a: &Delivery, b: &Delivery| a.id.outbox() == b.id.outbox() && a.id.sender() == b.id.sender();
-    let starts: Vec<usize> = (1..taken.len()).filter(|&i| !same_stream(&taken[i - 1], &taken[i])).collect();
-    let mut runs = Vec::with_capacity(starts.len() + 1);
-    for &start in starts.iter().rev() {
-        runs.push(taken.split_off(start));
-    }
-    if !taken.is_empty() {
-        runs.push(taken);
-    }
-    runs.reverse();
-    runs
-}
-
 /// Whether a stream's handler may go on with the stream's next run rather than give its slot
 /// up: not once the dispatcher stops, nor while every slot is taken (other ready streams then
 /// get their turn, as each run ends).
@@ -196,14 +178,8 @@ impl GoOn {
 /// for the log's write and a new take. After a shorter run (the stream had no more), with
 /// nothing after the run, or when [`GoOn`] says no, the run's mark is written and waited for,
 /// which releases the stream for a later take.
-async fn handle_run<S>(
-    inbox: Inbox,
-    service: S,
-    names: Router,
-    local: Arc<str>,
-    mut run: Vec<Delivery>,
-    go_on: Arc<GoOn>,
-) where
+async fn handle_run<S>(inbox: Inbox, service: S, names: Router, local: Arc<str>, mut run: Taken, go_on: Arc<GoOn>)
+where
     S: Service<Request, Response = Response, Error = Status> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -228,7 +204,9 @@ async fn handle_run<S>(
         let full = count >= RUN || run.iter().map(|delivery| delivery.message.len()).sum::<usize>() >= TAKE_BYTES;
         let extend = full && process_level && go_on.allowed();
         let next = if extend { inbox.extend(&last, RUN) } else { None };
-        for (index, delivery) in run.into_iter().enumerate() {
+        // The run's bytes count as held (`held.rs`) until its last handler has returned.
+        let (deliveries, holding) = run.into_parts();
+        for (index, delivery) in deliveries.into_iter().enumerate() {
             let id = delivery.id.clone();
             let panicked = handle(&mut serving, &names, &local, &mut metrics, inbox.handler_timeout(), delivery).await;
             if panicked {
@@ -242,23 +220,27 @@ async fn handle_run<S>(
                 return;
             }
         }
+        drop(holding);
         let more = match next {
-            Some(next) => next.await.unwrap_or_else(|e| {
-                // Closed: the inbox is closing, and the next open hands them out again.
-                if !matches!(e, DurableError::Closed { .. }) {
-                    tracing::warn!(id = %last, error = %e, "durable inbox: the stream's next messages were not taken");
-                }
-                Vec::new()
-            }),
-            None => Vec::new(),
+            Some(next) => next.await.map_or_else(
+                |e| {
+                    // Closed: the inbox is closing, and the next open hands them out again.
+                    if !matches!(e, DurableError::Closed { .. }) {
+                        tracing::warn!(id = %last, error = %e, "durable inbox: the stream's next messages were not taken");
+                    }
+                    None
+                },
+                Some,
+            ),
+            None => None,
         };
-        if more.is_empty() {
+        let Some(more) = more.filter(|more| !more.is_empty()) else {
             if let Err(e) = inbox.handled(&last).await {
                 // Closed or failed: the sidecar has the marks, which the next open applies.
                 tracing::warn!(id = %last, error = %e, "durable messages handled, but not written so to the log");
             }
             return;
-        }
+        };
         inbox.handled_soon(&last);
         run = more;
     }
@@ -333,42 +315,4 @@ where
         tracing::warn!(%id, %method, %status, "durable message handled with an error");
     }
     panicked
-}
-
-#[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-    use zrpc_core::durable::{MessageId, OutboxId};
-
-    use super::{Delivery, runs};
-
-    fn delivery(sender: &str, outbox: u64, sequence: u64) -> Delivery {
-        Delivery { id: MessageId::new(sender, OutboxId::from_u64(outbox), sequence), message: Bytes::new() }
-    }
-
-    fn ids(run: &[Delivery]) -> Vec<(String, u64)> {
-        run.iter().map(|d| (d.id.sender().to_owned(), d.id.sequence())).collect()
-    }
-
-    #[test]
-    fn a_take_splits_into_its_streams_runs_in_order_and_the_first_keeps_its_vector() {
-        let taken = vec![
-            delivery("a", 1, 4),
-            delivery("a", 1, 5),
-            delivery("b", 1, 1),
-            delivery("b", 2, 7),
-            delivery("c", 1, 2),
-            delivery("c", 1, 3),
-        ];
-        let first = taken.as_ptr();
-        let runs = runs(taken);
-        let runs: Vec<_> = runs.iter().map(|run| (run.as_ptr(), ids(run))).collect();
-        assert_eq!(runs[0].0, first, "the first run is the take's own vector");
-        let expected: [&[(&str, u64)]; 4] = [&[("a", 4), ("a", 5)], &[("b", 1)], &[("b", 7)], &[("c", 2), ("c", 3)]];
-        assert_eq!(runs.len(), expected.len());
-        for ((_, got), want) in runs.iter().zip(expected) {
-            assert_eq!(got, &want.iter().map(|&(s, n)| (s.to_owned(), n)).collect::<Vec<_>>());
-        }
-        assert!(super::runs(Vec::new()).is_empty());
-    }
 }

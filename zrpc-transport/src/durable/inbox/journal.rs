@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, oneshot};
 
-use super::state::{Delivery, Limits, Outcome, State, StreamKey};
+use super::held::{Held, Taken};
+use super::state::{Limits, Outcome, State, StreamKey};
 use super::{Incoming, StreamInfo};
 use crate::durable::DurableError;
 use crate::durable::error::again;
@@ -46,10 +47,10 @@ pub(crate) enum Command {
     Record { records: Vec<Incoming>, reply: oneshot::Sender<Vec<Result<Outcome, DurableError>>> },
     /// Take the next unhandled messages (up to `per_stream` each) of up to `max` ready
     /// streams, after the batch (and its "handled" marks) reached the level.
-    Take { max: usize, per_stream: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
+    Take { max: usize, per_stream: usize, reply: oneshot::Sender<Result<Taken, DurableError>> },
     /// The messages after `after` of a stream its handler holds up to `after`, which it then
     /// holds too: answered after the batch, as a take.
-    Extend { key: StreamKey, after: u64, max: usize, reply: oneshot::Sender<Result<Vec<Delivery>, DurableError>> },
+    Extend { key: StreamKey, after: u64, max: usize, reply: oneshot::Sender<Result<Taken, DurableError>> },
     /// Mark a stream's messages handled up to a sequence; answered once the mark reached the
     /// level, and only then is the stream's next message given to a take.
     Handled { key: StreamKey, up_to: u64, reply: oneshot::Sender<Result<u64, DurableError>> },
@@ -65,8 +66,8 @@ pub(crate) enum Command {
 enum Waiting {
     Recorded(oneshot::Sender<Vec<Result<Outcome, DurableError>>>, Vec<Result<Outcome, DurableError>>),
     Handled(oneshot::Sender<Result<u64, DurableError>>, u64),
-    Take(usize, usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
-    Extend(StreamKey, u64, usize, oneshot::Sender<Result<Vec<Delivery>, DurableError>>),
+    Take(usize, usize, oneshot::Sender<Result<Taken, DurableError>>),
+    Extend(StreamKey, u64, usize, oneshot::Sender<Result<Taken, DurableError>>),
     Streams(oneshot::Sender<Vec<StreamInfo>>),
 }
 
@@ -79,6 +80,8 @@ pub(crate) struct Settings {
     pub(crate) clock: Clock,
     /// Woken when a stream has a message ready for a handler.
     pub(crate) ready: Arc<Notify>,
+    /// Counts what takes and extensions hand out.
+    pub(crate) held: Arc<Held>,
 }
 
 /// The inbox's state and the answers of the batch being built.
@@ -194,14 +197,16 @@ impl Journal for Writer {
                 Waiting::Take(max, per_stream, reply) => {
                     let taken = match failed {
                         Some(e) => Err(e),
-                        None => self.state.take(log, max, per_stream),
+                        None => self.state.take(log, max, per_stream).map(|taken| self.settings.held.hand_out(taken)),
                     };
                     let _ = reply.send(taken);
                 }
                 Waiting::Extend(key, after, max, reply) => {
                     let taken = match failed {
                         Some(e) => Err(e),
-                        None => self.state.extend(log, &key, after, max),
+                        None => {
+                            self.state.extend(log, &key, after, max).map(|taken| self.settings.held.hand_out(taken))
+                        }
                     };
                     let _ = reply.send(taken);
                 }

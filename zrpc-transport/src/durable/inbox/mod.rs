@@ -8,6 +8,7 @@
 //! "Status").
 
 mod dispatcher;
+mod held;
 mod journal;
 mod marks;
 mod state;
@@ -27,8 +28,9 @@ use tokio::sync::{Notify, oneshot};
 
 pub use self::dispatcher::MAX_RUNNING;
 pub(crate) use self::dispatcher::{Dispatching, run as run_inbox};
-use self::journal::{Clock, Command, Settings, Writer};
 #[cfg_attr(not(test), allow(unused_imports))]
+use self::held::{Held, Taken};
+use self::journal::{Clock, Command, Settings, Writer};
 pub(crate) use self::state::{Delivery, Outcome};
 use self::state::{Limits, State, StreamKey};
 use super::log::record::MAX_MESSAGE;
@@ -198,6 +200,10 @@ struct Inner {
     /// Shared with the log; read by the tests (and by metrics, once they exist).
     #[cfg_attr(not(test), allow(dead_code))]
     counters: Arc<Counters>,
+    /// The bytes of the messages handed to the dispatcher whose runs have not ended, counted
+    /// by the writer as it hands them out; read by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    held: Arc<Held>,
 }
 
 /// A durable message a connection received, checked ([`Inbox::incoming`]) and ready to be
@@ -261,11 +267,13 @@ impl Inbox {
         let dir = dir.as_ref().to_owned();
         let counters = Arc::new(Counters::default());
         let ready = Arc::new(Notify::new());
+        let held = Arc::new(Held::default());
         let settings = Settings {
             limits: Limits { max_bytes: config.max_bytes, max_streams: config.max_streams },
             retention: config.stream_retention.as_secs(),
             clock: config.clock.clone(),
             ready: ready.clone(),
+            held: held.clone(),
         };
         let thread_dir = dir.clone();
         let thread_counters = counters.clone();
@@ -278,7 +286,7 @@ impl Inbox {
             Ok((log, Writer::new(state, settings), marks))
         })
         .await?;
-        Ok(Inbox { inner: Arc::new(Inner { writer, marks, unsynced_marks, handler_timeout, ready, counters }) })
+        Ok(Inbox { inner: Arc::new(Inner { writer, marks, unsynced_marks, handler_timeout, ready, counters, held }) })
     }
 
     /// The inbox's directory.
@@ -391,14 +399,14 @@ impl Inbox {
     /// until [`handled`](Inbox::handled) is called for its message. Empty when none is ready:
     /// wait on [`ready`](Inbox::ready) and take again.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) async fn take(&self, max: usize) -> Result<Vec<Delivery>, DurableError> {
+    pub(crate) async fn take(&self, max: usize) -> Result<Taken, DurableError> {
         self.take_runs(max, 1).await
     }
 
     /// [`take`](Inbox::take) with up to `per_stream` messages of each stream, in order, each
     /// stream's together; the stream's handler counts as running until
     /// [`handled`](Inbox::handled) is called for the last of them.
-    pub(crate) async fn take_runs(&self, max: usize, per_stream: usize) -> Result<Vec<Delivery>, DurableError> {
+    pub(crate) async fn take_runs(&self, max: usize, per_stream: usize) -> Result<Taken, DurableError> {
         self.inner.writer.call(|reply| Command::Take { max, per_stream, reply }).await?
     }
 
@@ -410,7 +418,7 @@ impl Inbox {
         &self,
         id: &MessageId,
         per_stream: usize,
-    ) -> Option<impl Future<Output = Result<Vec<Delivery>, DurableError>> + Send + use<>> {
+    ) -> Option<impl Future<Output = Result<Taken, DurableError>> + Send + use<>> {
         let key = StreamKey { sender: id.sender_arc().clone(), outbox: id.outbox() };
         let (after, path) = (id.sequence(), self.inner.writer.dir().to_owned());
         let answer = self.inner.writer.submit(|reply| Command::Extend { key, after, max: per_stream, reply }).ok()?;
@@ -472,6 +480,12 @@ impl Inbox {
     #[cfg(test)]
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// What the dispatcher holds: see [`Held`].
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> &Held {
+        &self.inner.held
     }
 }
 

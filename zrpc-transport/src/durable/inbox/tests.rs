@@ -53,7 +53,7 @@ async fn record_all(inbox: &Inbox, outbox: OutboxId, range: std::ops::RangeInclu
 /// What a take gives: (outbox, sequence, message).
 async fn take(inbox: &Inbox, max: usize) -> Vec<(OutboxId, u64, Bytes)> {
     let taken = inbox.take(max).await.expect("take");
-    taken.into_iter().map(|d| (d.id.outbox(), d.id.sequence(), d.message)).collect()
+    taken.iter().map(|d| (d.id.outbox(), d.id.sequence(), d.message.clone())).collect()
 }
 
 /// Takes and handles every message the inbox gives, one stream's message at a time, and
@@ -65,7 +65,7 @@ async fn handle_all(inbox: &Inbox) -> Vec<(OutboxId, u64)> {
         if taken.is_empty() {
             return handled;
         }
-        for delivery in taken {
+        for delivery in taken.iter() {
             assert_eq!(delivery.message, msg(delivery.id.sequence()));
             inbox.handled(&delivery.id).await.expect("handled");
             handled.push((delivery.id.outbox(), delivery.id.sequence()));
@@ -419,7 +419,7 @@ async fn compaction_deletes_handled_segments_and_rewrites_those_a_slow_stream_ho
     // Every SHOP message handled; MAIL's wait (its handler is slow).
     loop {
         let taken = inbox.take(10).await.expect("take");
-        let shop: Vec<_> = taken.into_iter().filter(|d| d.id.outbox() == SHOP).collect();
+        let shop: Vec<_> = taken.iter().filter(|d| d.id.outbox() == SHOP).collect();
         let Some(last) = shop.last() else { break };
         inbox.handled(&last.id).await.expect("handled");
     }
@@ -750,6 +750,54 @@ async fn a_backlogged_stream_goes_from_run_to_run_without_being_taken_again() {
     assert_eq!(*seen.lock().expect("not poisoned"), (1..=messages).collect::<Vec<_>>(), "each once, in order");
     assert_eq!(Counters::get(&inbox.counters().extended) - extended, 3, "three runs followed without a take");
     assert_eq!(watermarks(&inbox.streams().await.expect("streams")), [(SHOP, messages, messages)]);
+}
+
+#[tokio::test]
+async fn the_dispatcher_holds_at_most_two_runs_per_stream() {
+    // Three streams of 40 messages of 100 KiB: a run is about 1 MiB (`TAKE_BYTES`, ending with
+    // the message that passes it), and each stream's task asks for its next run as a full one
+    // starts. Counted as the writer hands them out, what the dispatcher holds stays within two
+    // runs per stream (the bound in `dispatcher.rs`'s docs), and is all released at the end.
+    const STREAMS: u64 = 3;
+    const PER_STREAM: u64 = 40;
+    let dir = temp();
+    let inbox = open(dir.path(), InboxConfig::default()).await;
+    let payload = Bytes::from(vec![7; 100 << 10]);
+    let stored = crate::durable::stored_request(zrpc_core::Request::new("Ledger.record", payload)).expect("stored");
+    let message = stored.len() as u64;
+    for outbox in 1..=STREAMS {
+        for n in 1..=PER_STREAM {
+            let recorded =
+                inbox.record("shop-1", OutboxId::from_u64(outbox), n, 0, stored.clone()).await.expect("record");
+            assert_eq!(recorded, Outcome::Recorded { recorded: n });
+        }
+    }
+    let handled = Arc::new(AtomicU64::new(0));
+    let all_handled = Arc::new(tokio::sync::Notify::new());
+    let (count, notify) = (handled.clone(), all_handled.clone());
+    // Each handler yields once, so that the writer answers a stream's request for its next run
+    // while the stream's current run is still being handled: both are then held.
+    let service = tower::service_fn(move |_: zrpc_core::Request| {
+        let (count, notify) = (count.clone(), notify.clone());
+        async move {
+            tokio::task::yield_now().await;
+            if count.fetch_add(1, Ordering::Relaxed) + 1 == STREAMS * PER_STREAM {
+                notify.notify_one();
+            }
+            Ok::<_, zrpc_core::Status>(zrpc_core::Response::default())
+        }
+    });
+    let extended = Counters::get(&inbox.counters().extended);
+    let dispatching = Dispatching::spawn_with(inbox.clone(), service, zrpc_core::Router::new(), "ledger");
+    all_handled.notified().await;
+    dispatching.stop().await;
+
+    let run = state::TAKE_BYTES as u64 + message;
+    let peak = inbox.held().peak();
+    assert!(peak > STREAMS * run, "runs and the next ones asked for were held at once: {peak}");
+    assert!(peak <= STREAMS * 2 * run, "{peak} bytes held, over two runs of {run} for each of {STREAMS} streams");
+    assert!(Counters::get(&inbox.counters().extended) > extended, "streams went on to runs they had asked for");
+    assert_eq!(inbox.held().now(), 0, "every run released");
 }
 
 mod over_a_connection {
