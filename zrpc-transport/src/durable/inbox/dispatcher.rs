@@ -222,16 +222,16 @@ where
         }
         drop(holding);
         let more = match next {
-            Some(next) => next.await.map_or_else(
-                |e| {
+            Some(next) => match next.await {
+                Ok(more) => Some(more),
+                Err(e) => {
                     // Closed: the inbox is closing, and the next open hands them out again.
                     if !matches!(e, DurableError::Closed { .. }) {
                         tracing::warn!(id = %last, error = %e, "durable inbox: the stream's next messages were not taken");
                     }
                     None
-                },
-                Some,
-            ),
+                }
+            },
             None => None,
         };
         let Some(more) = more.filter(|more| !more.is_empty()) else {
