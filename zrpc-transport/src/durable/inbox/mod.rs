@@ -28,9 +28,9 @@ use tokio::sync::{Notify, oneshot};
 
 pub use self::dispatcher::MAX_RUNNING;
 pub(crate) use self::dispatcher::{Dispatching, run as run_inbox};
-#[cfg_attr(not(test), allow(unused_imports))]
 use self::held::{Held, Taken};
 use self::journal::{Clock, Command, Settings, Writer};
+#[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use self::state::{Delivery, Outcome};
 use self::state::{Limits, State, StreamKey};
 use super::log::record::MAX_MESSAGE;
