@@ -201,7 +201,7 @@ where
         // round trips between runs are little beside them, and an extension is one more
         // command whose batch the log syncs (100 streams at the power level handled about a
         // sixth fewer messages a second with it).
-        let full = count >= RUN || run.iter().map(|delivery| delivery.message.len()).sum::<usize>() >= TAKE_BYTES;
+        let full = count >= RUN || run.bytes() >= TAKE_BYTES as u64;
         let extend = full && process_level && go_on.allowed();
         let next = if extend { inbox.extend(&last, RUN) } else { None };
         // The run's bytes count as held (`held.rs`) until its last handler has returned.

@@ -89,6 +89,11 @@ impl Taken {
         runs
     }
 
+    /// The messages' bytes, as counted.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.holding.bytes
+    }
+
     /// The messages, to be handled one by one, and their count, released when it is dropped
     /// (once the run has ended).
     pub(crate) fn into_parts(self) -> (Vec<Delivery>, Holding) {
