@@ -18,6 +18,13 @@
 //! code staged), and a first version that read and wrote varints a byte at a time in a loop
 //! and returned unboxed errors (33,069).
 //!
+//! Then the strings' validation (`str::from_utf8`, 3,790 instructions a call, 14% of all: four
+//! of the eight are Chinese, a character at a time): a string of 32 bytes or more is checked 64
+//! bytes at a time, on a zero-padded copy when it is shorter than that and about to be copied
+//! anyway ([`utf8`]). 26,534 → 24,841 instructions per call at 100 callers (−6.4%), 26,557 →
+//! 24,812 at 1,000; one thread's time for a million calls at 1,000 callers (`callpath`
+//! without valgrind, six runs each, taking turns, AMD EPYC, 2026-11-30), medians 3.50 → 3.41 s.
+//!
 //! What differs from the `postcard` crate, on input it would not produce:
 //! - a `char` must be exactly one character (postcard takes the first of up to four bytes);
 //! - errors say what was wrong, including the messages of `Deserialize` impls, which postcard
@@ -27,6 +34,7 @@ mod de;
 mod ser;
 #[cfg(test)]
 mod tests;
+mod utf8;
 
 use bytes::BytesMut;
 use serde::Serialize;
