@@ -72,6 +72,10 @@ pub struct Options {
     pub scale: Option<Vec<Set>>,
     /// The balancer of `--scale`'s client (see [`crate::scale::BALANCERS`]).
     pub balance: String,
+    /// Worker threads of the client's runtime; `None`: tokio's default, one per core.
+    pub client_workers: Option<usize>,
+    /// Worker threads of the server child's runtime; `None`: tokio's default.
+    pub server_workers: Option<usize>,
 }
 
 /// The usage text.
@@ -79,6 +83,7 @@ pub const USAGE: &str = "\
 usage: compare [--duration SECS] [--warmup SECS] [--rounds N] [--frameworks a,b,...]
                [--points CxN,...] [--csv PATH] [--chart PATH.svg] [--codec NAME]
                [--observe metrics,spans] [--scale SETS [--balance NAME]]
+               [--client-workers N] [--server-workers N]
 
 Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
 processes: throughput, latency percentiles, allocations per call, server peak RSS.
@@ -106,6 +111,9 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
                      live servers in one child process, dead addresses refusing connections
   --balance NAME     the balancer of --scale's client: p2c (default), least-active, random,
                      round-robin, weighted-round-robin, consistent-hash
+  --client-workers N worker threads of the client's tokio runtime (default: tokio's, one per
+                     core, or TOKIO_WORKER_THREADS)
+  --server-workers N the same for the server child's runtime
 ";
 
 impl Options {
@@ -126,6 +134,8 @@ impl Options {
             codec: zrpc::CodecId::Postcard,
             scale: None,
             balance: crate::scale::BALANCERS[0].to_owned(),
+            client_workers: None,
+            server_workers: None,
         };
         let mut args = args.iter().peekable();
         while let Some(arg) = args.next() {
@@ -151,6 +161,8 @@ impl Options {
                     };
                     options.scale = Some(sets.split(',').map(str::parse).collect::<Result<_, _>>()?);
                 }
+                "--client-workers" => options.client_workers = Some(workers(value()?)?),
+                "--server-workers" => options.server_workers = Some(workers(value()?)?),
                 "--balance" => {
                     let name = value()?;
                     crate::scale::balancer(name)?;
@@ -163,6 +175,14 @@ impl Options {
             return Err("nothing to measure".into());
         }
         Ok(options)
+    }
+}
+
+/// A count of worker threads: at least one.
+fn workers(count: &str) -> Result<usize, BoxError> {
+    match count.parse()? {
+        0 => Err("a runtime needs at least one worker thread".into()),
+        n => Ok(n),
     }
 }
 
@@ -215,7 +235,7 @@ pub fn main(args: &[String]) -> Result<(), BoxError> {
 /// # Errors
 /// If the server cannot be started or a connection cannot be made (raise `ulimit -n`).
 pub fn idle_connections(conns: usize) -> Result<(), BoxError> {
-    let server = ServerProcess::spawn(Name::Zrpc)?;
+    let server = ServerProcess::spawn(Name::Zrpc, None)?;
     let addr = server.addr();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let before = crate::proc::rss_kib(server.id()).ok_or("cannot read the server's VmRSS")?;
@@ -303,13 +323,17 @@ struct Probe {
 
 /// Measures `F` at every point, against one server child.
 fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
-    let mut server = ServerProcess::spawn(F::NAME)?;
+    let mut server = ServerProcess::spawn(F::NAME, options.server_workers)?;
     let addr = server.addr();
     let mut rows = Vec::new();
     for &point in &options.points {
         let conns = if F::NAME.connection_per_caller() { point.callers } else { point.conns };
         // A fresh client runtime per point: nothing of the previous point keeps running.
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        if let Some(workers) = options.client_workers {
+            runtime.worker_threads(workers);
+        }
+        let runtime = runtime.enable_all().build()?;
         let measured = runtime.block_on(async {
             let callers = F::callers(addr, conns, point.callers).await?;
             // The probe talks to the child over blocking pipes; it runs on the thread that
@@ -392,7 +416,14 @@ fn heading(options: &Options) -> String {
          zrpc::Text strings);\n\
          own/c = allocs/c less those 2 x {owned} (2 x {shared}): the framework's own; cpu µs/c = CPU \
          time of client and server per call\n\
-         zrpc's metrics {compiled}; recording in both processes: {observe}",
+         zrpc's metrics {compiled}; recording in both processes: {observe}{workers}",
+        workers = match (options.client_workers, options.server_workers) {
+            (None, None) => String::new(),
+            (client, server) => {
+                let count = |n: Option<usize>| n.map_or_else(|| "tokio's default".to_owned(), |n| n.to_string());
+                format!("\nworker threads: client {}, server {}", count(client), count(server))
+            }
+        },
         compiled = if cfg!(feature = "observe") { "compiled in (feature observe)" } else { "not compiled in" },
         observe = options.observe.as_deref().unwrap_or("nothing"),
         date = crate::machine::today(),
@@ -438,5 +469,34 @@ fn decode_allocations() -> MessageAllocs {
     MessageAllocs {
         owned: count(&|| drop(zrpc::CodecId::Postcard.decode::<crate::BenchmarkMessage>(&payload))),
         shared: count(&|| drop(zrpc::CodecId::Postcard.decode_shared::<crate::BenchmarkMessage<zrpc::Text>>(&payload))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn worker_counts_default_to_tokio_and_parse_per_process() -> Result<(), BoxError> {
+        let options = Options::parse(&[])?;
+        assert_eq!((options.client_workers, options.server_workers), (None, None));
+        let options = Options::parse(&args("--client-workers 1 --server-workers 3"))?;
+        assert_eq!((options.client_workers, options.server_workers), (Some(1), Some(3)));
+        assert!(heading(&options).ends_with("\nworker threads: client 1, server 3"));
+        let options = Options::parse(&args("--client-workers 2"))?;
+        assert!(heading(&options).ends_with("\nworker threads: client 2, server tokio's default"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_runtime_without_workers_is_refused() {
+        let error = |line: &str| Options::parse(&args(line)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(error("--server-workers 0"), "a runtime needs at least one worker thread");
+        assert!(error("--client-workers").starts_with("--client-workers needs a value"));
+        assert!(error("--client-workers many").contains("invalid digit"));
     }
 }

@@ -46,12 +46,13 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `current_exe() serve <framework>` and waits for it to listen.
+    /// Starts `current_exe() serve <framework>` and waits for it to listen; with `workers`, its
+    /// runtime has that many worker threads instead of tokio's default.
     ///
     /// # Errors
     /// If the child cannot be started, or exits or says something else before `LISTENING`.
-    pub fn spawn(framework: Name) -> Result<ServerProcess, BoxError> {
-        ServerProcess::spawn_serving(framework.as_str())
+    pub fn spawn(framework: Name, workers: Option<usize>) -> Result<ServerProcess, BoxError> {
+        ServerProcess::start(framework.as_str(), workers)
     }
 
     /// Starts `current_exe() serve <server>` and waits for it to listen; `server` names what the
@@ -61,11 +62,19 @@ impl ServerProcess {
     /// If the child cannot be started, or exits, hangs or says something else before
     /// `LISTENING`.
     pub fn spawn_serving(server: &str) -> Result<ServerProcess, BoxError> {
+        ServerProcess::start(server, None)
+    }
+
+    fn start(server: &str, workers: Option<usize>) -> Result<ServerProcess, BoxError> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
         command.args([SERVE, server]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         if let Some(observe) = crate::observe::for_children() {
             command.env(crate::observe::CHILD_ENV, observe);
+        }
+        if let Some(workers) = workers {
+            // Read by tokio's multi-thread builder when it is given no count of its own.
+            command.env("TOKIO_WORKER_THREADS", workers.to_string());
         }
         let mut child = command.spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
