@@ -317,8 +317,8 @@ impl Visit for Measure<'_> {
 struct Probe {
     client_allocs: u64,
     server_allocs: u64,
-    /// CPU time of client and server together, where `/proc` tells.
-    cpu: Option<Duration>,
+    /// CPU time of the client and of the server, where `/proc` tells.
+    cpu: Option<(Duration, Duration)>,
 }
 
 /// Measures `F` at every point, against one server child.
@@ -342,9 +342,7 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
                 Ok(Probe {
                     client_allocs: crate::alloc::allocations(),
                     server_allocs: server.allocations()?,
-                    cpu: crate::proc::cpu_time(std::process::id())
-                        .zip(crate::proc::cpu_time(server.id()))
-                        .map(|(client, server)| client + server),
+                    cpu: crate::proc::cpu_time(std::process::id()).zip(crate::proc::cpu_time(server.id())),
                 })
             })
             .await
@@ -355,6 +353,11 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
         let calls = measured.calls.max(1) as f64;
         let us = |ns: f64| ns / 1000.0;
         let latency = &measured.latency;
+        // Each process's CPU time per call in the window: (client, server).
+        let cpu = end.cpu.zip(start.cpu).map(|((client, server), (client_before, server_before))| {
+            let per_call = |end: Duration, start: Duration| us(end.saturating_sub(start).as_nanos() as f64) / calls;
+            (per_call(client, client_before), per_call(server, server_before))
+        });
         let row = Row {
             framework: F::NAME,
             point,
@@ -366,12 +369,14 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
             p999_us: us(latency.value_at_quantile(0.999) as f64),
             client_allocs: end.client_allocs.saturating_sub(start.client_allocs) as f64 / calls,
             server_allocs: end.server_allocs.saturating_sub(start.server_allocs) as f64 / calls,
-            cpu_us: end.cpu.zip(start.cpu).map(|(end, start)| us(end.saturating_sub(start).as_nanos() as f64) / calls),
+            cpu_us: cpu.map(|(client, server)| client + server),
             server_rss_kib: server.peak_rss_kib(),
             errors: measured.errors,
         };
+        let (client_cpu, server_cpu) = cpu.unwrap_or((f64::NAN, f64::NAN));
         eprintln!(
-            "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs",
+            "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs \
+             (client {client_cpu:.2}, server {server_cpu:.2})",
             row.rps,
             row.p50_us,
             row.p99_us,
