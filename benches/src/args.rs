@@ -12,3 +12,10 @@ pub fn seconds(s: &str) -> Result<Duration, BoxError> {
     let secs: f64 = s.parse()?;
     Ok(Duration::try_from_secs_f64(secs)?)
 }
+
+/// A command line split at spaces, as a program's arguments after its name: for tests of the
+/// programs' option parsing.
+#[cfg(test)]
+pub(crate) fn split(line: &str) -> Vec<String> {
+    line.split_whitespace().map(String::from).collect()
+}

@@ -480,10 +480,7 @@ fn decode_allocations() -> MessageAllocs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(String::from).collect()
-    }
+    use crate::args::split as args;
 
     #[test]
     fn worker_counts_default_to_tokio_and_parse_per_process() -> Result<(), BoxError> {

@@ -231,10 +231,7 @@ fn heading(options: &Options) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(line: &str) -> Vec<String> {
-        line.split_whitespace().map(String::from).collect()
-    }
+    use crate::args::split as args;
 
     #[test]
     fn options_default_to_every_scenario() -> Result<(), BoxError> {
