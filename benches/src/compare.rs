@@ -94,8 +94,8 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
                      each figure (default 1)
   --frameworks LIST  any of zrpc, zrpc-text, zrpc-reverse (the server calls the client),
                      zrpc-zstd (zstd on every message), tarpc, tonic (feature `tonic`),
-                     raw-mux, raw-pingpong
-                     (default: all compiled in)
+                     raw-mux, raw-mux-postcard (raw-mux encoding the message as zrpc
+                     does), raw-pingpong (default: all compiled in)
   --points LIST      CALLERSxCONNECTIONS, e.g. 100x1 (default 1x1,100x1,1000x1,1000x8)
   --csv PATH         also write the rows as CSV
   --chart PATH.svg   also draw throughput and p99 by framework and point

@@ -4,8 +4,9 @@
 //! server on `127.0.0.1:0` (it runs in the child process), [`Framework::callers`] connects to it
 //! with a given number of connections and returns one [`Caller`] per simulated user (in the parent
 //! process). Every caller echoes [`BenchmarkMessage::filled`](crate::BenchmarkMessage::filled) —
-//! or, for the raw floors, the same number of bytes as its postcard encoding — and keeps the reply
-//! as its next request, so that no framework pays for building a fresh message per call.
+//! or, for `raw-mux` and `raw-pingpong`, the same number of bytes as its postcard encoding,
+//! which they never decode — and keeps the reply as its next request, so that no framework pays
+//! for building a fresh message per call.
 //!
 //! [`Name`] lists the frameworks this build knows (`tonic` only with the `tonic` feature).
 
@@ -93,6 +94,8 @@ pub enum Name {
     Tonic,
     /// The hand-written multiplexed floor.
     RawMux,
+    /// The same floor encoding and decoding the message with zrpc's postcard codec.
+    RawMuxPostcard,
     /// The hand-written one-connection-per-caller ping-pong floor.
     RawPingpong,
 }
@@ -104,7 +107,7 @@ impl Name {
         if cfg!(feature = "tonic") {
             all.push(Name::Tonic);
         }
-        all.extend([Name::RawMux, Name::RawPingpong]);
+        all.extend([Name::RawMux, Name::RawMuxPostcard, Name::RawPingpong]);
         all
     }
 
@@ -118,6 +121,7 @@ impl Name {
             Name::Tarpc => "tarpc",
             Name::Tonic => "tonic",
             Name::RawMux => "raw-mux",
+            Name::RawMuxPostcard => "raw-mux-postcard",
             Name::RawPingpong => "raw-pingpong",
         }
     }
@@ -127,7 +131,9 @@ impl Name {
         match self {
             Name::ZrpcText => Decoding::Shared,
             Name::RawMux | Name::RawPingpong => Decoding::Nothing,
-            Name::Zrpc | Name::ZrpcReverse | Name::ZrpcZstd | Name::Tarpc | Name::Tonic => Decoding::Owned,
+            Name::Zrpc | Name::ZrpcReverse | Name::ZrpcZstd | Name::Tarpc | Name::Tonic | Name::RawMuxPostcard => {
+                Decoding::Owned
+            }
         }
     }
 
@@ -147,6 +153,7 @@ impl Name {
             #[cfg(not(feature = "tonic"))]
             Name::Tonic => return Err(UnknownName("tonic".to_owned()).into()),
             Name::RawMux => code.visit::<raw_mux::RawMux>(),
+            Name::RawMuxPostcard => code.visit::<raw_mux::RawMuxPostcard>(),
             Name::RawPingpong => code.visit::<raw_pingpong::RawPingpong>(),
         })
     }
@@ -210,7 +217,65 @@ pub fn payload() -> Result<bytes::Bytes, BoxError> {
     Ok(buf.freeze())
 }
 
+/// Binds `127.0.0.1:0` and hands every connection accepted, with `TCP_NODELAY` set, to
+/// `serve`: the accept loop of the hand-written floors.
+///
+/// # Errors
+/// If it cannot bind.
+pub(crate) async fn accept_tcp(serve: impl Fn(tokio::net::TcpStream) + Send + 'static) -> Result<Serving, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let run = async move {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            serve(stream);
+        }
+    };
+    Ok(Serving { addr, run: Box::pin(run) })
+}
+
 /// Fails unless `reply` equals `sent`: the check every framework's `callers` makes once.
 pub(crate) fn check_echo<T: PartialEq + fmt::Debug>(framework: Name, sent: &T, reply: &T) -> Result<(), BoxError> {
     if sent == reply { Ok(()) } else { Err(format!("{framework}: the echo differs from the message sent").into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves framework `F` on this runtime and makes a few calls through two callers on one
+    /// connection; `callers` itself checks that the server echoes the message intact.
+    struct EchoTwice;
+
+    impl Visit for EchoTwice {
+        type Output = BoxFuture<'static, Result<usize, BoxError>>;
+
+        fn visit<F: Framework>(self) -> Self::Output {
+            Box::pin(async {
+                let serving = F::serve().await?;
+                let server = tokio::spawn(serving.run);
+                let mut callers = F::callers(serving.addr, 1, 2).await?;
+                let mut calls = 0;
+                for caller in &mut callers {
+                    for _ in 0..3 {
+                        caller.call().await?;
+                        calls += 1;
+                    }
+                }
+                server.abort();
+                Ok(calls)
+            })
+        }
+    }
+
+    /// Every framework `compare` can measure answers with the message it was sent: the floors
+    /// too, so a floor that skipped its work or mangled the echo fails here, not in a report.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_framework_echoes() {
+        for name in Name::all() {
+            let calls = name.visit(EchoTwice).expect("compiled in").await;
+            assert_eq!(calls.unwrap_or_else(|e| panic!("{name}: {e}")), 6, "{name}");
+        }
+    }
 }

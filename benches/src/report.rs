@@ -212,8 +212,14 @@ fn ratios(rows: &[Row]) -> String {
     let mut out = String::from("\nratios (zrpc / peer; reverse = zrpc-reverse / zrpc):\n");
     let _ = writeln!(
         out,
-        "{:<10} {:>16} {:>18} {:>16} {:>14} {:>9}",
-        "point", "calls/s /tarpc", "calls/s /raw-mux", "calls/s /tonic", "p99 /tarpc", "reverse"
+        "{:<10} {:>16} {:>18} {:>27} {:>16} {:>14} {:>9}",
+        "point",
+        "calls/s /tarpc",
+        "calls/s /raw-mux",
+        "calls/s /raw-mux-postcard",
+        "calls/s /tonic",
+        "p99 /tarpc",
+        "reverse"
     );
     for point in points {
         let zrpc = find(rows, Name::Zrpc, point);
@@ -221,10 +227,11 @@ fn ratios(rows: &[Row]) -> String {
         let p99 = |name| find(rows, name, point).map(|r| r.p99_us);
         let _ = writeln!(
             out,
-            "{:<10} {:>16} {:>18} {:>16} {:>14} {:>9}",
+            "{:<10} {:>16} {:>18} {:>27} {:>16} {:>14} {:>9}",
             point.to_string(),
             ratio(zrpc.map(|r| r.rps), rps(Name::Tarpc)),
             ratio(zrpc.map(|r| r.rps), rps(Name::RawMux)),
+            ratio(zrpc.map(|r| r.rps), rps(Name::RawMuxPostcard)),
             ratio(zrpc.map(|r| r.rps), rps(Name::Tonic)),
             ratio(zrpc.map(|r| r.p99_us), p99(Name::Tarpc)),
             ratio(rps(Name::ZrpcReverse), zrpc.map(|r| r.rps)),

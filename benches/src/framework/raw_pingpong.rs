@@ -8,9 +8,9 @@
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::{Caller, Framework, Name, Serving, check_echo, payload};
+use super::{Caller, Framework, Name, Serving, accept_tcp, check_echo, payload};
 use crate::BoxError;
 
 /// `[u32 len][u64 id]`.
@@ -27,25 +27,18 @@ impl Framework for RawPingpong {
     type Caller = PingpongCaller;
 
     async fn serve() -> Result<Serving, BoxError> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let run = async move {
-            loop {
-                let (stream, _) = listener.accept().await?;
-                stream.set_nodelay(true)?;
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    let mut frame = Vec::new();
-                    // The frame read is the frame written back: header and payload unchanged.
-                    while read_frame(&mut stream, &mut frame).await.is_ok() {
-                        if stream.write_all(&frame).await.is_err() {
-                            break;
-                        }
+        accept_tcp(|mut stream| {
+            tokio::spawn(async move {
+                let mut frame = Vec::new();
+                // The frame read is the frame written back: header and payload unchanged.
+                while read_frame(&mut stream, &mut frame).await.is_ok() {
+                    if stream.write_all(&frame).await.is_err() {
+                        break;
                     }
-                });
-            }
-        };
-        Ok(Serving { addr, run: Box::pin(run) })
+                }
+            });
+        })
+        .await
     }
 
     async fn callers(addr: SocketAddr, _conns: usize, callers: usize) -> Result<Vec<PingpongCaller>, BoxError> {
