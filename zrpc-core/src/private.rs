@@ -284,6 +284,7 @@ impl Served {
     ///
     /// # Errors
     /// `InvalidArgument` when the payload is not an `A` in the request's codec.
+    #[inline]
     pub fn decode<A: DeserializeOwned>(&self, req: Request) -> Result<(Context, A), Status> {
         let args = self
             .codec

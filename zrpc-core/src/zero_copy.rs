@@ -49,6 +49,7 @@ thread_local! {
 }
 
 /// Runs `decode` with `frame` as the buffer [`Text`] and [`Blob`] fields may share.
+#[inline]
 pub(crate) fn sharing<R>(frame: &Bytes, decode: impl FnOnce() -> R) -> R {
     /// Puts back the frame of an enclosing decode, also when `decode` panics.
     struct Restore(Option<Bytes>);

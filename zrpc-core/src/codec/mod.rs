@@ -235,6 +235,7 @@ impl CodecId {
     ///
     /// # Errors
     /// As [`decode`](CodecId::decode).
+    #[inline]
     pub fn decode_shared<T: DeserializeOwned>(self, src: &Bytes) -> Result<T, CodecError> {
         match self {
             // JSON has no byte strings to share, and copies its strings (escapes or not).
