@@ -280,6 +280,9 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
     let rows = report::median_rows(&rounds);
     let heading = heading(options);
     print!("{heading}\n\n{}", report::table(&rows, decode_allocations()));
+    if rounds.len() > 1 {
+        print!("{}", report::round_ratios(&rounds));
+    }
     if let Some(path) = &options.csv {
         std::fs::write(path, report::csv(&rows))?;
         eprintln!("wrote {}", path.display());

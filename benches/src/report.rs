@@ -190,64 +190,96 @@ fn find(rows: &[Row], framework: Name, point: Point) -> Option<&Row> {
     rows.iter().find(|r| r.framework == framework && r.point == point)
 }
 
-/// `a / b`, printed, or `-` when either side is missing.
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".to_owned(),
+/// A ratio the targets are stated in: one framework's figure over another's, at a point.
+struct Column {
+    heading: &'static str,
+    over: Name,
+    under: Name,
+    figure: fn(&Row) -> f64,
+}
+
+/// The ratio columns, in order.
+const COLUMNS: [Column; 6] = [
+    Column { heading: "calls/s /tarpc", over: Name::Zrpc, under: Name::Tarpc, figure: |r| r.rps },
+    Column { heading: "calls/s /raw-mux", over: Name::Zrpc, under: Name::RawMux, figure: |r| r.rps },
+    Column { heading: "calls/s /raw-mux-postcard", over: Name::Zrpc, under: Name::RawMuxPostcard, figure: |r| r.rps },
+    Column { heading: "calls/s /tonic", over: Name::Zrpc, under: Name::Tonic, figure: |r| r.rps },
+    Column { heading: "p99 /tarpc", over: Name::Zrpc, under: Name::Tarpc, figure: |r| r.p99_us },
+    Column { heading: "reverse", over: Name::ZrpcReverse, under: Name::Zrpc, figure: |r| r.rps },
+];
+
+/// The single caller's round trip against the floors': p50 over p50.
+const SINGLE_CALLER: [Column; 2] = [
+    Column { heading: "zrpc / raw-pingpong", over: Name::Zrpc, under: Name::RawPingpong, figure: |r| r.p50_us },
+    Column { heading: "zrpc / tarpc", over: Name::Zrpc, under: Name::Tarpc, figure: |r| r.p50_us },
+];
+
+/// `column` at `point` in each of `rounds` (a round's ratio from that round's rows alone):
+/// the one value, or the lowest and the highest; `-` where a round lacks either framework.
+fn cell(rounds: &[&[Row]], column: &Column, point: Point) -> String {
+    let mut values = Vec::with_capacity(rounds.len());
+    for rows in rounds {
+        let figure = |name| find(rows, name, point).map(column.figure);
+        match (figure(column.over), figure(column.under)) {
+            (Some(a), Some(b)) if b > 0.0 => values.push(a / b),
+            _ => return "-".to_owned(),
+        }
+    }
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match values.len() {
+        0 => "-".to_owned(),
+        _ if format!("{low:.2}") == format!("{high:.2}") => format!("{low:.2}"),
+        _ => format!("{low:.2}–{high:.2}"),
     }
 }
 
-fn ratios(rows: &[Row]) -> String {
+/// The ratio table over `rounds`: of the medians (one "round" of median rows), or each round's
+/// range.
+fn ratio_table(rounds: &[&[Row]], title: &str) -> String {
+    let Some(first) = rounds.first() else { return String::new() };
+    if !first.iter().any(|r| r.framework == Name::Zrpc) {
+        return String::new();
+    }
     let mut points: Vec<Point> = Vec::new();
-    for r in rows {
+    for r in *first {
         if !points.contains(&r.point) {
             points.push(r.point);
         }
     }
-    let zrpc_rows = rows.iter().any(|r| r.framework == Name::Zrpc);
-    if !zrpc_rows {
-        return String::new();
+    let width = |column: &Column| column.heading.chars().count().max(11) + 2;
+    let mut out = format!("\n{title}\n{:<10}", "point");
+    for column in &COLUMNS {
+        let _ = write!(out, " {:>w$}", column.heading, w = width(column));
     }
-    let mut out = String::from("\nratios (zrpc / peer; reverse = zrpc-reverse / zrpc):\n");
-    let _ = writeln!(
-        out,
-        "{:<10} {:>16} {:>18} {:>27} {:>16} {:>14} {:>9}",
-        "point",
-        "calls/s /tarpc",
-        "calls/s /raw-mux",
-        "calls/s /raw-mux-postcard",
-        "calls/s /tonic",
-        "p99 /tarpc",
-        "reverse"
-    );
+    out.push('\n');
     for point in points {
-        let zrpc = find(rows, Name::Zrpc, point);
-        let rps = |name| find(rows, name, point).map(|r| r.rps);
-        let p99 = |name| find(rows, name, point).map(|r| r.p99_us);
-        let _ = writeln!(
-            out,
-            "{:<10} {:>16} {:>18} {:>27} {:>16} {:>14} {:>9}",
-            point.to_string(),
-            ratio(zrpc.map(|r| r.rps), rps(Name::Tarpc)),
-            ratio(zrpc.map(|r| r.rps), rps(Name::RawMux)),
-            ratio(zrpc.map(|r| r.rps), rps(Name::RawMuxPostcard)),
-            ratio(zrpc.map(|r| r.rps), rps(Name::Tonic)),
-            ratio(zrpc.map(|r| r.p99_us), p99(Name::Tarpc)),
-            ratio(rps(Name::ZrpcReverse), zrpc.map(|r| r.rps)),
-        );
+        let _ = write!(out, "{:<10}", point.to_string());
+        for column in &COLUMNS {
+            let _ = write!(out, " {:>w$}", cell(rounds, column, point), w = width(column));
+        }
+        out.push('\n');
     }
     let single = Point { callers: 1, conns: 1 };
-    let p50 = |name| find(rows, name, single).map(|r| r.p50_us);
-    if p50(Name::Zrpc).is_some() {
-        let _ = writeln!(
-            out,
-            "p50 at 1 caller: zrpc / raw-pingpong = {}, zrpc / tarpc = {}",
-            ratio(p50(Name::Zrpc), p50(Name::RawPingpong)),
-            ratio(p50(Name::Zrpc), p50(Name::Tarpc)),
-        );
+    if first.iter().any(|r| r.framework == Name::Zrpc && r.point == single) {
+        let cells: Vec<String> = SINGLE_CALLER
+            .iter()
+            .map(|column| format!("{} = {}", column.heading, cell(rounds, column, single)))
+            .collect();
+        let _ = writeln!(out, "p50 at 1 caller: {}", cells.join(", "));
     }
     out
+}
+
+fn ratios(rows: &[Row]) -> String {
+    ratio_table(&[rows], "ratios (zrpc / peer; reverse = zrpc-reverse / zrpc):")
+}
+
+/// The same ratios computed within each round, as the lowest and highest over the rounds: the
+/// range a report quotes, since the medians of two frameworks may come from different rounds.
+pub fn round_ratios(rounds: &[Vec<Row>]) -> String {
+    let rounds: Vec<&[Row]> = rounds.iter().map(Vec::as_slice).collect();
+    ratio_table(&rounds, &format!("ratios per round, lowest–highest of {} (each round's own rows):", rounds.len()))
 }
 
 #[cfg(test)]
@@ -285,6 +317,36 @@ mod tests {
         assert_eq!((rows[1].rps, rows[1].p99_us, rows[1].server_rss_kib), (110.0, 6.0, Some(21)));
         assert_eq!(rows[0].cpu_us, Some(0.4));
         assert_eq!(rows[0].errors, 3, "errors add up over the rounds");
+    }
+
+    /// Each round's ratio comes from that round's rows: the range, not the ratio of medians.
+    #[test]
+    fn ratios_per_round_are_the_range_of_each_rounds_own() {
+        let single = |framework, rps, p50_us| Row {
+            point: Point { callers: 1, conns: 1 },
+            p50_us,
+            ..row(framework, rps, 1.0, 1)
+        };
+        let rounds = vec![
+            vec![row(Name::Zrpc, 300.0, 9.0, 10), row(Name::Tarpc, 100.0, 5.0, 20), single(Name::Zrpc, 1.0, 60.0)],
+            vec![row(Name::Zrpc, 400.0, 1.0, 11), row(Name::Tarpc, 200.0, 7.0, 21), single(Name::Zrpc, 1.0, 66.0)],
+        ];
+        let rounds: Vec<Vec<Row>> = rounds
+            .into_iter()
+            .map(|mut round| {
+                round.push(single(Name::RawPingpong, 1.0, 50.0));
+                round
+            })
+            .collect();
+        let out = round_ratios(&rounds);
+        let line = out.lines().find(|l| l.starts_with("100x1")).expect("a line for the point");
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        // calls/s over tarpc 3.00 and 2.00; raw-mux, raw-mux-postcard and tonic absent; p99 over
+        // tarpc 1.80 and 0.14; no zrpc-reverse.
+        assert_eq!(cells, ["100x1", "2.00–3.00", "-", "-", "-", "0.14–1.80", "-"]);
+        assert!(out.contains("zrpc / raw-pingpong = 1.20–1.32"), "{out}");
+        // One round, or equal ratios, print one value.
+        assert!(ratios(&rounds[0]).lines().any(|l| l.split_whitespace().nth(1) == Some("3.00")));
     }
 
     #[test]
