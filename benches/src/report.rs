@@ -208,7 +208,7 @@ const COLUMNS: [Column; 6] = [
     Column { heading: "reverse", over: Name::ZrpcReverse, under: Name::Zrpc, figure: |r| r.rps },
 ];
 
-/// The single caller's round trip against the floors': p50 over p50.
+/// The single caller's round trip against raw ping-pong's and tarpc's: p50 over p50.
 const SINGLE_CALLER: [Column; 2] = [
     Column { heading: "zrpc / raw-pingpong", over: Name::Zrpc, under: Name::RawPingpong, figure: |r| r.p50_us },
     Column { heading: "zrpc / tarpc", over: Name::Zrpc, under: Name::Tarpc, figure: |r| r.p50_us },
@@ -247,6 +247,7 @@ fn ratio_table(rounds: &[&[Row]], title: &str) -> String {
             points.push(r.point);
         }
     }
+    // Wide enough for a heading, and for a range ("0.84–1.15") under a short one.
     let width = |column: &Column| column.heading.chars().count().max(11) + 2;
     let mut out = format!("\n{title}\n{:<10}", "point");
     for column in &COLUMNS {
