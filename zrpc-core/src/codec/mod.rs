@@ -235,6 +235,7 @@ impl CodecId {
     ///
     /// # Errors
     /// As [`decode`](CodecId::decode).
+    // Inlined so that the value is not moved once more on its way out (see `Served::decode`).
     #[inline]
     pub fn decode_shared<T: DeserializeOwned>(self, src: &Bytes) -> Result<T, CodecError> {
         match self {
