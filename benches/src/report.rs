@@ -214,8 +214,9 @@ const SINGLE_CALLER: [Column; 2] = [
     Column { heading: "zrpc / tarpc", over: Name::Zrpc, under: Name::Tarpc, figure: |r| r.p50_us },
 ];
 
-/// `column` at `point` in each of `rounds` (a round's ratio from that round's rows alone):
-/// the one value, or the lowest and the highest; `-` where a round lacks either framework.
+/// `column` at `point` in each of `rounds`, at least one (a round's ratio from that round's rows
+/// alone): the one value, or the lowest and the highest; `-` where a round lacks either
+/// framework.
 fn cell(rounds: &[&[Row]], column: &Column, point: Point) -> String {
     let mut values = Vec::with_capacity(rounds.len());
     for rows in rounds {
@@ -225,13 +226,9 @@ fn cell(rounds: &[&[Row]], column: &Column, point: Point) -> String {
             _ => return "-".to_owned(),
         }
     }
-    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    match values.len() {
-        0 => "-".to_owned(),
-        _ if format!("{low:.2}") == format!("{high:.2}") => format!("{low:.2}"),
-        _ => format!("{low:.2}–{high:.2}"),
-    }
+    let low = format!("{:.2}", values.iter().copied().fold(f64::INFINITY, f64::min));
+    let high = format!("{:.2}", values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    if low == high { low } else { format!("{low}–{high}") }
 }
 
 /// The ratio table over `rounds`: of the medians (one "round" of median rows), or each round's

@@ -257,25 +257,8 @@ where
 
     /// Hands the answers of handlers that ran in tasks of their own to the mux.
     pub(super) fn poll_completions(&mut self, mux: &mut ConnectionMux, cx: &mut TaskContext<'_>) -> bool {
-        let mut progress = false;
-        // Only this struct holds a sender and nothing was sent: no handler runs in a task, so
-        // no answer can come, and no waker needs registering. A handler spawned later is polled
-        // for in the turn that spawns it (starting one is progress: the turn goes round again).
-        // Polling the empty channel cost about 400 instructions a turn, several turns a call
-        // when calls come one at a time. Ordering: a task sends before it drops its sender, and
-        // the count is read with `Acquire`, so a count of one shows any answer already sent.
-        let idle = self.done_tx.strong_count() == 1 && self.done_rx.is_empty();
-        for _ in 0..if idle { 0 } else { BATCH } {
-            // Never `None`: this struct holds a sender.
-            let Poll::Ready(Some((id, result, compressed))) = self.done_rx.poll_recv(cx) else { break };
-            progress = true;
-            let handler = if compressed { mux.finish_compressed(id, &result) } else { mux.finish(id, &result) };
-            // Its task's handle comes back with the call's end, and with it the unit of the
-            // budget the task held. None when the call was cancelled meanwhile: it went then.
-            if handler.is_some() {
-                self.release_units(1);
-            }
-        }
+        #[allow(unused_mut, reason = "only durable recordings add to it")]
+        let mut progress = self.poll_answers(mux, cx);
         #[cfg(feature = "durable")]
         for _ in 0..BATCH {
             let Some((_, answer)) = self.recording.front_mut() else { break };
@@ -285,6 +268,32 @@ where
             let mut outcomes = outcomes.into_iter();
             for (id, count) in ids {
                 mux.finish(id, &crate::durable::acknowledgement(outcomes.by_ref().take(count as usize)));
+            }
+        }
+        progress
+    }
+
+    /// The answers of handlers in tasks of their own, up to a batch: whether any came.
+    fn poll_answers(&mut self, mux: &mut ConnectionMux, cx: &mut TaskContext<'_>) -> bool {
+        // Only this struct holds a sender and nothing was sent: no handler runs in a task, so
+        // no answer can come, and no waker needs registering. A handler spawned later is polled
+        // for in the turn that spawns it (starting one is progress: the turn goes round again).
+        // Polling the empty channel cost about 400 instructions a turn, several turns a call
+        // when calls come one at a time. Ordering: a task sends before it drops its sender, and
+        // the count is read with `Acquire`, so a count of one shows any answer already sent.
+        if self.done_tx.strong_count() == 1 && self.done_rx.is_empty() {
+            return false;
+        }
+        let mut progress = false;
+        for _ in 0..BATCH {
+            // Never `None`: this struct holds a sender.
+            let Poll::Ready(Some((id, result, compressed))) = self.done_rx.poll_recv(cx) else { break };
+            progress = true;
+            let handler = if compressed { mux.finish_compressed(id, &result) } else { mux.finish(id, &result) };
+            // Its task's handle comes back with the call's end, and with it the unit of the
+            // budget the task held. None when the call was cancelled meanwhile: it went then.
+            if handler.is_some() {
+                self.release_units(1);
             }
         }
         progress
