@@ -148,16 +148,15 @@ fn parse(frame: &Bytes) -> Result<Option<Frame>, FrameError> {
     let kind = header.u8("missing kind")?;
     let bits = header.u8("missing flags")?;
     let id = header.u64("missing id")?;
-    let body = header.rest();
     let frame = match kind {
-        kind::HELLO => Frame::Hello(decode_hello(&body)?),
-        kind::REQUEST => Frame::Request(decode_request(id, bits, &body)?),
-        kind::RESPONSE => Frame::Response(decode_response(id, bits, &body)?),
+        kind::HELLO => Frame::Hello(decode_hello(header.body("hello"))?),
+        kind::REQUEST => Frame::Request(decode_request(id, bits, header.body("request"))?),
+        kind::RESPONSE => Frame::Response(decode_response(id, bits, header.body("response"))?),
         kind::CANCEL => Frame::Cancel { id },
         kind::PING => Frame::Ping { nonce: id },
         kind::PONG => Frame::Pong { nonce: id },
-        kind::GOAWAY => Frame::GoAway(decode_goaway(id, &body)?),
-        kind::CREDIT => decode_credit(id, &body)?,
+        kind::GOAWAY => Frame::GoAway(decode_goaway(id, header.body("goaway"))?),
+        kind::CREDIT => decode_credit(id, header.body("credit"))?,
         _ => return Ok(None),
     };
     Ok(Some(frame))

@@ -120,8 +120,7 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
 }
 
 /// Decodes a `HELLO` body, its extensions included; unknown extensions are skipped.
-pub(super) fn decode_hello(body: &Bytes) -> Result<Hello, FrameError> {
-    let mut r = Reader::new(body, "hello");
+pub(super) fn decode_hello(mut r: Reader<'_>) -> Result<Hello, FrameError> {
     let name_len = r.u8("body ends inside the name length")?;
     let name = r.string(usize::from(name_len), "body ends inside the name", "name is not utf-8")?;
     let max_frame = r.u32("body ends inside max_frame")?;

@@ -11,6 +11,10 @@ pub(super) const LENGTH_LEN: usize = 4;
 
 /// A cursor over one frame's body. Every read is bounds-checked and fails with
 /// [`FrameError::Malformed`] naming the frame kind; slices share the frame's buffer.
+///
+/// A frame's body is read where it is, after the header, rather than as a slice of its own:
+/// each slice of a `Bytes` is a reference count taken and later given back, two atomic
+/// operations a frame that only the payload and the names a frame carries need.
 pub(super) struct Reader<'a> {
     body: &'a Bytes,
     pos: usize,
@@ -20,6 +24,11 @@ pub(super) struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub(super) fn new(body: &'a Bytes, kind: &'static str) -> Reader<'a> {
         Reader { body, pos: 0, kind }
+    }
+
+    /// The rest of the same frame, read as a `kind` body: its errors name `kind`.
+    pub(super) fn body(self, kind: &'static str) -> Reader<'a> {
+        Reader { kind, ..self }
     }
 
     pub(super) fn malformed(&self, reason: &'static str) -> FrameError {
