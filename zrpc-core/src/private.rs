@@ -125,8 +125,7 @@ fn encode_request<A: Serialize>(
     let payload = codec
         .encode_to_bytes(args)
         .map_err(|e| Status::invalid_argument(format!("could not encode the arguments of {}: {e}", method.name)))?;
-    Ok(Request::new(method.name, payload)
-        .with_ctx(ctx.clone())
+    Ok(Request::from_parts(method.name, ctx.clone(), payload)
         .with_codec(codec)
         .with_idempotent(method.idempotent)
         .with_oneway(method.oneway))

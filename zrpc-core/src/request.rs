@@ -126,6 +126,14 @@ impl Request {
         }
     }
 
+    /// A request for `method` in context `ctx`: [`Request::new`] and then
+    /// [`with_ctx`](Request::with_ctx), without a default context made and dropped in between
+    /// (both sides of every call build their request this way).
+    #[inline]
+    pub fn from_parts(method: impl Into<Method>, ctx: Context, payload: Bytes) -> Request {
+        Request { method: method.into(), ctx, payload, codec: CodecId::default(), oneway: false, idempotent: false }
+    }
+
     /// The method's wire name.
     pub fn method(&self) -> &Method {
         &self.method
@@ -262,5 +270,16 @@ mod tests {
         let bare = Method::from(String::from("hello"));
         assert_eq!((bare.service(), bare.name()), ("", "hello"));
         assert_eq!(m, Method::from(Arc::<str>::from("pkg.Greeter.hello")));
+    }
+
+    #[test]
+    fn from_parts_is_new_with_the_context() {
+        let ctx = Context::new().with_metadata("tenant", "blue");
+        let built = Request::from_parts("S.m", ctx.clone(), Bytes::from_static(b"args"));
+        let chained = Request::new("S.m", Bytes::from_static(b"args")).with_ctx(ctx);
+        assert_eq!(format!("{built:?}"), format!("{chained:?}"));
+        assert_eq!(built.ctx().metadata().get("tenant"), Some(&b"blue"[..]));
+        let (ctx, payload) = built.into_parts();
+        assert_eq!((ctx.metadata().len(), &payload[..]), (1, &b"args"[..]));
     }
 }

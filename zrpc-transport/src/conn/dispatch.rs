@@ -657,8 +657,7 @@ where
         ctx.set_peer(Some(self.peer.clone()));
         ctx.set_trace(frame.trace);
         *ctx.metadata_mut() = frame.metadata;
-        Ok(Request::new(method, payload)
-            .with_ctx(ctx)
+        Ok(Request::from_parts(method, ctx, payload)
             .with_codec(codec)
             .with_oneway(frame.flags & crate::frame::flags::ONEWAY != 0)
             .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0))

@@ -74,8 +74,7 @@ pub(crate) fn restored(frame: RequestFrame, intern: impl FnOnce(&[u8]) -> Option
     let mut ctx = Context::new();
     ctx.set_trace(frame.trace);
     *ctx.metadata_mut() = frame.metadata;
-    Ok(Request::new(method, frame.payload)
-        .with_ctx(ctx)
+    Ok(Request::from_parts(method, ctx, frame.payload)
         .with_codec(codec)
         .with_oneway(frame.flags & frame::flags::ONEWAY != 0)
         .with_idempotent(frame.flags & frame::flags::IDEMPOTENT != 0))

@@ -215,7 +215,7 @@ where
         args: Bytes,
         ctx: Context,
     ) -> Result<T, Status> {
-        let request = Request::new(method, args).with_codec(CodecId::Json).with_ctx(ctx).with_idempotent(true);
+        let request = Request::from_parts(method, ctx, args).with_codec(CodecId::Json).with_idempotent(true);
         let payload = self.inner.clone().oneshot(request).await?.into_payload();
         serde_json::from_slice(&payload).map_err(|e| Status::data_loss(format!("decoding the answer of {method}: {e}")))
     }
