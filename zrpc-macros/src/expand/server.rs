@@ -5,7 +5,7 @@
 //! Dispatch is by wire name, `"Service.method"`: a request for another service or an unknown
 //! method is answered with `NotFound` naming it, never ignored.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 use syn::spanned::Spanned;
@@ -136,18 +136,24 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
     let full = service.full_name(method);
     let name = method.ident();
     let args_struct = &method.args_struct;
-    let (ctx_param, ctx_arg) = match method.ctx {
-        Some(_) => (quote!(ctx), quote!(&ctx,)),
-        None => (quote!(_), quote!()),
+    // The request is taken apart for its context, or dropped before the handler runs: a
+    // future holding it would be larger, and keep its buffer, for nothing.
+    let (take_ctx, ctx_arg) = match method.ctx {
+        Some(_) => (quote!(let (ctx, _) = req.into_parts();), quote!(&ctx,)),
+        None => (quote!(::core::mem::drop(req);), quote!()),
     };
     let args_param = if method.args.is_empty() { quote!(_) } else { quote!(args) };
     let fields = method.args.iter().map(|arg| &arg.name);
+    let output = quote!(<T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await);
     // A `Result<T, Status>` answers `T` or fails the call with the status; any other type is
-    // the answer, application errors included.
+    // the answer, application errors included, encoded where the await left it (by reference).
     // The name is spanned on `Status` as written: when it is not zrpc's, the error points there.
     let respond = match &method.fallible {
-        Some(fallible) => Ident::new("respond_fallible", fallible.status.span()),
-        None => Ident::new("respond", Span::call_site()),
+        Some(fallible) => {
+            let respond = Ident::new("respond_fallible", fallible.status.span());
+            quote!(served.#respond(#output))
+        }
+        None => quote!(served.respond(&#output)),
     };
     quote! {
         #(#cfgs)*
@@ -155,8 +161,9 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
             let inner = ::core::clone::Clone::clone(&self.inner);
             #private::boxed(#full, async move {
                 let served = #private::Served::new(&req);
-                let (#ctx_param, #args_param) = served.decode::<#args_struct>(req)?;
-                served.#respond(<T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await)
+                let #args_param = served.decode::<#args_struct>(&req)?;
+                #take_ctx
+                #respond
             })
         }
     }
