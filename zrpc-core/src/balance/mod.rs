@@ -148,7 +148,6 @@ use crate::status::Status;
 /// allocates nothing (`benches/tests/allocations.rs`).
 pub(crate) const ON_STACK: usize = 16;
 
-pub(crate) use consistent_hash::{FNV_OFFSET, fnv1a};
 /// For other modules' tests that want a seeded, repeatable sequence.
 #[cfg(test)]
 pub(crate) use rng::SharedRng;
