@@ -119,6 +119,28 @@ async fn several_arguments_keep_their_order() {
     assert_eq!(reply, "42:a+b:1.5:true");
 }
 
+/// Arguments named as the locals of the generated server's code.
+#[zrpc::service]
+pub trait Shadow {
+    /// Its arguments, in order, and the caller's name.
+    async fn names(&self, ctx: &Context, inner: String, served: u32, payload: u8, req: bool, arg0: i32) -> String;
+}
+
+struct Shadowed;
+
+impl Shadow for Shadowed {
+    async fn names(&self, ctx: &Context, inner: String, served: u32, payload: u8, req: bool, arg0: i32) -> String {
+        format!("{inner}:{served}:{payload}:{req}:{arg0}:{:?}", ctx.caller())
+    }
+}
+
+#[tokio::test]
+async fn arguments_named_as_the_expansions_locals_reach_the_handler_in_order() {
+    let client = ShadowClient::new(ShadowServer::new(Shadowed));
+    let reply = client.names("in".to_owned(), 2, 3, true, -4).await.expect("call succeeds");
+    assert_eq!(reply, r#"in:2:3:true:-4:"""#);
+}
+
 #[tokio::test]
 async fn metadata_set_with_with_context_reaches_the_handler() {
     let greeter = client();

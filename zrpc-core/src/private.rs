@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Either};
 use serde::Serialize;
@@ -254,11 +255,12 @@ fn decode_response<T: DeserializeOwned>(codec: CodecId, method: &MethodInfo, res
 /// The expansion of each method is
 ///
 /// ```text
+/// let served = Served::new(&req);
+/// let (ctx, payload) = req.into_parts(); // `(_, payload)` for a method without a context
 /// boxed("Service.method", async move {
-///     let served = Served::new(&req);
-///     let args = served.decode::<ArgsStruct>(&req)?;
-///     let (ctx, _) = req.into_parts(); // or `drop(req)` for a method without a context
-///     served.respond(&<T as Trait>::method(&*inner, &ctx, args.a, args.b).await)
+///     let ArgsStruct { a: arg0, b: arg1 } = served.decode::<ArgsStruct>(&payload)?;
+///     drop(payload);
+///     served.respond(&<T as Trait>::method(&*inner, &ctx, arg0, arg1).await)
 /// })
 /// ```
 ///
@@ -289,9 +291,9 @@ impl Served {
     // message of about 340 bytes (`callpath --framework zrpc`). It returns the arguments alone,
     // not with the context: a tuple of both was one more copy of each.
     #[inline]
-    pub fn decode<A: DeserializeOwned>(&self, req: &Request) -> Result<A, Status> {
+    pub fn decode<A: DeserializeOwned>(&self, payload: &Bytes) -> Result<A, Status> {
         self.codec
-            .decode_shared(req.payload())
+            .decode_shared(payload)
             .map_err(|e| Status::invalid_argument(format!("could not decode the arguments of {}: {e}", self.method)))
     }
 

@@ -5,7 +5,7 @@
 //! Dispatch is by wire name, `"Service.method"`: a request for another service or an unknown
 //! method is answered with `NotFound` naming it, never ignored.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::Ident;
 use syn::spanned::Spanned;
@@ -136,15 +136,23 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
     let full = service.full_name(method);
     let name = method.ident();
     let args_struct = &method.args_struct;
-    // The request is taken apart for its context, or dropped before the handler runs: a
-    // future holding it would be larger, and keep its buffer, for nothing.
-    let (take_ctx, ctx_arg) = match method.ctx {
-        Some(_) => (quote!(let (ctx, _) = req.into_parts();), quote!(&ctx,)),
-        None => (quote!(::core::mem::drop(req);), quote!()),
+    // The request is taken apart before the future is built: the future keeps the payload
+    // (until the arguments are decoded from it) and the context if the method takes one, not
+    // the whole request. What the future captures it holds to the end, in every state.
+    let (ctx_param, ctx_arg) = match method.ctx {
+        Some(_) => (quote!(ctx), quote!(&ctx,)),
+        None => (quote!(_), quote!()),
     };
-    let args_param = if method.args.is_empty() { quote!(_) } else { quote!(args) };
-    let fields = method.args.iter().map(|arg| &arg.name);
-    let output = quote!(<T as #trait_ident>::#name(&*inner, #ctx_arg #(args.#fields),*).await);
+    // The arguments struct is taken apart where it is decoded, each field into a binding of its
+    // own that the call then moves out whole. A struct whose fields were moved out one by one
+    // kept its storage in the future across the await: for a method of one large argument,
+    // the future held it twice. The benchmark's echo future: 960 bytes, 640 with the bindings,
+    // 424 with the request taken apart as above. `mixed_site`: the bindings cannot shadow, or
+    // be shadowed by, anything the user names.
+    let fields: Vec<_> = method.args.iter().map(|arg| &arg.name).collect();
+    let bindings: Vec<_> = (0..fields.len()).map(|i| Ident::new(&format!("arg{i}"), Span::mixed_site())).collect();
+    let args_param = quote!(#args_struct { #(#fields: #bindings),* });
+    let output = quote!(<T as #trait_ident>::#name(&*inner, #ctx_arg #(#bindings),*).await);
     // A `Result<T, Status>` answers `T` or fails the call with the status; any other type is
     // the answer, application errors included, encoded where the await left it (by reference).
     // The name is spanned on `Status` as written: when it is not zrpc's, the error points there.
@@ -159,10 +167,11 @@ fn arm(service: &Service, method: &Method) -> TokenStream {
         #(#cfgs)*
         #full => {
             let inner = ::core::clone::Clone::clone(&self.inner);
+            let served = #private::Served::new(&req);
+            let (#ctx_param, payload) = req.into_parts();
             #private::boxed(#full, async move {
-                let served = #private::Served::new(&req);
-                let #args_param = served.decode::<#args_struct>(&req)?;
-                #take_ctx
+                let #args_param = served.decode::<#args_struct>(&payload)?;
+                ::core::mem::drop(payload);
                 #respond
             })
         }
