@@ -108,10 +108,15 @@ impl Decoder {
                 // of its own: nothing, for a reader that follows `large_frame_rest`.
                 *src = BytesMut::from(&src[..]);
             }
-            if let Some(frame) = parse(&frame)? {
-                self.last_len = total;
-                return Ok(Some(frame));
+            // Returned as parsed, where `parse` wrote it: unwrapping the frame to wrap it again,
+            // or binding it by a pattern, copied all of it.
+            let parsed = parse(&frame);
+            match parsed {
+                Ok(None) => continue,
+                Ok(Some(_)) => self.last_len = total,
+                Err(_) => {}
             }
+            return parsed;
         }
     }
 
