@@ -9,21 +9,21 @@ use super::{FrameError, HEADER_LEN};
 /// Bytes of a frame's `length` field.
 pub(super) const LENGTH_LEN: usize = 4;
 
-/// A cursor over one frame's body. Every read is bounds-checked and fails with
+/// A cursor over a frame's bytes. Every read is bounds-checked and fails with
 /// [`FrameError::Malformed`] naming the frame kind; slices share the frame's buffer.
 ///
-/// A frame's body is read where it is, after the header, rather than as a slice of its own:
-/// each slice of a `Bytes` is a reference count taken and later given back, two atomic
-/// operations a frame that only the payload and the names a frame carries need.
+/// A frame's body is read where it is, after the header ([`Reader::body`]), rather than as a
+/// slice of its own: each slice of a `Bytes` takes a reference count and later gives it back,
+/// two atomic operations, worth paying for the payload and the names a frame carries only.
 pub(super) struct Reader<'a> {
-    body: &'a Bytes,
+    bytes: &'a Bytes,
     pos: usize,
     kind: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn new(body: &'a Bytes, kind: &'static str) -> Reader<'a> {
-        Reader { body, pos: 0, kind }
+    pub(super) fn new(bytes: &'a Bytes, kind: &'static str) -> Reader<'a> {
+        Reader { bytes, pos: 0, kind }
     }
 
     /// The rest of the same frame, read as a `kind` body: its errors name `kind`.
@@ -37,12 +37,12 @@ impl<'a> Reader<'a> {
 
     /// How many bytes are left.
     pub(super) fn remaining(&self) -> usize {
-        self.body.len().saturating_sub(self.pos)
+        self.bytes.len().saturating_sub(self.pos)
     }
 
     fn array<const N: usize>(&mut self, reason: &'static str) -> Result<[u8; N], FrameError> {
         let end = self.pos.checked_add(N).ok_or_else(|| self.malformed(reason))?;
-        let bytes = self.body.get(self.pos..end).ok_or_else(|| self.malformed(reason))?;
+        let bytes = self.bytes.get(self.pos..end).ok_or_else(|| self.malformed(reason))?;
         let array = <[u8; N]>::try_from(bytes).map_err(|_| self.malformed(reason))?;
         self.pos = end;
         Ok(array)
@@ -71,8 +71,8 @@ impl<'a> Reader<'a> {
     /// The next `len` bytes, sharing the frame's buffer.
     pub(super) fn bytes(&mut self, len: usize, reason: &'static str) -> Result<Bytes, FrameError> {
         let end =
-            self.pos.checked_add(len).filter(|&end| end <= self.body.len()).ok_or_else(|| self.malformed(reason))?;
-        let slice = self.body.slice(self.pos..end);
+            self.pos.checked_add(len).filter(|&end| end <= self.bytes.len()).ok_or_else(|| self.malformed(reason))?;
+        let slice = self.bytes.slice(self.pos..end);
         self.pos = end;
         Ok(slice)
     }
@@ -103,7 +103,7 @@ impl<'a> Reader<'a> {
 
     /// Everything after the cursor.
     pub(super) fn rest(self) -> Bytes {
-        self.body.slice(self.pos.min(self.body.len())..)
+        self.bytes.slice(self.pos.min(self.bytes.len())..)
     }
 
     /// A metadata block: `count u16`, then per entry `key_len u8`, key, `value_len u32`, value.
@@ -117,7 +117,7 @@ impl<'a> Reader<'a> {
         if count == 0 {
             return Ok(Metadata::new());
         }
-        let rest = self.body.slice(self.pos.min(self.body.len())..);
+        let rest = self.bytes.slice(self.pos.min(self.bytes.len())..);
         let (metadata, used) = Metadata::decode_wire(&rest, count).map_err(|e| self.malformed(e.0))?;
         self.pos += used;
         Ok(metadata)
