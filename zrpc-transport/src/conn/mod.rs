@@ -680,6 +680,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deeper_backlog_is_answered_in_larger_pieces() {
+        let (near, far) = tokio::io::duplex(4 << 20);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let far = Stream::Other(Box::new(CountingWrites { inner: far, writes: writes.clone() }));
+        let (client, handle) =
+            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
+        let (server, _) = Connection::new(far, Role::Acceptor, config("s"), Router::new(), Router::new(), None);
+        tokio::spawn(client.run());
+        tokio::spawn(server.run());
+        handle.ready().await.expect("handshake");
+        let before = writes.load(Ordering::Relaxed);
+
+        // 1,000 requests of 400 bytes, all sent before the server runs; their answers come to
+        // about 130 KiB: 34 writes in pieces of 4 KiB, 12 in pieces of half the backlog.
+        let method = "Nobody.home_with_a_long_name_that_makes_each_answer_larger";
+        let calls: Vec<_> = (0..1000)
+            .map(|_| tokio::spawn(handle.clone().call(Request::new(method, Bytes::from(vec![7; 400])))))
+            .collect();
+        for call in calls {
+            let status = call.await.expect("task").expect_err("no such service");
+            assert_eq!(status.code(), zrpc_core::Code::NotFound);
+        }
+        let answer_writes = writes.load(Ordering::Relaxed) - before;
+        assert!(answer_writes <= 16, "1,000 answers left in {answer_writes} writes");
+    }
+
+    #[tokio::test]
     async fn answers_reach_their_callers_while_the_peer_is_not_reading() {
         // A peer that stops reading (as a server does while its handlers are busy) while our
         // large call is stuck in our output: its answer to our small call must still reach the

@@ -660,6 +660,11 @@ impl<T, H> Mux<T, H> {
         self.inbound.len()
     }
 
+    /// Bytes of the peer's requests in progress here, handed over or not.
+    pub fn inbound_bytes(&self) -> usize {
+        self.inbound_bytes
+    }
+
     /// Why the peer refused this side, if its GOAWAY said `Unauthenticated`: the status calls on
     /// this connection fail with, and the connection's end.
     pub fn refused_by_peer(&self) -> Option<&Status> {
