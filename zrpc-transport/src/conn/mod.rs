@@ -9,6 +9,9 @@
 //! shutdown signal, and writes. Everything produced in one turn of the loop lands in the mux's
 //! output buffer before one write, so under load one syscall carries many frames (write
 //! coalescing) with no extra buffering layer, and no lock is shared between reading and writing.
+//! Under load the task also steps aside, so that both ends keep working: once to let callers
+//! that are about to call queue their calls for the same write, and after handing answers from
+//! a full read to their callers, so that their next calls go out before the rest is read.
 //!
 //! Flow control and every bound on what a peer can make the connection hold are the mux's (see
 //! [`crate::mux`]): the driver reads only while [`Mux::wants_read`], starts the peer's requests
@@ -83,6 +86,10 @@ pub(crate) struct Connection<S: Service<Request>> {
     deferred: bool,
     /// Whether this connection already stepped aside once to gather calls for the next write.
     gathered: bool,
+    /// The last read filled the room it was given: more is likely waiting in the socket.
+    read_full: bool,
+    /// Answers were handed to local callers since this connection last stepped aside for them.
+    answered: bool,
     /// The sources found waiting in this poll of the task (see [`Registered`]).
     registered: Registered,
     timer: Pin<Box<Sleep>>,
@@ -165,6 +172,8 @@ where
             write_blocked: false,
             deferred: false,
             gathered: false,
+            read_full: false,
+            answered: false,
             registered: Registered::default(),
             timer,
             timer_at,
@@ -261,6 +270,18 @@ where
             progress |= self.start_requests(cx);
             progress |= self.poll_write(cx)?;
             progress |= self.handle_events();
+            // Answers just woke their callers, queued behind this task on its worker, and more
+            // are waiting in the socket. Step aside before reading them, so that these callers
+            // run and queue their next calls, which the next turn writes while the peer still
+            // has work. Reading on would wake every caller of the whole batch first, and their
+            // next calls would leave together after all of them ran, the peer idle meanwhile:
+            // at 1,000 callers one write of 370–650 calls, then nothing.
+            if self.answered && self.read_full {
+                self.answered = false;
+                self.read_full = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
 
             if self.read_closed {
                 return Poll::Ready(if self.mux.is_drained() {
@@ -391,6 +412,7 @@ where
                 Ok(true)
             }
             Poll::Ready(Ok(n)) => {
+                self.read_full = n >= room;
                 self.read_chunk = if n >= room {
                     (self.read_chunk * 2).min(MAX_READ_CHUNK)
                 } else if n < room / 4 {
@@ -430,6 +452,7 @@ where
                 }
                 Event::Response { token, result, compressed } => {
                     let _ = token.send(Answer { result, compressed });
+                    self.answered = true;
                 }
                 Event::Cancel { id, handler } => self.dispatch.cancel(id, handler),
                 Event::GoAway(goaway) => {
@@ -704,6 +727,53 @@ mod tests {
         }
         let answer_writes = writes.load(Ordering::Relaxed) - before;
         assert!(answer_writes <= 16, "1,000 answers left in {answer_writes} writes");
+    }
+
+    #[tokio::test]
+    async fn callers_send_their_next_calls_before_a_large_batch_of_answers_is_all_read() {
+        // 1,000 answers of about 130 KiB arrive at once. Each caller, answered, makes its next
+        // call. Read and handed over all at once, the answers would wake every caller before
+        // the connection wrote anything again: the first next call would leave after the last
+        // answer was read, and the peer, with nothing to do, would wait for all of them.
+        let (near, mut far) = tokio::io::duplex(4 << 20);
+        let (client, handle) =
+            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
+        tokio::spawn(client.run());
+        let mut peer: Mux<()> = Mux::new(Role::Acceptor, config("s"), Instant::now());
+        far.write_all(&peer.take_output()).await.expect("the peer's HELLO");
+        handle.ready().await.expect("handshake");
+
+        let answered = Arc::new(AtomicUsize::new(0));
+        for _ in 0..1000 {
+            let (handle, answered) = (handle.clone(), answered.clone());
+            tokio::spawn(async move {
+                let _ = handle.clone().call(Request::new("First.call", Bytes::new())).await;
+                answered.fetch_add(1, Ordering::Relaxed);
+                let _ = handle.call(Request::new("Next.call", Bytes::new())).await;
+            });
+        }
+        let mut from_client = BytesMut::new();
+        let mut first = Vec::new();
+        while first.len() < 1000 {
+            tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
+            peer.recv(&mut from_client, Instant::now()).expect("valid frames");
+            while let Some(frame) = peer.next_request() {
+                first.push(frame.id);
+            }
+        }
+        for id in first {
+            peer.finish(id, &Ok(Response::new(Bytes::from(vec![7; 100]))));
+        }
+        far.write_all(&peer.take_output()).await.expect("the answers");
+
+        let answered_then = loop {
+            tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
+            peer.recv(&mut from_client, Instant::now()).expect("valid frames");
+            if peer.next_request().is_some() {
+                break answered.load(Ordering::Relaxed);
+            }
+        };
+        assert!(answered_then < 1000, "the first next call left after all {answered_then} answers were read");
     }
 
     #[tokio::test]
