@@ -275,7 +275,7 @@ where
             // run and queue their next calls, which the next turn writes while the peer still
             // has work. Reading on would wake every caller of the whole batch first, and their
             // next calls would leave together after all of them ran, the peer idle meanwhile:
-            // at 1,000 callers one write of 370–650 calls, then nothing.
+            // at 1,000 callers one write of 170–650 calls, then nothing.
             if self.answered && self.read_full {
                 self.answered = false;
                 self.read_full = false;
@@ -715,7 +715,7 @@ mod tests {
         handle.ready().await.expect("handshake");
         let before = writes.load(Ordering::Relaxed);
 
-        // 1,000 requests of 400 bytes, all sent before the server runs; their answers come to
+        // 1,000 requests of 400 bytes, queued at once; their answers come to
         // about 130 KiB: 34 writes in pieces of 4 KiB, 12 in pieces of half the backlog.
         let method = "Nobody.home_with_a_long_name_that_makes_each_answer_larger";
         let calls: Vec<_> = (0..1000)
