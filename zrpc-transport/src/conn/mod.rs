@@ -675,35 +675,10 @@ mod tests {
         assert_eq!(request_writes, 1, "100 requests, {request_writes} writes");
     }
 
-    #[tokio::test]
-    async fn a_large_batch_of_calls_is_answered_in_pieces() {
-        let (near, far) = tokio::io::duplex(1 << 20);
-        let writes = Arc::new(AtomicUsize::new(0));
-        let far = Stream::Other(Box::new(CountingWrites { inner: far, writes: writes.clone() }));
-        let (client, handle) =
-            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
-        let (server, _) = Connection::new(far, Role::Acceptor, config("s"), Router::new(), Router::new(), None);
-        tokio::spawn(client.run());
-        tokio::spawn(server.run());
-        handle.ready().await.expect("handshake");
-        let before = writes.load(Ordering::Relaxed);
-
-        // The 60 requests leave in one write (see above) and arrive in one read; their answers
-        // (NotFound, each naming the long method asked for) come to about 8 KiB, which used to
-        // leave in one write once all were handled.
-        let method = "Nobody.home_with_a_long_name_that_makes_each_answer_larger";
-        let calls: Vec<_> =
-            (0..60).map(|_| tokio::spawn(handle.clone().call(Request::new(method, Bytes::new())))).collect();
-        for call in calls {
-            let status = call.await.expect("task").expect_err("no such service");
-            assert_eq!(status.code(), zrpc_core::Code::NotFound);
-        }
-        let answer_writes = writes.load(Ordering::Relaxed) - before;
-        assert!(answer_writes >= 2, "60 answers left in {answer_writes} write: only after the whole batch was handled");
-    }
-
-    #[tokio::test]
-    async fn a_deeper_backlog_is_answered_in_larger_pieces() {
+    /// How many writes a server's connection makes to answer `calls` calls queued at once, each
+    /// with `payload` bytes, to a method it lacks: `NotFound`, each naming the long method asked
+    /// for.
+    async fn writes_to_answer(calls: usize, payload: usize) -> usize {
         let (near, far) = tokio::io::duplex(4 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
         let far = Stream::Other(Box::new(CountingWrites { inner: far, writes: writes.clone() }));
@@ -715,18 +690,44 @@ mod tests {
         handle.ready().await.expect("handshake");
         let before = writes.load(Ordering::Relaxed);
 
-        // 1,000 requests of 400 bytes, queued at once; their answers come to
-        // about 130 KiB: 34 writes in pieces of 4 KiB, 12 in pieces of half the backlog.
         let method = "Nobody.home_with_a_long_name_that_makes_each_answer_larger";
-        let calls: Vec<_> = (0..1000)
-            .map(|_| tokio::spawn(handle.clone().call(Request::new(method, Bytes::from(vec![7; 400])))))
+        let calls: Vec<_> = (0..calls)
+            .map(|_| tokio::spawn(handle.clone().call(Request::new(method, Bytes::from(vec![7; payload])))))
             .collect();
         for call in calls {
             let status = call.await.expect("task").expect_err("no such service");
             assert_eq!(status.code(), zrpc_core::Code::NotFound);
         }
-        let answer_writes = writes.load(Ordering::Relaxed) - before;
+        writes.load(Ordering::Relaxed) - before
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_of_calls_is_answered_in_pieces() {
+        // The 60 requests leave in one write (see above) and arrive in one read; their answers
+        // come to about 8 KiB, which used to leave in one write once all were handled.
+        let answer_writes = writes_to_answer(60, 0).await;
+        assert!(answer_writes >= 2, "60 answers left in {answer_writes} write: only after the whole batch was handled");
+    }
+
+    #[tokio::test]
+    async fn a_deeper_backlog_is_answered_in_larger_pieces() {
+        // Requests of 400 bytes; the answers come to about 130 KiB: 34 writes in pieces of
+        // 4 KiB, 12 in pieces of half the backlog.
+        let answer_writes = writes_to_answer(1000, 400).await;
         assert!(answer_writes <= 16, "1,000 answers left in {answer_writes} writes");
+    }
+
+    /// A client's connection, ready, over a pipe of `capacity` bytes whose other end is a bare
+    /// mux the test drives: the handle to call through, that mux, and its end of the pipe.
+    async fn client_and_raw_peer(capacity: usize) -> (Handle, Mux<()>, DuplexStream) {
+        let (near, mut far) = tokio::io::duplex(capacity);
+        let (client, handle) =
+            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
+        tokio::spawn(client.run());
+        let mut peer: Mux<()> = Mux::new(Role::Acceptor, config("s"), Instant::now());
+        far.write_all(&peer.take_output()).await.expect("the peer's HELLO");
+        handle.ready().await.expect("handshake");
+        (handle, peer, far)
     }
 
     #[tokio::test]
@@ -735,13 +736,7 @@ mod tests {
         // call. Read and handed over all at once, the answers would wake every caller before
         // the connection wrote anything again: the first next call would leave after the last
         // answer was read, and the peer, with nothing to do, would wait for all of them.
-        let (near, mut far) = tokio::io::duplex(4 << 20);
-        let (client, handle) =
-            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
-        tokio::spawn(client.run());
-        let mut peer: Mux<()> = Mux::new(Role::Acceptor, config("s"), Instant::now());
-        far.write_all(&peer.take_output()).await.expect("the peer's HELLO");
-        handle.ready().await.expect("handshake");
+        let (handle, mut peer, mut far) = client_and_raw_peer(4 << 20).await;
 
         let answered = Arc::new(AtomicUsize::new(0));
         for _ in 0..1000 {
@@ -781,13 +776,7 @@ mod tests {
         // A peer that stops reading (as a server does while its handlers are busy) while our
         // large call is stuck in our output: its answer to our small call must still reach the
         // caller. Handling what we read waits for our output only while the peer takes it.
-        let (near, mut far) = tokio::io::duplex(64 * 1024);
-        let (client, handle) =
-            Connection::new(Stream::Memory(near), Role::Connector, config("c"), Router::new(), Router::new(), None);
-        tokio::spawn(client.run());
-        let mut peer: Mux<()> = Mux::new(Role::Acceptor, config("s"), Instant::now());
-        far.write_all(&peer.take_output()).await.expect("the peer's HELLO");
-        handle.ready().await.expect("handshake");
+        let (handle, mut peer, mut far) = client_and_raw_peer(64 * 1024).await;
 
         let small = tokio::spawn(handle.call(Request::new("Small.call", Bytes::new())));
         let mut from_client = BytesMut::new();
