@@ -12,14 +12,15 @@
 //! | [`LeastActive`] | the fewest calls in flight; ties by weighted random | none | up to [`LeastActive::DRAWN`] (16) drawn at random |
 //! | [`Random`] | at random, in proportion to weight | none | 1 endpoint (a binary search of the weights) |
 //! | [`RoundRobin`] | each endpoint in turn, ignoring weight | one atomic counter | 1 endpoint |
-//! | [`WeightedRoundRobin`] | in turn, in proportion to weight, interleaved (smooth, as nginx) | a current weight per endpoint, under a `Mutex` | every endpoint that is up |
+//! | [`WeightedRoundRobin`] | in turn, in proportion to weight, interleaved (smooth, as nginx) | a current weight per group of endpoints of equal weight, under a `Mutex` | 1 endpoint (a pass over the distinct weights) |
 //! | [`ConsistentHash`] | the owner of the call's key on a ring of virtual nodes | the ring, rebuilt when the set changes, and the ring of the ready endpoints, derived from it when the ready set changes | 1 endpoint (a binary search of the ready ring), however many are down |
 //!
 //! The last column is what makes a balancer cost the same at 2,000 endpoints as at 2: a picker
 //! [draws](Pick::draw) the endpoints it needs from a [`ReadySet`] of those last found eligible,
-//! and only those are read. [`WeightedRoundRobin`] does not draw: nginx's interleaving moves
-//! every endpoint's current weight on every pick, so it costs O(n) in the endpoints that are
-//! up; over large sets, [`Random`] honours weights in O(log n).
+//! and only those are read. [`WeightedRoundRobin`] moves every endpoint's current weight on
+//! every pick, as nginx does, but endpoints of equal weight move together: it keeps one current
+//! weight per weight, so a pick costs the number of distinct weights (a handful), not of
+//! endpoints.
 //!
 //! # The contract every picker keeps
 //!

@@ -23,8 +23,7 @@
 //!    those still unproven ([`Available::is_unproven`]: never connected, first attempt under
 //!    way), whose probes will bring them in at a rebuild once they connect; with none proven
 //!    (a client's very first calls) the unproven are drawn, and a call waits for its
-//!    endpoint's first connection. Every built-in picker but
-//!    [`WeightedRoundRobin`](super::WeightedRoundRobin) draws, so a pick costs the same at
+//!    endpoint's first connection. Every built-in picker draws, so a pick costs the same at
 //!    2,000 endpoints as at 2, and endpoints that are down are not drawn at all; a picker that
 //!    does not draw is handed every endpoint of the ready set. A pinned call finds its address
 //!    in the ready set by lookup. A draw of nothing (every endpoint excluded) or of endpoints
@@ -828,7 +827,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
-    use crate::balance::{ConsistentHash, LeastActive, P2c, Random, RoundRobin, WeightedRoundRobin};
+    use crate::balance::{Candidates, ConsistentHash, LeastActive, P2c, Random, RoundRobin, WeightedRoundRobin};
     use tower::ServiceExt;
 
     use crate::{Code, Context, PickRecord};
@@ -1251,14 +1250,27 @@ mod tests {
             ctx
         };
         assert_eq!(looks_per_pick(WeightedRoundRobin::new(), pinned).await, (1, 1), "a pin is looked up");
+        let (looks, served) = looks_per_pick(WeightedRoundRobin::new(), Context::new).await;
+        assert_eq!((looks, served), (1, 1_000), "equal weights, in turn");
+    }
+
+    /// A picker that does not draw: the first eligible endpoint that is not excluded.
+    #[derive(Debug)]
+    struct First;
+
+    impl Pick for First {
+        fn pick(&self, endpoints: &[EndpointView<'_>], ctx: &PickContext<'_>) -> Result<usize, Status> {
+            let candidates = Candidates::new(endpoints, ctx)?;
+            Ok(candidates.pinned().unwrap_or(candidates.first()))
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_picker_that_does_not_draw_reads_every_ready_endpoint() {
-        assert_eq!(looks_per_pick(WeightedRoundRobin::new(), Context::new).await, (2_000, 1_000));
+        assert_eq!(looks_per_pick(First, Context::new).await, (2_000, 1));
 
         // With all but one down, the ready set is that one: one look per pick.
-        let (balance, switches, looks) = switched(2_000, WeightedRoundRobin::new());
+        let (balance, switches, looks) = switched(2_000, First);
         answer(balance.clone(), request()).await;
         for (address, switch) in switches.lock().expect("not poisoned").iter() {
             switch.store(address == "e7", Ordering::SeqCst);

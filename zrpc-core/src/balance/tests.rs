@@ -112,8 +112,8 @@ fn every_draw_keeps_the_contract_and_agrees_with_the_whole_set_s_pick() {
             }
         }
     }
-    let drawing = ["ConsistentHash", "LeastActive", "P2c", "Random", "RoundRobin"];
-    assert_eq!(drew.into_iter().collect::<Vec<_>>(), drawing, "every built-in but WeightedRoundRobin draws");
+    let drawing = ["ConsistentHash", "LeastActive", "P2c", "Random", "RoundRobin", "WeightedRoundRobin"];
+    assert_eq!(drew.into_iter().collect::<Vec<_>>(), drawing, "every built-in draws");
 }
 
 #[test]
@@ -212,29 +212,34 @@ fn a_custom_picker_works_behind_box_and_arc() {
 fn rotations_stay_exact_across_threads() {
     let endpoints =
         [EndpointView::new("A").with_weight(3), EndpointView::new("B").with_weight(2), EndpointView::new("C")];
+    let ready = ReadySet::new(&endpoints);
     let round_robin = RoundRobin::new();
     let weighted = WeightedRoundRobin::new();
-    let (plain, smooth) = std::thread::scope(|scope| {
+    let (plain, smooth, drawn) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 scope.spawn(|| {
-                    let (mut plain, mut smooth) = ([0usize; 3], [0usize; 3]);
+                    let (mut plain, mut smooth, mut drawn) = ([0usize; 3], [0usize; 3], [0usize; 3]);
                     for _ in 0..600 {
                         plain[round_robin.pick(&endpoints, &PickContext::new()).unwrap_or(3) % 3] += 1;
                         smooth[weighted.pick(&endpoints, &PickContext::new()).unwrap_or(3) % 3] += 1;
+                        let mut draw = Drawn::new();
+                        weighted.draw(&ready, &PickContext::new(), &mut draw);
+                        drawn[draw.positions().first().map_or(3, |&p| ready.index(p)) % 3] += 1;
                     }
-                    (plain, smooth)
+                    (plain, smooth, drawn)
                 })
             })
             .collect();
-        let (mut plain, mut smooth) = ([0usize; 3], [0usize; 3]);
+        let (mut plain, mut smooth, mut drawn) = ([0usize; 3], [0usize; 3], [0usize; 3]);
         for worker in workers {
-            let (p, s) = worker.join().expect("no picker panics");
-            (0..3).for_each(|i| (plain[i], smooth[i]) = (plain[i] + p[i], smooth[i] + s[i]));
+            let (p, s, d) = worker.join().expect("no picker panics");
+            (0..3).for_each(|i| (plain[i], smooth[i], drawn[i]) = (plain[i] + p[i], smooth[i] + s[i], drawn[i] + d[i]));
         }
-        (plain, smooth)
+        (plain, smooth, drawn)
     });
-    // 2,400 picks: 800 rotations of three, 400 smooth cycles of six.
+    // 2,400 picks each: 800 rotations of three, 400 smooth cycles of six.
     assert_eq!(plain, [800, 800, 800]);
     assert_eq!(smooth, [1_200, 800, 400]);
+    assert_eq!(drawn, [1_200, 800, 400]);
 }
