@@ -476,7 +476,7 @@ impl ChannelBuilder {
                 state: rx,
                 manager: Mutex::new(Some(tx)),
                 started: AtomicBool::new(false),
-                connects: Arc::default(),
+                progress: Arc::new(Progress { connects: AtomicU64::new(0), available: AtomicBool::new(true) }),
             }),
         }
     }
@@ -517,8 +517,26 @@ struct Inner {
     /// Handed to the background task when it starts.
     manager: Mutex<Option<watch::Sender<State>>>,
     started: AtomicBool,
+    /// Kept up to date by the background task.
+    progress: Arc<Progress>,
+}
+
+/// What a balancer asks of a channel for every pick that draws it, in atomics: reading the
+/// state's `watch` takes and releases a lock that every caller of the channel also takes.
+struct Progress {
     /// Connections made so far; the balancer forgets an endpoint's latency when it changes.
-    connects: Arc<AtomicU64>,
+    connects: AtomicU64,
+    /// [`Available::is_available`] of the state last published.
+    available: AtomicBool,
+}
+
+impl Progress {
+    /// Publishes `new` as the channel's state.
+    fn publish(&self, state: &watch::Sender<State>, new: State) {
+        let available = !matches!(new, State::Failed { .. } | State::Connecting { retry: true });
+        self.available.store(available, Ordering::Relaxed);
+        state.send_replace(new);
+    }
 }
 
 /// Where a [`Channel`]'s connection stands, from [`Channel::state`].
@@ -618,7 +636,7 @@ impl Inner {
         }
         let taken = self.manager.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(tx) = taken {
-            tokio::spawn(manage(self.address.clone(), self.config.clone(), tx, self.connects.clone()));
+            tokio::spawn(manage(self.address.clone(), self.config.clone(), tx, self.progress.clone()));
         }
     }
 
@@ -657,7 +675,7 @@ impl Inner {
 }
 
 /// The background task: connects, watches the connection, reconnects with backoff.
-async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>, connects: Arc<AtomicU64>) {
+async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<State>, progress: Arc<Progress>) {
     // The inbox's handlers run while this task does: dropped with it, they take no more.
     #[cfg(feature = "durable")]
     let _dispatching = config
@@ -667,15 +685,15 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
         .map(|inbox| crate::durable::Dispatching::spawn(inbox.inbox.clone(), &config.served, config.name.as_str()));
     let mut failures = 0;
     loop {
-        state.send_replace(State::Connecting { retry: failures > 0 });
+        progress.publish(&state, State::Connecting { retry: failures > 0 });
         let attempt = tokio::select! {
             attempt = connect_once(&address, &config) => attempt,
             () = state.closed() => return,
         };
         match attempt {
             Ok(handle) => {
-                connects.fetch_add(1, Ordering::Relaxed);
-                state.send_replace(State::Ready(handle.clone()));
+                progress.connects.fetch_add(1, Ordering::Relaxed);
+                progress.publish(&state, State::Ready(handle.clone()));
                 tokio::select! {
                     () = handle.unusable() => {}
                     () = state.closed() => return,
@@ -687,14 +705,14 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
                     continue;
                 };
                 failures += 1;
-                if !back_off(&state, &config, failures, refusal).await {
+                if !back_off(&state, &progress, &config, failures, refusal).await {
                     return;
                 }
             }
             Err(status) => {
                 failures += 1;
                 // Unavailable, unless the server refused the channel's credentials.
-                if !back_off(&state, &config, failures, &status).await {
+                if !back_off(&state, &progress, &config, failures, &status).await {
                     return;
                 }
             }
@@ -704,10 +722,16 @@ async fn manage(address: Address, config: ChannelConfig, state: watch::Sender<St
 
 /// After the `failures`-th failure in a row, for `why`: reports the channel failed (saying when
 /// it tries again) and waits out the backoff; `false` when the channel was dropped meanwhile.
-async fn back_off(state: &watch::Sender<State>, config: &ChannelConfig, failures: u32, why: &Status) -> bool {
+async fn back_off(
+    state: &watch::Sender<State>,
+    progress: &Progress,
+    config: &ChannelConfig,
+    failures: u32,
+    why: &Status,
+) -> bool {
     let delay = config.backoff.near_ceiling(failures - 1);
     let status = Status::new(why.code(), format!("{why}; next attempt in {delay:?}"));
-    state.send_replace(State::Failed { status: status.mark_unprocessed() });
+    progress.publish(state, State::Failed { status: status.mark_unprocessed() });
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
         () = state.closed() => false,
@@ -770,17 +794,17 @@ impl Available for Channel {
     /// until the background probe finds it up, instead of failing a caller's call each time its
     /// backoff ends.
     fn is_available(&self) -> bool {
-        !matches!(&*self.inner.state.borrow(), State::Failed { .. } | State::Connecting { retry: true })
+        self.inner.progress.available.load(Ordering::Relaxed)
     }
 
     /// How many connections the channel has made.
     fn generation(&self) -> u64 {
-        self.inner.connects.load(Ordering::Relaxed)
+        self.inner.progress.connects.load(Ordering::Relaxed)
     }
 
     /// Never connected, and no attempt has failed yet: idle, or making its first attempt.
     fn is_unproven(&self) -> bool {
-        self.inner.connects.load(Ordering::Relaxed) == 0
+        self.inner.progress.connects.load(Ordering::Relaxed) == 0
             && matches!(&*self.inner.state.borrow(), State::Idle | State::Connecting { retry: false })
     }
 
