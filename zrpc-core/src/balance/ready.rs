@@ -193,12 +193,14 @@ impl ReadySet {
     pub(crate) fn draw_uniform(&self, count: usize, ctx: &PickContext<'_>, rng: &SharedRng, drawn: &mut Drawn) {
         let excluded = self.excluded(ctx);
         let drawable = self.len() - excluded.len();
-        // Draw `count` distinct ranks among the drawable ones (Floyd's algorithm: one draw per
-        // rank, no retries), then skip the exclusions to find each rank's position.
+        // Draw `count` distinct ranks among the drawable ones (Floyd's algorithm: one number
+        // per rank, no retries, all reserved at once), then skip the exclusions to find each
+        // rank's position.
         let mut ranks: SmallVec<[usize; ON_STACK]> = SmallVec::new();
         if drawable <= count {
             ranks.extend(0..drawable);
         } else {
+            let mut rng = rng.reserve(count);
             for top in drawable - count..drawable {
                 let rank = rng.index(top + 1);
                 ranks.push(if ranks.contains(&rank) { top } else { rank });

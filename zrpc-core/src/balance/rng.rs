@@ -4,6 +4,11 @@
 //! the balancers use SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
 //! generators", OOPSLA 2014) over one atomic counter: each draw is a `fetch_add` and a few
 //! multiplies. fastrand seeds it; `with_seed` makes a sequence reproducible for tests.
+//!
+//! The counter is one cache line that every thread picking through the balancer writes, so a
+//! pick that needs several numbers ([`LeastActive`](super::LeastActive) draws 16 endpoints)
+//! [reserves](SharedRng::reserve) them with one `fetch_add` and computes them on its own: the
+//! same numbers as as many draws in a row.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,22 +31,54 @@ impl SharedRng {
         SharedRng { state: AtomicU64::new(seed) }
     }
 
-    /// A uniformly distributed `u64`.
-    pub(crate) fn u64(&self) -> u64 {
-        // Relaxed is enough: each caller only needs a distinct counter value, not ordering with
-        // other memory.
-        let state = self.state.fetch_add(GAMMA, Ordering::Relaxed).wrapping_add(GAMMA);
-        mix64(state)
+    /// The next `count` numbers of the sequence, for one atomic operation: drawn from the
+    /// [`Reserved`] in turn, they are what `count` calls of [`u64`](SharedRng::u64) in a row
+    /// would have returned. Draw no more than `count` from it.
+    pub(crate) fn reserve(&self, count: usize) -> Reserved {
+        // Relaxed is enough: each caller only needs counter values of its own, not ordering
+        // with other memory.
+        let start = self.state.fetch_add(GAMMA.wrapping_mul(count as u64), Ordering::Relaxed);
+        Reserved { state: start }
     }
 
-    /// A number in `0..n` (0 when `n` is 0), by Lemire's multiply-shift; the bias is below
-    /// n / 2^64, far under anything a balancer could observe.
+    /// A uniformly distributed `u64` (the pickers draw indices; tests draw these).
+    #[cfg(test)]
+    pub(crate) fn u64(&self) -> u64 {
+        self.reserve(1).u64()
+    }
+
+    /// A number in `0..n` (0 when `n` is 0): see [`Reserved::below`].
     pub(crate) fn below(&self, n: u64) -> u64 {
-        ((u128::from(self.u64()) * u128::from(n)) >> 64) as u64
+        self.reserve(1).below(n)
     }
 
     /// An index in `0..n` (0 when `n` is 0).
     pub(crate) fn index(&self, n: usize) -> usize {
+        self.reserve(1).index(n)
+    }
+}
+
+/// Numbers of a [`SharedRng`]'s sequence that one caller [reserved](SharedRng::reserve).
+#[derive(Debug)]
+pub(crate) struct Reserved {
+    state: u64,
+}
+
+impl Reserved {
+    /// A uniformly distributed `u64`.
+    pub(crate) fn u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GAMMA);
+        mix64(self.state)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0), by Lemire's multiply-shift; the bias is below
+    /// n / 2^64, far under anything a balancer could observe.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// An index in `0..n` (0 when `n` is 0).
+    pub(crate) fn index(&mut self, n: usize) -> usize {
         // usize fits in u64 on every supported target, and the result is below n.
         self.below(n as u64) as usize
     }
@@ -66,6 +103,17 @@ mod tests {
         assert_eq!(rng.u64(), 0xe220_a839_7b1d_cdaf);
         assert_eq!(rng.u64(), 0x6e78_9e6a_a1b9_65f4);
         assert_eq!(rng.u64(), 0x06c4_5d18_8009_454f);
+    }
+
+    #[test]
+    fn a_reserved_block_is_the_next_draws_of_the_sequence() {
+        let (one_by_one, reserving) = (SharedRng::with_seed(42), SharedRng::with_seed(42));
+        let expected: Vec<u64> = (0..20).map(|_| one_by_one.u64()).collect();
+        let mut block = reserving.reserve(16);
+        let mut drawn: Vec<u64> = (0..16).map(|_| block.u64()).collect();
+        // The next draw starts after the block.
+        drawn.extend((0..4).map(|_| reserving.u64()));
+        assert_eq!(drawn, expected);
     }
 
     #[test]
