@@ -32,8 +32,8 @@ impl SharedRng {
     }
 
     /// The next `count` numbers of the sequence, for one atomic operation: drawn from the
-    /// [`Reserved`] in turn, they are what `count` calls of [`u64`](SharedRng::u64) in a row
-    /// would have returned. Draw no more than `count` from it.
+    /// [`Reserved`] in turn, they are what `count` single draws in a row would have given.
+    /// Draw no more than `count` from it.
     pub(crate) fn reserve(&self, count: usize) -> Reserved {
         // Relaxed is enough: each caller only needs counter values of its own, not ordering
         // with other memory.
