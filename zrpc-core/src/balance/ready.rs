@@ -97,11 +97,25 @@ impl ReadySet {
 
     /// A number that tells this set apart from every other one built in the process (the empty
     /// [`default`](ReadySet::default) sets share 0): two sets with the same id hold the same
-    /// endpoints at the same positions. A picker that derives state from the set it is handed
-    /// keys that state by the id and derives it again when the id changes, as
-    /// [`ConsistentHash`](super::ConsistentHash) does with its ring of the ready endpoints.
+    /// endpoints at the same positions. The balancing layer rebuilds its set every
+    /// [`READY_REFRESH`](super::READY_REFRESH) and keeps the id when nothing changed. A picker
+    /// that derives state from the set it is handed keys that state by the id and derives it
+    /// again when the id changes, as [`ConsistentHash`](super::ConsistentHash) does with its
+    /// ring of the ready endpoints.
     pub const fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Takes `previous`'s id when both hold the same endpoints (address, weight, place in the
+    /// whole set) at the same positions: to the pickers a rebuild that found nothing changed is
+    /// the same set, and what they derived from it stays.
+    pub(crate) fn carry_id(&mut self, previous: &ReadySet) {
+        let same = |a: &Entry, b: &Entry| a.address == b.address && a.weight == b.weight && a.index == b.index;
+        if self.entries.len() == previous.entries.len()
+            && self.entries.iter().zip(&previous.entries).all(|(a, b)| same(a, b))
+        {
+            self.id = previous.id;
+        }
     }
 
     /// How many endpoints were eligible.
@@ -320,6 +334,22 @@ mod tests {
     fn views(weights: &[u32]) -> Vec<EndpointView<'static>> {
         const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
         weights.iter().zip(NAMES).map(|(&w, name)| EndpointView::new(name).with_weight(w)).collect()
+    }
+
+    #[test]
+    fn a_rebuild_with_the_same_endpoints_keeps_the_id() {
+        let first = ReadySet::new(&views(&[1, 2, 3]));
+        let mut same = ReadySet::new(&views(&[1, 2, 3]));
+        same.carry_id(&first);
+        assert_eq!(same.id(), first.id());
+        let mut reweighted = ReadySet::new(&views(&[1, 2, 4]));
+        reweighted.carry_id(&first);
+        assert_ne!(reweighted.id(), first.id(), "a weight changed");
+        let mut one_down = views(&[1, 2, 3]);
+        one_down[1].available = false;
+        let mut smaller = ReadySet::new(&one_down);
+        smaller.carry_id(&first);
+        assert_ne!(smaller.id(), first.id(), "an endpoint left the set");
     }
 
     #[test]

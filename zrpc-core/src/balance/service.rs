@@ -605,7 +605,9 @@ impl<C: Connect, P: Pick> Shared<C, P> {
         self.ready_stale.store(false, Ordering::Relaxed);
         // The version first: a set published meanwhile makes this one stale again.
         let version = self.set_version.load(Ordering::Acquire);
-        let fresh = Arc::new(Ready::build(self.snapshot(), version, now));
+        let mut fresh = Ready::build(self.snapshot(), version, now);
+        fresh.set.carry_id(&ready.set);
+        let fresh = Arc::new(fresh);
         let mut slot = self.ready.write().unwrap_or_else(|p| p.into_inner());
         // Not over the ready set of a newer set, which `apply` stores: this one would keep the
         // endpoints that left alive (and their connections open) until the next pick.
@@ -1252,6 +1254,19 @@ mod tests {
         assert_eq!(looks_per_pick(WeightedRoundRobin::new(), pinned).await, (1, 1), "a pin is looked up");
         let (looks, served) = looks_per_pick(WeightedRoundRobin::new(), Context::new).await;
         assert_eq!((looks, served), (1, 1_000), "equal weights, in turn");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuild_that_finds_nothing_changed_keeps_a_picker_s_cycle() {
+        let (balance, _, _) = switched(10, WeightedRoundRobin::new());
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            served.push(answer(balance.clone(), request()).await);
+        }
+        // The ready set is rebuilt at the next pick: the same endpoints, so the same set.
+        tokio::time::advance(READY_REFRESH).await;
+        served.push(answer(balance.clone(), request()).await);
+        assert_eq!(served, ["e0", "e1", "e2", "e3"], "the rotation goes on rather than starting again");
     }
 
     /// A picker that does not draw: the first eligible endpoint that is not excluded.

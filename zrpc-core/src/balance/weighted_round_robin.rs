@@ -32,9 +32,8 @@
 //! in the set, as nginx's first in slice order), takes that member, and lowers the group by
 //! `total` once its round is complete. A test checks the two against each other on random sets.
 //!
-//! The groups are built, at O(n), when the ready set holds other endpoints or weights than the
-//! last one, and the cycle starts anew; a rebuild of the same endpoints (the layer makes one
-//! every [`READY_REFRESH`](super::READY_REFRESH)) carries it on. A call that excludes an endpoint
+//! The groups are built, at O(n), for each ready set (by [`ReadySet::id`], which a rebuild that
+//! finds the same endpoints keeps), and the cycle starts anew. A call that excludes an endpoint
 //! of the ready set (a retry) is picked over the whole set.
 
 use std::cmp::Reverse;
@@ -68,10 +67,8 @@ struct State {
 /// The cycle over a ready set, by groups of equal weight (see the module).
 #[derive(Debug, Default)]
 struct Cycle {
-    /// The [`ReadySet::id`] the groups were last checked against.
+    /// The [`ReadySet::id`] the groups were built for.
     set: u64,
-    /// The set's endpoints, in its order: a rebuilt set with the same ones carries on the cycle.
-    endpoints: Vec<(Box<str>, u32)>,
     groups: Vec<Group>,
     /// The weights of all endpoints added up: what a chosen endpoint's current weight drops by.
     total: i64,
@@ -98,19 +95,9 @@ impl Group {
 }
 
 impl Cycle {
-    /// Follows `ready`: the same endpoints with the same weights carry on, others start anew.
+    /// A new cycle over `ready`.
     fn follow(&mut self, ready: &ReadySet) {
         self.set = ready.id();
-        let same = self.endpoints.len() == ready.len()
-            && self
-                .endpoints
-                .iter()
-                .enumerate()
-                .all(|(p, (address, weight))| **address == *ready.address(p) && *weight == ready.weight(p));
-        if same {
-            return;
-        }
-        self.endpoints = (0..ready.len()).map(|p| (ready.address(p).into(), ready.weight(p))).collect();
         let mut by_weight: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for p in 0..ready.len() {
             by_weight.entry(ready.weight(p)).or_default().push(p);
@@ -119,7 +106,7 @@ impl Cycle {
             .into_iter()
             .map(|(weight, members)| Group { weight: i64::from(weight), current: 0, members, next: 0 })
             .collect();
-        self.total = self.endpoints.iter().fold(0i64, |total, &(_, weight)| total.saturating_add(i64::from(weight)));
+        self.total = i64::try_from(ready.total_weight()).unwrap_or(i64::MAX);
     }
 
     /// The next position of the cycle; `None` for an empty set.
@@ -332,10 +319,13 @@ mod tests {
     #[test]
     fn a_rebuilt_ready_set_carries_on_the_cycle_and_a_changed_one_starts_anew() {
         let picker = WeightedRoundRobin::new();
-        assert_eq!(drawn(&picker, &ReadySet::new(&abc()), 2), "AB");
-        // A new ready set of the same endpoints (the layer rebuilds one every READY_REFRESH).
-        assert_eq!(drawn(&picker, &ReadySet::new(&abc()), 4), "ACBA");
-        assert_eq!(drawn(&picker, &ReadySet::new(&abc()), 1), "A");
+        let first = ReadySet::new(&abc());
+        assert_eq!(drawn(&picker, &first, 2), "AB");
+        // A new ready set of the same endpoints, as the layer rebuilds one every READY_REFRESH.
+        let mut rebuilt = ReadySet::new(&abc());
+        rebuilt.carry_id(&first);
+        assert_eq!(drawn(&picker, &rebuilt, 4), "ACBA");
+        assert_eq!(drawn(&picker, &rebuilt, 1), "A");
         // C's weight changed: a new cycle over the new weights.
         let [a, b, _] = abc();
         let changed = [a, b, EndpointView::new("C").with_weight(3)];
