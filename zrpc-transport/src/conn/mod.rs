@@ -413,7 +413,7 @@ where
             }
             Poll::Ready(Ok(n)) => {
                 self.read_full = n >= room;
-                self.read_chunk = if n >= room {
+                self.read_chunk = if self.read_full {
                     (self.read_chunk * 2).min(MAX_READ_CHUNK)
                 } else if n < room / 4 {
                     (self.read_chunk / 2).max(READ_CHUNK)
