@@ -10,7 +10,7 @@
 //! `Serialize` impl is compiled in the crate that derives it, the user's, and without the
 //! attribute a non-generic function of this crate cannot be inlined there (without LTO), so
 //! every field of a message cost a call to write its one to three bytes. Inlined, the
-//! benchmark's message of 40 fields encodes in 125–129 ns instead of 194–199 (`cargo bench -p
+//! benchmark's message of 40 fields encodes in 122–132 ns instead of 194–199 (`cargo bench -p
 //! zrpc-benches --bench frame -- codec/postcard_encode`, Intel Xeon, 2026-12-01), and a call
 //! costs 22,682 instructions instead of 24,097 (`callpath --callgrind`, 100 callers; −4.3%
 //! with one caller, −5.4% with 1,000). `i128`, `u128` and `collect_str` stay out of line:
