@@ -147,8 +147,30 @@ fn codec(c: &mut Criterion) {
     c.bench_function("codec/postcard_decode_blob_64k", |b| {
         b.iter(|| CodecId::Postcard.decode_shared::<zrpc::Blob>(black_box(&big)).expect("decodes"))
     });
+    text_sizes(c);
     #[cfg(feature = "codecs")]
     codecs(c, &message);
+}
+
+/// One string field of 1, 16 and 256 KiB, Chinese and ASCII, decoded as a `String` (copied,
+/// checked 64 bytes at a time) and as a `zrpc::Text` (a slice of the frame, checked by
+/// `str::from_utf8`): where `Text` pays and where it does not (`zrpc_core::zero_copy`'s docs).
+fn text_sizes(c: &mut Criterion) {
+    for (script, unit) in [
+        ("chinese", "许多往事在眼前一幕一幕，变的那麼模糊"),
+        ("ascii", "a]b]c]d]e]f]g]h]i]j]k]l]m]n]o]p]q]r]s]t]u]v]w]x]y]z"),
+    ] {
+        for (size, len) in [("1k", 1 << 10), ("16k", 16 << 10), ("256k", 256 << 10)] {
+            let text: String = unit.chars().cycle().take(len / unit.len() * unit.chars().count()).collect();
+            let frame = CodecId::Postcard.encode_to_bytes(&text).expect("encodes");
+            c.bench_function(&format!("codec/text/{script}_{size}_string"), |b| {
+                b.iter(|| CodecId::Postcard.decode_shared::<String>(black_box(&frame)).expect("decodes"))
+            });
+            c.bench_function(&format!("codec/text/{script}_{size}_text"), |b| {
+                b.iter(|| CodecId::Postcard.decode_shared::<zrpc::Text>(black_box(&frame)).expect("decodes"))
+            });
+        }
+    }
 }
 
 /// The README's codec table: the benchmark message in each self-describing codec, as a call

@@ -18,14 +18,27 @@
 //!
 //! Sharing is not free: each slice counts a reference to the frame (an atomic add, and a
 //! subtract when dropped), which costs about what allocating and copying a short string does,
-//! and a `Text` is checked for UTF-8 by `str::from_utf8`, a character at a time, where a
-//! `String` field of 32 bytes or more is checked 64 bytes at a time (the `bytestring` crate
-//! builds the shared string, and takes no text checked elsewhere without `unsafe`). Measured
-//! on the benchmark's message (`cargo bench -p zrpc-benches --bench frame`, codec group):
-//! decoding its eight short strings, four of them Chinese, as `Text` takes 690–790 ns against
-//! 410–460 ns as `String`, with 1 allocation instead of 9 (Intel Xeon, 2026-12-01; 550 against
-//! 430 ns on an AMD EPYC before the 64-byte check). Use `Text` for strings of a kilobyte and
-//! more.
+//! and a `Text` is checked for UTF-8 by `str::from_utf8`, which is quick over ASCII and takes
+//! non-ASCII text a character at a time, where a `String` field of 32 bytes or more is checked
+//! 64 bytes at a time. (The `bytestring` crate builds the shared string and takes no text
+//! checked elsewhere without `unsafe`, which zrpc does not use in parsing.) Measured with
+//! `cargo bench -p zrpc-benches --bench frame -- codec/text` and, for the message,
+//! `codec/postcard_decode` against `codec/postcard_decode_text` (Intel Xeon, 2026-12-01):
+//!
+//! | one field of | as `String` | as `Text` |
+//! |---|---:|---:|
+//! | Chinese, about 1 KiB | 166 ns | 964 ns |
+//! | Chinese, 16 KiB | 1.6 µs | 12.9 µs |
+//! | Chinese, 256 KiB | 29.4 µs | 175 µs |
+//! | ASCII, about 1 KiB | 68 ns | 116 ns |
+//! | ASCII, 16 KiB | 403 ns | 383 ns |
+//! | ASCII, 256 KiB | 12.1 µs | 6.0 µs |
+//! | the benchmark's message, eight short strings, four Chinese | 410–460 ns | 690–790 ns |
+//!
+//! So `Text` pays in time only for ASCII text of about 16 KiB and more; for shorter strings,
+//! and for text that is not ASCII at any length, `String` decodes faster. What `Text` always
+//! saves is allocations (the message's eight strings: 1 allocation instead of 9) and the copy's
+//! memory, at the price of keeping the frame alive.
 //!
 //! `Blob` pays at every size: serde reads a `Vec<u8>` one element at a time, so a 64 KiB
 //! `Vec<u8>` field decodes in 59 µs, and a 64 KiB `Blob` in 40 ns.
@@ -93,8 +106,9 @@ fn contains(outer: &[u8], inner: &[u8]) -> bool {
 /// An immutable UTF-8 string that may share the buffer it was decoded from; see the
 /// [module docs](self).
 ///
-/// Use it for long string fields of arguments and results (for short ones `String` is as
-/// fast: see [when they pay](self#when-they-pay)); it dereferences to `&str`.
+/// Use it for long ASCII string fields of arguments and results, or where allocations count
+/// more than time: `String` decodes faster for short strings and for text that is not ASCII
+/// (see [when they pay](self#when-they-pay)). It dereferences to `&str`.
 ///
 /// # Examples
 ///
