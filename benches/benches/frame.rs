@@ -135,7 +135,8 @@ fn codec(c: &mut Criterion) {
     c.bench_function("codec/postcard_decode", |b| {
         b.iter(|| CodecId::Postcard.decode::<BenchmarkMessage>(black_box(&bytes)).expect("decodes"))
     });
-    // The same bytes with `zrpc::Text` strings, as the generated code decodes: slices of the frame.
+    // The same bytes with `zrpc::Text` strings, as the generated code decodes: the ASCII ones
+    // slices of the frame, the others copied.
     c.bench_function("codec/postcard_decode_text", |b| {
         b.iter(|| CodecId::Postcard.decode_shared::<BenchmarkMessage<zrpc::Text>>(black_box(&bytes)).expect("decodes"))
     });
@@ -153,8 +154,9 @@ fn codec(c: &mut Criterion) {
 }
 
 /// One string field of 1, 16 and 256 KiB, Chinese and ASCII, decoded as a `String` (copied,
-/// checked 64 bytes at a time) and as a `zrpc::Text` (a slice of the frame, checked by
-/// `str::from_utf8`): where `Text` pays and where it does not (`zrpc_core::zero_copy`'s docs).
+/// checked 64 bytes at a time) and as a `zrpc::Text` (ASCII: a slice of the frame, checked by
+/// `str::from_utf8`; other text copied as a `String` is): where `Text` pays and where it does
+/// not (`zrpc_core::zero_copy`'s docs).
 fn text_sizes(c: &mut Criterion) {
     for (script, unit) in [
         ("chinese", "许多往事在眼前一幕一幕，变的那麼模糊"),

@@ -55,8 +55,8 @@ use serde::{Deserialize, Serialize};
 /// A message shaped like rpcx's `BenchmarkMessage`: strings, integers and booleans.
 ///
 /// `S` is the type of its string fields: `String` for every framework, and [`zrpc::Text`] for
-/// `zrpc-text`, which shows what decoding strings as slices of the frame saves. Both encode to
-/// the same bytes.
+/// `zrpc-text`, which shows what decoding its ASCII strings as slices of the frame saves. Both
+/// encode to the same bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct BenchmarkMessage<S = String> {

@@ -22,7 +22,7 @@
 //! | [`retry`] | [`RetryLayer`] and [`FailMode`]: failfast, failover, failtry, failbackup; backoff and retry budget |
 //! | [`metadata`], [`trace`] | call metadata and W3C trace context |
 //! | [`observe`] | a `tracing` span per call on each side, and metrics through the `metrics` facade (feature `metrics`) |
-//! | [`zero_copy`] | [`Text`] and [`Blob`]: strings and bytes decoded as slices of the frame, without copying |
+//! | [`zero_copy`] | [`Text`] and [`Blob`]: strings and bytes decoded as slices of the frame, without copying (a `Text` when it is ASCII) |
 //!
 //! # Features
 //! - `json`: the JSON codec (a default of the `zrpc` facade, not of this crate).

@@ -3,10 +3,13 @@
 //! Decoding a `String` or `Vec<u8>` field copies it out of the received frame into an allocation
 //! of its own: a message with eight strings costs eight allocations to decode. [`Text`] and
 //! [`Blob`] hold a reference-counted slice of a [`Bytes`] buffer instead. When zrpc decodes a
-//! call's arguments or its result with postcard (the default codec), each `Text` and `Blob` in
-//! it is a slice of the frame itself: no allocation, no copy; with MessagePack and raw bytes,
-//! each `Blob` is. Elsewhere they copy like `String` and `Vec<u8>` do: `Text` with MessagePack,
-//! both with JSON, and both when a user deserializes them from their own data.
+//! call's arguments or its result with postcard (the default codec), each `Blob` in it is a
+//! slice of the frame itself: no allocation, no copy; so is each `Text` that starts with 64
+//! bytes of ASCII or is ASCII, while other text is copied, because checking it as a shared
+//! string would cost several times the copy (see [when they pay](#when-they-pay)). With
+//! MessagePack and raw bytes, each `Blob` is a slice. Elsewhere they copy like `String` and
+//! `Vec<u8>` do: `Text` with MessagePack, both with JSON, and both when a user deserializes
+//! them from their own data.
 //!
 //! On the wire they are a string and a byte string, so a peer may declare the same field as
 //! `String` or `Vec<u8>`.
@@ -18,27 +21,31 @@
 //!
 //! Sharing is not free: each slice counts a reference to the frame (an atomic add, and a
 //! subtract when dropped), which costs about what allocating and copying a short string does,
-//! and a `Text` is checked for UTF-8 by `str::from_utf8`, which is quick over ASCII and takes
-//! non-ASCII text a character at a time, where a `String` field of 32 bytes or more is checked
-//! 64 bytes at a time. (The `bytestring` crate builds the shared string and takes no text
-//! checked elsewhere without `unsafe`, which zrpc does not use in parsing.) Measured with
-//! `cargo bench -p zrpc-benches --bench frame -- codec/text` and, for the message,
-//! `codec/postcard_decode` against `codec/postcard_decode_text` (Intel Xeon, 2026-12-01):
+//! and a shared `Text` is checked for UTF-8 by `str::from_utf8` (the `bytestring` crate builds
+//! the shared string and takes no text checked elsewhere without `unsafe`, which zrpc does not
+//! use in parsing). That check is quick over ASCII and takes other text a character at a time,
+//! where a `String` of 32 bytes or more is checked 64 bytes at a time: shared, a Chinese text
+//! of 16 KiB decoded in 12.9 µs, against 1.6 µs as a `String`. So a `Text` is shared only when
+//! its first 64 bytes are ASCII (or all of it, when shorter), and copied and checked as a
+//! `String` is otherwise; text that turns to other characters after the first 64 bytes is
+//! shared and checked as before. Measured with `cargo bench -p zrpc-benches --bench frame --
+//! codec/text` and, for the benchmark's message, `codec/postcard_decode` against
+//! `codec/postcard_decode_text` (Intel Xeon, 2026-12-01):
 //!
-//! | one field of | as `String` | as `Text` |
-//! |---|---:|---:|
-//! | Chinese, about 1 KiB | 166 ns | 964 ns |
-//! | Chinese, 16 KiB | 1.6 µs | 12.9 µs |
-//! | Chinese, 256 KiB | 29.4 µs | 175 µs |
-//! | ASCII, about 1 KiB | 68 ns | 116 ns |
-//! | ASCII, 16 KiB | 403 ns | 383 ns |
-//! | ASCII, 256 KiB | 12.1 µs | 6.0 µs |
-//! | the benchmark's message, eight short strings, four Chinese | 410–460 ns | 690–790 ns |
+//! | one field of | as `String` | as `Text` | as `Text`, when it was always shared |
+//! |---|---:|---:|---:|
+//! | Chinese, about 1 KiB | 135 ns | 167 ns | 964 ns |
+//! | Chinese, 16 KiB | 1.84 µs | 1.84 µs | 12.9 µs |
+//! | Chinese, 256 KiB | 32.3 µs | 32.6 µs | 175 µs |
+//! | ASCII, about 1 KiB | 77 ns | 132 ns | 116 ns |
+//! | ASCII, 16 KiB | 357 ns | 408 ns | 383 ns |
+//! | ASCII, 256 KiB | 12.8 µs | 6.6 µs | 6.0 µs |
+//! | the benchmark's message, eight short strings, four Chinese | 412 ns | 597 ns | 690–790 ns |
 //!
-//! So `Text` pays in time only for ASCII text of about 16 KiB and more; for shorter strings,
-//! and for text that is not ASCII at any length, `String` decodes faster. What `Text` always
-//! saves is allocations (the message's eight strings: 1 allocation instead of 9) and the copy's
-//! memory, at the price of keeping the frame alive.
+//! So `Text` saves time only for long ASCII text (about 16 KiB and more), and allocations for
+//! ASCII text of any length (the message: 5 allocations instead of 9, since its four Chinese
+//! strings are copied); `String` is the faster choice for short strings. A shared `Text`
+//! keeps its frame alive.
 //!
 //! `Blob` pays at every size: serde reads a `Vec<u8>` one element at a time, so a 64 KiB
 //! `Vec<u8>` field decodes in 59 µs, and a 64 KiB `Blob` in 40 ns.
@@ -107,8 +114,9 @@ fn contains(outer: &[u8], inner: &[u8]) -> bool {
 /// [module docs](self).
 ///
 /// Use it for long ASCII string fields of arguments and results, or where allocations count
-/// more than time: `String` decodes faster for short strings and for text that is not ASCII
-/// (see [when they pay](self#when-they-pay)). It dereferences to `&str`.
+/// more than time: `String` decodes faster for short strings, and text that is not ASCII is
+/// copied as a `String` would be (see [when they pay](self#when-they-pay)). It dereferences to
+/// `&str`.
 ///
 /// # Examples
 ///
@@ -245,6 +253,9 @@ impl<'de> Deserialize<'de> for Text {
 
 struct TextVisitor;
 
+/// How much of a text [`TextVisitor`] looks at to decide whether to share it.
+const ASCII_PREFIX: usize = 64;
+
 impl TextVisitor {
     fn checked<E: de::Error>(bytes: Bytes) -> Result<Text, E> {
         match Text::try_from(bytes) {
@@ -269,8 +280,20 @@ impl<'de> Visitor<'de> for TextVisitor {
         Ok(Text::from(text))
     }
 
+    /// Text that starts with [`ASCII_PREFIX`] bytes of ASCII (or is ASCII, if shorter) is
+    /// shared: `str::from_utf8`, which the shared string runs, checks ASCII quickly. Other text
+    /// is copied, checked 64 bytes at a time as a `String` is, several times faster than the
+    /// check sharing it would take (see [when they pay](self#when-they-pay)). Only the prefix
+    /// is looked at, so that ASCII is read once, not twice; text that turns to other
+    /// characters after it is shared and checked as before.
     fn visit_borrowed_bytes<E: de::Error>(self, bytes: &'de [u8]) -> Result<Text, E> {
-        TextVisitor::checked(share(bytes))
+        if bytes.get(..ASCII_PREFIX).unwrap_or(bytes).is_ascii() {
+            return TextVisitor::checked(share(bytes));
+        }
+        match crate::codec::postcard::utf8::copied(bytes, |text| Text::from(text)) {
+            Ok(text) => Ok(text),
+            Err(_) => Err(E::invalid_value(Unexpected::Other("bytes that are not UTF-8"), &TextVisitor)),
+        }
     }
 
     fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Text, E> {
@@ -407,7 +430,7 @@ mod tests {
     }
 
     fn message() -> Message {
-        Message { name: "许多往事".into(), data: Blob::from_static(b"\x00\x01\x02"), note: "copied".into() }
+        Message { name: "many things past".into(), data: Blob::from_static(b"\x00\x01\x02"), note: "copied".into() }
     }
 
     #[test]
@@ -417,6 +440,37 @@ mod tests {
         assert_eq!(decoded, message());
         assert!(within(&frame, decoded.name.as_bytes()), "the text is a slice of the frame");
         assert!(within(&frame, &decoded.data), "the blob is a slice of the frame");
+    }
+
+    #[test]
+    fn text_that_is_not_ascii_is_copied_and_checked_like_a_string() {
+        // Every length around the 32- and 64-byte thresholds of the check a copy gets.
+        for len in [1, 2, 10, 31, 32, 33, 63, 64, 65, 200] {
+            let text: String = "许多往事在眼前一幕一幕，é ß 😀".chars().cycle().take(len).collect();
+            let frame =
+                CodecId::Postcard.encode_to_bytes(&(Text::from(text.as_str()), Text::from("ascii"))).expect("encode");
+            let (wide, narrow): (Text, Text) = CodecId::Postcard.decode_shared(&frame).expect("decode");
+            assert_eq!(wide, text.as_str());
+            assert!(!within(&frame, wide.as_bytes()), "{len} characters: copied");
+            assert!(within(&frame, narrow.as_bytes()), "the ASCII text beside it is shared");
+        }
+        // Text that turns to other characters only after the prefix is shared, and checked.
+        let late: String = "a".repeat(ASCII_PREFIX) + "许多往事";
+        let frame = CodecId::Postcard.encode_to_bytes(&late).expect("encode");
+        let shared: Text = CodecId::Postcard.decode_shared(&frame).expect("decode");
+        assert_eq!(shared, late.as_str());
+        assert!(within(&frame, shared.as_bytes()), "shared after an ASCII prefix");
+        // A character cut short after a valid one: not ASCII, not UTF-8, an error either way.
+        let after_prefix: Vec<u8> = [b'a'; ASCII_PREFIX].iter().chain(&[0xe4, 0xb8]).copied().collect();
+        for broken in [
+            &[0xe4, 0xb8, 0xad, 0xe5, 0x9b][..],
+            &[b'a'; 40].iter().chain(&[0xe4, 0xb8]).copied().collect::<Vec<_>>(),
+            &after_prefix,
+        ] {
+            let mut frame = vec![broken.len() as u8];
+            frame.extend_from_slice(broken);
+            assert!(CodecId::Postcard.decode_shared::<Text>(&Bytes::from(frame)).is_err(), "{broken:?}");
+        }
     }
 
     #[test]
@@ -436,7 +490,7 @@ mod tests {
             data: Vec<u8>,
             note: String,
         }
-        let plain = Plain { name: "许多往事".into(), data: vec![0, 1, 2], note: "copied".into() };
+        let plain = Plain { name: "many things past".into(), data: vec![0, 1, 2], note: "copied".into() };
         let ours = CodecId::Postcard.encode_to_bytes(&message()).expect("encode");
         let theirs = CodecId::Postcard.encode_to_bytes(&plain).expect("encode");
         assert_eq!(ours, theirs);

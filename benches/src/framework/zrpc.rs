@@ -2,7 +2,7 @@
 //!
 //! Two flavours that differ only in the message's string fields: [`Zrpc`] with `String`s, as a
 //! user writes them by default, and [`ZrpcText`] with [`zrpc::Text`]s, which the generated code
-//! decodes as slices of the received frame instead of copies.
+//! decodes as slices of the received frame instead of copies when they are ASCII.
 //!
 //! With N connections the callers use N [`Channel`](zrpc::Channel)s (each one connection),
 //! round-robin. The callers use the codec [`set_codec`] chose (`compare --codec`), postcard by
@@ -145,6 +145,6 @@ flavour! {
 }
 
 flavour! {
-    /// The message's strings are [`zrpc::Text`]s, decoded as slices of the frame.
+    /// The message's strings are [`zrpc::Text`]s: its ASCII ones decoded as slices of the frame.
     mod shared { ZrpcText, Name::ZrpcText, strings: zrpc::Text }
 }

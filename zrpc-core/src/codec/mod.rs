@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 mod json;
 #[cfg(feature = "msgpack")]
 mod msgpack;
-mod postcard;
+pub(crate) mod postcard;
 #[cfg(feature = "raw")]
 mod raw;
 

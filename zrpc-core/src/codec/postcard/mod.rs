@@ -34,7 +34,7 @@ mod de;
 mod ser;
 #[cfg(test)]
 mod tests;
-mod utf8;
+pub(crate) mod utf8;
 
 use bytes::BytesMut;
 use serde::Serialize;

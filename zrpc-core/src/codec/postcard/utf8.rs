@@ -45,7 +45,7 @@ pub(super) fn borrowed(bytes: &[u8]) -> Result<&str, Utf8Error> {
 /// Calls `copy` with `bytes` as text, which `copy` copies: what it is given may be a padded
 /// copy of `bytes` that lives only for the call.
 #[inline]
-pub(super) fn copied<R>(bytes: &[u8], copy: impl FnOnce(&str) -> R) -> Result<R, Utf8Error> {
+pub(crate) fn copied<R>(bytes: &[u8], copy: impl FnOnce(&str) -> R) -> Result<R, Utf8Error> {
     if (PADDED_MIN..STEP).contains(&bytes.len()) {
         let mut padded = [0u8; STEP];
         if let Some(front) = padded.get_mut(..bytes.len()) {
