@@ -1,5 +1,6 @@
 //! UTF-8 validation of the strings postcard reads: 64 bytes at a time where that pays, the
-//! standard library's `str::from_utf8` where it does not.
+//! standard library's `str::from_utf8` where it does not. `String` fields are checked here,
+//! and so is a `zrpc::Text` that is copied rather than shared (`zero_copy`'s `TextVisitor`).
 //!
 //! [`simdutf8`] checks 64 bytes per step (AVX2 or SSE 4.2 on x86-64, chosen at run time; NEON
 //! on aarch64) and hands anything shorter to `str::from_utf8`, which checks a character at a
