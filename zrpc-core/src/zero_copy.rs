@@ -258,10 +258,11 @@ const ASCII_PREFIX: usize = 64;
 
 impl TextVisitor {
     fn checked<E: de::Error>(bytes: Bytes) -> Result<Text, E> {
-        match Text::try_from(bytes) {
-            Ok(text) => Ok(text),
-            Err(_) => Err(E::invalid_value(Unexpected::Other("bytes that are not UTF-8"), &TextVisitor)),
-        }
+        Text::try_from(bytes).map_err(|_| TextVisitor::not_utf8())
+    }
+
+    fn not_utf8<E: de::Error>() -> E {
+        E::invalid_value(Unexpected::Other("bytes that are not UTF-8"), &TextVisitor)
     }
 }
 
@@ -290,10 +291,7 @@ impl<'de> Visitor<'de> for TextVisitor {
         if bytes.get(..ASCII_PREFIX).unwrap_or(bytes).is_ascii() {
             return TextVisitor::checked(share(bytes));
         }
-        match crate::codec::postcard::utf8::copied(bytes, |text| Text::from(text)) {
-            Ok(text) => Ok(text),
-            Err(_) => Err(E::invalid_value(Unexpected::Other("bytes that are not UTF-8"), &TextVisitor)),
-        }
+        crate::codec::postcard::utf8::copied(bytes, |text| Text::from(text)).map_err(|_| TextVisitor::not_utf8())
     }
 
     fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Text, E> {
