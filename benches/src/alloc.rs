@@ -9,7 +9,7 @@
 //! [`CountingAlloc::WITH_BYTES`] also keeps the bytes allocated and not yet freed, [`live_bytes`]:
 //! what the process holds on the heap, the counter memory-bound tests assert on (unlike RSS, it
 //! does not depend on what the allocator returned to the system). `compare` does not track bytes,
-//! so that the count costs the frameworks it measures one relaxed add per allocation and no more.
+//! so that the count costs the frameworks it measures one add per allocation and no more.
 //!
 //! The count is kept in cache-line-sized shards rather than in one atomic: a single counter
 //! bounced between cores on every allocation would slow the most allocation-heavy framework down
@@ -17,7 +17,12 @@
 //! threads of a process each own a shard, which only they write, so counting is a plain load
 //! and store (no locked instruction); later threads, and a thread past its thread-locals'
 //! destruction, share one more shard and add to it with `fetch_add`. Readers sum the shards
-//! with relaxed loads.
+//! with relaxed loads. A shard is never handed to a second thread (a thread's exit would need a
+//! destructor to give it back, and registering one may allocate, inside the allocator), so
+//! `SHARDS` is far above the threads a benchmark process starts: `compare`'s client builds a
+//! runtime of its own for every point of every round, two or more workers each: about 90
+//! threads a round of every framework at four points (`strace -f`, 2026-12-01), so 270 in
+//! `--rounds 3`.
 //!
 //! A locked `fetch_add` per allocation, uncontended, was itself about 2.5% of every sample of
 //! `compare --frameworks zrpc --points 100x1` (Intel Xeon, 2026-12-01; `perf record -a`): more
@@ -28,8 +33,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Shards owned by one thread each; one more is shared by every other thread.
-const SHARDS: usize = 32;
+/// Shards owned by one thread each; one more is shared by every other thread. 128 KiB of
+/// counters in all.
+const SHARDS: usize = 1024;
 /// The shard of threads that own none.
 const SHARED: usize = SHARDS;
 
