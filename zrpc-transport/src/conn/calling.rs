@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -217,62 +217,71 @@ impl Shared {
 }
 
 /// A cheap, cloneable way to make calls over one connection.
+///
+/// One `Arc` around the connection's command sender and its shared state, so that a clone (one
+/// for every call's future) is one reference count, not three: the sender's two and the
+/// state's, on lines every caller's thread writes. The connection's commands close when the
+/// last handle and the last call's future are gone, as they would with a sender each.
 #[derive(Clone, Debug)]
 pub(crate) struct Handle {
+    calling: Arc<Calling>,
+}
+
+/// What a [`Handle`] shares with its clones.
+#[derive(Debug)]
+struct Calling {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
 }
 
 impl Handle {
     pub(super) fn new(commands: mpsc::UnboundedSender<Command>, shared: Arc<Shared>) -> Handle {
-        Handle { commands, shared }
+        Handle { calling: Arc::new(Calling { commands, shared }) }
     }
 
     /// The state shared with the connection task.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+        &self.calling.shared
     }
 
     /// What the connection holds, as of its last turn.
     pub(crate) fn stats(&self) -> ConnectionStats {
-        self.shared.stats()
+        self.calling.shared.stats()
     }
 
     /// Whether new calls may go through this connection.
     pub(crate) fn is_ready(&self) -> bool {
-        self.shared.state() == READY
+        self.calling.shared.state() == READY
     }
 
     /// The peer's announced name, once the handshake is done.
     pub(crate) fn peer_name(&self) -> Option<&str> {
-        self.shared.peer.get().map(|p| &**p)
+        self.calling.shared.peer.get().map(|p| &**p)
     }
 
     /// Waits until the handshake is done (`Ok`) or the connection closed first (`Err`).
     pub(crate) async fn ready(&self) -> Result<(), Status> {
-        if self.shared.ready().await {
+        if self.calling.shared.ready().await {
             return Ok(());
         }
         // Refused at once (a GOAWAY right behind the peer's HELLO): say so, not just "closed".
-        Err(self.shared.refused.get().cloned().unwrap_or_else(|| self.closed_status()))
+        Err(self.calling.shared.refused.get().cloned().unwrap_or_else(|| self.closed_status()))
     }
 
     /// Why the peer refused this connection (an authenticator said no), if it did.
     pub(crate) fn refused(&self) -> Option<&Status> {
-        self.shared.refused.get()
+        self.calling.shared.refused.get()
     }
 
     /// Waits until the connection can take no new calls: either end is draining, or it closed.
     pub(crate) async fn unusable(&self) {
-        self.shared.wait_until(|state| state >= DRAINING).await;
+        self.calling.shared.wait_until(|state| state >= DRAINING).await;
     }
 
     pub(super) fn closed_status(&self) -> Status {
-        self.shared
-            .closed_because
-            .get()
-            .cloned()
-            .unwrap_or_else(|| Status::unavailable(format!("the connection to {} is closed", self.shared.peer_name())))
+        self.calling.shared.closed_because.get().cloned().unwrap_or_else(|| {
+            Status::unavailable(format!("the connection to {} is closed", self.calling.shared.peer_name()))
+        })
     }
 
     /// Sends `request` now and returns the future of its answer, which ends with the answer,
@@ -283,16 +292,16 @@ impl Handle {
         self.clone().into_call(request)
     }
 
-    /// [`call`](Handle::call), the future keeping this handle's sender and state.
+    /// [`call`](Handle::call), the future keeping this handle (its sender and state).
     fn into_call(self, mut request: Request) -> CallFuture {
-        let Handle { commands, shared } = self;
+        let Calling { commands, shared } = &*self.calling;
         let id = shared.ids.next();
         let method = request.method().clone();
         let observed = shared.observe_call(&mut request);
-        let compressed = compress(&shared, &mut request);
+        let compressed = compress(shared, &mut request);
         let (reply, answer) = super::reply::channel();
         if commands.send(Command::Call { id, request, compressed, reply }).is_err() {
-            let failed = Err(closed_status(&shared, &method).mark_unprocessed());
+            let failed = Err(closed_status(shared, &method).mark_unprocessed());
             if let Some(observed) = observed {
                 observed.finish(&failed);
             }
@@ -301,8 +310,7 @@ impl Handle {
         CallFuture {
             state: CallState::Waiting(Waiting {
                 answer,
-                cancel: CancelOnDrop { commands, id, armed: true },
-                shared,
+                cancel: CancelOnDrop { calling: self.calling, id, armed: true },
                 method,
                 observed,
             }),
@@ -324,8 +332,8 @@ enum CallState {
 
 struct Waiting {
     answer: super::reply::Receiver,
+    /// Also the connection's state, for the answer's decompression and a closed connection.
     cancel: CancelOnDrop,
-    shared: Arc<Shared>,
     method: Method,
     /// Finished with the answer; dropped with the future, it records a cancelled call. `None`
     /// while nothing records calls, and once finished.
@@ -346,8 +354,8 @@ impl Future for CallFuture {
         call.cancel.armed = false;
         let answer = match answer {
             Ok(Answer { result, compressed: false }) => result,
-            Ok(Answer { result, compressed: true }) => decompress(result, &call.shared, &call.method),
-            Err(_) => Err(closed_status(&call.shared, &call.method)),
+            Ok(Answer { result, compressed: true }) => decompress(result, &call.cancel.calling.shared, &call.method),
+            Err(_) => Err(closed_status(&call.cancel.calling.shared, &call.method)),
         };
         if let Some(observed) = call.observed.take() {
             observed.finish(&answer);
@@ -403,7 +411,7 @@ fn closed_status(shared: &Shared, method: &Method) -> Status {
 
 /// Sends CANCEL for a call whose future is dropped before its answer came.
 struct CancelOnDrop {
-    commands: mpsc::UnboundedSender<Command>,
+    calling: Arc<Calling>,
     id: u64,
     armed: bool,
 }
@@ -411,7 +419,7 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.commands.send(Command::Cancel { id: self.id });
+            let _ = self.calling.commands.send(Command::Cancel { id: self.id });
         }
     }
 }
@@ -423,10 +431,10 @@ pub(crate) struct DefaultTimeout {
     pub(crate) origin: &'static str,
 }
 
-/// What a [`Peer`] calls through: the connection's commands, without keeping it open.
+/// What a [`Peer`] calls through: the connection's handle, without keeping it open.
 #[derive(Debug)]
 struct ConnectionLink {
-    commands: mpsc::WeakUnboundedSender<Command>,
+    calling: Weak<Calling>,
     shared: Arc<Shared>,
     default: DefaultTimeout,
 }
@@ -439,13 +447,13 @@ impl ConnectionLink {
 
 impl Link for ConnectionLink {
     fn call(&self, mut request: Request) -> BoxFuture<'static, Result<Response, Status>> {
-        let Some(commands) = self.commands.upgrade() else {
+        let Some(calling) = self.calling.upgrade() else {
             return Box::pin(std::future::ready(Err(self.closed(&request))));
         };
         if let Some(timeout) = self.default.timeout {
             request.ctx_mut().apply_default_timeout(timeout, self.default.origin);
         }
-        Box::pin(Handle { commands, shared: self.shared.clone() }.into_call(request))
+        Box::pin(Handle { calling }.into_call(request))
     }
 
     fn name(&self) -> Option<&str> {
@@ -453,7 +461,7 @@ impl Link for ConnectionLink {
     }
 
     fn is_connected(&self) -> bool {
-        self.shared.state() == READY && self.commands.strong_count() > 0
+        self.shared.state() == READY && self.calling.strong_count() > 0
     }
 }
 
@@ -461,6 +469,7 @@ impl Handle {
     /// The connection's other end as a [`Peer`], whose calls get `default` when they carry no
     /// deadline; it does not keep the connection open.
     pub(crate) fn peer(&self, default: DefaultTimeout) -> Peer {
-        Peer::new(ConnectionLink { commands: self.commands.downgrade(), shared: self.shared.clone(), default })
+        let shared = self.calling.shared.clone();
+        Peer::new(ConnectionLink { calling: Arc::downgrade(&self.calling), shared, default })
     }
 }
