@@ -24,7 +24,7 @@
 //! threads a round of every framework at four points (`strace -f`, 2026-12-01), so 270 in
 //! `--rounds 3`.
 //!
-//! A locked `fetch_add` per allocation, uncontended, was itself about 2.5% of every sample of
+//! A locked `fetch_add` per allocation, uncontended, was itself about 2.5% of all samples of
 //! `compare --frameworks zrpc --points 100x1` (Intel Xeon, 2026-12-01; `perf record -a`): more
 //! than `malloc`'s fast path, and paid 19 times a call by the serde frameworks against once by
 //! `raw-mux`, a bias the harness added to every ratio against the floor.
