@@ -298,6 +298,13 @@ struct Peer {
     /// The peer sent raw bytes, which may hold requests and PINGs it does not know of: what
     /// answers them is not checked against what it asked.
     raw: bool,
+    /// The peer returned credit it did not owe (a bogus CREDIT, or raw bytes, which may hold
+    /// one). The connection can refuse such a CREDIT only when it returns more oneway calls
+    /// than the connection has in progress at the peer, and a call still on the wire is in
+    /// progress, so the lie may pass for the truth and the connection send more than the
+    /// peer's FLOW limits allow. A peer that lies about its credit only gets more than it
+    /// asked for: its limits are no longer checked.
+    lied: bool,
 }
 
 /// A run: the connection's task, its handle, the socket, the peer, the local callers.
@@ -416,11 +423,13 @@ impl Run {
                 let mut credit = (returned.len() as u64, returned.iter().map(|&s| s as u64).sum::<u64>());
                 if bogus {
                     credit.0 += 1;
+                    self.peer.lied = true;
                 }
                 frame::encode_credit(&mut bytes, credit.0, credit.1);
             }
             Step::Bytes(raw) => {
                 self.peer.raw = true;
+                self.peer.lied = true;
                 bytes.extend_from_slice(raw);
             }
             Step::Answer { pick, error } => {
@@ -577,7 +586,7 @@ impl Run {
                 } else {
                     self.peer.calls.insert(request.id, size);
                 }
-                if let Some(flow) = self.setup.flow {
+                if let Some(flow) = self.setup.flow.filter(|_| !self.peer.lied) {
                     let count = self.peer.calls.len() + self.peer.oneway_calls.len();
                     let bytes: usize =
                         self.peer.calls.values().sum::<usize>() + self.peer.oneway_calls.iter().sum::<usize>();

@@ -520,6 +520,18 @@ fn a_stalled_peer_meets_the_bounds_of_the_output_and_of_its_requests() {
 }
 
 #[test]
+fn a_peer_that_lies_about_its_credit_only_voids_its_own_limits() {
+    // Found by the `conn` fuzz target: a FLOW peer that has read none of the connection's
+    // oneway calls returns CREDIT for one, which the connection cannot tell from the truth
+    // while the call is still on the wire; its next call, no longer held back, took the peer
+    // over its 2 KiB. The run must go on and end cleanly, the peer's limits unchecked.
+    let input =
+        [0x06, 0xa9, 0x2c, 0x8b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xd3, 0x24, 0x94, 0xe7, 0x8b, 0xb7, 0x6f];
+    let report = conn(&input);
+    assert!(report.count >= 2 && report.error.is_none(), "{report:?}");
+}
+
+#[test]
 fn random_conn_scripts_keep_the_bounds() {
     let mut rng = fastrand::Rng::with_seed(0x434f_4e4e);
     let (mut frames, mut paused, mut output, mut budget) = (0, 0, 0, 0);
