@@ -549,9 +549,11 @@ where
         Ok(progress)
     }
 
-    /// Handles what the peer sent before the connection failed but was not read yet: answers
-    /// complete their calls, and a GOAWAY tells which pending calls were never processed. A
-    /// write can fail on a connection whose GOAWAY sits unread in the socket.
+    /// Handles what the peer sent before the connection failed, read or not yet read: answers
+    /// complete their calls, CANCELs stop their handlers, and a GOAWAY tells which pending
+    /// calls were never processed. A write can fail on a connection whose GOAWAY sits unread
+    /// in the socket, and a turn that fails on the peer's bytes leaves the events of the valid
+    /// frames before them unhandled.
     async fn read_last_words(&mut self) {
         if !self.read_closed && self.mux.wants_read() {
             // A zero timeout still polls the read once: only what has already arrived is taken.
@@ -560,8 +562,18 @@ where
         }
         let _ = self.mux.recv(&mut self.rbuf, Instant::now());
         while let Some(event) = self.mux.poll_event() {
-            if let Event::Response { token, result, compressed } = event {
-                let _ = token.send(Answer { result, compressed });
+            match event {
+                Event::Response { token, result, compressed } => {
+                    let _ = token.send(Answer { result, compressed });
+                }
+                // A dropped handle would not stop the handler, and its unit of the server's
+                // budget would stay taken for good: one lost for every connection whose peer
+                // cancelled a call and then broke the protocol in the same read (found by the
+                // `conn` fuzz target).
+                Event::Cancel { id, handler } => self.dispatch.cancel(id, handler),
+                // The connection is over: nothing to set up, and the GOAWAY's refusal is the
+                // mux's already.
+                Event::Ready | Event::GoAway(_) => {}
             }
         }
     }
@@ -717,6 +729,55 @@ mod tests {
         assert!(answer_writes <= 16, "1,000 answers left in {answer_writes} writes");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_read_with_bytes_that_break_the_protocol_still_stops_its_handler() {
+        // Found by the `conn` fuzz target: the peer's CANCEL for a running handler, and bytes
+        // that break the protocol, in one read. The connection ended on the error before it
+        // acted on the CANCEL: the handler ran on, and its unit of the server's budget was
+        // never returned, one unit lost for every such connection until no handler could start.
+        let budget = Budget::new(1);
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (dropped_tx, dropped) = tokio::sync::oneshot::channel::<()>();
+        let mut signals = Some((started_tx, dropped_tx));
+        let service = tower::service_fn(move |_: Request| {
+            let signals = signals.take();
+            Box::pin(async move {
+                // The second sender goes with the handler's future.
+                let _dropped = signals.map(|(started, dropped)| (started.send(()), dropped));
+                std::future::pending::<Result<Response, Status>>().await
+            })
+        });
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let (server, _) = Connection::new(
+            Stream::Memory(near),
+            Role::Acceptor,
+            config("s"),
+            service,
+            Router::new(),
+            Some(budget.clone()),
+        );
+        let server = tokio::spawn(server.run());
+
+        let mut peer: Mux<()> = Mux::new(Role::Connector, config("c"), Instant::now());
+        let mut bytes = peer.take_output();
+        let call = Request::new("Slow.call", Bytes::new());
+        crate::frame::encode_request(&mut bytes, 1, &call, crate::frame::DEFAULT_MAX_FRAME).expect("encodes");
+        far.write_all(&bytes).await.expect("the peer's HELLO and call");
+        started.await.expect("the handler started");
+        assert_eq!(budget.in_use(), 1, "the waiting handler holds the unit");
+
+        // The CANCEL, then a request with an id of the server's parity: a protocol violation.
+        let mut bytes = BytesMut::new();
+        crate::frame::encode_cancel(&mut bytes, 1);
+        crate::frame::encode_request(&mut bytes, 2, &call, crate::frame::DEFAULT_MAX_FRAME).expect("encodes");
+        far.write_all(&bytes).await.expect("the CANCEL and the violation");
+        tokio::time::timeout(Duration::from_secs(60), server).await.expect("the connection ended").expect("task");
+
+        assert_eq!(budget.in_use(), 0, "the cancelled handler's unit came back");
+        let gone = tokio::time::timeout(Duration::from_secs(60), dropped).await;
+        assert!(matches!(gone, Ok(Err(_))), "the cancelled handler was stopped: {gone:?}");
+    }
+
     /// A client's connection, ready, over a pipe of `capacity` bytes whose other end is a bare
     /// mux the test drives: the handle to call through, that mux, and its end of the pipe.
     async fn client_and_raw_peer(capacity: usize) -> (Handle, Mux<()>, DuplexStream) {
@@ -769,6 +830,36 @@ mod tests {
             }
         };
         assert!(answered_then < 1000, "the first next call left after all {answered_then} answers were read");
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_with_bytes_that_break_the_protocol_reaches_its_caller() {
+        // The answer was a valid frame, read before the bytes that end the connection.
+        let (handle, mut peer, mut far) = client_and_raw_peer(64 * 1024).await;
+        let call = tokio::spawn(handle.call(Request::new("Some.call", Bytes::new())));
+        let mut from_client = BytesMut::new();
+        let id = loop {
+            tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
+            peer.recv(&mut from_client, Instant::now()).expect("valid frames");
+            if let Some(frame) = peer.next_request() {
+                break frame.id;
+            }
+        };
+        peer.finish(id, &Ok(Response::new(Bytes::from_static(b"done"))));
+        let mut bytes = peer.take_output();
+        // A request with an id of the client's parity: a protocol violation.
+        crate::frame::encode_request(
+            &mut bytes,
+            1,
+            &Request::new("X.y", Bytes::new()),
+            crate::frame::DEFAULT_MAX_FRAME,
+        )
+        .expect("encodes");
+        far.write_all(&bytes).await.expect("the answer and the violation");
+
+        let answer = call.await.expect("task").expect("answered before the connection ended");
+        assert_eq!(answer.payload(), &Bytes::from_static(b"done"));
+        assert!(!handle.is_ready(), "the violation ended the connection");
     }
 
     #[tokio::test]
