@@ -122,7 +122,9 @@ impl Run {
                 self.pending.insert(id);
             }
             Err((status, token)) if self.mux.is_draining() => {
-                assert_eq!((status.code(), status.is_unprocessed(), token), (Code::Unavailable, true, id));
+                // A peer whose GOAWAY says `Unauthenticated` refused this side: calls say so.
+                let code = self.mux.refused_by_peer().map_or(Code::Unavailable, Status::code);
+                assert_eq!((status.code(), status.is_unprocessed(), token), (code, true, id));
             }
             Err(other) => panic!("sending call {id} (oneway: {oneway}) returned {other:?}"),
         }

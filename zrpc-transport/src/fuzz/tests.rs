@@ -455,6 +455,20 @@ fn random_and_mutated_scripts_keep_the_invariants() {
     assert!(events > 1200 && clean > 150 && dead > 100 && violations > 150 && malformed > 100, "{counts:?}");
 }
 
+#[test]
+fn a_peer_that_refuses_us_with_its_goaway_has_our_calls_refused_with_its_code() {
+    // Found by the `mux` fuzz target: a GOAWAY with code `Unauthenticated` is the peer
+    // refusing this side (PROTOCOL.md §5), and the calls made after it are refused with that
+    // code, not `Unavailable`, as the model had it.
+    let input = [
+        0x2f, 0x54, 0x00, 0x00, 0x00, 0x0d, 0x07, 0x00, 0x00, 0x2f, 0x14, 0x00, 0x00, 0x00, 0x0d, 0x03, 0x10, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00,
+    ];
+    let report = mux(&input);
+    assert!(report.count > 0, "{report:?}");
+}
+
 // ---- the connection driver ----
 
 /// A `conn` script: the setup byte, then steps as (opcode, arguments).
