@@ -31,6 +31,9 @@
 //! - `raw`: the raw-bytes codec, for methods whose argument and result are byte strings.
 //! - `schema`: JSON Schemas (schemars) in the descriptors of services marked
 //!   `#[zrpc::service(schema)]`; implies `json`.
+//! - `fuzzing`: `zrpc_core::fuzz`, the entry point of the `payload` fuzz target in
+//!   `zrpc-transport/fuzz/` (zrpc's postcard decoder against the `postcard` crate's); not a
+//!   stable API.
 
 pub mod backoff;
 pub mod balance;
@@ -41,6 +44,9 @@ pub mod context;
 pub mod descriptor;
 pub mod discover;
 pub mod durable;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod limit;
 pub mod metadata;

@@ -18,7 +18,7 @@ use super::utf8;
 /// Boxed, so that a `Result` of it fits two registers: every value written or read returns one.
 #[derive(Debug)]
 #[allow(clippy::box_collection, reason = "a thin pointer keeps the `Result` two registers wide")]
-pub(super) struct DeError(pub(super) Box<String>);
+pub(crate) struct DeError(pub(crate) Box<String>);
 
 impl Display for DeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,7 +39,7 @@ fn error(what: &str) -> DeError {
 }
 
 /// Reads one `T` from the front of `input` and returns it with the bytes after it.
-pub(super) fn read<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(T, &'de [u8]), DeError> {
+pub(crate) fn read<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(T, &'de [u8]), DeError> {
     let mut reader = Reader { input };
     let value = T::deserialize(&mut reader)?;
     Ok((value, reader.input))

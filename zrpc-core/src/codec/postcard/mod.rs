@@ -30,8 +30,8 @@
 //! - errors say what was wrong, including the messages of `Deserialize` impls, which postcard
 //!   replaces with "Serde Deserialization Error".
 
-mod de;
-mod ser;
+pub(crate) mod de;
+pub(crate) mod ser;
 #[cfg(test)]
 mod tests;
 pub(crate) mod utf8;

@@ -25,7 +25,7 @@ use serde::ser::{self, Serialize};
 /// Boxed, so that a `Result` of it fits two registers: every value written or read returns one.
 #[derive(Debug)]
 #[allow(clippy::box_collection, reason = "a thin pointer keeps the `Result` two registers wide")]
-pub(super) struct SerError(pub(super) Box<String>);
+pub(crate) struct SerError(pub(crate) Box<String>);
 
 impl Display for SerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -42,7 +42,7 @@ impl ser::Error for SerError {
 }
 
 /// Appends the postcard encoding of `value` to `out`; on an error `out` holds a part of it.
-pub(super) fn write<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), SerError> {
+pub(crate) fn write<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), SerError> {
     // The writer owns the vector while it writes: one indirection less on every append.
     let mut writer = Writer { out: std::mem::take(out) };
     let written = value.serialize(&mut writer);

@@ -1,60 +1,11 @@
 //! The codec against the `postcard` crate: the same bytes for random values, the same verdict and
 //! value for random and damaged input.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{de, ser};
 use crate::balance::SharedRng;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Unit;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Newtype(i32);
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Pair(u16, String);
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Shape {
-    Empty,
-    Circle(u32),
-    Rect(i64, i64),
-    Named { name: String, sides: Option<u8> },
-}
-
-/// Every kind of value serde has, but `char` and floats (see their own tests).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Everything {
-    flag: bool,
-    i8: i8,
-    i16: i16,
-    i32: i32,
-    i64: i64,
-    i128: i128,
-    u8: u8,
-    u16: u16,
-    u32: u32,
-    u64: u64,
-    u128: u128,
-    usize: usize,
-    isize: isize,
-    text: String,
-    seq_of_u8: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    bytes: Vec<u8>,
-    maybe: Option<u32>,
-    nothing: (),
-    unit: Unit,
-    newtype: Newtype,
-    tuple: (u8, i64, bool),
-    pair: Pair,
-    shapes: Vec<Shape>,
-    map: BTreeMap<String, i64>,
-    nested: Option<Box<Everything>>,
-}
+use crate::fuzz::{Everything, Newtype, Pair, Shape, Strings, Unit, ours, postcard, theirs};
 
 /// Test values from the balancers' seeded SplitMix64, so that every run draws the same ones.
 struct Rng(SharedRng);
@@ -99,6 +50,42 @@ impl Rng {
     fn text(&mut self) -> String {
         const PIECES: [&str; 6] = ["a", "zrpc", "许多往事", "ü", "🦀", "\u{0}"];
         (0..self.below(12)).map(|_| PIECES[self.below(PIECES.len() as u64) as usize]).collect()
+    }
+
+    /// Text a `Text` shares (64 bytes of ASCII first) or copies (anything else).
+    fn long_text(&mut self) -> String {
+        let ascii: String = (0..64 + self.below(100)).map(|_| char::from(b'a' + self.below(26) as u8)).collect();
+        match self.below(3) {
+            0 => self.text(),
+            1 => ascii,
+            _ => ascii + &self.text(),
+        }
+    }
+
+    fn strings(&mut self) -> Strings {
+        Strings {
+            text: self.long_text(),
+            blob: self.bytes(),
+            texts: (0..self.below(4)).map(|_| self.long_text()).collect(),
+            maybe: (self.below(2) == 0).then(|| serde_bytes::ByteBuf::from(self.bytes())),
+            count: self.int() as u32,
+        }
+    }
+
+    /// `bytes` cut short, one byte longer, or with up to three bytes changed.
+    fn damage(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut damaged = bytes.to_vec();
+        match self.below(4) {
+            0 => damaged.truncate(self.below(bytes.len() as u64) as usize),
+            1 => damaged.push(self.next() as u8),
+            _ => {
+                for _ in 0..=self.below(3) {
+                    let at = self.below(damaged.len() as u64) as usize;
+                    damaged[at] = self.next() as u8;
+                }
+            }
+        }
+        damaged
     }
 
     fn bytes(&mut self) -> Vec<u8> {
@@ -146,16 +133,6 @@ impl Rng {
     }
 }
 
-fn ours<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    ser::write(value, &mut out).expect("encodes");
-    out
-}
-
-fn theirs<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).expect("postcard encodes")
-}
-
 #[test]
 fn writes_the_bytes_postcard_writes() {
     let mut rng = Rng::seeded(1);
@@ -187,45 +164,20 @@ fn floats_and_chars_as_postcard_writes_them() {
     assert!(err.0.contains("one character"), "{err}");
 }
 
-/// Decodes `input` both ways and checks that the verdicts agree, and the values and what is left.
-fn same_verdict(input: &[u8]) -> bool {
-    let ours = de::read::<Everything>(input);
-    let theirs = postcard::take_from_bytes::<Everything>(input);
-    match (ours, theirs) {
-        (Ok((a, rest_a)), Ok((b, rest_b))) => {
-            assert_eq!((&a, rest_a.len()), (&b, rest_b.len()), "input {input:02x?}");
-            true
-        }
-        (Err(_), Err(_)) => false,
-        (ours, theirs) => panic!("ours {ours:?}, postcard {theirs:?}, input {input:02x?}"),
-    }
-}
-
 #[test]
 fn damaged_input_gets_postcard_s_verdict() {
+    // Values of both shapes the fuzz checks decode, damaged, through those checks: each is
+    // decoded as both shapes, so each check meets valid input and input that is not.
     let mut rng = Rng::seeded(2);
-    let (mut accepted, mut refused) = (0, 0);
-    for _ in 0..1_500 {
-        let bytes = ours(&rng.everything(1));
-        let mut damaged = bytes.clone();
-        match rng.below(4) {
-            0 => damaged.truncate(rng.below(bytes.len() as u64) as usize),
-            1 => damaged.push(rng.next() as u8),
-            _ => {
-                for _ in 0..=rng.below(3) {
-                    let at = rng.below(damaged.len() as u64) as usize;
-                    damaged[at] = rng.next() as u8;
-                }
-            }
-        }
-        if same_verdict(&damaged) {
-            accepted += 1;
-        } else {
-            refused += 1;
-        }
+    let mut seen = [[0; 2]; 2];
+    for n in 0..3_000 {
+        let bytes = if n % 2 == 0 { ours(&rng.everything(1)) } else { ours(&rng.strings()) };
+        let verdicts = postcard(&rng.damage(&bytes));
+        seen[0][usize::from(verdicts.everything)] += 1;
+        seen[1][usize::from(verdicts.strings)] += 1;
     }
-    // Both outcomes were exercised, so agreement on each was checked.
-    assert!(accepted > 100 && refused > 100, "accepted {accepted}, refused {refused}");
+    // Both outcomes of both checks were exercised, so agreement on each was checked.
+    assert!(seen.iter().flatten().all(|&n| n > 100), "[everything, strings] × [refused, accepted]: {seen:?}");
 }
 
 #[test]
