@@ -338,9 +338,16 @@ impl Run {
             match frame {
                 Frame::Response(response) => {
                     let id = response.id;
+                    // Refused unprocessed: after a GOAWAY, over a limit, or durable to a side
+                    // that announced no INBOX (PROTOCOL.md §19).
                     let refused = response.flags & flags::UNPROCESSED != 0
-                        && [Code::Unavailable.as_u8(), Code::ResourceExhausted.as_u8()].contains(&response.code);
-                    assert!(self.handed.contains(&id) || refused, "a response for {id}, which was never handed over");
+                        && [Code::Unavailable, Code::ResourceExhausted, Code::Unimplemented]
+                            .iter()
+                            .any(|code| code.as_u8() == response.code);
+                    assert!(
+                        self.handed.contains(&id) || refused,
+                        "a response for {id}, which was never handed over: {response:?}"
+                    );
                 }
                 Frame::Credit { .. } => {
                     assert!(self.setup.peer_flow.is_some(), "CREDIT to a peer that did not announce FLOW");

@@ -469,6 +469,23 @@ fn a_peer_that_refuses_us_with_its_goaway_has_our_calls_refused_with_its_code() 
     assert!(report.count > 0, "{report:?}");
 }
 
+#[test]
+fn a_durable_request_to_a_side_without_an_inbox_is_refused_not_handed_over() {
+    // Found by the `mux` fuzz target: the model counted only `Unavailable` and
+    // `ResourceExhausted` as refusals, not the `Unimplemented` a side that announced no INBOX
+    // answers a durable request with, unprocessed, without handing it over.
+    let input = [
+        0x20, 0x00, 0x00, 0x00, 0x00, 0x3a, 0x02, 0x7a, 0x29, 0x34, 0x01, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 0x24,
+        0x24, 0x24, 0x24, 0x24, 0x24, 0x00, 0x8c, 0x02, 0x7a, 0x29, 0x34, 0xff, 0x1f, 0x00, 0x00, 0x00, 0x1b, 0x03,
+        0x1f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x24, 0x24, 0x24, 0x24, 0x24, 0x24, 0x24, 0x24,
+        0x24, 0x24, 0x24, 0x24, 0x24, 0x23, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb6, 0xb2, 0x00, 0x00, 0xb9, 0x2f,
+    ];
+    let report = mux(&input);
+    assert!(report.count > 0, "{report:?}");
+}
+
 // ---- the connection driver ----
 
 /// A `conn` script: the setup byte, then steps as (opcode, arguments).
@@ -600,4 +617,15 @@ fn random_conn_scripts_keep_the_bounds() {
     let counts = (frames, paused, output, budget);
     // (2574, 44, 22, 52) when written.
     assert!(frames > 2000 && paused > 20 && output > 10 && budget > 25, "{counts:?}");
+}
+
+#[test]
+fn a_backlog_of_slow_oneway_calls_is_worked_off_after_the_peer_closes() {
+    // Found by the `conn` fuzz target: a peer that predates FLOW sends 160 oneway sleeps of
+    // 2.4 s, far over the connection's limits, and closes. The connection handles them all,
+    // three at a time, which takes longer than the two minutes the model gave it.
+    let mut steps: Vec<&[u8]> = vec![&[0x81, 241, 241]; 160];
+    steps.push(&[14]);
+    let report = conn(&conn_script(0x01, &steps));
+    assert!(report.count >= 1 && report.error.is_none(), "{report:?}");
 }
