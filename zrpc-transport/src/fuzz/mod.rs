@@ -1,5 +1,7 @@
 //! Entry points for fuzzing: the frame decoder, the mux and the connection driver run over
 //! arbitrary bytes, with the protocol's invariants checked (feature `fuzzing`; not a stable API).
+//! With a compression feature, [`compressed`] runs compressed payloads through `decompress`,
+//! its bound checked (a module of its own: its checks are not the numbered ones below).
 //!
 //! The targets in `zrpc-transport/fuzz/` are a line each around these functions, and this
 //! crate's seeded tests call them too, so the checks are written once. Each function takes the
@@ -38,6 +40,8 @@
 //!
 //! `docs/PROTOCOL.md` ("Fuzzing") says how to run the targets.
 
+#[cfg(any(feature = "zstd", feature = "lz4", feature = "gzip"))]
+mod compressed;
 mod conn;
 mod frames;
 mod handshake;
@@ -72,6 +76,8 @@ fn small_config() -> MuxConfig {
     }
 }
 
+#[cfg(any(feature = "zstd", feature = "lz4", feature = "gzip"))]
+pub use compressed::compressed;
 pub use conn::conn;
 pub use frames::frames;
 pub use handshake::handshake;

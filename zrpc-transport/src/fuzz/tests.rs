@@ -629,3 +629,33 @@ fn a_backlog_of_slow_oneway_calls_is_worked_off_after_the_peer_closes() {
     let report = conn(&conn_script(0x01, &steps));
     assert!(report.count >= 1 && report.error.is_none(), "{report:?}");
 }
+
+// ---- compressed payloads ----
+
+#[cfg(feature = "compression")]
+#[test]
+fn compressed_payloads_keep_to_their_bounds() {
+    // Real payloads of every algorithm, with the limit below, at and above their length, then
+    // damaged: each decompresses to what it declares, within the limit, or is refused.
+    let mut rng = fastrand::Rng::with_seed(0x5a50);
+    let data: Vec<u8> = (0..6000u32).flat_map(|i| format!("{} ", i % 97).into_bytes()).take(6000).collect();
+    let (mut decompressed, mut damaged_decompressed) = (0, 0);
+    for algorithm in crate::compression::available() {
+        let payload = crate::compression::compress(algorithm, &data).expect("compresses").to_vec();
+        for limit in [20u8, 23, 24, 255] {
+            let mut input = vec![limit];
+            input.extend_from_slice(&payload);
+            decompressed += super::compressed(&input).count;
+            for _ in 0..200 {
+                let mut damaged = input.clone();
+                let at = rng.usize(1..damaged.len());
+                damaged[at] = rng.u8(..);
+                damaged_decompressed += super::compressed(&damaged).count;
+            }
+        }
+    }
+    // 6,000 bytes: over the limits of 5,120 (20) and 5,888 (23), within 6,144 (24) and 65,280.
+    assert_eq!(decompressed, 3 * 2, "each payload decompressed at the two limits above its length");
+    // Some damage leaves a payload that still decompresses (a changed literal), most does not.
+    assert!(damaged_decompressed > 0 && damaged_decompressed < 3 * 4 * 200, "{damaged_decompressed}");
+}
