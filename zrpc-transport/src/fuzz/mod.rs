@@ -1,6 +1,6 @@
 //! Entry points for fuzzing: the frame decoder, the mux and the connection driver run over
 //! arbitrary bytes, with the protocol's invariants checked (feature `fuzzing`; not a stable API).
-//! With a compression feature, [`compressed`] runs compressed payloads through `decompress`,
+//! With a compression feature, `compressed` runs compressed payloads through `decompress`,
 //! its bound checked (a module of its own: its checks are not the numbered ones below).
 //!
 //! The targets in `zrpc-transport/fuzz/` are a line each around these functions, and this
