@@ -791,6 +791,17 @@ mod tests {
         (handle, peer, far)
     }
 
+    /// Reads what the client wrote into `from_client` until `peer` hands over a request; its id.
+    async fn next_request_id(far: &mut DuplexStream, peer: &mut Mux<()>, from_client: &mut BytesMut) -> u64 {
+        loop {
+            tokio::io::AsyncReadExt::read_buf(far, from_client).await.expect("read");
+            peer.recv(from_client, Instant::now()).expect("valid frames");
+            if let Some(frame) = peer.next_request() {
+                return frame.id;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn callers_send_their_next_calls_before_a_large_batch_of_answers_is_all_read() {
         // 1,000 answers of about 130 KiB arrive at once. Each caller, answered, makes its next
@@ -837,14 +848,7 @@ mod tests {
         // The answer was a valid frame, read before the bytes that end the connection.
         let (handle, mut peer, mut far) = client_and_raw_peer(64 * 1024).await;
         let call = tokio::spawn(handle.call(Request::new("Some.call", Bytes::new())));
-        let mut from_client = BytesMut::new();
-        let id = loop {
-            tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
-            peer.recv(&mut from_client, Instant::now()).expect("valid frames");
-            if let Some(frame) = peer.next_request() {
-                break frame.id;
-            }
-        };
+        let id = next_request_id(&mut far, &mut peer, &mut BytesMut::new()).await;
         peer.finish(id, &Ok(Response::new(Bytes::from_static(b"done"))));
         let mut bytes = peer.take_output();
         // A request with an id of the client's parity: a protocol violation.
@@ -870,14 +874,7 @@ mod tests {
         let (handle, mut peer, mut far) = client_and_raw_peer(64 * 1024).await;
 
         let small = tokio::spawn(handle.call(Request::new("Small.call", Bytes::new())));
-        let mut from_client = BytesMut::new();
-        let small_id = loop {
-            tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
-            peer.recv(&mut from_client, Instant::now()).expect("valid frames");
-            if let Some(frame) = peer.next_request() {
-                break frame.id;
-            }
-        };
+        let small_id = next_request_id(&mut far, &mut peer, &mut BytesMut::new()).await;
         // From here the peer reads nothing: most of this call stays in the client's output.
         let big = handle.call(Request::new("Big.call", Bytes::from(vec![0; 1 << 20])));
         peer.finish(small_id, &Ok(Response::new(Bytes::from_static(b"done"))));
