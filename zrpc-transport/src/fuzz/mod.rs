@@ -4,9 +4,10 @@
 //! its bound checked (a module of its own: its checks are not the numbered ones below).
 //!
 //! The targets in `zrpc-transport/fuzz/` are a line each around these functions, and this
-//! crate's seeded tests call them too, so the checks are written once. Each function takes the
-//! fuzzer's bytes, drives the code the way a connection would, and panics (which is what a
-//! fuzzer reports) when one of these breaks:
+//! crate's seeded tests call them too, as does its replay of what the fuzzers found
+//! (`fuzz/regressions/`, docs/PROTOCOL.md §17), so the checks are written once. Each function
+//! takes the fuzzer's bytes, drives the code the way a connection would, and panics (which is
+//! what a fuzzer reports) when one of these breaks:
 //!
 //! 1. Nothing panics, whatever the bytes.
 //! 2. Input is consumed only from the front, and a decoded frame consumes exactly its own bytes

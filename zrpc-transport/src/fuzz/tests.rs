@@ -659,3 +659,115 @@ fn compressed_payloads_keep_to_their_bounds() {
     // Some damage leaves a payload that still decompresses (a changed literal), most does not.
     assert!(damaged_decompressed > 0 && damaged_decompressed < 3 * 4 * 200, "{damaged_decompressed}");
 }
+
+// ---- what the fuzzers found ----
+//
+// `fuzz/regressions/<target>/` holds, for each target, the fewest inputs of the corpus its
+// fuzzer grew on this project's machines that keep all of the code it reached (libFuzzer's
+// `-set_cover_merge=1`), and the inputs that made it fail, kept by their libFuzzer names
+// (`crash-…`) once what they found was fixed. Replaying them here puts the paths the fuzzers
+// found deep inside the protocol into every `cargo test`, which runs on stable, where
+// libFuzzer does not. docs/PROTOCOL.md §17 says how to refresh them.
+
+/// The inputs of `target`'s regressions, by name.
+fn regressions(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut inputs: Vec<(String, Vec<u8>)> = entries
+        .map(|entry| {
+            let path = entry.expect("a directory entry").path();
+            let input = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default(), input)
+        })
+        .collect();
+    inputs.sort();
+    assert!(inputs.len() >= 100, "{}: {} inputs, expected the fuzzer's corpus", dir.display(), inputs.len());
+    inputs
+}
+
+/// Runs `check` on every input of `target`'s regressions; a panic names the input.
+fn replay<R>(target: &str, check: impl Fn(&[u8]) -> R) -> Vec<R> {
+    regressions(target)
+        .into_iter()
+        .map(|(name, input)| match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&input))) {
+            Ok(result) => result,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
+                panic!("fuzz/regressions/{target}/{name}: {why}")
+            }
+        })
+        .collect()
+}
+
+/// Both ends of a protocol target's runs were reached: inputs that ran out and inputs that
+/// ended in an error, and work counted.
+fn both_ends(target: &str, reports: &[Report]) {
+    let errors = reports.iter().filter(|report| report.error.is_some()).count();
+    let counted: usize = reports.iter().map(|report| report.count).sum();
+    assert!(
+        errors > 0 && errors < reports.len() && counted > reports.len(),
+        "{target}: {errors} errors of {} runs, {counted} counted",
+        reports.len()
+    );
+}
+
+#[test]
+fn the_fuzzers_frames_still_keep_the_invariants() {
+    both_ends("frames", &replay("frames", |input| frames(input, frame::MIN_MAX_FRAME)));
+}
+
+#[test]
+fn the_fuzzers_handshakes_still_keep_the_invariants() {
+    let reports = replay("handshake", handshake);
+    let done = reports.iter().filter(|report| report.count == 1).count();
+    assert!(done > 0 && done < reports.len(), "{done} handshakes done of {}", reports.len());
+}
+
+#[test]
+fn the_fuzzers_conversations_still_keep_the_invariants() {
+    both_ends("mux", &replay("mux", mux));
+}
+
+#[test]
+fn the_fuzzers_scripts_still_keep_the_invariants() {
+    both_ends("mux_local", &replay("mux_local", mux_local));
+}
+
+#[test]
+fn the_fuzzers_connections_still_keep_the_invariants() {
+    // A connection's run ends when its script does, with no error to report; what shows its
+    // depth is which bounds it reached.
+    let runs = replay("conn", super::conn::run);
+    let reached = |bound: fn(&super::conn::Reached) -> bool| runs.iter().filter(|(_, reached)| bound(reached)).count();
+    let (paused, output, budget) = (reached(|r| r.paused), reached(|r| r.output), reached(|r| r.budget));
+    let counted: usize = runs.iter().map(|(report, _)| report.count).sum();
+    assert!(
+        paused > 0 && output > 0 && budget > 0 && counted > runs.len(),
+        "of {} runs: reading paused in {paused}, the output bound reached in {output}, the budget in {budget}; {counted} counted",
+        runs.len()
+    );
+}
+
+#[test]
+fn the_fuzzers_payloads_still_get_the_postcard_crates_verdicts() {
+    let verdicts = replay("payload", zrpc_core::fuzz::postcard);
+    let everything = verdicts.iter().filter(|verdict| verdict.everything).count();
+    let strings = verdicts.iter().filter(|verdict| verdict.strings).count();
+    assert!(
+        everything > 0 && everything < verdicts.len() && strings > 0,
+        "{everything} values, {strings} strings of {} inputs",
+        verdicts.len()
+    );
+}
+
+#[cfg(feature = "compression")]
+#[test]
+fn the_fuzzers_compressed_payloads_still_keep_to_their_bounds() {
+    let reports = replay("compressed", super::compressed);
+    let decompressed = reports.iter().filter(|report| report.count > 0).count();
+    assert!(decompressed > 0 && decompressed < reports.len(), "{decompressed} decompressed of {}", reports.len());
+}
