@@ -287,3 +287,54 @@ async fn postcard_refuses_bytes_after_the_arguments() {
     assert_eq!(status.code(), Code::InvalidArgument, "{status}");
     assert!(status.message().contains("1 trailing bytes"), "{status}");
 }
+
+/// A tree as deep as its payload says: the kind of type whose decoding a peer could otherwise
+/// drive past the end of the stack (docs/PROTOCOL.md §9, "Nesting").
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Tree(Vec<Tree>);
+
+#[zrpc::service]
+trait Trees {
+    /// How many trees deep `tree` goes.
+    async fn depth(&self, tree: Tree) -> u32;
+}
+
+struct Depth;
+
+impl Trees for Depth {
+    async fn depth(&self, tree: Tree) -> u32 {
+        let (mut depth, mut level) = (0, tree.0);
+        while let Some(inner) = level.pop() {
+            (depth, level) = (depth + 1, inner.0);
+        }
+        depth
+    }
+}
+
+#[tokio::test]
+async fn arguments_nested_a_million_deep_are_refused_and_the_server_serves_on() {
+    let server = Server::builder().name("payloads-2").add_service(TreesServer::new(Depth));
+    let (channel, _stop) = support::serve_on_loopback(server).await;
+    let trees = TreesClient::new(channel.clone());
+    let deep = |n| (0..n).fold(Tree(vec![]), |tree, _| Tree(vec![tree]));
+    assert_eq!(trees.depth(deep(40)).await.expect("40 deep"), 40);
+    // A megabyte of nesting: without a limit, its decoding recursed a million times on the
+    // server's thread, which overflowed and took the process down, every connection with it.
+    const DEEP: usize = 1_000_000;
+    let mut refused = 0;
+    for codec in CodecId::enabled() {
+        // The arguments struct, then the nested trees: in JSON and MessagePack as an array of
+        // its one field.
+        let payload = match codec {
+            CodecId::Postcard => [vec![1; DEEP], vec![0]].concat(),
+            CodecId::Json => [vec![b'['; DEEP + 1], vec![b']'; DEEP + 1]].concat(),
+            CodecId::MsgPack => [vec![0x91; DEEP + 1], vec![0x90]].concat(),
+            _ => continue,
+        };
+        let status = send(&channel, "Trees.depth", codec, &payload).await.expect_err("too deep");
+        assert_eq!(status.code(), Code::InvalidArgument, "{codec}: {status}");
+        refused += 1;
+    }
+    assert_eq!(refused, CodecId::enabled().filter(|codec| *codec != CodecId::Raw).count());
+    assert_eq!(trees.depth(deep(3)).await.expect("the same connection serves on"), 3);
+}

@@ -11,7 +11,9 @@
 //! 2. A value of every kind serde has but floats and `char` (`Everything`: integers of every
 //!    width, strings, byte strings, options, sequences, maps, tuples, enums, nesting) gets the
 //!    `postcard` crate's verdict: both refuse the bytes, or both accept them with the same
-//!    value and the same bytes left after it.
+//!    value and the same bytes left after it; except that zrpc refuses values nested
+//!    [`MAX_DEPTH`](crate::codec::MAX_DEPTH) levels deep, which the crate takes: only those,
+//!    and always those (see `nested` for how close the check comes).
 //! 3. A value accepted encodes back to the bytes the `postcard` crate writes for it, and they
 //!    decode to the same value.
 //! 4. Decoded the way the generated code decodes ([`CodecId::decode_shared`]), strings and
@@ -138,9 +140,15 @@ pub(crate) fn same_verdict(input: &[u8]) -> bool {
     let value = match (ours_read, theirs_read) {
         (Ok((a, rest_a)), Ok((b, rest_b))) => {
             assert_eq!((&a, rest_a.len()), (&b, rest_b.len()), "input {input:02x?}");
+            assert!(nested(&a) < 64, "{} values nested in one another: 129 levels or more, decoded", nested(&a));
             a
         }
         (Err(_), Err(_)) => return false,
+        // The `postcard` crate has no depth limit: zrpc refuses what nests `MAX_DEPTH` deep.
+        (Err(e), Ok((b, _))) if e.0.contains("levels deep") => {
+            assert!(nested(&b) >= 62, "refused as too deep with {} values nested: {e}", nested(&b));
+            return false;
+        }
         (ours_read, theirs_read) => panic!("ours {ours_read:?}, postcard {theirs_read:?}, input {input:02x?}"),
     };
     let bytes = ours(&value);
@@ -150,6 +158,21 @@ pub(crate) fn same_verdict(input: &[u8]) -> bool {
         Err(e) => panic!("{value:?} encoded does not decode: {e}"),
     }
     true
+}
+
+/// How many `Everything`s `value` holds in one another (its `nested` chain).
+///
+/// zrpc's decoder counts a level for the struct and one for the `Some` around each nested one,
+/// and at most three more inside the innermost (its shapes, a shape's variant, its `Some`):
+/// the deepest level is between `1 + 2n` and `4 + 2n` for `n` nested, so with the limit at
+/// 128 levels ([`MAX_DEPTH`](crate::codec::MAX_DEPTH)) a refusal needs `n >= 62`, and
+/// `n >= 64` is always refused.
+fn nested(value: &Everything) -> usize {
+    let (mut n, mut at) = (0, value);
+    while let Some(inner) = &at.nested {
+        (n, at) = (n + 1, inner);
+    }
+    n
 }
 
 /// Check 4: `input` as `Strings` copied and as `Shared`, the way the generated code decodes.

@@ -32,6 +32,19 @@ use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// How deep a decoded value may nest: a payload whose values nest this deep or deeper is
+/// refused (`InvalidArgument` for a request's arguments, `DataLoss` for an answer), by every
+/// codec: a value that holds others (a struct, a sequence, a map, an enum's variant; in
+/// postcard also a tuple, a newtype and an option's `Some`) takes a level, so 127 levels
+/// decode. serde_json's own limit, which the JSON codec keeps; a MessagePack payload is
+/// checked for it before it is decoded (rmp-serde counts arrays and maps against 1,024 by
+/// default, which overflowed a 1 MiB stack in a debug build, and an enum's variant not at
+/// all). Without a limit a recursive type (a tree, an expression) is
+/// decoded as deep as a peer's bytes say, a few frames of the decoding thread's stack per
+/// level, and a stack that overflows aborts the whole process: 100 KB of postcard for an
+/// `enum List { Nil, Cons(Box<List>) }` overflowed a 2 MiB stack, a tokio worker's.
+pub const MAX_DEPTH: u32 = 128;
+
 #[cfg(feature = "json")]
 mod json;
 #[cfg(feature = "msgpack")]
@@ -342,6 +355,91 @@ mod tests {
         assert_eq!(CodecId::enabled().next(), Some(CodecId::Postcard), "postcard is always first");
         assert_eq!(CodecId::enabled().any(|c| c == CodecId::MsgPack), cfg!(feature = "msgpack"));
         assert_eq!(CodecId::enabled().any(|c| c == CodecId::Raw), cfg!(feature = "raw"));
+    }
+
+    /// A list as long as its bytes say: in postcard, `01` for each `Cons` and `00` for `Nil`.
+    #[derive(Debug, serde::Deserialize)]
+    pub(super) enum List {
+        Nil,
+        Cons(Box<List>),
+    }
+
+    impl List {
+        pub(super) fn len(&self) -> usize {
+            let (mut len, mut at) = (0, self);
+            while let List::Cons(next) = at {
+                (len, at) = (len + 1, next);
+            }
+            len
+        }
+    }
+
+    /// A tree as deep as its bytes say: trees inside a sequence.
+    #[derive(Debug, serde::Deserialize)]
+    struct Tree(#[allow(dead_code, reason = "only its depth matters")] Vec<Tree>);
+
+    /// Decodes `payload` on a thread of `stack` bytes (a tokio worker has 2 MiB); a decoder
+    /// that recurses as deep as the bytes say overflows it, which aborts the test binary.
+    fn decode_on_small_stack<T: DeserializeOwned + Send + 'static>(
+        codec: CodecId,
+        payload: Vec<u8>,
+        stack: usize,
+    ) -> Result<(), String> {
+        let thread = std::thread::Builder::new().stack_size(stack).spawn(move || {
+            // A decoded value is dropped here, on the same stack.
+            codec.decode::<T>(&payload).map(drop).map_err(|e| e.to_string())
+        });
+        thread.expect("a thread").join().expect("decoding does not panic")
+    }
+
+    #[test]
+    fn postcard_decodes_values_nested_less_than_max_depth() {
+        // A list of `n` cells is `n + 1` enums, one level each.
+        let list = |cells: usize| [vec![1; cells], vec![0]].concat();
+        let deepest = MAX_DEPTH as usize - 2;
+        let decoded = Postcard::decode::<List>(&list(deepest)).expect("127 levels decode");
+        assert_eq!(decoded.len(), deepest);
+        let err = Postcard::decode::<List>(&list(deepest + 1)).expect_err("128 levels");
+        assert!(err.to_string().contains("values nest 128 levels deep or more"), "{err}");
+    }
+
+    #[test]
+    fn a_payload_nested_a_million_deep_is_refused_without_overflowing_the_stack() {
+        const DEEP: usize = 1_000_000;
+        let postcard = [vec![1; DEEP], vec![0]].concat();
+        let err = decode_on_small_stack::<List>(CodecId::Postcard, postcard, 1 << 20).expect_err("too deep");
+        assert!(err.contains("nest"), "{err}");
+        // The same tree in every codec that describes its values (raw's depth is its type's).
+        let tree_in = |codec: CodecId| -> Option<Vec<u8>> {
+            match codec {
+                CodecId::Postcard => Some([vec![1; DEEP], vec![0]].concat()),
+                CodecId::Json => Some([vec![b'['; DEEP], vec![b']'; DEEP]].concat()),
+                CodecId::MsgPack => Some([vec![0x91; DEEP], vec![0x90]].concat()),
+                CodecId::Raw => None,
+            }
+        };
+        let mut refused = 0;
+        for codec in CodecId::enabled() {
+            let Some(payload) = tree_in(codec) else { continue };
+            let err = decode_on_small_stack::<Tree>(codec, payload, 1 << 20).expect_err("too deep");
+            assert!(err.contains("nest") || err.contains("limit"), "{codec}: {err}");
+            refused += 1;
+        }
+        assert_eq!(refused, CodecId::enabled().filter(|c| *c != CodecId::Raw).count());
+        // Enums nest too: `{"Cons":{"Cons":…}}`, each variant a map of one entry.
+        let list_in = |codec: CodecId| -> Option<Vec<u8>> {
+            match codec {
+                CodecId::Postcard => Some([vec![1; DEEP], vec![0]].concat()),
+                CodecId::Json => Some([br#"{"Cons":"#.repeat(DEEP), br#""Nil""#.to_vec(), b"}".repeat(DEEP)].concat()),
+                CodecId::MsgPack => Some([b"\x81\xa4Cons".repeat(DEEP), b"\xa3Nil".to_vec()].concat()),
+                CodecId::Raw => None,
+            }
+        };
+        for codec in CodecId::enabled() {
+            let Some(payload) = list_in(codec) else { continue };
+            let err = decode_on_small_stack::<List>(codec, payload, 1 << 20).expect_err("too deep");
+            assert!(err.contains("nest") || err.contains("limit"), "{codec}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! caps what it preallocates). Varints are read as postcard reads them: at most as many bytes
 //! as the type's width needs, the last of them within the type's range, non-minimal encodings
 //! (`80 00` for 0) accepted.
+//!
+//! Values nest less than [`MAX_DEPTH`] levels deep: every value that holds others (a struct,
+//! tuple, sequence, map, enum variant, newtype, or an option's `Some`) takes one level while
+//! they are read. A recursive type (a tree, an expression) is otherwise decoded as deep as a
+//! peer's bytes say, a few frames per level of the decoding thread's stack: 100 KB of `01`
+//! bytes for an `enum List { Nil, Cons(Box<List>) }` overflowed a 2 MiB stack (a tokio
+//! worker's), which aborts the whole process, not just the call.
 
 use std::fmt::{self, Display};
 use std::str::Utf8Error;
@@ -12,6 +19,7 @@ use std::str::Utf8Error;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
 use super::utf8;
+use crate::codec::MAX_DEPTH;
 
 /// Why the bytes are not a value of the type asked for.
 ///
@@ -40,13 +48,15 @@ fn error(what: &str) -> DeError {
 
 /// Reads one `T` from the front of `input` and returns it with the bytes after it.
 pub(crate) fn read<'de, T: de::Deserialize<'de>>(input: &'de [u8]) -> Result<(T, &'de [u8]), DeError> {
-    let mut reader = Reader { input };
+    let mut reader = Reader { input, levels: MAX_DEPTH };
     let value = T::deserialize(&mut reader)?;
     Ok((value, reader.input))
 }
 
 struct Reader<'de> {
     input: &'de [u8],
+    /// How many more levels values may nest (see the module docs).
+    levels: u32,
 }
 
 /// A varint's widest encoding for a type of `bits` bits, and the largest value its last byte
@@ -127,6 +137,23 @@ impl<'de> Reader<'de> {
     fn str(&mut self) -> Result<&'de str, DeError> {
         utf8::borrowed(self.bytes()?).map_err(not_utf8)
     }
+
+    /// Reads what a value holds with `read`, one level deeper; refused past [`MAX_DEPTH`].
+    #[inline]
+    fn nested<R>(&mut self, read: impl FnOnce(&mut Self) -> Result<R, DeError>) -> Result<R, DeError> {
+        self.levels -= 1;
+        if self.levels == 0 {
+            return Err(too_deep());
+        }
+        let value = read(self);
+        self.levels += 1;
+        value
+    }
+}
+
+#[cold]
+fn too_deep() -> DeError {
+    DeError(Box::new(format!("values nest {MAX_DEPTH} levels deep or more")))
 }
 
 fn not_utf8(e: Utf8Error) -> DeError {
@@ -249,7 +276,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match self.byte()? {
             0 => visitor.visit_none(),
-            1 => visitor.visit_some(self),
+            1 => self.nested(|reader| visitor.visit_some(reader)),
             other => Err(DeError(Box::new(format!("an option is 0 (none) or 1 (some), not {other}")))),
         }
     }
@@ -263,16 +290,16 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_newtype_struct(self)
+        self.nested(|reader| visitor.visit_newtype_struct(reader))
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let left = self.len()?;
-        visitor.visit_seq(Elements { reader: self, left })
+        self.nested(|reader| visitor.visit_seq(Elements { reader, left }))
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_seq(Elements { reader: self, left: len })
+        self.nested(|reader| visitor.visit_seq(Elements { reader, left: len }))
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -286,7 +313,7 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let left = self.len()?;
-        visitor.visit_map(Elements { reader: self, left })
+        self.nested(|reader| visitor.visit_map(Elements { reader, left }))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -305,7 +332,8 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        visitor.visit_enum(self)
+        // The variant's content, if any, is read inside `visit_enum`: one level for both.
+        self.nested(|reader| visitor.visit_enum(reader))
     }
 
     fn deserialize_identifier<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, DeError> {

@@ -146,6 +146,25 @@ fn writes_the_bytes_postcard_writes() {
 }
 
 #[test]
+fn values_nested_past_max_depth_are_refused_where_postcard_takes_them() {
+    // Chains of `Everything`s, each in the one before's `nested`: with `n` of them nested the
+    // deepest level is 1 + 2n to 4 + 2n (see `fuzz::nested`), so 61 decode and 64 do not;
+    // the fuzz check accepts the refusal, as it must, since the `postcard` crate takes them.
+    let mut rng = Rng::seeded(7);
+    for (n, decodes) in [(0, true), (30, true), (61, true), (64, false), (80, false)] {
+        let mut value = rng.everything(0);
+        for _ in 0..n {
+            let mut outer = rng.everything(0);
+            outer.nested = Some(Box::new(value));
+            value = outer;
+        }
+        let verdicts = postcard(&theirs(&value));
+        assert_eq!(verdicts.everything, decodes, "{n} nested");
+        assert_eq!(de::read::<Everything>(&theirs(&value)).is_ok(), decodes, "{n} nested");
+    }
+}
+
+#[test]
 fn floats_and_chars_as_postcard_writes_them() {
     for f in [0.0f64, -0.0, 1.5, f64::MAX, f64::MIN_POSITIVE, f64::INFINITY, f64::NAN] {
         assert_eq!(ours(&f), theirs(&f));
