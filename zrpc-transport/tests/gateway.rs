@@ -397,3 +397,53 @@ async fn gateway_serve_with_shutdown_returns_after_the_signal() {
     assert!(matches!(served, Ok(Ok(()))), "{served:?}");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
 }
+
+/// Reads `stream` until the gateway closes it: everything it wrote.
+async fn until_closed(what: &str, stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut written = Vec::new();
+    within(what, stream.read_to_end(&mut written)).await.expect("the gateway closes the connection cleanly");
+    written
+}
+
+#[tokio::test]
+async fn a_connection_that_stops_sending_its_headers_or_sits_idle_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (address, _notes) = shop("shop").await;
+    let addr = gateway_with(client(&address).await, |builder| builder.header_timeout(Duration::from_millis(100))).await;
+    // Half a head, then nothing: closed, with hyper's 408 or nothing at all.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"POST /Shop/whoami HTTP/1.1\r\nHost: gateway\r\n").await.expect("write");
+    let written = until_closed("a connection whose head stopped", &mut slow).await;
+    assert!(written.is_empty() || written.starts_with(b"HTTP/1.1 408"), "{:?}", String::from_utf8_lossy(&written));
+    // A whole request is answered, and the connection, kept alive, is closed once idle.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request =
+        b"POST /Shop/whoami HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    idle.write_all(request).await.expect("write");
+    let written = until_closed("an idle keep-alive connection", &mut idle).await;
+    let answer = http::parse(&written);
+    assert_eq!((answer.status, answer.text()), (200, r#""shop""#.to_owned()));
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_within_the_deadline_is_408_and_calls_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let (address, mut notes) = shop("shop").await;
+    let addr =
+        gateway_with(client(&address).await, |builder| builder.default_timeout(Duration::from_millis(100))).await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Thirty bytes announced, eight sent: the handler would note the call.
+    let head =
+        "POST /Shop/notify HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.expect("write the head");
+    slow.write_all(br#"{"note":"#).await.expect("write part of the body");
+    let written = until_closed("a connection whose body stopped", &mut slow).await;
+    let answer = http::parse(&written);
+    assert_eq!(answer.status, 408, "{}", answer.text());
+    assert_eq!(answer.json()["status"], "DeadlineExceeded");
+    // The handler never ran: the next note it receives is a later call's.
+    let sent = http::post(addr, "/Shop/notify", &[], r#"{"note":"after"}"#).await;
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    assert_eq!(within("the later note", notes.recv()).await.as_deref(), Some("after"));
+}

@@ -52,9 +52,23 @@ where
         Ok(ctx) => ctx,
         Err(status) => return error_response(&status),
     };
-    let args = match read_body(body, shared.max_body).await {
-        Ok(args) => args,
-        Err(response) => return response,
+    // The body counts against the call's deadline: a client that sends it slowly, or never,
+    // holds its connection no longer than a call would.
+    let read = read_body(body, shared.max_body);
+    let read = match ctx.deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, read).await,
+        None => Ok(read.await),
+    };
+    let args = match read {
+        Ok(Ok(args)) => args,
+        Ok(Err(response)) => return response,
+        Err(_) => {
+            return error_with(
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
+                "the request body did not arrive within the call's deadline",
+            );
+        }
     };
     let (answer, metadata) = match shared.dynamic.call_with_metadata(name, args, ctx).await {
         Ok(answered) => answered,

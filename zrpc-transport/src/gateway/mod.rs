@@ -105,6 +105,14 @@
 //! - A request body is read up to [`GatewayBuilder::max_body`] (1 MiB by default); past it the
 //!   answer is `413` and nothing is called. Headers are bounded by hyper (100 headers; about
 //!   400 KiB of head).
+//! - In time: a connection waits at most [`GatewayBuilder::header_timeout`] (30 s by default)
+//!   for a request's headers, counted from when it opened or answered the request before, and
+//!   is closed past it; a request's body must arrive within the call's deadline (its
+//!   `zrpc-timeout`, else [`GatewayBuilder::default_timeout`]), or the answer is `408` and
+//!   nothing is called. So a client that sends slowly, or holds connections open without
+//!   calling, keeps each for that long at most. (hyper's own 30 s header timeout needs a timer
+//!   its builder was not given until 2026-12-01: connections were held as long as the client
+//!   liked.)
 //! - Calls in flight are the [`Client`]'s to bound (`ClientBuilder::max_in_flight`); the
 //!   gateway adds no queue of its own. Connections are not bounded by the gateway: put it behind
 //!   whatever bounds your other HTTP services.
@@ -144,10 +152,15 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// The deadline of a call whose request sets none: 10 s, as a [`Client`]'s default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection of [`Gateway::serve`] waits for a request's headers by default: 30 s,
+/// hyper's default.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The HTTP/JSON gateway; see the [module docs](self). Built with [`Gateway::builder`].
 pub struct Gateway {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
+    header_timeout: Duration,
     router: Router,
     shared: Arc<Shared>,
 }
@@ -158,6 +171,7 @@ pub struct GatewayBuilder {
     client: Client,
     default_timeout: Duration,
     max_body: usize,
+    header_timeout: Duration,
     console: bool,
 }
 
@@ -174,7 +188,13 @@ impl Gateway {
     /// discovers, with its balancing, fail mode, timeouts and breakers. Build it from a string
     /// with [`Target::client`](crate::dynamic::Target::client).
     pub fn builder(target: Client) -> GatewayBuilder {
-        GatewayBuilder { client: target, default_timeout: DEFAULT_TIMEOUT, max_body: DEFAULT_MAX_BODY, console: true }
+        GatewayBuilder {
+            client: target,
+            default_timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            console: true,
+        }
     }
 
     /// The address the gateway listens on, with the real port when bound to port 0.
@@ -205,7 +225,7 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        serve::serve(self.listener, self.router, self.shared, signal).await
+        serve::serve(self.listener, self.router, self.shared, self.header_timeout, signal).await
     }
 }
 
@@ -221,6 +241,17 @@ impl GatewayBuilder {
     /// answered `413 Payload Too Large` without calling anything.
     pub fn max_body(mut self, bytes: usize) -> GatewayBuilder {
         self.max_body = bytes;
+        self
+    }
+
+    /// How long a connection of [`Gateway::serve`] waits for a request's headers, from when it
+    /// opened or answered the one before, until it is closed (default
+    /// [`DEFAULT_HEADER_TIMEOUT`]): a client that sends its headers slowly, or keeps a
+    /// connection open without calling, is not held onto for longer. (A router from
+    /// [`into_router`](GatewayBuilder::into_router) is served by your own server, with its
+    /// own timeouts.)
+    pub fn header_timeout(mut self, timeout: Duration) -> GatewayBuilder {
+        self.header_timeout = timeout;
         self
     }
 
@@ -280,7 +311,8 @@ impl GatewayBuilder {
         let listener = tokio::net::TcpListener::bind(hostport.as_str()).await?;
         let local_addr = listener.local_addr()?;
         let shared = self.shared();
-        Ok(Gateway { listener, local_addr, router: self.router(shared.clone()), shared })
+        let header_timeout = self.header_timeout;
+        Ok(Gateway { listener, local_addr, header_timeout, router: self.router(shared.clone()), shared })
     }
 }
 
@@ -296,6 +328,7 @@ impl fmt::Debug for GatewayBuilder {
             .field("client", &self.client)
             .field("default_timeout", &self.default_timeout)
             .field("max_body", &self.max_body)
+            .field("header_timeout", &self.header_timeout)
             .field("console", &self.console)
             .finish()
     }

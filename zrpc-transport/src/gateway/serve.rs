@@ -21,7 +21,7 @@ use axum::Router;
 use axum::http::{Method, Request};
 use axum::response::Response;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -30,7 +30,13 @@ use super::{Shared, call};
 
 /// Serves `listener` until `signal` completes, then stops accepting, lets each connection
 /// finish the request it is answering, and returns once all have closed.
-pub(crate) async fn serve<F>(listener: TcpListener, router: Router, shared: Arc<Shared>, signal: F) -> io::Result<()>
+pub(crate) async fn serve<F>(
+    listener: TcpListener,
+    router: Router,
+    shared: Arc<Shared>,
+    header_timeout: Duration,
+    signal: F,
+) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -53,7 +59,12 @@ where
         }
         let (router, shared) = (router.clone(), shared.clone());
         let service = hyper::service::service_fn(move |request| answer(router.clone(), shared.clone(), request));
-        let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+        // The timer is what makes hyper keep its header timeout (without one it warns and
+        // waits for ever), which also closes a connection left idle between requests.
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(tcp), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -85,7 +85,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Answer {
     request(addr, "GET", path, &[], b"").await
 }
 
-fn parse(raw: &[u8]) -> Answer {
+pub fn parse(raw: &[u8]) -> Answer {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("an answer with a complete head");
     let head = std::str::from_utf8(&raw[..split]).expect("a text head");
     let mut lines = head.split("\r\n");
