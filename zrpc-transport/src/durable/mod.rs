@@ -751,6 +751,10 @@ pub use inbox::{
 };
 pub(crate) use inbox::{Dispatching, Incoming, RecordAnswers, run_inbox};
 pub use level::Durability;
+/// The log's framing and segment headers, for the `durable` fuzz target, which writes segments
+/// zrpc did not and reads what zrpc wrote.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use log::{record, segment};
 pub use outbox::{
     ATTEMPT_TIMEOUT, BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_MAX_BYTES, Destination, Outbox, OutboxConfig, Pending,
     WINDOW,

@@ -44,6 +44,8 @@
 #[cfg(any(feature = "zstd", feature = "lz4", feature = "gzip"))]
 mod compressed;
 mod conn;
+#[cfg(feature = "durable")]
+mod durable;
 mod frames;
 mod handshake;
 mod mux;
@@ -80,6 +82,8 @@ fn small_config() -> MuxConfig {
 #[cfg(any(feature = "zstd", feature = "lz4", feature = "gzip"))]
 pub use compressed::compressed;
 pub use conn::conn;
+#[cfg(feature = "durable")]
+pub use durable::durable;
 pub use frames::frames;
 pub use handshake::handshake;
 pub use mux::mux;
