@@ -807,3 +807,30 @@ fn a_durable_log_cut_at_every_offset_of_its_last_segment_keeps_what_was_written_
         assert!(distinct.len() >= 3, "owner {owner}: the cuts reach too few records: {counts:?}");
     }
 }
+
+#[cfg(feature = "durable")]
+#[test]
+fn a_durable_log_with_a_byte_changed_opens_without_its_last_record_or_is_corrupt() {
+    // Kind 1: byte `at` of segment `index` (0 the last, 1 the one before...) xored with 0x10.
+    let flip = |owner: u8, index: u8, at: u16| {
+        let [lo, hi] = at.to_le_bytes();
+        durable(&durable_input(owner, &DURABLE_STEPS, &[&[1, index, lo, hi, 0, 0x10]])).count
+    };
+    // The last segment's length, and its last record's (the 144-byte message of "mail"): 8 +
+    // 1 + 1 + 4 + 8 + 144 bytes in the outbox, 8 more (the outbox id) in the inbox.
+    for (owner, len, last) in [(0, 536u16, 166), (1, 585, 174)] {
+        let counts: Vec<usize> = (0..len).map(|at| flip(owner, 0, at)).collect();
+        // Anything before the last record, the header too, has valid records after it:
+        // Corrupt. The last record changed is a torn tail: the log opens without it, with 7 of
+        // its 8 messages.
+        let (corrupt, torn) = counts.split_at(usize::from(len - last));
+        assert!(corrupt.iter().all(|&c| c == 0), "owner {owner}: {corrupt:?}");
+        assert!(torn.iter().all(|&c| c == 7), "owner {owner}: {torn:?}");
+        // The other segments, one byte in 13: the checks inside `durable` only.
+        for index in 1..3 {
+            for at in (0..4400).step_by(13) {
+                flip(owner, index, at);
+            }
+        }
+    }
+}

@@ -16,7 +16,9 @@
 //! 2. The last segment is read whole and its tail checked ([`segment::check_tail`]): a torn tail
 //!    is truncated with a `tracing::warn!` naming the file, the offset and the bytes dropped; a
 //!    bad record followed by valid ones is [`DurableError::Corrupt`]. A last segment whose
-//!    header was cut short (a crash while rolling) is removed the same way.
+//!    header was cut short (a crash while rolling) is removed the same way; a header whose
+//!    length disagrees with its fields runs past the end too, but is a bad header (`Corrupt`),
+//!    not a cut one.
 //! 3. The newest segment whose first record is a checkpoint gives the owner's state, and the
 //!    owner replays the records after it ([`Opened::replay`]): one segment, normally, whatever
 //!    the size of the log.

@@ -101,7 +101,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<(Identity, u64, usize), BadHea
     let (body, size) = match record::frame(&bytes[MAGIC.len()..]) {
         Frame::Record { kind: HEADER, body, size } => (body, size),
         Frame::Record { .. } => return Err(BadHeader::Invalid(Malformed("the header record has another kind"))),
-        Frame::Short => return Err(BadHeader::Short),
+        Frame::Short => return Err(short(&bytes[MAGIC.len()..])),
         Frame::Bad => return Err(BadHeader::Invalid(Malformed("the header fails its checksum"))),
     };
     let invalid = BadHeader::Invalid;
@@ -120,6 +120,28 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<(Identity, u64, usize), BadHea
     let number = f.u64().map_err(invalid)?;
     f.end().map_err(invalid)?;
     Ok((Identity { role, name, id }, number, MAGIC.len() + size))
+}
+
+/// Why a header record runs past the end of `record` (the bytes after the magic): cut short, a
+/// crash while its segment was created, only if the fields that are there agree with it. A
+/// `len` changed on disk also runs past the end; taken for a cut header, it had the segment
+/// removed with every record in it (a single segment: the whole log, reopened empty under a
+/// new id). The kind byte and the name's length, which give a header's `len`, tell them apart.
+fn short(record: &[u8]) -> BadHeader {
+    // len u32 | crc u32 | kind u8 | version u16 | role u8 | name length u8 | ...
+    const NAME_LEN_AT: usize = FRAME_HEADER + 1 + 2 + 1;
+    let declared = record.first_chunk::<4>().map(|b| u32::from_le_bytes(*b));
+    let kind = record.get(FRAME_HEADER);
+    let fields_len = record.get(NAME_LEN_AT).map(|&name| 1 + 2 + 1 + 1 + u32::from(name) + 8 + 8);
+    if kind.is_some_and(|&k| k != HEADER) {
+        return BadHeader::Invalid(Malformed("the header record has another kind"));
+    }
+    match (declared, fields_len) {
+        (Some(declared), Some(fields)) if declared != fields => {
+            BadHeader::Invalid(Malformed("the header's length disagrees with its fields"))
+        }
+        _ => BadHeader::Short,
+    }
 }
 
 /// How the records of a segment's tail end.
@@ -245,6 +267,20 @@ mod tests {
         }
         buf[0] = b'X';
         assert!(matches!(read_header(&buf), Err(BadHeader::Invalid(_))));
+    }
+
+    #[test]
+    fn a_header_whose_length_disagrees_with_its_fields_is_invalid_not_short() {
+        let mut buf = Vec::new();
+        put_header(&mut buf, &identity(), 42);
+        // A segment's records follow its header: the file is longer than any header.
+        buf.extend_from_slice(&[0; 600]);
+        let len_at = MAGIC.len();
+        for (at, bit) in [(len_at, 0x01), (len_at, 0x40), (len_at + 1, 0x01), (len_at + 2, 0x10)] {
+            let mut bad = buf.clone();
+            bad[at] ^= bit;
+            assert!(matches!(read_header(&bad), Err(BadHeader::Invalid(_))), "byte {at} ^ {bit:#x}");
+        }
     }
 
     #[test]

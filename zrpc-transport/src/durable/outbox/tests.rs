@@ -185,6 +185,32 @@ async fn a_segment_whose_header_was_cut_short_is_removed() {
 }
 
 #[tokio::test]
+async fn a_header_whose_length_was_changed_refuses_to_open_rather_than_pass_for_cut_short() {
+    // One bit of the length of the only segment's header: the header then runs past the end of
+    // the file, as a header cut short by a crash does. It was removed as one, with every
+    // message after it: the outbox opened empty, under a new id.
+    let (dir, outbox) = filled(config(), "ledger", 1..=3).await;
+    let id = outbox.id();
+    outbox.close().await.expect("close");
+    let path = segment_files(dir.path())[0].0.clone();
+    let whole = fs::read(&path).expect("read the segment");
+    // The magic, then the header record's `len u32`: its second and third bytes.
+    for (at, bit) in [(9, 0x10), (10, 0x01), (10, 0x80)] {
+        let mut bad = whole.clone();
+        bad[at] ^= bit;
+        fs::write(&path, &bad).expect("write the damaged segment");
+        match Outbox::open(dir.path(), config()).await {
+            Err(DurableError::Corrupt { what, .. }) => assert!(what.contains("00000001.log"), "{what}"),
+            Ok(outbox) => panic!("byte {at} ^ {bit:#x}: opened with {:?}", outbox.pending().await),
+            Err(e) => panic!("byte {at} ^ {bit:#x}: {e}"),
+        }
+    }
+    fs::write(&path, &whole).expect("restore the segment");
+    let outbox = open(dir.path(), config()).await;
+    assert_eq!((outbox.id(), read_all(&outbox, "ledger").await), (id, numbered(1..=3)), "refusing changed nothing");
+}
+
+#[tokio::test]
 async fn a_bad_byte_anywhere_in_a_record_followed_by_valid_ones_refuses_to_open() {
     let (dir, outbox) = filled(config(), "ledger", 1..=5).await;
     outbox.close().await.expect("close");
