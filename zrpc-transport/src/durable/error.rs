@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// | variant | code | unprocessed |
 /// |---|---|---|
 /// | `Full`, `TooManyStreams` | `ResourceExhausted` | yes: nothing was logged |
-/// | `NotOneway`, `TooLarge`, `InvalidName` | `InvalidArgument` | yes |
+/// | `NotOneway`, `TooLarge`, `InvalidName`, `InvalidSequence` | `InvalidArgument` | yes |
 /// | `Closed`, `Busy` | `Unavailable` | yes |
 /// | `Locked`, `Io` | `Unavailable` | yes for an append that failed before its write; an `Io` on the sync of a group fails every call of the group, whose records may or may not be on disk |
 /// | `Corrupt` | `DataLoss` | – (at open, not per call) |
@@ -62,6 +62,14 @@ pub enum DurableError {
         /// Its length in bytes.
         len: usize,
     },
+    /// A sequence past the last a durable log holds (2^63 − 1): a peer's message, or the next
+    /// of a destination whose log says it is there (no outbox gets that far; a log it was
+    /// written to by something else may say so).
+    #[error("durable sequence {sequence} is past the last a durable log holds")]
+    InvalidSequence {
+        /// The sequence.
+        sequence: u64,
+    },
     /// The log's writer has stopped: the outbox was closed, or its thread could not start.
     #[error("durable log {} is closed", path.display())]
     Closed {
@@ -109,9 +117,10 @@ impl From<DurableError> for zrpc_core::Status {
             DurableError::Full { .. } | DurableError::TooManyStreams { .. } => {
                 Status::resource_exhausted(message).mark_unprocessed()
             }
-            DurableError::NotOneway { .. } | DurableError::TooLarge { .. } | DurableError::InvalidName { .. } => {
-                Status::invalid_argument(message).mark_unprocessed()
-            }
+            DurableError::NotOneway { .. }
+            | DurableError::TooLarge { .. }
+            | DurableError::InvalidName { .. }
+            | DurableError::InvalidSequence { .. } => Status::invalid_argument(message).mark_unprocessed(),
             DurableError::Closed { .. } | DurableError::Busy { .. } | DurableError::Locked { .. } => {
                 Status::unavailable(message).mark_unprocessed()
             }

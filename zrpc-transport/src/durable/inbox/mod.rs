@@ -350,7 +350,9 @@ impl Inbox {
     /// trace and payload in it.
     ///
     /// # Errors
-    /// [`TooLarge`](DurableError::TooLarge) above 16 MiB; [`InvalidName`](DurableError::InvalidName).
+    /// [`TooLarge`](DurableError::TooLarge) above 16 MiB; [`InvalidName`](DurableError::InvalidName);
+    /// [`InvalidSequence`](DurableError::InvalidSequence) for a sequence past the last a log
+    /// holds (2^63 − 1), which no outbox reaches: recorded, it would leave its stream no next.
     pub(crate) fn incoming(
         sender: Arc<str>,
         outbox: OutboxId,
@@ -361,6 +363,9 @@ impl Inbox {
         super::outbox::check_name(&sender)?;
         if message.len() > MAX_MESSAGE {
             return Err(DurableError::TooLarge { size: message.len(), limit: MAX_MESSAGE });
+        }
+        if sequence > runs::LAST_SEQUENCE {
+            return Err(DurableError::InvalidSequence { sequence });
         }
         Ok(Incoming { key: StreamKey { sender, outbox }, sequence, acknowledged, message })
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::durable::log::record::{self, CHECKPOINT, Fields, Malformed};
-use crate::durable::log::runs::{self, Key, Owner, QUEUE_BYTES, Queue, Space, malformed, missing};
+use crate::durable::log::runs::{self, Key, LAST_SEQUENCE, Owner, QUEUE_BYTES, Queue, Space, malformed, missing};
 use crate::durable::log::{Counters, Cursor, Location, Log};
 use crate::durable::{DurableError, MessageId, OutboxId};
 
@@ -172,7 +172,7 @@ impl State {
         }
         let size = State::record_size(&key.sender, &message);
         let used = self.used();
-        if used + size > limits.max_bytes {
+        if used.saturating_add(size) > limits.max_bytes {
             return Err(DurableError::Full { path: log.dir().to_owned(), used, limit: limits.max_bytes });
         }
         if resumed {
@@ -383,6 +383,13 @@ impl State {
                         parse_message(&entry.body).map_err(|e| malformed(log, "message record", &e))?;
                     let key = StreamKey { sender: sender.into(), outbox };
                     let next = state.streams.get(&key).map_or(1, |s| s.queue.next);
+                    if sequence > LAST_SEQUENCE {
+                        return Err(missing(
+                            log,
+                            entry.at.segment,
+                            "a message's sequence is past the last a log holds",
+                        ));
+                    }
                     if sequence > next {
                         return Err(missing(log, entry.at.segment, "a message's sequence skips ahead of its stream's"));
                     }
@@ -395,11 +402,26 @@ impl State {
                 }
                 HANDLED => {
                     let (key, up_to) = parse_handled(&entry.body).map_err(|e| malformed(log, "handled record", &e))?;
+                    // Written clamped to the messages recorded before it: one past them is a
+                    // record of another log, which would mark messages recorded after it handled
+                    // before their handlers ran.
+                    if up_to >= state.streams.get(&key).map_or(1, |s| s.queue.next) {
+                        return Err(missing(
+                            log,
+                            entry.at.segment,
+                            "a handled mark of messages not recorded before it",
+                        ));
+                    }
                     let highest = marks.entry(key).or_default();
                     *highest = (*highest).max(up_to);
                 }
                 RESUMED => {
                     let (key, after) = parse_handled(&entry.body).map_err(|e| malformed(log, "resumed record", &e))?;
+                    // Written only below a sequence the inbox took (`record`), so at most
+                    // `LAST_SEQUENCE - 1`: its stream resumes at `after + 1`.
+                    if after >= LAST_SEQUENCE {
+                        return Err(missing(log, entry.at.segment, "a stream resumes past the last sequence"));
+                    }
                     // It was written with nothing left to handle, but the marks that said so are
                     // applied last: apply this stream's now, when they cover its whole queue
                     // (whole runs are freed without reading the log).

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use super::journal::Command;
 use super::state::State;
 use super::*;
+use crate::durable::log::runs::LAST_SEQUENCE;
 use crate::durable::log::writer::Control;
 
 const SEGMENT: u64 = 4096;
@@ -909,4 +910,27 @@ mod over_a_connection {
         drop(socket);
         serving.abort();
     }
+}
+
+#[tokio::test]
+async fn a_message_past_the_last_sequence_is_refused_and_its_stream_goes_on() {
+    // A peer's message at u64::MAX, resuming after u64::MAX - 1 (a stream this inbox does not
+    // know): recorded, its stream's next overflowed, and the writer panicked.
+    let dir = temp();
+    let inbox = open(dir.path(), config()).await;
+    for sequence in [u64::MAX, LAST_SEQUENCE + 1] {
+        match inbox.record("shop-1", SHOP, sequence, sequence - 1, msg(1)).await {
+            Err(DurableError::InvalidSequence { sequence: said }) => assert_eq!(said, sequence),
+            other => panic!("{sequence}: {other:?}"),
+        }
+    }
+    let last = inbox.record("shop-1", SHOP, LAST_SEQUENCE, LAST_SEQUENCE - 1, msg(1)).await;
+    assert_eq!(last.ok(), Some(Outcome::Recorded { recorded: LAST_SEQUENCE }));
+    inbox.close().await.expect("close");
+    let inbox = open(dir.path(), config()).await;
+    let streams = inbox.streams().await.expect("streams");
+    assert_eq!(
+        streams.iter().map(|s| (s.recorded, s.handled)).collect::<Vec<_>>(),
+        [(LAST_SEQUENCE, LAST_SEQUENCE - 1)]
+    );
 }

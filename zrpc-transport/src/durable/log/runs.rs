@@ -57,6 +57,14 @@ use crate::durable::DurableError;
 /// Bytes of one run in a checkpoint.
 const RUN_BYTES: usize = 40;
 
+/// The highest sequence a log holds: 2^63 − 1. No stream reaches it (2^63 messages), and every
+/// `+ 1` on a sequence below it is far from overflowing, so a checkpoint or record that says
+/// more was not written by zrpc and is `Corrupt` at open, and an inbox refuses a peer's message
+/// above it. Without the bound, a sequence at `u64::MAX` overflowed the queue's `next` (a
+/// panic of the writer in a debug build, a wrapped `next` that no checkpoint reads back in a
+/// release build).
+pub(crate) const LAST_SEQUENCE: u64 = (1 << 63) - 1;
+
 /// Bytes of a queue in a checkpoint before its runs.
 pub(crate) const QUEUE_BYTES: usize = 8 + 8 + 4;
 
@@ -199,9 +207,12 @@ impl Space {
         self.live.get(&number).copied()
     }
 
+    /// Saturating, as [`free`](Space::free) is: a checkpoint may count any bytes (one not
+    /// written by zrpc), and too many make appends `Full`, not a panic.
     fn hold(&mut self, segment: u64, bytes: u64) {
-        *self.live.entry(segment).or_default() += bytes;
-        self.used += bytes;
+        let live = self.live.entry(segment).or_default();
+        *live = live.saturating_add(bytes);
+        self.used = self.used.saturating_add(bytes);
     }
 
     fn free(&mut self, segment: u64, bytes: u64) {
@@ -232,7 +243,7 @@ impl Queue {
 
     /// Record bytes of the messages it holds.
     pub(crate) fn bytes(&self) -> u64 {
-        self.runs.iter().map(|r| r.bytes).sum()
+        self.runs.iter().fold(0, |sum, r| sum.saturating_add(r.bytes))
     }
 
     /// Adds message `sequence` (the next one), whose record of `size` bytes is at `at`; keeps
@@ -248,7 +259,7 @@ impl Queue {
         match self.runs.back_mut() {
             Some(run) if run.segment == at.segment && run.last + 1 == sequence => {
                 run.last = sequence;
-                run.bytes += size;
+                run.bytes = run.bytes.saturating_add(size);
             }
             _ => self.runs.push_back(Run {
                 segment: at.segment,
@@ -502,6 +513,9 @@ impl Queue {
         }
         if first == 0 || first > next {
             return Err(Malformed("a checkpoint's sequences are out of order"));
+        }
+        if next > LAST_SEQUENCE + 1 {
+            return Err(Malformed("a checkpoint's sequences are past the last a log holds"));
         }
         let mut queue = Queue {
             first,

@@ -24,7 +24,9 @@ use bytes::Bytes;
 use super::Pending;
 use crate::durable::DurableError;
 use crate::durable::log::record::{self, CHECKPOINT, Fields, Malformed};
-use crate::durable::log::runs::{self, Key, Owner, QUEUE_BYTES, Queue, Space, Stored, malformed, missing};
+use crate::durable::log::runs::{
+    self, Key, LAST_SEQUENCE, Owner, QUEUE_BYTES, Queue, Space, Stored, malformed, missing,
+};
 use crate::durable::log::{Cursor, Location, Log};
 
 /// Kind of a message record.
@@ -209,6 +211,13 @@ impl State {
                     let (destination, sequence, _) =
                         parse_message(&entry.body).map_err(|e| malformed(log, "message record", &e))?;
                     let next = state.next_sequence(destination);
+                    if sequence > LAST_SEQUENCE {
+                        return Err(missing(
+                            log,
+                            entry.at.segment,
+                            "a message's sequence is past the last a log holds",
+                        ));
+                    }
                     if sequence > next {
                         return Err(missing(
                             log,
@@ -226,6 +235,15 @@ impl State {
                         .name()
                         .and_then(|d| Ok((d, f.u64()?)))
                         .map_err(|e| malformed(log, "acknowledgement record", &e))?;
+                    // Written clamped to the messages logged before it: one past them is a
+                    // record of another log, which would drop messages appended after it.
+                    if up_to >= state.next_sequence(destination) {
+                        return Err(missing(
+                            log,
+                            entry.at.segment,
+                            "an acknowledgement of messages not logged before it",
+                        ));
+                    }
                     let highest = acks.entry(destination.into()).or_default();
                     *highest = (*highest).max(up_to);
                 }
