@@ -75,8 +75,8 @@ const RESUMED: u8 = 3;
 /// `u64::MAX`), raw records of any kind, and bytes that are no record. Checked: nothing panics,
 /// nothing allocates without bound from a count or a length in a body (run with
 /// `-malloc_limit_mb=64`), the open succeeds or fails with `Corrupt`, and an owner that opened
-/// reads, acknowledges or marks handled, takes a new message, closes and reopens to the state
-/// it had.
+/// reads, acknowledges or marks handled, takes a new message, closes and reopens to the
+/// sequences it had, or fails with `Corrupt` (a checkpoint's runs are read only when needed).
 ///
 /// # Panics
 /// When one of these breaks.
@@ -138,6 +138,11 @@ enum Owner {
 /// sequence not acknowledged or handled, its next sequence, and the bytes its messages take.
 /// Keys at `(1, 1, 0)`, as never used, are left out.
 type State = BTreeMap<String, (u64, u64, u64)>;
+
+/// A state's sequences, without its bytes.
+fn sequences(state: &State) -> BTreeMap<&str, (u64, u64)> {
+    state.iter().map(|(key, &(first, next, _))| (key.as_str(), (first, next))).collect()
+}
 
 /// The key of the `n`th name (and, for the inbox, outbox) as [`State`] names it.
 fn key_name(kind: Kind, n: usize) -> String {
@@ -760,15 +765,18 @@ async fn foreign(kind: Kind, dir: &Path, mut script: &[u8]) -> usize {
     owner.close().await;
     match open(kind, dir).await {
         Ok(again) => {
+            // The sequences, not the bytes: those of a run are counted by walking it, and a
+            // walk counts records of the run's sequences that zrpc would not have written there
+            // (a message again, inside a run).
             if clean {
-                assert_eq!(again.state().await, state, "reopened to another state");
+                assert_eq!(sequences(&again.state().await), sequences(&state), "reopened to other sequences");
             }
             again.close().await;
         }
-        Err(e) => {
-            assert_corrupt(&e, "reopening records zrpc did not write");
-            assert!(!clean, "a log that opened and was used without an error does not open again: {e}");
-        }
+        // A checkpoint's runs say where messages are, which an open does not read to check (it
+        // reads the records after the checkpoint only): a run released whole at the first open
+        // may be read at the next, when a message logged since extends it.
+        Err(e) => assert_corrupt(&e, "reopening records zrpc did not write"),
     }
     count
 }
