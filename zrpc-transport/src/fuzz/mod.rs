@@ -1,7 +1,9 @@
 //! Entry points for fuzzing: the frame decoder, the mux and the connection driver run over
 //! arbitrary bytes, with the protocol's invariants checked (feature `fuzzing`; not a stable API).
 //! With a compression feature, `compressed` runs compressed payloads through `decompress`,
-//! its bound checked (a module of its own: its checks are not the numbered ones below).
+//! its bound checked; with `durable`, `durable` opens an outbox's or an inbox's log that was
+//! damaged, or written by something other than zrpc (modules of their own: their checks are
+//! not the numbered ones below).
 //!
 //! The targets in `zrpc-transport/fuzz/` are a line each around these functions, and this
 //! crate's seeded tests call them too, as does its replay of what the fuzzers found
