@@ -863,16 +863,20 @@ fn durable_records_zrpc_did_not_write_open_or_are_corrupt() {
 #[cfg(feature = "durable")]
 #[test]
 fn durable_records_whose_runs_disagree_with_the_log_reopen_or_are_corrupt() {
-    // Two of the fuzzer's first finds, the harness's own mistakes: a checkpoint's run that
-    // points at a segment's magic, released whole at the first open and read at the next (a
-    // message logged since extends it), which is `Corrupt`; and a message logged twice inside
-    // a run, whose bytes a walk counts, so that only the sequences reopen the same.
+    // The fuzzer's finds that were the harness's own mistakes: a checkpoint's run that points
+    // at a segment's magic, released whole at the first open and read at the next (a message
+    // logged since extends it), which is `Corrupt`; a message logged twice inside a run, whose
+    // bytes a walk counts, so that only the sequences reopen the same; and an append refused
+    // as `InvalidSequence`.
     let inputs: &[&[u8]] = &[
         &[2, 0, 4, 1, 0, 1, 3, 2, 0, 1, 1, 1, 40, 1, 0, 2, 2, 40, 1, 2, 0, 2, 2, 251, 2, 0, 2, 255],
         &[
             2, 0, 17, 0, 1, 1, 3, 2, 42, 1, 1, 0, 1, 133, 93, 2, 248, 2, 255, 20, 40, 35, 255, 255, 255, 255, 255, 255,
             2, 63, 0, 0, 2, 255,
         ],
+        // A later one: a checkpoint that puts a destination's next at 2^63, past the last
+        // sequence, where the outbox refuses the harness's append (`InvalidSequence`).
+        &[0x16, 0, 4, 1, 0x33, 0xf4, 0xf4, 0],
     ];
     for input in inputs {
         assert_eq!(durable(input), Report { count: 0, error: None }, "{input:?}");
