@@ -97,7 +97,8 @@ pub use mux_local::mux_local;
 pub struct Report {
     /// Frames decoded (`frames`); the handshake done (`handshake`); events the mux reported and
     /// requests it handed over (`mux`, `mux_local`); frames the peer decoded and local callers
-    /// answered (`conn`).
+    /// answered (`conn`); payloads decompressed (`compressed`); messages read back from the log
+    /// opened (`durable`).
     pub count: usize,
     /// The error that ended the run; `None` when the input ran out first.
     pub error: Option<ProtocolError>,
