@@ -764,6 +764,19 @@ fn the_fuzzers_payloads_still_get_the_postcard_crates_verdicts() {
     );
 }
 
+#[cfg(feature = "durable")]
+#[test]
+fn the_fuzzers_durable_logs_still_open_as_promised() {
+    // Each input writes and damages a log, or writes one zrpc did not, in a directory of its own.
+    let reports = replay("durable", super::durable);
+    let read_back = reports.iter().filter(|report| report.count > 0).count();
+    assert!(
+        read_back > 0 && read_back < reports.len(),
+        "messages read back after {read_back} of {} opens",
+        reports.len()
+    );
+}
+
 #[cfg(feature = "compression")]
 #[test]
 fn the_fuzzers_compressed_payloads_still_keep_to_their_bounds() {
