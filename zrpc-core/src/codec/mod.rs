@@ -39,9 +39,9 @@ use serde::de::DeserializeOwned;
 /// decode. serde_json's own limit, which the JSON codec keeps; a MessagePack payload is
 /// checked for it before it is decoded (rmp-serde counts arrays and maps against 1,024 by
 /// default, which overflowed a 1 MiB stack in a debug build, and an enum's variant not at
-/// all). Without a limit a recursive type (a tree, an expression) is
-/// decoded as deep as a peer's bytes say, a few frames of the decoding thread's stack per
-/// level, and a stack that overflows aborts the whole process: 100 KB of postcard for an
+/// all). Without a limit a recursive type (a tree, an expression) is decoded as deep as a
+/// peer's bytes say, a few frames of the decoding thread's stack per level, and a stack that
+/// overflows aborts the whole process: 100 KB of postcard for an
 /// `enum List { Nil, Cons(Box<List>) }` overflowed a 2 MiB stack, a tokio worker's.
 pub const MAX_DEPTH: u32 = 128;
 

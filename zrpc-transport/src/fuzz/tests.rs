@@ -768,22 +768,22 @@ fn the_fuzzers_payloads_still_get_the_postcard_crates_verdicts() {
 #[test]
 fn the_fuzzers_durable_logs_still_open_as_promised() {
     // Each input writes and damages a log, or writes one zrpc did not, in a directory of its own.
-    let reports = replay("durable", super::durable);
-    let read_back = reports.iter().filter(|report| report.count > 0).count();
-    assert!(
-        read_back > 0 && read_back < reports.len(),
-        "messages read back after {read_back} of {} opens",
-        reports.len()
-    );
+    some_but_not_all("messages read back after", &replay("durable", super::durable));
 }
 
 #[cfg(feature = "compression")]
 #[test]
 fn the_fuzzers_compressed_payloads_still_keep_to_their_bounds() {
-    let reports = replay("compressed", super::compressed);
-    let decompressed = reports.iter().filter(|report| report.count > 0).count();
-    assert!(decompressed > 0 && decompressed < reports.len(), "{decompressed} decompressed of {}", reports.len());
+    some_but_not_all("payloads decompressed from", &replay("compressed", super::compressed));
 }
+
+/// Some of the runs counted something and some did not: the corpus still reaches both.
+#[cfg(any(feature = "durable", feature = "compression"))]
+fn some_but_not_all(what: &str, reports: &[Report]) {
+    let counted = reports.iter().filter(|report| report.count > 0).count();
+    assert!(counted > 0 && counted < reports.len(), "{what} {counted} of {} runs", reports.len());
+}
+
 // ---- the durable log's recovery ----
 
 /// A damage-mode input: the owner (0 outbox, 1 inbox), the steps, then the damages.
