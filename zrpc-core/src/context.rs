@@ -204,8 +204,19 @@ impl Context {
     }
 
     /// Sets the deadline to `timeout` from now, or keeps an earlier one already set.
+    ///
+    /// A timeout too long for the clock to say when it ends (`Duration::MAX`, or a peer's
+    /// `zrpc-timeout: 99999999999h` at the gateway) is no deadline: the context is then as
+    /// [`without_deadline`](Context::without_deadline) leaves it, unless it had a deadline.
+    /// (`Instant + Duration` panics past the clock's range; this was reachable from an HTTP
+    /// header until 2026-12-01.)
     pub fn with_timeout(mut self, timeout: Duration) -> Context {
-        let candidate = Instant::now() + timeout;
+        let Some(candidate) = Instant::now().checked_add(timeout) else {
+            if self.deadline().is_none() {
+                self.deadline = Deadline::Unbounded;
+            }
+            return self;
+        };
         if self.deadline().is_none_or(|d| candidate < d) {
             self.deadline = Deadline::chosen(Some(candidate));
         }
@@ -472,6 +483,17 @@ mod tests {
         assert_eq!(ctx.remaining(), Some(Duration::from_secs(1)));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(ctx.remaining(), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_timeout_past_the_clocks_range_is_no_deadline_and_keeps_an_earlier_one() {
+        let forever = Context::new().with_timeout(Duration::MAX);
+        assert_eq!(forever.deadline(), None);
+        assert!(forever.is_unbounded(), "no default deadline applies either");
+        let earlier = Context::new().with_timeout(Duration::from_secs(1)).with_timeout(Duration::MAX);
+        let left = earlier.remaining().expect("the earlier deadline stays");
+        assert!(left <= Duration::from_secs(1), "{left:?}");
+        assert!(!earlier.is_unbounded());
     }
 
     #[tokio::test(start_paused = true)]

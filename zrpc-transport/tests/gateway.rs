@@ -447,3 +447,29 @@ async fn a_body_that_does_not_arrive_within_the_deadline_is_408_and_calls_nothin
     assert_eq!(sent.status, 202, "{}", sent.text());
     assert_eq!(within("the later note", notes.recv()).await.as_deref(), Some("after"));
 }
+
+#[tokio::test]
+async fn a_timeout_header_asks_for_at_most_max_timeout_and_one_past_the_clock_is_answered() {
+    use tokio::io::AsyncWriteExt;
+    let (address, mut notes) = shop("shop").await;
+    let addr = gateway_with(client(&address).await, |builder| builder.max_timeout(Duration::from_millis(1500))).await;
+    // `u64::MAX` seconds, past what any clock can add to now: answered, with the most allowed.
+    for asked in ["100000h", "18446744073709551615s"] {
+        let answer = within("remaining", http::post(addr, "/Shop/remaining", &[("zrpc-timeout", asked)], "{}")).await;
+        assert_eq!(answer.status, 200, "{asked}: {}", answer.text());
+        let left = answer.json().as_u64().expect("the handler saw a deadline");
+        assert!(left <= 1500, "{asked}: the handler had {left} ms left, past max_timeout");
+    }
+    // A body that stops, under a deadline of a hundred thousand hours: still 408 once the most
+    // allowed has passed, and nothing called.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = "POST /Shop/notify HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+                zrpc-timeout: 100000h\r\nContent-Length: 30\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.expect("write the head");
+    slow.write_all(br#"{"note":"#).await.expect("write part of the body");
+    let answer = http::parse(&until_closed("a connection whose body stopped", &mut slow).await);
+    assert_eq!(answer.status, 408, "{}", answer.text());
+    let sent = http::post(addr, "/Shop/notify", &[], r#"{"note":"after"}"#).await;
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    assert_eq!(within("the later note", notes.recv()).await.as_deref(), Some("after"));
+}

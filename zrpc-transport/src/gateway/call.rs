@@ -48,7 +48,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let ctx = match headers::context(headers, shared.default_timeout) {
+    let ctx = match headers::context(headers, shared.default_timeout, shared.max_timeout) {
         Ok(ctx) => ctx,
         Err(status) => return error_response(&status),
     };

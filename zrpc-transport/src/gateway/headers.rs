@@ -29,20 +29,21 @@ pub(crate) const META_PREFIX: &str = "zrpc-meta-";
 pub(crate) const BINARY_SUFFIX: &str = "-bin";
 
 /// The context of a call made for a request with `headers`: the deadline of its `zrpc-timeout`
-/// (`default` without one), its `zrpc-meta-*` headers and `Authorization` as metadata.
+/// (at most `max`; `default` without one), its `zrpc-meta-*` headers and `Authorization` as
+/// metadata.
 ///
 /// # Errors
 /// `InvalidArgument` for a `zrpc-timeout` that is not a duration, or a `zrpc-meta-*-bin`
 /// header that is not base64.
-pub(crate) fn context(headers: &HeaderMap, default: Duration) -> Result<Context, Status> {
+pub(crate) fn context(headers: &HeaderMap, default: Duration, max: Duration) -> Result<Context, Status> {
     let timeout = match headers.get(TIMEOUT) {
         None => default,
         Some(value) => {
             let text =
                 value.to_str().map_err(|_| Status::invalid_argument(format!("the {TIMEOUT} header is not text")))?;
-            parse_duration(text.trim()).map_err(|e| {
-                Status::invalid_argument(format!("the {TIMEOUT} header {text:?} is not a duration: {e}"))
-            })?
+            parse_duration(text.trim())
+                .map_err(|e| Status::invalid_argument(format!("the {TIMEOUT} header {text:?} is not a duration: {e}")))?
+                .min(max)
         }
     };
     let mut ctx = Context::new().with_timeout(timeout);
@@ -107,7 +108,7 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_static("Bearer t"));
         headers.insert("user-agent", HeaderValue::from_static("curl"));
         headers.insert("zrpc-meta-", HeaderValue::from_static("empty key"));
-        let ctx = context(&headers, Duration::from_secs(1)).expect("valid headers");
+        let ctx = context(&headers, Duration::from_secs(1), Duration::from_secs(1)).expect("valid headers");
         assert_eq!(ctx.metadata().get("tenant"), Some(&b"blue"[..]));
         assert_eq!(ctx.metadata().get("authorization"), Some(&b"Bearer t"[..]));
         assert_eq!(ctx.metadata().len(), 2);
@@ -116,14 +117,27 @@ mod tests {
     #[test]
     fn a_timeout_header_sets_the_deadline_and_a_bad_one_is_invalid_argument() {
         let mut headers = HeaderMap::new();
-        let default = Duration::from_secs(3600);
-        let ctx = context(&headers, default).expect("no header");
+        let (default, max) = (Duration::from_secs(3600), Duration::from_secs(7200));
+        let ctx = context(&headers, default, max).expect("no header");
         assert!(ctx.remaining().is_some_and(|left| left <= default));
         headers.insert(TIMEOUT, HeaderValue::from_static("250ms"));
-        let ctx = context(&headers, default).expect("a duration");
+        let ctx = context(&headers, default, max).expect("a duration");
         assert!(ctx.remaining().is_some_and(|left| left <= Duration::from_millis(250)));
         headers.insert(TIMEOUT, HeaderValue::from_static("250"));
-        let status = context(&headers, default).expect_err("no unit");
+        let status = context(&headers, default, max).expect_err("no unit");
         assert_eq!(status.code(), zrpc_core::Code::InvalidArgument, "{status}");
+    }
+
+    #[test]
+    fn a_timeout_header_past_the_most_allowed_is_cut_to_it() {
+        let (default, max) = (Duration::from_secs(1), Duration::from_secs(2));
+        let mut headers = HeaderMap::new();
+        // Three hours, and then `u64::MAX` seconds, which no clock can add to now.
+        for asked in ["3h", "18446744073709551615s"] {
+            headers.insert(TIMEOUT, HeaderValue::from_static(asked));
+            let ctx = context(&headers, default, max).expect("a duration");
+            let left = ctx.remaining().expect("a deadline");
+            assert!(left > default && left <= max, "{asked}: {left:?} left");
+        }
     }
 }

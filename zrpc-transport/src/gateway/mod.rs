@@ -82,7 +82,8 @@
 //! - **Deadline**: `zrpc-timeout: 250ms` (any duration [`parse_duration`] takes: `2s`, `1.5s`,
 //!   `100us`; a unit is required). Without it a call gets the gateway's default deadline
 //!   ([`GatewayBuilder::default_timeout`], 10 s as for a [`Client`]), so no HTTP request waits
-//!   forever. A malformed value is `400` before any call. gRPC's `grpc-timeout` is not read: its
+//!   forever, and none may ask for more than [`GatewayBuilder::max_timeout`] (5 minutes by
+//!   default; a longer one is cut to it). A malformed value is `400` before any call. gRPC's `grpc-timeout` is not read: its
 //!   unit letters (`250m` is 250 *milliseconds*) differ from this syntax and would be misread.
 //! - **Metadata**: each `zrpc-meta-<key>: value` header becomes metadata `<key>` (lowercase, as
 //!   HTTP header names are case-insensitive), and `Authorization` is forwarded as metadata
@@ -108,9 +109,11 @@
 //! - In time: a connection waits at most [`GatewayBuilder::header_timeout`] (30 s by default)
 //!   for a request's headers, counted from when it opened or answered the request before, and
 //!   is closed past it; a request's body must arrive within the call's deadline (its
-//!   `zrpc-timeout`, else [`GatewayBuilder::default_timeout`]), or the answer is `408` and
-//!   nothing is called. So a client that sends slowly, or holds connections open without
-//!   calling, keeps each for that long at most. (hyper's own 30 s header timeout needs a timer
+//!   `zrpc-timeout`, at most [`GatewayBuilder::max_timeout`], else
+//!   [`GatewayBuilder::default_timeout`]), or the answer is `408` and nothing is called. So a
+//!   client that sends slowly, or holds connections open without calling, keeps each for that
+//!   long at most. (Until 2026-12-01 a client could name any deadline, `zrpc-timeout: 100000h`,
+//!   and send its body for as long; one too long for the clock panicked the connection's task.) (hyper's own 30 s header timeout needs a timer
 //!   its builder was not given until 2026-12-01: connections were held as long as the client
 //!   liked.)
 //! - Calls in flight are the [`Client`]'s to bound (`ClientBuilder::max_in_flight`); the
@@ -152,6 +155,9 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// The deadline of a call whose request sets none: 10 s, as a [`Client`]'s default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest deadline a request may ask for with `zrpc-timeout` by default: 5 minutes.
+pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long a connection of [`Gateway::serve`] waits for a request's headers by default: 30 s,
 /// hyper's default.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -170,6 +176,7 @@ pub struct Gateway {
 pub struct GatewayBuilder {
     client: Client,
     default_timeout: Duration,
+    max_timeout: Duration,
     max_body: usize,
     header_timeout: Duration,
     console: bool,
@@ -180,6 +187,7 @@ pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) dynamic: DynamicClient<Client>,
     pub(crate) default_timeout: Duration,
+    pub(crate) max_timeout: Duration,
     pub(crate) max_body: usize,
 }
 
@@ -191,6 +199,7 @@ impl Gateway {
         GatewayBuilder {
             client: target,
             default_timeout: DEFAULT_TIMEOUT,
+            max_timeout: DEFAULT_MAX_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             console: true,
@@ -237,6 +246,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// The longest deadline a request may ask for with its `zrpc-timeout` header (default
+    /// [`DEFAULT_MAX_TIMEOUT`]); a longer one is cut to it, as is a header too long for the
+    /// clock. A request's body must arrive within its deadline, so this is also the longest a
+    /// client can keep the gateway waiting for a body, whatever it asks for. Raise it for
+    /// methods that wait longer (a long poll); [`default_timeout`](GatewayBuilder::default_timeout)
+    /// is not cut to it.
+    pub fn max_timeout(mut self, timeout: Duration) -> GatewayBuilder {
+        self.max_timeout = timeout;
+        self
+    }
+
     /// The largest request body read, in bytes (default [`DEFAULT_MAX_BODY`]); a larger one is
     /// answered `413 Payload Too Large` without calling anything.
     pub fn max_body(mut self, bytes: usize) -> GatewayBuilder {
@@ -277,6 +297,7 @@ impl GatewayBuilder {
             dynamic: DynamicClient::new(self.client.clone()),
             client: self.client.clone(),
             default_timeout: self.default_timeout,
+            max_timeout: self.max_timeout,
             max_body: self.max_body,
         })
     }
