@@ -273,7 +273,7 @@ impl ChannelBuilder {
     }
 
     /// Ping after `interval` of silence; give up `timeout` after an unanswered ping
-    /// (defaults 10 s and 20 s).
+    /// (defaults 10 s and 20 s). `Duration::MAX` (or anything from thirty years) is never.
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> ChannelBuilder {
         self.config.heartbeat_interval = interval;
         self.config.heartbeat_timeout = timeout;

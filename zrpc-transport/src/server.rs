@@ -166,7 +166,7 @@ impl<L> ServerBuilder<L> {
     }
 
     /// Ping a client after `interval` of silence; drop it `timeout` after an unanswered ping
-    /// (defaults 10 s and 20 s).
+    /// (defaults 10 s and 20 s). `Duration::MAX` (or anything from thirty years) is never.
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> ServerBuilder<L> {
         self.config.heartbeat_interval = interval;
         self.config.heartbeat_timeout = timeout;

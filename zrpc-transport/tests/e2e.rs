@@ -187,6 +187,19 @@ async fn frame_limits_are_enforced_on_both_sides(kind: Kind) {
     server.shutdown().await;
 }
 
+/// `Duration::MAX` for "no heartbeat" (and for a call's timeout): the connection's task added
+/// it to an instant and panicked, on both ends.
+async fn durations_too_long_for_the_clock_mean_never(kind: Kind) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_at(kind, &kind.address(&dir), |b| b.heartbeat(Duration::MAX, Duration::MAX)).await;
+    let channel = channel_to(kind, &server.address).heartbeat(Duration::MAX, Duration::MAX).connect().await;
+    let client = TestClient::new(channel.expect("connects"));
+    assert_eq!(client.echo("ping".into()).await, Ok("ping".to_owned()));
+    let patient = client.with_context(Context::new().with_timeout(Duration::MAX));
+    assert_eq!(patient.echo("forever".into()).await, Ok("forever".to_owned()));
+    server.shutdown().await;
+}
+
 async fn graceful_shutdown_drains_calls_in_flight(kind: Kind) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut server = start(kind, &dir).await;
@@ -258,6 +271,7 @@ over_every_transport!(
     a_panicking_handler_is_internal_and_the_server_keeps_serving,
     oneway_calls_return_once_sent_and_are_handled,
     frame_limits_are_enforced_on_both_sides,
+    durations_too_long_for_the_clock_mean_never,
     graceful_shutdown_drains_calls_in_flight,
     the_drain_deadline_aborts_calls_still_running,
     the_client_reconnects_when_the_server_comes_back,

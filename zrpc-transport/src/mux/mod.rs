@@ -154,6 +154,9 @@ pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
 /// Metadata entries accepted per request or response, unless configured otherwise.
 pub const DEFAULT_MAX_METADATA_ENTRIES: u16 = 256;
 
+/// A heartbeat time that stands for never: far enough, and still addable to any instant.
+const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 /// What a mux needs to know about its own side.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -162,7 +165,8 @@ pub struct MuxConfig {
     pub name: String,
     /// Largest frame this side accepts.
     pub max_frame: u32,
-    /// Idle time after which the peer is pinged.
+    /// Idle time after which the peer is pinged. Thirty years or more (`Duration::MAX`) is
+    /// never, as for `heartbeat_timeout`.
     pub heartbeat_interval: Duration,
     /// Silence after a ping after which the peer is declared dead.
     pub heartbeat_timeout: Duration,
@@ -486,7 +490,11 @@ pub struct Mux<T, H = ()> {
 
 impl<T, H> Mux<T, H> {
     /// A new connection end that has queued its preface and HELLO.
-    pub fn new(role: Role, config: MuxConfig, now: Instant) -> Mux<T, H> {
+    pub fn new(role: Role, mut config: MuxConfig, now: Instant) -> Mux<T, H> {
+        // The heartbeat's times are added to instants, which panics past the clock's range:
+        // `Duration::MAX`, the natural way to ask for no heartbeat, did in the connection's task.
+        config.heartbeat_interval = config.heartbeat_interval.min(NEVER);
+        config.heartbeat_timeout = config.heartbeat_timeout.min(NEVER);
         let mut out = BytesMut::with_capacity(256);
         frame::encode_preface(&mut out);
         let hello = Hello {

@@ -327,6 +327,28 @@ fn idle_connections_are_pinged_and_silent_peers_declared_dead() {
     assert_eq!(err, ProtocolError::HeartbeatTimeout(Duration::from_secs(5)));
 }
 
+#[test]
+fn a_heartbeat_too_long_for_the_clock_means_never() {
+    // `Duration::MAX` for "no heartbeat": `Instant + Duration::MAX` panics, and it was the
+    // connection's task that added them.
+    let never = |c: &mut MuxConfig| {
+        c.heartbeat_interval = Duration::MAX;
+        c.heartbeat_timeout = Duration::MAX;
+    };
+    let mut pair = pair_with(never, never);
+    let a_decade = Duration::from_secs(10 * 365 * 24 * 3600);
+    for mux in [&mut pair.client, &mut pair.server] {
+        assert!(mux.next_timeout() > pair.now + a_decade);
+        mux.on_timeout(pair.now + a_decade).expect("alive: no PING is due in a decade");
+    }
+    // A peer that stops reading is never given up on either, and a call still goes through.
+    pair.client.write_blocked(pair.now);
+    assert!(pair.client.next_timeout() > pair.now + a_decade);
+    assert!(matches!(pair.client.send_request(1, request("S.m", b"x"), "a"), Ok(())));
+    assert_eq!(ids(&pair.server_requests()), [1]);
+    assert!(pair.client.take_output().is_empty(), "no PING was queued");
+}
+
 /// A frame of kind 0x7f, which this version skips, carrying `body`.
 fn unknown_frame(body: &[u8]) -> BytesMut {
     let mut frame = BytesMut::new();
