@@ -375,6 +375,18 @@ async fn bench_reports_every_call_the_server_handled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_and_call_take_durations_too_long_for_the_clock_as_no_end() {
+    // `u64::MAX` seconds: adding it to now panicked, in the run's end and in every call's deadline.
+    let server = serve().await;
+    let forever = "18446744073709551615s";
+    let args = ["bench", &server.address, "Calc.count", "-n", "20", "-c", "2", "-d", forever, "--timeout", forever];
+    zrpc(&args).await.exited(0);
+    assert_eq!(server.seen.counted.load(Ordering::SeqCst), 20);
+    let run = zrpc(&["call", &server.address, "Calc.add", "[2,3]", "--timeout", forever]).await;
+    assert_eq!(run.exited(0).stdout.trim(), "5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_counts_failures_by_status_and_exits_1() {
     let server = serve().await;
     let run = zrpc(&["bench", &server.address, "Calc.wait", "-n", "4", "-c", "2", "--timeout", "100ms"]).await;

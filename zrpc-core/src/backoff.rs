@@ -43,9 +43,11 @@ impl Backoff {
         Duration::from_nanos(rng.u64(0..=ceiling))
     }
 
-    /// A delay uniform in `0.8..=1.2 × ceiling(attempt)`, for reconnecting.
+    /// A delay uniform in `0.8..=1.2 × ceiling(attempt)`, for reconnecting; at most
+    /// `Duration::MAX` (`mul_f64` panics past it, for a backoff of `Duration::MAX`).
     pub fn near_ceiling(&self, attempt: u32) -> Duration {
-        self.ceiling(attempt).mul_f64(fastrand::f64() * 0.4 + 0.8)
+        let seconds = self.ceiling(attempt).as_secs_f64() * (fastrand::f64() * 0.4 + 0.8);
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
     }
 }
 
@@ -83,5 +85,7 @@ mod tests {
             let delay = backoff.near_ceiling(5);
             assert!(delay >= Duration::from_millis(800) && delay <= Duration::from_millis(1200), "{delay:?}");
         }
+        let huge = Backoff::new(Duration::MAX, Duration::MAX);
+        assert!((0..100).all(|_| huge.near_ceiling(3) >= Duration::MAX.mul_f64(0.79)));
     }
 }

@@ -124,7 +124,9 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         latencies: Mutex::new(histogram),
     });
     let start = Instant::now();
-    let stop = Arc::new(Stop { total: args.total, until: duration.map(|d| start + d), duration });
+    // A duration too long for the clock (`-d 18446744073709551615s`) has no end: `-n` or
+    // Ctrl-C ends the run.
+    let stop = Arc::new(Stop { total: args.total, until: duration.and_then(|d| start.checked_add(d)), duration });
     let method: Arc<str> = args.call.method.as_str().into();
     let base = args.options.metadata();
     let callers: Vec<_> = (0..args.concurrency.get())

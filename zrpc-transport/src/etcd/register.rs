@@ -185,9 +185,15 @@ impl EtcdRegistry {
     }
 
     fn ttl_secs(&self) -> i64 {
-        let secs = self.ttl.as_secs() + u64::from(self.ttl.subsec_nanos() > 0);
-        i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+        lease_secs(self.ttl)
     }
+}
+
+/// A lease's TTL in etcd's whole seconds: rounded up, at least 1; `Duration::MAX` is the most
+/// etcd can be asked for (it refuses more than its own maximum, about 285 years), not 1.
+fn lease_secs(ttl: Duration) -> i64 {
+    let secs = ttl.as_secs().saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
 }
 
 impl Registry for EtcdRegistry {
@@ -469,5 +475,20 @@ async fn renew(mut client: Client, granted: Granted) -> Status {
             Ok(Err(e)) => return super::failed("renewing the lease", e),
             Err(_) => return Status::unavailable(format!("etcd: no renewal within {period:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ttl_is_whole_seconds_rounded_up_and_the_longest_stays_the_longest() {
+        assert_eq!(lease_secs(Duration::ZERO), 1);
+        assert_eq!(lease_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(lease_secs(Duration::from_secs(10)), 10);
+        // `u64::MAX` seconds and a fraction overflowed the rounding: 0 in a release build,
+        // so a 1-second lease.
+        assert_eq!(lease_secs(Duration::MAX), i64::MAX);
     }
 }
