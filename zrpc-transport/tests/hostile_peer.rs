@@ -157,6 +157,35 @@ async fn a_frame_claiming_four_gibibytes_is_refused_from_its_length() {
 }
 
 #[tokio::test]
+async fn a_first_frame_longer_than_a_hello_can_be_is_refused_from_its_header() {
+    // docs/PROTOCOL.md §5: before its HELLO a peer has shown no token, and may not make the
+    // connection hold more than MAX_HELLO; the server had waited for all 16 MiB its own limit
+    // allowed, until the handshake's timeout.
+    let server = start().await;
+    let mut bad = RawPeer::connect(&server.tcp).await;
+    let mut out = BytesMut::new();
+    frame::encode_preface(&mut out);
+    out.put_u32(frame::MAX_HELLO + 1);
+    out.put_u8(frame::kind::HELLO);
+    out.put_u8(0);
+    out.put_u64(0);
+    bad.write(&out).await;
+    let mut written = bad.read_to_eof().await;
+    raw::expect_preface(&mut written);
+    let frames = raw::decode_all(&mut written);
+    let goaway = raw::the_goaway(&frames);
+    assert_eq!(goaway.code, code(Code::InvalidArgument));
+    let limit = format!("{} bytes exceeds the limit of {}", frame::MAX_HELLO + 1, frame::MAX_HELLO);
+    assert!(goaway.message.contains(&limit), "{goaway:?}");
+
+    // Past the HELLO, frames are held to the server's own limit (16 MiB) again.
+    let long = "x".repeat(frame::MAX_HELLO as usize * 2);
+    assert_eq!(within("a long echo", server.good.echo(long.clone())).await, Ok(long));
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_length_below_the_header_is_refused_from_its_four_bytes() {
     // docs/PROTOCOL.md §4: a length of 0 to 9 cannot make a frame, so nothing after it is
     // waited for: the four bytes alone close the connection, while the client stays silent.

@@ -86,6 +86,11 @@ pub const HEADER_LEN: usize = 14;
 pub const DEFAULT_MAX_FRAME: u32 = 16 * 1024 * 1024;
 /// The smallest `max_frame` a `HELLO` may announce.
 pub const MIN_MAX_FRAME: u32 = 1024;
+/// The longest first frame a side reads, whatever its own `max_frame`: 128 KiB. The largest
+/// `HELLO` zrpc writes (a 65,535-byte token, three lists of 255) is about 66 KiB. Before its
+/// `HELLO` a peer has not said who it is, nor shown a token: it should not be able to make a
+/// connection hold a frame as large as an authenticated peer's requests (16 MiB by default).
+pub const MAX_HELLO: u32 = 128 * 1024;
 
 /// Bits of a frame's `flags` byte. Bits a receiver does not know are ignored.
 pub mod flags {

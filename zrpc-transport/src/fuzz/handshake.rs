@@ -85,7 +85,7 @@ fn expected_preface(stream: &[u8]) -> Result<bool, FrameError> {
 }
 
 /// The handshake PROTOCOL.md describes, and the bytes left after it: the preface, then a HELLO
-/// as the first frame of a known kind, within this side's limit.
+/// as the first frame of a known kind, within this side's limit and [`frame::MAX_HELLO`].
 fn expected(stream: &[u8], max_frame: u32) -> (Greeting, Bytes) {
     match expected_preface(stream) {
         Err(e) => return (Greeting::Failed(e.into()), Bytes::new()),
@@ -93,7 +93,7 @@ fn expected(stream: &[u8], max_frame: u32) -> (Greeting, Bytes) {
         Ok(true) => {}
     }
     let mut rest = BytesMut::from(&stream[PREFACE_LEN..]);
-    let greeting = match Decoder::new(max_frame).decode(&mut rest) {
+    let greeting = match Decoder::new(max_frame.min(frame::MAX_HELLO)).decode(&mut rest) {
         Err(e) => Greeting::Failed(e.into()),
         Ok(None) => Greeting::Waiting,
         Ok(Some(Frame::Hello(hello))) => Greeting::Ready {

@@ -454,7 +454,7 @@ impl Run {
             out_len,
             unwritten,
             model_inbox: BytesMut::new(),
-            model_decoder: Decoder::new(config.max_frame),
+            model_decoder: Decoder::new(config.max_frame.min(frame::MAX_HELLO)),
             config,
             model_preface: false,
             peer: None,
@@ -697,6 +697,8 @@ impl Run {
             let Frame::Hello(hello) = frame else { return Err(Failure::Violation) };
             assert_eq!((hello.name.as_str(), hello.flow), (PEER_NAME, self.setup.peer_flow));
             self.peer = Some((hello.max_frame, hello.flow));
+            // Only the first frame is held to the HELLO's bound (docs/PROTOCOL.md §5).
+            self.model_decoder = Decoder::new(self.config.max_frame);
             self.expected.push_back(Expect::Ready);
             self.send_waiting();
             return Ok(());

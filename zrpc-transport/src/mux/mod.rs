@@ -519,7 +519,8 @@ impl<T, H> Mux<T, H> {
         Mux {
             role,
             ids: CallIds::new(role),
-            decoder: Decoder::new(config.max_frame),
+            // Until the peer's HELLO, its frames are held to the HELLO's bound (`on_hello`).
+            decoder: Decoder::new(config.max_frame.min(frame::MAX_HELLO)),
             config,
             phase: Phase::Preface,
             out,
@@ -1322,6 +1323,7 @@ impl<T, H> Mux<T, H> {
             inbox: hello.inbox,
             inbox_batches: hello.inbox && hello.inbox_batches,
         });
+        self.decoder = Decoder::new(self.config.max_frame);
         self.phase = Phase::Open;
         self.events.push_back(Event::Ready);
         self.send_waiting();

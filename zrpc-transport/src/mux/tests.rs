@@ -306,6 +306,37 @@ fn an_http_request_is_refused_at_the_preface() {
 }
 
 #[test]
+fn the_first_frame_is_held_to_the_hello_bound_and_later_ones_to_max_frame() {
+    let now = Instant::now();
+    let header = |len: u32, kind: u8| {
+        let mut bytes = BytesMut::new();
+        bytes.put_u32(len);
+        bytes.put_u8(kind);
+        bytes.put_u8(0);
+        bytes.put_u64(0);
+        bytes
+    };
+    // Refused from its header: the 128 KiB that would follow are never waited for.
+    let mut server: Mux<&'static str> = Mux::new(Role::Acceptor, config("s"), now);
+    let mut first = frame_bytes(frame::encode_preface);
+    first.extend_from_slice(&header(frame::MAX_HELLO + 1, frame::kind::HELLO));
+    let err = violation_of(&mut server, &first, now);
+    assert_eq!(err, ProtocolError::Frame(FrameError::FrameTooLarge { len: 131_073, max: frame::MAX_HELLO }));
+    // A side whose own limit is lower keeps it.
+    let mut small: Mux<&'static str> = Mux::new(Role::Acceptor, MuxConfig { max_frame: 2048, ..config("s") }, now);
+    let mut first = frame_bytes(frame::encode_preface);
+    first.extend_from_slice(&header(2049, frame::kind::HELLO));
+    let err = violation_of(&mut small, &first, now);
+    assert_eq!(err, ProtocolError::Frame(FrameError::FrameTooLarge { len: 2049, max: 2048 }));
+    // After the HELLO, a frame of the peer's up to max_frame: a request of 1 MiB is handed over.
+    let mut pair = Pair::new();
+    let payload: &'static [u8] = Box::leak(vec![7; 1 << 20].into_boxed_slice());
+    assert!(matches!(pair.client.send_request(1, request("S.m", payload), "big"), Ok(())));
+    let requests = pair.server_requests();
+    assert_eq!(requests.iter().map(|r| r.payload.len()).collect::<Vec<_>>(), [1 << 20]);
+}
+
+#[test]
 fn idle_connections_are_pinged_and_silent_peers_declared_dead() {
     let mut pair = Pair::new();
     let start = pair.now;
