@@ -83,8 +83,9 @@
 //!   `100us`; a unit is required). Without it a call gets the gateway's default deadline
 //!   ([`GatewayBuilder::default_timeout`], 10 s as for a [`Client`]), so no HTTP request waits
 //!   forever, and none may ask for more than [`GatewayBuilder::max_timeout`] (5 minutes by
-//!   default; a longer one is cut to it). A malformed value is `400` before any call. gRPC's `grpc-timeout` is not read: its
-//!   unit letters (`250m` is 250 *milliseconds*) differ from this syntax and would be misread.
+//!   default; a longer one is cut to it). A malformed value is `400` before any call. gRPC's
+//!   `grpc-timeout` is not read: its unit letters (`250m` is 250 *milliseconds*) differ from
+//!   this syntax and would be misread.
 //! - **Metadata**: each `zrpc-meta-<key>: value` header becomes metadata `<key>` (lowercase, as
 //!   HTTP header names are case-insensitive), and `Authorization` is forwarded as metadata
 //!   `authorization`, for a server's [`Authenticator`](crate::auth::Authenticator) to check per
@@ -112,10 +113,10 @@
 //!   `zrpc-timeout`, at most [`GatewayBuilder::max_timeout`], else
 //!   [`GatewayBuilder::default_timeout`]), or the answer is `408` and nothing is called. So a
 //!   client that sends slowly, or holds connections open without calling, keeps each for that
-//!   long at most. (Until 2026-12-01 a client could name any deadline, `zrpc-timeout: 100000h`,
-//!   and send its body for as long; one too long for the clock panicked the connection's task.) (hyper's own 30 s header timeout needs a timer
-//!   its builder was not given until 2026-12-01: connections were held as long as the client
-//!   liked.)
+//!   long at most. (Until 2026-12-01 neither held: hyper's own 30 s header timeout needs a
+//!   timer its builder was not given, and a client could name any deadline, `zrpc-timeout:
+//!   100000h`, and send its body for as long; one too long for the clock panicked the
+//!   connection's task.)
 //! - Calls in flight are the [`Client`]'s to bound (`ClientBuilder::max_in_flight`); the
 //!   gateway adds no queue of its own. Connections are not bounded by the gateway: put it behind
 //!   whatever bounds your other HTTP services.

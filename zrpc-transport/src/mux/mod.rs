@@ -14,7 +14,9 @@
 //! 1. On creation the mux queues its preface and a HELLO announcing its frame limit and its FLOW
 //!    limits ([`MuxConfig::max_requests`], [`MuxConfig::max_request_bytes`]). Until the peer's
 //!    preface and HELLO have arrived it reports nothing and sends no request: calls made
-//!    meanwhile wait, since the peer's limits are unknown.
+//!    meanwhile wait, since the peer's limits are unknown. The peer's first frame may be at
+//!    most [`frame::MAX_HELLO`] long (128 KiB; or `max_frame` if lower), later ones
+//!    `max_frame`: a peer that has not shown a token cannot make the connection hold more.
 //! 2. Ids: the connecting side opens odd ids, the accepting side even ids, never 0. The mux
 //!    hands them out through [`Mux::call_ids`], to callers on any task, before their calls reach
 //!    it, so that a caller can cancel its call without a round trip through the driver; calls
