@@ -46,7 +46,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,21 +81,45 @@ pub(crate) fn sender_hash(sender: &str) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// Every stream's mark in the sidecar in `dir`, the higher of its two slots' (a slot whose
-/// checksum fails is skipped), in the order of the streams' first slots; none if it does not
-/// exist.
-pub(crate) fn read(dir: &Path) -> Result<Vec<Mark>, DurableError> {
+/// Bytes of the sidecar read at once at open.
+const READ_BUFFER: usize = 64 << 10;
+
+/// Every mark in the sidecar in `dir` of a stream that `wanted` accepts (by outbox id and
+/// sender hash), the higher of its two slots' (a slot whose checksum fails is skipped), in the
+/// order of the streams' first slots; none if the file does not exist.
+///
+/// The file is read [`READ_BUFFER`] bytes at a time and only the wanted streams are kept, so
+/// memory is bounded by them whatever the file holds: a damaged sidecar may be long (sparse,
+/// gigabytes of zeros) and forged slots may name any number of streams. Time is its length's.
+///
+/// # Errors
+/// [`Io`](DurableError::Io) if the file exists and cannot be read.
+pub(crate) fn read(dir: &Path, wanted: impl Fn(u64, u64) -> bool) -> Result<Vec<Mark>, DurableError> {
     let path = dir.join(FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let io = |source| DurableError::Io { path: path.clone(), source };
+    let mut reader = match File::open(&path) {
+        Ok(file) => BufReader::with_capacity(READ_BUFFER, file),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(DurableError::Io { path, source }),
+        Err(source) => return Err(io(source)),
     };
     let mut marks: Vec<Mark> = Vec::new();
     let mut streams = HashMap::new();
-    for (index, slot) in bytes.chunks_exact(SLOT).enumerate() {
-        match decode(slot) {
-            Some(mark) => match streams.entry((mark.outbox, mark.sender_hash)) {
+    // Slots whose checksum failed: how many, and the first.
+    let mut failed: Option<(u64, u64)> = None;
+    let mut slot = [0; SLOT];
+    for index in 0u64.. {
+        match reader.read_exact(&mut slot) {
+            Ok(()) => {}
+            // The end; a last slot cut short holds no mark.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(source) => return Err(io(source)),
+        }
+        if slot.iter().all(|&b| b == 0) {
+            continue;
+        }
+        match decode(&slot) {
+            Some(mark) if wanted(mark.outbox, mark.sender_hash) => match streams.entry((mark.outbox, mark.sender_hash))
+            {
                 std::collections::hash_map::Entry::Occupied(at) => {
                     let known: &mut Mark = &mut marks[*at.get()];
                     known.handled = known.handled.max(mark.handled);
@@ -105,11 +129,15 @@ pub(crate) fn read(dir: &Path) -> Result<Vec<Mark>, DurableError> {
                     marks.push(mark);
                 }
             },
-            None if slot.iter().all(|&b| b == 0) => {}
-            None => {
-                tracing::warn!(path = %path.display(), slot = index, "durable inbox: a handled mark failed its checksum; its stream's other slot holds the mark before it")
-            }
+            Some(_) => {}
+            None => failed = Some(failed.map_or((1, index), |(count, first)| (count + 1, first))),
         }
+    }
+    if let Some((count, first)) = failed {
+        tracing::warn!(
+            path = %path.display(), slots = count, first,
+            "durable inbox: handled marks failed their checksums; a stream's other slot holds the mark before its last"
+        );
     }
     Ok(marks)
 }
@@ -394,6 +422,11 @@ mod tests {
     use super::*;
     use crate::durable::OutboxId;
 
+    /// Every stream's mark.
+    fn read_all(dir: &Path) -> Vec<Mark> {
+        read(dir, |_, _| true).expect("read")
+    }
+
     #[tokio::test]
     async fn marks_are_read_back_per_stream_and_a_torn_slot_leaves_the_mark_before_it() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -403,21 +436,21 @@ mod tests {
         }
         let a = |handled| Mark { outbox: 9, sender_hash: sender_hash("a"), handled };
         let b = Mark { outbox: 9, sender_hash: sender_hash("b"), handled: 1 };
-        assert_eq!(read(dir.path()).expect("read"), [a(3), b]);
+        assert_eq!(read_all(dir.path()), [a(3), b]);
 
         // "a" took its first slot for 1 and 3, its second for 2: 3's slot torn, 2 is left.
         let path = dir.path().join(FILE);
         let mut bytes = std::fs::read(&path).expect("file");
         bytes[16] ^= 0xff;
         std::fs::write(&path, &bytes).expect("torn");
-        assert_eq!(read(dir.path()).expect("read"), [a(2), b]);
+        assert_eq!(read_all(dir.path()), [a(2), b]);
         // Both torn: nothing of "a" is left.
         bytes[SLOT + 16] ^= 0xff;
         std::fs::write(&path, &bytes).expect("torn");
-        assert_eq!(read(dir.path()).expect("read"), [b]);
+        assert_eq!(read_all(dir.path()), [b]);
 
         drop(Marks::create(dir.path(), Durability::Process).expect("recreated"));
-        assert_eq!(read(dir.path()).expect("read"), []);
+        assert_eq!(read_all(dir.path()), []);
     }
 
     #[tokio::test]
@@ -435,7 +468,7 @@ mod tests {
             marks.write(&id(sender, outbox, sequence)).expect("written");
         }
         let mark = |sender, outbox, handled| Mark { outbox, sender_hash: sender_hash(sender), handled };
-        assert_eq!(read(dir.path()).expect("read"), [mark("a", 9, 4), mark("b", 9, 2), mark("a", 8, 1)]);
+        assert_eq!(read_all(dir.path()), [mark("a", 9, 4), mark("b", 9, 2), mark("a", 8, 1)]);
         // Stream "a"/9 took its two slots in turn: 1 and 3 in the first, 2 and 4 in the second.
         let bytes = std::fs::read(dir.path().join(FILE)).expect("file");
         assert_eq!(
@@ -467,12 +500,37 @@ mod tests {
         }
         assert_eq!(marks.len(), 4 * INITIAL_LEN, "64 bytes a stream, rounded up to a doubling");
         assert_eq!(std::fs::metadata(dir.path().join(FILE)).expect("file").len(), 4 * INITIAL_LEN as u64);
-        let read_back = read(dir.path()).expect("read");
+        let read_back = read_all(dir.path());
         assert_eq!(read_back.len(), 3 * streams);
         for (n, mark) in read_back.iter().enumerate() {
             let expected = Mark { outbox: n as u64, sender_hash: sender_hash(&format!("sender-{n}")), handled: 2 };
             assert_eq!(*mark, expected, "stream {n}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_long_sparse_sidecar_is_read_to_its_end_keeping_only_the_streams_asked_for() {
+        // Damage (or a forger) made the file 8 MiB of zeros with valid slots at its end, of a
+        // stream the inbox tracks and of one it does not: read in bounded pieces to the end,
+        // only the tracked one kept (forged slots may name any number of streams).
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marks = Marks::create(dir.path(), Durability::Process).expect("created");
+        for (sender, sequence) in [("a", 1), ("b", 1), ("a", 2)] {
+            marks.write(&MessageId::new(sender, OutboxId::from_u64(9), sequence)).expect("written");
+        }
+        drop(marks);
+        let mark = |sender, handled| Mark { outbox: 9, sender_hash: sender_hash(sender), handled };
+        let file = OpenOptions::new().write(true).open(dir.path().join(FILE)).expect("file");
+        let end = 8 << 20;
+        file.set_len(end).expect("longer");
+        std::os::unix::fs::FileExt::write_all_at(&file, &encode(mark("a", 7)), end - 2 * SLOT as u64).expect("a");
+        std::os::unix::fs::FileExt::write_all_at(&file, &encode(mark("c", 5)), end - SLOT as u64).expect("c");
+        // And a slot cut short at the end, which holds nothing.
+        std::os::unix::fs::FileExt::write_all_at(&file, &encode(mark("a", 9))[..SLOT - 1], end).expect("cut");
+        let tracked = [sender_hash("a"), sender_hash("b")];
+        let read_back = read(dir.path(), |outbox, hash| outbox == 9 && tracked.contains(&hash)).expect("read");
+        assert_eq!(read_back, [mark("a", 7), mark("b", 1)]);
+        assert_eq!(read_all(dir.path()), [mark("a", 7), mark("b", 1), mark("c", 5)]);
     }
 
     #[tokio::test]
@@ -512,6 +570,6 @@ mod tests {
         // forever for one, and syncs itself (the dropped sync is not counted).
         marks.synced(written).await.expect("synced");
         assert_eq!(marks.syncs(), 1, "first finished at its first poll: {finished}");
-        assert_eq!(read(dir.path()).expect("read"), [Mark { outbox: 9, sender_hash: sender_hash("a"), handled: 1 }]);
+        assert_eq!(read_all(dir.path()), [Mark { outbox: 9, sender_hash: sender_hash("a"), handled: 1 }]);
     }
 }

@@ -509,8 +509,14 @@ fn open_log(dir: &Path, config: &InboxConfig, counters: Arc<Counters>) -> Result
 
 /// Moves the sidecar's handled marks (see `marks.rs`) into the log, then empties the sidecar.
 fn apply_marks(dir: &Path, log: &mut Log, state: &mut State) -> Result<(), DurableError> {
+    // Only the streams the log has: a mark of any other is ignored, and is not kept in memory.
+    let tracked: std::collections::HashSet<(u64, u64)> =
+        state.streams().map(|(key, ..)| (key.outbox.as_u64(), marks::sender_hash(&key.sender))).collect();
     let marks: std::collections::HashMap<(u64, u64), u64> =
-        marks::read(dir)?.into_iter().map(|m| ((m.outbox, m.sender_hash), m.handled)).collect();
+        marks::read(dir, |outbox, hash| tracked.contains(&(outbox, hash)))?
+            .into_iter()
+            .map(|m| ((m.outbox, m.sender_hash), m.handled))
+            .collect();
     if !marks.is_empty() {
         let ahead: Vec<(StreamKey, u64)> = state
             .streams()
