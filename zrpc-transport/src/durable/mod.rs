@@ -413,8 +413,9 @@
 //!   measured) covers everything after itself: a message (destination, sequence, message), an
 //!   acknowledgement ("destination d acknowledged up to n"), a checkpoint, and for the inbox a
 //!   "handled up to n" mark. `len` is checked against its maximum (32 MiB; a message is at most
-//!   16 MiB, [`DurableError::TooLarge`]) before anything is read or allocated for it; every
-//!   field decoder is bounds-checked, and a checkpoint's counts are checked against its bytes.
+//!   16 MiB, [`DurableError::TooLarge`]) and, when a record is read back, against the bytes
+//!   left in its segment before anything is read or allocated for it; every field decoder is
+//!   bounds-checked, and a checkpoint's counts are checked against its bytes.
 //! - **Recent messages in memory.** Each queue (a destination's, a stream's) keeps a window
 //!   of its messages as the `Bytes` that were appended, with their records' places and sizes,
 //!   within 8 MiB per log (`log/runs.rs`): the delivery task and the dispatcher read them

@@ -142,6 +142,9 @@ impl Cursor {
 #[derive(Clone, Copy, Debug)]
 struct Seg {
     /// Bytes in the file (for the head: written so far, not counting the batch being built).
+    /// A record is read only within it ([`Log::read_one`]), so it is current wherever a record
+    /// is read: a closed segment's is final, the open reads each segment's (the last one's
+    /// after its tail is repaired), and [`Log::next`] writes the batch before reading the head.
     len: u64,
     /// Bytes of the magic and header: records start here.
     start: u64,
@@ -578,7 +581,19 @@ impl Log {
                 "a record length is out of bounds",
             ));
         };
+        // A record ends within its segment's length, which is current here (`Seg`): a `len`
+        // from damage is refused before a buffer of its size (up to `MAX_RECORD`) is allocated.
+        let seg_len = self.segments.get(&cursor.at.segment).map_or(0, |s| s.len);
+        if cursor.at.offset.saturating_add((FRAME_HEADER + len) as u64) > seg_len {
+            return Err(corrupt(
+                &self.dir,
+                &segment::path(&self.dir, cursor.at.segment),
+                cursor.at.offset,
+                "a record runs past the end of its segment",
+            ));
+        }
         let mut body = vec![0; len - 1];
+        // Short only if the file is shorter than the log knows it to be.
         reader.read_exact(&mut body).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 corrupt(
@@ -664,5 +679,71 @@ fn corrupt(dir: &Path, file: &Path, offset: impl Into<u64>, what: &str) -> Durab
     DurableError::Corrupt {
         path: dir.to_owned(),
         what: format!("{}, offset {}: {what}", file.display(), offset.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::OutboxId;
+    use crate::durable::log::segment::Role;
+
+    /// Opens a log in `dir` with one record of 100 bytes after segment 1's checkpoint, rolled
+    /// to segment 2; returns it and the record's offset.
+    fn with_a_closed_record(dir: &Path) -> (Log, u64) {
+        let identity = Identity { role: Role::Outbox, name: "test".into(), id: OutboxId::from_u64(1) };
+        let config = LogConfig { segment_bytes: 1 << 20, durability: Durability::Process };
+        let mut log = Log::open(dir, config, identity, b"", Arc::default()).expect("opened").log;
+        let (at, _) = log.append(1, |b| b.extend_from_slice(&[7; 100]));
+        assert!(log.roll(b"").expect("rolled"), "segment 2 has a checkpoint");
+        (log, at.offset)
+    }
+
+    /// The error of reading that record after `damage` changed segment 1's bytes (given the
+    /// record's offset in them), and the one expected of a record running past the segment.
+    fn read_after(damage: impl FnOnce(&mut Vec<u8>, usize)) -> (Result<Option<Entry>, DurableError>, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut log, offset) = with_a_closed_record(dir.path());
+        let path = segment::path(dir.path(), 1);
+        let mut bytes = fs::read(&path).expect("segment 1");
+        damage(&mut bytes, usize::try_from(offset).expect("an offset"));
+        fs::write(&path, &bytes).expect("damaged");
+        let mut cursor = log.walk_from(Location { segment: 1, offset });
+        let expected = format!("{}, offset {offset}: a record runs past the end of its segment", path.display());
+        (log.next(&mut cursor), expected)
+    }
+
+    #[test]
+    fn a_record_is_read_only_within_its_segments_length() {
+        // Why the check matters: a `len` changed by damage (up to `MAX_RECORD`, 32 MiB, passes
+        // its bound) was allocated whole before the read found the segment too short; now it
+        // is refused from the header. The error and its offset are those of the short read, so
+        // this case cannot tell the two apart (allocations are not counted here).
+        let (read, expected) =
+            read_after(|bytes, at| bytes[at..at + 4].copy_from_slice(&(record::MAX_RECORD as u32).to_le_bytes()));
+        assert!(matches!(&read, Err(DurableError::Corrupt { what, .. }) if *what == expected), "{read:?}");
+
+        // This one can: the record rewritten longer, whole and with its checksum, past the
+        // length the log knows for the segment. The file has its bytes, so only the check
+        // against the segment's length refuses it.
+        let (read, expected) = read_after(|bytes, at| {
+            bytes.truncate(at);
+            record::encode(bytes, 1, |b| b.extend_from_slice(&[7; 300]));
+        });
+        assert!(matches!(&read, Err(DurableError::Corrupt { what, .. }) if *what == expected), "{read:?}");
+    }
+
+    #[test]
+    fn records_of_the_head_are_read_back_as_they_are_appended() {
+        // The head's length grows with each write, and a read of the head writes the batch
+        // first: a record appended just before is within the length, not past it.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut log, _) = with_a_closed_record(dir.path());
+        for n in 0..3u8 {
+            let (at, size) = log.append(1, |b| b.extend_from_slice(&[n; 50]));
+            let mut cursor = log.walk_from(at);
+            let entry = log.next(&mut cursor).expect("read").expect("a record");
+            assert_eq!((entry.at, entry.size, entry.body), (at, size, vec![n; 50]));
+        }
     }
 }
