@@ -22,6 +22,11 @@
 //! 3. The newest segment whose first record is a checkpoint gives the owner's state, and the
 //!    owner replays the records after it ([`Opened::replay`]): one segment, normally, whatever
 //!    the size of the log.
+//! 4. Every run of the state rebuilt must be in a segment that is there ([`runs::after_open`]),
+//!    else `Corrupt`, naming the run's file and offset. A crash never leaves a run in a deleted
+//!    segment; damage that cuts the last segment's checkpoint, with the records after it that
+//!    emptied older segments, does: the open falls back to a checkpoint that counts messages in
+//!    them.
 //!
 //! Reading back part of a segment (a run of messages that is not in memory: a backlog larger
 //! than the owners' in-memory tail) goes through [`Log::walk_from`] and [`Log::park`]: the
@@ -369,6 +374,11 @@ impl Log {
     /// The segments, in order, with their sizes (the head's without the batch being built).
     pub(crate) fn segments(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.segments.iter().map(|(&n, seg)| (n, seg.len))
+    }
+
+    /// Whether segment `number` is in the log.
+    pub(crate) fn has_segment(&self, number: u64) -> bool {
+        self.segments.contains_key(&number)
     }
 
     /// Bytes in the batch being built.

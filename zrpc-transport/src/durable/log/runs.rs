@@ -542,11 +542,32 @@ impl Queue {
     }
 }
 
-/// Finishes opening a log whose owner's state was just rebuilt: makes sure the head starts with
-/// a checkpoint (a head without one, after a crash cut it short while rolling, would make every
-/// later reopen replay from an older segment, which compaction could then not delete), then
-/// compacts what the last run left (segments a crash kept after they were emptied).
+/// Finishes opening a log whose owner's state was just rebuilt: checks that every segment its
+/// runs are in is there, makes sure the head starts with a checkpoint (a head without one,
+/// after a crash cut it short while rolling, would make every later reopen replay from an older
+/// segment, which compaction could then not delete), then compacts what the last run left
+/// (segments a crash kept after they were emptied).
+///
+/// # Errors
+/// `Corrupt`, naming the run's file and offset, if a run is in a segment that is gone. A crash
+/// never leaves that: a segment is deleted only once nothing is left in it by the records up to
+/// the newest checkpoint's and after it, which the replay applies. Damage does: the last
+/// segment's checkpoint cut, with the records after it, while the segments those records
+/// emptied are deleted already, so that the open falls back to an older checkpoint that still
+/// counts messages in them. Found at open rather than at the first read of the run.
 pub(crate) fn after_open<O: Owner>(owner: &mut O, log: &mut Log) -> Result<(), DurableError> {
+    {
+        let (queues, _) = owner.queues();
+        let gone = queues.iter().flat_map(|(_, queue)| &queue.runs).find(|run| !log.has_segment(run.segment));
+        if let Some(run) = gone {
+            return Err(super::corrupt(
+                log.dir(),
+                &super::segment::path(log.dir(), run.segment),
+                run.offset,
+                "a segment that holds messages is missing (an older checkpoint counts messages in it)",
+            ));
+        }
+    }
     if !log.head_has_checkpoint() {
         log.roll(&owner.checkpoint())?;
     }

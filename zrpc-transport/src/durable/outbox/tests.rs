@@ -442,6 +442,54 @@ async fn a_roll_cut_short_is_repaired_with_a_new_checkpointed_head() {
 }
 
 #[tokio::test]
+async fn a_last_checkpoint_cut_after_compaction_emptied_older_segments_refuses_to_open() {
+    use crate::durable::log::{record, segment};
+
+    let (dir, outbox) = filled(config(), "ledger", 1..=600).await;
+    let first = segment::path(dir.path(), 1);
+    let bytes = fs::read(&first).expect("read segment 1");
+    let (_, _, header) = segment::read_header(&bytes).expect("its header");
+    let record::Frame::Record { size: checkpoint, .. } = record::frame(&bytes[header..]) else {
+        panic!("segment 1 starts with a checkpoint")
+    };
+    let run = header + checkpoint;
+    let mut in_first = 0;
+    let mut at = run;
+    while let record::Frame::Record { size, .. } = record::frame(&bytes[at..]) {
+        in_first += 1;
+        at += size;
+    }
+    // Segment 1's messages acknowledged in the head, after its checkpoint: segment 1 is
+    // deleted, segment 2 (a fifth of it acknowledged) is kept as it is.
+    let acknowledged = in_first + 20;
+    assert_eq!(outbox.acknowledge("ledger", acknowledged).await.ok(), Some(acknowledged));
+    settle(&outbox).await;
+    assert!(!first.exists(), "segment 1 was deleted");
+    assert_eq!(counter(&outbox, |c| &c.rewritten), 0, "no segment was rewritten");
+    outbox.close().await.expect("close");
+    // Damage, not a crash: the head cut inside its checkpoint, so that the acknowledgement
+    // after it goes too and the open falls back to the checkpoint before, which counts messages
+    // in segment 1. (A crash cuts a checkpoint only while rolling, before anything follows it
+    // and before a segment it empties is deleted.)
+    let (last, _) = segment_files(dir.path()).pop().expect("a segment");
+    let bytes = fs::read(&last).expect("read the last segment");
+    let (_, _, last_header) = segment::read_header(&bytes).expect("its header");
+    fs::write(&last, &bytes[..last_header + 12]).expect("cut the last segment");
+
+    match Outbox::open(dir.path(), config()).await {
+        Err(DurableError::Corrupt { what, .. }) => {
+            let at = format!(
+                "{}, offset {}: a segment that holds messages is missing",
+                first.display(),
+                header + checkpoint
+            );
+            assert!(what.starts_with(&at), "{what}");
+        }
+        other => panic!("opened, or failed otherwise: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn recent_messages_are_read_from_memory_and_the_same_bytes_come_from_the_log() {
     // One segment for all: an acknowledgement inside a run needs no scan when it is cached.
     let config = OutboxConfig::new("shop-1");
