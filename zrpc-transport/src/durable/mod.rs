@@ -747,6 +747,10 @@ mod wire;
 
 pub use error::DurableError;
 pub use id::{MessageId, OutboxId};
+/// The inbox's handled marks' sidecar, for the `durable` fuzz target, which writes marks as the
+/// dispatcher does and then damages or forges them.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use inbox::marks;
 pub use inbox::{
     DEFAULT_MAX_STREAMS, DEFAULT_STREAM_RETENTION, Inbox, InboxConfig, MAX_RUNNING, MAX_UNSYNCED_MARKS, StreamInfo,
 };

@@ -1,6 +1,7 @@
 //! [`durable`]: the durable log's recovery path (`durable/log/mod.rs`, "Opening a log"): an
-//! outbox's or an inbox's log written through its API and then damaged as the input says, or
-//! segments of records zrpc did not write, opened again.
+//! outbox's or an inbox's log written through its API and then damaged as the input says (for
+//! an inbox, its handled marks' sidecar too), or segments of records zrpc did not write, opened
+//! again.
 //!
 //! Each run works in a directory of its own under [`std::env::temp_dir`] (the process id and a
 //! counter), removed when the run ends, and drives the outbox or inbox on a current-thread
@@ -14,9 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 
 use super::{Report, arg};
+use crate::durable::marks;
 use crate::durable::record::{self, CHECKPOINT, Frame};
 use crate::durable::segment::{self, Identity, Role, Tail};
-use crate::durable::{DurableError, Inbox, InboxConfig, MessageId, Outbox, OutboxConfig, OutboxId};
+use crate::durable::{Durability, DurableError, Inbox, InboxConfig, MessageId, Outbox, OutboxConfig, OutboxId};
 
 /// Segments as small as the configs allow, so that a few messages fill several.
 const SEGMENT_BYTES: u64 = 4096;
@@ -32,6 +34,12 @@ const SENDER: &str = "fuzz";
 
 /// Most operations a damaged log is written with.
 const MAX_STEPS: u8 = 16;
+
+/// Bits 2 to 7 of byte 0 that give a damaged inbox's input a sidecar section (see [`durable`]):
+/// byte 0 is then `0x11`. Inputs from before the section existed left these bits at any value,
+/// and the regressions kept then (`fuzz/regressions/durable/`) at others than this one, so
+/// that they still mean what they meant.
+const SIDECAR: u8 = 0x10;
 
 /// Kinds of the owners' records (their `state.rs` tables): written here by hand, as a writer
 /// other than zrpc would.
@@ -68,6 +76,29 @@ const RESUMED: u8 = 3;
 ///   bad header" is `Corrupt`);
 /// - bytes appended that hold no valid record are dropped, and the log opens as it was.
 ///
+/// **The handled marks' sidecar** (an inbox, damaged, byte 0 `0x11`: see `SIDECAR`). After
+/// the log's damage, a section: up to four entries of marks written into the closed inbox's
+/// `HANDLED` through the dispatcher's own `Marks` (a stream, and one to four of its next
+/// messages past the log's mark, within what it recorded: a crash inside runs), then up to
+/// four damages to the file: cut at an offset, one to four bytes changed, bytes appended, its
+/// length set (sparse, up to 128 MiB, or shorter), deleted, or a slot written with a valid
+/// checksum (a stream's or any outbox id and sender hash, any handled count, `u64::MAX`
+/// included). The log is first opened without the file (the checks above), then with it.
+/// Checked, from `inbox/marks.rs` ("At open") and "The exact guarantee" in `durable/mod.rs`:
+///
+/// - sidecar damage alone never makes an inbox unopenable: the open succeeds whenever the log
+///   opened without the file (or fails with `Corrupt` when the log's own messages did not read
+///   back: applying a mark reads runs);
+/// - each stream's handled mark is the log's raised to its highest valid slot's, within what
+///   the log recorded, and no stream is added or lost: never past the log, never below a mark
+///   the log had (no handler runs again for a message the log had marked);
+/// - damage that forged no valid slot never marks more than the marks written did (a message is
+///   at worst handled again, never skipped);
+/// - exactly the messages above the marks are handed out again, those read back without the
+///   file;
+/// - it opens again to the same state (or `Corrupt`, as above: its compaction now reads what
+///   the marks left sparse).
+///
 /// **Records zrpc did not write** (bit 1 set). One to three segments, each a valid header (its
 /// number, or with one flag another) followed by records with correct CRCs whose kinds and
 /// bodies come from the input: messages, acknowledgements, handled and resumed marks and
@@ -81,21 +112,26 @@ const RESUMED: u8 = 3;
 /// # Panics
 /// When one of these breaks.
 pub fn durable(input: &[u8]) -> Report {
-    let Some((&control, script)) = input.split_first() else { return Report::default() };
+    run(input).0
+}
+
+/// [`durable`], and how its last reopen used the sidecar.
+pub(crate) fn run(input: &[u8]) -> (Report, Sidecar) {
+    let Some((&control, script)) = input.split_first() else { return (Report::default(), Sidecar::NotRun) };
     let kind = if control & 1 == 0 { Kind::Outbox } else { Kind::Inbox };
     let scratch = Scratch::new();
     let runtime = match tokio::runtime::Builder::new_current_thread().build() {
         Ok(runtime) => runtime,
         Err(e) => panic!("a runtime for the run: {e}"),
     };
-    let count = runtime.block_on(async {
+    let (count, sidecar) = runtime.block_on(async {
         if control & 2 == 0 {
-            damaged(kind, scratch.path(), script).await
+            damaged(kind, scratch.path(), script, kind == Kind::Inbox && control & 0xfc == SIDECAR).await
         } else {
-            foreign(kind, scratch.path(), script).await
+            (foreign(kind, scratch.path(), script).await, Sidecar::NotRun)
         }
     });
-    Report { count, error: None }
+    (Report { count, error: None }, sidecar)
 }
 
 /// A directory for one run, removed with everything in it when dropped.
@@ -328,7 +364,7 @@ enum Damage {
     Truncate { index: usize, at: usize },
 }
 
-async fn damaged(kind: Kind, dir: &Path, mut script: &[u8]) -> usize {
+async fn damaged(kind: Kind, dir: &Path, mut script: &[u8], sidecar: bool) -> (usize, Sidecar) {
     let script = &mut script;
     let owner = match open(kind, dir).await {
         Ok(owner) => owner,
@@ -353,12 +389,24 @@ async fn damaged(kind: Kind, dir: &Path, mut script: &[u8]) -> usize {
 
     let written = read_segments(dir);
     let damage = damages(script, &written);
+    // The sidecar's section follows the log's damage, so that an input without it means what
+    // it meant before there was one.
+    let sidecar = sidecar.then(|| SidecarScript::new(script));
+    let marked = match &sidecar {
+        Some(sidecar) => sidecar.write_marks(dir, &steps[steps.len() - 1].state),
+        None => Vec::new(),
+    };
     for d in &damage {
         apply(dir, &written, d);
     }
     let expected = expectation(&written, &steps, &damage);
+    // The log alone first: what it opens to is what the sidecar's marks are applied to.
+    let aside = dir.join(AWAY);
+    if sidecar.is_some() {
+        rename(&dir.join(marks::FILE), &aside);
+    }
 
-    match open(kind, dir).await {
+    let (count, opened) = match open(kind, dir).await {
         Ok(owner) => {
             let state = owner.state().await;
             let messages = owner.messages(&state).await;
@@ -377,7 +425,7 @@ async fn damaged(kind: Kind, dir: &Path, mut script: &[u8]) -> usize {
                 "damage {damage:?}: a bad record with valid records after it opened, to {state:?}"
             );
             assert_reopens(kind, dir, owner, &state, &damage).await;
-            count
+            (count, Some((state, messages.ok())))
         }
         Err(e) => {
             assert_corrupt(&e, &format!("damage {damage:?}"));
@@ -385,8 +433,16 @@ async fn damaged(kind: Kind, dir: &Path, mut script: &[u8]) -> usize {
                 !matches!(expected, Some(Expected::Opens(_))),
                 "damage {damage:?}: did not open, though the damage is a torn tail's: {e}"
             );
-            0
+            (0, None)
         }
+    };
+    match (sidecar, opened) {
+        (Some(sidecar), Some((state, messages))) => {
+            rename(&aside, &dir.join(marks::FILE));
+            let reached = sidecar.reopen(dir, &state, messages.as_deref(), &marked).await;
+            (count, reached)
+        }
+        _ => (count, Sidecar::NotRun),
     }
 }
 
@@ -573,6 +629,266 @@ fn expectation(written: &[Written], steps: &[Step], damage: &[Damage]) -> Option
         }
         _ => None,
     }
+}
+
+// ---- the handled marks' sidecar ----
+
+/// Where the sidecar waits while the log is opened without it.
+const AWAY: &str = "HANDLED.away";
+
+/// How a run's last reopen used the handled marks' sidecar (see [`durable`]), for the replay of
+/// the regressions: whether the corpus still reaches both outcomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sidecar {
+    /// No sidecar section, or the log did not open without it.
+    NotRun,
+    /// Every stream reopened where the log alone had it.
+    Kept,
+    /// Some stream's handled mark was raised from the sidecar.
+    Raised,
+}
+
+/// The sidecar's section of an input: marks written as the dispatcher writes them, then up to
+/// four damages.
+struct SidecarScript {
+    /// Per entry a stream (as [`key_name`] numbers them) and how many of its next messages
+    /// (one to four) are marked handled.
+    marks: Vec<(usize, u64)>,
+    damage: Vec<SidecarDamage>,
+}
+
+/// One damage to the sidecar file.
+#[derive(Debug)]
+enum SidecarDamage {
+    /// Cut to `at` bytes (modulo its length plus one).
+    Cut { at: u64 },
+    /// The bytes at `at` (modulo its length) xored with `xor` (none of it zero).
+    Flip { at: u64, xor: Vec<u8> },
+    /// `bytes` appended (the file created if it was deleted).
+    Append { bytes: Vec<u8> },
+    /// Its length set to `len`: sparse, up to 128 MiB, or shorter.
+    Resize { len: u64 },
+    /// The file removed.
+    Delete,
+    /// Slot number `slot` written with a valid checksum: a stream's or any outbox id and sender
+    /// hash, and any handled count.
+    Forge { slot: u64, mark: marks::Mark },
+}
+
+impl SidecarScript {
+    fn new(script: &mut &[u8]) -> SidecarScript {
+        let marks = (0..arg(script) % 5)
+            .map(|_| {
+                let byte = arg(script);
+                (usize::from(byte & 3), u64::from(byte >> 2) % 4 + 1)
+            })
+            .collect();
+        let damage = (0..arg(script) % 5)
+            .map(|_| match arg(script) % 6 {
+                0 => SidecarDamage::Cut { at: arg16(script) as u64 },
+                1 => {
+                    let at = arg16(script) as u64;
+                    let width = usize::from(arg(script)) % 4 + 1;
+                    SidecarDamage::Flip { at, xor: (0..width).map(|_| arg(script).max(1)).collect() }
+                }
+                2 => SidecarDamage::Append { bytes: some_bytes(script, 80) },
+                3 => SidecarDamage::Resize { len: (marks::INITIAL_LEN as u64 >> 4) << (arg(script) % 20) },
+                4 => SidecarDamage::Delete,
+                _ => {
+                    let slot = match arg(script) {
+                        byte @ 0..0xf0 => u64::from(byte),
+                        _ => arg16(script) as u64,
+                    };
+                    let pick = arg(script);
+                    let outbox = if pick & 4 == 0 { OUTBOXES[usize::from(pick & 1)] } else { value(script) };
+                    let sender_hash = if pick & 8 == 0 {
+                        marks::sender_hash(NAMES[usize::from(pick >> 1) & 1])
+                    } else {
+                        value(script)
+                    };
+                    SidecarDamage::Forge { slot, mark: marks::Mark { outbox, sender_hash, handled: value(script) } }
+                }
+            })
+            .collect();
+        SidecarScript { marks, damage }
+    }
+
+    /// Writes the section's marks into the closed inbox's sidecar, through the dispatcher's
+    /// [`Marks`](marks::Marks), each stream's from the one after its handled mark in `state`
+    /// (the log's) and within what it recorded; returns every mark written.
+    fn write_marks(&self, dir: &Path, state: &State) -> Vec<marks::Mark> {
+        let sidecar = match marks::Marks::create(dir, Durability::Process) {
+            Ok(sidecar) => sidecar,
+            Err(e) => panic!("the sidecar does not open: {e}"),
+        };
+        let mut last: BTreeMap<usize, u64> = BTreeMap::new();
+        let mut written = Vec::new();
+        for &(n, count) in &self.marks {
+            let (first, next, _) = state.get(&key_name(Kind::Inbox, n)).copied().unwrap_or((1, 1, 0));
+            let from = *last.entry(n).or_insert(first - 1);
+            for sequence in from + 1..=(from + count).min(next - 1) {
+                let outbox = OutboxId::from_u64(OUTBOXES[(n >> 1) & 1]);
+                if let Err(e) = sidecar.write(&MessageId::new(NAMES[n & 1], outbox, sequence)) {
+                    panic!("writing a mark: {e}");
+                }
+                last.insert(n, sequence);
+                written.push(stream_mark(n, sequence));
+            }
+        }
+        written
+    }
+
+    /// Damages the sidecar and opens the inbox with it, on the log that opened without it to
+    /// `state` and read back `messages` (`None`: the reads failed); checks what the marks did
+    /// (see [`durable`]).
+    async fn reopen(
+        &self,
+        dir: &Path,
+        state: &State,
+        messages: Option<&[(String, u64, Bytes)]>,
+        marked: &[marks::Mark],
+    ) -> Sidecar {
+        let path = dir.join(marks::FILE);
+        for d in &self.damage {
+            damage_sidecar(&path, d);
+        }
+        let (slots, forged) = valid_slots(&path, marked);
+        // Per stream: the log's handled mark raised to its highest valid slot's, within what
+        // it recorded.
+        let mut expected = state.clone();
+        for n in 0..4 {
+            let Some((first, next, _)) = expected.get_mut(&key_name(Kind::Inbox, n)) else { continue };
+            let slot = slots.get(&stream_key(n)).copied().unwrap_or(0);
+            *first = (*first).max(slot.min(*next - 1) + 1);
+            // A damage that forges nothing never marks more than the marks written did.
+            let most = marked.iter().filter(|m| (m.outbox, m.sender_hash) == stream_key(n)).map(|m| m.handled).max();
+            assert!(
+                forged || *first - 1 <= most.unwrap_or(0).max(state[&key_name(Kind::Inbox, n)].0 - 1),
+                "{}: damage {:?} to marks {marked:?} that forged no mark raised it to {first}",
+                key_name(Kind::Inbox, n),
+                self.damage
+            );
+        }
+        let inbox = match open(Kind::Inbox, dir).await {
+            Ok(inbox) => inbox,
+            // Marking handled reads the log's runs: a log whose messages did not read back
+            // may fail there too.
+            Err(e) if messages.is_none() => {
+                assert_corrupt(&e, "opening a damaged log with its sidecar");
+                return Sidecar::NotRun;
+            }
+            Err(e) => panic!("sidecar damage {:?} made an inbox that opens without it fail: {e}", self.damage),
+        };
+        let reopened = inbox.state().await;
+        assert_eq!(
+            sequences(&reopened),
+            sequences(&expected),
+            "sidecar damage {:?} to marks {marked:?} (valid slots {slots:?}): reopened from {state:?}",
+            self.damage
+        );
+        let again = inbox.messages(&reopened).await;
+        check_messages(&reopened, &again);
+        if let Some(before) = messages {
+            // Exactly the messages above the marks come back; none at or below them.
+            let above: Vec<_> = before.iter().filter(|(key, sequence, _)| *sequence >= reopened[key].0).collect();
+            let again = match &again {
+                Ok(again) => again,
+                Err(e) => panic!("the messages read back without the sidecar do not read back with it: {e}"),
+            };
+            assert_eq!(again.iter().collect::<Vec<_>>(), above, "sidecar damage {:?}", self.damage);
+        }
+        inbox.close().await;
+        match open(Kind::Inbox, dir).await {
+            Ok(again) => {
+                assert_eq!(again.state().await, reopened, "sidecar damage {:?}: a second reopen", self.damage);
+                again.close().await;
+            }
+            // The marks released messages after the open's compaction; this one rewrites the
+            // segments they left sparse, reading records that did not read back before.
+            Err(e) if messages.is_none() => assert_corrupt(&e, "reopening a damaged log after its sidecar's marks"),
+            Err(e) => panic!("sidecar damage {:?}: an inbox that opened does not open again: {e}", self.damage),
+        }
+        if sequences(&reopened) == sequences(state) { Sidecar::Kept } else { Sidecar::Raised }
+    }
+}
+
+/// Stream `n`'s outbox id and sender hash, as its slots hold them.
+fn stream_key(n: usize) -> (u64, u64) {
+    (OUTBOXES[(n >> 1) & 1], marks::sender_hash(NAMES[n & 1]))
+}
+
+fn stream_mark(n: usize, handled: u64) -> marks::Mark {
+    let (outbox, sender_hash) = stream_key(n);
+    marks::Mark { outbox, sender_hash, handled }
+}
+
+fn rename(from: &Path, to: &Path) {
+    if let Err(e) = fs::rename(from, to) {
+        panic!("moving {} to {}: {e}", from.display(), to.display());
+    }
+}
+
+fn damage_sidecar(path: &Path, damage: &SidecarDamage) {
+    use std::os::unix::fs::FileExt;
+
+    let file = || match fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path) {
+        Ok(file) => file,
+        Err(e) => panic!("opening {}: {e}", path.display()),
+    };
+    let len = fs::metadata(path).map_or(0, |m| m.len());
+    let done = match damage {
+        SidecarDamage::Cut { at } => file().set_len(at % (len + 1)),
+        SidecarDamage::Flip { .. } if len == 0 => Ok(()),
+        SidecarDamage::Flip { at, xor } => {
+            let at = at % len;
+            let mut bytes = vec![0; xor.len().min((len - at) as usize)];
+            let file = file();
+            file.read_exact_at(&mut bytes, at).and_then(|()| {
+                for (byte, x) in bytes.iter_mut().zip(xor) {
+                    *byte ^= x;
+                }
+                file.write_all_at(&bytes, at)
+            })
+        }
+        SidecarDamage::Append { bytes } => file().write_all_at(bytes, len),
+        SidecarDamage::Resize { len } => file().set_len(*len),
+        SidecarDamage::Delete => match fs::remove_file(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+        SidecarDamage::Forge { slot, mark } => file().write_all_at(&marks::encode(*mark), slot * marks::SLOT as u64),
+    };
+    if let Err(e) = done {
+        panic!("damaging {} ({damage:?}): {e}", path.display());
+    }
+}
+
+/// The highest handled count of each stream's valid slots in the sidecar at `path` (read a slot
+/// at a time: it may be sparse and long), and whether one of them is not a mark of `marked`.
+fn valid_slots(path: &Path, marked: &[marks::Mark]) -> (BTreeMap<(u64, u64), u64>, bool) {
+    let mut slots = BTreeMap::new();
+    let mut forged = false;
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (slots, forged),
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    };
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, file);
+    let mut slot = [0; marks::SLOT];
+    loop {
+        match std::io::Read::read_exact(&mut reader, &mut slot) {
+            Ok(()) => {}
+            // The end, or a last slot cut short, which holds no mark.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("reading {}: {e}", path.display()),
+        }
+        if let Some(mark) = marks::decode(&slot) {
+            forged |= !marked.contains(&mark);
+            let highest = slots.entry((mark.outbox, mark.sender_hash)).or_insert(0);
+            *highest = mark.handled.max(*highest);
+        }
+    }
+    (slots, forged)
 }
 
 // ---- records zrpc did not write ----

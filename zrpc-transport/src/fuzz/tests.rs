@@ -767,8 +767,16 @@ fn the_fuzzers_payloads_still_get_the_postcard_crates_verdicts() {
 #[cfg(feature = "durable")]
 #[test]
 fn the_fuzzers_durable_logs_still_open_as_promised() {
+    use super::durable::{Sidecar, run};
     // Each input writes and damages a log, or writes one zrpc did not, in a directory of its own.
-    some_but_not_all("messages read back after", &replay("durable", super::durable));
+    let runs = replay("durable", run);
+    let reports: Vec<Report> = runs.iter().map(|(report, _)| report.clone()).collect();
+    some_but_not_all("messages read back after", &reports);
+    // Inputs with the sidecar's section reach both ends: reopens that raised a stream's handled
+    // mark from the sidecar, and reopens that kept every stream's where the log had it.
+    let reached = |outcome| runs.iter().filter(|(_, sidecar)| *sidecar == outcome).count();
+    let (raised, kept) = (reached(Sidecar::Raised), reached(Sidecar::Kept));
+    assert!(raised > 0 && kept > 0, "sidecar reopens: {raised} raised a mark, {kept} kept the log's");
 }
 
 #[cfg(feature = "compression")]
@@ -928,4 +936,49 @@ fn durable_logs_of_random_records_or_random_damage_open_or_are_corrupt() {
     }
     // Both owners opened logs and read messages back: the inputs reach past the open.
     assert!(read.iter().all(|&n| n > 20), "{read:?}");
+}
+
+/// A damaged inbox's input with a sidecar section (byte 0 `0x11`, see `fuzz::durable`): the
+/// steps of [`DURABLE_STEPS`] (stream 0 recorded up to 6 and handled up to 1, stream 1 up to
+/// 4 and 1), the log left whole (nothing appended to its last segment), then the marks the
+/// dispatcher writes (stream, how many) and the sidecar's damages.
+#[cfg(feature = "durable")]
+fn sidecar_input(marks: &[(u8, u8)], damages: &[&[u8]]) -> Vec<u8> {
+    let mut input = durable_input(0x11, &DURABLE_STEPS, &[&[2, 0, 0]]);
+    input.push(marks.len() as u8);
+    input.extend(marks.iter().map(|&(n, count)| n | (count - 1) << 2));
+    input.push(damages.len() as u8);
+    input.extend(damages.iter().flat_map(|d| d.iter().copied()));
+    input
+}
+
+#[cfg(feature = "durable")]
+#[test]
+fn an_inbox_reopens_with_its_sidecars_marks_whatever_was_done_to_the_file() {
+    use super::durable::{Sidecar, run};
+    // Each checks inside `run`: the reopen raises each stream's mark to its highest valid slot's
+    // within what it recorded, hands out exactly the messages above it, and reopens again.
+    let reopens = |marks: &[(u8, u8)], damages: &[&[u8]], reached: Sidecar| {
+        assert_eq!(run(&sidecar_input(marks, damages)).1, reached, "marks {marks:?}, damages {damages:?}");
+    };
+    // Three and two marks past the log's, as a crash inside the runs leaves them.
+    reopens(&[(0, 3), (1, 2)], &[], Sidecar::Raised);
+    reopens(&[(0, 4)], &[&[4]], Sidecar::Kept);
+    // Both of stream 0's slots' handled bytes changed: nothing of it is left.
+    reopens(&[(0, 3)], &[&[1, 16, 0, 0, 1], &[1, 48, 0, 0, 1]], Sidecar::Kept);
+    // Marks 2 and 3 in stream 0's two slots, the second's torn as a `kill -9` inside the store
+    // tears it: the mark before it, 2, is left.
+    reopens(&[(0, 2)], &[&[1, 48, 0, 3, 1, 2, 3, 4]], Sidecar::Raised);
+    // Cut inside its second slot, zeros to 16 MiB (sparse), garbage appended.
+    reopens(&[(0, 3), (1, 3)], &[&[0, 40, 0]], Sidecar::Raised);
+    reopens(&[(0, 3), (1, 3)], &[&[3, 16]], Sidecar::Raised);
+    reopens(
+        &[(0, 1)],
+        &[&[2, 40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]],
+        Sidecar::Raised,
+    );
+    // Forged with valid checksums: u64::MAX for stream 0 (clamped to the 6 recorded), and a
+    // mark of an outbox and sender no stream has.
+    reopens(&[], &[&[5, 7, 0, 0xf0]], Sidecar::Raised);
+    reopens(&[], &[&[5, 0, 0x0c, 0xf0, 0xf0, 0xf0]], Sidecar::Kept);
 }

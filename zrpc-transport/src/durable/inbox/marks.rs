@@ -42,7 +42,11 @@
 //!   the file emptied. A slot whose checksum fails (a store cut by a crash, a write torn by a
 //!   power loss on a disk without atomic sector writes) is skipped. Streams are matched by
 //!   outbox id (64 random bits) and the sender's hash, so a slot of a stream the inbox no longer
-//!   tracks is ignored.
+//!   tracks is ignored, and not kept: the file is read in pieces, so one that damage made long
+//!   (sparse) or filled with forged slots costs the open time, not memory. Damage to the file
+//!   alone never makes the inbox unopenable: a slot it breaks is skipped, at worst sending its
+//!   stream back to the log's mark (its handlers since then run again); a forged slot can mark
+//!   messages handled, never past what the log recorded.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -60,7 +64,7 @@ use super::super::{Durability, DurableError, MessageId};
 pub(crate) const FILE: &str = "HANDLED";
 
 /// Bytes of one slot.
-const SLOT: usize = 32;
+pub(crate) const SLOT: usize = 32;
 
 /// The sidecar's first length: 64 streams' pairs of slots. It doubles when a stream's pair
 /// would not fit.
@@ -142,7 +146,8 @@ pub(crate) fn read(dir: &Path, wanted: impl Fn(u64, u64) -> bool) -> Result<Vec<
     Ok(marks)
 }
 
-fn encode(mark: Mark) -> [u8; SLOT] {
+/// A slot holding `mark`, its checksum computed.
+pub(crate) fn encode(mark: Mark) -> [u8; SLOT] {
     let mut slot = [0; SLOT];
     slot[0..8].copy_from_slice(&mark.outbox.to_le_bytes());
     slot[8..16].copy_from_slice(&mark.sender_hash.to_le_bytes());
@@ -152,7 +157,8 @@ fn encode(mark: Mark) -> [u8; SLOT] {
     slot
 }
 
-fn decode(slot: &[u8]) -> Option<Mark> {
+/// The mark a slot holds, if its checksum holds and it marks something (`handled` above 0).
+pub(crate) fn decode(slot: &[u8]) -> Option<Mark> {
     let u64_at = |at: usize| slot.get(at..at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     let crc = slot.get(24..28).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)?;
     if crc != crc32fast::hash(slot.get(..24)?) || u64_at(16)? == 0 {

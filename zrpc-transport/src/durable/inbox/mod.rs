@@ -10,7 +10,7 @@
 mod dispatcher;
 mod held;
 mod journal;
-mod marks;
+pub(crate) mod marks;
 mod state;
 #[cfg(test)]
 mod tests;
