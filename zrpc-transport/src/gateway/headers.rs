@@ -29,8 +29,8 @@ pub(crate) const META_PREFIX: &str = "zrpc-meta-";
 pub(crate) const BINARY_SUFFIX: &str = "-bin";
 
 /// The context of a call made for a request with `headers`: the deadline of its `zrpc-timeout`
-/// (at most `max`; `default` without one), its `zrpc-meta-*` headers and `Authorization` as
-/// metadata.
+/// (at most `max`, or `default` if that is longer: a client gets the default by sending none;
+/// `default` without one), its `zrpc-meta-*` headers and `Authorization` as metadata.
 ///
 /// # Errors
 /// `InvalidArgument` for a `zrpc-timeout` that is not a duration, or a `zrpc-meta-*-bin`
@@ -43,7 +43,7 @@ pub(crate) fn context(headers: &HeaderMap, default: Duration, max: Duration) -> 
                 value.to_str().map_err(|_| Status::invalid_argument(format!("the {TIMEOUT} header is not text")))?;
             parse_duration(text.trim())
                 .map_err(|e| Status::invalid_argument(format!("the {TIMEOUT} header {text:?} is not a duration: {e}")))?
-                .min(max)
+                .min(max.max(default))
         }
     };
     let mut ctx = Context::new().with_timeout(timeout);
@@ -139,5 +139,9 @@ mod tests {
             let left = ctx.remaining().expect("a deadline");
             assert!(left > default && left <= max, "{asked}: {left:?} left");
         }
+        // Never below the default, which a client gets by sending no header at all.
+        let ctx = context(&headers, Duration::from_secs(5), max).expect("a duration");
+        let left = ctx.remaining().expect("a deadline");
+        assert!(left > max && left <= Duration::from_secs(5), "{left:?} left");
     }
 }

@@ -251,8 +251,9 @@ impl GatewayBuilder {
     /// [`DEFAULT_MAX_TIMEOUT`]); a longer one is cut to it, as is a header too long for the
     /// clock. A request's body must arrive within its deadline, so this is also the longest a
     /// client can keep the gateway waiting for a body, whatever it asks for. Raise it for
-    /// methods that wait longer (a long poll); [`default_timeout`](GatewayBuilder::default_timeout)
-    /// is not cut to it.
+    /// methods that wait longer (a long poll). A [`default_timeout`](GatewayBuilder::default_timeout)
+    /// set longer wins: a client gets the default by sending no header, so a header is never
+    /// cut below it.
     pub fn max_timeout(mut self, timeout: Duration) -> GatewayBuilder {
         self.max_timeout = timeout;
         self
