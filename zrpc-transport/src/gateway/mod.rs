@@ -83,9 +83,9 @@
 //!   `100us`; a unit is required). Without it a call gets the gateway's default deadline
 //!   ([`GatewayBuilder::default_timeout`], 10 s as for a [`Client`]), so no HTTP request waits
 //!   forever, and none may ask for more than [`GatewayBuilder::max_timeout`] (5 minutes by
-//!   default; a longer one is cut to it). A malformed value is `400` before any call. gRPC's
-//!   `grpc-timeout` is not read: its unit letters (`250m` is 250 *milliseconds*) differ from
-//!   this syntax and would be misread.
+//!   default, or the default deadline if longer; a longer one is cut to it). A malformed value
+//!   is `400` before any call. gRPC's `grpc-timeout` is not read: its unit letters (`250m` is
+//!   250 *milliseconds*) differ from this syntax and would be misread.
 //! - **Metadata**: each `zrpc-meta-<key>: value` header becomes metadata `<key>` (lowercase, as
 //!   HTTP header names are case-insensitive), and `Authorization` is forwarded as metadata
 //!   `authorization`, for a server's [`Authenticator`](crate::auth::Authenticator) to check per
