@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use zrpc_core::{Code, Context, Status};
 use zrpc_transport::dynamic::Target;
-use zrpc_transport::gateway::Gateway;
+use zrpc_transport::gateway::{Gateway, GatewayBuilder};
 use zrpc_transport::{Client, Server};
 
 /// A liveness bound for waits; no test depends on its length.
@@ -452,7 +452,11 @@ async fn a_body_that_does_not_arrive_within_the_deadline_is_408_and_calls_nothin
 async fn a_timeout_header_asks_for_at_most_max_timeout_and_one_past_the_clock_is_answered() {
     use tokio::io::AsyncWriteExt;
     let (address, mut notes) = shop("shop").await;
-    let addr = gateway_with(client(&address).await, |builder| builder.max_timeout(Duration::from_millis(1500))).await;
+    // The cut is to the longer of the two (a client gets the default by sending no header).
+    let limits = |builder: GatewayBuilder| {
+        builder.default_timeout(Duration::from_secs(1)).max_timeout(Duration::from_millis(1500))
+    };
+    let addr = gateway_with(client(&address).await, limits).await;
     // `u64::MAX` seconds, past what any clock can add to now: answered, with the most allowed.
     for asked in ["100000h", "18446744073709551615s"] {
         let answer = within("remaining", http::post(addr, "/Shop/remaining", &[("zrpc-timeout", asked)], "{}")).await;
