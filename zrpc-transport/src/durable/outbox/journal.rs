@@ -11,7 +11,7 @@ use super::state::State;
 use crate::durable::DurableError;
 use crate::durable::error::again;
 use crate::durable::log::Log;
-use crate::durable::log::runs::{LAST_SEQUENCE, Stored};
+use crate::durable::log::runs::Stored;
 use crate::durable::log::writer::{Control, Flow, Journal};
 
 /// A request to the writer, with where to send its answer.
@@ -88,15 +88,16 @@ impl Journal for Writer {
             Command::Append { destination, message, reply } => {
                 let size = State::record_size(&destination, &message);
                 let used = self.state.used();
-                let sequence = self.state.next_sequence(&destination);
                 if used.saturating_add(size) > self.max_bytes {
                     let _ =
                         reply.send(Err(DurableError::Full { path: log.dir().to_owned(), used, limit: self.max_bytes }));
-                } else if sequence > LAST_SEQUENCE {
-                    let _ = reply.send(Err(DurableError::InvalidSequence { sequence }));
                 } else {
-                    let sequence = self.state.append(log, &destination, message);
-                    self.waiting.push(Waiting::Appended(reply, sequence));
+                    match self.state.append(log, &destination, message) {
+                        Ok(sequence) => self.waiting.push(Waiting::Appended(reply, sequence)),
+                        Err(refused) => {
+                            let _ = reply.send(Err(refused));
+                        }
+                    }
                 }
             }
             Command::Acknowledge { destination, up_to, reply } => {

@@ -89,10 +89,18 @@ impl State {
         queue.add(&mut self.space, sequence, at, size, message);
     }
 
-    /// Appends a message record for `destination` to the log's batch and records it. The caller
-    /// checked the name's and the message's bounds.
-    pub(crate) fn append(&mut self, log: &mut Log, destination: &str, message: Bytes) -> u64 {
+    /// Appends a message record for `destination` to the log's batch and records it; returns
+    /// its sequence. The caller checked the name's and the message's bounds.
+    ///
+    /// # Errors
+    /// [`InvalidSequence`](DurableError::InvalidSequence) when the destination's next sequence
+    /// is past [`LAST_SEQUENCE`], which no outbox reaches but a log written by something else
+    /// may say; nothing is appended.
+    pub(crate) fn append(&mut self, log: &mut Log, destination: &str, message: Bytes) -> Result<u64, DurableError> {
         let sequence = self.next_sequence(destination);
+        if sequence > LAST_SEQUENCE {
+            return Err(DurableError::InvalidSequence { sequence });
+        }
         let (at, size) = log.append(MESSAGE, |b| {
             record::put_name(b, destination);
             b.extend_from_slice(&sequence.to_le_bytes());
@@ -101,7 +109,7 @@ impl State {
         // Kept by value, not cloned: a clone of a buffer frozen from a `BytesMut` allocates
         // (the `bytes` crate makes it shared on its first clone).
         self.add(destination, sequence, at, size, Some(message));
-        sequence
+        Ok(sequence)
     }
 
     /// The record bytes a message would take: to check the limit before appending.
@@ -276,6 +284,29 @@ mod tests {
             state.add(destination, sequence, Location { segment: 3, offset: 100 * n as u64 }, 40, None);
         }
         state
+    }
+
+    #[test]
+    fn an_append_past_the_last_sequence_is_refused_and_logs_nothing() {
+        use crate::durable::log::LogConfig;
+        use crate::durable::log::segment::{Identity, Role};
+        use crate::durable::{Durability, OutboxId};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let identity = Identity { role: Role::Outbox, name: "test".into(), id: OutboxId::from_u64(1) };
+        let config = LogConfig { segment_bytes: 1 << 20, durability: Durability::Process };
+        let mut log = Log::open(dir.path(), config, identity, b"", Arc::default()).expect("opened").log;
+        // A destination whose next is past the last sequence, as a log zrpc did not write may
+        // say: appended, its record would make the log `Corrupt` at the next open.
+        let mut state = State::default();
+        state.destinations.insert("ledger".into(), Queue::starting_at(LAST_SEQUENCE + 1));
+        let refused = state.append(&mut log, "ledger", Bytes::from_static(b"m"));
+        assert!(
+            matches!(refused, Err(DurableError::InvalidSequence { sequence }) if sequence == LAST_SEQUENCE + 1),
+            "{refused:?}"
+        );
+        assert_eq!(log.batch_bytes(), 0, "nothing was appended");
+        assert_eq!(state.append(&mut log, "mail", Bytes::from_static(b"m")).ok(), Some(1));
     }
 
     #[test]
