@@ -62,6 +62,10 @@ use crate::registry::{self, Registry};
 /// Go's is `somaxconn`), well above the 128 of `std` and tokio that a burst of connects overran.
 const DEFAULT_BACKLOG: u32 = 1024;
 
+/// Connections in their handshake at once unless configured; see
+/// [`ServerBuilder::max_handshakes`].
+pub const DEFAULT_MAX_HANDSHAKES: usize = 512;
+
 /// Whose default a call to a peer's default deadline is, in error messages.
 const ORIGIN: &str = "the server's default";
 
@@ -92,6 +96,9 @@ pub struct ServerConfig {
     /// Connections the kernel may hold for the server before it accepts them (TCP and Unix
     /// listeners; capped by the kernel's `somaxconn`).
     pub backlog: u32,
+    /// Most connections in their handshake at once; past it the one that has waited longest is
+    /// closed (see [`ServerBuilder::max_handshakes`]).
+    pub max_handshakes: usize,
     /// The deadline given to calls the server makes to its peers that have none; `None` for
     /// none (see [`ServerBuilder::default_timeout`]).
     pub default_timeout: Option<Duration>,
@@ -126,6 +133,7 @@ impl Default for ServerConfig {
             compression: None,
             compression_threshold: crate::compression::DEFAULT_THRESHOLD,
             backlog: DEFAULT_BACKLOG,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             default_timeout: Some(crate::channel::DEFAULT_TIMEOUT),
             reflection: true,
             registry: None,
@@ -263,6 +271,20 @@ impl<L> ServerBuilder<L> {
     /// recent kernels, 128 on older ones), `kern.ipc.somaxconn` on the BSDs and macOS.
     pub fn backlog(mut self, backlog: u32) -> ServerBuilder<L> {
         self.config.backlog = backlog;
+        self
+    }
+
+    /// Most connections in their handshake at once (default [`DEFAULT_MAX_HANDSHAKES`], 512;
+    /// at least 1): accepted, and not yet through their TLS handshake, their HELLO and the
+    /// [authenticator](ServerBuilder::authenticate)'s answer. A connection accepted past it
+    /// makes room by closing the one that has waited longest, so peers that connect and say
+    /// nothing hold at most this many connections, and the memory of a first frame each
+    /// ([`MAX_HELLO`](crate::frame::MAX_HELLO)), whatever they do; a client's own handshake,
+    /// which takes a round trip, is closed only if this many connections arrive within it. Raise
+    /// it for an authenticator that takes long to answer, or many clients that connect at the
+    /// same moment. See [`limits`](crate::limits).
+    pub fn max_handshakes(mut self, max: usize) -> ServerBuilder<L> {
+        self.config.max_handshakes = max.max(1);
         self
     }
 
@@ -508,8 +530,9 @@ where
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         tracing::trace!(%peer, "accepted a connection");
-                        let open = handle.count_connection(&peer);
-                        let handle = handle.clone();
+                        let open = handle.count_connection(&peer, config.max_handshakes);
+                        let id = open.id();
+                        let server = handle.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
                         let default_timeout = config.default_timeout;
@@ -518,9 +541,9 @@ where
                         let inbox = config.inbox.clone();
                         #[cfg(feature = "tls")]
                         let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
-                        connections.spawn(async move {
+                        let close = connections.spawn(async move {
                             #[cfg(feature = "tls")]
-                            let Some((stream, certificate)) = secure(tls, stream, &peer, handshake_timeout, &handle).await
+                            let Some((stream, certificate)) = secure(tls, stream, &peer, handshake_timeout, &server).await
                             else {
                                 return;
                             };
@@ -530,7 +553,7 @@ where
                                 Connection::new(stream, Role::Acceptor, conn_config, service, names, Some(budget));
                             open.attach(calls.shared());
                             let peer = calls.peer(DefaultTimeout { timeout: default_timeout, origin: ORIGIN });
-                            let peers = handle.peers();
+                            let peers = server.peers();
                             let conn = conn.with_peer(peer.clone());
                             #[cfg(feature = "durable")]
                             let conn = match inbox {
@@ -544,10 +567,17 @@ where
                                 }
                                 None => conn,
                             };
-                            let conn = conn.with_shutdown(async move { handle.reached(Phase::Draining).await });
-                            peers::listed_while(conn.run(), calls.shared().clone(), peer, Some(peers)).await;
+                            let conn = conn.with_shutdown(async move { server.reached(Phase::Draining).await });
+                            let shared = calls.shared().clone();
+                            let handshake = async {
+                                shared.ready().await;
+                                open.handshake_done();
+                            };
+                            let run = peers::listed_while(conn.run(), shared.clone(), peer, Some(peers));
+                            futures::future::join(run, handshake).await;
                             drop(open);
                         });
+                        handle.close_with(id, close);
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use zrpc_core::{Code, Context, Response};
 use zrpc_transport::frame::{self, Frame};
 use zrpc_transport::mux::{Mux, MuxConfig, ProtocolError, Role};
-use zrpc_transport::{Address, Channel, Server};
+use zrpc_transport::{Address, Channel, Server, ServerBuilder};
 
 /// A real server on 127.0.0.1:0, and a well-behaved client connected to it before any test
 /// misbehaves.
@@ -34,8 +34,13 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(Server::builder()).await
+}
+
+/// [`start`] with settings of the test's own.
+async fn start_with(builder: ServerBuilder) -> Running {
     let (probe, events) = support::probe();
-    let server = Server::builder()
+    let server = builder
         .name("server-1")
         .add_service(TestServer::new(TestService::new(probe)))
         .bind("tcp://127.0.0.1:0")
@@ -584,6 +589,38 @@ async fn clones_of_a_channel_share_one_connection() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for every clone and call");
 
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_that_never_say_hello_are_held_to_max_handshakes() {
+    let Running { address, tcp, serving, good, .. } = start_with(Server::builder().max_handshakes(4)).await;
+    let handle = serving.handle().clone();
+
+    // Ten connections that say nothing: each past the fourth closes the one waiting longest.
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(RawPeer::connect(&tcp).await);
+    }
+    within("the server accepts all ten", handle.wait_for_connections(|_| handle.handshakes_evicted() == 6)).await;
+    assert_eq!(handle.handshake_count(), 4);
+    for mut peer in silent.drain(..6) {
+        peer.read_to_eof().await;
+    }
+    within("the six are gone", handle.wait_for_connections(|open| open.len() == 5)).await;
+
+    // The four kept are still open, and can finish their handshakes; the established client
+    // was never a candidate.
+    for (i, peer) in silent.iter_mut().enumerate() {
+        assert_eq!(peer.handshake(&format!("late-{i}")).await.name, "server-1");
+    }
+    within("the four are through", handle.wait_for_connections(|_| handle.handshake_count() == 0)).await;
+    assert_eq!(handle.handshakes_evicted(), 6);
+    assert_eq!(within("the good client's echo", good.echo("still here".into())).await, Ok("still here".to_owned()));
+    let fresh = within("a new client connects", good_client(&address)).await;
+    assert_eq!(within("the new client's echo", fresh.echo("new".into())).await, Ok("new".to_owned()));
+    assert_eq!(handle.connection_count(), 6);
+    assert_eq!(handle.handshakes_evicted(), 6, "no connection through its handshake is closed");
+    serving.shutdown().await.expect("serve succeeded");
 }
 
 // --- The handshake bound, on the state machine with a clock the test controls ---

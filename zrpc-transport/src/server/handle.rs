@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
 
 use crate::conn::Shared;
 use crate::mux::ConnectionStats;
@@ -68,6 +69,12 @@ struct Control {
     phase: watch::Sender<Phase>,
     /// Connections accepted and not yet closed, by the order they came in.
     connections: Mutex<BTreeMap<u64, Open>>,
+    /// Those whose handshake is not done (TLS, the HELLO, the authenticator's answer), by the
+    /// order they came in, each with the way to close it once its task is spawned; see
+    /// `ServerBuilder::max_handshakes`.
+    handshaking: Mutex<BTreeMap<u64, Option<AbortHandle>>>,
+    /// Connections closed in their handshake to make room for a newer one.
+    handshakes_evicted: AtomicU64,
     next_connection: AtomicU64,
     /// Woken when a connection opens or closes, and when one's stats cross a line worth
     /// waiting for (see `Shared::publish`).
@@ -106,6 +113,8 @@ impl ServerHandle {
         let control = Control {
             phase,
             connections: Mutex::new(BTreeMap::new()),
+            handshaking: Mutex::new(BTreeMap::new()),
+            handshakes_evicted: AtomicU64::new(0),
             next_connection: AtomicU64::new(0),
             changed: Arc::new(Notify::new()),
             peers,
@@ -176,6 +185,19 @@ impl ServerHandle {
         self.control.lock().len()
     }
 
+    /// Connections accepted whose handshake is not done yet: their TLS handshake, their HELLO,
+    /// or the authenticator's answer. At most
+    /// [`ServerBuilder::max_handshakes`](crate::ServerBuilder::max_handshakes).
+    pub fn handshake_count(&self) -> usize {
+        lock(&self.control.handshaking).len()
+    }
+
+    /// Connections closed in their handshake, since the server was built, to make room for a
+    /// newer one (see [`ServerBuilder::max_handshakes`](crate::ServerBuilder::max_handshakes)).
+    pub fn handshakes_evicted(&self) -> u64 {
+        self.control.handshakes_evicted.load(Ordering::Relaxed)
+    }
+
     /// The open connections, oldest first, with what each holds: its queued output, its
     /// client's requests in progress and their bytes, and the most of each it ever held (see
     /// [`ConnectionStats`] and [`limits`](crate::limits)).
@@ -191,8 +213,8 @@ impl ServerHandle {
             .collect()
     }
 
-    /// Resolves once `done` holds of the open connections, checked now and each time one opens
-    /// or closes, or crosses a line worth waiting for: its client's reading pauses or resumes,
+    /// Resolves once `done` holds of the open connections, checked now and each time one opens,
+    /// finishes its handshake or closes, or crosses a line worth waiting for: its client's reading pauses or resumes,
     /// requests start or stop waiting. For operators' tools and tests of the bounds ("wait until
     /// the flooding client is held back").
     ///
@@ -234,19 +256,50 @@ impl ServerHandle {
     }
 
     /// Counts a connection from `remote` as open until the returned guard is dropped, with its
-    /// task.
-    pub(crate) fn count_connection(&self, remote: &str) -> OpenConnection {
+    /// task, and as in its handshake until [`OpenConnection::handshake_done`]. When
+    /// `max_handshakes` others are in theirs, the one that has waited longest is closed first
+    /// (once [armed](ServerHandle::close_with)).
+    pub(crate) fn count_connection(&self, remote: &str, max_handshakes: usize) -> OpenConnection {
         let id = self.control.next_connection.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut handshaking = lock(&self.control.handshaking);
+            while handshaking.len() >= max_handshakes.max(1) {
+                // Every entry but the newest is armed: the accept loop arms each before it
+                // accepts the next.
+                let Some(oldest) = handshaking.iter().find_map(|(id, close)| close.as_ref().map(|_| *id)) else {
+                    break;
+                };
+                if let Some(Some(close)) = handshaking.remove(&oldest) {
+                    close.abort();
+                }
+                self.control.handshakes_evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(connection = oldest, "closed a connection still in its handshake to make room");
+            }
+            handshaking.insert(id, None);
+        }
         self.control.lock().insert(id, Open { remote: remote.to_owned(), shared: None });
         self.control.changed.notify_waiters();
         OpenConnection { control: self.control.clone(), id }
     }
+
+    /// Lets connection `id`'s handshake be cut short with `close`, its task's, if it is still in
+    /// it.
+    pub(crate) fn close_with(&self, id: u64, close: AbortHandle) {
+        if let Some(slot) = lock(&self.control.handshaking).get_mut(&id) {
+            *slot = Some(close);
+        }
+    }
+}
+
+/// Locks one of the handle's maps, none of which holds an invariant a panicking holder could
+/// break half-way.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Control {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Open>> {
-        // The map holds no invariant a panicking holder could break half-way.
-        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.connections)
     }
 }
 
@@ -266,6 +319,19 @@ pub(crate) struct OpenConnection {
 }
 
 impl OpenConnection {
+    /// The connection's number, to [arm](ServerHandle::close_with) its handshake.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its handshake is done (or failed): it no longer counts towards the bound, and is not
+    /// closed to make room.
+    pub(crate) fn handshake_done(&self) {
+        if lock(&self.control.handshaking).remove(&self.id).is_some() {
+            self.control.changed.notify_waiters();
+        }
+    }
+
     /// The connection's state, once its task has made it: listed from now on, and watched.
     pub(crate) fn attach(&self, shared: &Arc<Shared>) {
         shared.observe(self.control.changed.clone());
@@ -278,6 +344,7 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
+        self.handshake_done();
         self.control.lock().remove(&self.id);
         self.control.changed.notify_waiters();
     }
@@ -329,10 +396,44 @@ mod tests {
         assert!(futures::poll!(stopped.as_mut()).is_ready());
     }
 
+    #[tokio::test]
+    async fn the_connection_longest_in_its_handshake_is_closed_to_make_room() {
+        /// Counts a connection as the accept loop does, with a task that runs until closed.
+        fn accept(handle: &ServerHandle, remote: &str) -> (OpenConnection, tokio::task::JoinHandle<()>) {
+            let connection = handle.count_connection(remote, 2);
+            let task = tokio::spawn(std::future::pending::<()>());
+            handle.close_with(connection.id(), task.abort_handle());
+            (connection, task)
+        }
+        let handle = ServerHandle::new();
+        let mut open = vec![accept(&handle, "a"), accept(&handle, "b")];
+        assert_eq!((handle.handshake_count(), handle.handshakes_evicted()), (2, 0));
+
+        open.push(accept(&handle, "c"));
+        assert_eq!((handle.handshake_count(), handle.handshakes_evicted()), (2, 1));
+        let (_, a) = open.remove(0);
+        assert!(a.await.expect_err("a's task was closed").is_cancelled());
+
+        // b is done with its handshake: it no longer counts, and d makes room by closing c.
+        open[0].0.handshake_done();
+        open.push(accept(&handle, "d"));
+        assert_eq!((handle.handshake_count(), handle.handshakes_evicted()), (2, 1));
+        open.push(accept(&handle, "e"));
+        assert_eq!((handle.handshake_count(), handle.handshakes_evicted()), (2, 2));
+        let (_, c) = open.remove(1);
+        assert!(c.await.expect_err("c's task was closed").is_cancelled());
+        assert!(open.iter().all(|(_, task)| !task.is_finished()), "b, d and e are left alone");
+        assert_eq!(handle.connection_count(), 3, "b, d and e");
+
+        // A guard dropped in its handshake leaves room.
+        drop(open.pop());
+        assert_eq!(handle.handshake_count(), 1);
+    }
+
     #[test]
     fn connections_are_counted_while_their_guards_live() {
         let handle = ServerHandle::new();
-        let (a, b) = (handle.count_connection("a"), handle.count_connection("b"));
+        let (a, b) = (handle.count_connection("a", 10), handle.count_connection("b", 10));
         assert_eq!(handle.connection_count(), 2);
         drop(a);
         assert_eq!(handle.connection_count(), 1);
