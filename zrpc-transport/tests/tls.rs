@@ -105,6 +105,31 @@ async fn a_silent_connection_is_closed_at_the_handshake_timeout() {
 }
 
 #[tokio::test]
+async fn connections_silent_in_their_tls_handshake_count_towards_max_handshakes() {
+    // A handshake timeout far beyond the test's own: only the bound can close them.
+    let (address, serving) = serve(Some(support::tls::server()), |b| {
+        b.heartbeat(Duration::from_secs(600), Duration::from_secs(600)).max_handshakes(2)
+    })
+    .await;
+    let Address::Tcp(hostport) = &address else { panic!("a tcp address: {address}") };
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(hostport.as_str()).await.expect("connects"));
+    }
+    let handle = serving.handle().clone();
+    within("the third makes room", handle.wait_for_connections(|_| handle.handshakes_evicted() == 1)).await;
+    let mut byte = [0u8; 1];
+    let read = within("the first is closed", silent[0].read(&mut byte)).await;
+    assert_eq!(read.expect("a clean close"), 0, "the server sent nothing and closed");
+
+    // A TLS client makes room too, and is served; the connection it pushed out was silent.
+    assert_eq!(echo(&address, |b| b.tls(support::tls::client())).await.as_deref(), Ok("over tls"));
+    assert_eq!(handle.handshakes_evicted(), 2);
+    assert_eq!(within("the second is closed", silent[1].read(&mut byte)).await.expect("a clean close"), 0);
+    serving.shutdown().await.expect("serve succeeded");
+}
+
+#[tokio::test]
 async fn a_connection_still_in_its_handshake_does_not_hold_up_shutdown() {
     // Handshake and drain limits far beyond the test's own: shutdown must not wait for either.
     let (address, serving) = serve(Some(support::tls::server()), |b| {
