@@ -427,6 +427,36 @@ async fn a_connection_that_stops_sending_its_headers_or_sits_idle_is_closed() {
 }
 
 #[tokio::test]
+async fn a_head_longer_than_max_header_bytes_is_431_and_a_shorter_one_is_served() {
+    use tokio::io::AsyncWriteExt;
+    let (address, _notes) = shop("shop").await;
+    let addr = gateway_with(client(&address).await, |builder| builder).await;
+    // Exactly the limit, and no end of head yet: the gateway reads no further and answers.
+    let start = "POST /Shop/meta HTTP/1.1\r\nHost: gateway\r\nzrpc-meta-pad: ";
+    let mut head = start.as_bytes().to_vec();
+    head.resize(zrpc_transport::gateway::DEFAULT_MAX_HEADER_BYTES, b'x');
+    let mut long = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    long.write_all(&head).await.expect("write");
+    let written = until_closed("a connection whose head is too long", &mut long).await;
+    assert!(written.starts_with(b"HTTP/1.1 431"), "{:?}", String::from_utf8_lossy(&written));
+
+    // A head of 50 KiB of metadata is within it, and the handler sees the value.
+    let pad = "p".repeat(50 << 10);
+    let answer =
+        within("a long head", http::post(addr, "/Shop/meta", &[("zrpc-meta-pad", &pad)], r#"{"key":"pad"}"#)).await;
+    assert_eq!((answer.status, answer.json()), (200, serde_json::Value::String(pad.clone())));
+
+    // Twice that is too long by default, and served by a gateway that allows it.
+    let twice = [("zrpc-meta-pad", pad.as_str()), ("zrpc-meta-more", pad.as_str())];
+    let answer = within("a head of 100 KiB", http::post(addr, "/Shop/meta", &twice, r#"{"key":"more"}"#)).await;
+    assert_eq!(answer.status, 431, "{}", answer.text());
+    let roomy = gateway_with(client(&address).await, |builder| builder.max_header_bytes(128 << 10)).await;
+    let answer =
+        within("a head of 100 KiB, allowed", http::post(roomy, "/Shop/meta", &twice, r#"{"key":"more"}"#)).await;
+    assert_eq!((answer.status, answer.json()), (200, serde_json::Value::String(pad)));
+}
+
+#[tokio::test]
 async fn a_body_that_does_not_arrive_within_the_deadline_is_408_and_calls_nothing() {
     use tokio::io::AsyncWriteExt;
     let (address, mut notes) = shop("shop").await;

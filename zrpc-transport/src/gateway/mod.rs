@@ -105,8 +105,9 @@
 //! # Bounds
 //!
 //! - A request body is read up to [`GatewayBuilder::max_body`] (1 MiB by default); past it the
-//!   answer is `413` and nothing is called. Headers are bounded by hyper (100 headers; about
-//!   400 KiB of head).
+//!   answer is `413` and nothing is called. A request's head is read up to
+//!   [`GatewayBuilder::max_header_bytes`] (64 KiB by default; it was hyper's 400 KiB until
+//!   2026-12-01), and at most 100 headers (hyper's); past either the answer is `431`.
 //! - In time: a connection waits at most [`GatewayBuilder::header_timeout`] (30 s by default)
 //!   for a request's headers, counted from when it opened or answered the request before, and
 //!   is closed past it; a request's body must arrive within the call's deadline (its
@@ -163,11 +164,15 @@ pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(300);
 /// hyper's default.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most bytes of a request's head (its request line and headers) a connection of
+/// [`Gateway::serve`] reads by default: 64 KiB, Envoy's 60 KiB rounded up.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
+
 /// The HTTP/JSON gateway; see the [module docs](self). Built with [`Gateway::builder`].
 pub struct Gateway {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
-    header_timeout: Duration,
+    connections: serve::Connections,
     router: Router,
     shared: Arc<Shared>,
 }
@@ -179,7 +184,7 @@ pub struct GatewayBuilder {
     default_timeout: Duration,
     max_timeout: Duration,
     max_body: usize,
-    header_timeout: Duration,
+    connections: serve::Connections,
     console: bool,
 }
 
@@ -202,7 +207,10 @@ impl Gateway {
             default_timeout: DEFAULT_TIMEOUT,
             max_timeout: DEFAULT_MAX_TIMEOUT,
             max_body: DEFAULT_MAX_BODY,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            connections: serve::Connections {
+                header_timeout: DEFAULT_HEADER_TIMEOUT,
+                max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            },
             console: true,
         }
     }
@@ -235,7 +243,7 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        serve::serve(self.listener, self.router, self.shared, self.header_timeout, signal).await
+        serve::serve(self.listener, self.router, self.shared, self.connections, signal).await
     }
 }
 
@@ -273,7 +281,18 @@ impl GatewayBuilder {
     /// [`into_router`](GatewayBuilder::into_router) is served by your own server, with its
     /// own timeouts.)
     pub fn header_timeout(mut self, timeout: Duration) -> GatewayBuilder {
-        self.header_timeout = timeout;
+        self.connections.header_timeout = timeout;
+        self
+    }
+
+    /// The most bytes of a request's head, its request line and headers, that a connection of
+    /// [`Gateway::serve`] reads (default [`DEFAULT_MAX_HEADER_BYTES`], 64 KiB; at least 8 KiB,
+    /// hyper's smallest buffer): a longer head is answered `431 Request Header Fields Too Large`
+    /// and the connection closed, so a client sending headers slowly holds at most this much
+    /// for the [`header_timeout`](GatewayBuilder::header_timeout). Metadata travels in headers
+    /// (`zrpc-meta-<key>`): raise it for calls that carry more of it.
+    pub fn max_header_bytes(mut self, bytes: usize) -> GatewayBuilder {
+        self.connections.max_header_bytes = bytes.max(serve::MIN_HEADER_BYTES);
         self
     }
 
@@ -334,8 +353,8 @@ impl GatewayBuilder {
         let listener = tokio::net::TcpListener::bind(hostport.as_str()).await?;
         let local_addr = listener.local_addr()?;
         let shared = self.shared();
-        let header_timeout = self.header_timeout;
-        Ok(Gateway { listener, local_addr, header_timeout, router: self.router(shared.clone()), shared })
+        let connections = self.connections;
+        Ok(Gateway { listener, local_addr, connections, router: self.router(shared.clone()), shared })
     }
 }
 
@@ -351,7 +370,7 @@ impl fmt::Debug for GatewayBuilder {
             .field("client", &self.client)
             .field("default_timeout", &self.default_timeout)
             .field("max_body", &self.max_body)
-            .field("header_timeout", &self.header_timeout)
+            .field("connections", &self.connections)
             .field("console", &self.console)
             .finish()
     }

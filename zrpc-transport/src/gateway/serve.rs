@@ -28,13 +28,27 @@ use tower::ServiceExt;
 
 use super::{Shared, call};
 
+/// hyper's smallest read buffer, below which its builder panics.
+pub(crate) const MIN_HEADER_BYTES: usize = 8192;
+
+/// How each connection is served: what it waits for and what it reads before a request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Connections {
+    /// How long a connection waits for a request's head; see `GatewayBuilder::header_timeout`.
+    pub(crate) header_timeout: Duration,
+    /// The most bytes of a request's head read; see `GatewayBuilder::max_header_bytes`. Also
+    /// about the most the connection's read buffer holds of a body at once, which hyper
+    /// streams.
+    pub(crate) max_header_bytes: usize,
+}
+
 /// Serves `listener` until `signal` completes, then stops accepting, lets each connection
 /// finish the request it is answering, and returns once all have closed.
 pub(crate) async fn serve<F>(
     listener: TcpListener,
     router: Router,
     shared: Arc<Shared>,
-    header_timeout: Duration,
+    connections: Connections,
     signal: F,
 ) -> io::Result<()>
 where
@@ -63,7 +77,11 @@ where
         // waits for ever), which also closes a connection left idle between requests.
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(connections.header_timeout)
+            // The head's bound is exact; the buffer's is hyper's soft one (a read may fill
+            // the room an allocation happens to have), so that it stays near the head's.
+            .max_header_size(connections.max_header_bytes)
+            .max_buf_size(connections.max_header_bytes.max(MIN_HEADER_BYTES))
             .serve_connection(TokioIo::new(tcp), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
