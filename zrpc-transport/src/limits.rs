@@ -47,12 +47,15 @@
 //! Before a client is through its handshake (its TLS handshake, its HELLO, the authenticator's
 //! answer) it has shown nothing, so what such connections hold is bounded for the whole server:
 //! at most [`ServerBuilder::max_handshakes`](crate::ServerBuilder::max_handshakes) of them at
-//! once (default 512), each holding at most a first frame of `MAX_HELLO` until the handshake's
-//! timeout (the heartbeat's, 20 s by default). A connection accepted past it makes room by
+//! once (default 1,024, as many as the listen backlog), each holding at most a first frame of
+//! `MAX_HELLO` (or a TLS handshake's messages) until the handshake's timeout (the heartbeat's,
+//! 20 s by default). A connection accepted past it makes room by
 //! closing the one that has waited longest: peers that connect and say nothing only ever push
 //! out each other, while a client's own handshake, one round trip, is closed only if that many
-//! connections arrive within it. (Refusing new connections instead would let 512 silent ones
-//! shut everyone else out for 20 s at a time.) [`ServerHandle::handshake_count`](crate::ServerHandle::handshake_count)
+//! connections arrive within it. (Refusing new connections instead would let 1,024 silent ones
+//! shut everyone else out for 20 s at a time; the price is paid by bursts of TLS clients larger
+//! than the bound on a server too slow for their handshakes, whose oldest are closed half-way
+//! and retry.) [`ServerHandle::handshake_count`](crate::ServerHandle::handshake_count)
 //! and [`ServerHandle::handshakes_evicted`](crate::ServerHandle::handshakes_evicted) count them.
 //! Connections through their handshake are not bounded in number by the server, as with hyper or
 //! tonic: each costs about 15 KiB idle, and a client that stops answering PINGs is dropped.

@@ -62,9 +62,9 @@ use crate::registry::{self, Registry};
 /// Go's is `somaxconn`), well above the 128 of `std` and tokio that a burst of connects overran.
 const DEFAULT_BACKLOG: u32 = 1024;
 
-/// Connections in their handshake at once unless configured; see
-/// [`ServerBuilder::max_handshakes`].
-pub const DEFAULT_MAX_HANDSHAKES: usize = 512;
+/// Connections in their handshake at once unless configured: as many as the listen backlog
+/// holds; see [`ServerBuilder::max_handshakes`].
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 
 /// Whose default a call to a peer's default deadline is, in error messages.
 const ORIGIN: &str = "the server's default";
@@ -274,15 +274,18 @@ impl<L> ServerBuilder<L> {
         self
     }
 
-    /// Most connections in their handshake at once (default [`DEFAULT_MAX_HANDSHAKES`], 512;
+    /// Most connections in their handshake at once (default [`DEFAULT_MAX_HANDSHAKES`], 1,024;
     /// at least 1): accepted, and not yet through their TLS handshake, their HELLO and the
     /// [authenticator](ServerBuilder::authenticate)'s answer. A connection accepted past it
     /// makes room by closing the one that has waited longest, so peers that connect and say
     /// nothing hold at most this many connections, and the memory of a first frame each
     /// ([`MAX_HELLO`](crate::frame::MAX_HELLO)), whatever they do; a client's own handshake,
-    /// which takes a round trip, is closed only if this many connections arrive within it. Raise
-    /// it for an authenticator that takes long to answer, or many clients that connect at the
-    /// same moment. See [`limits`](crate::limits).
+    /// a round trip, is closed only if this many connections arrive within it.
+    ///
+    /// Raise it for an authenticator that takes long to answer, or for more clients than this
+    /// that connect at the same moment over TLS (after a restart, say) to a server whose CPU
+    /// cannot keep up with their handshakes: the oldest would be closed half-way, and retry.
+    /// See [`limits`](crate::limits).
     pub fn max_handshakes(mut self, max: usize) -> ServerBuilder<L> {
         self.config.max_handshakes = max.max(1);
         self
