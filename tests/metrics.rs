@@ -56,4 +56,15 @@ async fn the_prometheus_endpoint_shows_calls_errors_latency_and_connections_and_
     assert_eq!(ok, 27.0, "18 + 9:\n{scraped}");
     let endpoint = format!("endpoint=\"{second}\"");
     assert_eq!(sample(&scraped, "zrpc_client_calls_total", &["method=\"total\"", &endpoint]), 10.0, "{scraped}");
+
+    // A server that holds one connection in its handshake: the second silent one closes the first.
+    let server = zrpc::Server::builder().max_handshakes(1).bind("tcp://127.0.0.1:0").await.expect("bind");
+    let (address, handle) = (server.local_addr().to_string(), server.handle());
+    tokio::spawn(server.serve());
+    let address = address.trim_start_matches("tcp://");
+    let _silent = [tokio::net::TcpStream::connect(address).await, tokio::net::TcpStream::connect(address).await];
+    let evicted = handle.wait_for_connections(|_| handle.handshakes_evicted() == 1);
+    tokio::time::timeout(std::time::Duration::from_secs(60), evicted).await.expect("the second makes room");
+    let scraped = example::scrape(port).await.expect("scraped");
+    assert_eq!(sample(&scraped, "zrpc_server_handshakes_evicted_total", &[]), 1.0, "{scraped}");
 }

@@ -163,6 +163,12 @@ pub fn connection_closed(side: Side) {
     metrics::gauge!("zrpc_connections", "side" => side.as_str()).decrement(1.0);
 }
 
+/// Records that a server closed a connection still in its handshake to make room for a newer
+/// one (its `max_handshakes`).
+pub fn record_handshake_evicted() {
+    metrics::counter!("zrpc_server_handshakes_evicted_total").increment(1);
+}
+
 /// Records that the retry layer resent a call of `method`.
 pub fn record_retry(method: &Method) {
     let (service, name) = match method.as_static() {

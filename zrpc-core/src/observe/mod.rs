@@ -79,7 +79,10 @@ use crate::status::{Code, Status};
 use crate::trace::TraceContext;
 
 #[cfg(feature = "metrics")]
-pub use self::metrics::{MAX_CACHED, MetricsCache, connection_closed, connection_opened, record_breaker, record_retry};
+pub use self::metrics::{
+    MAX_CACHED, MetricsCache, connection_closed, connection_opened, record_breaker, record_handshake_evicted,
+    record_retry,
+};
 
 /// The metric handles of the methods a connection has seen: nothing without the feature
 /// `metrics`.
@@ -107,6 +110,11 @@ pub fn connection_opened(side: Side) {
 pub fn connection_closed(side: Side) {
     let _ = side;
 }
+
+/// Records that a server closed a connection still in its handshake to make room for a newer
+/// one (feature `metrics`).
+#[cfg(not(feature = "metrics"))]
+pub fn record_handshake_evicted() {}
 
 /// Records that the retry layer resent a call of `method` (feature `metrics`).
 #[cfg(not(feature = "metrics"))]

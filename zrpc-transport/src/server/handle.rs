@@ -273,6 +273,7 @@ impl ServerHandle {
                     close.abort();
                 }
                 self.control.handshakes_evicted.fetch_add(1, Ordering::Relaxed);
+                zrpc_core::observe::record_handshake_evicted();
                 tracing::debug!(connection = oldest, "closed a connection still in its handshake to make room");
             }
             handshaking.insert(id, None);
