@@ -30,6 +30,23 @@ pub fn postcard<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, BoxError> {
     Ok(buf.freeze())
 }
 
+/// The preface alone: 8 bytes.
+pub fn preface() -> BytesMut {
+    let mut out = BytesMut::new();
+    frame::encode_preface(&mut out);
+    out
+}
+
+/// The first `sent` bytes of a first frame whose header claims the longest a receiver reads
+/// before the HELLO ([`frame::MAX_HELLO`]): what a client that never finishes its HELLO makes
+/// a connection hold.
+pub fn part_of_the_longest_hello(sent: usize) -> BytesMut {
+    let mut out = BytesMut::with_capacity(sent);
+    out.put_u32(frame::MAX_HELLO);
+    out.resize(sent.max(4), 0);
+    out
+}
+
 /// The preface and a HELLO announcing `name`, postcard, the default frame limit, no token and no
 /// flow control (a client that ignores the server's limits, as a hostile one does): all a client
 /// sends before its first request.

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use zrpc::Blob;
@@ -45,6 +46,10 @@ pub const HOLD_MS: u64 = 3_600_000;
 pub const UNKNOWN_BYTES: usize = 15 << 20;
 /// Metadata entries on each `hold` in `metadata-bomb`: the most a block can carry.
 pub const BOMB_ENTRIES: usize = 65_535;
+/// Connections `half-hellos` opens: four times a server's default `max_handshakes`.
+pub const HALF_HELLO_CONNS: usize = 4_096;
+/// What each sends of its first frame, which claims 128 KiB (`frame::MAX_HELLO`): 96 KiB.
+pub const HALF_HELLO_BYTES: usize = 96 << 10;
 /// PINGs `ping-flood` sends.
 pub const PINGS: u64 = 10_000_000;
 /// PINGs per write in `ping-flood`.
@@ -203,6 +208,25 @@ pub async fn silent_peer(addr: SocketAddr, stop: Stop) -> Attack {
     .await
 }
 
+/// `half-hellos`: [`HALF_HELLO_CONNS`] connections each send the preface and the first
+/// [`HALF_HELLO_BYTES`] of a HELLO as long as one may be, then nothing; they read only to
+/// notice the close. Before its HELLO a client has shown no name or token, so what these hold
+/// is bounded for the whole server (`ServerBuilder::max_handshakes`), not only per connection.
+pub async fn half_hellos(addr: SocketAddr, stop: Stop) -> Attack {
+    let part = frames::part_of_the_longest_hello(HALF_HELLO_BYTES).freeze();
+    on_connections_greeting(addr, stop, HALF_HELLO_CONNS, frames::preface().freeze(), move |mut conn, stop| {
+        let part = part.clone();
+        async move {
+            let reading = reading(&mut conn, &stop, None);
+            conn.send(&part, 0, &stop).await;
+            stop.wait().await;
+            absorb(&mut conn, reading).await;
+            conn
+        }
+    })
+    .await
+}
+
 /// 64 KiB echo requests.
 fn echo_requests() -> Result<Requests, BoxError> {
     let payload = frames::postcard(&Blob::from(vec![0xa5; ECHO_BYTES]))?;
@@ -246,11 +270,24 @@ where
     C: Fn(RawConn, Stop) -> F + Clone + Send + 'static,
     F: Future<Output = RawConn> + Send + 'static,
 {
+    let handshake = match frames::handshake("soak-hostile") {
+        Ok(handshake) => handshake.freeze(),
+        Err(e) => return Attack { conns: Vec::new(), failed: vec![e.to_string()] },
+    };
+    on_connections_greeting(addr, stop, conns, handshake, client).await
+}
+
+/// [`on_connections`], each connection opened with `greeting` instead of a handshake.
+async fn on_connections_greeting<C, F>(addr: SocketAddr, stop: Stop, conns: usize, greeting: Bytes, client: C) -> Attack
+where
+    C: Fn(RawConn, Stop) -> F + Clone + Send + 'static,
+    F: Future<Output = RawConn> + Send + 'static,
+{
     let mut tasks = JoinSet::new();
     for _ in 0..conns {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, greeting) = (client.clone(), stop.clone(), greeting.clone());
         tasks.spawn(async move {
-            let conn = RawConn::open(addr).await.map_err(|e| e.to_string())?;
+            let conn = RawConn::open_with(addr, &greeting).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(client(conn, stop).await)
         });
     }

@@ -37,6 +37,7 @@
 //! | `metadata-bomb` | 40 `hold` calls, each with 65,535 metadata entries of an empty key and a 1-byte value (15.7 MB on the wire in all); never reads | what the server's decoded form of a tiny entry costs, held for as long as the call runs |
 //! | `ping-flood` | 10 million PINGs (140 MB); never reads the PONGs | whether the server bounds the PONGs it queues |
 //! | `silent-peer` | the handshake, then nothing: it answers no PING. It reads only to notice the close. Long duration | after how long the server closes a dead peer (PROTOCOL.md §13: PING after 10 s of silence, dead 20 s later, so 30 s) |
+//! | `half-hellos` | 4,096 connections each send the preface and the first 96 KiB of a HELLO whose header claims 128 KiB, the most a first frame may be, then nothing; they read only to notice the close | what connections that have not said who they are make the server hold in all: each holds its part of a HELLO until the handshake's timeout (20 s), and the server keeps at most `max_handshakes` (1,024) of them, closing the one waiting longest |
 //!
 //! `hold` calls sleep for an hour: they outlive their scenario, and the server child is killed
 //! at its end. The two heartbeat scenarios run by default, for `--long-duration` (default 45 s:

@@ -110,12 +110,20 @@ impl RawConn {
     /// # Errors
     /// If the connection cannot be made, or the handshake written, within 5 s.
     pub async fn open(addr: SocketAddr) -> Result<RawConn, BoxError> {
+        RawConn::open_with(addr, &frames::handshake("soak-hostile")?).await
+    }
+
+    /// Connects to `addr` and sends `greeting` (the preface alone, for a client that never
+    /// finishes its handshake); reads nothing.
+    ///
+    /// # Errors
+    /// If the connection cannot be made, or the greeting written, within 5 s.
+    pub async fn open_with(addr: SocketAddr, greeting: &[u8]) -> Result<RawConn, BoxError> {
         let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting to {addr} took over {CONNECT_TIMEOUT:?}"))??;
         let (read, mut write) = stream.into_split();
-        let handshake = frames::handshake("soak-hostile")?;
-        timeout(CONNECT_TIMEOUT, write.write_all(&handshake))
+        timeout(CONNECT_TIMEOUT, write.write_all(greeting))
             .await
             .map_err(|_| format!("writing the handshake took over {CONNECT_TIMEOUT:?}"))??;
         Ok(RawConn { write, read: Some(read), opened: Instant::now(), sent: Sent::default(), seen: Seen::default() })

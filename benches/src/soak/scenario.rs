@@ -30,11 +30,13 @@ pub enum Scenario {
     PingFlood,
     /// The handshake, then silence.
     SilentPeer,
+    /// 4,096 connections that send most of a HELLO as long as one may be, and never finish it.
+    HalfHellos,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::NeverRead,
         Scenario::NeverReadX4,
         Scenario::SlowReader,
@@ -44,6 +46,7 @@ impl Scenario {
         Scenario::MetadataBomb,
         Scenario::PingFlood,
         Scenario::SilentPeer,
+        Scenario::HalfHellos,
     ];
 
     /// The name on the command line and in the table.
@@ -58,6 +61,7 @@ impl Scenario {
             Scenario::MetadataBomb => "metadata-bomb",
             Scenario::PingFlood => "ping-flood",
             Scenario::SilentPeer => "silent-peer",
+            Scenario::HalfHellos => "half-hellos",
         }
     }
 
@@ -88,6 +92,7 @@ impl Scenario {
             Scenario::MetadataBomb => hostile::metadata_bomb(addr, stop).await,
             Scenario::PingFlood => Ok(hostile::ping_flood(addr, stop).await),
             Scenario::SilentPeer => Ok(hostile::silent_peer(addr, stop).await),
+            Scenario::HalfHellos => Ok(hostile::half_hellos(addr, stop).await),
         }
     }
 }
