@@ -214,9 +214,9 @@ impl ServerHandle {
     }
 
     /// Resolves once `done` holds of the open connections, checked now and each time one opens,
-    /// finishes its handshake or closes, or crosses a line worth waiting for: its client's reading pauses or resumes,
-    /// requests start or stop waiting. For operators' tools and tests of the bounds ("wait until
-    /// the flooding client is held back").
+    /// finishes its handshake or closes, or crosses a line worth waiting for: its client's
+    /// reading pauses or resumes, requests start or stop waiting. For operators' tools and tests
+    /// of the bounds ("wait until the flooding client is held back").
     ///
     /// # Cancel safety
     /// Cancel safe: it only watches.
