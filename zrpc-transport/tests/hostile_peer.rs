@@ -595,6 +595,10 @@ async fn clones_of_a_channel_share_one_connection() {
 async fn connections_that_never_say_hello_are_held_to_max_handshakes() {
     let Running { address, tcp, serving, good, .. } = start_with(Server::builder().max_handshakes(4)).await;
     let handle = serving.handle().clone();
+    // The good client's connect returns with the server's HELLO, which the server sends without
+    // waiting for the client's: wait until the server has taken the client's too, so that the
+    // connection cannot be the one waiting longest below.
+    within("the good client is through", handle.wait_for_connections(|_| handle.handshake_count() == 0)).await;
 
     // Ten connections that say nothing: each past the fourth closes the one waiting longest.
     let mut silent = Vec::new();
