@@ -1,7 +1,8 @@
 //! A counting global allocator: how many heap allocations a process made, and how many bytes it
 //! holds.
 //!
-//! [`CountingAlloc`] wraps [`System`] and counts every call that may allocate: `alloc`,
+//! [`CountingAlloc`] wraps [`System`](std::alloc::System) (mimalloc with the feature
+//! `mimalloc`) and counts every call that may allocate: `alloc`,
 //! `alloc_zeroed` and `realloc` (a `realloc` that grows in place still counts: it is a call into
 //! the allocator the code asked for). Frees are not counted. The `compare` binary installs it as
 //! its `#[global_allocator]`, so both the client (the parent process) and the servers (children
@@ -29,7 +30,9 @@
 //! than `malloc`'s fast path, and paid 19 times a call by the serde frameworks against once by
 //! `raw-mux`, a bias the harness added to every ratio against the floor.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[cfg(not(feature = "mimalloc"))]
+use std::alloc::System;
+use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -121,38 +124,49 @@ pub fn allocations() -> u64 {
     COUNTS.iter().map(|shard| shard.0.load(Ordering::Relaxed)).sum()
 }
 
-/// [`System`], counting allocations; install with `#[global_allocator]`.
+/// The allocator [`CountingAlloc`] counts the calls to: the system's, or mimalloc with the
+/// feature `mimalloc`.
+#[cfg(not(feature = "mimalloc"))]
+static INNER: System = System;
+#[cfg(feature = "mimalloc")]
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Which allocator the counting one forwards to, for reports.
+pub const ALLOCATOR: &str = if cfg!(feature = "mimalloc") { "mimalloc" } else { "the system's (glibc)" };
+
+/// [`System`](std::alloc::System) (or mimalloc, feature `mimalloc`), counting allocations;
+/// install with `#[global_allocator]`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CountingAlloc {
     bytes: bool,
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// SAFETY: every method forwards to `INNER` with the caller's arguments unchanged, so its
 // guarantees carry over; counting touches no memory the allocator hands out.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.count(layout.size());
         // SAFETY: forwarded unchanged (see above).
-        unsafe { System.alloc(layout) }
+        unsafe { INNER.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.count(layout.size());
         // SAFETY: forwarded unchanged (see above).
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { INNER.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         self.free(layout.size());
         // SAFETY: forwarded unchanged (see above).
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         self.count(new_size);
         self.free(layout.size());
         // SAFETY: forwarded unchanged (see above).
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { INNER.realloc(ptr, layout, new_size) }
     }
 }

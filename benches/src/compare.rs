@@ -424,7 +424,7 @@ fn heading(options: &Options) -> String {
          zrpc::Text strings);\n\
          own/c = allocs/c less those 2 x {owned} (2 x {shared}): the framework's own; cpu µs/c = CPU \
          time of client and server per call\n\
-         zrpc's metrics {compiled}; recording in both processes: {observe}{workers}",
+         zrpc's metrics {compiled}; recording in both processes: {observe}; allocator: {allocator}{workers}",
         workers = match (options.client_workers, options.server_workers) {
             (None, None) => String::new(),
             (client, server) => {
@@ -432,6 +432,7 @@ fn heading(options: &Options) -> String {
                 format!("\nworker threads: client {}, server {}", count(client), count(server))
             }
         },
+        allocator = crate::alloc::ALLOCATOR,
         compiled = if cfg!(feature = "observe") { "compiled in (feature observe)" } else { "not compiled in" },
         observe = options.observe.as_deref().unwrap_or("nothing"),
         date = crate::machine::today(),
