@@ -273,7 +273,9 @@ impl ChannelBuilder {
     }
 
     /// Ping after `interval` of silence; give up `timeout` after an unanswered ping
-    /// (defaults 10 s and 20 s). `Duration::MAX` (or anything from thirty years) is never.
+    /// (defaults 10 s and 20 s). Zero, or `Duration::MAX` (anything from thirty years), is
+    /// never: no PING, no server given up for its silence (connecting, the handshake included,
+    /// is still bounded by the [connect timeout](ChannelBuilder::connect_timeout)).
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> ChannelBuilder {
         self.config.heartbeat_interval = interval;
         self.config.heartbeat_timeout = timeout;

@@ -174,7 +174,10 @@ impl<L> ServerBuilder<L> {
     }
 
     /// Ping a client after `interval` of silence; drop it `timeout` after an unanswered ping
-    /// (defaults 10 s and 20 s). `Duration::MAX` (or anything from thirty years) is never.
+    /// (defaults 10 s and 20 s). Zero, or `Duration::MAX` (anything from thirty years), is
+    /// never: no PING, no peer given up for its silence, and for a timeout no limit on the
+    /// handshake either (a server still closes the connection waiting longest when
+    /// [`max_handshakes`](crate::ServerBuilder::max_handshakes) are in theirs).
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> ServerBuilder<L> {
         self.config.heartbeat_interval = interval;
         self.config.heartbeat_timeout = timeout;
@@ -543,7 +546,7 @@ where
                         #[cfg(feature = "durable")]
                         let inbox = config.inbox.clone();
                         #[cfg(feature = "tls")]
-                        let (tls, handshake_timeout) = (config.tls.clone(), config.heartbeat_timeout);
+                        let (tls, handshake_timeout) = (config.tls.clone(), crate::mux::heartbeat_time(config.heartbeat_timeout));
                         let close = connections.spawn(async move {
                             #[cfg(feature = "tls")]
                             let Some((stream, certificate)) = secure(tls, stream, &peer, handshake_timeout, &server).await

@@ -190,9 +190,21 @@ async fn frame_limits_are_enforced_on_both_sides(kind: Kind) {
 /// `Duration::MAX` for "no heartbeat" (and for a call's timeout): the connection's task added
 /// it to an instant and panicked, on both ends.
 async fn durations_too_long_for_the_clock_mean_never(kind: Kind) {
+    no_heartbeat_as(kind, Duration::MAX).await;
+}
+
+/// Zero for "no heartbeat", as a zero socket timeout is none: the server gave up every
+/// handshake at once (its TLS handshake too), and both ends pinged on every quiet instant.
+async fn a_heartbeat_of_zero_means_never(kind: Kind) {
+    no_heartbeat_as(kind, Duration::ZERO).await;
+}
+
+/// Both ends with `time` as heartbeat interval and timeout: they connect, and calls, one with
+/// a timeout of `Duration::MAX`, are answered.
+async fn no_heartbeat_as(kind: Kind, time: Duration) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_at(kind, &kind.address(&dir), |b| b.heartbeat(Duration::MAX, Duration::MAX)).await;
-    let channel = channel_to(kind, &server.address).heartbeat(Duration::MAX, Duration::MAX).connect().await;
+    let server = start_at(kind, &kind.address(&dir), |b| b.heartbeat(time, time)).await;
+    let channel = channel_to(kind, &server.address).heartbeat(time, time).connect().await;
     let client = TestClient::new(channel.expect("connects"));
     assert_eq!(client.echo("ping".into()).await, Ok("ping".to_owned()));
     let patient = client.with_context(Context::new().with_timeout(Duration::MAX));
@@ -272,6 +284,7 @@ over_every_transport!(
     oneway_calls_return_once_sent_and_are_handled,
     frame_limits_are_enforced_on_both_sides,
     durations_too_long_for_the_clock_mean_never,
+    a_heartbeat_of_zero_means_never,
     graceful_shutdown_drains_calls_in_flight,
     the_drain_deadline_aborts_calls_still_running,
     the_client_reconnects_when_the_server_comes_back,

@@ -159,6 +159,14 @@ pub const DEFAULT_MAX_METADATA_ENTRIES: u16 = 256;
 /// A heartbeat time that stands for never: far enough, and still addable to any instant.
 const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
+/// A heartbeat's time as a connection keeps it: zero, and anything from thirty years
+/// (`Duration::MAX`), is never. Zero is "no timeout" for POSIX sockets and Go's servers alike,
+/// where here it pinged on every quiet instant and failed every handshake at once; an instant
+/// plus `Duration::MAX` panics.
+pub(crate) fn heartbeat_time(time: Duration) -> Duration {
+    if time.is_zero() { NEVER } else { time.min(NEVER) }
+}
+
 /// What a mux needs to know about its own side.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -167,8 +175,8 @@ pub struct MuxConfig {
     pub name: String,
     /// Largest frame this side accepts.
     pub max_frame: u32,
-    /// Idle time after which the peer is pinged. Thirty years or more (`Duration::MAX`) is
-    /// never, as for `heartbeat_timeout`.
+    /// Idle time after which the peer is pinged. Zero, or thirty years or more
+    /// (`Duration::MAX`), is never, as for `heartbeat_timeout`.
     pub heartbeat_interval: Duration,
     /// Silence after a ping after which the peer is declared dead.
     pub heartbeat_timeout: Duration,
@@ -495,8 +503,8 @@ impl<T, H> Mux<T, H> {
     pub fn new(role: Role, mut config: MuxConfig, now: Instant) -> Mux<T, H> {
         // The heartbeat's times are added to instants, which panics past the clock's range:
         // `Duration::MAX`, the natural way to ask for no heartbeat, did in the connection's task.
-        config.heartbeat_interval = config.heartbeat_interval.min(NEVER);
-        config.heartbeat_timeout = config.heartbeat_timeout.min(NEVER);
+        config.heartbeat_interval = heartbeat_time(config.heartbeat_interval);
+        config.heartbeat_timeout = heartbeat_time(config.heartbeat_timeout);
         let mut out = BytesMut::with_capacity(256);
         frame::encode_preface(&mut out);
         let hello = Hello {

@@ -362,9 +362,22 @@ fn idle_connections_are_pinged_and_silent_peers_declared_dead() {
 fn a_heartbeat_too_long_for_the_clock_means_never() {
     // `Duration::MAX` for "no heartbeat": `Instant + Duration::MAX` panics, and it was the
     // connection's task that added them.
+    a_heartbeat_of_means_never(Duration::MAX);
+}
+
+#[test]
+fn a_heartbeat_of_zero_means_never() {
+    // As a zero timeout means none for POSIX sockets and Go's servers; it pinged on every quiet
+    // instant and failed the handshake at once.
+    a_heartbeat_of_means_never(Duration::ZERO);
+}
+
+/// Both ends with `time` as heartbeat interval and timeout: a decade passes with no PING and
+/// no peer given up, a blocked writer is not given up on either, and calls go through.
+fn a_heartbeat_of_means_never(time: Duration) {
     let never = |c: &mut MuxConfig| {
-        c.heartbeat_interval = Duration::MAX;
-        c.heartbeat_timeout = Duration::MAX;
+        c.heartbeat_interval = time;
+        c.heartbeat_timeout = time;
     };
     let mut pair = pair_with(never, never);
     let a_decade = Duration::from_secs(10 * 365 * 24 * 3600);
