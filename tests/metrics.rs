@@ -62,7 +62,8 @@ async fn the_prometheus_endpoint_shows_calls_errors_latency_and_connections_and_
     let (address, handle) = (server.local_addr().to_string(), server.handle());
     tokio::spawn(server.serve());
     let address = address.trim_start_matches("tcp://");
-    let _silent = [tokio::net::TcpStream::connect(address).await, tokio::net::TcpStream::connect(address).await];
+    let connect = || async { tokio::net::TcpStream::connect(address).await.expect("connects") };
+    let _silent = [connect().await, connect().await];
     let evicted = handle.wait_for_connections(|_| handle.handshakes_evicted() == 1);
     tokio::time::timeout(std::time::Duration::from_secs(60), evicted).await.expect("the second makes room");
     let scraped = example::scrape(port).await.expect("scraped");

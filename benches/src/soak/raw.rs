@@ -108,7 +108,8 @@ impl RawConn {
     /// preface and HELLO wait in the socket).
     ///
     /// # Errors
-    /// If the connection cannot be made, or the handshake written, within 5 s.
+    /// If the connection cannot be made, or the handshake written, within 5 s (or the
+    /// handshake cannot be encoded).
     pub async fn open(addr: SocketAddr) -> Result<RawConn, BoxError> {
         RawConn::open_with(addr, &frames::handshake("soak-hostile")?).await
     }
@@ -125,7 +126,7 @@ impl RawConn {
         let (read, mut write) = stream.into_split();
         timeout(CONNECT_TIMEOUT, write.write_all(greeting))
             .await
-            .map_err(|_| format!("writing the handshake took over {CONNECT_TIMEOUT:?}"))??;
+            .map_err(|_| format!("writing the greeting took over {CONNECT_TIMEOUT:?}"))??;
         Ok(RawConn { write, read: Some(read), opened: Instant::now(), sent: Sent::default(), seen: Seen::default() })
     }
 

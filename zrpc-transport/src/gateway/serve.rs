@@ -36,7 +36,8 @@ pub(crate) const MIN_HEADER_BYTES: usize = 8192;
 pub(crate) struct Connections {
     /// How long a connection waits for a request's head; see `GatewayBuilder::header_timeout`.
     pub(crate) header_timeout: Duration,
-    /// The most bytes of a request's head read; see `GatewayBuilder::max_header_bytes`. Also
+    /// The most bytes of a request's head read, at least [`MIN_HEADER_BYTES`] (the builder
+    /// sees to it); see `GatewayBuilder::max_header_bytes`. Also
     /// about the most the connection's read buffer holds of a body at once, which hyper
     /// streams.
     pub(crate) max_header_bytes: usize,
@@ -81,7 +82,7 @@ where
             // The head's bound is exact; the buffer's is hyper's soft one (a read may fill
             // the room an allocation happens to have), so that it stays near the head's.
             .max_header_size(connections.max_header_bytes)
-            .max_buf_size(connections.max_header_bytes.max(MIN_HEADER_BYTES))
+            .max_buf_size(connections.max_header_bytes)
             .serve_connection(TokioIo::new(tcp), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

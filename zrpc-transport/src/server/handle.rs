@@ -258,18 +258,16 @@ impl ServerHandle {
     /// Counts a connection from `remote` as open until the returned guard is dropped, with its
     /// task, and as in its handshake until [`OpenConnection::handshake_done`]. When
     /// `max_handshakes` others are in theirs, the one that has waited longest is closed first
-    /// (once [armed](ServerHandle::close_with)).
+    /// (with what [`close_with`](ServerHandle::close_with) armed it).
     pub(crate) fn count_connection(&self, remote: &str, max_handshakes: usize) -> OpenConnection {
         let id = self.control.next_connection.fetch_add(1, Ordering::Relaxed);
         {
             let mut handshaking = lock(&self.control.handshaking);
             while handshaking.len() >= max_handshakes.max(1) {
-                // Every entry but the newest is armed: the accept loop arms each before it
+                // Every entry is armed by now: the accept loop arms each connection before it
                 // accepts the next.
-                let Some(oldest) = handshaking.iter().find_map(|(id, close)| close.as_ref().map(|_| *id)) else {
-                    break;
-                };
-                if let Some(Some(close)) = handshaking.remove(&oldest) {
+                let Some((oldest, close)) = handshaking.pop_first() else { break };
+                if let Some(close) = close {
                     close.abort();
                 }
                 self.control.handshakes_evicted.fetch_add(1, Ordering::Relaxed);
