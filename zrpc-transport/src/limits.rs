@@ -12,6 +12,7 @@
 //! | bytes waiting to be written: [`max_queued_output`](ConnectionLimits::max_queued_output) | 1 MiB | no new handler starts and no new call is sent; handlers already running finish; several PINGs get one PONG |
 //! | metadata entries in one request or response: [`max_metadata_entries`](ConnectionLimits::max_metadata_entries) | 256 | the request is refused with `ResourceExhausted`, unprocessed; the connection stays |
 //! | the frame being read | `max_frame`, 16 MiB | the connection fails: `GOAWAY`, close |
+//! | the read buffer | the frame being read, when over 64 KiB; else 256 KiB | never passed: a frame over 64 KiB is assembled in a buffer that grows, doubling, up to exactly its size (counted by [`ConnectionStats::peak_read_buffer`](crate::ConnectionStats::peak_read_buffer)) |
 //! | the first frame, before the peer's HELLO has shown its name and token | [`MAX_HELLO`](crate::frame::MAX_HELLO), 128 KiB (or `max_frame` if lower) | the same, from the frame's header |
 //! | a [compressed](crate::compression) payload, once decompressed | `max_frame`, 16 MiB | refused from its header before allocating: the request is answered `ResourceExhausted`, unprocessed (an answer fails its call); the connection stays |
 //!

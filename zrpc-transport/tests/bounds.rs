@@ -208,6 +208,8 @@ async fn a_client_that_never_reads_is_held_back_by_tcp_and_loses_nothing() {
     // one at most here: each of these handlers answers as soon as it starts.
     assert!(stats.peak_queued_output <= OUTPUT + frame, "{stats:?}");
     assert!(stats.peak_request_bytes_in_progress <= REQUESTS as usize + frame, "{stats:?}");
+    // Frames of 64 KiB or less are read into a buffer of at most 256 KiB (`ConnectionStats`).
+    assert!(stats.peak_read_buffer <= 256 * 1024, "{stats:?}");
     assert!(!writer.is_finished(), "TCP holds the client back: it could not write all it wanted");
 
     // Once it reads, everything comes back, in order.
@@ -216,6 +218,25 @@ async fn a_client_that_never_reads_is_held_back_by_tcp_and_loses_nothing() {
     assert_eq!(ids, (0..calls).map(|i| 2 * i + 1).collect::<Vec<_>>(), "every call answered once, in order");
     assert!(answers.iter().all(|(_, payload)| payload.len() > 64 * 1000));
     within("the writer finishes", writer).await.expect("the writer did not panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_is_read_into_a_buffer_of_its_own_size() {
+    // One request in progress at a time, so that the request after the large one pauses the
+    // reading, which the test can wait for: by then the large frame has been read whole.
+    let server = serve(|b| b.max_requests(1)).await;
+    let (_read, mut write) = hostile(&server.tcp, "large").await;
+    // Just over 3 MiB: a buffer grown by doubling alone would have taken 4.
+    let large = request(1, "Bounded.hold", &"x".repeat(3 << 20));
+    let mut out = large.clone();
+    out.extend_from_slice(&request(3, "Bounded.hold", "next"));
+    write.write_all(&out).await.expect("write");
+
+    let connections = server.wait_for("the client is held back", |c| c.iter().any(|c| c.stats.reading_paused)).await;
+    let stats = the_one(&connections, "large").stats;
+    assert_eq!(stats.peak_read_buffer, large.len(), "{stats:?}");
+    // And what follows the frame was read into a small buffer of its own.
+    assert!(stats.read_buffer <= 64 * 1024, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

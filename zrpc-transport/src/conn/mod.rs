@@ -49,6 +49,7 @@ use crate::auth::SharedAuthenticator;
 use crate::budget::Budget;
 use crate::channel::DEFAULT_TIMEOUT;
 use crate::compression::Settings;
+use crate::frame;
 use crate::mux::{Event, Mux, MuxConfig, ProtocolError, Role};
 use crate::stream::Stream;
 
@@ -70,6 +71,8 @@ pub(crate) struct Connection<S: Service<Request>> {
     io: Stream,
     mux: ConnectionMux,
     rbuf: BytesMut,
+    /// The most `rbuf` could hold at once, for [`ConnectionStats`](crate::mux::ConnectionStats).
+    peak_read_buffer: usize,
     read_closed: bool,
     commands: mpsc::UnboundedReceiver<Command>,
     commands_closed: bool,
@@ -163,6 +166,7 @@ where
             io,
             mux,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
+            peak_read_buffer: READ_CHUNK,
             read_chunk: READ_CHUNK,
             read_closed: false,
             commands,
@@ -247,6 +251,8 @@ where
     fn publish(&self) {
         let mut stats = self.mux.stats();
         stats.waiting_for_budget = self.dispatch.waits_for_budget();
+        stats.read_buffer = self.rbuf.capacity();
+        stats.peak_read_buffer = self.peak_read_buffer;
         self.shared.publish(stats);
     }
 
@@ -386,15 +392,9 @@ where
         if self.registered.socket {
             return Ok(progress);
         }
-        // Under load a read that fills its room means more is waiting: give the next one more,
-        // so that one syscall brings many frames (requests read earlier may still share the
-        // buffer, so it cannot simply be reused). An idle connection keeps a small buffer.
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 2 {
-            self.rbuf.reserve(self.read_chunk);
-        }
+        let limit = self.make_room();
         let room = self.rbuf.capacity() - self.rbuf.len();
-        // No further than the end of a large frame: what follows it goes to a buffer of its own.
-        let read = match self.mux.read_limit(&self.rbuf) {
+        let read = match limit {
             Some(limit) => {
                 tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut (&mut self.rbuf).limit(limit))
             }
@@ -429,8 +429,38 @@ where
         }
     }
 
+    /// Makes room in the read buffer for the next read, and returns how far it may read: no
+    /// further than the end of a large frame, so that what follows goes to a buffer of its own
+    /// and the frame's buffer never grows past its size.
+    fn make_room(&mut self) -> Option<usize> {
+        // Under load a read that fills its room means more is waiting: give the next one more,
+        // so that one syscall brings many frames (requests read earlier may still share the
+        // buffer, so it cannot simply be reused). An idle connection keeps a small buffer.
+        let limit = self.mux.read_limit(&self.rbuf);
+        match limit {
+            Some(rest) => {
+                let end = self.rbuf.len() + rest;
+                frame::grow_within(&mut self.rbuf, rest.min(self.read_chunk), end);
+            }
+            None if self.rbuf.capacity() - self.rbuf.len() < self.read_chunk / 2 => self.rbuf.reserve(self.read_chunk),
+            None => {}
+        }
+        self.note_read_buffer();
+        limit
+    }
+
     fn recv(&mut self) -> Result<(), Status> {
-        self.mux.recv(&mut self.rbuf, Instant::now()).map_err(|e| self.protocol_error(&e))
+        let received = self.mux.recv(&mut self.rbuf, Instant::now());
+        // The decoder makes room for the rest of a frame that has not all arrived.
+        self.note_read_buffer();
+        received.map_err(|e| self.protocol_error(&e))
+    }
+
+    /// Keeps the read buffer's largest size for
+    /// [`ConnectionStats::peak_read_buffer`](crate::mux::ConnectionStats::peak_read_buffer): it grows
+    /// only before a read and where the decoder makes room.
+    fn note_read_buffer(&mut self) {
+        self.peak_read_buffer = self.peak_read_buffer.max(self.rbuf.capacity());
     }
 
     /// Acts on what the mux reports: answers to local callers, cancelled handlers, the
@@ -557,10 +587,13 @@ where
     async fn read_last_words(&mut self) {
         if !self.read_closed && self.mux.wants_read() {
             // A zero timeout still polls the read once: only what has already arrived is taken.
-            let read = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.rbuf);
+            let limit = self.make_room().unwrap_or(usize::MAX);
+            let mut room = (&mut self.rbuf).limit(limit);
+            let read = tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut room);
             let _ = tokio::time::timeout(Duration::ZERO, read).await;
         }
         let _ = self.mux.recv(&mut self.rbuf, Instant::now());
+        self.note_read_buffer();
         while let Some(event) = self.mux.poll_event() {
             match event {
                 Event::Response { token, result, compressed } => {

@@ -12,6 +12,26 @@ use super::{DEFAULT_MAX_FRAME, Frame, FrameError, HEADER_LEN, kind};
 /// The most room [`Decoder::decode`] reserves for the rest of an incomplete frame at once.
 pub const RESERVE_AHEAD: usize = 64 * 1024;
 
+/// Makes room in `buf` for at least `room` more bytes (when it has less) without its capacity
+/// passing `end` bytes, unless it already had that much.
+///
+/// For a buffer assembling a frame of `end` bytes: it grows by doubling, so that the bytes
+/// copied while a frame arrives in small reads add up to about its size, but stops at the
+/// frame's end. `BytesMut::reserve` doubles past it, so that
+/// assembling a frame just over 8 MiB took a buffer of 16, and one of 16 MiB up to 32.
+pub(crate) fn grow_within(buf: &mut BytesMut, room: usize, end: usize) {
+    if buf.capacity() - buf.len() >= room {
+        return;
+    }
+    let capacity = buf.capacity().saturating_mul(2).max(buf.len() + room).min(end.max(buf.len() + room));
+    // Through a `Vec`, whose `reserve_exact` reallocates in place where the allocator can (a
+    // large buffer is remapped, not copied, and never exists twice); the conversions copy
+    // nothing when the buffer is not shared with frames decoded from it.
+    let mut bytes = Vec::from(std::mem::take(buf));
+    bytes.reserve_exact(capacity - bytes.len());
+    *buf = BytesMut::from(Bytes::from(bytes));
+}
+
 /// Decodes frames from the front of a buffer, refusing any frame whose `length` exceeds the
 /// limit this side announced in its `HELLO`.
 ///
@@ -96,8 +116,13 @@ impl Decoder {
             if src.len() < total {
                 // Room for what is coming, but never far ahead of what arrived: a peer that only
                 // claims a large frame costs at most this much (the buffer then grows, doubling,
-                // as the bytes actually come).
-                src.reserve((total - src.len()).min(RESERVE_AHEAD));
+                // as the bytes actually come, up to the frame's size).
+                let room = (total - src.len()).min(RESERVE_AHEAD);
+                if total > RESERVE_AHEAD {
+                    grow_within(src, room, total);
+                } else {
+                    src.reserve(room);
+                }
                 return Ok(None);
             }
             let frame = src.split_to(total).freeze();

@@ -64,6 +64,7 @@ mod tests;
 
 pub use compressed::{COMPRESSED_HEADER_LEN, CompressedHeader};
 pub use control::{GoAway, encode_cancel, encode_credit, encode_goaway, encode_ping, encode_pong};
+pub(crate) use decoder::grow_within;
 pub use decoder::{Decoder, RESERVE_AHEAD};
 pub use error::FrameError;
 pub use hello::{FlowLimits, Hello, encode_hello};

@@ -331,6 +331,44 @@ fn a_claimed_large_frame_reserves_only_a_bounded_step_ahead() {
 }
 
 #[test]
+fn a_large_frame_is_assembled_in_a_buffer_no_larger_than_itself() {
+    // Sizes just over a power of two, where doubling overshoots most, and one in between.
+    for body in [(1 << 17) + 1, 3 << 20, (8 << 20) + 100] {
+        let frame = raw(0x7f, 0, 1, &vec![9; body]);
+        let total = frame.len();
+        let mut decoder = Decoder::default();
+        let mut src = BytesMut::with_capacity(8 * 1024);
+        let (mut arrived, mut peak, mut grown) = (0, 0, 0);
+        // A reader that fills the room it is given, as far as the frame's end, as the
+        // connection's does (`Decoder::large_frame_rest`).
+        loop {
+            if let Some(rest) = decoder.large_frame_rest(&src) {
+                let end = src.len() + rest;
+                grow_within(&mut src, rest.min(64 * 1024), end);
+            }
+            if src.capacity() == src.len() {
+                src.reserve(8 * 1024);
+            }
+            let before = src.capacity();
+            let take = (src.capacity() - src.len()).min(total - arrived);
+            src.extend_from_slice(&frame[arrived..arrived + take]);
+            arrived += take;
+            // A frame of an unknown kind: skipped, so that decoding ends with `None` either way.
+            assert_eq!(decoder.decode(&mut src), Ok(None));
+            grown += usize::from(src.capacity() > before);
+            peak = peak.max(src.capacity());
+            if arrived == total {
+                break;
+            }
+        }
+        assert!(src.is_empty(), "the frame was consumed whole");
+        assert!(peak <= total, "a frame of {total} bytes took a buffer of {peak}");
+        // Grown by doubling: the copies while it grew add up to about the frame.
+        assert!(grown <= 12, "{grown} growths for {total} bytes");
+    }
+}
+
+#[test]
 fn a_small_frame_never_shares_the_memory_of_a_large_one_before_it() {
     // A 1 MiB frame of a kind receivers skip, then a small request, read together: the request
     // must not be a slice of the buffer that held the large frame, or a handler keeping its

@@ -630,6 +630,10 @@ impl Run {
         if let Some(budget) = &self.budget {
             assert!(budget.in_use() <= BUDGET, "{} handlers hold the budget of {BUDGET}", budget.in_use());
         }
+        // The read buffer: a frame over 64 KiB is assembled in a buffer of its own size;
+        // smaller ones, with the room for the next read, in at most 256 KiB.
+        let read_buffer = frame.max(256 * 1024);
+        assert!(stats.peak_read_buffer <= read_buffer, "{stats:?}, over {read_buffer}");
         let largest_read = self.wire.wire().largest_read;
         assert!(
             largest_read <= 2 * (8 * 1024 + frame::RESERVE_AHEAD),

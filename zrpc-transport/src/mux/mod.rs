@@ -327,6 +327,14 @@ pub struct ConnectionStats {
     /// Whether a handler that has to wait is held until the server's budget of running
     /// handlers has room for it (set by the connection's driver; see `ServerBuilder::max_concurrent_requests`).
     pub waiting_for_budget: bool,
+    /// Bytes the connection's read buffer holds room for: what was read and not yet decoded (a
+    /// frame still arriving) and room for the next read (set by the connection's driver; see
+    /// [`crate::limits`]). Frames decoded from it and still in use (requests in progress) may
+    /// keep earlier buffers alive: they are counted in `request_bytes_in_progress`.
+    pub read_buffer: usize,
+    /// The most bytes the read buffer held room for at once: the largest frame read, when it was
+    /// larger than 64 KiB, and otherwise at most 256 KiB.
+    pub peak_read_buffer: usize,
     /// Frames this side sent with a compressed payload (requests and responses).
     pub compressed_frames_sent: u64,
     /// Frames the peer sent with a compressed payload.
@@ -730,6 +738,8 @@ impl<T, H> Mux<T, H> {
             calls_waiting: self.waiting.len(),
             reading_paused: self.phase != Phase::Broken && self.over_limits(),
             waiting_for_budget: false,
+            read_buffer: 0,
+            peak_read_buffer: 0,
             compressed_frames_sent: self.compressed_sent,
             compressed_frames_received: self.compressed_received,
             compression_bytes_saved: self.compression_saved,
