@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use zrpc_core::{Code, Context, Response};
 use zrpc_transport::frame::{self, Frame};
 use zrpc_transport::mux::{Mux, MuxConfig, ProtocolError, Role};
-use zrpc_transport::{Address, Channel, Server, ServerBuilder};
+use zrpc_transport::{Address, Channel, ConnectionInfo, Server, ServerBuilder};
 
 /// A real server on 127.0.0.1:0, and a well-behaved client connected to it before any test
 /// misbehaves.
@@ -186,6 +186,35 @@ async fn a_first_frame_longer_than_a_hello_can_be_is_refused_from_its_header() {
     // Past the HELLO, frames are held to the server's own limit (16 MiB) again.
     let long = "x".repeat(frame::MAX_HELLO as usize * 2);
     assert_eq!(within("a long echo", server.good.echo(long.clone())).await, Ok(long));
+    server.assert_still_serves().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_first_frame_of_the_longest_hello_is_read_into_no_more_than_its_size() {
+    // A peer that sends most of the longest HELLO there may be and stops: the connection holds
+    // what arrived and room for the rest, never more (counted by the read buffer's peak).
+    let server = start().await;
+    let handle = server.serving.handle().clone();
+    let mut half = RawPeer::connect(&server.tcp).await;
+    let mut out = BytesMut::new();
+    frame::encode_preface(&mut out);
+    let preface = out.len();
+    out.put_u32(frame::MAX_HELLO);
+    out.put_u8(frame::kind::HELLO);
+    out.put_u8(0);
+    out.put_u64(0);
+    out.resize(preface + 96 * 1024, 0);
+    half.write(&out).await;
+
+    // Room for the whole frame is made once most of it has arrived; `BytesMut`'s doubling
+    // alone passed it (147,448 bytes, until 2026-12-01).
+    let frame = 4 + frame::MAX_HELLO as usize;
+    let silent = |open: &[ConnectionInfo]| open.iter().find(|c| c.name.is_none()).map(|c| c.stats);
+    let room = |open: &[ConnectionInfo]| silent(open).is_some_and(|s| s.peak_read_buffer >= frame);
+    within("the server makes room for the frame", handle.wait_for_connections(room)).await;
+    let stats = silent(&handle.connections()).expect("the silent connection is listed");
+    assert_eq!(stats.peak_read_buffer, frame, "{stats:?}");
     server.assert_still_serves().await;
     server.shutdown().await;
 }

@@ -155,7 +155,9 @@ impl Shared {
         let crossed = current.reading_paused != stats.reading_paused
             || current.waiting_for_budget != stats.waiting_for_budget
             || (current.calls_waiting == 0) != (stats.calls_waiting == 0)
-            || (current.requests_waiting == 0) != (stats.requests_waiting == 0);
+            || (current.requests_waiting == 0) != (stats.requests_waiting == 0)
+            // It grows a bounded number of times, doubling: a bound's test can wait for it.
+            || current.peak_read_buffer != stats.peak_read_buffer;
         *current = stats;
         drop(current);
         if crossed && let Some(observer) = self.observer.get() {
