@@ -239,6 +239,25 @@ async fn a_large_frame_is_read_into_a_buffer_of_its_own_size() {
     assert!(stats.read_buffer <= 64 * 1024, "{stats:?}");
 }
 
+// On one thread, so that the connection's turn that read the answer (and published its stats)
+// ended before the caller reads them.
+#[tokio::test]
+async fn a_client_reads_a_large_answer_into_a_buffer_of_its_own_size() {
+    let server = serve(|b| b).await;
+    let channel = Channel::builder(server.address.clone()).name("reader").connect().await.expect("connects");
+    let client = BoundedClient::new(channel.clone());
+    let text = "y".repeat(3 << 20);
+    assert_eq!(within("a large echo", client.echo(text.clone())).await.as_deref(), Ok(text.as_str()));
+    let stats = channel.stats().expect("connected");
+    // The answer's frame: its header, a varint of the length and the text (4,718,542 bytes
+    // of buffer for it with `BytesMut`'s doubling, until 2026-12-01).
+    let (least, most) = (text.len(), text.len() + 64);
+    assert!((least..=most).contains(&stats.peak_read_buffer), "{stats:?}");
+    // The server's, for the request.
+    let served = the_one(&server.handle.connections(), "reader").stats;
+    assert!((least..=most).contains(&served.peak_read_buffer), "{served:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_pipelining_far_past_the_limit_gets_a_thousand_handlers_and_waits() {
     let mut server = serve(|b| b).await;
