@@ -8,6 +8,7 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use support::within;
@@ -256,6 +257,31 @@ async fn a_client_reads_a_large_answer_into_a_buffer_of_its_own_size() {
     // The server's, for the request.
     let served = the_one(&server.handle.connections(), "reader").stats;
     assert!((least..=most).contains(&served.peak_read_buffer), "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffers_a_burst_grew_are_given_back_once_it_is_over() {
+    // A short heartbeat interval: the connection looks at its buffers that often.
+    let server = serve(|b| b.heartbeat(Duration::from_millis(100), Duration::from_secs(20))).await;
+    let channel = Channel::builder(server.address.clone()).name("burst").connect().await.expect("connects");
+    let client = BoundedClient::new(channel);
+    let text = "z".repeat(3 << 20);
+    assert_eq!(within("a large echo", client.echo(text.clone())).await.as_deref(), Ok(text.as_str()));
+
+    // The 3 MiB answer's output buffer, and the read buffer of what followed the request, held
+    // for the connection's life until 2026-12-01.
+    let given_back = |c: &[ConnectionInfo]| {
+        c.iter().any(|c| {
+            c.name.as_deref() == Some("burst")
+                && c.stats.buffers_trimmed > 0
+                && c.stats.output_buffer <= 64 * 1024
+                && c.stats.read_buffer <= 8 * 1024
+        })
+    };
+    within("the buffers are given back", server.handle.wait_for_connections(given_back)).await;
+    let burst = the_one(&server.handle.connections(), "burst").stats;
+    assert!(burst.peak_queued_output > text.len(), "{burst:?}");
+    assert_eq!(within("an echo after", client.echo("after".into())).await.as_deref(), Ok("after"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

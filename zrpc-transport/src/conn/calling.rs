@@ -157,7 +157,9 @@ impl Shared {
             || (current.calls_waiting == 0) != (stats.calls_waiting == 0)
             || (current.requests_waiting == 0) != (stats.requests_waiting == 0)
             // It grows a bounded number of times, doubling: a bound's test can wait for it.
-            || current.peak_read_buffer != stats.peak_read_buffer;
+            || current.peak_read_buffer != stats.peak_read_buffer
+            // At most about once a heartbeat interval.
+            || current.buffers_trimmed != stats.buffers_trimmed;
         *current = stats;
         drop(current);
         if crossed && let Some(observer) = self.observer.get() {

@@ -71,8 +71,10 @@ pub(crate) struct Connection<S: Service<Request>> {
     io: Stream,
     mux: ConnectionMux,
     rbuf: BytesMut,
-    /// The most `rbuf` could hold at once, for [`ConnectionStats`](crate::mux::ConnectionStats).
+    /// The most `rbuf` could hold at once, and how many times it was given back, for
+    /// [`ConnectionStats`](crate::mux::ConnectionStats).
     peak_read_buffer: usize,
+    reads_trimmed: u64,
     read_closed: bool,
     commands: mpsc::UnboundedReceiver<Command>,
     commands_closed: bool,
@@ -167,6 +169,7 @@ where
             mux,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             peak_read_buffer: READ_CHUNK,
+            reads_trimmed: 0,
             read_chunk: READ_CHUNK,
             read_closed: false,
             commands,
@@ -253,6 +256,7 @@ where
         stats.waiting_for_budget = self.dispatch.waits_for_budget();
         stats.read_buffer = self.rbuf.capacity();
         stats.peak_read_buffer = self.peak_read_buffer;
+        stats.buffers_trimmed += self.reads_trimmed;
         self.shared.publish(stats);
     }
 
@@ -521,6 +525,14 @@ where
         }
         if let Err(e) = self.mux.on_timeout(Instant::now()) {
             return Err(self.protocol_error(&e));
+        }
+        // A read buffer grown under load (up to 256 KiB) that nothing is left in is given back
+        // when the timer fires, at most about once a heartbeat interval (the mux likewise gives
+        // back its output buffer): an idle connection would otherwise keep its last burst's
+        // buffer, every page written, for good. The next read makes room again.
+        if self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
+            self.rbuf = BytesMut::new();
+            self.reads_trimmed += 1;
         }
         self.timer_at = self.mux.next_timeout();
         self.timer.as_mut().reset(self.timer_at);

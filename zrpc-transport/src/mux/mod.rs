@@ -157,6 +157,9 @@ pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
 pub const DEFAULT_MAX_METADATA_ENTRIES: u16 = 256;
 
 /// A heartbeat time that stands for never: far enough, and still addable to any instant.
+/// An output buffer larger than this, and than four times the most queued in it over a
+/// heartbeat's interval, is given back once it is empty (see `Mux::trim_output`).
+const TRIM_OUTPUT_ABOVE: usize = 64 * 1024;
 const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// A heartbeat's time as a connection keeps it: zero, and anything from thirty years
@@ -335,6 +338,12 @@ pub struct ConnectionStats {
     /// The most bytes the read buffer held room for at once: the largest frame read, when it was
     /// larger than 64 KiB, and otherwise at most 256 KiB.
     pub peak_read_buffer: usize,
+    /// Bytes the output buffer has room for: what waits to be written and room for more; given
+    /// back once a burst is over (see [`crate::limits`]).
+    pub output_buffer: usize,
+    /// How many times the connection gave back a buffer a burst had grown, its output buffer's
+    /// or its read buffer's, once the burst was over (see [`crate::limits`]).
+    pub buffers_trimmed: u64,
     /// Frames this side sent with a compressed payload (requests and responses).
     pub compressed_frames_sent: u64,
     /// Frames the peer sent with a compressed payload.
@@ -499,6 +508,10 @@ pub struct Mux<T, H = ()> {
     blocked_since: Option<Instant>,
 
     peak_output: usize,
+    /// The most bytes queued since the output buffer was last looked at for trimming, and when.
+    recent_output: usize,
+    trimmed_at: Instant,
+    outputs_trimmed: u64,
     peak_inbound: usize,
     peak_inbound_bytes: usize,
     compressed_sent: u64,
@@ -568,6 +581,9 @@ impl<T, H> Mux<T, H> {
             paused: false,
             blocked_since: None,
             peak_output: 0,
+            recent_output: 0,
+            trimmed_at: now,
+            outputs_trimmed: 0,
             peak_inbound: 0,
             peak_inbound_bytes: 0,
             compressed_sent: 0,
@@ -598,6 +614,7 @@ impl<T, H> Mux<T, H> {
             }
         }
         self.peak_output = self.peak_output.max(self.out.len());
+        self.recent_output = self.recent_output.max(self.out.len());
         &self.out
     }
 
@@ -740,6 +757,8 @@ impl<T, H> Mux<T, H> {
             waiting_for_budget: false,
             read_buffer: 0,
             peak_read_buffer: 0,
+            output_buffer: self.out.capacity(),
+            buffers_trimmed: self.outputs_trimmed,
             compressed_frames_sent: self.compressed_sent,
             compressed_frames_received: self.compressed_received,
             compression_bytes_saved: self.compression_saved,
@@ -1210,6 +1229,7 @@ impl<T, H> Mux<T, H> {
         if self.phase == Phase::Broken {
             return Ok(());
         }
+        self.trim_output(now);
         if self.earliest_deadline.is_some_and(|at| at <= now) {
             self.expire_calls(now);
         }
@@ -1244,6 +1264,25 @@ impl<T, H> Mux<T, H> {
                 Ok(())
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Gives back the output buffer's memory once a burst is over. The buffer keeps its
+    /// capacity when written out (so that the next frames need no allocation), which after one
+    /// large answer or a backlog held it at up to twice `max_queued_output` plus a frame for the
+    /// connection's life: every page of it written, so resident. Once per heartbeat interval, a
+    /// buffer that is empty and larger than both 64 KiB and four times the most queued in it
+    /// over that interval is replaced by an empty one. A connection under steady load, whose
+    /// buffer is about the size of its batches, keeps it.
+    fn trim_output(&mut self, now: Instant) {
+        if self.trimmed_at.checked_add(self.config.heartbeat_interval).is_none_or(|due| now < due) {
+            return;
+        }
+        self.trimmed_at = now;
+        let recent = std::mem::take(&mut self.recent_output).max(self.out.len());
+        if self.out.is_empty() && self.out.capacity() > TRIM_OUTPUT_ABOVE.max(4 * recent) {
+            self.out = BytesMut::new();
+            self.outputs_trimmed += 1;
         }
     }
 

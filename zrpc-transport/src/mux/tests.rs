@@ -142,6 +142,41 @@ fn once_everything_is_written_the_output_starts_again_at_the_front_of_its_buffer
 }
 
 #[test]
+fn a_bursts_output_buffer_is_given_back_and_a_busy_ones_kept() {
+    static LARGE: [u8; 96 * 1024] = [7; 96 * 1024];
+    let patient = |c: &mut MuxConfig| c.heartbeat_timeout = Duration::from_secs(3600);
+    let mut pair = pair_with(patient, patient);
+    let mut id = 1;
+    // `calls` calls of 96 KiB queued and written, then a heartbeat interval later the timer
+    // fires (and queues a PING, written too): the output buffer's capacity then.
+    let mut interval = |pair: &mut Pair, calls: usize| {
+        for _ in 0..calls {
+            pair.client.send_request(id, request("S.m", &LARGE), "t").expect("sent");
+            id += 2;
+        }
+        let queued = pair.client.transmit().len();
+        pair.client.written(queued);
+        pair.now += Duration::from_secs(10);
+        pair.client.on_timeout(pair.now).expect("alive");
+        let ping = pair.client.transmit().len();
+        pair.client.written(ping);
+        pair.client.out.capacity()
+    };
+    // Busy: the buffer is about the size of each interval's traffic, and is kept.
+    let busy = interval(&mut pair, 3);
+    assert!(busy >= 3 * LARGE.len(), "{busy}");
+    for _ in 0..3 {
+        assert_eq!(interval(&mut pair, 3), busy, "a busy connection's buffer is kept");
+    }
+    assert_eq!(pair.client.stats().buffers_trimmed, 0);
+    // Quiet: given back at the first tick, a PING's worth left.
+    let quiet = interval(&mut pair, 0);
+    assert!(quiet <= 1024, "{quiet}");
+    assert_eq!(pair.client.stats().buffers_trimmed, 1);
+    assert_eq!(pair.client.stats().output_buffer, quiet);
+}
+
+#[test]
 fn request_fields_survive_the_trip() {
     let mut pair = Pair::new();
     let ctx = Context::new().with_timeout(Duration::from_millis(250)).with_metadata("k", "v");

@@ -216,7 +216,7 @@ impl ServerHandle {
     /// Resolves once `done` holds of the open connections, checked now and each time one opens,
     /// finishes its handshake or closes, or crosses a line worth waiting for: its client's
     /// reading pauses or resumes, requests start or stop waiting, its read buffer grows past
-    /// its peak. For operators' tools and tests
+    /// its peak, a buffer grown by a burst is given back. For operators' tools and tests
     /// of the bounds ("wait until the flooding client is held back").
     ///
     /// # Cancel safety
