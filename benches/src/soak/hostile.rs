@@ -113,6 +113,38 @@ pub async fn keepalive_never_read(addr: SocketAddr, stop: Stop) -> Result<Attack
     .await)
 }
 
+/// Connections `large-answers` opens.
+pub const LARGE_ANSWER_CONNS: usize = 32;
+/// The size of the echo each of them makes once.
+pub const LARGE_ANSWER_BYTES: usize = 8 << 20;
+
+/// `large-answers`: [`LARGE_ANSWER_CONNS`] connections each make one echo call of
+/// [`LARGE_ANSWER_BYTES`], read the answer, and then only keep the connection alive with a PING
+/// every [`KEEPALIVE_EVERY`]: how much of each burst the server keeps while they idle.
+///
+/// # Errors
+/// If the request cannot be encoded.
+pub async fn large_answers(addr: SocketAddr, stop: Stop) -> Result<Attack, BoxError> {
+    let payload = frames::postcard(&Blob::from(vec![0x5a; LARGE_ANSWER_BYTES]))?;
+    let mut large = Requests::new(ECHO, payload, zrpc::Metadata::new())?;
+    let large = Bytes::copy_from_slice(large.with_id(request_id(0)));
+    Ok(on_connections(addr, stop, LARGE_ANSWER_CONNS, move |mut conn, stop| {
+        let large = large.clone();
+        async move {
+            let reading = reading(&mut conn, &stop, None);
+            if conn.send(&large, 1, &stop).await {
+                let ping = frames::pings(1);
+                let mut ticks = tokio::time::interval_at(Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
+                while stop.run(ticks.tick()).await.is_some() && conn.send(&ping, 1, &stop).await {}
+            }
+            stop.wait().await;
+            absorb(&mut conn, reading).await;
+            conn
+        }
+    })
+    .await)
+}
+
 /// `pipeline-flood`: [`PIPELINE_CONNS`] connections each write [`PIPELINE_CALLS`] calls to
 /// `sleep(100)` at once, then read and tally the answers: load, not a non-reader.
 ///

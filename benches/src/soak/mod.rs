@@ -38,9 +38,10 @@
 //! | `ping-flood` | 10 million PINGs (140 MB); never reads the PONGs | whether the server bounds the PONGs it queues |
 //! | `silent-peer` | the handshake, then nothing: it answers no PING. It reads only to notice the close. Long duration | after how long the server closes a dead peer (PROTOCOL.md §13: PING after 10 s of silence, dead 20 s later, so 30 s) |
 //! | `half-hellos` | 4,096 connections each send the preface and the first 96 KiB of a HELLO whose header claims 128 KiB, the most a first frame may be, then nothing; they read only to notice the close | what connections that have not said who they are make the server hold in all: each holds its part of a HELLO until the handshake's timeout (20 s), and the server keeps at most `max_handshakes` (1,024) of them, closing the one waiting longest |
+//! | `large-answers` | 32 connections each make one echo call of 8 MiB, read the answer, and then only send a PING every 5 s | what a burst leaves behind: the server's output buffer held each 8 MiB answer, and a connection kept it for its life until 2026-12-01; now it is given back at the first heartbeat tick after the burst, at most once a heartbeat interval (10 s), so RSS at the end is the column to read |
 //!
 //! `hold` calls sleep for an hour: they outlive their scenario, and the server child is killed
-//! at its end. The two heartbeat scenarios run by default, for `--long-duration` (default 45 s:
+//! at its end. The three heartbeat scenarios run by default, for `--long-duration` (default 45 s:
 //! the heartbeat's 30 s and a margin), since a shorter run could not show what they are about;
 //! leave them out of `--scenarios` for a quicker run.
 //!
@@ -123,11 +124,11 @@ markdown table row per scenario: what the hostile client did and saw, the server
 start, its peak and growth, and the well-behaved client's calls, failures and latency.
 
   --duration SECS       how long each scenario runs (default 10)
-  --long-duration SECS  how long keepalive-never-read and silent-peer run: they watch the
-                        heartbeat, which gives up on a silent peer after 30 s (default 45)
+  --long-duration SECS  how long keepalive-never-read, silent-peer and large-answers run: they
+                        watch the heartbeat, which gives up on a silent peer after 30 s (default 45)
   --scenarios LIST      any of never-read, never-read-x4, slow-reader, keepalive-never-read,
-                        pipeline-flood, pinned-buffers, metadata-bomb, ping-flood, silent-peer
-                        (default: all, in that order)
+                        pipeline-flood, pinned-buffers, metadata-bomb, ping-flood, silent-peer,
+                        half-hellos, large-answers (default: all, in that order)
   --rss-cap MIB         stop a scenario early when the server's RSS passes this (default 4096)
 ";
 
@@ -214,7 +215,7 @@ fn heading(options: &Options) -> String {
     format!(
         "zrpc soak, {date}: {cpu}, {cores} cores, loopback; a fresh server child per scenario, default \
          settings\n\
-         each scenario {duration:?} (keepalive-never-read and silent-peer {long:?}), cut short when the \
+         each scenario {duration:?} (keepalive-never-read, silent-peer and large-answers {long:?}), cut short when the \
          server's RSS passes {cap} MiB; memory in MiB (VmRSS, VmHWM); the well-behaved client echoes \
          {message} bytes every {pace:?} at most, deadline {deadline:?}",
         date = crate::machine::today(),

@@ -32,11 +32,13 @@ pub enum Scenario {
     SilentPeer,
     /// 4,096 connections that send most of a HELLO as long as one may be, and never finish it.
     HalfHellos,
+    /// 32 connections that each make one 8 MiB echo call, then only keep the connection alive.
+    LargeAnswers,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::NeverRead,
         Scenario::NeverReadX4,
         Scenario::SlowReader,
@@ -47,6 +49,7 @@ impl Scenario {
         Scenario::PingFlood,
         Scenario::SilentPeer,
         Scenario::HalfHellos,
+        Scenario::LargeAnswers,
     ];
 
     /// The name on the command line and in the table.
@@ -62,13 +65,15 @@ impl Scenario {
             Scenario::PingFlood => "ping-flood",
             Scenario::SilentPeer => "silent-peer",
             Scenario::HalfHellos => "half-hellos",
+            Scenario::LargeAnswers => "large-answers",
         }
     }
 
     /// Whether the scenario is about the server's heartbeat (PING after 10 s of silence, dead
-    /// 20 s later), and so runs for the long duration, past those 30 s.
+    /// 20 s later; buffers given back at most once an interval), and so runs for the long
+    /// duration, past those 30 s.
     pub fn watches_heartbeat(self) -> bool {
-        matches!(self, Scenario::KeepaliveNeverRead | Scenario::SilentPeer)
+        matches!(self, Scenario::KeepaliveNeverRead | Scenario::SilentPeer | Scenario::LargeAnswers)
     }
 
     /// How long it runs: `long` for the heartbeat scenarios, `short` for the others.
@@ -93,6 +98,7 @@ impl Scenario {
             Scenario::PingFlood => Ok(hostile::ping_flood(addr, stop).await),
             Scenario::SilentPeer => Ok(hostile::silent_peer(addr, stop).await),
             Scenario::HalfHellos => Ok(hostile::half_hellos(addr, stop).await),
+            Scenario::LargeAnswers => hostile::large_answers(addr, stop).await,
         }
     }
 }
