@@ -148,6 +148,6 @@ mod tests {
         let (short, long) = (Duration::from_secs(10), Duration::from_secs(45));
         let long_ones: Vec<&str> =
             Scenario::ALL.into_iter().filter(|s| s.duration(short, long) == long).map(Scenario::name).collect();
-        assert_eq!(long_ones, ["keepalive-never-read", "silent-peer"]);
+        assert_eq!(long_ones, ["keepalive-never-read", "silent-peer", "large-answers"]);
     }
 }
