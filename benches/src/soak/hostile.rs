@@ -103,9 +103,7 @@ pub async fn keepalive_never_read(addr: SocketAddr, stop: Stop) -> Result<Attack
         let mut requests = requests.clone();
         async move {
             flood(&mut conn, &stop, &mut requests, KEEPALIVE_BATCH).await;
-            let ping = frames::pings(1);
-            let mut ticks = tokio::time::interval_at(Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
-            while stop.run(ticks.tick()).await.is_some() && conn.send(&ping, 1, &stop).await {}
+            keep_alive(&mut conn, &stop).await;
             stop.wait().await;
             conn
         }
@@ -133,9 +131,7 @@ pub async fn large_answers(addr: SocketAddr, stop: Stop) -> Result<Attack, BoxEr
         async move {
             let reading = reading(&mut conn, &stop, None);
             if conn.send(&large, 1, &stop).await {
-                let ping = frames::pings(1);
-                let mut ticks = tokio::time::interval_at(Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
-                while stop.run(ticks.tick()).await.is_some() && conn.send(&ping, 1, &stop).await {}
+                keep_alive(&mut conn, &stop).await;
             }
             stop.wait().await;
             absorb(&mut conn, reading).await;
@@ -263,6 +259,14 @@ pub async fn half_hellos(addr: SocketAddr, stop: Stop) -> Attack {
 fn echo_requests() -> Result<Requests, BoxError> {
     let payload = frames::postcard(&Blob::from(vec![0xa5; ECHO_BYTES]))?;
     Requests::new(ECHO, payload, zrpc::Metadata::new())
+}
+
+/// Sends a PING every [`KEEPALIVE_EVERY`] until the scenario ends or a write fails, so that the
+/// server's heartbeat never finds the connection idle.
+async fn keep_alive(conn: &mut RawConn, stop: &Stop) {
+    let ping = frames::pings(1);
+    let mut ticks = tokio::time::interval_at(Instant::now() + KEEPALIVE_EVERY, KEEPALIVE_EVERY);
+    while stop.run(ticks.tick()).await.is_some() && conn.send(&ping, 1, stop).await {}
 }
 
 /// Sends `count` of `requests`, ids 1, 3, 5…, one write each, until done, the scenario ends or

@@ -1279,7 +1279,7 @@ impl<T, H> Mux<T, H> {
             return;
         }
         self.trimmed_at = now;
-        let recent = std::mem::take(&mut self.recent_output).max(self.out.len());
+        let recent = std::mem::take(&mut self.recent_output);
         if self.out.is_empty() && self.out.capacity() > TRIM_OUTPUT_ABOVE.max(4 * recent) {
             self.out = BytesMut::new();
             self.outputs_trimmed += 1;
