@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use zrpc_core::{Code, Context, Status};
 use zrpc_transport::dynamic::Target;
-use zrpc_transport::gateway::{Gateway, GatewayBuilder};
+use zrpc_transport::gateway::{Gateway, GatewayBuilder, GatewayHandle};
 use zrpc_transport::{Client, Server};
 
 /// A liveness bound for waits; no test depends on its length.
@@ -45,7 +45,14 @@ pub trait Shop {
     async fn hang(&self);
     /// The name of the server that answered.
     async fn whoami(&self) -> String;
+    /// A string of `len` bytes.
+    async fn blob(&self, len: u32) -> String;
+    /// Answers once the test adds a permit to [`HELD`].
+    async fn held(&self);
 }
+
+/// What [`Shop::held`] waits for; only one test calls it.
+static HELD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 #[derive(Clone)]
 struct Shopkeeper {
@@ -81,6 +88,14 @@ impl Shop for Shopkeeper {
     async fn whoami(&self) -> String {
         self.name.to_owned()
     }
+
+    async fn blob(&self, len: u32) -> String {
+        "b".repeat(len as usize)
+    }
+
+    async fn held(&self) {
+        HELD.acquire().await.expect("never closed").forget();
+    }
 }
 
 /// A zrpc server running `Shopkeeper` named `name`; its address and the notes it receives.
@@ -104,14 +119,19 @@ async fn client(target: &str) -> Client {
 }
 
 /// A gateway serving in front of `client`, configured by `configure`; its address.
-async fn gateway_with(
+async fn gateway_with(client: Client, configure: impl FnOnce(GatewayBuilder) -> GatewayBuilder) -> SocketAddr {
+    watched_gateway(client, configure).await.0
+}
+
+/// A gateway serving in front of `client`, configured by `configure`; its address and handle.
+async fn watched_gateway(
     client: Client,
-    configure: impl FnOnce(zrpc_transport::gateway::GatewayBuilder) -> zrpc_transport::gateway::GatewayBuilder,
-) -> SocketAddr {
+    configure: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> (SocketAddr, GatewayHandle) {
     let gateway = configure(Gateway::builder(client)).bind("tcp://127.0.0.1:0").await.expect("bind the gateway");
-    let addr = gateway.local_addr();
+    let (addr, handle) = (gateway.local_addr(), gateway.handle());
     tokio::spawn(gateway.serve());
-    addr
+    (addr, handle)
 }
 
 /// A server named "shop" and a gateway in front of it.
@@ -506,4 +526,97 @@ async fn a_timeout_header_asks_for_at_most_max_timeout_and_one_past_the_clock_is
     let sent = http::post(addr, "/Shop/notify", &[], r#"{"note":"after"}"#).await;
     assert_eq!(sent.status, 202, "{}", sent.text());
     assert_eq!(within("the later note", notes.recv()).await.as_deref(), Some("after"));
+}
+
+/// The first line and headers of a request whose head never ends.
+const HALF_A_HEAD: &[u8] = b"POST /Shop/whoami HTTP/1.1\r\nHost: gateway\r\n";
+
+/// A whole request for `path` with a JSON body, kept alive unless `close`.
+fn whole_request(path: &str, headers: &str, json: &str, close: bool) -> Vec<u8> {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: gateway\r\n{connection}{headers}Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{json}",
+        json.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn past_max_connections_the_one_waiting_longest_is_closed_and_a_request_in_progress_never() {
+    use tokio::io::AsyncWriteExt;
+    let (address, _notes) = shop("shop").await;
+    // No connection is closed by its header timeout within the test's waits.
+    let limits = |builder: GatewayBuilder| builder.max_connections(3).header_timeout(LIVENESS * 10);
+    let gateway = limits(Gateway::builder(client(&address).await)).bind("127.0.0.1:0").await.expect("bind");
+    let (addr, handle) = (gateway.local_addr(), gateway.handle());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(gateway.serve_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    let connect = || async { tokio::net::TcpStream::connect(addr).await.expect("connect") };
+
+    // The oldest connection is answering a request, held until the test lets it answer.
+    let mut busy = connect().await;
+    busy.write_all(&whole_request("/Shop/held", "", "{}", true)).await.expect("write");
+    within("the request in progress", handle.wait_for(|stats| stats.requests == 1)).await;
+    // The next has had a request answered, and has waited for another since.
+    let whoami = whole_request("/Shop/whoami", "", "{}", false);
+    let mut idle = connect().await;
+    let answer = within("a kept-alive call", http::exchange(&mut idle, &whoami)).await;
+    assert_eq!((answer.status, answer.text()), (200, r#""shop""#.to_owned()));
+    // The last has sent half a head, as a slowloris client does.
+    let mut slow = connect().await;
+    slow.write_all(HALF_A_HEAD).await.expect("write");
+    within("three open", handle.wait_for(|stats| stats.connections == 3)).await;
+
+    // A fourth connection is served, and kept: the one waiting longest, the idle one, made room.
+    let mut fourth = connect().await;
+    let answer = within("a call on a fourth connection", http::exchange(&mut fourth, &whoami)).await;
+    assert_eq!((answer.status, answer.text()), (200, r#""shop""#.to_owned()));
+    eprintln!("after the fourth: {:?}", handle.stats());
+    assert!(until_closed("the idle connection", &mut idle).await.is_empty());
+    // A fifth: now the slowloris connection waited longest, and is dropped mid-head, unanswered.
+    let answer = within("a call on a fifth connection", http::post(addr, "/Shop/whoami", &[], "{}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(until_closed("the slowloris connection", &mut slow).await.is_empty());
+    // The request in progress was never cut short.
+    HELD.add_permits(1);
+    let answer = http::parse(&until_closed("the busy connection", &mut busy).await);
+    assert_eq!((answer.status, answer.text()), (200, "null".to_owned()));
+
+    let stats = handle.stats();
+    assert_eq!((stats.evicted, stats.peak_connections), (2, 3), "{stats:?}");
+
+    // Neither a slowloris connection nor an idle one holds up the gateway's shutdown for its
+    // header timeout.
+    let mut slow = connect().await;
+    slow.write_all(HALF_A_HEAD).await.expect("write");
+    within("the fourth and a slowloris open", handle.wait_for(|stats| stats.connections == 2)).await;
+    let _ = stop.send(());
+    let served = within("graceful shutdown", serving).await;
+    assert!(matches!(served, Ok(Ok(()))), "{served:?}");
+    assert!(until_closed("the slowloris connection at shutdown", &mut slow).await.is_empty());
+    assert!(until_closed("the fourth connection at shutdown", &mut fourth).await.is_empty());
+    assert_eq!(handle.stats().connections, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_takes_none_of_an_answer_for_the_write_timeout_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let (address, _notes) = shop("shop").await;
+    let (addr, handle) =
+        watched_gateway(client(&address).await, |builder| builder.write_timeout(Duration::from_millis(200))).await;
+    // An answer of 8 MiB, far more than the sockets hold, asked for and never read.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let mut reader = socket.connect(addr).await.expect("connect");
+    let blob = whole_request("/Shop/blob", "", &format!(r#"{{"len":{}}}"#, 8 << 20), true);
+    reader.write_all(&blob).await.expect("write");
+    let stats =
+        within("the write timeout", handle.wait_for(|stats| stats.write_timeouts == 1 && stats.connections == 0)).await;
+    assert_eq!((stats.requests, stats.evicted), (0, 0), "{stats:?}");
+    // The gateway serves on.
+    let answer = within("a later call", http::post(addr, "/Shop/whoami", &[], "{}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
 }

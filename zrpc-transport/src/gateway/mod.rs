@@ -118,9 +118,19 @@
 //!   timer its builder was not given, and a client could name any deadline, `zrpc-timeout:
 //!   100000h`, and send its body for as long; one too long for the clock panicked the
 //!   connection's task.)
+//!   An answer must be taken by its client: a connection whose client takes none of an
+//!   answer's bytes for [`GatewayBuilder::write_timeout`] (30 s by default) is closed (until
+//!   2026-12-01 one that never read kept the connection and the answer for as long as it
+//!   stayed connected).
+//! - In number: at most [`GatewayBuilder::max_connections`] connections are open at once
+//!   (4,096 by default); past it the one that has waited longest for a request is closed to make
+//!   room, so clients that hold connections open without calling push out only each other, and a
+//!   request being answered is never cut short. With the bounds above, each connection holds at
+//!   most a head or a body and an answer, so the gateway's memory is bounded
+//!   (until 2026-12-01 connections were not: each held up to its 64 KiB head for 30 s, however many
+//!   a client opened). [`Gateway::handle`] counts them ([`GatewayStats`]).
 //! - Calls in flight are the [`Client`]'s to bound (`ClientBuilder::max_in_flight`); the
-//!   gateway adds no queue of its own. Connections are not bounded by the gateway: put it behind
-//!   whatever bounds your other HTTP services.
+//!   gateway adds no queue of its own.
 //! - No input panics: every failure is an HTTP answer with a JSON body.
 //!
 //! [PROTOCOL.md §9]: https://example.invalid/zrpc/docs/PROTOCOL.md#9-payloads
@@ -130,7 +140,9 @@ mod console;
 mod headers;
 mod instances;
 mod serve;
+mod stall;
 mod status;
+mod tracker;
 
 use std::fmt;
 use std::future::Future;
@@ -150,6 +162,7 @@ use crate::dynamic::DynamicClient;
 use crate::dynamic::parse_duration;
 
 pub use status::http_status;
+pub use tracker::{GatewayHandle, GatewayStats};
 
 /// The largest request body read by default: 1 MiB.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
@@ -168,6 +181,14 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`Gateway::serve`] reads by default: 64 KiB, Envoy's 60 KiB rounded up.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 << 10;
 
+/// The most connections a [`Gateway::serve`] keeps open at once by default: 4,096.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How long a connection of [`Gateway::serve`] may take none of an answer's bytes by default
+/// before it is closed: 30 s, as long as a zrpc connection waits for a peer that reads none of
+/// its output.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The HTTP/JSON gateway; see the [module docs](self). Built with [`Gateway::builder`].
 pub struct Gateway {
     listener: tokio::net::TcpListener,
@@ -175,6 +196,7 @@ pub struct Gateway {
     connections: serve::Connections,
     router: Router,
     shared: Arc<Shared>,
+    tracker: Arc<tracker::Tracker>,
 }
 
 /// Configures a [`Gateway`]; see [`Gateway::builder`].
@@ -185,6 +207,7 @@ pub struct GatewayBuilder {
     max_timeout: Duration,
     max_body: usize,
     connections: serve::Connections,
+    max_connections: usize,
     console: bool,
 }
 
@@ -210,7 +233,9 @@ impl Gateway {
             connections: serve::Connections {
                 header_timeout: DEFAULT_HEADER_TIMEOUT,
                 max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
             },
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             console: true,
         }
     }
@@ -218,6 +243,12 @@ impl Gateway {
     /// The address the gateway listens on, with the real port when bound to port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Watches the gateway's connections (how many are open, evicted, closed for not
+    /// reading), before or while it serves.
+    pub fn handle(&self) -> GatewayHandle {
+        self.tracker.handle()
     }
 
     /// Serves until the process ends.
@@ -229,7 +260,8 @@ impl Gateway {
     }
 
     /// Serves until `signal` completes, then stops accepting connections and returns once the
-    /// requests in progress have been answered (hyper's graceful shutdown of each connection).
+    /// requests in progress have been answered (hyper's graceful shutdown of each connection;
+    /// one still on its first head, which no request has reached, is closed at once).
     ///
     /// Connections are hyper's HTTP/1.1 (keep-alive on, `TCP_NODELAY` set), without
     /// [`axum::serve()`]'s per-connection protocol detection, and a `POST /{service}/{method}`
@@ -243,7 +275,7 @@ impl Gateway {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        serve::serve(self.listener, self.router, self.shared, self.connections, signal).await
+        serve::serve(self.listener, self.router, self.shared, self.connections, self.tracker, signal).await
     }
 }
 
@@ -293,6 +325,32 @@ impl GatewayBuilder {
     /// (`zrpc-meta-<key>`): raise it for calls that carry more of it.
     pub fn max_header_bytes(mut self, bytes: usize) -> GatewayBuilder {
         self.connections.max_header_bytes = bytes.max(serve::MIN_HEADER_BYTES);
+        self
+    }
+
+    /// The most connections [`Gateway::serve`] keeps open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], 4,096; at least 1). With that many open, the one that has
+    /// waited longest for a request is closed before the next is accepted (gracefully, if it
+    /// has had one), so that clients holding connections open without calling push out only
+    /// each other; a connection answering a request is never closed to make room, and if all
+    /// are, new connections wait in the listen backlog until one is done. Counted by
+    /// [`GatewayStats::connections`] and [`GatewayStats::evicted`].
+    ///
+    /// With the other bounds this bounds the gateway's memory: each connection holds at most
+    /// a head of [`max_header_bytes`](GatewayBuilder::max_header_bytes) or a body of
+    /// [`max_body`](GatewayBuilder::max_body), and an answer.
+    pub fn max_connections(mut self, max: usize) -> GatewayBuilder {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a connection of [`Gateway::serve`] may take none of an answer's bytes before
+    /// it is closed (default [`DEFAULT_WRITE_TIMEOUT`]): a client that asks for answers and
+    /// does not read them holds neither the connection nor the answers for longer. A client
+    /// reading slowly is not cut off: the time counts from the last byte it took. Zero is no
+    /// timeout, as a zero socket timeout is none. Counted by [`GatewayStats::write_timeouts`].
+    pub fn write_timeout(mut self, timeout: Duration) -> GatewayBuilder {
+        self.connections.write_timeout = timeout;
         self
     }
 
@@ -354,7 +412,8 @@ impl GatewayBuilder {
         let local_addr = listener.local_addr()?;
         let shared = self.shared();
         let connections = self.connections;
-        Ok(Gateway { listener, local_addr, connections, router: self.router(shared.clone()), shared })
+        let tracker = tracker::Tracker::new(self.max_connections);
+        Ok(Gateway { listener, local_addr, connections, router: self.router(shared.clone()), shared, tracker })
     }
 }
 
@@ -371,6 +430,7 @@ impl fmt::Debug for GatewayBuilder {
             .field("default_timeout", &self.default_timeout)
             .field("max_body", &self.max_body)
             .field("connections", &self.connections)
+            .field("max_connections", &self.max_connections)
             .field("console", &self.console)
             .finish()
     }

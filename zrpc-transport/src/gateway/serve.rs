@@ -22,10 +22,11 @@ use axum::http::{Method, Request};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use super::stall::WriteBounded;
+use super::tracker::Tracker;
 use super::{Shared, call};
 
 /// hyper's smallest read buffer, below which its builder panics.
@@ -41,25 +42,36 @@ pub(crate) struct Connections {
     /// about the most the connection's read buffer holds of a body at once, which hyper
     /// streams.
     pub(crate) max_header_bytes: usize,
+    /// How long a connection's client may take none of an answer's bytes; see
+    /// `GatewayBuilder::write_timeout`.
+    pub(crate) write_timeout: Duration,
 }
 
 /// Serves `listener` until `signal` completes, then stops accepting, lets each connection
-/// finish the request it is answering, and returns once all have closed.
+/// finish the request it is answering, and returns once all have closed. At most `tracker`'s
+/// bound of connections are served at once (see [`super::tracker`]); one more may wait,
+/// accepted, for room.
 pub(crate) async fn serve<F>(
     listener: TcpListener,
     router: Router,
     shared: Arc<Shared>,
     connections: Connections,
+    tracker: Arc<Tracker>,
     signal: F,
 ) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     let mut signal = pin!(signal);
     loop {
         let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = async {
+                // Room is made once a connection is there to take it: not for one that may
+                // never come.
+                let accepted = listener.accept().await;
+                tracker.make_room().await;
+                accepted
+            } => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
                     back_off(&e).await;
@@ -72,8 +84,20 @@ where
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::trace!(error = %e, "could not set TCP_NODELAY");
         }
-        let (router, shared) = (router.clone(), shared.clone());
-        let service = hyper::service::service_fn(move |request| answer(router.clone(), shared.clone(), request));
+        let opened = tracker.opened();
+        let service = {
+            let (router, shared, tracker, id) = (router.clone(), shared.clone(), tracker.clone(), opened.id());
+            hyper::service::service_fn(move |request| {
+                let answering = tracker.request_started(id);
+                let answer = answer(router.clone(), shared.clone(), request);
+                async move {
+                    let answer = answer.await;
+                    drop(answering);
+                    answer
+                }
+            })
+        };
+        let io = WriteBounded::new(tcp, connections.write_timeout, tracker.clone());
         // The timer is what makes hyper keep its header timeout (without one it warns and
         // waits for ever), which also closes a connection left idle between requests.
         let connection = hyper::server::conn::http1::Builder::new()
@@ -83,16 +107,29 @@ where
             // the room an allocation happens to have), so that it stays near the head's.
             .max_header_size(connections.max_header_bytes)
             .max_buf_size(connections.max_header_bytes)
-            .serve_connection(TokioIo::new(tcp), service);
-        let connection = graceful.watch(connection);
+            .serve_connection(TokioIo::new(io), service);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = opened.told_to_close() => {
+                    if !opened.had_request() {
+                        // No request reached the service: at most part of a first head is
+                        // lost, which hyper's graceful shutdown would wait for.
+                        return;
+                    }
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::trace!(error = %e, "gateway connection ended with an error");
             }
+            drop(opened);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    tracker.close_all().await;
     Ok(())
 }
 

@@ -46,8 +46,15 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
     }
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let mut stream = TcpStream::connect(addr).await.expect("connect to the HTTP server");
-    stream.write_all(head.as_bytes()).await.expect("write the request head");
-    stream.write_all(body).await.expect("write the request body");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    exchange(&mut stream, &raw).await
+}
+
+/// Writes `raw`, a whole request, on `stream` and reads its answer, leaving the connection
+/// open.
+pub async fn exchange(stream: &mut TcpStream, raw: &[u8]) -> Answer {
+    stream.write_all(raw).await.expect("write the request");
     // Read until the answer is complete: some servers (chromedriver) keep the connection open
     // despite `Connection: close`.
     let mut raw = Vec::new();
