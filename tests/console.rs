@@ -184,7 +184,15 @@ impl Drop for Session {
             self.id, self.driver
         );
         if stream.write_all(request.as_bytes()).is_ok() {
-            let _ = stream.read_to_end(&mut Vec::new());
+            // Until the answer is whole, not until the connection closes: chromedriver keeps it
+            // open despite `Connection: close`, and reading to the end waited out the timeout.
+            let (mut answer, mut buf) = (Vec::new(), [0u8; 4096]);
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                answer.extend_from_slice(&buf[..n]);
+                if http::complete(&answer) {
+                    break;
+                }
+            }
         }
     }
 }
@@ -233,13 +241,28 @@ impl Session {
     }
 
     async fn text(&self, css: &str) -> String {
-        let element = self.find(css).await;
-        self.get(&format!("/element/{element}/text")).await.as_str().unwrap_or_default().to_owned()
+        self.read(css, "text").await
     }
 
     async fn attribute(&self, css: &str, name: &str) -> String {
-        let element = self.find(css).await;
-        self.get(&format!("/element/{element}/attribute/{name}")).await.as_str().unwrap_or_default().to_owned()
+        self.read(css, &format!("attribute/{name}")).await
+    }
+
+    /// `what` of the first element matching `css` (`text`, `attribute/NAME`). The console
+    /// redraws parts of the page (the instances every few seconds): an element redrawn between
+    /// finding and reading it is stale, and is found again.
+    async fn read(&self, css: &str, what: &str) -> String {
+        for _ in 0..100 {
+            let element = self.find(css).await;
+            let path = format!("/session/{}/element/{element}/{what}", self.id);
+            let (status, json) = webdriver_answer(self.driver, "GET", &path, None).await;
+            if status == 404 && json["value"]["error"] == "stale element reference" {
+                continue;
+            }
+            assert_eq!(status, 200, "WebDriver GET {path}: {json}");
+            return json["value"].as_str().unwrap_or_default().to_owned();
+        }
+        panic!("{css} went stale 100 times over between finding and reading it");
     }
 
     /// Submits the form and waits for call number `n` to end: its outcome's state and text, and
@@ -253,6 +276,13 @@ impl Session {
 
 /// One WebDriver command; its `value`, failing the test on a WebDriver error.
 async fn webdriver(driver: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, json) = webdriver_answer(driver, method, path, body).await;
+    assert_eq!(status, 200, "WebDriver {method} {path}: {json}");
+    json["value"].clone()
+}
+
+/// One WebDriver command; its HTTP status and JSON answer.
+async fn webdriver_answer(driver: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let answer = tokio::time::timeout(
         Duration::from_secs(120),
@@ -260,9 +290,7 @@ async fn webdriver(driver: SocketAddr, method: &str, path: &str, body: Option<Va
     )
     .await
     .unwrap_or_else(|_| panic!("WebDriver did not answer {method} {path}"));
-    let json = answer.json();
-    assert_eq!(answer.status, 200, "WebDriver {method} {path}: {json}");
-    json["value"].clone()
+    (answer.status, answer.json())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

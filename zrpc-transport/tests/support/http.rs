@@ -70,7 +70,7 @@ pub async fn exchange(stream: &mut TcpStream, raw: &[u8]) -> Answer {
 
 /// Whether `raw` holds a whole answer: its head, and a body as long as its `Content-Length`
 /// or ended by the last chunk.
-fn complete(raw: &[u8]) -> bool {
+pub fn complete(raw: &[u8]) -> bool {
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let body = &raw[split + 4..];
