@@ -23,6 +23,17 @@
 //!
 //! `benches/gateway.lua` posts `/tmp/echo.json` (or `$BODY`). `serve` runs until its standard
 //! input closes. `benches/gateway.sh` runs all of it, every path in turn, for a number of rounds.
+//!
+//! `slowloris` is the gateway's hostile client: it opens `--conns` connections at once, each
+//! sends `--head-bytes` of a request head that never ends and then only reads, for
+//! `--seconds`; it prints how many the gateway closed and when, and with `--pid` the serving
+//! process's memory (`VmRSS` before and at the end, `VmHWM`). `serve --max-connections N` sets
+//! the gateway's bound (a large one stands for no bound, as before 2026-12-01):
+//!
+//! ```text
+//! target/release/gateway serve --max-connections 1000000 &  # prints the addresses
+//! target/release/gateway slowloris 127.0.0.1:B --conns 8192 --head-bytes 61440 --seconds 10 --pid PID
+//! ```
 
 use std::time::Duration;
 
@@ -68,26 +79,40 @@ impl Caller for Direct {
     }
 }
 
-const USAGE: &str =
-    "usage: gateway serve | gateway body | gateway direct ZRPC_ADDRESS [--callers N] [--seconds S] [--dynamic]";
+const USAGE: &str = "usage: gateway serve [--max-connections N] | gateway body | gateway direct ZRPC_ADDRESS \
+                     [--callers N] [--seconds S] [--dynamic] | gateway slowloris HTTP_ADDRESS [--conns N] \
+                     [--head-bytes B] [--seconds S] [--pid PID]";
 
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let option = |name: &str, default: u64| -> Result<u64, BoxError> {
+        match args.iter().position(|a| a == name) {
+            Some(at) => Ok(args.get(at + 1).ok_or(USAGE)?.parse()?),
+            None => Ok(default),
+        }
+    };
     match args.first().map(String::as_str) {
-        Some("serve") => runtime.block_on(serve()),
+        Some("serve") => {
+            let max_connections = option("--max-connections", zrpc::gateway::DEFAULT_MAX_CONNECTIONS as u64)?;
+            runtime.block_on(serve(usize::try_from(max_connections)?))
+        }
         Some("body") => {
             println!("{}", serde_json::json!({ "m": Message::filled() }));
             Ok(())
         }
+        Some("slowloris") => {
+            let address: std::net::SocketAddr = args.get(1).ok_or(USAGE)?.parse()?;
+            let slowloris = Slowloris {
+                conns: usize::try_from(option("--conns", 8192)?)?,
+                head_bytes: usize::try_from(option("--head-bytes", 60 << 10)?)?,
+                duration: Duration::from_secs(option("--seconds", 10)?),
+                pid: args.iter().any(|a| a == "--pid").then(|| option("--pid", 0)).transpose()?,
+            };
+            runtime.block_on(slowloris.run(address))
+        }
         Some("direct") => {
             let address = args.get(1).ok_or(USAGE)?.clone();
-            let option = |name: &str, default: u64| -> Result<u64, BoxError> {
-                match args.iter().position(|a| a == name) {
-                    Some(at) => Ok(args.get(at + 1).ok_or(USAGE)?.parse()?),
-                    None => Ok(default),
-                }
-            };
             let (callers, seconds) = (option("--callers", 1)?, option("--seconds", 10)?);
             let dynamic = args.iter().any(|a| a == "--dynamic");
             runtime.block_on(direct(address, usize::try_from(callers)?, seconds, dynamic))
@@ -96,12 +121,13 @@ fn main() -> Result<(), BoxError> {
     }
 }
 
-async fn serve() -> Result<(), BoxError> {
+async fn serve(max_connections: usize) -> Result<(), BoxError> {
     let server = Server::builder().name("bench").add_service(BenchServer::new(Echo)).bind("tcp://127.0.0.1:0").await?;
     let zrpc_address = server.local_addr().to_string();
     tokio::spawn(server.serve());
     let client = Target::parse(&zrpc_address)?.client(Client::builder().name("gateway")).await?;
-    let gateway = Gateway::builder(client).bind("tcp://127.0.0.1:0").await?;
+    let gateway = Gateway::builder(client).max_connections(max_connections).bind("tcp://127.0.0.1:0").await?;
+    let handle = gateway.handle();
     let floor = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("zrpc {zrpc_address}  http {}  floor {}", gateway.local_addr(), floor.local_addr()?);
     tokio::spawn(http_floor(floor));
@@ -116,7 +142,97 @@ async fn serve() -> Result<(), BoxError> {
             let _ = stdin_closed.await;
         })
         .await?;
+    eprintln!("gateway: {:?}", handle.stats());
     Ok(())
+}
+
+/// How a connection of `gateway slowloris` ended.
+enum Ended {
+    /// Closed by the gateway, this long after the attack began.
+    Closed(Duration),
+    /// Still open at the attack's end.
+    Open(tokio::net::TcpStream),
+    /// Failed to connect or write, or reset.
+    Reset(std::io::Error),
+}
+
+/// The hostile HTTP client of `gateway slowloris`; see the module docs.
+struct Slowloris {
+    conns: usize,
+    head_bytes: usize,
+    duration: Duration,
+    /// The serving process, whose memory is read from `/proc`.
+    pid: Option<u64>,
+}
+
+impl Slowloris {
+    async fn run(self, address: std::net::SocketAddr) -> Result<(), BoxError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let memory = |pid: Option<u64>| {
+            let pid = pid.and_then(|pid| u32::try_from(pid).ok())?;
+            Some((zrpc_benches::proc::rss_kib(pid)? / 1024, zrpc_benches::proc::peak_rss_kib(pid)? / 1024))
+        };
+        let before = memory(self.pid);
+        let mut head = format!("POST /Bench/echo HTTP/1.1\r\nHost: {address}\r\nzrpc-meta-pad: ").into_bytes();
+        head.resize(self.head_bytes.max(head.len()), b'x');
+        let head = bytes::Bytes::from(head);
+        let started = tokio::time::Instant::now();
+        let end = started + self.duration;
+        // A few hundred connecting at once: more would overflow the listen backlog, and the
+        // kernel, not the gateway, would reset them.
+        let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..self.conns {
+            let (head, connecting) = (head.clone(), connecting.clone());
+            tasks.spawn(async move {
+                let permit = connecting.acquire_owned().await;
+                let mut tcp = tokio::net::TcpStream::connect(address).await?;
+                tcp.write_all(&head).await?;
+                drop(permit);
+                // Until the gateway closes it (what it answers, if anything, is drained), or the end.
+                let mut sink = [0u8; 1024];
+                loop {
+                    match tokio::time::timeout_at(end, tcp.read(&mut sink)).await {
+                        Err(_) => return Ok::<_, std::io::Error>(Ended::Open(tcp)),
+                        Ok(Ok(0)) => return Ok(Ended::Closed(started.elapsed())),
+                        Ok(Err(e)) => return Ok(Ended::Reset(e)),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+            });
+        }
+        let (mut closed, mut open, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(Ended::Closed(after))) => closed.push(after),
+                Ok(Ok(Ended::Open(tcp))) => open.push(tcp),
+                Ok(Ok(Ended::Reset(e)) | Err(e)) => failed.push(e.to_string()),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        // Read with every connection still open: what they make the server hold.
+        let after = memory(self.pid);
+        closed.sort_unstable();
+        let at = |q: f64| closed.get(((closed.len() as f64 - 1.0) * q) as usize).map(Duration::as_secs_f64);
+        println!(
+            "slowloris: {} connections, {} bytes of head each, {:?}: {} closed by the gateway (after {:.2?} s min, \
+             {:.2?} median, {:.2?} max), {} open at the end, {} failed or reset{}",
+            self.conns,
+            self.head_bytes,
+            self.duration,
+            closed.len(),
+            at(0.0),
+            at(0.5),
+            at(1.0),
+            open.len(),
+            failed.len(),
+            failed.first().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        );
+        if let (Some((start_mib, _)), Some((end_mib, peak_mib))) = (before, after) {
+            println!("serving process: VmRSS {start_mib} MiB before, {end_mib} MiB at the end, VmHWM {peak_mib} MiB");
+        }
+        Ok(())
+    }
 }
 
 async fn direct(address: String, count: usize, seconds: u64, dynamic: bool) -> Result<(), BoxError> {
