@@ -620,3 +620,29 @@ async fn a_client_that_takes_none_of_an_answer_for_the_write_timeout_is_dropped(
     let answer = within("a later call", http::post(addr, "/Shop/whoami", &[], "{}")).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
+
+#[tokio::test]
+async fn a_connection_closed_to_make_room_is_dropped_once_its_client_stops_taking_the_answer() {
+    use tokio::io::AsyncWriteExt;
+    let (address, _notes) = shop("shop").await;
+    // No write timeout within the test's waits: only the eviction can end the first connection.
+    let limits = |builder: GatewayBuilder| builder.max_connections(1).write_timeout(LIVENESS * 10);
+    let (addr, handle) = watched_gateway(client(&address).await, limits).await;
+    // An answer of 8 MiB, far more than the sockets hold, asked for and never read.
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("a small receive buffer");
+    let mut reader = socket.connect(addr).await.expect("connect");
+    let blob = whole_request("/Shop/blob", "", &format!(r#"{{"len":{}}}"#, 8 << 20), false);
+    reader.write_all(&blob).await.expect("write");
+    within("the blob's request", handle.wait_for(|stats| stats.requests_total == 1)).await;
+    // A second connection needs the only place: the first, its answer stalled, is dropped.
+    let answer = within("a call on a second connection", http::post(addr, "/Shop/whoami", &[], "{}")).await;
+    assert_eq!((answer.status, answer.text()), (200, r#""shop""#.to_owned()));
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.evicted, stats.write_timeouts, stats.peak_connections, stats.requests_total),
+        (1, 0, 1, 2),
+        "{stats:?}"
+    );
+    drop(reader);
+}

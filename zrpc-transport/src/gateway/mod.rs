@@ -331,9 +331,11 @@ impl GatewayBuilder {
     /// The most connections [`Gateway::serve`] keeps open at once (default
     /// [`DEFAULT_MAX_CONNECTIONS`], 4,096; at least 1). With that many open, the one that has
     /// waited longest for a request is closed before the next is accepted (gracefully, if it
-    /// has had one), so that clients holding connections open without calling push out only
-    /// each other; a connection answering a request is never closed to make room, and if all
-    /// are, new connections wait in the listen backlog until one is done. Counted by
+    /// has had one: an answer it is writing is finished while its client takes it, and dropped
+    /// at the first write its client does not), so that clients holding connections open
+    /// without calling push out only each other; a connection answering a request is never
+    /// closed to make room, and if all are, new connections wait in the listen backlog until
+    /// one is done. Counted by
     /// [`GatewayStats::connections`] and [`GatewayStats::evicted`].
     ///
     /// With the other bounds this bounds the gateway's memory: each connection holds at most

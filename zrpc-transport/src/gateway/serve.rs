@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::stall::WriteBounded;
+use super::stall::{Stall, WriteBounded};
 use super::tracker::Tracker;
 use super::{Shared, call};
 
@@ -69,7 +69,9 @@ where
                 // Room is made once a connection is there to take it: not for one that may
                 // never come.
                 let accepted = listener.accept().await;
-                tracker.make_room().await;
+                if accepted.is_ok() {
+                    tracker.make_room().await;
+                }
                 accepted
             } => match accepted {
                 Ok((tcp, _)) => tcp,
@@ -97,7 +99,8 @@ where
                 }
             })
         };
-        let io = WriteBounded::new(tcp, connections.write_timeout, tracker.clone());
+        let stall = Arc::new(Stall::default());
+        let io = WriteBounded::new(tcp, connections.write_timeout, stall.clone(), tracker.clone());
         // The timer is what makes hyper keep its header timeout (without one it warns and
         // waits for ever), which also closes a connection left idle between requests.
         let connection = hyper::server::conn::http1::Builder::new()
@@ -119,7 +122,17 @@ where
                         return;
                     }
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    if opened.gateway_stopping() {
+                        // An answer being written is finished, within the write timeout.
+                        connection.await
+                    } else {
+                        // Closed to make room: only while its client takes the answer, so
+                        // that one that does not cannot hold up accepting for the timeout.
+                        tokio::select! {
+                            ended = connection.as_mut() => ended,
+                            () = stall.stalled() => return,
+                        }
+                    }
                 }
             };
             if let Err(e) = ended {

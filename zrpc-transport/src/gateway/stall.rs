@@ -8,15 +8,21 @@
 //! which any write that does disarms; when it fires the write fails with `TimedOut`, hyper ends
 //! the connection with that error, and the connection's memory is freed. As a zrpc connection
 //! closes a peer that reads none of its output for its heartbeat timeout.
+//!
+//! Whether a write is stalled now is also told to the connection's task ([`Stall`]): a
+//! connection closed to make room finishes the answer it is writing only while its client
+//! takes it, rather than holding up the gateway's accepting for the write timeout.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::tracker::Tracker;
@@ -29,33 +35,66 @@ pub(crate) struct WriteBounded {
     /// at each one after.
     stall: Option<Pin<Box<Sleep>>>,
     stalled: bool,
+    /// `stalled`, told to the connection's task.
+    told: Arc<Stall>,
     tracker: Arc<Tracker>,
 }
 
+/// Whether a connection's writes are stalled now: its client takes none of what it is sent.
+#[derive(Default)]
+pub(crate) struct Stall {
+    now: AtomicBool,
+    began: Notify,
+}
+
+impl Stall {
+    fn set(&self, stalled: bool) {
+        self.now.store(stalled, Ordering::Release);
+        if stalled {
+            self.began.notify_one();
+        }
+    }
+
+    /// Completes once the connection's writes are stalled, at once if they are now.
+    pub(crate) async fn stalled(&self) {
+        loop {
+            // A stall that begins between the check and the wait leaves the `Notify` a permit.
+            let began = self.began.notified();
+            if self.now.load(Ordering::Acquire) {
+                return;
+            }
+            began.await;
+        }
+    }
+}
+
 impl WriteBounded {
-    pub(crate) fn new(tcp: TcpStream, timeout: Duration, tracker: Arc<Tracker>) -> WriteBounded {
-        WriteBounded { tcp, timeout, stall: None, stalled: false, tracker }
+    /// `tcp`, its stalls told to `told`.
+    pub(crate) fn new(tcp: TcpStream, timeout: Duration, told: Arc<Stall>, tracker: Arc<Tracker>) -> WriteBounded {
+        WriteBounded { tcp, timeout, stall: None, stalled: false, told, tracker }
     }
 
     /// Passes on what a write polled, unless it has been stalled for the timeout.
     fn bound<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
         if polled.is_ready() {
-            self.stalled = false;
-            return polled;
-        }
-        if self.timeout.is_zero() {
-            return polled;
-        }
-        let stall = match &mut self.stall {
-            Some(stall) => {
-                if !self.stalled {
-                    stall.as_mut().reset(deadline(self.timeout));
-                }
-                stall
+            if self.stalled {
+                self.stalled = false;
+                self.told.set(false);
             }
-            None => self.stall.insert(Box::pin(tokio::time::sleep(self.timeout))),
-        };
-        self.stalled = true;
+            return polled;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            self.told.set(true);
+            if !self.timeout.is_zero() {
+                match &mut self.stall {
+                    Some(stall) => stall.as_mut().reset(deadline(self.timeout)),
+                    None => self.stall = Some(Box::pin(tokio::time::sleep(self.timeout))),
+                }
+            }
+        }
+        // Armed above, unless there is no timeout.
+        let Some(stall) = self.stall.as_mut().filter(|_| !self.timeout.is_zero()) else { return polled };
         ready!(stall.as_mut().poll(cx));
         self.tracker.write_timed_out();
         Poll::Ready(Err(io::Error::new(

@@ -9,11 +9,12 @@
 //! that are doing nothing, itself first, and a request being answered is never cut short.
 //!
 //! Closing is hyper's graceful shutdown (an idle connection closes at once; one writing an
-//! answer finishes it first), except for a connection that has not had a request yet, which is
-//! dropped: hyper would keep reading a first head already begun until its header timeout, which
-//! is all a slowloris client wants. If every open connection is answering a request, the
-//! gateway accepts nothing until one is done (new connections wait in the listen backlog); each
-//! request ends by its deadline, each answer is written within the write timeout.
+//! answer finishes it first, while its client takes it: at its first stalled write it is
+//! dropped, so that a client that asks and does not read cannot hold up accepting), except for
+//! a connection that has not had a request yet, which is dropped: hyper would keep reading a
+//! first head already begun until its header timeout, which is all a slowloris client wants. If
+//! every open connection is answering a request, the gateway accepts nothing until one is done
+//! (new connections wait in the listen backlog); each request ends by its deadline.
 //!
 //! One mutex guards it all, taken on a connection's open and close and twice a request: a few
 //! hundred nanoseconds against the request's parsing and its call.
@@ -35,6 +36,8 @@ pub struct GatewayStats {
     pub peak_connections: usize,
     /// Requests being answered now, each on a connection of its own (HTTP/1.1).
     pub requests: usize,
+    /// Requests received since the gateway began serving.
+    pub requests_total: u64,
     /// Connections closed to make room for a new one, `max_connections` being open.
     pub evicted: u64,
     /// Connections closed because their client took none of an answer's bytes for the
@@ -206,6 +209,7 @@ impl Tracker {
                 }
             }
             state.stats.requests += 1;
+            state.stats.requests_total += 1;
         }
         self.changed.notify_waiters();
         Request { tracker: self.clone(), id }
@@ -268,6 +272,11 @@ impl Opened {
     /// Completes once the connection is told to close: to make room, or as the gateway stops.
     pub(crate) async fn told_to_close(&self) {
         self.close.notified().await;
+    }
+
+    /// Whether the gateway is stopping (rather than making room).
+    pub(crate) fn gateway_stopping(&self) -> bool {
+        self.tracker.lock().stopping
     }
 
     /// Whether any request of the connection has reached the gateway's service: one that has
