@@ -24,8 +24,9 @@
 //! `benches/gateway.lua` posts `/tmp/echo.json` (or `$BODY`). `serve` runs until its standard
 //! input closes. `benches/gateway.sh` runs all of it, every path in turn, for a number of rounds.
 //!
-//! `slowloris` is the gateway's hostile client: it opens `--conns` connections at once, each
-//! sends `--head-bytes` of a request head that never ends and then only reads, for
+//! `slowloris` is the gateway's hostile client: it opens `--conns` connections (256 connecting
+//! at a time, so that the listen backlog does not overflow), each sends `--head-bytes` of a
+//! request head that never ends and then only reads, for
 //! `--seconds`; it prints how many the gateway closed and when, and with `--pid` the serving
 //! process's memory (`VmRSS` before and at the end, `VmHWM`). `serve --max-connections N` sets
 //! the gateway's bound (a large one stands for no bound, as before 2026-12-01):
