@@ -527,10 +527,10 @@ where
             return Err(self.protocol_error(&e));
         }
         // A read buffer grown under load (up to 256 KiB) that nothing is left in is given back
-        // when the timer fires, at most about once a heartbeat interval (the mux likewise gives
-        // back its output buffer): an idle connection would otherwise keep its last burst's
+        // when the mux's trim window ends, at most once a heartbeat interval, as the mux gives
+        // back its output buffer: an idle connection would otherwise keep its last burst's
         // buffer, every page written, for good. The next read makes room again.
-        if self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
+        if self.mux.trim_window_ended() && self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
             self.rbuf = BytesMut::new();
             self.reads_trimmed += 1;
         }

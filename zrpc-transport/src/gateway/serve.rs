@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use super::stall::{Stall, WriteBounded};
-use super::tracker::Tracker;
+use super::tracker::{Close, Tracker};
 use super::{Shared, call};
 
 /// hyper's smallest read buffer, below which its builder panics.
@@ -115,25 +115,20 @@ where
             let mut connection = pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
-                () = opened.told_to_close() => {
-                    if !opened.had_request() {
-                        // No request reached the service: at most part of a first head is
-                        // lost, which hyper's graceful shutdown would wait for.
-                        return;
-                    }
-                    connection.as_mut().graceful_shutdown();
-                    if opened.gateway_stopping() {
-                        // An answer being written is finished, within the write timeout.
+                () = opened.told_to_close() => match opened.how_to_close() {
+                    Close::Now => return,
+                    Close::AfterAnswer => {
+                        connection.as_mut().graceful_shutdown();
                         connection.await
-                    } else {
-                        // Closed to make room: only while its client takes the answer, so
-                        // that one that does not cannot hold up accepting for the timeout.
+                    }
+                    Close::AfterAnswerWhileTaken => {
+                        connection.as_mut().graceful_shutdown();
                         tokio::select! {
                             ended = connection.as_mut() => ended,
                             () = stall.stalled() => return,
                         }
                     }
-                }
+                },
             };
             if let Err(e) = ended {
                 tracing::trace!(error = %e, "gateway connection ended with an error");

@@ -257,6 +257,19 @@ impl State {
     }
 }
 
+/// How a connection told to close closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// At once: no request of it has reached the service, so nothing is lost but part of a
+    /// first head, which hyper's graceful shutdown would wait for.
+    Now,
+    /// Gracefully, an answer being written finished within the write timeout: the gateway stops.
+    AfterAnswer,
+    /// Gracefully, but dropped at the first write its client does not take: closed to make
+    /// room, so that a client that does not read cannot hold up accepting.
+    AfterAnswerWhileTaken,
+}
+
 /// An open connection, counted until dropped with its task.
 pub(crate) struct Opened {
     tracker: Arc<Tracker>,
@@ -274,15 +287,16 @@ impl Opened {
         self.close.notified().await;
     }
 
-    /// Whether the gateway is stopping (rather than making room).
-    pub(crate) fn gateway_stopping(&self) -> bool {
-        self.tracker.lock().stopping
-    }
-
-    /// Whether any request of the connection has reached the gateway's service: one that has
-    /// not can be dropped without losing anything.
-    pub(crate) fn had_request(&self) -> bool {
-        self.tracker.lock().open.get(&self.id).is_some_and(|open| open.had_request)
+    /// How the connection, told to close, closes; see the module docs.
+    pub(crate) fn how_to_close(&self) -> Close {
+        let state = self.tracker.lock();
+        if !state.open.get(&self.id).is_some_and(|open| open.had_request) {
+            Close::Now
+        } else if state.stopping {
+            Close::AfterAnswer
+        } else {
+            Close::AfterAnswerWhileTaken
+        }
     }
 }
 

@@ -156,10 +156,11 @@ pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
 /// Metadata entries accepted per request or response, unless configured otherwise.
 pub const DEFAULT_MAX_METADATA_ENTRIES: u16 = 256;
 
-/// A heartbeat time that stands for never: far enough, and still addable to any instant.
 /// An output buffer larger than this, and than four times the most queued in it over a
 /// heartbeat's interval, is given back once it is empty (see `Mux::trim_output`).
 const TRIM_OUTPUT_ABOVE: usize = 64 * 1024;
+
+/// A heartbeat time that stands for never: far enough, and still addable to any instant.
 const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// A heartbeat's time as a connection keeps it: zero, and anything from thirty years
@@ -512,6 +513,9 @@ pub struct Mux<T, H = ()> {
     recent_output: usize,
     trimmed_at: Instant,
     outputs_trimmed: u64,
+    /// A trim window ended at the last timeout: the driver gives back its read buffer on the
+    /// same tick (see [`Mux::trim_window_ended`]).
+    trim_window_ended: bool,
     peak_inbound: usize,
     peak_inbound_bytes: usize,
     compressed_sent: u64,
@@ -584,6 +588,7 @@ impl<T, H> Mux<T, H> {
             recent_output: 0,
             trimmed_at: now,
             outputs_trimmed: 0,
+            trim_window_ended: false,
             peak_inbound: 0,
             peak_inbound_bytes: 0,
             compressed_sent: 0,
@@ -1279,11 +1284,20 @@ impl<T, H> Mux<T, H> {
             return;
         }
         self.trimmed_at = now;
+        self.trim_window_ended = true;
         let recent = std::mem::take(&mut self.recent_output);
         if self.out.is_empty() && self.out.capacity() > TRIM_OUTPUT_ABOVE.max(4 * recent) {
             self.out = BytesMut::new();
             self.outputs_trimmed += 1;
         }
+    }
+
+    /// Whether a trim window (a heartbeat interval) ended at a timeout since this was last
+    /// asked: the moment for the connection's driver to give back its own buffers too, so that
+    /// they follow the output buffer's rule rather than every firing of the timer (a client's
+    /// call deadlines fire it too).
+    pub fn trim_window_ended(&mut self) -> bool {
+        std::mem::take(&mut self.trim_window_ended)
     }
 
     /// Starts the heartbeat's clock again once a peer that was over its limits is back within

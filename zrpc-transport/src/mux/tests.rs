@@ -142,6 +142,26 @@ fn once_everything_is_written_the_output_starts_again_at_the_front_of_its_buffer
 }
 
 #[test]
+fn a_trim_window_ends_once_a_heartbeat_interval_however_often_the_timer_fires() {
+    let patient = |c: &mut MuxConfig| c.heartbeat_timeout = Duration::from_secs(3600);
+    let mut pair = pair_with(patient, patient);
+    let start = pair.now;
+    // The timer fires for other reasons (a call's deadline) within the interval: no window ends.
+    for seconds in [1, 5, 9] {
+        pair.client.on_timeout(start + Duration::from_secs(seconds)).expect("alive");
+        assert!(!pair.client.trim_window_ended(), "{seconds} s in");
+    }
+    // At the interval, one ends, told once.
+    pair.client.on_timeout(start + Duration::from_secs(10)).expect("alive");
+    assert!(pair.client.trim_window_ended());
+    assert!(!pair.client.trim_window_ended(), "told once");
+    pair.client.on_timeout(start + Duration::from_secs(15)).expect("alive");
+    assert!(!pair.client.trim_window_ended(), "half an interval after");
+    pair.client.on_timeout(start + Duration::from_secs(20)).expect("alive");
+    assert!(pair.client.trim_window_ended(), "the next interval");
+}
+
+#[test]
 fn a_bursts_output_buffer_is_given_back_and_a_busy_ones_kept() {
     static LARGE: [u8; 96 * 1024] = [7; 96 * 1024];
     let patient = |c: &mut MuxConfig| c.heartbeat_timeout = Duration::from_secs(3600);
