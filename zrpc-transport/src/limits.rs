@@ -28,12 +28,14 @@
 //! slice a handler keeps (a metadata value, a [`Blob`](zrpc_core::Blob)) pins at most its own
 //! read buffer (8 to 64 KiB), never a large frame's.
 //!
-//! Buffers grown by a burst are given back once it is over: at most once a heartbeat interval
-//! (10 s by default), a connection replaces an empty output buffer larger than 64 KiB and than
-//! four times the most queued in it over the interval, and an empty read buffer larger than
-//! 8 KiB, with empty ones. Until 2026-12-01 a connection kept them for its life, so that one
-//! large answer left up to twice `max_queued_output` plus a frame allocated, every page of it
-//! written. A connection under steady load keeps buffers about the size of its batches.
+//! Buffers grown by a burst are given back once it is over: once a trim window (the heartbeat
+//! interval, 10 s by default, or 10 s when the heartbeat is slower or off), a connection
+//! replaces an empty output buffer larger than 64 KiB and than four times the most queued in it
+//! over the window, and an empty read buffer larger than 8 KiB, with empty ones; its timer
+//! fires for that only while it holds such a buffer. Until 2026-12-01 a connection kept them
+//! for its life (one with no heartbeat, whose timer nothing else fires, until later that day),
+//! so that one large answer left up to twice `max_queued_output` plus a frame allocated, every
+//! page of it written. A connection under steady load keeps buffers about the size of its batches.
 //! [`ConnectionStats`](crate::ConnectionStats) shows both buffers' sizes and counts the
 //! trims (`buffers_trimmed`).
 //!

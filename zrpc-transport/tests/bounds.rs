@@ -261,25 +261,47 @@ async fn a_client_reads_a_large_answer_into_a_buffer_of_its_own_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffers_a_burst_grew_are_given_back_once_it_is_over() {
-    // A short heartbeat interval: the connection looks at its buffers that often.
-    let server = serve(|b| b.heartbeat(Duration::from_millis(100), Duration::from_secs(20))).await;
-    let channel = Channel::builder(server.address.clone()).name("burst").connect().await.expect("connects");
+    // A short heartbeat interval: the connection looks at its buffers that often. The 3 MiB
+    // answer's output buffer, and the read buffer of what followed the request, were held for
+    // the connection's life until 2026-12-01.
+    let heartbeat = Duration::from_millis(100);
+    a_burst_is_given_back("burst", (heartbeat, Duration::from_secs(20)), (heartbeat, Duration::from_secs(20))).await;
+}
+
+// With the heartbeat off at both ends nothing else fires the connection's timer: until later
+// on 2026-12-01 such a connection kept a burst's buffers for its life. The windows are 10 s,
+// so this takes about 20 s: the read buffer goes at the first window's end, the output buffer
+// at the second's (the first was the burst's own, whose traffic it was the size of).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_heartbeat_buffers_a_burst_grew_are_given_back_too() {
+    a_burst_is_given_back("quiet", (Duration::ZERO, Duration::ZERO), (Duration::ZERO, Duration::ZERO)).await;
+}
+
+/// A client named `name` with the heartbeat `(interval, timeout)` `client` makes a 3 MiB echo
+/// call to a server with `server`'s; then the server's end of the connection gives back the
+/// buffers the burst grew, and still answers.
+async fn a_burst_is_given_back(name: &str, server: (Duration, Duration), client: (Duration, Duration)) {
+    let server = serve(|b| b.heartbeat(server.0, server.1)).await;
+    let channel = Channel::builder(server.address.clone())
+        .name(name)
+        .heartbeat(client.0, client.1)
+        .connect()
+        .await
+        .expect("connects");
     let client = BoundedClient::new(channel);
     let text = "z".repeat(3 << 20);
     assert_eq!(within("a large echo", client.echo(text.clone())).await.as_deref(), Ok(text.as_str()));
 
-    // The 3 MiB answer's output buffer, and the read buffer of what followed the request, held
-    // for the connection's life until 2026-12-01.
     let given_back = |c: &[ConnectionInfo]| {
         c.iter().any(|c| {
-            c.name.as_deref() == Some("burst")
+            c.name.as_deref() == Some(name)
                 && c.stats.buffers_trimmed > 0
                 && c.stats.output_buffer <= 64 * 1024
                 && c.stats.read_buffer <= 8 * 1024
         })
     };
     within("the buffers are given back", server.handle.wait_for_connections(given_back)).await;
-    let burst = the_one(&server.handle.connections(), "burst").stats;
+    let burst = the_one(&server.handle.connections(), name).stats;
     assert!(burst.peak_queued_output > text.len(), "{burst:?}");
     assert_eq!(within("an echo after", client.echo("after".into())).await.as_deref(), Ok("after"));
 }

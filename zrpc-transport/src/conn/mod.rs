@@ -527,23 +527,34 @@ where
             return Err(self.protocol_error(&e));
         }
         // A read buffer grown under load (up to 256 KiB) that nothing is left in is given back
-        // when the mux's trim window ends, at most once a heartbeat interval, as the mux gives
-        // back its output buffer: an idle connection would otherwise keep its last burst's
-        // buffer, every page written, for good. The next read makes room again.
+        // when the mux's trim window ends, at most every 10 s, as the mux gives back its output
+        // buffer: an idle connection would otherwise keep its last burst's buffer, every page
+        // written, for good. The next read makes room again.
         if self.mux.trim_window_ended() && self.rbuf.is_empty() && self.rbuf.capacity() > READ_CHUNK {
             self.rbuf = BytesMut::new();
             self.reads_trimmed += 1;
         }
-        self.timer_at = self.mux.next_timeout();
+        self.timer_at = self.next_wake();
         self.timer.as_mut().reset(self.timer_at);
         Ok(true)
     }
 
-    /// Re-arms the heartbeat's timer when the mux's next deadline is earlier than the one armed.
-    /// A later one is left for the timer to find when it fires, so that the frames that push the
+    /// When the timer must fire next: the mux's next deadline, or the end of its trim window
+    /// when nothing else would fire it by then and a buffer is left to give back (see
+    /// [`Mux::trim_timeout`]).
+    fn next_wake(&self) -> Instant {
+        let next = self.mux.next_timeout();
+        match self.mux.trim_timeout(self.rbuf.capacity() > READ_CHUNK) {
+            Some(trim) => next.min(trim),
+            None => next,
+        }
+    }
+
+    /// Re-arms the connection's timer when its next deadline is earlier than the one armed. A
+    /// later one is left for the timer to find when it fires, so that the frames that push the
     /// deadline back cost no timer work.
     fn arm_timer(&mut self, cx: &mut TaskContext<'_>) {
-        let next = self.mux.next_timeout();
+        let next = self.next_wake();
         if next < self.timer_at {
             self.timer_at = next;
             self.timer.as_mut().reset(next);

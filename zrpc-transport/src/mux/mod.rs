@@ -156,9 +156,14 @@ pub const DEFAULT_MAX_QUEUED_OUTPUT: usize = 1024 * 1024;
 /// Metadata entries accepted per request or response, unless configured otherwise.
 pub const DEFAULT_MAX_METADATA_ENTRIES: u16 = 256;
 
-/// An output buffer larger than this, and than four times the most queued in it over a
-/// heartbeat's interval, is given back once it is empty (see `Mux::trim_output`).
+/// An output buffer larger than this, and than four times the most queued in it over a trim
+/// window, is given back once it is empty (see `Mux::trim_output`).
 const TRIM_OUTPUT_ABOVE: usize = 64 * 1024;
+
+/// The longest a trim window lasts: a window is the heartbeat's interval, or this when the
+/// heartbeat is slower or off, so that a connection with no heartbeat gives back a burst's
+/// buffers too (until 2026-12-01 it kept them for its life: nothing fired its timer).
+const MAX_TRIM_WINDOW: Duration = Duration::from_secs(10);
 
 /// A heartbeat time that stands for never: far enough, and still addable to any instant.
 const NEVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
@@ -516,6 +521,9 @@ pub struct Mux<T, H = ()> {
     /// A trim window ended at the last timeout: the driver gives back its read buffer on the
     /// same tick (see [`Mux::trim_window_ended`]).
     trim_window_ended: bool,
+    /// The heartbeat is off or slower than a trim window: the driver's timer must fire for the
+    /// windows to end (see [`Mux::trim_timeout`]).
+    trim_needs_timer: bool,
     peak_inbound: usize,
     peak_inbound_bytes: usize,
     compressed_sent: u64,
@@ -530,6 +538,7 @@ impl<T, H> Mux<T, H> {
         // `Duration::MAX`, the natural way to ask for no heartbeat, did in the connection's task.
         config.heartbeat_interval = heartbeat_time(config.heartbeat_interval);
         config.heartbeat_timeout = heartbeat_time(config.heartbeat_timeout);
+        let trim_needs_timer = config.heartbeat_interval > MAX_TRIM_WINDOW;
         let mut out = BytesMut::with_capacity(256);
         frame::encode_preface(&mut out);
         let hello = Hello {
@@ -589,6 +598,7 @@ impl<T, H> Mux<T, H> {
             trimmed_at: now,
             outputs_trimmed: 0,
             trim_window_ended: false,
+            trim_needs_timer,
             peak_inbound: 0,
             peak_inbound_bytes: 0,
             compressed_sent: 0,
@@ -1275,12 +1285,13 @@ impl<T, H> Mux<T, H> {
     /// Gives back the output buffer's memory once a burst is over. The buffer keeps its
     /// capacity when written out (so that the next frames need no allocation), which after one
     /// large answer or a backlog held it at up to twice `max_queued_output` plus a frame for the
-    /// connection's life: every page of it written, so resident. Once per heartbeat interval, a
-    /// buffer that is empty and larger than both 64 KiB and four times the most queued in it
-    /// over that interval is replaced by an empty one. A connection under steady load, whose
-    /// buffer is about the size of its batches, keeps it.
+    /// connection's life: every page of it written, so resident. Once per trim window (the
+    /// heartbeat's interval, at most [`MAX_TRIM_WINDOW`]), a buffer that is empty and larger
+    /// than both 64 KiB and four times the most queued in it over that window is replaced by an
+    /// empty one. A connection under steady load, whose buffer is about the size of its
+    /// batches, keeps it.
     fn trim_output(&mut self, now: Instant) {
-        if self.trimmed_at.checked_add(self.config.heartbeat_interval).is_none_or(|due| now < due) {
+        if self.trimmed_at.checked_add(self.trim_window()).is_none_or(|due| now < due) {
             return;
         }
         self.trimmed_at = now;
@@ -1292,12 +1303,30 @@ impl<T, H> Mux<T, H> {
         }
     }
 
-    /// Whether a trim window (a heartbeat interval) ended at a timeout since this was last
-    /// asked: the moment for the connection's driver to give back its own buffers too, so that
-    /// they follow the output buffer's rule rather than every firing of the timer (a client's
-    /// call deadlines fire it too).
+    /// Whether a trim window ended at a timeout since this was last asked: the moment for the
+    /// connection's driver to give back its own buffers too, so that they follow the output
+    /// buffer's rule rather than every firing of the timer (a client's call deadlines fire it
+    /// too).
     pub fn trim_window_ended(&mut self) -> bool {
         std::mem::take(&mut self.trim_window_ended)
+    }
+
+    /// When the connection's timer must fire for the current trim window to end, if nothing
+    /// else fires it: the heartbeat is off or slower than [`MAX_TRIM_WINDOW`] (a heartbeat's
+    /// ticks come at least once a window, busy or idle), and there is something to give back,
+    /// the output buffer larger than it keeps or `grown` (the driver holds a buffer of its own
+    /// larger than it keeps). An idle connection holding nothing to give back is not woken.
+    pub fn trim_timeout(&self, grown: bool) -> Option<Instant> {
+        if self.trim_needs_timer && (grown || self.out.capacity() > TRIM_OUTPUT_ABOVE) {
+            self.trimmed_at.checked_add(self.trim_window())
+        } else {
+            None
+        }
+    }
+
+    /// How often buffers are looked at for giving back: see [`MAX_TRIM_WINDOW`].
+    fn trim_window(&self) -> Duration {
+        self.config.heartbeat_interval.min(MAX_TRIM_WINDOW)
     }
 
     /// Starts the heartbeat's clock again once a peer that was over its limits is back within

@@ -162,6 +162,54 @@ fn a_trim_window_ends_once_a_heartbeat_interval_however_often_the_timer_fires() 
 }
 
 #[test]
+fn with_no_heartbeat_a_trim_window_still_ends_and_the_timer_is_asked_for_it() {
+    let off = |c: &mut MuxConfig| {
+        c.heartbeat_interval = Duration::ZERO;
+        c.heartbeat_timeout = Duration::ZERO;
+    };
+    // With a heartbeat (10 s here), its ticks end the windows: no timer is asked for them.
+    assert_eq!(Pair::new().client.trim_timeout(true), None);
+    let mut pair = pair_with(off, off);
+    let start = pair.now;
+    let year = start + Duration::from_secs(365 * 24 * 3600);
+    // Nothing grown: no reason to wake, and the mux asks for no timer at all.
+    assert_eq!(pair.client.trim_timeout(false), None);
+    assert!(pair.client.next_timeout() > year);
+    // The driver holds a grown buffer: the window's end, 10 s on, is asked for...
+    let due = pair.client.trim_timeout(true).expect("a trim due");
+    assert_eq!(due, start + Duration::from_secs(10));
+    // ...and ends there, with no heartbeat.
+    pair.client.on_timeout(due - Duration::from_secs(1)).expect("alive");
+    assert!(!pair.client.trim_window_ended());
+    pair.client.on_timeout(due).expect("alive");
+    assert!(pair.client.trim_window_ended());
+    assert_eq!(pair.client.trim_timeout(true), Some(due + Duration::from_secs(10)), "the next window");
+}
+
+#[test]
+fn with_no_heartbeat_a_bursts_output_buffer_is_given_back_at_the_windows_end() {
+    static LARGE: [u8; 96 * 1024] = [7; 96 * 1024];
+    let off = |c: &mut MuxConfig| c.heartbeat_interval = Duration::ZERO;
+    let mut pair = pair_with(off, off);
+    pair.client.send_request(1, request("S.m", &LARGE), "t").expect("sent");
+    let queued = pair.client.transmit().len();
+    pair.client.written(queued);
+    assert!(pair.client.out.capacity() > LARGE.len());
+    // The grown buffer alone asks for the timer (a heartbeat's would be never). The window
+    // the burst was in keeps it (it was the size of that window's traffic); the next, quiet,
+    // gives it back.
+    let due = pair.client.trim_timeout(false).expect("the output buffer asks for a trim");
+    assert!(due < pair.client.next_timeout());
+    pair.client.on_timeout(due).expect("alive");
+    assert_eq!(pair.client.stats().buffers_trimmed, 0, "the burst's own window");
+    let due = pair.client.trim_timeout(false).expect("still grown: the next window is asked for");
+    pair.client.on_timeout(due).expect("alive");
+    assert_eq!(pair.client.stats().buffers_trimmed, 1);
+    assert!(pair.client.out.capacity() <= 1024, "{}", pair.client.out.capacity());
+    assert_eq!(pair.client.trim_timeout(false), None, "nothing left to give back");
+}
+
+#[test]
 fn a_bursts_output_buffer_is_given_back_and_a_busy_ones_kept() {
     static LARGE: [u8; 96 * 1024] = [7; 96 * 1024];
     let patient = |c: &mut MuxConfig| c.heartbeat_timeout = Duration::from_secs(3600);
