@@ -58,14 +58,27 @@ async fn the_prometheus_endpoint_shows_calls_errors_latency_and_connections_and_
     assert_eq!(sample(&scraped, "zrpc_client_calls_total", &["method=\"total\"", &endpoint]), 10.0, "{scraped}");
 
     // A server that holds one connection in its handshake: the second silent one closes the first.
-    let server = zrpc::Server::builder().max_handshakes(1).bind("tcp://127.0.0.1:0").await.expect("bind");
-    let (address, handle) = (server.local_addr().to_string(), server.handle());
-    tokio::spawn(server.serve());
-    let address = address.trim_start_matches("tcp://");
-    let connect = || async { tokio::net::TcpStream::connect(address).await.expect("connects") };
-    let _silent = [connect().await, connect().await];
+    let (handle, _silent) = two_connections(zrpc::Server::builder().max_handshakes(1)).await;
     let evicted = handle.wait_for_connections(|_| handle.handshakes_evicted() == 1);
     tokio::time::timeout(std::time::Duration::from_secs(60), evicted).await.expect("the second makes room");
     let scraped = example::scrape(port).await.expect("scraped");
     assert_eq!(sample(&scraped, "zrpc_server_handshakes_evicted_total", &[]), 1.0, "{scraped}");
+
+    // A server with one place: the second connection is refused.
+    let (handle, _open) = two_connections(zrpc::Server::builder().max_connections(1)).await;
+    let refused = handle.wait_for_connections(|_| handle.connections_refused() == 1);
+    tokio::time::timeout(std::time::Duration::from_secs(60), refused).await.expect("the second is refused");
+    let scraped = example::scrape(port).await.expect("scraped");
+    assert_eq!(sample(&scraped, "zrpc_server_connections_refused_total", &[]), 1.0, "{scraped}");
+}
+
+/// A server built by `builder`, serving on a port of its own, and two TCP connections to it
+/// that say nothing.
+async fn two_connections(builder: zrpc::ServerBuilder) -> (zrpc::ServerHandle, [tokio::net::TcpStream; 2]) {
+    let server = builder.bind("tcp://127.0.0.1:0").await.expect("bind");
+    let (address, handle) = (server.local_addr().to_string(), server.handle());
+    tokio::spawn(server.serve());
+    let address = address.trim_start_matches("tcp://");
+    let connect = || async { tokio::net::TcpStream::connect(address).await.expect("connects") };
+    (handle, [connect().await, connect().await])
 }

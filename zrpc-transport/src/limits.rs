@@ -69,8 +69,18 @@
 //! than the bound on a server too slow for their handshakes, whose oldest are closed half-way
 //! and retry.) [`ServerHandle::handshake_count`](crate::ServerHandle::handshake_count)
 //! and [`ServerHandle::handshakes_evicted`](crate::ServerHandle::handshakes_evicted) count them.
-//! Connections through their handshake are not bounded in number by the server, as with hyper or
-//! tonic: each costs about 15 KiB idle, and a client that stops answering PINGs is dropped.
+//!
+//! Connections open at once, in their handshake or past it, are bounded by
+//! [`ServerBuilder::max_connections`](crate::ServerBuilder::max_connections) (default 65,536;
+//! hyper and tonic have no such bound): one accepted while that many are open is refused with a
+//! GOAWAY `ResourceExhausted` once its HELLO is in, its calls answered so, unprocessed, so that
+//! a zrpc client fails over to another endpoint and backs off before it connects here again.
+//! The connections already open keep their places: one past its handshake is a client that was
+//! let in, and may be called back even while it calls nothing. So a server holds at most
+//! `max_connections` connections, each about 15 KiB idle and at most the per-connection bounds
+//! above busy, and keeps file descriptors for everything else however many clients leak
+//! connections. [`ServerHandle::connections_refused`](crate::ServerHandle::connections_refused)
+//! counts the refusals (until 2026-12-01 there was no bound).
 //!
 //! Limit layers (`zrpc::limit::ConcurrencyLimitLayer`, `RateLimitLayer`) refuse rather than wait,
 //! and see only what these bounds let through: with the default `max_requests` of 1,000, a

@@ -66,6 +66,9 @@ const DEFAULT_BACKLOG: u32 = 1024;
 /// holds; see [`ServerBuilder::max_handshakes`].
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 
+/// Connections open at once unless configured; see [`ServerBuilder::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+
 /// Whose default a call to a peer's default deadline is, in error messages.
 const ORIGIN: &str = "the server's default";
 
@@ -99,6 +102,9 @@ pub struct ServerConfig {
     /// Most connections in their handshake at once; past it the one that has waited longest is
     /// closed (see [`ServerBuilder::max_handshakes`]).
     pub max_handshakes: usize,
+    /// Most connections open at once; one accepted past it is refused (see
+    /// [`ServerBuilder::max_connections`]).
+    pub max_connections: usize,
     /// The deadline given to calls the server makes to its peers that have none; `None` for
     /// none (see [`ServerBuilder::default_timeout`]).
     pub default_timeout: Option<Duration>,
@@ -134,6 +140,7 @@ impl Default for ServerConfig {
             compression_threshold: crate::compression::DEFAULT_THRESHOLD,
             backlog: DEFAULT_BACKLOG,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             default_timeout: Some(crate::channel::DEFAULT_TIMEOUT),
             reflection: true,
             registry: None,
@@ -144,6 +151,16 @@ impl Default for ServerConfig {
             #[cfg(feature = "durable")]
             inbox: None,
         }
+    }
+}
+
+/// The authenticator of a connection accepted past
+/// [`max_connections`](ServerBuilder::max_connections): it refuses with the status it holds.
+struct AtLimit(Status);
+
+impl Authenticator for AtLimit {
+    fn authenticate(&self, _: &Credentials) -> Result<zrpc_core::Identity, Status> {
+        Err(self.0.clone())
     }
 }
 
@@ -291,6 +308,30 @@ impl<L> ServerBuilder<L> {
     /// See [`limits`](crate::limits).
     pub fn max_handshakes(mut self, max: usize) -> ServerBuilder<L> {
         self.config.max_handshakes = max.max(1);
+        self
+    }
+
+    /// Most connections open at once (default [`DEFAULT_MAX_CONNECTIONS`], 65,536; at least
+    /// 1), in their handshake or past it. A connection accepted while this many are open is
+    /// refused: once its client's HELLO arrives it gets a GOAWAY `ResourceExhausted` saying the
+    /// server is at its limit, its calls are answered so, unprocessed, and it is closed. A zrpc
+    /// client takes that as a refusal: its calls fail over to another endpoint, and its channel
+    /// waits its backoff before it connects here again. The connections already open are
+    /// untouched.
+    ///
+    /// Without a bound a server holds as many connections as its file descriptors allow, each
+    /// up to what [`limits`](crate::limits) lets a client make it hold; a client that leaks
+    /// connections, or a flood of them, would take the descriptors the process needs for
+    /// everything else. Refusing the newcomer, rather than closing an idle connection to make
+    /// room as [`max_handshakes`](ServerBuilder::max_handshakes) does, is because an idle
+    /// connection past its handshake is a client that was let in and may still call or be
+    /// called back; and rather than leaving it in the listen backlog, so that its client learns
+    /// at once and goes elsewhere instead of waiting out its connect timeout. This bounds
+    /// clients that were let in; that strangers cannot take every place is an
+    /// [authenticator](ServerBuilder::authenticate)'s job (its refusals close their
+    /// connections). See [`limits`](crate::limits).
+    pub fn max_connections(mut self, max: usize) -> ServerBuilder<L> {
+        self.config.max_connections = max.max(1);
         self
     }
 
@@ -527,6 +568,10 @@ where
             tokio::spawn(crate::durable::run_inbox(inbox, service.clone(), names.clone(), local, stop))
         });
         let budget = Budget::new(config.max_concurrent_requests);
+        let at_limit = SharedAuthenticator::new(AtLimit(Status::resource_exhausted(format!(
+            "{} is at its connection limit ({} open); try another server",
+            config.name, config.max_connections
+        ))));
         let mut connections = JoinSet::new();
         let mut signal = std::pin::pin!(signal);
         loop {
@@ -536,13 +581,22 @@ where
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         tracing::trace!(%peer, "accepted a connection");
+                        // Past the bound the connection is refused through the authenticator's
+                        // path: a GOAWAY at its HELLO, its calls answered unprocessed.
+                        let full = handle.connection_count() >= config.max_connections;
                         let open = handle.count_connection(&peer, config.max_handshakes);
                         let id = open.id();
                         let server = handle.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
                         let default_timeout = config.default_timeout;
-                        let (authenticator, remote) = (config.authenticator.clone(), peer.clone());
+                        let authenticator = if full {
+                            handle.refused_connection(&peer);
+                            Some(at_limit.clone())
+                        } else {
+                            config.authenticator.clone()
+                        };
+                        let remote = peer.clone();
                         #[cfg(feature = "durable")]
                         let inbox = config.inbox.clone();
                         #[cfg(feature = "tls")]

@@ -17,7 +17,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use support::raw::{self, RawPeer};
 use support::{Events, Seen, Serving, TestClient, TestServer, TestService, within};
 use tokio::net::{TcpListener, TcpStream};
-use zrpc_core::{Code, Context, Response};
+use zrpc_core::balance::RoundRobin;
+use zrpc_core::discover::{Instance, Static};
+use zrpc_core::{Code, Context, FailMode, Response};
 use zrpc_transport::frame::{self, Frame};
 use zrpc_transport::mux::{Mux, MuxConfig, ProtocolError, Role};
 use zrpc_transport::{Address, Channel, ConnectionInfo, Server, ServerBuilder};
@@ -61,10 +63,15 @@ async fn good_client(address: &Address) -> TestClient<Channel> {
 impl Running {
     /// The connection opened before the bad one still works, and new ones are accepted.
     async fn assert_still_serves(&self) {
-        let echoed = within("the good client's echo", self.good.echo("still here".into())).await;
-        assert_eq!(echoed, Ok("still here".to_owned()));
+        self.assert_still_serves_its_own().await;
         let fresh = within("a new client connects", good_client(&self.address)).await;
         assert_eq!(within("the new client's echo", fresh.echo("new".into())).await, Ok("new".to_owned()));
+    }
+
+    /// The connection opened before the bad one still works.
+    async fn assert_still_serves_its_own(&self) {
+        let echoed = within("the good client's echo", self.good.echo("still here".into())).await;
+        assert_eq!(echoed, Ok("still here".to_owned()));
     }
 
     async fn shutdown(self) {
@@ -654,6 +661,71 @@ async fn connections_that_never_say_hello_are_held_to_max_handshakes() {
     assert_eq!(handle.connection_count(), 6);
     assert_eq!(handle.handshakes_evicted(), 6, "no connection through its handshake is closed");
     serving.shutdown().await.expect("serve succeeded");
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_refused_and_those_open_kept() {
+    // The good client holds one of the two places, a second client the other.
+    let Running { address, tcp, serving, good, .. } = start_with(Server::builder().max_connections(2)).await;
+    let handle = serving.handle().clone();
+    let second = within("a second client connects", good_client(&address)).await;
+    within("both are through", handle.wait_for_connections(|open| open.len() == 2 && handle.handshake_count() == 0))
+        .await;
+
+    // A third is refused at its HELLO: its first call fails saying why, unprocessed (a retry
+    // layer may go elsewhere), and so do later ones while its channel backs off.
+    let third = TestClient::new(Channel::builder(address.clone()).name("third").connect_lazy());
+    for attempt in ["first", "later"] {
+        let refused = within("the third's call", third.echo("in?".into())).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{attempt}: {refused}");
+        assert!(refused.message().contains("at its connection limit (2 open)"), "{attempt}: {refused}");
+        assert!(refused.is_unprocessed(), "{attempt}: {refused:?}");
+    }
+    assert_eq!(handle.connections_refused(), 1);
+
+    // On the wire: the server's HELLO, then once the peer's HELLO is in, a GOAWAY, and the close.
+    let mut raw = RawPeer::connect(&tcp).await;
+    assert_eq!(raw.handshake("fourth").await.name, "server-1");
+    let Frame::GoAway(goaway) = raw.next_frame().await else { panic!("refused with a GOAWAY") };
+    assert_eq!(goaway.code, code(Code::ResourceExhausted));
+    assert!(goaway.message.contains("at its connection limit"), "{}", goaway.message);
+    raw.read_to_eof().await;
+    assert_eq!(handle.connections_refused(), 2);
+
+    // Those already open are untouched.
+    assert_eq!(within("the good client's echo", good.echo("still here".into())).await, Ok("still here".to_owned()));
+    assert_eq!(within("the second's echo", second.echo("me too".into())).await, Ok("me too".to_owned()));
+
+    // One leaves, and the refused are gone: a newcomer is let in.
+    drop(second);
+    within("one place is free", handle.wait_for_connections(|open| open.len() == 1)).await;
+    let fresh = within("a new client connects", good_client(&address)).await;
+    assert_eq!(within("the new client's echo", fresh.echo("new".into())).await, Ok("new".to_owned()));
+    assert_eq!(handle.connections_refused(), 2);
+    serving.shutdown().await.expect("serve succeeded");
+}
+
+#[tokio::test]
+async fn a_governed_client_fails_over_from_a_server_at_its_connection_limit() {
+    // `full` has its one place taken by its good client; `free` has room.
+    let full = start_with(Server::builder().max_connections(1)).await;
+    let free = start().await;
+    let instances = [&full.address, &free.address].map(|a| Instance::new(a.to_string()));
+    let client = zrpc_transport::Client::builder()
+        .discover(Static::new(instances))
+        .fail_mode(FailMode::Failover { retries: 3 })
+        // Taking turns, so that the full server is tried within the first two calls.
+        .balance(RoundRobin::new())
+        .build();
+    let client = TestClient::new(client);
+    for i in 0..20 {
+        assert_eq!(within("a call", client.echo(format!("call {i}"))).await, Ok(format!("call {i}")));
+    }
+    // Tried, and refused (again each time its channel's backoff ends and it tries again).
+    assert!(full.serving.handle().connections_refused() >= 1, "the full server was tried");
+    full.assert_still_serves_its_own().await;
+    full.shutdown().await;
+    free.shutdown().await;
 }
 
 // --- The handshake bound, on the state machine with a clock the test controls ---

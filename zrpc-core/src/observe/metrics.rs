@@ -169,6 +169,11 @@ pub fn record_handshake_evicted() {
     metrics::counter!("zrpc_server_handshakes_evicted_total").increment(1);
 }
 
+/// Records that a server refused a connection because its `max_connections` were open.
+pub fn record_connection_refused() {
+    metrics::counter!("zrpc_server_connections_refused_total").increment(1);
+}
+
 /// Records that the retry layer resent a call of `method`.
 pub fn record_retry(method: &Method) {
     let (service, name) = match method.as_static() {

@@ -80,8 +80,8 @@ use crate::trace::TraceContext;
 
 #[cfg(feature = "metrics")]
 pub use self::metrics::{
-    MAX_CACHED, MetricsCache, connection_closed, connection_opened, record_breaker, record_handshake_evicted,
-    record_retry,
+    MAX_CACHED, MetricsCache, connection_closed, connection_opened, record_breaker, record_connection_refused,
+    record_handshake_evicted, record_retry,
 };
 
 /// The metric handles of the methods a connection has seen: nothing without the feature
@@ -115,6 +115,11 @@ pub fn connection_closed(side: Side) {
 /// one (feature `metrics`).
 #[cfg(not(feature = "metrics"))]
 pub fn record_handshake_evicted() {}
+
+/// Records that a server refused a connection because its `max_connections` were open
+/// (feature `metrics`).
+#[cfg(not(feature = "metrics"))]
+pub fn record_connection_refused() {}
 
 /// Records that the retry layer resent a call of `method` (feature `metrics`).
 #[cfg(not(feature = "metrics"))]

@@ -502,8 +502,9 @@ pub struct Mux<T, H = ()> {
     goaway_sent: bool,
     /// The `last_id` of the peer's GOAWAY, once one arrived.
     goaway_received: Option<u64>,
-    /// Its code and message, when it refused this side rather than shut down (any code but
-    /// `Unavailable`): the status this side's calls fail with from then on.
+    /// Its code and message, when it refused this side rather than shut down (`Unauthenticated`,
+    /// `PermissionDenied`, `ResourceExhausted`): the status this side's calls fail with from
+    /// then on.
     refused_by_peer: Option<Status>,
     last_received: Instant,
     ping: Option<Instant>,
@@ -724,8 +725,10 @@ impl<T, H> Mux<T, H> {
         self.inbound_bytes
     }
 
-    /// Why the peer refused this side, if its GOAWAY said `Unauthenticated`: the status calls on
-    /// this connection fail with, and the connection's end.
+    /// Why the peer refused this side, if its first GOAWAY said `Unauthenticated` or
+    /// `PermissionDenied` (an authenticator's answer) or `ResourceExhausted` (a server at its
+    /// connection limit): the status calls on this connection fail with, and the connection's
+    /// end.
     pub fn refused_by_peer(&self) -> Option<&Status> {
         self.refused_by_peer.as_ref()
     }
@@ -1478,7 +1481,10 @@ impl<T, H> Mux<T, H> {
                 let first = self.goaway_received.is_none();
                 self.goaway_received = Some(goaway.last_id);
                 let code = Code::from_u8(goaway.code);
-                if first && code == Code::Unauthenticated {
+                // Refusals (an authenticator's, or a server at its connection limit) rather
+                // than a shutdown or a protocol error: the peer would refuse again at once.
+                let refusal = matches!(code, Code::Unauthenticated | Code::PermissionDenied | Code::ResourceExhausted);
+                if first && refusal {
                     let peer = self.peer.as_ref().map_or("the peer", |p| &*p.name);
                     let message = format!("{peer} refused the connection: {}", goaway.message);
                     self.refused_by_peer = Some(Status::new(code, message).mark_unprocessed());

@@ -75,6 +75,8 @@ struct Control {
     handshaking: Mutex<BTreeMap<u64, Option<AbortHandle>>>,
     /// Connections closed in their handshake to make room for a newer one.
     handshakes_evicted: AtomicU64,
+    /// Connections refused because `max_connections` were open.
+    connections_refused: AtomicU64,
     next_connection: AtomicU64,
     /// Woken when a connection opens or closes, and when one's stats cross a line worth
     /// waiting for (see `Shared::publish`).
@@ -115,6 +117,7 @@ impl ServerHandle {
             connections: Mutex::new(BTreeMap::new()),
             handshaking: Mutex::new(BTreeMap::new()),
             handshakes_evicted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             next_connection: AtomicU64::new(0),
             changed: Arc::new(Notify::new()),
             peers,
@@ -196,6 +199,12 @@ impl ServerHandle {
     /// newer one (see [`ServerBuilder::max_handshakes`](crate::ServerBuilder::max_handshakes)).
     pub fn handshakes_evicted(&self) -> u64 {
         self.control.handshakes_evicted.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused, since the server was built, because
+    /// [`max_connections`](crate::ServerBuilder::max_connections) were open.
+    pub fn connections_refused(&self) -> u64 {
+        self.control.connections_refused.load(Ordering::Relaxed)
     }
 
     /// The open connections, oldest first, with what each holds: its queued output, its
@@ -280,6 +289,13 @@ impl ServerHandle {
         self.control.lock().insert(id, Open { remote: remote.to_owned(), shared: None });
         self.control.changed.notify_waiters();
         OpenConnection { control: self.control.clone(), id }
+    }
+
+    /// Counts a connection from `remote` refused at the connection limit.
+    pub(crate) fn refused_connection(&self, remote: &str) {
+        self.control.connections_refused.fetch_add(1, Ordering::Relaxed);
+        zrpc_core::observe::record_connection_refused();
+        tracing::debug!(%remote, "refusing a connection: at the connection limit");
     }
 
     /// Lets connection `id`'s handshake be cut short with `close`, its task's, if it is still in
