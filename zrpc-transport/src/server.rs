@@ -30,6 +30,11 @@
 //! the kernel has accepted and the server has not yet: a burst of connects beyond it waits in
 //! SYN retries (TCP) or is refused (Unix). The kernel caps the value at `net.core.somaxconn` on
 //! Linux (`kern.ipc.somaxconn` on the BSDs and macOS); raise that too for a larger queue.
+//!
+//! Once accepted, a connection counts towards two server-wide bounds: at most
+//! [`ServerBuilder::max_handshakes`] in their handshake (past it the one waiting longest is
+//! closed) and at most [`ServerBuilder::max_connections`] open (past it the newcomer is refused
+//! with a GOAWAY `ResourceExhausted` once its HELLO is in); see [`limits`](crate::limits).
 
 use std::fmt;
 use std::future::Future;

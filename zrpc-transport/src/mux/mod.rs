@@ -1315,7 +1315,7 @@ impl<T, H> Mux<T, H> {
     }
 
     /// When the connection's timer must fire for the current trim window to end, if nothing
-    /// else fires it: the heartbeat is off or slower than [`MAX_TRIM_WINDOW`] (a heartbeat's
+    /// else fires it: the heartbeat is off or slower than a window's longest, 10 s (a heartbeat's
     /// ticks come at least once a window, busy or idle), and there is something to give back,
     /// the output buffer larger than it keeps or `grown` (the driver holds a buffer of its own
     /// larger than it keeps). An idle connection holding nothing to give back is not woken.
