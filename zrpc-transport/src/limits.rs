@@ -72,8 +72,8 @@
 //!
 //! Connections open at once, in their handshake or past it, are bounded by
 //! [`ServerBuilder::max_connections`](crate::ServerBuilder::max_connections) (default 65,536;
-//! hyper and tonic have no such bound): one accepted while that many are open is refused with a
-//! GOAWAY `ResourceExhausted` once its HELLO is in, its calls answered so, unprocessed, so that
+//! hyper and tonic have no such bound): one accepted while that many others are open (those
+//! being refused not counted) is refused with a GOAWAY `ResourceExhausted` once its HELLO is in, its calls answered so, unprocessed, so that
 //! a zrpc client fails over to another endpoint and backs off before it connects here again.
 //! The connections already open keep their places: one past its handshake is a client that was
 //! let in, and may be called back even while it calls nothing. So a server holds at most

@@ -317,12 +317,13 @@ impl<L> ServerBuilder<L> {
     }
 
     /// Most connections open at once (default [`DEFAULT_MAX_CONNECTIONS`], 65,536; at least
-    /// 1), in their handshake or past it. A connection accepted while this many are open is
-    /// refused: once its client's HELLO arrives it gets a GOAWAY `ResourceExhausted` saying the
-    /// server is at its limit, its calls are answered so, unprocessed, and it is closed. A zrpc
-    /// client takes that as a refusal: its calls fail over to another endpoint, and its channel
-    /// waits its backoff before it connects here again. The connections already open are
-    /// untouched.
+    /// 1), in their handshake or past it. A connection accepted while this many others are open
+    /// (not counting those being refused, so that a flood of refused connections cannot keep a
+    /// freed place from the next client) is refused: once its client's HELLO arrives it gets a
+    /// GOAWAY `ResourceExhausted` saying the server is at its limit, its calls are answered so,
+    /// unprocessed, and it is closed. A zrpc client takes that as a refusal: its calls fail
+    /// over to another endpoint, and its channel waits its backoff before it connects here
+    /// again. The connections already open are untouched.
     ///
     /// Without a bound a server holds as many connections as its file descriptors allow, each
     /// up to what [`limits`](crate::limits) lets a client make it hold; a client that leaks
@@ -588,8 +589,8 @@ where
                         tracing::trace!(%peer, "accepted a connection");
                         // Past the bound the connection is refused through the authenticator's
                         // path: a GOAWAY at its HELLO, its calls answered unprocessed.
-                        let full = handle.connection_count() >= config.max_connections;
-                        let open = handle.count_connection(&peer, config.max_handshakes);
+                        let full = handle.served_count() >= config.max_connections;
+                        let open = handle.count_connection(&peer, config.max_handshakes, full);
                         let id = open.id();
                         let server = handle.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());

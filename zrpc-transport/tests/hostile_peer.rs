@@ -706,6 +706,26 @@ async fn connections_past_max_connections_are_refused_and_those_open_kept() {
 }
 
 #[tokio::test]
+async fn a_place_freed_at_the_connection_limit_goes_to_the_next_client_whatever_is_being_refused() {
+    let Running { address, tcp, serving, good, .. } = start_with(Server::builder().max_connections(1)).await;
+    let handle = serving.handle().clone();
+    within("the good client is through", handle.wait_for_connections(|_| handle.handshake_count() == 0)).await;
+    // A connection past the limit that never says HELLO: refused once it does, it stays open
+    // until its handshake's timeout (20 s) or until newer silent ones push it out.
+    let _silent = RawPeer::connect(&tcp).await;
+    within("the silent one is refused", handle.wait_for_connections(|_| handle.connections_refused() == 1)).await;
+    // The good client leaves: its place is free, and the next client gets it, though the
+    // silent one is still open.
+    drop(good);
+    within("the good client is gone", handle.wait_for_connections(|open| open.len() == 1)).await;
+    let next = within("the next client connects", good_client(&address)).await;
+    assert_eq!(within("the next client's echo", next.echo("in".into())).await, Ok("in".to_owned()));
+    assert_eq!(handle.connections_refused(), 1);
+    assert_eq!(handle.connection_count(), 2, "the silent one and the next client");
+    serving.shutdown().await.expect("serve succeeded");
+}
+
+#[tokio::test]
 async fn a_governed_client_fails_over_from_a_server_at_its_connection_limit() {
     // `full` has its one place taken by its good client; `free` has room.
     let full = start_with(Server::builder().max_connections(1)).await;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, watch};
@@ -77,6 +77,9 @@ struct Control {
     handshakes_evicted: AtomicU64,
     /// Connections refused because `max_connections` were open.
     connections_refused: AtomicU64,
+    /// Of the connections in `connections`, those being refused: changed and read under its
+    /// lock, so that the connections served are counted exactly (see `served_count`).
+    refusing: AtomicUsize,
     next_connection: AtomicU64,
     /// Woken when a connection opens or closes, and when one's stats cross a line worth
     /// waiting for (see `Shared::publish`).
@@ -118,6 +121,7 @@ impl ServerHandle {
             handshaking: Mutex::new(BTreeMap::new()),
             handshakes_evicted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            refusing: AtomicUsize::new(0),
             next_connection: AtomicU64::new(0),
             changed: Arc::new(Notify::new()),
             peers,
@@ -265,11 +269,19 @@ impl ServerHandle {
         let _ = changes.wait_for(|now| *now >= phase).await;
     }
 
+    /// The open connections that are not being refused: what
+    /// [`max_connections`](crate::ServerBuilder::max_connections) bounds.
+    pub(crate) fn served_count(&self) -> usize {
+        let open = self.control.lock();
+        open.len() - self.control.refusing.load(Ordering::Relaxed)
+    }
+
     /// Counts a connection from `remote` as open until the returned guard is dropped, with its
-    /// task, and as in its handshake until [`OpenConnection::handshake_done`]. When
-    /// `max_handshakes` others are in theirs, the one that has waited longest is closed first
-    /// (with what [`close_with`](ServerHandle::close_with) armed it).
-    pub(crate) fn count_connection(&self, remote: &str, max_handshakes: usize) -> OpenConnection {
+    /// task, and as in its handshake until [`OpenConnection::handshake_done`]; a `refused` one
+    /// (at the connection limit) is not counted as served. When `max_handshakes` others are in
+    /// their handshake, the one that has waited longest is closed first (with what
+    /// [`close_with`](ServerHandle::close_with) armed it).
+    pub(crate) fn count_connection(&self, remote: &str, max_handshakes: usize, refused: bool) -> OpenConnection {
         let id = self.control.next_connection.fetch_add(1, Ordering::Relaxed);
         {
             let mut handshaking = lock(&self.control.handshaking);
@@ -286,9 +298,15 @@ impl ServerHandle {
             }
             handshaking.insert(id, None);
         }
-        self.control.lock().insert(id, Open { remote: remote.to_owned(), shared: None });
+        {
+            let mut open = self.control.lock();
+            open.insert(id, Open { remote: remote.to_owned(), shared: None });
+            if refused {
+                self.control.refusing.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.control.changed.notify_waiters();
-        OpenConnection { control: self.control.clone(), id }
+        OpenConnection { control: self.control.clone(), id, refused }
     }
 
     /// Counts a connection from `remote` refused at the connection limit.
@@ -332,6 +350,8 @@ impl fmt::Debug for ServerHandle {
 pub(crate) struct OpenConnection {
     control: Arc<Control>,
     id: u64,
+    /// Being refused at the connection limit.
+    refused: bool,
 }
 
 impl OpenConnection {
@@ -361,7 +381,13 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.handshake_done();
-        self.control.lock().remove(&self.id);
+        {
+            let mut open = self.control.lock();
+            open.remove(&self.id);
+            if self.refused {
+                self.control.refusing.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         self.control.changed.notify_waiters();
     }
 }
@@ -416,7 +442,7 @@ mod tests {
     async fn the_connection_longest_in_its_handshake_is_closed_to_make_room() {
         /// Counts a connection as the accept loop does, with a task that runs until closed.
         fn accept(handle: &ServerHandle, remote: &str) -> (OpenConnection, tokio::task::JoinHandle<()>) {
-            let connection = handle.count_connection(remote, 2);
+            let connection = handle.count_connection(remote, 2, false);
             let task = tokio::spawn(std::future::pending::<()>());
             handle.close_with(connection.id(), task.abort_handle());
             (connection, task)
@@ -447,13 +473,16 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_counted_while_their_guards_live() {
+    fn connections_are_counted_while_their_guards_live_and_served_unless_refused() {
         let handle = ServerHandle::new();
-        let (a, b) = (handle.count_connection("a", 10), handle.count_connection("b", 10));
-        assert_eq!(handle.connection_count(), 2);
+        let (a, b) = (handle.count_connection("a", 10, false), handle.count_connection("b", 10, false));
+        let refused = handle.count_connection("c", 10, true);
+        assert_eq!((handle.connection_count(), handle.served_count()), (3, 2));
         drop(a);
-        assert_eq!(handle.connection_count(), 1);
+        assert_eq!((handle.connection_count(), handle.served_count()), (2, 1));
+        drop(refused);
+        assert_eq!((handle.connection_count(), handle.served_count()), (1, 1));
         drop(b);
-        assert_eq!(handle.connection_count(), 0);
+        assert_eq!((handle.connection_count(), handle.served_count()), (0, 0));
     }
 }
