@@ -70,16 +70,29 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(numbers)
 }
 
+/// The header record's fields before the name: the format version (u16) and the role (u8).
+const BEFORE_NAME: usize = 2 + 1;
+/// After the name: the outbox's id and the segment's number (u64 each).
+const AFTER_NAME: usize = 8 + 8;
+
+/// The `len` of a header record whose name is `name_len` bytes long: its kind byte, the fields
+/// before the name, the name with its length byte, the fields after it. What [`put_header`]
+/// writes (its tests check), and what [`short`] holds a cut header to.
+fn header_len(name_len: usize) -> usize {
+    1 + BEFORE_NAME + 1 + name_len + AFTER_NAME
+}
+
 /// Appends the magic and header of segment `number` to `buf`.
 pub(crate) fn put_header(buf: &mut Vec<u8>, identity: &Identity, number: u64) {
     buf.extend_from_slice(MAGIC);
-    record::encode(buf, HEADER, |b| {
+    let size = record::encode(buf, HEADER, |b| {
         b.extend_from_slice(&VERSION.to_le_bytes());
         b.push(identity.role as u8);
         record::put_name(b, &identity.name);
         b.extend_from_slice(&identity.id.as_u64().to_le_bytes());
         b.extend_from_slice(&number.to_le_bytes());
     });
+    debug_assert_eq!(size, FRAME_HEADER + header_len(identity.name.len()), "the header's layout");
 }
 
 /// Why a segment's first bytes are not a header.
@@ -128,16 +141,17 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<(Identity, u64, usize), BadHea
 /// removed with every record in it (a single segment: the whole log, reopened empty under a
 /// new id). The kind byte and the name's length, which give a header's `len`, tell them apart.
 fn short(record: &[u8]) -> BadHeader {
-    // len u32 | crc u32 | kind u8 | version u16 | role u8 | name length u8 | ...
-    const NAME_LEN_AT: usize = FRAME_HEADER + 1 + 2 + 1;
+    // The record's frame (len u32, crc u32), its kind byte, the fields before the name, the
+    // name's length byte.
+    const NAME_LEN_AT: usize = FRAME_HEADER + 1 + BEFORE_NAME;
     let declared = record.first_chunk::<4>().map(|b| u32::from_le_bytes(*b));
     let kind = record.get(FRAME_HEADER);
-    let fields_len = record.get(NAME_LEN_AT).map(|&name| 1 + 2 + 1 + 1 + u32::from(name) + 8 + 8);
+    let fields_len = record.get(NAME_LEN_AT).map(|&name| header_len(usize::from(name)));
     if kind.is_some_and(|&k| k != HEADER) {
         return BadHeader::Invalid(Malformed("the header record has another kind"));
     }
     match (declared, fields_len) {
-        (Some(declared), Some(fields)) if declared != fields => {
+        (Some(declared), Some(fields)) if usize::try_from(declared).ok() != Some(fields) => {
             BadHeader::Invalid(Malformed("the header's length disagrees with its fields"))
         }
         _ => BadHeader::Short,
@@ -262,6 +276,12 @@ mod tests {
         put_header(&mut buf, &identity(), 42);
         let (id, number, size) = read_header(&buf).expect("the header reads back");
         assert_eq!((id, number, size), (identity(), 42, buf.len()));
+        // The layout `short` holds a cut header to is the one written, for any name's length.
+        for name in ["", "shop-1", &"n".repeat(255)] {
+            let mut buf = Vec::new();
+            put_header(&mut buf, &Identity { name: name.into(), ..identity() }, 1);
+            assert_eq!(buf.len(), MAGIC.len() + FRAME_HEADER + header_len(name.len()), "a name of {}", name.len());
+        }
         for cut in 0..buf.len() {
             assert!(matches!(read_header(&buf[..cut]), Err(BadHeader::Short)), "cut at {cut}");
         }
