@@ -596,12 +596,7 @@ where
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
                         let default_timeout = config.default_timeout;
-                        let authenticator = if full {
-                            handle.refused_connection(&peer);
-                            Some(at_limit.clone())
-                        } else {
-                            config.authenticator.clone()
-                        };
+                        let authenticator = if full { Some(at_limit.clone()) } else { config.authenticator.clone() };
                         let remote = peer.clone();
                         #[cfg(feature = "durable")]
                         let inbox = config.inbox.clone();

@@ -278,7 +278,7 @@ impl ServerHandle {
 
     /// Counts a connection from `remote` as open until the returned guard is dropped, with its
     /// task, and as in its handshake until [`OpenConnection::handshake_done`]; a `refused` one
-    /// (at the connection limit) is not counted as served. When `max_handshakes` others are in
+    /// (at the connection limit) is counted as such, and not as served. When `max_handshakes` others are in
     /// their handshake, the one that has waited longest is closed first (with what
     /// [`close_with`](ServerHandle::close_with) armed it).
     pub(crate) fn count_connection(&self, remote: &str, max_handshakes: usize, refused: bool) -> OpenConnection {
@@ -305,15 +305,13 @@ impl ServerHandle {
                 self.control.refusing.fetch_add(1, Ordering::Relaxed);
             }
         }
+        if refused {
+            self.control.connections_refused.fetch_add(1, Ordering::Relaxed);
+            zrpc_core::observe::record_connection_refused();
+            tracing::debug!(%remote, "refusing a connection: at the connection limit");
+        }
         self.control.changed.notify_waiters();
         OpenConnection { control: self.control.clone(), id, refused }
-    }
-
-    /// Counts a connection from `remote` refused at the connection limit.
-    pub(crate) fn refused_connection(&self, remote: &str) {
-        self.control.connections_refused.fetch_add(1, Ordering::Relaxed);
-        zrpc_core::observe::record_connection_refused();
-        tracing::debug!(%remote, "refusing a connection: at the connection limit");
     }
 
     /// Lets connection `id`'s handshake be cut short with `close`, its task's, if it is still in
@@ -478,6 +476,7 @@ mod tests {
         let (a, b) = (handle.count_connection("a", 10, false), handle.count_connection("b", 10, false));
         let refused = handle.count_connection("c", 10, true);
         assert_eq!((handle.connection_count(), handle.served_count()), (3, 2));
+        assert_eq!(handle.connections_refused(), 1);
         drop(a);
         assert_eq!((handle.connection_count(), handle.served_count()), (2, 1));
         drop(refused);
