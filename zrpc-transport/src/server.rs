@@ -587,16 +587,16 @@ where
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         tracing::trace!(%peer, "accepted a connection");
-                        // Past the bound the connection is refused through the authenticator's
-                        // path: a GOAWAY at its HELLO, its calls answered unprocessed.
-                        let full = handle.served_count() >= config.max_connections;
-                        let open = handle.count_connection(&peer, config.max_handshakes, full);
+                        let open = handle.count_connection(&peer, config.max_handshakes, config.max_connections);
                         let id = open.id();
                         let server = handle.clone();
                         let (conn_config, service, names) = (conn_config.clone(), service.clone(), names.clone());
                         let budget = budget.clone();
                         let default_timeout = config.default_timeout;
-                        let authenticator = if full { Some(at_limit.clone()) } else { config.authenticator.clone() };
+                        // Past the bound the connection is refused through the authenticator's
+                        // path: a GOAWAY at its HELLO, its calls answered unprocessed.
+                        let authenticator =
+                            if open.refused() { Some(at_limit.clone()) } else { config.authenticator.clone() };
                         let remote = peer.clone();
                         #[cfg(feature = "durable")]
                         let inbox = config.inbox.clone();

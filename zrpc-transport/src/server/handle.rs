@@ -78,7 +78,7 @@ struct Control {
     /// Connections refused because `max_connections` were open.
     connections_refused: AtomicU64,
     /// Of the connections in `connections`, those being refused: changed and read under its
-    /// lock, so that the connections served are counted exactly (see `served_count`).
+    /// lock, so that the connections served are counted exactly (see `count_connection`).
     refusing: AtomicUsize,
     next_connection: AtomicU64,
     /// Woken when a connection opens or closes, and when one's stats cross a line worth
@@ -269,19 +269,18 @@ impl ServerHandle {
         let _ = changes.wait_for(|now| *now >= phase).await;
     }
 
-    /// The open connections that are not being refused: what
-    /// [`max_connections`](crate::ServerBuilder::max_connections) bounds.
-    pub(crate) fn served_count(&self) -> usize {
-        let open = self.control.lock();
-        open.len() - self.control.refusing.load(Ordering::Relaxed)
-    }
-
     /// Counts a connection from `remote` as open until the returned guard is dropped, with its
-    /// task, and as in its handshake until [`OpenConnection::handshake_done`]; a `refused` one
-    /// (at the connection limit) is counted as such, and not as served. When `max_handshakes` others are in
-    /// their handshake, the one that has waited longest is closed first (with what
-    /// [`close_with`](ServerHandle::close_with) armed it).
-    pub(crate) fn count_connection(&self, remote: &str, max_handshakes: usize, refused: bool) -> OpenConnection {
+    /// task, and as in its handshake until [`OpenConnection::handshake_done`]. When
+    /// `max_handshakes` others are in their handshake, the one that has waited longest is
+    /// closed first (with what [`close_with`](ServerHandle::close_with) armed it). When
+    /// `max_connections` others are open, not counting those being refused, this one is to be
+    /// refused ([`OpenConnection::refused`]), and counted so.
+    pub(crate) fn count_connection(
+        &self,
+        remote: &str,
+        max_handshakes: usize,
+        max_connections: usize,
+    ) -> OpenConnection {
         let id = self.control.next_connection.fetch_add(1, Ordering::Relaxed);
         {
             let mut handshaking = lock(&self.control.handshaking);
@@ -298,13 +297,15 @@ impl ServerHandle {
             }
             handshaking.insert(id, None);
         }
-        {
+        let refused = {
             let mut open = self.control.lock();
+            let refused = open.len() - self.control.refusing.load(Ordering::Relaxed) >= max_connections;
             open.insert(id, Open { remote: remote.to_owned(), shared: None });
             if refused {
                 self.control.refusing.fetch_add(1, Ordering::Relaxed);
             }
-        }
+            refused
+        };
         if refused {
             self.control.connections_refused.fetch_add(1, Ordering::Relaxed);
             zrpc_core::observe::record_connection_refused();
@@ -356,6 +357,11 @@ impl OpenConnection {
     /// The connection's number, to [arm](ServerHandle::close_with) its handshake.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Whether it came past the connection limit, to be refused.
+    pub(crate) fn refused(&self) -> bool {
+        self.refused
     }
 
     /// Its handshake is done (or failed): it no longer counts towards the bound, and is not
@@ -440,7 +446,7 @@ mod tests {
     async fn the_connection_longest_in_its_handshake_is_closed_to_make_room() {
         /// Counts a connection as the accept loop does, with a task that runs until closed.
         fn accept(handle: &ServerHandle, remote: &str) -> (OpenConnection, tokio::task::JoinHandle<()>) {
-            let connection = handle.count_connection(remote, 2, false);
+            let connection = handle.count_connection(remote, 2, usize::MAX);
             let task = tokio::spawn(std::future::pending::<()>());
             handle.close_with(connection.id(), task.abort_handle());
             (connection, task)
@@ -471,17 +477,22 @@ mod tests {
     }
 
     #[test]
-    fn connections_are_counted_while_their_guards_live_and_served_unless_refused() {
+    fn connections_are_counted_while_their_guards_live_and_refused_past_the_limit() {
         let handle = ServerHandle::new();
-        let (a, b) = (handle.count_connection("a", 10, false), handle.count_connection("b", 10, false));
-        let refused = handle.count_connection("c", 10, true);
-        assert_eq!((handle.connection_count(), handle.served_count()), (3, 2));
-        assert_eq!(handle.connections_refused(), 1);
+        let accept = |remote| handle.count_connection(remote, 10, 2);
+        let (a, b, c) = (accept("a"), accept("b"), accept("c"));
+        assert_eq!([a.refused(), b.refused(), c.refused()], [false, false, true]);
+        assert_eq!((handle.connection_count(), handle.connections_refused()), (3, 1));
+        // A place freed goes to the next, whatever is being refused.
         drop(a);
-        assert_eq!((handle.connection_count(), handle.served_count()), (2, 1));
-        drop(refused);
-        assert_eq!((handle.connection_count(), handle.served_count()), (1, 1));
+        let d = accept("d");
+        assert!(!d.refused(), "b and d served, c refused");
+        assert!(accept("e").refused());
+        assert_eq!((handle.connection_count(), handle.connections_refused()), (3, 2), "the refused e is gone");
+        drop(c);
         drop(b);
-        assert_eq!((handle.connection_count(), handle.served_count()), (0, 0));
+        drop(d);
+        assert_eq!(handle.connection_count(), 0);
+        assert!(!accept("f").refused());
     }
 }
