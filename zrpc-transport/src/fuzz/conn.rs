@@ -82,7 +82,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// | 10     | the clock moves on                                    |         | ms, `u16` big-endian |
 /// | 11     | a local caller calls the peer with `5 × size` bytes (deadline 5 s) | oneway | size   |
 /// | 12     | the server shuts down (GOAWAY, drain)                  |         |                      |
-/// | 13     | the peer sends GOAWAY                                 |         |                      |
+/// | 13     | the peer sends GOAWAY, `Unavailable` (or with the flag `ResourceExhausted`, a refusal) | refusal |  |
 /// | 14     | the peer closes its end: the script ends               |         |                      |
 /// | 15     | the peer calls a method nobody serves                 | oneway  |                      |
 ///
@@ -240,7 +240,7 @@ enum Step<'a> {
     Wait { millis: u16 },
     Call { size: u8, oneway: bool },
     Shutdown,
-    GoAway,
+    GoAway { refusal: bool },
     Close,
     Unknown { oneway: bool },
 }
@@ -270,7 +270,7 @@ impl<'a> Step<'a> {
             10 => Step::Wait { millis: u16::from_be_bytes([arg(), arg()]) },
             11 => Step::Call { size: arg(), oneway: flag },
             12 => Step::Shutdown,
-            13 => Step::GoAway,
+            13 => Step::GoAway { refusal: flag },
             14 => Step::Close,
             _ => Step::Unknown { oneway: flag },
         })
@@ -469,9 +469,9 @@ impl Run {
                     let _ = shutdown.send(());
                 }
             }
-            Step::GoAway => {
-                let goaway =
-                    GoAway { last_id: 0, code: Code::Unavailable.as_u8(), message: "fuzz: peer leaving".into() };
+            Step::GoAway { refusal } => {
+                let code = if refusal { Code::ResourceExhausted } else { Code::Unavailable };
+                let goaway = GoAway { last_id: 0, code: code.as_u8(), message: "fuzz: peer leaving".into() };
                 frame::encode_goaway(&mut bytes, &goaway);
             }
             Step::Close => return false,

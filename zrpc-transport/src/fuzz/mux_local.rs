@@ -81,7 +81,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// | 2      | the peer answers one of our calls              | error          | pick               |
 /// | 3      | the peer cancels one of its calls              |                | pick               |
 /// | 4      | the peer sends a PING, or with the flag a PONG | PONG           | nonce              |
-/// | 5      | the peer sends GOAWAY                          |                | pick (`last_id`)   |
+/// | 5      | the peer sends GOAWAY                          | its code: `ResourceExhausted`, `Unauthenticated`, both `PermissionDenied`, neither `Unavailable` | pick (`last_id`)   |
 /// | 6      | the peer sends CREDIT for some of our oneway calls | bogus (one more than in progress) | pick |
 /// | 7      | `send_request`                                 | oneway         | size               |
 /// | 8      | `cancel`                                       |                | pick               |
@@ -129,8 +129,9 @@ pub(super) enum Step<'a> {
     PeerCancel { pick: u8 },
     /// The peer pings, or sends a PONG nobody asked for.
     PeerPing { nonce: u8, pong: bool },
-    /// The peer goes away, with the `last_id` of one of this side's calls (or 0).
-    PeerGoAway { pick: u8 },
+    /// The peer goes away, with the `last_id` of one of this side's calls (or 0) and `code`:
+    /// `Unavailable` (it shuts down) or a refusal, which this side's calls then fail with.
+    PeerGoAway { pick: u8, code: Code },
     /// The peer returns credit for the first `pick` (modulo their number plus one) of this
     /// side's oneway calls it counts; `bogus`, for one request or byte more.
     PeerCredit { pick: u8, bogus: bool },
@@ -198,7 +199,7 @@ impl<'a> Step<'a> {
             op::PEER_RESPONSE => Step::PeerResponse { pick: arg(), error: flag },
             op::PEER_CANCEL => Step::PeerCancel { pick: arg() },
             op::PEER_PING => Step::PeerPing { nonce: arg(), pong: flag },
-            op::PEER_GOAWAY => Step::PeerGoAway { pick: arg() },
+            op::PEER_GOAWAY => Step::PeerGoAway { pick: arg(), code: goaway_code(flag, flag2) },
             op::PEER_CREDIT => Step::PeerCredit { pick: arg(), bogus: flag },
             op::CALL => Step::Call { size: arg(), oneway: flag },
             op::CANCEL => Step::Cancel { pick: arg() },
@@ -230,7 +231,16 @@ impl<'a> Step<'a> {
             Step::PeerResponse { pick, error } => dst.extend([flagged(op::PEER_RESPONSE, error), pick]),
             Step::PeerCancel { pick } => dst.extend([op::PEER_CANCEL, pick]),
             Step::PeerPing { nonce, pong } => dst.extend([flagged(op::PEER_PING, pong), nonce]),
-            Step::PeerGoAway { pick } => dst.extend([op::PEER_GOAWAY, pick]),
+            Step::PeerGoAway { pick, code } => {
+                let (flag, flag2) = match code {
+                    Code::ResourceExhausted => (true, false),
+                    Code::Unauthenticated => (false, true),
+                    Code::PermissionDenied => (true, true),
+                    _ => (false, false),
+                };
+                let opcode = flagged(op::PEER_GOAWAY, flag) | if flag2 { op::FLAG2 } else { 0 };
+                dst.extend([opcode, pick]);
+            }
             Step::PeerCredit { pick, bogus } => dst.extend([flagged(op::PEER_CREDIT, bogus), pick]),
             Step::Call { size, oneway } => dst.extend([flagged(op::CALL, oneway), size]),
             Step::Cancel { pick } => dst.extend([op::CANCEL, pick]),
@@ -254,6 +264,16 @@ fn payload(size: u8) -> Bytes {
 }
 
 /// The `pick`-th of `ids`, counting one past the end as `never`.
+/// The code of the peer's GOAWAY, from its opcode's flags (the table in [`mux_local`]'s docs).
+fn goaway_code(flag: bool, flag2: bool) -> Code {
+    match (flag, flag2) {
+        (false, false) => Code::Unavailable,
+        (true, false) => Code::ResourceExhausted,
+        (false, true) => Code::Unauthenticated,
+        (true, true) => Code::PermissionDenied,
+    }
+}
+
 fn pick(ids: &[u64], pick: u8, never: u64) -> u64 {
     ids.get(usize::from(pick) % (ids.len() + 1)).copied().unwrap_or(never)
 }
@@ -408,6 +428,8 @@ struct Run {
     oneway_at_peer_bytes: u64,
     highest_sent: u64,
     peer_goaway: Option<u64>,
+    /// The code of the peer's first GOAWAY, if it was a refusal rather than a shutdown.
+    peer_refusal: Option<Code>,
 
     // ---- the model: the peer's calls ----
     peer_ids: Vec<u64>,
@@ -482,6 +504,7 @@ impl Run {
             oneway_at_peer_bytes: 0,
             highest_sent: 0,
             peer_goaway: None,
+            peer_refusal: None,
             peer_ids: Vec::new(),
             highest_peer: 0,
             inbound: BTreeMap::new(),
@@ -563,10 +586,9 @@ impl Run {
             }
             Step::PeerPing { nonce, pong: false } => frame::encode_ping(&mut peer, nonce.into()),
             Step::PeerPing { nonce, pong: true } => frame::encode_pong(&mut peer, nonce.into()),
-            Step::PeerGoAway { pick: which } => {
+            Step::PeerGoAway { pick: which, code } => {
                 let last_id = pick(&self.on_wire, which, 0);
-                let goaway =
-                    GoAway { last_id, code: Code::Unavailable.as_u8(), message: "fuzz: peer going away".into() };
+                let goaway = GoAway { last_id, code: code.as_u8(), message: "fuzz: peer going away".into() };
                 frame::encode_goaway(&mut peer, &goaway);
             }
             Step::PeerCredit { pick, bogus } => {
@@ -740,6 +762,10 @@ impl Run {
             Frame::GoAway(goaway) => {
                 let first = self.peer_goaway.is_none();
                 self.peer_goaway = Some(goaway.last_id);
+                let code = Code::from_u8(goaway.code);
+                if first && matches!(code, Code::ResourceExhausted | Code::Unauthenticated | Code::PermissionDenied) {
+                    self.peer_refusal = Some(code);
+                }
                 if first {
                     self.send_waiting();
                     self.expected.push_back(Expect::GoAway { last_id: goaway.last_id });
@@ -1006,7 +1032,7 @@ impl Run {
 
     /// Why no call may be sent now, if none may.
     fn refusal(&self) -> Option<Code> {
-        (self.peer_goaway.is_some() || self.went_away).then_some(Code::Unavailable)
+        self.peer_refusal.or((self.peer_goaway.is_some() || self.went_away).then_some(Code::Unavailable))
     }
 
     /// Sends the call if the peer's HELLO came, the output has room and the peer's limits admit

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use zrpc_core::{Request, Response};
+use zrpc_core::{Code, Request, Response};
 
 use super::mux_local::Step;
 use super::*;
@@ -250,12 +250,42 @@ fn goaway_either_way_refuses_new_calls_and_drain_marks_the_unprocessed() {
         GoAway,
         Finish { pick: 0, size: 1, error: false },
         // The peer's GOAWAY says it saw call 1: only call 3 is unprocessed.
-        PeerGoAway { pick: 0 },
+        PeerGoAway { pick: 0, code: Code::Unavailable },
         Drain,
         PeerResponse { pick: 0, error: false },
     ];
     // Ready, request 2 handed over, GOAWAY.
     assert_eq!(mux_local(&script(0, 3, &steps)), Report { count: 3, error: None });
+}
+
+#[test]
+fn a_refusing_goaway_fails_the_waiting_calls_and_every_later_one_with_its_code() {
+    use Step::*;
+    for code in [Code::ResourceExhausted, Code::Unauthenticated, Code::PermissionDenied] {
+        let steps = [
+            // The peer takes 3 requests in progress: the fourth waits.
+            Call { size: 1, oneway: false },
+            Call { size: 1, oneway: false },
+            Call { size: 1, oneway: false },
+            Call { size: 1, oneway: false },
+            // The model predicts the waiting call and the next fail with `code`, unprocessed,
+            // and a later GOAWAY saying `Unavailable` changes nothing.
+            PeerGoAway { pick: 0, code },
+            Call { size: 1, oneway: true },
+            PeerGoAway { pick: 0, code: Code::Unavailable },
+            Call { size: 1, oneway: false },
+        ];
+        // Ready, the waiting call's answer (the refusal), the GOAWAY.
+        assert_eq!(mux_local(&script(0, 0, &steps)), Report { count: 3, error: None }, "{code:?}");
+    }
+    // A refusal's code on a GOAWAY after the first is a shutdown's: the calls fail
+    // `Unavailable`.
+    let steps = [
+        PeerGoAway { pick: 0, code: Code::Unavailable },
+        PeerGoAway { pick: 0, code: Code::ResourceExhausted },
+        Call { size: 1, oneway: false },
+    ];
+    assert_eq!(mux_local(&script(0, 0, &steps)), Report { count: 2, error: None });
 }
 
 #[test]
@@ -416,7 +446,11 @@ fn random_step<'a>(rng: &mut fastrand::Rng, raw: &'a [u8]) -> Step<'a> {
         3 => Step::PeerResponse { pick, error: rng.bool() },
         4 => Step::PeerCancel { pick },
         0 | 5 => Step::PeerPing { nonce: rng.u8(..), pong: rng.bool() },
-        6 => Step::PeerGoAway { pick },
+        6 => {
+            let refusals = [Code::ResourceExhausted, Code::Unauthenticated, Code::PermissionDenied];
+            let code = if rng.bool() { Code::Unavailable } else { refusals[rng.usize(..refusals.len())] };
+            Step::PeerGoAway { pick, code }
+        }
         7 => Step::PeerCredit { pick, bogus: rng.usize(..4) == 0 },
         8..=10 => Step::Call { size, oneway: rng.bool() },
         11 => Step::Cancel { pick },
