@@ -50,6 +50,8 @@ pub const BOMB_ENTRIES: usize = 65_535;
 pub const HALF_HELLO_CONNS: usize = 4_096;
 /// What each sends of its first frame, which claims 128 KiB (`frame::MAX_HELLO`): 96 KiB.
 pub const HALF_HELLO_BYTES: usize = 96 << 10;
+/// Connections `connection-flood` opens: four times its server's `max_connections`.
+pub const FLOOD_CONNS: usize = 4 * super::server::FLOOD_MAX_CONNECTIONS;
 /// PINGs `ping-flood` sends.
 pub const PINGS: u64 = 10_000_000;
 /// PINGs per write in `ping-flood`.
@@ -227,13 +229,24 @@ pub async fn ping_flood(addr: SocketAddr, stop: Stop) -> Attack {
 /// `silent-peer`: the handshake, then nothing. It reads only to notice when the server closes
 /// the connection; it answers no PING, so to the server it is silent.
 pub async fn silent_peer(addr: SocketAddr, stop: Stop) -> Attack {
-    on_connections(addr, stop, 1, |mut conn, stop| async move {
-        let reading = reading(&mut conn, &stop, None);
-        stop.wait().await;
-        absorb(&mut conn, reading).await;
-        conn
-    })
-    .await
+    on_connections(addr, stop, 1, idle).await
+}
+
+/// `connection-flood`: [`FLOOD_CONNS`] connections at once, each a whole handshake and then
+/// nothing, against a server open to a quarter of them
+/// ([`FLOOD_MAX_CONNECTIONS`](super::server::FLOOD_MAX_CONNECTIONS)). Each reads, to see
+/// whether the server refuses it (its GOAWAY) or keeps it.
+pub async fn connection_flood(addr: SocketAddr, stop: Stop) -> Attack {
+    on_connections(addr, stop, FLOOD_CONNS, idle).await
+}
+
+/// A connection that says nothing until the scenario ends, reading only to notice what the
+/// server says to it (a GOAWAY) and when it closes.
+async fn idle(mut conn: RawConn, stop: Stop) -> RawConn {
+    let reading = reading(&mut conn, &stop, None);
+    stop.wait().await;
+    absorb(&mut conn, reading).await;
+    conn
 }
 
 /// `half-hellos`: [`HALF_HELLO_CONNS`] connections each send the preface and the first

@@ -24,7 +24,6 @@ use super::Options;
 use super::hostile::Attack;
 use super::report::{Cut, Hostile, Row, Rss};
 use super::scenario::Scenario;
-use super::server;
 use super::stop::Stop;
 use super::well_behaved::Caller;
 use crate::BoxError;
@@ -44,7 +43,7 @@ pub const LOOK_BACK: Duration = Duration::from_secs(1);
 /// cannot connect. What happens once the scenario runs is reported, not returned.
 pub fn measure(scenario: Scenario, options: &Options) -> Result<Row, BoxError> {
     // Dropped last: the child is killed after the runtime, and every connection in it, is gone.
-    let mut server = ServerProcess::spawn_serving(server::NAME)?;
+    let mut server = ServerProcess::spawn_serving(scenario.server())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let row = runtime.block_on(run(scenario, options, server.addr(), server.id()));
     runtime.shutdown_timeout(Duration::from_secs(2));

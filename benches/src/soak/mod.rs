@@ -12,7 +12,10 @@
 //!
 //! - Each scenario gets a **fresh server child** (`soak serve soak`, this same binary; see
 //!   [`proc`](crate::proc)) serving the [`Soak`](server::Soak) service with default settings,
-//!   so that its `VmHWM` is that scenario's peak.
+//!   so that its `VmHWM` is that scenario's peak. One exception: `connection-flood`'s server
+//!   is open to at most [`FLOOD_MAX_CONNECTIONS`](server::FLOOD_MAX_CONNECTIONS) connections
+//!   (`soak serve soak-limited`), since the default bound is past what one client process can
+//!   open.
 //! - A **hostile client** ([`hostile`]) writes raw frames ([`frames`]) on real TCP sockets: the
 //!   preface and a HELLO, then what its scenario says, with tokio's `AsyncWriteExt`. Unless the
 //!   scenario says it reads, it reads nothing while the scenario runs.
@@ -39,6 +42,7 @@
 //! | `silent-peer` | the handshake, then nothing: it answers no PING. It reads only to notice the close. Long duration | after how long the server closes a dead peer (PROTOCOL.md §13: PING after 10 s of silence, dead 20 s later, so 30 s) |
 //! | `half-hellos` | 4,096 connections each send the preface and the first 96 KiB of a HELLO whose header claims 128 KiB, the most a first frame may be, then nothing; they read only to notice the close | what connections that have not said who they are make the server hold in all: each holds its part of a HELLO until the handshake's timeout (20 s), and the server keeps at most `max_handshakes` (1,024) of them, closing the one waiting longest |
 //! | `large-answers` | 32 connections each make one echo call of 8 MiB, read the answer, and then only send a PING every 5 s | what a burst leaves behind: the server's output buffer held each 8 MiB answer, and a connection kept it for its life until 2026-12-01; now it is given back at the first heartbeat tick after the burst, at most once a heartbeat interval (10 s), so RSS at the end is the column to read |
+//! | `connection-flood` | 4,096 connections at once, each a whole handshake (preface, HELLO) and then nothing, against a server open to 1,024 (`max_connections`); they read only to see what the server says and when it closes | what a flood of connections that get in costs, and that the bound holds: the server keeps the first 1,023 beside the well-behaved client's and refuses the rest with a GOAWAY `ResourceExhausted` once their HELLO is in, so that their clients can go elsewhere |
 //!
 //! `hold` calls sleep for an hour: they outlive their scenario, and the server child is killed
 //! at its end. The three heartbeat scenarios run by default, for `--long-duration` (default 45 s:
@@ -118,17 +122,19 @@ impl Default for Options {
 pub const USAGE: &str = "\
 usage: soak [--duration SECS] [--long-duration SECS] [--scenarios a,b,...] [--rss-cap MIB]
 
-Runs hostile and slow clients against a zrpc server child (default settings, loopback, a fresh
-child per scenario) while a well-behaved client calls it on its own connection; prints one
-markdown table row per scenario: what the hostile client did and saw, the server's RSS at the
-start, its peak and growth, and the well-behaved client's calls, failures and latency.
+Runs hostile and slow clients against a zrpc server child (default settings but for
+connection-flood's connection bound, loopback, a fresh child per scenario) while a
+well-behaved client calls it on its own connection; prints one markdown table row per
+scenario: what the hostile client did and saw, the server's RSS at the start, its peak and
+growth, and the well-behaved client's calls, failures and latency.
 
   --duration SECS       how long each scenario runs (default 10)
   --long-duration SECS  how long keepalive-never-read, silent-peer and large-answers run: they
                         watch the heartbeat, which gives up on a silent peer after 30 s (default 45)
   --scenarios LIST      any of never-read, never-read-x4, slow-reader, keepalive-never-read,
                         pipeline-flood, pinned-buffers, metadata-bomb, ping-flood, silent-peer,
-                        half-hellos, large-answers (default: all, in that order)
+                        half-hellos, large-answers, connection-flood (default: all, in that
+                        order; connection-flood's server is open to 1,024 connections)
   --rss-cap MIB         stop a scenario early when the server's RSS passes this (default 4096)
 ";
 
@@ -165,6 +171,9 @@ pub fn main(args: &[String]) -> Result<(), BoxError> {
     match args {
         [serve, name] if serve == SERVE && name == server::NAME => {
             crate::proc::serve_child(server::NAME, server::serve())
+        }
+        [serve, name] if serve == SERVE && name == server::LIMITED => {
+            crate::proc::serve_child(server::LIMITED, server::serve_limited())
         }
         [help] if help == "--help" || help == "-h" => {
             print!("{USAGE}");
@@ -214,7 +223,7 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
 fn heading(options: &Options) -> String {
     format!(
         "zrpc soak, {date}: {cpu}, {cores} cores, loopback; a fresh server child per scenario, default \
-         settings\n\
+         settings (connection-flood's: max_connections {flood_max})\n\
          each scenario {duration:?} (keepalive-never-read, silent-peer and large-answers {long:?}), cut short when the \
          server's RSS passes {cap} MiB; memory in MiB (VmRSS, VmHWM); the well-behaved client echoes \
          {message} bytes every {pace:?} at most, deadline {deadline:?}",
@@ -227,6 +236,7 @@ fn heading(options: &Options) -> String {
         message = well_behaved::MESSAGE_BYTES,
         pace = well_behaved::PACE,
         deadline = well_behaved::CALL_TIMEOUT,
+        flood_max = server::FLOOD_MAX_CONNECTIONS,
     )
 }
 

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::hostile::{self, Attack};
+use super::server;
 use super::stop::Stop;
 use crate::BoxError;
 
@@ -34,11 +35,14 @@ pub enum Scenario {
     HalfHellos,
     /// 32 connections that each make one 8 MiB echo call, then only keep the connection alive.
     LargeAnswers,
+    /// 4,096 connections that complete the handshake and say nothing more, against a server
+    /// open to 1,024.
+    ConnectionFlood,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::NeverRead,
         Scenario::NeverReadX4,
         Scenario::SlowReader,
@@ -50,6 +54,7 @@ impl Scenario {
         Scenario::SilentPeer,
         Scenario::HalfHellos,
         Scenario::LargeAnswers,
+        Scenario::ConnectionFlood,
     ];
 
     /// The name on the command line and in the table.
@@ -66,6 +71,17 @@ impl Scenario {
             Scenario::SilentPeer => "silent-peer",
             Scenario::HalfHellos => "half-hellos",
             Scenario::LargeAnswers => "large-answers",
+            Scenario::ConnectionFlood => "connection-flood",
+        }
+    }
+
+    /// The server child it runs against: default settings ([`server::NAME`]), but for
+    /// `connection-flood`, whose server bounds its connections low enough for one client to
+    /// reach the bound ([`server::LIMITED`]).
+    pub fn server(self) -> &'static str {
+        match self {
+            Scenario::ConnectionFlood => server::LIMITED,
+            _ => server::NAME,
         }
     }
 
@@ -99,6 +115,7 @@ impl Scenario {
             Scenario::SilentPeer => Ok(hostile::silent_peer(addr, stop).await),
             Scenario::HalfHellos => Ok(hostile::half_hellos(addr, stop).await),
             Scenario::LargeAnswers => hostile::large_answers(addr, stop).await,
+            Scenario::ConnectionFlood => Ok(hostile::connection_flood(addr, stop).await),
         }
     }
 }
@@ -149,5 +166,13 @@ mod tests {
         let long_ones: Vec<&str> =
             Scenario::ALL.into_iter().filter(|s| s.duration(short, long) == long).map(Scenario::name).collect();
         assert_eq!(long_ones, ["keepalive-never-read", "silent-peer", "large-answers"]);
+    }
+
+    #[test]
+    fn only_the_connection_flood_runs_against_the_limited_server() {
+        let limited: Vec<&str> =
+            Scenario::ALL.into_iter().filter(|s| s.server() == server::LIMITED).map(Scenario::name).collect();
+        assert_eq!(limited, ["connection-flood"]);
+        assert!(Scenario::ALL.into_iter().all(|s| [server::NAME, server::LIMITED].contains(&s.server())));
     }
 }

@@ -1,6 +1,7 @@
 //! The server under attack: a `#[zrpc::service]` with the three methods the clients call, bound
 //! with default settings in a child process of its own (`soak serve soak`, see
-//! [`proc`](crate::proc)).
+//! [`proc`](crate::proc)), or, for `connection-flood`, with [`FLOOD_MAX_CONNECTIONS`]
+//! (`soak serve soak-limited`).
 //!
 //! The hostile clients write raw frames, so they name the methods by their wire names,
 //! `"Service.method"` ([`ECHO`], [`SLEEP`], [`HOLD`]), and encode each method's one argument
@@ -14,8 +15,15 @@ use zrpc::{Blob, Context, Server};
 use crate::BoxError;
 use crate::framework::Serving;
 
-/// What the `serve` child mode is told to run.
+/// What the `serve` child mode is told to run: the server with default settings.
 pub const NAME: &str = "soak";
+/// The same server, open to at most [`FLOOD_MAX_CONNECTIONS`] connections.
+pub const LIMITED: &str = "soak-limited";
+/// The connection bound of [`LIMITED`]'s server. The default (65,536,
+/// `zrpc::DEFAULT_MAX_CONNECTIONS`) is past the 20,000 file descriptors a process gets on the
+/// project's machines and past the ports one loopback address can connect from, so a flood
+/// that reaches it cannot be run from one client; this one can, four times over.
+pub const FLOOD_MAX_CONNECTIONS: usize = 1_024;
 
 /// The wire name of [`Soak::echo`].
 pub const ECHO: &str = "Soak.echo";
@@ -66,6 +74,16 @@ impl Soak for Target {
 /// If it cannot bind.
 pub async fn serve() -> Result<Serving, BoxError> {
     crate::framework::zrpc::serve(Server::builder().add_service(SoakServer::new(Target))).await
+}
+
+/// Binds the server with [`FLOOD_MAX_CONNECTIONS`] and otherwise default settings, on
+/// `127.0.0.1:0`.
+///
+/// # Errors
+/// If it cannot bind.
+pub async fn serve_limited() -> Result<Serving, BoxError> {
+    let builder = Server::builder().max_connections(FLOOD_MAX_CONNECTIONS);
+    crate::framework::zrpc::serve(builder.add_service(SoakServer::new(Target))).await
 }
 
 #[cfg(test)]
