@@ -230,6 +230,9 @@ impl<L> ServerBuilder<L> {
     /// that finds them all in use waits its turn, first come first served, one request at a
     /// time: connections share the server fairly, and nobody is refused (see
     /// [`limits`](crate::limits)). A handler that answers without waiting does not count.
+    /// Waiting takes from a call's deadline, which counts from its arrival: a call whose
+    /// deadline passes before its turn is answered `DeadlineExceeded`, unprocessed, and its
+    /// handler never runs.
     pub fn max_concurrent_requests(mut self, max: usize) -> ServerBuilder<L> {
         self.config.max_concurrent_requests = max.max(1);
         self

@@ -14,6 +14,13 @@
 //! while it waits for one it is parked here, polled once and not again until granted, and no
 //! other request of this connection starts (see [`crate::budget`]).
 //!
+//! A request's deadline counts from the moment the mux read it, not from when its turn came
+//! (`docs/PROTOCOL.md` §12): one that waited behind a parked handler, or for a service that
+//! was not ready, has that much less time, and one whose deadline passed meanwhile is answered
+//! `DeadlineExceeded`, unprocessed, without its handler ever running. Until 2026-12-02 the
+//! deadline counted from the start, so an overloaded server went on to run calls whose callers
+//! had already given up on them.
+//!
 //! A compressed request is decompressed where it becomes a [`Request`], since the service takes
 //! it whole; one that cannot be (over this side's `max_frame`, an id it did not announce,
 //! corrupt) is answered at once with the reason, unprocessed. The answer is compressed with
@@ -355,8 +362,9 @@ where
             }
             progress.started = true;
         }
-        // One reading of the clock for the requests started in this turn, from which their
-        // deadlines count (no earlier than their arrival, as docs/PROTOCOL.md §12 asks).
+        // One reading of the clock for the requests started in this turn, against which their
+        // deadlines are checked: each counts from the request's arrival (docs/PROTOCOL.md §12),
+        // however long it waited for this turn.
         let mut now = None;
         while mux.has_request() && self.parked.is_none() {
             if output_first && mux.queued_output() >= piece(mux.inbound_bytes()) {
@@ -367,8 +375,8 @@ where
                 Poll::Pending => break,
                 Poll::Ready(ready) => ready,
             };
-            let Some(frame) = mux.next_request() else { break };
-            self.start_handler(mux, frame, ready, &mut now, cx);
+            let Some((frame, arrived)) = mux.next_request() else { break };
+            self.start_handler(mux, frame, arrived, ready, &mut now, cx);
             progress.started = true;
         }
         #[cfg(feature = "durable")]
@@ -417,12 +425,14 @@ where
         }
     }
 
-    /// Starts a handler for the peer's call, or answers at once when the service is not
-    /// ready or the request cannot become a [`Request`].
+    /// Starts a handler for the peer's call, which arrived at `arrived`, or answers at once when
+    /// the service is not ready, the request cannot become a [`Request`], or its deadline passed
+    /// while it waited to be started.
     fn start_handler(
         &mut self,
         mux: &mut ConnectionMux,
         frame: RequestFrame,
+        arrived: Instant,
         ready: Result<(), Status>,
         now: &mut Option<Instant>,
         cx: &mut TaskContext<'_>,
@@ -430,13 +440,13 @@ where
         let id = frame.id;
         #[cfg(feature = "durable")]
         if frame.durable.is_some() {
-            self.record_durable(mux, frame, ready, now);
+            self.record_durable(mux, frame, arrived, ready);
             return;
         }
         let budget = frame.timeout;
         let answer = self.answer_compression(mux, &frame);
         let limit = mux.max_frame();
-        let request = ready.and_then(|()| self.to_request(frame, limit, now));
+        let request = ready.and_then(|()| self.to_request(frame, arrived, limit));
         let mut request = match request {
             Ok(request) => request,
             Err(status) => {
@@ -445,6 +455,19 @@ where
             }
         };
         let observed = observe::enabled().then(|| Observed::server(&mut request, self.peer.name(), &mut self.metrics));
+        let deadline = request.ctx().deadline();
+        if let Some(deadline) = deadline
+            && deadline <= *now.get_or_insert_with(Instant::now)
+        {
+            // It waited for a turn (the server's budget, a layer not ready) until its caller's
+            // time was up: the handler is not started at all.
+            let expired = Err(self.expired(budget, request.method()));
+            if let Some(observed) = observed {
+                observed.finish(&expired);
+            }
+            mux.finish(id, &expired);
+            return;
+        }
         if let Err(status) = self.admit_call(&mut request) {
             let refused = Err(status);
             if let Some(observed) = observed {
@@ -453,7 +476,6 @@ where
             mux.finish(id, &refused);
             return;
         }
-        let deadline = request.ctx().deadline();
         let method = request.method().clone();
         let mut call = InSpan::new(self.service.call(request), observed.as_ref());
         // Poll once here: a handler that finishes without waiting is answered in this turn,
@@ -500,8 +522,8 @@ where
         &mut self,
         mux: &mut ConnectionMux,
         mut frame: RequestFrame,
+        arrived: Instant,
         ready: Result<(), Status>,
-        now: &mut Option<Instant>,
     ) {
         let id = frame.id;
         let (true, Some(fields)) = (self.inbox.is_some(), frame.durable.take()) else {
@@ -527,7 +549,7 @@ where
             return;
         }
         let recorded = ready
-            .and_then(|()| self.to_request(frame, limit, now))
+            .and_then(|()| self.to_request(frame, arrived, limit))
             .and_then(|mut request| {
                 // `to_request` made the method static exactly when the router knows it.
                 if request.method().as_static().is_none() {
@@ -622,6 +644,15 @@ where
         }
     }
 
+    /// The answer to a call whose deadline, `budget` from its arrival, passed before it could
+    /// start: `DeadlineExceeded`, unprocessed, since its handler never ran.
+    fn expired(&self, budget: Option<Duration>, method: &Method) -> Status {
+        let budget = Rounded(budget.unwrap_or_default());
+        let local = &self.local_name;
+        Status::deadline_exceeded(format!("deadline of {budget} passed before {method} could start on {local}"))
+            .mark_unprocessed()
+    }
+
     /// Gives `request` the caller's identity, if the peer may make it.
     fn admit_call(&self, request: &mut Request) -> Result<(), Status> {
         match &self.admission {
@@ -651,9 +682,9 @@ where
         AnswerCompression { settings: Settings { algorithm, ..self.compression }, accepted }
     }
 
-    /// The request `frame` carries; its payload decompressed, if it came compressed, to at most
-    /// `limit` bytes.
-    fn to_request(&self, frame: RequestFrame, limit: u32, now: &mut Option<Instant>) -> Result<Request, Status> {
+    /// The request `frame` carries, its deadline counted from `arrived`; its payload
+    /// decompressed, if it came compressed, to at most `limit` bytes.
+    fn to_request(&self, frame: RequestFrame, arrived: Instant, limit: u32) -> Result<Request, Status> {
         let codec = self.codec(frame.codec)?;
         let method: Method = match self.names.intern_bytes(&frame.method) {
             Some(known) => known.into(),
@@ -666,7 +697,7 @@ where
         };
         let mut ctx = Context::new();
         // A peer may send any timeout up to u64::MAX µs; one beyond the clock's range is no deadline.
-        ctx.set_deadline(frame.timeout.and_then(|timeout| now.get_or_insert_with(Instant::now).checked_add(timeout)));
+        ctx.set_deadline(frame.timeout.and_then(|timeout| arrived.checked_add(timeout)));
         // The caller's name comes with the peer: one reference count for both.
         ctx.set_peer(Some(self.peer.clone()));
         ctx.set_trace(frame.trace);

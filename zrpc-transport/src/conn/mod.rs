@@ -785,6 +785,25 @@ mod tests {
         assert!(answer_writes <= 16, "1,000 answers left in {answer_writes} writes");
     }
 
+    /// A server's connection running `service` with `budget`, over a pipe: its task, and the
+    /// pipe's other end for the test to play the client.
+    fn serving_with_budget<S>(service: S, budget: &Budget) -> (tokio::task::JoinHandle<()>, DuplexStream)
+    where
+        S: Service<Request, Response = Response, Error = Status> + Send + 'static,
+        S::Future: Send + Unpin + 'static,
+    {
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (server, _) = Connection::new(
+            Stream::Memory(near),
+            Role::Acceptor,
+            config("s"),
+            service,
+            Router::new(),
+            Some(budget.clone()),
+        );
+        (tokio::spawn(server.run()), far)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_cancel_read_with_bytes_that_break_the_protocol_still_stops_its_handler() {
         // Found by the `conn` fuzz target: the peer's CANCEL for a running handler, and bytes
@@ -803,16 +822,7 @@ mod tests {
                 std::future::pending::<Result<Response, Status>>().await
             })
         });
-        let (near, mut far) = tokio::io::duplex(1 << 16);
-        let (server, _) = Connection::new(
-            Stream::Memory(near),
-            Role::Acceptor,
-            config("s"),
-            service,
-            Router::new(),
-            Some(budget.clone()),
-        );
-        let server = tokio::spawn(server.run());
+        let (server, mut far) = serving_with_budget(service, &budget);
 
         let mut peer: Mux<()> = Mux::new(Role::Connector, config("c"), Instant::now());
         let mut bytes = peer.take_output();
@@ -834,6 +844,90 @@ mod tests {
         assert!(matches!(gone, Ok(Err(_))), "the cancelled handler was stopped: {gone:?}");
     }
 
+    /// What [`waits_for_a_turn`] saw of its third request.
+    #[derive(Debug, PartialEq, Eq)]
+    struct ThirdCall {
+        /// Its answer: the time left as its handler saw it, in ms, or the refusal's code and
+        /// whether it was marked unprocessed.
+        answer: Result<u64, (u8, bool)>,
+        /// How often its handler ran.
+        handled: usize,
+    }
+
+    /// A server connection with a budget of one running handler: two calls that wait hold the
+    /// unit and the connection's one parked place, so a third call, with a deadline of
+    /// `timeout`, waits in the connection; the clock moves on by `waited`, the first call is
+    /// let go, and the third starts in its turn.
+    async fn waits_for_a_turn(timeout: Duration, waited: Duration) -> ThirdCall {
+        let budget = Budget::new(1);
+        let (go, release) = tokio::sync::watch::channel(false);
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let handled = Arc::new(AtomicUsize::new(0));
+        let counted = handled.clone();
+        let service = tower::service_fn(move |request: Request| {
+            let (mut release, started, counted) = (release.clone(), started_tx.clone(), counted.clone());
+            Box::pin(async move {
+                if request.method().as_str() == "Time.left" {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    let left = request.ctx().remaining().map_or(u64::MAX, |left| left.as_millis() as u64);
+                    return Ok(Response::new(Bytes::copy_from_slice(&left.to_le_bytes())));
+                }
+                let _ = started.send(());
+                let _ = release.wait_for(|go| *go).await;
+                Ok::<_, Status>(Response::default())
+            })
+        });
+        let (_server, mut far) = serving_with_budget(service, &budget);
+
+        let mut peer: Mux<()> = Mux::new(Role::Connector, config("c"), Instant::now());
+        let mut bytes = peer.take_output();
+        let wait = Request::new("Slow.wait", Bytes::new());
+        let left = Request::from_parts("Time.left", zrpc_core::Context::new().with_timeout(timeout), Bytes::new());
+        for (id, request) in [(1, &wait), (3, &wait), (5, &left)] {
+            crate::frame::encode_request(&mut bytes, id, request, crate::frame::DEFAULT_MAX_FRAME).expect("encodes");
+        }
+        far.write_all(&bytes).await.expect("the peer's HELLO and three calls");
+        started.recv().await.expect("the first call started");
+        started.recv().await.expect("the second call started, and is parked for the unit");
+        assert_eq!(budget.in_use(), 1, "the first call holds the unit");
+
+        tokio::time::advance(waited).await;
+        go.send_replace(true);
+        let mut from_server = BytesMut::new();
+        let (mut decoder, mut preface) = (crate::frame::Decoder::default(), false);
+        loop {
+            preface = preface || crate::frame::decode_preface(&mut from_server).expect("the server's preface");
+            while let Some(frame) = preface.then(|| decoder.decode(&mut from_server).expect("valid frames")).flatten() {
+                if let crate::frame::Frame::Response(response) = frame
+                    && response.id == 5
+                {
+                    let answer = match response.code {
+                        0 => Ok(u64::from_le_bytes(response.payload[..].try_into().expect("8 bytes"))),
+                        code => Err((code, response.flags & crate::frame::flags::UNPROCESSED != 0)),
+                    };
+                    return ThirdCall { answer, handled: handled.load(Ordering::Relaxed) };
+                }
+            }
+            let read = tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_server).await.expect("read");
+            assert_ne!(read, 0, "the connection closed before answering the third call");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_waited_for_a_turn_has_its_deadline_counted_from_its_arrival() {
+        // Until 2026-12-02 its deadline counted from when it started: 10 s left, after 4 s of
+        // waiting, where its caller had 6.
+        let third = waits_for_a_turn(Duration::from_secs(10), Duration::from_secs(4)).await;
+        assert_eq!(third, ThirdCall { answer: Ok(6_000), handled: 1 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_whose_deadline_passed_while_it_waited_is_not_started() {
+        let third = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4)).await;
+        let expired = (zrpc_core::Code::DeadlineExceeded.as_u8(), true);
+        assert_eq!(third, ThirdCall { answer: Err(expired), handled: 0 }, "answered unprocessed, never handled");
+    }
+
     /// A client's connection, ready, over a pipe of `capacity` bytes whose other end is a bare
     /// mux the test drives: the handle to call through, that mux, and its end of the pipe.
     async fn client_and_raw_peer(capacity: usize) -> (Handle, Mux<()>, DuplexStream) {
@@ -852,7 +946,7 @@ mod tests {
         loop {
             tokio::io::AsyncReadExt::read_buf(far, from_client).await.expect("read");
             peer.recv(from_client, Instant::now()).expect("valid frames");
-            if let Some(frame) = peer.next_request() {
+            if let Some((frame, _)) = peer.next_request() {
                 return frame.id;
             }
         }
@@ -880,7 +974,7 @@ mod tests {
         while first.len() < 1000 {
             tokio::io::AsyncReadExt::read_buf(&mut far, &mut from_client).await.expect("read");
             peer.recv(&mut from_client, Instant::now()).expect("valid frames");
-            while let Some(frame) = peer.next_request() {
+            while let Some((frame, _)) = peer.next_request() {
                 first.push(frame.id);
             }
         }

@@ -198,7 +198,7 @@ impl Run {
             }
             // A driver whose connection failed starts nothing more.
             while self.error.is_none()
-                && let Some(request) = self.mux.next_request()
+                && let Some((request, _)) = self.mux.next_request()
             {
                 progress = true;
                 self.on_request(request);

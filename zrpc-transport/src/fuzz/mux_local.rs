@@ -349,6 +349,8 @@ struct Inbound {
     oneway: bool,
     size: usize,
     state: InState,
+    /// The clock when the mux read it: what it must hand over with it.
+    arrived: Instant,
 }
 
 #[derive(Debug)]
@@ -819,7 +821,7 @@ impl Run {
             Some(status) => InState::Refuse(status.mark_unprocessed()),
             None => InState::Held,
         };
-        self.inbound.insert(id, Inbound { oneway, size, state });
+        self.inbound.insert(id, Inbound { oneway, size, state, arrived: self.now });
         self.inbound_bytes += size;
         self.held.push_back(id);
         self.send_refusals();
@@ -1144,16 +1146,17 @@ impl Run {
         let mut expected = None;
         while self.has_request() {
             let Some(&id) = self.held.front() else { break };
-            if let Some(Inbound { state: state @ InState::Held, .. }) = self.inbound.get_mut(&id) {
+            if let Some(Inbound { state: state @ InState::Held, arrived, .. }) = self.inbound.get_mut(&id) {
                 *state = InState::Started;
                 self.held.pop_front();
-                expected = Some(id);
+                expected = Some((id, *arrived));
                 break;
             }
             self.refuse_front();
         }
-        assert_eq!(handed.as_ref().map(|r| r.id), expected, "the request handed over");
-        if let Some(request) = handed {
+        let handed_arrived = handed.as_ref().map(|(request, arrived)| (request.id, *arrived));
+        assert_eq!(handed_arrived, expected, "the request handed over, and when it arrived");
+        if let Some((request, _)) = handed {
             self.transcript.push(format!("handed over {}", request.id));
             self.events += 1;
             assert!(stats.requests_in_progress - stats.requests_waiting < self.max_requests(), "{stats:?}");

@@ -434,8 +434,8 @@ impl fmt::Display for Rounded {
 
 /// One of the peer's requests that waits in the mux, with its place in the order of arrival.
 enum Held {
-    /// To hand over with [`Mux::next_request`].
-    Start(u64, RequestFrame),
+    /// To hand over with [`Mux::next_request`], with when it was read.
+    Start(u64, RequestFrame, Instant),
     /// To answer with this refusal, unprocessed.
     Refuse(u64, u64, Status),
 }
@@ -443,7 +443,7 @@ enum Held {
 impl Held {
     fn id(&self) -> u64 {
         match self {
-            Held::Start(_, request) => request.id,
+            Held::Start(_, request, _) => request.id,
             Held::Refuse(_, id, _) => *id,
         }
     }
@@ -1008,13 +1008,15 @@ impl<T, H> Mux<T, H> {
 
     /// The next of the peer's requests the local side may start: the oldest waiting, if fewer
     /// than `max_requests` are being handled and less than `max_queued_output` waits to be
-    /// written (contract item 6).
-    pub fn next_request(&mut self) -> Option<RequestFrame> {
+    /// written (contract item 6). With it, when it arrived: the `now` of the
+    /// [`recv`](Mux::recv) that read it, from which its deadline counts (PROTOCOL.md §12),
+    /// however long it then waited to be started.
+    pub fn next_request(&mut self) -> Option<(RequestFrame, Instant)> {
         while self.has_request() {
             match self.held.pop_front()? {
-                Held::Start(seq, request) => {
+                Held::Start(seq, request, arrived) => {
                     self.dequeued = seq + 1;
-                    return Some(request);
+                    return Some((request, arrived));
                 }
                 Held::Refuse(seq, id, status) => {
                     self.dequeued = seq + 1;
@@ -1403,7 +1405,7 @@ impl<T, H> Mux<T, H> {
                 continue;
             }
             let size = self.decoder.last_len();
-            self.on_frame(frame, size)?;
+            self.on_frame(frame, size, now)?;
         }
     }
 
@@ -1435,10 +1437,10 @@ impl<T, H> Mux<T, H> {
         Ok(())
     }
 
-    fn on_frame(&mut self, frame: Frame, size: usize) -> Result<(), ProtocolError> {
+    fn on_frame(&mut self, frame: Frame, size: usize, now: Instant) -> Result<(), ProtocolError> {
         match frame {
             Frame::Hello(_) => return Err(violation("HELLO sent twice")),
-            Frame::Request(request) => self.on_request(request, size)?,
+            Frame::Request(request) => self.on_request(request, size, now)?,
             Frame::Response(response) => {
                 let id = response.id;
                 if !self.role.opens(id) || id > self.highest_sent {
@@ -1506,7 +1508,7 @@ impl<T, H> Mux<T, H> {
         Ok(())
     }
 
-    fn on_request(&mut self, request: RequestFrame, size: usize) -> Result<(), ProtocolError> {
+    fn on_request(&mut self, request: RequestFrame, size: usize, now: Instant) -> Result<(), ProtocolError> {
         let id = request.id;
         if id == 0 || self.role.opens(id) {
             return Err(violation(format!("request id {id} does not have the parity of ids the peer opens")));
@@ -1560,7 +1562,7 @@ impl<T, H> Mux<T, H> {
             // In progress until the refusal is written: it counts against the peer's limits,
             // so that a peer sending calls it knows are refused is held back like any other.
             Some(status) => Held::Refuse(seq, id, status.mark_unprocessed()),
-            None => Held::Start(seq, request),
+            None => Held::Start(seq, request, now),
         });
         self.send_refusals();
         Ok(())

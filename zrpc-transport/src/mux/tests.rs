@@ -69,7 +69,7 @@ fn events(mux: &mut Mux<&'static str>) -> Vec<Event<&'static str>> {
 
 /// Every request `mux` hands over now.
 fn requests(mux: &mut Mux<&'static str>) -> Vec<RequestFrame> {
-    std::iter::from_fn(|| mux.next_request()).collect()
+    std::iter::from_fn(|| mux.next_request().map(|(request, _)| request)).collect()
 }
 
 fn ids(requests: &[RequestFrame]) -> Vec<u64> {
@@ -855,7 +855,7 @@ fn requests_wait_while_the_output_is_over_its_bound_and_pongs_are_folded() {
         pair.client.send_request(id, request("S.m", b""), "t").expect("accepted");
     }
     assert!(pair.server_events().is_empty());
-    assert_eq!(pair.server.next_request().map(|r| r.id), Some(1));
+    assert_eq!(pair.server.next_request().map(|(r, _)| r.id), Some(1));
     pair.server.finish(1, &ok(&ANSWER));
     assert!(!pair.server.has_request(), "over the bound: the second waits while the first's answer fills the output");
     assert!(pair.server.wants_read(), "but reading goes on");
