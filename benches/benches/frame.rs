@@ -115,7 +115,7 @@ fn mux(c: &mut Criterion) {
             assert!(client.send_request(id, black_box(request.clone()), id).is_ok());
             let mut wire = client.take_output();
             server.recv(&mut wire, now).expect("a request arrives");
-            let Some(call) = server.next_request() else { panic!("a request is handed over") };
+            let Some((call, _)) = server.next_request() else { panic!("a request is handed over") };
             server.finish(call.id, black_box(&response));
             let mut wire = server.take_output();
             client.recv(&mut wire, now).expect("a response arrives");
