@@ -231,8 +231,8 @@ impl<L> ServerBuilder<L> {
     /// time: connections share the server fairly, and nobody is refused (see
     /// [`limits`](crate::limits)). A handler that answers without waiting does not count.
     /// Waiting takes from a call's deadline, which counts from its arrival: a call whose
-    /// deadline passes before its turn is answered `DeadlineExceeded`, unprocessed, and its
-    /// handler never runs.
+    /// deadline passes before its turn is answered `DeadlineExceeded`, unprocessed (a oneway
+    /// call is dropped), and its handler never runs.
     pub fn max_concurrent_requests(mut self, max: usize) -> ServerBuilder<L> {
         self.config.max_concurrent_requests = max.max(1);
         self

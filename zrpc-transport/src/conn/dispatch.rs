@@ -15,11 +15,11 @@
 //! other request of this connection starts (see [`crate::budget`]).
 //!
 //! A request's deadline counts from the moment the mux read it, not from when its turn came
-//! (`docs/PROTOCOL.md` §12): one that waited behind a parked handler, or for a service that
-//! was not ready, has that much less time, and one whose deadline passed meanwhile is answered
-//! `DeadlineExceeded`, unprocessed, without its handler ever running. Until 2026-12-02 the
-//! deadline counted from the start, so an overloaded server went on to run calls whose callers
-//! had already given up on them.
+//! (`docs/PROTOCOL.md` §12): one that waited behind a parked handler, or for a service that was
+//! not ready, has that much less time, and one whose deadline passed meanwhile is answered
+//! `DeadlineExceeded`, unprocessed (a oneway one is dropped), without its handler ever running.
+//! Until 2026-12-02 the deadline counted from the start, so an overloaded server went on to run
+//! calls whose callers had already given up on them.
 //!
 //! A compressed request is decompressed where it becomes a [`Request`], since the service takes
 //! it whole; one that cannot be (over this side's `max_frame`, an id it did not announce,

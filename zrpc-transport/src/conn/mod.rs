@@ -844,7 +844,8 @@ mod tests {
         assert!(matches!(gone, Ok(Err(_))), "the cancelled handler was stopped: {gone:?}");
     }
 
-    /// What [`waits_for_a_turn`] saw of its third request.
+    /// What [`waits_for_a_turn`] saw of its third request (of the fourth, when the third was
+    /// oneway).
     #[derive(Debug, PartialEq, Eq)]
     struct ThirdCall {
         /// Its answer: the time left as its handler saw it, in ms, or the refusal's code and
@@ -857,8 +858,10 @@ mod tests {
     /// A server connection with a budget of one running handler: two calls that wait hold the
     /// unit and the connection's one parked place, so a third call, with a deadline of
     /// `timeout`, waits in the connection; the clock moves on by `waited`, the first call is
-    /// let go, and the third starts in its turn.
-    async fn waits_for_a_turn(timeout: Duration, waited: Duration) -> ThirdCall {
+    /// let go, and the third starts in its turn. A `oneway` third call has no answer: a fourth,
+    /// two-way and without a deadline, follows it, and its answer is what is returned, with the
+    /// count of both handlers' runs.
+    async fn waits_for_a_turn(timeout: Duration, waited: Duration, oneway: bool) -> ThirdCall {
         let budget = Budget::new(1);
         let (go, release) = tokio::sync::watch::channel(false);
         let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -882,11 +885,14 @@ mod tests {
         let mut peer: Mux<()> = Mux::new(Role::Connector, config("c"), Instant::now());
         let mut bytes = peer.take_output();
         let wait = Request::new("Slow.wait", Bytes::new());
-        let left = Request::from_parts("Time.left", zrpc_core::Context::new().with_timeout(timeout), Bytes::new());
-        for (id, request) in [(1, &wait), (3, &wait), (5, &left)] {
-            crate::frame::encode_request(&mut bytes, id, request, crate::frame::DEFAULT_MAX_FRAME).expect("encodes");
+        let left = Request::from_parts("Time.left", zrpc_core::Context::new().with_timeout(timeout), Bytes::new())
+            .with_oneway(oneway);
+        let after = Request::new("Time.left", Bytes::new());
+        let calls = [(1, &wait), (3, &wait), (5, &left), (7, &after)];
+        for (id, request) in &calls[..if oneway { 4 } else { 3 }] {
+            crate::frame::encode_request(&mut bytes, *id, request, crate::frame::DEFAULT_MAX_FRAME).expect("encodes");
         }
-        far.write_all(&bytes).await.expect("the peer's HELLO and three calls");
+        far.write_all(&bytes).await.expect("the peer's HELLO and its calls");
         started.recv().await.expect("the first call started");
         started.recv().await.expect("the second call started, and is parked for the unit");
         assert_eq!(budget.in_use(), 1, "the first call holds the unit");
@@ -899,7 +905,7 @@ mod tests {
             preface = preface || crate::frame::decode_preface(&mut from_server).expect("the server's preface");
             while let Some(frame) = preface.then(|| decoder.decode(&mut from_server).expect("valid frames")).flatten() {
                 if let crate::frame::Frame::Response(response) = frame
-                    && response.id == 5
+                    && response.id == if oneway { 7 } else { 5 }
                 {
                     let answer = match response.code {
                         0 => Ok(u64::from_le_bytes(response.payload[..].try_into().expect("8 bytes"))),
@@ -917,15 +923,22 @@ mod tests {
     async fn a_call_that_waited_for_a_turn_has_its_deadline_counted_from_its_arrival() {
         // Until 2026-12-02 its deadline counted from when it started: 10 s left, after 4 s of
         // waiting, where its caller had 6.
-        let third = waits_for_a_turn(Duration::from_secs(10), Duration::from_secs(4)).await;
+        let third = waits_for_a_turn(Duration::from_secs(10), Duration::from_secs(4), false).await;
         assert_eq!(third, ThirdCall { answer: Ok(6_000), handled: 1 });
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_whose_deadline_passed_while_it_waited_is_not_started() {
-        let third = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4)).await;
+        let third = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), false).await;
         let expired = (zrpc_core::Code::DeadlineExceeded.as_u8(), true);
         assert_eq!(third, ThirdCall { answer: Err(expired), handled: 0 }, "answered unprocessed, never handled");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_oneway_call_whose_deadline_passed_while_it_waited_is_dropped() {
+        // The fourth call, without a deadline, is answered; only its handler ran.
+        let fourth = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), true).await;
+        assert_eq!(fourth, ThirdCall { answer: Ok(u64::MAX), handled: 1 });
     }
 
     /// A client's connection, ready, over a pipe of `capacity` bytes whose other end is a bare
