@@ -27,6 +27,10 @@
 //!   call of both processes together (`/proc/PID/stat`, 10 ms ticks, read at the same edges),
 //!   and the server's peak RSS (`VmHWM`) so far. CPU per call moves far less from run to run
 //!   than throughput on a shared machine, which makes it the number to compare builds by.
+//!   Each point's line on stderr also says, per thousand calls in the window, how often the
+//!   kernel moved each process's threads between CPUs and preempted them
+//!   (`/proc/PID/task/*/sched`): on a 2-core VM a pass of one build runs in one of two modes,
+//!   few moves and fast or many and slow, and these tell which (docs/PERFORMANCE.md).
 //! - Then the ratios the project's targets are stated in: zrpc's throughput over tarpc's, the
 //!   raw multiplexer's and tonic's, p99 over tarpc's, and at one caller the p50 over the raw
 //!   ping-pong's.
@@ -41,7 +45,7 @@ use std::time::Duration;
 use crate::BoxError;
 use crate::framework::{Framework, Name, Visit};
 use crate::load::{self, Plan, Point};
-use crate::proc::{SERVE, ServerProcess};
+use crate::proc::{SERVE, Scheduling, ServerProcess};
 use crate::report::{self, MessageAllocs, Row};
 use crate::scale::Set;
 
@@ -322,6 +326,8 @@ struct Probe {
     server_allocs: u64,
     /// CPU time of the client and of the server, where `/proc` tells.
     cpu: Option<(Duration, Duration)>,
+    /// What the scheduler did to the client's threads and the server's, where `/proc` tells.
+    sched: Option<(Scheduling, Scheduling)>,
 }
 
 /// Measures `F` at every point, against one server child.
@@ -346,6 +352,7 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
                     client_allocs: crate::alloc::allocations(),
                     server_allocs: server.allocations()?,
                     cpu: crate::proc::cpu_time(std::process::id()).zip(crate::proc::cpu_time(server.id())),
+                    sched: crate::proc::scheduling(std::process::id()).zip(crate::proc::scheduling(server.id())),
                 })
             })
             .await
@@ -379,12 +386,13 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
         let (client_cpu, server_cpu) = cpu.unwrap_or((f64::NAN, f64::NAN));
         eprintln!(
             "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs \
-             (client {client_cpu:.2}, server {server_cpu:.2})",
+             (client {client_cpu:.2}, server {server_cpu:.2}){}",
             row.rps,
             row.p50_us,
             row.p99_us,
             row.allocs_per_call(),
-            row.cpu_us.unwrap_or(f64::NAN)
+            row.cpu_us.unwrap_or(f64::NAN),
+            scheduled(start.sched, end.sched, calls),
         );
         if let Some(error) = &measured.first_error {
             eprintln!("  {point:>7}: {} calls failed; the first: {error}", measured.errors);
@@ -392,6 +400,25 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// What the scheduler did in the window, per thousand calls, for the per-point line: how often
+/// it moved the client's and the server's threads between CPUs, and preempted them. On a VM
+/// with two cores a pass of one build falls into one of two modes, told apart by these (see
+/// docs/PERFORMANCE.md, "The gap to the floor, run by run"). Empty where `/proc` does not tell.
+fn scheduled(start: Option<(Scheduling, Scheduling)>, end: Option<(Scheduling, Scheduling)>, calls: f64) -> String {
+    let Some(((client, server), (client_before, server_before))) = end.zip(start) else {
+        return String::new();
+    };
+    let (client, server) = (client.since(client_before), server.since(server_before));
+    let per_kcall = |count: u64| count as f64 * 1000.0 / calls;
+    format!(
+        "  moved/kcall {:.2}, {:.2}  preempted/kcall {:.1}, {:.1} (client, server)",
+        per_kcall(client.migrations),
+        per_kcall(server.migrations),
+        per_kcall(client.preempted),
+        per_kcall(server.preempted),
+    )
 }
 
 /// The `serve <framework>` child: runs `F`'s server, answers the parent until its stdin closes.

@@ -179,6 +179,55 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// What the kernel's scheduler did to a process's threads so far: summed over the threads alive
+/// now, from `/proc/PID/task/*/sched` (Linux only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scheduling {
+    /// Moves of a thread from one CPU to another (`se.nr_migrations`).
+    pub migrations: u64,
+    /// Times a runnable thread was taken off its CPU for another (`nr_involuntary_switches`).
+    pub preempted: u64,
+}
+
+impl Scheduling {
+    /// What happened between `earlier` and `self`, by the same threads (a thread gone since
+    /// takes its counts with it, so a difference that would be negative is 0).
+    pub fn since(self, earlier: Scheduling) -> Scheduling {
+        Scheduling {
+            migrations: self.migrations.saturating_sub(earlier.migrations),
+            preempted: self.preempted.saturating_sub(earlier.preempted),
+        }
+    }
+
+    /// Adds the counts of one thread's `sched` file.
+    fn add(&mut self, sched: &str) {
+        for line in sched.lines() {
+            let Some((name, value)) = line.split_once(':') else { continue };
+            let Ok(value) = value.trim().parse::<u64>() else { continue };
+            match name.trim() {
+                "se.nr_migrations" => self.migrations += value,
+                "nr_involuntary_switches" => self.preempted += value,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The scheduler's counts for process `pid` (see [`Scheduling`]); `None` where `/proc` has no
+/// `sched` files (a kernel built without `CONFIG_SCHED_DEBUG`, or not Linux).
+pub fn scheduling(pid: u32) -> Option<Scheduling> {
+    let mut total = Scheduling::default();
+    let mut read = false;
+    for thread in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        // A thread that ends between the listing and the read is skipped.
+        if let Ok(sched) = std::fs::read_to_string(thread.path().join("sched")) {
+            total.add(&sched);
+            read = true;
+        }
+    }
+    read.then_some(total)
+}
+
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
@@ -254,4 +303,37 @@ pub fn answer_parent(addrs: &[SocketAddr]) -> Result<(), BoxError> {
         stdout.flush()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines of a thread's `sched` file that count, among the others, as the kernel writes
+    /// them.
+    const SCHED: &str = "tokio-rt-worker (4242, #threads: 5)
+-------------------------------------------------------------------
+se.exec_start                                :      19033254.940123
+se.nr_migrations                             :                  518
+nr_switches                                  :                41363
+nr_voluntary_switches                        :                 8023
+nr_involuntary_switches                      :                33340
+se.load.weight                               :              1048576
+";
+
+    #[test]
+    fn scheduling_counts_migrations_and_preemptions_of_every_thread() {
+        let mut total = Scheduling::default();
+        total.add(SCHED);
+        total.add(SCHED);
+        assert_eq!(total, Scheduling { migrations: 1036, preempted: 66680 });
+        let later = Scheduling { migrations: 1040, preempted: 66000 };
+        assert_eq!(later.since(total), Scheduling { migrations: 4, preempted: 0 }, "a thread gone took its counts");
+    }
+
+    #[test]
+    fn this_process_has_its_counts_where_the_kernel_keeps_them() {
+        let kept = std::path::Path::new("/proc/self/sched").exists();
+        assert_eq!(scheduling(std::process::id()).is_some(), kept);
+    }
 }
