@@ -21,8 +21,9 @@
 //! Until 2026-12-02 the deadline counted from the start, so an overloaded server went on to run
 //! calls whose callers had already given up on them.
 //!
-//! A compressed request is decompressed where it becomes a [`Request`], since the service takes
-//! it whole; one that cannot be (over this side's `max_frame`, an id it did not announce,
+//! A compressed request is decompressed once it is to start, since the service takes it whole,
+//! but after its deadline is checked, so that one that expired while it waited costs no
+//! decompression; one that cannot be (over this side's `max_frame`, an id it did not announce,
 //! corrupt) is answered at once with the reason, unprocessed. The answer is compressed with
 //! the request's algorithm, or for an uncompressed request with this side's own, when it is
 //! above the threshold and the peer announced it: in the handler's task when it has one, else
@@ -446,8 +447,8 @@ where
         let budget = frame.timeout;
         let answer = self.answer_compression(mux, &frame);
         let limit = mux.max_frame();
-        let request = ready.and_then(|()| self.to_request(frame, arrived, limit));
-        let mut request = match request {
+        let request = ready.and_then(|()| self.to_request(frame, arrived));
+        let (mut request, compressed) = match request {
             Ok(request) => request,
             Err(status) => {
                 mux.finish(id, &Err(status));
@@ -456,19 +457,20 @@ where
         };
         let observed = observe::enabled().then(|| Observed::server(&mut request, self.peer.name(), &mut self.metrics));
         let deadline = request.ctx().deadline();
-        if let Some(deadline) = deadline
+        // Checked before the payload is decompressed: an overloaded server, where requests wait
+        // past their deadlines, spends nothing on one whose caller has given up.
+        let refused = if let Some(deadline) = deadline
             && deadline <= *now.get_or_insert_with(Instant::now)
         {
             // It waited for a turn (the server's budget, a layer not ready) until its caller's
             // time was up: the handler is not started at all.
-            let expired = Err(self.expired(budget, request.method()));
-            if let Some(observed) = observed {
-                observed.finish(&expired);
-            }
-            mux.finish(id, &expired);
-            return;
-        }
-        if let Err(status) = self.admit_call(&mut request) {
+            Err(self.expired(budget, request.method()))
+        } else if compressed {
+            self.decompress_payload(&mut request, limit).and_then(|()| self.admit_call(&mut request))
+        } else {
+            self.admit_call(&mut request)
+        };
+        if let Err(status) = refused {
             let refused = Err(status);
             if let Some(observed) = observed {
                 observed.finish(&refused);
@@ -549,8 +551,11 @@ where
             return;
         }
         let recorded = ready
-            .and_then(|()| self.to_request(frame, arrived, limit))
-            .and_then(|mut request| {
+            .and_then(|()| self.to_request(frame, arrived))
+            .and_then(|(mut request, compressed)| {
+                if compressed {
+                    self.decompress_payload(&mut request, limit)?;
+                }
                 // `to_request` made the method static exactly when the router knows it.
                 if request.method().as_static().is_none() {
                     return Err(self.no_method(request.method().as_str()));
@@ -682,19 +687,17 @@ where
         AnswerCompression { settings: Settings { algorithm, ..self.compression }, accepted }
     }
 
-    /// The request `frame` carries, its deadline counted from `arrived`; its payload
-    /// decompressed, if it came compressed, to at most `limit` bytes.
-    fn to_request(&self, frame: RequestFrame, arrived: Instant, limit: u32) -> Result<Request, Status> {
+    /// The request `frame` carries, its deadline counted from `arrived`, and whether its payload
+    /// is still compressed, as it came: [`decompress_payload`](Dispatch::decompress_payload)
+    /// before anything reads it.
+    fn to_request(&self, frame: RequestFrame, arrived: Instant) -> Result<(Request, bool), Status> {
         let codec = self.codec(frame.codec)?;
         let method: Method = match self.names.intern_bytes(&frame.method) {
             Some(known) => known.into(),
             None => Arc::<str>::from(frame.method_str()).into(),
         };
-        let payload = if frame.flags & crate::frame::flags::COMPRESSED != 0 {
-            self.decompress(&frame.payload, limit, &format_args!("request to {method}"))?
-        } else {
-            frame.payload
-        };
+        let compressed = frame.flags & crate::frame::flags::COMPRESSED != 0;
+        let payload = frame.payload;
         let mut ctx = Context::new();
         // A peer may send any timeout up to u64::MAX µs; one beyond the clock's range is no deadline.
         ctx.set_deadline(frame.timeout.and_then(|timeout| arrived.checked_add(timeout)));
@@ -702,10 +705,18 @@ where
         ctx.set_peer(Some(self.peer.clone()));
         ctx.set_trace(frame.trace);
         *ctx.metadata_mut() = frame.metadata;
-        Ok(Request::from_parts(method, ctx, payload)
+        let request = Request::from_parts(method, ctx, payload)
             .with_codec(codec)
             .with_oneway(frame.flags & crate::frame::flags::ONEWAY != 0)
-            .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0))
+            .with_idempotent(frame.flags & crate::frame::flags::IDEMPOTENT != 0);
+        Ok((request, compressed))
+    }
+
+    /// Replaces `request`'s compressed payload with its decompressed bytes, at most `limit`.
+    fn decompress_payload(&self, request: &mut Request, limit: u32) -> Result<(), Status> {
+        let payload = self.decompress(request.payload(), limit, &format_args!("request to {}", request.method()))?;
+        *request.payload_mut() = payload;
+        Ok(())
     }
 
     /// The codec of wire value `codec`; `Unimplemented` for one this build does not have.

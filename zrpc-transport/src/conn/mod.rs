@@ -855,13 +855,25 @@ mod tests {
         handled: usize,
     }
 
+    /// The third call of [`waits_for_a_turn`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Third {
+        /// Two-way, its payload plain.
+        Plain,
+        /// Oneway: no answer comes.
+        Oneway,
+        /// Two-way, flagged compressed with a payload no algorithm can decompress.
+        Garbled,
+    }
+
     /// A server connection with a budget of one running handler: two calls that wait hold the
     /// unit and the connection's one parked place, so a third call, with a deadline of
     /// `timeout`, waits in the connection; the clock moves on by `waited`, the first call is
-    /// let go, and the third starts in its turn. A `oneway` third call has no answer: a fourth,
+    /// let go, and the third starts in its turn. A oneway third call has no answer: a fourth,
     /// two-way and without a deadline, follows it, and its answer is what is returned, with the
     /// count of both handlers' runs.
-    async fn waits_for_a_turn(timeout: Duration, waited: Duration, oneway: bool) -> ThirdCall {
+    async fn waits_for_a_turn(timeout: Duration, waited: Duration, third: Third) -> ThirdCall {
+        let oneway = third == Third::Oneway;
         let budget = Budget::new(1);
         let (go, release) = tokio::sync::watch::channel(false);
         let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -890,7 +902,17 @@ mod tests {
         let after = Request::new("Time.left", Bytes::new());
         let calls = [(1, &wait), (3, &wait), (5, &left), (7, &after)];
         for (id, request) in &calls[..if oneway { 4 } else { 3 }] {
-            crate::frame::encode_request(&mut bytes, *id, request, crate::frame::DEFAULT_MAX_FRAME).expect("encodes");
+            let max = crate::frame::DEFAULT_MAX_FRAME;
+            if *id == 5 && third == Third::Garbled {
+                // Compression id 1 (zstd), 1,024 bytes declared, and no zstd stream after it.
+                let payload = Bytes::from_static(b"\x01\x00\x00\x04\x00not zstd at all");
+                let garbled =
+                    Request::from_parts("Time.left", zrpc_core::Context::new().with_timeout(timeout), payload);
+                crate::frame::encode_compressed_request_at(&mut bytes, 5, &garbled, max, Instant::now())
+                    .expect("encodes");
+            } else {
+                crate::frame::encode_request(&mut bytes, *id, request, max).expect("encodes");
+            }
         }
         far.write_all(&bytes).await.expect("the peer's HELLO and its calls");
         started.recv().await.expect("the first call started");
@@ -923,13 +945,13 @@ mod tests {
     async fn a_call_that_waited_for_a_turn_has_its_deadline_counted_from_its_arrival() {
         // Until 2026-12-02 its deadline counted from when it started: 10 s left, after 4 s of
         // waiting, where its caller had 6.
-        let third = waits_for_a_turn(Duration::from_secs(10), Duration::from_secs(4), false).await;
+        let third = waits_for_a_turn(Duration::from_secs(10), Duration::from_secs(4), Third::Plain).await;
         assert_eq!(third, ThirdCall { answer: Ok(6_000), handled: 1 });
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_call_whose_deadline_passed_while_it_waited_is_not_started() {
-        let third = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), false).await;
+        let third = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), Third::Plain).await;
         let expired = (zrpc_core::Code::DeadlineExceeded.as_u8(), true);
         assert_eq!(third, ThirdCall { answer: Err(expired), handled: 0 }, "answered unprocessed, never handled");
     }
@@ -937,8 +959,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_oneway_call_whose_deadline_passed_while_it_waited_is_dropped() {
         // The fourth call, without a deadline, is answered; only its handler ran.
-        let fourth = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), true).await;
+        let fourth = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), Third::Oneway).await;
         assert_eq!(fourth, ThirdCall { answer: Ok(u64::MAX), handled: 1 });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_compressed_call_whose_deadline_passed_while_it_waited_is_not_decompressed() {
+        // Its deadline is checked first: until 2026-12-02 it was decompressed on its way to
+        // becoming a request, and this one was answered as undecodable.
+        let expired = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), Third::Garbled).await;
+        let deadline_exceeded = (zrpc_core::Code::DeadlineExceeded.as_u8(), true);
+        assert_eq!(expired, ThirdCall { answer: Err(deadline_exceeded), handled: 0 });
+        // Within its deadline the same bytes are decompressed, and refused for what they are.
+        let in_time = waits_for_a_turn(Duration::from_secs(10), Duration::from_secs(4), Third::Garbled).await;
+        let undecodable = (zrpc_core::Code::InvalidArgument.as_u8(), true);
+        assert_eq!(in_time, ThirdCall { answer: Err(undecodable), handled: 0 });
     }
 
     /// A client's connection, ready, over a pipe of `capacity` bytes whose other end is a bare
