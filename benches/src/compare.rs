@@ -30,7 +30,8 @@
 //!   Each point's line on stderr also says, per thousand calls in the window, how often the
 //!   kernel moved each process's threads between CPUs and preempted them
 //!   (`/proc/PID/task/*/sched`): on a 2-core VM a pass of one build runs in one of two modes,
-//!   few moves and fast or many and slow, and these tell which (docs/PERFORMANCE.md).
+//!   fewer moves and faster or more and slower, and these help tell a round's apart
+//!   (docs/PERFORMANCE.md).
 //! - Then the ratios the project's targets are stated in: zrpc's throughput over tarpc's, the
 //!   raw multiplexer's and tonic's, p99 over tarpc's, and at one caller the p50 over the raw
 //!   ping-pong's.
@@ -404,8 +405,9 @@ fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
 
 /// What the scheduler did in the window, per thousand calls, for the per-point line: how often
 /// it moved the client's and the server's threads between CPUs, and preempted them. On a VM
-/// with two cores a pass of one build falls into one of two modes, told apart by these (see
-/// docs/PERFORMANCE.md, "The gap to the floor, run by run"). Empty where `/proc` does not tell.
+/// with two cores a pass of one build falls into one of two modes, which these help tell apart
+/// (see docs/PERFORMANCE.md, "The gap to the floor, run by run"). Empty where `/proc` does not
+/// tell.
 fn scheduled(start: Option<(Scheduling, Scheduling)>, end: Option<(Scheduling, Scheduling)>, calls: f64) -> String {
     let Some(((client, server), (client_before, server_before))) = end.zip(start) else {
         return String::new();
