@@ -970,7 +970,7 @@ mod tests {
         let expired = waits_for_a_turn(Duration::from_secs(2), Duration::from_secs(4), Third::Garbled).await;
         let deadline_exceeded = (zrpc_core::Code::DeadlineExceeded.as_u8(), true);
         assert_eq!(expired, ThirdCall { answer: Err(deadline_exceeded), handled: 0 });
-        // Within its deadline the same bytes are decompressed, and refused for what they are.
+        // Within its deadline the same bytes go on to decompression and are refused there.
         let in_time = waits_for_a_turn(Duration::from_secs(10), Duration::from_secs(4), Third::Garbled).await;
         let undecodable = (zrpc_core::Code::InvalidArgument.as_u8(), true);
         assert_eq!(in_time, ThirdCall { answer: Err(undecodable), handled: 0 });
