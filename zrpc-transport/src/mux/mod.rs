@@ -982,7 +982,9 @@ impl<T, H> Mux<T, H> {
     /// Returns its token, or `None` when the call had already completed (then nothing is sent).
     pub fn cancel(&mut self, id: u64) -> Option<T> {
         if let Some(call) = self.pending.remove(&id) {
-            frame::encode_cancel(&mut self.out, id);
+            if self.phase != Phase::Broken {
+                frame::encode_cancel(&mut self.out, id);
+            }
             // The peer reads the CANCEL before anything sent after it: the slot is free.
             self.outstanding.release(call.size);
             self.send_waiting();
@@ -1122,6 +1124,11 @@ impl<T, H> Mux<T, H> {
     }
 
     fn encode_response(&mut self, id: u64, result: &Result<Response, Status>, compressed: bool) {
+        // A connection that failed owes nothing more: its GOAWAY, saying why, is its last frame,
+        // whatever ends after it (a refusal waiting for room in the output, a handler).
+        if self.phase == Phase::Broken {
+            return;
+        }
         let max = self.peer.as_ref().map_or(frame::MIN_MAX_FRAME, |p| p.max_frame);
         let encoded = if compressed {
             let payload = match result {

@@ -848,6 +848,49 @@ fn while_the_peer_is_not_read_its_silence_is_not_held_against_it() {
 }
 
 #[test]
+fn after_a_protocol_error_the_goaway_saying_why_is_the_last_frame() {
+    // A server over its output bound, going away: a call running, two refused ones waiting for
+    // room in the output.
+    let mut pair = pair_with_server(|c| c.max_queued_output = 2048);
+    static ANSWER: [u8; 3000] = [9; 3000];
+    for id in [1, 3] {
+        pair.client.send_request(id, request("S.m", b""), "t").expect("accepted");
+    }
+    assert_eq!(ids(&pair.server_requests()), [1, 3]);
+    pair.server.finish(3, &ok(&ANSWER));
+    pair.server.go_away(Code::Unavailable, "bye");
+    for id in [5, 7] {
+        pair.client.send_request(id, request("S.m", b""), "t").expect("accepted");
+    }
+    assert!(pair.server_events().is_empty(), "refused, and waiting for room to say so");
+    // Then bytes that break the protocol.
+    pair.to_server.extend_from_slice(&[0; 10]);
+    let now = pair.now;
+    let error = pair.server.recv(&mut pair.to_server, now).expect_err("a frame shorter than its header");
+    // The running call ends, and the output is written: neither its answer nor the refusals
+    // follow the GOAWAY (until 2026-12-02 the refusals did, once writing made room).
+    assert_eq!(pair.server.finish(1, &ok(b"late")), None);
+    let mut frames = decode(pair.server.take_output());
+    frames.extend(decode(pair.server.take_output()));
+    let Some(Frame::GoAway(last)) = frames.last() else { panic!("the last frame is not a GOAWAY: {frames:?}") };
+    assert_eq!((last.code, last.message.as_str()), (Code::InvalidArgument.as_u8(), &*error.to_string()));
+    let answered: Vec<u64> =
+        frames.iter().filter_map(|f| if let Frame::Response(r) = f { Some(r.id) } else { None }).collect();
+    assert_eq!(answered, [3], "{frames:?}");
+
+    // The same on the calling side: a call given up after its connection failed sends no CANCEL.
+    let mut pair = Pair::new();
+    pair.client.send_request(1, request("S.m", b""), "t").expect("accepted");
+    pair.server_requests();
+    pair.to_client.extend_from_slice(&[0; 10]);
+    let now = pair.now;
+    pair.client.recv(&mut pair.to_client, now).expect_err("a frame shorter than its header");
+    assert_eq!(pair.client.cancel(1), Some("t"), "the call ends");
+    let frames = decode(pair.client.take_output());
+    assert!(matches!(frames.last(), Some(Frame::GoAway(g)) if g.code == Code::InvalidArgument.as_u8()), "{frames:?}");
+}
+
+#[test]
 fn requests_wait_while_the_output_is_over_its_bound_and_pongs_are_folded() {
     let mut pair = pair_with_server(|c| c.max_queued_output = 2048);
     static ANSWER: [u8; 3000] = [9; 3000];
