@@ -978,8 +978,9 @@ impl<T, H> Mux<T, H> {
         }
     }
 
-    /// Forgets a call this side made and, if it was sent, tells the peer to stop working on it.
-    /// Returns its token, or `None` when the call had already completed (then nothing is sent).
+    /// Forgets a call this side made and, if it was sent, tells the peer to stop working on it
+    /// (unless the connection failed: its GOAWAY stays the last frame). Returns its token, or
+    /// `None` when the call had already completed (then nothing is sent).
     pub fn cancel(&mut self, id: u64) -> Option<T> {
         if let Some(call) = self.pending.remove(&id) {
             if self.phase != Phase::Broken {
