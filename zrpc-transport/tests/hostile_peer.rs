@@ -422,7 +422,8 @@ async fn a_deadline_that_already_passed_never_lets_a_waiting_handler_run_on() {
     let mut peer = RawPeer::connect(&server.tcp).await;
     peer.handshake("raw-client").await;
 
-    // 1 µs is what a caller sends when its deadline has already passed. The deadline counts
+    // 1 µs is the least a deadline can be on the wire: what a caller whose deadline passes
+    // while it encodes the request sends (zrpc's own sends no call already late). It counts
     // from the request's arrival, so by its turn it has almost always passed: the call is
     // answered unprocessed and its handler never runs. Should the turn come within that
     // microsecond, the handler starts and the deadline stops it at once.

@@ -409,6 +409,12 @@ impl CallDeadline {
 
     fn exceeded(&self, peer: &str) -> Status {
         let origin = self.origin.map(|origin| format!(" ({origin})")).unwrap_or_default();
+        if self.budget.is_zero() {
+            return Status::deadline_exceeded(format!(
+                "the deadline{origin} had passed before {} reached the connection to {peer}",
+                self.method
+            ));
+        }
         Status::deadline_exceeded(format!(
             "deadline of {}{origin} exceeded calling {} on {peer}",
             Rounded(self.budget),
@@ -800,7 +806,9 @@ impl<T, H> Mux<T, H> {
     ///
     /// # Errors
     /// `Unavailable` after a GOAWAY either way; `ResourceExhausted` when the request is larger
-    /// than the peer accepts. Each is marked unprocessed, and the token is handed back with it.
+    /// than the peer accepts; `DeadlineExceeded` when its deadline has passed already (a call
+    /// that waits for room and whose deadline passes is not sent either). Each is marked
+    /// unprocessed, and the token is handed back with it.
     pub fn send_request(&mut self, id: u64, request: Request, token: T) -> Result<(), (Status, T)> {
         self.send_request_at(id, request, token, Instant::now())
     }
@@ -839,10 +847,16 @@ impl<T, H> Mux<T, H> {
         if let Some(status) = self.refusal() {
             return Err((status, token));
         }
+        let deadline = CallDeadline::of(&request, now);
+        // The peer would only answer that it is too late: the bytes and its work are saved.
+        if let Some(deadline) = &deadline
+            && deadline.at <= now
+        {
+            return Err((self.exceeded_unsent(deadline), token));
+        }
         // Calls go in order: one that finds others waiting waits behind them.
         let attempt =
             if self.waiting.is_empty() { self.try_send(id, &request, compressed, now) } else { Attempt::Wait };
-        let deadline = CallDeadline::of(&request, now);
         if let Some(deadline) = &deadline
             && !matches!(attempt, Attempt::Refused(_))
         {
@@ -961,8 +975,17 @@ impl<T, H> Mux<T, H> {
             }
             return;
         }
+        let now = Instant::now();
         while let Some(call) = self.waiting.pop_front() {
-            match self.try_send(call.id, &call.request, call.compressed, Instant::now()) {
+            // Its deadline passed while it waited, before the timer came to fail it.
+            if let Some(deadline) = &call.deadline
+                && deadline.at <= now
+            {
+                let result = Err(self.exceeded_unsent(deadline));
+                self.events.push_back(Event::Response { token: call.token, result, compressed: false });
+                continue;
+            }
+            match self.try_send(call.id, &call.request, call.compressed, now) {
                 Attempt::Sent(size) => {
                     self.book(call.id, call.request.is_oneway(), size, call.token, call.deadline);
                 }
@@ -1199,7 +1222,7 @@ impl<T, H> Mux<T, H> {
     /// call is cheap next to what it saves: a timer per call. It runs when the earliest deadline
     /// known comes, which for calls of the same timeout is about once per timeout.
     fn expire_calls(&mut self, now: Instant) {
-        let peer: Arc<str> = self.peer.as_ref().map_or_else(|| "the peer".into(), |p| p.name.clone());
+        let peer = self.peer_name();
         let expired: Vec<u64> = self
             .pending
             .iter()
@@ -1223,12 +1246,8 @@ impl<T, H> Mux<T, H> {
             match &call.deadline {
                 // Never sent: safe to send anywhere, were there time left.
                 Some(deadline) if deadline.at <= now => {
-                    let status = deadline.exceeded(&peer).mark_unprocessed();
-                    self.events.push_back(Event::Response {
-                        token: call.token,
-                        result: Err(status),
-                        compressed: false,
-                    });
+                    let result = Err(deadline.exceeded(&peer).mark_unprocessed());
+                    self.events.push_back(Event::Response { token: call.token, result, compressed: false });
                 }
                 _ => waiting.push_back(call),
             }
@@ -1238,6 +1257,17 @@ impl<T, H> Mux<T, H> {
         self.earliest_deadline =
             pending.chain(self.waiting.iter().filter_map(|call| call.deadline.as_ref())).map(|d| d.at).min();
         self.send_waiting();
+    }
+
+    /// The peer's name for messages, before its HELLO too.
+    fn peer_name(&self) -> Arc<str> {
+        self.peer.as_ref().map_or_else(|| "the peer".into(), |p| p.name.clone())
+    }
+
+    /// The failure of a call whose deadline passed before it was sent: never sent, so safe to
+    /// send anywhere, were there time left.
+    fn exceeded_unsent(&self, deadline: &CallDeadline) -> Status {
+        deadline.exceeded(&self.peer_name()).mark_unprocessed()
     }
 
     fn not_reading_limit(&self) -> Duration {

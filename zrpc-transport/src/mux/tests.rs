@@ -1055,6 +1055,48 @@ fn calls_fail_at_their_deadline_cancelled_on_the_wire_or_never_sent() {
 }
 
 #[test]
+fn a_call_whose_deadline_passed_before_it_could_go_is_not_sent() {
+    let mut pair = pair_with_server(|c| c.max_requests = 1);
+    let start = pair.now;
+    // Late when it reaches the mux: refused at once, its token handed back, nothing written.
+    let late = Context::new().with_deadline(start + Duration::from_secs(1));
+    let after = start + Duration::from_secs(2);
+    let next_timeout = pair.client.next_timeout();
+    let (status, token) =
+        pair.client.send_request_at(1, request("S.late", b"").with_ctx(late), "late", after).expect_err("too late");
+    assert_eq!(token, "late");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(status.is_unprocessed(), "never sent: {status:?}");
+    assert_eq!(status.message(), "the deadline had passed before S.late reached the connection to server-1");
+    assert!(pair.client.take_output().is_empty(), "nothing sent for it");
+    assert_eq!(pair.client.next_timeout(), next_timeout, "no deadline kept for it");
+
+    // One that waits for room and whose deadline passes before the timer comes to fail it is
+    // not sent when room comes. Its deadline is now by the real clock, which the mux reads
+    // when room comes, and the future at the mux's clock when it was queued.
+    let queued_at = start.checked_sub(Duration::from_secs(10)).expect("a clock ten seconds back");
+    pair.client.send_request_at(3, request("S.first", b""), "first", queued_at).expect("sent");
+    let waits = Context::new().with_deadline(start);
+    pair.client.send_request_at(5, request("S.waits", b"").with_ctx(waits), "waits", queued_at).expect("queued");
+    assert_eq!(ids(&pair.server_requests()), [3], "the second waits for room");
+    pair.server.finish(3, &ok(b""));
+    let seen = pair.client_events();
+    // The answer's room is given to the waiting call before the answer is reported.
+    let [
+        Event::Response { token: "waits", result: Err(status), .. },
+        Event::Response { token: "first", result: Ok(_), .. },
+    ] = seen.as_slice()
+    else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert!(status.is_unprocessed(), "never sent: {status:?}");
+    assert_eq!(status.message(), "deadline of 10.0s exceeded calling S.waits on server-1");
+    assert!(pair.server_requests().is_empty(), "the server never hears of it");
+    assert_eq!(pair.client.stats().calls_waiting, 0);
+}
+
+#[test]
 fn durations_read_as_people_write_them() {
     let cases = [
         (Duration::from_micros(250), "250µs"),
