@@ -176,7 +176,7 @@ async fn remove_stale_socket(path: &std::path::Path) -> bool {
 /// `TcpListener::bind` does it (`SO_REUSEADDR` on Unix, so that a restarted server can bind
 /// while its old connections linger in `TIME_WAIT`), but listening with `backlog`.
 #[cfg(feature = "tcp")]
-async fn bind_tcp(hostport: &str, backlog: u32) -> io::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind_tcp(hostport: &str, backlog: u32) -> io::Result<tokio::net::TcpListener> {
     let mut last = None;
     for addr in tokio::net::lookup_host(hostport).await? {
         let attempt = (|| {

@@ -65,7 +65,7 @@ use crate::registry::{self, Registry};
 
 /// The listen backlog unless configured: what busy servers use (nginx's default is 511, and
 /// Go's is `somaxconn`), well above the 128 of `std` and tokio that a burst of connects overran.
-const DEFAULT_BACKLOG: u32 = 1024;
+pub(crate) const DEFAULT_BACKLOG: u32 = 1024;
 
 /// Connections in their handshake at once unless configured: as many as the listen backlog
 /// holds; see [`ServerBuilder::max_handshakes`].

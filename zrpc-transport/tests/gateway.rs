@@ -646,3 +646,30 @@ async fn a_connection_closed_to_make_room_is_dropped_once_its_client_stops_takin
     );
     drop(reader);
 }
+
+/// As a server's (tests/operations.rs): Linux holds up to `backlog + 1` handshaken connections
+/// for a listener that does not accept and drops the SYNs of any more, which then wait in SYN
+/// retries, so with tokio's fixed backlog of 128 this burst would not complete. Then a chosen
+/// backlog binds and serves.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_bound_gateway_queues_a_burst_beyond_128_before_it_serves() {
+    const BURST: usize = 300;
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|s| s.trim().parse().ok());
+    if somaxconn.is_none_or(|max: u32| max < 1024) {
+        eprintln!("skipped: net.core.somaxconn is {somaxconn:?}, below the default backlog of 1024");
+        return;
+    }
+    let (shop, _notes) = shop("shop-1").await;
+    let gateway = Gateway::builder(client(&shop).await).bind("tcp://127.0.0.1:0").await.expect("bind the gateway");
+    // Bound, not serving: every connect completes in the kernel's queue.
+    let connects = (0..BURST).map(|_| tokio::net::TcpStream::connect(gateway.local_addr()));
+    let streams = within("every connect of the burst", futures::future::join_all(connects)).await;
+    assert_eq!(streams.iter().filter(|s| s.is_ok()).count(), BURST);
+    drop(streams);
+    drop(gateway);
+
+    let addr = gateway_with(client(&shop).await, |b| b.backlog(16)).await;
+    let answer = within("whoami", http::post(addr, "/Shop/whoami", &[], "{}")).await;
+    assert_eq!((answer.status, answer.json()), (200, serde_json::json!("shop-1")));
+}

@@ -208,6 +208,7 @@ pub struct GatewayBuilder {
     max_body: usize,
     connections: serve::Connections,
     max_connections: usize,
+    backlog: u32,
     console: bool,
 }
 
@@ -236,6 +237,7 @@ impl Gateway {
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
             },
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            backlog: crate::server::DEFAULT_BACKLOG,
             console: true,
         }
     }
@@ -346,6 +348,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// How many connections the kernel may hold for the gateway before it accepts them
+    /// (default 1024, as a [server's](crate::ServerBuilder::backlog)). Beyond it, connects wait
+    /// in SYN retries, a second at first: a burst of clients, or connections opened faster than
+    /// the gateway accepts them, then costs a newcomer that second. The kernel silently caps it
+    /// at `net.core.somaxconn` on Linux (4096 on recent kernels, 128 on older ones),
+    /// `kern.ipc.somaxconn` on the BSDs and macOS. Until 2026-12-02 it was tokio's fixed 128.
+    pub fn backlog(mut self, backlog: u32) -> GatewayBuilder {
+        self.backlog = backlog;
+        self
+    }
+
     /// How long a connection of [`Gateway::serve`] may take none of an answer's bytes before
     /// it is closed (default [`DEFAULT_WRITE_TIMEOUT`]): a client that asks for answers and
     /// does not read them holds neither the connection nor the answers for longer. A client
@@ -410,7 +423,7 @@ impl GatewayBuilder {
                 format!("the gateway listens on tcp:// addresses only, not {address}"),
             ));
         };
-        let listener = tokio::net::TcpListener::bind(hostport.as_str()).await?;
+        let listener = crate::listener::bind_tcp(hostport.as_str(), self.backlog).await?;
         let local_addr = listener.local_addr()?;
         let shared = self.shared();
         let connections = self.connections;
@@ -433,6 +446,7 @@ impl fmt::Debug for GatewayBuilder {
             .field("max_body", &self.max_body)
             .field("connections", &self.connections)
             .field("max_connections", &self.max_connections)
+            .field("backlog", &self.backlog)
             .field("console", &self.console)
             .finish()
     }
