@@ -28,13 +28,18 @@
 //! at a time, so that the listen backlog does not overflow), each sends `--head-bytes` of a
 //! request head that never ends and then only reads, for
 //! `--seconds`; it prints how many the gateway closed and when, and with `--pid` the serving
-//! process's memory (`VmRSS` before and at the end, `VmHWM`). `serve --max-connections N` sets
+//! process's memory (`VmRSS` before and at the end, `VmHWM`). Meanwhile a well-behaved client
+//! makes an echo call on a fresh connection every 20 ms (`Connection: close`, 5 s to answer) and
+//! it prints how many were answered, how fast, and how the others failed: what the attack costs
+//! everyone else. `serve --max-connections N` sets
 //! the gateway's bound (a large one stands for no bound, as before 2026-12-01):
 //!
 //! ```text
 //! target/release/gateway serve --max-connections 1000000 &  # prints the addresses
 //! target/release/gateway slowloris 127.0.0.1:B --conns 8192 --head-bytes 61440 --seconds 10 --pid PID
 //! ```
+//!
+//! `benches/gateway-slowloris.sh` runs both, and samples the listener's accept queue meanwhile.
 
 use std::time::Duration;
 
@@ -202,6 +207,7 @@ impl Slowloris {
                 }
             });
         }
+        let probe = tokio::spawn(probe(address, end));
         let (mut closed, mut open, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -232,8 +238,74 @@ impl Slowloris {
         if let (Some((start_mib, _)), Some((end_mib, peak_mib))) = (before, after) {
             println!("serving process: VmRSS {start_mib} MiB before, {end_mib} MiB at the end, VmHWM {peak_mib} MiB");
         }
+        println!("{}", probe.await?);
         Ok(())
     }
+}
+
+/// What the well-behaved client of `gateway slowloris` saw.
+#[derive(Default)]
+struct Probed {
+    /// How long each answered call took, connecting included.
+    answered: Vec<Duration>,
+    /// Why each other call failed.
+    failed: Vec<String>,
+}
+
+impl std::fmt::Display for Probed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut answered = self.answered.clone();
+        answered.sort_unstable();
+        let ms = |q: f64| {
+            answered.get(((answered.len() as f64 - 1.0) * q) as usize).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+        };
+        write!(
+            f,
+            "well-behaved client, a fresh connection every 20 ms: {} answered (p50 {:.2} ms, p99 {:.2} ms, max {:.2} \
+             ms), {} failed{}",
+            answered.len(),
+            ms(0.5),
+            ms(0.99),
+            ms(1.0),
+            self.failed.len(),
+            self.failed.first().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+        )
+    }
+}
+
+/// Makes an echo call on a fresh connection every 20 ms until `end`, each given 5 s.
+async fn probe(address: std::net::SocketAddr, end: tokio::time::Instant) -> Probed {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({ "m": Message::filled() }).to_string();
+    let request = format!(
+        "POST /Bench/echo HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let call = async || -> Result<(), String> {
+        let mut tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
+        tcp.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.map_err(|e| format!("read: {e}"))?;
+        match answer.starts_with(b"HTTP/1.1 200") {
+            true => Ok(()),
+            false if answer.is_empty() => Err("closed without an answer".to_owned()),
+            false => Err(String::from_utf8_lossy(&answer[..answer.len().min(40)]).into_owned()),
+        }
+    };
+    let mut probed = Probed::default();
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while tokio::time::Instant::now() < end {
+        every.tick().await;
+        let began = tokio::time::Instant::now();
+        match tokio::time::timeout(Duration::from_secs(5), call()).await {
+            Ok(Ok(())) => probed.answered.push(began.elapsed()),
+            Ok(Err(e)) => probed.failed.push(e),
+            Err(_) => probed.failed.push("no answer in 5 s".to_owned()),
+        }
+    }
+    probed
 }
 
 async fn direct(address: String, count: usize, seconds: u64, dynamic: bool) -> Result<(), BoxError> {
