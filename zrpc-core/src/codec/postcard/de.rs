@@ -354,6 +354,20 @@ struct Elements<'a, 'de> {
 impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
     type Error = DeError;
 
+    /// What a derived `Deserialize` calls for each field of a struct (and `Vec`'s for each
+    /// element). serde's default calls `next_element_seed`, and at the benchmark message's 40
+    /// fields LLVM kept that a call per field, about 29 instructions each; inlined into the
+    /// derived code it is a few (`callpath --callgrind`, 100 callers: 22,595 → 22,040
+    /// instructions a call, client and server together, two decodes of 40 fields each).
+    #[inline(always)]
+    fn next_element<T: de::Deserialize<'de>>(&mut self) -> Result<Option<T>, DeError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        T::deserialize(&mut *self.reader).map(Some)
+    }
+
     #[inline]
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
         if self.left == 0 {
