@@ -1072,8 +1072,8 @@ fn a_call_whose_deadline_passed_before_it_could_go_is_not_sent() {
     assert_eq!(pair.client.next_timeout(), next_timeout, "no deadline kept for it");
 
     // One that waits for room and whose deadline passes before the timer comes to fail it is
-    // not sent when room comes. Its deadline is now by the real clock, which the mux reads
-    // when room comes, and the future at the mux's clock when it was queued.
+    // not sent when room comes. Its deadline is `start`: ten seconds ahead of the clock it is
+    // queued at, and already past by the real clock, which the mux reads when room comes.
     let queued_at = start.checked_sub(Duration::from_secs(10)).expect("a clock ten seconds back");
     pair.client.send_request_at(3, request("S.first", b""), "first", queued_at).expect("sent");
     let waits = Context::new().with_deadline(start);
