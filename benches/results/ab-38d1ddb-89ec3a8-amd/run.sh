@@ -1,9 +1,0 @@
-#!/bin/bash
-# The issue's command, before (38d1ddb, session 33's end) and after (89ec3a8), two pairs taking turns.
-cd /tmp/s34/ab
-for pass in before-1 after-1 after-2 before-2; do
-  bin=./compare-${pass%-*}
-  echo "== $pass $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)" >> progress.log
-  $bin --frameworks zrpc,raw-mux,tarpc --points 1x1,100x1,1000x1 --rounds 3 > $pass.txt 2>&1
-done
-echo "done $(date -u +%H:%M:%S)" >> progress.log
