@@ -5,7 +5,9 @@
 //! One allocation a call is zrpc's: the handler's boxed future on the server (the price of
 //! dispatching by name to any method). The answer's slot on the client is reused from call to
 //! call (`zrpc_transport::conn::reply`), and buffers are shared by many calls, so they count
-//! only a fraction. One test function, so that no other test's allocations land in the count.
+//! only a fraction. A call back, from the server to a client that serves, costs the same: the
+//! box a `Peer`'s call future needs is reused too. Each test counts its own thread's
+//! allocations, so that no other test's land in its count.
 
 use zrpc::{Channel, Server};
 use zrpc_benches::alloc::{CountingAlloc, thread_allocations};
@@ -35,22 +37,47 @@ impl Sum for Adder {
     }
 }
 
+/// Allocations per call of `add` on this thread, after as many calls to warm up: the
+/// connection's buffers, the free slots and boxes, the method's interned name.
+async fn allocations_per_call<F, A>(add: F) -> f64
+where
+    F: Fn(u64, u64) -> A,
+    A: Future<Output = Result<u64, zrpc::Status>>,
+{
+    const CALLS: u64 = 5_000;
+    for n in 0..CALLS {
+        assert_eq!(add(n, 1).await.expect("warm-up call"), n + 1);
+    }
+    let before = allocated();
+    for n in 0..CALLS {
+        assert_eq!(add(n, 2).await.expect("call"), n + 2);
+    }
+    (allocated() - before) as f64 / CALLS as f64
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_call_allocates_once_of_its_own() {
-    const CALLS: u64 = 5_000;
     let server = Server::builder().add_service(SumServer::new(Adder)).bind("tcp://127.0.0.1:0").await.expect("binds");
     let address = server.local_addr().clone();
     tokio::spawn(server.serve());
     let client = SumClient::new(Channel::builder(address).connect().await.expect("connects"));
-    // Warm-up: the connection's buffers, the free slots and the method's interned name.
-    for n in 0..CALLS {
-        assert_eq!(client.add(n, 1).await.expect("warm-up call"), n + 1);
-    }
-    let before = allocated();
-    for n in 0..CALLS {
-        assert_eq!(client.add(n, 2).await.expect("call"), n + 2);
-    }
-    let per_call = (allocated() - before) as f64 / CALLS as f64;
+    let per_call = allocations_per_call(|a, b| client.add(a, b)).await;
     // 1 for the handler's future, and amortised buffers; 2 and more with a oneshot per call.
+    assert!((1.0..1.1).contains(&per_call), "{per_call} allocations per call");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_back_allocates_once_of_its_own() {
+    let server = Server::builder().bind("tcp://127.0.0.1:0").await.expect("binds");
+    let address = server.local_addr().clone();
+    let peers = server.handle().peers();
+    tokio::spawn(server.serve());
+    // The client serves `Sum` on the connection it opens; the server calls it by name.
+    let _channel =
+        Channel::builder(address).name("summer").serve(SumServer::new(Adder)).connect().await.expect("connects");
+    let client = SumClient::new(peers.wait_for("summer").await);
+    let per_call = allocations_per_call(|a, b| client.add(a, b)).await;
+    // 1 for the handler's future on the client, and amortised buffers; 2 and more with a box
+    // per call.
     assert!((1.0..1.1).contains(&per_call), "{per_call} allocations per call");
 }

@@ -29,12 +29,18 @@
 //! once with `Unavailable`, marked unprocessed.
 //!
 //! A transport provides the connection side by implementing [`Link`]; users never need to.
+//!
+//! A call's future is type-erased, since the link is, so a transport boxes it ([`LinkCall`]);
+//! the box goes back to the transport when the call's [`PeerCall`] is dropped, so that it can
+//! keep it for a later call. zrpc's connections do (a few hundred per thread at most), so a call
+//! back allocates nothing of its own beyond what a call forward does.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use futures::future::BoxFuture;
 use tower::Service;
 
 use crate::request::{Request, Response};
@@ -44,7 +50,7 @@ use crate::status::Status;
 pub trait Link: fmt::Debug + Send + Sync + 'static {
     /// Sends `request` to the peer; the future ends with its answer, its deadline, or the
     /// connection's end. Dropping the future cancels the call.
-    fn call(&self, request: Request) -> BoxFuture<'static, Result<Response, Status>>;
+    fn call(&self, request: Request) -> PeerCall;
 
     /// The peer's announced name, once the connection's handshake is done.
     fn name(&self) -> Option<&str>;
@@ -83,7 +89,7 @@ impl Peer {
     }
 
     /// Sends `request` to the peer; [`Service::call`] without the `&mut`.
-    pub fn send(&self, request: Request) -> BoxFuture<'static, Result<Response, Status>> {
+    pub fn send(&self, request: Request) -> PeerCall {
         self.link.call(request)
     }
 
@@ -96,7 +102,7 @@ impl Peer {
 impl Service<Request> for Peer {
     type Response = Response;
     type Error = Status;
-    type Future = BoxFuture<'static, Result<Response, Status>>;
+    type Future = PeerCall;
 
     /// Always ready: calls queue in the connection, which applies flow control per call.
     fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Status>> {
@@ -114,18 +120,84 @@ impl fmt::Debug for Peer {
     }
 }
 
+/// A call in flight over a [`Link`], as the transport boxes it for a [`PeerCall`].
+pub trait LinkCall: Future<Output = Result<Response, Status>> + Send + Unpin + 'static {
+    /// Takes back the call's box when its [`PeerCall`] is dropped, whether the call ended or
+    /// not. The default drops it, which cancels a call still in flight as dropping any call's
+    /// future does; a transport may instead drop what the box holds, with the same effect, and
+    /// keep the box for a later call.
+    fn recycle(self: Box<Self>) {}
+}
+
+/// The answer to a call through a [`Peer`]: the future [`Link::call`] returns.
+#[must_use = "a call is cancelled when its future is dropped"]
+pub struct PeerCall {
+    state: CallState,
+}
+
+enum CallState {
+    /// Sent; the transport's future waits for the answer.
+    Linked(Box<dyn LinkCall>),
+    /// Ended before it was sent (the link was closed), or taken.
+    Ended(Option<Result<Response, Status>>),
+}
+
+impl PeerCall {
+    /// A call that `call` carries on.
+    pub fn linked(call: Box<dyn LinkCall>) -> PeerCall {
+        PeerCall { state: CallState::Linked(call) }
+    }
+
+    /// A call that ended before it was sent, with `result`: no box.
+    pub fn ended(result: Result<Response, Status>) -> PeerCall {
+        PeerCall { state: CallState::Ended(Some(result)) }
+    }
+}
+
+impl Future for PeerCall {
+    type Output = Result<Response, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            CallState::Linked(call) => Pin::new(&mut **call).poll(cx),
+            CallState::Ended(result) => {
+                Poll::Ready(result.take().expect("a PeerCall is not polled after it completed"))
+            }
+        }
+    }
+}
+
+impl Drop for PeerCall {
+    fn drop(&mut self) {
+        if let CallState::Linked(call) = std::mem::replace(&mut self.state, CallState::Ended(None)) {
+            call.recycle();
+        }
+    }
+}
+
+impl fmt::Debug for PeerCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            CallState::Linked(_) => "in flight",
+            CallState::Ended(Some(_)) => "ended",
+            CallState::Ended(None) => "taken",
+        };
+        f.debug_tuple("PeerCall").field(&state).finish()
+    }
+}
+
 /// The link of a peer that is not there.
 #[derive(Debug)]
 struct Detached;
 
 impl Link for Detached {
-    fn call(&self, request: Request) -> BoxFuture<'static, Result<Response, Status>> {
+    fn call(&self, request: Request) -> PeerCall {
         let status = Status::unavailable(format!(
             "{} cannot be sent: the call this context belongs to did not come over a connection, so there is no \
              peer to call back",
             request.method()
         ));
-        Box::pin(std::future::ready(Err(status.mark_unprocessed())))
+        PeerCall::ended(Err(status.mark_unprocessed()))
     }
 
     fn name(&self) -> Option<&str> {

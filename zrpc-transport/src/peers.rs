@@ -69,10 +69,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tower::Service;
-use zrpc_core::peer::Link;
+use zrpc_core::peer::{Link, PeerCall};
 use zrpc_core::spread::{self, Answers, Spread};
 use zrpc_core::{Peer, Request, Response, Status};
 
@@ -363,7 +362,7 @@ struct ByName {
 }
 
 impl Link for ByName {
-    fn call(&self, request: Request) -> BoxFuture<'static, Result<Response, Status>> {
+    fn call(&self, request: Request) -> PeerCall {
         if let Some(peer) = self.peers.get(&self.name) {
             return peer.send(request);
         }
@@ -373,7 +372,7 @@ impl Link for ByName {
             request.method(),
             connected(&self.peers.names())
         ));
-        Box::pin(std::future::ready(Err(status.mark_unprocessed())))
+        PeerCall::ended(Err(status.mark_unprocessed()))
     }
 
     fn name(&self) -> Option<&str> {

@@ -14,6 +14,7 @@
 //! call's context choose an algorithm the peer announced, and a compressed answer is
 //! decompressed when the [`CallFuture`] is polled, on the caller's task.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -21,10 +22,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use tokio::sync::{Notify, mpsc};
 use zrpc_core::observe::{self, MetricsCache, Observed, Side};
-use zrpc_core::peer::{Link, Peer};
+use zrpc_core::peer::{Link, LinkCall, Peer, PeerCall};
 use zrpc_core::{Method, Request, Response, Status};
 
 use crate::compression::{self, Accepted, Settings};
@@ -428,6 +428,45 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// The most boxes of calls through a [`Peer`] a thread keeps for its next ones (see
+/// [`boxed`]), emptied: 120 bytes each on x86-64, 30 KiB a thread.
+pub(crate) const FREE_CALLS_PER_THREAD: usize = 256;
+
+thread_local! {
+    /// Boxes of [`CallFuture`]s whose [`PeerCall`]s were dropped on this thread, all of them
+    /// ended: [`CallState::Failed`] with nothing in it. The boxes are the point: they are
+    /// handed out as they are.
+    #[allow(clippy::vec_box, reason = "the allocations are what is kept")]
+    static FREE_CALLS: RefCell<Vec<Box<CallFuture>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `call` in a box for a [`PeerCall`]: one this thread kept, if it has one. A `Peer` is a
+/// type-erased link, so its calls' futures are boxed; a call back would otherwise allocate
+/// once more than a call through a [`Channel`](crate::Channel), whose future is named.
+fn boxed(call: CallFuture) -> Box<CallFuture> {
+    match FREE_CALLS.try_with(|free| free.borrow_mut().pop()).ok().flatten() {
+        Some(mut kept) => {
+            *kept = call;
+            kept
+        }
+        None => Box::new(call),
+    }
+}
+
+impl LinkCall for CallFuture {
+    fn recycle(mut self: Box<Self>) {
+        // Dropping the call's state here does what dropping the box would: cancels a call still
+        // in flight, gives its answer's slot back, records a call given up.
+        self.state = CallState::Failed(None);
+        let _ = FREE_CALLS.try_with(|free| {
+            let mut free = free.borrow_mut();
+            if free.len() < FREE_CALLS_PER_THREAD {
+                free.push(self);
+            }
+        });
+    }
+}
+
 /// A default deadline for calls that carry none, and whose default it is (for messages).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DefaultTimeout {
@@ -450,14 +489,14 @@ impl ConnectionLink {
 }
 
 impl Link for ConnectionLink {
-    fn call(&self, mut request: Request) -> BoxFuture<'static, Result<Response, Status>> {
+    fn call(&self, mut request: Request) -> PeerCall {
         let Some(calling) = self.calling.upgrade() else {
-            return Box::pin(std::future::ready(Err(self.closed(&request))));
+            return PeerCall::ended(Err(self.closed(&request)));
         };
         if let Some(timeout) = self.default.timeout {
             request.ctx_mut().apply_default_timeout(timeout, self.default.origin);
         }
-        Box::pin(Handle { calling }.into_call(request))
+        PeerCall::linked(boxed(Handle { calling }.into_call(request)))
     }
 
     fn name(&self) -> Option<&str> {
@@ -475,5 +514,44 @@ impl Handle {
     pub(crate) fn peer(&self, default: DefaultTimeout) -> Peer {
         let shared = self.calling.shared.clone();
         Peer::new(ConnectionLink { calling: Arc::downgrade(&self.calling), shared, default })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that never left, as a closed connection's: no connection needed.
+    fn failed(n: usize) -> CallFuture {
+        CallFuture { state: CallState::Failed(Some(Status::unavailable(format!("call {n}")))) }
+    }
+
+    fn kept() -> usize {
+        FREE_CALLS.with(|free| free.borrow().len())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_peer_calls_box_is_kept_for_the_next_call_and_starts_afresh() {
+        FREE_CALLS.with(|free| free.borrow_mut().clear());
+        let first = boxed(failed(1));
+        let address: *const CallFuture = &*first;
+        let status = PeerCall::linked(first).await.expect_err("failed");
+        assert_eq!(status.message(), "call 1");
+        assert_eq!(kept(), 1, "dropping the PeerCall gave its box back");
+        let second = boxed(failed(2));
+        assert!(std::ptr::eq(&*second, address), "the kept box is taken again");
+        assert_eq!(kept(), 0);
+        // It holds the new call, not the old one's end.
+        let status = PeerCall::linked(second).await.expect_err("failed");
+        assert_eq!(status.message(), "call 2");
+    }
+
+    #[test]
+    fn a_thread_keeps_a_bounded_number_of_boxes() {
+        let calls: Vec<_> = (0..FREE_CALLS_PER_THREAD + 10).map(|n| PeerCall::linked(boxed(failed(n)))).collect();
+        drop(calls);
+        assert_eq!(kept(), FREE_CALLS_PER_THREAD);
+        let size = std::mem::size_of::<CallFuture>();
+        assert!(size <= 120, "FREE_CALLS_PER_THREAD's docs say 120 bytes a box, not {size}");
     }
 }
