@@ -130,6 +130,13 @@ pub trait LinkCall: Future<Output = Result<Response, Status>> + Send + Unpin + '
 }
 
 /// The answer to a call through a [`Peer`]: the future [`Link::call`] returns.
+///
+/// # Cancel safety
+/// Dropping it before it completes cancels the call: the peer is told, and its handler's
+/// future is dropped.
+///
+/// # Panics
+/// When polled again after it completed, as futures may.
 #[must_use = "a call is cancelled when its future is dropped"]
 pub struct PeerCall {
     state: CallState,
