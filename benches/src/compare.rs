@@ -13,9 +13,13 @@
 //!   send its postcard encoding as opaque bytes; `zrpc-text` declares its strings as
 //!   `zrpc::Text`, the same bytes on the wire). Callers send the reply back as the next request,
 //!   so no framework pays for building a message per call.
-//! - Server and client are separate processes on loopback: for each framework a fresh server
-//!   child (`compare serve <framework>`, the same binary) serves every point in turn; the parent
-//!   is the client. Both use tokio's multi-threaded runtime with its default worker count (one
+//! - Server and client are separate processes on loopback: in each round a fresh server child
+//!   per framework (`compare serve <framework>`, the same binary) serves all its points; the
+//!   parent is the client. Within a round the frameworks take turns at each point before the
+//!   next point, a different one first each round (`--by-framework`: each framework at all
+//!   its points before the next, the order until 2026-12-02), so that the figures a ratio
+//!   compares are measured seconds apart on a machine whose speed moves (see
+//!   `measure_round`). Both use tokio's multi-threaded runtime with its default worker count (one
 //!   per core), as a user's `#[tokio::main]` would; the client gets a fresh runtime per point.
 //! - A point is `CALLERSxCONNS`: that many concurrent callers spread round-robin over that many
 //!   connections (`raw-pingpong` always uses one connection per caller). Each point runs a
@@ -81,6 +85,9 @@ pub struct Options {
     pub client_workers: Option<usize>,
     /// Worker threads of the server child's runtime; `None`: tokio's default.
     pub server_workers: Option<usize>,
+    /// Measure each framework at all its points before the next framework's turn (the order
+    /// until 2026-12-02), rather than every framework at a point before the next point.
+    pub by_framework: bool,
 }
 
 /// The usage text.
@@ -88,7 +95,7 @@ pub const USAGE: &str = "\
 usage: compare [--duration SECS] [--warmup SECS] [--rounds N] [--frameworks a,b,...]
                [--points CxN,...] [--csv PATH] [--chart PATH.svg] [--codec NAME]
                [--observe metrics,spans] [--scale SETS [--balance NAME]]
-               [--client-workers N] [--server-workers N]
+               [--client-workers N] [--server-workers N] [--by-framework]
 
 Measures echo RPCs of the rpcx benchmark message over loopback, server and client in separate
 processes: throughput, latency percentiles, allocations per call, server peak RSS.
@@ -119,6 +126,9 @@ processes: throughput, latency percentiles, allocations per call, server peak RS
   --client-workers N worker threads of the client's tokio runtime (default: tokio's, one per
                      core, or TOKIO_WORKER_THREADS)
   --server-workers N the same for the server child's runtime
+  --by-framework     within a round, measure each framework at all points before the next
+                     (the order until 2026-12-02); by default every framework takes its turn
+                     at a point before the next point, the first a different one each round
 ";
 
 impl Options {
@@ -141,6 +151,7 @@ impl Options {
             balance: crate::scale::BALANCERS[0].to_owned(),
             client_workers: None,
             server_workers: None,
+            by_framework: false,
         };
         let mut args = args.iter().peekable();
         while let Some(arg) = args.next() {
@@ -168,6 +179,7 @@ impl Options {
                 }
                 "--client-workers" => options.client_workers = Some(workers(value()?)?),
                 "--server-workers" => options.server_workers = Some(workers(value()?)?),
+                "--by-framework" => options.by_framework = true,
                 "--balance" => {
                     let name = value()?;
                     crate::scale::balancer(name)?;
@@ -273,14 +285,12 @@ pub fn idle_connections(conns: usize) -> Result<(), BoxError> {
 /// If a server cannot be started or a point cannot be measured.
 pub fn run(options: &Options) -> Result<(), BoxError> {
     crate::framework::zrpc::set_codec(options.codec);
-    // Frameworks take turns within each round, so a slow spell of the machine is shared out
-    // rather than landing on one framework.
     let mut rounds = Vec::with_capacity(options.rounds);
     for round in 1..=options.rounds {
         if options.rounds > 1 {
             eprintln!("round {round} of {}", options.rounds);
         }
-        rounds.push(measure_all(options)?);
+        rounds.push(measure_round(options, round - 1)?);
     }
     let rows = report::median_rows(&rounds);
     let heading = heading(options);
@@ -300,24 +310,60 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// One round: every framework at every point.
-fn measure_all(options: &Options) -> Result<Vec<Row>, BoxError> {
-    let mut rows = Vec::new();
-    for &name in &options.frameworks {
-        eprintln!("{name}:");
-        rows.extend(name.visit(Measure(options))??);
+/// One round: every framework at every point, a server child per framework.
+///
+/// The frameworks take turns at each point, so that the figures a ratio compares were measured
+/// seconds apart, not a whole framework's points apart: this VM's speed moves by tens of
+/// percent from one few seconds to the next (docs/PERFORMANCE.md, "The machine's own speed").
+/// Round `index` starts with framework `index` (modulo their number), so that no framework is
+/// always the one measured first, or always after the same other. Rows come back in the
+/// options' order, frameworks then points, whatever order they were measured in.
+fn measure_round(options: &Options, index: usize) -> Result<Vec<Row>, BoxError> {
+    let frameworks = &options.frameworks;
+    // Every server is up for the whole round; those not being measured are idle.
+    let mut servers = Vec::with_capacity(frameworks.len());
+    for &name in frameworks {
+        servers.push((name, ServerProcess::spawn(name, options.server_workers)?));
     }
+    let mut rows = Vec::new();
+    for (name, point) in turns(options, index) {
+        let Some((_, server)) = servers.iter_mut().find(|(served, _)| *served == name) else {
+            unreachable!("a server was spawned for every framework")
+        };
+        eprintln!("{name}:");
+        rows.push(name.visit(MeasurePoint { options, server, point })??);
+    }
+    let position = |row: &Row| {
+        let framework = frameworks.iter().position(|&name| name == row.framework);
+        (framework, options.points.iter().position(|&point| point == row.point))
+    };
+    rows.sort_by_key(position);
     Ok(rows)
 }
 
-/// [`measure`] for the framework a [`Name`] chooses.
-struct Measure<'a>(&'a Options);
+/// The order of round `index`'s measurements (see [`measure_round`]).
+fn turns(options: &Options, index: usize) -> Vec<(Name, Point)> {
+    let (frameworks, points) = (&options.frameworks, &options.points);
+    if options.by_framework {
+        return frameworks.iter().flat_map(|&name| points.iter().map(move |&point| (name, point))).collect();
+    }
+    let first = index % frameworks.len();
+    let rotated: Vec<Name> = frameworks[first..].iter().chain(&frameworks[..first]).copied().collect();
+    points.iter().flat_map(|&point| rotated.iter().map(move |&name| (name, point))).collect()
+}
 
-impl Visit for Measure<'_> {
-    type Output = Result<Vec<Row>, BoxError>;
+/// [`measure`] for the framework a [`Name`] chooses, at one point, against its server.
+struct MeasurePoint<'a> {
+    options: &'a Options,
+    server: &'a mut ServerProcess,
+    point: Point,
+}
+
+impl Visit for MeasurePoint<'_> {
+    type Output = Result<Row, BoxError>;
 
     fn visit<F: Framework>(self) -> Self::Output {
-        measure::<F>(self.0)
+        measure::<F>(self.options, self.server, self.point)
     }
 }
 
@@ -331,76 +377,71 @@ struct Probe {
     sched: Option<(Scheduling, Scheduling)>,
 }
 
-/// Measures `F` at every point, against one server child.
-fn measure<F: Framework>(options: &Options) -> Result<Vec<Row>, BoxError> {
-    let mut server = ServerProcess::spawn(F::NAME, options.server_workers)?;
+/// Measures `F` at `point`, against its server child.
+fn measure<F: Framework>(options: &Options, server: &mut ServerProcess, point: Point) -> Result<Row, BoxError> {
     let addr = server.addr();
-    let mut rows = Vec::new();
-    for &point in &options.points {
-        let conns = if F::NAME.connection_per_caller() { point.callers } else { point.conns };
-        // A fresh client runtime per point: nothing of the previous point keeps running.
-        let mut runtime = tokio::runtime::Builder::new_multi_thread();
-        if let Some(workers) = options.client_workers {
-            runtime.worker_threads(workers);
-        }
-        let runtime = runtime.enable_all().build()?;
-        let measured = runtime.block_on(async {
-            let callers = F::callers(addr, conns, point.callers).await?;
-            // The probe talks to the child over blocking pipes; it runs on the thread that
-            // blocks on this future, not on a runtime worker, so callers are not held up.
-            load::run(callers, options.plan, async || -> Result<Probe, BoxError> {
-                Ok(Probe {
-                    client_allocs: crate::alloc::allocations(),
-                    server_allocs: server.allocations()?,
-                    cpu: crate::proc::cpu_time(std::process::id()).zip(crate::proc::cpu_time(server.id())),
-                    sched: crate::proc::scheduling(std::process::id()).zip(crate::proc::scheduling(server.id())),
-                })
-            })
-            .await
-        });
-        runtime.shutdown_timeout(Duration::from_secs(2));
-        let measured = measured?;
-        let (start, end) = (measured.start?, measured.end?);
-        let calls = measured.calls.max(1) as f64;
-        let us = |ns: f64| ns / 1000.0;
-        let latency = &measured.latency;
-        // Each process's CPU time per call in the window: (client, server).
-        let cpu = end.cpu.zip(start.cpu).map(|((client, server), (client_before, server_before))| {
-            let per_call = |end: Duration, start: Duration| us(end.saturating_sub(start).as_nanos() as f64) / calls;
-            (per_call(client, client_before), per_call(server, server_before))
-        });
-        let row = Row {
-            framework: F::NAME,
-            point,
-            conns,
-            rps: measured.calls as f64 / measured.window.as_secs_f64(),
-            mean_us: us(latency.mean()),
-            p50_us: us(latency.value_at_quantile(0.5) as f64),
-            p99_us: us(latency.value_at_quantile(0.99) as f64),
-            p999_us: us(latency.value_at_quantile(0.999) as f64),
-            client_allocs: end.client_allocs.saturating_sub(start.client_allocs) as f64 / calls,
-            server_allocs: end.server_allocs.saturating_sub(start.server_allocs) as f64 / calls,
-            cpu_us: cpu.map(|(client, server)| client + server),
-            server_rss_kib: server.peak_rss_kib(),
-            errors: measured.errors,
-        };
-        let (client_cpu, server_cpu) = cpu.unwrap_or((f64::NAN, f64::NAN));
-        eprintln!(
-            "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs \
-             (client {client_cpu:.2}, server {server_cpu:.2}){}",
-            row.rps,
-            row.p50_us,
-            row.p99_us,
-            row.allocs_per_call(),
-            row.cpu_us.unwrap_or(f64::NAN),
-            scheduled(start.sched, end.sched, calls),
-        );
-        if let Some(error) = &measured.first_error {
-            eprintln!("  {point:>7}: {} calls failed; the first: {error}", measured.errors);
-        }
-        rows.push(row);
+    let conns = if F::NAME.connection_per_caller() { point.callers } else { point.conns };
+    // A fresh client runtime per point: nothing of the previous point keeps running.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = options.client_workers {
+        runtime.worker_threads(workers);
     }
-    Ok(rows)
+    let runtime = runtime.enable_all().build()?;
+    let measured = runtime.block_on(async {
+        let callers = F::callers(addr, conns, point.callers).await?;
+        // The probe talks to the child over blocking pipes; it runs on the thread that
+        // blocks on this future, not on a runtime worker, so callers are not held up.
+        load::run(callers, options.plan, async || -> Result<Probe, BoxError> {
+            Ok(Probe {
+                client_allocs: crate::alloc::allocations(),
+                server_allocs: server.allocations()?,
+                cpu: crate::proc::cpu_time(std::process::id()).zip(crate::proc::cpu_time(server.id())),
+                sched: crate::proc::scheduling(std::process::id()).zip(crate::proc::scheduling(server.id())),
+            })
+        })
+        .await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let measured = measured?;
+    let (start, end) = (measured.start?, measured.end?);
+    let calls = measured.calls.max(1) as f64;
+    let us = |ns: f64| ns / 1000.0;
+    let latency = &measured.latency;
+    // Each process's CPU time per call in the window: (client, server).
+    let cpu = end.cpu.zip(start.cpu).map(|((client, server), (client_before, server_before))| {
+        let per_call = |end: Duration, start: Duration| us(end.saturating_sub(start).as_nanos() as f64) / calls;
+        (per_call(client, client_before), per_call(server, server_before))
+    });
+    let row = Row {
+        framework: F::NAME,
+        point,
+        conns,
+        rps: measured.calls as f64 / measured.window.as_secs_f64(),
+        mean_us: us(latency.mean()),
+        p50_us: us(latency.value_at_quantile(0.5) as f64),
+        p99_us: us(latency.value_at_quantile(0.99) as f64),
+        p999_us: us(latency.value_at_quantile(0.999) as f64),
+        client_allocs: end.client_allocs.saturating_sub(start.client_allocs) as f64 / calls,
+        server_allocs: end.server_allocs.saturating_sub(start.server_allocs) as f64 / calls,
+        cpu_us: cpu.map(|(client, server)| client + server),
+        server_rss_kib: server.peak_rss_kib(),
+        errors: measured.errors,
+    };
+    let (client_cpu, server_cpu) = cpu.unwrap_or((f64::NAN, f64::NAN));
+    eprintln!(
+        "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs \
+         (client {client_cpu:.2}, server {server_cpu:.2}){}",
+        row.rps,
+        row.p50_us,
+        row.p99_us,
+        row.allocs_per_call(),
+        row.cpu_us.unwrap_or(f64::NAN),
+        scheduled(start.sched, end.sched, calls),
+    );
+    if let Some(error) = &measured.first_error {
+        eprintln!("  {point:>7}: {} calls failed; the first: {error}", measured.errors);
+    }
+    Ok(row)
 }
 
 /// What the scheduler did in the window, per thousand calls, for the per-point line: how often
@@ -524,6 +565,28 @@ mod tests {
         assert!(heading(&options).ends_with("\nworker threads: client 1, server 3"));
         let options = Options::parse(&args("--client-workers 2"))?;
         assert!(heading(&options).ends_with("\nworker threads: client 2, server tokio's default"));
+        Ok(())
+    }
+
+    #[test]
+    fn frameworks_take_turns_at_each_point_a_different_one_first_each_round() -> Result<(), BoxError> {
+        let args = |extra: &[&str]| -> Vec<String> {
+            ["--frameworks", "zrpc,raw-mux,tarpc", "--points", "1x1,100x1"]
+                .iter()
+                .chain(extra)
+                .map(|a| a.to_string())
+                .collect()
+        };
+        let options = Options::parse(&args(&[]))?;
+        let names =
+            |index| turns(&options, index).iter().map(|(name, point)| format!("{name} {point}")).collect::<Vec<_>>();
+        assert_eq!(names(0), ["zrpc 1x1", "raw-mux 1x1", "tarpc 1x1", "zrpc 100x1", "raw-mux 100x1", "tarpc 100x1"]);
+        assert_eq!(names(1)[..3], ["raw-mux 1x1", "tarpc 1x1", "zrpc 1x1"]);
+        assert_eq!(names(2)[..3], ["tarpc 1x1", "zrpc 1x1", "raw-mux 1x1"]);
+        assert_eq!(names(3), names(0), "the rotation repeats");
+        let by_framework = Options::parse(&args(&["--by-framework"]))?;
+        let names: Vec<_> = turns(&by_framework, 1).iter().map(|(name, point)| format!("{name} {point}")).collect();
+        assert_eq!(names, ["zrpc 1x1", "zrpc 100x1", "raw-mux 1x1", "raw-mux 100x1", "tarpc 1x1", "tarpc 100x1"]);
         Ok(())
     }
 
