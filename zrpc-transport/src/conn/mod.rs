@@ -267,7 +267,10 @@ where
             // Other calls in flight mean other callers are active: tokio runs a task woken by
             // another right after it, so the caller that woke us is done but callers behind it
             // have not queued their calls yet. Step aside once so they can, and send them all
-            // in one write rather than one each. A lone caller is written at once.
+            // in one write rather than one each. A lone caller is written at once. (Stepping
+            // aside as `yield_now` does, woken only once the worker has nothing else to run,
+            // cost an `epoll_wait` a time and made calls slower in every round:
+            // benches/results/step-aside-deferred-6c54849-amd.)
             if self.poll_commands(cx) && !self.gathered && self.mux.pending_len() > 1 {
                 self.gathered = true;
                 cx.waker().wake_by_ref();
