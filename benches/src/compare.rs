@@ -314,7 +314,7 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
 ///
 /// The frameworks take turns at each point, so that the figures a ratio compares were measured
 /// seconds apart, not a whole framework's points apart: this VM's speed moves by tens of
-/// percent from one few seconds to the next (docs/PERFORMANCE.md, "The machine's own speed").
+/// percent within seconds (docs/PERFORMANCE.md, "The machine's own speed").
 /// Round `index` starts with framework `index` (modulo their number), so that no framework is
 /// always the one measured first, or always after the same other. Rows come back in the
 /// options' order, frameworks then points, whatever order they were measured in.

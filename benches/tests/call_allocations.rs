@@ -72,7 +72,8 @@ async fn a_call_back_allocates_once_of_its_own() {
     let address = server.local_addr().clone();
     let peers = server.handle().peers();
     tokio::spawn(server.serve());
-    // The client serves `Sum` on the connection it opens; the server calls it by name.
+    // The client serves `Sum` on the connection it opens; the server calls it back through
+    // that connection's peer.
     let _channel =
         Channel::builder(address).name("summer").serve(SumServer::new(Adder)).connect().await.expect("connects");
     let client = SumClient::new(peers.wait_for("summer").await);
