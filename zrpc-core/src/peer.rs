@@ -30,10 +30,11 @@
 //!
 //! A transport provides the connection side by implementing [`Link`]; users never need to.
 //!
-//! A call's future is type-erased, since the link is, so a transport boxes it ([`LinkCall`]);
-//! the box goes back to the transport when the call's [`PeerCall`] is dropped, so that it can
-//! keep it for a later call. zrpc's connections do (a few hundred per thread at most), so a call
-//! back allocates nothing of its own beyond what a call forward does.
+//! A call's future is type-erased, since the link is: [`PeerCall::new`] boxes any future. A
+//! transport may instead box its own [`LinkCall`] ([`PeerCall::linked`]), whose box goes back
+//! to it when the call's [`PeerCall`] is dropped, so that it can keep it for a later call.
+//! zrpc's connections do (a few hundred per thread at most), so a call back allocates nothing
+//! of its own beyond what a call forward does.
 
 use std::fmt;
 use std::future::Future;
@@ -143,14 +144,23 @@ pub struct PeerCall {
 }
 
 enum CallState {
-    /// Sent; the transport's future waits for the answer.
+    /// Sent; the transport's future waits for the answer, and takes its box back.
     Linked(Box<dyn LinkCall>),
+    /// Sent; any future waits for the answer ([`PeerCall::new`]).
+    Boxed(Pin<Box<dyn Future<Output = Result<Response, Status>> + Send>>),
     /// Ended before it was sent (the link was closed), or taken.
     Ended(Option<Result<Response, Status>>),
 }
 
 impl PeerCall {
-    /// A call that `call` carries on.
+    /// A call that `call` carries on, any future: it is boxed, and the box freed with it. For a
+    /// transport's own future that keeps its box for the next call, see [`PeerCall::linked`].
+    pub fn new(call: impl Future<Output = Result<Response, Status>> + Send + 'static) -> PeerCall {
+        PeerCall { state: CallState::Boxed(Box::pin(call)) }
+    }
+
+    /// A call that `call` carries on, boxed by the transport, which takes the box back through
+    /// [`LinkCall::recycle`] once the `PeerCall` is dropped.
     pub fn linked(call: Box<dyn LinkCall>) -> PeerCall {
         PeerCall { state: CallState::Linked(call) }
     }
@@ -167,6 +177,7 @@ impl Future for PeerCall {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().state {
             CallState::Linked(call) => Pin::new(&mut **call).poll(cx),
+            CallState::Boxed(call) => call.as_mut().poll(cx),
             CallState::Ended(result) => {
                 Poll::Ready(result.take().expect("a PeerCall is not polled after it completed"))
             }
@@ -185,7 +196,7 @@ impl Drop for PeerCall {
 impl fmt::Debug for PeerCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            CallState::Linked(_) => "in flight",
+            CallState::Linked(_) | CallState::Boxed(_) => "in flight",
             CallState::Ended(Some(_)) => "ended",
             CallState::Ended(None) => "taken",
         };
@@ -222,6 +233,33 @@ mod tests {
 
     use super::*;
     use crate::Code;
+
+    /// A transport's link that answers every call with its payload, from a plain future.
+    #[derive(Debug)]
+    struct Echo;
+
+    impl Link for Echo {
+        fn call(&self, request: Request) -> PeerCall {
+            PeerCall::new(async move { Ok(Response::new(request.payload().clone())) })
+        }
+
+        fn name(&self) -> Option<&str> {
+            Some("echo")
+        }
+
+        fn is_connected(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_may_answer_with_any_future() {
+        let peer = Peer::new(Echo);
+        let payload = bytes::Bytes::from_static(b"ping");
+        let response = peer.clone().oneshot(Request::new("Echo.echo", payload.clone())).await.expect("answered");
+        assert_eq!(response.payload(), &payload);
+        assert_eq!(format!("{:?}", peer.send(Request::new("Echo.echo", payload))), r#"PeerCall("in flight")"#);
+    }
 
     #[tokio::test]
     async fn a_detached_peer_refuses_calls_as_unprocessed() {
