@@ -320,18 +320,17 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
 /// options' order, frameworks then points, whatever order they were measured in.
 fn measure_round(options: &Options, index: usize) -> Result<Vec<Row>, BoxError> {
     let frameworks = &options.frameworks;
-    // Every server is up for the whole round; those not being measured are idle.
+    // Every server is up for the whole round, in the frameworks' order; those not being
+    // measured are idle.
     let mut servers = Vec::with_capacity(frameworks.len());
     for &name in frameworks {
-        servers.push((name, ServerProcess::spawn(name, options.server_workers)?));
+        servers.push(ServerProcess::spawn(name, options.server_workers)?);
     }
     let mut rows = Vec::new();
-    for (name, point) in turns(options, index) {
-        let Some((_, server)) = servers.iter_mut().find(|(served, _)| *served == name) else {
-            unreachable!("a server was spawned for every framework")
-        };
+    for (framework, point) in turns(options, index) {
+        let name = frameworks[framework];
         eprintln!("{name}:");
-        rows.push(name.visit(MeasurePoint { options, server, point })??);
+        rows.push(name.visit(MeasurePoint { options, server: &mut servers[framework], point })??);
     }
     let position = |row: &Row| {
         let framework = frameworks.iter().position(|&name| name == row.framework);
@@ -341,15 +340,15 @@ fn measure_round(options: &Options, index: usize) -> Result<Vec<Row>, BoxError> 
     Ok(rows)
 }
 
-/// The order of round `index`'s measurements (see [`measure_round`]).
-fn turns(options: &Options, index: usize) -> Vec<(Name, Point)> {
-    let (frameworks, points) = (&options.frameworks, &options.points);
+/// The order of round `index`'s measurements (see [`measure_round`]): each a framework, by
+/// its place in the options, and a point.
+fn turns(options: &Options, index: usize) -> Vec<(usize, Point)> {
+    let (count, points) = (options.frameworks.len(), &options.points);
     if options.by_framework {
-        return frameworks.iter().flat_map(|&name| points.iter().map(move |&point| (name, point))).collect();
+        return (0..count).flat_map(|framework| points.iter().map(move |&point| (framework, point))).collect();
     }
-    let first = index % frameworks.len();
-    let rotated: Vec<Name> = frameworks[first..].iter().chain(&frameworks[..first]).copied().collect();
-    points.iter().flat_map(|&point| rotated.iter().map(move |&name| (name, point))).collect()
+    let rotated = move |turn: usize| (turn + index) % count;
+    points.iter().flat_map(|&point| (0..count).map(move |turn| (rotated(turn), point))).collect()
 }
 
 /// [`measure`] for the framework a [`Name`] chooses, at one point, against its server.
@@ -578,15 +577,22 @@ mod tests {
                 .collect()
         };
         let options = Options::parse(&args(&[]))?;
-        let names =
-            |index| turns(&options, index).iter().map(|(name, point)| format!("{name} {point}")).collect::<Vec<_>>();
-        assert_eq!(names(0), ["zrpc 1x1", "raw-mux 1x1", "tarpc 1x1", "zrpc 100x1", "raw-mux 100x1", "tarpc 100x1"]);
-        assert_eq!(names(1)[..3], ["raw-mux 1x1", "tarpc 1x1", "zrpc 1x1"]);
-        assert_eq!(names(2)[..3], ["tarpc 1x1", "zrpc 1x1", "raw-mux 1x1"]);
-        assert_eq!(names(3), names(0), "the rotation repeats");
+        let names = |options: &Options, index| {
+            let named = |&(framework, point): &(usize, Point)| format!("{} {point}", options.frameworks[framework]);
+            turns(options, index).iter().map(named).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&options, 0),
+            ["zrpc 1x1", "raw-mux 1x1", "tarpc 1x1", "zrpc 100x1", "raw-mux 100x1", "tarpc 100x1"]
+        );
+        assert_eq!(names(&options, 1)[..3], ["raw-mux 1x1", "tarpc 1x1", "zrpc 1x1"]);
+        assert_eq!(names(&options, 2)[..3], ["tarpc 1x1", "zrpc 1x1", "raw-mux 1x1"]);
+        assert_eq!(names(&options, 3), names(&options, 0), "the rotation repeats");
         let by_framework = Options::parse(&args(&["--by-framework"]))?;
-        let names: Vec<_> = turns(&by_framework, 1).iter().map(|(name, point)| format!("{name} {point}")).collect();
-        assert_eq!(names, ["zrpc 1x1", "zrpc 100x1", "raw-mux 1x1", "raw-mux 100x1", "tarpc 1x1", "tarpc 100x1"]);
+        assert_eq!(
+            names(&by_framework, 1),
+            ["zrpc 1x1", "zrpc 100x1", "raw-mux 1x1", "raw-mux 100x1", "tarpc 1x1", "tarpc 100x1"]
+        );
         Ok(())
     }
 
