@@ -77,10 +77,19 @@
 //! a zrpc client fails over to another endpoint and backs off before it connects here again.
 //! The connections already open keep their places: one past its handshake is a client that was
 //! let in, and may be called back even while it calls nothing. So a server holds at most
-//! `max_connections` connections, each about 15 KiB idle and at most the per-connection bounds
-//! above busy, and keeps file descriptors for everything else however many clients leak
-//! connections. [`ServerHandle::connections_refused`](crate::ServerHandle::connections_refused)
-//! counts the refusals (until 2026-12-01 there was no bound).
+//! `max_connections` connections, each about 17 KiB idle (`compare --idle-conns`) and at most
+//! the per-connection bounds above busy, and keeps file descriptors for everything else however
+//! many clients leak connections.
+//! [`ServerHandle::connections_refused`](crate::ServerHandle::connections_refused) counts the
+//! refusals (until 2026-12-01 there was no bound).
+//!
+//! Over TLS the GOAWAY travels inside TLS, so a refused connection first completes its TLS
+//! handshake: it costs the server one handshake's CPU, as every connection it accepts does, and
+//! counts towards `max_handshakes` until it is closed. Closing it unencrypted
+//! instead would save that CPU only while the server is at its limit, and its client would see
+//! a failed connect where the GOAWAY tells it the server is full, with the reason in the status.
+//! What bounds the CPU a flood of new connections costs is a connection rate limit in front of
+//! the server (a firewall's, a load balancer's), not a bound on connections held.
 //!
 //! Limit layers (`zrpc::limit::ConcurrencyLimitLayer`, `RateLimitLayer`) refuse rather than wait,
 //! and see only what these bounds let through: with the default `max_requests` of 1,000, a

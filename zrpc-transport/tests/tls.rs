@@ -130,6 +130,31 @@ async fn connections_silent_in_their_tls_handshake_count_towards_max_handshakes(
 }
 
 #[tokio::test]
+async fn a_connection_past_max_connections_is_refused_inside_tls() {
+    let (address, serving) = serve(Some(support::tls::server()), |b| b.max_connections(1)).await;
+    let handle = serving.handle().clone();
+    let tls_channel = |name: &str| Channel::builder(address.clone()).name(name).tls(support::tls::client());
+    let first = TestClient::new(within("the first connects", tls_channel("first").connect()).await.expect("let in"));
+    within(
+        "the first is through",
+        handle.wait_for_connections(|open| open.len() == 1 && handle.handshake_count() == 0),
+    )
+    .await;
+
+    // The second completes its TLS handshake, then hears the GOAWAY inside it: its call fails
+    // saying why, unprocessed, rather than as a connection that could not be made.
+    let second = TestClient::new(tls_channel("second").connect_lazy());
+    let refused = within("the second's call", second.echo("in?".into())).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
+    assert!(refused.message().contains("at its connection limit (1 open)"), "{refused}");
+    assert!(refused.is_unprocessed(), "{refused:?}");
+    assert_eq!(handle.connections_refused(), 1);
+
+    assert_eq!(within("the first's echo", first.echo("still here".into())).await, Ok("still here".to_owned()));
+    serving.shutdown().await.expect("serve succeeded");
+}
+
+#[tokio::test]
 async fn a_connection_still_in_its_handshake_does_not_hold_up_shutdown() {
     // Handshake and drain limits far beyond the test's own: shutdown must not wait for either.
     let (address, serving) = serve(Some(support::tls::server()), |b| {
