@@ -35,7 +35,9 @@
 //!   kernel moved each process's threads between CPUs and preempted them
 //!   (`/proc/PID/task/*/sched`): on a 2-core VM a pass of one build runs in one of two modes,
 //!   fewer moves and faster or more and slower, and these help tell a round's apart
-//!   (docs/PERFORMANCE.md).
+//!   (docs/PERFORMANCE.md). Built with `RUSTFLAGS="--cfg tokio_unstable"`, the line also says
+//!   how often the client runtime's workers parked (ran out of work and slept until woken: a
+//!   system call to sleep and one to wake, a context switch each) and stole from each other.
 //! - Then the ratios the project's targets are stated in: zrpc's throughput over tarpc's, the
 //!   raw multiplexer's and tonic's, p99 over tarpc's, and at one caller the p50 over the raw
 //!   ping-pong's.
@@ -374,6 +376,34 @@ struct Probe {
     cpu: Option<(Duration, Duration)>,
     /// What the scheduler did to the client's threads and the server's, where `/proc` tells.
     sched: Option<(Scheduling, Scheduling)>,
+    /// What the client's runtime did, where tokio tells (see [`Workers`]).
+    workers: Option<Workers>,
+}
+
+/// Counts of the client runtime's workers, summed over them: how often they parked (ran out of
+/// work and slept until woken) and stole from each other. tokio counts these only when built
+/// with `--cfg tokio_unstable` (see the module docs); otherwise there are none.
+#[derive(Clone, Copy, Debug, Default)]
+struct Workers {
+    parks: u64,
+    steals: u64,
+}
+
+impl Workers {
+    /// The current runtime's counts so far.
+    #[cfg(tokio_unstable)]
+    fn now() -> Option<Workers> {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let workers = 0..metrics.num_workers();
+        let parks = workers.clone().map(|w| metrics.worker_park_count(w)).sum();
+        let steals = workers.map(|w| metrics.worker_steal_operations(w)).sum();
+        Some(Workers { parks, steals })
+    }
+
+    #[cfg(not(tokio_unstable))]
+    fn now() -> Option<Workers> {
+        None
+    }
 }
 
 /// Measures `F` at `point`, against its server child.
@@ -396,6 +426,7 @@ fn measure<F: Framework>(options: &Options, server: &mut ServerProcess, point: P
                 server_allocs: server.allocations()?,
                 cpu: crate::proc::cpu_time(std::process::id()).zip(crate::proc::cpu_time(server.id())),
                 sched: crate::proc::scheduling(std::process::id()).zip(crate::proc::scheduling(server.id())),
+                workers: Workers::now(),
             })
         })
         .await
@@ -429,13 +460,14 @@ fn measure<F: Framework>(options: &Options, server: &mut ServerProcess, point: P
     let (client_cpu, server_cpu) = cpu.unwrap_or((f64::NAN, f64::NAN));
     eprintln!(
         "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs \
-         (client {client_cpu:.2}, server {server_cpu:.2}){}",
+         (client {client_cpu:.2}, server {server_cpu:.2}){}{}",
         row.rps,
         row.p50_us,
         row.p99_us,
         row.allocs_per_call(),
         row.cpu_us.unwrap_or(f64::NAN),
         scheduled(start.sched, end.sched, calls),
+        parked(start.workers, end.workers, calls),
     );
     if let Some(error) = &measured.first_error {
         eprintln!("  {point:>7}: {} calls failed; the first: {error}", measured.errors);
@@ -460,6 +492,20 @@ fn scheduled(start: Option<(Scheduling, Scheduling)>, end: Option<(Scheduling, S
         per_kcall(server.migrations),
         per_kcall(client.preempted),
         per_kcall(server.preempted),
+    )
+}
+
+/// How often the client runtime's workers parked and stole in the window, per thousand calls,
+/// for the per-point line; empty unless tokio counts them.
+fn parked(start: Option<Workers>, end: Option<Workers>, calls: f64) -> String {
+    let Some((end, start)) = end.zip(start) else {
+        return String::new();
+    };
+    let per_kcall = |count: u64| count as f64 * 1000.0 / calls;
+    format!(
+        "  client workers parked/kcall {:.1}, stole/kcall {:.1}",
+        per_kcall(end.parks.saturating_sub(start.parks)),
+        per_kcall(end.steals.saturating_sub(start.steals)),
     )
 }
 
