@@ -85,11 +85,11 @@
 //!
 //! Over TLS the GOAWAY travels inside TLS, so a refused connection first completes its TLS
 //! handshake: it costs the server one handshake's CPU, as every connection it accepts does, and
-//! counts towards `max_handshakes` until it is closed. Closing it unencrypted
-//! instead would save that CPU only while the server is at its limit, and its client would see
-//! a failed connect where the GOAWAY tells it the server is full, with the reason in the status.
-//! What bounds the CPU a flood of new connections costs is a connection rate limit in front of
-//! the server (a firewall's, a load balancer's), not a bound on connections held.
+//! counts towards `max_handshakes` until it is closed. Closing it unencrypted instead would save
+//! that CPU only while the server is at its limit, and its client would see a failed connect
+//! where the GOAWAY tells it the server is full, with the reason in the status. What bounds the
+//! CPU a flood of new connections costs is a connection rate limit in front of the server (a
+//! firewall's, a load balancer's), not a bound on connections held.
 //!
 //! Limit layers (`zrpc::limit::ConcurrencyLimitLayer`, `RateLimitLayer`) refuse rather than wait,
 //! and see only what these bounds let through: with the default `max_requests` of 1,000, a
