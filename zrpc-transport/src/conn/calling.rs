@@ -444,7 +444,7 @@ thread_local! {
 /// type-erased link, so its calls' futures are boxed; a call back would otherwise allocate
 /// once more than a call through a [`Channel`](crate::Channel), whose future is named.
 fn boxed(call: CallFuture) -> Box<CallFuture> {
-    match super::reply::take_kept(&FREE_CALLS) {
+    match super::kept::take(&FREE_CALLS) {
         Some(mut kept) => {
             *kept = call;
             kept
@@ -458,7 +458,7 @@ impl LinkCall for CallFuture {
         // Dropping the call's state here does what dropping the box would: cancels a call still
         // in flight, gives its answer's slot back, records a call given up.
         self.state = CallState::Failed(None);
-        super::reply::keep(&FREE_CALLS, self, FREE_CALLS_PER_THREAD);
+        super::kept::keep(&FREE_CALLS, self, FREE_CALLS_PER_THREAD);
     }
 }
 

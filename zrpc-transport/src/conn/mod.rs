@@ -25,6 +25,7 @@
 
 mod calling;
 mod dispatch;
+mod kept;
 mod reply;
 
 use std::future::Future;

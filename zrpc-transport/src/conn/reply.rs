@@ -21,9 +21,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::thread::LocalKey;
 
 use super::calling::Answer;
+use super::kept;
 
 /// The most free slots a thread keeps for its next calls.
 pub(crate) const FREE_PER_THREAD: usize = 256;
@@ -53,25 +53,9 @@ impl Slot {
     }
 }
 
-/// One of the things this thread kept in `list` for reuse, if it has one.
-pub(super) fn take_kept<T: 'static>(list: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
-    list.try_with(|kept| kept.borrow_mut().pop()).ok().flatten()
-}
-
-/// Keeps `item` in this thread's `list` for reuse while it holds fewer than `most`; else (or
-/// while the thread's locals are being destroyed) drops it.
-pub(super) fn keep<T: 'static>(list: &'static LocalKey<RefCell<Vec<T>>>, item: T, most: usize) {
-    let _ = list.try_with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if kept.len() < most {
-            kept.push(item);
-        }
-    });
-}
-
 /// A new channel, on a slot this thread freed if it has one.
 pub(crate) fn channel() -> (Sender, Receiver) {
-    let slot = take_kept(&FREE).unwrap_or_default();
+    let slot = kept::take(&FREE).unwrap_or_default();
     (Sender { slot: Some(slot.clone()) }, Receiver { slot: Some(slot) })
 }
 
@@ -171,7 +155,7 @@ impl Drop for Receiver {
             return;
         };
         *state.state.get_mut().unwrap_or_else(PoisonError::into_inner) = State::default();
-        keep(&FREE, slot, FREE_PER_THREAD);
+        kept::keep(&FREE, slot, FREE_PER_THREAD);
     }
 }
 
