@@ -329,28 +329,25 @@ fn measure_round(options: &Options, index: usize) -> Result<Vec<Row>, BoxError> 
         servers.push(ServerProcess::spawn(name, options.server_workers)?);
     }
     let mut rows = Vec::new();
-    for (framework, point) in turns(options, index) {
+    for turn @ (framework, point) in turns(options, index) {
         let name = frameworks[framework];
         eprintln!("{name}:");
-        rows.push(name.visit(MeasurePoint { options, server: &mut servers[framework], point })??);
+        let point = options.points[point];
+        rows.push((turn, name.visit(MeasurePoint { options, server: &mut servers[framework], point })??));
     }
-    let position = |row: &Row| {
-        let framework = frameworks.iter().position(|&name| name == row.framework);
-        (framework, options.points.iter().position(|&point| point == row.point))
-    };
-    rows.sort_by_key(position);
-    Ok(rows)
+    rows.sort_by_key(|&(turn, _)| turn);
+    Ok(rows.into_iter().map(|(_, row)| row).collect())
 }
 
-/// The order of round `index`'s measurements (see [`measure_round`]): each a framework, by
-/// its place in the options, and a point.
-fn turns(options: &Options, index: usize) -> Vec<(usize, Point)> {
-    let (count, points) = (options.frameworks.len(), &options.points);
+/// The order of round `index`'s measurements (see [`measure_round`]): each a framework and a
+/// point, by their places in the options.
+fn turns(options: &Options, index: usize) -> Vec<(usize, usize)> {
+    let (count, points) = (options.frameworks.len(), options.points.len());
     if options.by_framework {
-        return (0..count).flat_map(|framework| points.iter().map(move |&point| (framework, point))).collect();
+        return (0..count).flat_map(|framework| (0..points).map(move |point| (framework, point))).collect();
     }
     let rotated = move |turn: usize| (turn + index) % count;
-    points.iter().flat_map(|&point| (0..count).map(move |turn| (rotated(turn), point))).collect()
+    (0..points).flat_map(|point| (0..count).map(move |turn| (rotated(turn), point))).collect()
 }
 
 /// [`measure`] for the framework a [`Name`] chooses, at one point, against its server.
@@ -624,7 +621,9 @@ mod tests {
         };
         let options = Options::parse(&args(&[]))?;
         let names = |options: &Options, index| {
-            let named = |&(framework, point): &(usize, Point)| format!("{} {point}", options.frameworks[framework]);
+            let named = |&(framework, point): &(usize, usize)| {
+                format!("{} {}", options.frameworks[framework], options.points[point])
+            };
             turns(options, index).iter().map(named).collect::<Vec<_>>()
         };
         assert_eq!(
