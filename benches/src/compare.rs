@@ -52,7 +52,7 @@ use std::time::Duration;
 use crate::BoxError;
 use crate::framework::{Framework, Name, Visit};
 use crate::load::{self, Plan, Point};
-use crate::proc::{SERVE, Scheduling, ServerProcess};
+use crate::proc::{CpuTime, SERVE, Scheduling, ServerProcess};
 use crate::report::{self, MessageAllocs, Row};
 use crate::scale::Set;
 
@@ -370,7 +370,7 @@ struct Probe {
     client_allocs: u64,
     server_allocs: u64,
     /// CPU time of the client and of the server, where `/proc` tells.
-    cpu: Option<(Duration, Duration)>,
+    cpu: Option<(CpuTime, CpuTime)>,
     /// What the scheduler did to the client's threads and the server's, where `/proc` tells.
     sched: Option<(Scheduling, Scheduling)>,
     /// What the client's runtime did, where tokio tells (see [`Workers`]).
@@ -434,11 +434,11 @@ fn measure<F: Framework>(options: &Options, server: &mut ServerProcess, point: P
     let calls = measured.calls.max(1) as f64;
     let us = |ns: f64| ns / 1000.0;
     let latency = &measured.latency;
-    // Each process's CPU time per call in the window: (client, server).
+    // Each process's CPU time in the window: (client, server).
     let cpu = end.cpu.zip(start.cpu).map(|((client, server), (client_before, server_before))| {
-        let per_call = |end: Duration, start: Duration| us(end.saturating_sub(start).as_nanos() as f64) / calls;
-        (per_call(client, client_before), per_call(server, server_before))
+        (client.since(client_before), server.since(server_before))
     });
+    let per_call = |time: Duration| us(time.as_nanos() as f64) / calls;
     let row = Row {
         framework: F::NAME,
         point,
@@ -450,19 +450,26 @@ fn measure<F: Framework>(options: &Options, server: &mut ServerProcess, point: P
         p999_us: us(latency.value_at_quantile(0.999) as f64),
         client_allocs: end.client_allocs.saturating_sub(start.client_allocs) as f64 / calls,
         server_allocs: end.server_allocs.saturating_sub(start.server_allocs) as f64 / calls,
-        cpu_us: cpu.map(|(client, server)| client + server),
+        cpu_us: cpu.map(|(client, server)| per_call(client.total() + server.total())),
         server_rss_kib: server.peak_rss_kib(),
         errors: measured.errors,
     };
-    let (client_cpu, server_cpu) = cpu.unwrap_or((f64::NAN, f64::NAN));
+    let side = |time: Option<CpuTime>| {
+        time.map_or_else(
+            || "-".to_owned(),
+            |time| format!("{:.2} ({:.0}% kernel)", per_call(time.total()), share(time.system, time.total())),
+        )
+    };
     eprintln!(
         "  {point:>7}: {:>9.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs  allocs/call {:.1}  cpu/call {:.2} µs \
-         (client {client_cpu:.2}, server {server_cpu:.2}){}{}",
+         (client {}, server {}){}{}",
         row.rps,
         row.p50_us,
         row.p99_us,
         row.allocs_per_call(),
         row.cpu_us.unwrap_or(f64::NAN),
+        side(cpu.map(|(client, _)| client)),
+        side(cpu.map(|(_, server)| server)),
         scheduled(start.sched, end.sched, calls),
         parked(start.workers, end.workers, calls),
     );
@@ -470,6 +477,11 @@ fn measure<F: Framework>(options: &Options, server: &mut ServerProcess, point: P
         eprintln!("  {point:>7}: {} calls failed; the first: {error}", measured.errors);
     }
     Ok(row)
+}
+
+/// `part` as a percentage of `whole` (0 of nothing).
+fn share(part: Duration, whole: Duration) -> f64 {
+    if whole.is_zero() { 0.0 } else { part.as_secs_f64() * 100.0 / whole.as_secs_f64() }
 }
 
 /// What the scheduler did in the window, per thousand calls, for the per-point line: how often

@@ -168,15 +168,36 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
 }
 
-/// CPU time process `pid` has used so far, user and system (Linux only): `utime + stime` of
+/// CPU time a process has used so far, in user space and in the kernel on its behalf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// In user space: the process's own code and its libraries'.
+    pub user: Duration,
+    /// In the kernel on its behalf: system calls, waking and being woken, the network stack.
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// Both together.
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was used between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+    }
+}
+
+/// CPU time process `pid` has used so far (Linux only): `utime` and `stime` of
 /// `/proc/PID/stat`, in clock ticks of 10 ms (the kernel's `USER_HZ` is 100 on Linux).
-pub fn cpu_time(pid: u32) -> Option<Duration> {
+pub fn cpu_time(pid: u32) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, field 2, is in parentheses and may hold spaces: count fields after it.
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
+    Some(CpuTime { user: Duration::from_millis(utime * 10), system: Duration::from_millis(stime * 10) })
 }
 
 /// What the kernel's scheduler did to a process's threads so far: summed over the threads alive
