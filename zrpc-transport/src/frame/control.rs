@@ -55,13 +55,13 @@ pub fn encode_credit(dst: &mut BytesMut, requests: u64, bytes: u64) {
 }
 
 /// Decodes a `CREDIT` body; trailing bytes are ignored.
-pub(super) fn decode_credit(requests: u64, mut r: Reader<'_>) -> Result<super::Frame, FrameError> {
+pub(super) fn decode_credit(requests: u64, mut r: Reader) -> Result<super::Frame, FrameError> {
     let bytes = r.u64("body ends inside the byte count")?;
     Ok(super::Frame::Credit { requests, bytes })
 }
 
 /// Decodes a `GOAWAY` body; trailing bytes are ignored.
-pub(super) fn decode_goaway(last_id: u64, mut r: Reader<'_>) -> Result<GoAway, FrameError> {
+pub(super) fn decode_goaway(last_id: u64, mut r: Reader) -> Result<GoAway, FrameError> {
     let code = r.u8("body ends inside the code")?;
     let message_len = r.u16("body ends inside the message length")?;
     let message = r.string(usize::from(message_len), "body ends inside the message", "message is not utf-8")?;

@@ -135,7 +135,7 @@ impl Decoder {
             }
             // Returned as parsed, where `parse` wrote it: unwrapping the frame to wrap it again,
             // or binding it by a pattern, copied all of it.
-            let parsed = parse(&frame);
+            let parsed = parse(frame);
             match parsed {
                 Ok(None) => continue,
                 Ok(Some(_)) => self.last_len = total,
@@ -167,12 +167,13 @@ impl Decoder {
         if usize::try_from(len).ok().and_then(|len| len.checked_add(LENGTH_LEN)) != Some(frame.len()) {
             return Err(malformed("not as long as its length field says"));
         }
-        parse(frame)
+        parse(frame.clone())
     }
 }
 
-/// Parses one whole frame (length field included); `None` for an unknown kind.
-fn parse(frame: &Bytes) -> Result<Option<Frame>, FrameError> {
+/// Parses one whole frame (length field included); `None` for an unknown kind. A payload is
+/// the frame itself, advanced past its header and fields (see [`Reader::rest`]).
+fn parse(frame: Bytes) -> Result<Option<Frame>, FrameError> {
     let mut header = Reader::new(frame, "frame");
     header.u32("missing length")?;
     let kind = header.u8("missing kind")?;

@@ -120,7 +120,7 @@ pub fn encode_hello(dst: &mut BytesMut, hello: &Hello) -> Result<usize, FrameErr
 }
 
 /// Decodes a `HELLO` body, its extensions included; unknown extensions are skipped.
-pub(super) fn decode_hello(mut r: Reader<'_>) -> Result<Hello, FrameError> {
+pub(super) fn decode_hello(mut r: Reader) -> Result<Hello, FrameError> {
     let name_len = r.u8("body ends inside the name length")?;
     let name = r.string(usize::from(name_len), "body ends inside the name", "name is not utf-8")?;
     let max_frame = r.u32("body ends inside max_frame")?;
@@ -164,7 +164,7 @@ pub(super) fn decode_hello(mut r: Reader<'_>) -> Result<Hello, FrameError> {
 
 /// The value of a `FLOW` extension; bytes after the fields it defines are ignored.
 fn decode_flow(value: &Bytes) -> Result<FlowLimits, FrameError> {
-    let mut r = Reader::new(value, "hello");
+    let mut r = Reader::new(value.clone(), "hello");
     let max_requests = r.u32("the flow extension is shorter than 8 bytes")?;
     let request_bytes = r.u32("the flow extension is shorter than 8 bytes")?;
     if max_requests == 0 {

@@ -354,7 +354,7 @@ fn write(dst: &mut BytesMut, parts: &Parts<'_>, max_frame: u32) -> Result<usize,
 }
 
 /// Decodes a `REQUEST` body, read by `r` after the frame's header.
-pub(super) fn decode_request(id: u64, bits: u8, mut r: Reader<'_>) -> Result<RequestFrame, FrameError> {
+pub(super) fn decode_request(id: u64, bits: u8, mut r: Reader) -> Result<RequestFrame, FrameError> {
     let codec = r.u8("body ends inside the codec")?;
     let timeout_us = r.u64("body ends inside the timeout")?;
     let method_len = r.u8("body ends inside the method length")?;

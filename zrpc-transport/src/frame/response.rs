@@ -168,7 +168,7 @@ fn write(
 }
 
 /// Decodes a `RESPONSE` body, read by `r` after the frame's header.
-pub(super) fn decode_response(id: u64, bits: u8, mut r: Reader<'_>) -> Result<ResponseFrame, FrameError> {
+pub(super) fn decode_response(id: u64, bits: u8, mut r: Reader) -> Result<ResponseFrame, FrameError> {
     let code = r.u8("body ends inside the code")?;
     let message_len = r.u16("body ends inside the message length")?;
     let message = r.utf8(usize::from(message_len), "body ends inside the message", "message is not utf-8")?;

@@ -1,7 +1,7 @@
 //! Field-level reading and writing shared by every frame kind: a bounds-checked cursor over a
 //! frame body, the frame header, and the metadata block.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use zrpc_core::Metadata;
 
 use super::{FrameError, HEADER_LEN};
@@ -9,25 +9,30 @@ use super::{FrameError, HEADER_LEN};
 /// Bytes of a frame's `length` field.
 pub(super) const LENGTH_LEN: usize = 4;
 
-/// A cursor over a frame's bytes. Every read is bounds-checked and fails with
+/// A cursor over a frame's bytes, which it owns. Every read is bounds-checked and fails with
 /// [`FrameError::Malformed`] naming the frame kind; slices share the frame's buffer.
 ///
-/// A frame's body is read where it is, after the header ([`Reader::body`]), rather than as a
-/// slice of its own: each slice of a `Bytes` takes a reference count and later gives it back,
-/// two atomic operations, worth paying for the payload and the names a frame carries only.
-pub(super) struct Reader<'a> {
-    bytes: &'a Bytes,
+/// Each slice of a `Bytes` takes a reference count and later gives it back, two atomic
+/// operations, which a frame pays for the names it carries only. Its body is read where it is,
+/// after the header ([`Reader::body`]), rather than as a slice of its own; and its last field,
+/// the payload, is the frame itself, advanced past the fields before it ([`Reader::rest`]). On a
+/// client the answers of one read are dropped by callers on every worker, and the count they
+/// share is a cache line that moves between cores: `perf` found its decrements 5% of a client's
+/// CPU (`benches/results/kernel-share-08f2377-amd`). Until 2026-12-02 the payload was a slice,
+/// and the frame, dropped once parsed, gave its count back: two more operations a frame.
+pub(super) struct Reader {
+    bytes: Bytes,
     pos: usize,
     kind: &'static str,
 }
 
-impl<'a> Reader<'a> {
-    pub(super) fn new(bytes: &'a Bytes, kind: &'static str) -> Reader<'a> {
+impl Reader {
+    pub(super) fn new(bytes: Bytes, kind: &'static str) -> Reader {
         Reader { bytes, pos: 0, kind }
     }
 
     /// The rest of the same frame, read as a `kind` body: its errors name `kind`.
-    pub(super) fn body(self, kind: &'static str) -> Reader<'a> {
+    pub(super) fn body(self, kind: &'static str) -> Reader {
         Reader { kind, ..self }
     }
 
@@ -101,9 +106,11 @@ impl<'a> Reader<'a> {
         Ok(s.to_owned())
     }
 
-    /// Everything after the cursor.
-    pub(super) fn rest(self) -> Bytes {
-        self.bytes.slice(self.pos.min(self.bytes.len())..)
+    /// Everything after the cursor: the bytes read, advanced past what was read, with no
+    /// reference count of their own (see [`Reader`]).
+    pub(super) fn rest(mut self) -> Bytes {
+        self.bytes.advance(self.pos.min(self.bytes.len()));
+        self.bytes
     }
 
     /// A metadata block: `count u16`, then per entry `key_len u8`, key, `value_len u32`, value.
@@ -206,7 +213,7 @@ mod tests {
     #[test]
     fn reader_refuses_reads_past_the_end_and_keeps_its_position() {
         let body = Bytes::from_static(&[0, 1, 2]);
-        let mut r = Reader::new(&body, "test");
+        let mut r = Reader::new(body, "test");
         assert_eq!(r.u16("a"), Ok(1));
         assert_eq!(r.u16("b"), Err(FrameError::Malformed { kind: "test", reason: "b" }));
         assert_eq!(r.bytes(2, "c"), Err(FrameError::Malformed { kind: "test", reason: "c" }));
