@@ -296,10 +296,12 @@ pub fn run(options: &Options) -> Result<(), BoxError> {
     }
     let rows = report::median_rows(&rounds);
     let heading = heading(options);
-    print!("{heading}\n\n{}", report::table(&rows, decode_allocations()));
+    let message_allocs = decode_allocations();
+    print!("{heading}\n\n{}", report::table(&rows, message_allocs));
     if rounds.len() > 1 {
         print!("{}", report::round_ratios(&rounds));
     }
+    print!("{}", report::target_rounds(&rounds, message_allocs));
     if let Some(path) = &options.csv {
         std::fs::write(path, report::csv(&rows))?;
         eprintln!("wrote {}", path.display());

@@ -280,6 +280,113 @@ pub fn round_ratios(rounds: &[Vec<Row>]) -> String {
     ratio_table(&rounds, &format!("ratios per round, lowest–highest of {} (each round's own rows):", rounds.len()))
 }
 
+/// One of issue 15's targets for a call (DESIGN.md §7), judged within a round from that round's
+/// rows alone.
+struct Target {
+    point: Point,
+    /// What is asked, as printed.
+    what: &'static str,
+    /// The round's figure; `None` when the round lacks a framework the target compares with.
+    figure: fn(&[Row], Point, MessageAllocs) -> Option<f64>,
+    /// The figure the target allows.
+    limit: f64,
+    /// The figure must be at least the limit (a ratio that must be high), not at most.
+    at_least: bool,
+}
+
+impl Target {
+    fn met(&self, figure: f64) -> bool {
+        if self.at_least { figure >= self.limit } else { figure <= self.limit }
+    }
+}
+
+/// `over`'s figure over `under`'s at `point`, in one round's rows.
+fn ratio_of(rows: &[Row], point: Point, over: Name, under: Name, figure: fn(&Row) -> f64) -> Option<f64> {
+    let (a, b) = (find(rows, over, point).map(figure)?, find(rows, under, point).map(figure)?);
+    (b > 0.0).then(|| a / b)
+}
+
+const DEPTHS: [Point; 2] = [Point { callers: 100, conns: 1 }, Point { callers: 1000, conns: 1 }];
+
+/// The targets, in the order printed: at 100 and 1,000 callers on one connection, then one
+/// caller's round trip.
+fn targets() -> Vec<Target> {
+    let mut all = Vec::new();
+    for point in DEPTHS {
+        all.extend([
+            Target {
+                point,
+                what: "calls/s >= 0.8 x raw-mux",
+                figure: |rows, point, _| ratio_of(rows, point, Name::Zrpc, Name::RawMux, |r| r.rps),
+                limit: 0.8,
+                at_least: true,
+            },
+            Target {
+                point,
+                what: "calls/s >= 3 x tarpc",
+                figure: |rows, point, _| ratio_of(rows, point, Name::Zrpc, Name::Tarpc, |r| r.rps),
+                limit: 3.0,
+                at_least: true,
+            },
+            Target {
+                point,
+                what: "CPU µs a call <= raw-mux's + 1.5 (above raw-mux's)",
+                figure: |rows, point, _| {
+                    Some(find(rows, Name::Zrpc, point)?.cpu_us? - find(rows, Name::RawMux, point)?.cpu_us?)
+                },
+                limit: 1.5,
+                at_least: false,
+            },
+            Target {
+                point,
+                what: "own allocations a call <= 2",
+                figure: |rows, point, message| {
+                    Some(find(rows, Name::Zrpc, point)?.allocs_per_call() - message.per_call(Name::Zrpc))
+                },
+                limit: 2.0,
+                at_least: false,
+            },
+        ]);
+    }
+    all.push(Target {
+        point: Point { callers: 1, conns: 1 },
+        what: "p50 <= 1.15 x raw-pingpong",
+        figure: |rows, point, _| ratio_of(rows, point, Name::Zrpc, Name::RawPingpong, |r| r.p50_us),
+        limit: 1.15,
+        at_least: false,
+    });
+    all
+}
+
+/// Issue 15's targets for a call, each judged in every round from that round's rows: how many
+/// rounds met it and the worst round's figure, so that a run says at once where it stands on
+/// the machine it ran on. Targets whose frameworks or points were not measured are left out.
+pub fn target_rounds(rounds: &[Vec<Row>], message_allocs: MessageAllocs) -> String {
+    let mut out = String::new();
+    for target in targets() {
+        let figures: Option<Vec<f64>> =
+            rounds.iter().map(|rows| (target.figure)(rows, target.point, message_allocs)).collect();
+        let Some(figures) = figures.filter(|figures| !figures.is_empty()) else { continue };
+        let met = figures.iter().filter(|&&figure| target.met(figure)).count();
+        let (worst, which) = if target.at_least {
+            (figures.iter().copied().fold(f64::INFINITY, f64::min), "lowest")
+        } else {
+            (figures.iter().copied().fold(f64::NEG_INFINITY, f64::max), "highest")
+        };
+        let _ = writeln!(
+            out,
+            "{:<8} {:<51} {met} of {} rounds ({which} {worst:.2})",
+            target.point.to_string(),
+            target.what,
+            figures.len()
+        );
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!("\nissue 15's targets for a call, round by round:\n{out}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +452,42 @@ mod tests {
         assert!(out.contains("zrpc / raw-pingpong = 1.20–1.32"), "{out}");
         // One round, or equal ratios, print one value.
         assert!(ratios(&rounds[0]).lines().any(|l| l.split_whitespace().nth(1) == Some("3.00")));
+    }
+
+    /// Each target is judged within each round; the line counts the rounds that met it and
+    /// names the worst.
+    #[test]
+    fn targets_are_judged_round_by_round() {
+        let at = |framework, callers, rps, cpu_us, p50_us| Row {
+            point: Point { callers, conns: 1 },
+            p50_us,
+            cpu_us: Some(cpu_us),
+            client_allocs: 5.0,
+            server_allocs: 5.5,
+            ..row(framework, rps, 1.0, 1)
+        };
+        let round = |zrpc_rps, zrpc_cpu| {
+            vec![
+                at(Name::Zrpc, 100, zrpc_rps, zrpc_cpu, 1.0),
+                at(Name::RawMux, 100, 100.0, 3.0, 1.0),
+                at(Name::Tarpc, 100, 25.0, 9.0, 1.0),
+                at(Name::Zrpc, 1, 1.0, 1.0, 110.0),
+                at(Name::RawPingpong, 1, 1.0, 1.0, 100.0),
+            ]
+        };
+        // zrpc / raw-mux 0.90 and 0.70; zrpc / tarpc 3.6 and 2.8; CPU 0.5 and 2.0 µs above.
+        let rounds = vec![round(90.0, 3.5), round(70.0, 5.0)];
+        let message = MessageAllocs { owned: 4, shared: 0 };
+        let out = target_rounds(&rounds, message);
+        let line = |what: &str| out.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("{what}: {out}"));
+        assert!(line("0.8 x raw-mux").ends_with("1 of 2 rounds (lowest 0.70)"), "{out}");
+        assert!(line("3 x tarpc").ends_with("1 of 2 rounds (lowest 2.80)"), "{out}");
+        assert!(line("+ 1.5").ends_with("1 of 2 rounds (highest 2.00)"), "{out}");
+        // 10.5 allocations a call, 8 of them the message's.
+        assert!(line("own allocations").ends_with("0 of 2 rounds (highest 2.50)"), "{out}");
+        assert!(line("raw-pingpong").ends_with("2 of 2 rounds (highest 1.10)"), "{out}");
+        assert!(!out.contains("1000x1"), "a point not measured is left out: {out}");
+        assert_eq!(target_rounds(&[vec![at(Name::Tarpc, 100, 1.0, 1.0, 1.0)]], message), "");
     }
 
     #[test]
