@@ -220,10 +220,9 @@ const SINGLE_CALLER: [Column; 2] = [
 fn cell(rounds: &[&[Row]], column: &Column, point: Point) -> String {
     let mut values = Vec::with_capacity(rounds.len());
     for rows in rounds {
-        let figure = |name| find(rows, name, point).map(column.figure);
-        match (figure(column.over), figure(column.under)) {
-            (Some(a), Some(b)) if b > 0.0 => values.push(a / b),
-            _ => return "-".to_owned(),
+        match ratio_of(rows, point, column.over, column.under, column.figure) {
+            Some(ratio) => values.push(ratio),
+            None => return "-".to_owned(),
         }
     }
     let low = format!("{:.2}", values.iter().copied().fold(f64::INFINITY, f64::min));
