@@ -429,7 +429,8 @@ impl Drop for CancelOnDrop {
 }
 
 /// The most boxes of calls through a [`Peer`] a thread keeps for its next ones (see
-/// [`boxed`]), emptied: 120 bytes each on x86-64, 30 KiB a thread.
+/// [`boxed`]), emptied: 120 bytes each on x86-64 (128 with the `metrics` feature, whose record
+/// of a call is a word longer), 30–32 KiB a thread.
 pub(crate) const FREE_CALLS_PER_THREAD: usize = 256;
 
 thread_local! {
@@ -547,6 +548,7 @@ mod tests {
         drop(calls);
         assert_eq!(kept(), FREE_CALLS_PER_THREAD);
         let size = std::mem::size_of::<CallFuture>();
-        assert!(size <= 120, "FREE_CALLS_PER_THREAD's docs say 120 bytes a box, not {size}");
+        let documented = if cfg!(feature = "metrics") { 128 } else { 120 };
+        assert!(size <= documented, "FREE_CALLS_PER_THREAD's docs say {documented} bytes a box, not {size}");
     }
 }
